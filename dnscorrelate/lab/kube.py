@@ -237,3 +237,8 @@ class NetworkPolicy(KubeModel):
 
 
 Manifest = Annotated[Union[Namespace, Pod, Service, NetworkPolicy], Field(discriminator="kind")]
+
+
+def object_key(m: Namespace | Pod | Service | NetworkPolicy) -> tuple[str, str, str]:
+    """(kind, namespace, name): what makes an object unique in a cluster (namespaces are cluster-wide)."""
+    return (m.kind, "" if m.kind == "Namespace" else m.metadata.namespace, m.metadata.name)

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from dnscorrelate.lab.kube import Manifest, Namespace, NetworkPolicy, Pod, Service
 
@@ -159,3 +159,33 @@ def load_spec(path: str | Path | None = None) -> LabSpec:
     except OSError as err:
         raise SpecError(f"{path}: cannot read: {err.strerror}") from None
     return spec_from_data(*parse_yaml(text, str(path)))
+
+
+MANIFESTS = TypeAdapter(list[Manifest])
+
+
+def load_manifests(path: str | Path) -> list:
+    """The Kubernetes objects in a YAML file (several documents, or a `kind: List`), validated."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise SpecError(f"{path}: cannot read: {err.strerror}") from None
+    try:
+        nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
+        documents = list(yaml.safe_load_all(text))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        raise SpecError(f"{path}{f':{mark.line + 1}' if mark else ''}: invalid YAML: {getattr(err, 'problem', err)}") from None
+    objects = []
+    for document, node in zip(documents, nodes):
+        if document is None:
+            continue
+        items, prefix = ([document], ())
+        if isinstance(document, dict) and document.get("kind") == "List":
+            items, prefix = document.get("items") or [], ("items",)
+        try:
+            objects += MANIFESTS.validate_python(items)
+        except ValidationError as err:
+            raise SpecError(describe_errors(err, Source(str(path), node), prefix)) from None
+    return objects

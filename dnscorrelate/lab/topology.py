@@ -12,11 +12,12 @@ kubeadm cluster on minikube's network):
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections import Counter
 
 from pydantic import BaseModel
 
-from dnscorrelate.lab.kube import Container, ContainerPort, ObjectMeta, Pod, PodSpec, Service, ServicePort, ServiceSpec
+from dnscorrelate.lab.kube import object_key, Container, ContainerPort, ObjectMeta, Pod, PodSpec, Service, ServicePort, ServiceSpec
 from dnscorrelate.lab.spec import LabSpec, SpecError
 
 PREFIX = "dnsc-"
@@ -169,9 +170,7 @@ def check_objects(spec: LabSpec) -> None:
     """Raise SpecError for what the API server would reject: duplicates, unknown namespaces or nodes."""
     namespaces = {ns.metadata.name for ns in spec.namespaces} | {"default", "kube-system"}
     problems = []
-    seen = Counter(
-        (m.kind, "" if m.kind == "Namespace" else m.metadata.namespace, m.metadata.name) for m in spec.manifests
-    )
+    seen = Counter(object_key(m) for m in spec.manifests)
     problems += [f"{kind} {ns + '/' if ns else ''}{name} is declared {n} times" for (kind, ns, name), n in seen.items() if n > 1]
     node_names = {f"node-{i}" for i in range(spec.nodes)}
     for index, m in enumerate(spec.manifests):
@@ -269,8 +268,9 @@ def build_services(spec: LabSpec, pods: list[PodInfo]) -> list[ServiceInfo]:
 
 
 def check_lab_name(name: str) -> str:
-    if not name or len(name) > 12 or not name.isascii() or not name.replace("-", "").isalnum() or name != name.lower():
-        raise SpecError(f"lab name {name!r}: use 1-12 lowercase letters, digits or '-'")
+    """A lab name is 1-12 lowercase letters and digits: no '-', so no lab's prefix is a prefix of another's."""
+    if not re.fullmatch(r"[a-z0-9]{1,12}", name or ""):
+        raise SpecError(f"lab name {name!r}: use 1-12 lowercase letters or digits")
     return name
 
 

@@ -1,0 +1,181 @@
+"""The `dnscorrelate` command line."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from dnscorrelate.lab import logs as lab_logs
+from dnscorrelate.lab.netns import LabError
+from dnscorrelate.lab.runtime import Lab, resolve_lab_name, running_labs, teardown
+from dnscorrelate.lab.spec import SpecError, load_manifests, load_spec
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def friendly_errors(fn):
+    """Turn the project's expected errors and Ctrl-C into a message and exit code, never a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (LabError, SpecError) as err:
+            errors.print(f"[bold red]error:[/] {err}", highlight=False, markup=True, soft_wrap=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            errors.print("interrupted")
+            sys.exit(130)
+
+    return wrapper
+
+
+lab_option = click.option("--lab", "--name", "lab_name", metavar="NAME", help="Which lab (default: the only one up).")
+
+
+@click.group()
+@click.version_option(package_name="dnscorrelate")
+def main() -> None:
+    """Correlate CoreDNS logs with eBPF packet traces and say which DNS hop failed, and why."""
+
+
+@main.group()
+def lab() -> None:
+    """A Kubernetes-shaped DNS lab: network namespaces, nftables, a real CoreDNS."""
+
+
+@lab.command("up")
+@click.option("--spec", "spec_path", type=click.Path(dir_okay=False), help="Lab spec YAML, merged over the default.")
+@click.option("--name", "name", default="lab", show_default=True, help="Lab name: 1-12 lowercase letters or digits.")
+@friendly_errors
+def lab_up(spec_path: str | None, name: str) -> None:
+    """Build the lab and start CoreDNS."""
+    spec = load_spec(spec_path)
+    with console.status(f"bringing up lab {name}"):
+        started = Lab.up(spec, name)
+    print_status(started.status())
+    console.print(f"\nlab [bold]{name}[/] is up. Try: dnscorrelate lab exec pod/mypod -n demo -- dig +short example.com")
+
+
+@lab.command("status")
+@lab_option
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@friendly_errors
+def lab_status(lab_name: str | None, output: str) -> None:
+    """Show a running lab: pods, Services, CoreDNS processes."""
+    names = [lab_name] if lab_name else running_labs()
+    statuses = [Lab.load(n).status() for n in names]
+    if output == "json":
+        click.echo(json.dumps(statuses if not lab_name else statuses[0], indent=2))
+        return
+    if not statuses:
+        console.print("no lab is up")
+    for status in statuses:
+        print_status(status)
+
+
+def print_status(status: dict) -> None:
+    pods = Table(title=f"lab {status['name']}: pods", title_justify="left")
+    for col in ("POD", "IP", "NODE", "NETNS"):
+        pods.add_column(col)
+    for p in status["pods"]:
+        pods.add_row(p["pod"], p["ip"], p["node"], p["netns"])
+    services = Table(title="services", title_justify="left")
+    for col in ("SERVICE", "TYPE", "CLUSTER-IP", "ENDPOINTS"):
+        services.add_column(col)
+    for s in status["services"]:
+        services.add_row(s["service"], s["type"], s["cluster_ip"], ", ".join(s["endpoints"]) or "<none>")
+    procs = Table(title="dns servers", title_justify="left")
+    for col in ("ROLE", "PID", "NETNS", "RUNNING", "LOG"):
+        procs.add_column(col)
+    for p in status["processes"]:
+        procs.add_row(p["role"], str(p["pid"]), p["netns"], "yes" if p["running"] else "[red]no[/]", p["log"])
+    console.print(pods, services, procs)
+
+
+@lab.command("exec", context_settings={"ignore_unknown_options": True})
+@click.argument("pod")
+@click.option("-n", "--namespace", default="default", show_default=True)
+@lab_option
+@click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
+@friendly_errors
+def lab_exec(pod: str, namespace: str, lab_name: str | None, command: tuple[str, ...]) -> None:
+    """Run COMMAND in POD's network namespace, with its resolv.conf (like kubectl exec).
+
+    Example: dnscorrelate lab exec pod/mypod -n demo -- getent ahosts web
+    """
+    target = Lab.load(resolve_lab_name(lab_name)).pod(pod, namespace)
+    argv = ["ip", "netns", "exec", target.netns, *command]
+    os.execvp(argv[0], argv)
+
+
+@lab.command("logs")
+@click.argument("component", type=click.Choice(["coredns", "upstream", "nodelocal"]), default="coredns")
+@lab_option
+@click.option("--replica", type=int, help="Only this CoreDNS replica.")
+@friendly_errors
+def lab_logs_cmd(component: str, lab_name: str | None, replica: int | None) -> None:
+    """Print a DNS server's log, timestamped like `kubectl logs --timestamps --prefix`."""
+    running = Lab.load(resolve_lab_name(lab_name))
+    for line in lab_logs.merged(running, component, replica):
+        click.echo(line)
+
+
+@lab.command("apply")
+@click.option("-f", "--filename", "path", required=True, type=click.Path(dir_okay=False), help="Manifest YAML.")
+@lab_option
+@friendly_errors
+def lab_apply(path: str, lab_name: str | None) -> None:
+    """Create or replace Services and NetworkPolicies in a running lab (like kubectl apply -f)."""
+    running = Lab.load(resolve_lab_name(lab_name))
+    for line in running.apply(load_manifests(path)):
+        console.print(line)
+
+
+@lab.command("delete")
+@click.argument("ref", metavar="KIND/NAME")
+@click.option("-n", "--namespace", default="default", show_default=True)
+@lab_option
+@friendly_errors
+def lab_delete(ref: str, namespace: str, lab_name: str | None) -> None:
+    """Delete a Service or NetworkPolicy from a running lab (like kubectl delete networkpolicy/NAME)."""
+    kind, _, name = ref.partition("/")
+    if not name:
+        raise LabError(f"{ref!r}: expected KIND/NAME, for example networkpolicy/deny-egress")
+    console.print(Lab.load(resolve_lab_name(lab_name)).delete(kind, namespace, name))
+
+
+@lab.command("down")
+@click.option("--name", "name", help="The lab to remove (default: the only one up).")
+@click.option("--all", "everything", is_flag=True, help="Remove every lab, including the debris of crashed ones.")
+@friendly_errors
+def lab_down(name: str | None, everything: bool) -> None:
+    """Remove a lab: processes, namespaces, /etc/netns entries, nftables tables."""
+    if everything:
+        removed = teardown(None)
+    else:
+        removed = teardown(resolve_lab_name(name))
+    console.print(
+        f"removed {len(removed['labs'])} lab(s) {', '.join(removed['labs'])}: {len(removed['netns'])} namespaces, "
+        f"{len(removed['pids'])} processes, {len(removed['etc_netns'])} /etc/netns entries"
+    )
+
+
+@main.command()
+@friendly_errors
+def demo() -> None:
+    """The main job on the default lab: bring it up, resolve names from a pod, show the logs, tear down."""
+    from dnscorrelate import demo as demo_module
+
+    sys.exit(demo_module.run(console))
+
+
+if __name__ == "__main__":
+    main()

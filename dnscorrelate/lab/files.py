@@ -1,0 +1,127 @@
+"""The text files a lab runs on: resolv.conf and hosts per namespace, Corefiles, zone files.
+
+All are pure functions of the Topology; `runtime` writes them under the lab's
+run directory and `/etc/netns/<netns>/`, where `ip netns exec` bind-mounts
+them over /etc/resolv.conf and /etc/hosts, as the kubelet does for a pod.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from dnscorrelate.lab import kubedns
+from dnscorrelate.lab.kube import Pod
+from dnscorrelate.lab.topology import PodInfo, Topology
+
+
+def pod_resolv_conf(topology: Topology, pod: PodInfo, manifest: Pod) -> str:
+    """The kubelet's resolv.conf for `pod`, per its dnsPolicy and dnsConfig."""
+    spec = manifest.spec
+    if spec.dnsPolicy == "Default":
+        nameservers, searches, options = [topology.upstream_ip], [], []
+    elif spec.dnsPolicy == "None":
+        nameservers, searches, options = [], [], []
+    else:
+        cluster_dns = topology.nodelocal_ip or topology.cluster_dns_ip
+        ns = pod.namespace
+        d = topology.domain
+        nameservers, searches, options = [cluster_dns], [f"{ns}.svc.{d}", f"svc.{d}", d], ["ndots:5"]
+    if spec.dnsConfig:
+        nameservers += spec.dnsConfig.nameservers
+        searches += spec.dnsConfig.searches
+        given = {o.name: o for o in spec.dnsConfig.options}
+        options = [o for o in options if o.split(":")[0] not in given]
+        options += [f"{o.name}:{o.value}" if o.value else o.name for o in given.values()]
+    return resolv_conf(nameservers, searches, options)
+
+
+def resolv_conf(nameservers: list[str], searches: list[str] = (), options: list[str] = ()) -> str:
+    lines = []
+    if searches:
+        lines.append("search " + " ".join(searches))
+    lines += [f"nameserver {ns}" for ns in nameservers]
+    if options:
+        lines.append("options " + " ".join(options))
+    return "\n".join(lines) + "\n"
+
+
+def pod_hosts(pod: PodInfo, manifest: Pod, domain: str) -> str:
+    """The kubelet-managed /etc/hosts of a pod."""
+    name = manifest.spec.hostname or pod.name
+    fqdn = f"{name}.{manifest.spec.subdomain}.{pod.namespace}.svc.{domain}\t" if manifest.spec.subdomain else ""
+    return (
+        "# Kubernetes-managed hosts file (dnscorrelate lab).\n"
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+        f"{pod.ip}\t{fqdn}{name}\n"
+    )
+
+
+def replica_corefile(topology: Topology, zone_dir: Path) -> str:
+    """The replicas' Corefile: the ConfigMap's, with kubernetes emulated and coredns-custom blocks appended."""
+    spec = topology.spec
+    corefile = kubedns.emulate_kubernetes(
+        spec.corefile,
+        str(zone_dir / "cluster.db"),
+        str(zone_dir / "reverse.db"),
+        kubedns.reverse_zone_name(topology),
+    )
+    custom = [f"# coredns-custom: {name}\n{text.strip()}\n" for name, text in sorted(spec.customServerBlocks.items())]
+    return "\n".join([corefile.rstrip() + "\n", *custom])
+
+
+def upstream_zone(name: str, text: str, serial: int) -> str:
+    """A zone file for the upstream: `text` as given if it has an SOA, else wrapped with one."""
+    origin = name.rstrip(".") + "."
+    if re.search(r"\bSOA\b", text):
+        return f"$ORIGIN {origin}\n{text}"
+    head = f"$ORIGIN {origin}\n$TTL 300\n@ IN SOA ns1.{origin} hostmaster.{origin} {serial} 7200 1800 86400 300\n@ IN NS ns1.{origin}\n"
+    return head + text.rstrip() + "\n"
+
+
+ROOT_ZONE = """$ORIGIN .
+$TTL 300
+@ IN SOA a.root-servers.lab. hostmaster.lab. {serial} 7200 1800 86400 300
+@ IN NS a.root-servers.lab.
+"""
+
+
+def upstream_corefile(topology: Topology, zone_dir: Path) -> str:
+    """The upstream resolver: authoritative for the spec's zones, NXDOMAIN for the rest of the
+    world, and dressed as a recursive resolver (RA set, AA cleared) as a cloud resolver answers."""
+    spec = topology.spec
+    if spec.upstreamCorefile:
+        return spec.upstreamCorefile
+    files = [f"    file {zone_dir / 'root.db'} ."]
+    files += [f"    file {zone_dir / (name.rstrip('.') + '.db')} {name.rstrip('.')}" for name in sorted(spec.upstreamZones)]
+    return "\n".join(
+        [".:53 {", "    errors", "    log", "    header {", "        response set ra", "        response clear aa", "    }", *files, "}", ""]
+    )
+
+
+def nodelocal_corefile(topology: Topology) -> str:
+    """NodeLocal DNSCache's Corefile, as node-cache renders it: cluster.local over TCP to kube-dns."""
+    ip = topology.nodelocal_ip
+    kube_dns = topology.cluster_dns_ip
+
+    def server(zone: str, cache: list[str], forward: str) -> list[str]:
+        return [
+            f"{zone}:53 {{",
+            "    errors",
+            *cache,
+            "    reload",
+            "    loop",
+            f"    bind {ip}",
+            forward,
+            "    prometheus :9253",
+            "    log",
+            "}",
+        ]
+
+    cluster_cache = ["    cache {", "        success 9984 30", "        denial 9984 5", "    }"]
+    to_kube_dns = f"    forward . {kube_dns} {{\n        force_tcp\n    }}"
+    lines = []
+    for zone in (topology.domain, "in-addr.arpa", "ip6.arpa"):
+        lines += server(zone, cluster_cache if zone == topology.domain else ["    cache 30"], to_kube_dns)
+    lines += server(".", ["    cache 30"], "    forward . /etc/resolv.conf")
+    return "\n".join(lines) + "\n"
