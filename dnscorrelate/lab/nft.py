@@ -33,6 +33,12 @@ def table_name(lab: str) -> str:
     return f"dnsc-{lab}"
 
 
+def comment(text: str) -> str:
+    """An nft comment: quotes removed, cut to nft's 128-byte limit."""
+    text = text.replace('"', "'")
+    return f'comment "{text[:124] + "..." if len(text) > 127 else text}"'
+
+
 def chain_id(ip: str) -> str:
     return ip.replace(".", "-")
 
@@ -59,10 +65,10 @@ def service_chains(services: list[ServiceInfo]) -> tuple[list[str], list[str], l
             name = f"svc-{s}-{p}"
             entries.append(f"{key} : goto {name}")
             picks = ", ".join(f"{i} : goto {name}-ep{i}" for i in range(len(port.endpoints)))
-            comment = f'comment "{svc.key}:{port.name or port.port}"'
-            chains += block(f"chain {name}", [f"numgen random mod {len(port.endpoints)} vmap {{ {picks} }} {comment}"])
+            label = comment(f"{svc.key}:{port.name or port.port}")
+            chains += block(f"chain {name}", [f"numgen random mod {len(port.endpoints)} vmap {{ {picks} }} {label}"])
             for i, ep in enumerate(port.endpoints):
-                chains += block(f"chain {name}-ep{i}", [f'meta l4proto {proto} dnat to {ep.ip}:{ep.port} comment "{ep.pod}"'])
+                chains += block(f"chain {name}-ep{i}", [f"meta l4proto {proto} dnat to {ep.ip}:{ep.port} {comment(ep.pod)}"])
     return entries, chains, rejects
 
 
@@ -150,11 +156,11 @@ def policy_chain(ctx: PolicyContext, pod: PodInfo, direction: str, policies: lis
     lines = []
     for policy in policies:
         for index, rule in enumerate(policy.rules(direction)):
-            comment = f'comment "{policy.ref} {DIRECTIONS[direction][1]}[{index}]"'
+            label = comment(f"{policy.ref} {DIRECTIONS[direction][1]}[{index}]")
             for match in rule_matches(ctx, policy, rule, direction, manifest):
-                lines.append(f"{match} counter return {comment}".lstrip())
+                lines.append(f"{match} counter return {label}".lstrip())
     names = ", ".join(p.ref for p in policies)
-    lines.append(f'counter drop comment "{pod.key}: {direction} not allowed by {names}"')
+    lines.append(f"counter drop {comment(f'{pod.key}: {direction} not allowed by {names}')}")
     return block(f"chain {DIRECTIONS[direction][1]}-{chain_id(pod.ip)}", lines)
 
 

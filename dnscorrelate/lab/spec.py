@@ -161,7 +161,7 @@ def load_spec(path: str | Path | None = None) -> LabSpec:
     return spec_from_data(*parse_yaml(text, str(path)))
 
 
-MANIFESTS = TypeAdapter(list[Manifest])
+MANIFEST = TypeAdapter(Manifest)
 
 
 def load_manifests(path: str | Path) -> list:
@@ -181,11 +181,12 @@ def load_manifests(path: str | Path) -> list:
     for document, node in zip(documents, nodes):
         if document is None:
             continue
-        items, prefix = ([document], ())
+        items = [(document, ())]
         if isinstance(document, dict) and document.get("kind") == "List":
-            items, prefix = document.get("items") or [], ("items",)
-        try:
-            objects += MANIFESTS.validate_python(items)
-        except ValidationError as err:
-            raise SpecError(describe_errors(err, Source(str(path), node), prefix)) from None
+            items = [(item, ("items", i)) for i, item in enumerate(document.get("items") or [])]
+        for item, where in items:
+            try:
+                objects.append(MANIFEST.validate_python(item))
+            except ValidationError as err:
+                raise SpecError(describe_errors(err, Source(str(path), node), where)) from None
     return objects

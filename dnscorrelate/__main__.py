@@ -1,0 +1,3 @@
+from dnscorrelate.cli import main
+
+main()
