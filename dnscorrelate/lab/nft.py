@@ -1,6 +1,6 @@
 """The nftables ruleset of one lab node: kube-proxy's Services and the NetworkPolicies.
 
-One table per node namespace, named `dnsc-<lab>`, applied atomically with
+One table per node namespace, named `dnsc-<lab>` (the lab prefix and name), applied atomically with
 `nft -f` (a re-apply replaces it whole). It holds:
 
 - Services, as kube-proxy's nftables mode does: a verdict map from
@@ -24,13 +24,13 @@ from dataclasses import dataclass
 
 from dnscorrelate.lab.kube import NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, Pod
 from dnscorrelate.lab.spec import LabSpec
-from dnscorrelate.lab.topology import POD_CIDR, NodeInfo, PodInfo, ServiceInfo, Topology
+from dnscorrelate.lab.topology import POD_CIDR, PREFIX, NodeInfo, PodInfo, ServiceInfo, Topology
 
 DIRECTIONS = {"Egress": ("daddr", "egress"), "Ingress": ("saddr", "ingress")}
 
 
 def table_name(lab: str) -> str:
-    return f"dnsc-{lab}"
+    return f"{PREFIX}{lab}"
 
 
 def comment(text: str) -> str:

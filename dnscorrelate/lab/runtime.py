@@ -70,6 +70,7 @@ class Lab:
     dir: Path
     processes: list[Process] = field(default_factory=list)
     coredns: str = ""
+    serial: int = 0  # the cluster zones' SOA serial: the file plugin reloads only when it grows
 
     @property
     def name(self) -> str:
@@ -86,6 +87,7 @@ class Lab:
             "topology": self.topology.model_dump(mode="json", by_alias=True),
             "processes": [vars(p) for p in self.processes],
             "coredns": self.coredns,
+            "serial": self.serial,
         }
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=1))
@@ -100,7 +102,7 @@ class Lab:
             raise LabError(f"no lab named {name!r} is up (looked for {path})") from None
         topology = Topology.model_validate(state["topology"])
         processes = [Process(**p) for p in state["processes"]]
-        return cls(topology, path.parent, processes, state.get("coredns", ""))
+        return cls(topology, path.parent, processes, state.get("coredns", ""), state.get("serial", 0))
 
     # --- up ----------------------------------------------------------------
 
@@ -156,9 +158,9 @@ class Lab:
         t = self.topology
         stanza = kubedns.find_kubernetes_stanza(t.spec.corefile)
         ttl = stanza.ttl if stanza else kubedns.DEFAULT_TTL
-        serial = int(time.time())
-        (self.dir / "zones" / "cluster.db").write_text(kubedns.cluster_zone(t, ttl, serial))
-        (self.dir / "zones" / "reverse.db").write_text(kubedns.reverse_zone(t, ttl, serial))
+        self.serial = max(self.serial + 1, int(time.time()))
+        (self.dir / "zones" / "cluster.db").write_text(kubedns.cluster_zone(t, ttl, self.serial))
+        (self.dir / "zones" / "reverse.db").write_text(kubedns.reverse_zone(t, ttl, self.serial))
 
     def _wire(self) -> None:
         """Links, addresses and routes. Every veth has both ends in lab namespaces."""
@@ -367,7 +369,8 @@ def stale_objects(prefix: str = PREFIX) -> dict[str, list]:
             inodes.add(netns.netns_inode(n))
         except OSError:
             continue
-    lab_dir = str(RUN_ROOT / prefix.removeprefix(PREFIX).rstrip("-"))
+    name = prefix.removeprefix(PREFIX).rstrip("-")
+    lab_dir = f"{RUN_ROOT / name}/" if name else f"{RUN_ROOT}/"
     etc = sorted(p.name for p in ETC_NETNS.glob(f"{prefix}*")) if ETC_NETNS.is_dir() else []
     pids = set(netns.pids_in(inodes)) | set(netns.pids_with_arg(lab_dir))
     return {"netns": names, "etc_netns": etc, "pids": sorted(pids)}

@@ -12,6 +12,7 @@ kubeadm cluster on minikube's network):
 from __future__ import annotations
 
 import ipaddress
+import os
 import re
 from collections import Counter
 
@@ -20,7 +21,9 @@ from pydantic import BaseModel
 from dnscorrelate.lab.kube import object_key, Container, ContainerPort, ObjectMeta, Pod, PodSpec, Service, ServicePort, ServiceSpec
 from dnscorrelate.lab.spec import LabSpec, SpecError
 
-PREFIX = "dnsc-"
+# Every namespace, /etc/netns entry and nftables table of a lab starts with this. Tests that
+# sweep all labs set their own, so they never touch a lab a developer has running.
+PREFIX = os.environ.get("DNSCORRELATE_PREFIX", "dnsc-")
 CLUSTER_DOMAIN = "cluster.local"
 CLUSTER_DNS_IP = "10.96.0.10"
 KUBERNETES_SVC_IP = "10.96.0.1"

@@ -33,9 +33,9 @@ def unique_name(stem="t"):
     return f"{stem}{uuid.uuid4().hex[:8]}"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def default_lab(lab_ready):
-    """One default lab shared by the read-only tests of a session."""
+    """One default lab shared by the read-only tests of a module."""
     lab = Lab.up(load_spec(), unique_name("s"))
     yield lab
     teardown(lab.name)
