@@ -176,8 +176,8 @@ def check_objects(spec: LabSpec) -> None:
     seen = Counter(object_key(m) for m in spec.manifests)
     problems += [f"{kind} {ns + '/' if ns else ''}{name} is declared {n} times" for (kind, ns, name), n in seen.items() if n > 1]
     node_names = {f"node-{i}" for i in range(spec.nodes)}
-    for index, m in enumerate(spec.manifests):
-        ref = f"manifests[{index}] ({m.kind} {m.metadata.namespace}/{m.metadata.name})"
+    for m in spec.manifests:
+        ref = f"{m.kind} {m.metadata.namespace}/{m.metadata.name}"
         if m.kind != "Namespace" and m.metadata.namespace not in namespaces:
             problems.append(f"{ref}: namespace {m.metadata.namespace!r} is not declared; add a Namespace manifest")
         if m.kind == "Pod" and m.spec.nodeName and m.spec.nodeName not in node_names:
