@@ -72,11 +72,21 @@ def _setns(fd: int) -> None:
         raise LabError(f"setns: {os.strerror(err)}")
 
 
+def entered(netns: str) -> contextlib.AbstractContextManager[None]:
+    """Run the block with the calling thread inside the named namespace."""
+    return entered_path(NETNS_DIR / netns)
+
+
 @contextlib.contextmanager
-def entered(netns: str) -> Iterator[None]:
-    """Run the block with the calling thread inside `netns`; sockets made there stay bound to it."""
+def entered_path(path: str | Path) -> Iterator[None]:
+    """Run the block with the calling thread inside the namespace at `path` (/run/netns/X,
+    /proc/PID/ns/net); sockets made there stay bound to it."""
     home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(NETNS_DIR / netns, os.O_RDONLY)
+    try:
+        target = os.open(path, os.O_RDONLY)
+    except OSError:
+        os.close(home)
+        raise
     try:
         _setns(target)
         try:

@@ -1,0 +1,366 @@
+// dns_trace.c: a socket filter that reports every DNS packet it sees, once per
+// network namespace, with the latency of each response at that vantage point.
+//
+// Compiled once by bcc and attached in every namespace through a tiny
+// per-namespace dispatcher (built in user space from raw instructions) that
+// writes the namespace's capture id to skb->cb[0] and tail-calls `dns_trace`
+// through the `progs` array. The program only extracts; decoding names and
+// answers is left to user space (dnscorrelate/sources/).
+//
+// It always returns 0, so no packet is ever queued on the capture socket:
+// events leave through the `events` ring buffer only. Every reason an event is
+// not emitted is counted in `counters` (see COUNTER_* below), so nothing is
+// lost silently.
+
+#include <uapi/linux/bpf.h>
+#include <uapi/linux/if_ether.h>
+#include <uapi/linux/in.h>
+#include <uapi/linux/ip.h>
+#include <uapi/linux/ipv6.h>
+#include <uapi/linux/udp.h>
+#include <uapi/linux/tcp.h>
+#include <uapi/linux/icmp.h>
+
+#ifndef PAYLOAD_MAX
+#define PAYLOAD_MAX 512
+#endif
+#define DNS_HEADER_LEN 12
+#define MAX_IPV6_EXT 6
+
+// Counters, indexed in the per-CPU `counters` array.
+#define COUNTER_EVENTS 0        // events written to the ring buffer
+#define COUNTER_LOST 1          // ring buffer full: event lost
+#define COUNTER_NON_DNS 2       // IP packet, not on a DNS port
+#define COUNTER_NON_IP 3        // not IPv4/IPv6 (ARP, ...)
+#define COUNTER_TRUNCATED_HDR 4 // on a DNS port but too short for a DNS header
+#define COUNTER_TCP_NO_PAYLOAD 5 // TCP segment on a DNS port with no data (SYN, ACK, FIN)
+#define COUNTER_MAX 8
+
+// Values of `kind`.
+#define KIND_DNS 0        // a UDP datagram or TCP segment carrying DNS
+#define KIND_ICMP_ERROR 1 // an ICMP error quoting a DNS packet (port unreachable, ...)
+
+struct event {
+    u64 ts_ns;          // bpf_ktime_get_boot_ns()
+    u64 latency_ns;     // responses: time since this vantage first saw the query; else 0
+    u32 capture_id;     // the namespace, from skb->cb[0]
+    u32 ifindex;
+    u32 skb_len;
+    u32 tcp_seq;        // TCP: sequence number of the first payload byte
+    u16 payload_len;    // true length of the L4 payload (for TCP, incl. the 2-byte length prefix)
+    u16 captured;       // bytes copied into payload[]
+    u16 sport;
+    u16 dport;
+    u16 dns_id;
+    u16 dns_flags;      // QR|opcode|AA|TC|RD|RA|Z|AD|CD|rcode, host order
+    u16 qdcount;
+    u16 ancount;
+    u16 nscount;
+    u16 arcount;
+    u8 pkt_type;        // PACKET_HOST, PACKET_OTHERHOST, PACKET_OUTGOING, ...
+    u8 family;          // 4 or 6
+    u8 proto;           // IPPROTO_UDP or IPPROTO_TCP (of the DNS packet, also for ICMP errors)
+    u8 kind;            // KIND_*
+    u8 icmp_type;
+    u8 icmp_code;
+    u8 tcp_flags;
+    u8 dns_at;          // offset of the DNS header in payload[]: 0 (UDP) or 2 (TCP)
+    u8 saddr[16];       // IPv4 in the first 4 bytes
+    u8 daddr[16];
+    u8 payload[PAYLOAD_MAX];
+};
+
+// Query seen at a vantage point, keyed from the client's side.
+struct query_key {
+    u32 capture_id;
+    u16 client_port;
+    u16 dns_id;
+    u8 client[16];
+    u8 proto;
+    u8 pad[3];
+};
+
+struct query_seen {
+    u64 first_ts;
+    u64 answered_ts;
+};
+
+BPF_RINGBUF_OUTPUT(events, 1 << 13);            // pages: 32 MiB
+BPF_PROG_ARRAY(progs, 1);
+BPF_PERCPU_ARRAY(counters, u64, COUNTER_MAX);
+BPF_HASH(dns_ports, u16, u8, 16);               // DNS ports to trace (host order)
+BPF_TABLE("lru_hash", struct query_key, struct query_seen, queries, 65536);
+BPF_PERCPU_ARRAY(scratch, struct event, 1);
+
+static __always_inline void count(int index) {
+    u64 *value = counters.lookup(&index);
+    if (value)
+        (*value)++;
+}
+
+// Offsets below are relative to the network header. On a packet socket skb->data
+// is the MAC header; under BPF_PROG_TEST_RUN it is the network header. `base`
+// (found by l2_length) bridges the two, and bpf_skb_load_bytes, unlike its
+// _relative variant, also reads payload held in page fragments (TCP).
+static __always_inline int load(struct __sk_buff *skb, u32 base, u32 off, void *to, u32 len) {
+    return bpf_skb_load_bytes(skb, base + off, to, len);
+}
+
+// The length of the link-layer header in front of the network header: the first
+// of 14 (Ethernet), 0 (no L2) or 18 (one VLAN tag) at which the 20 bytes read
+// match the network header's first 20 (read via its known, linear start).
+static __always_inline int l2_length(struct __sk_buff *skb) {
+    u64 net[3] = {}, at[3] = {};
+    if (bpf_skb_load_bytes_relative(skb, 0, net, 20, BPF_HDR_START_NET) < 0)
+        return -1;
+    u32 candidates[3] = {14, 0, 18};
+    #pragma unroll
+    for (int i = 0; i < 3; i++) {
+        at[2] = 0;
+        if (bpf_skb_load_bytes(skb, candidates[i], at, 20) == 0 && at[0] == net[0] && at[1] == net[1] && at[2] == net[2])
+            return candidates[i];
+    }
+    return -1;
+}
+
+static __always_inline int is_dns_port(u16 port) {
+    return dns_ports.lookup(&port) != NULL;
+}
+
+// The L3/L4 facts of one packet, filled by parse_ip.
+struct l4 {
+    u32 l4_off;     // offset of the UDP/TCP header
+    u32 l3_end;     // end of the IP datagram (from its length field)
+    u8 family;
+    u8 proto;
+};
+
+// Parse the IP header at `off`; returns 0 on success. Walks IPv6 extension headers.
+static __always_inline int parse_ip(struct __sk_buff *skb, u32 base, u32 off, u16 ethertype, struct event *e, struct l4 *out) {
+    if (ethertype == ETH_P_IP) {
+        u8 vihl;
+        if (load(skb, base, off, &vihl, 1) < 0)
+            return -1;
+        u32 ihl = (vihl & 0x0f) * 4;
+        if (ihl < 20)
+            return -1;
+        struct iphdr ip;
+        if (load(skb, base, off, &ip, sizeof(ip)) < 0)
+            return -1;
+        if (ip.frag_off & bpf_htons(0x1fff))  // a non-first fragment has no L4 header
+            return -1;
+        __builtin_memcpy(e->saddr, &ip.saddr, 4);
+        __builtin_memcpy(e->daddr, &ip.daddr, 4);
+        out->family = 4;
+        out->proto = ip.protocol;
+        out->l4_off = off + ihl;
+        out->l3_end = off + bpf_ntohs(ip.tot_len);
+        return 0;
+    }
+    if (ethertype == ETH_P_IPV6) {
+        struct ipv6hdr ip6;
+        if (load(skb, base, off, &ip6, sizeof(ip6)) < 0)
+            return -1;
+        __builtin_memcpy(e->saddr, &ip6.saddr, 16);
+        __builtin_memcpy(e->daddr, &ip6.daddr, 16);
+        u8 next = ip6.nexthdr;
+        u32 cur = off + sizeof(ip6);
+        #pragma unroll
+        for (int i = 0; i < MAX_IPV6_EXT; i++) {
+            if (next == IPPROTO_HOPOPTS || next == IPPROTO_ROUTING || next == IPPROTO_DSTOPTS) {
+                u8 ext[2];
+                if (load(skb, base, cur, ext, 2) < 0)
+                    return -1;
+                next = ext[0];
+                cur += (ext[1] + 1) * 8;
+            } else if (next == IPPROTO_FRAGMENT) {
+                u8 frag[4];
+                if (load(skb, base, cur, frag, 4) < 0)
+                    return -1;
+                if (((frag[2] << 8) | frag[3]) & 0xfff8)  // offset != 0: no L4 header here
+                    return -1;
+                next = frag[0];
+                cur += 8;
+            } else if (next == IPPROTO_AH) {
+                u8 ext[2];
+                if (load(skb, base, cur, ext, 2) < 0)
+                    return -1;
+                next = ext[0];
+                cur += (ext[1] + 2) * 4;
+            } else {
+                break;
+            }
+        }
+        out->family = 6;
+        out->proto = next;
+        out->l4_off = cur;
+        out->l3_end = off + sizeof(ip6) + bpf_ntohs(ip6.payload_len);
+        return 0;
+    }
+    return -1;
+}
+
+static __always_inline void read_dns_header(struct __sk_buff *skb, u32 base, u32 off, struct event *e) {
+    u16 h[6];
+    if (load(skb, base, off, h, sizeof(h)) < 0)
+        return;
+    e->dns_id = bpf_ntohs(h[0]);
+    e->dns_flags = bpf_ntohs(h[1]);
+    e->qdcount = bpf_ntohs(h[2]);
+    e->ancount = bpf_ntohs(h[3]);
+    e->nscount = bpf_ntohs(h[4]);
+    e->arcount = bpf_ntohs(h[5]);
+}
+
+static __always_inline void copy_payload(struct __sk_buff *skb, u32 base, u32 off, u32 len, struct event *e) {
+    u64 n = len < PAYLOAD_MAX ? len : PAYLOAD_MAX;
+    // Make the bound visible to the verifier after clang's optimisations.
+    asm volatile("%0 &= 0x3ff" : "+r"(n));
+    if (n == 0 || n > PAYLOAD_MAX)
+        return;
+    if (load(skb, base, off, e->payload, n) == 0)
+        e->captured = n;
+}
+
+// Latency of a response at this vantage point, matched to the first sighting of its query.
+static __always_inline void match_query(struct event *e) {
+    struct query_key key = {};
+    int response = e->dns_flags >> 15;
+    key.capture_id = e->capture_id;
+    key.dns_id = e->dns_id;
+    key.proto = e->proto;
+    key.client_port = response ? e->dport : e->sport;
+    __builtin_memcpy(key.client, response ? e->daddr : e->saddr, 16);
+    struct query_seen *seen = queries.lookup(&key);
+    u64 now = e->ts_ns;
+    if (!response) {
+        // A new query (or one reusing an answered key) starts the clock; a second
+        // sighting of an unanswered query (DNAT, retransmit) keeps the first time.
+        if (!seen || seen->answered_ts) {
+            struct query_seen fresh = {.first_ts = now, .answered_ts = 0};
+            queries.update(&key, &fresh);
+        }
+        return;
+    }
+    if (seen) {
+        e->latency_ns = now - seen->first_ts;
+        if (!seen->answered_ts)
+            seen->answered_ts = now;
+    }
+}
+
+int dns_trace(struct __sk_buff *skb) {
+    int zero = 0;
+    struct event *e = scratch.lookup(&zero);
+    if (!e)
+        return 0;
+    __builtin_memset(e, 0, sizeof(*e) - PAYLOAD_MAX);
+
+    u16 ethertype = bpf_ntohs(skb->protocol);
+    struct l4 l4 = {};
+    if (ethertype != ETH_P_IP && ethertype != ETH_P_IPV6) {
+        count(COUNTER_NON_IP);
+        return 0;
+    }
+    int l2 = l2_length(skb);
+    if (l2 < 0) {
+        count(COUNTER_NON_IP);
+        return 0;
+    }
+    u32 base = l2;
+    if (parse_ip(skb, base, 0, ethertype, e, &l4) < 0) {
+        count(COUNTER_NON_DNS);
+        return 0;
+    }
+
+    e->kind = KIND_DNS;
+    u32 l4_off = l4.l4_off;
+    u32 quoted_ip = 0;
+    if ((l4.family == 4 && l4.proto == IPPROTO_ICMP) || (l4.family == 6 && l4.proto == IPPROTO_ICMPV6)) {
+        // An ICMP error quotes the offending packet after its 8-byte header: parse that one.
+        u8 icmp[2];
+        if (load(skb, base, l4_off, icmp, 2) < 0) {
+            count(COUNTER_NON_DNS);
+            return 0;
+        }
+        int is_error = l4.family == 4 ? (icmp[0] == 3 || icmp[0] == 11) : (icmp[0] >= 1 && icmp[0] <= 4);
+        if (!is_error) {
+            count(COUNTER_NON_DNS);
+            return 0;
+        }
+        e->icmp_type = icmp[0];
+        e->icmp_code = icmp[1];
+        e->kind = KIND_ICMP_ERROR;
+        quoted_ip = l4_off + 8;
+        struct l4 inner = {};
+        if (parse_ip(skb, base, quoted_ip, l4.family == 4 ? ETH_P_IP : ETH_P_IPV6, e, &inner) < 0) {
+            count(COUNTER_NON_DNS);
+            return 0;
+        }
+        u32 outer_end = l4.l3_end;
+        l4 = inner;
+        l4.l3_end = outer_end;  // the quote is cut short: it ends where the ICMP packet ends
+        l4_off = inner.l4_off;
+    }
+    e->family = l4.family;
+    e->proto = l4.proto;
+
+    u32 data_off;
+    if (l4.proto == IPPROTO_UDP) {
+        struct udphdr udp;
+        if (load(skb, base, l4_off, &udp, sizeof(udp)) < 0) {
+            count(COUNTER_NON_DNS);
+            return 0;
+        }
+        e->sport = bpf_ntohs(udp.source);
+        e->dport = bpf_ntohs(udp.dest);
+        data_off = l4_off + sizeof(udp);
+    } else if (l4.proto == IPPROTO_TCP) {
+        struct tcphdr tcp;
+        if (load(skb, base, l4_off, &tcp, sizeof(tcp)) < 0) {
+            count(COUNTER_NON_DNS);
+            return 0;
+        }
+        e->sport = bpf_ntohs(tcp.source);
+        e->dport = bpf_ntohs(tcp.dest);
+        e->tcp_seq = bpf_ntohl(tcp.seq);
+        e->tcp_flags = ((u8 *)&tcp)[13];
+        data_off = l4_off + tcp.doff * 4;
+        e->dns_at = 2;
+    } else {
+        count(COUNTER_NON_DNS);
+        return 0;
+    }
+    if (!is_dns_port(e->sport) && !is_dns_port(e->dport)) {
+        count(COUNTER_NON_DNS);
+        return 0;
+    }
+
+    u32 payload_len = l4.l3_end > data_off ? l4.l3_end - data_off : 0;
+    if (e->kind == KIND_DNS && l4.proto == IPPROTO_TCP && payload_len == 0) {
+        count(COUNTER_TCP_NO_PAYLOAD);
+        return 0;
+    }
+    if (payload_len < e->dns_at + DNS_HEADER_LEN && e->kind == KIND_DNS) {
+        count(COUNTER_TRUNCATED_HDR);
+        return 0;
+    }
+    e->payload_len = payload_len;
+    e->ts_ns = bpf_ktime_get_boot_ns();
+    e->capture_id = skb->cb[0];
+    e->ifindex = skb->ifindex;
+    e->skb_len = skb->len;
+    e->pkt_type = skb->pkt_type;
+    if (payload_len >= e->dns_at + DNS_HEADER_LEN) {
+        read_dns_header(skb, base, data_off + e->dns_at, e);
+        if (e->kind == KIND_DNS)
+            match_query(e);
+    }
+    copy_payload(skb, base, data_off, payload_len, e);
+
+    if (events.ringbuf_output(e, sizeof(*e), 0) == 0)
+        count(COUNTER_EVENTS);
+    else
+        count(COUNTER_LOST);
+    return 0;
+}

@@ -1,0 +1,1 @@
+"""Sources of evidence: eBPF packet capture (and, in correlate, CoreDNS logs)."""

@@ -1,0 +1,185 @@
+"""The eBPF side of capture: compile `bpf/dns_trace.c` once, attach it in any network namespace.
+
+One process compiles the tracer once (bcc, ~1 s). Each namespace gets a
+dispatcher of eight raw instructions, loaded with the bpf(2) syscall in
+microseconds, that stamps the namespace's capture id into `skb->cb[0]` and
+tail-calls the tracer. The dispatcher is attached to an AF_PACKET socket
+created inside the namespace; the socket stays bound to that namespace after
+the thread returns home. Events arrive on one ring buffer.
+"""
+
+from __future__ import annotations
+
+import ctypes as ct
+import functools
+import os
+import socket
+import struct
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from dnscorrelate.lab import netns
+
+BPF_SOURCE = Path(__file__).resolve().parents[2] / "bpf" / "dns_trace.c"
+PAYLOAD_MAX = 512
+
+# Indices of the per-CPU `counters` array, as in dns_trace.c.
+COUNTERS = ["events", "lost", "non_dns", "non_ip", "truncated_header", "tcp_no_payload"]
+
+# struct event of dns_trace.c, with C's alignment.
+EVENT_DTYPE = np.dtype(
+    [
+        ("ts_ns", "<u8"), ("latency_ns", "<u8"), ("capture_id", "<u4"), ("ifindex", "<u4"), ("skb_len", "<u4"),
+        ("tcp_seq", "<u4"), ("payload_len", "<u2"), ("captured", "<u2"), ("sport", "<u2"), ("dport", "<u2"),
+        ("dns_id", "<u2"), ("dns_flags", "<u2"), ("qdcount", "<u2"), ("ancount", "<u2"), ("nscount", "<u2"),
+        ("arcount", "<u2"), ("pkt_type", "u1"), ("family", "u1"), ("proto", "u1"), ("kind", "u1"),
+        ("icmp_type", "u1"), ("icmp_code", "u1"), ("tcp_flags", "u1"), ("dns_at", "u1"),
+        ("saddr", "u1", 16), ("daddr", "u1", 16), ("payload", "u1", PAYLOAD_MAX),
+    ],
+    align=True,
+)
+
+SYS_BPF = 321  # x86_64
+BPF_PROG_LOAD = 5
+BPF_PROG_TEST_RUN = 10
+BPF_PROG_TYPE_SOCKET_FILTER = 1
+SO_ATTACH_BPF = 50
+ETH_P_ALL = 0x0003
+CB0_OFFSET = 48  # offsetof(struct __sk_buff, cb[0])
+BPF_FUNC_TAIL_CALL = 12
+
+_libc = ct.CDLL(None, use_errno=True)
+
+
+class CaptureError(Exception):
+    """Capture cannot run here; the message says why (no bcc, no headers, not root, ...)."""
+
+
+def _bpf_syscall(cmd: int, attr: bytes) -> int:
+    buf = ct.create_string_buffer(attr, 128)
+    result = _libc.syscall(SYS_BPF, cmd, buf, 128)
+    if result < 0:
+        err = ct.get_errno()
+        raise OSError(err, os.strerror(err))
+    return result if cmd != BPF_PROG_TEST_RUN else buf.raw
+
+
+def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> bytes:
+    return struct.pack("<BBhi", code, (src << 4) | dst, off, imm)
+
+
+def dispatcher_instructions(capture_id: int, prog_array_fd: int) -> bytes:
+    """skb->cb[0] = capture_id; tail_call(skb, prog_array, 0); return 0."""
+    return b"".join(
+        [
+            _insn(0xB7, dst=2, imm=capture_id),  # r2 = capture_id
+            _insn(0x63, dst=1, src=2, off=CB0_OFFSET),  # *(u32 *)(r1 + cb[0]) = r2
+            _insn(0x18, dst=2, src=1, imm=prog_array_fd),  # r2 = map fd (BPF_PSEUDO_MAP_FD), two slots
+            _insn(0x00),
+            _insn(0xB7, dst=3, imm=0),  # r3 = 0
+            _insn(0x85, imm=BPF_FUNC_TAIL_CALL),
+            _insn(0xB7, dst=0, imm=0),  # return 0: never queue the packet on the socket
+            _insn(0x95),
+        ]
+    )
+
+
+def load_socket_filter(instructions: bytes, name: bytes = b"dnsc_dispatch") -> int:
+    """Load raw socket-filter instructions; returns the program fd."""
+    license_ = ct.create_string_buffer(b"GPL")
+    insns = ct.create_string_buffer(instructions)
+    log = ct.create_string_buffer(4096)
+    attr = struct.pack(
+        "<IIQQIIQII16s", BPF_PROG_TYPE_SOCKET_FILTER, len(instructions) // 8, ct.addressof(insns),
+        ct.addressof(license_), 1, len(log), ct.addressof(log), 0, 0, name,
+    )
+    try:
+        return _bpf_syscall(BPF_PROG_LOAD, attr)
+    except OSError as err:
+        raise CaptureError(f"loading the dispatcher failed: {err.strerror}: {log.value.decode(errors='replace')}") from None
+
+
+class Tracer:
+    """The compiled tracer of this process: attach points, ring buffer, counters."""
+
+    def __init__(self) -> None:
+        try:
+            from bcc import BPF
+        except ImportError:
+            raise CaptureError("bcc is not importable: run `make setup` (Debian python3-bpfcc, venv with system site-packages)") from None
+        if os.geteuid() != 0:
+            raise CaptureError("eBPF capture needs root")
+        build = Path(f"/lib/modules/{os.uname().release}/build")
+        if not build.exists():
+            raise CaptureError(f"bcc needs kernel headers at {build}: run `make setup`")
+        try:
+            self.bpf = BPF(src_file=str(BPF_SOURCE).encode(), cflags=[f"-DPAYLOAD_MAX={PAYLOAD_MAX}", "-w"])
+            self.tracer = self.bpf.load_func(b"dns_trace", BPF.SOCKET_FILTER)
+        except Exception as err:  # bcc raises bare Exception for compile and verifier errors
+            raise CaptureError(f"compiling {BPF_SOURCE.name} failed: {err}") from None
+        self.bpf["progs"][ct.c_int(0)] = ct.c_int(self.tracer.fd)
+        self._sink: list[bytes] | None = None
+        self._lock = threading.Lock()
+        self.bpf["events"].open_ring_buffer(self._on_event)
+
+    def _on_event(self, ctx, data, size) -> None:
+        sink = self._sink
+        if sink is not None:
+            sink.append(ct.string_at(data, size))
+
+    def set_ports(self, ports: list[int]) -> None:
+        table = self.bpf["dns_ports"]
+        table.clear()
+        for port in ports:
+            table[ct.c_uint16(port)] = ct.c_uint8(1)
+
+    def reset(self) -> None:
+        """Forget queries seen by an earlier capture in this process."""
+        self.bpf["queries"].clear()
+
+    def counters(self) -> dict[str, int]:
+        table = self.bpf["counters"]
+        return {name: int(sum(table[ct.c_int(i)])) for i, name in enumerate(COUNTERS)}
+
+    def attach(self, netns_path: str, capture_id: int) -> socket.socket:
+        """Trace every packet of the namespace at `netns_path` as `capture_id`; close the socket to stop."""
+        fd = load_socket_filter(dispatcher_instructions(capture_id, self.bpf["progs"].map_fd))
+        try:
+            with netns.entered_path(netns_path):
+                sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+            sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, fd)
+        finally:
+            os.close(fd)  # the socket holds its own reference to the program
+        return sock
+
+    def start(self, sink: list[bytes]) -> None:
+        self._sink = sink
+
+    def poll(self, timeout_ms: int) -> None:
+        self.bpf.ring_buffer_poll(timeout_ms)
+
+    def drain(self) -> None:
+        self.bpf.ring_buffer_consume()
+
+    def stop(self) -> None:
+        self._sink = None
+
+    def test_run(self, frame: bytes, capture_id: int = 1) -> None:
+        """Run the tracer on one crafted Ethernet frame (BPF_PROG_TEST_RUN); its event lands in the sink."""
+        ctx = bytearray(192)  # struct __sk_buff, zeroed but for cb[0]
+        struct.pack_into("<I", ctx, CB0_OFFSET, capture_id)
+        data = ct.create_string_buffer(frame, len(frame))
+        ctx_buf = ct.create_string_buffer(bytes(ctx), len(ctx))
+        attr = struct.pack(
+            "<IIIIQQIIIIQQ", self.tracer.fd, 0, len(frame), 0, ct.addressof(data), 0, 1, 0, len(ctx), 0,
+            ct.addressof(ctx_buf), 0,
+        )
+        _bpf_syscall(BPF_PROG_TEST_RUN, attr)
+
+
+@functools.cache
+def tracer() -> Tracer:
+    """The process's one compiled tracer (compiling costs about a second; attaching, microseconds)."""
+    return Tracer()

@@ -1,0 +1,207 @@
+"""Capture DNS packets in a set of network namespaces; the API tests and the scenario runner use.
+
+    with Capture(lab_targets(lab), watch=lab_watcher(lab)) as capture:
+        ...                                  # traffic
+    frame = capture.events()                 # the packet-event table
+    capture.stats                            # lost samples, decode errors, non-DNS packets, ...
+
+The tracer is compiled once per process (see `bpf.tracer`); a Capture only
+attaches dispatchers, which costs well under a millisecond per namespace.
+Namespaces that appear while a capture runs are attached by `watch`.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
+
+from dnscorrelate.lab import netns
+from dnscorrelate.sources import bpf
+from dnscorrelate.sources.decode import Vantage, decode
+
+DEFAULT_PORTS = (53,)
+WATCH_INTERVAL_S = 0.2
+
+
+@dataclass(frozen=True)
+class Target:
+    """A namespace to capture in: `path` is /run/netns/NAME or /proc/PID/ns/net."""
+
+    path: str
+    vantage: str
+    role: str = "other"
+
+
+def lab_targets(lab) -> list[Target]:
+    """Every host of a lab: pods (CoreDNS replicas as role `coredns`), nodes, the upstream. Not the switch."""
+    t = lab.topology
+    run = netns.NETNS_DIR
+    targets = [Target(str(run / p.netns), p.key, "coredns" if p.coredns_replica is not None else "pod") for p in t.pods]
+    targets += [Target(str(run / n.netns), n.name, "node") for n in t.nodes]
+    targets.append(Target(str(run / t.upstream_netns), "upstream", "upstream"))
+    return targets
+
+
+def lab_watcher(lab) -> Callable[[], list[Target]]:
+    """New namespaces with the lab's prefix, named from the lab's state when it knows them."""
+    known = {os.path.basename(t.path): t for t in lab_targets(lab)}
+    skip = {lab.topology.lan_netns}
+
+    def new_targets() -> list[Target]:
+        found = []
+        for name in netns.list_netns(lab.topology.prefix):
+            if name in skip:
+                continue
+            found.append(known.get(name) or Target(str(netns.NETNS_DIR / name), name))
+        return found
+
+    return new_targets
+
+
+def netns_targets(specs: list[str]) -> list[Target]:
+    """Targets from user arguments: a /run/netns name, a path, or /proc/PID/ns/net."""
+    targets = []
+    for spec in specs:
+        path = spec if "/" in spec else str(netns.NETNS_DIR / spec)
+        if not os.path.exists(path):
+            raise bpf.CaptureError(f"{spec}: no such network namespace ({path})")
+        targets.append(Target(path, spec))
+    return targets
+
+
+def boot_to_wall_ns() -> int:
+    """Offset from CLOCK_BOOTTIME (the kernel's timestamps) to wall-clock time, from the tightest of a few samples."""
+    best = None
+    for _ in range(5):
+        before = time.time_ns()
+        boot = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+        after = time.time_ns()
+        if best is None or after - before < best[0]:
+            best = (after - before, (before + after) // 2 - boot)
+    return best[1]
+
+
+def interface_names(path: str) -> dict[int, str]:
+    with netns.entered_path(path):
+        return dict(socket.if_nameindex())
+
+
+class Capture:
+    def __init__(
+        self,
+        targets: list[Target],
+        ports: tuple[int, ...] = DEFAULT_PORTS,
+        watch: Callable[[], list[Target]] | None = None,
+    ) -> None:
+        self.targets = list(targets)
+        self.ports = ports
+        self.watch = watch
+        self.vantages: dict[int, Vantage] = {}
+        self.sockets: list[socket.socket] = []
+        self.raw: list[bytes] = []
+        self.stats: dict[str, int | float] = {}
+        self.attach_seconds = 0.0
+        self.compile_seconds = 0.0
+        self._attached_paths: set[str] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._frame: pd.DataFrame | None = None
+        self._decode_stats: Counter = Counter()
+
+    # --- lifecycle ---------------------------------------------------------
+
+    def __enter__(self) -> Capture:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        started = time.monotonic()
+        self.tracer = bpf.tracer()
+        self.compile_seconds = time.monotonic() - started
+        if self.tracer._sink is not None:
+            raise bpf.CaptureError("another capture is already running in this process")
+        self.tracer.reset()
+        self.tracer.set_ports(list(self.ports))
+        self._counters_before = self.tracer.counters()
+        self.boot_to_wall = boot_to_wall_ns()
+        self.tracer.start(self.raw)
+        self.started_ns = time.time_ns()
+        attach_started = time.monotonic()
+        for target in self.targets:
+            self._attach(target)
+        self.attach_seconds = time.monotonic() - attach_started
+        self._thread = threading.Thread(target=self._run, name="dnscorrelate-capture", daemon=True)
+        self._thread.start()
+
+    def _attach(self, target: Target) -> None:
+        if target.path in self._attached_paths:
+            return
+        capture_id = len(self.vantages) + 1
+        try:
+            sock = self.tracer.attach(target.path, capture_id)
+            names = interface_names(target.path)
+            inode = os.stat(target.path).st_ino
+        except OSError as err:
+            if target in self.targets:
+                raise bpf.CaptureError(f"cannot capture in {target.path}: {err.strerror}") from None
+            return  # a namespace that vanished as the watcher found it
+        self.sockets.append(sock)
+        self.vantages[capture_id] = Vantage(inode, target.vantage, target.role, names)
+        self._attached_paths.add(target.path)
+
+    def _run(self) -> None:
+        next_watch = time.monotonic() + WATCH_INTERVAL_S
+        while not self._stop.is_set():
+            self.tracer.poll(50)
+            if self.watch and time.monotonic() >= next_watch:
+                for target in self.watch():
+                    self._attach(target)
+                next_watch = time.monotonic() + WATCH_INTERVAL_S
+
+    def stop(self) -> None:
+        if self._thread is None:
+            return
+        for sock in self.sockets:
+            sock.close()  # detaches the filter: no new events
+        self._stop.set()
+        self._thread.join()
+        self._thread = None
+        self.tracer.drain()
+        self.tracer.stop()
+        self.stopped_ns = time.time_ns()
+        after = self.tracer.counters()
+        kernel = {name: after[name] - self._counters_before.get(name, 0) for name in after}
+        self.stats = {
+            "namespaces": len(self.vantages),
+            "events": kernel["events"],
+            "lost_samples": kernel["lost"],
+            "non_dns_packets": kernel["non_dns"],
+            "non_ip_packets": kernel["non_ip"],
+            "truncated_headers": kernel["truncated_header"],
+            "tcp_without_payload": kernel["tcp_no_payload"],
+            "records_received": len(self.raw),
+            "compile_seconds": round(self.compile_seconds, 3),
+            "attach_seconds": round(self.attach_seconds, 4),
+            "duration_seconds": round((self.stopped_ns - self.started_ns) / 1e9, 3),
+        }
+
+    # --- results -----------------------------------------------------------
+
+    def events(self) -> pd.DataFrame:
+        """The packet-event table of everything captured (decoded once, then cached)."""
+        if self._frame is None:
+            self._frame, self._decode_stats = decode(b"".join(self.raw), self.vantages, self.boot_to_wall)
+            self.stats.update({k: int(v) for k, v in self._decode_stats.items()})
+            self.stats.setdefault("decode_errors", 0)
+            self.stats["packets"] = len(self._frame)
+        return self._frame

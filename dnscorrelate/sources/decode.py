@@ -1,0 +1,250 @@
+"""From the tracer's raw records to the packet-event table (see dnscorrelate/events.py).
+
+Header fields are taken from the kernel's parse, vectorized with numpy. Names,
+types and answers are decoded with dnspython, once per distinct payload: the
+same query seen at six vantage points is decoded once. TCP segments are
+reassembled per stream (the 2-byte length prefix; several or partial messages
+per segment). Nothing is dropped silently: payloads that do not decode are
+kept as rows with `decoded=False` and counted, and so are TCP bytes that never
+formed a whole message.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections import Counter
+from dataclasses import dataclass, field
+
+import dns.exception
+import dns.message
+import dns.rcode
+import dns.rdatatype
+import numpy as np
+import pandas as pd
+
+from dnscorrelate import events
+from dnscorrelate.sources.bpf import EVENT_DTYPE
+
+IPPROTO_TCP = 6
+IPPROTO_UDP = 17
+KIND_DNS = 0
+KIND_ICMP_ERROR = 1
+ANSWER_TYPES = {"A", "AAAA", "CNAME", "PTR", "SRV", "TXT", "NS", "MX"}
+
+
+@dataclass(frozen=True)
+class Vantage:
+    """What a capture id stands for: a namespace and who lives there."""
+
+    netns: int
+    vantage: str
+    role: str
+    ifnames: dict[int, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    qname: str
+    qtype: str
+    rcode: str | None  # full (extended) rcode when the message parsed
+    answers: str
+    ok: bool
+
+
+def decode_message(wire: bytes, complete: bool) -> Decoded:
+    """Name, type, rcode and answers of one DNS message; `complete=False` when the capture cut it short."""
+    try:
+        if complete:
+            message = dns.message.from_wire(wire, ignore_trailing=True, one_rr_per_rrset=True)
+        else:
+            message = dns.message.from_wire(wire, question_only=True)
+    except (dns.exception.DNSException, ValueError, IndexError, UnicodeError):
+        if complete:
+            return decode_message(wire, complete=False)
+        return Decoded("", "", None, "", False)
+    question = message.question[0] if message.question else None
+    answers = []
+    if complete:
+        for rrset in message.answer:
+            kind = dns.rdatatype.to_text(rrset.rdtype)
+            if kind in ANSWER_TYPES:
+                answers += [f"{kind} {rdata.to_text()}" for rdata in rrset]
+    return Decoded(
+        qname=question.name.to_text().lower() if question is not None else "",
+        qtype=dns.rdatatype.to_text(question.rdtype) if question is not None else "",
+        rcode=dns.rcode.to_text(message.rcode()) if complete else None,
+        answers=", ".join(answers),
+        ok=question is not None,
+    )
+
+
+class DecodeCache:
+    """decode_message, once per distinct (payload, completeness)."""
+
+    def __init__(self) -> None:
+        self.cache: dict[tuple[bytes, bool], Decoded] = {}
+
+    def __call__(self, wire: bytes, complete: bool) -> Decoded:
+        key = (wire, complete)
+        found = self.cache.get(key)
+        if found is None:
+            found = self.cache[key] = decode_message(wire, complete)
+        return found
+
+
+def ip_strings(addresses: np.ndarray, family: np.ndarray) -> np.ndarray:
+    """Text addresses for an (N, 16) byte array, IPv4 in the first four bytes; one conversion per distinct address."""
+    if len(addresses) == 0:
+        return np.array([], dtype=object)
+    keyed = np.ascontiguousarray(addresses).copy()
+    keyed[family == 4, 4:] = 0
+    keyed = np.concatenate([keyed, family.reshape(-1, 1).astype(np.uint8)], axis=1)
+    unique, inverse = np.unique(keyed, axis=0, return_inverse=True)
+    text = np.array(
+        [str(ipaddress.IPv4Address(bytes(u[:4]))) if u[16] == 4 else str(ipaddress.IPv6Address(bytes(u[:16]))) for u in unique],
+        dtype=object,
+    )
+    return text[inverse.reshape(-1)]
+
+
+@dataclass
+class Rows:
+    """Column lists for rows built one message at a time (TCP)."""
+
+    index: list[int] = field(default_factory=list)  # record each row came from
+    wires: list[bytes] = field(default_factory=list)
+    latency: list[int] = field(default_factory=list)
+
+
+def reassemble_tcp(records: np.ndarray, stats: Counter) -> Rows:
+    """Whole DNS messages from TCP segments, per stream and vantage, in sequence order."""
+    rows = Rows()
+    keys = [
+        (int(r["capture_id"]), int(r["ifindex"]), bytes(r["saddr"]), int(r["sport"]), bytes(r["daddr"]), int(r["dport"]))
+        for r in records
+    ]
+    streams: dict[tuple, list[int]] = {}
+    for i, key in enumerate(keys):
+        streams.setdefault(key, []).append(i)
+    for positions in streams.values():
+        buffer, expected, start_latency = b"", None, 0
+        for i in sorted(positions, key=lambda p: records[p]["ts_ns"]):
+            r = records[i]
+            data = bytes(r["payload"][: r["captured"]])
+            seq = int(r["tcp_seq"])
+            if r["captured"] < r["payload_len"]:
+                stats["tcp_segment_cut"] += 1  # longer than the capture keeps: the stream cannot be followed
+                buffer, expected = b"", None
+                continue
+            if expected is not None and seq != expected:
+                if (expected - seq) % 2**32 < 2**31:
+                    stats["tcp_retransmissions"] += 1
+                    continue
+                stats["tcp_gap_bytes"] += len(buffer)
+                buffer = b""
+            if not buffer:
+                start_latency = int(r["latency_ns"])
+            buffer += data
+            expected = (seq + len(data)) % 2**32
+            while len(buffer) >= 2:
+                length = struct.unpack_from("!H", buffer)[0]
+                if len(buffer) < 2 + length:
+                    break
+                rows.index.append(i)
+                rows.wires.append(buffer[2 : 2 + length])
+                rows.latency.append(start_latency)
+                buffer = buffer[2 + length :]
+                start_latency = 0
+        if buffer:
+            stats["tcp_incomplete_bytes"] += len(buffer)
+    return rows
+
+
+def header_fields(wires: list[bytes]) -> dict[str, np.ndarray]:
+    """id, flags and counts parsed from message bytes (for reassembled TCP messages)."""
+    heads = [struct.unpack_from("!HHHH", w) if len(w) >= 12 else (0, 0, 0, 0) for w in wires]
+    array = np.array(heads, dtype=np.uint16).reshape(-1, 4)
+    return {"dns_id": array[:, 0], "dns_flags": array[:, 1], "ancount": array[:, 3]}
+
+
+def decode(raw: bytes, vantages: dict[int, Vantage], boot_to_wall_ns: int) -> tuple[pd.DataFrame, Counter]:
+    """The packet-event table for the concatenated records in `raw`, and decode counters."""
+    stats: Counter = Counter()
+    if len(raw) % EVENT_DTYPE.itemsize:
+        raise ValueError(f"raw records are {len(raw)} bytes, not a multiple of {EVENT_DTYPE.itemsize}")
+    records = np.frombuffer(raw, dtype=EVENT_DTYPE)
+    if len(records) == 0:
+        return events.empty_events(), stats
+    unknown = ~np.isin(records["capture_id"], np.fromiter(vantages, dtype=np.uint32, count=len(vantages)))
+    stats["unknown_namespace"] = int(unknown.sum())
+    records = records[~unknown]
+
+    is_tcp = (records["proto"] == IPPROTO_TCP) & (records["kind"] == KIND_DNS)
+    datagrams = records[~is_tcp]
+    tcp = reassemble_tcp(records[is_tcp], stats)
+    tcp_records = records[is_tcp][np.array(tcp.index, dtype=np.int64)]
+
+    base = np.concatenate([datagrams, tcp_records])
+    dgram_wires = [bytes(r["payload"][r["dns_at"] : r["captured"]]) for r in datagrams]
+    complete = np.concatenate([datagrams["captured"] >= datagrams["payload_len"], np.ones(len(tcp_records), bool)])
+    complete &= np.concatenate([datagrams["kind"] == KIND_DNS, np.ones(len(tcp_records), bool)])
+    wires = dgram_wires + tcp.wires
+    size = np.concatenate([datagrams["payload_len"].astype(np.int32), np.array([len(w) for w in tcp.wires], np.int32)])
+
+    heads = header_fields(tcp.wires)
+    dns_id = np.concatenate([datagrams["dns_id"], heads["dns_id"]])
+    flags = np.concatenate([datagrams["dns_flags"], heads["dns_flags"]]).astype(np.int32)
+    ancount = np.concatenate([datagrams["ancount"], heads["ancount"]])
+    latency = np.concatenate([datagrams["latency_ns"].astype(np.int64), np.array(tcp.latency, np.int64)])
+
+    cache = DecodeCache()
+    decoded = [cache(w, bool(c)) for w, c in zip(wires, complete)]
+    stats["decode_errors"] = sum(1 for d in decoded if not d.ok)
+    qr = (flags >> 15).astype(bool)
+    rcode_text = np.array(
+        [d.rcode if d.rcode is not None else dns.rcode.to_text(f & 0xF) for d, f in zip(decoded, flags)], dtype=object
+    )
+    rcode_text[~qr] = ""
+
+    ids = base["capture_id"]
+    vantage_of = {cid: v for cid, v in vantages.items()}
+    ifnames = [vantage_of[int(c)].ifnames.get(int(i), "") for c, i in zip(ids, base["ifindex"])]
+    kind = np.where(base["kind"] == KIND_ICMP_ERROR, "icmp-error", "dns")
+    frame = pd.DataFrame(
+        {
+            "ts_ns": base["ts_ns"].astype(np.int64) + boot_to_wall_ns,
+            "netns": [vantage_of[int(c)].netns for c in ids],
+            "vantage": [vantage_of[int(c)].vantage for c in ids],
+            "role": [vantage_of[int(c)].role for c in ids],
+            "ifindex": base["ifindex"].astype(np.int32),
+            "ifname": ifnames,
+            "pkt_type": np.array(events.PKT_TYPES, dtype=object)[np.minimum(base["pkt_type"], 7)],
+            "kind": kind,
+            "icmp_type": np.where(base["kind"] == KIND_ICMP_ERROR, base["icmp_type"].astype(np.int16), -1),
+            "icmp_code": np.where(base["kind"] == KIND_ICMP_ERROR, base["icmp_code"].astype(np.int16), -1),
+            "proto": np.where(base["proto"] == IPPROTO_TCP, "tcp", "udp"),
+            "family": base["family"].astype(np.int8),
+            "src_ip": ip_strings(base["saddr"], base["family"]),
+            "src_port": base["sport"].astype(np.int32),
+            "dst_ip": ip_strings(base["daddr"], base["family"]),
+            "dst_port": base["dport"].astype(np.int32),
+            "dns_id": dns_id.astype(np.int32),
+            "qr": qr,
+            "opcode": ((flags >> 11) & 0xF).astype(np.int8),
+            "rcode": rcode_text,
+            "aa": ((flags >> 10) & 1).astype(bool),
+            "tc": ((flags >> 9) & 1).astype(bool),
+            "rd": ((flags >> 8) & 1).astype(bool),
+            "ra": ((flags >> 7) & 1).astype(bool),
+            "qname": [d.qname for d in decoded],
+            "qtype": [d.qtype for d in decoded],
+            "answers": [d.answers for d in decoded],
+            "ancount": ancount.astype(np.int16),
+            "size": size,
+            "latency_ns": np.where(qr, latency, 0),
+            "decoded": [d.ok for d in decoded],
+        }
+    )
+    frame = frame.sort_values("ts_ns", kind="stable")
+    return events.conform(frame), stats
