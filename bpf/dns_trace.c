@@ -106,16 +106,16 @@ static __always_inline int load(struct __sk_buff *skb, u32 base, u32 off, void *
     return bpf_skb_load_bytes(skb, base + off, to, len);
 }
 
-// The length of the link-layer header in front of the network header: the first
-// of 14 (Ethernet), 0 (no L2) or 18 (one VLAN tag) at which the 20 bytes read
-// match the network header's first 20 (read via its known, linear start).
+// The length of the link-layer header in front of the network header: 14
+// (Ethernet) or 0 (none), whichever makes the 20 bytes read there match the
+// network header's first 20 (read via its known, linear start).
 static __always_inline int l2_length(struct __sk_buff *skb) {
     u64 net[3] = {}, at[3] = {};
     if (bpf_skb_load_bytes_relative(skb, 0, net, 20, BPF_HDR_START_NET) < 0)
         return -1;
-    u32 candidates[3] = {14, 0, 18};
+    u32 candidates[2] = {14, 0};
     #pragma unroll
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 2; i++) {
         at[2] = 0;
         if (bpf_skb_load_bytes(skb, candidates[i], at, 20) == 0 && at[0] == net[0] && at[1] == net[1] && at[2] == net[2])
             return candidates[i];

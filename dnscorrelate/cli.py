@@ -6,15 +6,18 @@ import functools
 import json
 import os
 import sys
+import time
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from dnscorrelate.events import EventsError
 from dnscorrelate.lab import logs as lab_logs
 from dnscorrelate.lab.netns import LabError
 from dnscorrelate.lab.runtime import Lab, resolve_lab_name, running_labs, teardown
 from dnscorrelate.lab.spec import SpecError, load_manifests, load_spec
+from dnscorrelate.sources.bpf import CaptureError
 
 console = Console()
 errors = Console(stderr=True)
@@ -27,7 +30,7 @@ def friendly_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (LabError, SpecError) as err:
+        except (LabError, SpecError, CaptureError, EventsError) as err:
             errors.print(f"[bold red]error:[/] {err}", highlight=False, markup=True, soft_wrap=True)
             sys.exit(2)
         except KeyboardInterrupt:
@@ -166,6 +169,61 @@ def lab_down(name: str | None, everything: bool) -> None:
         f"removed {len(removed['labs'])} lab(s) {', '.join(removed['labs'])}: {len(removed['netns'])} namespaces, "
         f"{len(removed['pids'])} processes, {len(removed['etc_netns'])} /etc/netns entries"
     )
+
+
+@main.command()
+@lab_option
+@click.option("--netns", "namespaces", multiple=True, metavar="NS", help="Capture in this namespace instead: a /run/netns name or a path such as /proc/PID/ns/net. Repeatable.")
+@click.option("--duration", type=float, help="Seconds to capture (default: until Ctrl-C).")
+@click.option("--port", "ports", type=int, multiple=True, default=(53,), show_default=True, help="DNS port to trace. Repeatable.")
+@click.option("-o", "--output", default="table", show_default=True, metavar="table|json|FILE.parquet", help="Print a table, print JSON, or save Parquet.")
+@friendly_errors
+def capture(lab_name: str | None, namespaces: tuple[str, ...], duration: float | None, ports: tuple[int, ...], output: str) -> None:
+    """Capture DNS packets in every namespace of a lab (or the given ones), with eBPF."""
+    from dnscorrelate import events
+    from dnscorrelate.sources.capture import Capture, lab_targets, lab_watcher, netns_targets
+
+    if output not in ("table", "json") and not output.endswith(".parquet"):
+        raise click.BadParameter("use table, json or a file name ending in .parquet", param_hint="-o")
+    if namespaces:
+        targets, watch = netns_targets(list(namespaces)), None
+    else:
+        running = Lab.load(resolve_lab_name(lab_name))
+        targets, watch = lab_targets(running), lab_watcher(running)
+    session = Capture(targets, ports=tuple(ports), watch=watch)
+    with errors.status("compiling the tracer"):
+        session.start()
+    errors.print(f"capturing in {len(session.vantages)} namespaces (compile {session.compile_seconds:.2f}s, attach {session.attach_seconds * 1000:.1f}ms); Ctrl-C to stop")
+    try:
+        if duration is None:
+            while True:
+                time.sleep(3600)
+        time.sleep(duration)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        session.stop()
+    frame = session.events()
+    if output == "json":
+        click.echo(events.to_json(frame, session.stats))
+    elif output == "table":
+        print_events(frame)
+    else:
+        events.save(frame, output, session.stats)
+        errors.print(f"wrote {len(frame)} events to {output}")
+    print_capture_stats(session.stats)
+
+
+def print_events(frame) -> None:
+    from dnscorrelate.report.text import events_table
+
+    console.print(events_table(frame))
+
+
+def print_capture_stats(stats: dict) -> None:
+    keys = ["packets", "lost_samples", "decode_errors", "non_dns_packets", "non_ip_packets", "tcp_without_payload",
+            "truncated_headers", "tcp_segment_cut", "tcp_incomplete_bytes", "namespaces"]
+    errors.print("  ".join(f"{k}={stats.get(k, 0)}" for k in keys), highlight=False)
 
 
 @main.command()

@@ -36,6 +36,7 @@ strings are pandas categoricals, so a million rows stay cheap.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -97,25 +98,46 @@ def conform(frame: pd.DataFrame) -> pd.DataFrame:
     for name, dtype in COLUMNS.items():
         if dtype == "category":
             if not isinstance(out[name].dtype, pd.CategoricalDtype):
-                out[name] = out[name].astype("string").fillna("").astype("category")
+                out[name] = out[name].astype(object).where(out[name].notna(), "").astype(str).astype("category")
         elif out[name].dtype != np.dtype(dtype):
             out[name] = out[name].astype(dtype)
     return out.reset_index(drop=True)
 
 
-def save(frame: pd.DataFrame, path: str | Path) -> None:
-    """Write events as Parquet (categoricals kept)."""
-    conform(frame).to_parquet(path, index=False)
+STATS_KEY = b"dnscorrelate.stats"
 
 
-def load(path: str | Path) -> pd.DataFrame:
-    """Read an events file written by `save` (Parquet) or `-o json` (JSON lines)."""
+def save(frame: pd.DataFrame, path: str | Path, stats: dict | None = None) -> None:
+    """Write events as Parquet (categoricals kept), with the capture's counters in the file's metadata."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.Table.from_pandas(conform(frame), preserve_index=False)
+    metadata = {**(table.schema.metadata or {}), STATS_KEY: json.dumps(stats or {}).encode()}
+    pq.write_table(table.replace_schema_metadata(metadata), path)
+
+
+def to_json(frame: pd.DataFrame, stats: dict | None = None) -> str:
+    """One JSON document: {"events": [...], "stats": {...}}."""
+    records = json.loads(conform(frame).to_json(orient="records"))
+    return json.dumps({"events": records, "stats": stats or {}})
+
+
+def load(path: str | Path) -> tuple[pd.DataFrame, dict]:
+    """Events and capture counters from a file written by `save` (Parquet) or `capture -o json` (JSON)."""
     path = Path(path)
     try:
         if path.suffix == ".parquet":
-            frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_json(path, lines=True, dtype=False)
+            import pyarrow.parquet as pq
+
+            table = pq.read_table(path)
+            stats = json.loads((table.schema.metadata or {}).get(STATS_KEY, b"{}"))
+            return conform(table.to_pandas()), stats
+        document = json.loads(path.read_text())
+        if not isinstance(document, dict) or not isinstance(document.get("events"), list):
+            raise ValueError('expected a JSON object with an "events" list')
+        return conform(pd.DataFrame.from_records(document["events"], columns=list(COLUMNS))), document.get("stats", {})
     except (OSError, ValueError) as err:
         raise EventsError(f"{path}: cannot read events: {err}") from None
-    return conform(frame)
+    except EventsError as err:
+        raise EventsError(f"{path}: {err}") from None

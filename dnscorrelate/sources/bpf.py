@@ -119,10 +119,10 @@ class Tracer:
             self.tracer = self.bpf.load_func(b"dns_trace", BPF.SOCKET_FILTER)
         except Exception as err:  # bcc raises bare Exception for compile and verifier errors
             raise CaptureError(f"compiling {BPF_SOURCE.name} failed: {err}") from None
-        self.bpf["progs"][ct.c_int(0)] = ct.c_int(self.tracer.fd)
+        self.bpf[b"progs"][ct.c_int(0)] = ct.c_int(self.tracer.fd)
         self._sink: list[bytes] | None = None
         self._lock = threading.Lock()
-        self.bpf["events"].open_ring_buffer(self._on_event)
+        self.bpf[b"events"].open_ring_buffer(self._on_event)
 
     def _on_event(self, ctx, data, size) -> None:
         sink = self._sink
@@ -130,22 +130,22 @@ class Tracer:
             sink.append(ct.string_at(data, size))
 
     def set_ports(self, ports: list[int]) -> None:
-        table = self.bpf["dns_ports"]
+        table = self.bpf[b"dns_ports"]
         table.clear()
         for port in ports:
             table[ct.c_uint16(port)] = ct.c_uint8(1)
 
     def reset(self) -> None:
         """Forget queries seen by an earlier capture in this process."""
-        self.bpf["queries"].clear()
+        self.bpf[b"queries"].clear()
 
     def counters(self) -> dict[str, int]:
-        table = self.bpf["counters"]
+        table = self.bpf[b"counters"]
         return {name: int(sum(table[ct.c_int(i)])) for i, name in enumerate(COUNTERS)}
 
     def attach(self, netns_path: str, capture_id: int) -> socket.socket:
         """Trace every packet of the namespace at `netns_path` as `capture_id`; close the socket to stop."""
-        fd = load_socket_filter(dispatcher_instructions(capture_id, self.bpf["progs"].map_fd))
+        fd = load_socket_filter(dispatcher_instructions(capture_id, self.bpf[b"progs"].map_fd))
         try:
             with netns.entered_path(netns_path):
                 sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))

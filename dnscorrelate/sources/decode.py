@@ -202,9 +202,8 @@ def decode(raw: bytes, vantages: dict[int, Vantage], boot_to_wall_ns: int) -> tu
     decoded = [cache(w, bool(c)) for w, c in zip(wires, complete)]
     stats["decode_errors"] = sum(1 for d in decoded if not d.ok)
     qr = (flags >> 15).astype(bool)
-    rcode_text = np.array(
-        [d.rcode if d.rcode is not None else dns.rcode.to_text(f & 0xF) for d, f in zip(decoded, flags)], dtype=object
-    )
+    header_rcodes = np.array([dns.rcode.to_text(i) for i in range(16)], dtype=object)[flags & 0xF]
+    rcode_text = np.array([d.rcode if d.rcode is not None else h for d, h in zip(decoded, header_rcodes)], dtype=object)
     rcode_text[~qr] = ""
 
     ids = base["capture_id"]

@@ -1,0 +1,1 @@
+"""Presenting evidence and diagnoses: terminal tables now; HTML reports to come."""

@@ -1,0 +1,133 @@
+"""Crafted frames through the real kernel program (BPF_PROG_TEST_RUN): IPv4, IPv6 extension headers,
+fragments, TCP, ICMP errors, malformed packets. Every packet is either an event or a counted skip."""
+
+import pytest
+
+from dnscorrelate.sources import bpf
+from dnscorrelate.sources.decode import Vantage, decode
+from tests.frames import ICMP, ICMPV6, TCP, UDP, ether, ipv4, ipv6, query, response, tcp, udp
+
+IPV6 = 0x86DD
+
+
+@pytest.fixture
+def run(lab_ready):
+    """run(frame, capture_id=1) -> (events table, counters that moved)."""
+    tracer = bpf.tracer()
+    tracer.set_ports([53])
+    tracer.reset()
+    sink: list[bytes] = []
+    tracer.start(sink)
+
+    def run_frames(*frames, capture_id=1):
+        before = tracer.counters()
+        for frame in frames:
+            tracer.test_run(frame, capture_id)
+        tracer.drain()
+        moved = {k: v - before[k] for k, v in tracer.counters().items() if v != before[k]}
+        vantages = {i: Vantage(i, f"ns{i}", "pod") for i in range(1, 4)}
+        table, _ = decode(b"".join(sink), vantages, 0)
+        sink.clear()
+        return table, moved
+
+    yield run_frames
+    tracer.stop()
+
+
+def test_ipv4_udp_query(run):
+    table, moved = run(ether(ipv4("10.244.0.4", "10.96.0.10", UDP, udp(40000, 53, query(qid=0xBEEF)))))
+    assert moved == {"events": 1}
+    row = table.iloc[0]
+    assert (row.src_ip, row.dst_ip, row.src_port, row.dst_port, row.dns_id, row.qname, row.qr) == (
+        "10.244.0.4", "10.96.0.10", 40000, 53, 0xBEEF, "example.com.", False)
+
+
+@pytest.mark.parametrize(
+    "extensions",
+    [(), ((0, b""),), ((0, b""), (60, b"\x01\x02")), ((43, b"\0" * 6), (60, b"")), ((44, b"\0\x01"),), ((51, b"\0" * 14),)],
+    ids=["plain", "hop-by-hop", "hop-by-hop+dstopts", "routing+dstopts", "first-fragment", "ah"],
+)
+def test_ipv6_with_extension_headers(run, extensions):
+    packet = ipv6("fd00::4", "fd00:10::a", UDP, udp(40000, 53, query("example.com.", "AAAA")), extensions)
+    table, moved = run(ether(packet, IPV6))
+    assert moved == {"events": 1}
+    assert (table.family[0], table.src_ip[0], table.dst_ip[0], table.qname[0], table.qtype[0]) == (
+        6, "fd00::4", "fd00:10::a", "example.com.", "AAAA")
+
+
+def test_ipv6_later_fragment_has_no_dns_header(run):
+    packet = ipv6("fd00::4", "fd00::5", UDP, b"\0" * 40, ((44, b"\x00\x08"),))  # offset 1 (8 bytes)
+    table, moved = run(ether(packet, IPV6))
+    assert len(table) == 0 and moved == {"non_dns": 1}
+
+
+def test_ipv4_later_fragment_is_skipped(run):
+    table, moved = run(ether(ipv4("10.0.0.1", "10.0.0.2", UDP, b"\0" * 40, frag=0x0010)))
+    assert len(table) == 0 and moved == {"non_dns": 1}
+
+
+def test_tcp_segment_with_length_prefix(run):
+    wire = query("tcp.example.com.")
+    table, moved = run(ether(ipv4("10.244.0.4", "10.96.0.10", TCP, tcp(40001, 53, len(wire).to_bytes(2, "big") + wire))))
+    assert moved == {"events": 1}
+    assert (table.proto[0], table.qname[0]) == ("tcp", "tcp.example.com.")
+
+
+def test_tcp_handshake_is_counted_not_emitted(run):
+    table, moved = run(ether(ipv4("10.244.0.4", "10.96.0.10", TCP, tcp(40001, 53, b"", flags=0x02))))
+    assert len(table) == 0 and moved == {"tcp_no_payload": 1}
+
+
+def test_too_short_for_a_dns_header(run):
+    table, moved = run(ether(ipv4("10.0.0.1", "10.0.0.2", UDP, udp(1234, 53, b"\x01\x02\x03\x04\x05"))))
+    assert len(table) == 0 and moved == {"truncated_header": 1}
+
+
+def test_garbage_on_port_53_is_an_undecoded_event(run):
+    table, moved = run(ether(ipv4("10.0.0.1", "10.0.0.2", UDP, udp(1234, 53, b"\xff" * 40))))
+    assert moved == {"events": 1} and not table.decoded[0]
+
+
+def test_other_ports_and_non_ip_are_counted(run):
+    table, moved = run(
+        ether(ipv4("10.0.0.1", "10.0.0.2", UDP, udp(1234, 80, query()))),
+        ether(b"\0" * 28, 0x0806),  # ARP
+        ether(b"\x4f" + b"\0" * 19),  # an IPv4 header claiming 60 bytes in a 20-byte packet
+    )
+    assert len(table) == 0 and moved == {"non_dns": 2, "non_ip": 1}
+
+
+def test_the_port_list_is_configurable(run):
+    bpf.tracer().set_ports([5353])
+    try:
+        table, moved = run(ether(ipv4("10.0.0.1", "10.0.0.2", UDP, udp(1234, 5353, query()))),
+                           ether(ipv4("10.0.0.1", "10.0.0.2", UDP, udp(1234, 53, query()))))
+    finally:
+        bpf.tracer().set_ports([53])
+    assert list(table.dst_port) == [5353] and moved == {"events": 1, "non_dns": 1}
+
+
+def test_icmp_port_unreachable_quotes_the_query(run):
+    quoted = ipv4("10.244.0.4", "10.244.0.3", UDP, udp(40000, 53, query(qid=77)))
+    icmp = bytes([3, 3, 0, 0, 0, 0, 0, 0]) + quoted
+    table, moved = run(ether(ipv4("10.244.0.3", "10.244.0.4", ICMP, icmp)))
+    assert moved == {"events": 1}
+    row = table.iloc[0]
+    assert (row.kind, row.icmp_type, row.icmp_code, row.src_ip, row.dst_ip, row.dst_port, row.dns_id, row.qname) == (
+        "icmp-error", 3, 3, "10.244.0.4", "10.244.0.3", 53, 77, "example.com.")
+
+
+def test_icmpv6_unreachable_quotes_the_query(run):
+    quoted = ipv6("fd00::4", "fd00::3", UDP, udp(40000, 53, query(qid=78)))
+    table, moved = run(ether(ipv6("fd00::3", "fd00::4", ICMPV6, bytes([1, 4, 0, 0, 0, 0, 0, 0]) + quoted), IPV6))
+    assert (table.kind[0], table.icmp_type[0], table.dns_id[0], table.src_ip[0]) == ("icmp-error", 1, 78, "fd00::4")
+
+
+def test_responses_carry_the_latency_since_the_query_at_that_vantage(run):
+    q = ether(ipv4("10.244.0.4", "10.96.0.10", UDP, udp(40000, 53, query(qid=9))))
+    r = ether(ipv4("10.96.0.10", "10.244.0.4", UDP, udp(53, 40000, response(qid=9))))
+    table, _ = run(q, q, r)  # the second sighting of the query (DNAT) keeps the first time
+    assert table.latency_ns.iloc[2] > table.ts_ns.iloc[2] - table.ts_ns.iloc[1]
+    assert table.latency_ns.iloc[2] == table.ts_ns.iloc[2] - table.ts_ns.iloc[0]
+    other_vantage, _ = run(ether(ipv4("10.96.0.10", "10.244.0.4", UDP, udp(53, 40000, response(qid=9)))), capture_id=2)
+    assert other_vantage.latency_ns[0] == 0

@@ -1,0 +1,118 @@
+"""Live capture in a lab: one query's whole chain through every namespace, UDP and TCP."""
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from dnscorrelate.lab import netns
+from dnscorrelate.sources.capture import Capture, lab_targets, lab_watcher
+
+from .conftest import dig
+
+
+@pytest.fixture(scope="module")
+def capture_lab(default_lab):
+    return default_lab
+
+
+def capture_during(lab, action):
+    with Capture(lab_targets(lab), watch=lab_watcher(lab)) as capture:
+        action()
+        time.sleep(0.1)
+    return capture.events(), capture.stats
+
+
+def steps(frame):
+    return [(r.vantage, r.pkt_type, r.src_ip, r.dst_ip, r.qr) for r in frame.itertuples()]
+
+
+def chain_of(frame, name):
+    """The client leg and upstream leg of the one lookup of `name`, in time order."""
+    rows = frame[frame.qname == name]
+    client = rows[(rows.dst_port == 53) & (rows.vantage == "demo/mypod")].iloc[0]
+    client_leg = rows[rows.dns_id == client.dns_id]
+    upstream_leg = rows[rows.dns_id != client.dns_id]
+    return client, client_leg, upstream_leg
+
+
+@pytest.mark.parametrize("proto", ["udp", "tcp"])
+def test_one_lookup_is_seen_hop_by_hop(capture_lab, proto):
+    lab = capture_lab
+    name = f"chain-{proto}-{uuid.uuid4().hex[:8]}.example.org."
+    flags = ["+tcp"] if proto == "tcp" else []
+    frame, stats = capture_during(lab, lambda: dig(lab, "mypod", *flags, name))
+    assert stats["lost_samples"] == 0 and stats["decode_errors"] == 0
+    client, client_leg, upstream_leg = chain_of(frame, name)
+    pod_ip, vip = lab.pod("mypod", "demo").ip, lab.topology.cluster_dns_ip
+    replica = next(p for p in lab.topology.coredns_pods if p.ip in set(client_leg.dst_ip))
+    assert set(client_leg.proto) == {proto} and set(upstream_leg.proto) == {proto}
+
+    way_in = steps(client_leg[~client_leg.qr])
+    assert way_in[0] == ("demo/mypod", "OUTGOING", pod_ip, vip, False)
+    assert ("node-0", "OTHERHOST", pod_ip, vip, False) in way_in  # before DNAT
+    assert ("node-0", "OUTGOING", pod_ip, replica.ip, False) in way_in  # after DNAT
+    assert way_in[-1] == (replica.key, "HOST", pod_ip, replica.ip, False)
+
+    up = steps(upstream_leg)
+    assert up[0] == (replica.key, "OUTGOING", replica.ip, "192.168.49.1", False)  # its own id and port
+    assert ("node-0", "OUTGOING", "192.168.49.2", "192.168.49.1", False) in up  # masqueraded
+    assert ("upstream", "HOST", "192.168.49.2", "192.168.49.1", False) in up
+    assert ("upstream", "OUTGOING", "192.168.49.1", "192.168.49.2", True) in up
+    assert up[-1] == (replica.key, "HOST", "192.168.49.1", replica.ip, True)
+    assert set(upstream_leg.dns_id) != {client.dns_id}
+
+    way_back = client_leg[client_leg.qr]
+    assert steps(way_back)[0] == (replica.key, "OUTGOING", replica.ip, pod_ip, True)
+    assert ("node-0", "OUTGOING", vip, pod_ip, True) in steps(way_back)  # un-DNAT
+    assert steps(way_back)[-1] == ("demo/mypod", "HOST", vip, pod_ip, True)
+    assert set(way_back.rcode) == {"NOERROR"} and set(way_back.answers) == {"A 192.0.2.21"}
+
+    assert frame.ts_ns.is_monotonic_increasing
+    at_coredns = way_back.iloc[0].latency_ns
+    at_pod = way_back.iloc[-1].latency_ns
+    assert 0 < at_coredns < at_pod  # each vantage measures from its own first sighting of the query
+
+
+def test_an_nxdomain_is_captured_with_its_rcode(capture_lab):
+    frame, _ = capture_during(capture_lab, lambda: dig(capture_lab, "mypod", "nosuch.demo.svc.cluster.local"))
+    answers = frame[(frame.qname == "nosuch.demo.svc.cluster.local.") & frame.qr & (frame.vantage == "demo/mypod")]
+    assert list(answers.rcode) == ["NXDOMAIN"]
+
+
+def test_namespaces_created_during_a_capture_are_picked_up(capture_lab):
+    lab = capture_lab
+    late = f"{lab.topology.prefix}late"
+
+    def make_one_and_query():
+        netns.add_netns([late])
+        netns.ip_batch(["link set lo up"], late)
+        time.sleep(0.5)  # the watcher looks every 0.2 s
+        subprocess.run(["ip", "netns", "exec", late, "dig", "@127.0.0.1", "+tries=1", "+timeout=1", "late.example."], capture_output=True)
+
+    try:
+        frame, stats = capture_during(lab, make_one_and_query)
+    finally:
+        netns.delete_netns([late])
+    seen = frame[frame.vantage == late]
+    assert "late.example." in set(seen.qname)
+    assert "icmp-error" in set(seen.kind)  # nothing listens there: the port-unreachable quotes the query
+
+
+def test_cli_json_reports_lost_samples_even_when_zero(capture_lab):
+    lab = capture_lab
+    cmd = [sys.executable, "-m", "dnscorrelate", "capture", "--lab", lab.name, "--duration", "3", "-o", "json"]
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    name = f"cli-{uuid.uuid4().hex[:6]}.example.org."
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline:  # the capture starts after its compile; query until it is seen
+        dig(lab, "mypod", name)
+        time.sleep(0.2)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    document = json.loads(out)
+    assert document["stats"]["lost_samples"] == 0 and "lost_samples=0" in err
+    assert name in {e["qname"] for e in document["events"]}
