@@ -178,7 +178,9 @@ class Lab:
             )
             local = [p for p in t.pods if p.node == node.name]
             cmds = ["link set lo up", f"addr add {node.lan_ip}/24 dev eth0", "link set eth0 up"]
-            cmds += ["link add cbr0 type bridge", f"addr add {node.gateway}/24 dev cbr0", "link set cbr0 up"]
+            # A fixed bridge MAC: Linux would otherwise copy the lowest port MAC, and a pod whose
+            # veth had it would see its packets to the gateway as HOST instead of OTHERHOST.
+            cmds += [f"link add cbr0 address 02:00:0a:f4:{node.index:02x}:01 type bridge", f"addr add {node.gateway}/24 dev cbr0", "link set cbr0 up"]
             for pod in local:
                 veth = host_veth(pod)
                 cmds += [f"link add {veth} type veth peer name eth0 netns {pod.netns}", f"link set {veth} master cbr0 up"]
