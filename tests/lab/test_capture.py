@@ -1,6 +1,7 @@
 """Live capture in a lab: one query's whole chain through every namespace, UDP and TCP."""
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -9,7 +10,7 @@ import uuid
 import pytest
 
 from dnscorrelate.lab import netns
-from dnscorrelate.sources.capture import Capture, lab_targets, lab_watcher
+from dnscorrelate.sources.capture import Capture, lab_targets, lab_watcher, netns_targets
 
 from .conftest import dig
 
@@ -115,3 +116,16 @@ def test_cli_json_reports_lost_samples_even_when_zero(capture_lab):
     document = json.loads(out)
     assert document["stats"]["lost_samples"] == 0 and "lost_samples=0" in started + err
     assert name in {e["qname"] for e in document["events"]}
+
+
+def test_a_process_namespace_can_be_a_target(capture_lab):
+    lab = capture_lab
+    replica = lab.process("coredns-0")
+    targets = netns_targets([f"/proc/{replica.pid}/ns/net"])
+    with Capture(targets) as capture:
+        for i in range(12):  # random DNAT: some reach coredns-0 (all missing it: 1 in 4096)
+            dig(lab, "mypod", f"proc-{i}-{uuid.uuid4().hex[:6]}.example.org.")
+        time.sleep(0.1)
+    frame = capture.events()
+    assert set(frame.vantage) == {f"/proc/{replica.pid}/ns/net"}
+    assert (frame.netns == os.stat(f"/proc/{replica.pid}/ns/net").st_ino).all() and len(frame) > 0
