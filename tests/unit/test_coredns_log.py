@@ -1,0 +1,127 @@
+"""CoreDNS log lines in every format real clusters produce; garbage is counted, never fatal.
+
+Sample lines are the shapes shown in CoreDNS's log plugin README and in public
+CoreDNS bug reports (issues 4513, 4724, 503, 2494, 5864)."""
+
+import math
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from dnscorrelate.sources.coredns_log import (
+    COMBINED, LogFormatError, duration_seconds, format_regex, formats_from_corefile, parse_lines, read_logs,
+)
+
+
+def one(line, **kwargs):
+    parsed = parse_lines([line], "t.log", "coredns-0", **kwargs)
+    assert parsed.unparsed == [], parsed.unparsed
+    return parsed
+
+
+def test_common_format_from_the_readme():
+    r = one('[INFO] [::1]:50759 - 29008 "A IN example.org. udp 41 false 4096" NOERROR qr,rd,ra,ad 68 0.037990251s').records.iloc[0]
+    assert (r.remote_ip, r.remote_port, r.id, r.qtype, r.qclass, r.qname, r.proto, r["size"], r["do"], r.bufsize) == (
+        "::1", 50759, 29008, "A", "IN", "example.org.", "udp", 41, False, 4096)
+    assert (r.rcode, r.rflags, r.rsize, r.duration_s, r.replica, r.line_no) == ("NOERROR", "qr,rd,ra,ad", 68, 0.037990251, "coredns-0", 1)
+    assert str(r.ts_ns) == "<NA>"  # no timestamp in the line: none is invented
+
+
+def test_kubectl_timestamps_and_prefix():
+    r = one('[pod/coredns-1/coredns] 2026-11-22T01:26:17.156121486Z [INFO] 10.244.0.4:55035 - 4143 '
+            '"A IN web.demo.svc.cluster.local. udp 44 false 512" NOERROR qr,aa,rd 133 0.000334915s').records.iloc[0]
+    assert r.replica == "coredns-1" and r.ts_ns == 1795310777156121486
+
+
+def test_release_1_3_to_1_6_leading_timestamp():
+    r = one('2021-03-11T07:03:56.565Z [INFO] 172.27.172.128:34346 - 7481 "A IN rwc.default.svc.cluster.local. tcp 50 false 65535" '
+            'NOERROR qr,aa,rd 98 0.0002043s').records.iloc[0]
+    assert (r.ts_ns, r.proto, r.bufsize, r.remote_ip) == (1615446236565000000, "tcp", 65535, "172.27.172.128")
+
+
+def test_release_1_2_date_after_the_client_and_go_durations():
+    r = one('10.244.0.4:46772 - [22/Nov/2018:01:26:17 +0000] 58151 "A IN example.com. udp 29 false 512" NOERROR qr,rd,ra 68 1.830937ms').records.iloc[0]
+    assert (r.id, r.ts_ns, r.duration_s) == (58151, 1542849977000000000, pytest.approx(0.001830937))
+
+
+def test_pre_1_0_without_port_or_id():
+    r = one('10.2.6.75 - [06/Feb/2017:21:18:44 +0000] "A IN kubernetes.default.svc.cluster.local. udp 54 false 512" NOERROR 70 981.518µs').records.iloc[0]
+    assert (r.remote_ip, str(r.remote_port), str(r.id), r.duration_s) == ("10.2.6.75", "<NA>", "<NA>", pytest.approx(981.518e-6))
+
+
+def test_dashes_for_missing_response_fields():
+    # CoreDNS 1.8.5+ logs `-` when no response was written (issue 4724: a forward timeout).
+    r = one('[INFO] 127.0.0.1:63325 - 28625 "A IN 9gag.com. udp 49 false 4096" - - 0 6.010923182s').records.iloc[0]
+    assert (r.rcode, r.rflags, r.rsize, r.duration_s) == ("", "", 0, 6.010923182)
+
+
+def test_combined_format_has_the_opcode():
+    r = one('[INFO] 10.244.0.4:1 - 2 "A IN x. udp 1 false 512" NOERROR qr 1 0.1s "QUERY"').records.iloc[0]
+    assert r.opcode == "QUERY"
+
+
+def test_custom_format_from_the_corefile():
+    corefile = '.:53 {\n    log . "{proto} Request: {name} {type} {>id} from {remote} {rcode} {duration} {/log/type}"\n}\n'
+    formats = formats_from_corefile(corefile)
+    assert formats == ["{proto} Request: {name} {type} {>id} from {remote} {rcode} {duration} {/log/type}"]
+    r = one("[INFO] udp Request: example.org. A 4242 from 10.244.0.4 NXDOMAIN 0.0002s NXDOMAIN", formats=formats).records.iloc[0]
+    assert (r.proto, r.qname, r.qtype, r.id, r.remote_ip, r.rcode) == ("udp", "example.org.", "A", 4242, "10.244.0.4", "NXDOMAIN")
+
+
+def test_corefile_log_directives():
+    assert formats_from_corefile(".:53 {\n    log . {combined} {\n        class denial error\n    }\n}") == [COMBINED]
+    assert formats_from_corefile(".:53 {\n    log\n}") == []
+    with pytest.raises(LogFormatError, match=r"\{nope\}"):
+        format_regex("{nope} {name}")
+
+
+def test_errors_plugin_lines():
+    errors = one("[ERROR] plugin/errors: 2 example.com. A: read udp 10.244.0.2:45117->192.168.49.1:53: i/o timeout").errors.iloc[0]
+    assert (errors.rcode, errors.qname, errors.qtype, errors.upstream_ip, errors.upstream_port, errors.reason) == (
+        "SERVFAIL", "example.com.", "A", "192.168.49.1", 53, "timeout")
+    refused = one("[ERROR] plugin/errors: 2 github.com. AAAA: dial tcp 192.168.49.99:53: connect: connection refused").errors.iloc[0]
+    assert (refused.upstream_ip, refused.reason) == ("192.168.49.99", "refused")
+
+
+def test_coredns_notices_are_known_not_unparsed():
+    lines = [
+        "maxprocs: Leaving GOMAXPROCS=2: CPU quota undefined", ".:53", "CoreDNS-1.14.7", "linux/amd64, go1.26.8, ",
+        "[INFO] plugin/reload: Running configuration SHA512 = 671be70b", "[WARNING] No files matching import glob pattern: custom/*.override",
+        "[INFO] Reloading complete", "",
+    ]
+    parsed = parse_lines(lines, "t.log", "coredns-0")
+    assert parsed.unparsed == [] and parsed.other_lines == len(lines) and parsed.log_lines == len(lines)
+
+
+def test_unparsed_lines_are_kept_with_their_numbers():
+    parsed = parse_lines(["ok?", '[INFO] 10.244.0.4:55035 - 4143 "A IN broken'], "t.log", "coredns-0")
+    assert parsed.unparsed == [("t.log", 1, "ok?"), ("t.log", 2, '[INFO] 10.244.0.4:55035 - 4143 "A IN broken')]
+
+
+@pytest.mark.parametrize("text, seconds", [("0.001034049s", 0.001034049), ("1.830937ms", 0.001830937), ("981.518µs", 981.518e-6),
+                                           ("1m2.5s", 62.5), ("350ns", 3.5e-7), ("-", math.nan)])
+def test_durations(text, seconds):
+    value = duration_seconds(text)
+    assert (math.isnan(value) and math.isnan(seconds)) or value == pytest.approx(seconds)
+
+
+def test_files_name_their_replica(tmp_path):
+    (tmp_path / "coredns-1.log").write_text('[INFO] 10.244.0.4:1 - 2 "A IN x. udp 1 false 512" NOERROR qr 1 0.1s\n')
+    parsed = read_logs([tmp_path / "coredns-1.log"])
+    assert list(parsed.records.replica) == ["coredns-1"] and list(parsed.records.source) == [str(tmp_path / "coredns-1.log")]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(max_size=200), max_size=20))
+def test_garbage_never_raises_and_every_line_is_accounted_for(lines):
+    lines = [l.replace("\n", " ").replace("\r", " ") for l in lines]
+    parsed = parse_lines(lines, "g.log", "coredns-0")
+    assert parsed.log_lines == len(lines)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet='[]INFOERROR0123456789.:-" ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz/,', max_size=160))
+def test_near_miss_lines_never_raise(line):
+    parsed = parse_lines([line], "g.log", "coredns-0")
+    assert parsed.log_lines == 1
