@@ -1,0 +1,498 @@
+"""Correlate: one Trace per client request, from packet events and CoreDNS's own log lines.
+
+How (all vectorized with pandas/numpy; no Python loop per event):
+
+1. **Legs.** Packets with the same client key (client ip, client port, DNS id,
+   protocol; the client is the source of a query and the destination of a
+   response) belong to one leg, across every vantage point: DNAT rewrites only
+   the server side. A leg is split where its packets are more than LEG_GAP_NS
+   apart (a reused port and id).
+2. **Each leg's server** is the vantage that emitted its first response; for an
+   unanswered leg, the deepest vantage its query reached.
+3. **Upstream legs.** A leg whose originator is another leg's server, asking the
+   same question inside that leg's window at the server, is that leg's upstream
+   exchange (CoreDNS uses a new id and port upstream). Found with merge_asof; when
+   the windows of several candidate parents overlap, the match is marked
+   `ambiguous`, not guessed silently. Links are followed to the root, so NodeLocal
+   DNS → CoreDNS → upstream chains end up in one trace.
+4. **Logs.** A CoreDNS `log` record joins the leg with its client key at that
+   replica, nearest in time; `errors` records join by replica and question.
+   With logs only, each log record is a trace of its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from dnscorrelate import events as events_schema
+from dnscorrelate.sources.coredns_log import ERROR_COLUMNS, RECORD_COLUMNS, ParsedLogs, empty
+
+LEG_GAP_NS = 30 * 10**9  # a key not seen for this long starts a new leg
+SERVER_WAIT_NS = 10 * 10**9  # how long after a query arrives its upstream exchanges may start, when it got no answer
+LOG_MATCH_NS = 5 * 10**9  # a log line is written within this much of the response leaving the replica
+ERROR_MATCH_NS = 15 * 10**9
+
+
+@dataclass
+class Correlation:
+    traces: pd.DataFrame  # one row per client request (see TRACE_COLUMNS in docs)
+    hops: pd.DataFrame  # packet events with trace_id, leg_id, depth; icmp errors included
+    upstream: pd.DataFrame  # one row per upstream exchange
+    logs: pd.DataFrame  # CoreDNS log records, with the trace_id each joined (-1: none)
+    errors: pd.DataFrame  # CoreDNS errors records, with trace_id
+    stats: dict = field(default_factory=dict)
+    unparsed: list = field(default_factory=list)
+
+
+# --- legs --------------------------------------------------------------------
+
+
+def add_client_key(dns: pd.DataFrame) -> pd.DataFrame:
+    """Columns client_ip/client_port and a `key` code shared by every sighting of one exchange."""
+    response = dns["qr"].to_numpy()
+    dns = dns.assign(
+        client_ip=np.where(response, dns["dst_ip"].astype(str), dns["src_ip"].astype(str)),
+        client_port=np.where(response, dns["dst_port"], dns["src_port"]),
+    )
+    dns["key"] = dns.groupby(["client_ip", "client_port", "dns_id", "proto"], sort=False, observed=True).ngroup()
+    return dns
+
+
+def assign_legs(dns: pd.DataFrame) -> pd.DataFrame:
+    """`leg` numbers: one per key, split where consecutive sightings are LEG_GAP_NS apart."""
+    dns = dns.sort_values(["key", "ts_ns"], kind="stable")
+    key = dns["key"].to_numpy()
+    ts = dns["ts_ns"].to_numpy()
+    new = np.ones(len(dns), dtype=bool)
+    new[1:] = (key[1:] != key[:-1]) | (ts[1:] - ts[:-1] > LEG_GAP_NS)
+    dns["leg"] = np.cumsum(new) - 1
+    return dns.sort_values(["ts_ns", "leg"], kind="stable")
+
+
+def first_rows(frame: pd.DataFrame, by: str = "leg") -> pd.DataFrame:
+    """The earliest row of each group (frame sorted by time)."""
+    return frame.drop_duplicates(by, keep="first").set_index(by)
+
+
+def describe_legs(dns: pd.DataFrame) -> pd.DataFrame:
+    """One row per leg: who asked, what, who served it, and when each step happened."""
+    queries, responses = dns[~dns["qr"]], dns[dns["qr"]]
+    first = first_rows(dns)
+    legs = pd.DataFrame(index=first.index)
+    legs["client_ip"] = first["client_ip"]
+    legs["client_port"] = first["client_port"].astype("int32")
+    legs["dns_id"] = first["dns_id"]
+    legs["proto"] = first["proto"].astype(str)
+    legs["originator"] = first["vantage"].astype(str)
+    legs["origin_role"] = first["role"].astype(str)
+    legs["t_start"] = first["ts_ns"]
+    named = dns[dns["qname"].astype(str) != ""]
+    question = first_rows(named)
+    legs["qname"] = question["qname"].astype(str).reindex(legs.index).fillna("")
+    legs["qtype"] = question["qtype"].astype(str).reindex(legs.index).fillna("")
+
+    first_query = first_rows(queries)
+    legs["dst_ip"] = first_query["dst_ip"].astype(str).reindex(legs.index).fillna("")
+    legs["dst_port"] = first_query["dst_port"].reindex(legs.index).fillna(0).astype("int32")
+    deepest = queries.drop_duplicates("leg", keep="last").set_index("leg")
+    legs["reached"] = deepest["vantage"].astype(str).reindex(legs.index).fillna("")
+    legs["reached_role"] = deepest["role"].astype(str).reindex(legs.index).fillna("")
+
+    responder = first_rows(responses)
+    legs["responder"] = responder["vantage"].astype(str).reindex(legs.index).fillna("")
+    legs["t_server_out"] = responder["ts_ns"].reindex(legs.index)
+    legs["server_rcode"] = responder["rcode"].astype(str).reindex(legs.index).fillna("")
+    legs["server"] = legs["responder"].where(legs["responder"] != "", legs["reached"])
+    server_role = dns.drop_duplicates("vantage").set_index("vantage")["role"].astype(str)
+    legs["server_role"] = legs["server"].map(server_role).fillna("")
+
+    at_server = queries[queries["vantage"].astype(str).to_numpy() == legs["server"].reindex(queries["leg"]).to_numpy()]
+    legs["t_server_in"] = first_rows(at_server)["ts_ns"].reindex(legs.index)
+
+    back_home = responses[responses["vantage"].astype(str).to_numpy() == legs["originator"].reindex(responses["leg"]).to_numpy()]
+    home = first_rows(back_home)
+    legs["t_client_in"] = home["ts_ns"].reindex(legs.index)
+    legs["client_latency_ns"] = home["latency_ns"].reindex(legs.index)
+    final = home.reindex(legs.index)
+    for column in ("rcode", "answers"):
+        legs[column] = final[column].astype(object).where(final[column].notna(), responder[column].reindex(legs.index)).fillna("").astype(str)
+    legs["ancount"] = final["ancount"].fillna(responder["ancount"].reindex(legs.index)).fillna(0).astype(int)
+    for flag in ("tc", "aa"):
+        legs[flag] = final[flag].fillna(responder[flag].reindex(legs.index)).fillna(False).astype(bool)
+    legs["responses_seen"] = responses.groupby("leg").size().reindex(legs.index, fill_value=0)
+
+    # Where a node rewrote the destination (Service DNAT) and, upstream, the source (masquerade).
+    rewritten = queries[queries["dst_ip"].astype(str).to_numpy() != legs["dst_ip"].reindex(queries["leg"]).to_numpy()]
+    dnat = first_rows(rewritten)
+    legs["dnat_to"] = (dnat["dst_ip"].astype(str) + ":" + dnat["dst_port"].astype(str)).reindex(legs.index).fillna("")
+    legs["dnat_at"] = dnat["vantage"].astype(str).reindex(legs.index).fillna("")
+    roles = queries["role"].astype(str)
+    node_rows = queries[roles == "node"]
+    legs["seen_at_node"] = node_rows.groupby("leg").size().reindex(legs.index, fill_value=0) > 0
+    legs["forwarded_by_node"] = node_rows[node_rows["pkt_type"].astype(str) == "OUTGOING"].groupby("leg").size().reindex(legs.index, fill_value=0) > 0
+    return legs
+
+
+# --- linking upstream legs to their parents -----------------------------------
+
+
+def link_parents(legs: pd.DataFrame) -> pd.Series:
+    """For each leg, the leg it is an upstream exchange of (-1 if none), and whether the pick was ambiguous."""
+    parents = legs[legs["server"] != legs["originator"]].copy()
+    parents["t_window_end"] = parents["t_server_out"].fillna(parents["t_server_in"] + SERVER_WAIT_NS)
+    parents = parents[parents["t_server_in"].notna()]
+    parents["question"] = parents["server"] + "|" + parents["qname"].str.lower() + "|" + parents["qtype"]
+    children = legs.copy()
+    children["question"] = children["originator"] + "|" + children["qname"].str.lower() + "|" + children["qtype"]
+    children = children[children["question"].isin(set(parents["question"]))]
+    if children.empty or parents.empty:
+        return pd.DataFrame({"parent": -1, "ambiguous": False}, index=legs.index)
+
+    parents = parents.sort_values("t_server_in")
+    # An earlier candidate whose window is still open when a later one starts makes the later ambiguous.
+    parents["open_before"] = parents.groupby("question")["t_window_end"].transform(lambda s: s.cummax().shift(1))
+    left = children.reset_index().rename(columns={"leg": "child"}).sort_values("t_start")
+    right = parents.reset_index().rename(columns={"leg": "parent"})[["question", "t_server_in", "t_window_end", "open_before", "parent"]]
+    right["t_server_in"] = right["t_server_in"].astype("int64")
+    matched = pd.merge_asof(left, right, left_on="t_start", right_on="t_server_in", by="question", direction="backward")
+    ok = matched["parent"].notna() & (matched["t_start"] <= matched["t_window_end"]) & (matched["parent"] != matched["child"])
+    matched = matched[ok]
+    result = pd.DataFrame({"parent": -1, "ambiguous": False}, index=legs.index)
+    result.loc[matched["child"].to_numpy(), "parent"] = matched["parent"].astype(int).to_numpy()
+    result.loc[matched["child"].to_numpy(), "ambiguous"] = (matched["open_before"] >= matched["t_start"]).to_numpy()
+    return result
+
+
+def snat_continuations(legs: pd.DataFrame, links: pd.DataFrame) -> pd.Series:
+    """Legs that are their parent seen after source NAT (masquerade keeps the DNS id and the port):
+    the leg to merge each into, or -1."""
+    parent = links["parent"]
+    linked = parent >= 0
+    target = legs.reindex(parent.where(linked, legs.index[0]).to_numpy())
+    same = (
+        linked.to_numpy()
+        & (legs["origin_role"].to_numpy() == "node")
+        & (legs["dns_id"].to_numpy() == target["dns_id"].to_numpy())
+        & (legs["client_port"].to_numpy() == target["client_port"].to_numpy())
+    )
+    return pd.Series(np.where(same, parent.to_numpy(), -1), index=legs.index)
+
+
+def roots_of(parent: pd.Series) -> tuple[np.ndarray, np.ndarray]:
+    """The root leg of every leg and its depth (0 for roots), following parent links."""
+    index = {leg: i for i, leg in enumerate(parent.index)}
+    up = np.array([index.get(p, -1) for p in parent.to_numpy()])
+    root = np.arange(len(up))
+    depth = np.zeros(len(up), dtype=int)
+    for _ in range(8):  # pod -> nodelocal -> coredns -> upstream is three links
+        step = up[root]
+        moving = step >= 0
+        if not moving.any():
+            break
+        root = np.where(moving, step, root)
+        depth += moving
+    return parent.index.to_numpy()[root], depth
+
+
+# --- joining CoreDNS's account -------------------------------------------------
+
+
+def replica_of(vantage: pd.Series) -> pd.Series:
+    """`coredns-0` for `kube-system/coredns-0`; `nodelocal-node-0` for a node (NodeLocal DNS lives there)."""
+    name = vantage.str.split("/").str[-1]
+    return name.where(vantage.str.contains("/"), "nodelocal-" + vantage)
+
+
+def join_logs(legs: pd.DataFrame, records: pd.DataFrame) -> pd.Series:
+    """For each log record, the leg it describes (-1 if none): same client key and replica, nearest in time."""
+    result = pd.Series(-1, index=records.index, dtype=int)
+    if records.empty or legs.empty:
+        return result
+    logs = records.assign(
+        key=records["remote_ip"].astype(str) + "|" + records["remote_port"].astype(str) + "|" + records["id"].astype(str) + "|" + records["proto"].astype(str),
+    )
+    candidates = legs.assign(
+        key=legs["client_ip"] + "|" + legs["client_port"].astype(str) + "|" + legs["dns_id"].astype(str) + "|" + legs["proto"],
+        replica=replica_of(legs["server"]),
+        t=legs["t_server_out"].fillna(legs["t_server_in"]).fillna(legs["t_start"]).astype("int64"),
+    ).reset_index()
+    timed = logs["ts_ns"].notna()
+    if timed.any():
+        left = logs[timed].assign(t=logs.loc[timed, "ts_ns"].astype("int64")).reset_index().sort_values("t")
+        right = candidates.sort_values("t")[["key", "t", "leg", "replica"]].rename(columns={"replica": "leg_replica"})
+        matched = pd.merge_asof(left, right, on="t", by="key", direction="nearest", tolerance=LOG_MATCH_NS)
+        same_replica = (matched["replica"].astype(str) == "") | (matched["replica"].astype(str) == matched["leg_replica"])
+        matched = matched[matched["leg"].notna() & same_replica]
+        result.loc[matched["index"].to_numpy()] = matched["leg"].astype(int).to_numpy()
+    untimed = logs[~timed].reset_index()
+    if len(untimed):
+        unique = candidates.drop_duplicates("key", keep="first")[["key", "leg"]]
+        matched = untimed.merge(unique, on="key", how="inner")
+        result.loc[matched["index"].to_numpy()] = matched["leg"].astype(int).to_numpy()
+    return result
+
+
+def join_errors(traces: pd.DataFrame, errors: pd.DataFrame) -> pd.Series:
+    """For each errors record, the trace (at that replica, same question) whose window it falls in."""
+    result = pd.Series(-1, index=errors.index, dtype=int)
+    if errors.empty or traces.empty:
+        return result
+    right = traces.assign(
+        question=traces["replica"] + "|" + traces["qname"].str.lower() + "|" + traces["qtype"],
+        t=traces["t_start"].astype("int64"),
+    ).reset_index()[["question", "t", "trace_id"]].sort_values("t")
+    left = errors.assign(question=errors["replica"].astype(str) + "|" + errors["qname"].astype(str) + "|" + errors["qtype"].astype(str)).reset_index()
+    timed = left["ts_ns"].notna()
+    if timed.any():
+        l = left[timed].assign(t=left.loc[timed, "ts_ns"].astype("int64")).sort_values("t")
+        matched = pd.merge_asof(l, right, on="t", by="question", direction="backward", tolerance=ERROR_MATCH_NS)
+        matched = matched[matched["trace_id"].notna()]
+        result.loc[matched["index"].to_numpy()] = matched["trace_id"].astype(int).to_numpy()
+    if (~timed).any():
+        last = right.drop_duplicates("question", keep="last")
+        matched = left[~timed].merge(last, on="question", how="inner")
+        result.loc[matched["index"].to_numpy()] = matched["trace_id"].astype(int).to_numpy()
+    return result
+
+
+# --- traces --------------------------------------------------------------------
+
+
+def ns(value: pd.Series) -> pd.Series:
+    return value.astype("Int64")
+
+
+def build_traces(legs: pd.DataFrame, upstream: pd.DataFrame) -> pd.DataFrame:
+    roots = legs[legs["depth"] == 0].sort_values(["t_start", "client_ip", "client_port"])
+    traces = pd.DataFrame(
+        {
+            "trace_id": roots["trace_id"].to_numpy(),
+            "client_ip": roots["client_ip"].to_numpy(),
+            "client_port": roots["client_port"].to_numpy(),
+            "dns_id": roots["dns_id"].to_numpy(),
+            "proto": roots["proto"].to_numpy(),
+            "qname": roots["qname"].to_numpy(),
+            "qtype": roots["qtype"].to_numpy(),
+            "client_vantage": roots["originator"].to_numpy(),
+            "client_role": roots["origin_role"].to_numpy(),
+            "server": roots["server"].to_numpy(),
+            "server_role": roots["server_role"].to_numpy(),
+            "reached": roots["reached"].to_numpy(),
+            "reached_role": roots["reached_role"].to_numpy(),
+            "dst_ip": roots["dst_ip"].to_numpy(),
+            "dnat_to": roots["dnat_to"].to_numpy(),
+            "dnat_at": roots["dnat_at"].to_numpy(),
+            "seen_at_node": roots["seen_at_node"].to_numpy(),
+            "forwarded_by_node": roots["forwarded_by_node"].to_numpy(),
+            "t_start": roots["t_start"].to_numpy(),
+            "t_server_in": ns(roots["t_server_in"]).to_numpy(),
+            "t_server_out": ns(roots["t_server_out"]).to_numpy(),
+            "t_client_in": ns(roots["t_client_in"]).to_numpy(),
+            "client_latency_ns": ns(roots["client_latency_ns"]).to_numpy(),
+            "rcode": roots["rcode"].to_numpy(),
+            "server_rcode": roots["server_rcode"].to_numpy(),
+            "answers": roots["answers"].to_numpy(),
+            "ancount": roots["ancount"].to_numpy(),
+            "tc": roots["tc"].to_numpy(),
+            "aa": roots["aa"].to_numpy(),
+            "responses_seen": roots["responses_seen"].to_numpy(),
+        }
+    ).set_index("trace_id", drop=False)
+    traces.index.name = None
+    traces["to_server_ns"] = traces["t_server_in"] - traces["t_start"]
+    traces["server_ns"] = traces["t_server_out"] - traces["t_server_in"]
+    traces["return_ns"] = traces["t_client_in"] - traces["t_server_out"]
+    traces["total_ns"] = traces["t_client_in"] - traces["t_start"]
+    answered = traces["t_client_in"].notna()
+    traces["outcome"] = np.where(answered, "answered", np.where(traces["responses_seen"] > 0, "partial", "timed-out"))
+    traces.loc[(traces["client_role"] != "pod") & ~answered & (traces["responses_seen"] > 0), "outcome"] = "partial"
+
+    ups = upstream.groupby("trace_id")
+    traces["upstream_count"] = ups.size().reindex(traces.index, fill_value=0)
+    traces["upstream_answered"] = ups["answered"].sum().reindex(traces.index, fill_value=0).astype(int)
+    answered_up = upstream[upstream["answered"]].sort_values("t_out").drop_duplicates("trace_id", keep="last").set_index("trace_id")
+    traces["upstream_rcode"] = answered_up["rcode"].reindex(traces.index).fillna("")
+    traces["upstream_rtt_ns"] = ns(answered_up["rtt_ns"].reindex(traces.index))
+    direct = upstream[upstream["depth"] == 1].sort_values("t_out").drop_duplicates("trace_id", keep="last").set_index("trace_id")
+    traces["upstream_server"] = direct["server_addr"].reindex(traces.index).fillna("")
+    traces["upstream_wait_ns"] = ns(upstream[upstream["depth"] == 1].groupby("trace_id")["rtt_ns"].sum(min_count=1).reindex(traces.index))
+    traces["server_self_ns"] = (traces["server_ns"] - traces["upstream_wait_ns"].fillna(0)).clip(lower=0)
+    traces["ambiguous"] = upstream.groupby("trace_id")["ambiguous"].any().reindex(traces.index, fill_value=False).astype(bool)
+    traces["served_from"] = np.select(
+        [traces["upstream_count"] > 0, traces["aa"] & answered, answered],
+        ["upstream", "authoritative", "cache"],
+        default="none",
+    )
+    traces["replica"] = replica_of(traces["server"].astype(str)).where(traces["server_role"].isin(["coredns", "node"]), "")
+    return traces
+
+
+def build_upstream(legs: pd.DataFrame) -> pd.DataFrame:
+    up = legs[legs["depth"] > 0]
+    frame = pd.DataFrame(
+        {
+            "trace_id": up["trace_id"].to_numpy(),
+            "leg_id": up.index.to_numpy(),
+            "depth": up["depth"].to_numpy(),
+            "from": up["originator"].to_numpy(),
+            "server": up["server"].to_numpy(),
+            "server_addr": (up["dst_ip"] + ":" + up["dst_port"].astype(str)).to_numpy(),
+            "dns_id": up["dns_id"].to_numpy(),
+            "proto": up["proto"].to_numpy(),
+            "qname": up["qname"].to_numpy(),
+            "qtype": up["qtype"].to_numpy(),
+            "t_out": up["t_start"].to_numpy(),
+            "t_in": ns(up["t_client_in"]).to_numpy(),
+            "rcode": up["rcode"].to_numpy(),
+            "answered": up["t_client_in"].notna().to_numpy(),
+            "ambiguous": up["ambiguous"].to_numpy(),
+        }
+    )
+    frame["rtt_ns"] = frame["t_in"] - frame["t_out"]
+    return frame
+
+
+def traces_from_logs(records: pd.DataFrame) -> pd.DataFrame:
+    """With no packets, every CoreDNS log record is a trace of its own (CoreDNS's view only)."""
+    n = len(records)
+    ts = records["ts_ns"].astype("Int64")
+    duration = (records["duration_s"] * 1e9).round().astype("Int64")
+    traces = pd.DataFrame(
+        {
+            "trace_id": np.arange(n),
+            "client_ip": records["remote_ip"].astype(str).to_numpy(),
+            "client_port": records["remote_port"].fillna(0).astype("int32").to_numpy(),
+            "dns_id": records["id"].fillna(-1).astype("int32").to_numpy(),
+            "proto": records["proto"].astype(str).to_numpy(),
+            "qname": records["qname"].astype(str).to_numpy(),
+            "qtype": records["qtype"].astype(str).to_numpy(),
+            "client_vantage": "", "client_role": "",
+            "server": ("kube-system/" + records["replica"].astype(str)).to_numpy(),
+            "server_role": "coredns", "reached": "", "reached_role": "", "dst_ip": "", "dnat_to": "", "dnat_at": "",
+            "seen_at_node": False, "forwarded_by_node": False,
+            "t_start": (ts - duration).fillna(0).astype("int64").to_numpy(),
+            "t_server_in": (ts - duration).to_numpy(), "t_server_out": ts.to_numpy(),
+            "t_client_in": pd.array([pd.NA] * n, dtype="Int64"), "client_latency_ns": pd.array([pd.NA] * n, dtype="Int64"),
+            "rcode": records["rcode"].astype(str).to_numpy(), "server_rcode": records["rcode"].astype(str).to_numpy(),
+            "answers": "", "ancount": 0,
+            "tc": records["rflags"].astype(str).str.contains(r"\btc\b").to_numpy(),
+            "aa": records["rflags"].astype(str).str.contains(r"\baa\b").to_numpy(),
+            "responses_seen": 0,
+        }
+    ).set_index("trace_id", drop=False)
+    traces.index.name = None
+    traces["to_server_ns"] = pd.array([pd.NA] * n, dtype="Int64")
+    traces["server_ns"] = duration.to_numpy()
+    traces["return_ns"] = pd.array([pd.NA] * n, dtype="Int64")
+    traces["total_ns"] = pd.array([pd.NA] * n, dtype="Int64")
+    traces["outcome"] = np.where(records["rcode"].astype(str) != "", "answered", "partial")
+    for column, value in (("upstream_count", 0), ("upstream_answered", 0), ("upstream_rcode", ""), ("upstream_server", ""), ("ambiguous", False)):
+        traces[column] = value
+    traces["upstream_rtt_ns"] = pd.array([pd.NA] * n, dtype="Int64")
+    traces["upstream_wait_ns"] = pd.array([pd.NA] * n, dtype="Int64")
+    traces["server_self_ns"] = duration.to_numpy()
+    traces["served_from"] = np.where(traces["aa"], "authoritative", "unknown")
+    traces["replica"] = records["replica"].astype(str).to_numpy()
+    return traces
+
+
+def attach_log_columns(traces: pd.DataFrame, logs: pd.DataFrame, errors: pd.DataFrame) -> pd.DataFrame:
+    joined = logs[logs["trace_id"] >= 0].drop_duplicates("trace_id", keep="first").set_index("trace_id")
+    traces["log_rcode"] = joined["rcode"].astype(str).reindex(traces.index).fillna("")
+    traces["log_duration_s"] = joined["duration_s"].reindex(traces.index)
+    traces["log_ref"] = (joined["source"].astype(str) + ":" + joined["line_no"].astype(str)).reindex(traces.index).fillna("")
+    err = errors[errors["trace_id"] >= 0].drop_duplicates("trace_id", keep="last").set_index("trace_id")
+    traces["error"] = err["error"].astype(str).reindex(traces.index).fillna("")
+    traces["error_reason"] = err["reason"].astype(str).reindex(traces.index).fillna("")
+    traces["error_upstream"] = err["upstream_ip"].astype(str).reindex(traces.index).fillna("")
+    traces["error_count"] = errors[errors["trace_id"] >= 0].groupby("trace_id").size().reindex(traces.index, fill_value=0)
+    return traces
+
+
+def attach_icmp(traces: pd.DataFrame, hops: pd.DataFrame, icmp: pd.DataFrame, legs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """ICMP errors quoting a trace's query: which kind, seen where, about which destination."""
+    traces["icmp"] = ""
+    traces["icmp_target"] = ""
+    if icmp.empty or legs.empty:
+        return traces, icmp.assign(trace_id=-1, leg=-1)
+    icmp = icmp.assign(
+        key=icmp["src_ip"].astype(str) + "|" + icmp["src_port"].astype(str) + "|" + icmp["dns_id"].astype(str) + "|" + icmp["proto"].astype(str)
+    )
+    keyed = legs.assign(
+        key=legs["client_ip"] + "|" + legs["client_port"].astype(str) + "|" + legs["dns_id"].astype(str) + "|" + legs["proto"]
+    ).reset_index()[["key", "t_start", "leg", "trace_id"]].sort_values("t_start")
+    left = icmp.reset_index().sort_values("ts_ns")
+    matched = pd.merge_asof(left, keyed, left_on="ts_ns", right_on="t_start", by="key", direction="backward")
+    matched["trace_id"] = matched["trace_id"].fillna(-1).astype(int)
+    matched["leg"] = matched["leg"].fillna(-1).astype(int)
+    first = matched[matched["trace_id"] >= 0].drop_duplicates("trace_id", keep="first").set_index("trace_id")
+    text = (
+        "ICMP " + first["icmp_type"].astype(str) + "/" + first["icmp_code"].astype(str) + " at " + first["vantage"].astype(str)
+        + " about " + first["dst_ip"].astype(str) + ":" + first["dst_port"].astype(str)
+    )
+    traces["icmp"] = text.reindex(traces.index).fillna("")
+    traces["icmp_target"] = (first["dst_ip"].astype(str) + ":" + first["dst_port"].astype(str)).reindex(traces.index).fillna("")
+    return traces, matched.drop(columns=["key", "t_start", "index"], errors="ignore")
+
+
+def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, capture_stats: dict | None = None) -> Correlation:
+    """Traces from packet events and/or CoreDNS logs; either may be empty or None."""
+    events = events if events is not None else events_schema.empty_events()
+    logs = logs or ParsedLogs(empty(RECORD_COLUMNS), empty(ERROR_COLUMNS))
+    capture_stats = capture_stats or {}
+    dns = events[events["kind"].astype(str) == "dns"]
+    icmp = events[events["kind"].astype(str) == "icmp-error"]
+    records = logs.records.copy()
+    errors = logs.errors.copy()
+
+    if len(dns):
+        dns = assign_legs(add_client_key(dns))
+        legs = describe_legs(dns)
+        merge_into = snat_continuations(legs, link_parents(legs))
+        if (merge_into >= 0).any():
+            dns["leg"] = merge_into.where(merge_into >= 0, merge_into.index).reindex(dns["leg"]).to_numpy()
+            legs = describe_legs(dns)
+        links = link_parents(legs)
+        legs["parent"], legs["ambiguous"] = links["parent"], links["ambiguous"]
+        root, depth = roots_of(legs["parent"])
+        legs["root"], legs["depth"] = root, depth
+        order = legs[legs["depth"] == 0].sort_values(["t_start", "client_ip", "client_port"]).index
+        trace_of_root = pd.Series(np.arange(len(order)), index=order)
+        legs["trace_id"] = trace_of_root.reindex(legs["root"]).to_numpy()
+        upstream = build_upstream(legs)
+        traces = build_traces(legs, upstream)
+        hops = dns.assign(trace_id=legs["trace_id"].reindex(dns["leg"]).to_numpy(), depth=legs["depth"].reindex(dns["leg"]).to_numpy())
+        records["trace_id"] = legs["trace_id"].reindex(join_logs(legs, records)).fillna(-1).astype(int).to_numpy() if len(records) else []
+    else:
+        legs = pd.DataFrame()
+        traces = traces_from_logs(records) if len(records) else traces_from_logs(records.iloc[0:0])
+        upstream = build_upstream(pd.DataFrame(columns=["depth", "trace_id", "originator", "server", "dst_ip", "dst_port", "dns_id", "proto", "qname", "qtype", "t_start", "t_client_in", "rcode", "ambiguous"]))
+        hops = dns.assign(trace_id=pd.Series(dtype=int), depth=pd.Series(dtype=int), leg=pd.Series(dtype=int))
+        records["trace_id"] = np.arange(len(records))
+    if "trace_id" not in records:
+        records["trace_id"] = pd.Series(dtype=int)
+    errors["trace_id"] = join_errors(traces, errors).to_numpy() if len(errors) else pd.Series(dtype=int)
+    traces = attach_log_columns(traces, records, errors)
+    traces, icmp_hops = attach_icmp(traces, hops, icmp, legs)
+    stats = {
+        "packets": int(len(events)),
+        "dns_packets": int(len(dns)),
+        "icmp_errors": int(len(icmp)),
+        "icmp_unmatched": int((icmp_hops["trace_id"] < 0).sum()) if len(icmp_hops) else 0,
+        "log_lines": int(logs.log_lines),
+        "log_records": int(len(records)),
+        "log_records_unmatched": int((records["trace_id"] < 0).sum()) if len(dns) else 0,
+        "error_records": int(len(errors)),
+        "unparsed_lines": len(logs.unparsed),
+        "traces": int(len(traces)),
+        "upstream_exchanges": int(len(upstream)),
+        "ambiguous": int(upstream["ambiguous"].sum()) if len(upstream) else 0,
+        "lost_samples": int(capture_stats.get("lost_samples", 0)),
+        "decode_errors": int(capture_stats.get("decode_errors", 0)) + int((~events["decoded"]).sum() if len(events) and "decode_errors" not in capture_stats else 0),
+    }
+    all_hops = pd.concat([hops, icmp_hops], ignore_index=True) if len(icmp_hops) else hops
+    return Correlation(traces=traces, hops=all_hops.sort_values("ts_ns", kind="stable"), upstream=upstream,
+                       logs=records, errors=errors, stats=stats, unparsed=logs.unparsed)
