@@ -1,0 +1,368 @@
+"""Diagnose: Findings from the evidence of a Correlation, and cluster facts to name causes.
+
+Each rule is a small function over the traces table (vectorized masks, then
+one Finding per subject: a client pod, a replica, an upstream server, a
+name). The diagnoser never sees what a scenario injected; facts only help to
+name the cause (the policy, the forward block, the Services in a namespace).
+
+Hops: pod, pod->node, node->coredns, coredns, coredns->upstream, upstream, return.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from dnscorrelate.correlate import Correlation
+from dnscorrelate.facts import ClusterFacts, blocking_policies
+
+SLOW_UPSTREAM_MS = 100.0
+SLOW_COREDNS_MS = 100.0
+IMBALANCE_MIN_TRACES = 20
+IMBALANCE_SHARE = 0.8
+EVIDENCE_LIMIT = 20
+PROBLEM_ORDER = [
+    "dropped-before-node", "dropped-at-node", "coredns-unreachable", "upstream-unreachable", "upstream-error",
+    "response-lost", "nxdomain", "nodata", "truncated", "upstream-slow", "slow-coredns", "coredns-imbalance",
+    "search-path-expansion", "unanswered",
+]
+
+
+@dataclass
+class Finding:
+    code: str
+    hop: str
+    summary: str
+    evidence: dict = field(default_factory=dict)
+    count: int = 0
+    severity: str = "error"  # error, warning, info
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def evidence(traces: pd.DataFrame, **extra) -> dict:
+    """Trace ids and log references behind a finding (the first EVIDENCE_LIMIT of each)."""
+    refs = [r for r in traces.get("log_ref", pd.Series(dtype=str)).tolist() if r][:EVIDENCE_LIMIT]
+    errors = [e for e in traces.get("error", pd.Series(dtype=str)).tolist() if e][:5]
+    found = {"traces": [int(t) for t in traces["trace_id"].tolist()[:EVIDENCE_LIMIT]], "log_lines": refs}
+    if errors:
+        found["errors"] = errors
+    return {**found, **extra}
+
+
+def ms(value_ns) -> str:
+    return f"{value_ns / 1e6:.1f} ms"
+
+
+def client_traces(traces: pd.DataFrame) -> pd.DataFrame:
+    """Requests from workloads: not the ones CoreDNS makes itself (its loop check, health probes)."""
+    return traces[~traces["client_role"].isin(["coredns", "upstream", "node"])]
+
+
+def plural(n: int, word: str) -> str:
+    if n == 1:
+        return f"{n} {word}"
+    return f"{n} {word[:-1]}ies" if word.endswith("y") and word[-2:-1] not in "aeiou" else f"{n} {word}s"
+
+
+def names(series: pd.Series, limit: int = 3) -> str:
+    values = list(dict.fromkeys(v for v in series.astype(str) if v))
+    shown = ", ".join(values[:limit])
+    return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
+
+
+# --- rules ---------------------------------------------------------------------------
+
+
+def dropped(traces: pd.DataFrame, facts: ClusterFacts) -> list[Finding]:
+    """Queries that never reached CoreDNS, and no answer: stopped in the pod or at the node."""
+    lost = traces[(traces["outcome"] == "timed-out") & (traces["icmp"] == "") & (traces["client_vantage"] != "")]
+    lost = lost[~lost["reached_role"].isin(["coredns", "upstream"]) & ~lost["server_role"].isin(["coredns"])]
+    findings = []
+    for (client, at_node), group in lost.groupby(["client_vantage", "seen_at_node"], sort=True):
+        client_ip = group["client_ip"].iloc[0]
+        cause = policy_cause(facts, client_ip, group)
+        n = len(group)
+        if not at_node:
+            findings.append(Finding(
+                "dropped-before-node", "pod->node",
+                f"{plural(n, 'DNS query')} from {client} never left the pod's network namespace or never reached the node: "
+                f"{cause or 'check the pod interface, its routes and any firewall inside the pod'}.",
+                evidence(group), n))
+        else:
+            node = group["reached"].iloc[0]
+            findings.append(Finding(
+                "dropped-at-node", "node->coredns",
+                f"{plural(n, 'DNS query')} from {client} reached {node} but never reached CoreDNS and got no answer: "
+                f"{cause or 'a NetworkPolicy or firewall on the node drops them'}.",
+                evidence(group), n))
+    return findings
+
+
+def policy_cause(facts: ClusterFacts, client_ip: str, group: pd.DataFrame) -> str:
+    """Which NetworkPolicy drops DNS from `client_ip` to CoreDNS, from the facts; '' when unknown."""
+    proto = group["proto"].iloc[0]
+    targets = list(facts.coredns_pods) or [t.split(":")[0] for t in group["dnat_to"] if t]
+    client = facts.pod_key(client_ip)
+    for target in targets:
+        egress = blocking_policies(facts, "Egress", client_ip, target, proto, 53)
+        if egress:
+            refs = ", ".join(f"NetworkPolicy {p.ref}" for p in egress)
+            return (f"{refs} {'selects' if len(egress) == 1 else 'select'} {client} for Egress and allow{'s' if len(egress) == 1 else ''} no "
+                    f"{proto.upper()} 53 to the CoreDNS pods; allow egress to pods labelled k8s-app=kube-dns in kube-system on UDP and TCP 53")
+    for target in targets:
+        ingress = blocking_policies(facts, "Ingress", target, client_ip, proto, 53)
+        if ingress:
+            refs = ", ".join(f"NetworkPolicy {p.ref}" for p in ingress)
+            return (f"{refs} {'selects' if len(ingress) == 1 else 'select'} the CoreDNS pod {facts.coredns_pods.get(target, target)} for Ingress "
+                    f"and {'does' if len(ingress) == 1 else 'do'} not admit {client} on {proto.upper()} 53; allow ingress from all pods on UDP and TCP 53")
+    return ""
+
+
+def coredns_unreachable(traces: pd.DataFrame, facts: ClusterFacts) -> list[Finding]:
+    """The DNAT target does not answer: ICMP errors about it, or the query reached it and nothing came back."""
+    icmp = traces["icmp_target"].str.endswith(":53") & (traces["icmp_target"] != "") & (traces["outcome"] != "answered")
+    if facts.coredns_pods:
+        icmp &= traces["icmp_target"].str.split(":").str[0].isin(list(facts.coredns_pods)) | (traces["server_role"] == "coredns")
+    silent = (traces["reached_role"] == "coredns") & (traces["responses_seen"] == 0) & (traces["log_ref"] == "") & (traces["upstream_count"] == 0)
+    bad = traces[icmp | silent]
+    findings = []
+    total_to_dns = traces[traces["dnat_to"] != ""].groupby("client_vantage").size()
+    for target, group in bad.groupby(bad["icmp_target"].where(bad["icmp_target"] != "", bad["dnat_to"])):
+        ip = target.split(":")[0]
+        replica = facts.coredns_pods.get(ip, group["reached"].iloc[0] if group["reached_role"].iloc[0] == "coredns" else ip)
+        n = len(group)
+        share = f" ({n} of {int(total_to_dns.reindex(group['client_vantage'].unique()).sum())} lookups that went through kube-dns)" if len(total_to_dns) else ""
+        how = group["icmp"].iloc[0] if group["icmp"].iloc[0] else "no answer and no CoreDNS log line"
+        findings.append(Finding(
+            "coredns-unreachable", "coredns",
+            f"kube-dns sends queries to {replica} at {target}, where nothing answers{share}: {how}. The replica is down but its "
+            f"endpoint is still behind the Service (a stale endpoint); check the pod and the kube-dns EndpointSlice.",
+            evidence(group, target=target), n))
+    return findings
+
+
+def upstream_problems(traces: pd.DataFrame, upstream: pd.DataFrame, facts: ClusterFacts) -> list[Finding]:
+    findings = []
+    unanswered = upstream[~upstream["answered"] & (upstream["depth"] == 1)]
+    failed_ids = set(unanswered["trace_id"])
+    by_errors = traces[traces["error_reason"].isin(["timeout", "refused", "unreachable", "no-route", "no-healthy-upstream"])]
+    failing = traces[traces["trace_id"].isin(failed_ids) & (traces["upstream_answered"] == 0) | traces["trace_id"].isin(by_errors["trace_id"])]
+    failing = failing[failing["outcome"] != "answered"].pipe(lambda f: pd.concat([f, traces[traces["trace_id"].isin(failed_ids) & (traces["rcode"] == "SERVFAIL")]])).drop_duplicates("trace_id")
+    if len(failing):
+        server_of = unanswered.drop_duplicates("trace_id").set_index("trace_id")["server_addr"]
+        target = failing["trace_id"].map(server_of).fillna(failing["error_upstream"]).replace("", "unknown upstream")
+        for address, group in failing.groupby(target):
+            blocks = facts.forwards_to(address)
+            where = "; ".join(f"forward for {', '.join(b.zones)} in the {b.source}" for b in blocks)
+            reason = names(group["error_reason"]) or "no response"
+            n = len(group)
+            findings.append(Finding(
+                "upstream-unreachable", "coredns->upstream",
+                f"CoreDNS's upstream {address} does not answer ({reason}): {plural(n, 'lookup')} of {names(group['qname'])} "
+                f"{'failed' if n > 1 else 'failed'} with {names(group['rcode']) or 'a timeout'}"
+                + (f". It is the {where}: fix or remove that forward target." if where else ". Check the forward targets in the Corefile."),
+                evidence(group, upstream=address), n))
+    errored = upstream[upstream["answered"] & upstream["rcode"].isin(["SERVFAIL", "REFUSED", "NOTIMP"]) & (upstream["depth"] == 1)]
+    for (address, rcode), group in errored.groupby(["server_addr", "rcode"]):
+        ids = traces[traces["trace_id"].isin(group["trace_id"])]
+        advice = "the upstream refuses these clients or names (an ACL, or a resolver that is not recursive for them)" if rcode == "REFUSED" else "the upstream itself fails to resolve them"
+        findings.append(Finding(
+            "upstream-error", "upstream",
+            f"Upstream {address} answered {rcode} for {plural(len(group), 'query')} ({names(group['qname'])}): {advice}; CoreDNS passes that on to the pods.",
+            evidence(ids, upstream=address), len(group)))
+    slow = upstream[upstream["answered"] & (upstream["rtt_ns"].astype("float") > SLOW_UPSTREAM_MS * 1e6) & (upstream["depth"] == 1)]
+    for address, group in slow.groupby("server_addr"):
+        rtt = group["rtt_ns"].astype(float)
+        ids = traces[traces["trace_id"].isin(group["trace_id"])]
+        findings.append(Finding(
+            "upstream-slow", "upstream",
+            f"Upstream {address} is slow: {plural(len(group), 'answer')} took {ms(rtt.median())} median, {ms(rtt.max())} at worst "
+            f"(threshold {SLOW_UPSTREAM_MS:.0f} ms); pods wait on it for every uncached external name. Check that resolver or add a faster one.",
+            evidence(ids, upstream=address, median_ms=round(rtt.median() / 1e6, 3)), len(group), "warning"))
+    return findings
+
+
+def slow_coredns(traces: pd.DataFrame) -> list[Finding]:
+    own = traces["server_self_ns"].astype(float)
+    slow = traces[(own > SLOW_COREDNS_MS * 1e6) & (traces["server_role"] == "coredns")]
+    findings = []
+    for replica, group in slow.groupby("server"):
+        t = group["server_self_ns"].astype(float)
+        findings.append(Finding(
+            "slow-coredns", "coredns",
+            f"{replica} itself took {ms(t.median())} median ({ms(t.max())} at worst) to answer {plural(len(group), 'query')}, "
+            f"not counting upstream time: check its CPU limits and load, and the plugins in its Corefile.",
+            evidence(group), len(group), "warning"))
+    return findings
+
+
+def response_lost(traces: pd.DataFrame) -> list[Finding]:
+    lost = traces[(traces["outcome"] == "partial") & (traces["client_vantage"] != "")]
+    return [
+        Finding("response-lost", "return",
+                f"CoreDNS answered {plural(len(group), 'query')} from {client} but the responses never reached the pod: "
+                f"something on the way back (conntrack, a policy on replies, the node) drops them.",
+                evidence(group), len(group))
+        for client, group in lost.groupby("client_vantage")
+    ]
+
+
+def truncated(traces: pd.DataFrame) -> list[Finding]:
+    tc = traces[traces["tc"] & (traces["proto"] == "udp")]
+    findings = []
+    for name, group in tc.groupby("qname"):
+        retried = traces[(traces["qname"] == name) & (traces["proto"] == "tcp")]
+        hop = "upstream" if (group["served_from"] == "upstream").any() else "coredns"
+        findings.append(Finding(
+            "truncated", hop,
+            f"The answer for {name} did not fit in UDP: {plural(len(group), 'response')} had the TC bit"
+            + (f" and the client retried over TCP {plural(len(retried), 'time')}" if len(retried) else " and no TCP retry was seen")
+            + ". Large answers cost a second round trip; make sure TCP 53 is allowed everywhere on the path.",
+            evidence(pd.concat([group, retried])), len(group), "warning"))
+    return findings
+
+
+def imbalance(traces: pd.DataFrame, facts: ClusterFacts) -> list[Finding]:
+    served = traces[traces["server_role"] == "coredns"]
+    if len(served) < IMBALANCE_MIN_TRACES:
+        return []
+    counts = served["server"].value_counts()
+    for replica in facts.coredns_pods.values():
+        counts = counts.reindex(counts.index.union([replica]), fill_value=0)
+    if len(counts) < 2 or counts.max() / counts.sum() <= IMBALANCE_SHARE:
+        return []
+    spread = ", ".join(f"{r} {c}" for r, c in counts.sort_values(ascending=False).items())
+    return [Finding(
+        "coredns-imbalance", "node->coredns",
+        f"Queries are not spread over the CoreDNS replicas ({spread}): one replica takes {counts.max() / counts.sum():.0%}. "
+        "Long-lived TCP connections (NodeLocal DNS force_tcp) or client-side caching of one address do this; check kube-proxy's balancing.",
+        evidence(served), int(counts.sum()), "warning")]
+
+
+def search_list(facts: ClusterFacts, client_ip: str, names_asked: pd.Series) -> list[str]:
+    """The client's search domains: from the facts, else the Kubernetes list for the namespace its names suggest."""
+    if client_ip in facts.search:
+        return [s.rstrip(".").lower() for s in facts.search[client_ip]]
+    d = facts.domain
+    namespaces = names_asked.str.lower().str.extract(rf"\.([a-z0-9-]+)\.svc\.{re.escape(d)}\.$")[0].dropna()
+    guess = [f"{namespaces.mode().iloc[0]}.svc.{d}"] if len(namespaces) else []
+    return [*guess, f"svc.{d}", d]
+
+
+def split_search(traces: pd.DataFrame, facts: ClusterFacts) -> pd.Series:
+    """Each trace's base name where its qname is `base.<search domain>.`, else ''."""
+    base = pd.Series("", index=traces.index, dtype=object)
+    for client_ip, group in traces.groupby("client_ip"):
+        qnames = group["qname"].str.lower()
+        for suffix in sorted(search_list(facts, client_ip, qnames), key=len, reverse=True):
+            hit = qnames.str.endswith("." + suffix + ".") & (base.loc[group.index] == "")
+            base.loc[hit[hit].index] = qnames[hit].str.slice(0, -(len(suffix) + 2))
+    return base
+
+
+def name_problems(traces: pd.DataFrame, facts: ClusterFacts) -> list[Finding]:
+    """NXDOMAIN and NODATA for what the workload meant, and the search-list noise around it."""
+    answered = traces[traces["outcome"] == "answered"].copy()
+    if answered.empty:
+        return []
+    answered["base"] = split_search(answered, facts).to_numpy()
+    answered["multi_label_base"] = answered["base"].str.contains(".", regex=False)
+    qnames = answered["qname"].str.lower()
+    findings = []
+
+    # Search-list noise: NXDOMAIN expansions of a dotted name the same client then asked as itself.
+    noise = answered[(answered["rcode"] == "NXDOMAIN") & answered["multi_label_base"]]
+    asked_plain = set(zip(answered["client_ip"], qnames))
+    noise = noise[[(c, b + ".") in asked_plain for c, b in zip(noise["client_ip"], noise["base"])]]
+    for (client, base), group in noise.groupby(["client_vantage", "base"]):
+        finals = answered[(answered["client_vantage"] == client) & (qnames == base + ".")]
+        outcome = names(finals["rcode"])
+        findings.append(Finding(
+            "search-path-expansion", "pod",
+            f"{client} looked up {base} through its search list first: {plural(len(group), 'extra query')} "
+            f"({names(group['qname'], 2)}) all NXDOMAIN before {base}. itself ({outcome}). "
+            f"Use the trailing-dot name {base}. or lower ndots (dnsConfig options ndots:1) to skip them.",
+            evidence(pd.concat([group, finals])), len(group), "info"))
+
+    # NXDOMAIN for what was meant: not search noise.
+    nx = answered[(answered["rcode"] == "NXDOMAIN") & ~answered.index.isin(noise.index)]
+    expanded_single = nx[(nx["base"] != "") & ~nx["multi_label_base"]]
+    meant = nx[(nx["base"] == "") | nx.index.isin(expanded_single.drop_duplicates(["client_ip", "base"]).index)]
+    meant = meant[~meant["qname"].str.lower().isin(set(b + "." for b in noise["base"]))]
+    in_cluster = meant["qname"].str.lower().str.endswith(f".svc.{facts.domain}.")
+    for qname, group in meant[in_cluster].groupby("qname"):
+        labels = qname.lower().removesuffix(f".svc.{facts.domain}.").split(".")
+        service, namespace = labels[-2] if len(labels) > 1 else labels[0], labels[-1]
+        known = facts.services.get(namespace)
+        listing = f" Services in {namespace}: {', '.join(sorted(known))}." if known else ""
+        findings.append(Finding(
+            "nxdomain", "coredns",
+            f"No Service {service} in namespace {namespace}: {plural(len(group), 'lookup')} of {qname} got NXDOMAIN from CoreDNS."
+            f"{listing} Check the name, the namespace, and that the Service exists.",
+            evidence(group, kind="in-cluster"), len(group)))
+    for qname, group in meant[~in_cluster].groupby("qname"):
+        from_upstream = (group["served_from"] == "upstream").any() or (group["upstream_rcode"] == "NXDOMAIN").any()
+        where = f"the upstream resolver {names(group['upstream_server'])}" if from_upstream and names(group["upstream_server"]) else ("the upstream resolver" if from_upstream else "CoreDNS")
+        findings.append(Finding(
+            "nxdomain", "upstream" if from_upstream else "coredns",
+            f"{qname} does not exist according to {where}: {plural(len(group), 'lookup')} got NXDOMAIN. "
+            "It is an external name: check its spelling and its public or private zone.",
+            evidence(group, kind="external"), len(group)))
+
+    # NODATA: NOERROR without the type asked, a CNAME without its A included; AAAA next to a good A is normal.
+    a_answered = set(zip(answered["client_ip"], qnames, answered["answers"].str.contains(r"(?:^|, )A ", regex=True)))
+    missing = answered[(answered["rcode"] == "NOERROR") & (answered["qtype"] != "") &
+                       ~answered.apply(lambda r: f"{r.qtype} " in f"{r.answers}" or r.answers.startswith(f"{r.qtype} "), axis=1)
+                       if len(answered) else pd.Series(dtype=bool)]
+    normal_aaaa = [(q == "AAAA") and ((c, n, True) in a_answered) for q, c, n in zip(missing["qtype"], missing["client_ip"], missing["qname"].str.lower())]
+    missing = missing[~np.array(normal_aaaa, dtype=bool)] if len(missing) else missing
+    missing = missing[missing["qtype"].isin(["A", "AAAA", "SRV", "PTR", "MX", "TXT", "CNAME"]) & ~missing.index.isin(noise.index)]
+    for (qname, qtype), group in missing.groupby(["qname", "qtype"]):
+        cname = group["answers"].str.extract(r"CNAME (\S+)")[0].dropna()
+        detail = f"a CNAME to {cname.iloc[0]} but no {qtype} record for it" if len(cname) else f"no {qtype} record"
+        hop = "coredns" if group["aa"].any() or group["served_from"].eq("authoritative").any() else ("upstream" if group["served_from"].eq("upstream").any() else "coredns")
+        findings.append(Finding(
+            "nodata", hop,
+            f"{qname} exists but has {detail}: {plural(len(group), 'lookup')} got NOERROR with nothing to connect to. "
+            + ("Make the CNAME target resolvable (an ExternalName Service points at a name without addresses?)." if len(cname) else f"Add the {qtype} record or ask for the right type."),
+            evidence(group), len(group), "warning"))
+    return findings
+
+
+def unanswered(traces: pd.DataFrame, explained: set[int]) -> list[Finding]:
+    rest = traces[(traces["outcome"] == "timed-out") & ~traces["trace_id"].isin(explained)]
+    return [Finding(
+        "unanswered", names(rest["reached"]) or "pod",
+        f"{plural(len(rest), 'lookup')} of {names(rest['qname'])} got no answer and the evidence does not say where they died "
+        f"(last seen at {names(rest['reached'])}).",
+        evidence(rest), len(rest))] if len(rest) else []
+
+
+def diagnose(correlation: Correlation, facts: ClusterFacts | None = None) -> list[Finding]:
+    """Findings, most severe first; `ok` alone when nothing is wrong."""
+    facts = facts or ClusterFacts()
+    traces = client_traces(correlation.traces)
+    findings: list[Finding] = []
+    findings += dropped(traces, facts)
+    findings += coredns_unreachable(traces, facts)
+    findings += upstream_problems(traces, correlation.upstream, facts)
+    findings += response_lost(traces)
+    findings += name_problems(traces, facts)
+    findings += truncated(traces)
+    findings += slow_coredns(traces)
+    findings += imbalance(traces, facts)
+    explained = {t for f in findings for t in f.evidence.get("traces", [])}
+    findings += unanswered(traces, explained)
+    findings.sort(key=lambda f: (PROBLEM_ORDER.index(f.code), -f.count))
+    if not any(f.severity in ("error", "warning") for f in findings):
+        good = traces[(traces["outcome"] == "answered") & traces["rcode"].isin(["NOERROR"])]
+        findings.insert(0, Finding(
+            "ok", "", f"{plural(len(good), 'lookup')} answered correctly, every hop in order"
+            + (f" (p50 {ms(good['total_ns'].astype(float).median())} at the client)." if len(good) and good["total_ns"].notna().any() else "."),
+            evidence(good), len(good), "info"))
+    return findings
