@@ -18,6 +18,7 @@ from dnscorrelate.lab.netns import LabError
 from dnscorrelate.lab.runtime import Lab, resolve_lab_name, running_labs, teardown
 from dnscorrelate.lab.spec import SpecError, load_manifests, load_spec
 from dnscorrelate.sources.bpf import CaptureError
+from dnscorrelate.sources.coredns_log import LogFormatError
 
 console = Console()
 errors = Console(stderr=True)
@@ -30,7 +31,7 @@ def friendly_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (LabError, SpecError, CaptureError, EventsError) as err:
+        except (LabError, SpecError, CaptureError, EventsError, LogFormatError) as err:
             errors.print(f"[bold red]error:[/] {err}", highlight=False, markup=True, soft_wrap=True)
             sys.exit(2)
         except KeyboardInterrupt:
@@ -224,6 +225,39 @@ def print_capture_stats(stats: dict) -> None:
     keys = ["packets", "lost_samples", "decode_errors", "non_dns_packets", "non_ip_packets", "tcp_without_payload",
             "truncated_headers", "tcp_segment_cut", "tcp_incomplete_bytes", "namespaces"]
     errors.print("  ".join(f"{k}={stats.get(k, 0)}" for k in keys), highlight=False)
+
+
+@main.command()
+@click.option("--events", "events_path", type=click.Path(dir_okay=False), help="Packet events saved by `capture` (Parquet or JSON).")
+@click.option("--coredns-log", "log_paths", multiple=True, type=click.Path(dir_okay=False), help="CoreDNS log (kubectl logs [--timestamps] [--prefix]). Repeatable.")
+@click.option("--corefile", type=click.Path(dir_okay=False), help="The Corefile: its log format and forward targets.")
+@click.option("--manifests", "manifest_paths", multiple=True, type=click.Path(dir_okay=False), help="Services, NetworkPolicies, Namespaces (YAML) to name causes. Repeatable.")
+@lab_option
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@friendly_errors
+def correlate(events_path, log_paths, corefile, manifest_paths, lab_name, output) -> None:
+    """Stitch saved packets and CoreDNS logs into one trace per request, and diagnose them."""
+    from dnscorrelate import analysis
+
+    if not events_path and not log_paths:
+        raise click.UsageError("give --events and/or --coredns-log")
+    result = analysis.from_files(events_path, list(log_paths), corefile, list(manifest_paths), lab_name)
+    if output == "json":
+        click.echo(json.dumps(result.to_dict(), indent=1))
+        return
+    print_analysis(result)
+
+
+def print_analysis(result) -> None:
+    from dnscorrelate.report.text import findings_table, stats_line, traces_table
+
+    console.print(traces_table(result.correlation.traces))
+    console.print(findings_table(result.findings))
+    for source, line, text in result.correlation.unparsed[:20]:
+        errors.print(f"unparsed {source}:{line}: {text}", highlight=False, markup=False)
+    if len(result.correlation.unparsed) > 20:
+        errors.print(f"... {len(result.correlation.unparsed) - 20} more unparsed lines")
+    errors.print(stats_line(result.correlation.stats), highlight=False)
 
 
 @main.command()

@@ -31,3 +31,49 @@ def events_table(frame: pd.DataFrame, title: str = "DNS packets") -> Table:
             str(row.qtype), Text(str(row.qname)), str(row.rcode), latency, Text(str(row.answers)),
         )
     return table
+
+
+def ms_text(value) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
+        return ""
+    return f"{value / 1e6:.2f}"
+
+
+OUTCOME_STYLE = {"answered": "green", "timed-out": "red", "partial": "yellow"}
+
+
+def traces_table(traces: pd.DataFrame, title: str = "traces", limit: int | None = 200) -> Table:
+    """One row per client request, with per-segment latency in milliseconds."""
+    table = Table(title=title, title_justify="left")
+    for column in ("ID", "CLIENT", "QNAME", "QTYPE", "PROTO", "SERVER", "OUTCOME", "RCODE", "FROM", "TO-DNS", "DNS", "UPSTREAM", "RETURN", "TOTAL"):
+        table.add_column(column, overflow="fold")
+    shown = traces if limit is None else traces.head(limit)
+    for t in shown.itertuples(index=False):
+        table.add_row(
+            str(t.trace_id), t.client_vantage or t.client_ip, Text(t.qname), t.qtype, t.proto, t.server,
+            Text(t.outcome, style=OUTCOME_STYLE.get(t.outcome, "")), t.rcode, t.served_from,
+            ms_text(t.to_server_ns), ms_text(t.server_ns), ms_text(t.upstream_rtt_ns), ms_text(t.return_ns), ms_text(t.total_ns),
+        )
+    if limit is not None and len(traces) > limit:
+        table.caption = f"{len(traces) - limit} more traces not shown (-o json has them all)"
+    return table
+
+
+SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
+
+
+def findings_table(findings: list, title: str = "findings") -> Table:
+    table = Table(title=title, title_justify="left")
+    for column in ("CODE", "HOP", "COUNT", "SUMMARY", "EVIDENCE"):
+        table.add_column(column, overflow="fold")
+    for f in findings:
+        refs = f.evidence.get("traces", [])
+        evidence = "traces " + ", ".join(map(str, refs[:6])) + (" …" if len(refs) > 6 else "") if refs else ""
+        table.add_row(Text(f.code, style=SEVERITY_STYLE.get(f.severity, "")), f.hop, str(f.count), Text(f.summary), evidence)
+    return table
+
+
+def stats_line(stats: dict) -> str:
+    keys = ["packets", "log_lines", "unparsed_lines", "traces", "upstream_exchanges", "ambiguous", "lost_samples", "decode_errors",
+            "log_records_unmatched", "icmp_unmatched"]
+    return "  ".join(f"{k}={stats.get(k, 0)}" for k in keys)

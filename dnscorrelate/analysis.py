@@ -1,0 +1,52 @@
+"""The pipeline after capture: correlate the evidence, diagnose it. Shared by `correlate`, `run` and `trace`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from dnscorrelate import events as events_io
+from dnscorrelate.correlate import Correlation, correlate
+from dnscorrelate.diagnose import Finding, diagnose
+from dnscorrelate.facts import ClusterFacts, facts_from_files, facts_from_topology
+from dnscorrelate.report.records import trace_records
+from dnscorrelate.sources.coredns_log import ParsedLogs, read_logs
+
+
+@dataclass
+class Analysis:
+    correlation: Correlation
+    findings: list[Finding]
+
+    def to_dict(self, with_hops: bool = True) -> dict:
+        return {
+            "traces": trace_records(self.correlation, with_hops),
+            "findings": [f.to_dict() for f in self.findings],
+            "stats": self.correlation.stats,
+        }
+
+
+def analyze(frame: pd.DataFrame | None, logs: ParsedLogs | None, facts: ClusterFacts | None, capture_stats: dict | None = None) -> Analysis:
+    correlation = correlate(frame, logs, capture_stats)
+    return Analysis(correlation, diagnose(correlation, facts))
+
+
+def from_files(events_path: str | None, log_paths: list[str], corefile_path: str | None = None,
+               manifest_paths: list[str] = (), lab_name: str | None = None) -> Analysis:
+    """`correlate`'s inputs read from disk; facts from a running lab (--lab) or from the given files."""
+    from dnscorrelate.lab.spec import load_manifests
+
+    frame, capture_stats = events_io.load(events_path) if events_path else (None, {})
+    corefile = Path(corefile_path).read_text() if corefile_path else ""
+    if lab_name:
+        from dnscorrelate.lab.runtime import Lab
+
+        facts = facts_from_topology(Lab.load(lab_name).topology)
+        corefile = corefile or facts.corefile
+    else:
+        manifests = [m for path in manifest_paths for m in load_manifests(path)]
+        facts = facts_from_files(corefile, manifests)
+    logs = read_logs(log_paths, corefile or None) if log_paths else None
+    return analyze(frame, logs, facts, capture_stats)

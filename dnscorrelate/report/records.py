@@ -1,0 +1,87 @@
+"""Correlations as plain data: the JSON of `correlate -o json` and `run -o json`."""
+
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from dnscorrelate.correlate import Correlation
+
+
+def clean(value):
+    """JSON-safe scalars: NA and NaN become None, numpy numbers become Python ones."""
+    if value is None or value is pd.NA:
+        return None
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if hasattr(value, "item"):
+        value = value.item()
+        if isinstance(value, float) and math.isnan(value):
+            return None
+    return value
+
+
+def millis(value) -> float | None:
+    value = clean(value)
+    return None if value is None else round(value / 1e6, 3)
+
+
+HOP_COLUMNS = ["ts_ns", "vantage", "role", "ifname", "pkt_type", "kind", "proto", "src_ip", "src_port", "dst_ip", "dst_port",
+               "dns_id", "qr", "rcode", "answers", "latency_ns", "depth", "icmp_type", "icmp_code"]
+
+
+def hop_records(hops: pd.DataFrame) -> dict[int, list[dict]]:
+    """Each trace's hops in time order, as dicts."""
+    if hops.empty:
+        return {}
+    frame = hops[[c for c in HOP_COLUMNS if c in hops.columns] + ["trace_id"]].copy()
+    frame = frame[frame["trace_id"].notna() & (frame["trace_id"] >= 0)]
+    for column in frame.columns:
+        if isinstance(frame[column].dtype, pd.CategoricalDtype):
+            frame[column] = frame[column].astype(str)
+    frame["latency_ms"] = (frame["latency_ns"] / 1e6).round(3)
+    frame = frame.drop(columns=["latency_ns"])
+    out: dict[int, list[dict]] = {}
+    for trace_id, group in frame.groupby("trace_id", sort=False):
+        rows = group.drop(columns=["trace_id"]).to_dict("records")
+        out[int(trace_id)] = [{k: clean(v) for k, v in row.items()} for row in rows]
+    return out
+
+
+def trace_records(correlation: Correlation, with_hops: bool = True) -> list[dict]:
+    """Every trace as a dict: who asked what, where it went, how long each segment took, what CoreDNS said."""
+    hops = hop_records(correlation.hops) if with_hops else {}
+    upstream = {}
+    for trace_id, group in correlation.upstream.groupby("trace_id"):
+        upstream[int(trace_id)] = [
+            {"from": r["from"], "server": r["server"], "address": r["server_addr"], "dns_id": clean(r["dns_id"]), "proto": r["proto"],
+             "rcode": r["rcode"], "answered": bool(r["answered"]), "rtt_ms": millis(r["rtt_ns"]), "ambiguous": bool(r["ambiguous"]), "depth": clean(r["depth"])}
+            for r in group.to_dict("records")
+        ]
+    records = []
+    for t in correlation.traces.to_dict("records"):
+        trace_id = int(t["trace_id"])
+        record = {
+            "id": trace_id,
+            "client": {"ip": t["client_ip"], "port": clean(t["client_port"]), "vantage": t["client_vantage"]},
+            "dns_id": clean(t["dns_id"]), "proto": t["proto"], "qname": t["qname"], "qtype": t["qtype"],
+            "outcome": t["outcome"], "rcode": t["rcode"], "answers": t["answers"],
+            "server": t["server"], "replica": t["replica"], "served_from": t["served_from"],
+            "dnat": {"to": t["dnat_to"], "at": t["dnat_at"]} if t["dnat_to"] else None,
+            "reached": t["reached"],
+            "segments_ms": {
+                "to_server": millis(t["to_server_ns"]), "server": millis(t["server_ns"]), "server_self": millis(t["server_self_ns"]),
+                "upstream_rtt": millis(t["upstream_rtt_ns"]), "return": millis(t["return_ns"]), "total": millis(t["total_ns"]),
+                "kernel_at_client": millis(t["client_latency_ns"]),
+            },
+            "upstream": upstream.get(trace_id, []),
+            "log": {"rcode": t["log_rcode"], "duration_ms": None if clean(t["log_duration_s"]) is None else round(t["log_duration_s"] * 1e3, 3), "ref": t["log_ref"]} if t["log_ref"] else None,
+            "error": t["error"] or None,
+            "icmp": t["icmp"] or None,
+            "ambiguous": bool(t["ambiguous"]),
+        }
+        if with_hops:
+            record["hops"] = hops.get(trace_id, [])
+        records.append(record)
+    return records
