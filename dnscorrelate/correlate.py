@@ -121,7 +121,8 @@ def describe_legs(dns: pd.DataFrame) -> pd.DataFrame:
         legs[column] = final[column].astype(object).where(final[column].notna(), responder[column].reindex(legs.index)).fillna("").astype(str)
     legs["ancount"] = final["ancount"].fillna(responder["ancount"].reindex(legs.index)).fillna(0).astype(int)
     for flag in ("tc", "aa"):
-        legs[flag] = final[flag].fillna(responder[flag].reindex(legs.index)).fillna(False).astype(bool)
+        seen = final[flag].astype("boolean").fillna(responder[flag].reindex(legs.index).astype("boolean"))
+        legs[flag] = seen.fillna(False).astype(bool)
     legs["responses_seen"] = responses.groupby("leg").size().reindex(legs.index, fill_value=0)
 
     # Where a node rewrote the destination (Service DNAT) and, upstream, the source (masquerade).
@@ -318,7 +319,13 @@ def build_traces(legs: pd.DataFrame, upstream: pd.DataFrame) -> pd.DataFrame:
     traces["upstream_rtt_ns"] = ns(answered_up["rtt_ns"].reindex(traces.index))
     direct = upstream[upstream["depth"] == 1].sort_values("t_out").drop_duplicates("trace_id", keep="last").set_index("trace_id")
     traces["upstream_server"] = direct["server_addr"].reindex(traces.index).fillna("")
-    traces["upstream_wait_ns"] = ns(upstream[upstream["depth"] == 1].groupby("trace_id")["rtt_ns"].sum(min_count=1).reindex(traces.index))
+    # Time the server spent waiting on upstreams: from its first query out to the last answer back
+    # (or, for exchanges never answered, until the server itself answered).
+    direct_legs = upstream[upstream["depth"] == 1]
+    end = direct_legs["t_in"].fillna(direct_legs["trace_id"].map(traces["t_server_out"]))
+    span = pd.DataFrame({"trace_id": direct_legs["trace_id"], "start": direct_legs["t_out"], "end": end})
+    waits = span.groupby("trace_id").agg(start=("start", "min"), end=("end", "max"))
+    traces["upstream_wait_ns"] = ns((waits["end"] - waits["start"]).reindex(traces.index))
     traces["server_self_ns"] = (traces["server_ns"] - traces["upstream_wait_ns"].fillna(0)).clip(lower=0)
     traces["ambiguous"] = upstream.groupby("trace_id")["ambiguous"].any().reindex(traces.index, fill_value=False).astype(bool)
     traces["served_from"] = np.select(

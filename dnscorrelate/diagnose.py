@@ -227,21 +227,25 @@ def truncated(traces: pd.DataFrame) -> list[Finding]:
     return findings
 
 
-def imbalance(traces: pd.DataFrame, facts: ClusterFacts) -> list[Finding]:
-    served = traces[traces["server_role"] == "coredns"]
+def imbalance(traces: pd.DataFrame, upstream: pd.DataFrame, facts: ClusterFacts) -> list[Finding]:
+    """Requests reaching CoreDNS replicas (directly, or from NodeLocal DNS) piling onto one of them."""
+    replicas = set(facts.coredns_pods.values()) or set(traces.loc[traces["server_role"] == "coredns", "server"])
+    direct = traces.loc[traces["server_role"] == "coredns", ["trace_id", "server"]]
+    relayed = upstream.loc[upstream["server"].isin(replicas), ["trace_id", "server"]]
+    served = pd.concat([direct, relayed])
     if len(served) < IMBALANCE_MIN_TRACES:
         return []
     counts = served["server"].value_counts()
-    for replica in facts.coredns_pods.values():
-        counts = counts.reindex(counts.index.union([replica]), fill_value=0)
+    counts = counts.reindex(sorted(set(counts.index) | replicas), fill_value=0)
     if len(counts) < 2 or counts.max() / counts.sum() <= IMBALANCE_SHARE:
         return []
     spread = ", ".join(f"{r} {c}" for r, c in counts.sort_values(ascending=False).items())
+    via = " (all relayed by NodeLocal DNS, whose force_tcp connection sticks to one replica)" if len(relayed) and not len(direct) else ""
     return [Finding(
         "coredns-imbalance", "node->coredns",
-        f"Queries are not spread over the CoreDNS replicas ({spread}): one replica takes {counts.max() / counts.sum():.0%}. "
-        "Long-lived TCP connections (NodeLocal DNS force_tcp) or client-side caching of one address do this; check kube-proxy's balancing.",
-        evidence(served), int(counts.sum()), "warning")]
+        f"Queries are not spread over the CoreDNS replicas ({spread}): one replica takes {counts.max() / counts.sum():.0%}{via}. "
+        "Long-lived TCP connections or clients pinned to one address do this; check kube-proxy's balancing and connection reuse.",
+        evidence(traces[traces["trace_id"].isin(served["trace_id"])]), int(counts.sum()), "warning")]
 
 
 def search_list(facts: ClusterFacts, client_ip: str, names_asked: pd.Series) -> list[str]:
@@ -278,7 +282,7 @@ def name_problems(traces: pd.DataFrame, facts: ClusterFacts) -> list[Finding]:
     # Search-list noise: NXDOMAIN expansions of a dotted name the same client then asked as itself.
     noise = answered[(answered["rcode"] == "NXDOMAIN") & answered["multi_label_base"]]
     asked_plain = set(zip(answered["client_ip"], qnames))
-    noise = noise[[(c, b + ".") in asked_plain for c, b in zip(noise["client_ip"], noise["base"])]]
+    noise = noise[np.array([(c, b + ".") in asked_plain for c, b in zip(noise["client_ip"], noise["base"])], dtype=bool)]
     for (client, base), group in noise.groupby(["client_vantage", "base"]):
         finals = answered[(answered["client_vantage"] == client) & (qnames == base + ".")]
         outcome = names(finals["rcode"])
@@ -290,24 +294,40 @@ def name_problems(traces: pd.DataFrame, facts: ClusterFacts) -> list[Finding]:
             evidence(pd.concat([group, finals])), len(group), "info"))
 
     # NXDOMAIN for what was meant: not search noise.
-    nx = answered[(answered["rcode"] == "NXDOMAIN") & ~answered.index.isin(noise.index)]
-    expanded_single = nx[(nx["base"] != "") & ~nx["multi_label_base"]]
-    meant = nx[(nx["base"] == "") | nx.index.isin(expanded_single.drop_duplicates(["client_ip", "base"]).index)]
-    meant = meant[~meant["qname"].str.lower().isin(set(b + "." for b in noise["base"]))]
-    in_cluster = meant["qname"].str.lower().str.endswith(f".svc.{facts.domain}.")
-    for qname, group in meant[in_cluster].groupby("qname"):
-        labels = qname.lower().removesuffix(f".svc.{facts.domain}.").split(".")
-        service, namespace = labels[-2] if len(labels) > 1 else labels[0], labels[-1]
+    nx = answered[(answered["rcode"] == "NXDOMAIN") & ~answered.index.isin(noise.index)].copy()
+    in_cluster_lookup = (nx["base"] != "") & ~nx["multi_label_base"]
+    # A single-label name tried through the search list (and then as itself) is one in-cluster lookup.
+    bare = set(zip(nx.loc[in_cluster_lookup, "client_ip"], nx.loc[in_cluster_lookup, "base"] + "."))
+    part_of_lookup = np.array([(c, q) in bare for c, q in zip(nx["client_ip"], nx["qname"].str.lower())], dtype=bool)
+    nx["service"] = np.where(in_cluster_lookup, nx["base"], "")
+    nx.loc[part_of_lookup, "service"] = nx.loc[part_of_lookup, "qname"].str.rstrip(".")
+    direct = nx["qname"].str.lower().str.extract(rf"^(?P<svc>[^.]+)\.(?P<ns>[^.]+)\.svc\.{re.escape(facts.domain)}\.$")
+    cluster_rows = (nx["service"] != "") | direct["svc"].notna()
+    nx["service"] = nx["service"].where(nx["service"] != "", direct["svc"].fillna(""))
+    namespace_of = {ip: facts.pods[ip].metadata.namespace for ip in facts.pods}
+    nx["namespace"] = direct["ns"].fillna(pd.Series(nx["client_ip"].map(namespace_of), index=nx.index)).fillna("")
+    aliased = nx["answers"].str.contains("CNAME ", regex=False)
+    for namespace, group in nx[cluster_rows & ~aliased].groupby("namespace"):
+        services = sorted(set(group["service"]))
         known = facts.services.get(namespace)
         listing = f" Services in {namespace}: {', '.join(sorted(known))}." if known else ""
+        missing = ", ".join(services[:3]) + (f" and {len(services) - 3} more" if len(services) > 3 else "")
         findings.append(Finding(
             "nxdomain", "coredns",
-            f"No Service {service} in namespace {namespace}: {plural(len(group), 'lookup')} of {qname} got NXDOMAIN from CoreDNS."
-            f"{listing} Check the name, the namespace, and that the Service exists.",
-            evidence(group, kind="in-cluster"), len(group)))
-    for qname, group in meant[~in_cluster].groupby("qname"):
-        from_upstream = (group["served_from"] == "upstream").any() or (group["upstream_rcode"] == "NXDOMAIN").any()
-        where = f"the upstream resolver {names(group['upstream_server'])}" if from_upstream and names(group["upstream_server"]) else ("the upstream resolver" if from_upstream else "CoreDNS")
+            f"No Service {missing} in namespace {namespace or '?'}: {plural(len(group), 'lookup')} "
+            f"({names(group['qname'], 2)}) got NXDOMAIN from CoreDNS.{listing} Check the name, the namespace, and that the Service exists.",
+            evidence(group, kind="in-cluster", services=services), len(group)))
+    for qname, group in nx[aliased].groupby("qname"):
+        target = group["answers"].str.extract(r"CNAME (\S+)")[0].dropna()
+        findings.append(Finding(
+            "nxdomain", "upstream",
+            f"{qname} is an alias (CNAME) of {target.iloc[-1] if len(target) else 'another name'}, which does not exist: "
+            f"{plural(len(group), 'lookup')} got NXDOMAIN. Point the alias (an ExternalName Service?) at a name that resolves.",
+            evidence(group, kind="alias"), len(group)))
+    for qname, group in nx[~cluster_rows & ~aliased].groupby("qname"):
+        from_upstream = (group["served_from"] == "upstream").any()
+        servers = names(group["upstream_server"])
+        where = f"the upstream resolver {servers}" if from_upstream and servers else ("the upstream resolver" if from_upstream else "CoreDNS")
         findings.append(Finding(
             "nxdomain", "upstream" if from_upstream else "coredns",
             f"{qname} does not exist according to {where}: {plural(len(group), 'lookup')} got NXDOMAIN. "
@@ -322,6 +342,8 @@ def name_problems(traces: pd.DataFrame, facts: ClusterFacts) -> list[Finding]:
     normal_aaaa = [(q == "AAAA") and ((c, n, True) in a_answered) for q, c, n in zip(missing["qtype"], missing["client_ip"], missing["qname"].str.lower())]
     missing = missing[~np.array(normal_aaaa, dtype=bool)] if len(missing) else missing
     missing = missing[missing["qtype"].isin(["A", "AAAA", "SRV", "PTR", "MX", "TXT", "CNAME"]) & ~missing.index.isin(noise.index)]
+    # A truncated answer, or one whose records the capture could not keep (ancount > 0, none decoded), is not NODATA.
+    missing = missing[~missing["tc"] & ~((missing["ancount"] > 0) & (missing["answers"] == ""))]
     for (qname, qtype), group in missing.groupby(["qname", "qtype"]):
         cname = group["answers"].str.extract(r"CNAME (\S+)")[0].dropna()
         detail = f"a CNAME to {cname.iloc[0]} but no {qtype} record for it" if len(cname) else f"no {qtype} record"
@@ -355,7 +377,7 @@ def diagnose(correlation: Correlation, facts: ClusterFacts | None = None) -> lis
     findings += name_problems(traces, facts)
     findings += truncated(traces)
     findings += slow_coredns(traces)
-    findings += imbalance(traces, facts)
+    findings += imbalance(traces, correlation.upstream, facts)
     explained = {t for f in findings for t in f.evidence.get("traces", [])}
     findings += unanswered(traces, explained)
     findings.sort(key=lambda f: (PROBLEM_ORDER.index(f.code), -f.count))

@@ -148,6 +148,11 @@ class Lab:
         (self.dir / "upstream" / "root.db").write_text(files.ROOT_ZONE.format(serial=serial))
         for zone, text in t.spec.upstreamZones.items():
             (self.dir / "upstream" / f"{zone.rstrip('.')}.db").write_text(files.upstream_zone(zone, text, serial))
+        self.write_corefiles()
+
+    def write_corefiles(self) -> None:
+        """The replicas', upstream's and NodeLocal DNS's Corefiles, from the current spec."""
+        t = self.topology
         (self.dir / "upstream" / "Corefile").write_text(files.upstream_corefile(t, self.dir / "upstream"))
         (self.dir / "Corefile").write_text(files.replica_corefile(t, self.dir / "zones"))
         if t.nodelocal_ip:
@@ -244,7 +249,10 @@ class Lab:
                 raise LabError(f"{m.kind} {m.metadata.namespace}/{m.metadata.name}: only {', '.join(MUTABLE_KINDS)} can change in a running lab; put {m.kind}s in the lab spec")
         keys = {object_key(m) for m in manifests}
         kept = [m for m in spec.manifests if object_key(m) not in keys]
-        self._replace_spec(spec.model_copy(update={"manifests": kept + list(manifests)}))
+        self.replace_spec(spec.model_copy(update={"manifests": kept + list(manifests)}))
+        self.write_cluster_zones()
+        self.apply_rules()
+        self.save()
         return [f"{m.kind.lower()}/{m.metadata.name} ({m.metadata.namespace}) configured" for m in manifests]
 
     def delete(self, kind: str, namespace: str, name: str) -> str:
@@ -256,16 +264,26 @@ class Lab:
             raise LabError(f"{kind} {namespace}/{name} not found in lab {self.name!r}")
         if kind not in MUTABLE_KINDS:
             raise LabError(f"{kind}s cannot be deleted from a running lab")
-        self._replace_spec(spec.model_copy(update={"manifests": kept}))
+        self.replace_spec(spec.model_copy(update={"manifests": kept}))
+        self.write_cluster_zones()
+        self.apply_rules()
+        self.save()
         return f"{kind.lower()}/{name} ({namespace}) deleted"
 
-    def _replace_spec(self, spec: LabSpec) -> None:
+    def replace_spec(self, spec: LabSpec) -> None:
+        """Adopt `spec` (same pods) as the lab's; callers rewrite what it changes."""
         topology = build_topology(spec, self.name)
         if [p.model_dump() for p in topology.pods] != [p.model_dump() for p in self.topology.pods]:
             raise LabError("this change would move pods; pods are fixed while a lab runs")
         self.topology = topology
-        self.write_cluster_zones()
-        self.apply_rules()
+        self.save()
+
+    def restart(self, role: str) -> None:
+        """Stop a DNS server and start it again on its (possibly new) Corefile."""
+        old = self.process(role)
+        netns.kill_all([old.pid, old.stamper_pid])
+        self.processes.remove(old)
+        wait_listening([self._spawn(role, old.netns, Path(old.corefile))], self)
         self.save()
 
     # --- queries about a running lab ---------------------------------------

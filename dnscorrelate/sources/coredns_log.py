@@ -78,7 +78,7 @@ HEAD = re.compile(
 ERROR_BODY = re.compile(r"^plugin/errors: (?P<rcode>\d+) (?P<qname>\S+) (?P<qtype>\S+): (?P<error>.*)$")
 UPSTREAM_IN_ERROR = re.compile(r"(?:read|write|dial) (?:udp|tcp) (?:\S+->)?(?P<ip>\[[^\]]+\]|[\d.]+):(?P<port>\d+)")
 KNOWN_MESSAGES = re.compile(
-    r"^(?:plugin/\S+|\.?[\w.-]*:\d+$|CoreDNS-[\w.+-]+$|\S+/\S+, go[\d.]+|maxprocs:|Reloading|Reloading complete|"
+    r"^(?:plugin/\S+|\.?[\w.-]*:\d+(?: on \S+)?$|CoreDNS-[\w.+-]+$|\S+/\S+, go[\d.]+|maxprocs:|Reloading|Reloading complete|"
     r"\[(?:INFO|WARNING|ERROR|DEBUG|FATAL)\]|Starting|Shutting|SIGTERM|SIGUSR1)"
 )
 REASONS = [
@@ -336,8 +336,8 @@ def read_logs(paths: list[str | Path], corefile: str | None = None) -> ParsedLog
 def merge(parts: list[ParsedLogs]) -> ParsedLogs:
     if not parts:
         return ParsedLogs(empty(RECORD_COLUMNS), empty(ERROR_COLUMNS))
-    records = pd.concat([p.records for p in parts], ignore_index=True)
-    errors = pd.concat([p.errors for p in parts], ignore_index=True)
+    records = pd.concat([p.records for p in parts if len(p.records)] or [empty(RECORD_COLUMNS)], ignore_index=True)
+    errors = pd.concat([p.errors for p in parts if len(p.errors)] or [empty(ERROR_COLUMNS)], ignore_index=True)
     return ParsedLogs(
         records=conform(records, RECORD_COLUMNS) if len(records) else empty(RECORD_COLUMNS),
         errors=conform(errors, ERROR_COLUMNS) if len(errors) else empty(ERROR_COLUMNS),

@@ -115,6 +115,15 @@ class Rows:
     index: list[int] = field(default_factory=list)  # record each row came from
     wires: list[bytes] = field(default_factory=list)
     latency: list[int] = field(default_factory=list)
+    complete: list[bool] = field(default_factory=list)  # False: only the start of the message was captured
+    sizes: list[int] = field(default_factory=list)
+
+    def add(self, index: int, wire: bytes, latency: int, complete: bool, size: int) -> None:
+        self.index.append(index)
+        self.wires.append(wire)
+        self.latency.append(latency)
+        self.complete.append(complete)
+        self.sizes.append(size)
 
 
 def reassemble_tcp(records: np.ndarray, stats: Counter) -> Rows:
@@ -128,13 +137,24 @@ def reassemble_tcp(records: np.ndarray, stats: Counter) -> Rows:
     for i, key in enumerate(keys):
         streams.setdefault(key, []).append(i)
     for positions in streams.values():
-        buffer, expected, start_latency = b"", None, 0
+        buffer, expected, start_latency, skip_to = b"", None, 0, None
         for i in sorted(positions, key=lambda p: records[p]["ts_ns"]):
             r = records[i]
             data = bytes(r["payload"][: r["captured"]])
             seq = int(r["tcp_seq"])
+            if skip_to is not None:  # inside a message too long to capture: wait for the next one
+                if (skip_to - seq) % 2**32 < 2**31 and seq != skip_to:
+                    stats["tcp_skipped_segments"] += 1
+                    continue
+                skip_to = None
             if r["captured"] < r["payload_len"]:
-                stats["tcp_segment_cut"] += 1  # longer than the capture keeps: the stream cannot be followed
+                stats["tcp_segment_cut"] += 1
+                if not buffer and len(data) >= 14:
+                    # It starts a message longer than the capture keeps: its header and question
+                    # are here; the rest is skipped up to where the next message begins.
+                    length = struct.unpack_from("!H", data)[0]
+                    rows.add(i, data[2:], int(r["latency_ns"]), False, length)
+                    skip_to = (seq + 2 + length) % 2**32
                 buffer, expected = b"", None
                 continue
             if expected is not None and seq != expected:
@@ -151,9 +171,7 @@ def reassemble_tcp(records: np.ndarray, stats: Counter) -> Rows:
                 length = struct.unpack_from("!H", buffer)[0]
                 if len(buffer) < 2 + length:
                     break
-                rows.index.append(i)
-                rows.wires.append(buffer[2 : 2 + length])
-                rows.latency.append(start_latency)
+                rows.add(i, buffer[2 : 2 + length], start_latency, True, length)
                 buffer = buffer[2 + length :]
                 start_latency = 0
         if buffer:
@@ -187,10 +205,9 @@ def decode(raw: bytes, vantages: dict[int, Vantage], boot_to_wall_ns: int) -> tu
 
     base = np.concatenate([datagrams, tcp_records])
     dgram_wires = [bytes(r["payload"][r["dns_at"] : r["captured"]]) for r in datagrams]
-    complete = np.concatenate([datagrams["captured"] >= datagrams["payload_len"], np.ones(len(tcp_records), bool)])
-    complete &= np.concatenate([datagrams["kind"] == KIND_DNS, np.ones(len(tcp_records), bool)])
+    complete = np.concatenate([(datagrams["captured"] >= datagrams["payload_len"]) & (datagrams["kind"] == KIND_DNS), np.array(tcp.complete, bool)])
     wires = dgram_wires + tcp.wires
-    size = np.concatenate([datagrams["payload_len"].astype(np.int32), np.array([len(w) for w in tcp.wires], np.int32)])
+    size = np.concatenate([datagrams["payload_len"].astype(np.int32), np.array(tcp.sizes, np.int32)])
 
     heads = header_fields(tcp.wires)
     dns_id = np.concatenate([datagrams["dns_id"], heads["dns_id"]])

@@ -88,7 +88,7 @@ def test_coredns_notices_are_known_not_unparsed():
     lines = [
         "maxprocs: Leaving GOMAXPROCS=2: CPU quota undefined", ".:53", "CoreDNS-1.14.7", "linux/amd64, go1.26.8, ",
         "[INFO] plugin/reload: Running configuration SHA512 = 671be70b", "[WARNING] No files matching import glob pattern: custom/*.override",
-        "[INFO] Reloading complete", "",
+        "[INFO] Reloading complete", ".:53 on 169.254.20.10", "",
     ]
     parsed = parse_lines(lines, "t.log", "coredns-0")
     assert parsed.unparsed == [] and parsed.other_lines == len(lines) and parsed.log_lines == len(lines)

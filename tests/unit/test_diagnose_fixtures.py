@@ -1,0 +1,67 @@
+"""Evidence recorded from real labs, one fault each (tests/fixtures/record.py), diagnosed from that evidence alone.
+
+The fault is not in the fixture: only packets, CoreDNS logs and the lab's topology (cluster facts)."""
+
+import pytest
+
+from dnscorrelate.analysis import analyze
+from tests.fixtures import load_fixture
+
+EXPECTED = {
+    # fixture: (code, hop, words the summary must contain)
+    "healthy": ("ok", "", ["answered correctly"]),
+    "dead-forward": ("upstream-unreachable", "coredns->upstream", ["192.168.49.99", "coredns-custom github.server", "SERVFAIL"]),
+    "deny-egress": ("dropped-at-node", "node->coredns", ["NetworkPolicy demo/deny-egress", "demo/mypod", "Egress"]),
+    "deny-dns-ingress": ("dropped-at-node", "node->coredns", ["NetworkPolicy kube-system/dns-only-monitoring", "Ingress"]),
+    "missing-service": ("nxdomain", "coredns", ["No Service web2 in namespace demo", "Services in demo: web, web-headless"]),
+    "cname-without-a": ("nodata", "coredns", ["CNAME to old.corp.test.", "no A record"]),
+    "slow-upstream": ("upstream-slow", "upstream", ["192.168.49.1:53", "ms median"]),
+    "upstream-refused": ("upstream-error", "upstream", ["REFUSED", "192.168.49.1:53"]),
+    "stale-endpoint": ("coredns-unreachable", "coredns", ["kube-system/coredns-1", "10.244.0.3:53", "stale endpoint"]),
+    "search-path": ("search-path-expansion", "pod", ["kubernetes.io", "trailing-dot"]),
+    "response-lost": ("response-lost", "return", ["demo/mypod", "never reached the pod"]),
+    "truncated": ("truncated", "upstream", ["big.test.", "retried over TCP"]),
+    "slow-coredns": ("slow-coredns", "coredns", ["itself took"]),
+    "nodelocal-imbalance": ("coredns-imbalance", "node->coredns", ["NodeLocal DNS", "100%"]),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(EXPECTED))
+def diagnosed(request):
+    frame, stats, logs, facts = load_fixture(request.param)
+    return request.param, analyze(frame, logs, facts, stats)
+
+
+def test_the_fault_is_found_at_its_hop(diagnosed):
+    name, analysis = diagnosed
+    code, hop, words = EXPECTED[name]
+    matching = [f for f in analysis.findings if f.code == code]
+    assert matching, f"{name}: expected {code}, got {[(f.code, f.hop) for f in analysis.findings]}"
+    assert matching[0].hop == hop
+    for word in words:
+        assert word in matching[0].summary, matching[0].summary
+    assert matching[0].evidence["traces"], "a finding cites the traces it rests on"
+
+
+def test_no_false_alarms(diagnosed):
+    """Besides the expected finding, only the ones a person would expect from that fault's lookups."""
+    name, analysis = diagnosed
+    allowed = {EXPECTED[name][0], "ok"} | {"missing-service": set(), "nodelocal-imbalance": {"nxdomain"}, "search-path": set()}.get(name, set())
+    assert {f.code for f in analysis.findings} <= allowed, [(f.code, f.summary) for f in analysis.findings]
+
+
+def test_ok_only_when_nothing_is_wrong(diagnosed):
+    name, analysis = diagnosed
+    codes = [f.code for f in analysis.findings]
+    if any(f.severity in ("error", "warning") for f in analysis.findings):
+        assert "ok" not in codes
+
+
+def test_stats_account_for_every_input(diagnosed):
+    name, analysis = diagnosed
+    stats = analysis.correlation.stats
+    assert stats["packets"] == stats["dns_packets"] + stats["icmp_errors"]
+    assert stats["unparsed_lines"] == 0 and stats["lost_samples"] == 0
+    assert stats["traces"] == len(analysis.correlation.traces)
+    hops = analysis.correlation.hops
+    assert (hops["trace_id"] >= 0).sum() + stats["icmp_unmatched"] == stats["packets"]  # every packet is in a trace
