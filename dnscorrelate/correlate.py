@@ -154,7 +154,8 @@ def link_parents(legs: pd.DataFrame) -> pd.Series:
 
     parents = parents.sort_values("t_server_in")
     # An earlier candidate whose window is still open when a later one starts makes the later ambiguous.
-    parents["open_before"] = parents.groupby("question")["t_window_end"].transform(lambda s: s.cummax().shift(1))
+    running_end = parents.groupby("question")["t_window_end"].cummax()
+    parents["open_before"] = running_end.groupby(parents["question"]).shift(1)
     left = children.reset_index().rename(columns={"leg": "child"}).sort_values("t_start")
     right = parents.reset_index().rename(columns={"leg": "parent"})[["question", "t_server_in", "t_window_end", "open_before", "parent"]]
     right["t_server_in"] = right["t_server_in"].astype("int64")
@@ -184,8 +185,7 @@ def snat_continuations(legs: pd.DataFrame, links: pd.DataFrame) -> pd.Series:
 
 def roots_of(parent: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     """The root leg of every leg and its depth (0 for roots), following parent links."""
-    index = {leg: i for i, leg in enumerate(parent.index)}
-    up = np.array([index.get(p, -1) for p in parent.to_numpy()])
+    up = parent.index.get_indexer(parent.to_numpy())  # -1 where there is no parent
     root = np.arange(len(up))
     depth = np.zeros(len(up), dtype=int)
     for _ in range(8):  # pod -> nodelocal -> coredns -> upstream is three links

@@ -248,25 +248,36 @@ def imbalance(traces: pd.DataFrame, upstream: pd.DataFrame, facts: ClusterFacts)
         evidence(traces[traces["trace_id"].isin(served["trace_id"])]), int(counts.sum()), "warning")]
 
 
-def search_list(facts: ClusterFacts, client_ip: str, names_asked: pd.Series) -> list[str]:
-    """The client's search domains: from the facts, else the Kubernetes list for the namespace its names suggest."""
-    if client_ip in facts.search:
-        return [s.rstrip(".").lower() for s in facts.search[client_ip]]
+def search_lists(traces: pd.DataFrame, facts: ClusterFacts) -> pd.DataFrame:
+    """(client_ip, suffix) pairs: each client's search domains, from the facts, else the Kubernetes
+    list for the namespace its names suggest (`<ns>.svc.<domain>`, `svc.<domain>`, `<domain>`)."""
     d = facts.domain
-    namespaces = names_asked.str.lower().str.extract(rf"\.([a-z0-9-]+)\.svc\.{re.escape(d)}\.$")[0].dropna()
-    guess = [f"{namespaces.mode().iloc[0]}.svc.{d}"] if len(namespaces) else []
-    return [*guess, f"svc.{d}", d]
+    clients = pd.Series(traces["client_ip"].unique())
+    known = clients[clients.isin(list(facts.search))]
+    pairs = [(ip, s.rstrip(".").lower()) for ip in known for s in facts.search[ip]]
+    unknown = traces[~traces["client_ip"].isin(set(known))]
+    ns = unknown["qname"].str.lower().str.extract(rf"\.([a-z0-9-]+)\.svc\.{re.escape(d)}\.$")[0]
+    guessed = (
+        pd.DataFrame({"client_ip": unknown["client_ip"], "ns": ns}).dropna()
+        .groupby(["client_ip", "ns"]).size().reset_index(name="n")
+        .sort_values(["client_ip", "n"], ascending=[True, False]).drop_duplicates("client_ip")
+    )
+    pairs += [(ip, f"{n}.svc.{d}") for ip, n in zip(guessed["client_ip"], guessed["ns"])]
+    pairs += [(ip, s) for ip in unknown["client_ip"].unique() for s in (f"svc.{d}", d)]
+    return pd.DataFrame(pairs, columns=["client_ip", "suffix"])
 
 
 def split_search(traces: pd.DataFrame, facts: ClusterFacts) -> pd.Series:
-    """Each trace's base name where its qname is `base.<search domain>.`, else ''."""
-    base = pd.Series("", index=traces.index, dtype=object)
-    for client_ip, group in traces.groupby("client_ip"):
-        qnames = group["qname"].str.lower()
-        for suffix in sorted(search_list(facts, client_ip, qnames), key=len, reverse=True):
-            hit = qnames.str.endswith("." + suffix + ".") & (base.loc[group.index] == "")
-            base.loc[hit[hit].index] = qnames[hit].str.slice(0, -(len(suffix) + 2))
-    return base
+    """Each trace's base name where its qname is `base.<one of its client's search domains>.`, else ''."""
+    if traces.empty:
+        return pd.Series("", index=traces.index, dtype=object)
+    candidates = traces[["client_ip", "qname"]].reset_index().merge(search_lists(traces, facts), on="client_ip")
+    qname = candidates["qname"].str.lower()
+    tail = "." + candidates["suffix"] + "."
+    hit = candidates[[q.endswith(t) for q, t in zip(qname, tail)]].copy()
+    hit["base"] = [q[: -len(t)] for q, t in zip(hit["qname"].str.lower(), "." + hit["suffix"] + ".")]
+    longest = hit.assign(length=hit["suffix"].str.len()).sort_values("length", ascending=False).drop_duplicates("index")
+    return longest.set_index("index")["base"].reindex(traces.index).fillna("")
 
 
 def name_problems(traces: pd.DataFrame, facts: ClusterFacts) -> list[Finding]:
@@ -336,9 +347,8 @@ def name_problems(traces: pd.DataFrame, facts: ClusterFacts) -> list[Finding]:
 
     # NODATA: NOERROR without the type asked, a CNAME without its A included; AAAA next to a good A is normal.
     a_answered = set(zip(answered["client_ip"], qnames, answered["answers"].str.contains(r"(?:^|, )A ", regex=True)))
-    missing = answered[(answered["rcode"] == "NOERROR") & (answered["qtype"] != "") &
-                       ~answered.apply(lambda r: f"{r.qtype} " in f"{r.answers}" or r.answers.startswith(f"{r.qtype} "), axis=1)
-                       if len(answered) else pd.Series(dtype=bool)]
+    has_type = np.array([f", {t} " in f", {a}" for t, a in zip(answered["qtype"], answered["answers"])], dtype=bool)
+    missing = answered[(answered["rcode"] == "NOERROR") & (answered["qtype"] != "") & ~has_type]
     normal_aaaa = [(q == "AAAA") and ((c, n, True) in a_answered) for q, c, n in zip(missing["qtype"], missing["client_ip"], missing["qname"].str.lower())]
     missing = missing[~np.array(normal_aaaa, dtype=bool)] if len(missing) else missing
     missing = missing[missing["qtype"].isin(["A", "AAAA", "SRV", "PTR", "MX", "TXT", "CNAME"]) & ~missing.index.isin(noise.index)]
