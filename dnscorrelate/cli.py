@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+from pathlib import Path
 import os
 import sys
 import time
@@ -258,6 +259,43 @@ def print_analysis(result) -> None:
     if len(result.correlation.unparsed) > 20:
         errors.print(f"... {len(result.correlation.unparsed) - 20} more unparsed lines")
     errors.print(stats_line(result.correlation.stats), highlight=False)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, metavar="SCENARIO...")
+@click.option("--report-dir", type=click.Path(file_okay=False), default="", help="Where HTML reports go (none by default).")
+@click.option("--evidence-dir", type=click.Path(file_okay=False), help="Also save each scenario's events, logs and topology here.")
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@friendly_errors
+def run(paths: tuple[str, ...], report_dir: str, evidence_dir: str | None, output: str) -> None:
+    """Run scenarios: lab, faults, queries, capture, diagnosis, report. Exits 1 when an expectation fails."""
+    from dnscorrelate import runner
+    from dnscorrelate.scenarios import load_scenario, scenario_paths
+
+    scenarios = [load_scenario(p) for p in scenario_paths(list(paths))]
+    if not scenarios:
+        raise click.UsageError("no scenario files found")
+    results = runner.run_all(scenarios, Path(report_dir) if report_dir else None, Path(evidence_dir) if evidence_dir else None,
+                             console=errors, show_progress=output == "table" or errors.is_terminal)
+    if output == "json":
+        for result in results:
+            click.echo(json.dumps(result.to_dict()))
+    else:
+        print_results(results)
+    sys.exit(0 if all(r.passed for r in results) else 1)
+
+
+def print_results(results) -> None:
+    table = Table(title="scenarios", title_justify="left")
+    for column in ("SCENARIO", "VERDICT", "EXPECTED", "FOUND", "QUERIES", "TIME", "REPORT"):
+        table.add_column(column, overflow="fold")
+    for r in results:
+        found = ", ".join(f"{f.code}@{f.hop}" if f.hop else f.code for f in r.analysis.findings) if r.analysis else r.error
+        verdict = "[green]pass[/]" if r.passed else f"[red]FAIL[/] {', '.join(r.missing)}"
+        expected = ", ".join(r.scenario.expect.findings) + (f" @{r.scenario.expect.hop}" if r.scenario.expect.hop else "")
+        answered = sum(c.answered for c in r.clients)
+        table.add_row(r.scenario.name, verdict, expected, found, f"{answered}/{len(r.clients)}", f"{sum(r.timings.values()):.1f}s", r.report)
+    console.print(table)
 
 
 @main.command()
