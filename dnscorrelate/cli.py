@@ -263,7 +263,7 @@ def print_analysis(result) -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, metavar="SCENARIO...")
-@click.option("--report-dir", type=click.Path(file_okay=False), default="", help="Where HTML reports go (none by default).")
+@click.option("--report-dir", type=click.Path(file_okay=False), default="reports", show_default=True, help="Where HTML reports go; empty for none.")
 @click.option("--evidence-dir", type=click.Path(file_okay=False), help="Also save each scenario's events, logs and topology here.")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @friendly_errors
