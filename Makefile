@@ -10,9 +10,9 @@ setup:
 test: setup
 	$(PY) -m pytest -q
 
-## demo: the main job on the lab
+## demo: the main job on the lab: every shipped scenario, reports in reports/ (index.html)
 demo: setup
-	.venv/bin/dnscorrelate demo
+	.venv/bin/dnscorrelate run scenarios/ --report-dir reports
 
 lab-down:
 	.venv/bin/dnscorrelate lab down --all

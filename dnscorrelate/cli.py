@@ -299,12 +299,74 @@ def print_results(results) -> None:
 
 
 @main.command()
+@click.argument("pod", metavar="pod/NAME")
+@click.option("-n", "--namespace", default="default", show_default=True)
+@lab_option
+@click.option("--duration", type=float, help="Seconds to trace (default: until Ctrl-C).")
+@click.option("--filter", "filters", multiple=True, metavar="EXPR", help="rcode!=NOERROR, latency>5ms, name~REGEX, nameserver==IP, ... Repeatable (all must hold).")
+@click.option("-o", "--output", type=click.Choice(["table", "wide", "json"]), default="table", show_default=True)
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write an HTML report of the session here.")
 @friendly_errors
-def demo() -> None:
-    """The main job on the default lab: bring it up, resolve names from a pod, show the logs, tear down."""
-    from dnscorrelate import demo as demo_module
+def trace(pod, namespace, lab_name, duration, filters, output, report_path) -> None:
+    """Watch one pod's DNS lookups live, hop by hop, with per-hop latency and what went wrong."""
+    from dnscorrelate import trace as tracing
+    from dnscorrelate.backend import LabBackend
+    from dnscorrelate.sources.capture import Capture
 
-    sys.exit(demo_module.run(console))
+    try:
+        parsed = [tracing.Filter.parse(f) for f in filters]
+    except tracing.FilterError as err:
+        raise click.BadParameter(str(err), param_hint="--filter") from None
+    backend = LabBackend(lab_name)
+    target = backend.pod(pod, namespace)
+
+    def emit(t, record, codes):
+        if output == "json":
+            click.echo(tracing.json_line(record, codes))
+            return
+        console.print(tracing.line_of(t, codes), highlight=False, markup=False, soft_wrap=True)
+        if output == "wide":
+            for line in tracing.hop_lines(record):
+                console.print(line, highlight=False, markup=False, soft_wrap=True)
+
+    session = tracing.TraceSession(backend, target, parsed, emit)
+    capture = Capture(backend.capture_targets(), watch=backend.watch_targets())
+    capture.start()
+    errors.print(f"tracing {target.key} ({target.ip}) in {len(capture.vantages)} namespaces; Ctrl-C to stop", highlight=False)
+    started = time.monotonic()
+    try:
+        while duration is None or time.monotonic() - started < duration:
+            time.sleep(min(tracing.TICK_S, max(0.05, (duration or 1e9) - (time.monotonic() - started))))
+            session.tick(capture.new_events())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        capture.stop()
+    session.tick(capture.new_events())
+    print_trace_summary(session, capture, report_path, backend)
+
+
+def print_trace_summary(session, capture, report_path, backend) -> None:
+    from dnscorrelate import trace as tracing
+    from dnscorrelate.analysis import analyze
+    from dnscorrelate.report.text import findings_table, stats_line
+    from dnscorrelate.sources.coredns_log import read_logs
+
+    frame = capture.events()
+    analysis = tracing.for_client(analyze(frame, read_logs(backend.dns_log_paths(), session.corefile), session.facts, capture.stats), session.pod.ip)
+    traces = analysis.correlation.traces
+    totals = traces["total_ns"].dropna().astype(float)
+    rcodes = ", ".join(f"{k or 'none'} {v}" for k, v in traces["rcode"].value_counts().items())
+    latency = f", p50 {totals.quantile(0.5) / 1e6:.2f} ms, p99 {totals.quantile(0.99) / 1e6:.2f} ms" if len(totals) else ""
+    errors.print(f"{len(traces)} lookups from {session.pod.key}: {rcodes or 'none'}{latency}", highlight=False)
+    if analysis.findings:
+        errors.print(findings_table(analysis.findings, title=f"findings for {session.pod.key}"))
+    errors.print(stats_line(analysis.correlation.stats), highlight=False)
+    if report_path:
+        from dnscorrelate.report.html import render_report
+
+        Path(report_path).write_text(render_report(analysis, f"trace {session.pod.key}", "dnscorrelate trace session", topology=backend.topology()))
+        errors.print(f"report: {report_path}")
 
 
 if __name__ == "__main__":

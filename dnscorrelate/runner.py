@@ -170,7 +170,10 @@ def run_scenario(
         from dnscorrelate.report.html import write_scenario_report
 
         step("report")
-        result.report = str(write_scenario_report(result, report_dir))
+        try:
+            result.report = str(write_scenario_report(result, report_dir))
+        except Exception as err:  # a report that cannot be written must not hide the verdict
+            result.error = f"report not written: {type(err).__name__}: {err}"
         lap("report")
     return result
 

@@ -11,9 +11,9 @@ log() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 [ "$(id -u)" = 0 ] || { echo "setup: must run as root (network namespaces, nftables, eBPF)" >&2; exit 1; }
 
 # 1. Debian packages. bcc comes from Debian (python3-bpfcc) and needs kernel
-#    headers; dig/kdig are the real resolvers pods use; tshark and dnsperf are
-#    peers for benchmarks.
-packages=(python3-bpfcc linux-headers-amd64 nftables iproute2 dnsutils python3-venv procps)
+#    headers; dig is a real resolver pods use; chromium renders the HTML reports
+#    in a test.
+packages=(python3-bpfcc linux-headers-amd64 nftables iproute2 dnsutils python3-venv procps chromium)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -48,9 +48,9 @@ _env.filters["ms"] = ms
 def service_of(qname: str, domain: str = "cluster.local") -> str:
     """`ns/name` for a Service name, '' for anything else."""
     labels = qname.rstrip(".").split(".")
-    suffix = domain.split(".")
-    if len(labels) >= 4 + len(suffix) - 2 and labels[-len(suffix) - 1 :] == ["svc", *suffix]:
-        return f"{labels[-len(suffix) - 2]}/{labels[-len(suffix) - 3]}"
+    suffix = ["svc", *domain.split(".")]
+    if len(labels) >= len(suffix) + 2 and labels[-len(suffix):] == suffix:
+        return f"{labels[-len(suffix) - 1]}/{labels[-len(suffix) - 2]}"
     return ""
 
 

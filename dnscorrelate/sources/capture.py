@@ -114,6 +114,7 @@ class Capture:
         self._thread: threading.Thread | None = None
         self._frame: pd.DataFrame | None = None
         self._decode_stats: Counter = Counter()
+        self._cursor = 0
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -196,6 +197,14 @@ class Capture:
         }
 
     # --- results -----------------------------------------------------------
+
+    def new_events(self) -> pd.DataFrame:
+        """Events of the records that arrived since the last call (for live views); counters keep adding up."""
+        end = len(self.raw)
+        frame, counts = decode(b"".join(self.raw[self._cursor : end]), self.vantages, self.boot_to_wall)
+        self._cursor = end
+        self._decode_stats.update(counts)
+        return frame
 
     def events(self) -> pd.DataFrame:
         """The packet-event table of everything captured (decoded once, then cached)."""

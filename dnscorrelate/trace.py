@@ -1,0 +1,162 @@
+"""`dnscorrelate trace pod/NAME`: a pod's lookups, live, hop by hop, each with its finding.
+
+Every TICK_S the new packets are decoded and correlated with the CoreDNS logs
+over a sliding window; each lookup of the pod is printed once it is complete
+(answered, or unanswered for longer than a client would wait). On exit: a
+summary and, with --report, an HTML report of the session.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, replace
+
+import numpy as np
+import pandas as pd
+
+from dnscorrelate.analysis import Analysis, analyze
+from dnscorrelate.correlate import Correlation
+from dnscorrelate.report.records import trace_records
+
+TICK_S = 1.0
+WINDOW_NS = 30 * 10**9
+GIVE_UP_NS = 6 * 10**9  # an unanswered lookup is printed once a client would have given up
+
+FIELDS = {
+    "name": "qname", "qname": "qname", "type": "qtype", "qtype": "qtype", "rcode": "rcode", "latency": "total_ns",
+    "nameserver": "nameserver", "server": "server", "outcome": "outcome", "proto": "proto", "from": "served_from",
+}
+FILTER = re.compile(r"^\s*(?P<field>[a-z_]+)\s*(?P<op>==|!=|>=|<=|!~|>|<|~)\s*(?P<value>.+?)\s*$")
+UNITS = {"ns": 1, "us": 1e3, "µs": 1e3, "ms": 1e6, "s": 1e9}
+
+
+class FilterError(ValueError):
+    """A filter that cannot be understood; the message shows the accepted forms."""
+
+
+@dataclass(frozen=True)
+class Filter:
+    field: str
+    op: str
+    value: str
+
+    @classmethod
+    def parse(cls, text: str) -> Filter:
+        match = FILTER.match(text)
+        if not match or match["field"] not in FIELDS:
+            raise FilterError(f"{text!r}: use FIELD OP VALUE with FIELD one of {', '.join(sorted(FIELDS))} and OP one of "
+                              "== != > < >= <= ~ !~ (for example rcode!=NOERROR, latency>5ms, name~^api\\., nameserver==10.96.0.10)")
+        if match["field"] == "latency" and match["op"] in ("~", "!~"):
+            raise FilterError(f"{text!r}: latency compares with == != > < >= <=")
+        if match["op"] in ("~", "!~"):
+            try:
+                re.compile(match["value"])
+            except re.error as err:
+                raise FilterError(f"{text!r}: bad regular expression: {err}") from None
+        return cls(match["field"], match["op"], match["value"])
+
+    def mask(self, traces: pd.DataFrame) -> pd.Series:
+        if self.field == "latency":
+            number = re.fullmatch(r"(\d+(?:\.\d+)?)\s*(ns|us|µs|ms|s)?", self.value)
+            if not number:
+                raise FilterError(f"latency{self.op}{self.value}: give a duration such as 5ms or 1.5s")
+            limit = float(number[1]) * UNITS[number[2] or "ms"]
+            values = traces["total_ns"].astype("float")
+            return {"==": values == limit, "!=": values != limit, ">": values > limit, "<": values < limit,
+                    ">=": values >= limit, "<=": values <= limit}[self.op].fillna(False)
+        if self.field == "nameserver":  # the address the pod asked, or the one DNAT sent it to
+            column = traces["dst_ip"].astype(str) + " " + traces["dnat_to"].astype(str).str.split(":").str[0]
+            equal = column.str.split().apply(lambda parts: self.value in parts)
+            matches = column.str.contains(self.value, regex=True)
+        else:
+            column = traces[FIELDS[self.field]].astype(str)
+            equal = column.str.lower() == self.value.lower()
+            matches = column.str.contains(self.value, regex=True, case=False)
+        return {"==": equal, "!=": ~equal, "~": matches, "!~": ~matches}.get(self.op, equal)
+
+
+def apply_filters(traces: pd.DataFrame, filters: list[Filter]) -> pd.DataFrame:
+    for f in filters:
+        traces = traces[f.mask(traces)]
+    return traces
+
+
+def for_client(analysis: Analysis, client_ip: str) -> Analysis:
+    """The analysis restricted to one client's traces (and their hops and upstream exchanges)."""
+    c = analysis.correlation
+    ids = set(c.traces.loc[c.traces["client_ip"] == client_ip, "trace_id"])
+    correlation = Correlation(
+        traces=c.traces[c.traces["trace_id"].isin(ids)], hops=c.hops[c.hops["trace_id"].isin(ids)],
+        upstream=c.upstream[c.upstream["trace_id"].isin(ids)], logs=c.logs, errors=c.errors, stats=c.stats, unparsed=c.unparsed,
+    )
+    findings = [replace(f, evidence={**f.evidence, "traces": [t for t in f.evidence.get("traces", []) if t in ids]})
+                for f in analysis.findings if not f.evidence.get("traces") or set(f.evidence["traces"]) & ids]
+    return Analysis(correlation, findings)
+
+
+def codes_by_trace(analysis: Analysis) -> dict[int, list[str]]:
+    codes: dict[int, list[str]] = {}
+    for f in analysis.findings:
+        for t in f.evidence.get("traces", []):
+            codes.setdefault(t, []).append(f.code)
+    return codes
+
+
+class TraceSession:
+    def __init__(self, backend, pod, filters: list[Filter], emit) -> None:
+        self.backend, self.pod, self.filters, self.emit = backend, pod, filters, emit
+        self.frames: list[pd.DataFrame] = []
+        self.printed: set[tuple] = set()
+        self.corefile = backend.corefile()
+        self.facts = backend.facts()
+
+    def analyze_window(self, new: pd.DataFrame, now_ns: int) -> Analysis:
+        from dnscorrelate.sources.coredns_log import read_logs
+
+        if len(new):
+            self.frames.append(new)
+        self.frames = [f for f in self.frames if len(f) and f["ts_ns"].max() >= now_ns - WINDOW_NS]
+        window = pd.concat(self.frames, ignore_index=True) if self.frames else None
+        logs = read_logs(self.backend.dns_log_paths(), self.corefile)
+        return analyze(window, logs, self.facts)
+
+    def tick(self, new: pd.DataFrame) -> None:
+        now = time.time_ns()
+        analysis = for_client(self.analyze_window(new, now), self.pod.ip)
+        traces = analysis.correlation.traces
+        done = traces[(traces["outcome"] == "answered") | (traces["t_start"] < now - GIVE_UP_NS)]
+        keys = list(zip(done["client_port"], done["dns_id"], done["proto"], done["t_start"]))
+        fresh = done[np.array([k not in self.printed for k in keys], dtype=bool)] if len(done) else done
+        self.printed.update(keys)
+        shown = apply_filters(fresh, self.filters)
+        if len(shown):
+            codes = codes_by_trace(analysis)
+            records = {r["id"]: r for r in trace_records(replace(analysis.correlation, traces=shown))}
+            for t in shown.itertuples(index=False):
+                self.emit(t, records[int(t.trace_id)], codes.get(int(t.trace_id), []))
+
+
+def line_of(t, codes: list[str]) -> str:
+    clock = time.strftime("%H:%M:%S", time.localtime(t.t_start / 1e9)) + f".{int(t.t_start % 1e9) // 1_000_000:03d}"
+    total = f"{t.total_ns / 1e6:8.2f}ms" if pd.notna(t.total_ns) else "       –  "
+    return f"{clock}  {t.qname:<44} {t.qtype:<5} {t.rcode or t.outcome:<9} {total}  {t.served_from:<13} {t.server:<24} {','.join(codes)}"
+
+
+def hop_lines(record: dict) -> list[str]:
+    hops = record.get("hops", [])
+    if not hops:
+        return []
+    start = hops[0]["ts_ns"]
+    lines = []
+    for h in hops:
+        indent = "  " * (h.get("depth") or 0)
+        what = "ICMP " + f"{h['icmp_type']}/{h['icmp_code']}" if h.get("kind") == "icmp-error" else ("R " + (h.get("rcode") or "") if h.get("qr") else "Q")
+        lines.append(f"      {indent}+{(h['ts_ns'] - start) / 1e6:8.3f}ms  {h['vantage']:<24} {h['pkt_type']:<9} "
+                     f"{h['src_ip']}:{h['src_port']} → {h['dst_ip']}:{h['dst_port']}  {what}")
+    return lines
+
+
+def json_line(record: dict, codes: list[str]) -> str:
+    return json.dumps({**record, "findings": codes})

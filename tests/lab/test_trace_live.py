@@ -1,0 +1,27 @@
+"""`dnscorrelate trace pod/NAME` live: each lookup once, as it completes, with its finding; a summary on exit."""
+
+import json
+import subprocess
+import sys
+
+from .conftest import in_pod
+
+
+def test_trace_prints_each_lookup_of_the_pod(fresh_lab, tmp_path):
+    lab = fresh_lab()
+    report = tmp_path / "trace.html"
+    cmd = [sys.executable, "-m", "dnscorrelate", "trace", "pod/mypod", "-n", "demo", "--lab", lab.name, "--duration", "4",
+           "-o", "json", "--filter", "qtype==A", "--report", str(report)]
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert "tracing demo/mypod" in process.stderr.readline()
+    in_pod(lab, "mypod", "getent", "ahosts", "web")
+    in_pod(lab, "mypod", "dig", "+tries=1", "+timeout=1", "nosuch.demo.svc.cluster.local")
+    in_pod(lab, "web-0", "dig", "+tries=1", "+timeout=1", "example.com")  # another pod: not traced
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    lookups = [json.loads(line) for line in out.splitlines()]
+    assert [(l["qname"], l["qtype"]) for l in lookups] == [("web.demo.svc.cluster.local.", "A"), ("nosuch.demo.svc.cluster.local.", "A")]
+    assert lookups[0]["outcome"] == "answered" and lookups[0]["hops"][0]["vantage"] == "demo/mypod"
+    assert lookups[1]["findings"] == ["nxdomain"] and lookups[1]["rcode"] == "NXDOMAIN"
+    assert "lookups from demo/mypod" in err and "lost_samples=0" in err
+    assert report.exists() and "waterfall" in report.read_text()

@@ -1,0 +1,42 @@
+"""HTML reports: self-contained, and every name from packets or logs is escaped."""
+
+import re
+
+import pytest
+
+from dnscorrelate.analysis import analyze
+from dnscorrelate.report.html import render_report, service_of
+from tests.fixtures import HERE as FIXTURES, load_fixture
+
+
+def report_of(name, **kwargs):
+    frame, stats, logs, facts = load_fixture(name)
+    return render_report(analyze(frame, logs, facts, stats), name, **kwargs)
+
+
+def test_report_is_self_contained():
+    html = report_of("stale-endpoint")
+    assert not re.search(r"""(src|href)=["']?(https?:)?//""", html)  # nothing from the network
+    assert "<svg" in html and 'class="waterfall"' in html and "coredns-unreachable" in html
+
+
+def test_names_from_packets_are_escaped():
+    frame, stats, logs, facts = load_fixture("healthy")
+    hostile = '<script>alert("x")</script>.example.com.'
+    frame["qname"] = frame["qname"].cat.add_categories([hostile])
+    frame.loc[frame["qname"] == "example.com.", "qname"] = hostile
+    html = render_report(analyze(frame, logs, facts, stats), "t")
+    assert hostile not in html and "&lt;script&gt;alert(" in html
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in FIXTURES.iterdir() if (p / "events.parquet").exists()))
+def test_every_recorded_fault_renders(name):
+    html = report_of(name)
+    assert html.count('class="waterfall"') >= 1 and "</html>" in html
+
+
+def test_service_names():
+    assert service_of("x.svc.cluster.local.") == "" and service_of("svc.cluster.local.") == ""
+    assert service_of("web.demo.svc.cluster.local.") == "demo/web"
+    assert service_of("web-0.web-headless.demo.svc.cluster.local.") == "demo/web-headless"
+    assert service_of("example.com.") == ""
