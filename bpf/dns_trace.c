@@ -37,8 +37,11 @@
 #define COUNTER_MAX 8
 
 // Values of `kind`.
-#define KIND_DNS 0        // a UDP datagram or TCP segment carrying DNS
-#define KIND_ICMP_ERROR 1 // an ICMP error quoting a DNS packet (port unreachable, ...)
+#define KIND_DNS 0         // a UDP datagram or TCP segment carrying DNS
+#define KIND_ICMP_ERROR 1  // an ICMP error quoting a DNS packet (port unreachable, ...)
+#define KIND_TCP_CONTROL 2 // a TCP SYN, SYN-ACK or RST on a DNS port: a connection tried, accepted or refused
+#define TCP_SYN 0x02
+#define TCP_RST 0x04
 
 struct event {
     u64 ts_ns;          // bpf_ktime_get_boot_ns()
@@ -338,8 +341,11 @@ int dns_trace(struct __sk_buff *skb) {
 
     u32 payload_len = l4.l3_end > data_off ? l4.l3_end - data_off : 0;
     if (e->kind == KIND_DNS && l4.proto == IPPROTO_TCP && payload_len == 0) {
-        count(COUNTER_TCP_NO_PAYLOAD);
-        return 0;
+        if (!(e->tcp_flags & (TCP_SYN | TCP_RST))) {
+            count(COUNTER_TCP_NO_PAYLOAD);  // pure ACKs and FINs
+            return 0;
+        }
+        e->kind = KIND_TCP_CONTROL;
     }
     if (payload_len < e->dns_at + DNS_HEADER_LEN && e->kind == KIND_DNS) {
         count(COUNTER_TRUNCATED_HDR);
@@ -351,7 +357,7 @@ int dns_trace(struct __sk_buff *skb) {
     e->ifindex = skb->ifindex;
     e->skb_len = skb->len;
     e->pkt_type = skb->pkt_type;
-    if (payload_len >= e->dns_at + DNS_HEADER_LEN) {
+    if (e->kind != KIND_TCP_CONTROL && payload_len >= e->dns_at + DNS_HEADER_LEN) {
         read_dns_header(skb, base, data_off + e->dns_at, e);
         if (e->kind == KIND_DNS)
             match_query(e);

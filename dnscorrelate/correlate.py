@@ -445,13 +445,57 @@ def attach_icmp(traces: pd.DataFrame, hops: pd.DataFrame, icmp: pd.DataFrame, le
     return traces, matched.drop(columns=["key", "t_start", "index"], errors="ignore")
 
 
+def connection_attempts(control: pd.DataFrame) -> pd.DataFrame:
+    """TCP connections someone tried on a DNS port: who (the vantage whose SYN was seen first), to where,
+    when, and whether the other side accepted (SYN-ACK) or refused (RST) at that vantage."""
+    syn = control[control["kind"].astype(str) == "tcp-syn"]
+    if syn.empty:
+        return pd.DataFrame(columns=["vantage", "ts_ns", "tuple", "target", "accepted", "refused"])
+    tuple_of = lambda f, a, b, c, d: f[a].astype(str) + ":" + f[b].astype(str) + ">" + f[c].astype(str) + ":" + f[d].astype(str)
+    syn = syn.assign(tuple=tuple_of(syn, "src_ip", "src_port", "dst_ip", "dst_port")).sort_values("ts_ns")
+    attempts = syn.drop_duplicates("tuple", keep="first")[["vantage", "ts_ns", "tuple", "dst_ip", "dst_port"]].copy()
+    attempts["target"] = attempts["dst_ip"].astype(str) + ":" + attempts["dst_port"].astype(str)
+    replies = control[control["kind"].astype(str) != "tcp-syn"]
+    reversed_tuple = tuple_of(replies, "dst_ip", "dst_port", "src_ip", "src_port")
+    accepted = set(reversed_tuple[replies["kind"].astype(str) == "tcp-synack"])
+    refused = set(reversed_tuple[replies["kind"].astype(str) == "tcp-rst"])
+    attempts["accepted"] = attempts["tuple"].isin(accepted)
+    attempts["refused"] = attempts["tuple"].isin(refused)
+    return attempts[["vantage", "ts_ns", "tuple", "target", "accepted", "refused"]].astype({"vantage": str})
+
+
+def attach_connects(traces: pd.DataFrame, attempts: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """Connection attempts a trace's server made while serving it (its upstream over TCP); returns
+    the traces and how many attempts fit no trace."""
+    for column, value in (("upstream_connects", 0), ("upstream_connects_refused", 0), ("upstream_connects_unanswered", 0), ("upstream_connect_target", "")):
+        traces[column] = value
+    if attempts.empty or traces.empty:
+        return traces, len(attempts)
+    windows = traces[traces["t_server_in"].notna()].assign(
+        t_in=lambda f: f["t_server_in"].astype("int64"),
+        t_end=lambda f: f["t_server_out"].fillna(f["t_server_in"] + SERVER_WAIT_NS).astype("int64"),
+    )[["trace_id", "server", "t_in", "t_end"]].sort_values("t_in")
+    left = attempts.rename(columns={"vantage": "server"}).sort_values("ts_ns")
+    matched = pd.merge_asof(left, windows, left_on="ts_ns", right_on="t_in", by="server", direction="backward")
+    matched = matched[matched["trace_id"].notna() & (matched["ts_ns"] <= matched["t_end"])]
+    grouped = matched.groupby("trace_id")
+    ids = grouped.size().index.astype(int)
+    traces.loc[ids, "upstream_connects"] = grouped.size().to_numpy()
+    traces.loc[ids, "upstream_connects_refused"] = grouped["refused"].sum().astype(int).to_numpy()
+    traces.loc[ids, "upstream_connects_unanswered"] = grouped.apply(lambda g: int((~g["accepted"] & ~g["refused"]).sum()), include_groups=False).to_numpy()
+    traces.loc[ids, "upstream_connect_target"] = grouped["target"].last().to_numpy()
+    return traces, int(len(attempts) - len(matched))
+
+
 def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, capture_stats: dict | None = None) -> Correlation:
     """Traces from packet events and/or CoreDNS logs; either may be empty or None."""
     events = events if events is not None else events_schema.empty_events()
     logs = logs or ParsedLogs(empty(RECORD_COLUMNS), empty(ERROR_COLUMNS))
     capture_stats = capture_stats or {}
-    dns = events[events["kind"].astype(str) == "dns"]
-    icmp = events[events["kind"].astype(str) == "icmp-error"]
+    kinds = events["kind"].astype(str)
+    dns = events[kinds == "dns"]
+    icmp = events[kinds == "icmp-error"]
+    control = events[kinds.str.startswith("tcp-")]
     records = logs.records.copy()
     errors = logs.errors.copy()
 
@@ -484,11 +528,16 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
     errors["trace_id"] = join_errors(traces, errors).to_numpy() if len(errors) else pd.Series(dtype=int)
     traces = attach_log_columns(traces, records, errors)
     traces, icmp_hops = attach_icmp(traces, hops, icmp, legs)
+    attempts = connection_attempts(control)
+    traces, connects_unmatched = attach_connects(traces, attempts)
     stats = {
         "packets": int(len(events)),
         "dns_packets": int(len(dns)),
         "icmp_errors": int(len(icmp)),
         "icmp_unmatched": int((icmp_hops["trace_id"] < 0).sum()) if len(icmp_hops) else 0,
+        "tcp_control_packets": int(len(control)),
+        "tcp_connects": int(len(attempts)),
+        "tcp_connects_unmatched": connects_unmatched,
         "log_lines": int(logs.log_lines),
         "log_records": int(len(records)),
         "log_records_unmatched": int((records["trace_id"] < 0).sum()) if len(dns) else 0,

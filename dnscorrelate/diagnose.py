@@ -128,8 +128,8 @@ def coredns_unreachable(traces: pd.DataFrame, facts: ClusterFacts) -> list[Findi
     icmp = traces["icmp_target"].str.endswith(":53") & (traces["icmp_target"] != "") & (traces["outcome"] != "answered")
     if facts.coredns_pods:
         icmp &= traces["icmp_target"].str.split(":").str[0].isin(list(facts.coredns_pods)) | (traces["server_role"] == "coredns")
-    silent = (traces["reached_role"] == "coredns") & (traces["responses_seen"] == 0) & (traces["log_ref"] == "") & (traces["upstream_count"] == 0)
-    bad = traces[icmp | silent]
+    # Only an ICMP error says nothing listens: a query delivered without one reached a live process.
+    bad = traces[icmp]
     findings = []
     total_to_dns = traces[traces["dnat_to"] != ""].groupby("client_vantage").size()
     for target, group in bad.groupby(bad["icmp_target"].where(bad["icmp_target"] != "", bad["dnat_to"])):
@@ -137,7 +137,7 @@ def coredns_unreachable(traces: pd.DataFrame, facts: ClusterFacts) -> list[Findi
         replica = facts.coredns_pods.get(ip, group["reached"].iloc[0] if group["reached_role"].iloc[0] == "coredns" else ip)
         n = len(group)
         share = f" ({n} of {int(total_to_dns.reindex(group['client_vantage'].unique()).sum())} lookups that went through kube-dns)" if len(total_to_dns) else ""
-        how = group["icmp"].iloc[0] if group["icmp"].iloc[0] else "no answer and no CoreDNS log line"
+        how = group["icmp"].iloc[0]
         findings.append(Finding(
             "coredns-unreachable", "coredns",
             f"kube-dns sends queries to {replica} at {target}, where nothing answers{share}: {how}. The replica is down but its "
@@ -152,20 +152,24 @@ def upstream_problems(traces: pd.DataFrame, upstream: pd.DataFrame, facts: Clust
     failed_ids = set(unanswered["trace_id"])
     by_errors = traces[traces["error_reason"].isin(["timeout", "refused", "unreachable", "no-route", "no-healthy-upstream"])]
     failing = traces[traces["trace_id"].isin(failed_ids) & (traces["upstream_answered"] == 0) | traces["trace_id"].isin(by_errors["trace_id"])]
-    failing = failing[failing["outcome"] != "answered"].pipe(lambda f: pd.concat([f, traces[traces["trace_id"].isin(failed_ids) & (traces["rcode"] == "SERVFAIL")]])).drop_duplicates("trace_id")
+    not_connected = traces[(traces["upstream_connects_unanswered"] + traces["upstream_connects_refused"] > 0) & (traces["upstream_answered"] == 0)]
+    failing = failing[failing["outcome"] != "answered"].pipe(lambda f: pd.concat([
+        f, traces[traces["trace_id"].isin(failed_ids) & (traces["rcode"] == "SERVFAIL")], not_connected[not_connected["outcome"] != "answered"],
+    ])).drop_duplicates("trace_id")
     if len(failing):
         server_of = unanswered.drop_duplicates("trace_id").set_index("trace_id")["server_addr"]
-        target = failing["trace_id"].map(server_of).fillna(failing["error_upstream"]).replace("", "unknown upstream")
+        target = failing["trace_id"].map(server_of).fillna(failing["upstream_connect_target"].replace("", np.nan)).fillna(failing["error_upstream"]).replace("", "unknown upstream")
         for address, group in failing.groupby(target):
             blocks = facts.forwards_to(address)
             where = "; ".join(f"forward for {', '.join(b.zones)} in the {b.source}" for b in blocks)
-            reason = names(group["error_reason"]) or "no response"
+            reason = names(group["error_reason"]) or connect_reason(group) or "no response"
+            policy = upstream_policy_cause(facts, group, address)
             n = len(group)
+            advice = f" {policy}." if policy else (f" It is the {where}: fix or remove that forward target." if where else " Check the forward targets in the Corefile.")
             findings.append(Finding(
                 "upstream-unreachable", "coredns->upstream",
                 f"CoreDNS's upstream {address} does not answer ({reason}): {plural(n, 'lookup')} of {names(group['qname'])} "
-                f"{'failed' if n > 1 else 'failed'} with {names(group['rcode']) or 'a timeout'}"
-                + (f". It is the {where}: fix or remove that forward target." if where else ". Check the forward targets in the Corefile."),
+                f"failed with {names(group['rcode']) or 'a timeout'}." + advice,
                 evidence(group, upstream=address), n))
     errored = upstream[upstream["answered"] & upstream["rcode"].isin(["SERVFAIL", "REFUSED", "NOTIMP"]) & (upstream["depth"] == 1)]
     for (address, rcode), group in errored.groupby(["server_addr", "rcode"]):
@@ -185,6 +189,30 @@ def upstream_problems(traces: pd.DataFrame, upstream: pd.DataFrame, facts: Clust
             f"(threshold {SLOW_UPSTREAM_MS:.0f} ms); pods wait on it for every uncached external name. Check that resolver or add a faster one.",
             evidence(ids, upstream=address, median_ms=round(rtt.median() / 1e6, 3)), len(group), "warning"))
     return findings
+
+
+def connect_reason(group: pd.DataFrame) -> str:
+    tried = int(group["upstream_connects"].sum())
+    if not tried:
+        return ""
+    refused = int(group["upstream_connects_refused"].sum())
+    if refused:
+        return f"{plural(refused, 'TCP connection')} refused (RST)"
+    return f"{plural(tried, 'TCP connection')} never accepted (no SYN-ACK)"
+
+
+def upstream_policy_cause(facts: ClusterFacts, group: pd.DataFrame, address: str) -> str:
+    """A NetworkPolicy that keeps the CoreDNS replicas from reaching `address`, from the facts."""
+    ip = address.rsplit(":", 1)[0]
+    for replica in dict.fromkeys(group["server"]):
+        replica_ip = next((i for i, key in facts.coredns_pods.items() if key == replica), None)
+        for proto in dict.fromkeys([*group["proto"].str.upper(), "UDP", "TCP"]):
+            blocking = blocking_policies(facts, "Egress", replica_ip, ip, proto, 53) if replica_ip else []
+            if blocking:
+                refs = ", ".join(f"NetworkPolicy {p.ref}" for p in blocking)
+                return (f"{refs} selects {replica} for Egress and allows no {proto} 53 to {ip}: new connections are dropped "
+                        "(flows already open may go on until conntrack forgets them); allow egress to the upstream on UDP and TCP 53")
+    return ""
 
 
 def slow_coredns(traces: pd.DataFrame) -> list[Finding]:
@@ -367,12 +395,20 @@ def name_problems(traces: pd.DataFrame, facts: ClusterFacts) -> list[Finding]:
 
 
 def unanswered(traces: pd.DataFrame, explained: set[int]) -> list[Finding]:
+    """Lookups nobody answered that no rule explains, said plainly, with where they were last seen."""
     rest = traces[(traces["outcome"] == "timed-out") & ~traces["trace_id"].isin(explained)]
-    return [Finding(
-        "unanswered", names(rest["reached"]) or "pod",
-        f"{plural(len(rest), 'lookup')} of {names(rest['qname'])} got no answer and the evidence does not say where they died "
-        f"(last seen at {names(rest['reached'])}).",
-        evidence(rest), len(rest))] if len(rest) else []
+    findings = []
+    for (reached, role), group in rest.groupby(["reached", "reached_role"]):
+        if role == "coredns":
+            hop = "coredns"
+            story = (f"reached {reached}, which is alive (no ICMP error) but neither answered nor logged them before the client gave up, "
+                     "and no upstream query was seen: CoreDNS is stuck, most often waiting on an upstream it cannot connect to "
+                     "(a TCP connection that never completes carries no DNS and is not captured). Check its errors log and its path to the upstream.")
+        else:
+            hop = {"pod": "pod->node", "node": "node->coredns"}.get(role, "pod")
+            story = f"got no answer; they were last seen at {reached or 'no vantage point'}."
+        findings.append(Finding("unanswered", hop, f"{plural(len(group), 'lookup')} of {names(group['qname'])} {story}", evidence(group), len(group)))
+    return findings
 
 
 def diagnose(correlation: Correlation, facts: ClusterFacts | None = None) -> list[Finding]:

@@ -13,7 +13,7 @@ strings are pandas categoricals, so a million rows stay cheap.
 | ifindex     | int32    | interface index inside that namespace |
 | ifname      | category | interface name (eth0, cbr0, veth…), when known |
 | pkt_type    | category | HOST, BROADCAST, MULTICAST, OTHERHOST, OUTGOING, LOOPBACK |
-| kind        | category | `dns`, or `icmp-error` (an ICMP error quoting a DNS packet: the tuple is the quoted one's) |
+| kind        | category | `dns`; `icmp-error` (an ICMP error quoting a DNS packet: the tuple is the quoted one's); `tcp-syn`, `tcp-synack`, `tcp-rst` (TCP connection set-up on a DNS port: no DNS fields) |
 | icmp_type   | int16    | ICMP type of an icmp-error row, else -1 |
 | icmp_code   | int16    | ICMP code of an icmp-error row, else -1 |
 | proto       | category | udp, tcp |

@@ -158,14 +158,26 @@ class Lab:
         if t.nodelocal_ip:
             (self.dir / "Corefile.nodelocal").write_text(files.nodelocal_corefile(t))
 
-    def write_cluster_zones(self) -> None:
-        """(Re)write the cluster domain's zones; the file plugin reloads them within a second."""
+    def write_cluster_zones(self, wait: bool = False) -> None:
+        """(Re)write the cluster domain's zones; with `wait`, return once every running replica
+        serves them (the file plugin polls each second and logs each reload), as a cluster's
+        CoreDNS sees an API change within moments."""
+        replicas = [p for p in self.processes if p.role.startswith("coredns-") and netns.alive(p.pid)]
+        marker = f'Successfully reloaded zone "{self.topology.domain}." in'
+        before = {p.role: read_text(p.log).count(marker) for p in replicas}
         t = self.topology
         stanza = kubedns.find_kubernetes_stanza(t.spec.corefile)
         ttl = stanza.ttl if stanza else kubedns.DEFAULT_TTL
         self.serial = max(self.serial + 1, int(time.time()))
         (self.dir / "zones" / "cluster.db").write_text(kubedns.cluster_zone(t, ttl, self.serial))
         (self.dir / "zones" / "reverse.db").write_text(kubedns.reverse_zone(t, ttl, self.serial))
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while wait and replicas and time.monotonic() < deadline:
+            if all(read_text(p.log).count(marker) > before[p.role] for p in replicas):
+                return
+            time.sleep(0.05)
+        if wait and replicas:
+            raise LabError(f"CoreDNS did not reload the {t.domain} zone within {READY_TIMEOUT_S:.0f}s")
 
     def _wire(self) -> None:
         """Links, addresses and routes. Every veth has both ends in lab namespaces."""
@@ -250,7 +262,7 @@ class Lab:
         keys = {object_key(m) for m in manifests}
         kept = [m for m in spec.manifests if object_key(m) not in keys]
         self.replace_spec(spec.model_copy(update={"manifests": kept + list(manifests)}))
-        self.write_cluster_zones()
+        self.write_cluster_zones(wait=any(m.kind == "Service" for m in manifests))
         self.apply_rules()
         self.save()
         return [f"{m.kind.lower()}/{m.metadata.name} ({m.metadata.namespace}) configured" for m in manifests]
@@ -265,7 +277,7 @@ class Lab:
         if kind not in MUTABLE_KINDS:
             raise LabError(f"{kind}s cannot be deleted from a running lab")
         self.replace_spec(spec.model_copy(update={"manifests": kept}))
-        self.write_cluster_zones()
+        self.write_cluster_zones(wait=kind == "Service")
         self.apply_rules()
         self.save()
         return f"{kind.lower()}/{name} ({namespace}) deleted"
@@ -333,6 +345,13 @@ def host_veth(pod: PodInfo) -> str:
     import zlib
 
     return f"veth{zlib.crc32(pod.key.encode()):08x}"
+
+
+def read_text(path: str) -> str:
+    try:
+        return Path(path).read_text(errors="replace")
+    except OSError:
+        return ""
 
 
 def write_netns_file(netns_name: str, name: str, text: str) -> None:

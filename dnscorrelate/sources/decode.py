@@ -30,6 +30,7 @@ IPPROTO_TCP = 6
 IPPROTO_UDP = 17
 KIND_DNS = 0
 KIND_ICMP_ERROR = 1
+KIND_TCP_CONTROL = 2
 ANSWER_TYPES = {"A", "AAAA", "CNAME", "PTR", "SRV", "TXT", "NS", "MX"}
 
 
@@ -199,7 +200,8 @@ def decode(raw: bytes, vantages: dict[int, Vantage], boot_to_wall_ns: int) -> tu
     records = records[~unknown]
 
     is_tcp = (records["proto"] == IPPROTO_TCP) & (records["kind"] == KIND_DNS)
-    datagrams = records[~is_tcp]
+    control = records[records["kind"] == KIND_TCP_CONTROL]
+    datagrams = records[~is_tcp & (records["kind"] != KIND_TCP_CONTROL)]
     tcp = reassemble_tcp(records[is_tcp], stats)
     tcp_records = records[is_tcp][np.array(tcp.index, dtype=np.int64)]
 
@@ -262,5 +264,32 @@ def decode(raw: bytes, vantages: dict[int, Vantage], boot_to_wall_ns: int) -> tu
             "decoded": [d.ok for d in decoded],
         }
     )
+    if len(control):
+        frame = pd.concat([frame, control_rows(control, vantages, boot_to_wall_ns)], ignore_index=True)
     frame = frame.sort_values("ts_ns", kind="stable")
     return events.conform(frame), stats
+
+
+def control_kind(flags: np.ndarray) -> np.ndarray:
+    """tcp-syn, tcp-synack or tcp-rst from TCP flags (SYN 0x02, RST 0x04, ACK 0x10)."""
+    return np.where(flags & 0x04, "tcp-rst", np.where(flags & 0x10, "tcp-synack", "tcp-syn"))
+
+
+def control_rows(control: np.ndarray, vantages: dict[int, Vantage], boot_to_wall_ns: int) -> pd.DataFrame:
+    """Rows for TCP SYN, SYN-ACK and RST segments: a tuple and a time, no DNS message."""
+    ids = control["capture_id"]
+    n = len(control)
+    return pd.DataFrame({
+        "ts_ns": control["ts_ns"].astype(np.int64) + boot_to_wall_ns,
+        "netns": [vantages[int(c)].netns for c in ids], "vantage": [vantages[int(c)].vantage for c in ids],
+        "role": [vantages[int(c)].role for c in ids],
+        "ifindex": control["ifindex"].astype(np.int32), "ifname": [vantages[int(c)].ifnames.get(int(i), "") for c, i in zip(ids, control["ifindex"])],
+        "pkt_type": np.array(events.PKT_TYPES, dtype=object)[np.minimum(control["pkt_type"], 7)],
+        "kind": control_kind(control["tcp_flags"]), "icmp_type": np.full(n, -1, np.int16), "icmp_code": np.full(n, -1, np.int16),
+        "proto": "tcp", "family": control["family"].astype(np.int8),
+        "src_ip": ip_strings(control["saddr"], control["family"]), "src_port": control["sport"].astype(np.int32),
+        "dst_ip": ip_strings(control["daddr"], control["family"]), "dst_port": control["dport"].astype(np.int32),
+        "dns_id": np.full(n, -1, np.int32), "qr": np.zeros(n, bool), "opcode": np.zeros(n, np.int8), "rcode": "",
+        "aa": False, "tc": False, "rd": False, "ra": False, "qname": "", "qtype": "", "answers": "",
+        "ancount": np.zeros(n, np.int16), "size": np.zeros(n, np.int32), "latency_ns": np.zeros(n, np.int64), "decoded": False,
+    })

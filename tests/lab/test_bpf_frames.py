@@ -73,9 +73,14 @@ def test_tcp_segment_with_length_prefix(run):
     assert (table.proto[0], table.qname[0]) == ("tcp", "tcp.example.com.")
 
 
-def test_tcp_handshake_is_counted_not_emitted(run):
-    table, moved = run(ether(ipv4("10.244.0.4", "10.96.0.10", TCP, tcp(40001, 53, b"", flags=0x02))))
-    assert len(table) == 0 and moved == {"tcp_no_payload": 1}
+def test_tcp_connection_set_up_is_an_event_and_pure_acks_are_counted(run):
+    syn = ether(ipv4("10.244.0.2", "192.168.49.1", TCP, tcp(40001, 53, b"", flags=0x02)))
+    synack = ether(ipv4("192.168.49.1", "10.244.0.2", TCP, tcp(53, 40001, b"", flags=0x12)))
+    rst = ether(ipv4("192.168.49.1", "10.244.0.2", TCP, tcp(53, 40001, b"", flags=0x14)))
+    ack = ether(ipv4("10.244.0.2", "192.168.49.1", TCP, tcp(40001, 53, b"", flags=0x10)))
+    table, moved = run(syn, synack, rst, ack)
+    assert list(table["kind"]) == ["tcp-syn", "tcp-synack", "tcp-rst"] and moved == {"events": 3, "tcp_no_payload": 1}
+    assert (table.src_ip[0], table.dst_port[0], table.decoded[0]) == ("10.244.0.2", 53, False)
 
 
 def test_too_short_for_a_dns_header(run):

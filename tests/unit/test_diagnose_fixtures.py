@@ -1,4 +1,4 @@
-"""Evidence recorded from real labs, one fault each (tests/fixtures/record.py), diagnosed from that evidence alone.
+"""Evidence recorded from real labs by running each shipped scenario (tests/fixtures/record.py), diagnosed from that evidence alone.
 
 The fault is not in the fixture: only packets, CoreDNS logs and the lab's topology (cluster facts)."""
 
@@ -10,8 +10,8 @@ from tests.fixtures import load_fixture
 EXPECTED = {
     # fixture: (code, hop, words the summary must contain)
     "healthy": ("ok", "", ["answered correctly"]),
-    "dead-forward": ("upstream-unreachable", "coredns->upstream", ["192.168.49.99", "coredns-custom github.server", "SERVFAIL"]),
-    "deny-egress": ("dropped-at-node", "node->coredns", ["NetworkPolicy demo/deny-egress", "demo/mypod", "Egress"]),
+    "bad-forward-server": ("upstream-unreachable", "coredns->upstream", ["192.168.49.99", "coredns-custom github-com.server"]),
+    "deny-dns-egress": ("dropped-at-node", "node->coredns", ["NetworkPolicy demo/default-deny-egress", "demo/mypod", "Egress"]),
     "deny-dns-ingress": ("dropped-at-node", "node->coredns", ["NetworkPolicy kube-system/dns-only-monitoring", "Ingress"]),
     "missing-service": ("nxdomain", "coredns", ["No Service web2 in namespace demo", "Services in demo: web, web-headless"]),
     "cname-without-a": ("nodata", "coredns", ["CNAME to old.corp.test.", "no A record"]),
@@ -60,8 +60,9 @@ def test_ok_only_when_nothing_is_wrong(diagnosed):
 def test_stats_account_for_every_input(diagnosed):
     name, analysis = diagnosed
     stats = analysis.correlation.stats
-    assert stats["packets"] == stats["dns_packets"] + stats["icmp_errors"]
+    assert stats["packets"] == stats["dns_packets"] + stats["icmp_errors"] + stats["tcp_control_packets"]
     assert stats["unparsed_lines"] == 0 and stats["lost_samples"] == 0
     assert stats["traces"] == len(analysis.correlation.traces)
     hops = analysis.correlation.hops
-    assert (hops["trace_id"] >= 0).sum() + stats["icmp_unmatched"] == stats["packets"]  # every packet is in a trace
+    # every packet is in a trace, or a counted unmatched ICMP error, or TCP set-up summarised as connection attempts
+    assert (hops["trace_id"] >= 0).sum() + stats["icmp_unmatched"] + stats["tcp_control_packets"] == stats["packets"]
