@@ -111,3 +111,14 @@ def test_ctrl_c_during_lab_up_removes_what_it_made(lab_ready, big_spec):
 def sweep_isolated_labs():
     yield
     isolated_cli("lab", "down", "--all")
+
+
+def test_ctrl_c_during_a_scenario_run_tears_its_lab_down(lab_ready):
+    scenario = Path(__file__).resolve().parents[2] / "scenarios" / "stale-endpoint.yaml"
+    run = isolated_cli("run", str(scenario), "--report-dir", "", wait=False)
+    assert wait_for(lambda: len(netns.list_netns("dnsct-")) > 3, timeout=30)
+    time.sleep(1.0)  # into the faults and queries
+    run.send_signal(signal.SIGINT)
+    _, err = run.communicate(timeout=60)
+    assert run.returncode == 130 and "Traceback" not in err
+    assert leftovers("dnsct-", ISOLATED["DNSCORRELATE_RUN_DIR"]) == NOTHING
