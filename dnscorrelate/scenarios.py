@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from dnscorrelate.lab.kube import Manifest
-from dnscorrelate.lab.spec import LabSpec, SpecError, describe_errors, parse_yaml, Source
+from dnscorrelate.lab.spec import LabSpec, SpecError, describe_errors, parse_yaml, read_text
 
 HOPS = ("pod", "pod->node", "node->coredns", "coredns", "coredns->upstream", "upstream", "return")
 CODES = (
@@ -147,11 +147,7 @@ class Scenario(Strict):
 def load_scenario(path: str | Path) -> Scenario:
     """A validated scenario; SpecError names file, line, field and reason."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise SpecError(f"{path}: cannot read: {err.strerror}") from None
-    data, source = parse_yaml(text, str(path))
+    data, source = parse_yaml(read_text(path), str(path))
     if not isinstance(data, dict):
         raise SpecError(f"{path}: a scenario is a mapping with name, queries and expect")
     try:

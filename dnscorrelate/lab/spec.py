@@ -149,16 +149,20 @@ def spec_from_data(data: Any, source: Source) -> LabSpec:
     return merge(default_spec(), overlay)
 
 
+def read_text(path: Path) -> str:
+    """A file's text, or SpecError naming it."""
+    try:
+        return path.read_text()
+    except OSError as err:
+        raise SpecError(f"{path}: cannot read: {err.strerror}") from None
+
+
 def load_spec(path: str | Path | None = None) -> LabSpec:
     """The spec in `path` (merged over the default), or the default when `path` is None."""
     if path is None:
         return default_spec()
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise SpecError(f"{path}: cannot read: {err.strerror}") from None
-    return spec_from_data(*parse_yaml(text, str(path)))
+    return spec_from_data(*parse_yaml(read_text(path), str(path)))
 
 
 MANIFEST = TypeAdapter(Manifest)
@@ -167,10 +171,7 @@ MANIFEST = TypeAdapter(Manifest)
 def load_manifests(path: str | Path) -> list:
     """The Kubernetes objects in a YAML file (several documents, or a `kind: List`), validated."""
     path = Path(path)
-    try:
-        text = path.read_text()
-    except OSError as err:
-        raise SpecError(f"{path}: cannot read: {err.strerror}") from None
+    text = read_text(path)
     try:
         nodes = list(yaml.compose_all(text, Loader=yaml.SafeLoader))
         documents = list(yaml.safe_load_all(text))
