@@ -158,7 +158,9 @@ def upstream_problems(traces: pd.DataFrame, upstream: pd.DataFrame, facts: Clust
     ])).drop_duplicates("trace_id")
     if len(failing):
         server_of = unanswered.drop_duplicates("trace_id").set_index("trace_id")["server_addr"]
-        target = failing["trace_id"].map(server_of).fillna(failing["upstream_connect_target"].replace("", np.nan)).fillna(failing["error_upstream"]).replace("", "unknown upstream")
+        connect = failing["upstream_connect_target"].mask(failing["upstream_connect_target"] == "")
+        target = failing["trace_id"].map(server_of).fillna(connect).fillna(failing["error_upstream"])
+        target = target.mask(target == "", "unknown upstream")
         for address, group in failing.groupby(target):
             blocks = facts.forwards_to(address)
             where = "; ".join(f"forward for {', '.join(b.zones)} in the {b.source}" for b in blocks)
