@@ -53,7 +53,7 @@ def capture_traffic(target_events: int, rate: int, workdir: Path):
     try:
         pod = lab.pod("mypod", "demo")
         with Capture(lab_targets(lab)) as capture:
-            seconds = max(2, int(target_events / 9 / rate) + 2)  # about nine packets per lookup
+            seconds = max(2, int(target_events / 8 / rate) + 3)  # eight to nine packets per lookup
             subprocess.run(["ip", "netns", "exec", pod.netns, "dnsperf", "-s", lab.topology.cluster_dns_ip, "-d", str(queries),
                             "-l", str(seconds), "-Q", str(rate), "-c", "4", "-q", "200"], capture_output=True, check=True)
             time.sleep(0.5)
@@ -118,11 +118,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--rate", type=int, default=5000, help="dnsperf queries per second")
+    parser.add_argument("--keep", type=Path, help="keep the captures (Parquet, pcap) in this folder")
     args = parser.parse_args()
     from dnscorrelate import events
 
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
-        workdir = Path(tmp)
+        workdir = args.keep or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
         raw, frame, stats, boot_to_wall = capture_traffic(max(args.sizes), args.rate, workdir)
         print(f"captured {len(frame)} events ({len(raw)} records) of dnsperf traffic; lost samples {stats['lost_samples']}")
         print(f"{'events':>9} {'dnscorrelate s':>15} {'pkts/s':>9} {'RSS MiB':>8} {'tshark s':>9} {'pkts/s':>9} {'RSS MiB':>8} {'speed-up':>9}")

@@ -50,26 +50,50 @@ class Correlation:
 # --- legs --------------------------------------------------------------------
 
 
+def same_categories(a: pd.Series, b: pd.Series) -> tuple[pd.Index, np.ndarray, np.ndarray]:
+    """One category list for two categorical columns, and each column's codes in it."""
+    categories = a.cat.categories.union(b.cat.categories)
+    return (categories, categories.get_indexer(a.cat.categories)[a.cat.codes.to_numpy()],
+            categories.get_indexer(b.cat.categories)[b.cat.codes.to_numpy()])
+
+
 def add_client_key(dns: pd.DataFrame) -> pd.DataFrame:
-    """Columns client_ip/client_port and a `key` code shared by every sighting of one exchange."""
+    """Columns client_ip/client_port and a `key` integer shared by every sighting of one exchange.
+    Built from category codes: no string per packet."""
     response = dns["qr"].to_numpy()
-    dns = dns.assign(
-        client_ip=np.where(response, dns["dst_ip"].astype(str), dns["src_ip"].astype(str)),
-        client_port=np.where(response, dns["dst_port"], dns["src_port"]),
-    )
-    dns["key"] = dns.groupby(["client_ip", "client_port", "dns_id", "proto"], sort=False, observed=True).ngroup()
+    ips, src, dst = same_categories(dns["src_ip"], dns["dst_ip"])
+    client = np.where(response, dst, src).astype(np.int64)
+    port = np.where(response, dns["dst_port"].to_numpy(), dns["src_port"].to_numpy()).astype(np.int64)
+    tcp = (dns["proto"] == "tcp").to_numpy().astype(np.int64)
+    dns = dns.assign(client_ip=pd.Categorical.from_codes(client, ips), client_port=port)
+    dns["key"] = (client << 34) | (port << 18) | ((dns["dns_id"].to_numpy().astype(np.int64) & 0xFFFF) << 2) | tcp
     return dns
 
 
+def same_as_leg(rows: pd.DataFrame, column: str, per_leg: pd.Series) -> np.ndarray:
+    """For each row, whether rows[column] (categorical) equals its leg's value in `per_leg` (strings)."""
+    categories = rows[column].cat.categories
+    wanted = pd.Series(categories.get_indexer(per_leg.to_numpy()), index=per_leg.index)
+    return rows[column].cat.codes.to_numpy() == wanted.reindex(rows["leg"]).to_numpy()
+
+
 def assign_legs(dns: pd.DataFrame) -> pd.DataFrame:
-    """`leg` numbers: one per key, split where consecutive sightings are LEG_GAP_NS apart."""
-    dns = dns.sort_values(["key", "ts_ns"], kind="stable")
+    """`leg` numbers: one per key, split where consecutive sightings are LEG_GAP_NS apart; rows in time order."""
+    if not dns["ts_ns"].is_monotonic_increasing:
+        dns = dns.sort_values("ts_ns", kind="stable")
     key = dns["key"].to_numpy()
     ts = dns["ts_ns"].to_numpy()
+    order = np.lexsort((ts, key))
+    k, t = key[order], ts[order]
     new = np.ones(len(dns), dtype=bool)
-    new[1:] = (key[1:] != key[:-1]) | (ts[1:] - ts[:-1] > LEG_GAP_NS)
-    dns["leg"] = np.cumsum(new) - 1
-    return dns.sort_values(["ts_ns", "leg"], kind="stable")
+    new[1:] = (k[1:] != k[:-1]) | (t[1:] - t[:-1] > LEG_GAP_NS)
+    leg = np.empty(len(dns), dtype=np.int64)
+    leg[order] = np.cumsum(new) - 1
+    return dns.assign(leg=leg)
+
+
+WORK_COLUMNS = ["ts_ns", "leg", "vantage", "role", "pkt_type", "proto", "dst_ip", "dst_port", "dns_id", "qr", "rcode", "answers",
+                "qname", "qtype", "ancount", "tc", "aa", "latency_ns", "client_ip", "client_port"]
 
 
 def first_rows(frame: pd.DataFrame, by: str = "leg") -> pd.DataFrame:
@@ -79,17 +103,19 @@ def first_rows(frame: pd.DataFrame, by: str = "leg") -> pd.DataFrame:
 
 def describe_legs(dns: pd.DataFrame) -> pd.DataFrame:
     """One row per leg: who asked, what, who served it, and when each step happened."""
-    queries, responses = dns[~dns["qr"]], dns[dns["qr"]]
+    dns = dns[WORK_COLUMNS]
+    qr = dns["qr"].to_numpy()
+    queries, responses = dns[~qr], dns[qr]
     first = first_rows(dns)
     legs = pd.DataFrame(index=first.index)
-    legs["client_ip"] = first["client_ip"]
+    legs["client_ip"] = first["client_ip"].astype(str)
     legs["client_port"] = first["client_port"].astype("int32")
     legs["dns_id"] = first["dns_id"]
     legs["proto"] = first["proto"].astype(str)
     legs["originator"] = first["vantage"].astype(str)
     legs["origin_role"] = first["role"].astype(str)
     legs["t_start"] = first["ts_ns"]
-    named = dns[dns["qname"].astype(str) != ""]
+    named = dns[dns["qname"] != ""]
     question = first_rows(named)
     legs["qname"] = question["qname"].astype(str).reindex(legs.index).fillna("")
     legs["qtype"] = question["qtype"].astype(str).reindex(legs.index).fillna("")
@@ -109,10 +135,10 @@ def describe_legs(dns: pd.DataFrame) -> pd.DataFrame:
     server_role = dns.drop_duplicates("vantage").set_index("vantage")["role"].astype(str)
     legs["server_role"] = legs["server"].map(server_role).fillna("")
 
-    at_server = queries[queries["vantage"].astype(str).to_numpy() == legs["server"].reindex(queries["leg"]).to_numpy()]
+    at_server = queries[same_as_leg(queries, "vantage", legs["server"])]
     legs["t_server_in"] = first_rows(at_server)["ts_ns"].reindex(legs.index)
 
-    back_home = responses[responses["vantage"].astype(str).to_numpy() == legs["originator"].reindex(responses["leg"]).to_numpy()]
+    back_home = responses[same_as_leg(responses, "vantage", legs["originator"])]
     home = first_rows(back_home)
     legs["t_client_in"] = home["ts_ns"].reindex(legs.index)
     legs["client_latency_ns"] = home["latency_ns"].reindex(legs.index)
@@ -123,17 +149,16 @@ def describe_legs(dns: pd.DataFrame) -> pd.DataFrame:
     for flag in ("tc", "aa"):
         seen = final[flag].astype("boolean").fillna(responder[flag].reindex(legs.index).astype("boolean"))
         legs[flag] = seen.fillna(False).astype(bool)
-    legs["responses_seen"] = responses.groupby("leg").size().reindex(legs.index, fill_value=0)
+    legs["responses_seen"] = pd.Series(np.bincount(responses["leg"].to_numpy(), minlength=int(legs.index.max()) + 1)[legs.index.to_numpy()], index=legs.index)
 
     # Where a node rewrote the destination (Service DNAT) and, upstream, the source (masquerade).
-    rewritten = queries[queries["dst_ip"].astype(str).to_numpy() != legs["dst_ip"].reindex(queries["leg"]).to_numpy()]
+    rewritten = queries[~same_as_leg(queries, "dst_ip", legs["dst_ip"])]
     dnat = first_rows(rewritten)
     legs["dnat_to"] = (dnat["dst_ip"].astype(str) + ":" + dnat["dst_port"].astype(str)).reindex(legs.index).fillna("")
     legs["dnat_at"] = dnat["vantage"].astype(str).reindex(legs.index).fillna("")
-    roles = queries["role"].astype(str)
-    node_rows = queries[roles == "node"]
-    legs["seen_at_node"] = node_rows.groupby("leg").size().reindex(legs.index, fill_value=0) > 0
-    legs["forwarded_by_node"] = node_rows[node_rows["pkt_type"].astype(str) == "OUTGOING"].groupby("leg").size().reindex(legs.index, fill_value=0) > 0
+    node_rows = queries[(queries["role"] == "node").to_numpy()]
+    legs["seen_at_node"] = legs.index.isin(node_rows["leg"].unique())
+    legs["forwarded_by_node"] = legs.index.isin(node_rows.loc[(node_rows["pkt_type"] == "OUTGOING").to_numpy(), "leg"].unique())
     return legs
 
 
@@ -145,21 +170,24 @@ def link_parents(legs: pd.DataFrame) -> pd.Series:
     parents = legs[legs["server"] != legs["originator"]].copy()
     parents["t_window_end"] = parents["t_server_out"].fillna(parents["t_server_in"] + SERVER_WAIT_NS)
     parents = parents[parents["t_server_in"].notna()]
-    parents["question"] = parents["server"] + "|" + parents["qname"].str.lower() + "|" + parents["qtype"]
-    children = legs.copy()
-    children["question"] = children["originator"] + "|" + children["qname"].str.lower() + "|" + children["qtype"]
-    children = children[children["question"].isin(set(parents["question"]))]
+    # The question a parent was asked at its server, and the one a child asks from its originator (names are
+    # lower-cased at decode): a child's question must be one some parent's server was asked.
+    question = ["at", "qname", "qtype"]
+    parents = parents.assign(at=parents["server"])
+    children = legs.assign(at=legs["originator"])
+    asked = pd.MultiIndex.from_frame(parents[question])
+    children = children[pd.MultiIndex.from_frame(children[question]).isin(asked)]
     if children.empty or parents.empty:
         return pd.DataFrame({"parent": -1, "ambiguous": False}, index=legs.index)
 
     parents = parents.sort_values("t_server_in")
     # An earlier candidate whose window is still open when a later one starts makes the later ambiguous.
-    running_end = parents.groupby("question")["t_window_end"].cummax()
-    parents["open_before"] = running_end.groupby(parents["question"]).shift(1)
-    left = children.reset_index().rename(columns={"leg": "child"}).sort_values("t_start")
-    right = parents.reset_index().rename(columns={"leg": "parent"})[["question", "t_server_in", "t_window_end", "open_before", "parent"]]
+    running_end = parents.groupby(question)["t_window_end"].cummax()
+    parents["open_before"] = running_end.groupby([parents[c] for c in question]).shift(1)
+    left = children.reset_index().rename(columns={"leg": "child"})[[*question, "t_start", "child"]].sort_values("t_start")
+    right = parents.reset_index().rename(columns={"leg": "parent"})[[*question, "t_server_in", "t_window_end", "open_before", "parent"]]
     right["t_server_in"] = right["t_server_in"].astype("int64")
-    matched = pd.merge_asof(left, right, left_on="t_start", right_on="t_server_in", by="question", direction="backward")
+    matched = pd.merge_asof(left, right, left_on="t_start", right_on="t_server_in", by=question, direction="backward")
     ok = matched["parent"].notna() & (matched["t_start"] <= matched["t_window_end"]) & (matched["parent"] != matched["child"])
     matched = matched[ok]
     result = pd.DataFrame({"parent": -1, "ambiguous": False}, index=legs.index)
@@ -492,10 +520,10 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
     events = events if events is not None else events_schema.empty_events()
     logs = logs or ParsedLogs(empty(RECORD_COLUMNS), empty(ERROR_COLUMNS))
     capture_stats = capture_stats or {}
-    kinds = events["kind"].astype(str)
-    dns = events[kinds == "dns"]
-    icmp = events[kinds == "icmp-error"]
-    control = events[kinds.str.startswith("tcp-")]
+    kinds = events["kind"]
+    dns = events[(kinds == "dns").to_numpy()]
+    icmp = events[(kinds == "icmp-error").to_numpy()]
+    control = events[kinds.isin(["tcp-syn", "tcp-synack", "tcp-rst"]).to_numpy()]
     records = logs.records.copy()
     errors = logs.errors.copy()
 

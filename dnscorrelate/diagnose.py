@@ -315,7 +315,10 @@ def name_problems(traces: pd.DataFrame, facts: ClusterFacts) -> list[Finding]:
     answered = traces[traces["outcome"] == "answered"].copy()
     if answered.empty:
         return []
-    answered["base"] = split_search(answered, facts).to_numpy()
+    # Only NXDOMAIN answers can be search-list noise or a missing Service: split just those.
+    denied = answered["rcode"] == "NXDOMAIN"
+    answered["base"] = ""
+    answered.loc[denied, "base"] = split_search(answered[denied], facts).to_numpy()
     answered["multi_label_base"] = answered["base"].str.contains(".", regex=False)
     qnames = answered["qname"].str.lower()
     findings = []
