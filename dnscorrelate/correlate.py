@@ -70,6 +70,14 @@ def add_client_key(dns: pd.DataFrame) -> pd.DataFrame:
     return dns
 
 
+def text(series: pd.Series) -> pd.Series:
+    """A column as strings; for a categorical, a take from its categories (astype(str) calls str() per value)."""
+    if isinstance(series.dtype, pd.CategoricalDtype):
+        categories = np.append(series.cat.categories.to_numpy(dtype=object).astype(str), "")
+        return pd.Series(categories[series.cat.codes.to_numpy()], index=series.index, dtype=object)
+    return series.astype(str)
+
+
 def same_as_leg(rows: pd.DataFrame, column: str, per_leg: pd.Series) -> np.ndarray:
     """For each row, whether rows[column] (categorical) equals its leg's value in `per_leg` (strings)."""
     categories = rows[column].cat.categories
@@ -108,29 +116,29 @@ def describe_legs(dns: pd.DataFrame) -> pd.DataFrame:
     queries, responses = dns[~qr], dns[qr]
     first = first_rows(dns)
     legs = pd.DataFrame(index=first.index)
-    legs["client_ip"] = first["client_ip"].astype(str)
+    legs["client_ip"] = text(first["client_ip"])
     legs["client_port"] = first["client_port"].astype("int32")
     legs["dns_id"] = first["dns_id"]
-    legs["proto"] = first["proto"].astype(str)
-    legs["originator"] = first["vantage"].astype(str)
-    legs["origin_role"] = first["role"].astype(str)
+    legs["proto"] = text(first["proto"])
+    legs["originator"] = text(first["vantage"])
+    legs["origin_role"] = text(first["role"])
     legs["t_start"] = first["ts_ns"]
     named = dns[dns["qname"] != ""]
     question = first_rows(named)
-    legs["qname"] = question["qname"].astype(str).reindex(legs.index).fillna("")
-    legs["qtype"] = question["qtype"].astype(str).reindex(legs.index).fillna("")
+    legs["qname"] = text(question["qname"]).reindex(legs.index).fillna("")
+    legs["qtype"] = text(question["qtype"]).reindex(legs.index).fillna("")
 
     first_query = first_rows(queries)
-    legs["dst_ip"] = first_query["dst_ip"].astype(str).reindex(legs.index).fillna("")
+    legs["dst_ip"] = text(first_query["dst_ip"]).reindex(legs.index).fillna("")
     legs["dst_port"] = first_query["dst_port"].reindex(legs.index).fillna(0).astype("int32")
     deepest = queries.drop_duplicates("leg", keep="last").set_index("leg")
-    legs["reached"] = deepest["vantage"].astype(str).reindex(legs.index).fillna("")
-    legs["reached_role"] = deepest["role"].astype(str).reindex(legs.index).fillna("")
+    legs["reached"] = text(deepest["vantage"]).reindex(legs.index).fillna("")
+    legs["reached_role"] = text(deepest["role"]).reindex(legs.index).fillna("")
 
     responder = first_rows(responses)
-    legs["responder"] = responder["vantage"].astype(str).reindex(legs.index).fillna("")
+    legs["responder"] = text(responder["vantage"]).reindex(legs.index).fillna("")
     legs["t_server_out"] = responder["ts_ns"].reindex(legs.index)
-    legs["server_rcode"] = responder["rcode"].astype(str).reindex(legs.index).fillna("")
+    legs["server_rcode"] = text(responder["rcode"]).reindex(legs.index).fillna("")
     legs["server"] = legs["responder"].where(legs["responder"] != "", legs["reached"])
     server_role = dns.drop_duplicates("vantage").set_index("vantage")["role"].astype(str)
     legs["server_role"] = legs["server"].map(server_role).fillna("")
@@ -154,8 +162,8 @@ def describe_legs(dns: pd.DataFrame) -> pd.DataFrame:
     # Where a node rewrote the destination (Service DNAT) and, upstream, the source (masquerade).
     rewritten = queries[~same_as_leg(queries, "dst_ip", legs["dst_ip"])]
     dnat = first_rows(rewritten)
-    legs["dnat_to"] = (dnat["dst_ip"].astype(str) + ":" + dnat["dst_port"].astype(str)).reindex(legs.index).fillna("")
-    legs["dnat_at"] = dnat["vantage"].astype(str).reindex(legs.index).fillna("")
+    legs["dnat_to"] = (text(dnat["dst_ip"]) + ":" + text(dnat["dst_port"])).reindex(legs.index).fillna("")
+    legs["dnat_at"] = text(dnat["vantage"]).reindex(legs.index).fillna("")
     node_rows = queries[(queries["role"] == "node").to_numpy()]
     legs["seen_at_node"] = legs.index.isin(node_rows["leg"].unique())
     legs["forwarded_by_node"] = legs.index.isin(node_rows.loc[(node_rows["pkt_type"] == "OUTGOING").to_numpy(), "leg"].unique())
@@ -165,8 +173,9 @@ def describe_legs(dns: pd.DataFrame) -> pd.DataFrame:
 # --- linking upstream legs to their parents -----------------------------------
 
 
-def link_parents(legs: pd.DataFrame) -> pd.Series:
-    """For each leg, the leg it is an upstream exchange of (-1 if none), and whether the pick was ambiguous."""
+def link_parents(legs: pd.DataFrame, candidates: pd.Series | None = None) -> pd.DataFrame:
+    """For each leg, the leg it is an upstream exchange of (-1 if none), and whether the pick was ambiguous.
+    `candidates` (a mask) limits which legs may be children."""
     parents = legs[legs["server"] != legs["originator"]].copy()
     parents["t_window_end"] = parents["t_server_out"].fillna(parents["t_server_in"] + SERVER_WAIT_NS)
     parents = parents[parents["t_server_in"].notna()]
@@ -174,7 +183,7 @@ def link_parents(legs: pd.DataFrame) -> pd.Series:
     # lower-cased at decode): a child's question must be one some parent's server was asked.
     question = ["at", "qname", "qtype"]
     parents = parents.assign(at=parents["server"])
-    children = legs.assign(at=legs["originator"])
+    children = (legs if candidates is None else legs[candidates]).assign(at=lambda f: f["originator"])
     asked = pd.MultiIndex.from_frame(parents[question])
     children = children[pd.MultiIndex.from_frame(children[question]).isin(asked)]
     if children.empty or parents.empty:
@@ -530,10 +539,12 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
     if len(dns):
         dns = assign_legs(add_client_key(dns))
         legs = describe_legs(dns)
-        merge_into = snat_continuations(legs, link_parents(legs))
-        if (merge_into >= 0).any():
+        merge_into = snat_continuations(legs, link_parents(legs, legs["origin_role"] == "node"))
+        merged = merge_into[merge_into >= 0]
+        if len(merged):
             dns["leg"] = merge_into.where(merge_into >= 0, merge_into.index).reindex(dns["leg"]).to_numpy()
-            legs = describe_legs(dns)
+            changed = dns["leg"].isin(set(merged.to_numpy())).to_numpy()  # only the legs that absorbed a continuation
+            legs = pd.concat([legs.drop(index=[*merged.index, *set(merged.to_numpy())]), describe_legs(dns[changed])]).sort_index()
         links = link_parents(legs)
         legs["parent"], legs["ambiguous"] = links["parent"], links["ambiguous"]
         root, depth = roots_of(legs["parent"])
