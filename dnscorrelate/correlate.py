@@ -184,6 +184,7 @@ def link_parents(legs: pd.DataFrame, candidates: pd.Series | None = None) -> pd.
     question = ["at", "qname", "qtype"]
     parents = parents.assign(at=parents["server"])
     children = (legs if candidates is None else legs[candidates]).assign(at=lambda f: f["originator"])
+    parents = parents[parents["at"].isin(set(children["at"]))]  # a parent's server is some child's originator
     asked = pd.MultiIndex.from_frame(parents[question])
     children = children[pd.MultiIndex.from_frame(children[question]).isin(asked)]
     if children.empty or parents.empty:
@@ -240,8 +241,8 @@ def roots_of(parent: pd.Series) -> tuple[np.ndarray, np.ndarray]:
 
 def replica_of(vantage: pd.Series) -> pd.Series:
     """`coredns-0` for `kube-system/coredns-0`; `nodelocal-node-0` for a node (NodeLocal DNS lives there)."""
-    name = vantage.str.split("/").str[-1]
-    return name.where(vantage.str.contains("/"), "nodelocal-" + vantage)
+    names = {v: v.split("/")[-1] if "/" in v else "nodelocal-" + v for v in pd.unique(vantage)}
+    return vantage.map(names)
 
 
 def join_logs(legs: pd.DataFrame, records: pd.DataFrame) -> pd.Series:
