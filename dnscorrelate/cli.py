@@ -13,13 +13,10 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from dnscorrelate.events import EventsError
+from dnscorrelate.errors import USER_ERRORS, LabError
 from dnscorrelate.lab import logs as lab_logs
-from dnscorrelate.lab.netns import LabError
 from dnscorrelate.lab.runtime import Lab, resolve_lab_name, running_labs, teardown
-from dnscorrelate.lab.spec import SpecError, load_manifests, load_spec
-from dnscorrelate.sources.bpf import CaptureError
-from dnscorrelate.sources.coredns_log import LogFormatError
+from dnscorrelate.lab.spec import load_manifests, load_spec
 
 console = Console()
 errors = Console(stderr=True)
@@ -32,7 +29,7 @@ def friendly_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (LabError, SpecError, CaptureError, EventsError, LogFormatError) as err:
+        except USER_ERRORS as err:
             errors.print(f"[bold red]error:[/] {err}", highlight=False, markup=True, soft_wrap=True)
             sys.exit(2)
         except KeyboardInterrupt:

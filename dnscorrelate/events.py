@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from dnscorrelate.errors import EventsError  # noqa: F401 (re-exported)
 
 CATEGORIES = ["vantage", "role", "ifname", "pkt_type", "kind", "proto", "src_ip", "dst_ip", "rcode", "qname", "qtype", "answers"]
 
@@ -79,10 +80,6 @@ COLUMNS: dict[str, str] = {
 }
 
 PKT_TYPES = ["HOST", "BROADCAST", "MULTICAST", "OTHERHOST", "OUTGOING", "LOOPBACK", "USER", "KERNEL"]
-
-
-class EventsError(Exception):
-    """An events file that cannot be read; the message names the file and the problem."""
 
 
 def empty_events() -> pd.DataFrame:

@@ -16,13 +16,10 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from dnscorrelate.errors import LabError  # noqa: F401 (re-exported)
 
 NETNS_DIR = Path("/run/netns")
 CLONE_NEWNET = 0x40000000
-
-
-class LabError(Exception):
-    """Something the lab could not do; the message says what and how to fix it."""
 
 
 def run(cmd: list[str], stdin: str | None = None) -> str:

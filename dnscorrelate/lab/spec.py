@@ -18,12 +18,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from dnscorrelate.lab.kube import Manifest, Namespace, NetworkPolicy, Pod, Service
+from dnscorrelate.errors import SpecError  # noqa: F401 (re-exported)
 
 DEFAULT_SPEC = "default.yaml"
-
-
-class SpecError(Exception):
-    """A spec that cannot be used; the message names file, field, line and reason."""
 
 
 class LabSpec(BaseModel):

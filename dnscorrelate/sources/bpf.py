@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from dnscorrelate.lab import netns
+from dnscorrelate.errors import CaptureError  # noqa: F401 (re-exported)
 
 BPF_SOURCE = Path(__file__).resolve().parents[2] / "bpf" / "dns_trace.c"
 PAYLOAD_MAX = 512
@@ -51,10 +52,6 @@ CB0_OFFSET = 48  # offsetof(struct __sk_buff, cb[0])
 BPF_FUNC_TAIL_CALL = 12
 
 _libc = ct.CDLL(None, use_errno=True)
-
-
-class CaptureError(Exception):
-    """Capture cannot run here; the message says why (no bcc, no headers, not root, ...)."""
 
 
 def _bpf_syscall(cmd: int, attr: bytes) -> int:

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 import dns.rcode
+from dnscorrelate.errors import LogFormatError  # noqa: F401 (re-exported)
 
 # --- formats -----------------------------------------------------------------
 
@@ -86,10 +87,6 @@ REASONS = [
     ("network is unreachable", "unreachable"), ("host is unreachable", "unreachable"), ("no healthy upstream", "no-healthy-upstream"),
     ("connection reset", "reset"), ("overflow", "overflow"),
 ]
-
-
-class LogFormatError(Exception):
-    """A log format string that cannot be used; the message says which placeholder."""
 
 
 def format_regex(fmt: str) -> re.Pattern:

@@ -1,0 +1,26 @@
+"""The errors a user can cause. Each message says what is wrong and what to do; the CLI prints them
+without a traceback and exits 2. Kept in one light module so the CLI can catch them without
+importing pandas or bcc."""
+
+
+class SpecError(Exception):
+    """A lab spec, manifest or scenario that cannot be used; names file, field, line and reason."""
+
+
+class LabError(Exception):
+    """Something the lab could not do; the message says what and how to fix it."""
+
+
+class CaptureError(Exception):
+    """Capture cannot run here; the message says why (no bcc, no headers, not root, ...)."""
+
+
+class EventsError(Exception):
+    """An events file that cannot be read; the message names the file and the problem."""
+
+
+class LogFormatError(Exception):
+    """A log format string or log file that cannot be used; the message says which."""
+
+
+USER_ERRORS = (SpecError, LabError, CaptureError, EventsError, LogFormatError)
