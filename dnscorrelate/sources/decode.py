@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from dnscorrelate import events
-from dnscorrelate.sources.bpf import EVENT_DTYPE
+from dnscorrelate.sources.bpf import EVENT_DTYPE, PAYLOAD_MAX
 
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
@@ -80,33 +80,50 @@ def decode_message(wire: bytes, complete: bool) -> Decoded:
     )
 
 
-class DecodeCache:
-    """decode_message, once per distinct (payload, completeness)."""
+def decode_distinct(wires: list[bytes], complete: np.ndarray) -> tuple[list[Decoded], np.ndarray]:
+    """Each distinct (payload, completeness) decoded once, and for every row the index of its decoding.
+    The only per-packet Python here is the dictionary lookup."""
+    index: dict[tuple[bytes, bool], int] = {}
+    rows = np.fromiter((index.setdefault((w, c), len(index)) for w, c in zip(wires, complete.tolist())), dtype=np.int64, count=len(wires))
+    return [decode_message(w, c) for w, c in index], rows
 
-    def __init__(self) -> None:
-        self.cache: dict[tuple[bytes, bool], Decoded] = {}
 
-    def __call__(self, wire: bytes, complete: bool) -> Decoded:
-        key = (wire, complete)
-        found = self.cache.get(key)
-        if found is None:
-            found = self.cache[key] = decode_message(wire, complete)
-        return found
+def vantage_columns(ids: np.ndarray, ifindex: np.ndarray, vantages: dict[int, Vantage]) -> dict[str, np.ndarray]:
+    """netns, vantage, role and ifname for every row, looked up once per distinct capture id (and interface)."""
+    unique, inverse = np.unique(ids, return_inverse=True)
+    known = [vantages[int(c)] for c in unique]
+    pairs, pair_of = np.unique(ids.astype(np.int64) << 32 | ifindex.astype(np.int64), return_inverse=True)
+    ifnames = np.array([vantages[int(p >> 32)].ifnames.get(int(p & 0xFFFFFFFF), "") for p in pairs], dtype=object)
+    return {
+        "netns": np.array([v.netns for v in known], dtype=np.uint64)[inverse],
+        "vantage": np.array([v.vantage for v in known], dtype=object)[inverse],
+        "role": np.array([v.role for v in known], dtype=object)[inverse],
+        "ifname": ifnames[pair_of],
+    }
 
 
 def ip_strings(addresses: np.ndarray, family: np.ndarray) -> np.ndarray:
-    """Text addresses for an (N, 16) byte array, IPv4 in the first four bytes; one conversion per distinct address."""
+    """Text addresses for an (N, 16) byte array, IPv4 in the first four bytes; one conversion per distinct
+    address, found by hashing the two 64-bit halves (np.unique(axis=0) would sort byte rows, slowly)."""
     if len(addresses) == 0:
         return np.array([], dtype=object)
-    keyed = np.ascontiguousarray(addresses).copy()
-    keyed[family == 4, 4:] = 0
-    keyed = np.concatenate([keyed, family.reshape(-1, 1).astype(np.uint8)], axis=1)
-    unique, inverse = np.unique(keyed, axis=0, return_inverse=True)
+    halves = np.ascontiguousarray(addresses).view(">u8").reshape(-1, 2)
+    v4 = family == 4
+    high = np.where(v4, halves[:, 0] >> 32, halves[:, 0])  # IPv4 lives in the first four bytes
+    low = np.where(v4, 0, halves[:, 1])
+    codes, uniques = pd.MultiIndex.from_arrays([high, low, family]).factorize()
     text = np.array(
-        [str(ipaddress.IPv4Address(bytes(u[:4]))) if u[16] == 4 else str(ipaddress.IPv6Address(bytes(u[:16]))) for u in unique],
+        [str(ipaddress.IPv4Address(int(h))) if f == 4 else str(ipaddress.IPv6Address(int(h) << 64 | int(l))) for h, l, f in uniques],
         dtype=object,
     )
-    return text[inverse.reshape(-1)]
+    return text[codes]
+
+
+def payload_wires(records: np.ndarray) -> list[bytes]:
+    """Each record's DNS bytes (from its DNS header to what was captured), sliced from one contiguous blob."""
+    blob = np.ascontiguousarray(records["payload"]).tobytes()
+    starts = np.arange(len(records)) * PAYLOAD_MAX
+    return [blob[o + a : o + b] for o, a, b in zip(starts.tolist(), records["dns_at"].tolist(), records["captured"].tolist())]
 
 
 @dataclass
@@ -206,7 +223,7 @@ def decode(raw: bytes, vantages: dict[int, Vantage], boot_to_wall_ns: int) -> tu
     tcp_records = records[is_tcp][np.array(tcp.index, dtype=np.int64)]
 
     base = np.concatenate([datagrams, tcp_records])
-    dgram_wires = [bytes(r["payload"][r["dns_at"] : r["captured"]]) for r in datagrams]
+    dgram_wires = payload_wires(datagrams)
     complete = np.concatenate([(datagrams["captured"] >= datagrams["payload_len"]) & (datagrams["kind"] == KIND_DNS), np.array(tcp.complete, bool)])
     wires = dgram_wires + tcp.wires
     size = np.concatenate([datagrams["payload_len"].astype(np.int32), np.array(tcp.sizes, np.int32)])
@@ -217,26 +234,22 @@ def decode(raw: bytes, vantages: dict[int, Vantage], boot_to_wall_ns: int) -> tu
     ancount = np.concatenate([datagrams["ancount"], heads["ancount"]])
     latency = np.concatenate([datagrams["latency_ns"].astype(np.int64), np.array(tcp.latency, np.int64)])
 
-    cache = DecodeCache()
-    decoded = [cache(w, bool(c)) for w, c in zip(wires, complete)]
-    stats["decode_errors"] = sum(1 for d in decoded if not d.ok)
+    distinct, row = decode_distinct(wires, complete)
+    field = lambda name, dtype=object: np.array([getattr(d, name) for d in distinct], dtype=dtype)[row] if len(row) else np.array([], dtype)
+    ok = field("ok", bool)
+    stats["decode_errors"] = int((~ok).sum())
     qr = (flags >> 15).astype(bool)
     header_rcodes = np.array([dns.rcode.to_text(i) for i in range(16)], dtype=object)[flags & 0xF]
-    rcode_text = np.array([d.rcode if d.rcode is not None else h for d, h in zip(decoded, header_rcodes)], dtype=object)
+    decoded_rcodes = field("rcode")
+    rcode_text = np.where(pd.isna(decoded_rcodes), header_rcodes, decoded_rcodes) if len(row) else np.array([], object)
     rcode_text[~qr] = ""
 
-    ids = base["capture_id"]
-    vantage_of = {cid: v for cid, v in vantages.items()}
-    ifnames = [vantage_of[int(c)].ifnames.get(int(i), "") for c, i in zip(ids, base["ifindex"])]
     kind = np.where(base["kind"] == KIND_ICMP_ERROR, "icmp-error", "dns")
     frame = pd.DataFrame(
         {
             "ts_ns": base["ts_ns"].astype(np.int64) + boot_to_wall_ns,
-            "netns": [vantage_of[int(c)].netns for c in ids],
-            "vantage": [vantage_of[int(c)].vantage for c in ids],
-            "role": [vantage_of[int(c)].role for c in ids],
+            **vantage_columns(base["capture_id"], base["ifindex"], vantages),
             "ifindex": base["ifindex"].astype(np.int32),
-            "ifname": ifnames,
             "pkt_type": np.array(events.PKT_TYPES, dtype=object)[np.minimum(base["pkt_type"], 7)],
             "kind": kind,
             "icmp_type": np.where(base["kind"] == KIND_ICMP_ERROR, base["icmp_type"].astype(np.int16), -1),
@@ -255,13 +268,13 @@ def decode(raw: bytes, vantages: dict[int, Vantage], boot_to_wall_ns: int) -> tu
             "tc": ((flags >> 9) & 1).astype(bool),
             "rd": ((flags >> 8) & 1).astype(bool),
             "ra": ((flags >> 7) & 1).astype(bool),
-            "qname": [d.qname for d in decoded],
-            "qtype": [d.qtype for d in decoded],
-            "answers": [d.answers for d in decoded],
+            "qname": field("qname"),
+            "qtype": field("qtype"),
+            "answers": field("answers"),
             "ancount": ancount.astype(np.int16),
             "size": size,
             "latency_ns": np.where(qr, latency, 0),
-            "decoded": [d.ok for d in decoded],
+            "decoded": ok,
         }
     )
     if len(control):
@@ -277,13 +290,11 @@ def control_kind(flags: np.ndarray) -> np.ndarray:
 
 def control_rows(control: np.ndarray, vantages: dict[int, Vantage], boot_to_wall_ns: int) -> pd.DataFrame:
     """Rows for TCP SYN, SYN-ACK and RST segments: a tuple and a time, no DNS message."""
-    ids = control["capture_id"]
     n = len(control)
     return pd.DataFrame({
         "ts_ns": control["ts_ns"].astype(np.int64) + boot_to_wall_ns,
-        "netns": [vantages[int(c)].netns for c in ids], "vantage": [vantages[int(c)].vantage for c in ids],
-        "role": [vantages[int(c)].role for c in ids],
-        "ifindex": control["ifindex"].astype(np.int32), "ifname": [vantages[int(c)].ifnames.get(int(i), "") for c, i in zip(ids, control["ifindex"])],
+        **vantage_columns(control["capture_id"], control["ifindex"], vantages),
+        "ifindex": control["ifindex"].astype(np.int32),
         "pkt_type": np.array(events.PKT_TYPES, dtype=object)[np.minimum(control["pkt_type"], 7)],
         "kind": control_kind(control["tcp_flags"]), "icmp_type": np.full(n, -1, np.int16), "icmp_code": np.full(n, -1, np.int16),
         "proto": "tcp", "family": control["family"].astype(np.int8),
