@@ -103,36 +103,41 @@ def dropped(traces: pd.DataFrame, facts: ClusterFacts) -> list[Finding]:
     return findings
 
 
+def policies_phrase(policies: list) -> tuple[str, bool]:
+    """('NetworkPolicy a/b, NetworkPolicy c/d', whether there is just one), to name them in a sentence."""
+    return ", ".join(f"NetworkPolicy {p.ref}" for p in policies), len(policies) == 1
+
+
 def policy_cause(facts: ClusterFacts, client_ip: str, group: pd.DataFrame) -> str:
     """Which NetworkPolicy drops DNS from `client_ip` to CoreDNS, from the facts; '' when unknown."""
     proto = group["proto"].iloc[0]
     targets = list(facts.coredns_pods) or [t.split(":")[0] for t in group["dnat_to"] if t]
     client = facts.pod_key(client_ip)
-    for target in targets:
-        egress = blocking_policies(facts, "Egress", client_ip, target, proto, 53)
-        if egress:
-            refs = ", ".join(f"NetworkPolicy {p.ref}" for p in egress)
-            return (f"{refs} {'selects' if len(egress) == 1 else 'select'} {client} for Egress and allow{'s' if len(egress) == 1 else ''} no "
-                    f"{proto.upper()} 53 to the CoreDNS pods; allow egress to pods labelled k8s-app=kube-dns in kube-system on UDP and TCP 53")
-    for target in targets:
-        ingress = blocking_policies(facts, "Ingress", target, client_ip, proto, 53)
-        if ingress:
-            refs = ", ".join(f"NetworkPolicy {p.ref}" for p in ingress)
-            return (f"{refs} {'selects' if len(ingress) == 1 else 'select'} the CoreDNS pod {facts.coredns_pods.get(target, target)} for Ingress "
-                    f"and {'does' if len(ingress) == 1 else 'do'} not admit {client} on {proto.upper()} 53; allow ingress from all pods on UDP and TCP 53")
+    for direction in ("Egress", "Ingress"):
+        for target in targets:
+            subject, other = (client_ip, target) if direction == "Egress" else (target, client_ip)
+            blocking = blocking_policies(facts, direction, subject, other, proto, 53)
+            if not blocking:
+                continue
+            refs, one = policies_phrase(blocking)
+            if direction == "Egress":
+                return (f"{refs} {'selects' if one else 'select'} {client} for Egress and allow{'s' if one else ''} no "
+                        f"{proto.upper()} 53 to the CoreDNS pods; allow egress to pods labelled k8s-app=kube-dns in kube-system on UDP and TCP 53")
+            return (f"{refs} {'selects' if one else 'select'} the CoreDNS pod {facts.coredns_pods.get(target, target)} for Ingress "
+                    f"and {'does' if one else 'do'} not admit {client} on {proto.upper()} 53; allow ingress from all pods on UDP and TCP 53")
     return ""
 
 
 def coredns_unreachable(traces: pd.DataFrame, facts: ClusterFacts) -> list[Finding]:
-    """The DNAT target does not answer: ICMP errors about it, or the query reached it and nothing came back."""
+    """The DNAT target does not answer: ICMP errors about its port 53. (A query delivered without one
+    reached a live process; that is not this finding.)"""
     icmp = traces["icmp_target"].str.endswith(":53") & (traces["icmp_target"] != "") & (traces["outcome"] != "answered")
     if facts.coredns_pods:
         icmp &= traces["icmp_target"].str.split(":").str[0].isin(list(facts.coredns_pods)) | (traces["server_role"] == "coredns")
-    # Only an ICMP error says nothing listens: a query delivered without one reached a live process.
     bad = traces[icmp]
     findings = []
     total_to_dns = traces[traces["dnat_to"] != ""].groupby("client_vantage").size()
-    for target, group in bad.groupby(bad["icmp_target"].where(bad["icmp_target"] != "", bad["dnat_to"])):
+    for target, group in bad.groupby("icmp_target"):
         ip = target.split(":")[0]
         replica = facts.coredns_pods.get(ip, group["reached"].iloc[0] if group["reached_role"].iloc[0] == "coredns" else ip)
         n = len(group)
@@ -211,8 +216,8 @@ def upstream_policy_cause(facts: ClusterFacts, group: pd.DataFrame, address: str
         for proto in dict.fromkeys([*group["proto"].str.upper(), "UDP", "TCP"]):
             blocking = blocking_policies(facts, "Egress", replica_ip, ip, proto, 53) if replica_ip else []
             if blocking:
-                refs = ", ".join(f"NetworkPolicy {p.ref}" for p in blocking)
-                return (f"{refs} selects {replica} for Egress and allows no {proto} 53 to {ip}: new connections are dropped "
+                refs, one = policies_phrase(blocking)
+                return (f"{refs} {'selects' if one else 'select'} {replica} for Egress and allows no {proto} 53 to {ip}: new connections are dropped "
                         "(flows already open may go on until conntrack forgets them); allow egress to the upstream on UDP and TCP 53")
     return ""
 

@@ -10,9 +10,6 @@ from dnscorrelate.lab.netns import LabError
 from dnscorrelate.lab.runtime import Lab, coredns_binary, preflight, teardown
 from dnscorrelate.lab.spec import load_spec
 
-pytestmark = pytest.mark.lab
-
-
 def pytest_collection_modifyitems(items):
     for item in items:
         if "tests/lab/" in str(item.fspath):
