@@ -1,6 +1,6 @@
 """Capture cost and loss under real load: dnsperf from a lab pod against the kube-dns VIP, capture off and on.
 
-    sudo .venv/bin/python bench/capture_load.py [--rates 2000 4000 8000 16000 0] [--seconds 5]
+    sudo .venv/bin/python bench/capture_load.py [--rates 2000 4000 8000 16000 0] [--seconds 5] [--mixes cached forwarded]
 
 For two mixes (cache hits: a few external names CoreDNS has cached;
 forwarded: names unique to each run, so every query goes to the upstream)
@@ -78,6 +78,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", type=int, nargs="+", default=[2000, 4000, 8000, 16000, 0])
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--mixes", nargs="+", choices=["cached", "forwarded"], default=["cached", "forwarded"])
     args = parser.parse_args()
     from dnscorrelate.lab.runtime import Lab, teardown
     from dnscorrelate.lab.spec import load_spec
@@ -92,7 +93,7 @@ def main() -> None:
             dnsperf(lab.pod("mypod", "demo").netns, lab.topology.cluster_dns_ip, cached, 1, 1000)  # warm the cache
             print(f"{'mix':9s} {'rate':>6s} | {'qps off':>8s} {'qps on':>8s} {'ratio':>6s} | {'CoreDNS CPU s off':>17s} {'on':>6s} "
                   f"| {'capture CPU s':>13s} {'us/query':>8s} {'% core':>6s} | {'events/s':>9s} {'lost':>5s}")
-            for mix in ("cached", "forwarded"):
+            for mix in args.mixes:
                 for step, rate in enumerate(args.rates):
                     if mix == "cached":
                         names = cached

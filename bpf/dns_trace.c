@@ -101,6 +101,19 @@ static __always_inline void count(int index) {
         (*value)++;
 }
 
+// Waking the reader for every event costs a wakeup and a context switch per
+// packet whenever the reader has caught up, which at low rates is every
+// packet. The reader polls on a timer instead; the kernel wakes it only every
+// WAKEUP_EVERY events per CPU, so bursts cannot fill the ring between polls.
+#ifndef WAKEUP_EVERY
+#define WAKEUP_EVERY 256
+#endif
+static __always_inline u64 wakeup_flags(void) {
+    int index = COUNTER_EVENTS;
+    u64 *sent = counters.lookup(&index);
+    return sent && (*sent % WAKEUP_EVERY) == 0 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
+}
+
 // Offsets below are relative to the network header. On a packet socket skb->data
 // is the MAC header; under BPF_PROG_TEST_RUN it is the network header. `base`
 // (found by l2_length) bridges the two, and bpf_skb_load_bytes, unlike its
@@ -364,7 +377,7 @@ int dns_trace(struct __sk_buff *skb) {
     }
     copy_payload(skb, base, data_off, payload_len, e);
 
-    if (events.ringbuf_output(e, sizeof(*e), 0) == 0)
+    if (events.ringbuf_output(e, sizeof(*e), wakeup_flags()) == 0)
         count(COUNTER_EVENTS);
     else
         count(COUNTER_LOST);

@@ -28,6 +28,7 @@ from dnscorrelate.sources.decode import Vantage, decode
 
 DEFAULT_PORTS = (53,)
 WATCH_INTERVAL_S = 0.2
+POLL_INTERVAL_MS = 20  # at most this much delay before live views see an event
 
 
 @dataclass(frozen=True)
@@ -105,7 +106,7 @@ class Capture:
         self.watch = watch
         self.vantages: dict[int, Vantage] = {}
         self.sockets: list[socket.socket] = []
-        self.raw: list[bytes] = []
+        self.raw: list[bytes] = []  # batches of fixed-size tracer records, as read
         self.stats: dict[str, int | float] = {}
         self.attach_seconds = 0.0
         self.compile_seconds = 0.0
@@ -163,7 +164,7 @@ class Capture:
     def _run(self) -> None:
         next_watch = time.monotonic() + WATCH_INTERVAL_S
         while not self._stop.is_set():
-            self.tracer.poll(50)
+            self.tracer.poll(POLL_INTERVAL_MS)  # the kernel wakes us only every few hundred events
             if self.watch and time.monotonic() >= next_watch:
                 for target in self.watch():
                     self._attach(target)
@@ -190,7 +191,7 @@ class Capture:
             "non_ip_packets": kernel["non_ip"],
             "truncated_headers": kernel["truncated_header"],
             "tcp_without_payload": kernel["tcp_no_payload"],
-            "records_received": len(self.raw),
+            "records_received": sum(map(len, self.raw)) // bpf.EVENT_DTYPE.itemsize,
             "compile_seconds": round(self.compile_seconds, 3),
             "attach_seconds": round(self.attach_seconds, 4),
             "duration_seconds": round((self.stopped_ns - self.started_ns) / 1e9, 3),
