@@ -1,11 +1,12 @@
 """Capture cost and loss under real load: dnsperf from a lab pod against the kube-dns VIP, capture off and on.
 
-    sudo .venv/bin/python bench/capture_load.py [--rates 2000 4000 8000 16000 0] [--seconds 5] [--mixes cached forwarded]
+    sudo .venv/bin/python bench/capture_load.py [--rates 2000 4000 8000 16000 0] [--seconds 5] [--repeat 3] [--mixes cached forwarded]
 
 For two mixes (cache hits: a few external names CoreDNS has cached;
 forwarded: names unique to each run, so every query goes to the upstream)
-and each rate (0 = as fast as dnsperf can), it runs dnsperf twice, capture
-off then on, and prints: the qps CoreDNS achieved, CoreDNS's CPU time (all
+and each rate (0 = as fast as dnsperf can), it runs dnsperf in --repeat
+interleaved pairs, capture off then on, and prints for the median run of each
+side: the qps CoreDNS achieved, CoreDNS's CPU time (all
 replicas and the upstream, from /proc), the capture's own CPU (this process:
 ring-buffer polling and copying; decoding happens later and is not counted),
 events per second delivered, and lost samples. Prints figures; asserts
@@ -74,10 +75,16 @@ def measure(lab, names: Path, seconds: int, rate: int, capture_on: bool) -> dict
     return result
 
 
+def median_run(runs: list[dict]) -> dict:
+    """The run with the median qps (its other figures come with it)."""
+    return sorted(runs, key=lambda run: run["qps"])[len(runs) // 2]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", type=int, nargs="+", default=[2000, 4000, 8000, 16000, 0])
     parser.add_argument("--seconds", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=3, help="off/on pairs per step; the median run is shown")
     parser.add_argument("--mixes", nargs="+", choices=["cached", "forwarded"], default=["cached", "forwarded"])
     args = parser.parse_args()
     from dnscorrelate.lab.runtime import Lab, teardown
@@ -100,10 +107,15 @@ def main() -> None:
                     else:
                         names = Path(tmp) / f"fwd{step}.txt"
                         names.write_text("".join(f"r{step}-{i}.example.org A\n" for i in range(300_000)))
-                    off = measure(lab, names, args.seconds, rate, capture_on=False)
-                    if mix == "forwarded":
-                        names.write_text("".join(f"s{step}-{i}.example.org A\n" for i in range(300_000)))
-                    on = measure(lab, names, args.seconds, rate, capture_on=True)
+                    offs, ons = [], []
+                    for attempt in range(args.repeat):  # interleaved, so drifts of this VM hit both sides
+                        offs.append(measure(lab, names, args.seconds, rate, capture_on=False))
+                        if mix == "forwarded":
+                            names.write_text("".join(f"s{step}-{attempt}-{i}.example.org A\n" for i in range(300_000)))
+                        ons.append(measure(lab, names, args.seconds, rate, capture_on=True))
+                        if mix == "forwarded":
+                            names.write_text("".join(f"r{step}-{attempt + 1}-{i}.example.org A\n" for i in range(300_000)))
+                    off, on = median_run(offs), median_run(ons)
                     per_query = on["capture_cpu"] / max(on["qps"] * args.seconds, 1) * 1e6
                     print(f"{mix:9s} {rate or 'max':>6} | {off['qps']:>8.0f} {on['qps']:>8.0f} {on['qps'] / off['qps']:>6.2f} | "
                           f"{off['coredns_cpu']:>17.2f} {on['coredns_cpu']:>6.2f} | {on['capture_cpu']:>13.2f} {per_query:>8.1f} "

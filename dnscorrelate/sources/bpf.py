@@ -142,9 +142,9 @@ class RingReader:
         lengths = records["length"]
         busy = np.flatnonzero(lengths & BUSY_BIT)
         taken = records[: busy[0]] if busy.size else records
-        kept = taken["event"][(taken["length"] & DISCARD_BIT) == 0]
-        events = kept.tobytes()
-        del records, lengths, taken, kept  # release the views into the map before moving on
+        discarded = (taken["length"] & DISCARD_BIT) != 0
+        events = (taken["event"][~discarded] if discarded.any() else taken["event"]).tobytes()  # one copy
+        del records, lengths, taken  # release the views into the map before moving on
         self._consumer_pos[0] = consumer + (busy[0] if busy.size else available) * RECORD_DTYPE.itemsize
         return events
 
