@@ -78,13 +78,6 @@ def text(series: pd.Series) -> pd.Series:
     return series.astype(str)
 
 
-def same_as_leg(rows: pd.DataFrame, column: str, per_leg: pd.Series) -> np.ndarray:
-    """For each row, whether rows[column] (categorical) equals its leg's value in `per_leg` (strings)."""
-    categories = rows[column].cat.categories
-    wanted = pd.Series(categories.get_indexer(per_leg.to_numpy()), index=per_leg.index)
-    return rows[column].cat.codes.to_numpy() == wanted.reindex(rows["leg"]).to_numpy()
-
-
 def assign_legs(dns: pd.DataFrame) -> pd.DataFrame:
     """`leg` numbers: one per key, split where consecutive sightings are LEG_GAP_NS apart; rows in time order."""
     if not dns["ts_ns"].is_monotonic_increasing:
@@ -100,74 +93,154 @@ def assign_legs(dns: pd.DataFrame) -> pd.DataFrame:
     return dns.assign(leg=leg)
 
 
-WORK_COLUMNS = ["ts_ns", "leg", "vantage", "role", "pkt_type", "proto", "dst_ip", "dst_port", "dns_id", "qr", "rcode", "answers",
-                "qname", "qtype", "ancount", "tc", "aa", "latency_ns", "client_ip", "client_port"]
+class LegRows:
+    """Packet rows grouped by leg, time order kept inside each leg: each leg's first or last row meeting a
+    condition, in O(rows) numpy. Legs are numbered by `slot`, in order of their first packet."""
+
+    def __init__(self, leg: np.ndarray) -> None:
+        order = np.argsort(leg, kind="stable")  # rows are in time order, and stay so within a leg
+        by_leg = leg[order]
+        starts = np.ones(len(leg), dtype=bool)
+        starts[1:] = by_leg[1:] != by_leg[:-1]
+        first_row = order[starts]
+        appearance = np.argsort(first_row, kind="stable")
+        rank = np.empty(len(appearance), dtype=np.int64)
+        rank[appearance] = np.arange(len(appearance))
+        self.slot = np.empty(len(leg), dtype=np.int64)
+        self.slot[order] = rank[np.cumsum(starts) - 1]
+        self.order = order  # each leg's rows contiguous, in time order
+        self.legs = by_leg[starts][appearance]
+        self.count = len(self.legs)
+
+    def first(self, mask: np.ndarray | None = None, last: bool = False) -> np.ndarray:
+        """Per leg, the row index of its first (or last) row where `mask` holds; -1 where none does."""
+        rows = self.order if mask is None else self.order[mask[self.order]]
+        slots = self.slot[rows]
+        edge = np.ones(len(rows), dtype=bool)
+        if last:
+            edge[:-1] = slots[1:] != slots[:-1]
+        else:
+            edge[1:] = slots[1:] != slots[:-1]
+        found = np.full(self.count, -1, dtype=np.int64)
+        found[slots[edge]] = rows[edge]
+        return found
+
+    def matches(self, codes: np.ndarray, wanted: np.ndarray) -> np.ndarray:
+        """Rows whose code equals their leg's entry in `wanted` (one code per leg)."""
+        return codes == wanted[self.slot]
 
 
-def first_rows(frame: pd.DataFrame, by: str = "leg") -> pd.DataFrame:
-    """The earliest row of each group (frame sorted by time)."""
-    return frame.drop_duplicates(by, keep="first").set_index(by)
+def strings_at(column: pd.Series, rows: np.ndarray) -> np.ndarray:
+    """The column's values at `rows` as strings; "" where the row is -1 or the value is missing."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        categories = np.append(column.cat.categories.to_numpy(dtype=object).astype(str), "")
+        codes = column.cat.codes.to_numpy()
+        return categories[np.where(rows >= 0, codes[rows], -1)]
+    return np.where(rows >= 0, column.to_numpy()[rows].astype(str).astype(object), "")
+
+
+def values_at(column: pd.Series, rows: np.ndarray, missing=np.nan) -> np.ndarray:
+    """The column's values at `rows`; `missing` where the row is -1 (floats when that is NaN and any row is)."""
+    values = column.to_numpy()[rows]
+    absent = rows < 0
+    if not absent.any():
+        return values
+    if missing is np.nan:
+        values = values.astype(np.float64)
+    values[absent] = missing
+    return values
+
+
+def codes_of(column: pd.Series, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A categorical column's codes, and the codes of the `wanted` strings in its categories (-1: absent)."""
+    return column.cat.codes.to_numpy(), column.cat.categories.get_indexer(wanted)
+
+
+def role_by_vantage(vantage: pd.Series, role: pd.Series) -> np.ndarray:
+    """For each vantage category, its role as first seen ("" if never seen), with "" appended for code -1."""
+    roles = len(role.cat.categories) + 1
+    pairs = pd.unique(vantage.cat.codes.to_numpy().astype(np.int64) * roles + role.cat.codes.to_numpy() + 1)
+    role_names = np.append("", role.cat.categories.to_numpy(dtype=object).astype(str))
+    result = np.full(len(vantage.cat.categories) + 1, "", dtype=object)
+    seen = np.zeros(len(result), dtype=bool)
+    for pair in pairs:  # one per distinct (vantage, role): a handful
+        v, r = divmod(int(pair), roles)
+        if not seen[v]:
+            result[v], seen[v] = role_names[r], True
+    return result
+
+
+def pair_strings(ips: pd.Series, ports: pd.Series, rows: np.ndarray) -> np.ndarray:
+    """"ip:port" at each row ("" where the row is -1), built once per distinct pair."""
+    found = rows >= 0
+    pairs = ips.cat.codes.to_numpy()[rows[found]].astype(np.int64) << 17 | ports.to_numpy()[rows[found]]
+    distinct, inverse = np.unique(pairs, return_inverse=True)
+    names = ips.cat.categories.to_numpy(dtype=object).astype(str)
+    labels = np.array([f"{names[p >> 17]}:{p & 0x1FFFF}" for p in distinct.tolist()], dtype=object)
+    result = np.full(len(rows), "", dtype=object)
+    result[found] = labels[inverse]
+    return result
 
 
 def describe_legs(dns: pd.DataFrame) -> pd.DataFrame:
-    """One row per leg: who asked, what, who served it, and when each step happened."""
-    dns = dns[WORK_COLUMNS]
+    """One row per leg, in order of the legs' first packets: who asked, what, who served it, and when each
+    step happened. Rows of `dns` are in time order."""
+    rows = LegRows(dns["leg"].to_numpy())
     qr = dns["qr"].to_numpy()
-    queries, responses = dns[~qr], dns[qr]
-    first = first_rows(dns)
-    legs = pd.DataFrame(index=first.index)
-    legs["client_ip"] = text(first["client_ip"])
-    legs["client_port"] = first["client_port"].astype("int32")
-    legs["dns_id"] = first["dns_id"]
-    legs["proto"] = text(first["proto"])
-    legs["originator"] = text(first["vantage"])
-    legs["origin_role"] = text(first["role"])
-    legs["t_start"] = first["ts_ns"]
-    named = dns[dns["qname"] != ""]
-    question = first_rows(named)
-    legs["qname"] = text(question["qname"]).reindex(legs.index).fillna("")
-    legs["qtype"] = text(question["qtype"]).reindex(legs.index).fillna("")
+    query, response = ~qr, qr
+    ts = dns["ts_ns"]
+    vantage = dns["vantage"]
+    role = dns["role"]
 
-    first_query = first_rows(queries)
-    legs["dst_ip"] = text(first_query["dst_ip"]).reindex(legs.index).fillna("")
-    legs["dst_port"] = first_query["dst_port"].reindex(legs.index).fillna(0).astype("int32")
-    deepest = queries.drop_duplicates("leg", keep="last").set_index("leg")
-    legs["reached"] = text(deepest["vantage"]).reindex(legs.index).fillna("")
-    legs["reached_role"] = text(deepest["role"]).reindex(legs.index).fillna("")
-
-    responder = first_rows(responses)
-    legs["responder"] = text(responder["vantage"]).reindex(legs.index).fillna("")
-    legs["t_server_out"] = responder["ts_ns"].reindex(legs.index)
-    legs["server_rcode"] = text(responder["rcode"]).reindex(legs.index).fillna("")
-    legs["server"] = legs["responder"].where(legs["responder"] != "", legs["reached"])
-    server_role = dns.drop_duplicates("vantage").set_index("vantage")["role"].astype(str)
-    legs["server_role"] = legs["server"].map(server_role).fillna("")
-
-    at_server = queries[same_as_leg(queries, "vantage", legs["server"])]
-    legs["t_server_in"] = first_rows(at_server)["ts_ns"].reindex(legs.index)
-
-    back_home = responses[same_as_leg(responses, "vantage", legs["originator"])]
-    home = first_rows(back_home)
-    legs["t_client_in"] = home["ts_ns"].reindex(legs.index)
-    legs["client_latency_ns"] = home["latency_ns"].reindex(legs.index)
-    final = home.reindex(legs.index)
+    first = rows.first()
+    first_query = rows.first(query)
+    deepest = rows.first(query, last=True)
+    responder = rows.first(response)
+    legs = {
+        "client_ip": strings_at(dns["client_ip"], first),
+        "client_port": dns["client_port"].to_numpy()[first].astype("int32"),
+        "dns_id": dns["dns_id"].to_numpy()[first],
+        "proto": strings_at(dns["proto"], first),
+        "originator": strings_at(vantage, first),
+        "origin_role": strings_at(role, first),
+        "t_start": ts.to_numpy()[first],
+    }
+    qname_codes, unnamed = codes_of(dns["qname"], np.array([""]))
+    named = rows.first(qname_codes != unnamed[0])
+    legs["qname"] = strings_at(dns["qname"], named)
+    legs["qtype"] = strings_at(dns["qtype"], named)
+    legs["dst_ip"] = strings_at(dns["dst_ip"], first_query)
+    legs["dst_port"] = values_at(dns["dst_port"], first_query, missing=0).astype("int32")
+    legs["reached"] = strings_at(vantage, deepest)
+    legs["reached_role"] = strings_at(role, deepest)
+    legs["responder"] = strings_at(vantage, responder)
+    legs["t_server_out"] = values_at(ts, responder)
+    legs["server_rcode"] = strings_at(dns["rcode"], responder)
+    legs["server"] = np.where(legs["responder"] != "", legs["responder"], legs["reached"])
+    vantage_codes, server_codes = codes_of(vantage, legs["server"])
+    legs["server_role"] = role_by_vantage(vantage, role)[server_codes]
+    legs["t_server_in"] = values_at(ts, rows.first(query & rows.matches(vantage_codes, server_codes)))
+    home = rows.first(response & rows.matches(vantage_codes, codes_of(vantage, legs["originator"])[1]))
+    legs["t_client_in"] = values_at(ts, home)
+    legs["client_latency_ns"] = values_at(dns["latency_ns"], home)
     for column in ("rcode", "answers"):
-        legs[column] = final[column].astype(object).where(final[column].notna(), responder[column].reindex(legs.index)).fillna("").astype(str)
-    legs["ancount"] = final["ancount"].fillna(responder["ancount"].reindex(legs.index)).fillna(0).astype(int)
+        home_known = (home >= 0) & (dns[column].cat.codes.to_numpy()[home] >= 0)
+        legs[column] = strings_at(dns[column], np.where(home_known, home, responder))
+    final = np.where(home >= 0, home, responder)
+    legs["ancount"] = values_at(dns["ancount"], final, missing=0).astype(int)
     for flag in ("tc", "aa"):
-        seen = final[flag].astype("boolean").fillna(responder[flag].reindex(legs.index).astype("boolean"))
-        legs[flag] = seen.fillna(False).astype(bool)
-    legs["responses_seen"] = pd.Series(np.bincount(responses["leg"].to_numpy(), minlength=int(legs.index.max()) + 1)[legs.index.to_numpy()], index=legs.index)
+        legs[flag] = values_at(dns[flag], final, missing=False).astype(bool)
+    legs["responses_seen"] = np.bincount(rows.slot[response], minlength=rows.count)
 
     # Where a node rewrote the destination (Service DNAT) and, upstream, the source (masquerade).
-    rewritten = queries[~same_as_leg(queries, "dst_ip", legs["dst_ip"])]
-    dnat = first_rows(rewritten)
-    legs["dnat_to"] = (text(dnat["dst_ip"]) + ":" + text(dnat["dst_port"])).reindex(legs.index).fillna("")
-    legs["dnat_at"] = text(dnat["vantage"]).reindex(legs.index).fillna("")
-    node_rows = queries[(queries["role"] == "node").to_numpy()]
-    legs["seen_at_node"] = legs.index.isin(node_rows["leg"].unique())
-    legs["forwarded_by_node"] = legs.index.isin(node_rows.loc[(node_rows["pkt_type"] == "OUTGOING").to_numpy(), "leg"].unique())
-    return legs
+    dst_codes, leg_dst_codes = codes_of(dns["dst_ip"], legs["dst_ip"])
+    dnat = rows.first(query & ~rows.matches(dst_codes, leg_dst_codes))
+    legs["dnat_to"] = pair_strings(dns["dst_ip"], dns["dst_port"], dnat)
+    legs["dnat_at"] = strings_at(vantage, dnat)
+    at_node = query & (role == "node").to_numpy()
+    legs["seen_at_node"] = rows.first(at_node) >= 0
+    legs["forwarded_by_node"] = rows.first(at_node & (dns["pkt_type"] == "OUTGOING").to_numpy()) >= 0
+    return pd.DataFrame(legs, index=pd.Index(rows.legs, name="leg"), copy=False)
 
 
 # --- linking upstream legs to their parents -----------------------------------
@@ -176,6 +249,7 @@ def describe_legs(dns: pd.DataFrame) -> pd.DataFrame:
 def link_parents(legs: pd.DataFrame, candidates: pd.Series | None = None) -> pd.DataFrame:
     """For each leg, the leg it is an upstream exchange of (-1 if none), and whether the pick was ambiguous.
     `candidates` (a mask) limits which legs may be children."""
+    legs = legs[["server", "originator", "qname", "qtype", "t_start", "t_server_in", "t_server_out"]]  # copy only what is used
     parents = legs[legs["server"] != legs["originator"]].copy()
     parents["t_window_end"] = parents["t_server_out"].fillna(parents["t_server_in"] + SERVER_WAIT_NS)
     parents = parents[parents["t_server_in"].notna()]
@@ -305,7 +379,7 @@ def ns(value: pd.Series) -> pd.Series:
 
 
 def build_traces(legs: pd.DataFrame, upstream: pd.DataFrame) -> pd.DataFrame:
-    roots = legs[legs["depth"] == 0].sort_values(["t_start", "client_ip", "client_port"])
+    roots = legs[legs["depth"] == 0].sort_values("trace_id")  # trace ids number roots in time order
     traces = pd.DataFrame(
         {
             "trace_id": roots["trace_id"].to_numpy(),
@@ -550,12 +624,14 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
         legs["parent"], legs["ambiguous"] = links["parent"], links["ambiguous"]
         root, depth = roots_of(legs["parent"])
         legs["root"], legs["depth"] = root, depth
-        order = legs[legs["depth"] == 0].sort_values(["t_start", "client_ip", "client_port"]).index
+        order = legs.loc[legs["depth"] == 0, ["t_start", "client_ip", "client_port"]].sort_values(["t_start", "client_ip", "client_port"]).index
         trace_of_root = pd.Series(np.arange(len(order)), index=order)
         legs["trace_id"] = trace_of_root.reindex(legs["root"]).to_numpy()
         upstream = build_upstream(legs)
         traces = build_traces(legs, upstream)
-        hops = dns.assign(trace_id=legs["trace_id"].reindex(dns["leg"]).to_numpy(), depth=legs["depth"].reindex(dns["leg"]).to_numpy())
+        hops = dns  # ours since assign_legs: columns are added in place rather than copying a million rows
+        hops["trace_id"] = legs["trace_id"].reindex(dns["leg"]).to_numpy()
+        hops["depth"] = legs["depth"].reindex(dns["leg"]).to_numpy()
         records["trace_id"] = legs["trace_id"].reindex(join_logs(legs, records)).fillna(-1).astype(int).to_numpy() if len(records) else []
     else:
         legs = pd.DataFrame()
@@ -590,5 +666,7 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
         "decode_errors": int(capture_stats.get("decode_errors", 0)) + int((~events["decoded"]).sum() if len(events) and "decode_errors" not in capture_stats else 0),
     }
     all_hops = pd.concat([hops, icmp_hops], ignore_index=True) if len(icmp_hops) else hops
-    return Correlation(traces=traces, hops=all_hops.sort_values("ts_ns", kind="stable"), upstream=upstream,
+    if not all_hops["ts_ns"].is_monotonic_increasing:
+        all_hops = all_hops.sort_values("ts_ns", kind="stable")
+    return Correlation(traces=traces, hops=all_hops, upstream=upstream,
                        logs=records, errors=errors, stats=stats, unparsed=logs.unparsed)

@@ -91,7 +91,7 @@ def conform(frame: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise EventsError(f"events table lacks columns: {', '.join(missing)}")
-    out = frame[list(COLUMNS)].copy()
+    out = frame[list(COLUMNS)]  # a new frame: the caller's is never changed
     for name, dtype in COLUMNS.items():
         if dtype == "category":
             if not isinstance(out[name].dtype, pd.CategoricalDtype):
