@@ -131,12 +131,13 @@ def policy_cause(facts: ClusterFacts, client_ip: str, group: pd.DataFrame) -> st
 def coredns_unreachable(traces: pd.DataFrame, facts: ClusterFacts) -> list[Finding]:
     """The DNAT target does not answer: ICMP errors about its port 53. (A query delivered without one
     reached a live process; that is not this finding.)"""
-    icmp = traces["icmp_target"].str.endswith(":53") & (traces["icmp_target"] != "") & (traces["outcome"] != "answered")
+    with_icmp = traces[(traces["icmp_target"] != "").to_numpy()]  # string work only where there is an ICMP error
+    icmp = with_icmp["icmp_target"].str.endswith(":53") & (with_icmp["outcome"] != "answered")
     if facts.coredns_pods:
-        icmp &= traces["icmp_target"].str.split(":").str[0].isin(list(facts.coredns_pods)) | (traces["server_role"] == "coredns")
-    bad = traces[icmp]
+        icmp &= with_icmp["icmp_target"].str.split(":").str[0].isin(list(facts.coredns_pods)) | (with_icmp["server_role"] == "coredns")
+    bad = with_icmp[icmp]
     findings = []
-    total_to_dns = traces[traces["dnat_to"] != ""].groupby("client_vantage").size()
+    total_to_dns = traces.loc[(traces["dnat_to"] != "").to_numpy(), "client_vantage"].value_counts()
     for target, group in bad.groupby("icmp_target"):
         ip = target.split(":")[0]
         replica = facts.coredns_pods.get(ip, group["reached"].iloc[0] if group["reached_role"].iloc[0] == "coredns" else ip)
@@ -306,25 +307,41 @@ def split_search(traces: pd.DataFrame, facts: ClusterFacts) -> pd.Series:
     """Each trace's base name where its qname is `base.<one of its client's search domains>.`, else ''."""
     if traces.empty:
         return pd.Series("", index=traces.index, dtype=object)
-    candidates = traces[["client_ip", "qname"]].reset_index().merge(search_lists(traces, facts), on="client_ip")
+    asked = traces[["client_ip", "qname"]]
+    distinct = asked.drop_duplicates()  # lookups repeat: split each distinct (client, name) once
+    candidates = distinct.reset_index().merge(search_lists(traces, facts), on="client_ip")
     qname = candidates["qname"].str.lower()
     tail = "." + candidates["suffix"] + "."
     hit = candidates[[q.endswith(t) for q, t in zip(qname, tail)]].copy()
     hit["base"] = [q[: -len(t)] for q, t in zip(hit["qname"].str.lower(), "." + hit["suffix"] + ".")]
     longest = hit.assign(length=hit["suffix"].str.len()).sort_values("length", ascending=False).drop_duplicates("index")
-    return longest.set_index("index")["base"].reindex(traces.index).fillna("")
+    base = longest.set_index("index")["base"].reindex(distinct.index).fillna("")
+    joined = asked.merge(distinct.assign(base=base.to_numpy()), on=["client_ip", "qname"], how="left")
+    return pd.Series(joined["base"].to_numpy(), index=traces.index)
+
+
+def per_distinct(test, *columns: pd.Series) -> np.ndarray:
+    """`test(*values)` for each row of `columns`, computed once per distinct combination of values."""
+    combined = np.zeros(len(columns[0]), dtype=np.int64)
+    for column in columns:
+        codes, distinct = pd.factorize(column)
+        combined = combined * (len(distinct) + 1) + codes + 1
+    _, first, rows = np.unique(combined, return_index=True, return_inverse=True)
+    values = [column.to_numpy()[first] for column in columns]
+    return np.array([test(*row) for row in zip(*values)], dtype=bool)[rows] if len(first) else np.zeros(len(combined), dtype=bool)
 
 
 def name_problems(traces: pd.DataFrame, facts: ClusterFacts) -> list[Finding]:
     """NXDOMAIN and NODATA for what the workload meant, and the search-list noise around it."""
-    answered = traces[traces["outcome"] == "answered"].copy()
+    answered = traces[traces["outcome"] == "answered"].copy(deep=False)  # the mask already copied
     if answered.empty:
         return []
     # Only NXDOMAIN answers can be search-list noise or a missing Service: split just those.
     denied = answered["rcode"] == "NXDOMAIN"
     answered["base"] = ""
     answered.loc[denied, "base"] = split_search(answered[denied], facts).to_numpy()
-    answered["multi_label_base"] = answered["base"].str.contains(".", regex=False)
+    answered["multi_label_base"] = False
+    answered.loc[denied, "multi_label_base"] = answered.loc[denied, "base"].str.contains(".", regex=False).to_numpy(dtype=bool)
     qnames = answered["qname"].str.lower()
     findings = []
 
@@ -384,8 +401,9 @@ def name_problems(traces: pd.DataFrame, facts: ClusterFacts) -> list[Finding]:
             evidence(group, kind="external"), len(group)))
 
     # NODATA: NOERROR without the type asked, a CNAME without its A included; AAAA next to a good A is normal.
-    a_answered = set(zip(answered["client_ip"], qnames, answered["answers"].str.contains(r"(?:^|, )A ", regex=True)))
-    has_type = np.array([f", {t} " in f", {a}" for t, a in zip(answered["qtype"], answered["answers"])], dtype=bool)
+    with_a = per_distinct(lambda answers: re.search(r"(?:^|, )A ", answers) is not None, answered["answers"])
+    a_answered = set(pd.DataFrame({"c": answered["client_ip"], "q": qnames, "a": with_a}).drop_duplicates().itertuples(index=False, name=None))
+    has_type = per_distinct(lambda qtype, answers: f", {qtype} " in f", {answers}", answered["qtype"], answered["answers"])
     missing = answered[(answered["rcode"] == "NOERROR") & (answered["qtype"] != "") & ~has_type]
     normal_aaaa = [(q == "AAAA") and ((c, n, True) in a_answered) for q, c, n in zip(missing["qtype"], missing["client_ip"], missing["qname"].str.lower())]
     missing = missing[~np.array(normal_aaaa, dtype=bool)] if len(missing) else missing
