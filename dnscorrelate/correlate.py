@@ -246,35 +246,44 @@ def describe_legs(dns: pd.DataFrame) -> pd.DataFrame:
 # --- linking upstream legs to their parents -----------------------------------
 
 
+def question_codes(legs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes of (server, qname, qtype), the question a leg asked its server, and of (originator,
+    qname, qtype), the one it asks from where it started: equal codes are the same question at the same place."""
+    places = pd.factorize(np.concatenate([legs["server"].to_numpy(), legs["originator"].to_numpy()]))[0].astype(np.int64)
+    name = pd.factorize(legs["qname"])[0].astype(np.int64)
+    qtype = pd.factorize(legs["qtype"])[0].astype(np.int64)
+    asked = name * (qtype.max(initial=0) + 1) + qtype
+    span = asked.max(initial=0) + 1
+    return places[: len(legs)] * span + asked, places[len(legs):] * span + asked
+
+
 def link_parents(legs: pd.DataFrame, candidates: pd.Series | None = None) -> pd.DataFrame:
     """For each leg, the leg it is an upstream exchange of (-1 if none), and whether the pick was ambiguous.
-    `candidates` (a mask) limits which legs may be children."""
-    legs = legs[["server", "originator", "qname", "qtype", "t_start", "t_server_in", "t_server_out"]]  # copy only what is used
-    parents = legs[legs["server"] != legs["originator"]].copy()
-    parents["t_window_end"] = parents["t_server_out"].fillna(parents["t_server_in"] + SERVER_WAIT_NS)
-    parents = parents[parents["t_server_in"].notna()]
-    # The question a parent was asked at its server, and the one a child asks from its originator (names are
-    # lower-cased at decode): a child's question must be one some parent's server was asked.
-    question = ["at", "qname", "qtype"]
-    parents = parents.assign(at=parents["server"])
-    children = (legs if candidates is None else legs[candidates]).assign(at=lambda f: f["originator"])
-    parents = parents[parents["at"].isin(set(children["at"]))]  # a parent's server is some child's originator
-    asked = pd.MultiIndex.from_frame(parents[question])
-    children = children[pd.MultiIndex.from_frame(children[question]).isin(asked)]
-    if children.empty or parents.empty:
-        return pd.DataFrame({"parent": -1, "ambiguous": False}, index=legs.index)
-
-    parents = parents.sort_values("t_server_in")
-    # An earlier candidate whose window is still open when a later one starts makes the later ambiguous.
-    running_end = parents.groupby(question)["t_window_end"].cummax()
-    parents["open_before"] = running_end.groupby([parents[c] for c in question]).shift(1)
-    left = children.reset_index().rename(columns={"leg": "child"})[[*question, "t_start", "child"]].sort_values("t_start")
-    right = parents.reset_index().rename(columns={"leg": "parent"})[[*question, "t_server_in", "t_window_end", "open_before", "parent"]]
-    right["t_server_in"] = right["t_server_in"].astype("int64")
-    matched = pd.merge_asof(left, right, left_on="t_start", right_on="t_server_in", by=question, direction="backward")
-    ok = matched["parent"].notna() & (matched["t_start"] <= matched["t_window_end"]) & (matched["parent"] != matched["child"])
-    matched = matched[ok]
+    `candidates` (a mask) limits which legs may be children. A child asks, from its originator, the question
+    its parent was asked at that parent's server (names are lower-cased at decode), while the parent waits."""
     result = pd.DataFrame({"parent": -1, "ambiguous": False}, index=legs.index)
+    at_server, from_origin = question_codes(legs)
+    t_server_in = legs["t_server_in"].to_numpy(dtype=np.float64)
+    may_parent = (legs["server"] != legs["originator"]).to_numpy() & ~np.isnan(t_server_in)
+    may_child = np.ones(len(legs), dtype=bool) if candidates is None else candidates.to_numpy(dtype=bool)
+    may_parent &= np.isin(at_server, from_origin[may_child])
+    may_child &= np.isin(from_origin, at_server[may_parent])
+    if not may_parent.any() or not may_child.any():
+        return result
+
+    window_end = legs["t_server_out"].to_numpy(dtype=np.float64)
+    window_end = np.where(np.isnan(window_end), t_server_in + SERVER_WAIT_NS, window_end)
+    right = pd.DataFrame({
+        "question": at_server[may_parent], "t_server_in": t_server_in[may_parent].astype(np.int64),
+        "t_window_end": window_end[may_parent], "parent": legs.index.to_numpy()[may_parent],
+    }).sort_values("t_server_in", kind="stable")
+    # An earlier candidate whose window is still open when a later one starts makes the later ambiguous.
+    right["open_before"] = right.groupby("question")["t_window_end"].cummax().groupby(right["question"]).shift(1)
+    left = pd.DataFrame({
+        "question": from_origin[may_child], "t_start": legs["t_start"].to_numpy()[may_child], "child": legs.index.to_numpy()[may_child],
+    }).sort_values("t_start", kind="stable")
+    matched = pd.merge_asof(left, right, left_on="t_start", right_on="t_server_in", by="question", direction="backward")
+    matched = matched[(matched["parent"].notna() & (matched["t_start"] <= matched["t_window_end"]) & (matched["parent"] != matched["child"])).to_numpy()]
     result.loc[matched["child"].to_numpy(), "parent"] = matched["parent"].astype(int).to_numpy()
     result.loc[matched["child"].to_numpy(), "ambiguous"] = (matched["open_before"] >= matched["t_start"]).to_numpy()
     return result
