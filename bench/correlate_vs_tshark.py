@@ -1,6 +1,7 @@
 """Correlation throughput on real lab traffic: `dnscorrelate correlate` against tshark, same packets.
 
-    sudo .venv/bin/python bench/correlate_vs_tshark.py [--sizes 10000 100000 1000000] [--rate 5000]
+    sudo .venv/bin/python bench/correlate_vs_tshark.py [--sizes 10000 100000 1000000] [--rate 5000] [--keep DIR]
+    .venv/bin/python bench/correlate_vs_tshark.py --reuse DIR   # time again what --keep DIR saved
 
 1. Brings up the default lab and captures, in every namespace, dnsperf
    traffic from demo/mypod to the kube-dns VIP (a mix of Service names, answered
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import ipaddress
 import os
+import resource
 import struct
 import subprocess
 import sys
@@ -100,8 +102,15 @@ def peak_rss_mib(pid: int) -> float:
     return 0.0
 
 
-def timed(cmd: list[str]) -> tuple[float, float]:
-    """(wall seconds, peak RSS MiB) of a command run to completion, its output discarded."""
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(cmd: list[str]) -> tuple[float, float, float]:
+    """(wall seconds, CPU seconds, peak RSS MiB) of a command run to completion, its output discarded.
+    CPU time is shown beside wall time because this VM's wall times vary by up to half between runs."""
+    cpu_before = children_cpu()
     started = time.perf_counter()
     process = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=ROOT)
     peak = 0.0
@@ -111,7 +120,21 @@ def timed(cmd: list[str]) -> tuple[float, float]:
     elapsed = time.perf_counter() - started
     if process.returncode != 0:
         raise RuntimeError(f"{cmd[0]} failed: {' '.join(cmd)}")
-    return elapsed, peak
+    return elapsed, children_cpu() - cpu_before, peak
+
+
+def print_header() -> None:
+    print(f"{'events':>9} | {'dnscorrelate s':>14} {'CPU s':>6} {'pkts/s':>8} {'RSS MiB':>7} | {'tshark s':>8} {'CPU s':>6} {'pkts/s':>8} "
+          f"{'RSS MiB':>7} | {'speed-up':>8} {'by CPU':>6}")
+
+
+def compare(size: int, events_path: Path, pcap_path: Path) -> None:
+    """Time both tools on the same `size` packets and print one row."""
+    ours, ours_cpu, ours_rss = timed([sys.executable, "-m", "dnscorrelate", "correlate", "--events", str(events_path), "-o", "table"])
+    theirs, theirs_cpu, theirs_rss = timed(["tshark", "-n", "-r", str(pcap_path), "-T", "fields", "-e", "frame.number",
+                                "-e", "dns.id", "-e", "dns.response_to", "-e", "dns.time"])
+    print(f"{size:>9} | {ours:>14.2f} {ours_cpu:>6.2f} {size / ours:>8.0f} {ours_rss:>7.0f} | {theirs:>8.2f} {theirs_cpu:>6.2f} {size / theirs:>8.0f} "
+          f"{theirs_rss:>7.0f} | {theirs / ours:>7.1f}x {theirs_cpu / ours_cpu:>5.1f}x")
 
 
 def main() -> None:
@@ -119,7 +142,13 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     parser.add_argument("--rate", type=int, default=5000, help="dnsperf queries per second")
     parser.add_argument("--keep", type=Path, help="keep the captures (Parquet, pcap) in this folder")
+    parser.add_argument("--reuse", type=Path, metavar="DIR", help="time the captures an earlier --keep DIR saved; capture nothing")
     args = parser.parse_args()
+    if args.reuse:
+        print_header()
+        for size in args.sizes:
+            compare(size, args.reuse / f"e{size}.parquet", args.reuse / f"p{size}.pcap")
+        return
     from dnscorrelate import events
 
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
@@ -127,7 +156,7 @@ def main() -> None:
         workdir.mkdir(parents=True, exist_ok=True)
         raw, frame, stats, boot_to_wall = capture_traffic(max(args.sizes), args.rate, workdir)
         print(f"captured {len(frame)} events ({len(raw)} records) of dnsperf traffic; lost samples {stats['lost_samples']}")
-        print(f"{'events':>9} {'dnscorrelate s':>15} {'pkts/s':>9} {'RSS MiB':>8} {'tshark s':>9} {'pkts/s':>9} {'RSS MiB':>8} {'speed-up':>9}")
+        print_header()
         for size in args.sizes:
             if size > len(raw):
                 print(f"{size:>9} (only {len(raw)} captured)")
@@ -135,10 +164,7 @@ def main() -> None:
             subset = frame.iloc[:size]
             events.save(subset, workdir / f"e{size}.parquet", stats)
             write_pcap(raw[:size], workdir / f"p{size}.pcap", boot_to_wall)
-            ours, ours_rss = timed([sys.executable, "-m", "dnscorrelate", "correlate", "--events", str(workdir / f"e{size}.parquet"), "-o", "table"])
-            theirs, theirs_rss = timed(["tshark", "-n", "-r", str(workdir / f"p{size}.pcap"), "-T", "fields", "-e", "frame.number",
-                                        "-e", "dns.id", "-e", "dns.response_to", "-e", "dns.time"])
-            print(f"{size:>9} {ours:>15.2f} {size / ours:>9.0f} {ours_rss:>8.0f} {theirs:>9.2f} {size / theirs:>9.0f} {theirs_rss:>8.0f} {theirs / ours:>8.1f}x")
+            compare(size, workdir / f"e{size}.parquet", workdir / f"p{size}.pcap")
 
 
 if __name__ == "__main__":
