@@ -20,8 +20,6 @@ Prints figures; asserts nothing.
 from __future__ import annotations
 
 import argparse
-import ipaddress
-import os
 import resource
 import struct
 import subprocess

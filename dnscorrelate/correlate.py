@@ -70,14 +70,6 @@ def add_client_key(dns: pd.DataFrame) -> pd.DataFrame:
     return dns
 
 
-def text(series: pd.Series) -> pd.Series:
-    """A column as strings; for a categorical, a take from its categories (astype(str) calls str() per value)."""
-    if isinstance(series.dtype, pd.CategoricalDtype):
-        categories = np.append(series.cat.categories.to_numpy(dtype=object).astype(str), "")
-        return pd.Series(categories[series.cat.codes.to_numpy()], index=series.index, dtype=object)
-    return series.astype(str)
-
-
 def assign_legs(dns: pd.DataFrame) -> pd.DataFrame:
     """`leg` numbers: one per key, split where consecutive sightings are LEG_GAP_NS apart; rows in time order."""
     if not dns["ts_ns"].is_monotonic_increasing:

@@ -171,7 +171,6 @@ def waterfalls(analysis: Analysis, limit: int = MAX_WATERFALLS) -> list[dict]:
                 "detail": f"id {h.dns_id} {h.rcode or ''} {h.answers or ''}".strip(),
             })
         bars = []
-        x = LABEL_WIDTH
         if t.t_start == t.t_start:
             marks = [("pod → server", t.t_start, t.t_server_in, "#4c78a8"), ("in server", t.t_server_in, t.t_server_out, "#f58518"),
                      ("return", t.t_server_out, t.t_client_in, "#54a24b")]
@@ -179,7 +178,6 @@ def waterfalls(analysis: Analysis, limit: int = MAX_WATERFALLS) -> list[dict]:
                 if a is not pd.NA and b is not pd.NA and a == a and b == b and b >= a:
                     bars.append({"x": LABEL_WIDTH + (int(a) - start) * scale, "width": max((int(b) - int(a)) * scale, 1), "color": color,
                                  "label": f"{label} {(int(b) - int(a)) / 1e6:.3f} ms"})
-                    x = bars[-1]["x"]
         result.append({"id": int(t.trace_id), "points": points, "bars": bars, "height": 40 + len(points) * ROW_HEIGHT,
                        "span_ms": f"{span / 1e6:.3f}", "width": LABEL_WIDTH + PLOT_WIDTH + 90})
     return result
