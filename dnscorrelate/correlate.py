@@ -123,12 +123,9 @@ class LegRows:
 
 
 def strings_at(column: pd.Series, rows: np.ndarray) -> np.ndarray:
-    """The column's values at `rows` as strings; "" where the row is -1 or the value is missing."""
-    if isinstance(column.dtype, pd.CategoricalDtype):
-        categories = np.append(column.cat.categories.to_numpy(dtype=object).astype(str), "")
-        codes = column.cat.codes.to_numpy()
-        return categories[np.where(rows >= 0, codes[rows], -1)]
-    return np.where(rows >= 0, column.to_numpy()[rows].astype(str).astype(object), "")
+    """A categorical column's values at `rows` as strings; "" where the row is -1 or the value is missing."""
+    categories = np.append(column.cat.categories.to_numpy(dtype=object).astype(str), "")
+    return categories[np.where(rows >= 0, column.cat.codes.to_numpy()[rows], -1)]
 
 
 def values_at(column: pd.Series, rows: np.ndarray, missing=np.nan) -> np.ndarray:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from dnscorrelate.lab import netns
-from dnscorrelate.errors import CaptureError  # noqa: F401 (re-exported)
+from dnscorrelate.errors import CaptureError
 
 BPF_SOURCE = Path(__file__).resolve().parents[2] / "bpf" / "dns_trace.c"
 PAYLOAD_MAX = 512
@@ -142,17 +142,14 @@ class RingReader:
         lengths = records["length"]
         busy = np.flatnonzero(lengths & BUSY_BIT)
         taken = records[: busy[0]] if busy.size else records
+        if ((taken["length"] & ~np.uint32(BUSY_BIT | DISCARD_BIT)) != EVENT_DTYPE.itemsize).any():
+            raise CaptureError(f"ring buffer records are not all {EVENT_DTYPE.itemsize} bytes: "
+                               "bpf/dns_trace.c and EVENT_DTYPE disagree")
         discarded = (taken["length"] & DISCARD_BIT) != 0
         events = (taken["event"][~discarded] if discarded.any() else taken["event"]).tobytes()  # one copy
         del records, lengths, taken  # release the views into the map before moving on
         self._consumer_pos[0] = consumer + (busy[0] if busy.size else available) * RECORD_DTYPE.itemsize
         return events
-
-    def close(self) -> None:
-        self._epoll.close()
-        del self._consumer_pos, self._producer_pos
-        self._consumer_map.close()
-        self._producer_map.close()
 
 
 class Tracer:
