@@ -58,20 +58,22 @@ def same_categories(a: pd.Series, b: pd.Series) -> tuple[pd.Index, np.ndarray, n
 
 
 def add_client_key(dns: pd.DataFrame) -> pd.DataFrame:
-    """Columns client_ip/client_port and a `key` integer shared by every sighting of one exchange.
-    Built from category codes: no string per packet."""
+    """Columns client_ip/client_port and a `key` integer shared by every sighting of one exchange, added
+    in place (the caller owns `dns`). Built from category codes: no string per packet."""
     response = dns["qr"].to_numpy()
     ips, src, dst = same_categories(dns["src_ip"], dns["dst_ip"])
     client = np.where(response, dst, src).astype(np.int64)
     port = np.where(response, dns["dst_port"].to_numpy(), dns["src_port"].to_numpy()).astype(np.int64)
     tcp = (dns["proto"] == "tcp").to_numpy().astype(np.int64)
-    dns = dns.assign(client_ip=pd.Categorical.from_codes(client, ips), client_port=port)
+    dns["client_ip"] = pd.Categorical.from_codes(client, ips)
+    dns["client_port"] = port
     dns["key"] = (client << 34) | (port << 18) | ((dns["dns_id"].to_numpy().astype(np.int64) & 0xFFFF) << 2) | tcp
     return dns
 
 
 def assign_legs(dns: pd.DataFrame) -> pd.DataFrame:
-    """`leg` numbers: one per key, split where consecutive sightings are LEG_GAP_NS apart; rows in time order."""
+    """`leg` numbers: one per key, split where consecutive sightings are LEG_GAP_NS apart; rows in time order.
+    The column is added in place when `dns` already is in time order (the caller owns it)."""
     if not dns["ts_ns"].is_monotonic_increasing:
         dns = dns.sort_values("ts_ns", kind="stable")
     key = dns["key"].to_numpy()
@@ -82,7 +84,8 @@ def assign_legs(dns: pd.DataFrame) -> pd.DataFrame:
     new[1:] = (k[1:] != k[:-1]) | (t[1:] - t[:-1] > LEG_GAP_NS)
     leg = np.empty(len(dns), dtype=np.int64)
     leg[order] = np.cumsum(new) - 1
-    return dns.assign(leg=leg)
+    dns["leg"] = leg
+    return dns
 
 
 class LegRows:
@@ -603,7 +606,10 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
     logs = logs or ParsedLogs(empty(RECORD_COLUMNS), empty(ERROR_COLUMNS))
     capture_stats = capture_stats or {}
     kinds = events["kind"]
-    dns = events[(kinds == "dns").to_numpy()]
+    is_dns = (kinds == "dns").to_numpy()
+    # A frame of our own for the million-row work: a shallow copy when every event is DNS, so columns
+    # can be added in place without copying the caller's data or touching its frame.
+    dns = events.copy(deep=False) if is_dns.all() else events[is_dns].copy(deep=False)
     icmp = events[(kinds == "icmp-error").to_numpy()]
     control = events[kinds.isin(["tcp-syn", "tcp-synack", "tcp-rst"]).to_numpy()]
     records = logs.records.copy()
@@ -627,7 +633,7 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
         legs["trace_id"] = trace_of_root.reindex(legs["root"]).to_numpy()
         upstream = build_upstream(legs)
         traces = build_traces(legs, upstream)
-        hops = dns  # ours since assign_legs: columns are added in place rather than copying a million rows
+        hops = dns  # ours (see above): columns are added in place rather than copying a million rows
         hops["trace_id"] = legs["trace_id"].reindex(dns["leg"]).to_numpy()
         hops["depth"] = legs["depth"].reindex(dns["leg"]).to_numpy()
         records["trace_id"] = legs["trace_id"].reindex(join_logs(legs, records)).fillna(-1).astype(int).to_numpy() if len(records) else []

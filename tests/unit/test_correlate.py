@@ -106,3 +106,11 @@ def test_unparsed_log_lines_are_counted():
     logs = parse_lines(["garbage", '[INFO] 10.244.0.4:1 - 2 "A IN x. udp 1 false 512" NOERROR qr 1 0.1s'], "l.log", "coredns-0")
     c = correlate(None, logs)
     assert c.stats["unparsed_lines"] == 1 and c.unparsed == [("l.log", 1, "garbage")] and len(c.traces) == 1
+
+
+def test_correlating_leaves_the_callers_events_unchanged():
+    """The correlator adds its columns in place on a frame of its own; the caller's must not see them."""
+    frame, stats, logs, _ = load_fixture("healthy")
+    before = frame.copy()
+    correlate(frame, logs, stats)
+    pd.testing.assert_frame_equal(frame, before)
