@@ -380,39 +380,44 @@ def ns(value: pd.Series) -> pd.Series:
 
 
 def build_traces(legs: pd.DataFrame, upstream: pd.DataFrame) -> pd.DataFrame:
-    roots = legs[legs["depth"] == 0].sort_values("trace_id")  # trace ids number roots in time order
+    root_rows = np.flatnonzero(legs["depth"].to_numpy() == 0)
+    root_rows = root_rows[np.argsort(legs["trace_id"].to_numpy()[root_rows], kind="stable")]  # trace ids number roots in time order
+
+    def roots(column: str) -> np.ndarray:  # one column at a time: no copy of the whole legs frame
+        return legs[column].to_numpy()[root_rows]
+
     traces = pd.DataFrame(
         {
-            "trace_id": roots["trace_id"].to_numpy(),
-            "client_ip": roots["client_ip"].to_numpy(),
-            "client_port": roots["client_port"].to_numpy(),
-            "dns_id": roots["dns_id"].to_numpy(),
-            "proto": roots["proto"].to_numpy(),
-            "qname": roots["qname"].to_numpy(),
-            "qtype": roots["qtype"].to_numpy(),
-            "client_vantage": roots["originator"].to_numpy(),
-            "client_role": roots["origin_role"].to_numpy(),
-            "server": roots["server"].to_numpy(),
-            "server_role": roots["server_role"].to_numpy(),
-            "reached": roots["reached"].to_numpy(),
-            "reached_role": roots["reached_role"].to_numpy(),
-            "dst_ip": roots["dst_ip"].to_numpy(),
-            "dnat_to": roots["dnat_to"].to_numpy(),
-            "dnat_at": roots["dnat_at"].to_numpy(),
-            "seen_at_node": roots["seen_at_node"].to_numpy(),
-            "forwarded_by_node": roots["forwarded_by_node"].to_numpy(),
-            "t_start": roots["t_start"].to_numpy(),
-            "t_server_in": ns(roots["t_server_in"]).to_numpy(),
-            "t_server_out": ns(roots["t_server_out"]).to_numpy(),
-            "t_client_in": ns(roots["t_client_in"]).to_numpy(),
-            "client_latency_ns": ns(roots["client_latency_ns"]).to_numpy(),
-            "rcode": roots["rcode"].to_numpy(),
-            "server_rcode": roots["server_rcode"].to_numpy(),
-            "answers": roots["answers"].to_numpy(),
-            "ancount": roots["ancount"].to_numpy(),
-            "tc": roots["tc"].to_numpy(),
-            "aa": roots["aa"].to_numpy(),
-            "responses_seen": roots["responses_seen"].to_numpy(),
+            "trace_id": roots("trace_id"),
+            "client_ip": roots("client_ip"),
+            "client_port": roots("client_port"),
+            "dns_id": roots("dns_id"),
+            "proto": roots("proto"),
+            "qname": roots("qname"),
+            "qtype": roots("qtype"),
+            "client_vantage": roots("originator"),
+            "client_role": roots("origin_role"),
+            "server": roots("server"),
+            "server_role": roots("server_role"),
+            "reached": roots("reached"),
+            "reached_role": roots("reached_role"),
+            "dst_ip": roots("dst_ip"),
+            "dnat_to": roots("dnat_to"),
+            "dnat_at": roots("dnat_at"),
+            "seen_at_node": roots("seen_at_node"),
+            "forwarded_by_node": roots("forwarded_by_node"),
+            "t_start": roots("t_start"),
+            "t_server_in": ns(pd.Series(roots("t_server_in"))).to_numpy(),
+            "t_server_out": ns(pd.Series(roots("t_server_out"))).to_numpy(),
+            "t_client_in": ns(pd.Series(roots("t_client_in"))).to_numpy(),
+            "client_latency_ns": ns(pd.Series(roots("client_latency_ns"))).to_numpy(),
+            "rcode": roots("rcode"),
+            "server_rcode": roots("server_rcode"),
+            "answers": roots("answers"),
+            "ancount": roots("ancount"),
+            "tc": roots("tc"),
+            "aa": roots("aa"),
+            "responses_seen": roots("responses_seen"),
         }
     ).set_index("trace_id", drop=False)
     traces.index.name = None
