@@ -331,9 +331,14 @@ def per_distinct(test, *columns: pd.Series) -> np.ndarray:
     return np.array([test(*row) for row in zip(*values)], dtype=bool)[rows] if len(first) else np.zeros(len(combined), dtype=bool)
 
 
+NAME_COLUMNS = ["trace_id", "client_ip", "client_vantage", "qname", "qtype", "rcode", "answers", "ancount", "tc", "aa",
+                "served_from", "upstream_server", "log_ref", "error"]
+
+
 def name_problems(traces: pd.DataFrame, facts: ClusterFacts) -> list[Finding]:
     """NXDOMAIN and NODATA for what the workload meant, and the search-list noise around it."""
-    answered = traces[traces["outcome"] == "answered"].copy(deep=False)  # the mask already copied
+    columns = [c for c in NAME_COLUMNS if c in traces.columns]  # copy only what the rules and evidence read
+    answered = traces.loc[(traces["outcome"] == "answered").to_numpy(), columns]
     if answered.empty:
         return []
     # Only NXDOMAIN answers can be search-list noise or a missing Service: split just those.
