@@ -15,7 +15,19 @@ from rich.table import Table
 
 from dnscorrelate.errors import USER_ERRORS, LabError
 
-console = Console()
+PIPED_WIDTH = 160
+
+
+def stdout_console() -> Console:
+    """Rich's console for results. Written to a pipe or a file, rich assumes 80 columns, which folds the
+    14-column traces table into slivers (and makes rendering it twice as slow): use PIPED_WIDTH there
+    unless COLUMNS says otherwise."""
+    if sys.stdout.isatty() or os.environ.get("COLUMNS"):
+        return Console()
+    return Console(width=PIPED_WIDTH)
+
+
+console = stdout_console()
 errors = Console(stderr=True)
 
 
