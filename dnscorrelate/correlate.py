@@ -596,12 +596,16 @@ def attach_connects(traces: pd.DataFrame, attempts: pd.DataFrame) -> tuple[pd.Da
     left = attempts.rename(columns={"vantage": "server"}).sort_values("ts_ns")
     matched = pd.merge_asof(left, windows, left_on="ts_ns", right_on="t_in", by="server", direction="backward")
     matched = matched[matched["trace_id"].notna() & (matched["ts_ns"] <= matched["t_end"])]
-    grouped = matched.groupby("trace_id")
-    ids = grouped.size().index.astype(int)
-    traces.loc[ids, "upstream_connects"] = grouped.size().to_numpy()
-    traces.loc[ids, "upstream_connects_refused"] = grouped["refused"].sum().astype(int).to_numpy()
-    traces.loc[ids, "upstream_connects_unanswered"] = grouped.apply(lambda g: int((~g["accepted"] & ~g["refused"]).sum()), include_groups=False).to_numpy()
-    traces.loc[ids, "upstream_connect_target"] = grouped["target"].last().to_numpy()
+    if matched.empty:
+        return traces, len(attempts)
+    matched = matched.assign(unanswered=~matched["accepted"] & ~matched["refused"])
+    per_trace = matched.groupby("trace_id").agg(
+        connects=("tuple", "size"), refused=("refused", "sum"), unanswered=("unanswered", "sum"), target=("target", "last"))
+    ids = per_trace.index.astype(int)
+    traces.loc[ids, "upstream_connects"] = per_trace["connects"].to_numpy()
+    traces.loc[ids, "upstream_connects_refused"] = per_trace["refused"].astype(int).to_numpy()
+    traces.loc[ids, "upstream_connects_unanswered"] = per_trace["unanswered"].astype(int).to_numpy()
+    traces.loc[ids, "upstream_connect_target"] = per_trace["target"].to_numpy()
     return traces, int(len(attempts) - len(matched))
 
 

@@ -114,3 +114,11 @@ def test_correlating_leaves_the_callers_events_unchanged():
     before = frame.copy()
     correlate(frame, logs, stats)
     pd.testing.assert_frame_equal(frame, before)
+
+
+def test_connection_attempts_that_fit_no_trace_are_counted_not_fatal():
+    """At the upstream alone, CoreDNS's TCP connection is seen but no trace's server window holds it."""
+    frame, stats, _, _ = load_fixture("healthy")
+    c = correlate(frame[frame["role"] == "upstream"], None, stats)
+    assert c.stats["tcp_connects"] == c.stats["tcp_connects_unmatched"] == 1
+    assert (c.traces["upstream_connects"] == 0).all()
