@@ -27,7 +27,7 @@ EVIDENCE_LIMIT = 20
 PROBLEM_ORDER = [
     "dropped-before-node", "dropped-at-node", "coredns-unreachable", "upstream-unreachable", "upstream-error",
     "response-lost", "nxdomain", "nodata", "truncated", "upstream-slow", "slow-coredns", "coredns-imbalance",
-    "search-path-expansion", "unanswered",
+    "search-path-expansion", "unanswered", "no-lookups",
 ]
 
 
@@ -444,10 +444,23 @@ def unanswered(traces: pd.DataFrame, explained: set[int]) -> list[Finding]:
     return findings
 
 
+def no_lookups(correlation: Correlation) -> Finding:
+    """Nothing to diagnose: said as a warning, never as `ok`, with what the capture did see."""
+    stats = correlation.stats
+    seen = (f"{plural(stats.get('packets', 0), 'packet')} ({stats.get('dns_packets', 0)} DNS) and "
+            f"{plural(stats.get('log_records', 0), 'CoreDNS log record')} were read")
+    return Finding("no-lookups", "pod", f"No lookup from a workload was captured, so there is nothing to diagnose: {seen}. "
+                   "Check that the pod looked a name up while the capture ran and that its network namespace was captured.",
+                   {"stats": {k: stats.get(k, 0) for k in ("packets", "dns_packets", "log_records", "traces", "lost_samples")}},
+                   0, "warning")
+
+
 def diagnose(correlation: Correlation, facts: ClusterFacts | None = None) -> list[Finding]:
-    """Findings, most severe first; `ok` alone when nothing is wrong."""
+    """Findings, most severe first; `ok` alone when nothing is wrong, `no-lookups` when there was nothing to look at."""
     facts = facts or ClusterFacts()
     traces = client_traces(correlation.traces)
+    if traces.empty:
+        return [no_lookups(correlation)]
     findings: list[Finding] = []
     findings += dropped(traces, facts)
     findings += coredns_unreachable(traces, facts)

@@ -20,7 +20,7 @@ HOPS = ("pod", "pod->node", "node->coredns", "coredns", "coredns->upstream", "up
 CODES = (
     "ok", "dropped-before-node", "dropped-at-node", "coredns-unreachable", "upstream-unreachable", "upstream-error",
     "upstream-slow", "nxdomain", "nodata", "search-path-expansion", "response-lost", "truncated", "coredns-imbalance",
-    "slow-coredns", "unanswered",
+    "slow-coredns", "unanswered", "no-lookups",
 )
 
 

@@ -66,3 +66,14 @@ def test_stats_account_for_every_input(diagnosed):
     hops = analysis.correlation.hops
     # every packet is in a trace, or a counted unmatched ICMP error, or TCP set-up summarised as connection attempts
     assert (hops["trace_id"] >= 0).sum() + stats["icmp_unmatched"] + stats["tcp_control_packets"] == stats["packets"]
+
+
+@pytest.mark.parametrize("keep", ["nothing", "upstream only"])
+def test_no_lookups_is_a_warning_not_ok(keep):
+    """Evidence without a single workload lookup (an idle pod, a capture that missed its namespace) is not `ok`."""
+    frame, stats, logs, facts = load_fixture("healthy")
+    frame = frame.iloc[:0] if keep == "nothing" else frame[frame["role"] == "upstream"]
+    analysis = analyze(frame, None, facts, stats)
+    assert keep == "nothing" or len(frame) > 0
+    assert [(f.code, f.severity) for f in analysis.findings] == [("no-lookups", "warning")]
+    assert f"{len(frame)} packet" in analysis.findings[0].summary
