@@ -56,6 +56,16 @@ class ScenarioResult:
             missing.append(f"hop {hop}")
         return missing
 
+    def explain(self) -> str:
+        """Why a run did not pass, with what the clients got and what the capture saw (for test failures and logs)."""
+        findings = [(f.code, f.hop, f.summary) for f in self.analysis.findings] if self.analysis else []
+        clients = [(c.client, c.name, c.rcode or "no answer", round(c.seconds, 2), c.error) for c in self.clients]
+        correlation = self.analysis.correlation.stats if self.analysis else {}
+        capture = {k: self.capture_stats.get(k) for k in ("namespaces", "events", "records_received", "lost_samples", "duration_seconds")}
+        return (f"{self.scenario.name}: missing {self.missing}; found {findings}; error {self.error or None}; clients {clients}; "
+                f"capture {capture}; packets {correlation.get('packets')}, traces {correlation.get('traces')}, "
+                f"log records {correlation.get('log_records')}")
+
     def to_dict(self) -> dict:
         findings = [f.to_dict() for f in self.analysis.findings] if self.analysis else []
         stats = self.analysis.correlation.stats if self.analysis else {}

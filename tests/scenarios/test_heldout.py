@@ -15,4 +15,4 @@ pytestmark = pytest.mark.lab
 @pytest.mark.parametrize("path", HELDOUT, ids=[p.stem for p in HELDOUT])
 def test_heldout_scenario(run_scenario, lab_ready, path):
     result = run_scenario(path)
-    assert result.passed, f"missing {result.missing}; found {[(f.code, f.hop, f.summary) for f in result.analysis.findings]}"
+    assert result.passed, result.explain()

@@ -17,7 +17,6 @@ pytestmark = pytest.mark.lab
 @pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
 def test_scenario(run_scenario, lab_ready, path):
     result = run_scenario(path)
-    found = [(f.code, f.hop, f.summary) for f in result.analysis.findings]
-    assert result.passed, f"missing {result.missing}; found {found}"
+    assert result.passed, result.explain()
     assert result.capture_stats["lost_samples"] == 0
     assert result.analysis.correlation.stats["unparsed_lines"] == 0
