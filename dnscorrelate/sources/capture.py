@@ -136,6 +136,7 @@ class Capture:
         self.tracer.set_ports(list(self.ports))
         self._counters_before = self.tracer.counters()
         self.boot_to_wall = boot_to_wall_ns()
+        self.tracer.drain()  # drops what an earlier capture's last packets left: their capture ids are not ours
         self.tracer.start(self.raw)
         self.started_ns = time.time_ns()
         attach_started = time.monotonic()
