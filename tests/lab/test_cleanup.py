@@ -26,7 +26,10 @@ def isolated_cli(*args, wait=True):
     env = {**os.environ, **ISOLATED}
     cmd = [sys.executable, "-m", "dnscorrelate", *args]
     if not wait:
-        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        # A shell starts background jobs with SIGINT ignored, and a child keeps that: let Ctrl-C reach the CLI
+        # however the suite itself was started.
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
 
 
