@@ -39,16 +39,24 @@ class Finding:
     evidence: dict = field(default_factory=dict)
     count: int = 0
     severity: str = "error"  # error, warning, info
+    covers: frozenset[int] = field(init=False, repr=False, compare=False)  # every trace it explains, not only those cited
+
+    def __post_init__(self) -> None:
+        self.covers = frozenset(self.evidence.pop(COVERED, self.evidence.get("traces", ())))
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "covers"}
+
+
+COVERED = "_covered"  # evidence() hands a finding all of its trace ids under this key; the finding keeps them apart
 
 
 def evidence(traces: pd.DataFrame, **extra) -> dict:
     """Trace ids and log references behind a finding (the first EVIDENCE_LIMIT of each)."""
+    ids = traces["trace_id"].to_numpy()
     refs = [r for r in traces.get("log_ref", pd.Series(dtype=str)).tolist() if r][:EVIDENCE_LIMIT]
     errors = [e for e in traces.get("error", pd.Series(dtype=str)).tolist() if e][:5]
-    found = {"traces": [int(t) for t in traces["trace_id"].tolist()[:EVIDENCE_LIMIT]], "log_lines": refs}
+    found = {"traces": [int(t) for t in ids[:EVIDENCE_LIMIT]], "log_lines": refs, COVERED: ids.tolist()}
     if errors:
         found["errors"] = errors
     return {**found, **extra}
@@ -470,7 +478,7 @@ def diagnose(correlation: Correlation, facts: ClusterFacts | None = None) -> lis
     findings += truncated(traces)
     findings += slow_coredns(traces)
     findings += imbalance(traces, correlation.upstream, facts)
-    explained = {t for f in findings for t in f.evidence.get("traces", [])}
+    explained = set().union(*(f.covers for f in findings))
     findings += unanswered(traces, explained)
     findings.sort(key=lambda f: (PROBLEM_ORDER.index(f.code), -f.count))
     if not any(f.severity in ("error", "warning") for f in findings):
