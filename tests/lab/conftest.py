@@ -1,6 +1,5 @@
 """Lab tests: they need root, network namespaces, nftables and the CoreDNS binary (CI is root)."""
 
-import os
 import subprocess
 import uuid
 
