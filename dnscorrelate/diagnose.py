@@ -26,7 +26,7 @@ IMBALANCE_SHARE = 0.8
 EVIDENCE_LIMIT = 20
 PROBLEM_ORDER = [
     "dropped-before-node", "dropped-at-node", "coredns-unreachable", "upstream-unreachable", "upstream-error",
-    "response-lost", "nxdomain", "nodata", "truncated", "upstream-slow", "slow-coredns", "coredns-imbalance",
+    "coredns-error", "response-lost", "nxdomain", "nodata", "truncated", "upstream-slow", "slow-coredns", "coredns-imbalance",
     "search-path-expansion", "unanswered", "no-lookups",
 ]
 
@@ -452,6 +452,50 @@ def unanswered(traces: pd.DataFrame, explained: set[int]) -> list[Finding]:
     return findings
 
 
+FAILURE_RCODES = ["SERVFAIL", "REFUSED", "NOTIMP", "FORMERR"]
+
+
+def server_failures(traces: pd.DataFrame, facts: ClusterFacts, explained: set[int]) -> list[Finding]:
+    """Failure answers the DNS server gave on its own: no failed upstream exchange (or other rule) explains them."""
+    rest = traces[(traces["outcome"] == "answered") & traces["rcode"].isin(FAILURE_RCODES) & ~traces["trace_id"].isin(explained)]
+    findings = []
+    for (server, role, rcode), group in rest.groupby(["server", "server_role", "rcode"]):
+        why = refused_cause(group, facts, role) if rcode == "REFUSED" else failure_cause(group, facts, role)
+        findings.append(Finding(
+            "coredns-error", "coredns",
+            f"{server} answered {rcode} itself to {plural(len(group), 'lookup')} of {names(group['qname'])} from "
+            f"{names(group['client_vantage'])}, with no failed upstream exchange behind it: {why}",
+            evidence(group, rcode=rcode), len(group)))
+    return findings
+
+
+def refused_cause(group: pd.DataFrame, facts: ClusterFacts, role: str) -> str:
+    if role != "coredns" or not facts.corefile:
+        return "it refuses names outside its server blocks' zones and clients an acl plugin blocks. Check its Corefile."
+    unserved = [q for q in pd.unique(group["qname"]) if facts.serving_block(q) is None]
+    if unserved:
+        zones = ", ".join(dict.fromkeys(z for b in facts.server_blocks() for z in b.zones))
+        return (f"no server block serves {', '.join(unserved[:3])} (the Corefile's zones: {zones}), and CoreDNS refuses names "
+                "outside its zones. Add a `.` server block that forwards, or one for that zone.")
+    blocks = list(dict.fromkeys(facts.serving_block(q) for q in pd.unique(group["qname"])))
+    with_acl = [b for b in blocks if "acl" in b.plugins]
+    if with_acl:
+        where = "; ".join(f"the server block for {', '.join(b.zones)} in the {b.source}" for b in with_acl)
+        return f"{where} has an acl plugin, which answers REFUSED to the clients and query types it blocks. Check its rules against these clients."
+    return "the server block that serves them has no acl plugin, so one of its other plugins refused them. Check that block's plugins."
+
+
+def failure_cause(group: pd.DataFrame, facts: ClusterFacts, role: str) -> str:
+    logged = [e for e in group["error"] if e]
+    if logged:
+        return f"its errors log says: {logged[0]}"
+    block = facts.serving_block(group["qname"].iloc[0]) if role == "coredns" and facts.corefile else None
+    if block is not None and "errors" not in block.plugins:
+        return (f"the server block for {', '.join(block.zones)} has no errors plugin, so CoreDNS logged no reason. "
+                "Add `errors` to it and look again.")
+    return "CoreDNS logged no reason for it. Check its errors log and the plugins of the server block that serves these names."
+
+
 def no_lookups(correlation: Correlation) -> Finding:
     """Nothing to diagnose: said as a warning, never as `ok`, with what the capture did see."""
     stats = correlation.stats
@@ -479,6 +523,7 @@ def diagnose(correlation: Correlation, facts: ClusterFacts | None = None) -> lis
     findings += slow_coredns(traces)
     findings += imbalance(traces, correlation.upstream, facts)
     explained = set().union(*(f.covers for f in findings))
+    findings += server_failures(traces, facts, explained)
     findings += unanswered(traces, explained)
     findings.sort(key=lambda f: (PROBLEM_ORDER.index(f.code), -f.count))
     if not any(f.severity in ("error", "warning") for f in findings):

@@ -21,6 +21,19 @@ class ForwardBlock:
     source: str  # "Corefile" or "coredns-custom <key>"
 
 
+@dataclass(frozen=True)
+class ServerBlock:
+    zones: tuple[str, ...]  # without ports or trailing dots; "." for the root
+    plugins: tuple[str, ...]  # the block's directives, in order
+    source: str
+
+    def serves(self, qname: str) -> str:
+        """The longest of its zones that `qname` is in ("" if none)."""
+        name = qname.lower().rstrip(".")
+        inside = [z for z in self.zones if z == "." or name == z or name.endswith("." + z)]
+        return max(inside, key=lambda z: 0 if z == "." else len(z) + 1, default="")
+
+
 @dataclass
 class ClusterFacts:
     corefile: str = ""
@@ -49,10 +62,44 @@ class ClusterFacts:
             for b in blocks
         ]
 
+    def server_blocks(self) -> list[ServerBlock]:
+        blocks = parse_server_blocks(self.corefile, "Corefile")
+        for key, text in sorted(self.custom_server_blocks.items()):
+            blocks += parse_server_blocks(text, f"coredns-custom {key}")
+        return blocks
+
+    def serving_block(self, qname: str) -> ServerBlock | None:
+        """The server block CoreDNS picks for `qname`: the one with the longest zone it is in."""
+        serving = [(len(b.serves(qname).strip(".")), b) for b in self.server_blocks() if b.serves(qname)]
+        return max(serving, key=lambda pair: pair[0])[1] if serving else None
+
     def forwards_to(self, address: str) -> list[ForwardBlock]:
         """Forward blocks that send queries to `address` (ip or ip:port)."""
         ip = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
         return [b for b in self.forward_blocks() if any(t.split(":")[0] == ip for t in b.targets)]
+
+
+def parse_server_blocks(corefile: str, source: str) -> list[ServerBlock]:
+    """Every server block's zones and the directives at its top level."""
+    blocks, zones, plugins, depth = [], (), [], 0
+    for raw in corefile.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if not line:
+            continue
+        if depth == 0 and line.endswith("{"):
+            zones, plugins = block_zones(line[:-1]), []
+        elif depth == 1 and line != "}":
+            plugins.append(line.split()[0].rstrip("{"))
+        depth += line.count("{") - line.count("}")
+        if depth == 0 and zones:
+            blocks.append(ServerBlock(zones, tuple(plugins), source))
+            zones = ()
+    return blocks
+
+
+def block_zones(keys: str) -> tuple[str, ...]:
+    """`cluster.local:53 .:53` -> ("cluster.local", ".")."""
+    return tuple(z.removeprefix("dns://").split(":")[0].rstrip(".").lower() or "." for z in keys.split())
 
 
 def parse_forwards(corefile: str, source: str) -> list[ForwardBlock]:
@@ -63,7 +110,7 @@ def parse_forwards(corefile: str, source: str) -> list[ForwardBlock]:
         if not line:
             continue
         if depth == 0 and line.endswith("{"):
-            zones = tuple(z.split(":")[0].rstrip(".") or "." for z in line[:-1].split())
+            zones = block_zones(line[:-1])
         match = re.match(r"^forward\s+(\S+)\s+([^{]+)", line)
         if match and depth == 1:
             targets = tuple(t.removeprefix("dns://") for t in match.group(2).split())

@@ -19,7 +19,7 @@ from dnscorrelate.lab.spec import LabSpec, SpecError, describe_errors, parse_yam
 HOPS = ("pod", "pod->node", "node->coredns", "coredns", "coredns->upstream", "upstream", "return")
 CODES = (
     "ok", "dropped-before-node", "dropped-at-node", "coredns-unreachable", "upstream-unreachable", "upstream-error",
-    "upstream-slow", "nxdomain", "nodata", "search-path-expansion", "response-lost", "truncated", "coredns-imbalance",
+    "coredns-error", "upstream-slow", "nxdomain", "nodata", "search-path-expansion", "response-lost", "truncated", "coredns-imbalance",
     "slow-coredns", "unanswered", "no-lookups",
 )
 

@@ -25,6 +25,8 @@ EXPECTED = {
     "truncated": ("truncated", "upstream", ["big.test.", "retried over TCP"]),
     "slow-coredns": ("slow-coredns", "coredns", ["itself took"]),
     "nodelocal-imbalance": ("coredns-imbalance", "node->coredns", ["NodeLocal DNS", "100%"]),
+    "coredns-acl": ("coredns-error", "coredns", ["answered REFUSED itself", "server block for . in the Corefile has an acl plugin"]),
+    "zone-not-served": ("coredns-error", "coredns", ["no server block serves example.com.", "zones: cluster.local, in-addr.arpa"]),
 }
 
 
@@ -98,3 +100,15 @@ def test_a_finding_explains_all_its_lookups_not_only_those_it_cites(name):
     finding = analysis.findings[0]
     assert finding.count == 30 * once.count > EVIDENCE_LIMIT and len(finding.evidence["traces"]) == EVIDENCE_LIMIT
     assert "covers" not in finding.to_dict() and "_covered" not in finding.to_dict()["evidence"]
+
+
+@pytest.mark.parametrize("errors_plugin", [True, False])
+def test_a_servfail_coredns_gave_itself_is_never_ok(errors_plugin):
+    """CoreDNS's own failure answers, without a failed upstream exchange, are reported with what its errors log has to say."""
+    frame, stats, _, facts = load_fixture("coredns-acl")
+    frame = frame.assign(rcode=frame["rcode"].astype(str).replace("REFUSED", "SERVFAIL").astype("category"))
+    facts.corefile = ".:53 {\n" + ("    errors\n" if errors_plugin else "") + "    forward . /etc/resolv.conf\n}\n"
+    findings = analyze(frame, None, facts, stats).findings
+    assert [(f.code, f.hop) for f in findings] == [("coredns-error", "coredns")]
+    assert "answered SERVFAIL itself" in findings[0].summary
+    assert ("logged no reason" in findings[0].summary) and (("no errors plugin" in findings[0].summary) != errors_plugin)

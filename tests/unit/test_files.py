@@ -58,3 +58,23 @@ def test_upstream_corefile_serves_each_zone_and_nxdomain_for_the_rest(topology):
     corefile = files.upstream_corefile(topology, Path("/u"))
     assert "file /u/root.db ." in corefile and "file /u/example.com.db example.com" in corefile
     assert "response set ra" in corefile
+
+
+def test_server_blocks_and_the_one_that_serves_a_name():
+    from dnscorrelate.facts import ClusterFacts
+
+    facts = ClusterFacts(
+        corefile="cluster.local:53 in-addr.arpa:53 {\n  errors\n  kubernetes cluster.local {\n    pods insecure\n  }\n}\n"
+                 ".:53 {\n  forward . /etc/resolv.conf # comment\n  cache 30\n}\n",
+        custom_server_blocks={"corp.server": "corp.test:53 {\n  acl {\n    block\n  }\n  forward . 10.0.0.53\n}\n"},
+    )
+    blocks = facts.server_blocks()
+    assert [(b.zones, b.plugins, b.source) for b in blocks] == [
+        (("cluster.local", "in-addr.arpa"), ("errors", "kubernetes"), "Corefile"),
+        ((".",), ("forward", "cache"), "Corefile"),
+        (("corp.test",), ("acl", "forward"), "coredns-custom corp.server"),
+    ]
+    assert facts.serving_block("web.demo.svc.cluster.local.") == blocks[0]
+    assert facts.serving_block("A.Corp.Test.") == blocks[2] and facts.serving_block("corp.test.") == blocks[2]
+    assert facts.serving_block("notcorp.test.") == blocks[1]
+    assert ClusterFacts(corefile="cluster.local:53 {\n  errors\n}\n").serving_block("example.com.") is None
