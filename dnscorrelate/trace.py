@@ -18,6 +18,7 @@ import pandas as pd
 
 from dnscorrelate.analysis import Analysis, analyze
 from dnscorrelate.correlate import Correlation
+from dnscorrelate.diagnose import COVERED, EVIDENCE_LIMIT
 from dnscorrelate.report.records import trace_records
 
 TICK_S = 1.0
@@ -91,15 +92,20 @@ def for_client(analysis: Analysis, client_ip: str) -> Analysis:
         traces=c.traces[c.traces["trace_id"].isin(ids)], hops=c.hops[c.hops["trace_id"].isin(ids)],
         upstream=c.upstream[c.upstream["trace_id"].isin(ids)], logs=c.logs, errors=c.errors, stats=c.stats, unparsed=c.unparsed,
     )
-    findings = [replace(f, evidence={**f.evidence, "traces": [t for t in f.evidence.get("traces", []) if t in ids]})
-                for f in analysis.findings if not f.evidence.get("traces") or set(f.evidence["traces"]) & ids]
+    findings = []
+    for f in analysis.findings:
+        mine = sorted(f.covers & ids)
+        if not f.covers:
+            findings.append(f)
+        elif mine:  # cite this client's lookups, which need not be among the ones cited for everybody
+            findings.append(replace(f, evidence={**f.evidence, "traces": mine[:EVIDENCE_LIMIT], COVERED: mine}))
     return Analysis(correlation, findings)
 
 
 def codes_by_trace(analysis: Analysis) -> dict[int, list[str]]:
     codes: dict[int, list[str]] = {}
     for f in analysis.findings:
-        for t in f.evidence.get("traces", []):
+        for t in f.covers:
             codes.setdefault(t, []).append(f.code)
     return codes
 

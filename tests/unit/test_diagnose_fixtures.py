@@ -2,12 +2,11 @@
 
 The fault is not in the fixture: only packets, CoreDNS logs and the lab's topology (cluster facts)."""
 
-import pandas as pd
 import pytest
 
 from dnscorrelate.analysis import analyze
 from dnscorrelate.diagnose import EVIDENCE_LIMIT
-from tests.fixtures import load_fixture
+from tests.fixtures import load_fixture, repeated
 
 EXPECTED = {
     # fixture: (code, hop, words the summary must contain)
@@ -81,13 +80,6 @@ def test_no_lookups_is_a_warning_not_ok(keep):
     assert keep == "nothing" or len(frame) > 0
     assert [(f.code, f.severity) for f in analysis.findings] == [("no-lookups", "warning")]
     assert f"{len(frame)} packet" in analysis.findings[0].summary
-
-
-def repeated(frame: pd.DataFrame, times: int) -> pd.DataFrame:
-    """The recorded lookups again and again, 20 s apart, each copy with its own DNS ids."""
-    copies = [frame.assign(ts_ns=frame["ts_ns"] + k * 20_000_000_000, dns_id=(frame["dns_id"].astype(int) + 7 * k) % 65536)
-              for k in range(times)]
-    return pd.concat(copies, ignore_index=True)
 
 
 @pytest.mark.parametrize("name", ["deny-dns-egress", "stale-endpoint"])

@@ -3,8 +3,10 @@
 import pytest
 
 from dnscorrelate.correlate import correlate
-from dnscorrelate.trace import Filter, FilterError, apply_filters
-from tests.fixtures import load_fixture
+from dnscorrelate.analysis import analyze
+from dnscorrelate.diagnose import EVIDENCE_LIMIT
+from dnscorrelate.trace import Filter, FilterError, apply_filters, codes_by_trace, for_client
+from tests.fixtures import load_fixture, repeated
 
 
 @pytest.fixture(scope="module")
@@ -47,3 +49,15 @@ def test_nameserver_matches_the_vip_or_the_dnat_target(traces):
 def test_bad_filters_say_what_is_accepted(traces, text):
     with pytest.raises(FilterError):
         apply_filters(traces, [Filter.parse(text)])
+
+
+def test_a_pods_view_keeps_every_finding_about_its_lookups_past_the_cited_ones():
+    frame, stats, _, facts = load_fixture("deny-dns-egress")
+    analysis = analyze(repeated(frame, 30), None, facts, stats)
+    pod_ip = analysis.correlation.traces["client_ip"].iloc[0]
+    everyone = codes_by_trace(analysis)
+    assert len(everyone) == 30 and all(codes == ["dropped-at-node"] for codes in everyone.values())
+    mine = for_client(analysis, pod_ip)
+    assert [f.code for f in mine.findings] == ["dropped-at-node"]
+    assert len(mine.findings[0].covers) == 30 and len(mine.findings[0].evidence["traces"]) == EVIDENCE_LIMIT
+    assert for_client(analysis, "10.244.9.9").findings == []  # nobody's lookups there: nothing about them
