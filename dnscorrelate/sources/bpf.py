@@ -172,18 +172,20 @@ class Tracer:
             raise CaptureError(f"compiling {BPF_SOURCE.name} failed: {err}") from None
         self.bpf[b"progs"][ct.c_int(0)] = ct.c_int(self.tracer.fd)
         self._sink: list[bytes] | None = None
+        self._ports: list[int] = []
         ring = self.bpf[b"events"]
         self.ring = RingReader(ring.map_fd, ring.max_entries)
 
     def set_ports(self, ports: list[int]) -> None:
-        table = self.bpf[b"dns_ports"]
-        table.clear()
-        for port in ports:
-            table[ct.c_uint16(port)] = ct.c_uint8(1)
+        table = self.bpf[b"dns_ports"]  # an array indexed by port: unset the previous ones, set these
+        for port, traced in [*((p, 0) for p in self._ports), *((p, 1) for p in ports)]:
+            table[ct.c_int(port)] = ct.c_uint8(traced)
+        self._ports = list(ports)
 
     def reset(self) -> None:
-        """Forget queries seen by an earlier capture in this process."""
-        self.bpf[b"queries"].clear()
+        """Forget queries seen by an earlier capture in this process (they no longer match any response)."""
+        table = self.bpf[b"generation"]
+        table[ct.c_int(0)] = ct.c_uint32(table[ct.c_int(0)].value + 1)
 
     def counters(self) -> dict[str, int]:
         table = self.bpf[b"counters"]
