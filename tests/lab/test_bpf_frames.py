@@ -138,6 +138,18 @@ def test_responses_carry_the_latency_since_the_query_at_that_vantage(run):
     assert other_vantage.latency_ns[0] == 0
 
 
+def test_a_reset_forgets_the_queries_seen_before_it(run):
+    q = ether(ipv4("10.244.0.4", "10.96.0.10", UDP, udp(40001, 53, query(qid=10))))
+    r = ether(ipv4("10.96.0.10", "10.244.0.4", UDP, udp(53, 40001, response(qid=10))))
+    run(q)
+    bpf.tracer().reset()  # what every capture start does: the same capture id now names another namespace
+    after_reset, _ = run(r)
+    assert after_reset.latency_ns[0] == 0
+    run(q)
+    answered, _ = run(r)
+    assert answered.latency_ns[0] > 0
+
+
 def test_ring_reader_keeps_every_event_in_order_across_the_ring_wrapping(run):
     """More events than the 32 MiB ring holds, drained in batches: the reader must follow the
     consumer position around the end of the ring (read through the kernel's double mapping) and
