@@ -127,7 +127,9 @@ class RingReader:
         self._producer_pos = np.frombuffer(self._producer_map, "<u8", 1)
         self._data_offset = page
         self._epoll = select.epoll()
-        self._epoll.register(map_fd, select.EPOLLIN)
+        # Edge-triggered: a ring with data in it always polls readable, so a level-triggered reader under
+        # load never sleeps and drains a few records at a time; this one wakes only when the kernel says so.
+        self._epoll.register(map_fd, select.EPOLLIN | select.EPOLLET)
 
     def wait(self, timeout_ms: int) -> None:
         self._epoll.poll(timeout_ms / 1000)
