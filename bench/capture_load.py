@@ -53,6 +53,14 @@ def dnsperf(netns: str, server: str, names: Path, seconds: int, rate: int) -> fl
     return float(re.search(r"Queries per second:\s+([\d.]+)", out).group(1))
 
 
+def warm_cache(lab, directory: Path) -> Path:
+    """The cache-hit names as a dnsperf file in `directory`, each asked once so CoreDNS has it cached."""
+    names = directory / "cached.txt"
+    names.write_text("\n".join(CACHED) + "\n")
+    dnsperf(lab.pod("mypod", "demo").netns, lab.topology.cluster_dns_ip, names, 1, 1000)
+    return names
+
+
 def measure(lab, names: Path, seconds: int, rate: int, capture_on: bool) -> dict:
     from dnscorrelate.sources.capture import Capture, lab_targets
 
@@ -94,9 +102,7 @@ def main() -> None:
     lab = Lab.up(load_spec(), "benchload")
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            cached = Path(tmp) / "cached.txt"
-            cached.write_text("\n".join(CACHED) + "\n")
-            dnsperf(lab.pod("mypod", "demo").netns, lab.topology.cluster_dns_ip, cached, 1, 1000)  # warm the cache
+            cached = warm_cache(lab, Path(tmp))
             print(f"{'mix':9s} {'rate':>6s} | {'qps off':>8s} {'qps on':>8s} {'ratio':>6s} | {'CoreDNS CPU s off':>17s} {'on':>6s} "
                   f"| {'capture CPU s':>13s} {'us/query':>8s} {'% core':>6s} | {'events/s':>9s} {'lost':>5s}")
             for mix in args.mixes:

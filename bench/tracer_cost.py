@@ -49,7 +49,7 @@ def one_run(lab, names: Path, rate: int, seconds: int) -> dict:
 
 
 def main() -> None:
-    from capture_load import CACHED, dnsperf
+    from capture_load import warm_cache
 
     from dnscorrelate.lab.runtime import Lab, teardown
     from dnscorrelate.lab.spec import load_spec
@@ -66,9 +66,7 @@ def main() -> None:
     lab = Lab.up(load_spec(), "benchtracer")
     try:
         with tempfile.TemporaryDirectory() as tmp:
-            names = Path(tmp) / "cached.txt"
-            names.write_text("\n".join(CACHED) + "\n")
-            dnsperf(lab.pod("mypod", "demo").netns, lab.topology.cluster_dns_ip, names, 1, 1000)  # fill the cache
+            names = warm_cache(lab, Path(tmp))
             print(f"{'run':>3} | {'qps':>7} | {'packets':>8} | {'ns/packet':>9} | {'packets/query':>13} | {'records/wake-up':>15}")
             for run in range(1, args.runs + 1):
                 r = one_run(lab, names, args.rate, args.seconds)
