@@ -474,7 +474,7 @@ def refused_cause(group: pd.DataFrame, facts: ClusterFacts, role: str) -> str:
         return "it refuses names outside its server blocks' zones and clients an acl plugin blocks. Check its Corefile."
     unserved = [q for q in pd.unique(group["qname"]) if facts.serving_block(q) is None]
     if unserved:
-        zones = ", ".join(dict.fromkeys(z for b in facts.server_blocks() for z in b.zones))
+        zones = ", ".join(dict.fromkeys(z for b in facts.server_blocks() if b.port == 53 for z in b.zones)) or "none on port 53"
         return (f"no server block serves {', '.join(unserved[:3])} (the Corefile's zones: {zones}), and CoreDNS refuses names "
                 "outside its zones. Add a `.` server block that forwards, or one for that zone.")
     blocks = list(dict.fromkeys(facts.serving_block(q) for q in pd.unique(group["qname"])))

@@ -26,6 +26,7 @@ class ServerBlock:
     zones: tuple[str, ...]  # without ports or trailing dots; "." for the root
     plugins: tuple[str, ...]  # the block's directives, in order
     source: str
+    port: int = 53
 
     def serves(self, qname: str) -> str:
         """The longest of its zones that `qname` is in ("" if none)."""
@@ -68,9 +69,9 @@ class ClusterFacts:
             blocks += parse_server_blocks(text, f"coredns-custom {key}")
         return blocks
 
-    def serving_block(self, qname: str) -> ServerBlock | None:
-        """The server block CoreDNS picks for `qname`: the one with the longest zone it is in."""
-        serving = [(len(b.serves(qname).strip(".")), b) for b in self.server_blocks() if b.serves(qname)]
+    def serving_block(self, qname: str, port: int = 53) -> ServerBlock | None:
+        """The server block CoreDNS picks for `qname` asked on `port`: the one with the longest zone it is in."""
+        serving = [(len(b.serves(qname).strip(".")), b) for b in self.server_blocks() if b.port == port and b.serves(qname)]
         return max(serving, key=lambda pair: pair[0])[1] if serving else None
 
     def forwards_to(self, address: str) -> list[ForwardBlock]:
@@ -88,11 +89,12 @@ def parse_server_blocks(corefile: str, source: str) -> list[ServerBlock]:
             continue
         if depth == 0 and line.endswith("{"):
             zones, plugins = block_zones(line[:-1]), []
+            port = block_port(line[:-1])
         elif depth == 1 and line != "}":
             plugins.append(line.split()[0].rstrip("{"))
         depth += line.count("{") - line.count("}")
         if depth == 0 and zones:
-            blocks.append(ServerBlock(zones, tuple(plugins), source))
+            blocks.append(ServerBlock(zones, tuple(plugins), source, port))
             zones = ()
     return blocks
 
@@ -100,6 +102,13 @@ def parse_server_blocks(corefile: str, source: str) -> list[ServerBlock]:
 def block_zones(keys: str) -> tuple[str, ...]:
     """`cluster.local:53 .:53` -> ("cluster.local", ".")."""
     return tuple(z.removeprefix("dns://").split(":")[0].rstrip(".").lower() or "." for z in keys.split())
+
+
+def block_port(keys: str) -> int:
+    """The port a server block listens on, from its first key (53 when none is given): `cluster.local:5353` -> 5353."""
+    first = keys.split()[0].removeprefix("dns://") if keys.split() else ""
+    port = first.partition(":")[2]
+    return int(port) if port.isdigit() else 53
 
 
 def parse_forwards(corefile: str, source: str) -> list[ForwardBlock]:

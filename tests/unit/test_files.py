@@ -78,3 +78,6 @@ def test_server_blocks_and_the_one_that_serves_a_name():
     assert facts.serving_block("A.Corp.Test.") == blocks[2] and facts.serving_block("corp.test.") == blocks[2]
     assert facts.serving_block("notcorp.test.") == blocks[1]
     assert ClusterFacts(corefile="cluster.local:53 {\n  errors\n}\n").serving_block("example.com.") is None
+    on_another_port = ClusterFacts(corefile="cluster.local {\n  errors\n}\n.:5353 {\n  forward . 10.0.0.53\n}\n")
+    assert [b.port for b in on_another_port.server_blocks()] == [53, 5353]
+    assert on_another_port.serving_block("example.com.") is None and on_another_port.serving_block("example.com.", 5353)
