@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from dnscorrelate.correlate import Correlation
-from dnscorrelate.facts import ClusterFacts, blocking_policies
+from dnscorrelate.facts import ClusterFacts, blocking_policies, serving_block
 
 SLOW_UPSTREAM_MS = 100.0
 SLOW_COREDNS_MS = 100.0
@@ -226,7 +226,7 @@ def upstream_policy_cause(facts: ClusterFacts, group: pd.DataFrame, address: str
             blocking = blocking_policies(facts, "Egress", replica_ip, ip, proto, 53) if replica_ip else []
             if blocking:
                 refs, one = policies_phrase(blocking)
-                return (f"{refs} {'selects' if one else 'select'} {replica} for Egress and allows no {proto} 53 to {ip}: new connections are dropped "
+                return (f"{refs} {'selects' if one else 'select'} {replica} for Egress and allow{'s' if one else ''} no {proto} 53 to {ip}: new connections are dropped "
                         "(flows already open may go on until conntrack forgets them); allow egress to the upstream on UDP and TCP 53")
     return ""
 
@@ -472,13 +472,14 @@ def server_failures(traces: pd.DataFrame, facts: ClusterFacts, explained: set[in
 def refused_cause(group: pd.DataFrame, facts: ClusterFacts, role: str) -> str:
     if role != "coredns" or not facts.corefile:
         return "it refuses names outside its server blocks' zones and clients an acl plugin blocks. Check its Corefile."
-    unserved = [q for q in pd.unique(group["qname"]) if facts.serving_block(q) is None]
+    blocks = facts.server_blocks()  # parsed once for all the names
+    serving = {q: serving_block(blocks, q) for q in pd.unique(group["qname"])}
+    unserved = [q for q, block in serving.items() if block is None]
     if unserved:
-        zones = ", ".join(dict.fromkeys(z for b in facts.server_blocks() if b.port == 53 for z in b.zones)) or "none on port 53"
+        zones = ", ".join(dict.fromkeys(z for b in blocks if b.port == 53 for z in b.zones)) or "none on port 53"
         return (f"no server block serves {', '.join(unserved[:3])} (the Corefile's zones: {zones}), and CoreDNS refuses names "
                 "outside its zones. Add a `.` server block that forwards, or one for that zone.")
-    blocks = list(dict.fromkeys(facts.serving_block(q) for q in pd.unique(group["qname"])))
-    with_acl = [b for b in blocks if "acl" in b.plugins]
+    with_acl = [b for b in dict.fromkeys(serving.values()) if "acl" in b.plugins]
     if with_acl:
         where = "; ".join(f"the server block for {', '.join(b.zones)} in the {b.source}" for b in with_acl)
         return f"{where} has an acl plugin, which answers REFUSED to the clients and query types it blocks. Check its rules against these clients."

@@ -70,14 +70,18 @@ class ClusterFacts:
         return blocks
 
     def serving_block(self, qname: str, port: int = 53) -> ServerBlock | None:
-        """The server block CoreDNS picks for `qname` asked on `port`: the one with the longest zone it is in."""
-        serving = [(len(b.serves(qname).strip(".")), b) for b in self.server_blocks() if b.port == port and b.serves(qname)]
-        return max(serving, key=lambda pair: pair[0])[1] if serving else None
+        return serving_block(self.server_blocks(), qname, port)
 
     def forwards_to(self, address: str) -> list[ForwardBlock]:
         """Forward blocks that send queries to `address` (ip or ip:port)."""
         ip = address.rsplit(":", 1)[0] if address.count(":") == 1 else address
         return [b for b in self.forward_blocks() if any(t.split(":")[0] == ip for t in b.targets)]
+
+
+def serving_block(blocks: list[ServerBlock], qname: str, port: int = 53) -> ServerBlock | None:
+    """The server block CoreDNS picks for `qname` asked on `port`: the one with the longest zone it is in."""
+    serving = [(len(b.serves(qname).strip(".")), b) for b in blocks if b.port == port and b.serves(qname)]
+    return max(serving, key=lambda pair: pair[0])[1] if serving else None
 
 
 def parse_server_blocks(corefile: str, source: str) -> list[ServerBlock]:
