@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from dnscorrelate.errors import EventsError  # noqa: F401 (re-exported)
 
 CATEGORIES = ["vantage", "role", "ifname", "pkt_type", "kind", "proto", "src_ip", "dst_ip", "rcode", "qname", "qtype", "answers"]

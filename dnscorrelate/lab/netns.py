@@ -16,6 +16,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+
 from dnscorrelate.errors import LabError  # noqa: F401 (re-exported)
 
 NETNS_DIR = Path("/run/netns")

@@ -17,8 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
-from dnscorrelate.lab.kube import Manifest, Namespace, NetworkPolicy, Pod, Service
 from dnscorrelate.errors import SpecError  # noqa: F401 (re-exported)
+from dnscorrelate.lab.kube import Manifest, Namespace, NetworkPolicy, Pod, Service
 
 DEFAULT_SPEC = "default.yaml"
 

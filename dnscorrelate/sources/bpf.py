@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from dnscorrelate.lab import netns
 from dnscorrelate.errors import CaptureError
+from dnscorrelate.lab import netns
 
 BPF_SOURCE = Path(__file__).resolve().parents[2] / "bpf" / "dns_trace.c"
 PAYLOAD_MAX = 512

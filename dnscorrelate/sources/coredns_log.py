@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 import dns.rcode
+
 from dnscorrelate.errors import LogFormatError  # noqa: F401 (re-exported)
 
 # --- formats -----------------------------------------------------------------
