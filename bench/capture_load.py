@@ -94,8 +94,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="off/on pairs per step; the median run is shown")
     parser.add_argument("--mixes", nargs="+", choices=["cached", "forwarded"], default=["cached", "forwarded"])
     args = parser.parse_args()
-    from dnscorrelate.lab.runtime import Lab, teardown
-    from dnscorrelate.lab.spec import load_spec
+    from dnscorrelate.cluster.lab.runtime import Lab, teardown
+    from dnscorrelate.cluster.lab.spec import load_spec
     from dnscorrelate.sources.bpf import tracer
 
     tracer()  # compile once, before any measurement

@@ -16,7 +16,7 @@ import sys
 
 ONE_RUN = """
 import json, time
-from dnscorrelate.lab.runtime import Lab
+from dnscorrelate.cluster.lab.runtime import Lab
 from dnscorrelate.sources.capture import Capture, lab_targets
 lab = Lab.load({name!r})
 started = time.monotonic()
@@ -34,8 +34,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     args = parser.parse_args()
 
-    from dnscorrelate.lab.runtime import Lab, teardown
-    from dnscorrelate.lab.spec import Source, load_spec, merge, validate
+    from dnscorrelate.cluster.lab.runtime import Lab, teardown
+    from dnscorrelate.cluster.lab.spec import Source, load_spec, merge, validate
 
     extra = [{"kind": "Pod", "metadata": {"name": f"p{i}", "namespace": "demo"}} for i in range(args.pods)]
     spec = merge(load_spec(), validate({"manifests": extra}, Source("bench", None)))

@@ -42,8 +42,8 @@ NAMES = [
 
 def capture_traffic(target_events: int, rate: int, workdir: Path):
     """(sorted raw records, events table) of dnsperf traffic in a fresh default lab."""
-    from dnscorrelate.lab.runtime import Lab, teardown
-    from dnscorrelate.lab.spec import load_spec
+    from dnscorrelate.cluster.lab.runtime import Lab, teardown
+    from dnscorrelate.cluster.lab.spec import load_spec
     from dnscorrelate.sources.bpf import EVENT_DTYPE
     from dnscorrelate.sources.capture import Capture, lab_targets
 

@@ -51,8 +51,8 @@ def one_run(lab, names: Path, rate: int, seconds: int) -> dict:
 def main() -> None:
     from capture_load import warm_cache
 
-    from dnscorrelate.lab.runtime import Lab, teardown
-    from dnscorrelate.lab.spec import load_spec
+    from dnscorrelate.cluster.lab.runtime import Lab, teardown
+    from dnscorrelate.cluster.lab.spec import load_spec
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=int, default=16000, help="queries/s offered (0: as fast as dnsperf can)")

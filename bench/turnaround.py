@@ -22,8 +22,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def lab_cycles(cycles: int) -> None:
-    from dnscorrelate.lab.runtime import Lab, teardown
-    from dnscorrelate.lab.spec import load_spec
+    from dnscorrelate.cluster.lab.runtime import Lab, teardown
+    from dnscorrelate.cluster.lab.spec import load_spec
 
     spec = load_spec()
     ups, downs = [], []

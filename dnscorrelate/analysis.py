@@ -36,12 +36,12 @@ def analyze(frame: pd.DataFrame | None, logs: ParsedLogs | None, facts: ClusterF
 def from_files(events_path: str | None, log_paths: list[str], corefile_path: str | None = None,
                manifest_paths: list[str] = (), lab_name: str | None = None) -> Analysis:
     """`correlate`'s inputs read from disk; facts from a running lab (--lab) or from the given files."""
-    from dnscorrelate.lab.spec import load_manifests
+    from dnscorrelate.cluster.lab.spec import load_manifests
 
     frame, capture_stats = events_io.load(events_path) if events_path else (None, {})
     corefile = Path(corefile_path).read_text() if corefile_path else ""
     if lab_name:
-        from dnscorrelate.lab.runtime import Lab
+        from dnscorrelate.cluster.lab.runtime import Lab
 
         facts = facts_from_topology(Lab.load(lab_name).topology)
         corefile = corefile or facts.corefile

@@ -29,7 +29,7 @@ class LabBackend:
     """A running lab, found by name."""
 
     def __init__(self, name: str | None = None) -> None:
-        from dnscorrelate.lab.runtime import Lab, resolve_lab_name
+        from dnscorrelate.cluster.lab.runtime import Lab, resolve_lab_name
 
         self.lab = Lab.load(resolve_lab_name(name))
 

@@ -68,8 +68,8 @@ def lab() -> None:
 @friendly_errors
 def lab_up(spec_path: str | None, name: str) -> None:
     """Build the lab and start CoreDNS."""
-    from dnscorrelate.lab.runtime import Lab
-    from dnscorrelate.lab.spec import load_spec
+    from dnscorrelate.cluster.lab.runtime import Lab
+    from dnscorrelate.cluster.lab.spec import load_spec
 
     spec = load_spec(spec_path)
     with console.status(f"bringing up lab {name}"):
@@ -84,7 +84,7 @@ def lab_up(spec_path: str | None, name: str) -> None:
 @friendly_errors
 def lab_status(lab_name: str | None, output: str) -> None:
     """Show a running lab: pods, Services, CoreDNS processes."""
-    from dnscorrelate.lab.runtime import Lab, running_labs
+    from dnscorrelate.cluster.lab.runtime import Lab, running_labs
 
     names = [lab_name] if lab_name else running_labs()
     statuses = [Lab.load(n).status() for n in names]
@@ -127,7 +127,7 @@ def lab_exec(pod: str, namespace: str, lab_name: str | None, command: tuple[str,
 
     Example: dnscorrelate lab exec pod/mypod -n demo -- getent ahosts web
     """
-    from dnscorrelate.lab.runtime import Lab, resolve_lab_name
+    from dnscorrelate.cluster.lab.runtime import Lab, resolve_lab_name
 
     target = Lab.load(resolve_lab_name(lab_name)).pod(pod, namespace)
     argv = ["ip", "netns", "exec", target.netns, *command]
@@ -141,8 +141,8 @@ def lab_exec(pod: str, namespace: str, lab_name: str | None, command: tuple[str,
 @friendly_errors
 def lab_logs_cmd(component: str, lab_name: str | None, replica: int | None) -> None:
     """Print a DNS server's log, timestamped like `kubectl logs --timestamps --prefix`."""
-    from dnscorrelate.lab.runtime import Lab, resolve_lab_name
-    from dnscorrelate.lab import logs as lab_logs
+    from dnscorrelate.cluster.lab.runtime import Lab, resolve_lab_name
+    from dnscorrelate.cluster.lab import logs as lab_logs
 
     running = Lab.load(resolve_lab_name(lab_name))
     for line in lab_logs.merged(running, component, replica):
@@ -155,8 +155,8 @@ def lab_logs_cmd(component: str, lab_name: str | None, replica: int | None) -> N
 @friendly_errors
 def lab_apply(path: str, lab_name: str | None) -> None:
     """Create or replace Services and NetworkPolicies in a running lab (like kubectl apply -f)."""
-    from dnscorrelate.lab.runtime import Lab, resolve_lab_name
-    from dnscorrelate.lab.spec import load_manifests
+    from dnscorrelate.cluster.lab.runtime import Lab, resolve_lab_name
+    from dnscorrelate.cluster.lab.spec import load_manifests
 
     running = Lab.load(resolve_lab_name(lab_name))
     for line in running.apply(load_manifests(path)):
@@ -170,7 +170,7 @@ def lab_apply(path: str, lab_name: str | None) -> None:
 @friendly_errors
 def lab_delete(ref: str, namespace: str, lab_name: str | None) -> None:
     """Delete a Service or NetworkPolicy from a running lab (like kubectl delete networkpolicy/NAME)."""
-    from dnscorrelate.lab.runtime import Lab, resolve_lab_name
+    from dnscorrelate.cluster.lab.runtime import Lab, resolve_lab_name
 
     kind, _, name = ref.partition("/")
     if not name:
@@ -184,7 +184,7 @@ def lab_delete(ref: str, namespace: str, lab_name: str | None) -> None:
 @friendly_errors
 def lab_down(name: str | None, everything: bool) -> None:
     """Remove a lab: processes, namespaces, /etc/netns entries, nftables tables."""
-    from dnscorrelate.lab.runtime import resolve_lab_name, teardown
+    from dnscorrelate.cluster.lab.runtime import resolve_lab_name, teardown
 
     if everything:
         removed = teardown(None)
@@ -205,7 +205,7 @@ def lab_down(name: str | None, everything: bool) -> None:
 @friendly_errors
 def capture(lab_name: str | None, namespaces: tuple[str, ...], duration: float | None, ports: tuple[int, ...], output: str) -> None:
     """Capture DNS packets in every namespace of a lab (or the given ones), with eBPF."""
-    from dnscorrelate.lab.runtime import Lab, resolve_lab_name
+    from dnscorrelate.cluster.lab.runtime import Lab, resolve_lab_name
 
     from dnscorrelate import events
     from dnscorrelate.sources.capture import Capture, lab_targets, lab_watcher, netns_targets

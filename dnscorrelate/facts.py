@@ -11,7 +11,7 @@ import ipaddress
 import re
 from dataclasses import dataclass, field
 
-from dnscorrelate.lab.kube import NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, Pod
+from dnscorrelate.cluster.lab.kube import NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, Pod
 
 
 @dataclass(frozen=True)
@@ -134,8 +134,8 @@ def parse_forwards(corefile: str, source: str) -> list[ForwardBlock]:
 
 def facts_from_topology(topology) -> ClusterFacts:
     """Facts a lab knows: its spec, pods, Services and policies."""
-    from dnscorrelate.lab import files as lab_files
-    from dnscorrelate.lab.topology import all_pods
+    from dnscorrelate.cluster.lab import files as lab_files
+    from dnscorrelate.cluster.lab.topology import all_pods
 
     spec = topology.spec
     manifests = {f"{p.metadata.namespace}/{p.metadata.name}": p for p in all_pods(spec)}

@@ -41,8 +41,8 @@ def run_scenario(tmp_path):
 @pytest.fixture
 def dns_lab():
     """dns_lab(spec=None) -> Lab, torn down after the test."""
-    from dnscorrelate.lab.runtime import Lab, teardown
-    from dnscorrelate.lab.spec import Source, load_spec, merge, validate
+    from dnscorrelate.cluster.lab.runtime import Lab, teardown
+    from dnscorrelate.cluster.lab.spec import Source, load_spec, merge, validate
 
     made = []
 

@@ -18,10 +18,10 @@ from pathlib import Path
 from dnscorrelate import events as events_io
 from dnscorrelate.analysis import Analysis, analyze
 from dnscorrelate.facts import facts_from_topology
-from dnscorrelate.lab import faults as lab_faults
-from dnscorrelate.lab.clients import ClientResult, run_queries
-from dnscorrelate.lab.runtime import Lab, teardown
-from dnscorrelate.lab.spec import default_spec, merge
+from dnscorrelate.cluster.lab import faults as lab_faults
+from dnscorrelate.cluster.lab.clients import ClientResult, run_queries
+from dnscorrelate.cluster.lab.runtime import Lab, teardown
+from dnscorrelate.cluster.lab.spec import default_spec, merge
 from dnscorrelate.scenarios import (
     ApplyFault, CorefileFault, CustomServerBlockFault, DeleteFault, LinkFault, ResolvConfFault, Scenario,
     StopReplicaFault, UpstreamCorefileFault,
@@ -193,7 +193,7 @@ def run_all(scenarios: list[Scenario], report_dir: Path | None, evidence_dir: Pa
     a failed result with its error, not the end of the run. Writes the report index at the end."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from dnscorrelate.lab.netns import LabError
+    from dnscorrelate.cluster.lab.netns import LabError
     from dnscorrelate.sources.bpf import CaptureError
 
     results = []

@@ -13,8 +13,8 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
-from dnscorrelate.lab.kube import Manifest
-from dnscorrelate.lab.spec import LabSpec, SpecError, describe_errors, parse_yaml, read_text
+from dnscorrelate.cluster.lab.kube import Manifest
+from dnscorrelate.cluster.lab.spec import LabSpec, SpecError, describe_errors, parse_yaml, read_text
 
 HOPS = ("pod", "pod->node", "node->coredns", "coredns", "coredns->upstream", "upstream", "return")
 CODES = (
@@ -132,7 +132,7 @@ class Expect(Strict):
 
 
 class LabOverlay(LabSpec):
-    """The lab spec's fields, merged over the default lab (see dnscorrelate/lab/README.md)."""
+    """The lab spec's fields, merged over the default lab (see dnscorrelate/cluster/lab/README.md)."""
 
 
 class Scenario(Strict):

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from dnscorrelate.errors import CaptureError
-from dnscorrelate.lab import netns
+from dnscorrelate.cluster.lab import netns
 
 BPF_SOURCE = Path(__file__).resolve().parents[2] / "bpf" / "dns_trace.c"
 PAYLOAD_MAX = 512

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from dnscorrelate.lab import netns
+from dnscorrelate.cluster.lab import netns
 from dnscorrelate.sources import bpf
 from dnscorrelate.sources.decode import Vantage, decode
 

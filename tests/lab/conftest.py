@@ -5,9 +5,9 @@ import uuid
 
 import pytest
 
-from dnscorrelate.lab.netns import LabError
-from dnscorrelate.lab.runtime import Lab, coredns_binary, preflight, teardown
-from dnscorrelate.lab.spec import load_spec
+from dnscorrelate.cluster.lab.netns import LabError
+from dnscorrelate.cluster.lab.runtime import Lab, coredns_binary, preflight, teardown
+from dnscorrelate.cluster.lab.spec import load_spec
 
 def pytest_collection_modifyitems(items):
     for item in items:

@@ -9,7 +9,7 @@ import uuid
 
 import pytest
 
-from dnscorrelate.lab import netns
+from dnscorrelate.cluster.lab import netns
 from dnscorrelate.sources.capture import Capture, lab_targets, lab_watcher, netns_targets
 
 from .conftest import dig

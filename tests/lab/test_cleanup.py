@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from dnscorrelate.lab import netns
-from dnscorrelate.lab.runtime import ETC_NETNS, Lab, teardown
-from dnscorrelate.lab.spec import load_spec
+from dnscorrelate.cluster.lab import netns
+from dnscorrelate.cluster.lab.runtime import ETC_NETNS, Lab, teardown
+from dnscorrelate.cluster.lab.spec import load_spec
 
 from .conftest import unique_name
 
@@ -59,7 +59,7 @@ def wait_for(predicate, timeout=15.0):
 
 
 def test_twenty_up_down_cycles_leave_nothing(lab_ready):
-    from dnscorrelate.lab.runtime import RUN_ROOT
+    from dnscorrelate.cluster.lab.runtime import RUN_ROOT
 
     spec = load_spec()
     for cycle in range(20):

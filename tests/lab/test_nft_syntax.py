@@ -5,8 +5,8 @@ import uuid
 
 import pytest
 
-from dnscorrelate.lab import nft, netns
-from dnscorrelate.lab.topology import build_topology
+from dnscorrelate.cluster.lab import nft, netns
+from dnscorrelate.cluster.lab.topology import build_topology
 from tests.unit.conftest import spec_with
 from tests.unit.test_nft import ALLOW_DNS, DENY_EGRESS
 

@@ -2,8 +2,8 @@
 
 import re
 
-from dnscorrelate.lab import logs
-from dnscorrelate.lab.spec import load_spec, merge, validate, Source
+from dnscorrelate.cluster.lab import logs
+from dnscorrelate.cluster.lab.spec import load_spec, merge, validate, Source
 
 from .conftest import dig, in_pod
 

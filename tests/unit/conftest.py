@@ -1,8 +1,8 @@
 import pytest
 
-from dnscorrelate.lab.kube import NetworkPolicy
-from dnscorrelate.lab.spec import load_spec, merge, validate, Source
-from dnscorrelate.lab.topology import build_topology
+from dnscorrelate.cluster.lab.kube import NetworkPolicy
+from dnscorrelate.cluster.lab.spec import load_spec, merge, validate, Source
+from dnscorrelate.cluster.lab.topology import build_topology
 
 
 def spec_with(**overlay):

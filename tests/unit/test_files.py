@@ -4,8 +4,8 @@ from pathlib import Path
 
 import dns.zone
 
-from dnscorrelate.lab import files
-from dnscorrelate.lab.topology import build_topology
+from dnscorrelate.cluster.lab import files
+from dnscorrelate.cluster.lab.topology import build_topology
 
 from .conftest import spec_with
 

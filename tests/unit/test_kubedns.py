@@ -3,8 +3,8 @@
 import dns.rdatatype
 import dns.zone
 
-from dnscorrelate.lab import kubedns
-from dnscorrelate.lab.topology import build_topology
+from dnscorrelate.cluster.lab import kubedns
+from dnscorrelate.cluster.lab.topology import build_topology
 
 from .conftest import spec_with
 

@@ -2,8 +2,8 @@
 
 import re
 
-from dnscorrelate.lab import nft
-from dnscorrelate.lab.topology import build_topology
+from dnscorrelate.cluster.lab import nft
+from dnscorrelate.cluster.lab.topology import build_topology
 
 from .conftest import spec_with
 

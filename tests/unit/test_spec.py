@@ -4,8 +4,8 @@ import textwrap
 
 import pytest
 
-from dnscorrelate.lab.kube import NetworkPolicy, Pod
-from dnscorrelate.lab.spec import SpecError, load_manifests, load_spec
+from dnscorrelate.cluster.lab.kube import NetworkPolicy, Pod
+from dnscorrelate.cluster.lab.spec import SpecError, load_manifests, load_spec
 
 
 def write(tmp_path, text, name="spec.yaml"):

@@ -2,8 +2,8 @@
 
 import pytest
 
-from dnscorrelate.lab.spec import SpecError
-from dnscorrelate.lab.topology import build_topology
+from dnscorrelate.cluster.lab.spec import SpecError
+from dnscorrelate.cluster.lab.topology import build_topology
 
 from .conftest import spec_with
 

@@ -18,8 +18,8 @@ from collections import Counter
 
 from pydantic import BaseModel
 
-from dnscorrelate.lab.kube import object_key, Container, ContainerPort, ObjectMeta, Pod, PodSpec, Service, ServicePort, ServiceSpec
-from dnscorrelate.lab.spec import LabSpec, SpecError
+from dnscorrelate.cluster.lab.kube import object_key, Container, ContainerPort, ObjectMeta, Pod, PodSpec, Service, ServicePort, ServiceSpec
+from dnscorrelate.cluster.lab.spec import LabSpec, SpecError
 
 # Every namespace, /etc/netns entry and nftables table of a lab starts with this. Tests that
 # sweep all labs set their own, so they never touch a lab a developer has running.

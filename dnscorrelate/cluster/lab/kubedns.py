@@ -27,7 +27,7 @@ import ipaddress
 import re
 from dataclasses import dataclass
 
-from dnscorrelate.lab.topology import Topology
+from dnscorrelate.cluster.lab.topology import Topology
 
 DEFAULT_TTL = 5  # the kubernetes plugin's default
 

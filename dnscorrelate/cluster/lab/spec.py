@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from dnscorrelate.errors import SpecError  # noqa: F401 (re-exported)
-from dnscorrelate.lab.kube import Manifest, Namespace, NetworkPolicy, Pod, Service
+from dnscorrelate.cluster.lab.kube import Manifest, Namespace, NetworkPolicy, Pod, Service
 
 DEFAULT_SPEC = "default.yaml"
 
@@ -134,7 +134,7 @@ def validate(data: Any, source: Source) -> LabSpec:
 
 
 def default_spec() -> LabSpec:
-    text = resources.files("dnscorrelate.lab").joinpath(DEFAULT_SPEC).read_text()
+    text = resources.files("dnscorrelate.cluster.lab").joinpath(DEFAULT_SPEC).read_text()
     return validate(*parse_yaml(text, DEFAULT_SPEC))
 
 

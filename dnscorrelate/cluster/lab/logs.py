@@ -6,7 +6,7 @@ import heapq
 from collections.abc import Iterator
 from pathlib import Path
 
-from dnscorrelate.lab.netns import LabError
+from dnscorrelate.cluster.lab.netns import LabError
 
 
 def log_lines(path: Path, prefix: str) -> Iterator[tuple[str, str]]:

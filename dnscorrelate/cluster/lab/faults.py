@@ -24,8 +24,8 @@ import time
 import zlib
 from pathlib import Path
 
-from dnscorrelate.lab import netns
-from dnscorrelate.lab.netns import LabError
+from dnscorrelate.cluster.lab import netns
+from dnscorrelate.cluster.lab.netns import LabError
 
 RELOAD_TIMEOUT_S = 10.0
 
@@ -93,7 +93,7 @@ def stop_replica(lab, replica: int) -> None:
 
 def set_resolv_conf(lab, pod_ref: str, text: str) -> None:
     pod = lab.pod(pod_ref)
-    from dnscorrelate.lab.runtime import write_netns_file
+    from dnscorrelate.cluster.lab.runtime import write_netns_file
 
     write_netns_file(pod.netns, "resolv.conf", text if text.endswith("\n") else text + "\n")
 
@@ -112,7 +112,7 @@ def host_addresses(lab, host: str) -> tuple[str, list[str]]:
 
 def link_hook(lab, source: str, target: str) -> tuple[str, str, str]:
     """(namespace, device, hook) where packets from `source` to `target` can be cut."""
-    from dnscorrelate.lab.runtime import host_veth
+    from dnscorrelate.cluster.lab.runtime import host_veth
 
     t = lab.topology
     source_ns, _ = host_addresses(lab, source)

@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from dnscorrelate.lab import kubedns
-from dnscorrelate.lab.kube import Pod
-from dnscorrelate.lab.topology import PodInfo, Topology
+from dnscorrelate.cluster.lab import kubedns
+from dnscorrelate.cluster.lab.kube import Pod
+from dnscorrelate.cluster.lab.topology import PodInfo, Topology
 
 
 def pod_resolv_conf(topology: Topology, pod: PodInfo, manifest: Pod) -> str:

@@ -19,8 +19,8 @@ import dns.exception
 import dns.rdatatype
 import dns.resolver
 
-from dnscorrelate.lab import netns
-from dnscorrelate.lab.runtime import ETC_NETNS
+from dnscorrelate.cluster.lab import netns
+from dnscorrelate.cluster.lab.runtime import ETC_NETNS
 
 
 @dataclass(frozen=True)

@@ -22,9 +22,9 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from dnscorrelate.lab.kube import NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, Pod
-from dnscorrelate.lab.spec import LabSpec
-from dnscorrelate.lab.topology import POD_CIDR, PREFIX, NodeInfo, PodInfo, ServiceInfo, Topology
+from dnscorrelate.cluster.lab.kube import NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, Pod
+from dnscorrelate.cluster.lab.spec import LabSpec
+from dnscorrelate.cluster.lab.topology import POD_CIDR, PREFIX, NodeInfo, PodInfo, ServiceInfo, Topology
 
 DIRECTIONS = {"Egress": ("daddr", "egress"), "Ingress": ("saddr", "ingress")}
 

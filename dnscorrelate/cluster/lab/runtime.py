@@ -20,15 +20,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dnscorrelate.lab import files, kubedns, netns, nft
-from dnscorrelate.lab.netns import LabError
-from dnscorrelate.lab.kube import Manifest, object_key
-from dnscorrelate.lab.spec import LabSpec
-from dnscorrelate.lab.topology import PREFIX, SERVICE_CIDR, PodInfo, Topology, build_topology
+from dnscorrelate.cluster.lab import files, kubedns, netns, nft
+from dnscorrelate.cluster.lab.netns import LabError
+from dnscorrelate.cluster.lab.kube import Manifest, object_key
+from dnscorrelate.cluster.lab.spec import LabSpec
+from dnscorrelate.cluster.lab.topology import PREFIX, SERVICE_CIDR, PodInfo, Topology, build_topology
 
 RUN_ROOT = Path(os.environ.get("DNSCORRELATE_RUN_DIR", "/run/dnscorrelate/labs"))
 ETC_NETNS = Path("/etc/netns")
-REPO_COREDNS = Path(__file__).resolve().parents[2] / "coredns" / "bin" / "coredns"
+REPO_COREDNS = Path(__file__).resolve().parents[3] / "coredns" / "bin" / "coredns"
 READY_TIMEOUT_S = 10.0
 
 
@@ -240,7 +240,7 @@ class Lab:
                 stdin=subprocess.DEVNULL, stdout=write_end, stderr=write_end, cwd=self.dir, start_new_session=True,
             )
             stamper = subprocess.Popen(
-                [*exec_in, sys.executable, "-m", "dnscorrelate.lab.logstamp", str(log)],
+                [*exec_in, sys.executable, "-m", "dnscorrelate.cluster.lab.logstamp", str(log)],
                 stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
             )
         finally:

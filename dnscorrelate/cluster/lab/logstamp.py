@@ -1,7 +1,7 @@
 """Prefix each line read on stdin with its receive time, as `kubectl logs --timestamps` does.
 
 Run by the lab as the reader end of each CoreDNS process's stdout:
-    python -m dnscorrelate.lab.logstamp OUTFILE
+    python -m dnscorrelate.cluster.lab.logstamp OUTFILE
 Lines are written and flushed as they arrive, so a reader never waits on a buffer.
 """
 

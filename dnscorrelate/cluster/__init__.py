@@ -1,0 +1,1 @@
+"""Clusters dnscorrelate runs on: the Kubernetes model every backend shares, and the backends (lab/)."""
