@@ -1,0 +1,220 @@
+"""The pcap/pcapng reader: agreement with tshark on third-party captures, every link type, TCP
+reassembly, and every anomaly counted rather than crashing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dpkt
+import pytest
+
+from dnscorrelate import events
+from dnscorrelate.errors import EventsError
+from dnscorrelate.sources.pcap import PACKET_OUTCOMES, read_pcap, read_pcap_detailed
+from tests import packets as p
+from tests.tshark import our_messages, requires_tshark, tshark_messages
+
+REAL_PCAPS = Path("/work/shared/data/real-pcaps")
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "real-formats"
+PORTS = (53, 8053)  # tcpdump-dns_tcp_8053.pcap serves DNS on 8053
+T0 = 1_700_000_000_123_456_789
+
+
+def capture_files() -> list[Path]:
+    found = sorted(REAL_PCAPS.glob("*.pcap*")) + sorted(FIXTURES.glob("*.pcap*"))
+    return found or [pytest.param(None, marks=pytest.mark.skip(reason=f"no captures in {REAL_PCAPS} or {FIXTURES}"))]
+
+
+def write(tmp_path: Path, name: str, content: bytes) -> Path:
+    path = tmp_path / name
+    path.write_bytes(content)
+    return path
+
+
+def assert_accounted(stats: dict) -> None:
+    assert stats["packets"] == sum(stats[k] for k in PACKET_OUTCOMES), stats
+
+
+@requires_tshark
+@pytest.mark.parametrize("path", capture_files(), ids=lambda p: getattr(p, "name", "none"))
+def test_every_dns_message_agrees_with_tshark(path):
+    result = read_pcap_detailed(path, ports=PORTS)
+    ours = our_messages(result.frame, result.frame_numbers)
+    theirs = tshark_messages(path, PORTS)
+    assert theirs, f"tshark sees no DNS in {path.name}"
+    assert ours == theirs, f"only tshark: {sorted(theirs - ours)[:5]}; only ours: {sorted(ours - theirs)[:5]}"
+    assert_accounted(result.stats)
+
+
+def test_real_tcp_connection_with_separate_length_prefixes():
+    frame, stats = read_pcap(REAL_PCAPS / "dnscap-dnso1tcp.pcap") if REAL_PCAPS.exists() else pytest.skip("no real pcaps")
+    assert stats["packets"] == 212
+    dns_rows = frame[frame["kind"] == "dns"]
+    assert len(dns_rows) == 82 and dns_rows["decoded"].all()
+    assert (dns_rows["proto"] == "tcp").all()
+    assert list(frame["kind"][:2]) == ["tcp-syn", "tcp-synack"]
+    assert stats["tcp_bytes_unreassembled"] == 0
+    responses = dns_rows[dns_rows["qr"]]
+    assert (responses["latency_ns"] > 0).all()
+
+
+def test_schema_and_vantage_naming(tmp_path):
+    path = write(tmp_path, "mypod.pcap", p.pcap_file(1, [(T0, p.ethernet(p.udp(40000, 53, p.query()))),
+                                                           (T0 + 2_000_000, p.ethernet(p.udp(53, 40000, p.response(), src="10.96.0.10", dst="10.244.1.5")))]))
+    frame, _ = read_pcap(path, vantage="pod/demo/mypod")
+    assert {c: str(t) for c, t in frame.dtypes.items()} == events.COLUMNS
+    assert set(frame["vantage"]) == {"demo/mypod"} and set(frame["role"]) == {"pod"}
+    assert list(frame["ts_ns"]) == [T0, T0 + 2_000_000]
+    assert list(frame["latency_ns"]) == [0, 2_000_000]
+    assert list(frame["answers"])[1] == "A 10.96.0.20"
+    unnamed, _ = read_pcap(path)
+    assert set(unnamed["vantage"]) == {"mypod"} and set(unnamed["role"]) == {"other"}
+    node, _ = read_pcap(path, vantage="node/kind-worker")
+    assert set(node["vantage"]) == {"kind-worker"} and set(node["role"]) == {"node"}
+    replica, _ = read_pcap(path, vantage="coredns/coredns-5d78c9869d-abcde")
+    assert set(replica["vantage"]) == {"kube-system/coredns-5d78c9869d-abcde"} and set(replica["role"]) == {"coredns"}
+
+
+LINK_TYPES = {
+    "ethernet": (1, lambda ip: p.ethernet(ip), ""),
+    "ethernet-vlan": (1, lambda ip: p.ethernet(ip, vlan=7), ""),
+    "sll-outgoing": (113, lambda ip: p.sll(ip, 4), "OUTGOING"),
+    "sll2-host": (276, lambda ip: p.sll2(ip, 0, 3), "HOST"),
+    "raw": (101, lambda ip: ip, ""),
+    "raw-12": (12, lambda ip: ip, ""),
+    "null": (0, lambda ip: p.null_loopback(ip), ""),
+    "loop": (108, lambda ip: p.null_loopback(ip, big_endian=True), ""),
+}
+
+
+@pytest.mark.parametrize("link", LINK_TYPES)
+@pytest.mark.parametrize("family", [4, 6])
+def test_each_link_type(tmp_path, link, family):
+    linktype, wrap, pkt_type = LINK_TYPES[link]
+    addresses = {"src": "fd00::5", "dst": "fd00::a"} if family == 6 else {}
+    path = write(tmp_path, "x.pcap", p.pcap_file(linktype, [(T0, wrap(p.udp(40000, 53, p.query(), **addresses)))]))
+    frame, stats = read_pcap(path)
+    assert len(frame) == 1, stats
+    row = frame.iloc[0]
+    assert (row.family, row.qname, row.dns_id, row.pkt_type) == (family, "web.demo.svc.cluster.local.", 4660, pkt_type)
+    assert row.src_ip == ("fd00::5" if family == 6 else "10.244.1.5")
+    assert row.ifindex == (3 if link == "sll2-host" else 0)
+    assert stats["bad_checksum"] == 0
+    assert_accounted(stats)
+
+
+def test_ipv6_extension_headers_are_skipped(tmp_path):
+    packet = bytearray(p.udp(40000, 53, p.query(), src="fd00::5", dst="fd00::a"))
+    hop_by_hop = bytes([17, 0, 1, 4, 0, 0, 0, 0])  # next header UDP, 8 bytes, a PadN option
+    packet[6] = 0  # the fixed header's next header: hop-by-hop
+    packet[4:6] = (int.from_bytes(packet[4:6], "big") + 8).to_bytes(2, "big")
+    path = write(tmp_path, "x.pcap", p.pcap_file(101, [(T0, bytes(packet[:40]) + hop_by_hop + bytes(packet[40:]))]))
+    frame, stats = read_pcap(path)
+    assert list(frame["qname"]) == ["web.demo.svc.cluster.local."] and stats["bad_checksum"] == 0
+
+
+def test_tcp_reassembly_across_and_within_segments(tmp_path):
+    first, second, third = p.framed(p.query(qid=1)), p.framed(p.query("a.example.", qid=2)), p.framed(p.query("b.example.", qid=3))
+    stream = first + second + third
+    split = len(first) + 5
+    frames = [
+        (T0, p.tcp(40000, 53, 100, flags=dpkt.tcp.TH_SYN)),
+        (T0 + 1, p.tcp(53, 40000, 900, flags=dpkt.tcp.TH_SYN | dpkt.tcp.TH_ACK, src="10.96.0.10", dst="10.244.1.5")),
+        (T0 + 2, p.tcp(40000, 53, 101, stream[:split])),  # one whole message and the start of another
+        (T0 + 3, p.tcp(40000, 53, 101, stream[:split])),  # retransmitted
+        (T0 + 4, p.tcp(40000, 53, 101 + split, stream[split:])),  # the rest of it, and a third message
+        (T0 + 5, p.tcp(40000, 53, 101 + len(stream), flags=dpkt.tcp.TH_RST)),
+    ]
+    frame, stats = read_pcap(write(tmp_path, "tcp.pcap", p.pcap_file(1, [(t, p.ethernet(f)) for t, f in frames])))
+    assert list(frame["kind"]) == ["tcp-syn", "tcp-synack", "dns", "dns", "dns", "tcp-rst"]
+    dns_rows = frame[frame["kind"] == "dns"]
+    assert list(dns_rows["dns_id"]) == [1, 2, 3]
+    assert list(dns_rows["ts_ns"]) == [T0 + 2, T0 + 4, T0 + 4]
+    assert list(dns_rows["qname"]) == ["web.demo.svc.cluster.local.", "a.example.", "b.example."]
+    assert stats["tcp_retransmissions"] == 1 and stats["tcp_bytes_unreassembled"] == 0
+    assert stats["packets_tcp_control"] == 3
+    assert_accounted(stats)
+
+
+def test_tcp_bytes_that_never_form_a_message_are_counted(tmp_path):
+    message = p.framed(p.query())
+    frame, stats = read_pcap(write(tmp_path, "x.pcap", p.pcap_file(1, [(T0, p.ethernet(p.tcp(40000, 53, 1, message[:10])))])))
+    assert frame.empty and stats["tcp_bytes_unreassembled"] == 10
+
+
+def test_snap_truncated_response_keeps_its_question(tmp_path):
+    whole = p.ethernet(p.udp(53, 40000, p.response(), src="10.96.0.10", dst="10.244.1.5"))
+    cut = whole[: 14 + 28 + 12 + 32 + 6]  # the header, the question and 6 bytes of the answer
+    frame, stats = read_pcap(write(tmp_path, "x.pcap", p.pcap_file(1, [(T0, cut, len(whole))])))
+    assert stats["truncated"] == 1 and stats["bad_checksum"] == 0
+    row = frame.iloc[0]
+    assert (row.qr, row.qname, row.decoded, row.answers, row["size"]) == (True, "web.demo.svc.cluster.local.", True, "", len(p.response()))
+
+
+def test_bad_checksum_is_counted_and_the_packet_kept(tmp_path):
+    packet = bytearray(p.udp(40000, 53, p.query()))
+    packet[26] ^= 0xFF  # the UDP checksum
+    frame, stats = read_pcap(write(tmp_path, "x.pcap", p.pcap_file(101, [(T0, bytes(packet))])))
+    assert stats["bad_checksum"] == 1 and len(frame) == 1
+
+
+def test_non_dns_non_ip_and_undecodable_are_counted(tmp_path):
+    arp = b"\xff" * 6 + b"\x02" * 6 + b"\x08\x06" + b"\0" * 28
+    frames = [
+        (T0, p.ethernet(p.udp(40000, 123, b"ntp"))),
+        (T0 + 1, arp),
+        (T0 + 2, p.ethernet(p.udp(40000, 53, b"\x12\x34garbage"))),
+        (T0 + 3, p.ethernet(p.udp(40000, 53, p.query()))[:30]),  # cut inside the IP header
+    ]
+    frame, stats = read_pcap(write(tmp_path, "x.pcap", p.pcap_file(1, frames)))
+    assert (stats["packets_not_dns"], stats["packets_non_ip"], stats["packets_dns_udp"], stats["packets_bad_header"]) == (1, 1, 1, 1)
+    assert stats["undecodable"] == 1 and not frame.iloc[0].decoded
+    assert_accounted(stats)
+
+
+def test_dns_on_another_port(tmp_path):
+    path = write(tmp_path, "x.pcap", p.pcap_file(1, [(T0, p.ethernet(p.udp(40000, 5353, p.query())))]))
+    assert read_pcap(path)[0].empty
+    assert len(read_pcap(path, ports=(5353,))[0]) == 1
+
+
+def test_icmp_error_quoting_a_query(tmp_path):
+    original = p.udp(40000, 53, p.query())
+    icmp = bytes([3, 3, 0, 0, 0, 0, 0, 0]) + original[:28 + 12]
+    packet = p.ipv4("10.96.0.10", "10.244.1.5", 1, icmp)
+    frame, stats = read_pcap(write(tmp_path, "x.pcap", p.pcap_file(101, [(T0, packet)])))
+    row = frame.iloc[0]
+    assert (row.kind, row.icmp_type, row.icmp_code, row.src_ip, row.dst_port, row.dns_id) == ("icmp-error", 3, 3, "10.244.1.5", 53, 4660)
+    assert stats["packets_icmp_error"] == 1
+
+
+def test_pcapng_interfaces_direction_and_nanoseconds(tmp_path):
+    content = p.pcapng_file(
+        [(1, "eth0"), (113, "any")],
+        [(0, T0, p.ethernet(p.udp(40000, 53, p.query())), 2), (1, T0 + 7, p.sll(p.udp(53, 40000, p.response(), src="10.96.0.10", dst="10.244.1.5"), 0), None)],
+    )
+    frame, stats = read_pcap(write(tmp_path, "node.pcapng", content), vantage="node/n1")
+    assert list(frame["ts_ns"]) == [T0, T0 + 7]
+    assert list(frame["ifname"]) == ["eth0", "any"]
+    assert list(frame["pkt_type"]) == ["OUTGOING", "HOST"]
+    assert set(frame["vantage"]) == {"n1"}
+    assert_accounted(stats)
+
+
+@pytest.mark.parametrize("content, reason", [
+    (b"hello world, not a capture", "unknown magic"),
+    (b"\xd4\xc3\xb2\xa1\x02\x00", "truncated file header"),
+    (b"\x0a\x0d\x0d\x0a\x1c\x00", "truncated section header"),
+    (p.pcap_file(105, []), "link type 105 is not supported"),
+])
+def test_bad_files_are_named_in_a_clear_error(tmp_path, content, reason):
+    path = write(tmp_path, "bad.pcap", content)
+    with pytest.raises(EventsError, match=reason) as caught:
+        read_pcap(path)
+    assert str(path) in str(caught.value)
+
+
+def test_file_cut_mid_packet_keeps_what_came_before(tmp_path):
+    content = p.pcap_file(1, [(T0, p.ethernet(p.udp(40000, 53, p.query()))), (T0 + 1, p.ethernet(p.udp(40001, 53, p.query())))])
+    frame, stats = read_pcap(write(tmp_path, "x.pcap", content[:-10]))
+    assert len(frame) == 1 and stats["file_truncated_bytes"] > 0
