@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from dnscorrelate import events as events_schema
-from dnscorrelate.sources.coredns_log import ERROR_COLUMNS, RECORD_COLUMNS, ParsedLogs, empty
+from dnscorrelate import schema
+from dnscorrelate.schema import ParsedLogs
 
 LEG_GAP_NS = 30 * 10**9  # a key not seen for this long starts a new leg
 SERVER_WAIT_NS = 10 * 10**9  # how long after a query arrives its upstream exchanges may start, when it got no answer
@@ -38,11 +38,11 @@ ERROR_MATCH_NS = 15 * 10**9
 
 @dataclass
 class Correlation:
-    traces: pd.DataFrame  # one row per client request (see TRACE_COLUMNS in docs)
+    traces: pd.DataFrame  # one row per client request: schema.TRACES
     hops: pd.DataFrame  # packet events with trace_id, leg_id, depth; icmp errors included
-    upstream: pd.DataFrame  # one row per upstream exchange
-    logs: pd.DataFrame  # CoreDNS log records, with the trace_id each joined (-1: none)
-    errors: pd.DataFrame  # CoreDNS errors records, with trace_id
+    upstream: pd.DataFrame  # one row per upstream exchange: schema.UPSTREAM
+    logs: pd.DataFrame  # schema.LOG_RECORDS, with the trace_id each joined (-1: none)
+    errors: pd.DataFrame  # schema.LOG_ERRORS, with trace_id
     stats: dict = field(default_factory=dict)
     unparsed: list = field(default_factory=list)
 
@@ -375,7 +375,7 @@ def join_errors(traces: pd.DataFrame, errors: pd.DataFrame) -> pd.Series:
 # --- traces --------------------------------------------------------------------
 
 
-def ns(value: pd.Series) -> pd.Series:
+def nullable_int(value: pd.Series) -> pd.Series:
     return value.astype("Int64")
 
 
@@ -407,10 +407,10 @@ def build_traces(legs: pd.DataFrame, upstream: pd.DataFrame) -> pd.DataFrame:
             "seen_at_node": roots("seen_at_node"),
             "forwarded_by_node": roots("forwarded_by_node"),
             "t_start": roots("t_start"),
-            "t_server_in": ns(pd.Series(roots("t_server_in"))).to_numpy(),
-            "t_server_out": ns(pd.Series(roots("t_server_out"))).to_numpy(),
-            "t_client_in": ns(pd.Series(roots("t_client_in"))).to_numpy(),
-            "client_latency_ns": ns(pd.Series(roots("client_latency_ns"))).to_numpy(),
+            "t_server_in": nullable_int(pd.Series(roots("t_server_in"))).to_numpy(),
+            "t_server_out": nullable_int(pd.Series(roots("t_server_out"))).to_numpy(),
+            "t_client_in": nullable_int(pd.Series(roots("t_client_in"))).to_numpy(),
+            "client_latency_ns": nullable_int(pd.Series(roots("client_latency_ns"))).to_numpy(),
             "rcode": roots("rcode"),
             "server_rcode": roots("server_rcode"),
             "answers": roots("answers"),
@@ -434,7 +434,7 @@ def build_traces(legs: pd.DataFrame, upstream: pd.DataFrame) -> pd.DataFrame:
     traces["upstream_answered"] = ups["answered"].sum().reindex(traces.index, fill_value=0).astype(int)
     answered_up = upstream[upstream["answered"]].sort_values("t_out").drop_duplicates("trace_id", keep="last").set_index("trace_id")
     traces["upstream_rcode"] = answered_up["rcode"].reindex(traces.index).fillna("")
-    traces["upstream_rtt_ns"] = ns(answered_up["rtt_ns"].reindex(traces.index))
+    traces["upstream_rtt_ns"] = nullable_int(answered_up["rtt_ns"].reindex(traces.index))
     direct = upstream[upstream["depth"] == 1].sort_values("t_out").drop_duplicates("trace_id", keep="last").set_index("trace_id")
     traces["upstream_server"] = direct["server_addr"].reindex(traces.index).fillna("")
     # Time the server spent waiting on upstreams: from its first query out to the last answer back
@@ -443,7 +443,7 @@ def build_traces(legs: pd.DataFrame, upstream: pd.DataFrame) -> pd.DataFrame:
     end = direct_legs["t_in"].fillna(direct_legs["trace_id"].map(traces["t_server_out"]))
     span = pd.DataFrame({"trace_id": direct_legs["trace_id"], "start": direct_legs["t_out"], "end": end})
     waits = span.groupby("trace_id").agg(start=("start", "min"), end=("end", "max"))
-    traces["upstream_wait_ns"] = ns((waits["end"] - waits["start"]).reindex(traces.index))
+    traces["upstream_wait_ns"] = nullable_int((waits["end"] - waits["start"]).reindex(traces.index))
     traces["server_self_ns"] = (traces["server_ns"] - traces["upstream_wait_ns"].fillna(0)).clip(lower=0)
     traces["ambiguous"] = upstream.groupby("trace_id")["ambiguous"].any().reindex(traces.index, fill_value=False).astype(bool)
     traces["served_from"] = np.select(
@@ -470,7 +470,7 @@ def build_upstream(legs: pd.DataFrame) -> pd.DataFrame:
             "qname": up["qname"].to_numpy(),
             "qtype": up["qtype"].to_numpy(),
             "t_out": up["t_start"].to_numpy(),
-            "t_in": ns(up["t_client_in"]).to_numpy(),
+            "t_in": nullable_int(up["t_client_in"]).to_numpy(),
             "rcode": up["rcode"].to_numpy(),
             "answered": up["t_client_in"].notna().to_numpy(),
             "ambiguous": up["ambiguous"].to_numpy(),
@@ -537,7 +537,7 @@ def attach_log_columns(traces: pd.DataFrame, logs: pd.DataFrame, errors: pd.Data
     return traces
 
 
-def attach_icmp(traces: pd.DataFrame, hops: pd.DataFrame, icmp: pd.DataFrame, legs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def attach_icmp(traces: pd.DataFrame, icmp: pd.DataFrame, legs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """ICMP errors quoting a trace's query: which kind, seen where, about which destination."""
     traces["icmp"] = ""
     traces["icmp_target"] = ""
@@ -611,8 +611,8 @@ def attach_connects(traces: pd.DataFrame, attempts: pd.DataFrame) -> tuple[pd.Da
 
 def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, capture_stats: dict | None = None) -> Correlation:
     """Traces from packet events and/or CoreDNS logs; either may be empty or None."""
-    events = events if events is not None else events_schema.empty_events()
-    logs = logs or ParsedLogs(empty(RECORD_COLUMNS), empty(ERROR_COLUMNS))
+    events = events if events is not None else schema.empty(schema.EVENTS)
+    logs = logs or ParsedLogs.none()
     capture_stats = capture_stats or {}
     kinds = events["kind"]
     is_dns = (kinds == "dns").to_numpy()
@@ -656,9 +656,11 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
         records["trace_id"] = pd.Series(dtype=int)
     errors["trace_id"] = join_errors(traces, errors).to_numpy() if len(errors) else pd.Series(dtype=int)
     traces = attach_log_columns(traces, records, errors)
-    traces, icmp_hops = attach_icmp(traces, hops, icmp, legs)
+    traces, icmp_hops = attach_icmp(traces, icmp, legs)
     attempts = connection_attempts(control)
     traces, connects_unmatched = attach_connects(traces, attempts)
+    traces = schema.conform(traces, schema.TRACES)
+    upstream = schema.conform(upstream, schema.UPSTREAM)
     stats = {
         "packets": int(len(events)),
         "dns_packets": int(len(dns)),

@@ -1,37 +1,10 @@
-"""The packet-event table: one row per DNS packet per vantage point, one schema for every source.
+"""The packet-event table's files: Parquet (capture counters in its metadata) and JSON.
 
-Sources (eBPF capture today; pcap, dnstap, Inspektor Gadget later) produce it;
-the correlator reads it and knows nothing of where it came from. Repeated
-strings are pandas categoricals, so a million rows stay cheap.
-
-| column      | type     | meaning |
-| ----------- | -------- | ------- |
-| ts_ns       | int64    | wall-clock time, ns since the epoch (UTC), converted once per capture |
-| netns       | uint64   | network namespace inode |
-| vantage     | category | who saw it: `demo/mypod`, `node-0`, `kube-system/coredns-0`, `upstream` |
-| role        | category | pod, node, coredns, upstream, other |
-| ifindex     | int32    | interface index inside that namespace |
-| ifname      | category | interface name (eth0, cbr0, veth…), when known |
-| pkt_type    | category | HOST, BROADCAST, MULTICAST, OTHERHOST, OUTGOING, LOOPBACK |
-| kind        | category | `dns`; `icmp-error` (an ICMP error quoting a DNS packet: the tuple is the quoted one's); `tcp-syn`, `tcp-synack`, `tcp-rst` (TCP connection set-up on a DNS port: no DNS fields) |
-| icmp_type   | int16    | ICMP type of an icmp-error row, else -1 |
-| icmp_code   | int16    | ICMP code of an icmp-error row, else -1 |
-| proto       | category | udp, tcp |
-| family      | int8     | 4 or 6 |
-| src_ip, dst_ip     | category | addresses as seen at this vantage (before/after NAT) |
-| src_port, dst_port | int32    | |
-| dns_id      | int32    | DNS message id |
-| qr          | bool     | True for a response |
-| opcode      | int8     | |
-| rcode       | category | NOERROR, NXDOMAIN, SERVFAIL, REFUSED, … (responses) |
-| aa, tc, rd, ra | bool  | header flags |
-| qname       | category | lower-case, with trailing dot; empty when it could not be decoded |
-| qtype       | category | A, AAAA, SRV, … |
-| answers     | category | answer records `TYPE value`, joined by `, ` (A, AAAA, CNAME, PTR, SRV, …) |
-| ancount     | int16    | answer count from the header |
-| size        | int32    | DNS message length in bytes (without TCP's length prefix) |
-| latency_ns  | int64    | responses: time since this vantage first saw the query (matched in the kernel); 0 when it saw none |
-| decoded     | bool     | whether the payload decoded as a DNS message |
+One row per DNS packet per vantage point, one schema for every source: its
+columns are declared in `dnscorrelate/schema.py` (EVENTS). Sources (eBPF
+capture today; pcap, dnstap, Inspektor Gadget later) produce it; the
+correlator reads it and knows nothing of where it came from. Repeated strings
+are pandas categoricals, so a million rows stay cheap.
 """
 
 from __future__ import annotations
@@ -42,49 +15,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from dnscorrelate import schema
 from dnscorrelate.errors import EventsError  # noqa: F401 (re-exported)
 
-CATEGORIES = ["vantage", "role", "ifname", "pkt_type", "kind", "proto", "src_ip", "dst_ip", "rcode", "qname", "qtype", "answers"]
-
-COLUMNS: dict[str, str] = {
-    "ts_ns": "int64",
-    "netns": "uint64",
-    "vantage": "category",
-    "role": "category",
-    "ifindex": "int32",
-    "ifname": "category",
-    "pkt_type": "category",
-    "kind": "category",
-    "icmp_type": "int16",
-    "icmp_code": "int16",
-    "proto": "category",
-    "family": "int8",
-    "src_ip": "category",
-    "src_port": "int32",
-    "dst_ip": "category",
-    "dst_port": "int32",
-    "dns_id": "int32",
-    "qr": "bool",
-    "opcode": "int8",
-    "rcode": "category",
-    "aa": "bool",
-    "tc": "bool",
-    "rd": "bool",
-    "ra": "bool",
-    "qname": "category",
-    "qtype": "category",
-    "answers": "category",
-    "ancount": "int16",
-    "size": "int32",
-    "latency_ns": "int64",
-    "decoded": "bool",
-}
+COLUMNS: dict[str, str] = schema.dtypes(schema.EVENTS)
+CATEGORIES = [name for name, dtype in COLUMNS.items() if dtype == "category"]
 
 PKT_TYPES = ["HOST", "BROADCAST", "MULTICAST", "OTHERHOST", "OUTGOING", "LOOPBACK", "USER", "KERNEL"]
 
 
 def empty_events() -> pd.DataFrame:
-    return conform(pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in COLUMNS.items()}))
+    return conform(schema.empty(schema.EVENTS))
 
 
 def conform(frame: pd.DataFrame) -> pd.DataFrame:

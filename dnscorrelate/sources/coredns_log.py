@@ -20,7 +20,6 @@ number). Missing fields (`-`) become empty values, never errors.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +28,7 @@ import pandas as pd
 import dns.rcode
 
 from dnscorrelate.errors import LogFormatError  # noqa: F401 (re-exported)
+from dnscorrelate.schema import LOG_ERRORS, LOG_RECORDS, Field, ParsedLogs, empty
 
 # --- formats -----------------------------------------------------------------
 
@@ -57,18 +57,6 @@ PLACEHOLDERS = {
     "{duration}": rf"(?P<duration>{GO_DURATION}|-)",
     "{>opcode}": r"(?P<opcode>\S+)",
     "{when}": r"(?P<when>[^\]]+)",
-}
-
-RECORD_COLUMNS = {
-    "ts_ns": "Int64", "replica": "category", "remote_ip": "category", "remote_port": "Int32", "id": "Int32",
-    "qtype": "category", "qclass": "category", "qname": "category", "proto": "category", "size": "Int32",
-    "do": "boolean", "bufsize": "Int32", "rcode": "category", "rflags": "category", "rsize": "Int32",
-    "duration_s": "float64", "opcode": "category", "source": "category", "line_no": "int64", "text": "object",
-}
-ERROR_COLUMNS = {
-    "ts_ns": "Int64", "replica": "category", "rcode": "category", "qname": "category", "qtype": "category",
-    "error": "object", "upstream_ip": "category", "upstream_port": "Int32", "reason": "category",
-    "source": "category", "line_no": "int64", "text": "object",
 }
 
 PREFIX = re.compile(r"^\[pod/(?P<pod>[^/\]]+)/[^\]]*\]\s+")
@@ -179,28 +167,10 @@ def integers(series: pd.Series) -> pd.Series:
 # --- parsing -----------------------------------------------------------------
 
 
-@dataclass
-class ParsedLogs:
-    """What a set of CoreDNS log files said, and what could not be read."""
-
-    records: pd.DataFrame
-    errors: pd.DataFrame
-    other_lines: int = 0
-    unparsed: list[tuple[str, int, str]] = field(default_factory=list)  # (source, line number, text)
-
-    @property
-    def log_lines(self) -> int:
-        return len(self.records) + len(self.errors) + self.other_lines + len(self.unparsed)
-
-
-def empty(columns: dict[str, str]) -> pd.DataFrame:
-    return pd.DataFrame({name: pd.Series(dtype=dtype) for name, dtype in columns.items()})
-
-
 def parse_lines(lines: list[str], source: str, replica: str | None = None, formats: list[str] = ()) -> ParsedLogs:
     """Parse the lines of one log; `replica` names the CoreDNS pod when no `[pod/NAME/...]` prefix does."""
     if not lines:
-        return ParsedLogs(empty(RECORD_COLUMNS), empty(ERROR_COLUMNS))
+        return ParsedLogs.none()
     text = pd.Series([line.rstrip("\r\n") for line in lines], dtype="string")
     head = extract(text, HEAD)
     head["line_no"] = np.arange(1, len(text) + 1)
@@ -241,7 +211,7 @@ def column(frame: pd.DataFrame, name: str) -> pd.Series:
 
 def build_records(found: pd.DataFrame, head: pd.DataFrame, text: pd.Series, source: str) -> pd.DataFrame:
     if found.empty:
-        return empty(RECORD_COLUMNS)
+        return empty(LOG_RECORDS)
     found = found.sort_index()
     meta = head.loc[found.index]
     ts = meta["ts_ns"]
@@ -272,12 +242,12 @@ def build_records(found: pd.DataFrame, head: pd.DataFrame, text: pd.Series, sour
             "text": text.loc[found.index].astype(object),
         }
     )
-    return conform(frame, RECORD_COLUMNS)
+    return conform(frame, LOG_RECORDS)
 
 
 def build_errors(found: pd.DataFrame, head: pd.DataFrame, text: pd.Series, source: str) -> pd.DataFrame:
     if found.empty:
-        return empty(ERROR_COLUMNS)
+        return empty(LOG_ERRORS)
     meta = head.loc[found.index]
     upstream = extract(found["error"], UPSTREAM_IN_ERROR)
     reason = pd.Series("", index=found.index, dtype="string")
@@ -299,16 +269,17 @@ def build_errors(found: pd.DataFrame, head: pd.DataFrame, text: pd.Series, sourc
             "text": text.loc[found.index].astype(object),
         }
     )
-    return conform(frame, ERROR_COLUMNS)
+    return conform(frame, LOG_ERRORS)
 
 
-def conform(frame: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
-    out = frame[list(columns)].copy()
-    for name, dtype in columns.items():
-        if dtype == "category":
-            out[name] = out[name].astype("string").fillna("").astype(str).astype("category")
+def conform(frame: pd.DataFrame, table: list[Field]) -> pd.DataFrame:
+    """The table's columns with their dtypes; missing text in categories becomes ""."""
+    out = frame[[c.name for c in table]].copy()
+    for c in table:
+        if c.dtype == "category":
+            out[c.name] = out[c.name].astype("string").fillna("").astype(str).astype("category")
         else:
-            out[name] = out[name].astype(dtype)
+            out[c.name] = out[c.name].astype(c.dtype)
     return out.reset_index(drop=True)
 
 
@@ -333,12 +304,12 @@ def read_logs(paths: list[str | Path], corefile: str | None = None) -> ParsedLog
 
 def merge(parts: list[ParsedLogs]) -> ParsedLogs:
     if not parts:
-        return ParsedLogs(empty(RECORD_COLUMNS), empty(ERROR_COLUMNS))
-    records = pd.concat([p.records for p in parts if len(p.records)] or [empty(RECORD_COLUMNS)], ignore_index=True)
-    errors = pd.concat([p.errors for p in parts if len(p.errors)] or [empty(ERROR_COLUMNS)], ignore_index=True)
+        return ParsedLogs.none()
+    records = pd.concat([p.records for p in parts if len(p.records)] or [empty(LOG_RECORDS)], ignore_index=True)
+    errors = pd.concat([p.errors for p in parts if len(p.errors)] or [empty(LOG_ERRORS)], ignore_index=True)
     return ParsedLogs(
-        records=conform(records, RECORD_COLUMNS) if len(records) else empty(RECORD_COLUMNS),
-        errors=conform(errors, ERROR_COLUMNS) if len(errors) else empty(ERROR_COLUMNS),
+        records=conform(records, LOG_RECORDS) if len(records) else empty(LOG_RECORDS),
+        errors=conform(errors, LOG_ERRORS) if len(errors) else empty(LOG_ERRORS),
         other_lines=sum(p.other_lines for p in parts),
         unparsed=[u for p in parts for u in p.unparsed],
     )
