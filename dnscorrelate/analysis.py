@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from dnscorrelate import events as events_io
-from dnscorrelate.correlate import Correlation, correlate
-from dnscorrelate.diagnose import Finding, diagnose
-from dnscorrelate.facts import ClusterFacts, facts_from_files, facts_from_topology
-from dnscorrelate.report.records import trace_records
-from dnscorrelate.sources.coredns_log import ParsedLogs, read_logs
-
-
-@dataclass
-class Analysis:
-    correlation: Correlation
-    findings: list[Finding]
-
-    def to_dict(self, with_hops: bool = True) -> dict:
-        return {
-            "traces": trace_records(self.correlation, with_hops),
-            "findings": [f.to_dict() for f in self.findings],
-            "stats": self.correlation.stats,
-        }
+from dnscorrelate import events
+from dnscorrelate.correlate import correlate
+from dnscorrelate.diagnose import Analysis, diagnose
+from dnscorrelate.cluster.facts import ClusterFacts, facts_from_files
+from dnscorrelate.cluster.lab.facts import facts_from_topology
+from dnscorrelate.schema import ParsedLogs
+from dnscorrelate.sources.coredns_log import read_logs
 
 
 def analyze(frame: pd.DataFrame | None, logs: ParsedLogs | None, facts: ClusterFacts | None, capture_stats: dict | None = None) -> Analysis:
@@ -38,7 +25,7 @@ def from_files(events_path: str | None, log_paths: list[str], corefile_path: str
     """`correlate`'s inputs read from disk; facts from a running lab (--lab) or from the given files."""
     from dnscorrelate.cluster.lab.spec import load_manifests
 
-    frame, capture_stats = events_io.load(events_path) if events_path else (None, {})
+    frame, capture_stats = events.load(events_path) if events_path else (None, {})
     corefile = Path(corefile_path).read_text() if corefile_path else ""
     if lab_name:
         from dnscorrelate.cluster.lab.runtime import Lab

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from dnscorrelate.facts import ClusterFacts
+from dnscorrelate.cluster.facts import ClusterFacts
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class LabBackend:
         return self.lab.topology.spec.corefile
 
     def facts(self) -> ClusterFacts:
-        from dnscorrelate.facts import facts_from_topology
+        from dnscorrelate.cluster.lab.facts import facts_from_topology
 
         return facts_from_topology(self.lab.topology)
 

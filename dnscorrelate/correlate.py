@@ -22,7 +22,7 @@ How (all vectorized with pandas/numpy; no Python loop per event):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -45,6 +45,12 @@ class Correlation:
     errors: pd.DataFrame  # schema.LOG_ERRORS, with trace_id
     stats: dict = field(default_factory=dict)
     unparsed: list = field(default_factory=list)
+
+    def restricted_to(self, trace_ids: set[int]) -> Correlation:
+        """The traces in `trace_ids`, their hops and upstream exchanges; logs, errors and counts stay whole."""
+        return replace(self, traces=self.traces[self.traces["trace_id"].isin(trace_ids)],
+                       hops=self.hops[self.hops["trace_id"].isin(trace_ids)],
+                       upstream=self.upstream[self.upstream["trace_id"].isin(trace_ids)])
 
 
 # --- legs --------------------------------------------------------------------

@@ -11,13 +11,13 @@ Hops: pod, pod->node, node->coredns, coredns, coredns->upstream, upstream, retur
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 
 from dnscorrelate.correlate import Correlation
-from dnscorrelate.facts import ClusterFacts, blocking_policies, serving_block
+from dnscorrelate.cluster.facts import ClusterFacts, blocking_policies, serving_block
 
 SLOW_UPSTREAM_MS = 100.0
 SLOW_COREDNS_MS = 100.0
@@ -506,6 +506,30 @@ def no_lookups(correlation: Correlation) -> Finding:
                    "Check that the pod looked a name up while the capture ran and that its network namespace was captured.",
                    {"stats": {k: stats.get(k, 0) for k in ("packets", "dns_packets", "log_records", "traces", "lost_samples")}},
                    0, "warning")
+
+
+def findings_about(findings: list[Finding], trace_ids: set[int]) -> list[Finding]:
+    """The findings that explain any of `trace_ids`, each citing only those; findings about no trace in particular stay."""
+    kept = []
+    for f in findings:
+        mine = sorted(f.covers & trace_ids)
+        if not f.covers:
+            kept.append(f)
+        elif mine:  # cite these lookups, which need not be among the ones cited for everybody
+            kept.append(replace(f, evidence={**f.evidence, "traces": mine[:EVIDENCE_LIMIT], COVERED: mine}))
+    return kept
+
+
+@dataclass
+class Analysis:
+    """A correlation and its diagnosis: what every output presents."""
+
+    correlation: Correlation
+    findings: list[Finding]
+
+    def restricted_to(self, trace_ids: set[int]) -> Analysis:
+        """The traces in `trace_ids`, with their hops and upstream exchanges, and the findings about them."""
+        return Analysis(self.correlation.restricted_to(trace_ids), findings_about(self.findings, trace_ids))
 
 
 def diagnose(correlation: Correlation, facts: ClusterFacts | None = None) -> list[Finding]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from dnscorrelate import events as events_io
 from dnscorrelate.analysis import Analysis, analyze
-from dnscorrelate.facts import facts_from_topology
+from dnscorrelate.cluster.lab.facts import facts_from_topology
 from dnscorrelate.cluster.lab import faults as lab_faults
 from dnscorrelate.cluster.lab.clients import ClientResult, run_queries
 from dnscorrelate.cluster.lab.runtime import Lab, teardown

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
-from dnscorrelate.cluster.lab.kube import Manifest
+from dnscorrelate.cluster.model import Manifest
 from dnscorrelate.cluster.lab.spec import LabSpec, SpecError, describe_errors, parse_yaml, read_text
 
 HOPS = ("pod", "pod->node", "node->coredns", "coredns", "coredns->upstream", "upstream", "return")

@@ -1,17 +1,27 @@
-"""The subset of Kubernetes objects the lab understands, in Kubernetes' own schema.
+"""The Kubernetes objects every backend shares, in Kubernetes' own schema.
 
-Manifests are validated with pydantic; fields the lab does not use (images,
-resources, ...) are accepted and ignored, as a cluster would not care about
-them for DNS either. Semantics follow the Kubernetes API reference, notably
-NetworkPolicy's default-deny rules (see `NetworkPolicy.isolates`).
+One model for the lab's YAML and for a real cluster's API: field names are
+Kubernetes' camelCase (Python keywords by alias: `from`, `except`), so a lab
+manifest and the JSON of the official client
+(`ApiClient().sanitize_for_serialization(obj)`, `kubectl get -o json`) parse
+alike. Nulls mean "absent", as the API server treats them, and `kind` may be
+missing (list items carry none). Fields dnscorrelate does not use (images,
+resources, status conditions...) are accepted and ignored.
+
+NetworkPolicy semantics (who is isolated, what a rule admits) live in
+`cluster.policy`; `ClusterModel` holds a cluster's objects with the lookups
+the backends and the diagnoser need.
 """
 
 from __future__ import annotations
 
 import ipaddress
-from typing import Annotated, Literal, Union
+from functools import cached_property
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from dnscorrelate.cluster.policy import isolates
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -21,6 +31,14 @@ Protocol = Literal["TCP", "UDP", "SCTP"]
 
 class KubeModel(BaseModel):
     model_config = ConfigDict(extra="ignore", populate_by_name=True, frozen=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _nulls_are_absent(cls, data: Any) -> Any:
+        """The API (and the official client's `to_dict`) writes null for unset fields: treat them as absent."""
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if v is not None}
+        return data
 
 
 class ObjectMeta(KubeModel):
@@ -61,7 +79,7 @@ class LabelSelector(KubeModel):
 
 
 class Namespace(KubeModel):
-    kind: Literal["Namespace"]
+    kind: Literal["Namespace"] = "Namespace"
     metadata: ObjectMeta
 
     @property
@@ -104,10 +122,38 @@ class PodSpec(KubeModel):
     dnsConfig: PodDNSConfig | None = None
 
 
+class PodIP(KubeModel):
+    ip: str
+
+
+class PodStatus(KubeModel):
+    """What the kubelet reports; a lab pod gets the address the lab gave it."""
+
+    podIP: str | None = None
+    podIPs: list[PodIP] = []
+    hostIP: str | None = None
+    phase: str | None = None
+
+
 class Pod(KubeModel):
-    kind: Literal["Pod"]
+    kind: Literal["Pod"] = "Pod"
     metadata: ObjectMeta
     spec: PodSpec = PodSpec()
+    status: PodStatus = PodStatus()
+
+    @property
+    def key(self) -> str:
+        return f"{self.metadata.namespace}/{self.metadata.name}"
+
+    @property
+    def ip(self) -> str | None:
+        return self.status.podIP
+
+    @property
+    def ips(self) -> list[str]:
+        """Every address of the pod (dual-stack pods have two)."""
+        listed = [p.ip for p in self.status.podIPs]
+        return listed or ([self.status.podIP] if self.status.podIP else [])
 
     def named_port(self, name: str, protocol: str) -> int | None:
         """The container port called `name` with `protocol`, as Services and policies resolve it."""
@@ -129,7 +175,7 @@ class ServicePort(KubeModel):
 
 
 class ServiceSpec(KubeModel):
-    type: Literal["ClusterIP", "ExternalName"] = "ClusterIP"
+    type: Literal["ClusterIP", "ExternalName", "NodePort", "LoadBalancer"] = "ClusterIP"
     clusterIP: str | None = None
     selector: dict[str, str] | None = None
     ports: list[ServicePort] = []
@@ -139,7 +185,7 @@ class ServiceSpec(KubeModel):
     @classmethod
     def _ip_or_none(cls, value: str | None) -> str | None:
         if value not in (None, "None", ""):
-            ipaddress.IPv4Address(value)
+            ipaddress.ip_address(value)
         return value
 
     @property
@@ -148,9 +194,101 @@ class ServiceSpec(KubeModel):
 
 
 class Service(KubeModel):
-    kind: Literal["Service"]
+    kind: Literal["Service"] = "Service"
     metadata: ObjectMeta
     spec: ServiceSpec = ServiceSpec()
+
+    @property
+    def key(self) -> str:
+        return f"{self.metadata.namespace}/{self.metadata.name}"
+
+
+# --- EndpointSlice ---------------------------------------------------------
+
+SERVICE_NAME_LABEL = "kubernetes.io/service-name"
+
+
+class ObjectReference(KubeModel):
+    kind: str | None = None
+    namespace: str | None = None
+    name: str | None = None
+
+
+class EndpointConditions(KubeModel):
+    """Unset `ready` means ready, as the API reference says consumers must read it."""
+
+    ready: bool | None = None
+    serving: bool | None = None
+    terminating: bool | None = None
+
+
+class Endpoint(KubeModel):
+    addresses: list[str] = []
+    conditions: EndpointConditions = EndpointConditions()
+    hostname: str | None = None
+    nodeName: str | None = None
+    targetRef: ObjectReference | None = None
+
+
+class EndpointPort(KubeModel):
+    name: str | None = None
+    port: int | None = None
+    protocol: Protocol = "TCP"
+
+
+class EndpointSlice(KubeModel):
+    """A Service's endpoints as the EndpointSlice controller publishes them (discovery.k8s.io/v1)."""
+
+    kind: Literal["EndpointSlice"] = "EndpointSlice"
+    metadata: ObjectMeta
+    addressType: Literal["IPv4", "IPv6", "FQDN"] = "IPv4"
+    endpoints: list[Endpoint] = []
+    ports: list[EndpointPort] = []
+
+    @property
+    def service_name(self) -> str | None:
+        return self.metadata.labels.get(SERVICE_NAME_LABEL)
+
+
+# --- Node ------------------------------------------------------------------
+
+
+class NodeAddress(KubeModel):
+    type: str
+    address: str
+
+
+class NodeSpec(KubeModel):
+    podCIDR: str | None = None
+    podCIDRs: list[str] = []
+
+
+class NodeStatus(KubeModel):
+    addresses: list[NodeAddress] = []
+
+
+class Node(KubeModel):
+    kind: Literal["Node"] = "Node"
+    metadata: ObjectMeta
+    spec: NodeSpec = NodeSpec()
+    status: NodeStatus = NodeStatus()
+
+    @property
+    def internal_ip(self) -> str | None:
+        return next((a.address for a in self.status.addresses if a.type == "InternalIP"), None)
+
+    @property
+    def pod_cidr(self) -> str | None:
+        return self.spec.podCIDR or next(iter(self.spec.podCIDRs), None)
+
+
+# --- ConfigMap (the Corefile) ----------------------------------------------
+
+
+class ConfigMap(KubeModel):
+    kind: Literal["ConfigMap"] = "ConfigMap"
+    metadata: ObjectMeta
+    data: dict[str, str] = {}
 
 
 # --- NetworkPolicy ---------------------------------------------------------
@@ -209,7 +347,7 @@ class NetworkPolicySpec(KubeModel):
 
 
 class NetworkPolicy(KubeModel):
-    kind: Literal["NetworkPolicy"]
+    kind: Literal["NetworkPolicy"] = "NetworkPolicy"
     metadata: ObjectMeta
     spec: NetworkPolicySpec = NetworkPolicySpec()
 
@@ -220,14 +358,6 @@ class NetworkPolicy(KubeModel):
             return set(self.spec.policyTypes)
         return {"Ingress", "Egress"} if self.spec.egress else {"Ingress"}
 
-    def isolates(self, pod: Pod, direction: str) -> bool:
-        """Whether this policy selects `pod` and so isolates it in `direction` (Ingress/Egress)."""
-        return (
-            pod.metadata.namespace == self.metadata.namespace
-            and direction in self.policy_types
-            and self.spec.podSelector.matches(pod.metadata.labels)
-        )
-
     def rules(self, direction: str) -> list[NetworkPolicyIngressRule] | list[NetworkPolicyEgressRule]:
         return self.spec.ingress if direction == "Ingress" else self.spec.egress
 
@@ -237,8 +367,86 @@ class NetworkPolicy(KubeModel):
 
 
 Manifest = Annotated[Union[Namespace, Pod, Service, NetworkPolicy], Field(discriminator="kind")]
+"""The kinds a lab spec or `lab apply` manifest may hold."""
+
+KubeObject = Annotated[
+    Union[Namespace, Pod, Service, NetworkPolicy, EndpointSlice, Node, ConfigMap], Field(discriminator="kind")
+]
+"""Every kind the model knows, as read from a cluster (items of a list need their `kind` set first)."""
+
+CLUSTER_SCOPED = ("Namespace", "Node")
 
 
-def object_key(m: Namespace | Pod | Service | NetworkPolicy) -> tuple[str, str, str]:
-    """(kind, namespace, name): what makes an object unique in a cluster (namespaces are cluster-wide)."""
-    return (m.kind, "" if m.kind == "Namespace" else m.metadata.namespace, m.metadata.name)
+def object_key(m: KubeModel) -> tuple[str, str, str]:
+    """(kind, namespace, name): what makes an object unique in a cluster (namespaces and nodes are cluster-wide)."""
+    return (m.kind, "" if m.kind in CLUSTER_SCOPED else m.metadata.namespace, m.metadata.name)
+
+
+# --- A cluster's objects -----------------------------------------------------
+
+
+class ClusterModel(BaseModel):
+    """A cluster's objects, from any backend, with the lookups callers need. Pods are found by their
+    status.podIP: a pod without an address is in the model but not behind an IP."""
+
+    model_config = ConfigDict(frozen=True)
+
+    namespaces: list[Namespace] = []
+    nodes: list[Node] = []
+    pods: list[Pod] = []
+    services: list[Service] = []
+    endpoint_slices: list[EndpointSlice] = []
+    policies: list[NetworkPolicy] = []
+    config_maps: list[ConfigMap] = []
+
+    @classmethod
+    def from_objects(cls, objects) -> ClusterModel:
+        """Sort objects of any kind (in order) into a model."""
+        fields = {"Namespace": "namespaces", "Node": "nodes", "Pod": "pods", "Service": "services",
+                  "EndpointSlice": "endpoint_slices", "NetworkPolicy": "policies", "ConfigMap": "config_maps"}
+        sorted_objects: dict[str, list] = {name: [] for name in fields.values()}
+        for obj in objects:
+            sorted_objects[fields[obj.kind]].append(obj)
+        return cls(**sorted_objects)
+
+    @cached_property
+    def pods_by_ip(self) -> dict[str, Pod]:
+        return {ip: pod for pod in self.pods for ip in pod.ips}
+
+    def pod_by_ip(self, ip: str) -> Pod | None:
+        return self.pods_by_ip.get(ip)
+
+    def pod(self, namespace: str, name: str) -> Pod | None:
+        return next((p for p in self.pods if p.metadata.namespace == namespace and p.metadata.name == name), None)
+
+    def namespace_labels(self, name: str) -> dict[str, str]:
+        """A namespace's labels, with the one Kubernetes sets on every namespace (also for undeclared ones)."""
+        found = next((ns for ns in self.namespaces if ns.metadata.name == name), None)
+        return found.labels if found else {"kubernetes.io/metadata.name": name}
+
+    def services_in(self, namespace: str) -> list[Service]:
+        return [s for s in self.services if s.metadata.namespace == namespace]
+
+    def endpoint_slices_of(self, service: Service) -> list[EndpointSlice]:
+        return [e for e in self.endpoint_slices
+                if e.metadata.namespace == service.metadata.namespace and e.service_name == service.metadata.name]
+
+    def service_pods(self, service: Service) -> list[Pod]:
+        """The pods behind a Service: its EndpointSlices' targets when there are slices, else its selector's pods."""
+        slices = self.endpoint_slices_of(service)
+        if slices:
+            refs = [ep.targetRef for s in slices for ep in s.endpoints if ep.targetRef and ep.targetRef.kind == "Pod"]
+            keys = dict.fromkeys((r.namespace or service.metadata.namespace, r.name) for r in refs)
+            return [p for p in (self.pod(*key) for key in keys) if p is not None]
+        if service.spec.selector is None:
+            return []
+        return [p for p in self.pods_in(service.metadata.namespace)
+                if all(p.metadata.labels.get(k) == v for k, v in service.spec.selector.items())]
+
+    def pods_in(self, namespace: str) -> list[Pod]:
+        return [p for p in self.pods if p.metadata.namespace == namespace]
+
+    def policies_selecting(self, pod: Pod, direction: str | None = None) -> list[NetworkPolicy]:
+        """The policies that isolate `pod` in `direction` (either direction when None)."""
+        directions = ("Ingress", "Egress") if direction is None else (direction,)
+        return [p for p in self.policies if any(isolates(p, pod, d) for d in directions)]

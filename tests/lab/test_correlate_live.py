@@ -8,7 +8,7 @@ import time
 
 from dnscorrelate import events
 from dnscorrelate.analysis import analyze
-from dnscorrelate.facts import facts_from_topology
+from dnscorrelate.cluster.lab.facts import facts_from_topology
 from dnscorrelate.cluster.lab.spec import load_manifests
 from dnscorrelate.sources.capture import Capture, lab_targets, lab_watcher
 from dnscorrelate.sources.coredns_log import read_logs

@@ -1,6 +1,6 @@
 import pytest
 
-from dnscorrelate.cluster.lab.kube import NetworkPolicy
+from dnscorrelate.cluster.model import NetworkPolicy
 from dnscorrelate.cluster.lab.spec import load_spec, merge, validate, Source
 from dnscorrelate.cluster.lab.topology import build_topology
 

@@ -61,7 +61,7 @@ def test_upstream_corefile_serves_each_zone_and_nxdomain_for_the_rest(topology):
 
 
 def test_server_blocks_and_the_one_that_serves_a_name():
-    from dnscorrelate.facts import ClusterFacts
+    from dnscorrelate.cluster.facts import ClusterFacts
 
     facts = ClusterFacts(
         corefile="cluster.local:53 in-addr.arpa:53 {\n  errors\n  kubernetes cluster.local {\n    pods insecure\n  }\n}\n"

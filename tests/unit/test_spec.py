@@ -4,7 +4,7 @@ import textwrap
 
 import pytest
 
-from dnscorrelate.cluster.lab.kube import NetworkPolicy, Pod
+from dnscorrelate.cluster.model import NetworkPolicy, Pod
 from dnscorrelate.cluster.lab.spec import SpecError, load_manifests, load_spec
 
 

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from dnscorrelate.cluster.lab import kubedns
-from dnscorrelate.cluster.lab.kube import Pod
+from dnscorrelate.cluster.model import Pod
 from dnscorrelate.cluster.lab.topology import PodInfo, Topology
 
 

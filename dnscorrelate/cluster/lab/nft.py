@@ -15,6 +15,10 @@ One table per node namespace, named `dnsc-<lab>` (the lab prefix and name), appl
   any selecting policy allows the packet, and drops otherwise. Replies are
   allowed by conntrack (`ct state established,related`), as policies are
   stateful.
+
+Who is isolated, which pods a peer selects and which ports a policy port
+admits come from the one evaluator, `cluster.policy`; this module only writes
+those answers as nftables rules.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass
 
-from dnscorrelate.cluster.lab.kube import NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, Pod
-from dnscorrelate.cluster.lab.spec import LabSpec
-from dnscorrelate.cluster.lab.topology import POD_CIDR, PREFIX, NodeInfo, PodInfo, ServiceInfo, Topology
+from dnscorrelate.cluster.lab.facts import lab_model
+from dnscorrelate.cluster.lab.topology import POD_CIDR, PREFIX, NodeInfo, ServiceInfo, Topology
+from dnscorrelate.cluster.model import ClusterModel, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, Pod
+from dnscorrelate.cluster.policy import ANY_PORT, isolating_policies, port_range, selected_pods
 
 DIRECTIONS = {"Egress": ("daddr", "egress"), "Ingress": ("saddr", "ingress")}
 
@@ -77,41 +82,26 @@ def service_chains(services: list[ServiceInfo]) -> tuple[list[str], list[str], l
 
 @dataclass(frozen=True)
 class PolicyContext:
+    """The lab's pods and namespaces as the cluster model holds them, for the shared evaluator."""
+
     topology: Topology
+    model: ClusterModel
 
-    @property
-    def spec(self) -> LabSpec:
-        return self.topology.spec
-
-    def namespace_labels(self, name: str) -> dict[str, str]:
-        labels = next((ns.metadata.labels for ns in self.spec.namespaces if ns.metadata.name == name), {})
-        return {**labels, "kubernetes.io/metadata.name": name}
-
-    def peer_pods(self, peer: NetworkPolicyPeer, policy: NetworkPolicy) -> list[PodInfo]:
+    def peer_pods(self, peer: NetworkPolicyPeer, policy: NetworkPolicy) -> list[Pod]:
         """The pods a pod/namespace-selector peer selects, per the NetworkPolicy API."""
-        pods = []
-        for pod in self.topology.pods:
-            if peer.namespaceSelector is None:
-                in_scope = pod.namespace == policy.metadata.namespace
-            else:
-                in_scope = peer.namespaceSelector.matches(self.namespace_labels(pod.namespace))
-            if in_scope and (peer.podSelector is None or peer.podSelector.matches(pod.labels)):
-                pods.append(pod)
-        return pods
+        return selected_pods(peer, policy, self.model.pods, self.model.namespace_labels)
 
 
 def port_matches(port: NetworkPolicyPort, target: Pod | None) -> str | None:
     """The nft match for one policy port; None when a named port does not exist on `target`."""
     proto = port.protocol.lower()
-    if port.port is None:
+    span = port_range(port, target)
+    if span is None:
+        return None
+    if span == ANY_PORT and port.port is None:
         return f"meta l4proto {proto}"
-    number = port.port
-    if isinstance(number, str) and not number.isdigit():
-        number = target.named_port(number, port.protocol) if target is not None else None
-        if number is None:
-            return None
-    span = f"{number}-{port.endPort}" if port.endPort else f"{number}"
-    return f"meta l4proto {proto} th dport {span}"
+    ports = f"{span.start}-{span.stop - 1}" if port.endPort else f"{span.start}"
+    return f"meta l4proto {proto} th dport {ports}"
 
 
 def address_set(ips: list[str]) -> str:
@@ -137,7 +127,7 @@ def rule_matches(ctx: PolicyContext, policy: NetworkPolicy, rule, direction: str
             named = any(isinstance(p.port, str) and not p.port.isdigit() for p in rule.ports)
             if direction == "Egress" and named:
                 # A named port resolves on each destination pod separately.
-                targets = [(f"{field} {pod.ip}", ctx.topology.manifest_pod(pod.key)) for pod in pods]
+                targets = [(f"{field} {pod.ip}", pod) for pod in pods]
             else:
                 targets = [(f"{field} {address_set([p.ip for p in pods])}", None)]
         for address, destination in targets:
@@ -150,23 +140,17 @@ def rule_matches(ctx: PolicyContext, policy: NetworkPolicy, rule, direction: str
     return matches
 
 
-def policy_chain(ctx: PolicyContext, pod: PodInfo, direction: str, policies: list[NetworkPolicy]) -> list[str]:
+def policy_chain(ctx: PolicyContext, pod: Pod, direction: str, policies: list[NetworkPolicy]) -> list[str]:
     """The chain that lets through what any of `policies` allows for `pod` in `direction`, and drops the rest."""
-    manifest = ctx.topology.manifest_pod(pod.key)
     lines = []
     for policy in policies:
         for index, rule in enumerate(policy.rules(direction)):
             label = comment(f"{policy.ref} {DIRECTIONS[direction][1]}[{index}]")
-            for match in rule_matches(ctx, policy, rule, direction, manifest):
+            for match in rule_matches(ctx, policy, rule, direction, pod):
                 lines.append(f"{match} counter return {label}".lstrip())
     names = ", ".join(p.ref for p in policies)
     lines.append(f"counter drop {comment(f'{pod.key}: {direction} not allowed by {names}')}")
     return block(f"chain {DIRECTIONS[direction][1]}-{chain_id(pod.ip)}", lines)
-
-
-def isolating_policies(ctx: PolicyContext, pod: PodInfo, direction: str) -> list[NetworkPolicy]:
-    manifest = ctx.topology.manifest_pod(pod.key)
-    return [p for p in ctx.spec.policies if p.isolates(manifest, direction)]
 
 
 # --- The whole table -------------------------------------------------------
@@ -175,14 +159,14 @@ def isolating_policies(ctx: PolicyContext, pod: PodInfo, direction: str) -> list
 def ruleset(topology: Topology, node: NodeInfo) -> str:
     """The nft script that (re)creates this node's table."""
     table = table_name(topology.lab)
-    ctx = PolicyContext(topology)
+    ctx = PolicyContext(topology, lab_model(topology))
     entries, svc_chains, rejects = service_chains(topology.services)
 
     jumps: dict[str, list[str]] = defaultdict(list)
     policy_chains: list[str] = []
-    for pod in (p for p in topology.pods if p.node == node.name):
+    for pod in (p for p in ctx.model.pods if p.spec.nodeName == node.name):
         for direction in ("Egress", "Ingress"):
-            policies = isolating_policies(ctx, pod, direction)
+            policies = isolating_policies(ctx.model.policies, pod, direction)
             if policies:
                 jumps[direction].append(f"{pod.ip} : jump {DIRECTIONS[direction][1]}-{chain_id(pod.ip)}")
                 policy_chains += policy_chain(ctx, pod, direction, policies)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from dnscorrelate.cluster.lab import files, kubedns, netns, nft
 from dnscorrelate.cluster.lab.netns import LabError
-from dnscorrelate.cluster.lab.kube import Manifest, object_key
+from dnscorrelate.cluster.model import Manifest, object_key
 from dnscorrelate.cluster.lab.spec import LabSpec
 from dnscorrelate.cluster.lab.topology import PREFIX, SERVICE_CIDR, PodInfo, Topology, build_topology
 

@@ -18,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from dnscorrelate.errors import SpecError  # noqa: F401 (re-exported)
-from dnscorrelate.cluster.lab.kube import Manifest, Namespace, NetworkPolicy, Pod, Service
+from dnscorrelate.cluster.model import Manifest, Namespace, NetworkPolicy, Pod, Service
 
 DEFAULT_SPEC = "default.yaml"
 

@@ -18,7 +18,7 @@ from collections import Counter
 
 from pydantic import BaseModel
 
-from dnscorrelate.cluster.lab.kube import object_key, Container, ContainerPort, ObjectMeta, Pod, PodSpec, Service, ServicePort, ServiceSpec
+from dnscorrelate.cluster.model import object_key, Container, ContainerPort, ObjectMeta, Pod, PodSpec, Service, ServicePort, ServiceSpec
 from dnscorrelate.cluster.lab.spec import LabSpec, SpecError
 
 # Every namespace, /etc/netns entry and nftables table of a lab starts with this. Tests that
