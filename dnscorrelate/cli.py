@@ -269,7 +269,9 @@ def correlate(events_path, log_paths, corefile, manifest_paths, lab_name, output
         raise click.UsageError("give --events and/or --coredns-log")
     result = analysis.from_files(events_path, list(log_paths), corefile, list(manifest_paths), lab_name)
     if output == "json":
-        click.echo(json.dumps(result.to_dict(), indent=1))
+        from dnscorrelate.report.records import analysis_record
+
+        click.echo(json.dumps(analysis_record(result), indent=1))
         return
     print_analysis(result)
 

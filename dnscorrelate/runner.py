@@ -15,13 +15,14 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dnscorrelate import events as events_io
+from dnscorrelate import events
 from dnscorrelate.analysis import Analysis, analyze
 from dnscorrelate.cluster.lab.facts import facts_from_topology
 from dnscorrelate.cluster.lab import faults as lab_faults
 from dnscorrelate.cluster.lab.clients import ClientResult, run_queries
 from dnscorrelate.cluster.lab.runtime import Lab, teardown
 from dnscorrelate.cluster.lab.spec import default_spec, merge
+from dnscorrelate.report.records import trace_records
 from dnscorrelate.scenarios import (
     ApplyFault, CorefileFault, CustomServerBlockFault, DeleteFault, LinkFault, ResolvConfFault, Scenario,
     StopReplicaFault, UpstreamCorefileFault,
@@ -76,7 +77,7 @@ class ScenarioResult:
             "missing": self.missing,
             "error": self.error or None,
             "findings": [{k: f[k] for k in ("code", "hop", "summary", "evidence")} for f in findings],
-            "traces": self.analysis.to_dict(with_hops=False)["traces"] if self.analysis else [],
+            "traces": trace_records(self.analysis.correlation, with_hops=False) if self.analysis else [],
             "stats": {
                 "queries": len(self.clients),
                 "answered": sum(c.answered for c in self.clients),
@@ -121,7 +122,7 @@ def dns_server_logs(lab: Lab) -> list[str]:
 def save_evidence(directory: Path, lab: Lab, capture: Capture) -> None:
     """What a colleague needs to re-run the analysis offline: events, logs, the lab's topology."""
     directory.mkdir(parents=True, exist_ok=True)
-    events_io.save(capture.events(), directory / "events.parquet", capture.stats)
+    events.save(capture.events(), directory / "events.parquet", capture.stats)
     for process in lab.processes:
         shutil.copy(process.log, directory / f"{process.role}.log")
     (directory / "lab.json").write_text(lab.topology.model_dump_json(indent=1))

@@ -17,8 +17,6 @@ import numpy as np
 import pandas as pd
 
 from dnscorrelate.analysis import Analysis, analyze
-from dnscorrelate.correlate import Correlation
-from dnscorrelate.diagnose import COVERED, EVIDENCE_LIMIT
 from dnscorrelate.report.records import trace_records
 
 TICK_S = 1.0
@@ -85,21 +83,9 @@ def apply_filters(traces: pd.DataFrame, filters: list[Filter]) -> pd.DataFrame:
 
 
 def for_client(analysis: Analysis, client_ip: str) -> Analysis:
-    """The analysis restricted to one client's traces (and their hops and upstream exchanges)."""
-    c = analysis.correlation
-    ids = set(c.traces.loc[c.traces["client_ip"] == client_ip, "trace_id"])
-    correlation = Correlation(
-        traces=c.traces[c.traces["trace_id"].isin(ids)], hops=c.hops[c.hops["trace_id"].isin(ids)],
-        upstream=c.upstream[c.upstream["trace_id"].isin(ids)], logs=c.logs, errors=c.errors, stats=c.stats, unparsed=c.unparsed,
-    )
-    findings = []
-    for f in analysis.findings:
-        mine = sorted(f.covers & ids)
-        if not f.covers:
-            findings.append(f)
-        elif mine:  # cite this client's lookups, which need not be among the ones cited for everybody
-            findings.append(replace(f, evidence={**f.evidence, "traces": mine[:EVIDENCE_LIMIT], COVERED: mine}))
-    return Analysis(correlation, findings)
+    """The analysis restricted to one client's traces (and their hops, upstream exchanges and findings)."""
+    traces = analysis.correlation.traces
+    return analysis.restricted_to(set(traces.loc[traces["client_ip"] == client_ip, "trace_id"]))
 
 
 def codes_by_trace(analysis: Analysis) -> dict[int, list[str]]:

@@ -16,7 +16,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
-from dnscorrelate.analysis import Analysis
+from dnscorrelate.diagnose import Analysis
 
 MAX_WATERFALLS = 300
 ROW_HEIGHT = 18

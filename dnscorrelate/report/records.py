@@ -7,6 +7,7 @@ import math
 import pandas as pd
 
 from dnscorrelate.correlate import Correlation
+from dnscorrelate.diagnose import Analysis
 
 
 def clean(value):

@@ -10,6 +10,7 @@ from dnscorrelate import events
 from dnscorrelate.analysis import analyze
 from dnscorrelate.cluster.lab.facts import facts_from_topology
 from dnscorrelate.cluster.lab.spec import load_manifests
+from dnscorrelate.report.records import analysis_record
 from dnscorrelate.sources.capture import Capture, lab_targets, lab_watcher
 from dnscorrelate.sources.coredns_log import read_logs
 
@@ -27,7 +28,7 @@ def test_live_and_reread_agree(fresh_lab, tmp_path):
         in_pod(lab, "mypod", "dig", "+tries=1", "+timeout=1", "example.com")
         time.sleep(0.2)
     logs = [p.log for p in lab.processes if p.role.startswith("coredns-")]
-    live = analyze(capture.events(), read_logs(logs, lab.topology.spec.corefile), facts_from_topology(lab.topology), capture.stats).to_dict()
+    live = analysis_record(analyze(capture.events(), read_logs(logs, lab.topology.spec.corefile), facts_from_topology(lab.topology), capture.stats))
 
     events.save(capture.events(), tmp_path / "events.parquet", capture.stats)
     copies = []
