@@ -86,3 +86,12 @@ def trace_records(correlation: Correlation, with_hops: bool = True) -> list[dict
             record["hops"] = hops.get(trace_id, [])
         records.append(record)
     return records
+
+
+def analysis_record(analysis: Analysis, with_hops: bool = True) -> dict:
+    """`correlate -o json`: every trace, every finding, the correlation's counts."""
+    return {
+        "traces": trace_records(analysis.correlation, with_hops),
+        "findings": [f.to_dict() for f in analysis.findings],
+        "stats": analysis.correlation.stats,
+    }
