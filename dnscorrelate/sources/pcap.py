@@ -27,12 +27,14 @@ dpkt. DNS messages are decoded like the eBPF capture's (decode.py).
 
 from __future__ import annotations
 
+import ipaddress
 import struct
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import dns.rcode
 import dpkt
 import dpkt.pcapng as ng
 import numpy as np
@@ -514,9 +516,8 @@ class PcapReader:
 
 
 def ip_text(address: bytes) -> str:
-    import ipaddress
-
-    return str(ipaddress.ip_address(address))
+    """Text form of a 4- or 16-byte address; "" when the source did not record one (dnstap may not)."""
+    return str(ipaddress.ip_address(address)) if address else ""
 
 
 def frame_of_rows(rows: list[Row], vantages: list[tuple[str, str, str]], stats: Counter) -> pd.DataFrame:
@@ -537,8 +538,6 @@ def frame_of_rows(rows: list[Row], vantages: list[tuple[str, str, str]], stats: 
     stats["undecodable"] += int((is_dns & ~ok).sum())
     stats["dns_messages"] += int(is_dns.sum())
     qr = (flags >> 15).astype(bool) & has_message
-    import dns.rcode
-
     header_rcodes = np.array([dns.rcode.to_text(i) for i in range(16)], dtype=object)[flags & 0xF]
     full_rcodes = decoded("rcode")
     rcode = np.where(pd.isna(full_rcodes), header_rcodes, full_rcodes)
