@@ -62,7 +62,8 @@ def warm_cache(lab, directory: Path) -> Path:
 
 
 def measure(lab, names: Path, seconds: int, rate: int, capture_on: bool) -> dict:
-    from dnscorrelate.sources.capture import Capture, lab_targets
+    from dnscorrelate.cluster.lab.capture import lab_targets
+    from dnscorrelate.sources.capture import Capture
 
     pids = [p.pid for p in lab.processes]
     pod = lab.pod("mypod", "demo")

@@ -17,7 +17,8 @@ import sys
 ONE_RUN = """
 import json, time
 from dnscorrelate.cluster.lab.runtime import Lab
-from dnscorrelate.sources.capture import Capture, lab_targets
+from dnscorrelate.cluster.lab.capture import lab_targets
+from dnscorrelate.sources.capture import Capture
 lab = Lab.load({name!r})
 started = time.monotonic()
 capture = Capture(lab_targets(lab))

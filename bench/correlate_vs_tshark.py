@@ -45,7 +45,8 @@ def capture_traffic(target_events: int, rate: int, workdir: Path):
     from dnscorrelate.cluster.lab.runtime import Lab, teardown
     from dnscorrelate.cluster.lab.spec import load_spec
     from dnscorrelate.sources.bpf import EVENT_DTYPE
-    from dnscorrelate.sources.capture import Capture, lab_targets
+    from dnscorrelate.cluster.lab.capture import lab_targets
+    from dnscorrelate.sources.capture import Capture
 
     queries = workdir / "queries.txt"
     queries.write_text("\n".join(NAMES) + "\n")

@@ -35,7 +35,8 @@ def dispatcher_stats() -> dict[int, tuple[int, int]]:
 def one_run(lab, names: Path, rate: int, seconds: int) -> dict:
     from capture_load import dnsperf
 
-    from dnscorrelate.sources.capture import Capture, lab_targets
+    from dnscorrelate.cluster.lab.capture import lab_targets
+    from dnscorrelate.sources.capture import Capture
 
     pod = lab.pod("mypod", "demo")
     with Capture(lab_targets(lab)) as capture:

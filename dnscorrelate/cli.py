@@ -205,19 +205,14 @@ def lab_down(name: str | None, everything: bool) -> None:
 @friendly_errors
 def capture(lab_name: str | None, namespaces: tuple[str, ...], duration: float | None, ports: tuple[int, ...], output: str) -> None:
     """Capture DNS packets in every namespace of a lab (or the given ones), with eBPF."""
-    from dnscorrelate.cluster.lab.runtime import Lab, resolve_lab_name
-
     from dnscorrelate import events
-    from dnscorrelate.sources.capture import Capture, lab_targets, lab_watcher, netns_targets
+    from dnscorrelate.cluster.backend import NamespacesBackend, Session
+    from dnscorrelate.cluster.lab.backend import LabBackend
 
     if output not in ("table", "json") and not output.endswith(".parquet"):
         raise click.BadParameter("use table, json or a file name ending in .parquet", param_hint="-o")
-    if namespaces:
-        targets, watch = netns_targets(list(namespaces)), None
-    else:
-        running = Lab.load(resolve_lab_name(lab_name))
-        targets, watch = lab_targets(running), lab_watcher(running)
-    session = Capture(targets, ports=tuple(ports), watch=watch)
+    backend = NamespacesBackend(list(namespaces)) if namespaces else LabBackend.find(lab_name)
+    session = Session(backend, ports=tuple(ports))
     with errors.status("compiling the tracer"):
         session.start()
     errors.print(f"capturing in {len(session.vantages)} namespaces (compile {session.compile_seconds:.2f}s, attach {session.attach_seconds * 1000:.1f}ms); Ctrl-C to stop")
@@ -337,14 +332,14 @@ def print_results(results) -> None:
 def trace(pod, namespace, lab_name, duration, filters, output, report_path) -> None:
     """Watch one pod's DNS lookups live, hop by hop, with per-hop latency and what went wrong."""
     from dnscorrelate import trace as tracing
-    from dnscorrelate.backend import LabBackend
-    from dnscorrelate.sources.capture import Capture
+    from dnscorrelate.cluster.backend import Session
+    from dnscorrelate.cluster.lab.backend import LabBackend
 
     try:
         parsed = [tracing.Filter.parse(f) for f in filters]
     except tracing.FilterError as err:
         raise click.BadParameter(str(err), param_hint="--filter") from None
-    backend = LabBackend(lab_name)
+    backend = LabBackend.find(lab_name)
     target = backend.pod(pod, namespace)
 
     def emit(t, record, codes):
@@ -356,31 +351,30 @@ def trace(pod, namespace, lab_name, duration, filters, output, report_path) -> N
             for line in tracing.hop_lines(record):
                 console.print(line, highlight=False, markup=False, soft_wrap=True)
 
-    session = tracing.TraceSession(backend, target, parsed, emit)
-    capture = Capture(backend.capture_targets(), watch=backend.watch_targets())
-    capture.start()
-    errors.print(f"tracing {target.key} ({target.ip}) in {len(capture.vantages)} namespaces; Ctrl-C to stop", highlight=False)
+    live = Session(backend)
+    session = tracing.TraceSession(live, target, parsed, emit)
+    live.start()
+    errors.print(f"tracing {target.key} ({target.ip}) in {len(live.vantages)} namespaces; Ctrl-C to stop", highlight=False)
     started = time.monotonic()
     try:
         while duration is None or time.monotonic() - started < duration:
             time.sleep(min(tracing.TICK_S, max(0.05, (duration or 1e9) - (time.monotonic() - started))))
-            session.tick(capture.new_events())
+            session.tick(live.new_events())
     except KeyboardInterrupt:
         pass
     finally:
-        capture.stop()
-    session.tick(capture.new_events())
-    print_trace_summary(session, capture, report_path, backend)
+        live.stop()
+    session.tick(live.new_events())
+    print_trace_summary(session, live, report_path)
 
 
-def print_trace_summary(session, capture, report_path, backend) -> None:
+def print_trace_summary(session, live, report_path) -> None:
     from dnscorrelate import trace as tracing
     from dnscorrelate.analysis import analyze
     from dnscorrelate.report.text import findings_table, stats_line
-    from dnscorrelate.sources.coredns_log import read_logs
 
-    frame = capture.events()
-    analysis = tracing.for_client(analyze(frame, read_logs(backend.dns_log_paths(), session.corefile), session.facts, capture.stats), session.pod.ip)
+    frame = live.events()
+    analysis = tracing.for_client(analyze(frame, live.logs(), session.facts, live.stats), session.pod.ip)
     traces = analysis.correlation.traces
     totals = traces["total_ns"].dropna().astype(float)
     rcodes = ", ".join(f"{k or 'none'} {v}" for k, v in traces["rcode"].value_counts().items())
@@ -392,7 +386,7 @@ def print_trace_summary(session, capture, report_path, backend) -> None:
     if report_path:
         from dnscorrelate.report.html import render_report
 
-        Path(report_path).write_text(render_report(analysis, f"trace {session.pod.key}", "dnscorrelate trace session", topology=backend.topology()))
+        Path(report_path).write_text(render_report(analysis, f"trace {session.pod.key}", "dnscorrelate trace session", topology=live.backend.topology()))
         errors.print(f"report: {report_path}")
 
 

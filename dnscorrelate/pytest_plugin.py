@@ -6,8 +6,10 @@ Installed with dnscorrelate (a `pytest11` entry point), so any test can use:
   result; `result.passed`, `result.missing`, `result.analysis.findings`.
 - `dns_lab(spec=None)`: bring up a lab (a spec path, a dict merged over the
   default, or None for the default); torn down after the test.
-- `dns_capture(lab)`: a started Capture of every namespace of `lab`, stopped
-  after the test; call `.stop()` then `.events()` to read it.
+- `dns_capture(lab)`: a started `Session` (cluster/backend.py) on `lab`: capture in
+  every namespace, its CoreDNS logs and facts; stopped after the test. Call
+  `.stop()` then `.events()`, or `.evidence()` for events, parsed logs, capture
+  stats and facts.
 
 They need root, like the lab. Example (see scenarios/README.md):
 
@@ -62,14 +64,14 @@ def dns_lab():
 
 @pytest.fixture
 def dns_capture():
-    """dns_capture(lab) -> a started Capture of every namespace of the lab."""
-    from dnscorrelate.sources.capture import Capture, lab_targets, lab_watcher
+    """dns_capture(lab) -> a started Session on the lab."""
+    from dnscorrelate.cluster.backend import Session
+    from dnscorrelate.cluster.lab.backend import LabBackend
 
     started = []
 
     def capture(lab):
-        session = Capture(lab_targets(lab), watch=lab_watcher(lab))
-        session.start()
+        session = Session(LabBackend(lab)).start()
         started.append(session)
         return session
 

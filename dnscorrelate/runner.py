@@ -17,8 +17,9 @@ from pathlib import Path
 
 from dnscorrelate import events
 from dnscorrelate.analysis import Analysis, analyze
-from dnscorrelate.cluster.lab.facts import facts_from_topology
+from dnscorrelate.cluster.backend import Session
 from dnscorrelate.cluster.lab import faults as lab_faults
+from dnscorrelate.cluster.lab.backend import LabBackend
 from dnscorrelate.cluster.lab.clients import ClientResult, run_queries
 from dnscorrelate.cluster.lab.runtime import Lab, teardown
 from dnscorrelate.cluster.lab.spec import default_spec, merge
@@ -27,8 +28,6 @@ from dnscorrelate.scenarios import (
     ApplyFault, CorefileFault, CustomServerBlockFault, DeleteFault, LinkFault, ResolvConfFault, Scenario,
     StopReplicaFault, UpstreamCorefileFault,
 )
-from dnscorrelate.sources.capture import Capture, lab_targets, lab_watcher
-from dnscorrelate.sources.coredns_log import read_logs
 
 SETTLE_S = 0.3  # let the last packets and log lines arrive before stopping
 
@@ -92,37 +91,35 @@ class ScenarioResult:
         }
 
 
-def apply_fault(lab: Lab, fault) -> None:
-    """One fault, as the cluster would experience it."""
+def apply_fault(backend: LabBackend, fault) -> None:
+    """One fault, as the cluster would experience it: through the backend's `Faults` when every
+    backend can make it, on the lab itself for the lab's own (upstream, links, stopped replica, resolv.conf)."""
+    lab = backend.lab
     if isinstance(fault, CorefileFault):
-        lab_faults.set_corefile(lab, fault.corefile)
+        backend.set_corefile(fault.corefile)
     elif isinstance(fault, CustomServerBlockFault):
         key = fault.key or fault.customServerBlock.split()[0].split(":")[0].rstrip(".").replace(".", "-") + ".server"
-        lab_faults.set_custom_server_block(lab, key, fault.customServerBlock)
+        backend.set_custom_server_block(key, fault.customServerBlock)
     elif isinstance(fault, ApplyFault):
-        lab.apply([fault.apply])
+        backend.apply([fault.apply])
     elif isinstance(fault, DeleteFault):
-        lab.delete(fault.delete.kind, fault.delete.namespace, fault.delete.name)
+        backend.delete(fault.delete.kind, fault.delete.namespace, fault.delete.name)
     elif isinstance(fault, UpstreamCorefileFault):
         lab_faults.set_upstream_corefile(lab, fault.upstreamCorefile)
     elif isinstance(fault, LinkFault):
         lab_faults.set_link(lab, fault.link.from_, fault.link.to, fault.link.loss or 0.0, fault.link.drop)
     elif isinstance(fault, StopReplicaFault):
-        lab_faults.stop_replica(lab, fault.stopReplica)
+        backend.stop_replica(fault.stopReplica)
     elif isinstance(fault, ResolvConfFault):
         lab_faults.set_resolv_conf(lab, fault.resolvConf.pod, fault.resolvConf.text)
     else:  # pragma: no cover - the scenario model admits no other kind
         raise TypeError(f"unknown fault {fault!r}")
 
 
-def dns_server_logs(lab: Lab) -> list[str]:
-    return [p.log for p in lab.processes if p.role.startswith(("coredns-", "nodelocal-"))]
-
-
-def save_evidence(directory: Path, lab: Lab, capture: Capture) -> None:
+def save_evidence(directory: Path, lab: Lab, session: Session) -> None:
     """What a colleague needs to re-run the analysis offline: events, logs, the lab's topology."""
     directory.mkdir(parents=True, exist_ok=True)
-    events.save(capture.events(), directory / "events.parquet", capture.stats)
+    events.save(session.events(), directory / "events.parquet", session.stats)
     for process in lab.processes:
         shutil.copy(process.log, directory / f"{process.role}.log")
     (directory / "lab.json").write_text(lab.topology.model_dump_json(indent=1))
@@ -149,13 +146,14 @@ def run_scenario(
     step("lab up")
     lab = Lab.up(spec, name)
     try:
-        capture = Capture(lab_targets(lab), watch=lab_watcher(lab))
+        backend = LabBackend(lab)
+        session = Session(backend)
         step("capture")
-        capture.start()
+        session.start()
         try:
             for index, fault in enumerate(scenario.faults):
                 step(f"fault {index + 1}/{len(scenario.faults)}")
-                apply_fault(lab, fault)
+                apply_fault(backend, fault)
             lap("setup")
             for query in scenario.queries:
                 step(f"{query.count} x {query.client} {query.name} {query.type}")
@@ -164,15 +162,15 @@ def run_scenario(
             time.sleep(SETTLE_S)
             lap("queries")
         finally:
-            capture.stop()
+            session.stop()
         step("analysis")
-        result.capture_stats = capture.stats
+        evidence = session.evidence()
+        result.capture_stats = evidence.capture_stats
         result.topology = lab.topology
-        logs = read_logs(dns_server_logs(lab), lab.topology.spec.corefile)
-        result.analysis = analyze(capture.events(), logs, facts_from_topology(lab.topology), capture.stats)
+        result.analysis = analyze(evidence.events, evidence.logs, evidence.facts, evidence.capture_stats)
         result.passed = not result.missing
         if evidence_dir:
-            save_evidence(evidence_dir / scenario.name, lab, capture)
+            save_evidence(evidence_dir / scenario.name, lab, session)
         lap("analysis")
     finally:
         step("lab down")

@@ -97,22 +97,20 @@ def codes_by_trace(analysis: Analysis) -> dict[int, list[str]]:
 
 
 class TraceSession:
-    def __init__(self, backend, pod, filters: list[Filter], emit) -> None:
-        self.backend, self.pod, self.filters, self.emit = backend, pod, filters, emit
+    """One pod's lookups over a live `cluster.backend.Session` (its packets, logs and facts)."""
+
+    def __init__(self, live, pod, filters: list[Filter], emit) -> None:
+        self.live, self.pod, self.filters, self.emit = live, pod, filters, emit
         self.frames: list[pd.DataFrame] = []
         self.printed: set[tuple] = set()
-        self.corefile = backend.corefile()
-        self.facts = backend.facts()
+        self.facts = live.facts
 
     def analyze_window(self, new: pd.DataFrame, now_ns: int) -> Analysis:
-        from dnscorrelate.sources.coredns_log import read_logs
-
         if len(new):
             self.frames.append(new)
         self.frames = [f for f in self.frames if len(f) and f["ts_ns"].max() >= now_ns - WINDOW_NS]
         window = pd.concat(self.frames, ignore_index=True) if self.frames else None
-        logs = read_logs(self.backend.dns_log_paths(), self.corefile)
-        return analyze(window, logs, self.facts)
+        return analyze(window, self.live.logs(), self.facts)
 
     def tick(self, new: pd.DataFrame) -> None:
         now = time.time_ns()

@@ -1,6 +1,7 @@
-"""Capture DNS packets in a set of network namespaces; the API tests and the scenario runner use.
+"""Capture DNS packets in a set of network namespaces. A backend names the targets (the lab's
+`cluster/lab/capture.py`); `cluster.backend.Session` is how the commands use it.
 
-    with Capture(lab_targets(lab), watch=lab_watcher(lab)) as capture:
+    with Capture(targets, watch=new_targets) as capture:
         ...                                  # traffic
     frame = capture.events()                 # the packet-event table
     capture.stats                            # lost samples, decode errors, non-DNS packets, ...
@@ -38,32 +39,6 @@ class Target:
     path: str
     vantage: str
     role: str = "other"
-
-
-def lab_targets(lab) -> list[Target]:
-    """Every host of a lab: pods (CoreDNS replicas as role `coredns`), nodes, the upstream. Not the switch."""
-    t = lab.topology
-    run = netns.NETNS_DIR
-    targets = [Target(str(run / p.netns), p.key, "coredns" if p.coredns_replica is not None else "pod") for p in t.pods]
-    targets += [Target(str(run / n.netns), n.name, "node") for n in t.nodes]
-    targets.append(Target(str(run / t.upstream_netns), "upstream", "upstream"))
-    return targets
-
-
-def lab_watcher(lab) -> Callable[[], list[Target]]:
-    """New namespaces with the lab's prefix, named from the lab's state when it knows them."""
-    known = {os.path.basename(t.path): t for t in lab_targets(lab)}
-    skip = {lab.topology.lan_netns}
-
-    def new_targets() -> list[Target]:
-        found = []
-        for name in netns.list_netns(lab.topology.prefix):
-            if name in skip:
-                continue
-            found.append(known.get(name) or Target(str(netns.NETNS_DIR / name), name))
-        return found
-
-    return new_targets
 
 
 def netns_targets(specs: list[str]) -> list[Target]:

@@ -10,7 +10,8 @@ import uuid
 import pytest
 
 from dnscorrelate.cluster.lab import netns
-from dnscorrelate.sources.capture import Capture, lab_targets, lab_watcher, netns_targets
+from dnscorrelate.cluster.lab.capture import lab_targets, lab_watcher
+from dnscorrelate.sources.capture import Capture, netns_targets
 
 from .conftest import dig
 

@@ -1,0 +1,170 @@
+"""The seam between a cluster and the live commands: a `Backend` says where to capture, where the
+DNS servers' logs are and what the cluster holds; a `Session` captures and follows those logs for a
+time window and hands back the evidence. `capture`, `trace`, `run` and the pytest plugin use only this.
+
+    backend = LabBackend.find(name)               # cluster/lab/backend.py; cluster/kube/ next
+    with Session(backend) as session:
+        ...                                       # traffic; session.new_events() for live views
+    evidence = session.evidence()                 # events, parsed logs, capture stats, facts
+
+A backend for a real cluster implements the same protocol: capture targets
+from /proc (`/proc/PID/ns/net`, vantage `pod/NS/NAME` or `node/NAME`) or a
+node agent, log sources that follow pod logs, facts read from the API into
+`cluster.model`. Changing the cluster (faults) is the next seam: `Faults`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import pandas as pd
+
+from dnscorrelate.cluster.facts import ClusterFacts
+from dnscorrelate.cluster.model import Manifest, Pod
+from dnscorrelate.errors import CaptureError
+from dnscorrelate.sources.capture import DEFAULT_PORTS, Capture, Target, netns_targets
+from dnscorrelate.sources.coredns_log import ParsedLogs, read_logs
+
+TargetWatcher = Callable[[], list[Target]]
+
+
+@dataclass(frozen=True)
+class LogSource:
+    """One DNS server's log: `replica` names it in traces (coredns-0, nodelocal-node-0; a pod's name on a
+    cluster), `path` is the file its timestamped lines are in (a backend that streams writes one)."""
+
+    replica: str
+    path: str
+
+
+class Backend(Protocol):
+    name: str
+
+    def pod(self, ref: str, namespace: str) -> Pod:
+        """The pod `ref` names (`pod/NAME`, `NAME` or `NS/NAME`); a user error when there is none."""
+
+    def capture_targets(self) -> list[Target]:
+        """Network namespaces to capture in now: (path such as /proc/PID/ns/net or /run/netns/X, vantage, role)."""
+
+    def target_watcher(self) -> TargetWatcher | None:
+        """A function the capture calls every moment for namespaces that appeared since (pods started mid-capture)."""
+
+    def log_sources(self) -> list[LogSource]:
+        """The DNS servers' logs: CoreDNS replicas and NodeLocal DNS."""
+
+    def facts(self) -> ClusterFacts:
+        """What the cluster holds now: its objects, Corefile, DNS settings."""
+
+    def topology(self) -> object | None:
+        """What the HTML report draws the cluster from (the lab's Topology); None when the backend has none."""
+
+
+class Faults(Protocol):
+    """The changes a scenario makes, as a cluster would experience them. `runner.apply_fault` goes
+    through these for the faults every backend can make (the lab's link, upstream and resolv.conf
+    faults are its own); the kube backend will make them through the API (and report how long each
+    took to propagate) behind this interface."""
+
+    def set_corefile(self, corefile: str) -> None: ...
+    def set_custom_server_block(self, key: str, text: str) -> None: ...
+    def apply(self, manifests: list[Manifest]) -> None: ...
+    def delete(self, kind: str, namespace: str, name: str) -> None: ...
+    def stop_replica(self, replica: int) -> None: ...
+    # to come with the kube backend: scale CoreDNS, point an ExternalName at nothing
+
+
+@dataclass
+class Evidence:
+    """What a session saw, ready for `analysis.analyze(events, logs, facts, capture_stats)`."""
+
+    events: pd.DataFrame
+    logs: ParsedLogs
+    capture_stats: dict
+    facts: ClusterFacts
+
+
+class Session:
+    """Capture in every target of a backend (and in new ones as they appear), with its DNS servers' logs and facts."""
+
+    def __init__(self, backend: Backend, ports: tuple[int, ...] = DEFAULT_PORTS) -> None:
+        self.backend = backend
+        self.capture = Capture(backend.capture_targets(), ports=tuple(ports), watch=backend.target_watcher())
+        self.facts = backend.facts()  # as the session starts; evidence() reads them again at the end
+
+    def __enter__(self) -> Session:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> Session:
+        self.capture.start()
+        return self
+
+    def stop(self) -> None:
+        self.capture.stop()
+
+    @property
+    def vantages(self) -> dict:
+        return self.capture.vantages
+
+    @property
+    def stats(self) -> dict:
+        """Capture counters (complete once stopped and `events()` has decoded)."""
+        return self.capture.stats
+
+    @property
+    def compile_seconds(self) -> float:
+        return self.capture.compile_seconds
+
+    @property
+    def attach_seconds(self) -> float:
+        return self.capture.attach_seconds
+
+    def new_events(self) -> pd.DataFrame:
+        """Packets decoded since the last call, for live views."""
+        return self.capture.new_events()
+
+    def events(self) -> pd.DataFrame:
+        """Every packet captured (after `stop`)."""
+        return self.capture.events()
+
+    def logs(self, corefile: str | None = None) -> ParsedLogs:
+        """Every DNS server's log so far, parsed with the Corefile's log formats (the session's facts' by default)."""
+        corefile = self.facts.corefile if corefile is None else corefile
+        return read_logs([s.path for s in self.backend.log_sources()], corefile or None)
+
+    def evidence(self) -> Evidence:
+        """Events, logs and capture counters of the session, with the facts as they are now (after any fault)."""
+        self.facts = self.backend.facts()
+        events = self.events()
+        return Evidence(events, self.logs(), self.stats, self.facts)
+
+
+class NamespacesBackend:
+    """Bare network namespaces a user names (`capture --netns`): packets only, no logs, no cluster facts."""
+
+    name = "netns"
+
+    def __init__(self, specs: list[str]) -> None:
+        self.targets = netns_targets(specs)
+
+    def pod(self, ref: str, namespace: str) -> Pod:
+        raise CaptureError(f"{ref}: bare network namespaces have no pods; use a lab or a cluster")
+
+    def capture_targets(self) -> list[Target]:
+        return list(self.targets)
+
+    def target_watcher(self) -> TargetWatcher | None:
+        return None
+
+    def log_sources(self) -> list[LogSource]:
+        return []
+
+    def facts(self) -> ClusterFacts:
+        return ClusterFacts()
+
+    def topology(self) -> object | None:
+        return None
