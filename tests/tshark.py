@@ -40,7 +40,7 @@ def plain_name(name: str) -> str:
 def our_messages(frame: pd.DataFrame, frame_numbers) -> set[tuple]:
     messages = set()
     for number, row in zip(frame_numbers, frame.itertuples()):
-        if row.kind != "dns":
+        if row.kind != "dns" and not (row.kind == "icmp-error" and row.dns_id >= 0):  # tshark decodes a quoted DNS header too
             continue
         name = dns.name.from_text(row.qname).to_unicode(omit_final_dot=True) if row.qname else ""
         if row.qname:  # tshark prints labels raw, dnspython escapes what is not a hostname character

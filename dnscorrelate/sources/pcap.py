@@ -55,7 +55,7 @@ SUPPORTED_LINKS = {LINK_NULL, LINK_ETHERNET, LINK_LOOP, LINK_SLL, LINK_SLL2, LIN
 ETH_IPV4, ETH_IPV6 = 0x0800, 0x86DD
 VLAN_TYPES = {0x8100, 0x88A8, 0x9100}
 SLL_PKT_TYPES = {0: "HOST", 1: "BROADCAST", 2: "MULTICAST", 3: "OTHERHOST", 4: "OUTGOING"}
-EPB_DIRECTION = {1: "HOST", 2: "OUTGOING"}  # epb_flags bits 0-1: inbound, outbound
+EPB_RECEPTION = {1: "HOST", 2: "MULTICAST", 3: "BROADCAST", 4: "OTHERHOST"}  # epb_flags bits 2-4, for inbound packets
 EPB_FLAGS_OPTION = 2
 IF_NAME_OPTION, IF_DESCRIPTION_OPTION, IF_TSRESOL_OPTION, IF_TSOFFSET_OPTION = 2, 3, 9, 14
 WRITER_MARK = "dnscorrelate "  # if_description of interfaces written by pcapng_out
@@ -213,9 +213,17 @@ class CaptureFile:
         pkt_type = ""
         for option in getattr(epb, "opts", []):
             if option.code == EPB_FLAGS_OPTION and len(option.data) >= 4:
-                flags = struct.unpack("<I" if little else ">I", option.data[:4])[0]
-                pkt_type = EPB_DIRECTION.get(flags & 3, "")
+                pkt_type = epb_pkt_type(struct.unpack("<I" if little else ">I", option.data[:4])[0])
         return RawPacket(units * 1_000_000_000 // interface.units_per_second + interface.offset_ns, index, bytes(epb.pkt_data), epb.pkt_len, pkt_type)
+
+
+def epb_pkt_type(flags: int) -> str:
+    """pkt_type from pcapng's epb_flags: bits 0-1 inbound (1) or outbound (2), bits 2-4 the reception type."""
+    if flags & 3 == 2:
+        return "OUTGOING"
+    if flags & 3 == 1:
+        return EPB_RECEPTION.get(flags >> 2 & 7, "HOST")
+    return ""
 
 
 def interface_of(idb, order: str) -> Interface:
@@ -409,26 +417,34 @@ class PcapReader:
     stats: Counter = field(default_factory=Counter)
     rows: list[Row] = field(default_factory=list)
     streams: dict[tuple, Stream] = field(default_factory=dict)
-    vantages: list[tuple[str, str, str]] = field(default_factory=list)
+    vantages: list[tuple[str, str, str, int]] = field(default_factory=list)  # vantage, role, ifname, netns per interface
+    ifindexes: list[int] = field(default_factory=list)  # per interface, when the file says (pcapng_out's files)
+    all_dns: list[bool] = field(default_factory=list)  # per interface: written by pcapng_out, every packet is DNS
 
     def read(self) -> None:
         capture = CaptureFile(self.path, self.stats)
         number = 0
         for number, packet in enumerate(capture.packets, 1):
-            self.vantages += [self.name_interface(i, len(capture.interfaces)) for i in capture.interfaces[len(self.vantages) :]]
+            for interface in capture.interfaces[len(self.vantages) :]:
+                *named, ifindex = self.name_interface(interface)
+                self.vantages.append(tuple(named))
+                self.ifindexes.append(ifindex)
+                self.all_dns.append(interface.description.startswith(WRITER_MARK))
             self.stats["packets"] += 1
             self.stats["packets_" + self.packet(capture.interfaces[packet.interface].linktype, packet, number)] += 1
         for stream in self.streams.values():
             if stream.buffer:
                 self.stats["tcp_bytes_unreassembled"] += len(stream.buffer)
 
-    def name_interface(self, interface: Interface, count: int) -> tuple[str, str, str]:
-        """Files written by pcapng_out name each interface after its vantage; otherwise the file names it."""
+    def name_interface(self, interface: Interface) -> tuple[str, str, str, int, int]:
+        """(vantage, role, ifname, netns, ifindex): files written by pcapng_out name each interface after
+        its vantage and describe the rest; otherwise the vantage given, or the file's name, names them all."""
         if interface.description.startswith(WRITER_MARK) and not self.vantage:
             described = dict(part.split("=", 1) for part in interface.description[len(WRITER_MARK) :].split() if "=" in part)
-            return interface.name, described.get("role", "other"), described.get("ifname", "")
+            number = lambda key: int(described[key]) if described.get(key, "").isdigit() else 0
+            return interface.name, described.get("role", "other"), described.get("ifname", ""), number("netns"), number("ifindex")
         vantage, role = vantage_and_role(self.vantage or self.path.stem)
-        return vantage, role, interface.name
+        return vantage, role, interface.name, 0, 0
 
     def packet(self, linktype: int, packet: RawPacket, number: int) -> str:
         """Add the rows of one packet; returns the outcome it is counted under (see PACKET_OUTCOMES)."""
@@ -446,10 +462,12 @@ class PcapReader:
             return "ip_fragment"
         if t.checksum_ok is False:
             self.stats["bad_checksum"] += 1
-        base = dict(ts_ns=packet.ts_ns, vantage=packet.interface, pkt_type=pkt_type or packet.pkt_type, ifindex=ifindex, frame_number=number)
+        base = dict(ts_ns=packet.ts_ns, vantage=packet.interface, pkt_type=pkt_type or packet.pkt_type,
+                    ifindex=ifindex or self.ifindexes[packet.interface], frame_number=number)
         if t.proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
             return self.icmp(t, base)
-        if t.proto not in (IPPROTO_UDP, IPPROTO_TCP) or not (t.sport in self.ports or t.dport in self.ports):
+        on_dns_port = t.sport in self.ports or t.dport in self.ports or self.all_dns[packet.interface]
+        if t.proto not in (IPPROTO_UDP, IPPROTO_TCP) or not on_dns_port:
             return "not_dns"
         if t.proto == IPPROTO_UDP:
             self.rows.append(Row(kind="dns", t=t, wire=t.payload, complete=len(t.payload) >= t.payload_len, size=t.payload_len, **base))
@@ -520,8 +538,9 @@ def ip_text(address: bytes) -> str:
     return str(ipaddress.ip_address(address)) if address else ""
 
 
-def frame_of_rows(rows: list[Row], vantages: list[tuple[str, str, str]], stats: Counter) -> pd.DataFrame:
-    """The packet-event table for `rows` (in file order), DNS fields decoded once per distinct message."""
+def frame_of_rows(rows: list[Row], vantages: list[tuple], stats: Counter) -> pd.DataFrame:
+    """The packet-event table for `rows` (in file order), DNS fields decoded once per distinct message;
+    `vantages` holds (vantage, role, ifname[, netns]) for each value of Row.vantage."""
     if not rows:
         return events.empty_events()
     n = len(rows)
@@ -552,7 +571,7 @@ def frame_of_rows(rows: list[Row], vantages: list[tuple[str, str, str]], stats: 
     frame = pd.DataFrame(
         {
             "ts_ns": np.array([r.ts_ns for r in rows], dtype=np.int64),
-            "netns": np.zeros(n, np.uint64),
+            "netns": np.array([v[3] if len(v) > 3 else 0 for v in vantages], dtype=np.uint64)[vantage_index],
             "vantage": names[vantage_index],
             "role": roles[vantage_index],
             "ifindex": np.array([r.ifindex for r in rows], dtype=np.int32),
