@@ -67,3 +67,9 @@ def test_what_an_api_server_would_reject(manifest, reason):
 def test_lab_names_cannot_prefix_each_other(name):
     with pytest.raises(SpecError, match="lab name"):
         build_topology(spec_with(), name)
+
+
+def test_service_types_a_cluster_has_and_the_lab_does_not_are_refused():
+    node_port = {"kind": "Service", "metadata": {"name": "np", "namespace": "demo"}, "spec": {"type": "NodePort", "ports": [{"port": 80}]}}
+    with pytest.raises(SpecError, match="Service demo/np: spec.type NodePort is not supported by the lab"):
+        build_topology(spec_with(manifests=[node_port]), "t")

@@ -182,6 +182,8 @@ def check_objects(spec: LabSpec) -> None:
             problems.append(f"{ref}: namespace {m.metadata.namespace!r} is not declared; add a Namespace manifest")
         if m.kind == "Pod" and m.spec.nodeName and m.spec.nodeName not in node_names:
             problems.append(f"{ref}: spec.nodeName {m.spec.nodeName!r} is not one of {sorted(node_names)}")
+        if m.kind == "Service" and m.spec.type not in ("ClusterIP", "ExternalName"):
+            problems.append(f"{ref}: spec.type {m.spec.type} is not supported by the lab (ClusterIP, headless or ExternalName)")
         if m.kind == "Service" and m.spec.type == "ExternalName" and not m.spec.externalName:
             problems.append(f"{ref}: spec.externalName is required for type ExternalName")
         if m.kind == "Service" and m.spec.clusterIP not in (None, "None", ""):
