@@ -243,9 +243,9 @@ def print_events(frame) -> None:
 
 
 def print_capture_stats(stats: dict) -> None:
-    keys = ["packets", "lost_samples", "decode_errors", "non_dns_packets", "non_ip_packets", "tcp_without_payload",
-            "truncated_headers", "tcp_segment_cut", "tcp_incomplete_bytes", "namespaces"]
-    errors.print("  ".join(f"{k}={stats.get(k, 0)}" for k in keys), highlight=False)
+    from dnscorrelate.report.text import capture_stats_line
+
+    errors.print(capture_stats_line(stats), highlight=False)
 
 
 @main.command()
@@ -272,14 +272,12 @@ def correlate(events_path, log_paths, corefile, manifest_paths, lab_name, output
 
 
 def print_analysis(result) -> None:
-    from dnscorrelate.report.text import findings_table, stats_line, traces_table
+    from dnscorrelate.report.text import findings_table, stats_line, traces_table, unparsed_lines
 
     console.print(traces_table(result.correlation.traces))
     console.print(findings_table(result.findings))
-    for source, line, text in result.correlation.unparsed[:20]:
-        errors.print(f"unparsed {source}:{line}: {text}", highlight=False, markup=False)
-    if len(result.correlation.unparsed) > 20:
-        errors.print(f"... {len(result.correlation.unparsed) - 20} more unparsed lines")
+    for line in unparsed_lines(result.correlation.unparsed):
+        errors.print(line, highlight=False, markup=False)
     errors.print(stats_line(result.correlation.stats), highlight=False)
 
 
@@ -308,16 +306,9 @@ def run(paths: tuple[str, ...], report_dir: str, evidence_dir: str | None, outpu
 
 
 def print_results(results) -> None:
-    table = Table(title="scenarios", title_justify="left")
-    for column in ("SCENARIO", "VERDICT", "EXPECTED", "FOUND", "QUERIES", "TIME", "REPORT"):
-        table.add_column(column, overflow="fold")
-    for r in results:
-        found = ", ".join(f"{f.code}@{f.hop}" if f.hop else f.code for f in r.analysis.findings) if r.analysis else r.error
-        verdict = "[green]pass[/]" if r.passed else f"[red]FAIL[/] {', '.join(r.missing)}"
-        expected = ", ".join(r.scenario.expect.findings) + (f" @{r.scenario.expect.hop}" if r.scenario.expect.hop else "")
-        answered = sum(c.answered for c in r.clients)
-        table.add_row(r.scenario.name, verdict, expected, found, f"{answered}/{len(r.clients)}", f"{sum(r.timings.values()):.1f}s", r.report)
-    console.print(table)
+    from dnscorrelate.report.text import scenarios_table
+
+    console.print(scenarios_table(results))
 
 
 @main.command()
@@ -342,13 +333,16 @@ def trace(pod, namespace, lab_name, duration, filters, output, report_path) -> N
     backend = LabBackend.find(lab_name)
     target = backend.pod(pod, namespace)
 
+    from dnscorrelate.report.records import json_line
+    from dnscorrelate.report.text import hop_lines, trace_line
+
     def emit(t, record, codes):
         if output == "json":
-            click.echo(tracing.json_line(record, codes))
+            click.echo(json_line(record, codes))
             return
-        console.print(tracing.line_of(t, codes), highlight=False, markup=False, soft_wrap=True)
+        console.print(trace_line(t, codes), highlight=False, markup=False, soft_wrap=True)
         if output == "wide":
-            for line in tracing.hop_lines(record):
+            for line in hop_lines(record):
                 console.print(line, highlight=False, markup=False, soft_wrap=True)
 
     live = Session(backend)
@@ -371,15 +365,11 @@ def trace(pod, namespace, lab_name, duration, filters, output, report_path) -> N
 def print_trace_summary(session, live, report_path) -> None:
     from dnscorrelate import trace as tracing
     from dnscorrelate.analysis import analyze
-    from dnscorrelate.report.text import findings_table, stats_line
+    from dnscorrelate.report.text import findings_table, lookups_line, stats_line
 
     frame = live.events()
     analysis = tracing.for_client(analyze(frame, live.logs(), session.facts, live.stats), session.pod.ip)
-    traces = analysis.correlation.traces
-    totals = traces["total_ns"].dropna().astype(float)
-    rcodes = ", ".join(f"{k or 'none'} {v}" for k, v in traces["rcode"].value_counts().items())
-    latency = f", p50 {totals.quantile(0.5) / 1e6:.2f} ms, p99 {totals.quantile(0.99) / 1e6:.2f} ms" if len(totals) else ""
-    errors.print(f"{len(traces)} lookups from {session.pod.key}: {rcodes or 'none'}{latency}", highlight=False)
+    errors.print(lookups_line(analysis.correlation.traces, session.pod.key), highlight=False)
     if analysis.findings:
         errors.print(findings_table(analysis.findings, title=f"findings for {session.pod.key}"))
     errors.print(stats_line(analysis.correlation.stats), highlight=False)

@@ -8,7 +8,6 @@ summary and, with --report, an HTML report of the session.
 
 from __future__ import annotations
 
-import json
 import re
 import time
 from dataclasses import dataclass, replace
@@ -126,27 +125,3 @@ class TraceSession:
             records = {r["id"]: r for r in trace_records(replace(analysis.correlation, traces=shown))}
             for t in shown.itertuples(index=False):
                 self.emit(t, records[int(t.trace_id)], codes.get(int(t.trace_id), []))
-
-
-def line_of(t, codes: list[str]) -> str:
-    clock = time.strftime("%H:%M:%S", time.localtime(t.t_start / 1e9)) + f".{int(t.t_start % 1e9) // 1_000_000:03d}"
-    total = f"{t.total_ns / 1e6:8.2f}ms" if pd.notna(t.total_ns) else "       –  "
-    return f"{clock}  {t.qname:<44} {t.qtype:<5} {t.rcode or t.outcome:<9} {total}  {t.served_from:<13} {t.server:<24} {','.join(codes)}"
-
-
-def hop_lines(record: dict) -> list[str]:
-    hops = record.get("hops", [])
-    if not hops:
-        return []
-    start = hops[0]["ts_ns"]
-    lines = []
-    for h in hops:
-        indent = "  " * (h.get("depth") or 0)
-        what = "ICMP " + f"{h['icmp_type']}/{h['icmp_code']}" if h.get("kind") == "icmp-error" else ("R " + (h.get("rcode") or "") if h.get("qr") else "Q")
-        lines.append(f"      {indent}+{(h['ts_ns'] - start) / 1e6:8.3f}ms  {h['vantage']:<24} {h['pkt_type']:<9} "
-                     f"{h['src_ip']}:{h['src_port']} → {h['dst_ip']}:{h['dst_port']}  {what}")
-    return lines
-
-
-def json_line(record: dict, codes: list[str]) -> str:
-    return json.dumps({**record, "findings": codes})

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from dnscorrelate.diagnose import Analysis
+from dnscorrelate.report.text import ms
 
 MAX_WATERFALLS = 300
 ROW_HEIGHT = 18
@@ -33,13 +34,7 @@ _env = jinja2.Environment(
 )
 
 
-def ms(value) -> str:
-    if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
-        return "–"
-    return f"{float(value) / 1e6:.2f}"
-
-
-_env.filters["ms"] = ms
+_env.filters["ms"] = ms  # {{ value | ms("–") }}
 
 
 # --- tables ------------------------------------------------------------------------

@@ -1,7 +1,8 @@
-"""Correlations as plain data: the JSON of `correlate -o json` and `run -o json`."""
+"""Correlations as plain data: the JSON of `correlate -o json`, `run -o json` and `trace -o json`."""
 
 from __future__ import annotations
 
+import json
 import math
 
 import pandas as pd
@@ -95,3 +96,8 @@ def analysis_record(analysis: Analysis, with_hops: bool = True) -> dict:
         "findings": [f.to_dict() for f in analysis.findings],
         "stats": analysis.correlation.stats,
     }
+
+
+def json_line(record: dict, codes: list[str]) -> str:
+    """`trace -o json`: one lookup's record and the codes of the findings about it, on one line."""
+    return json.dumps({**record, "findings": codes})

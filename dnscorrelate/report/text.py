@@ -1,4 +1,8 @@
-"""Terminal tables (rich) for packet events."""
+"""The terminal: tables (rich) and lines for packets, traces, findings, scenarios and counts.
+
+The commands only print what these return. The traces table's columns are
+the fields schema.TRACES shows in `table`, in declaration order.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,20 @@ import pandas as pd
 from rich.table import Table
 from rich.text import Text
 
+from dnscorrelate import schema
 
-def clock(ts_ns: int) -> str:
-    """HH:MM:SS.micro in local time."""
+
+def clock(ts_ns: int, digits: int = 6) -> str:
+    """HH:MM:SS with `digits` decimals (6: microseconds, 3: milliseconds), in local time."""
     seconds, nanos = divmod(int(ts_ns), 1_000_000_000)
-    return time.strftime("%H:%M:%S", time.localtime(seconds)) + f".{nanos // 1000:06d}"
+    return time.strftime("%H:%M:%S", time.localtime(seconds)) + f".{nanos // 10 ** (9 - digits):0{digits}d}"
+
+
+def ms(value_ns, missing: str = "") -> str:
+    """Nanoseconds as milliseconds with two decimals; `missing` for NA or NaN."""
+    if value_ns is None or value_ns is pd.NA or (isinstance(value_ns, float) and value_ns != value_ns):
+        return missing
+    return f"{float(value_ns) / 1e6:.2f}"
 
 
 def events_table(frame: pd.DataFrame, title: str = "DNS packets") -> Table:
@@ -33,28 +46,29 @@ def events_table(frame: pd.DataFrame, title: str = "DNS packets") -> Table:
     return table
 
 
-def ms_text(value) -> str:
-    if value is None or value is pd.NA or (isinstance(value, float) and value != value):
-        return ""
-    return f"{value / 1e6:.2f}"
-
-
 OUTCOME_STYLE = {"answered": "green", "timed-out": "red", "partial": "yellow"}
+
+
+def trace_cell(field: schema.Field, t) -> Text:
+    """One trace's value of `field` for the terminal: durations in ms, the client by vantage (else address)."""
+    value = getattr(t, field.name)
+    if field.name.endswith("_ns"):
+        return Text(ms(value))
+    if field.name == "client_vantage":
+        return Text(value or t.client_ip)
+    return Text(str(value), style=OUTCOME_STYLE.get(value, "") if field.name == "outcome" else "")
 
 
 def traces_table(traces: pd.DataFrame, title: str = "traces", limit: int | None = 200) -> Table:
     """One row per client request, with per-segment latency in milliseconds. Cells are Text, never markup:
     a name with brackets prints as itself, and rich skips parsing 2,800 cells."""
+    fields = schema.shown(schema.TRACES, schema.TABLE)
     table = Table(title=title, title_justify="left")
-    for column in ("ID", "CLIENT", "QNAME", "QTYPE", "PROTO", "SERVER", "OUTCOME", "RCODE", "FROM", "TO-DNS", "DNS", "UPSTREAM", "RETURN", "TOTAL"):
-        table.add_column(column, overflow="fold")
+    for field in fields:
+        table.add_column(field.title, overflow="fold")
     shown = traces if limit is None else traces.head(limit)
     for t in shown.itertuples(index=False):
-        table.add_row(
-            Text(str(t.trace_id)), Text(t.client_vantage or t.client_ip), Text(t.qname), Text(t.qtype), Text(t.proto), Text(t.server),
-            Text(t.outcome, style=OUTCOME_STYLE.get(t.outcome, "")), Text(t.rcode), Text(t.served_from),
-            *(Text(ms_text(value)) for value in (t.to_server_ns, t.server_ns, t.upstream_rtt_ns, t.return_ns, t.total_ns)),
-        )
+        table.add_row(*(trace_cell(field, t) for field in fields))
     if limit is not None and len(traces) > limit:
         table.caption = f"{len(traces) - limit} more traces not shown (-o json has them all)"
     return table
@@ -78,3 +92,62 @@ def stats_line(stats: dict) -> str:
     keys = ["packets", "log_lines", "unparsed_lines", "traces", "upstream_exchanges", "ambiguous", "lost_samples", "decode_errors",
             "log_records_unmatched", "icmp_unmatched"]
     return "  ".join(f"{k}={stats.get(k, 0)}" for k in keys)
+
+
+CAPTURE_COUNTS = ["packets", "lost_samples", "decode_errors", "non_dns_packets", "non_ip_packets", "tcp_without_payload",
+                  "truncated_headers", "tcp_segment_cut", "tcp_incomplete_bytes", "namespaces"]
+
+
+def capture_stats_line(stats: dict) -> str:
+    return "  ".join(f"{k}={stats.get(k, 0)}" for k in CAPTURE_COUNTS)
+
+
+def unparsed_lines(unparsed: list[tuple[str, int, str]], limit: int = 20) -> list[str]:
+    """The first `limit` log lines that could not be read, where they are, and how many more there were."""
+    lines = [f"unparsed {source}:{line}: {text}" for source, line, text in unparsed[:limit]]
+    if len(unparsed) > limit:
+        lines.append(f"... {len(unparsed) - limit} more unparsed lines")
+    return lines
+
+
+def scenarios_table(results: list) -> Table:
+    """One row per scenario run: verdict, what was expected and found, queries answered, time, report."""
+    table = Table(title="scenarios", title_justify="left")
+    for column in ("SCENARIO", "VERDICT", "EXPECTED", "FOUND", "QUERIES", "TIME", "REPORT"):
+        table.add_column(column, overflow="fold")
+    for r in results:
+        found = ", ".join(f"{f.code}@{f.hop}" if f.hop else f.code for f in r.analysis.findings) if r.analysis else r.error
+        verdict = "[green]pass[/]" if r.passed else f"[red]FAIL[/] {', '.join(r.missing)}"
+        expected = ", ".join(r.scenario.expect.findings) + (f" @{r.scenario.expect.hop}" if r.scenario.expect.hop else "")
+        answered = sum(c.answered for c in r.clients)
+        table.add_row(r.scenario.name, verdict, expected, found, f"{answered}/{len(r.clients)}", f"{sum(r.timings.values()):.1f}s", r.report)
+    return table
+
+
+def lookups_line(traces: pd.DataFrame, who: str) -> str:
+    """How many lookups `who` made, by response code, with the client's p50 and p99."""
+    totals = traces["total_ns"].dropna().astype(float)
+    rcodes = ", ".join(f"{k or 'none'} {v}" for k, v in traces["rcode"].value_counts().items())
+    latency = f", p50 {totals.quantile(0.5) / 1e6:.2f} ms, p99 {totals.quantile(0.99) / 1e6:.2f} ms" if len(totals) else ""
+    return f"{len(traces)} lookups from {who}: {rcodes or 'none'}{latency}"
+
+
+def trace_line(t, codes: list[str]) -> str:
+    """`trace pod/NAME`'s line for one lookup: when, what, the answer, how long, who served it, its findings."""
+    total = f"{t.total_ns / 1e6:8.2f}ms" if pd.notna(t.total_ns) else "       –  "
+    return f"{clock(t.t_start, 3)}  {t.qname:<44} {t.qtype:<5} {t.rcode or t.outcome:<9} {total}  {t.served_from:<13} {t.server:<24} {','.join(codes)}"
+
+
+def hop_lines(record: dict) -> list[str]:
+    """`trace -o wide`: a lookup's hops under its line, indented by depth, offsets from its first packet."""
+    hops = record.get("hops", [])
+    if not hops:
+        return []
+    start = hops[0]["ts_ns"]
+    lines = []
+    for h in hops:
+        indent = "  " * int(h.get("depth") or 0)
+        what = "ICMP " + f"{h['icmp_type']}/{h['icmp_code']}" if h.get("kind") == "icmp-error" else ("R " + (h.get("rcode") or "") if h.get("qr") else "Q")
+        lines.append(f"      {indent}+{(h['ts_ns'] - start) / 1e6:8.3f}ms  {h['vantage']:<24} {h['pkt_type']:<9} "
+                     f"{h['src_ip']}:{h['src_port']} → {h['dst_ip']}:{h['dst_port']}  {what}")
+    return lines

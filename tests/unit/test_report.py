@@ -40,3 +40,16 @@ def test_service_names():
     assert service_of("web.demo.svc.cluster.local.") == "demo/web"
     assert service_of("web-0.web-headless.demo.svc.cluster.local.") == "demo/web-headless"
     assert service_of("example.com.") == ""
+
+
+def test_wide_lines_indent_upstream_hops_even_beside_icmp_errors():
+    """ICMP error rows make the hops' depth a float column; `trace -o wide` still indents by it."""
+    from dnscorrelate.report.records import trace_records
+    from dnscorrelate.report.text import hop_lines
+
+    frame, stats, logs, facts = load_fixture("bad-forward-server")
+    records = trace_records(analyze(frame, logs, facts, stats).correlation)
+    upstream = next(r for r in records if any(h["depth"] == 1 for h in r["hops"]))
+    lines = hop_lines(upstream)
+    assert len(lines) == len(upstream["hops"])
+    assert any(line.startswith(" " * 8 + "+") for line in lines) and any(line.startswith(" " * 6 + "+") for line in lines)
