@@ -19,10 +19,13 @@ Nothing is lost silently: every packet read lands in exactly one of the
 (kept: often checksum offload), undecodable payloads and TCP bytes that never
 formed a message are counted too.
 
-The file formats are walked here (dpkt's pcap reader gives float seconds and
-drops the original length; its pcapng reader knows one interface only); the
-pcapng blocks are parsed by dpkt's block classes, IP and transport headers by
-dpkt. DNS messages are decoded like the eBPF capture's (decode.py).
+The file formats are walked here: dpkt's pcap reader gives float seconds and
+drops the original length, its pcapng reader knows one interface only, and
+its packet-block class took half of the reading time (the block is five fixed
+fields). dpkt parses pcapng's section and interface blocks and IPv6 with its
+extension headers, and computes checksums; IPv4, UDP and TCP headers are
+fixed fields read with struct. DNS messages are decoded like the eBPF
+capture's (decode.py).
 """
 
 from __future__ import annotations
@@ -200,21 +203,28 @@ class CaptureFile:
                 self.stats["pcapng_other_blocks"] += 1
 
     def pcapng_packet(self, block_type: int, block: bytes, little: bool, section_base: int) -> RawPacket | None:
+        """An enhanced (or obsolete) packet block, parsed with struct: dpkt's block class took half the reading time."""
+        order = "<" if little else ">"
         if block_type == ng.PCAPNG_BT_EPB:
-            epb = ng.EnhancedPacketBlockLE(block) if little else ng.EnhancedPacketBlock(block)
+            interface_id, ts_high, ts_low, caplen, wire_len = struct.unpack_from(order + "IIIII", block, 8)
         else:
-            epb = ng.PacketBlockLE(block) if little else ng.PacketBlock(block)
-        index = section_base + (epb.iface_id & 0xFFFF if block_type == ng.PCAPNG_BT_PB else epb.iface_id)
+            interface_id, _drops, ts_high, ts_low, caplen, wire_len = struct.unpack_from(order + "HHIIII", block, 8)
+        index = section_base + interface_id
         if index >= len(self.interfaces):
             self.stats["pcapng_unknown_interface"] += 1
             return None
         interface = self.interfaces[index]
-        units = epb.ts_high << 32 | epb.ts_low
+        options_at, options_end = 28 + caplen + (-caplen % 4), len(block) - 4
         pkt_type = ""
-        for option in getattr(epb, "opts", []):
-            if option.code == EPB_FLAGS_OPTION and len(option.data) >= 4:
-                pkt_type = epb_pkt_type(struct.unpack("<I" if little else ">I", option.data[:4])[0])
-        return RawPacket(units * 1_000_000_000 // interface.units_per_second + interface.offset_ns, index, bytes(epb.pkt_data), epb.pkt_len, pkt_type)
+        while options_at + 4 <= options_end:
+            code, length = struct.unpack_from(order + "HH", block, options_at)
+            if code == 0:
+                break
+            if code == EPB_FLAGS_OPTION and length >= 4:
+                pkt_type = epb_pkt_type(struct.unpack_from(order + "I", block, options_at + 4)[0])
+            options_at += 4 + length + (-length % 4)
+        units = ts_high << 32 | ts_low
+        return RawPacket(units * 1_000_000_000 // interface.units_per_second + interface.offset_ns, index, block[28 : 28 + caplen], wire_len, pkt_type)
 
 
 def epb_pkt_type(flags: int) -> str:
@@ -313,7 +323,7 @@ def ip_layer(packet: bytes, verify: bool) -> Transport:
             return t
         body = packet[header_len:total] if total else packet[header_len:]  # 0: segmentation offload
         expected = max(total - header_len, 0) if total else len(body)
-        if verify and dpkt.in_cksum(packet[:header_len]) != 0:
+        if verify and internet_checksum(packet[:header_len]) != 0:
             t.checksum_ok = False
     elif version == 6:
         ip = dpkt.ip6.IP6(packet)
@@ -357,13 +367,21 @@ def transport(t: Transport, body: bytes, expected: int, verify: bool) -> None:
         t.payload = body[8:]  # the quoted packet, for errors
 
 
+def internet_checksum(data: bytes) -> int:
+    """RFC 1071's checksum of `data`: 0 when `data` holds its own right checksum. The ones'-complement
+    sum of 16-bit words is the number the bytes spell modulo 0xFFFF (2**16 = 1 mod 0xFFFF), which
+    Python's integers compute in C: four times faster than dpkt.in_cksum's word loop."""
+    remainder = int.from_bytes(data + b"\0" * (len(data) % 2), "big") % 0xFFFF
+    return 0xFFFF - remainder if remainder else 0
+
+
 def pseudo_checksum(t: Transport, segment: bytes) -> int:
     """The Internet checksum over pseudo-header and segment: 0 when the segment's checksum is right."""
     if t.family == 4:
         pseudo = t.src + t.dst + struct.pack("!BBH", 0, t.proto, len(segment))
     else:
         pseudo = t.src + t.dst + struct.pack("!IxxxB", len(segment), t.proto)
-    return dpkt.in_cksum(pseudo + segment)
+    return internet_checksum(pseudo + segment)
 
 
 def quoted(t: Transport) -> Transport | None:

@@ -37,12 +37,11 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 import dns.rrset
-import dpkt
 import pandas as pd
 
 from dnscorrelate import events
 from dnscorrelate.errors import EventsError
-from dnscorrelate.sources.pcap import WRITER_MARK
+from dnscorrelate.sources.pcap import WRITER_MARK, internet_checksum
 
 LINK_ETHERNET = 1
 MAC_A, MAC_B = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
@@ -116,13 +115,13 @@ def checksum(src: bytes, dst: bytes, proto: int, segment: bytes) -> int:
         pseudo = src + dst + struct.pack("!BBH", 0, proto, len(segment))
     else:
         pseudo = src + dst + struct.pack("!IxxxB", len(segment), proto)
-    return dpkt.in_cksum(pseudo + segment)
+    return internet_checksum(pseudo + segment)
 
 
 def ip_packet(src: bytes, dst: bytes, proto: int, segment: bytes) -> bytes:
     if len(src) == 4:
         header = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(segment), 0, 0x4000, 64, proto, 0, src, dst)
-        header = header[:10] + struct.pack("!H", dpkt.in_cksum(header)) + header[12:]
+        header = header[:10] + struct.pack("!H", internet_checksum(header)) + header[12:]
         return header + segment
     return struct.pack("!IHBB16s16s", 6 << 28, len(segment), proto, 64, src, dst) + segment
 
@@ -184,7 +183,7 @@ class Encoder:
         icmp_proto = 1 if len(src) == 4 else 58
         body = struct.pack("!BBHI", int(row.icmp_type), int(row.icmp_code), 0, 0) + quoted
         if icmp_proto == 1:
-            body = body[:2] + struct.pack("!H", dpkt.in_cksum(body)) + body[4:]
+            body = body[:2] + struct.pack("!H", internet_checksum(body)) + body[4:]
         else:
             body = body[:2] + struct.pack("!H", checksum(dst, src, 58, body)) + body[4:]
         return ip_packet(dst, src, icmp_proto, body)

@@ -218,3 +218,15 @@ def test_file_cut_mid_packet_keeps_what_came_before(tmp_path):
     content = p.pcap_file(1, [(T0, p.ethernet(p.udp(40000, 53, p.query()))), (T0 + 1, p.ethernet(p.udp(40001, 53, p.query())))])
     frame, stats = read_pcap(write(tmp_path, "x.pcap", content[:-10]))
     assert len(frame) == 1 and stats["file_truncated_bytes"] > 0
+
+
+def test_checksum_matches_dpkts_word_loop():
+    import random
+
+    from dnscorrelate.sources.pcap import internet_checksum
+
+    rng = random.Random(12)
+    for size in list(range(1, 70)) + [1500, 3041]:
+        data = bytes(rng.getrandbits(8) for _ in range(size))
+        assert internet_checksum(data) == dpkt.in_cksum(data)
+    assert internet_checksum(b"\xff\xff") == 0 and internet_checksum(b"\x00\x01") == 0xFFFE
