@@ -21,11 +21,15 @@ def analyze(frame: pd.DataFrame | None, logs: ParsedLogs | None, facts: ClusterF
 
 
 def from_files(events_path: str | None, log_paths: list[str], corefile_path: str | None = None,
-               manifest_paths: list[str] = (), lab_name: str | None = None) -> Analysis:
-    """`correlate`'s inputs read from disk; facts from a running lab (--lab) or from the given files."""
+               manifest_paths: list[str] = (), lab_name: str | None = None,
+               evidence: tuple[pd.DataFrame, dict] | None = None) -> Analysis:
+    """`correlate`'s inputs read from disk; facts from a running lab (--lab) or from the given files.
+    `evidence` is what sources.evidence.read_evidence made of pcap, Inspektor Gadget and dnstap files."""
     from dnscorrelate.cluster.lab.spec import load_manifests
 
     frame, capture_stats = events.load(events_path) if events_path else (None, {})
+    if evidence is not None:
+        frame, capture_stats = with_evidence(frame, capture_stats, *evidence)
     corefile = Path(corefile_path).read_text() if corefile_path else ""
     if lab_name:
         from dnscorrelate.cluster.lab.runtime import Lab
@@ -37,3 +41,13 @@ def from_files(events_path: str | None, log_paths: list[str], corefile_path: str
         facts = facts_from_files(corefile, manifests)
     logs = read_logs(log_paths, corefile or None) if log_paths else None
     return analyze(frame, logs, facts, capture_stats)
+
+
+def with_evidence(frame: pd.DataFrame | None, capture_stats: dict, extra: pd.DataFrame, extra_stats: dict) -> tuple[pd.DataFrame, dict]:
+    """Saved capture events and evidence from files as one table; decode errors of both counted."""
+    from dnscorrelate.sources.evidence import concat
+
+    merged = concat([frame, extra]) if frame is not None else extra
+    stats = {**capture_stats, "decode_errors": int(capture_stats.get("decode_errors", 0)) + int(extra_stats.get("decode_errors", 0))}
+    return merged, stats
+

@@ -201,7 +201,7 @@ def lab_down(name: str | None, everything: bool) -> None:
 @click.option("--netns", "namespaces", multiple=True, metavar="NS", help="Capture in this namespace instead: a /run/netns name or a path such as /proc/PID/ns/net. Repeatable.")
 @click.option("--duration", type=float, help="Seconds to capture (default: until Ctrl-C).")
 @click.option("--port", "ports", type=int, multiple=True, default=(53,), show_default=True, help="DNS port to trace. Repeatable.")
-@click.option("-o", "--output", default="table", show_default=True, metavar="table|json|FILE.parquet", help="Print a table, print JSON, or save Parquet.")
+@click.option("-o", "--output", default="table", show_default=True, metavar="table|json|FILE.parquet|FILE.pcapng", help="Print a table, print JSON, save Parquet, or save pcapng (one interface per vantage point, for Wireshark).")
 @friendly_errors
 def capture(lab_name: str | None, namespaces: tuple[str, ...], duration: float | None, ports: tuple[int, ...], output: str) -> None:
     """Capture DNS packets in every namespace of a lab (or the given ones), with eBPF."""
@@ -209,8 +209,8 @@ def capture(lab_name: str | None, namespaces: tuple[str, ...], duration: float |
     from dnscorrelate.cluster.backend import NamespacesBackend, Session
     from dnscorrelate.cluster.lab.backend import LabBackend
 
-    if output not in ("table", "json") and not output.endswith(".parquet"):
-        raise click.BadParameter("use table, json or a file name ending in .parquet", param_hint="-o")
+    if output not in ("table", "json") and not output.endswith((".parquet", ".pcapng")):
+        raise click.BadParameter("use table, json or a file name ending in .parquet or .pcapng", param_hint="-o")
     backend = NamespacesBackend(list(namespaces)) if namespaces else LabBackend.find(lab_name)
     session = Session(backend, ports=tuple(ports))
     with errors.status("compiling the tracer"):
@@ -230,6 +230,11 @@ def capture(lab_name: str | None, namespaces: tuple[str, ...], duration: float |
         click.echo(events.to_json(frame, session.stats))
     elif output == "table":
         print_events(frame)
+    elif output.endswith(".pcapng"):
+        from dnscorrelate.sources.pcapng_out import write_pcapng
+
+        written = write_pcapng(frame, output)
+        errors.print(f"wrote {written['packets']} packets on {written['interfaces']} interfaces to {output}")
     else:
         events.save(frame, output, session.stats)
         errors.print(f"wrote {len(frame)} events to {output}")
@@ -253,16 +258,26 @@ def print_capture_stats(stats: dict) -> None:
 @click.option("--coredns-log", "log_paths", multiple=True, type=click.Path(dir_okay=False), help="CoreDNS log (kubectl logs [--timestamps] [--prefix]). Repeatable.")
 @click.option("--corefile", type=click.Path(dir_okay=False), help="The Corefile: its log format and forward targets.")
 @click.option("--manifests", "manifest_paths", multiple=True, type=click.Path(dir_okay=False), help="Services, NetworkPolicies, Namespaces (YAML) to name causes. Repeatable.")
+@click.option("--pcap", "pcap_specs", multiple=True, metavar="[VANTAGE=]FILE", help="pcap/pcapng (tcpdump, tshark); VANTAGE like pod/NS/NAME, node/NAME, coredns/NAME. Repeatable.")
+@click.option("--ig-json", "ig_paths", multiple=True, type=click.Path(dir_okay=False), help="Inspektor Gadget trace_dns JSON output. Repeatable.")
+@click.option("--dnstap", "dnstap_specs", multiple=True, metavar="[VANTAGE=]FILE", help="CoreDNS dnstap Frame Streams file. Repeatable.")
+@click.option("--port", "ports", type=int, multiple=True, default=(53,), show_default=True, help="DNS port in --pcap files. Repeatable.")
 @lab_option
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @friendly_errors
-def correlate(events_path, log_paths, corefile, manifest_paths, lab_name, output) -> None:
+def correlate(events_path, log_paths, corefile, manifest_paths, pcap_specs, ig_paths, dnstap_specs, ports, lab_name, output) -> None:
     """Stitch saved packets and CoreDNS logs into one trace per request, and diagnose them."""
     from dnscorrelate import analysis
 
-    if not events_path and not log_paths:
-        raise click.UsageError("give --events and/or --coredns-log")
-    result = analysis.from_files(events_path, list(log_paths), corefile, list(manifest_paths), lab_name)
+    if not events_path and not log_paths and not (pcap_specs or ig_paths or dnstap_specs):
+        raise click.UsageError("give --events, --pcap, --ig-json, --dnstap and/or --coredns-log")
+    evidence = None
+    if pcap_specs or ig_paths or dnstap_specs:
+        from dnscorrelate.sources.evidence import evidence_line, read_evidence
+
+        evidence = read_evidence(pcap_specs, ig_paths, dnstap_specs, ports)
+        errors.print(evidence_line(evidence[1]), highlight=False)
+    result = analysis.from_files(events_path, list(log_paths), corefile, list(manifest_paths), lab_name, evidence=evidence)
     if output == "json":
         from dnscorrelate.report.records import analysis_record
 
