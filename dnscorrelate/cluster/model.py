@@ -202,6 +202,12 @@ class Service(KubeModel):
     def key(self) -> str:
         return f"{self.metadata.namespace}/{self.metadata.name}"
 
+    def selects(self, namespace: str, labels: dict[str, str]) -> bool:
+        """Whether a pod in `namespace` with `labels` is behind this Service's selector (none selects nothing)."""
+        selector = self.spec.selector
+        return (selector is not None and namespace == self.metadata.namespace
+                and all(labels.get(k) == v for k, v in selector.items()))
+
 
 # --- EndpointSlice ---------------------------------------------------------
 
@@ -438,10 +444,7 @@ class ClusterModel(BaseModel):
             refs = [ep.targetRef for s in slices for ep in s.endpoints if ep.targetRef and ep.targetRef.kind == "Pod"]
             keys = dict.fromkeys((r.namespace or service.metadata.namespace, r.name) for r in refs)
             return [p for p in (self.pod(*key) for key in keys) if p is not None]
-        if service.spec.selector is None:
-            return []
-        return [p for p in self.pods_in(service.metadata.namespace)
-                if all(p.metadata.labels.get(k) == v for k, v in service.spec.selector.items())]
+        return [p for p in self.pods if service.selects(p.metadata.namespace, p.metadata.labels)]
 
     def pods_in(self, namespace: str) -> list[Pod]:
         return [p for p in self.pods if p.metadata.namespace == namespace]

@@ -243,13 +243,7 @@ def build_services(spec: LabSpec, pods: list[PodInfo]) -> list[ServiceInfo]:
             cluster_ip = svc.spec.clusterIP
         else:
             cluster_ip = str(next(ip for ip in next_ip if str(ip) not in taken))
-        selected = [
-            p
-            for p in pods
-            if svc.spec.selector is not None
-            and p.namespace == svc.metadata.namespace
-            and all(p.labels.get(k) == v for k, v in svc.spec.selector.items())
-        ]
+        selected = [p for p in pods if svc.selects(p.namespace, p.labels)]
         ports = []
         for port in svc.spec.ports:
             endpoints = []
