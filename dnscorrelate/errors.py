@@ -23,4 +23,8 @@ class LogFormatError(Exception):
     """A log format string or log file that cannot be used; the message says which."""
 
 
-USER_ERRORS = (SpecError, LabError, CaptureError, EventsError, LogFormatError)
+class ClusterError(Exception):
+    """A Kubernetes cluster that cannot be built, reached or changed; the message names the step and what to do."""
+
+
+USER_ERRORS = (SpecError, LabError, CaptureError, EventsError, LogFormatError, ClusterError)

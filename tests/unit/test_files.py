@@ -55,7 +55,7 @@ def test_upstream_zone_is_wrapped_with_an_soa_and_parses():
 
 
 def test_upstream_corefile_serves_each_zone_and_nxdomain_for_the_rest(topology):
-    corefile = files.upstream_corefile(topology, Path("/u"))
+    corefile = files.upstream_corefile(topology.spec, Path("/u"))
     assert "file /u/root.db ." in corefile and "file /u/example.com.db example.com" in corefile
     assert "response set ra" in corefile
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from dnscorrelate.cluster.lab import kubedns
 from dnscorrelate.cluster.model import Pod
+from dnscorrelate.cluster.lab.spec import LabSpec
 from dnscorrelate.cluster.lab.topology import PodInfo, Topology
 
 
@@ -86,10 +87,10 @@ $TTL 300
 """
 
 
-def upstream_corefile(topology: Topology, zone_dir: Path) -> str:
+def upstream_corefile(spec: LabSpec, zone_dir: Path) -> str:
     """The upstream resolver: authoritative for the spec's zones, NXDOMAIN for the rest of the
-    world, and dressed as a recursive resolver (RA set, AA cleared) as a cloud resolver answers."""
-    spec = topology.spec
+    world, and dressed as a recursive resolver (RA set, AA cleared) as a cloud resolver answers.
+    The lab's and the kind cluster's upstreams both serve this."""
     if spec.upstreamCorefile:
         return spec.upstreamCorefile
     files = [f"    file {zone_dir / 'root.db'} ."]

@@ -82,9 +82,8 @@ def service_chains(services: list[ServiceInfo]) -> tuple[list[str], list[str], l
 
 @dataclass(frozen=True)
 class PolicyContext:
-    """The lab's pods and namespaces as the cluster model holds them, for the shared evaluator."""
+    """A cluster's pods and namespaces as the model holds them, for the shared evaluator."""
 
-    topology: Topology
     model: ClusterModel
 
     def peer_pods(self, peer: NetworkPolicyPeer, policy: NetworkPolicy) -> list[Pod]:
@@ -156,23 +155,44 @@ def policy_chain(ctx: PolicyContext, pod: Pod, direction: str, policies: list[Ne
 # --- The whole table -------------------------------------------------------
 
 
-def ruleset(topology: Topology, node: NodeInfo) -> str:
-    """The nft script that (re)creates this node's table."""
-    table = table_name(topology.lab)
-    ctx = PolicyContext(topology, lab_model(topology))
-    entries, svc_chains, rejects = service_chains(topology.services)
-
+def policy_rules(model: ClusterModel, node_name: str) -> tuple[list[str], list[str], list[str]]:
+    """(forward-hook lines, input-hook lines, chains) that police the isolated pods on `node_name`."""
+    ctx = PolicyContext(model)
     jumps: dict[str, list[str]] = defaultdict(list)
-    policy_chains: list[str] = []
-    for pod in (p for p in ctx.model.pods if p.spec.nodeName == node.name):
+    chains: list[str] = []
+    for pod in (p for p in model.pods if p.spec.nodeName == node_name and p.ip):
         for direction in ("Egress", "Ingress"):
-            policies = isolating_policies(ctx.model.policies, pod, direction)
+            policies = isolating_policies(model.policies, pod, direction)
             if policies:
                 jumps[direction].append(f"{pod.ip} : jump {DIRECTIONS[direction][1]}-{chain_id(pod.ip)}")
-                policy_chains += policy_chain(ctx, pod, direction, policies)
-
+                chains += policy_chain(ctx, pod, direction, policies)
     egress = [f"ip saddr vmap {{ {', '.join(jumps['Egress'])} }}"] if jumps["Egress"] else []
     ingress = [f"ip daddr vmap {{ {', '.join(jumps['Ingress'])} }}"] if jumps["Ingress"] else []
+    established = "ct state established,related accept"
+    return [established, *egress, *ingress], [established, *egress], chains
+
+
+def filter_chains(forward: list[str], input_: list[str]) -> list[str]:
+    return (block("chain forward", ["type filter hook forward priority filter; policy accept;", *forward])
+            + block("chain input", ["type filter hook input priority filter; policy accept;", *input_]))
+
+
+def replace_table(table: str, body: list[str]) -> str:
+    """An nft script that replaces `table` whole, atomically."""
+    return "\n".join([f"table ip {table} {{}}", f"delete table ip {table}", f"table ip {table} {{", *body, "}", ""])
+
+
+def policy_table(model: ClusterModel, node_name: str, table: str) -> str:
+    """Only the NetworkPolicies of one node, as a table of their own: what the kind cluster's policy
+    agent applies (kube-proxy and the pod network do the rest there)."""
+    forward, input_, chains = policy_rules(model, node_name)
+    return replace_table(table, filter_chains(forward, input_) + chains)
+
+
+def ruleset(topology: Topology, node: NodeInfo) -> str:
+    """The nft script that (re)creates this node's table."""
+    entries, svc_chains, rejects = service_chains(topology.services)
+    forward, input_, policy_chains = policy_rules(lab_model(topology), node.name)
     services = [f"ip daddr . meta l4proto . th dport vmap {{ {', '.join(entries)} }}"] if entries else []
     no_endpoints = [f"ip daddr . meta l4proto . th dport {{ {', '.join(rejects)} }} reject"] if rejects else []
 
@@ -186,11 +206,7 @@ def ruleset(topology: Topology, node: NodeInfo) -> str:
             "chain postrouting",
             ["type nat hook postrouting priority srcnat; policy accept;", f"ip saddr {POD_CIDR} ip daddr != {POD_CIDR} masquerade"],
         )
-        + block(
-            "chain forward",
-            ["type filter hook forward priority filter; policy accept;", "ct state established,related accept", *egress, *ingress],
-        )
-        + block("chain input", ["type filter hook input priority filter; policy accept;", "ct state established,related accept", *egress])
+        + filter_chains(forward, input_)
         + policy_chains
     )
-    return "\n".join([f"table ip {table} {{}}", f"delete table ip {table}", f"table ip {table} {{", *body, "}", ""])
+    return replace_table(table_name(topology.lab), body)

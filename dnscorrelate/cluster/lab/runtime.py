@@ -153,7 +153,7 @@ class Lab:
     def write_corefiles(self) -> None:
         """The replicas', upstream's and NodeLocal DNS's Corefiles, from the current spec."""
         t = self.topology
-        (self.dir / "upstream" / "Corefile").write_text(files.upstream_corefile(t, self.dir / "upstream"))
+        (self.dir / "upstream" / "Corefile").write_text(files.upstream_corefile(t.spec, self.dir / "upstream"))
         (self.dir / "Corefile").write_text(files.replica_corefile(t, self.dir / "zones"))
         if t.nodelocal_ip:
             (self.dir / "Corefile.nodelocal").write_text(files.nodelocal_corefile(t))

@@ -1,0 +1,34 @@
+"""What kind/build.sh produced: the kind CLI, kubectl and the images, read from its build.env."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from dnscorrelate.errors import ClusterError
+
+CACHE = Path(os.environ.get("DNSCORRELATE_CACHE", "/var/cache/dnscorrelate")) / "kind"
+
+
+@dataclass(frozen=True)
+class Build:
+    kind: str
+    kubectl: str
+    node_image: str
+    client_image: str
+    agent_image: str
+    upstream_image: str
+    kube_version: str
+    cap_shim: bool  # this machine lacks CAP_SYS_RESOURCE: containerd in the nodes runs runc through the shim
+
+
+def load_build(cache: Path = CACHE) -> Build:
+    """The build's outputs, or a ClusterError saying how to make them."""
+    env_file = cache / "build.env"
+    if not env_file.exists():
+        raise ClusterError(f"the cluster images are not built ({env_file} is missing): run `make cluster` "
+                           "from the dnscorrelate checkout (offline; about 15 minutes the first time, seconds after)")
+    values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
+    return Build(values["KIND"], values["KUBECTL"], values["NODE_IMAGE"], values["CLIENT_IMAGE"], values["AGENT_IMAGE"],
+                 values["UPSTREAM_IMAGE"], values["KUBE_VERSION"], values.get("CAP_SHIM") == "1")

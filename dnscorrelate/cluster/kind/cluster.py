@@ -1,0 +1,383 @@
+"""`dnscorrelate cluster up | status | down`: a kind cluster with the lab's workloads.
+
+Every name carries the prefix: kind cluster `dnsc-NAME` (kubectl context `kind-dnsc-NAME`), its own
+Docker network `dnsc-NAME`, the upstream resolver container `dnsc-NAME-upstream`, and the run
+directory /run/dnscorrelate/clusters/NAME (kubeconfig, upstream files). `down` removes all of them;
+`down --all` finds them by prefix and label after a crash or kill -9.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dnscorrelate.errors import ClusterError
+
+PREFIX = "dnsc-"
+LABEL = "io.dnscorrelate.cluster"
+RUN_ROOT = Path(os.environ.get("DNSCORRELATE_CLUSTER_DIR", "/run/dnscorrelate/clusters"))
+CHECKOUT = Path(__file__).resolve().parents[3]  # mounted into the nodes: the agents run this code
+NAME = re.compile(r"^[a-z0-9]{1,20}$")
+READY_TIMEOUT_S = 240
+
+
+@dataclass(frozen=True)
+class KindCluster:
+    name: str
+
+    @property
+    def kind_name(self) -> str:
+        return PREFIX + self.name
+
+    @property
+    def context(self) -> str:
+        return "kind-" + self.kind_name
+
+    @property
+    def network(self) -> str:
+        return self.kind_name
+
+    @property
+    def upstream_container(self) -> str:
+        return f"{self.kind_name}-upstream"
+
+    @property
+    def dir(self) -> Path:
+        return RUN_ROOT / self.name
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.dir / "kubeconfig"
+
+
+@dataclass
+class Timings:
+    """Seconds per step of `up`, in order (bench/cluster_up.py prints them)."""
+    steps: dict[str, float] = field(default_factory=dict)
+
+    def run(self, name: str, fn: Callable, *args):
+        start = time.monotonic()
+        result = fn(*args)
+        self.steps[name] = round(time.monotonic() - start, 2)
+        return result
+
+
+def checked_name(name: str) -> str:
+    if not NAME.match(name):
+        raise ClusterError(f"cluster name {name!r}: use 1-20 lowercase letters or digits")
+    return name
+
+
+def docker():
+    """A Docker client, or a ClusterError saying how to get Docker running."""
+    import docker as docker_sdk
+
+    try:
+        client = docker_sdk.from_env()
+        client.ping()
+        return client
+    except Exception as err:  # the SDK raises several kinds for "no daemon"
+        raise ClusterError(f"Docker is not reachable ({err.__class__.__name__}): run `make cluster`, which installs "
+                           "and starts it, or start dockerd yourself") from None
+
+
+def run_kind(build, *args: str, env: dict | None = None, timeout: float = 600) -> str:
+    """kind's stdout; a failure becomes a ClusterError quoting kind's last lines."""
+    try:
+        done = subprocess.run([build.kind, *args], capture_output=True, text=True, timeout=timeout,
+                              env={**os.environ, **(env or {})})
+    except subprocess.TimeoutExpired:
+        raise ClusterError(f"`kind {' '.join(args)}` did not finish in {timeout:.0f} s") from None
+    if done.returncode != 0:
+        tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-12:])
+        raise ClusterError(f"`kind {' '.join(args[:2])}` failed:\n{tail}")
+    return done.stdout
+
+
+def existing_clusters(build) -> list[str]:
+    """Names (without the prefix) of this project's kind clusters."""
+    names = run_kind(build, "get", "clusters").split()
+    return sorted(n[len(PREFIX):] for n in names if n.startswith(PREFIX))
+
+
+def kind_config(build) -> str:
+    """kind's cluster config: a control plane and a worker with this checkout mounted (for the
+    agents), no default CNI (kindnet cannot be built here; network.py does its job), and on a
+    machine lacking CAP_SYS_RESOURCE, containerd told to run runc through the shim and not to lower
+    oom_score_adj."""
+    from dnscorrelate.cluster.kind.network import POD_SUBNET, SERVICE_SUBNET
+
+    mount = ["    extraMounts:", f"      - hostPath: {CHECKOUT}", "        containerPath: /opt/dnscorrelate/src", "        readOnly: true"]
+    lines = [
+        "kind: Cluster",
+        "apiVersion: kind.x-k8s.io/v1alpha4",
+        "networking:",
+        "  disableDefaultCNI: true",
+        f"  podSubnet: {POD_SUBNET}",
+        f"  serviceSubnet: {SERVICE_SUBNET}",
+        "nodes:",
+        "  - role: control-plane",
+        *mount,
+        "  - role: worker",
+        *mount,
+    ]
+    if build.cap_shim:
+        lines += [
+            "containerdConfigPatches:",
+            "  - |-",
+            '    [plugins."io.containerd.grpc.v1.cri"]',
+            "      restrict_oom_score_adj = true",
+            '    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]',
+            '      BinaryName = "/usr/local/libexec/dnscorrelate/runc-shim"',
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def up(name: str = "kind", spec_path: str | None = None, say: Callable[[str], None] = lambda _: None) -> tuple[KindCluster, Timings]:
+    """Create the cluster and everything on it; on any failure or Ctrl-C, remove what was made."""
+    from dnscorrelate.cluster.kind.build import load_build
+    from dnscorrelate.cluster.lab.spec import load_spec
+
+    cluster = KindCluster(checked_name(name))
+    spec = load_spec(spec_path)
+    build = load_build()
+    client = docker()
+    if cluster.name in existing_clusters(build):
+        raise ClusterError(f"a cluster named {cluster.name!r} is already up: `dnscorrelate cluster down --name {cluster.name}` "
+                           "first, or choose another --name")
+    timings = Timings()
+    try:
+        cluster.dir.mkdir(parents=True, exist_ok=True)
+        (cluster.dir / "owner").write_text(str(os.getpid()))
+        say("creating nodes (kind)")
+        timings.run("nodes", create_nodes, cluster, build)
+        api = api_client(cluster)
+        say("pod network")
+        timings.run("pod-network", setup_pod_network, cluster, api, client)
+        say("upstream resolver")
+        upstream_ip = timings.run("upstream", start_upstream, cluster, build, spec, client)
+        say("CoreDNS and workloads")
+        timings.run("coredns", configure_coredns, api, spec, upstream_ip)
+        timings.run("workloads", create_workloads, api, spec, build)
+        say("waiting for every pod")
+        timings.run("ready", wait_ready, api)
+    except BaseException:
+        say("failed: removing what was made")
+        down(cluster.name)
+        raise
+    return cluster, timings
+
+
+def create_nodes(cluster: KindCluster, build) -> None:
+    config = cluster.dir / "kind.yaml"
+    config.write_text(kind_config(build))
+    run_kind(build, "create", "cluster", "--name", cluster.kind_name, "--image", build.node_image,
+             "--config", str(config), "--kubeconfig", str(cluster.kubeconfig), "--wait", "0s",
+             env={"KIND_EXPERIMENTAL_DOCKER_NETWORK": cluster.network})
+
+
+def api_client(cluster: KindCluster):
+    """The official client, configured from the cluster's kubeconfig."""
+    from kubernetes import config
+
+    return config.new_client_from_config(config_file=str(cluster.kubeconfig), context=cluster.context)
+
+
+def node_containers(client, cluster: KindCluster) -> dict:
+    """The cluster's node containers by node name."""
+    found = client.containers.list(all=True, filters={"label": f"io.x-k8s.kind.cluster={cluster.kind_name}"})
+    return {c.name: c for c in found}
+
+
+def setup_pod_network(cluster: KindCluster, api, client) -> None:
+    """Routes, CNI config and masquerade on every node, once the controller manager has given each a podCIDR."""
+    from kubernetes import client as k8s
+
+    from dnscorrelate.cluster.kind.network import Node, node_script
+
+    core = k8s.CoreV1Api(api)
+    nodes = wait_for(lambda: pod_cidrs(core), "every node to get a podCIDR from the controller manager", 120)
+    containers = node_containers(client, cluster)
+    for node in nodes:
+        peers = [p for p in nodes if p.name != node.name]
+        exit_code, output = containers[node.name].exec_run(["sh", "-c", node_script(node, peers)])
+        if exit_code != 0:
+            raise ClusterError(f"pod network on node {node.name} failed: {output.decode(errors='replace').strip()}")
+
+
+def pod_cidrs(core) -> list | None:
+    from dnscorrelate.cluster.kind.network import Node
+
+    nodes = core.list_node().items
+    if not nodes or any(not n.spec.pod_cidr for n in nodes):
+        return None
+    return [Node(n.metadata.name, internal_ip(n), n.spec.pod_cidr) for n in nodes]
+
+
+def internal_ip(node) -> str:
+    return next(a.address for a in node.status.addresses if a.type == "InternalIP")
+
+
+def start_upstream(cluster: KindCluster, build, spec, client) -> str:
+    """The upstream resolver, a container on the cluster's Docker network; returns its address."""
+    from testcontainers.core.config import testcontainers_config
+    from testcontainers.core.container import DockerContainer
+
+    from dnscorrelate.cluster.kind.workloads import write_upstream_files
+
+    testcontainers_config.ryuk_disabled = True  # its reaper is an image we cannot pull; `down` removes ours
+    files = cluster.dir / "upstream"
+    write_upstream_files(spec, files, int(time.time()))
+    container = (
+        DockerContainer(build.upstream_image)
+        .with_name(cluster.upstream_container)
+        .with_command(["-conf", str(files / "Corefile")])
+        .with_volume_mapping(str(files), str(files), "ro")
+        .with_kwargs(network=cluster.network, labels={LABEL: cluster.name})
+        .start()
+    )
+    wrapped = container.get_wrapped_container()
+    wrapped.reload()
+    return wrapped.attrs["NetworkSettings"]["Networks"][cluster.network]["IPAddress"]
+
+
+def configure_coredns(api, spec, upstream_ip: str) -> None:
+    """The coredns ConfigMap gets the spec's Corefile (with `log`), forwarding to the upstream; the
+    replicas restart on it so the first query already sees it."""
+    from kubernetes import client as k8s
+
+    from dnscorrelate.cluster.kind.workloads import cluster_corefile
+
+    core = k8s.CoreV1Api(api)
+    core.patch_namespaced_config_map("coredns", "kube-system", {"data": {"Corefile": cluster_corefile(spec.corefile, upstream_ip)}})
+    restarted = {"spec": {"template": {"metadata": {"annotations": {"dnscorrelate/restartedAt": str(time.time())}}}}}
+    k8s.AppsV1Api(api).patch_namespaced_deployment("coredns", "kube-system", restarted)
+
+
+def create_workloads(api, spec, build) -> None:
+    """The NetworkPolicy agent first (a policy in the spec is enforced from the start), then the spec's objects."""
+    from kubernetes import utils
+
+    from dnscorrelate.cluster.kind.policy_agent import daemonset
+    from dnscorrelate.cluster.kind.workloads import manifest_objects
+
+    for body in [*daemonset(build.agent_image), *manifest_objects(spec, build.client_image)]:
+        utils.create_from_dict(api, body)
+
+
+def wait_ready(api) -> None:
+    """Until every node is Ready and every pod Running and ready, with one CoreDNS generation."""
+    from kubernetes import client as k8s
+
+    core = k8s.CoreV1Api(api)
+    wait_for(lambda: not_ready(core) == [], "every node and pod to be ready", READY_TIMEOUT_S,
+             lambda: "not ready: " + ", ".join(not_ready(core)))
+
+
+def not_ready(core) -> list[str]:
+    """What is not yet ready, as `node/NAME` and `pod/NS/NAME (reason)`."""
+    waiting = [f"node/{n.metadata.name}" for n in core.list_node().items
+               if not any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])]
+    for pod in core.list_pod_for_all_namespaces().items:
+        if pod.metadata.deletion_timestamp:
+            waiting.append(f"pod/{pod.metadata.namespace}/{pod.metadata.name} (terminating)")
+        elif not any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or []):
+            waiting.append(f"pod/{pod.metadata.namespace}/{pod.metadata.name} ({pod_reason(pod)})")
+    return waiting
+
+
+def pod_reason(pod) -> str:
+    for status in pod.status.container_statuses or []:
+        state = status.state
+        if state.waiting:
+            return f"{state.waiting.reason}: {state.waiting.message or ''}".rstrip(": ")
+        if state.terminated:
+            return f"terminated: {state.terminated.reason}"
+    return pod.status.phase or "pending"
+
+
+def wait_for(probe: Callable, what: str, timeout_s: float, detail: Callable[[], str] | None = None):
+    """probe()'s first truthy result (or True for an empty list), polling; a ClusterError at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = probe()
+        if result or result == []:
+            return result
+        if time.monotonic() > deadline:
+            extra = f": {detail()}" if detail else ""
+            raise ClusterError(f"timed out after {timeout_s:.0f} s waiting for {what}{extra}")
+        time.sleep(1)
+
+
+def down(name: str) -> list[str]:
+    """Remove the cluster `name` and everything it made; returns what was removed. Safe to repeat."""
+    cluster = KindCluster(name)
+    removed = []
+    try:
+        from dnscorrelate.cluster.kind.build import load_build
+
+        build = load_build()
+        if cluster.name in existing_clusters(build):
+            run_kind(build, "delete", "cluster", "--name", cluster.kind_name)
+            removed.append(f"kind cluster {cluster.kind_name}")
+    except ClusterError:
+        pass  # no build, or kind failed: the containers are still removed below by label
+    client = docker()
+    for container in client.containers.list(all=True, filters={"label": f"{LABEL}={cluster.name}"}):
+        container.remove(force=True)
+        removed.append(f"container {container.name}")
+    for container in node_containers(client, cluster).values():
+        container.remove(force=True, v=True)
+        removed.append(f"node container {container.name}")
+    for network in client.networks.list(names=[cluster.network]):
+        if network.name == cluster.network:
+            network.remove()
+            removed.append(f"network {network.name}")
+    if cluster.dir.exists():
+        import shutil
+
+        shutil.rmtree(cluster.dir)
+        removed.append(f"directory {cluster.dir}")
+    return removed
+
+
+def down_all() -> list[str]:
+    """Remove every cluster this project made, up or half made, found by prefix and label."""
+    client = docker()
+    names = {c.labels.get("io.x-k8s.kind.cluster", "")[len(PREFIX):]
+             for c in client.containers.list(all=True, filters={"label": "io.x-k8s.kind.cluster"})
+             if c.labels.get("io.x-k8s.kind.cluster", "").startswith(PREFIX)}
+    names |= {c.labels[LABEL] for c in client.containers.list(all=True, filters={"label": LABEL})}
+    names |= {n.name[len(PREFIX):] for n in client.networks.list() if n.name.startswith(PREFIX)}
+    names |= {p.name for p in RUN_ROOT.iterdir()} if RUN_ROOT.exists() else set()
+    return [item for name in sorted(n for n in names if n) for item in down(name)]
+
+
+def status(name: str) -> dict:
+    """Nodes and pods of a running cluster, as the API reports them."""
+    from kubernetes import client as k8s
+
+    cluster = KindCluster(checked_name(name))
+    if not cluster.kubeconfig.exists():
+        raise ClusterError(f"no cluster named {name!r} is up here (no {cluster.kubeconfig}); `dnscorrelate cluster up --name {name}`")
+    core = k8s.CoreV1Api(api_client(cluster))
+    return {
+        "name": cluster.name,
+        "context": cluster.context,
+        "kubeconfig": str(cluster.kubeconfig),
+        "nodes": [{"name": n.metadata.name, "ip": internal_ip(n), "podCIDR": n.spec.pod_cidr,
+                   "ready": not not_ready_node(n), "version": n.status.node_info.kubelet_version}
+                  for n in core.list_node().items],
+        "pods": [{"namespace": p.metadata.namespace, "name": p.metadata.name, "ip": p.status.pod_ip,
+                  "node": p.spec.node_name, "phase": p.status.phase}
+                 for p in core.list_pod_for_all_namespaces().items],
+    }
+
+
+def not_ready_node(node) -> bool:
+    return not any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])

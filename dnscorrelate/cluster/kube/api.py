@@ -1,0 +1,57 @@
+"""A cluster's objects read from the API server into `cluster.model`, with the official client."""
+
+from __future__ import annotations
+
+from dnscorrelate.cluster.model import ClusterModel, KubeModel
+from dnscorrelate.errors import ClusterError
+
+# kind -> (API group class, list call, model class name); each list is one request.
+LISTS = {
+    "Namespace": ("CoreV1Api", "list_namespace"),
+    "Node": ("CoreV1Api", "list_node"),
+    "Pod": ("CoreV1Api", "list_pod_for_all_namespaces"),
+    "Service": ("CoreV1Api", "list_service_for_all_namespaces"),
+    "EndpointSlice": ("DiscoveryV1Api", "list_endpoint_slice_for_all_namespaces"),
+    "NetworkPolicy": ("NetworkingV1Api", "list_network_policy_for_all_namespaces"),
+}
+
+
+def client_from_kubeconfig(kubeconfig: str | None = None, context: str | None = None):
+    """An API client as kubectl would make it: --kubeconfig, else $KUBECONFIG, else ~/.kube/config; in a pod, the
+    service account."""
+    from kubernetes import config
+
+    try:
+        if kubeconfig is None and context is None and config.incluster_config.SERVICE_HOST_ENV_NAME in __import__("os").environ:
+            config.load_incluster_config()
+            from kubernetes import client
+
+            return client.ApiClient()
+        return config.new_client_from_config(config_file=kubeconfig, context=context)
+    except (config.ConfigException, FileNotFoundError) as err:
+        raise ClusterError(f"cannot load a kubeconfig{f' context {context!r}' if context else ''}: {err}") from None
+
+
+def read_objects(api, kinds: tuple[str, ...] = tuple(LISTS)) -> list[KubeModel]:
+    """Every object of `kinds`, as model objects."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    from dnscorrelate.cluster import model
+
+    objects = []
+    for kind in kinds:
+        group, call = LISTS[kind]
+        try:
+            listing = getattr(getattr(client, group)(api), call)()
+        except ApiException as err:
+            raise ClusterError(f"the API server refused to list {kind}s ({err.status} {err.reason}): "
+                               "the credentials need get/list on them") from None
+        cls = getattr(model, kind)
+        for item in api.sanitize_for_serialization(listing)["items"]:
+            objects.append(cls.model_validate({**item, "kind": kind}))
+    return objects
+
+
+def read_model(api, kinds: tuple[str, ...] = tuple(LISTS)) -> ClusterModel:
+    return ClusterModel.from_objects(read_objects(api, kinds))

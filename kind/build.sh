@@ -1,0 +1,302 @@
+#!/usr/bin/env bash
+# Builds, offline and once, everything `dnscorrelate cluster up` needs: Docker,
+# the kind CLI, Kubernetes and etcd as one binary, the component images kubeadm
+# expects, the node image, a client image and an upstream-resolver image.
+# Nothing is pulled from a registry: binaries come from the Go module proxy,
+# root filesystems from Debian's packages. Every step is cached under
+# $DNSCORRELATE_CACHE/kind, keyed by its inputs, so a second run costs seconds.
+# Each step's time goes to build-times.tsv (bench/cluster_build.py reads it).
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(dirname "$here")
+source "$here/versions.env"
+
+CACHE=${DNSCORRELATE_CACHE:-/var/cache/dnscorrelate}/kind
+LOGS=$CACHE/logs
+mkdir -p "$CACHE/bin" "$LOGS"
+TIMES=$CACHE/build-times.tsv
+MIN_FREE_GB=12
+
+say() { printf '\033[1mcluster build:\033[0m %s\n' "$*" >&2; }
+die() { printf 'cluster build: %s\n' "$*" >&2; exit 1; }
+
+# step NAME ADVICE CMD...: runs CMD with its output in $LOGS/NAME.log, records
+# its duration, and on failure names the step, the log and what to do.
+step() {
+  local name=$1 advice=$2; shift 2
+  local log=$LOGS/$name.log start=$SECONDS
+  say "$name ..."
+  if ! "$@" >"$log" 2>&1; then
+    tail -n 15 "$log" | sed 's/^/  | /' >&2
+    die "step '$name' failed (full log: $log). $advice"
+  fi
+  printf '%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$name" "$((SECONDS - start))" >>"$TIMES"
+  say "$name done in $((SECONDS - start)) s"
+}
+
+# key FILES...: a short hash of the files' contents and the pinned versions.
+key() { cat "$here/versions.env" "$@" | sha256sum | cut -c1-12; }
+
+needs_cap_shim() { # the bounding set lacks CAP_SYS_RESOURCE (bit 24)
+  local bnd; bnd=$(awk '/^CapBnd/ {print $2}' /proc/self/status)
+  (( (16#$bnd >> 24 & 1) == 0 ))
+}
+
+[ "$(id -u)" = 0 ] || die "run as root (it installs Docker and starts dockerd)"
+free_gb=$(df -Pk "$CACHE" | awk 'NR==2 {print int($4/1048576)}')
+[ "$free_gb" -ge "$MIN_FREE_GB" ] || die "only ${free_gb} GB free under $CACHE; the build needs ${MIN_FREE_GB} GB. Free some space (docker system prune, old caches) and run again."
+command -v go >/dev/null || die "the Go toolchain is missing (need Go >= 1.24 on PATH)"
+
+# --- 1. Small Go tools: the pause process and the runc capability shim ------
+tools_key=$(key "$here"/tools/go.mod "$here"/tools/*/main.go)
+if [ ! -x "$CACHE/bin/runc-shim-$tools_key" ]; then
+  build_tools() {
+    cd "$here/tools"
+    CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$CACHE/bin/pause-$tools_key" ./pause
+    CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$CACHE/bin/runc-shim-$tools_key" ./runc-shim
+  }
+  step tools "Check that Go works: go version" build_tools
+fi
+ln -sfn "pause-$tools_key" "$CACHE/bin/pause"
+ln -sfn "runc-shim-$tools_key" "$CACHE/bin/runc-shim"
+
+# --- 2. Docker (Debian's docker.io), running --------------------------------
+install_docker() {
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends docker.io mmdebstrap
+}
+command -v dockerd >/dev/null && command -v mmdebstrap >/dev/null ||
+  step docker-install "apt-get must reach Debian's mirror; try: apt-get update && apt-get install docker.io mmdebstrap" install_docker
+
+configure_docker() { # only on a machine that lacks CAP_SYS_RESOURCE: a user's laptop keeps its Docker as it is
+  install -D -m 0755 "$CACHE/bin/runc-shim" /usr/local/libexec/dnscorrelate/runc-shim
+  python3 - <<'EOF'
+import json, pathlib
+path = pathlib.Path("/etc/docker/daemon.json")
+config = json.loads(path.read_text()) if path.exists() and path.read_text().strip() else {}
+config.setdefault("runtimes", {})["dnscorrelate-runc"] = {"path": "/usr/local/libexec/dnscorrelate/runc-shim"}
+config["default-runtime"] = "dnscorrelate-runc"
+path.parent.mkdir(parents=True, exist_ok=True)
+path.write_text(json.dumps(config, indent=2) + "\n")
+EOF
+}
+start_docker() {
+  if ! docker info >/dev/null 2>&1; then
+    setsid dockerd >/var/log/dnscorrelate-dockerd.log 2>&1 < /dev/null &
+    for _ in $(seq 60); do docker info >/dev/null 2>&1 && break; sleep 0.5; done
+  elif needs_cap_shim && ! docker info --format '{{.DefaultRuntime}}' | grep -qx dnscorrelate-runc; then
+    pkill -HUP -x dockerd  # dockerd reloads runtimes and default-runtime on SIGHUP
+    sleep 1
+  fi
+  docker info >/dev/null
+}
+needs_cap_shim && configure_docker
+step docker-start "dockerd did not start: see /var/log/dnscorrelate-dockerd.log" start_docker
+
+# --- 3. The kind CLI ------------------------------------------------------------
+if ! "$CACHE/bin/kind" version 2>/dev/null | grep -q "kind $KIND_VERSION "; then
+  step kind-cli "The Go module proxy must serve sigs.k8s.io/kind@$KIND_VERSION" \
+    env GOBIN="$CACHE/bin" go install "sigs.k8s.io/kind@$KIND_VERSION"
+fi
+
+# --- 4. Kubernetes + etcd, one multi-call binary (8-10 min on 2 cores) --------
+kube_key=$(key "$here"/kube/go.mod "$here"/kube/go.sum "$here"/kube/main.go)
+KUBE=$CACHE/bin/kube-$kube_key
+if [ ! -x "$KUBE" ]; then
+  build_kube() {
+    local ld="-s -w" p major minor
+    IFS=. read -r major minor _ <<<"${KUBE_VERSION#v}"
+    for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do  # as Kubernetes' hack/lib/version.sh sets them
+      ld+=" -X $p.gitVersion=$KUBE_VERSION -X $p.gitMajor=$major -X $p.gitMinor=$minor -X $p.gitTreeState=clean"
+    done
+    cd "$here/kube"
+    CGO_ENABLED=0 go build -trimpath -ldflags "$ld" -o "$KUBE.tmp" .
+    "$KUBE.tmp" kubectl version --client | grep -q "$KUBE_VERSION"
+    mv "$KUBE.tmp" "$KUBE"
+  }
+  step kube-binary "Building Kubernetes needs about 2.5 GB of memory and the Go module proxy" build_kube
+fi
+ln -sfn "$(basename "$KUBE")" "$CACHE/bin/kubectl"  # the binary acts as kubectl under that name
+
+# --- 5. Root filesystems from Debian packages ---------------------------------
+# rootfs NAME PACKAGES: a minbase Debian tree with PACKAGES, as $CACHE/rootfs-NAME-KEY.tar
+rootfs() {
+  local name=$1 packages=$2 k out
+  k=$(printf '%s %s' "$DEBIAN_SUITE" "$packages" | sha256sum | cut -c1-12)
+  out=$CACHE/rootfs-$name-$k.tar
+  if [ ! -s "$out" ]; then
+    # mmdebstrap picks its output format from the name: the partial file must end in .tar too
+    step "rootfs-$name" "mmdebstrap must reach Debian's mirror" \
+      mmdebstrap --variant=minbase --include="$packages" --skip=cleanup/reproducible "$DEBIAN_SUITE" "${out%.tar}.partial.tar"
+    mv "${out%.tar}.partial.tar" "$out"
+  fi
+  echo "$out"
+}
+NODE_PACKAGES="systemd,systemd-sysv,dbus,containerd,runc,containernetworking-plugins,conntrack,iptables,nftables,iproute2,ethtool,util-linux,mount,kmod,libseccomp2,pigz,bash,ca-certificates,procps,jq"
+COMPONENT_PACKAGES="iptables,nftables,conntrack,kmod,iproute2"
+CLIENT_PACKAGES="python3-dnspython,dnsutils,iproute2,procps"
+AGENT_PACKAGES="python3,python3-venv,python3-bpfcc,nftables,iproute2,procps,ca-certificates"
+node_tar=$(rootfs node "$NODE_PACKAGES")
+component_tar=$(rootfs component "$COMPONENT_PACKAGES")
+client_tar=$(rootfs client "$CLIENT_PACKAGES")
+agent_tar=$(rootfs agent "$AGENT_PACKAGES")
+
+# The agent runtime: Debian's python3 and bcc plus the package's dependencies from PyPI, in a venv
+# at /opt/dnscorrelate/venv. The package itself is not in it: `cluster up` mounts this checkout
+# into the nodes, so the agents always run the code you have (kind/README.md).
+deps=$(python3 -c 'import tomllib; print("\n".join(tomllib.load(open("'"$repo"'/pyproject.toml", "rb"))["project"]["dependencies"]))')
+agent_runtime_tar=$CACHE/agent-runtime-$(printf '%s\n%s' "$(basename "$agent_tar")" "$deps" | sha256sum | cut -c1-12).tar
+if [ ! -s "$agent_runtime_tar" ]; then
+  build_agent_runtime() {
+    local root; root=$(mktemp -d "$CACHE/work.XXXXXX")
+    trap 'rm -rf "$root"' RETURN
+    tar -C "$root" -xf "$agent_tar"
+    cp /etc/resolv.conf "$root/etc/resolv.conf"  # pip reaches PyPI from inside the tree
+    chroot "$root" python3 -m venv --system-site-packages /opt/dnscorrelate/venv
+    printf '%s\n' "$deps" >"$root/tmp/requirements.txt"
+    chroot "$root" /opt/dnscorrelate/venv/bin/pip install -q --disable-pip-version-check --no-cache-dir -r /tmp/requirements.txt
+    rm -f "$root/tmp/requirements.txt" "$root/etc/resolv.conf"
+    tar -C "$root" --numeric-owner -cf "$agent_runtime_tar.tmp" .
+    mv "$agent_runtime_tar.tmp" "$agent_runtime_tar"
+  }
+  step agent-runtime "pip must reach PyPI from the build tree" build_agent_runtime
+fi
+
+# --- 6. Images (docker import of trees we made, tagged as kubeadm expects) -----
+COREDNS_BIN=$repo/coredns/bin/coredns
+[ -x "$COREDNS_BIN" ] || make -s -C "$repo/coredns"
+images_key=$(cat "$KUBE" "$CACHE/bin/pause" "$COREDNS_BIN" | sha256sum | cut -c1-8)-$(printf '%s\n' "$node_tar" "$component_tar" "$client_tar" "$agent_runtime_tar" | cat - "$here/build.sh" | sha256sum | cut -c1-8)
+NODE_IMAGE=dnscorrelate/kind-node:$KUBE_VERSION-$images_key
+CLIENT_IMAGE=dnscorrelate/client:$images_key
+AGENT_IMAGE=dnscorrelate/agent:$images_key
+UPSTREAM_IMAGE=dnscorrelate/upstream:$images_key
+ENV_PATH='ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
+
+# import_tree DIR IMAGE CHANGES...: the directory as a one-layer image
+import_tree() {
+  local dir=$1 image=$2; shift 2
+  local changes=() c
+  for c in "$@"; do changes+=(--change "$c"); done
+  tar -C "$dir" --numeric-owner -c . | docker import "${changes[@]}" - "$image" >/dev/null
+}
+
+build_images() {
+  local work; work=$(mktemp -d "$CACHE/work.XXXXXX")
+  trap 'rm -rf "$work"' RETURN
+
+  # Control plane and kube-proxy share one tree (and so one layer): Debian
+  # minbase with the tools kube-proxy runs, plus the binary under every name.
+  mkdir "$work/component" && tar -C "$work/component" -xf "$component_tar"
+  install -m 0755 "$KUBE" "$work/component/usr/local/bin/kube"
+  for c in kube-apiserver kube-controller-manager kube-scheduler kube-proxy etcd; do
+    ln -s kube "$work/component/usr/local/bin/$c"
+  done
+  for c in kube-apiserver kube-controller-manager kube-scheduler kube-proxy; do
+    import_tree "$work/component" "registry.k8s.io/$c:$KUBE_VERSION" "$ENV_PATH" "ENTRYPOINT [\"/usr/local/bin/$c\"]"
+  done
+  import_tree "$work/component" "registry.k8s.io/etcd:$ETCD_TAG" "$ENV_PATH" 'ENTRYPOINT ["/usr/local/bin/etcd"]'
+
+  mkdir -p "$work/pause" && install -m 0755 "$CACHE/bin/pause" "$work/pause/pause"
+  import_tree "$work/pause" "registry.k8s.io/pause:$PAUSE_TAG" 'ENTRYPOINT ["/pause"]'
+
+  # CoreDNS: the project's pinned build, as the cluster DNS and as the upstream.
+  mkdir -p "$work/coredns/etc/coredns" && install -m 0755 "$COREDNS_BIN" "$work/coredns/coredns"
+  import_tree "$work/coredns" "registry.k8s.io/coredns/coredns:$COREDNS_TAG" 'ENTRYPOINT ["/coredns"]'
+  docker tag "registry.k8s.io/coredns/coredns:$COREDNS_TAG" "$UPSTREAM_IMAGE"
+
+  mkdir "$work/client" && tar -C "$work/client" -xf "$client_tar"
+  import_tree "$work/client" "$CLIENT_IMAGE" "$ENV_PATH" 'CMD ["sleep", "infinity"]'
+
+  mkdir "$work/agent" && tar -C "$work/agent" -xf "$agent_runtime_tar"
+  import_tree "$work/agent" "$AGENT_IMAGE" "ENV PATH=/opt/dnscorrelate/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
+    'ENV PYTHONPATH=/opt/dnscorrelate/src' 'ENTRYPOINT ["python3", "-m", "dnscorrelate"]'
+
+  build_node "$work"
+}
+
+# build_node WORK: kind's base-image layout (files from the kind module) on a
+# Debian tree, the Kubernetes binaries, and every image above pre-imported
+# into the node's containerd, as kind's own node-image build does.
+build_node() {
+  local work=$1 root=$1/node files
+  files=$(go env GOMODCACHE)/sigs.k8s.io/kind@$KIND_VERSION/images/base/files
+  [ -d "$files" ] || (cd "$here/tools" && go mod download "sigs.k8s.io/kind@$KIND_VERSION")
+  mkdir "$root" && tar -C "$root" -xf "$node_tar"
+
+  cp -r "$files/usr" "$files/etc" "$files/kind" "$root/"
+  chmod 0755 "$root"/usr/local/bin/* "$root"/kind/bin/*
+  # kind's containerd config, with our pause tag and without the rootless-only fuse-overlayfs plugin
+  sed -e "s#sandbox_image = .*#sandbox_image = \"registry.k8s.io/pause:$PAUSE_TAG\"#" -e '/^\[proxy_plugins\]/,/^$/d' \
+    "$files/etc/containerd/config.toml" >"$root/etc/containerd/config.toml"
+  # the base OCI spec kind's Dockerfile makes: containerd's default plus kind's product-uuid hook, no rlimits
+  ctr oci spec | python3 -c 'import json, sys
+spec = json.load(sys.stdin)
+spec.setdefault("hooks", {}).setdefault("createContainer", []).append({"path": "/kind/bin/mount-product-files.sh"})
+spec["process"].pop("rlimits", None)
+json.dump(spec, sys.stdout, indent=2)' >"$root/etc/containerd/cri-base.json"
+  for b in containerd containerd-shim-runc-v2 ctr; do ln -sf "/usr/bin/$b" "$root/usr/local/bin/$b"; done
+  mkdir -p "$root/opt/cni/bin" "$root/etc/kubernetes/manifests" "$root/usr/local/libexec/dnscorrelate"
+  for p in "$root"/usr/lib/cni/*; do ln -sf "/usr/lib/cni/$(basename "$p")" "$root/opt/cni/bin/"; done
+  install -m 0755 "$CACHE/bin/runc-shim" "$root/usr/local/libexec/dnscorrelate/runc-shim"
+  install -m 0755 "$KUBE" "$root/usr/bin/kube"
+  for c in kubelet kubeadm kubectl; do ln -s kube "$root/usr/bin/$c"; done
+  mkdir -p "$root/opt/dnscorrelate/src"  # cluster up mounts the checkout here for the agents
+  echo "$KUBE_VERSION" >"$root/kind/version"
+
+  # systemd as kind's base image sets it up
+  find "$root/lib/systemd/system/sysinit.target.wants/" -name systemd-tmpfiles-setup.service -delete
+  rm -f "$root"/lib/systemd/system/multi-user.target.wants/* "$root"/etc/systemd/system/*.wants/* \
+        "$root"/lib/systemd/system/local-fs.target.wants/* "$root"/lib/systemd/system/sockets.target.wants/*udev* \
+        "$root"/lib/systemd/system/sockets.target.wants/*initctl* "$root"/lib/systemd/system/basic.target.wants/*
+  echo "ReadKMsg=no" >>"$root/etc/systemd/journald.conf"
+  chroot "$root" systemctl enable kubelet.service containerd.service undo-mount-hacks.service >/dev/null 2>&1
+  chroot "$root" systemctl mask systemd-binfmt.service >/dev/null 2>&1
+
+  preload_images "$root/var/lib/containerd" \
+    "registry.k8s.io/kube-apiserver:$KUBE_VERSION" "registry.k8s.io/kube-controller-manager:$KUBE_VERSION" \
+    "registry.k8s.io/kube-scheduler:$KUBE_VERSION" "registry.k8s.io/kube-proxy:$KUBE_VERSION" \
+    "registry.k8s.io/etcd:$ETCD_TAG" "registry.k8s.io/pause:$PAUSE_TAG" \
+    "registry.k8s.io/coredns/coredns:$COREDNS_TAG" "$CLIENT_IMAGE" "$AGENT_IMAGE"
+
+  import_tree "$root" "$NODE_IMAGE" 'ENV container=docker' 'STOPSIGNAL SIGRTMIN+3' \
+    'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]'
+}
+
+# preload_images ROOT IMAGES...: a containerd (the host's, same Debian version
+# as the node's) writes the images into ROOT, pinned so kubelet never evicts them.
+preload_images() {
+  local root=$1; shift
+  local run; run=$(mktemp -d /run/dnsc-kind-build.XXXXXX)
+  cat >"$run/config.toml" <<EOF
+version = 2
+root = "$root"
+state = "$run/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$run/containerd.sock"
+EOF
+  containerd --config "$run/config.toml" >"$run/containerd.log" 2>&1 &
+  local pid=$!
+  for _ in $(seq 50); do [ -S "$run/containerd.sock" ] && break; sleep 0.2; done
+  docker save "$@" | ctr --address "$run/containerd.sock" -n k8s.io images import \
+    --all-platforms --no-unpack --digests --label=io.cri-containerd.pinned=pinned -
+  kill "$pid"; wait "$pid" || true
+  rm -rf "$run"
+}
+
+if ! docker image inspect "$NODE_IMAGE" >/dev/null 2>&1 || ! docker image inspect "$UPSTREAM_IMAGE" >/dev/null 2>&1; then
+  step images "See the log; a half-built image is never tagged, so run again after fixing" build_images
+fi
+
+# What `dnscorrelate cluster up` reads.
+cat >"$CACHE/build.env" <<EOF
+KIND=$CACHE/bin/kind
+KUBECTL=$CACHE/bin/kubectl
+NODE_IMAGE=$NODE_IMAGE
+CLIENT_IMAGE=$CLIENT_IMAGE
+AGENT_IMAGE=$AGENT_IMAGE
+UPSTREAM_IMAGE=$UPSTREAM_IMAGE
+KUBE_VERSION=$KUBE_VERSION
+CAP_SHIM=$(needs_cap_shim && echo 1 || echo 0)
+EOF
+say "ready: $NODE_IMAGE (settings in $CACHE/build.env)"

@@ -1,0 +1,3 @@
+module dnscorrelate.local/kind/tools
+
+go 1.24.0
