@@ -2,8 +2,14 @@
 
 Like Inspektor Gadget's `gadget.yaml` field list, one declaration drives the
 rest: the sources build their frames from it, the correlator's traces conform
-to it, and the report layer picks its terminal columns (`table`, `wide`), JSON
-keys (`json`) and HTML columns (`html`) from it. The tables:
+to it, and report/ picks what each output shows from it:
+
+- `table`: the terminal tables (`capture` for packets, `correlate` for traces and findings)
+- `wide`: `trace pod/NAME`'s line per lookup, and with `-o wide` its hops
+- `json`: the `-o json` records (for packets: a trace's hops; `capture -o json` keeps every column)
+- `html`: the HTML report's rows
+
+The tables:
 
 | table       | one row per                                 | made by |
 | ----------- | ------------------------------------------- | ------- |
@@ -46,7 +52,7 @@ def f(name: str, dtype: str, doc: str, outputs: str = "", header: str = "") -> F
 
 
 EVENTS = [
-    f("ts_ns", "int64", "wall-clock time, ns since the epoch (UTC), converted once per capture", "table wide json"),
+    f("ts_ns", "int64", "wall-clock time, ns since the epoch (UTC), converted once per capture", "table wide json", "TIME"),
     f("netns", "uint64", "network namespace inode"),
     f("vantage", "category", "who saw it: `demo/mypod`, `node-0`, `kube-system/coredns-0`, `upstream`", "table wide json"),
     f("role", "category", "pod, node, coredns, upstream, other", "json"),
@@ -60,9 +66,9 @@ EVENTS = [
     f("proto", "category", "udp, tcp", "table json"),
     f("family", "int8", "4 or 6"),
     f("src_ip", "category", "source address as seen at this vantage (before/after NAT)", "table wide json", "SRC"),
-    f("src_port", "int32", "source port", "table wide json"),
+    f("src_port", "int32", "source port (the terminal shows it in SRC)", "wide json"),
     f("dst_ip", "category", "destination address as seen at this vantage (before/after NAT)", "table wide json", "DST"),
-    f("dst_port", "int32", "destination port", "table wide json"),
+    f("dst_port", "int32", "destination port (the terminal shows it in DST)", "wide json"),
     f("dns_id", "int32", "DNS message id", "table json", "ID"),
     f("qr", "bool", "True for a response", "table wide json"),
     f("opcode", "int8", "DNS opcode"),
@@ -77,7 +83,7 @@ EVENTS = [
     f("ancount", "int16", "answer count from the header"),
     f("size", "int32", "DNS message length in bytes (without TCP's length prefix)"),
     f("latency_ns", "int64", "responses: time since this vantage first saw the query (matched in the kernel); 0 when it saw none",
-      "table json"),
+      "table json", "LATENCY"),
     f("decoded", "bool", "whether the payload decoded as a DNS message"),
 ]
 
@@ -136,10 +142,10 @@ TRACES = [
     f("client_ip", "object", "the client's address (the source of its query)", "json html"),
     f("client_port", "int32", "the client's port", "json"),
     f("dns_id", "int32", "the client's DNS message id", "json"),
-    f("qname", "object", "the question's name", "table json html"),
-    f("qtype", "object", "the question's type", "table json html"),
+    f("qname", "object", "the question's name", "table wide json html"),
+    f("qtype", "object", "the question's type", "table wide json html"),
     f("proto", "object", "udp, tcp", "table json html"),
-    f("server", "object", "the DNS server that answered it, or the deepest it reached unanswered", "table json html"),
+    f("server", "object", "the DNS server that answered it, or the deepest it reached unanswered", "table wide json html"),
     f("server_role", "object", "that server's role: coredns, node (NodeLocal DNS), upstream"),
     f("reached", "object", "the deepest vantage the query was seen at", "json"),
     f("reached_role", "object", "that vantage's role"),

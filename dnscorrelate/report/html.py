@@ -16,6 +16,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
+from dnscorrelate import schema
 from dnscorrelate.diagnose import Analysis
 from dnscorrelate.report.text import ms
 
@@ -204,7 +205,7 @@ def render_report(analysis: Analysis, title: str, subtitle: str = "", verdict: d
     spread = replica_spread(analysis)
     return _env.get_template("report.html.j2").render(
         title=title, subtitle=subtitle, verdict=verdict, generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-        findings=[f.to_dict() for f in analysis.findings], traces=traces.to_dict("records"), stats=analysis.correlation.stats,
+        findings=[f.to_dict() for f in analysis.findings], traces=traces[schema.names(schema.TRACES, schema.HTML)].to_dict("records"), stats=analysis.correlation.stats,
         waterfalls=waterfalls(analysis), more_traces=max(0, len(traces) - MAX_WATERFALLS),
         rcodes=rcodes_by_name(traces), qtypes=traces["qtype"].value_counts().to_dict() if len(traces) else {},
         replicas=spread, percentiles=percentiles(traces), external=top_external(traces),

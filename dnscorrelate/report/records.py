@@ -7,6 +7,7 @@ import math
 
 import pandas as pd
 
+from dnscorrelate import schema
 from dnscorrelate.correlate import Correlation
 from dnscorrelate.diagnose import Analysis
 
@@ -29,15 +30,11 @@ def millis(value) -> float | None:
     return None if value is None else round(value / 1e6, 3)
 
 
-HOP_COLUMNS = ["ts_ns", "vantage", "role", "ifname", "pkt_type", "kind", "proto", "src_ip", "src_port", "dst_ip", "dst_port",
-               "dns_id", "qr", "rcode", "answers", "latency_ns", "depth", "icmp_type", "icmp_code"]
-
-
 def hop_records(hops: pd.DataFrame) -> dict[int, list[dict]]:
     """Each trace's hops in time order, as dicts."""
     if hops.empty:
         return {}
-    frame = hops[[c for c in HOP_COLUMNS if c in hops.columns] + ["trace_id"]].copy()
+    frame = hops[[c for c in schema.names(schema.EVENTS + schema.HOP_FIELDS, schema.JSON) if c in hops.columns] + ["trace_id"]].copy()
     frame = frame[frame["trace_id"].notna() & (frame["trace_id"] >= 0)]
     for column in frame.columns:
         if isinstance(frame[column].dtype, pd.CategoricalDtype):
@@ -55,14 +52,15 @@ def trace_records(correlation: Correlation, with_hops: bool = True) -> list[dict
     """Every trace as a dict: who asked what, where it went, how long each segment took, what CoreDNS said."""
     hops = hop_records(correlation.hops) if with_hops else {}
     upstream = {}
+    upstream_fields = schema.names(schema.UPSTREAM, schema.JSON)
     for trace_id, group in correlation.upstream.groupby("trace_id"):
         upstream[int(trace_id)] = [
             {"from": r["from"], "server": r["server"], "address": r["server_addr"], "dns_id": clean(r["dns_id"]), "proto": r["proto"],
              "rcode": r["rcode"], "answered": bool(r["answered"]), "rtt_ms": millis(r["rtt_ns"]), "ambiguous": bool(r["ambiguous"]), "depth": clean(r["depth"])}
-            for r in group.to_dict("records")
+            for r in group[upstream_fields].to_dict("records")
         ]
     records = []
-    for t in correlation.traces.to_dict("records"):
+    for t in correlation.traces[schema.names(schema.TRACES, schema.JSON)].to_dict("records"):
         trace_id = int(t["trace_id"])
         record = {
             "id": trace_id,

@@ -28,21 +28,31 @@ def ms(value_ns, missing: str = "") -> str:
     return f"{float(value_ns) / 1e6:.2f}"
 
 
+def event_cell(field: schema.Field, row) -> Text:
+    """One packet's value of `field` for the terminal: local time, ip:port, the id in hex, Q/R or the ICMP error."""
+    value = getattr(row, field.name)
+    if field.name == "ts_ns":
+        return Text(clock(value))
+    if field.name in ("src_ip", "dst_ip"):
+        return Text(f"{value}:{getattr(row, field.name.replace('_ip', '_port'))}")
+    if field.name == "dns_id":
+        return Text(f"{value:04x}")
+    if field.name == "qr":
+        return Text(f"ICMP {row.icmp_type}/{row.icmp_code}" if row.kind == "icmp-error" else "R" if value else "Q")
+    if field.name == "latency_ns":
+        return Text(f"{value / 1e6:.3f}ms" if value else "")
+    return Text(str(value))
+
+
 def events_table(frame: pd.DataFrame, title: str = "DNS packets") -> Table:
-    """One row per packet per vantage point, like trace_dns, with the kernel-matched latency of responses."""
+    """One row per packet per vantage point, like trace_dns, with the kernel-matched latency of responses:
+    the fields schema.EVENTS shows in `table`."""
+    fields = schema.shown(schema.EVENTS, schema.TABLE)
     table = Table(title=title, title_justify="left")
-    for column in ("TIME", "VANTAGE", "IF", "PKT_TYPE", "PROTO", "SRC", "DST", "ID", "QR", "QTYPE", "QNAME", "RCODE", "LATENCY", "ANSWERS"):
-        table.add_column(column, overflow="fold")
+    for field in fields:
+        table.add_column(field.title, overflow="fold")
     for row in frame.itertuples(index=False):
-        latency = f"{row.latency_ns / 1e6:.3f}ms" if row.latency_ns else ""
-        qr = "R" if row.qr else "Q"
-        if row.kind == "icmp-error":
-            qr = f"ICMP {row.icmp_type}/{row.icmp_code}"
-        table.add_row(
-            clock(row.ts_ns), str(row.vantage), str(row.ifname), str(row.pkt_type), str(row.proto),
-            f"{row.src_ip}:{row.src_port}", f"{row.dst_ip}:{row.dst_port}", f"{row.dns_id:04x}", qr,
-            str(row.qtype), Text(str(row.qname)), str(row.rcode), latency, Text(str(row.answers)),
-        )
+        table.add_row(*(event_cell(field, row) for field in fields))
     return table
 
 
