@@ -48,6 +48,11 @@ class ClusterFacts:
     def policies(self) -> list[NetworkPolicy]:
         return self.model.policies
 
+    def policies_selecting(self, pod: Pod, direction: str | None = None) -> list[NetworkPolicy]:
+        """The policies that isolate `pod` in `direction` (in either direction when None)."""
+        directions = ("Ingress", "Egress") if direction is None else (direction,)
+        return [p for p in self.policies if any(policy.isolates(p, pod, d) for d in directions)]
+
     def pod_key(self, ip: str) -> str:
         pod = self.pods.get(ip)
         return pod.key if pod else ip

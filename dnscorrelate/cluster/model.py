@@ -9,8 +9,9 @@ missing (list items carry none). Fields dnscorrelate does not use (images,
 resources, status conditions...) are accepted and ignored.
 
 NetworkPolicy semantics (who is isolated, what a rule admits) live in
-`cluster.policy`; `ClusterModel` holds a cluster's objects with the lookups
-the backends and the diagnoser need.
+`cluster.policy` (which imports this module, never the other way);
+`ClusterModel` holds a cluster's objects with the lookups the backends and
+the diagnoser need.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ from functools import cached_property
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from dnscorrelate.cluster.policy import isolates
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 DNS_SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
@@ -448,8 +447,3 @@ class ClusterModel(BaseModel):
 
     def pods_in(self, namespace: str) -> list[Pod]:
         return [p for p in self.pods if p.metadata.namespace == namespace]
-
-    def policies_selecting(self, pod: Pod, direction: str | None = None) -> list[NetworkPolicy]:
-        """The policies that isolate `pod` in `direction` (either direction when None)."""
-        directions = ("Ingress", "Egress") if direction is None else (direction,)
-        return [p for p in self.policies if any(isolates(p, pod, d) for d in directions)]

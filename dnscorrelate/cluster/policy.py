@@ -13,10 +13,8 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:  # the model imports this module
-    from dnscorrelate.cluster.model import NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, Pod
+from dnscorrelate.cluster.model import NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, Pod
 
 NamespaceLabels = Callable[[str], dict[str, str]]
 ANY_PORT = range(1, 65536)

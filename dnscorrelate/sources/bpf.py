@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from dnscorrelate.errors import CaptureError
-from dnscorrelate.cluster.lab import netns
+from dnscorrelate.sources import nsenter
 
 BPF_SOURCE = Path(__file__).resolve().parents[2] / "bpf" / "dns_trace.c"
 PAYLOAD_MAX = 512
@@ -197,7 +197,7 @@ class Tracer:
         """Trace every packet of the namespace at `netns_path` as `capture_id`; close the socket to stop."""
         fd = load_socket_filter(dispatcher_instructions(capture_id, self.bpf[b"progs"].map_fd))
         try:
-            with netns.entered_path(netns_path):
+            with nsenter.entered_path(netns_path):
                 sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
             sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, fd)
         finally:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from dnscorrelate.cluster.lab import netns
+from dnscorrelate.sources import nsenter
 from dnscorrelate.sources import bpf
 from dnscorrelate.sources.decode import Vantage, decode
 
@@ -45,7 +45,7 @@ def netns_targets(specs: list[str]) -> list[Target]:
     """Targets from user arguments: a /run/netns name, a path, or /proc/PID/ns/net."""
     targets = []
     for spec in specs:
-        path = spec if "/" in spec else str(netns.NETNS_DIR / spec)
+        path = spec if "/" in spec else str(nsenter.NETNS_DIR / spec)
         if not os.path.exists(path):
             raise bpf.CaptureError(f"{spec}: no such network namespace ({path})")
         targets.append(Target(path, spec))
@@ -65,7 +65,7 @@ def boot_to_wall_ns() -> int:
 
 
 def interface_names(path: str) -> dict[int, str]:
-    with netns.entered_path(path):
+    with nsenter.entered_path(path):
         return dict(socket.if_nameindex())
 
 

@@ -17,3 +17,12 @@ def topology():
 
 def policy(name, namespace="demo", **spec):
     return NetworkPolicy.model_validate({"kind": "NetworkPolicy", "metadata": {"name": name, "namespace": namespace}, "spec": spec})
+
+
+DENY_EGRESS = {"kind": "NetworkPolicy", "metadata": {"name": "deny-egress", "namespace": "demo"},
+               "spec": {"podSelector": {}, "policyTypes": ["Egress"]}}
+ALLOW_DNS = {"kind": "NetworkPolicy", "metadata": {"name": "allow-dns", "namespace": "demo"},
+             "spec": {"podSelector": {"matchLabels": {"app": "client"}}, "policyTypes": ["Egress"], "egress": [{
+                 "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                         "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+                 "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}]}}

@@ -5,16 +5,7 @@ import re
 from dnscorrelate.cluster.lab import nft
 from dnscorrelate.cluster.lab.topology import build_topology
 
-from .conftest import spec_with
-
-DENY_EGRESS = {"kind": "NetworkPolicy", "metadata": {"name": "deny-egress", "namespace": "demo"},
-               "spec": {"podSelector": {}, "policyTypes": ["Egress"]}}
-ALLOW_DNS = {"kind": "NetworkPolicy", "metadata": {"name": "allow-dns", "namespace": "demo"},
-             "spec": {"podSelector": {"matchLabels": {"app": "client"}}, "policyTypes": ["Egress"], "egress": [{
-                 "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-                         "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
-                 "ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]}]}}
-
+from .conftest import ALLOW_DNS, DENY_EGRESS, spec_with
 
 def render(*manifests, nodes=1, node=0):
     topology = build_topology(spec_with(nodes=nodes, manifests=list(manifests)), "t")

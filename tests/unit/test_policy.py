@@ -10,17 +10,10 @@ from dnscorrelate.cluster import policy
 from dnscorrelate.cluster.facts import ClusterFacts, blocking_policies, facts_from_files
 from dnscorrelate.cluster.lab.facts import facts_from_topology
 from dnscorrelate.cluster.lab.topology import build_topology
-from dnscorrelate.cluster.model import ClusterModel, KubeObject, NetworkPolicy, Pod
+from dnscorrelate.cluster.model import KubeObject, NetworkPolicy, Pod
 
-from .conftest import spec_with
+from .conftest import ALLOW_DNS, DENY_EGRESS, spec_with
 
-DENY_EGRESS = {"kind": "NetworkPolicy", "metadata": {"name": "deny-egress", "namespace": "demo"},
-               "spec": {"podSelector": {}, "policyTypes": ["Egress"]}}
-ALLOW_DNS = {"kind": "NetworkPolicy", "metadata": {"name": "allow-dns", "namespace": "demo"},
-             "spec": {"podSelector": {"matchLabels": {"app": "client"}}, "policyTypes": ["Egress"], "egress": [{
-                 "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
-                         "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
-                 "ports": [{"protocol": "UDP", "port": 53}]}]}}
 ALLOW_WEB_BY_NAME = {"kind": "NetworkPolicy", "metadata": {"name": "web-by-name", "namespace": "demo"},
                      "spec": {"podSelector": {"matchLabels": {"app": "client"}}, "policyTypes": ["Egress"], "egress": [{
                          "to": [{"podSelector": {"matchLabels": {"app": "web"}}}], "ports": [{"port": "http"}]}]}}
@@ -118,7 +111,8 @@ def test_deny_all_blocks_dns_and_names_the_policy(facts_of):
 def test_an_allow_rule_admits_its_peer_and_port_only(facts_of):
     facts = facts_of(DENY_EGRESS, ALLOW_DNS)
     assert blocking_policies(facts, "Egress", MYPOD, COREDNS_0, "udp", 53) == []
-    assert refs(blocking_policies(facts, "Egress", MYPOD, COREDNS_0, "tcp", 53)) == ["demo/deny-egress", "demo/allow-dns"]
+    assert blocking_policies(facts, "Egress", MYPOD, COREDNS_0, "tcp", 53) == []
+    assert refs(blocking_policies(facts, "Egress", MYPOD, COREDNS_0, "udp", 5353)) == ["demo/deny-egress", "demo/allow-dns"]
     assert refs(blocking_policies(facts, "Egress", MYPOD, WEB_0, "udp", 53)) == ["demo/deny-egress", "demo/allow-dns"]
 
 
@@ -156,11 +150,11 @@ def test_port_range_covers_end_port_and_any_port():
 
 
 def test_policies_selecting_a_pod_by_direction():
-    model = ClusterModel.from_objects(api_objects(DENY_EGRESS, ALLOW_WEB_BY_NAME))
-    mypod, web = model.pod_by_ip(MYPOD), model.pod_by_ip(WEB_0)
-    assert [p.metadata.name for p in model.policies_selecting(mypod, "Egress")] == ["deny-egress", "web-by-name"]
-    assert [p.metadata.name for p in model.policies_selecting(web)] == ["deny-egress"]
-    assert model.policies_selecting(mypod, "Ingress") == []
+    facts = api_facts(DENY_EGRESS, ALLOW_WEB_BY_NAME)
+    mypod, web = facts.model.pod_by_ip(MYPOD), facts.model.pod_by_ip(WEB_0)
+    assert [p.metadata.name for p in facts.policies_selecting(mypod, "Egress")] == ["deny-egress", "web-by-name"]
+    assert [p.metadata.name for p in facts.policies_selecting(web)] == ["deny-egress"]
+    assert facts.policies_selecting(mypod, "Ingress") == []
 
 
 def test_isolation_follows_policy_type_defaulting():

@@ -2,25 +2,21 @@
 
 iproute2 does the configuration (`ip -n NS -batch -`: one fork per
 namespace, readable commands in errors). Entering a namespace is done per
-thread with setns(2) through ctypes (Python 3.11 has no os.setns), so that
+thread with setns(2) (`sources/nsenter.py`, shared with the capture), so that
 sysctls, sockets and capture attach points need no fork.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from dnscorrelate.errors import LabError  # noqa: F401 (re-exported)
-
-NETNS_DIR = Path("/run/netns")
-CLONE_NEWNET = 0x40000000
+from dnscorrelate.sources.nsenter import NETNS_DIR, entered_path  # noqa: F401 (re-exported: the lab enters its namespaces as a capture does)
 
 
 def run(cmd: list[str], stdin: str | None = None) -> str:
@@ -61,39 +57,9 @@ def netns_inode(name: str) -> int:
     return os.stat(NETNS_DIR / name).st_ino
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-def _setns(fd: int) -> None:
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise LabError(f"setns: {os.strerror(err)}")
-
-
 def entered(netns: str) -> contextlib.AbstractContextManager[None]:
     """Run the block with the calling thread inside the named namespace."""
     return entered_path(NETNS_DIR / netns)
-
-
-@contextlib.contextmanager
-def entered_path(path: str | Path) -> Iterator[None]:
-    """Run the block with the calling thread inside the namespace at `path` (/run/netns/X,
-    /proc/PID/ns/net); sockets made there stay bound to it."""
-    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    try:
-        target = os.open(path, os.O_RDONLY)
-    except OSError:
-        os.close(home)
-        raise
-    try:
-        _setns(target)
-        try:
-            yield
-        finally:
-            _setns(home)
-    finally:
-        os.close(target)
-        os.close(home)
 
 
 def set_sysctls(netns: str, values: dict[str, str]) -> None:
