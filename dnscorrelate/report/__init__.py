@@ -1,1 +1,1 @@
-"""Presenting evidence and diagnoses: terminal tables now; HTML reports to come."""
+"""The presentation layer: terminal tables and lines, JSON records, self-contained HTML reports, driven by schema.py."""

@@ -1,1 +1,1 @@
-"""Sources of evidence: eBPF packet capture (and, in correlate, CoreDNS logs)."""
+"""Sources of evidence: packet events (eBPF capture, pcap/pcapng, Inspektor Gadget, dnstap) and CoreDNS log records, each per schema.py."""
