@@ -96,7 +96,7 @@ class Interface:
     offset_ns: int = 0
 
 
-@dataclass
+@dataclass(slots=True)
 class RawPacket:
     ts_ns: int
     interface: int
@@ -287,7 +287,7 @@ def network_layer(linktype: int, data: bytes) -> tuple[bytes | None, str, int]:
     return None, "", 0
 
 
-@dataclass
+@dataclass(slots=True)
 class Transport:
     """What a packet says at the transport layer."""
 
@@ -371,7 +371,7 @@ def internet_checksum(data: bytes) -> int:
     """RFC 1071's checksum of `data`: 0 when `data` holds its own right checksum. The ones'-complement
     sum of 16-bit words is the number the bytes spell modulo 0xFFFF (2**16 = 1 mod 0xFFFF), which
     Python's integers compute in C: four times faster than dpkt.in_cksum's word loop."""
-    remainder = int.from_bytes(data + b"\0" * (len(data) % 2), "big") % 0xFFFF
+    remainder = int.from_bytes(data + b"\0" if len(data) % 2 else data, "big") % 0xFFFF
     return 0xFFFF - remainder if remainder else 0
 
 
@@ -397,7 +397,7 @@ def quoted(t: Transport) -> Transport | None:
 # Rows
 
 
-@dataclass
+@dataclass(slots=True)
 class Row:
     ts_ns: int
     vantage: int  # index into the reader's vantage list
@@ -556,6 +556,20 @@ def ip_text(address: bytes) -> str:
     return str(ipaddress.ip_address(address)) if address else ""
 
 
+def categorical(codes: np.ndarray, values) -> pd.Categorical:
+    """`values[codes]` as a categorical, made from the few distinct values: no string per row."""
+    inverse, uniques = pd.factorize(np.asarray(values, dtype=object))
+    return pd.Categorical.from_codes(inverse[codes], categories=pd.Index(uniques, dtype=object))
+
+
+def address_codes(rows: list[Row]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Codes of source and destination addresses into one list of address texts (so they compare)."""
+    seen: dict[bytes, int] = {}
+    src = np.fromiter((seen.setdefault(r.t.src, len(seen)) for r in rows), dtype=np.int64, count=len(rows))
+    dst = np.fromiter((seen.setdefault(r.t.dst, len(seen)) for r in rows), dtype=np.int64, count=len(rows))
+    return src, dst, [ip_text(a) for a in seen]
+
+
 def frame_of_rows(rows: list[Row], vantages: list[tuple], stats: Counter) -> pd.DataFrame:
     """The packet-event table for `rows` (in file order), DNS fields decoded once per distinct message;
     `vantages` holds (vantage, role, ifname[, netns]) for each value of Row.vantage."""
@@ -563,89 +577,88 @@ def frame_of_rows(rows: list[Row], vantages: list[tuple], stats: Counter) -> pd.
         return events.empty_events()
     n = len(rows)
     kind = np.array([r.kind for r in rows], dtype=object)
-    has_message = (kind == "dns") | ((kind == "icmp-error") & np.array([len(r.wire) >= 12 for r in rows]))
+    is_dns = kind == "dns"
+    has_message = is_dns | ((kind == "icmp-error") & np.fromiter((len(r.wire) >= 12 for r in rows), dtype=bool, count=n))
     wires = [r.wire for r in rows]
     heads = header_fields(wires)
     flags = heads["dns_flags"].astype(np.int32)
-    complete = np.array([r.complete for r in rows], dtype=bool)
-    distinct, index = decode_distinct(wires, complete)
-    decoded = lambda name: np.array([getattr(d, name) for d in distinct], dtype=object)[index]
-    ok = np.array([d.ok for d in distinct], dtype=bool)[index] & has_message & (kind == "dns")
-    is_dns = kind == "dns"
+    distinct, index = decode_distinct(wires, np.fromiter((r.complete for r in rows), dtype=bool, count=n))
+    none = len(distinct)  # the code of "" in the decoded columns below
+    message_index = np.where(has_message, index, none)
+    decoded = lambda name: categorical(message_index, [getattr(d, name) for d in distinct] + [""])
+    ok = np.array([d.ok for d in distinct], dtype=bool)[index] & is_dns
     stats["undecodable"] += int((is_dns & ~ok).sum())
     stats["dns_messages"] += int(is_dns.sum())
     qr = (flags >> 15).astype(bool) & has_message
-    header_rcodes = np.array([dns.rcode.to_text(i) for i in range(16)], dtype=object)[flags & 0xF]
-    full_rcodes = decoded("rcode")
-    rcode = np.where(pd.isna(full_rcodes), header_rcodes, full_rcodes)
-    rcode[~qr] = ""
-    addresses: dict[bytes, str] = {}
-    text = lambda a: addresses.get(a) or addresses.setdefault(a, ip_text(a))
-    vantage_index = np.array([r.vantage for r in rows], dtype=np.int64)
-    names = np.array([v[0] for v in vantages], dtype=object)
-    roles = np.array([v[1] for v in vantages], dtype=object)
-    ifnames = np.array([v[2] for v in vantages], dtype=object)
+    full_rcode = np.array([d.rcode is not None for d in distinct] + [False], dtype=bool)[message_index]
+    rcode_codes = np.where(~qr, none + 16, np.where(full_rcode, message_index, none + (flags & 0xF)))
+    rcode_values = [d.rcode for d in distinct] + [dns.rcode.to_text(i) for i in range(16)] + [""]
+    vantage_index = np.fromiter((r.vantage for r in rows), dtype=np.int64, count=n)
+    src_codes, dst_codes, addresses = address_codes(rows)
+    address_categories = pd.Index(addresses, dtype=object)
     message = lambda values, empty: np.where(has_message, values, empty)
+    column = lambda attr, dtype: np.fromiter((getattr(r, attr) for r in rows), dtype=dtype, count=n)
+    transport = lambda attr, dtype: np.fromiter((getattr(r.t, attr) for r in rows), dtype=dtype, count=n)
     frame = pd.DataFrame(
         {
-            "ts_ns": np.array([r.ts_ns for r in rows], dtype=np.int64),
+            "ts_ns": column("ts_ns", np.int64),
             "netns": np.array([v[3] if len(v) > 3 else 0 for v in vantages], dtype=np.uint64)[vantage_index],
-            "vantage": names[vantage_index],
-            "role": roles[vantage_index],
-            "ifindex": np.array([r.ifindex for r in rows], dtype=np.int32),
-            "ifname": ifnames[vantage_index],
-            "pkt_type": [r.pkt_type for r in rows],
-            "kind": kind,
-            "icmp_type": np.array([r.t.icmp_type for r in rows], dtype=np.int16),
-            "icmp_code": np.array([r.t.icmp_code for r in rows], dtype=np.int16),
-            "proto": np.where(np.array([r.t.proto for r in rows]) == IPPROTO_TCP, "tcp", "udp"),
-            "family": np.array([r.t.family for r in rows], dtype=np.int8),
-            "src_ip": [text(r.t.src) for r in rows],
-            "src_port": np.array([r.t.sport for r in rows], dtype=np.int32),
-            "dst_ip": [text(r.t.dst) for r in rows],
-            "dst_port": np.array([r.t.dport for r in rows], dtype=np.int32),
+            "vantage": categorical(vantage_index, [v[0] for v in vantages]),
+            "role": categorical(vantage_index, [v[1] for v in vantages]),
+            "ifindex": column("ifindex", np.int32),
+            "ifname": categorical(vantage_index, [v[2] for v in vantages]),
+            "pkt_type": pd.Categorical([r.pkt_type for r in rows]),
+            "kind": pd.Categorical(kind),
+            "icmp_type": transport("icmp_type", np.int16),
+            "icmp_code": transport("icmp_code", np.int16),
+            "proto": categorical((transport("proto", np.int16) == IPPROTO_TCP).astype(np.int64), ["udp", "tcp"]),
+            "family": transport("family", np.int8),
+            "src_ip": pd.Categorical.from_codes(src_codes, categories=address_categories),
+            "src_port": transport("sport", np.int32),
+            "dst_ip": pd.Categorical.from_codes(dst_codes, categories=address_categories),
+            "dst_port": transport("dport", np.int32),
             "dns_id": message(heads["dns_id"].astype(np.int32), -1),
             "qr": qr,
             "opcode": message((flags >> 11) & 0xF, 0).astype(np.int8),
-            "rcode": rcode,
+            "rcode": categorical(rcode_codes, rcode_values),
             "aa": message((flags >> 10) & 1, 0).astype(bool),
             "tc": message((flags >> 9) & 1, 0).astype(bool),
             "rd": message((flags >> 8) & 1, 0).astype(bool),
             "ra": message((flags >> 7) & 1, 0).astype(bool),
-            "qname": np.where(has_message, decoded("qname"), ""),
-            "qtype": np.where(has_message, decoded("qtype"), ""),
-            "answers": np.where(has_message, decoded("answers"), ""),
+            "qname": decoded("qname"),
+            "qtype": decoded("qtype"),
+            "answers": decoded("answers"),
             "ancount": message(heads["ancount"].astype(np.int32), 0).astype(np.int16),
-            "size": np.array([r.size for r in rows], dtype=np.int32),
+            "size": column("size", np.int32),
             "latency_ns": np.zeros(n, np.int64),
             "decoded": ok,
         }
     )
-    frame["latency_ns"] = response_latency(frame)
+    frame["latency_ns"] = response_latency(frame["ts_ns"].to_numpy(), is_dns, qr, vantage_index, frame["proto"].cat.codes.to_numpy(),
+                                           src_codes, frame["src_port"].to_numpy(), dst_codes, frame["dst_port"].to_numpy(),
+                                           frame["dns_id"].to_numpy())
     return frame
 
 
-def response_latency(frame: pd.DataFrame) -> np.ndarray:
+def response_latency(ts, is_dns, qr, vantage, proto, src, sport, dst, dport, dns_id) -> np.ndarray:
     """For each response, the time since the same vantage first saw its query (same tuple reversed, id,
-    transport); 0 for queries and for responses whose query this vantage did not see."""
-    dns_rows = frame["kind"].to_numpy() == "dns"
-    key = ["vantage", "proto", "client_ip", "client_port", "server_ip", "server_port", "dns_id"]
-    queries = frame[dns_rows & ~frame["qr"].to_numpy()].rename(
-        columns={"src_ip": "client_ip", "src_port": "client_port", "dst_ip": "server_ip", "dst_port": "server_port"})
-    first = queries.groupby(key, observed=True, sort=False)["ts_ns"].min().rename("query_ns")
-    responses = frame[dns_rows & frame["qr"].to_numpy()].rename(
-        columns={"dst_ip": "client_ip", "dst_port": "client_port", "src_ip": "server_ip", "src_port": "server_port"})
-    if responses.empty or first.empty:
-        return np.zeros(len(frame), np.int64)
-    matched = responses[key + ["ts_ns"]].astype({c: str for c in ("vantage", "proto", "client_ip", "server_ip")})
-    first.index = first.index.set_levels([level.astype(str) if level.dtype != np.int32 and level.dtype != np.int64 else level
-                                          for level in first.index.levels])
-    joined = matched.join(first, on=key)
-    latency = np.zeros(len(frame), np.int64)
-    found = joined["query_ns"].notna().to_numpy()
-    values = (joined["ts_ns"] - joined["query_ns"]).to_numpy()
-    positions = np.flatnonzero(dns_rows & frame["qr"].to_numpy())
-    latency[positions[found]] = np.maximum(values[found], 0).astype(np.int64)
+    transport); 0 for queries and for responses whose query this vantage did not see. Keys are integer
+    codes (addresses share one code list), so the join is numeric."""
+    key = ["vantage", "proto", "client", "client_port", "server", "server_port", "dns_id"]
+    queries, responses = is_dns & ~qr, is_dns & qr
+    latency = np.zeros(len(ts), np.int64)
+    if not queries.any() or not responses.any():
+        return latency
+    asked = pd.DataFrame({"vantage": vantage[queries], "proto": proto[queries], "client": src[queries], "client_port": sport[queries],
+                          "server": dst[queries], "server_port": dport[queries], "dns_id": dns_id[queries], "query_ns": ts[queries]})
+    first = asked.groupby(key, sort=False)["query_ns"].min()
+    answered = pd.DataFrame({"vantage": vantage[responses], "proto": proto[responses], "client": dst[responses],
+                             "client_port": dport[responses], "server": src[responses], "server_port": sport[responses],
+                             "dns_id": dns_id[responses]})
+    query_ns = answered.join(first, on=key)["query_ns"].to_numpy()
+    found = ~np.isnan(query_ns)
+    positions = np.flatnonzero(responses)[found]
+    latency[positions] = np.maximum(ts[positions] - query_ns[found].astype(np.int64), 0)
     return latency
 
 
