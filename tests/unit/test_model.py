@@ -1,5 +1,6 @@
 """The cluster model: API-shaped objects parse, the lookups answer, and the lab fills the model as a cluster would."""
 
+import pytest
 from pydantic import TypeAdapter
 
 from dnscorrelate.cluster.corefile import corefile_from_config_maps
@@ -88,3 +89,28 @@ def test_lab_endpoint_slices_list_each_service_s_endpoints():
         from_topology = sorted((ep.ip, ep.port, port.protocol) for port in svc.ports for ep in port.endpoints)
         assert from_slices == from_topology, svc.key
         assert [p.key for p in model.service_pods(service)] == svc.selected_pods
+
+
+def test_a_session_names_each_log_by_its_source_s_replica(tmp_path):
+    """A backend that streams pod logs names replicas by pod, whatever the file is called."""
+    from dnscorrelate.cluster.backend import LogSource, NamespacesBackend, Session
+    from dnscorrelate.errors import LogFormatError
+
+    log = tmp_path / "stream-1.log"
+    log.write_text('2026-11-23T18:00:00.000000001Z [INFO] 10.244.0.4:40000 - 4242 "A IN web.demo.svc.cluster.local. udp 60 false 1232" '
+                   'NOERROR qr,aa,rd 110 0.000123s\n')
+
+    class Streaming(NamespacesBackend):
+        def __init__(self, sources):
+            super().__init__([])
+            self.sources = sources
+
+        def log_sources(self):
+            return self.sources
+
+    logs = Session(Streaming([LogSource("coredns-7db6d8ff4d-abcde", str(log))])).logs()
+    assert list(logs.records["replica"].astype(str)) == ["coredns-7db6d8ff4d-abcde"]
+    assert list(logs.records["id"]) == [4242]
+    missing = Session(Streaming([LogSource("coredns-0", str(tmp_path / "gone.log"))]))
+    with pytest.raises(LogFormatError, match="gone.log: cannot read"):
+        missing.logs()
