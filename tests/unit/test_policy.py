@@ -163,3 +163,12 @@ def test_isolation_follows_policy_type_defaulting():
     elsewhere = Pod.model_validate({"metadata": {"name": "p", "namespace": "other"}})
     assert policy.isolates(ingress_only, pod, "Ingress") and not policy.isolates(ingress_only, pod, "Egress")
     assert not policy.isolates(ingress_only, elsewhere, "Ingress")
+
+
+def test_network_policy_types_default_as_in_kubernetes():
+    ingress_only = NetworkPolicy.model_validate({"kind": "NetworkPolicy", "metadata": {"name": "a"}, "spec": {}})
+    with_egress = NetworkPolicy.model_validate(
+        {"kind": "NetworkPolicy", "metadata": {"name": "b"}, "spec": {"egress": [{}]}}
+    )
+    assert ingress_only.policy_types == {"Ingress"}
+    assert with_egress.policy_types == {"Ingress", "Egress"}

@@ -107,11 +107,3 @@ def test_manifest_errors_point_into_the_right_document(tmp_path):
     with pytest.raises(SpecError, match=r"m.yaml:6: metadata.name: String should match pattern"):
         load_manifests(path)
 
-
-def test_network_policy_types_default_as_in_kubernetes():
-    ingress_only = NetworkPolicy.model_validate({"kind": "NetworkPolicy", "metadata": {"name": "a"}, "spec": {}})
-    with_egress = NetworkPolicy.model_validate(
-        {"kind": "NetworkPolicy", "metadata": {"name": "b"}, "spec": {"egress": [{}]}}
-    )
-    assert ingress_only.policy_types == {"Ingress"}
-    assert with_egress.policy_types == {"Ingress", "Egress"}
