@@ -10,7 +10,6 @@ from dnscorrelate import events
 from dnscorrelate.correlate import correlate
 from dnscorrelate.diagnose import Analysis, diagnose
 from dnscorrelate.cluster.facts import ClusterFacts, facts_from_files
-from dnscorrelate.cluster.lab.facts import facts_from_topology
 from dnscorrelate.schema import ParsedLogs
 from dnscorrelate.sources.coredns_log import read_logs
 
@@ -32,9 +31,9 @@ def from_files(events_path: str | None, log_paths: list[str], corefile_path: str
         frame, capture_stats = with_evidence(frame, capture_stats, *evidence)
     corefile = Path(corefile_path).read_text() if corefile_path else ""
     if lab_name:
-        from dnscorrelate.cluster.lab.runtime import Lab
+        from dnscorrelate.cluster.lab.backend import LabBackend
 
-        facts = facts_from_topology(Lab.load(lab_name).topology)
+        facts = LabBackend.find(lab_name).facts()
         corefile = corefile or facts.corefile
     else:
         manifests = [m for path in manifest_paths for m in load_manifests(path)]
