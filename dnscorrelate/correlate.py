@@ -487,47 +487,40 @@ def build_upstream(legs: pd.DataFrame) -> pd.DataFrame:
 
 
 def traces_from_logs(records: pd.DataFrame) -> pd.DataFrame:
-    """With no packets, every CoreDNS log record is a trace of its own (CoreDNS's view only)."""
-    n = len(records)
+    """With no packets, every CoreDNS log record is a trace of its own (CoreDNS's view only): what only
+    packets show (the client's vantage, the path, the client's own times, upstream exchanges) stays empty."""
     ts = records["ts_ns"].astype("Int64")
     duration = (records["duration_s"] * 1e9).round().astype("Int64")
+    rcode = records["rcode"].astype(str).to_numpy()
+    flags = records["rflags"].astype(str)
+    authoritative = flags.str.contains(r"\baa\b").to_numpy()
     traces = pd.DataFrame(
         {
-            "trace_id": np.arange(n),
+            "trace_id": np.arange(len(records)),
             "client_ip": records["remote_ip"].astype(str).to_numpy(),
             "client_port": records["remote_port"].fillna(0).astype("int32").to_numpy(),
             "dns_id": records["id"].fillna(-1).astype("int32").to_numpy(),
             "proto": records["proto"].astype(str).to_numpy(),
             "qname": records["qname"].astype(str).to_numpy(),
             "qtype": records["qtype"].astype(str).to_numpy(),
-            "client_vantage": "", "client_role": "",
             "server": ("kube-system/" + records["replica"].astype(str)).to_numpy(),
-            "server_role": "coredns", "reached": "", "reached_role": "", "dst_ip": "", "dnat_to": "", "dnat_at": "",
-            "seen_at_node": False, "forwarded_by_node": False,
+            "server_role": "coredns",
+            "replica": records["replica"].astype(str).to_numpy(),
+            "outcome": np.where(rcode != "", "answered", "partial"),
+            "rcode": rcode,
+            "server_rcode": rcode,
+            "tc": flags.str.contains(r"\btc\b").to_numpy(),
+            "aa": authoritative,
+            "served_from": np.where(authoritative, "authoritative", "unknown"),
             "t_start": (ts - duration).fillna(0).astype("int64").to_numpy(),
-            "t_server_in": (ts - duration).to_numpy(), "t_server_out": ts.to_numpy(),
-            "t_client_in": pd.array([pd.NA] * n, dtype="Int64"), "client_latency_ns": pd.array([pd.NA] * n, dtype="Int64"),
-            "rcode": records["rcode"].astype(str).to_numpy(), "server_rcode": records["rcode"].astype(str).to_numpy(),
-            "answers": "", "ancount": 0,
-            "tc": records["rflags"].astype(str).str.contains(r"\btc\b").to_numpy(),
-            "aa": records["rflags"].astype(str).str.contains(r"\baa\b").to_numpy(),
-            "responses_seen": 0,
+            "t_server_in": (ts - duration).to_numpy(),
+            "t_server_out": ts.to_numpy(),
+            "server_ns": duration.to_numpy(),
+            "server_self_ns": duration.to_numpy(),
         }
     ).set_index("trace_id", drop=False)
     traces.index.name = None
-    traces["to_server_ns"] = pd.array([pd.NA] * n, dtype="Int64")
-    traces["server_ns"] = duration.to_numpy()
-    traces["return_ns"] = pd.array([pd.NA] * n, dtype="Int64")
-    traces["total_ns"] = pd.array([pd.NA] * n, dtype="Int64")
-    traces["outcome"] = np.where(records["rcode"].astype(str) != "", "answered", "partial")
-    for column, value in (("upstream_count", 0), ("upstream_answered", 0), ("upstream_rcode", ""), ("upstream_server", ""), ("ambiguous", False)):
-        traces[column] = value
-    traces["upstream_rtt_ns"] = pd.array([pd.NA] * n, dtype="Int64")
-    traces["upstream_wait_ns"] = pd.array([pd.NA] * n, dtype="Int64")
-    traces["server_self_ns"] = duration.to_numpy()
-    traces["served_from"] = np.where(traces["aa"], "authoritative", "unknown")
-    traces["replica"] = records["replica"].astype(str).to_numpy()
-    return traces
+    return schema.with_empty_columns(traces, schema.TRACES)
 
 
 def attach_log_columns(traces: pd.DataFrame, logs: pd.DataFrame, errors: pd.DataFrame) -> pd.DataFrame:
@@ -655,7 +648,7 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
     else:
         legs = pd.DataFrame()
         traces = traces_from_logs(records) if len(records) else traces_from_logs(records.iloc[0:0])
-        upstream = build_upstream(pd.DataFrame(columns=["depth", "trace_id", "originator", "server", "dst_ip", "dst_port", "dns_id", "proto", "qname", "qtype", "t_start", "t_client_in", "rcode", "ambiguous"]))
+        upstream = schema.empty(schema.UPSTREAM)
         hops = dns.assign(trace_id=pd.Series(dtype=int), depth=pd.Series(dtype=int), leg=pd.Series(dtype=int))
         records["trace_id"] = np.arange(len(records))
     if "trace_id" not in records:

@@ -264,6 +264,24 @@ def empty(table: list[Field]) -> pd.DataFrame:
     return pd.DataFrame({c.name: pd.Series(dtype=c.dtype) for c in table})
 
 
+def empty_value(dtype: str):
+    """What a column holds where nothing was seen: "" for text, False for flags, NA (NaN) for nullable
+    numbers and floats, 0 for counts."""
+    if dtype in ("object", "category"):
+        return ""
+    if dtype == "bool":
+        return False
+    if dtype.startswith("float"):
+        return float("nan")
+    return pd.NA if dtype[0].isupper() or dtype == "boolean" else 0
+
+
+def with_empty_columns(frame: pd.DataFrame, table: list[Field]) -> pd.DataFrame:
+    """`frame` plus every column of the table it lacks, holding that column's empty value."""
+    return frame.assign(**{c.name: pd.Series(empty_value(c.dtype), index=frame.index, dtype=c.dtype)
+                           for c in table if c.name not in frame.columns})
+
+
 def conform(frame: pd.DataFrame, table: list[Field]) -> pd.DataFrame:
     """`frame` with exactly the table's columns, in order, each cast to its declared dtype."""
     out = frame[names(table)]
