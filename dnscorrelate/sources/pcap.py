@@ -62,6 +62,7 @@ EPB_RECEPTION = {1: "HOST", 2: "MULTICAST", 3: "BROADCAST", 4: "OTHERHOST"}  # e
 EPB_FLAGS_OPTION = 2
 IF_NAME_OPTION, IF_DESCRIPTION_OPTION, IF_TSRESOL_OPTION, IF_TSOFFSET_OPTION = 2, 3, 9, 14
 WRITER_MARK = "dnscorrelate "  # if_description of interfaces written by pcapng_out
+LATENCY_COMMENT = b"dnscorrelate latency_ns="  # epb comment pcapng_out writes on responses
 
 PCAP_MAGICS = {  # magic as read little-endian -> (byte order, ns per fraction unit)
     0xA1B2C3D4: ("<", 1000), 0xD4C3B2A1: (">", 1000),
@@ -103,6 +104,7 @@ class RawPacket:
     data: bytes
     wire_len: int
     pkt_type: str = ""  # from pcapng's epb_flags, when set
+    latency_ns: int = -1  # from the comment pcapng_out writes on responses; -1: recompute
 
 
 def open_error(path: Path, reason: str) -> EventsError:
@@ -215,16 +217,20 @@ class CaptureFile:
             return None
         interface = self.interfaces[index]
         options_at, options_end = 28 + caplen + (-caplen % 4), len(block) - 4
-        pkt_type = ""
+        pkt_type, latency = "", -1
         while options_at + 4 <= options_end:
             code, length = struct.unpack_from(order + "HH", block, options_at)
             if code == 0:
                 break
             if code == EPB_FLAGS_OPTION and length >= 4:
                 pkt_type = epb_pkt_type(struct.unpack_from(order + "I", block, options_at + 4)[0])
+            elif code == 1 and block.startswith(LATENCY_COMMENT, options_at + 4):
+                value = block[options_at + 4 + len(LATENCY_COMMENT) : options_at + 4 + length]
+                latency = int(value) if value.isdigit() else -1
             options_at += 4 + length + (-length % 4)
         units = ts_high << 32 | ts_low
-        return RawPacket(units * 1_000_000_000 // interface.units_per_second + interface.offset_ns, index, block[28 : 28 + caplen], wire_len, pkt_type)
+        return RawPacket(units * 1_000_000_000 // interface.units_per_second + interface.offset_ns, index, block[28 : 28 + caplen],
+                         wire_len, pkt_type, latency)
 
 
 def epb_pkt_type(flags: int) -> str:
@@ -409,6 +415,7 @@ class Row:
     complete: bool = True
     size: int = 0
     frame_number: int = 0  # 1-based position in the file, as tshark counts
+    latency_ns: int = -1  # the source's own latency for this response; -1: matched here
 
 
 @dataclass
@@ -481,7 +488,7 @@ class PcapReader:
         if t.checksum_ok is False:
             self.stats["bad_checksum"] += 1
         base = dict(ts_ns=packet.ts_ns, vantage=packet.interface, pkt_type=pkt_type or packet.pkt_type,
-                    ifindex=ifindex or self.ifindexes[packet.interface], frame_number=number)
+                    ifindex=ifindex or self.ifindexes[packet.interface], frame_number=number, latency_ns=packet.latency_ns)
         if t.proto in (IPPROTO_ICMP, IPPROTO_ICMPV6):
             return self.icmp(t, base)
         on_dns_port = t.sport in self.ports or t.dport in self.ports or self.all_dns[packet.interface]
@@ -637,6 +644,8 @@ def frame_of_rows(rows: list[Row], vantages: list[tuple], stats: Counter) -> pd.
     frame["latency_ns"] = response_latency(frame["ts_ns"].to_numpy(), is_dns, qr, vantage_index, frame["proto"].cat.codes.to_numpy(),
                                            src_codes, frame["src_port"].to_numpy(), dst_codes, frame["dst_port"].to_numpy(),
                                            frame["dns_id"].to_numpy())
+    given = column("latency_ns", np.int64)  # a source's own figure (pcapng_out's comment) wins
+    frame["latency_ns"] = np.where((given >= 0) & qr, given, frame["latency_ns"].to_numpy())
     return frame
 
 

@@ -7,7 +7,8 @@ the vantage and whose `if_description` is `dnscorrelate role=... netns=... ifind
 so `sources/pcap.py` reads the file back to the same vantage points. Every row becomes an
 Ethernet frame with IPv4/IPv6 and UDP/TCP headers (checksums right) around a DNS message; the
 direction (`pkt_type`) goes in each packet's epb_flags (inbound with its reception type, or
-outbound).
+outbound), and a response's `latency_ns` (the capture's, matched in the kernel) in a packet
+comment, which the reader takes back for files written here.
 
 The events table does not keep the packets' bytes (the eBPF capture keeps at most 512 bytes
 of payload, and decodes them to columns), so each DNS message is built again with dnspython
@@ -15,7 +16,9 @@ from the columns: id, opcode, flags, rcode (extended ones with EDNS), the questi
 answers the table lists (TTL 0, owned by the question's name). What the columns do not hold is
 lost: authority and additional records, EDNS options, answer types the table does not list
 (ancount then says more than the message holds), the owner names of a CNAME chain, TTLs and
-the message's original size. TCP segments carry one message each with sequence numbers made
+the message's original size. A message the capture itself cut (answers counted, none decoded)
+is written as a snap-truncated packet of its original size whose header keeps the answer count,
+so it reads back as it was captured. TCP segments carry one message each with sequence numbers made
 up per flow; SYN, SYN-ACK and RST rows become segments with those flags; ICMP errors quote the
 packet's IP and transport headers and, when its id is known, the DNS header. Rows without an
 address (dnstap's client leg, the oldest Inspektor Gadget) get 0.0.0.0 or ::, counted.
@@ -41,7 +44,7 @@ import pandas as pd
 
 from dnscorrelate import events
 from dnscorrelate.errors import EventsError
-from dnscorrelate.sources.pcap import WRITER_MARK, internet_checksum
+from dnscorrelate.sources.pcap import LATENCY_COMMENT, WRITER_MARK, internet_checksum
 
 LINK_ETHERNET = 1
 MAC_A, MAC_B = bytes.fromhex("020000000001"), bytes.fromhex("020000000002")
@@ -71,10 +74,12 @@ def interface_block(vantage: str, role: str, netns: int, ifindex: int, ifname: s
     return block(1, struct.pack("<HHI", LINK_ETHERNET, 0, 0) + options)
 
 
-def packet_block(interface: int, ts_ns: int, frame: bytes, flags: int) -> bytes:
-    header = struct.pack("<IIIII", interface, ts_ns >> 32, ts_ns & 0xFFFFFFFF, len(frame), len(frame))
+def packet_block(interface: int, ts_ns: int, frame: bytes, wire_len: int, flags: int, latency_ns: int = 0) -> bytes:
+    """An enhanced packet block; a response's latency rides in a comment (the reader takes it back)."""
+    header = struct.pack("<IIIII", interface, ts_ns >> 32, ts_ns & 0xFFFFFFFF, len(frame), wire_len)
     padded = frame + b"\0" * (-len(frame) % 4)
-    return block(6, header + padded + option(2, struct.pack("<I", flags)) + option(0, b""))
+    comment = option(1, LATENCY_COMMENT + str(latency_ns).encode()) if latency_ns > 0 else b""
+    return block(6, header + padded + option(2, struct.pack("<I", flags)) + comment + option(0, b""))
 
 
 def direction_flags(pkt_type: str) -> int:
@@ -160,20 +165,31 @@ class Encoder:
                 self.messages[key] = dns.message.Message(id=int(row.dns_id) & 0xFFFF).to_wire()
         return self.messages[key]
 
-    def frame(self, row) -> bytes:
+    def frame(self, row) -> tuple[bytes, int]:
+        """(the bytes written, the packet's length on the wire): shorter when the capture had cut the message."""
         family = int(row.family)
         src, dst = address_bytes(row.src_ip, family, self.stats), address_bytes(row.dst_ip, family, self.stats)
         kind = str(row.kind)
         if kind == "icmp-error":
-            return ethernet(self.icmp_error(row, src, dst))
+            packet = ethernet(self.icmp_error(row, src, dst))
+            return packet, len(packet)
         payload = self.message(row) if kind == "dns" else b""
+        missing = 0
+        if kind == "dns" and row.ancount > 0 and not row.answers and row.size > len(payload):
+            # The capture kept only the start of this message (answers counted, none decoded): write it as
+            # a snap-truncated packet of its real size whose header still counts the answers.
+            payload = payload[:6] + struct.pack("!H", int(row.ancount)) + payload[8:]
+            missing = int(row.size) - len(payload)
+            payload += bytes(missing)
+            self.stats["packets_cut_as_captured"] += 1
         flow = (row.vantage, row.src_ip, row.src_port, row.dst_ip, row.dst_port)
         seq = self.sequence.get(flow, 1000)
         if row.proto == "tcp" and payload:
             payload = struct.pack("!H", len(payload)) + payload
         self.sequence[flow] = (seq + len(payload) + (1 if kind in ("tcp-syn", "tcp-synack") else 0)) % 2**32
         proto, segment = transport(str(row.proto), src, dst, int(row.src_port), int(row.dst_port), payload, TCP_FLAGS.get(kind, 0x18), seq)
-        return ethernet(ip_packet(src, dst, proto, segment))
+        packet = ethernet(ip_packet(src, dst, proto, segment))
+        return packet[: len(packet) - missing], len(packet)
 
     def icmp_error(self, row, src: bytes, dst: bytes) -> bytes:
         """An ICMP error from the quoted packet's destination back to its source, quoting its headers."""
@@ -201,7 +217,8 @@ def write_pcapng(frame: pd.DataFrame, path: str | Path) -> dict:
         if key not in interfaces:
             interfaces[key] = len(interfaces)
             blocks.append(interface_block(*key))
-        blocks.append(packet_block(interfaces[key], int(row.ts_ns), encoder.frame(row), direction_flags(str(row.pkt_type))))
+        latency = int(row.latency_ns) if row.qr else 0
+        blocks.append(packet_block(interfaces[key], int(row.ts_ns), *encoder.frame(row), direction_flags(str(row.pkt_type)), latency))
     try:
         Path(path).write_bytes(b"".join(blocks))
     except OSError as err:

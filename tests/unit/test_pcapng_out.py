@@ -75,3 +75,28 @@ def test_tshark_opens_it_with_one_named_interface_per_vantage(mixed, tmp_path):
     ours = {m for m in our_messages(result.frame, result.frame_numbers) if m[0] not in portless}
     assert ours == {m for m in tshark_messages(path, ports) if m[0] not in portless}
     assert len(ours) > len(mixed) - len(portless) - 5
+
+
+SCENARIOS = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+@pytest.mark.parametrize("scenario", ["healthy", "truncated", "bad-forward-server", "nodelocal-imbalance", "stale-endpoint", "deny-dns-egress"])
+def test_capture_to_pcapng_to_correlate_gives_the_same_traces_and_findings(scenario, tmp_path):
+    """Issue 12's round trip: a lab capture's events, written as pcapng and read with `correlate --pcap`,
+    make the same traces and findings as `correlate --events` on the capture itself."""
+    import json
+
+    from click.testing import CliRunner
+
+    from dnscorrelate.cli import main
+
+    saved = SCENARIOS / scenario / "events.parquet"
+    frame, _ = events.load(saved)
+    write_pcapng(frame, tmp_path / "capture.pcapng")
+    direct = CliRunner().invoke(main, ["correlate", "--events", str(saved), "-o", "json"])
+    via_pcapng = CliRunner().invoke(main, ["correlate", "--pcap", str(tmp_path / "capture.pcapng"), "-o", "json"])
+    assert direct.exit_code == via_pcapng.exit_code == 0, via_pcapng.output
+    expected, got = json.loads(direct.stdout), json.loads(via_pcapng.stdout)
+    assert got["traces"] == expected["traces"]
+    assert got["findings"] == expected["findings"]
+    assert len(got["traces"]) > 0
