@@ -98,22 +98,9 @@ def lab_status(lab_name: str | None, output: str) -> None:
 
 
 def print_status(status: dict) -> None:
-    pods = Table(title=f"lab {status['name']}: pods", title_justify="left")
-    for col in ("POD", "IP", "NODE", "NETNS"):
-        pods.add_column(col)
-    for p in status["pods"]:
-        pods.add_row(p["pod"], p["ip"], p["node"], p["netns"])
-    services = Table(title="services", title_justify="left")
-    for col in ("SERVICE", "TYPE", "CLUSTER-IP", "ENDPOINTS"):
-        services.add_column(col)
-    for s in status["services"]:
-        services.add_row(s["service"], s["type"], s["cluster_ip"], ", ".join(s["endpoints"]) or "<none>")
-    procs = Table(title="dns servers", title_justify="left")
-    for col in ("ROLE", "PID", "NETNS", "RUNNING", "LOG"):
-        procs.add_column(col)
-    for p in status["processes"]:
-        procs.add_row(p["role"], str(p["pid"]), p["netns"], "yes" if p["running"] else "[red]no[/]", p["log"])
-    console.print(pods, services, procs)
+    from dnscorrelate.report.text import lab_status_tables
+
+    console.print(*lab_status_tables(status))
 
 
 @lab.command("exec", context_settings={"ignore_unknown_options": True})

@@ -62,7 +62,7 @@ def evidence(traces: pd.DataFrame, **extra) -> dict:
     return {**found, **extra}
 
 
-def ms(value_ns) -> str:
+def in_ms(value_ns) -> str:
     return f"{value_ns / 1e6:.1f} ms"
 
 
@@ -201,7 +201,7 @@ def upstream_problems(traces: pd.DataFrame, upstream: pd.DataFrame, facts: Clust
         ids = traces[traces["trace_id"].isin(group["trace_id"])]
         findings.append(Finding(
             "upstream-slow", "upstream",
-            f"Upstream {address} is slow: {plural(len(group), 'answer')} took {ms(rtt.median())} median, {ms(rtt.max())} at worst "
+            f"Upstream {address} is slow: {plural(len(group), 'answer')} took {in_ms(rtt.median())} median, {in_ms(rtt.max())} at worst "
             f"(threshold {SLOW_UPSTREAM_MS:.0f} ms); pods wait on it for every uncached external name. Check that resolver or add a faster one.",
             evidence(ids, upstream=address, median_ms=round(rtt.median() / 1e6, 3)), len(group), "warning"))
     return findings
@@ -239,7 +239,7 @@ def slow_coredns(traces: pd.DataFrame) -> list[Finding]:
         t = group["server_self_ns"].astype(float)
         findings.append(Finding(
             "slow-coredns", "coredns",
-            f"{replica} itself took {ms(t.median())} median ({ms(t.max())} at worst) to answer {plural(len(group), 'query')}, "
+            f"{replica} itself took {in_ms(t.median())} median ({in_ms(t.max())} at worst) to answer {plural(len(group), 'query')}, "
             f"not counting upstream time: check its CPU limits and load, and the plugins in its Corefile.",
             evidence(group), len(group), "warning"))
     return findings
@@ -555,6 +555,6 @@ def diagnose(correlation: Correlation, facts: ClusterFacts | None = None) -> lis
         good = traces[(traces["outcome"] == "answered") & traces["rcode"].isin(["NOERROR"])]
         findings.insert(0, Finding(
             "ok", "", f"{plural(len(good), 'lookup')} answered correctly, every hop in order"
-            + (f" (p50 {ms(good['total_ns'].astype(float).median())} at the client)." if len(good) and good["total_ns"].notna().any() else "."),
+            + (f" (p50 {in_ms(good['total_ns'].astype(float).median())} at the client)." if len(good) and good["total_ns"].notna().any() else "."),
             evidence(good), len(good), "info"))
     return findings

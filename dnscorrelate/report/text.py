@@ -104,6 +104,26 @@ def stats_line(stats: dict) -> str:
     return "  ".join(f"{k}={stats.get(k, 0)}" for k in keys)
 
 
+def lab_status_tables(status: dict) -> list[Table]:
+    """`lab status`: the lab's pods, Services with their endpoints, and DNS server processes."""
+    pods = Table(title=f"lab {status['name']}: pods", title_justify="left")
+    for col in ("POD", "IP", "NODE", "NETNS"):
+        pods.add_column(col)
+    for p in status["pods"]:
+        pods.add_row(p["pod"], p["ip"], p["node"], p["netns"])
+    services = Table(title="services", title_justify="left")
+    for col in ("SERVICE", "TYPE", "CLUSTER-IP", "ENDPOINTS"):
+        services.add_column(col)
+    for s in status["services"]:
+        services.add_row(s["service"], s["type"], s["cluster_ip"], ", ".join(s["endpoints"]) or "<none>")
+    procs = Table(title="dns servers", title_justify="left")
+    for col in ("ROLE", "PID", "NETNS", "RUNNING", "LOG"):
+        procs.add_column(col)
+    for p in status["processes"]:
+        procs.add_row(p["role"], str(p["pid"]), p["netns"], "yes" if p["running"] else "[red]no[/]", p["log"])
+    return [pods, services, procs]
+
+
 CAPTURE_COUNTS = ["packets", "lost_samples", "decode_errors", "non_dns_packets", "non_ip_packets", "tcp_without_payload",
                   "truncated_headers", "tcp_segment_cut", "tcp_incomplete_bytes", "namespaces"]
 
@@ -138,7 +158,7 @@ def lookups_line(traces: pd.DataFrame, who: str) -> str:
     """How many lookups `who` made, by response code, with the client's p50 and p99."""
     totals = traces["total_ns"].dropna().astype(float)
     rcodes = ", ".join(f"{k or 'none'} {v}" for k, v in traces["rcode"].value_counts().items())
-    latency = f", p50 {totals.quantile(0.5) / 1e6:.2f} ms, p99 {totals.quantile(0.99) / 1e6:.2f} ms" if len(totals) else ""
+    latency = f", p50 {ms(totals.quantile(0.5))} ms, p99 {ms(totals.quantile(0.99))} ms" if len(totals) else ""
     return f"{len(traces)} lookups from {who}: {rcodes or 'none'}{latency}"
 
 
