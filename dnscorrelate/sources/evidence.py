@@ -13,7 +13,6 @@ The rows of every file are concatenated and sorted by time; categoricals are uni
 from __future__ import annotations
 
 from collections.abc import Iterable
-from pathlib import Path
 
 import pandas as pd
 

@@ -85,6 +85,7 @@ PACKET_OUTCOMES = [
     "packets_non_ip",         # ARP, LLDP...
     "packets_ip_fragment",    # an IP fragment: not reassembled
     "packets_bad_header",     # link, IP or transport header cut short or malformed
+    "packets_unsupported_link",  # on a pcapng interface whose link type is not read (USB, Bluetooth...)
 ]
 
 
@@ -194,7 +195,7 @@ class CaptureFile:
             little = order == "<"
             if block_type == ng.PCAPNG_BT_IDB:
                 idb = ng.InterfaceDescriptionBlockLE(block) if little else ng.InterfaceDescriptionBlock(block)
-                self.interfaces.append(self.checked_interface(interface_of(idb, order)))
+                self.interfaces.append(interface_of(idb, order))  # an unsupported one's packets are counted, not fatal
             elif block_type in (ng.PCAPNG_BT_EPB, ng.PCAPNG_BT_PB):
                 packet = self.pcapng_packet(block_type, block, little, section_base)
                 if packet is not None:
@@ -473,6 +474,8 @@ class PcapReader:
 
     def packet(self, linktype: int, packet: RawPacket, number: int) -> str:
         """Add the rows of one packet; returns the outcome it is counted under (see PACKET_OUTCOMES)."""
+        if linktype not in SUPPORTED_LINKS:
+            return "unsupported_link"
         cut = len(packet.data) < packet.wire_len
         if cut:
             self.stats["truncated"] += 1

@@ -201,6 +201,13 @@ def test_pcapng_interfaces_direction_and_nanoseconds(tmp_path):
     assert_accounted(stats)
 
 
+def test_pcapng_interface_of_another_link_type_is_counted_not_fatal(tmp_path):
+    content = p.pcapng_file([(1, "eth0"), (189, "usbmon0")], [(0, T0, p.ethernet(p.udp(40000, 53, p.query())), None), (1, T0 + 1, b"usb", None)])
+    frame, stats = read_pcap(write(tmp_path, "x.pcapng", content))
+    assert len(frame) == 1 and stats["packets_unsupported_link"] == 1
+    assert_accounted(stats)
+
+
 @pytest.mark.parametrize("content, reason", [
     (b"hello world, not a capture", "unknown magic"),
     (b"\xd4\xc3\xb2\xa1\x02\x00", "truncated file header"),
