@@ -56,3 +56,28 @@ def test_the_docs_tables_are_the_schema(table):
     """dnscorrelate/README.md carries the tables `python -m dnscorrelate.schema` prints, unchanged."""
     assert schema.markdown(schema.TABLES[table]) in (ROOT / "dnscorrelate" / "README.md").read_text(), \
         f"regenerate the {table} table in dnscorrelate/README.md with: python -m dnscorrelate.schema"
+
+
+def changed(column):
+    """Every value of `column` visibly different from before (numbers by 1 ms in ns), keeping its dtype."""
+    if column.dtype == bool:
+        return ~column
+    if column.dtype == object:
+        return column.astype(str) + "-changed"
+    return column.fillna(0) + 1_000_000
+
+
+def test_a_traces_json_shows_exactly_the_fields_marked_json():
+    from dataclasses import replace
+
+    from dnscorrelate.report.records import trace_records
+
+    frame, _, logs, _ = load_fixture("stale-endpoint")
+    correlation = correlate(frame, logs)
+    marked = schema.names(schema.TRACES, schema.JSON)
+    only_marked = replace(correlation, traces=correlation.traces[marked])
+    before = trace_records(only_marked, with_hops=False)  # reads no unmarked column: KeyError otherwise
+    assert before == trace_records(correlation, with_hops=False)
+    for name in marked:
+        traces = only_marked.traces.assign(**{name: changed(only_marked.traces[name])})
+        assert trace_records(replace(only_marked, traces=traces), with_hops=False) != before, f"{name} is marked json but not shown"
