@@ -220,9 +220,9 @@ UPSTREAM = [
 FINDINGS = [
     f("code", "object", "stable name of what was found: `dropped-at-node`, `nxdomain`, …", "table json html"),
     f("hop", "object", "where: pod, pod->node, node->coredns, coredns, coredns->upstream, upstream, return", "table json html"),
+    f("count", "int64", "how many lookups it concerns", "table json html"),
     f("summary", "object", "one line to act on", "table json html"),
     f("evidence", "object", "trace ids, log references, errors lines it rests on", "table json html"),
-    f("count", "int64", "how many lookups it concerns", "table json html"),
     f("severity", "object", "error, warning, info", "json html"),
 ]
 
@@ -247,7 +247,7 @@ class ParsedLogs:
 
 def names(table: list[Field], output: str | None = None) -> list[str]:
     """The table's column names, or only those shown in `output`."""
-    return [c.name for c in table if output is None or output in c.outputs]
+    return [c.name for c in (table if output is None else shown(table, output))]
 
 
 def dtypes(table: list[Field]) -> dict[str, str]:
@@ -287,11 +287,6 @@ def conform(frame: pd.DataFrame, table: list[Field]) -> pd.DataFrame:
     out = frame[names(table)]
     casts = {c.name: c.dtype for c in table if out[c.name].dtype != pd.api.types.pandas_dtype(c.dtype)}
     return out.astype(casts) if casts else out
-
-
-def matches(frame: pd.DataFrame, table: list[Field]) -> bool:
-    """Whether `frame` has exactly the table's columns, in order, with their dtypes."""
-    return [(n, str(d)) for n, d in frame.dtypes.items()] == [(c.name, str(pd.api.types.pandas_dtype(c.dtype))) for c in table]
 
 
 def markdown(table: list[Field]) -> str:

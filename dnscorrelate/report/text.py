@@ -87,14 +87,23 @@ def traces_table(traces: pd.DataFrame, title: str = "traces", limit: int | None 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 
 
+def finding_cell(field: schema.Field, finding) -> Text:
+    """One finding's value of `field` for the terminal: the code coloured by severity, the first traces cited."""
+    value = getattr(finding, field.name)
+    if field.name == "evidence":
+        refs = value.get("traces", [])
+        return Text("traces " + ", ".join(map(str, refs[:6])) + (" …" if len(refs) > 6 else "") if refs else "")
+    return Text(str(value), style=SEVERITY_STYLE.get(finding.severity, "") if field.name == "code" else "")
+
+
 def findings_table(findings: list, title: str = "findings") -> Table:
+    """One row per finding: the fields schema.FINDINGS shows in `table`."""
+    fields = schema.shown(schema.FINDINGS, schema.TABLE)
     table = Table(title=title, title_justify="left")
-    for column in ("CODE", "HOP", "COUNT", "SUMMARY", "EVIDENCE"):
-        table.add_column(column, overflow="fold")
+    for field in fields:
+        table.add_column(field.title, overflow="fold")
     for f in findings:
-        refs = f.evidence.get("traces", [])
-        evidence = "traces " + ", ".join(map(str, refs[:6])) + (" …" if len(refs) > 6 else "") if refs else ""
-        table.add_row(Text(f.code, style=SEVERITY_STYLE.get(f.severity, "")), f.hop, str(f.count), Text(f.summary), evidence)
+        table.add_row(*(finding_cell(field, f) for field in fields))
     return table
 
 

@@ -81,3 +81,11 @@ def test_a_traces_json_shows_exactly_the_fields_marked_json():
     for name in marked:
         traces = only_marked.traces.assign(**{name: changed(only_marked.traces[name])})
         assert trace_records(replace(only_marked, traces=traces), with_hops=False) != before, f"{name} is marked json but not shown"
+
+
+def test_findings_carry_the_declared_fields():
+    from dataclasses import fields
+
+    from dnscorrelate.diagnose import Finding
+
+    assert sorted(f.name for f in fields(Finding) if f.init) == sorted(schema.names(schema.FINDINGS))
