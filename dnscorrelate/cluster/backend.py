@@ -25,8 +25,9 @@ import pandas as pd
 from dnscorrelate.cluster.facts import ClusterFacts
 from dnscorrelate.cluster.model import Manifest, Pod
 from dnscorrelate.errors import CaptureError, LogFormatError
+from dnscorrelate.schema import ParsedLogs
 from dnscorrelate.sources.capture import DEFAULT_PORTS, Capture, Target, netns_targets
-from dnscorrelate.sources.coredns_log import ParsedLogs, formats_from_corefile, merge, parse_lines
+from dnscorrelate.sources.coredns_log import formats_from_corefile, merge, parse_lines
 
 TargetWatcher = Callable[[], list[Target]]
 
