@@ -1,7 +1,7 @@
 """The terminal: tables (rich) and lines for packets, traces, findings, scenarios and counts.
 
-The commands only print what these return. The traces table's columns are
-the fields schema.TRACES shows in `table`, in declaration order.
+The commands only print what these return. The packets, traces and findings
+tables show the fields their schema table marks `table`, in declaration order.
 """
 
 from __future__ import annotations
@@ -28,6 +28,17 @@ def ms(value_ns, missing: str = "") -> str:
     return f"{float(value_ns) / 1e6:.2f}"
 
 
+def fields_table(title: str, fields: list[schema.Field], rows, cell) -> Table:
+    """A table with a column per field (its title) and a row per item of `rows`, each cell `cell(field, row)`.
+    Cells are Text, never markup: a name with brackets prints as itself, and rich skips parsing thousands of cells."""
+    table = Table(title=title, title_justify="left")
+    for field in fields:
+        table.add_column(field.title, overflow="fold")
+    for row in rows:
+        table.add_row(*(cell(field, row) for field in fields))
+    return table
+
+
 def event_cell(field: schema.Field, row) -> Text:
     """One packet's value of `field` for the terminal: local time, ip:port, the id in hex, Q/R or the ICMP error."""
     value = getattr(row, field.name)
@@ -45,15 +56,8 @@ def event_cell(field: schema.Field, row) -> Text:
 
 
 def events_table(frame: pd.DataFrame, title: str = "DNS packets") -> Table:
-    """One row per packet per vantage point, like trace_dns, with the kernel-matched latency of responses:
-    the fields schema.EVENTS shows in `table`."""
-    fields = schema.shown(schema.EVENTS, schema.TABLE)
-    table = Table(title=title, title_justify="left")
-    for field in fields:
-        table.add_column(field.title, overflow="fold")
-    for row in frame.itertuples(index=False):
-        table.add_row(*(event_cell(field, row) for field in fields))
-    return table
+    """One row per packet per vantage point, like trace_dns, with the kernel-matched latency of responses."""
+    return fields_table(title, schema.shown(schema.EVENTS, schema.TABLE), frame.itertuples(index=False), event_cell)
 
 
 OUTCOME_STYLE = {"answered": "green", "timed-out": "red", "partial": "yellow"}
@@ -70,15 +74,9 @@ def trace_cell(field: schema.Field, t) -> Text:
 
 
 def traces_table(traces: pd.DataFrame, title: str = "traces", limit: int | None = 200) -> Table:
-    """One row per client request, with per-segment latency in milliseconds. Cells are Text, never markup:
-    a name with brackets prints as itself, and rich skips parsing 2,800 cells."""
-    fields = schema.shown(schema.TRACES, schema.TABLE)
-    table = Table(title=title, title_justify="left")
-    for field in fields:
-        table.add_column(field.title, overflow="fold")
+    """One row per client request, with per-segment latency in milliseconds (the first `limit`)."""
     shown = traces if limit is None else traces.head(limit)
-    for t in shown.itertuples(index=False):
-        table.add_row(*(trace_cell(field, t) for field in fields))
+    table = fields_table(title, schema.shown(schema.TRACES, schema.TABLE), shown.itertuples(index=False), trace_cell)
     if limit is not None and len(traces) > limit:
         table.caption = f"{len(traces) - limit} more traces not shown (-o json has them all)"
     return table
@@ -97,20 +95,19 @@ def finding_cell(field: schema.Field, finding) -> Text:
 
 
 def findings_table(findings: list, title: str = "findings") -> Table:
-    """One row per finding: the fields schema.FINDINGS shows in `table`."""
-    fields = schema.shown(schema.FINDINGS, schema.TABLE)
-    table = Table(title=title, title_justify="left")
-    for field in fields:
-        table.add_column(field.title, overflow="fold")
-    for f in findings:
-        table.add_row(*(finding_cell(field, f) for field in fields))
-    return table
+    return fields_table(title, schema.shown(schema.FINDINGS, schema.TABLE), findings, finding_cell)
+
+
+CORRELATION_COUNTS = ["packets", "log_lines", "unparsed_lines", "traces", "upstream_exchanges", "ambiguous", "lost_samples",
+                      "decode_errors", "log_records_unmatched", "icmp_unmatched"]
+
+
+def counts_line(stats: dict, keys: list[str]) -> str:
+    return "  ".join(f"{k}={stats.get(k, 0)}" for k in keys)
 
 
 def stats_line(stats: dict) -> str:
-    keys = ["packets", "log_lines", "unparsed_lines", "traces", "upstream_exchanges", "ambiguous", "lost_samples", "decode_errors",
-            "log_records_unmatched", "icmp_unmatched"]
-    return "  ".join(f"{k}={stats.get(k, 0)}" for k in keys)
+    return counts_line(stats, CORRELATION_COUNTS)
 
 
 def lab_status_tables(status: dict) -> list[Table]:
@@ -138,7 +135,7 @@ CAPTURE_COUNTS = ["packets", "lost_samples", "decode_errors", "non_dns_packets",
 
 
 def capture_stats_line(stats: dict) -> str:
-    return "  ".join(f"{k}={stats.get(k, 0)}" for k in CAPTURE_COUNTS)
+    return counts_line(stats, CAPTURE_COUNTS)
 
 
 def unparsed_lines(unparsed: list[tuple[str, int, str]], limit: int = 20) -> list[str]:
