@@ -81,6 +81,14 @@ class ClusterFacts:
         return [b for b in self.forward_blocks() if any(t.split(":")[0] == ip for t in b.targets)]
 
 
+def pod_search_list(pod: Pod, domain: str) -> list[str]:
+    """The search domains the kubelet writes into `pod`'s resolv.conf: `<ns>.svc.<domain> svc.<domain> <domain>`
+    unless its dnsPolicy is Default (the node's, none on the lab's and kind's nodes) or None, then dnsConfig's."""
+    cluster = [] if pod.spec.dnsPolicy in ("Default", "None") else [
+        f"{pod.metadata.namespace}.svc.{domain}", f"svc.{domain}", domain]
+    return cluster + (pod.spec.dnsConfig.searches if pod.spec.dnsConfig else [])
+
+
 def facts_from_files(corefile: str = "", manifests: list | None = None) -> ClusterFacts:
     """Facts from what a user can hand over offline: the Corefile and Kubernetes objects. The `coredns` and
     `coredns-custom` ConfigMaps among the objects stand in for a missing Corefile."""

@@ -114,3 +114,16 @@ def test_a_session_names_each_log_by_its_source_s_replica(tmp_path):
     missing = Session(Streaming([LogSource("coredns-0", str(tmp_path / "gone.log"))]))
     with pytest.raises(LogFormatError, match="gone.log: cannot read"):
         missing.logs()
+
+
+def test_search_lists_follow_dns_policy_and_dns_config():
+    from dnscorrelate.cluster.facts import pod_search_list
+    from dnscorrelate.cluster.model import Pod
+
+    def pod(**spec):
+        return Pod.model_validate({"metadata": {"name": "p", "namespace": "shop"}, "spec": spec})
+
+    assert pod_search_list(pod(), "cluster.local") == ["shop.svc.cluster.local", "svc.cluster.local", "cluster.local"]
+    assert pod_search_list(pod(dnsPolicy="Default"), "cluster.local") == []
+    assert pod_search_list(pod(dnsPolicy="None", dnsConfig={"searches": ["corp.test"], "nameservers": None}), "k8s.test") == ["corp.test"]
+    assert pod_search_list(pod(dnsConfig={"searches": ["corp.test"]}), "k8s.test")[-2:] == ["k8s.test", "corp.test"]

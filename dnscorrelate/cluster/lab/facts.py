@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from dnscorrelate.cluster.facts import ClusterFacts
+from dnscorrelate.cluster.facts import ClusterFacts, pod_search_list
 from dnscorrelate.cluster.model import (
     SERVICE_NAME_LABEL, ClusterModel, Endpoint, EndpointConditions, EndpointPort, EndpointSlice, Node, NodeAddress,
     NodeSpec, NodeStatus, ObjectMeta, ObjectReference, Pod, PodIP, PodStatus, Service,
@@ -82,8 +82,6 @@ def lab_model(topology: Topology) -> ClusterModel:
 
 def facts_from_topology(topology: Topology) -> ClusterFacts:
     """Facts a lab knows: its spec, pods, Services and policies, and each pod's search list."""
-    from dnscorrelate.cluster.lab import files as lab_files
-
     model = lab_model(topology)
     facts = ClusterFacts(
         corefile=topology.spec.corefile,
@@ -97,6 +95,5 @@ def facts_from_topology(topology: Topology) -> ClusterFacts:
     for pod, placed in zip(model.pods, topology.pods):
         if placed.coredns_replica is not None:
             facts.coredns_pods[placed.ip] = placed.key
-        resolv = lab_files.pod_resolv_conf(topology, placed, pod)
-        facts.search[placed.ip] = next((line.split()[1:] for line in resolv.splitlines() if line.startswith("search ")), [])
+        facts.search[placed.ip] = pod_search_list(pod, topology.domain)
     return facts

@@ -11,6 +11,7 @@ import re
 from pathlib import Path
 
 from dnscorrelate.cluster.lab import kubedns
+from dnscorrelate.cluster.facts import pod_search_list
 from dnscorrelate.cluster.model import Pod
 from dnscorrelate.cluster.lab.spec import LabSpec
 from dnscorrelate.cluster.lab.topology import PodInfo, Topology
@@ -19,18 +20,15 @@ from dnscorrelate.cluster.lab.topology import PodInfo, Topology
 def pod_resolv_conf(topology: Topology, pod: PodInfo, manifest: Pod) -> str:
     """The kubelet's resolv.conf for `pod`, per its dnsPolicy and dnsConfig."""
     spec = manifest.spec
+    searches = pod_search_list(manifest, topology.domain)
     if spec.dnsPolicy == "Default":
-        nameservers, searches, options = [topology.upstream_ip], [], []
+        nameservers, options = [topology.upstream_ip], []
     elif spec.dnsPolicy == "None":
-        nameservers, searches, options = [], [], []
+        nameservers, options = [], []
     else:
-        cluster_dns = topology.nodelocal_ip or topology.cluster_dns_ip
-        ns = pod.namespace
-        d = topology.domain
-        nameservers, searches, options = [cluster_dns], [f"{ns}.svc.{d}", f"svc.{d}", d], ["ndots:5"]
+        nameservers, options = [topology.nodelocal_ip or topology.cluster_dns_ip], ["ndots:5"]
     if spec.dnsConfig:
         nameservers += spec.dnsConfig.nameservers
-        searches += spec.dnsConfig.searches
         given = {o.name: o for o in spec.dnsConfig.options}
         options = [o for o in options if o.split(":")[0] not in given]
         options += [f"{o.name}:{o.value}" if o.value else o.name for o in given.values()]
