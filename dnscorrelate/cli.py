@@ -51,6 +51,17 @@ def friendly_errors(fn):
 lab_option = click.option("--lab", "--name", "lab_name", metavar="NAME", help="Which lab (default: the only one up).")
 
 
+def live_backend(lab_name: str | None, kubeconfig: str | None, context: str | None):
+    """The cluster a live command works on: a Kubernetes cluster when a context or kubeconfig is named, else the lab."""
+    if kubeconfig or context:
+        from dnscorrelate.cluster.kube.backend import KubeBackend
+
+        return KubeBackend(kubeconfig, context)
+    from dnscorrelate.cluster.lab.backend import LabBackend
+
+    return LabBackend.find(lab_name)
+
+
 @click.group()
 @click.version_option(package_name="dnscorrelate")
 def main() -> None:
@@ -317,22 +328,23 @@ def print_results(results) -> None:
 @click.argument("pod", metavar="pod/NAME")
 @click.option("-n", "--namespace", default="default", show_default=True)
 @lab_option
+@click.option("--context", help="A kubeconfig context: trace on that cluster instead of a lab (as kubectl --context).")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), help="The kubeconfig to read (as kubectl; default $KUBECONFIG, ~/.kube/config).")
 @click.option("--duration", type=float, help="Seconds to trace (default: until Ctrl-C).")
 @click.option("--filter", "filters", multiple=True, metavar="EXPR", help="rcode!=NOERROR, latency>5ms, name~REGEX, nameserver==IP, ... Repeatable (all must hold).")
 @click.option("-o", "--output", type=click.Choice(["table", "wide", "json"]), default="table", show_default=True)
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write an HTML report of the session here.")
 @friendly_errors
-def trace(pod, namespace, lab_name, duration, filters, output, report_path) -> None:
+def trace(pod, namespace, lab_name, context, kubeconfig, duration, filters, output, report_path) -> None:
     """Watch one pod's DNS lookups live, hop by hop, with per-hop latency and what went wrong."""
     from dnscorrelate import trace as tracing
     from dnscorrelate.cluster.backend import Session
-    from dnscorrelate.cluster.lab.backend import LabBackend
 
     try:
         parsed = [tracing.Filter.parse(f) for f in filters]
     except tracing.FilterError as err:
         raise click.BadParameter(str(err), param_hint="--filter") from None
-    backend = LabBackend.find(lab_name)
+    backend = live_backend(lab_name, kubeconfig, context)
     target = backend.pod(pod, namespace)
 
     from dnscorrelate.report.records import json_line
@@ -380,6 +392,61 @@ def print_trace_summary(session, live, report_path) -> None:
 
         Path(report_path).write_text(render_report(analysis, f"trace {session.pod.key}", "dnscorrelate trace session", topology=live.backend.topology()))
         errors.print(f"report: {report_path}")
+
+
+@main.group()
+def cluster() -> None:
+    """A real Kubernetes cluster on this machine (kind, built offline by `make cluster`)."""
+
+
+cluster_name_option = click.option("--name", "name", default="kind", show_default=True, help="Cluster name (kind cluster dnsc-NAME).")
+
+
+@cluster.command("up")
+@cluster_name_option
+@click.option("--spec", "spec_path", type=click.Path(dir_okay=False), help="Lab spec YAML: its workloads, Corefile and upstream zones.")
+@friendly_errors
+def cluster_up(name: str, spec_path: str | None) -> None:
+    """Create a two-node kind cluster with CoreDNS, the lab's workloads and an upstream resolver."""
+    from dnscorrelate.cluster.kind import cluster as kind_cluster
+
+    made, timings = kind_cluster.up(name, spec_path, say=lambda step: errors.print(f"cluster {name}: {step}", highlight=False))
+    steps = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in timings.steps.items())
+    errors.print(f"cluster {name} is up in {sum(timings.steps.values()):.1f} s ({steps})", highlight=False)
+    console.print(f"context {made.context}\nkubeconfig {made.kubeconfig}", highlight=False)
+
+
+@cluster.command("status")
+@cluster_name_option
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@friendly_errors
+def cluster_status(name: str, output: str) -> None:
+    """Nodes and pods of a cluster, from its API server."""
+    from dnscorrelate.cluster.kind import cluster as kind_cluster
+
+    status = kind_cluster.status(name)
+    if output == "json":
+        click.echo(json.dumps(status, indent=2))
+        return
+    console.print(f"cluster {status['name']}  context {status['context']}  kubeconfig {status['kubeconfig']}", highlight=False)
+    table = Table("namespace", "pod", "ip", "node", "phase", box=None)
+    for pod in status["pods"]:
+        table.add_row(pod["namespace"], pod["name"], pod["ip"] or "", pod["node"] or "", pod["phase"])
+    for node in status["nodes"]:
+        console.print(f"node {node['name']} {node['ip']} podCIDR {node['podCIDR']} {'Ready' if node['ready'] else 'NotReady'} {node['version']}", highlight=False)
+    console.print(table)
+
+
+@cluster.command("down")
+@cluster_name_option
+@click.option("--all", "everything", is_flag=True, help="Remove every dnscorrelate cluster, including the debris of crashed ones.")
+@friendly_errors
+def cluster_down(name: str, everything: bool) -> None:
+    """Remove a cluster: node containers, its network, the upstream container, its kubeconfig."""
+    from dnscorrelate.cluster.kind import cluster as kind_cluster
+
+    removed = kind_cluster.down_all() if everything else kind_cluster.down(kind_cluster.checked_name(name))
+    console.print(f"removed {len(removed)}: {', '.join(removed) or 'nothing'}", highlight=False)
 
 
 if __name__ == "__main__":

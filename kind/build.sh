@@ -14,6 +14,7 @@ source "$here/versions.env"
 CACHE=${DNSCORRELATE_CACHE:-/var/cache/dnscorrelate}/kind
 LOGS=$CACHE/logs
 mkdir -p "$CACHE/bin" "$LOGS"
+rm -rf "$CACHE"/work.* "$CACHE"/*.partial.tar "$CACHE"/*.tmp  # what an interrupted run left
 TIMES=$CACHE/build-times.tsv
 MIN_FREE_GB=12
 
@@ -26,7 +27,9 @@ step() {
   local name=$1 advice=$2; shift 2
   local log=$LOGS/$name.log start=$SECONDS
   say "$name ..."
-  if ! "$@" >"$log" 2>&1; then
+  # in the background, so that `set -e` holds inside CMD (bash ignores it in an `if` condition)
+  ( set -e; "$@" ) >"$log" 2>&1 &
+  if ! wait $!; then
     tail -n 15 "$log" | sed 's/^/  | /' >&2
     die "step '$name' failed (full log: $log). $advice"
   fi
@@ -149,15 +152,21 @@ agent_runtime_tar=$CACHE/agent-runtime-$(printf '%s\n%s' "$(basename "$agent_tar
 if [ ! -s "$agent_runtime_tar" ]; then
   build_agent_runtime() {
     local root; root=$(mktemp -d "$CACHE/work.XXXXXX")
-    trap 'rm -rf "$root"' RETURN
     tar -C "$root" -xf "$agent_tar"
-    cp /etc/resolv.conf "$root/etc/resolv.conf"  # pip reaches PyPI from inside the tree
+    # pip reaches PyPI from inside the tree with the host's resolver and CA bundle (which holds any
+    # CA a TLS-inspecting proxy here needs); neither stays in the image
+    cp /etc/resolv.conf "$root/etc/resolv.conf"
+    cp "${PIP_CERT:-/etc/ssl/certs/ca-certificates.crt}" "$root/tmp/host-ca.crt"
     chroot "$root" python3 -m venv --system-site-packages /opt/dnscorrelate/venv
     printf '%s\n' "$deps" >"$root/tmp/requirements.txt"
-    chroot "$root" /opt/dnscorrelate/venv/bin/pip install -q --disable-pip-version-check --no-cache-dir -r /tmp/requirements.txt
-    rm -f "$root/tmp/requirements.txt" "$root/etc/resolv.conf"
+    chroot "$root" env PIP_CERT=/tmp/host-ca.crt REQUESTS_CA_BUNDLE=/tmp/host-ca.crt SSL_CERT_FILE=/tmp/host-ca.crt PIP_FIND_LINKS= \
+      /opt/dnscorrelate/venv/bin/pip install -q \
+      --disable-pip-version-check --no-cache-dir -r /tmp/requirements.txt
+    chroot "$root" /opt/dnscorrelate/venv/bin/python -c 'import pydantic, kubernetes, pandas, click'
+    rm -f "$root/tmp/requirements.txt" "$root/tmp/host-ca.crt" "$root/etc/resolv.conf"
     tar -C "$root" --numeric-owner -cf "$agent_runtime_tar.tmp" .
     mv "$agent_runtime_tar.tmp" "$agent_runtime_tar"
+    rm -rf "$root"
   }
   step agent-runtime "pip must reach PyPI from the build tree" build_agent_runtime
 fi
@@ -165,7 +174,7 @@ fi
 # --- 6. Images (docker import of trees we made, tagged as kubeadm expects) -----
 COREDNS_BIN=$repo/coredns/bin/coredns
 [ -x "$COREDNS_BIN" ] || make -s -C "$repo/coredns"
-images_key=$(cat "$KUBE" "$CACHE/bin/pause" "$COREDNS_BIN" | sha256sum | cut -c1-8)-$(printf '%s\n' "$node_tar" "$component_tar" "$client_tar" "$agent_runtime_tar" | cat - "$here/build.sh" | sha256sum | cut -c1-8)
+images_key=$(cat "$KUBE" "$CACHE/bin/pause" "$CACHE/bin/runc-shim" "$COREDNS_BIN" | sha256sum | cut -c1-8)-$(printf '%s\n' "$node_tar" "$component_tar" "$client_tar" "$agent_runtime_tar" | cat - "$here/build.sh" | sha256sum | cut -c1-8)
 NODE_IMAGE=dnscorrelate/kind-node:$KUBE_VERSION-$images_key
 CLIENT_IMAGE=dnscorrelate/client:$images_key
 AGENT_IMAGE=dnscorrelate/agent:$images_key
@@ -182,7 +191,6 @@ import_tree() {
 
 build_images() {
   local work; work=$(mktemp -d "$CACHE/work.XXXXXX")
-  trap 'rm -rf "$work"' RETURN
 
   # Control plane and kube-proxy share one tree (and so one layer): Debian
   # minbase with the tools kube-proxy runs, plus the binary under every name.
@@ -212,6 +220,7 @@ build_images() {
     'ENV PYTHONPATH=/opt/dnscorrelate/src' 'ENTRYPOINT ["python3", "-m", "dnscorrelate"]'
 
   build_node "$work"
+  rm -rf "$work"
 }
 
 # build_node WORK: kind's base-image layout (files from the kind module) on a
@@ -258,12 +267,14 @@ json.dump(spec, sys.stdout, indent=2)' >"$root/etc/containerd/cri-base.json"
     "registry.k8s.io/etcd:$ETCD_TAG" "registry.k8s.io/pause:$PAUSE_TAG" \
     "registry.k8s.io/coredns/coredns:$COREDNS_TAG" "$CLIENT_IMAGE" "$AGENT_IMAGE"
 
-  import_tree "$root" "$NODE_IMAGE" 'ENV container=docker' 'STOPSIGNAL SIGRTMIN+3' \
-    'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]'
+  import_tree "$root" "$NODE_IMAGE" 'ENV container=docker' 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]'
+  # `docker import` takes no STOPSIGNAL; a one-line build adds it (config only, no layer, nothing pulled)
+  printf 'FROM %s\nSTOPSIGNAL SIGRTMIN+3\n' "$NODE_IMAGE" | DOCKER_BUILDKIT=0 docker build -q -t "$NODE_IMAGE" - >/dev/null
 }
 
 # preload_images ROOT IMAGES...: a containerd (the host's, same Debian version
-# as the node's) writes the images into ROOT, pinned so kubelet never evicts them.
+# as the node's) writes the images into ROOT. (containerd 1.6's ctr cannot pin
+# them as kind does; kubelet evicts images only under disk pressure.)
 preload_images() {
   local root=$1; shift
   local run; run=$(mktemp -d /run/dnsc-kind-build.XXXXXX)
@@ -279,7 +290,7 @@ EOF
   local pid=$!
   for _ in $(seq 50); do [ -S "$run/containerd.sock" ] && break; sleep 0.2; done
   docker save "$@" | ctr --address "$run/containerd.sock" -n k8s.io images import \
-    --all-platforms --no-unpack --digests --label=io.cri-containerd.pinned=pinned -
+    --all-platforms --no-unpack --digests -
   kill "$pid"; wait "$pid" || true
   rm -rf "$run"
 }

@@ -281,24 +281,35 @@ def wait_ready(api) -> None:
 
 def not_ready(core) -> list[str]:
     """What is not yet ready, as `node/NAME` and `pod/NS/NAME (reason)`."""
-    waiting = [f"node/{n.metadata.name}" for n in core.list_node().items
-               if not any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])]
+    waiting = [f"node/{n.metadata.name}" for n in core.list_node().items if not_ready_node(n)]
     for pod in core.list_pod_for_all_namespaces().items:
         if pod.metadata.deletion_timestamp:
             waiting.append(f"pod/{pod.metadata.namespace}/{pod.metadata.name} (terminating)")
         elif not any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or []):
-            waiting.append(f"pod/{pod.metadata.namespace}/{pod.metadata.name} ({pod_reason(pod)})")
+            waiting.append(f"pod/{pod.metadata.namespace}/{pod.metadata.name} ({pod_reason(core, pod)})")
     return waiting
 
 
-def pod_reason(pod) -> str:
+def pod_reason(core, pod) -> str:
+    """Why a pod is not ready; for a crashing container, with the last lines it printed."""
     for status in pod.status.container_statuses or []:
         state = status.state
+        if state.waiting and state.waiting.reason == "CrashLoopBackOff":
+            return f"crashing, last output: {last_output(core, pod, status.name)}"
         if state.waiting:
-            return f"{state.waiting.reason}: {state.waiting.message or ''}".rstrip(": ")
+            return state.waiting.reason or "waiting"
         if state.terminated:
             return f"terminated: {state.terminated.reason}"
     return pod.status.phase or "pending"
+
+
+def last_output(core, pod, container: str, lines: int = 4) -> str:
+    try:
+        text = core.read_namespaced_pod_log(pod.metadata.name, pod.metadata.namespace, container=container,
+                                            previous=True, tail_lines=lines)
+    except Exception as err:  # the log is a courtesy in an error message; its absence must not hide the error
+        return f"(no log: {err.__class__.__name__})"
+    return " | ".join(text.strip().splitlines()) or "(nothing)"
 
 
 def wait_for(probe: Callable, what: str, timeout_s: float, detail: Callable[[], str] | None = None):

@@ -2,8 +2,9 @@
 // CAP_SYS_RESOURCE. A privileged container asks for every capability, and runc
 // fails to grant one the runtime does not hold ("unable to apply caps").
 // Before `runc create` or `runc run` the shim removes CAP_SYS_RESOURCE from the
-// bundle's config.json and clamps a negative oom_score_adj to 0; every call
-// then execs the real runc with the same arguments.
+// bundle's config.json and clamps a negative oom_score_adj to 0, and before
+// `runc exec` it removes it from the --process file (`docker exec --privileged`);
+// every call then execs the real runc with the same arguments.
 //
 // Register it only where the capability is missing (dnscorrelate's cluster
 // build checks /proc/self/status): as Docker's default runtime for kind's
@@ -15,14 +16,15 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 )
 
 const realRunc = "/usr/sbin/runc"
 
 func main() {
-	if bundle := bundleDir(os.Args[1:]); bundle != "" {
-		if err := dropSysResource(filepath.Join(bundle, "config.json")); err != nil {
+	if spec := specFile(os.Args[1:]); spec != "" {
+		if err := dropSysResource(spec); err != nil {
 			fmt.Fprintf(os.Stderr, "runc-shim: %v\n", err)
 			os.Exit(1)
 		}
@@ -36,25 +38,32 @@ func main() {
 	os.Exit(1)
 }
 
-// bundleDir returns the --bundle (or -b) of a create or run call, else "".
-func bundleDir(args []string) string {
-	creating := false
+// specFile returns the JSON that sets the new process's capabilities: the
+// bundle's config.json for create and run, the --process file for exec; else "".
+func specFile(args []string) string {
+	command := ""
 	for i, arg := range args {
+		value := ""
+		if i+1 < len(args) {
+			value = args[i+1]
+		}
 		switch {
-		case arg == "create" || arg == "run":
-			creating = true
-		case (arg == "--bundle" || arg == "-b") && i+1 < len(args):
-			if creating {
-				return args[i+1]
-			}
-		case len(arg) > 9 && arg[:9] == "--bundle=" && creating:
-			return arg[9:]
+		case command == "" && (arg == "create" || arg == "run" || arg == "exec"):
+			command = arg
+		case command != "exec" && command != "" && (arg == "--bundle" || arg == "-b"):
+			return filepath.Join(value, "config.json")
+		case command != "exec" && command != "" && strings.HasPrefix(arg, "--bundle="):
+			return filepath.Join(strings.TrimPrefix(arg, "--bundle="), "config.json")
+		case command == "exec" && (arg == "--process" || arg == "-p"):
+			return value
+		case command == "exec" && strings.HasPrefix(arg, "--process="):
+			return strings.TrimPrefix(arg, "--process=")
 		}
 	}
 	return ""
 }
 
-// dropSysResource rewrites the OCI spec without CAP_SYS_RESOURCE and without a
+// dropSysResource rewrites an OCI spec (or process) without CAP_SYS_RESOURCE and without a
 // negative oom_score_adj, leaving every other field as it was.
 func dropSysResource(path string) error {
 	raw, err := os.ReadFile(path)
@@ -65,15 +74,17 @@ func dropSysResource(path string) error {
 	if err := json.Unmarshal(raw, &spec); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	if process, ok := spec["process"].(map[string]any); ok {
-		if caps, ok := process["capabilities"].(map[string]any); ok {
-			for set, list := range caps {
-				caps[set] = without(list, "CAP_SYS_RESOURCE")
-			}
+	process, ok := spec["process"].(map[string]any)
+	if !ok {
+		process = spec // an exec --process file is the process object itself
+	}
+	if caps, ok := process["capabilities"].(map[string]any); ok {
+		for set, list := range caps {
+			caps[set] = without(list, "CAP_SYS_RESOURCE")
 		}
-		if adj, ok := process["oomScoreAdj"].(float64); ok && adj < 0 {
-			process["oomScoreAdj"] = 0
-		}
+	}
+	if adj, ok := process["oomScoreAdj"].(float64); ok && adj < 0 {
+		process["oomScoreAdj"] = 0
 	}
 	out, err := json.Marshal(spec)
 	if err != nil {

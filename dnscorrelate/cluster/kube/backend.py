@@ -1,0 +1,166 @@
+"""Any Kubernetes cluster as a backend, reached as kubectl reaches it (--kubeconfig, --context).
+
+Facts and CoreDNS logs come from the API server. Capture runs on the host that runs the nodes
+(kind here): pods' and nodes' network namespaces are found in /proc (`discovery.py`). A cluster
+whose nodes are elsewhere needs the node agent, which is not built yet: there `capture_targets`
+says so instead of capturing nothing.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from dnscorrelate.cluster.backend import LogSource, TargetWatcher
+from dnscorrelate.cluster.corefile import corefile_from_config_maps
+from dnscorrelate.cluster.facts import ClusterFacts
+from dnscorrelate.cluster.kube.api import client_from_kubeconfig, read_model
+from dnscorrelate.cluster.kube.discovery import PodRef, pod_targets
+from dnscorrelate.cluster.model import ClusterModel, ConfigMap, Pod
+from dnscorrelate.errors import CaptureError, ClusterError
+from dnscorrelate.sources.capture import Target
+
+DNS_SELECTOR = "k8s-app=kube-dns"
+KIND_CLUSTER_LABEL = "io.x-k8s.kind.cluster"
+UPSTREAM_LABEL = "io.dnscorrelate.cluster"
+REFRESH_S = 2.0
+
+
+class KubeBackend:
+    """A cluster behind a kubeconfig context."""
+
+    name = "kube"
+
+    def __init__(self, kubeconfig: str | None = None, context: str | None = None) -> None:
+        self.api = client_from_kubeconfig(kubeconfig, context)
+        self.context = context
+        self.started = datetime.now(timezone.utc)
+        self.log_dir = Path(tempfile.mkdtemp(prefix="dnsc-kube-logs-"))
+        self._pods: dict[str, PodRef] = {}
+        self._pods_read = 0.0
+
+    def core(self):
+        from kubernetes import client
+
+        return client.CoreV1Api(self.api)
+
+    def call(self, what: str, fn, *args, **kwargs):
+        """An API call whose failure becomes a ClusterError saying what was asked and what to check."""
+        from kubernetes.client.rest import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return fn(*args, **kwargs)
+        except ApiException as err:
+            if err.status == 404:
+                raise ClusterError(f"{what}: not found") from None
+            raise ClusterError(f"{what}: the API server said {err.status} {err.reason}"
+                               + (" (the credentials lack permission)" if err.status in (401, 403) else "")) from None
+        except HTTPError as err:
+            raise ClusterError(f"{what}: the API server is unreachable ({err.__class__.__name__}); check --context "
+                               "and that the cluster is up") from None
+
+    # --- Backend -----------------------------------------------------------
+
+    def pod(self, ref: str, namespace: str) -> Pod:
+        name = ref.split("/", 1)[1] if ref.startswith("pod/") else ref
+        if "/" in name:
+            namespace, name = name.split("/", 1)
+        raw = self.call(f"pod {namespace}/{name}", self.core().read_namespaced_pod, name, namespace)
+        pod = Pod.model_validate({**self.api.sanitize_for_serialization(raw), "kind": "Pod"})
+        if not pod.ip:
+            raise ClusterError(f"pod {namespace}/{name} has no IP yet (phase {raw.status.phase})")
+        return pod
+
+    def capture_targets(self) -> list[Target]:
+        node_pids = self.node_pids()
+        if not node_pids:
+            raise CaptureError("this cluster's nodes do not run on this machine, and the node agent that captures on "
+                               "remote nodes is not built yet: run dnscorrelate where the nodes run (kind: this host)")
+        return pod_targets(self.pod_refs(), node_pids) + self.upstream_targets()
+
+    def target_watcher(self) -> TargetWatcher | None:
+        def new_targets() -> list[Target]:
+            if time.monotonic() - self._pods_read > REFRESH_S:
+                self._pods = {}
+            return pod_targets(self.pod_refs(), self.node_pids())
+
+        return new_targets
+
+    def log_sources(self) -> list[LogSource]:
+        """Each CoreDNS replica's log since the backend was made, with timestamps, in a file named by its pod."""
+        sources = []
+        core = self.core()
+        pods = self.call("CoreDNS pods", core.list_namespaced_pod, "kube-system", label_selector=DNS_SELECTOR).items
+        since = max(1, int((datetime.now(timezone.utc) - self.started).total_seconds()) + 1)
+        for pod in pods:
+            text = self.call(f"logs of kube-system/{pod.metadata.name}", core.read_namespaced_pod_log,
+                             pod.metadata.name, "kube-system", timestamps=True, since_seconds=since)
+            path = self.log_dir / f"{pod.metadata.name}.log"
+            path.write_text(text)
+            sources.append(LogSource(pod.metadata.name, str(path)))
+        return sources
+
+    def facts(self) -> ClusterFacts:
+        model = self.call("cluster objects", read_model, self.api)
+        maps = self.call("CoreDNS ConfigMaps", self.core().list_namespaced_config_map, "kube-system")
+        config_maps = [ConfigMap.model_validate({**m, "kind": "ConfigMap"})
+                       for m in self.api.sanitize_for_serialization(maps)["items"]
+                       if m["metadata"]["name"] in ("coredns", "coredns-custom")]
+        corefile, custom = corefile_from_config_maps(config_maps)
+        return facts_from_model(model, corefile, custom)
+
+    def topology(self) -> object | None:
+        return None
+
+    # --- where the nodes run -------------------------------------------------
+
+    def pod_refs(self) -> dict[str, PodRef]:
+        """Pods by UID, read again at most every REFRESH_S."""
+        if not self._pods:
+            listing = self.call("pods", self.core().list_pod_for_all_namespaces).items
+            self._pods = {p.metadata.uid: PodRef(p.metadata.uid, f"{p.metadata.namespace}/{p.metadata.name}",
+                                                 "coredns" if (p.metadata.labels or {}).get("k8s-app") == "kube-dns" else "pod")
+                          for p in listing if not p.spec.host_network}
+            self._pods_read = time.monotonic()
+        return self._pods
+
+    def node_pids(self) -> dict[str, int]:
+        """Node name -> a process in that node's network namespace, for nodes that are containers here."""
+        nodes = {n.metadata.name for n in self.call("nodes", self.core().list_node).items}
+        found = {}
+        for container in self.docker_containers(KIND_CLUSTER_LABEL):
+            if container.name in nodes:
+                found[container.name] = container.attrs["State"]["Pid"]
+        return found
+
+    def upstream_targets(self) -> list[Target]:
+        return [Target(f"/proc/{c.attrs['State']['Pid']}/ns/net", "upstream", "upstream")
+                for c in self.docker_containers(UPSTREAM_LABEL) if c.name.endswith("-upstream")]
+
+    @staticmethod
+    def docker_containers(label: str) -> list:
+        try:
+            import docker
+
+            return docker.from_env().containers.list(filters={"label": label})
+        except Exception:  # no Docker here: nodes are not local containers
+            return []
+
+
+def facts_from_model(model: ClusterModel, corefile: str, custom: dict[str, str]) -> ClusterFacts:
+    """Facts as the API shows them: the DNS Service's address, the DNS server pods, each pod's search list."""
+    dns = next((s for s in model.services if s.metadata.namespace == "kube-system" and s.metadata.name == "kube-dns"), None)
+    facts = ClusterFacts(corefile=corefile, custom_server_blocks=custom, cluster_dns_ip=dns.spec.clusterIP if dns else "",
+                         model=model)
+    domain = facts.domain
+    for pod in model.pods:
+        if not pod.ip:
+            continue
+        if (pod.metadata.labels or {}).get("k8s-app") == "kube-dns":
+            facts.coredns_pods[pod.ip] = pod.key
+        ns = pod.metadata.namespace
+        facts.search[pod.ip] = [f"{ns}.svc.{domain}", f"svc.{domain}", domain]
+    return facts
