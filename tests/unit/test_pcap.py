@@ -14,7 +14,7 @@ from dnscorrelate.sources.pcap import PACKET_OUTCOMES, read_pcap, read_pcap_deta
 from tests import packets as p
 from tests.tshark import our_messages, requires_tshark, tshark_messages
 
-REAL_PCAPS = Path("/work/shared/data/real-pcaps")
+REAL_PCAPS = Path(__file__).resolve().parents[3] / "shared" / "data" / "real-pcaps"  # shared/ sits beside the repository
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "real-formats"
 PORTS = (53, 8053, 15353, 15354)  # tcpdump-dns_tcp_8053.pcap serves DNS on 8053; our loopback fixtures on 15353/15354
 T0 = 1_700_000_000_123_456_789

@@ -16,7 +16,7 @@ from dnscorrelate.sources.pcapng_out import write_pcapng
 from tests import packets as p
 from tests.tshark import our_messages, requires_tshark, tshark_messages
 
-REAL_PCAPS = Path("/work/shared/data/real-pcaps")
+REAL_PCAPS = Path(__file__).resolve().parents[3] / "shared" / "data" / "real-pcaps"  # shared/ sits beside the repository
 DNSTAP = Path(__file__).resolve().parents[1] / "fixtures" / "real-formats" / "coredns-dnstap.fstrm"
 T0 = 1_700_000_000_000_000_000
 # What pcapng cannot carry back: the message's original size (it is rebuilt from the columns),
