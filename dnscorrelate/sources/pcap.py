@@ -4,7 +4,8 @@
 
 Link types: Ethernet (1, VLAN tags skipped), Linux cooked SLL (113) and SLL2
 (276, `tcpdump -i any`), raw IP (101, 12, 14, 228, 229), BSD loopback NULL (0)
-and LOOP (108). IPv4 and IPv6 (extension headers skipped), UDP and TCP on the
+and LOOP (108). IPv4 and IPv6 (extension headers skipped, fragments reassembled:
+big UDP answers arrive in pieces), UDP and TCP on the
 DNS ports (53 unless `ports` says otherwise), TCP reassembled per flow and
 direction (the 2-byte length prefix; several messages per segment, messages
 across segments), TCP SYN/SYN-ACK/RST as `tcp-syn`/`tcp-synack`/`tcp-rst`
@@ -83,7 +84,7 @@ PACKET_OUTCOMES = [
     "packets_icmp_error",     # an ICMP error quoting a packet on a DNS port: one row
     "packets_not_dns",        # IP, but not to or from a DNS port (or another protocol)
     "packets_non_ip",         # ARP, LLDP...
-    "packets_ip_fragment",    # an IP fragment: not reassembled
+    "packets_ip_fragment",    # an IP fragment (the one that completes a datagram counts as what the datagram is)
     "packets_bad_header",     # link, IP or transport header cut short or malformed
     "packets_unsupported_link",  # on a pcapng interface whose link type is not read (USB, Bluetooth...)
 ]
@@ -310,7 +311,10 @@ class Transport:
     tcp_flags: int = 0
     icmp_type: int = -1
     icmp_code: int = -1
-    fragment: bool = False
+    fragment: bool = False  # an IP fragment: payload is its part of the datagram, at frag_offset
+    frag_id: int = 0
+    frag_offset: int = 0
+    more_fragments: bool = False
     checksum_ok: bool | None = None  # None: not checked (cut short, or no checksum sent)
 
 
@@ -325,25 +329,29 @@ def ip_layer(packet: bytes, verify: bool) -> Transport:
         if header_len < 20 or len(packet) < header_len:
             raise dpkt.UnpackError("ipv4 header length")
         t = Transport(4, proto, packet[12:16], packet[16:20])
-        if fragment & 0x3FFF:  # more fragments, or an offset
-            t.fragment = True
-            return t
         body = packet[header_len:total] if total else packet[header_len:]  # 0: segmentation offload
+        if fragment & 0x3FFF:  # more fragments, or an offset
+            return fragment_of(t, struct.unpack_from("!H", packet, 4)[0], (fragment & 0x1FFF) * 8, bool(fragment & 0x2000), body)
         expected = max(total - header_len, 0) if total else len(body)
         if verify and internet_checksum(packet[:header_len]) != 0:
             t.checksum_ok = False
     elif version == 6:
         ip = dpkt.ip6.IP6(packet)
         t = Transport(6, ip.p, ip.src, ip.dst)
-        if 44 in ip.extension_hdrs:
-            t.fragment = True
-            return t
         start = 40 + sum(h.length for h in ip.all_extension_headers)
         end = 40 + ip.plen if ip.plen else len(packet)
         body, expected = packet[start:end], end - start
+        if 44 in ip.extension_hdrs:
+            header = ip.extension_hdrs[44]
+            return fragment_of(t, header.id, header.frag_off * 8, bool(header.m_flag), body)
     else:
         raise dpkt.UnpackError(f"IP version {version}")
     transport(t, body, expected, verify)
+    return t
+
+
+def fragment_of(t: Transport, frag_id: int, offset: int, more: bool, data: bytes) -> Transport:
+    t.fragment, t.frag_id, t.frag_offset, t.more_fragments, t.payload = True, frag_id, offset, more, data
     return t
 
 
@@ -446,6 +454,7 @@ class PcapReader:
     vantages: list[tuple[str, str, str, int]] = field(default_factory=list)  # vantage, role, ifname, netns per interface
     ifindexes: list[int] = field(default_factory=list)  # per interface, when the file says (pcapng_out's files)
     all_dns: list[bool] = field(default_factory=list)  # per interface: written by pcapng_out, every packet is DNS
+    fragments: dict[tuple, dict[int, bytes]] = field(default_factory=dict)  # datagram -> {offset: data}; -1: its end
 
     def read(self) -> None:
         capture = CaptureFile(self.path, self.stats)
@@ -461,6 +470,7 @@ class PcapReader:
         for stream in self.streams.values():
             if stream.buffer:
                 self.stats["tcp_bytes_unreassembled"] += len(stream.buffer)
+        self.stats["ip_fragments_unreassembled"] += sum(len([o for o in pieces if o >= 0]) for pieces in self.fragments.values())
 
     def name_interface(self, interface: Interface) -> tuple[str, str, str, int, int]:
         """(vantage, role, ifname, netns, ifindex): files written by pcapng_out name each interface after
@@ -484,10 +494,15 @@ class PcapReader:
             if ip_packet is None:
                 return "non_ip"
             t = ip_layer(ip_packet, self.verify_checksums and not cut)
+            if t.fragment:
+                if cut:  # a datagram with a piece missing cannot be put together
+                    self.stats["ip_fragments_cut"] += 1
+                    return "ip_fragment"
+                t = self.reassemble(packet.interface, t)
+                if t is None:
+                    return "ip_fragment"
         except (dpkt.UnpackError, IndexError, struct.error):
             return "bad_header"
-        if t.fragment:
-            return "ip_fragment"
         if t.checksum_ok is False:
             self.stats["bad_checksum"] += 1
         base = dict(ts_ns=packet.ts_ns, vantage=packet.interface, pkt_type=pkt_type or packet.pkt_type,
@@ -508,6 +523,30 @@ class PcapReader:
             return "tcp_other"
         self.tcp_segment(t, base)
         return "dns_tcp"
+
+    def reassemble(self, interface: int, t: Transport) -> Transport | None:
+        """The datagram this fragment completes, parsed to its transport layer; None while pieces are missing.
+        Its row is at the last piece's packet, as tshark shows it."""
+        key = (interface, t.family, t.src, t.dst, t.proto, t.frag_id)
+        pieces = self.fragments.setdefault(key, {})
+        pieces[t.frag_offset] = t.payload
+        if not t.more_fragments:
+            pieces[-1] = t.frag_offset + len(t.payload)
+        end, position, parts = pieces.get(-1), 0, []
+        if end is None:
+            return None
+        while position < end:
+            part = pieces.get(position)
+            if not part:
+                return None
+            parts.append(part)
+            position += len(part)
+        del self.fragments[key]
+        self.stats["ip_datagrams_reassembled"] += 1
+        whole = Transport(t.family, t.proto, t.src, t.dst)
+        body = b"".join(parts)
+        transport(whole, body, len(body), self.verify_checksums)
+        return whole
 
     def icmp(self, t: Transport, base: dict) -> str:
         if t.icmp_type not in ICMP_ERRORS[t.family]:

@@ -3,6 +3,7 @@ reassembly, and every anomaly counted rather than crashing."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import dpkt
@@ -237,3 +238,59 @@ def test_checksum_matches_dpkts_word_loop():
         data = bytes(rng.getrandbits(8) for _ in range(size))
         assert internet_checksum(data) == dpkt.in_cksum(data)
     assert internet_checksum(b"\xff\xff") == 0 and internet_checksum(b"\x00\x01") == 0xFFFE
+
+
+def fragments_v4(packet: bytes, size: int = 1480) -> list[bytes]:
+    """An IPv4 packet cut into fragments of `size` payload bytes (a multiple of 8), as a router would."""
+    header, body = bytearray(packet[:20]), packet[20:]
+    pieces = []
+    for offset in range(0, len(body), size):
+        part = body[offset : offset + size]
+        h = bytearray(header)
+        h[2:4] = (20 + len(part)).to_bytes(2, "big")
+        h[6:8] = ((0x2000 if offset + size < len(body) else 0) | offset // 8).to_bytes(2, "big")
+        h[10:12] = b"\0\0"
+        h[10:12] = dpkt.in_cksum(bytes(h)).to_bytes(2, "big")
+        pieces.append(bytes(h) + part)
+    return pieces
+
+
+def fragments_v6(packet: bytes, size: int = 1232) -> list[bytes]:
+    fixed, body = bytearray(packet[:40]), packet[40:]
+    pieces = []
+    for offset in range(0, len(body), size):
+        part = body[offset : offset + size]
+        h = bytearray(fixed)
+        h[6] = 44
+        h[4:6] = (8 + len(part)).to_bytes(2, "big")
+        more = 1 if offset + size < len(body) else 0
+        fragment = bytes([17, 0]) + (offset | more).to_bytes(2, "big") + (0xBEEF).to_bytes(4, "big")
+        pieces.append(bytes(h) + fragment + part)
+    return pieces
+
+
+def big_response(qid: int) -> bytes:
+    import dns.message
+    import dns.rrset
+
+    message = dns.message.make_response(dns.message.make_query("big.example.", "TXT"))
+    message.id = qid
+    for i in range(12):
+        message.answer.append(dns.rrset.from_text("big.example.", 60, "IN", "TXT", f'"{chr(97 + i) * 250}"'))
+    return message.to_wire()
+
+
+def test_fragmented_responses_are_reassembled_as_tshark_does(tmp_path):
+    v4 = fragments_v4(p.udp(53, 40000, big_response(7), src="10.96.0.10", dst="10.244.1.5"))
+    v6 = fragments_v6(p.udp(53, 40000, big_response(8), src="fd00::a", dst="fd00::5"))
+    frames = [(T0 + i, p.ethernet(f)) for i, f in enumerate([v4[1], v4[0], v6[0], v6[1], *v4[2:], *v6[2:]])]
+    frames.append((T0 + 99, p.ethernet(fragments_v4(p.udp(53, 40001, big_response(9), src="10.96.0.10", dst="10.244.1.5"))[0])))  # never completed
+    path = write(tmp_path, "frag.pcap", p.pcap_file(1, frames))
+    result = read_pcap_detailed(path)
+    frame, stats = result.frame, result.stats
+    assert list(frame["dns_id"]) == [7, 8] and frame["decoded"].all()
+    assert frame["answers"].str.count("TXT").tolist() == [12, 12] and list(frame["family"]) == [4, 6]
+    assert stats["ip_datagrams_reassembled"] == 2 and stats["ip_fragments_unreassembled"] == 1 and stats["bad_checksum"] == 0
+    assert_accounted(stats)
+    if shutil.which("tshark"):
+        assert our_messages(frame, result.frame_numbers) == tshark_messages(path)
