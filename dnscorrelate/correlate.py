@@ -2,11 +2,18 @@
 
 How (all vectorized with pandas/numpy; no Python loop per event):
 
-1. **Legs.** Packets with the same client key (client ip, client port, DNS id,
+1. **Legs.** A leg is one lookup: a client's query and its answer, or its
+   timeout. Its packets share the client key (client ip, client port, DNS id,
    protocol; the client is the source of a query and the destination of a
-   response) belong to one leg, across every vantage point: DNAT rewrites only
-   the server side. A leg is split where its packets are more than LEG_GAP_NS
-   apart (a reused port and id).
+   response) at every vantage point (DNAT rewrites only the server side).
+   Clients, NodeLocal DNS's TCP connections and CoreDNS's pooled upstream
+   sockets reuse keys, so, taking one key's packets in time order, a **new
+   lookup starts** at a query that follows a response (the previous lookup
+   was answered), at a query asking another question (qname, qtype), and at
+   any packet more than LEG_GAP_NS after the key's previous one (the previous
+   lookup timed out). A query repeated with the same question and no response
+   in between (a retransmission) stays in its lookup. The rule is the same at
+   every vantage and for upstream legs, which are legs like any other.
 2. **Each leg's server** is the vantage that emitted its first response; for an
    unanswered leg, the deepest vantage its query reached.
 3. **Upstream legs.** A leg whose originator is another leg's server, asking the
@@ -78,20 +85,41 @@ def add_client_key(dns: pd.DataFrame) -> pd.DataFrame:
 
 
 def assign_legs(dns: pd.DataFrame) -> pd.DataFrame:
-    """`leg` numbers: one per key, split where consecutive sightings are LEG_GAP_NS apart; rows in time order.
+    """`leg` numbers, one per lookup (the module docstring's identity rule); rows in time order.
     The column is added in place when `dns` already is in time order (the caller owns it)."""
     if not dns["ts_ns"].is_monotonic_increasing:
         dns = dns.sort_values("ts_ns", kind="stable")
-    key = dns["key"].to_numpy()
-    ts = dns["ts_ns"].to_numpy()
-    order = np.lexsort((ts, key))
-    k, t = key[order], ts[order]
-    new = np.ones(len(dns), dtype=bool)
-    new[1:] = (k[1:] != k[:-1]) | (t[1:] - t[:-1] > LEG_GAP_NS)
-    leg = np.empty(len(dns), dtype=np.int64)
-    leg[order] = np.cumsum(new) - 1
-    dns["leg"] = leg
+    dns["leg"] = lookup_numbers(dns["key"].to_numpy(), dns["ts_ns"].to_numpy(), dns["qr"].to_numpy(), question_of(dns))
     return dns
+
+
+def question_of(dns: pd.DataFrame) -> np.ndarray:
+    """An integer per row, equal for rows asking the same (qname, qtype), and -1 where the name could not be
+    decoded (a cut packet: it asks nothing we can compare). From category codes, no strings."""
+    names, unnamed = codes_of(dns["qname"], np.array([""]))
+    qtype = dns["qtype"].cat.codes.to_numpy().astype(np.int64) + 1
+    question = names.astype(np.int64) * (len(dns["qtype"].cat.categories) + 1) + qtype
+    return np.where((names < 0) | (names == unnamed[0]), -1, question)
+
+
+def lookup_numbers(key: np.ndarray, ts: np.ndarray, response: np.ndarray, question: np.ndarray) -> np.ndarray:
+    """A number per row, shared by the sightings of one lookup. Within one key's rows in time order (queries
+    before responses at the same instant), a row starts a new lookup when it is a query that follows a
+    response (the previous lookup was answered), a query asking another question, or any row more than
+    LEG_GAP_NS after the key's previous one (the previous lookup timed out). O(rows log rows), no loop."""
+    order = np.lexsort((response, ts, key))
+    k, t, r, q = key[order], ts[order], response[order], question[order]
+    new = np.ones(len(key), dtype=bool)
+    query_after = ~r[1:]
+    new[1:] = (
+        (k[1:] != k[:-1])
+        | (t[1:] - t[:-1] > LEG_GAP_NS)
+        | (query_after & r[:-1])
+        | (query_after & ~r[:-1] & (q[1:] != q[:-1]) & (q[1:] >= 0) & (q[:-1] >= 0))
+    )
+    number = np.empty(len(key), dtype=np.int64)
+    number[order] = np.cumsum(new) - 1
+    return number
 
 
 class LegRows:

@@ -122,3 +122,25 @@ def test_connection_attempts_that_fit_no_trace_are_counted_not_fatal():
     c = correlate(frame[frame["role"] == "upstream"], None, stats)
     assert c.stats["tcp_connects"] == c.stats["tcp_connects_unmatched"] == 1
     assert (c.traces["upstream_connects"] == 0).all()
+
+
+def test_one_socket_cycling_ids_gives_one_trace_per_lookup():
+    """Issue 13: 3,000 lookups from one socket, ids 0-99, each answered; CoreDNS's one pooled upstream
+    socket cycles its ids too. Every lookup is its own trace, with its own upstream exchange."""
+    raw = b"".join(lookup(1, A, 40000, i % 100, 1_000 + i * 1_000, 900 + i % 100, 50000, 1_050 + i * 1_000) for i in range(3000))
+    frame, _ = decode(raw, VANTAGES, 0)
+    c = correlate(frame)
+    assert len(frame) == 24_000
+    assert len(c.traces) == 3000 and set(c.traces["outcome"]) == {"answered"}
+    assert (c.traces["upstream_count"] == 1).all() and len(c.upstream) == 3000 and c.stats["ambiguous"] == 0
+    assert c.hops.groupby("trace_id").size().eq(8).all()
+
+
+def test_a_retransmitted_query_stays_in_its_lookup_and_another_question_starts_one():
+    retry = [record(query(qid=5), capture_id=1, ts=t, src=A, dst=DNS, sport=40000) for t in (1_000, 2_000)]
+    answer = record(response(qid=5), capture_id=1, ts=3_000, src=DNS, dst=A, sport=53, dport=40000, pkt_type=0)
+    other = record(query("other.example.", qid=5), capture_id=1, ts=4_000, src=A, dst=DNS, sport=40000)
+    frame, _ = decode(b"".join(retry) + answer + other, VANTAGES, 0)
+    c = correlate(frame)
+    assert list(c.traces["qname"]) == ["example.com.", "other.example."]
+    assert list(c.traces["outcome"]) == ["answered", "timed-out"]
