@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.table import Table
 
 from dnscorrelate.errors import USER_ERRORS, LabError
+from dnscorrelate.outputs import check_output_dir, check_output_file
 
 PIPED_WIDTH = 160
 
@@ -209,6 +210,8 @@ def capture(lab_name: str | None, namespaces: tuple[str, ...], duration: float |
 
     if output not in ("table", "json") and not output.endswith((".parquet", ".pcapng")):
         raise click.BadParameter("use table, json or a file name ending in .parquet or .pcapng", param_hint="-o")
+    if output not in ("table", "json"):
+        check_output_file(output, "-o")
     backend = NamespacesBackend(list(namespaces)) if namespaces else LabBackend.find(lab_name)
     session = Session(backend, ports=tuple(ports))
     with errors.status("compiling the tracer"):
@@ -305,6 +308,10 @@ def run(paths: tuple[str, ...], report_dir: str, evidence_dir: str | None, outpu
     from dnscorrelate import runner
     from dnscorrelate.scenarios import load_scenario, scenario_paths
 
+    if report_dir:
+        check_output_dir(report_dir, "--report-dir")
+    if evidence_dir:
+        check_output_dir(evidence_dir, "--evidence-dir")
     scenarios = [load_scenario(p) for p in scenario_paths(list(paths))]
     if not scenarios:
         raise click.UsageError("no scenario files found")
@@ -344,6 +351,8 @@ def trace(pod, namespace, lab_name, context, kubeconfig, duration, filters, outp
         parsed = [tracing.Filter.parse(f) for f in filters]
     except tracing.FilterError as err:
         raise click.BadParameter(str(err), param_hint="--filter") from None
+    if report_path:
+        check_output_file(report_path, "--report")
     backend = live_backend(lab_name, kubeconfig, context)
     target = backend.pod(pod, namespace)
 

@@ -27,4 +27,8 @@ class ClusterError(Exception):
     """A Kubernetes cluster that cannot be built, reached or changed; the message names the step and what to do."""
 
 
-USER_ERRORS = (SpecError, LabError, CaptureError, EventsError, LogFormatError, ClusterError)
+class OutputError(Exception):
+    """An output file or folder that cannot be written; found before any work is done."""
+
+
+USER_ERRORS = (SpecError, LabError, CaptureError, EventsError, LogFormatError, ClusterError, OutputError)
