@@ -60,9 +60,9 @@ EVENTS = [
     f("ifname", "category", "interface name (eth0, cbr0, veth…), when known", "table json", "IF"),
     f("pkt_type", "category", "HOST, BROADCAST, MULTICAST, OTHERHOST, OUTGOING, LOOPBACK", "table wide json"),
     f("kind", "category", "`dns`; `icmp-error` (an ICMP error quoting a DNS packet: the tuple is the quoted one's); "
-      "`tcp-syn`, `tcp-synack`, `tcp-rst` (TCP connection set-up on a DNS port: no DNS fields)", "json"),
-    f("icmp_type", "int16", "ICMP type of an icmp-error row, else -1", "json"),
-    f("icmp_code", "int16", "ICMP code of an icmp-error row, else -1", "json"),
+      "`tcp-syn`, `tcp-synack`, `tcp-rst` (TCP connection set-up on a DNS port: no DNS fields)", "wide json"),
+    f("icmp_type", "int16", "ICMP type of an icmp-error row, else -1", "wide json"),
+    f("icmp_code", "int16", "ICMP code of an icmp-error row, else -1", "wide json"),
     f("proto", "category", "udp, tcp", "table json"),
     f("family", "int8", "4 or 6"),
     f("src_ip", "category", "source address as seen at this vantage (before/after NAT)", "table wide json", "SRC"),
@@ -233,8 +233,11 @@ class ParsedLogs:
 
     records: pd.DataFrame
     errors: pd.DataFrame
-    other_lines: int = 0
+    other_lines: int = 0  # recognised lines that are not queries: banners, reloads, plugin notices, blank
     unparsed: list[tuple[str, int, str]] = field(default_factory=list)  # (source, line number, text)
+    notices: dict[str, int] = field(default_factory=dict)  # other_lines by kind: banner, reload, shutdown, loop-detected, …
+    guessed_replicas: dict[str, str] = field(default_factory=dict)  # source -> replica taken from its file name
+    warnings: list[str] = field(default_factory=list)  # what the reader could not be sure of, said once
 
     @classmethod
     def none(cls) -> ParsedLogs:

@@ -12,9 +12,17 @@ clusters:
   custom           any format string from the Corefile's `log` directive
   errors           [ERROR] plugin/errors: 2 example.com. A: read udp 10.244.0.2:45117->192.168.49.1:53: i/o timeout
 
+Prefixes in front of any of these: `kubectl logs --prefix` (`[pod/NAME/CONTAINER]`,
+which names the replica), stern's `POD CONTAINER`, `kubectl logs --timestamps`
+(RFC 3339), Go's `2020/10/28 17:17:10` (NodeLocal DNSCache's node-cache and
+CoreDNS up to 1.2), leading blanks of pasted excerpts. CoreDNS up to 1.2 wrote
+errors without `plugin/errors:` (`[ERROR] 2 NAME. A: unreachable backend: ...`).
+
 Every line ends up counted: a query record, an error record, a known
-CoreDNS message (banner, plugin notices), or unparsed (kept with its line
-number). Missing fields (`-`) become empty values, never errors.
+non-query line (`notices`, by kind: banner, reload, shutdown, health,
+loop-detected, kubernetes, node-cache, plugin, klog, errors-summary, blank), or
+unparsed (kept with its line number). Missing fields (`-`) become empty values,
+never errors.
 """
 
 from __future__ import annotations
@@ -59,21 +67,42 @@ PLACEHOLDERS = {
     "{when}": r"(?P<when>[^\]]+)",
 }
 
-PREFIX = re.compile(r"^\[pod/(?P<pod>[^/\]]+)/[^\]]*\]\s+")
 TIMESTAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?"
+GO_LOG_DATE = r"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d(?:\.\d+)?"
+DNS_CONTAINERS = r"coredns|node-cache|kubedns|dnsmasq|sidecar"
 HEAD = re.compile(
-    rf"^(?:\[pod/(?P<pod>[^/\]]+)/[^\]]*\]\s+)?(?:(?P<ts1>{TIMESTAMP})\s+)?(?:(?P<ts2>{TIMESTAMP})\s+)?"
-    r"(?:(?P<level>\[(?:INFO|ERROR|WARNING|DEBUG|FATAL)\])\s+)?(?P<body>.*)$"
+    r"^\s*(?:\[pod/(?P<pod>[^/\]]+)/(?P<container>[^\]]*)\]\s+"  # kubectl logs --prefix
+    rf"|(?P<stern_pod>[a-z0-9][-a-z0-9.]*)\s+(?P<stern_container>{DNS_CONTAINERS})\s+"  # stern: POD CONTAINER
+    rf"|(?P<bare_container>{DNS_CONTAINERS})\s+(?=\[|\d{{4}}))?"  # a container's name alone
+    rf"(?:(?P<ts1>{TIMESTAMP})\s+)?(?:(?P<ts2>{TIMESTAMP})\s+)?(?:(?P<godate>{GO_LOG_DATE})\s+)?"
+    r"(?:(?P<level>\[(?:INFO|ERROR|WARNING|WARN|DEBUG|FATAL)\])\s*)?(?P<body>.*)$"
 )
-ERROR_BODY = re.compile(r"^plugin/errors: (?P<rcode>\d+) (?P<qname>\S+) (?P<qtype>\S+): (?P<error>.*)$")
+# plugin/errors lines; CoreDNS <= 1.2 wrote the same after [ERROR] without the plugin's name.
+ERROR_BODY = re.compile(r"^(?:plugin/errors: )?(?P<rcode>\d+) (?P<qname>\S+) (?P<qtype>[A-Z][A-Z0-9]*): (?P<error>.*)$")
 UPSTREAM_IN_ERROR = re.compile(r"(?:read|write|dial) (?:udp|tcp) (?:\S+->)?(?P<ip>\[[^\]]+\]|[\d.]+):(?P<port>\d+)")
-KNOWN_MESSAGES = re.compile(
-    r"^(?:plugin/\S+|\.?[\w.-]*:\d+(?: on \S+)?$|CoreDNS-[\w.+-]+$|\S+/\S+, go[\d.]+|maxprocs:|Reloading|Reloading complete|"
-    r"\[(?:INFO|WARNING|ERROR|DEBUG|FATAL)\]|Starting|Shutting|SIGTERM|SIGUSR1)"
+KLOG = r"[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ \S+:\d+\]"
+NOTICE_KINDS = [  # (kind, body pattern), first match wins; checked on lines that are neither queries nor errors
+    ("loop-detected", r"plugin/loop: Loop .*detected"),
+    ("reload", r"Reloading(?: complete)?$|plugin/reload:|Restart failed|Restarting"),
+    ("shutdown", r"SIG(?:TERM|INT|QUIT|USR1|HUP)\b|.*lameduck|Shutting down|Exiting"),
+    ("health", r"plugin/(?:health|ready):"),
+    ("errors-summary", r"(?:plugin/errors: )?\d+ errors like '.*' occurred in last \S+$"),
+    ("kubernetes", r"plugin/kubernetes:|" + KLOG + r"|Trace\[\d+\]:"),
+    ("node-cache", r"Starting node-cache|Using Corefile|Added interface|Updated Corefile|Failed to read node-cache|"
+                   r"Failed to sync kube-dns|Tearing down|Setting up networking|Skipping kube-dns configmap sync"),
+    ("banner", r"\S*:\d+(?: on \S+)?$|CoreDNS-\S+$|\S+/\S+, go[\d.]+|maxprocs:|No files matching import glob"),
+    ("plugin", r"plugin/\S+:|\[(?:INFO|ERROR|WARNING|DEBUG|FATAL)\]|All upstreams down|Failed to connect to"),
+]
+NOTICE = re.compile("|".join(f"(?P<{kind.replace('-', '_')}>{pattern})" for kind, pattern in NOTICE_KINDS))
+# A line with a question (`A IN name.`), or a response code next to an address, is most likely a query line in
+# a custom format: never a notice, and a reason to hint at --log-format when it stays unparsed.
+LOOKS_LIKE_QUERY = re.compile(
+    r"\b[A-Z][A-Z0-9]* (?:IN|CH|ANY) \S+\.|(?=.*\b(?:NOERROR|NXDOMAIN|SERVFAIL|REFUSED|FORMERR|NOTIMP)\b).*\b\d{1,3}(?:\.\d{1,3}){3}\b"
 )
 REASONS = [
     ("i/o timeout", "timeout"), ("connection refused", "refused"), ("no route to host", "no-route"),
     ("network is unreachable", "unreachable"), ("host is unreachable", "unreachable"), ("no healthy upstream", "no-healthy-upstream"),
+    ("no healthy proxies", "no-healthy-upstream"), ("no such host", "no-such-host"),
     ("connection reset", "reset"), ("overflow", "overflow"),
 ]
 
@@ -167,20 +196,25 @@ def integers(series: pd.Series) -> pd.Series:
 # --- parsing -----------------------------------------------------------------
 
 
-def parse_lines(lines: list[str], source: str, replica: str | None = None, formats: list[str] = ()) -> ParsedLogs:
-    """Parse the lines of one log; `replica` names the CoreDNS pod when no `[pod/NAME/...]` prefix does."""
+def parse_lines(lines: list[str], source: str, replica: str | None = None, formats: list[str] = (),
+                replica_is_guess: bool = False) -> ParsedLogs:
+    """Parse the lines of one log; `replica` names the DNS server pod when no `[pod/NAME/...]` (or stern) prefix
+    does. When it is a guess (a file's name) and some query or errors line has no prefix, the source is listed
+    in `guessed_replicas`."""
     if not lines:
         return ParsedLogs.none()
     text = pd.Series([line.rstrip("\r\n") for line in lines], dtype="string")
     head = extract(text, HEAD)
     head["line_no"] = np.arange(1, len(text) + 1)
-    head["replica"] = head["pod"].fillna(replica or "")
-    head["ts_ns"] = timestamps_ns(head["ts1"].fillna(head["ts2"]))
+    named = head["pod"].fillna(head["stern_pod"])
+    head["replica"] = named.fillna(replica or "")
+    head["ts_ns"] = line_times(head)
     body = head["body"].fillna("")
     blank = body.str.strip() == ""
 
     errors_match = extract(body, ERROR_BODY)
-    is_error = errors_match["rcode"].notna()
+    # Without `plugin/errors:` (CoreDNS <= 1.2) only an [ERROR] line is an errors line.
+    is_error = errors_match["rcode"].notna() & (body.str.startswith("plugin/errors:") | (head["level"] == "[ERROR]"))
 
     records = []
     remaining = ~is_error & ~blank
@@ -193,16 +227,50 @@ def parse_lines(lines: list[str], source: str, replica: str | None = None, forma
             records.append(extracted[hit])
             remaining &= ~remaining.index.isin(extracted.index[hit])
 
-    # A level-tagged line that is not a query (those always quote the question) is a CoreDNS notice.
-    known = remaining & (body.str.match(KNOWN_MESSAGES) | (head["level"].notna() & ~body.str.contains('"', regex=False)))
+    kinds = notice_kinds(body[remaining], head["level"][remaining])
+    known = remaining & kinds.reindex(remaining.index).notna()
     unparsed_mask = remaining & ~known
-    parsed = ParsedLogs(
+    notices = kinds.dropna().value_counts().to_dict()
+    if blank.any():
+        notices["blank"] = int(blank.sum())
+    return ParsedLogs(
         records=build_records(pd.concat(records) if records else pd.DataFrame(), head, text, source),
         errors=build_errors(errors_match[is_error], head, text, source),
         other_lines=int(known.sum() + blank.sum()),
         unparsed=[(source, int(n), str(t)) for n, t in zip(head["line_no"][unparsed_mask], text[unparsed_mask])],
+        notices={str(k): int(v) for k, v in notices.items()},
+        warnings=custom_format_hint(text[unparsed_mask], source, bool(formats)),
+        guessed_replicas={source: replica} if replica_is_guess and replica and named[~remaining & ~blank].isna().any() else {},
     )
-    return parsed
+
+
+def line_times(head: pd.DataFrame) -> pd.Series:
+    """ns since the epoch from kubectl's --timestamps, CoreDNS 1.3-1.6's own stamp, or Go's log date (read as UTC)."""
+    godate = head["godate"].str.replace("/", "-", regex=False).str.replace(" ", "T", regex=False) + "Z"
+    return timestamps_ns(head["ts1"].fillna(head["ts2"]).fillna(godate))
+
+
+def notice_kinds(body: pd.Series, level: pd.Series) -> pd.Series:
+    """The kind of each recognised non-query line (NOTICE_KINDS), NA where none fits. Any other level-tagged
+    line is a notice too, unless it looks like a query (LOOKS_LIKE_QUERY)."""
+    if body.empty:
+        return pd.Series(dtype="string")
+    groups = body.str.extract(NOTICE)
+    kinds = pd.Series(pd.NA, index=body.index, dtype="string")
+    for kind, _ in reversed(NOTICE_KINDS):
+        kinds = kinds.mask(groups[kind.replace("-", "_")].notna(), kind)
+    tagged = level.notna() & ~body.str.contains('"', regex=False) & ~body.str.contains(LOOKS_LIKE_QUERY)
+    return kinds.mask(kinds.isna() & tagged, "plugin")
+
+
+def custom_format_hint(unparsed: pd.Series, source: str, had_formats: bool) -> list[str]:
+    """A hint when unparsed lines quote a question: a `log` format this reader was not given."""
+    looks = int(unparsed.str.contains(LOOKS_LIKE_QUERY).sum()) if len(unparsed) else 0
+    if not looks:
+        return []
+    given = "the formats given do not match them" if had_formats else "no Corefile or log format was given"
+    return [f"{source}: {looks} unparsed line(s) look like queries in a custom `log` format ({given}): "
+            "pass --corefile with the Corefile, or --log-format with the `log` directive's format string"]
 
 
 def column(frame: pd.DataFrame, name: str) -> pd.Series:
@@ -284,21 +352,27 @@ def conform(frame: pd.DataFrame, table: list[Field]) -> pd.DataFrame:
 
 
 def replica_from_path(path: Path) -> str:
-    """`coredns-0` from `coredns-0.log` or `.../coredns-0/...`; the file name otherwise."""
-    match = re.search(r"(coredns-[\w-]*?\d+|nodelocal-[\w-]+)", path.name)
-    return match.group(1) if match else path.stem
+    """The file's stem (`coredns-0` from `coredns-0.log`): a guess, so callers say so."""
+    return path.stem
 
 
-def read_logs(paths: list[str | Path], corefile: str | None = None) -> ParsedLogs:
-    """Parse every log file (formats from the Corefile's `log` directives first, then the known ones)."""
-    formats = formats_from_corefile(corefile) if corefile else []
+
+def read_logs(sources: list, corefile: str | None = None, log_formats: list[str] = ()) -> ParsedLogs:
+    """Parse every log: `sources` are paths or (replica, path) pairs (replica None: none named). Formats from
+    `log_formats` and the Corefile's `log` directives are tried first, then the known ones.
+
+    A line's replica is its kubectl `--prefix` (or stern) pod when it has one, else the named replica; when
+    neither is there the file's stem stands in, and the file is listed in `guessed_replicas`."""
+    formats = [*log_formats, *(formats_from_corefile(corefile) if corefile else [])]
     parts = []
-    for path in map(Path, paths):
+    for item in sources:
+        replica, path = item if isinstance(item, tuple) else (None, item)
+        path = Path(path)
         try:
             lines = path.read_text(errors="replace").splitlines()
         except OSError as err:
             raise LogFormatError(f"{path}: cannot read: {err.strerror}") from None
-        parts.append(parse_lines(lines, str(path), replica_from_path(path), formats))
+        parts.append(parse_lines(lines, str(path), replica or replica_from_path(path), formats, replica_is_guess=not replica))
     return merge(parts)
 
 
@@ -307,9 +381,16 @@ def merge(parts: list[ParsedLogs]) -> ParsedLogs:
         return ParsedLogs.none()
     records = pd.concat([p.records for p in parts if len(p.records)] or [empty(LOG_RECORDS)], ignore_index=True)
     errors = pd.concat([p.errors for p in parts if len(p.errors)] or [empty(LOG_ERRORS)], ignore_index=True)
+    notices: dict[str, int] = {}
+    for p in parts:
+        for kind, n in p.notices.items():
+            notices[kind] = notices.get(kind, 0) + n
     return ParsedLogs(
         records=conform(records, LOG_RECORDS) if len(records) else empty(LOG_RECORDS),
         errors=conform(errors, LOG_ERRORS) if len(errors) else empty(LOG_ERRORS),
         other_lines=sum(p.other_lines for p in parts),
         unparsed=[u for p in parts for u in p.unparsed],
+        notices=notices,
+        guessed_replicas={k: v for p in parts for k, v in p.guessed_replicas.items()},
+        warnings=[w for p in parts for w in p.warnings],
     )

@@ -4,6 +4,7 @@ Sample lines are the shapes shown in CoreDNS's log plugin README and in public
 CoreDNS bug reports (issues 4513, 4724, 503, 2494, 5864)."""
 
 import math
+from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
@@ -125,3 +126,99 @@ def test_garbage_never_raises_and_every_line_is_accounted_for(lines):
 def test_near_miss_lines_never_raise(line):
     parsed = parse_lines([line], "g.log", "coredns-0")
     assert parsed.log_lines == 1
+
+
+# --- shapes from many CoreDNS releases (see tests/fixtures/real-formats/README.md, "CoreDNS logs") ---------
+
+
+@pytest.mark.parametrize("line, kind", [
+    (".:53", "banner"), ("cluster.local.:53 on 169.254.25.10", "banner"), ("CoreDNS-1.8.4", "banner"),
+    ("linux/amd64, go1.16.4, 053c4d5", "banner"), ("linux/amd64, go1.13.15, ", "banner"),
+    ("maxprocs: Leaving GOMAXPROCS=16: CPU quota undefined", "banner"),
+    ("[WARNING] No files matching import glob pattern: /etc/coredns/custom/*.override", "banner"),
+    ("[INFO] plugin/reload: Running configuration SHA512 = 591cf328cccc12bc4904", "reload"),
+    ("[INFO] plugin/reload: Running configuration MD5 = 4e235fcc3696966e76816bcd9034ebc7", "reload"),
+    ("[INFO] Reloading", "reload"), ("[INFO] Reloading complete", "reload"),
+    ("[INFO] SIGTERM: Shutting down servers then terminating", "shutdown"),
+    ("[INFO] plugin/health: Going into lameduck mode for 5s", "shutdown"),
+    ('[INFO] plugin/ready: Still waiting on: "kubernetes"', "health"),
+    ('[WARNING] plugin/health: Local health request to "http://:8080/health" took more than 1s: 1.236s', "health"),
+    ("[WARNING] plugin/kubernetes: starting server with unsynced Kubernetes API", "kubernetes"),
+    ("[INFO] plugin/kubernetes: waiting for Kubernetes API before starting server", "kubernetes"),
+    ('E1207 03:34:20.049977       1 reflector.go:205] github.com/coredns/coredns/plugin/kubernetes/controller.go:318: '
+     'Failed to list *v1.Namespace: Get https://10.233.0.1:443/api/v1/namespaces: dial tcp 10.233.0.1:443: i/o timeout', "kubernetes"),
+    ('[FATAL] plugin/loop: Loop (127.0.0.1:34536 -> :53) detected for zone ".", see https://coredns.io/plugins/loop#troubleshooting. '
+     'Query: "HINFO 4547991504243258144.3688648895315093531."', "loop-detected"),
+    ("[ERROR] plugin/errors: 42 errors like '^read udp .* i/o timeout$' occurred in last 30s", "errors-summary"),
+    ("2020/10/28 17:17:10 [INFO] Starting node-cache image: 1.15.16-8-g4c606a1", "node-cache"),
+    ("2020/10/28 17:17:10 [ERROR] Failed to read node-cache coreFile /etc/coredns/Corefile.base - open: no such file", "node-cache"),
+    ("2020/10/28 17:17:10 [INFO] Added interface - nodelocaldns", "node-cache"),
+    ("[pod/coredns-66bc5c9577-x2v9q/coredns] 2024-05-02T10:20:11.504061152Z CoreDNS-1.11.1", "banner"),
+    ("coredns-565d847f94-8zs2m coredns [INFO] plugin/reload: Running configuration SHA512 = 59", "reload"),
+    ("  [INFO] plugin/reload: Running configuration MD5 = f65c4821c8a9b7b5", "reload"),
+])
+def test_non_query_lines_are_counted_by_kind(line, kind):
+    parsed = parse_lines([line], "t.log", "coredns-0")
+    assert (parsed.unparsed, len(parsed.records), len(parsed.errors), parsed.other_lines) == ([], 0, 0, 1)
+    assert parsed.notices == {kind: 1}
+
+
+def test_errors_lines_of_coredns_1_2_have_no_plugin_name():
+    parsed = parse_lines(["2018/12/07 03:35:02 [ERROR] 2 api.weixin.qq.com. A: unreachable backend: read udp "
+                          "10.233.102.132:51822->219.141.136.10:53: i/o timeout",
+                          " [ERROR] plugin/errors: 2 1832739969549183765.325799172751613093. HINFO: unreachable backend: "
+                          "read udp 10.233.102.132:46972->219.141.140.10:53: i/o timeout"], "t.log", "coredns-0")
+    e = parsed.errors
+    assert list(e.qname) == ["api.weixin.qq.com.", "1832739969549183765.325799172751613093."]
+    assert list(e.upstream_ip) == ["219.141.136.10", "219.141.140.10"] and list(e.reason) == ["timeout", "timeout"]
+    assert e.ts_ns.iloc[0] == 1544153702000000000  # Go's log date, read as UTC
+
+
+def test_a_number_in_an_info_line_is_not_an_errors_line():
+    parsed = parse_lines(["[INFO] 2 things A: happened"], "t.log", "coredns-0")
+    assert len(parsed.errors) == 0 and parsed.other_lines == 1
+
+
+def test_stern_prefix_names_the_replica():
+    r = one('coredns-565d847f94-qwk7d coredns [INFO] 10.244.1.12:58831 - 40112 "A IN db.corp.example. udp 33 false 512" '
+            'NOERROR qr,rd,ra 49 0.412775191s').records.iloc[0]
+    assert (r.replica, r.qname) == ("coredns-565d847f94-qwk7d", "db.corp.example.")
+
+
+def test_node_cache_query_lines_after_its_container_name():
+    r = one('node-cache [INFO] 10.233.64.12:36413 - 2341 "A IN web.demo.svc.cluster.local. udp 55 false 512" '
+            'NOERROR qr,aa,rd 106 0.000451008s').records.iloc[0]
+    assert (r.qname, r.rcode) == ("web.demo.svc.cluster.local.", "NOERROR")
+
+
+def test_a_custom_format_without_its_format_is_unparsed_with_a_hint():
+    line = "[INFO] udp Request: example.org. A 4242 from 10.244.0.4 NXDOMAIN 0.0002s"
+    custom = "[INFO] 10.244.0.4 asked A IN example.org. got NXDOMAIN"
+    parsed = parse_lines([line, custom], "t.log", "coredns-0")
+    assert [n for _, n, _ in parsed.unparsed] == [1, 2]
+    assert len(parsed.warnings) == 1 and "--log-format" in parsed.warnings[0] and "2 unparsed line(s)" in parsed.warnings[0]
+
+
+def test_replicas_named_guessed_or_from_the_prefix(tmp_path):
+    line = '[INFO] 10.244.0.4:1 - 2 "A IN x. udp 1 false 512" NOERROR qr 1 0.1s\n'
+    (tmp_path / "a.log").write_text(line)
+    (tmp_path / "b.log").write_text("[pod/coredns-7db6d8ff4d-4xk9n/coredns] " + line)
+    parsed = read_logs([("coredns-66bc5c9577-x2v9q", tmp_path / "a.log"), tmp_path / "a.log", tmp_path / "b.log"])
+    assert list(parsed.records.replica) == ["coredns-66bc5c9577-x2v9q", "a", "coredns-7db6d8ff4d-4xk9n"]
+    assert parsed.guessed_replicas == {str(tmp_path / "a.log"): "a"}  # only the file named by nothing but its name
+
+
+def test_log_formats_given_directly(tmp_path):
+    (tmp_path / "c.log").write_text("[INFO] udp Request: example.org. A 4242 from 10.244.0.4 NXDOMAIN 0.0002s\n")
+    parsed = read_logs([tmp_path / "c.log"], log_formats=["{proto} Request: {name} {type} {>id} from {remote} {rcode} {duration}"])
+    assert list(parsed.records.rcode) == ["NXDOMAIN"] and parsed.unparsed == [] and parsed.warnings == []
+
+
+REAL_FORMATS = sorted((Path(__file__).parents[1] / "fixtures" / "real-formats" / "coredns-logs").glob("*.log"))
+
+
+@pytest.mark.parametrize("path", REAL_FORMATS, ids=lambda p: p.name)
+def test_every_line_of_the_real_format_excerpts_is_read(path):
+    parsed = read_logs([path])
+    assert parsed.unparsed == []
+    assert parsed.log_lines == len(path.read_text().splitlines()) == len(parsed.records) + len(parsed.errors) + parsed.other_lines
