@@ -53,3 +53,23 @@ def test_wide_lines_indent_upstream_hops_even_beside_icmp_errors():
     lines = hop_lines(upstream)
     assert len(lines) == len(upstream["hops"])
     assert any(line.startswith(" " * 8 + "+") for line in lines) and any(line.startswith(" " * 6 + "+") for line in lines)
+
+
+def test_trace_lines_read_only_the_fields_marked_wide():
+    """`trace pod/NAME`'s line reads only TRACES fields marked wide, its -o wide hop lines only hop fields marked wide."""
+    from collections import namedtuple
+
+    from dnscorrelate import schema
+    from dnscorrelate.report.records import trace_records
+    from dnscorrelate.report.text import hop_lines, trace_line
+
+    frame, stats, logs, facts = load_fixture("stale-endpoint")
+    correlation = analyze(frame, logs, facts, stats).correlation
+    wide = schema.names(schema.TRACES, schema.WIDE)
+    Row = namedtuple("Row", wide)
+    hop_fields = set(schema.names(schema.EVENTS + schema.HOP_FIELDS, schema.WIDE))
+    for trace, record in zip(correlation.traces.itertuples(index=False), trace_records(correlation)):
+        assert trace_line(Row(*(getattr(trace, name) for name in wide)), ["x"]) == trace_line(trace, ["x"])
+        only_wide = {**record, "hops": [{k: v for k, v in h.items() if k in hop_fields} for h in record["hops"]]}
+        assert hop_lines(only_wide) == hop_lines(record)
+    assert any(h["kind"] == "icmp-error" for r in trace_records(correlation) for h in r["hops"])
