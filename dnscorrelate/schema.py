@@ -60,9 +60,9 @@ EVENTS = [
     f("ifname", "category", "interface name (eth0, cbr0, veth…), when known", "table json", "IF"),
     f("pkt_type", "category", "HOST, BROADCAST, MULTICAST, OTHERHOST, OUTGOING, LOOPBACK", "table wide json"),
     f("kind", "category", "`dns`; `icmp-error` (an ICMP error quoting a DNS packet: the tuple is the quoted one's); "
-      "`tcp-syn`, `tcp-synack`, `tcp-rst` (TCP connection set-up on a DNS port: no DNS fields)", "json"),
-    f("icmp_type", "int16", "ICMP type of an icmp-error row, else -1", "json"),
-    f("icmp_code", "int16", "ICMP code of an icmp-error row, else -1", "json"),
+      "`tcp-syn`, `tcp-synack`, `tcp-rst` (TCP connection set-up on a DNS port: no DNS fields)", "wide json"),
+    f("icmp_type", "int16", "ICMP type of an icmp-error row, else -1", "wide json"),
+    f("icmp_code", "int16", "ICMP code of an icmp-error row, else -1", "wide json"),
     f("proto", "category", "udp, tcp", "table json"),
     f("family", "int8", "4 or 6"),
     f("src_ip", "category", "source address as seen at this vantage (before/after NAT)", "table wide json", "SRC"),
