@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from dnscorrelate.cluster.model import Manifest
-from dnscorrelate.cluster.lab.spec import LabSpec, SpecError, describe_errors, parse_yaml, read_text
+from dnscorrelate.cluster.lab.spec import LabSpec, SpecError, Source, default_spec, describe_errors, line_of, merge, parse_yaml, read_text
 
 HOPS = ("pod", "pod->node", "node->coredns", "coredns", "coredns->upstream", "upstream", "return")
 CODES = (
@@ -125,6 +125,19 @@ class Query(Strict):
             raise ValueError("name the pod as namespace/name, for example demo/mypod")
         return value.removeprefix("pod/")
 
+    @field_validator("name")
+    @classmethod
+    def _dns_name(cls, value: str) -> str:
+        """A name a client can send: dnspython refuses a label over 63 bytes or a name over 255."""
+        import dns.exception
+        import dns.name
+
+        try:
+            dns.name.from_text(value)
+        except dns.exception.DNSException as err:
+            raise ValueError(f"not a DNS name a client can send: {err}") from None
+        return value
+
 
 class Expect(Strict):
     findings: list[Literal[CODES]] = Field(min_length=1)  # type: ignore[valid-type]
@@ -151,9 +164,65 @@ def load_scenario(path: str | Path) -> Scenario:
     if not isinstance(data, dict):
         raise SpecError(f"{path}: a scenario is a mapping with name, queries and expect")
     try:
-        return Scenario.model_validate(data)
+        scenario = Scenario.model_validate(data)
     except ValidationError as err:
         raise SpecError(describe_errors(err, source)) from None
+    problems = unknown_references(scenario)
+    if problems:
+        raise SpecError("\n".join(f"{source.name}:{line_of(source.node, where) or '?'}: {field_path(where)}: {why}" for where, why in problems))
+    return scenario
+
+
+def field_path(where: tuple) -> str:
+    return ".".join(f"[{p}]" if isinstance(p, int) else str(p) for p in where).replace(".[", "[")
+
+
+def scenario_lab(scenario: Scenario) -> LabSpec:
+    """The lab the scenario runs in: its overlay merged over the default, unless it opts out."""
+    return scenario.lab if scenario.lab.extends == "none" else merge(default_spec(), scenario.lab)
+
+
+def unknown_references(scenario: Scenario) -> list[tuple[tuple, str]]:
+    """(field path, reason) for each pod, host, replica or object a fault or query names that the lab will
+    not have at that point: faults apply in order, so an `apply` makes its object known to later ones."""
+    from dnscorrelate.cluster.lab.topology import all_pods, all_services
+
+    spec = scenario_lab(scenario)
+    pods = {f"{p.metadata.namespace}/{p.metadata.name}" for p in all_pods(spec)}
+    objects = {(s.kind, s.metadata.namespace, s.metadata.name) for s in [*all_services(spec), *spec.policies]}
+    hosts = pods | {f"node-{i}" for i in range(spec.nodes)} | {"node", "upstream"}
+    problems = []
+
+    def need(value: str, known: set, where: tuple, what: str) -> None:
+        name = value.removeprefix("pod/")  # the lab reads pod/NS/NAME, NS/NAME and NAME (namespace default)
+        if name not in known and f"default/{name}" not in known:
+            choices = ", ".join(sorted(known)[:12])
+            problems.append((where, f"{what} {value!r} is not in the lab (it has: {choices})"))
+
+    for i, fault in enumerate(scenario.faults):
+        at = ("faults", i)
+        if isinstance(fault, ApplyFault):
+            m = fault.apply
+            objects.add((m.kind, m.metadata.namespace, m.metadata.name))
+            if m.kind == "Pod":
+                pods.add(f"{m.metadata.namespace}/{m.metadata.name}")
+                hosts.add(f"{m.metadata.namespace}/{m.metadata.name}")
+        elif isinstance(fault, DeleteFault):
+            target = (fault.delete.kind, fault.delete.namespace, fault.delete.name)
+            if target not in objects:
+                problems.append(((*at, "delete", "name"), f"{target[0]} {target[1]}/{target[2]} is not in the lab"))
+            objects.discard(target)
+        elif isinstance(fault, LinkFault):
+            need(fault.link.from_, hosts, (*at, "link", "from"), "host")
+            need(fault.link.to, hosts, (*at, "link", "to"), "host")
+        elif isinstance(fault, StopReplicaFault) and fault.stopReplica >= spec.corednsReplicas:
+            problems.append(((*at, "stopReplica"), f"replica {fault.stopReplica} does not exist: the lab runs "
+                             f"{spec.corednsReplicas} CoreDNS replica(s), numbered from 0"))
+        elif isinstance(fault, ResolvConfFault):
+            need(fault.resolvConf.pod, pods, (*at, "resolvConf", "pod"), "pod")
+    for i, query in enumerate(scenario.queries):
+        need(query.from_, pods, ("queries", i, "from"), "pod")
+    return problems
 
 
 def scenario_paths(arguments: list[str]) -> list[Path]:

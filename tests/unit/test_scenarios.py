@@ -62,3 +62,51 @@ def test_every_mistake_is_located(tmp_path):
 def test_lab_overlay_is_checked_like_a_lab_spec(tmp_path):
     with pytest.raises(SpecError, match=r"s.yaml:3: lab.corednsReplica: Extra inputs are not permitted"):
         load_scenario(write(tmp_path, "name: x\nlab:\n  corednsReplica: 3\nqueries: [{from: demo/mypod, name: a.}]\nexpect: {findings: [ok]}\n"))
+
+
+def test_pods_replicas_hosts_and_objects_a_scenario_names_are_checked_against_its_lab(tmp_path):
+    """Issue 13: found at validation, with file, line and field, not after the lab is up."""
+    path = write(tmp_path, """
+        name: x
+        lab: {corednsReplicas: 2}
+        faults:
+          - stopReplica: 2
+          - link: {from: node-0, to: demo/nosuchpod, drop: true}
+          - resolvConf: {pod: demo/ghost, text: "nameserver 10.96.0.10"}
+          - delete: {kind: Service, namespace: demo, name: nosvc}
+        queries:
+          - {from: demo/mypod, name: web.}
+          - {from: demo/nobody, name: web.}
+        expect: {findings: [ok]}
+    """)
+    with pytest.raises(SpecError) as err:
+        load_scenario(path)
+    lines = str(err.value).splitlines()
+    assert len(lines) == 5
+    assert lines[0].startswith(f"{path}:5: faults[0].stopReplica: replica 2 does not exist")
+    assert lines[1].startswith(f"{path}:6: faults[1].link.to: host 'demo/nosuchpod' is not in the lab")
+    assert lines[2].startswith(f"{path}:7: faults[2].resolvConf.pod: pod 'demo/ghost'")
+    assert lines[3].startswith(f"{path}:8: faults[3].delete.name: Service demo/nosvc is not in the lab")
+    assert lines[4].startswith(f"{path}:11: queries[1].from: pod 'demo/nobody' is not in the lab")
+
+
+def test_a_pod_applied_by_an_earlier_fault_may_be_named_later(tmp_path):
+    scenario = load_scenario(write(tmp_path, """
+        name: x
+        faults:
+          - apply: {kind: Pod, metadata: {name: extra, namespace: demo}, spec: {containers: [{name: c}]}}
+          - resolvConf: {pod: demo/extra, text: "nameserver 10.96.0.10"}
+        queries: [{from: demo/extra, name: web.}]
+        expect: {findings: [ok]}
+    """))
+    assert scenario.queries[0].from_ == "demo/extra"
+
+
+def test_a_label_over_63_bytes_is_refused_at_validation(tmp_path):
+    path = write(tmp_path, f"""
+        name: x
+        queries: [{{from: demo/mypod, name: {'a' * 300}.example.}}]
+        expect: {{findings: [ok]}}
+    """)
+    with pytest.raises(SpecError, match=rf"{path}:3: queries\[0\].name: .*not a DNS name a client can send: .*label"):
+        load_scenario(path)
