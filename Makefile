@@ -1,13 +1,17 @@
 # Every target does its own set-up, so each works on a fresh machine.
 PY := .venv/bin/python
 
-.PHONY: setup test demo lab-down clean
+.PHONY: setup cluster test demo lab-down cluster-down clean
 
 setup:
 	@scripts/setup.sh
 
-## test: the whole suite; lab tests need root (CI is root)
-test: setup
+## cluster: build, offline and cached, what `dnscorrelate cluster up` needs (kind/README.md)
+cluster: setup
+	@kind/build.sh
+
+## test: the whole suite; lab and cluster tests need root (CI is root)
+test: setup cluster
 	$(PY) -m pytest -q
 
 ## demo: the main job on the lab: every shipped scenario, reports in reports/ (index.html)
@@ -16,6 +20,9 @@ demo: setup
 
 lab-down:
 	.venv/bin/dnscorrelate lab down --all
+
+cluster-down:
+	.venv/bin/dnscorrelate cluster down --all
 
 clean: lab-down
 	rm -rf .venv .setup coredns/bin
