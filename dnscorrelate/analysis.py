@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 
 from dnscorrelate import events
 from dnscorrelate.correlate import correlate
 from dnscorrelate.diagnose import Analysis, diagnose
 from dnscorrelate.cluster.facts import ClusterFacts, facts_from_files
+from dnscorrelate.errors import SpecError
 from dnscorrelate.schema import ParsedLogs
 from dnscorrelate.sources.coredns_log import read_logs
+from dnscorrelate.textfiles import read_user_text
 
 
 def analyze(frame: pd.DataFrame | None, logs: ParsedLogs | None, facts: ClusterFacts | None, capture_stats: dict | None = None) -> Analysis:
@@ -29,7 +29,7 @@ def from_files(events_path: str | None, log_paths: list[str], corefile_path: str
     frame, capture_stats = events.load(events_path) if events_path else (None, {})
     if evidence is not None:
         frame, capture_stats = with_evidence(frame, capture_stats, *evidence)
-    corefile = Path(corefile_path).read_text() if corefile_path else ""
+    corefile = read_user_text(corefile_path, SpecError) if corefile_path else ""
     if lab_name:
         from dnscorrelate.cluster.lab.backend import LabBackend
 

@@ -11,10 +11,13 @@ import time
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from dnscorrelate.errors import USER_ERRORS, LabError
 from dnscorrelate.outputs import check_output_dir, check_output_file
+from dnscorrelate.report.terminal import SafeConsole, printable
 
 PIPED_WIDTH = 160
 
@@ -24,12 +27,12 @@ def stdout_console() -> Console:
     14-column traces table into slivers (and makes rendering it twice as slow): use PIPED_WIDTH there
     unless COLUMNS says otherwise."""
     if sys.stdout.isatty() or os.environ.get("COLUMNS"):
-        return Console()
-    return Console(width=PIPED_WIDTH)
+        return SafeConsole()
+    return SafeConsole(width=PIPED_WIDTH)
 
 
 console = stdout_console()
-errors = Console(stderr=True)
+errors = SafeConsole(stderr=True)
 
 
 def friendly_errors(fn):
@@ -40,7 +43,8 @@ def friendly_errors(fn):
         try:
             return fn(*args, **kwargs)
         except USER_ERRORS as err:
-            errors.print(f"[bold red]error:[/] {err}", highlight=False, markup=True, soft_wrap=True)
+            # The message is the user's text (paths, YAML keys, patterns): never read as markup.
+            errors.print(Text.assemble(("error:", "bold red"), " ", printable(str(err))), highlight=False, soft_wrap=True)
             sys.exit(2)
         except KeyboardInterrupt:
             errors.print("interrupted")
@@ -87,7 +91,7 @@ def lab_up(spec_path: str | None, name: str) -> None:
     with console.status(f"bringing up lab {name}"):
         started = Lab.up(spec, name)
     print_status(started.status())
-    console.print(f"\nlab [bold]{name}[/] is up. Try: dnscorrelate lab exec pod/mypod -n demo -- dig +short example.com")
+    console.print(f"\nlab [bold]{escape(name)}[/] is up. Try: dnscorrelate lab exec pod/mypod -n demo -- dig +short example.com")
 
 
 @lab.command("status")
@@ -159,7 +163,7 @@ def lab_apply(path: str, lab_name: str | None) -> None:
 
     running = Lab.load(resolve_lab_name(lab_name))
     for line in running.apply(load_manifests(path)):
-        console.print(line)
+        console.print(line, markup=False)
 
 
 @lab.command("delete")
@@ -174,7 +178,7 @@ def lab_delete(ref: str, namespace: str, lab_name: str | None) -> None:
     kind, _, name = ref.partition("/")
     if not name:
         raise LabError(f"{ref!r}: expected KIND/NAME, for example networkpolicy/deny-egress")
-    console.print(Lab.load(resolve_lab_name(lab_name)).delete(kind, namespace, name))
+    console.print(Lab.load(resolve_lab_name(lab_name)).delete(kind, namespace, name), markup=False)
 
 
 @lab.command("down")
@@ -235,10 +239,10 @@ def capture(lab_name: str | None, namespaces: tuple[str, ...], duration: float |
         from dnscorrelate.sources.pcapng_out import write_pcapng
 
         written = write_pcapng(frame, output)
-        errors.print(f"wrote {written['packets']} packets on {written['interfaces']} interfaces to {output}")
+        errors.print(f"wrote {written['packets']} packets on {written['interfaces']} interfaces to {output}", markup=False)
     else:
         events.save(frame, output, session.stats)
-        errors.print(f"wrote {len(frame)} events to {output}")
+        errors.print(f"wrote {len(frame)} events to {output}", markup=False)
     print_capture_stats(session.stats)
 
 
@@ -277,7 +281,7 @@ def correlate(events_path, log_paths, corefile, manifest_paths, pcap_specs, ig_p
         from dnscorrelate.sources.evidence import evidence_line, read_evidence
 
         evidence = read_evidence(pcap_specs, ig_paths, dnstap_specs, ports)
-        errors.print(evidence_line(evidence[1]), highlight=False)
+        errors.print(evidence_line(evidence[1]), highlight=False, markup=False)
     result = analysis.from_files(events_path, list(log_paths), corefile, list(manifest_paths), lab_name, evidence=evidence)
     if output == "json":
         from dnscorrelate.report.records import analysis_record
@@ -371,7 +375,7 @@ def trace(pod, namespace, lab_name, context, kubeconfig, duration, filters, outp
     live = Session(backend)
     session = tracing.TraceSession(live, target, parsed, emit)
     live.start()
-    errors.print(f"tracing {target.key} ({target.ip}) in {len(live.vantages)} namespaces; Ctrl-C to stop", highlight=False)
+    errors.print(f"tracing {target.key} ({target.ip}) in {len(live.vantages)} namespaces; Ctrl-C to stop", highlight=False, markup=False)
     started = time.monotonic()
     try:
         while duration is None or time.monotonic() - started < duration:
@@ -392,15 +396,15 @@ def print_trace_summary(session, live, report_path) -> None:
 
     frame = live.events()
     analysis = tracing.for_client(analyze(frame, live.logs(), session.facts, live.stats), session.pod.ip)
-    errors.print(lookups_line(analysis.correlation.traces, session.pod.key), highlight=False)
+    errors.print(lookups_line(analysis.correlation.traces, session.pod.key), highlight=False, markup=False)
     if analysis.findings:
-        errors.print(findings_table(analysis.findings, title=f"findings for {session.pod.key}"))
+        errors.print(findings_table(analysis.findings, title=f"findings for {escape(session.pod.key)}"))
     errors.print(stats_line(analysis.correlation.stats), highlight=False)
     if report_path:
         from dnscorrelate.report.html import render_report
 
         Path(report_path).write_text(render_report(analysis, f"trace {session.pod.key}", "dnscorrelate trace session", topology=live.backend.topology()))
-        errors.print(f"report: {report_path}")
+        errors.print(f"report: {report_path}", markup=False)
 
 
 @main.group()

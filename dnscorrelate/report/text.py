@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dnscorrelate import schema
+from dnscorrelate.report.terminal import printable
 
 
 def clock(ts_ns: int, digits: int = 6) -> str:
@@ -30,13 +31,19 @@ def ms(value_ns, missing: str = "") -> str:
 
 def fields_table(title: str, fields: list[schema.Field], rows, cell) -> Table:
     """A table with a column per field (its title) and a row per item of `rows`, each cell `cell(field, row)`.
-    Cells are Text, never markup: a name with brackets prints as itself, and rich skips parsing thousands of cells."""
+    Cells are Text, never markup: a name with brackets prints as itself, and rich skips parsing thousands of cells.
+    Control characters in them (a query name, a log's text) are shown as escapes, never sent to the terminal."""
     table = Table(title=title, title_justify="left")
     for field in fields:
         table.add_column(field.title, overflow="fold")
     for row in rows:
-        table.add_row(*(cell(field, row) for field in fields))
+        table.add_row(*(printable_cell(cell(field, row)) for field in fields))
     return table
+
+
+def printable_cell(text: Text) -> Text:
+    text.plain = printable(text.plain)
+    return text
 
 
 def event_cell(field: schema.Field, row) -> Text:

@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from dnscorrelate.errors import SpecError  # noqa: F401 (re-exported)
+from dnscorrelate.textfiles import read_user_text
 from dnscorrelate.cluster.model import Manifest, Namespace, NetworkPolicy, Pod, Service
 
 DEFAULT_SPEC = "default.yaml"
@@ -147,11 +148,8 @@ def spec_from_data(data: Any, source: Source) -> LabSpec:
 
 
 def read_text(path: Path) -> str:
-    """A file's text, or SpecError naming it."""
-    try:
-        return path.read_text()
-    except OSError as err:
-        raise SpecError(f"{path}: cannot read: {err.strerror}") from None
+    """A file's text, or SpecError naming it (and the line, when it is not UTF-8)."""
+    return read_user_text(path, SpecError)
 
 
 def load_spec(path: str | Path | None = None) -> LabSpec:

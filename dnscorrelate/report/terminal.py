@@ -1,0 +1,25 @@
+"""What reaches a terminal: control characters from logs, query names and file names are shown as
+escapes (`\\x1b`), never sent raw; JSON and HTML keep the text as it is."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.text import Text
+
+# C0 controls but tab and newline, DEL, and C1 controls: a terminal acts on them (escape sequences,
+# cursor moves, the bell, a cleared screen) instead of showing them.
+_CONTROLS = [*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0)]
+_VISIBLE = str.maketrans({c: f"\\x{c:02x}" for c in _CONTROLS})
+
+
+def printable(text: str) -> str:
+    """`text` with every control character a terminal would act on written as a `\\xNN` escape."""
+    return text.translate(_VISIBLE)
+
+
+class SafeConsole(Console):
+    """A rich Console whose strings are made printable before rendering (rich itself drops only a few
+    control codes and passes ESC through). Table cells given as Text are the caller's to clean."""
+
+    def render_str(self, text: str, **kwargs) -> Text:
+        return super().render_str(printable(text), **kwargs)
