@@ -43,6 +43,16 @@ def conform(frame: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(drop=True)
 
 
+def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Frames of this schema as one, sorted by time; categoricals of different categories are unified
+    (a plain pd.concat would turn them into object columns)."""
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return empty_events()
+    plain = [f.astype({c: object for c in CATEGORIES}) for f in frames]
+    return conform(pd.concat(plain, ignore_index=True).sort_values("ts_ns", kind="stable"))
+
+
 STATS_KEY = b"dnscorrelate.stats"
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import pandas as pd
 
+from dnscorrelate import events
 from dnscorrelate.analysis import Analysis, analyze
 from dnscorrelate.report.records import trace_records
 
@@ -108,7 +109,7 @@ class TraceSession:
         if len(new):
             self.frames.append(new)
         self.frames = [f for f in self.frames if len(f) and f["ts_ns"].max() >= now_ns - WINDOW_NS]
-        window = pd.concat(self.frames, ignore_index=True) if self.frames else None
+        window = events.concat(self.frames) if self.frames else None
         return analyze(window, self.live.logs(), self.facts)
 
     def tick(self, new: pd.DataFrame) -> None:

@@ -51,19 +51,10 @@ def read_evidence(pcaps: Iterable = (), ig_json: Iterable = (), dnstap: Iterable
         frames.append(frame)
         stats["files"][str(path)] = {"kind": kind, **({"vantage": vantage} if vantage else {}), "events": len(frame), **counts}
         add_totals(stats, kind, counts)
-    frame = concat(frames)
+    frame = events.concat(frames)
     stats["events"] = len(frame)
     stats["decode_errors"] = int((~frame["decoded"] & (frame["kind"] == "dns")).sum()) if len(frame) else 0
     return frame, stats
-
-
-def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
-    """Frames of one schema as one, sorted by time; categoricals of different categories are unified."""
-    frames = [f for f in frames if len(f)]
-    if not frames:
-        return events.empty_events()
-    plain = [f.astype({c: object for c in events.CATEGORIES}) for f in frames]
-    return events.conform(pd.concat(plain, ignore_index=True).sort_values("ts_ns", kind="stable"))
 
 
 def evidence_line(stats: dict) -> str:

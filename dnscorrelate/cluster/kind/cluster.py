@@ -157,6 +157,7 @@ def up(name: str = "kind", spec_path: str | None = None, say: Callable[[str], No
         say("creating nodes (kind)")
         timings.run("nodes", create_nodes, cluster, build)
         api = api_client(cluster)
+        untaint_control_plane(api)
         say("pod network")
         timings.run("pod-network", setup_pod_network, cluster, api, client)
         say("upstream resolver")
@@ -179,6 +180,18 @@ def create_nodes(cluster: KindCluster, build) -> None:
     run_kind(build, "create", "cluster", "--name", cluster.kind_name, "--image", build.node_image,
              "--config", str(config), "--kubeconfig", str(cluster.kubeconfig), "--wait", "0s",
              env={"KIND_EXPERIMENTAL_DOCKER_NETWORK": cluster.network})
+
+
+def untaint_control_plane(api) -> None:
+    """Let pods run on the control plane too, so the scheduler spreads CoreDNS and workloads over both
+    nodes and lookups cross nodes (DNAT to another node, as in a real cluster)."""
+    from kubernetes import client as k8s
+
+    core = k8s.CoreV1Api(api)
+    for node in core.list_node().items:
+        kept = [t for t in node.spec.taints or [] if t.key != "node-role.kubernetes.io/control-plane"]
+        if len(kept) != len(node.spec.taints or []):
+            core.patch_node(node.metadata.name, {"spec": {"taints": [api.sanitize_for_serialization(t) for t in kept] or None}})
 
 
 def api_client(cluster: KindCluster):

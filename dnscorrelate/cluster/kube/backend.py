@@ -15,7 +15,7 @@ from pathlib import Path
 
 from dnscorrelate.cluster.backend import LogSource, TargetWatcher
 from dnscorrelate.cluster.corefile import corefile_from_config_maps
-from dnscorrelate.cluster.facts import ClusterFacts
+from dnscorrelate.cluster.facts import ClusterFacts, pod_search_list
 from dnscorrelate.cluster.kube.api import client_from_kubeconfig, read_model
 from dnscorrelate.cluster.kube.discovery import PodRef, pod_targets
 from dnscorrelate.cluster.model import ClusterModel, ConfigMap, Pod
@@ -37,7 +37,8 @@ class KubeBackend:
         self.api = client_from_kubeconfig(kubeconfig, context)
         self.context = context
         self.started = datetime.now(timezone.utc)
-        self.log_dir = Path(tempfile.mkdtemp(prefix="dnsc-kube-logs-"))
+        self._log_dir = tempfile.TemporaryDirectory(prefix="dnsc-kube-logs-")  # removed with the backend
+        self.log_dir = Path(self._log_dir.name)
         self._pods: dict[str, PodRef] = {}
         self._pods_read = 0.0
 
@@ -155,12 +156,10 @@ def facts_from_model(model: ClusterModel, corefile: str, custom: dict[str, str])
     dns = next((s for s in model.services if s.metadata.namespace == "kube-system" and s.metadata.name == "kube-dns"), None)
     facts = ClusterFacts(corefile=corefile, custom_server_blocks=custom, cluster_dns_ip=dns.spec.clusterIP if dns else "",
                          model=model)
-    domain = facts.domain
     for pod in model.pods:
         if not pod.ip:
             continue
-        if (pod.metadata.labels or {}).get("k8s-app") == "kube-dns":
+        if pod.metadata.labels.get("k8s-app") == "kube-dns":
             facts.coredns_pods[pod.ip] = pod.key
-        ns = pod.metadata.namespace
-        facts.search[pod.ip] = [f"{ns}.svc.{domain}", f"svc.{domain}", domain]
+        facts.search[pod.ip] = pod_search_list(pod, facts.domain)
     return facts
