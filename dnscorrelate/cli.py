@@ -8,6 +8,7 @@ from pathlib import Path
 import os
 import sys
 import time
+import warnings
 
 import click
 from rich.console import Console
@@ -17,7 +18,7 @@ from rich.text import Text
 
 from dnscorrelate.errors import USER_ERRORS, LabError
 from dnscorrelate.outputs import check_output_dir, check_output_file
-from dnscorrelate.report.terminal import SafeConsole, printable
+from dnscorrelate.report.terminal import SafeConsole, printable, quiet_exit
 
 PIPED_WIDTH = 160
 
@@ -41,7 +42,12 @@ def friendly_errors(fn):
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
-            return fn(*args, **kwargs)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                sys.stdout.flush()  # a closed pipe shows here, not as "Exception ignored" at exit
+        except BrokenPipeError:  # click.echo's; rich's consoles call quiet_exit themselves
+            quiet_exit()
         except USER_ERRORS as err:
             # The message is the user's text (paths, YAML keys, patterns): never read as markup.
             errors.print(Text.assemble(("error:", "bold red"), " ", printable(str(err))), highlight=False, soft_wrap=True)
@@ -51,6 +57,12 @@ def friendly_errors(fn):
             sys.exit(130)
 
     return wrapper
+
+
+def needs_root(what: str) -> None:
+    """LabError saying what needs root, before anything is tried as another user."""
+    if os.geteuid() != 0:
+        raise LabError(f"{what} needs root (network namespaces, nftables, eBPF): run with sudo")
 
 
 lab_option = click.option("--lab", "--name", "lab_name", metavar="NAME", help="Which lab (default: the only one up).")
@@ -71,6 +83,8 @@ def live_backend(lab_name: str | None, kubeconfig: str | None, context: str | No
 @click.version_option(package_name="dnscorrelate")
 def main() -> None:
     """Correlate CoreDNS logs with eBPF packet traces and say which DNS hop failed, and why."""
+    if not sys.warnoptions:  # libraries' warnings (pandas' FutureWarning) are for us, not users; -W shows them
+        warnings.simplefilter("ignore")
 
 
 @main.group()
@@ -189,6 +203,7 @@ def lab_down(name: str | None, everything: bool) -> None:
     """Remove a lab: processes, namespaces, /etc/netns entries, nftables tables."""
     from dnscorrelate.cluster.lab.runtime import resolve_lab_name, teardown
 
+    needs_root("removing a lab")
     if everything:
         removed = teardown(None)
     else:
@@ -319,6 +334,7 @@ def run(paths: tuple[str, ...], report_dir: str, evidence_dir: str | None, outpu
     scenarios = [load_scenario(p) for p in scenario_paths(list(paths))]
     if not scenarios:
         raise click.UsageError("no scenario files found")
+    needs_root("running a scenario")
     results = runner.run_all(scenarios, Path(report_dir) if report_dir else None, Path(evidence_dir) if evidence_dir else None,
                              console=errors, show_progress=output == "table" or errors.is_terminal)
     if output == "json":

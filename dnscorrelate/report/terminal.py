@@ -3,6 +3,9 @@ escapes (`\\x1b`), never sent raw; JSON and HTML keep the text as it is."""
 
 from __future__ import annotations
 
+import os
+import sys
+
 from rich.console import Console
 from rich.text import Text
 
@@ -23,3 +26,16 @@ class SafeConsole(Console):
 
     def render_str(self, text: str, **kwargs) -> Text:
         return super().render_str(printable(text), **kwargs)
+
+    def on_broken_pipe(self) -> None:
+        """The reader went away (`| head`): stop quietly with exit 0 (rich exits 1); see quiet_exit."""
+        self.quiet = True
+        quiet_exit()
+
+
+def quiet_exit() -> None:
+    """Stop writing to a closed stdout and exit 0: a reader that has read enough is no failure. SIGPIPE
+    itself stays ignored: with its default action a write to a closed TCP socket (a query over TCP
+    in `run`) would kill the process."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    sys.exit(0)
