@@ -23,8 +23,11 @@ How (all vectorized with pandas/numpy; no Python loop per event):
    `ambiguous`, not guessed silently. Links are followed to the root, so NodeLocal
    DNS → CoreDNS → upstream chains end up in one trace.
 4. **Logs.** A CoreDNS `log` record joins the leg with its client key at that
-   replica, nearest in time; `errors` records join by replica and question.
-   With logs only, each log record is a trace of its own.
+   replica, nearest in time; `errors` records join by replica and question,
+   nearest the response (the log line) or else after the query. With logs
+   only, each log record is a trace of its own, and so is each errors line
+   that no log record explains. CoreDNS's own queries (its loop probe, forward
+   health checks) are traces too, marked by `purpose`.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ from dnscorrelate.schema import ParsedLogs
 LEG_GAP_NS = 30 * 10**9  # a key not seen for this long starts a new leg
 SERVER_WAIT_NS = 10 * 10**9  # how long after a query arrives its upstream exchanges may start, when it got no answer
 LOG_MATCH_NS = 5 * 10**9  # a log line is written within this much of the response leaving the replica
-ERROR_MATCH_NS = 15 * 10**9
+ERROR_MATCH_NS = 15 * 10**9  # an errors line is written within this much after its query arrived
+ERROR_NEAR_RESPONSE_NS = 10**9  # ... and within this much of the response (its log line), before or after
 
 
 @dataclass
@@ -52,6 +56,7 @@ class Correlation:
     errors: pd.DataFrame  # schema.LOG_ERRORS, with trace_id
     stats: dict = field(default_factory=dict)
     unparsed: list = field(default_factory=list)
+    warnings: list = field(default_factory=list)  # what the evidence could not settle, for the person reading
 
     def restricted_to(self, trace_ids: set[int]) -> Correlation:
         """The traces in `trace_ids`, their hops and upstream exchanges; logs, errors and counts stay whole."""
@@ -354,8 +359,9 @@ def replica_of(vantage: pd.Series) -> pd.Series:
     return vantage.map(names)
 
 
-def join_logs(legs: pd.DataFrame, records: pd.DataFrame) -> pd.Series:
-    """For each log record, the leg it describes (-1 if none): same client key and replica, nearest in time."""
+def join_logs(legs: pd.DataFrame, records: pd.DataFrame, guessed_sources: set[str] = frozenset()) -> pd.Series:
+    """For each log record, the leg it describes (-1 if none): same client key and replica, nearest in time.
+    Records from `guessed_sources` (a replica taken from a file's name) may join any replica's leg."""
     result = pd.Series(-1, index=records.index, dtype=int)
     if records.empty or legs.empty:
         return result
@@ -372,7 +378,8 @@ def join_logs(legs: pd.DataFrame, records: pd.DataFrame) -> pd.Series:
         left = logs[timed].assign(t=logs.loc[timed, "ts_ns"].astype("int64")).reset_index().sort_values("t")
         right = candidates.sort_values("t")[["key", "t", "leg", "replica"]].rename(columns={"replica": "leg_replica"})
         matched = pd.merge_asof(left, right, on="t", by="key", direction="nearest", tolerance=LOG_MATCH_NS)
-        same_replica = (matched["replica"].astype(str) == "") | (matched["replica"].astype(str) == matched["leg_replica"])
+        same_replica = ((matched["replica"].astype(str) == "") | (matched["replica"].astype(str) == matched["leg_replica"])
+                        | matched["source"].astype(str).isin(guessed_sources))
         matched = matched[matched["leg"].notna() & same_replica]
         result.loc[matched["index"].to_numpy()] = matched["leg"].astype(int).to_numpy()
     untimed = logs[~timed].reset_index()
@@ -384,21 +391,31 @@ def join_logs(legs: pd.DataFrame, records: pd.DataFrame) -> pd.Series:
 
 
 def join_errors(traces: pd.DataFrame, errors: pd.DataFrame) -> pd.Series:
-    """For each errors record, the trace (at that replica, same question) whose window it falls in."""
+    """For each errors record, the trace at that replica with the same question: the one whose response
+    (for logs, its log line) is nearest, within ERROR_NEAR_RESPONSE_NS (CoreDNS writes the errors line
+    next to the log line, before or after it); else the last one that started before it, within
+    ERROR_MATCH_NS (a query never answered). Untimed lines join the last trace with their question."""
     result = pd.Series(-1, index=errors.index, dtype=int)
     if errors.empty or traces.empty:
         return result
     right = traces.assign(
         question=traces["replica"] + "|" + traces["qname"].str.lower() + "|" + traces["qtype"],
         t=traces["t_start"].astype("int64"),
-    ).reset_index()[["question", "t", "trace_id"]].sort_values("t")
+        t_out=traces["t_server_out"].astype("Int64"),
+    ).reset_index()[["question", "t", "t_out", "trace_id"]].sort_values("t")
     left = errors.assign(question=errors["replica"].astype(str) + "|" + errors["qname"].astype(str) + "|" + errors["qtype"].astype(str)).reset_index()
     timed = left["ts_ns"].notna()
     if timed.any():
-        l = left[timed].assign(t=left.loc[timed, "ts_ns"].astype("int64")).sort_values("t")
-        matched = pd.merge_asof(l, right, on="t", by="question", direction="backward", tolerance=ERROR_MATCH_NS)
-        matched = matched[matched["trace_id"].notna()]
-        result.loc[matched["index"].to_numpy()] = matched["trace_id"].astype(int).to_numpy()
+        l = left[timed].assign(t=left.loc[timed, "ts_ns"].astype("int64"))
+        answered = right[right["t_out"].notna()].assign(t=lambda f: f["t_out"].astype("int64")).sort_values("t")
+        near = pd.merge_asof(l.sort_values("t"), answered[["question", "t", "trace_id"]], on="t", by="question",
+                             direction="nearest", tolerance=ERROR_NEAR_RESPONSE_NS)
+        near = near[near["trace_id"].notna()]
+        result.loc[near["index"].to_numpy()] = near["trace_id"].astype(int).to_numpy()
+        rest = l[~l["index"].isin(near["index"])].sort_values("t")
+        after = pd.merge_asof(rest, right[["question", "t", "trace_id"]], on="t", by="question", direction="backward", tolerance=ERROR_MATCH_NS)
+        after = after[after["trace_id"].notna()]
+        result.loc[after["index"].to_numpy()] = after["trace_id"].astype(int).to_numpy()
     if (~timed).any():
         last = right.drop_duplicates("question", keep="last")
         matched = left[~timed].merge(last, on="question", how="inner")
@@ -516,11 +533,16 @@ def build_upstream(legs: pd.DataFrame) -> pd.DataFrame:
 
 def traces_from_logs(records: pd.DataFrame) -> pd.DataFrame:
     """With no packets, every CoreDNS log record is a trace of its own (CoreDNS's view only): what only
-    packets show (the client's vantage, the path, the client's own times, upstream exchanges) stays empty."""
+    packets show (the client's vantage, the path, the client's own times, upstream exchanges) stays empty.
+
+    A line with no response flags and size 0 (`NOERROR - 0 6.01s` before CoreDNS 1.8.5, `- - 0 6.00s`
+    since) is a query its plugins never answered: no rcode, outcome `timed-out`. Only an authoritative
+    answer's duration is CoreDNS's own time (`server_self_ns`); any other may include upstream waits."""
     ts = records["ts_ns"].astype("Int64")
     duration = (records["duration_s"] * 1e9).round().astype("Int64")
-    rcode = records["rcode"].astype(str).to_numpy()
     flags = records["rflags"].astype(str)
+    written = ((flags != "") | (records["rsize"].fillna(0) > 0)).to_numpy()
+    rcode = np.where(written, records["rcode"].astype(str).to_numpy(), "")
     authoritative = flags.str.contains(r"\baa\b").to_numpy()
     traces = pd.DataFrame(
         {
@@ -534,7 +556,7 @@ def traces_from_logs(records: pd.DataFrame) -> pd.DataFrame:
             "server": ("kube-system/" + records["replica"].astype(str)).to_numpy(),
             "server_role": "coredns",
             "replica": records["replica"].astype(str).to_numpy(),
-            "outcome": np.where(rcode != "", "answered", "partial"),
+            "outcome": np.where(~written, "timed-out", np.where(rcode != "", "answered", "partial")),
             "rcode": rcode,
             "server_rcode": rcode,
             "tc": flags.str.contains(r"\btc\b").to_numpy(),
@@ -544,11 +566,55 @@ def traces_from_logs(records: pd.DataFrame) -> pd.DataFrame:
             "t_server_in": (ts - duration).to_numpy(),
             "t_server_out": ts.to_numpy(),
             "server_ns": duration.to_numpy(),
-            "server_self_ns": duration.to_numpy(),
+            "server_self_ns": duration.where(authoritative).to_numpy(),
         }
     ).set_index("trace_id", drop=False)
     traces.index.name = None
     return schema.with_empty_columns(traces, schema.TRACES)
+
+
+def traces_from_errors(errors: pd.DataFrame, first_id: int) -> pd.DataFrame:
+    """With no packets, an errors line no log record explains is a lookup of its own: CoreDNS failed it
+    with the line's response code (2: SERVFAIL) for a client the line does not name."""
+    ts = errors["ts_ns"].astype("Int64")
+    rcode = errors["rcode"].astype(str).to_numpy()
+    traces = pd.DataFrame(
+        {
+            "trace_id": np.arange(first_id, first_id + len(errors)),
+            "qname": errors["qname"].astype(str).to_numpy(),
+            "qtype": errors["qtype"].astype(str).to_numpy(),
+            "server": ("kube-system/" + errors["replica"].astype(str)).to_numpy(),
+            "server_role": "coredns",
+            "replica": errors["replica"].astype(str).to_numpy(),
+            "outcome": np.where(rcode != "", "answered", "timed-out"),
+            "rcode": rcode,
+            "server_rcode": rcode,
+            "served_from": "unknown",
+            "t_start": ts.fillna(0).astype("int64").to_numpy(),
+            "t_server_out": ts.to_numpy(),
+        }
+    ).set_index("trace_id", drop=False)
+    traces.index.name = None
+    return schema.with_empty_columns(traces, schema.TRACES)
+
+
+LOOP_PROBE_NAME = r"^\d+\.\d+\."  # the loop plugin asks HINFO <random>.<random>.<zone>
+
+
+def purpose_of(traces: pd.DataFrame) -> np.ndarray:
+    """`loop-probe` (the loop plugin's HINFO for a random name), `health-check` (the forward plugin's
+    `. IN NS`), else `lookup`: CoreDNS's own queries are kept apart from the clients'."""
+    qtype = traces["qtype"].astype(str)
+    qname = traces["qname"].astype(str)
+    probe = (qtype == "HINFO") & qname.str.match(LOOP_PROBE_NAME)
+    health = (qtype == "NS") & (qname == ".")
+    return np.where(probe, "loop-probe", np.where(health, "health-check", "lookup"))
+
+
+def upstream_address(ip: pd.Series, port: pd.Series) -> pd.Series:
+    """`ip:port`, IPv6 in brackets, as packets name servers."""
+    host = ip.where(~ip.str.contains(":", regex=False), "[" + ip + "]")
+    return host + ":" + port.astype("Int64").astype(str)
 
 
 def attach_log_columns(traces: pd.DataFrame, logs: pd.DataFrame, errors: pd.DataFrame) -> pd.DataFrame:
@@ -559,7 +625,9 @@ def attach_log_columns(traces: pd.DataFrame, logs: pd.DataFrame, errors: pd.Data
     err = errors[errors["trace_id"] >= 0].drop_duplicates("trace_id", keep="last").set_index("trace_id")
     traces["error"] = err["error"].astype(str).reindex(traces.index).fillna("")
     traces["error_reason"] = err["reason"].astype(str).reindex(traces.index).fillna("")
-    traces["error_upstream"] = err["upstream_ip"].astype(str).reindex(traces.index).fillna("")
+    upstream = err["upstream_ip"].astype(str).where(err["upstream_port"].isna() | (err["upstream_ip"].astype(str) == ""),
+                                                    upstream_address(err["upstream_ip"].astype(str), err["upstream_port"]))
+    traces["error_upstream"] = upstream.reindex(traces.index).fillna("")
     traces["error_count"] = errors[errors["trace_id"] >= 0].groupby("trace_id").size().reindex(traces.index, fill_value=0)
     return traces
 
@@ -672,7 +740,8 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
         hops = dns  # ours (see above): columns are added in place rather than copying a million rows
         hops["trace_id"] = legs["trace_id"].reindex(dns["leg"]).to_numpy()
         hops["depth"] = legs["depth"].reindex(dns["leg"]).to_numpy()
-        records["trace_id"] = legs["trace_id"].reindex(join_logs(legs, records)).fillna(-1).astype(int).to_numpy() if len(records) else []
+        joined = join_logs(legs, records, set(logs.guessed_replicas)) if len(records) else []
+        records["trace_id"] = legs["trace_id"].reindex(joined).fillna(-1).astype(int).to_numpy() if len(records) else []
     else:
         legs = pd.DataFrame()
         traces = traces_from_logs(records) if len(records) else traces_from_logs(records.iloc[0:0])
@@ -682,10 +751,15 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
     if "trace_id" not in records:
         records["trace_id"] = pd.Series(dtype=int)
     errors["trace_id"] = join_errors(traces, errors).to_numpy() if len(errors) else pd.Series(dtype=int)
+    if not len(dns) and (errors["trace_id"] < 0).any():
+        alone = errors["trace_id"] < 0
+        traces = pd.concat([traces, traces_from_errors(errors[alone], len(traces))])
+        errors.loc[alone, "trace_id"] = traces["trace_id"].iloc[-int(alone.sum()):].to_numpy()
     traces = attach_log_columns(traces, records, errors)
     traces, icmp_hops = attach_icmp(traces, icmp, legs)
     attempts = connection_attempts(control)
     traces, connects_unmatched = attach_connects(traces, attempts)
+    traces["purpose"] = purpose_of(traces)
     traces = schema.conform(traces, schema.TRACES)
     upstream = schema.conform(upstream, schema.UPSTREAM)
     stats = {
@@ -700,7 +774,9 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
         "log_records": int(len(records)),
         "log_records_unmatched": int((records["trace_id"] < 0).sum()) if len(dns) else 0,
         "error_records": int(len(errors)),
+        "log_other": int(logs.other_lines),
         "unparsed_lines": len(logs.unparsed),
+        "own_queries": int((traces["purpose"] != "lookup").sum()),
         "traces": int(len(traces)),
         "upstream_exchanges": int(len(upstream)),
         "ambiguous": int(upstream["ambiguous"].sum()) if len(upstream) else 0,
@@ -710,5 +786,17 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
     all_hops = pd.concat([hops, icmp_hops], ignore_index=True) if len(icmp_hops) else hops
     if not all_hops["ts_ns"].is_monotonic_increasing:
         all_hops = all_hops.sort_values("ts_ns", kind="stable")
-    return Correlation(traces=traces, hops=all_hops, upstream=upstream,
-                       logs=records, errors=errors, stats=stats, unparsed=logs.unparsed)
+    return Correlation(traces=traces, hops=all_hops, upstream=upstream, logs=records, errors=errors, stats=stats,
+                       unparsed=logs.unparsed, warnings=log_warnings(logs, records, len(dns)))
+
+
+def log_warnings(logs: ParsedLogs, records: pd.DataFrame, dns_packets: int) -> list[str]:
+    """The reader's warnings; with packets, that no log record matched one; a replica named only by a file's name."""
+    warnings = list(logs.warnings)
+    if dns_packets and len(records) and (records["trace_id"] < 0).all():
+        warnings.append(f"none of the {len(records)} CoreDNS log records matched a packet: check that the logs and the "
+                        "capture cover the same time and replicas (name each log REPLICA=FILE, or use kubectl logs --prefix)")
+    for source, replica in logs.guessed_replicas.items():
+        warnings.append(f"{source}: no pod prefix in its lines, so its replica is taken from the file's name ({replica}); "
+                        "name it with REPLICA=FILE or read it with kubectl logs --prefix")
+    return warnings

@@ -21,6 +21,8 @@ from dnscorrelate.cluster.facts import ClusterFacts, blocking_policies, serving_
 
 SLOW_UPSTREAM_MS = 100.0
 SLOW_COREDNS_MS = 100.0
+FORWARD_TIMEOUT_S = 1.0  # a query CoreDNS logged unanswered after this long waited on an upstream (forward gives up at 2-6 s)
+NETWORK_REASONS = ["timeout", "refused", "unreachable", "no-route", "no-healthy-upstream"]
 IMBALANCE_MIN_TRACES = 20
 IMBALANCE_SHARE = 0.8
 EVIDENCE_LIMIT = 20
@@ -68,7 +70,12 @@ def in_ms(value_ns) -> str:
 
 def client_traces(traces: pd.DataFrame) -> pd.DataFrame:
     """Requests from workloads: not the ones CoreDNS makes itself (its loop check, health probes)."""
-    return traces[~traces["client_role"].isin(["coredns", "upstream", "node"])]
+    return traces[~traces["client_role"].isin(["coredns", "upstream", "node"]) & (traces["purpose"] == "lookup")]
+
+
+def logs_only(traces: pd.DataFrame) -> pd.Series:
+    """Traces known from CoreDNS's log alone: no packet shows their client."""
+    return (traces["client_vantage"] == "") & (traces["client_role"] == "")
 
 
 def plural(n: int, word: str) -> str:
@@ -164,21 +171,26 @@ def upstream_problems(traces: pd.DataFrame, upstream: pd.DataFrame, facts: Clust
     findings = []
     unanswered = upstream[~upstream["answered"] & (upstream["depth"] == 1)]
     failed_ids = set(unanswered["trace_id"])
-    by_errors = traces[traces["error_reason"].isin(["timeout", "refused", "unreachable", "no-route", "no-healthy-upstream"])]
+    by_errors = traces[traces["error_reason"].isin(NETWORK_REASONS)]
+    # CoreDNS logged them unanswered after waiting as long as forward does: with logs alone, an upstream that
+    # did not answer (named when an errors line gives its address).
+    silent = traces[logs_only(traces) & (traces["outcome"] == "timed-out") & (traces["log_duration_s"] >= FORWARD_TIMEOUT_S)]
     failing = traces[traces["trace_id"].isin(failed_ids) & (traces["upstream_answered"] == 0) | traces["trace_id"].isin(by_errors["trace_id"])]
     not_connected = traces[(traces["upstream_connects_unanswered"] + traces["upstream_connects_refused"] > 0) & (traces["upstream_answered"] == 0)]
     failing = failing[failing["outcome"] != "answered"].pipe(lambda f: pd.concat([
         f, traces[traces["trace_id"].isin(failed_ids) & (traces["rcode"] == "SERVFAIL")], not_connected[not_connected["outcome"] != "answered"],
+        by_errors[(by_errors["upstream_answered"] == 0) & by_errors["rcode"].isin(["SERVFAIL", ""])], silent,
     ])).drop_duplicates("trace_id")
     if len(failing):
         server_of = unanswered.drop_duplicates("trace_id").set_index("trace_id")["server_addr"]
         connect = failing["upstream_connect_target"].mask(failing["upstream_connect_target"] == "")
         target = failing["trace_id"].map(server_of).fillna(connect).fillna(failing["error_upstream"])
-        target = target.mask(target == "", "unknown upstream")
+        named_by_corefile = failing["qname"].map(lambda q: forward_targets(facts, q))
+        target = target.mask(target == "", named_by_corefile).mask(lambda t: t == "", "unknown upstream")
         for address, group in failing.groupby(target):
             blocks = facts.forwards_to(address)
             where = "; ".join(f"forward for {', '.join(b.zones)} in the {b.source}" for b in blocks)
-            reason = names(group["error_reason"]) or connect_reason(group) or "no response"
+            reason = names(group["error_reason"]) or connect_reason(group) or logged_unanswered(group) or "no response"
             policy = upstream_policy_cause(facts, group, address)
             n = len(group)
             advice = f" {policy}." if policy else (f" It is the {where}: fix or remove that forward target." if where else " Check the forward targets in the Corefile.")
@@ -205,6 +217,26 @@ def upstream_problems(traces: pd.DataFrame, upstream: pd.DataFrame, facts: Clust
             f"(threshold {SLOW_UPSTREAM_MS:.0f} ms); pods wait on it for every uncached external name. Check that resolver or add a faster one.",
             evidence(ids, upstream=address, median_ms=round(rtt.median() / 1e6, 3)), len(group), "warning"))
     return findings
+
+
+def forward_targets(facts: ClusterFacts, qname: str) -> str:
+    """The forward targets of the Corefile block that would forward `qname` (longest zone), '' if none known."""
+    name = qname.lower().rstrip(".")
+    best = None
+    for block in facts.forward_blocks() if facts.corefile else []:
+        for zone in block.zones:
+            zone = zone.strip(".").lower()
+            if (zone == "" or name == zone or name.endswith("." + zone)) and (best is None or len(zone) > best[0]):
+                best = (len(zone), block)
+    return ", ".join(best[1].targets) if best else ""
+
+
+def logged_unanswered(group: pd.DataFrame) -> str:
+    """'CoreDNS logged N unanswered after 6.0 s' for traces known from its log alone, else ''."""
+    logged = group[logs_only(group) & (group["outcome"] == "timed-out")]
+    if logged.empty:
+        return ""
+    return f"CoreDNS logged {plural(len(logged), 'query')} unanswered after {logged['log_duration_s'].median():.1f} s"
 
 
 def connect_reason(group: pd.DataFrame) -> str:
@@ -243,6 +275,63 @@ def slow_coredns(traces: pd.DataFrame) -> list[Finding]:
             f"not counting upstream time: check its CPU limits and load, and the plugins in its Corefile.",
             evidence(group), len(group), "warning"))
     return findings
+
+
+def slow_forwarded_in_logs(traces: pd.DataFrame, facts: ClusterFacts) -> list[Finding]:
+    """Slow answers CoreDNS did not give itself (not authoritative), known from its log alone: the log's
+    duration holds the upstream's round trip and CoreDNS's own time, which only packets split."""
+    own = traces["server_self_ns"].astype(float)
+    slow = traces[logs_only(traces) & (traces["outcome"] == "answered") & own.isna() & traces["rcode"].isin(["NOERROR", "NXDOMAIN"])
+                  & (traces["error"] == "") & (traces["server_ns"].astype(float) > SLOW_UPSTREAM_MS * 1e6)]
+    if slow.empty:
+        return []
+    t = slow["server_ns"].astype(float)
+    upstream = names(slow["qname"].map(lambda q: forward_targets(facts, q)))
+    return [Finding(
+        "upstream-slow", "upstream",
+        f"{plural(len(slow), 'answer')} CoreDNS did not serve itself ({names(slow['qname'])}) took {in_ms(t.median())} median, "
+        f"{in_ms(t.max())} at worst, by its log: that time is mostly its upstream{' ' + upstream if upstream else ''}'s round trip "
+        "(the log does not split it from CoreDNS's own time; a capture on the replica would).",
+        evidence(slow, **({"upstream": upstream} if upstream else {})), len(slow), "warning")]
+
+
+def own_queries(traces: pd.DataFrame, findings: list[Finding]) -> list[Finding]:
+    """CoreDNS's own queries (loop probes, forward health checks) tell something only when they fail: the
+    upstream they went to does not answer. Added to the finding that already names that upstream, or one of
+    their own."""
+    own = traces[traces["purpose"] != "lookup"]
+    failed = own[own["error_reason"].isin(NETWORK_REASONS) | (own["outcome"] == "timed-out")]
+    address = failed["error_upstream"].mask(failed["error_upstream"] == "", failed["dst_ip"]).mask(lambda a: a == "", "unknown upstream")
+    new = []
+    for target, group in failed.groupby(address):
+        kinds = group["purpose"].value_counts()
+        what = " and ".join(
+            {"loop-probe": f"{plural(int(n), 'loop-plugin probe')} (HINFO for a random name)",
+             "health-check": f"{plural(int(n), 'forward health check')} (. IN NS)"}[kind] for kind, n in kinds.items())
+        reason = names(group["error_reason"]) or "no response"
+        known = next((f for f in findings if f.code == "upstream-unreachable" and host_of(f.evidence.get("upstream", "")) == host_of(target)), None)
+        if known:
+            known.summary += f" CoreDNS's own {what} to it failed too ({reason})."
+            continue
+        if "health-check" in kinds:
+            summary = (f"CoreDNS's upstream {target} does not answer its {what} ({reason}): the forward plugin marks it down, "
+                       "and lookups it forwards there fail. Check that resolver and the replicas' path to it.")
+            severity = "error"
+        else:
+            summary = (f"CoreDNS's upstream {target} does not answer its {what} ({reason}) from {names(group['replica'])}: "
+                       "the replica cannot reach it (a firewall, a NetworkPolicy, a route), or it ignores HINFO queries. "
+                       "Names CoreDNS forwards there will fail the same way; test one with dig from a pod.")
+            severity = "warning"
+        new.append(Finding("upstream-unreachable", "coredns->upstream", summary, evidence(group, upstream=target, own_queries=True),
+                           len(group), severity))
+    return new
+
+
+def host_of(address: str) -> str:
+    """`10.0.0.1` of `10.0.0.1:53`, `2001:db8::1` of `[2001:db8::1]:53`; the address itself without a port."""
+    if address.startswith("["):
+        return address[1:].split("]")[0]
+    return address.rsplit(":", 1)[0] if address.count(":") == 1 else address
 
 
 def response_lost(traces: pd.DataFrame) -> list[Finding]:
@@ -339,7 +428,7 @@ def per_distinct(test, *columns: pd.Series) -> np.ndarray:
     return np.array([test(*row) for row in zip(*values)], dtype=bool)[rows] if len(first) else np.zeros(len(combined), dtype=bool)
 
 
-NAME_COLUMNS = ["trace_id", "client_ip", "client_vantage", "qname", "qtype", "rcode", "answers", "ancount", "tc", "aa",
+NAME_COLUMNS = ["trace_id", "client_ip", "client_vantage", "qname", "qtype", "rcode", "answers", "ancount", "responses_seen", "tc", "aa",
                 "served_from", "upstream_server", "log_ref", "error"]
 
 
@@ -421,8 +510,9 @@ def name_problems(traces: pd.DataFrame, facts: ClusterFacts) -> list[Finding]:
     normal_aaaa = [(q == "AAAA") and ((c, n, True) in a_answered) for q, c, n in zip(missing["qtype"], missing["client_ip"], missing["qname"].str.lower())]
     missing = missing[~np.array(normal_aaaa, dtype=bool)] if len(missing) else missing
     missing = missing[missing["qtype"].isin(["A", "AAAA", "SRV", "PTR", "MX", "TXT", "CNAME"]) & ~missing.index.isin(noise.index)]
-    # A truncated answer, or one whose records the capture could not keep (ancount > 0, none decoded), is not NODATA.
-    missing = missing[~missing["tc"] & ~((missing["ancount"] > 0) & (missing["answers"] == ""))]
+    # A truncated answer, or one whose records the capture could not keep (ancount > 0, none decoded), is not NODATA;
+    # nor is one no response packet was seen of: CoreDNS's log line has no answer count.
+    missing = missing[~missing["tc"] & ~((missing["ancount"] > 0) & (missing["answers"] == "")) & (missing["responses_seen"] > 0)]
     for (qname, qtype), group in missing.groupby(["qname", "qtype"]):
         cname = group["answers"].str.extract(r"CNAME (\S+)")[0].dropna()
         detail = f"a CNAME to {cname.iloc[0]} but no {qtype} record for it" if len(cname) else f"no {qtype} record"
@@ -439,6 +529,13 @@ def unanswered(traces: pd.DataFrame, explained: set[int]) -> list[Finding]:
     """Lookups nobody answered that no rule explains, said plainly, with where they were last seen."""
     rest = traces[(traces["outcome"] == "timed-out") & ~traces["trace_id"].isin(explained)]
     findings = []
+    for replica, group in rest[logs_only(rest)].groupby("server"):
+        findings.append(Finding(
+            "unanswered", "coredns",
+            f"{plural(len(group), 'lookup')} of {names(group['qname'])} {replica} logged without an answer (no response flags, "
+            f"size 0) after {in_ms(group['server_ns'].astype(float).median())} median: a plugin gave up without writing one. "
+            "Its errors log says which and why.", evidence(group), len(group)))
+    rest = rest[~logs_only(rest)]
     for (reached, role), group in rest.groupby(["reached", "reached_role"]):
         if role == "coredns":
             hop = "coredns"
@@ -461,10 +558,12 @@ def server_failures(traces: pd.DataFrame, facts: ClusterFacts, explained: set[in
     findings = []
     for (server, role, rcode), group in rest.groupby(["server", "server_role", "rcode"]):
         why = refused_cause(group, facts, role) if rcode == "REFUSED" else failure_cause(group, facts, role)
+        behind = ("by its log (a log shows no upstream exchange)" if logs_only(group).all()
+                  else "with no failed upstream exchange behind it")
         findings.append(Finding(
             "coredns-error", "coredns",
-            f"{server} answered {rcode} itself to {plural(len(group), 'lookup')} of {names(group['qname'])} from "
-            f"{names(group['client_vantage'])}, with no failed upstream exchange behind it: {why}",
+            f"{server} answered {rcode} itself to {plural(len(group), 'lookup')} of {names(group['qname'])}"
+            f"{' from ' + names(group['client_vantage']) if names(group['client_vantage']) else ''}, {behind}: {why}",
             evidence(group, rcode=rcode), len(group)))
     return findings
 
@@ -500,8 +599,10 @@ def failure_cause(group: pd.DataFrame, facts: ClusterFacts, role: str) -> str:
 def no_lookups(correlation: Correlation) -> Finding:
     """Nothing to diagnose: said as a warning, never as `ok`, with what the capture did see."""
     stats = correlation.stats
+    own = stats.get("own_queries", 0)
     seen = (f"{plural(stats.get('packets', 0), 'packet')} ({stats.get('dns_packets', 0)} DNS) and "
-            f"{plural(stats.get('log_records', 0), 'CoreDNS log record')} were read")
+            f"{plural(stats.get('log_records', 0), 'CoreDNS log record')} were read"
+            + (f"; {own} of the lookups were CoreDNS's own (loop probes, forward health checks)" if own else ""))
     return Finding("no-lookups", "pod", f"No lookup from a workload was captured, so there is nothing to diagnose: {seen}. "
                    "Check that the pod looked a name up while the capture ran and that its network namespace was captured.",
                    {"stats": {k: stats.get(k, 0) for k in ("packets", "dns_packets", "log_records", "traces", "lost_samples")}},
@@ -537,7 +638,7 @@ def diagnose(correlation: Correlation, facts: ClusterFacts | None = None) -> lis
     facts = facts or ClusterFacts()
     traces = client_traces(correlation.traces)
     if traces.empty:
-        return [no_lookups(correlation)]
+        return own_queries(correlation.traces, []) or [no_lookups(correlation)]
     findings: list[Finding] = []
     findings += dropped(traces, facts)
     findings += coredns_unreachable(traces, facts)
@@ -546,15 +647,18 @@ def diagnose(correlation: Correlation, facts: ClusterFacts | None = None) -> lis
     findings += name_problems(traces, facts)
     findings += truncated(traces)
     findings += slow_coredns(traces)
+    findings += slow_forwarded_in_logs(traces, facts)
     findings += imbalance(traces, correlation.upstream, facts)
     explained = set().union(*(f.covers for f in findings))
     findings += server_failures(traces, facts, explained)
     findings += unanswered(traces, explained)
+    findings += own_queries(correlation.traces, findings)
     findings.sort(key=lambda f: (PROBLEM_ORDER.index(f.code), -f.count))
     if not any(f.severity in ("error", "warning") for f in findings):
         good = traces[(traces["outcome"] == "answered") & traces["rcode"].isin(["NOERROR"])]
         findings.insert(0, Finding(
-            "ok", "", f"{plural(len(good), 'lookup')} answered correctly, every hop in order"
+            "ok", "", f"{plural(len(good), 'lookup')} answered correctly, "
+            + ("by CoreDNS's log (which shows no other hop)" if len(good) and logs_only(good).all() else "every hop in order")
             + (f" (p50 {in_ms(good['total_ns'].astype(float).median())} at the client)." if len(good) and good["total_ns"].notna().any() else "."),
             evidence(good), len(good), "info"))
     return findings

@@ -166,6 +166,7 @@ TRACES = [
     f("served_from", "object", "upstream, authoritative, cache, none (packets); authoritative, unknown (logs only)",
       "table wide json html", "FROM"),
     f("replica", "object", "the CoreDNS or NodeLocal DNS pod that served it", "json"),
+    f("purpose", "object", "`lookup` (a client's); CoreDNS's own: `loop-probe` (the loop plugin's HINFO), `health-check` (forward's `. IN NS`)", "json"),
     f("t_start", "int64", "when the query left the client, ns since the epoch", "wide"),
     f("t_server_in", "Int64", "when the query reached its server"),
     f("t_server_out", "Int64", "when the server's response left"),

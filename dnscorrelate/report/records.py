@@ -67,7 +67,7 @@ def trace_records(correlation: Correlation, with_hops: bool = True) -> list[dict
             "client": {"ip": t["client_ip"], "port": clean(t["client_port"]), "vantage": t["client_vantage"]},
             "dns_id": clean(t["dns_id"]), "proto": t["proto"], "qname": t["qname"], "qtype": t["qtype"],
             "outcome": t["outcome"], "rcode": t["rcode"], "answers": t["answers"],
-            "server": t["server"], "replica": t["replica"], "served_from": t["served_from"],
+            "server": t["server"], "replica": t["replica"], "served_from": t["served_from"], "purpose": t["purpose"],
             "dnat": {"to": t["dnat_to"], "at": t["dnat_at"]} if t["dnat_to"] else None,
             "reached": t["reached"],
             "segments_ms": {
@@ -93,6 +93,7 @@ def analysis_record(analysis: Analysis, with_hops: bool = True) -> dict:
         "traces": trace_records(analysis.correlation, with_hops),
         "findings": [f.to_dict() for f in analysis.findings],
         "stats": analysis.correlation.stats,
+        "warnings": analysis.correlation.warnings,
     }
 
 
