@@ -49,14 +49,26 @@ def friendly_errors(fn):
         except BrokenPipeError:  # click.echo's; rich's consoles call quiet_exit themselves
             quiet_exit()
         except USER_ERRORS as err:
-            # The message is the user's text (paths, YAML keys, patterns): never read as markup.
-            errors.print(Text.assemble(("error:", "bold red"), " ", printable(str(err))), highlight=False, soft_wrap=True)
+            print_error(err)
             sys.exit(2)
         except KeyboardInterrupt:
             errors.print("interrupted")
             sys.exit(130)
 
     return wrapper
+
+
+def print_error(err: Exception) -> None:
+    """`error: MESSAGE` on stderr. The message is the user's text (paths, YAML keys, patterns): never markup."""
+    errors.print(Text.assemble(("error:", "bold red"), " ", printable(str(err))), highlight=False, soft_wrap=True)
+
+
+def say_swept() -> None:
+    """Remove labs whose owning process died (a `run` killed with -9) and say which."""
+    from dnscorrelate.cluster.lab.runtime import sweep_orphans
+
+    for lab_name, pid in sweep_orphans():
+        errors.print(f"removed lab {lab_name}: process {pid}, which made it, is gone without removing it", highlight=False, markup=False)
 
 
 def needs_root(what: str) -> None:
@@ -71,9 +83,10 @@ lab_option = click.option("--lab", "--name", "lab_name", metavar="NAME", help="W
 def live_backend(lab_name: str | None, kubeconfig: str | None, context: str | None):
     """The cluster a live command works on: a Kubernetes cluster when a context or kubeconfig is named, else the lab."""
     if kubeconfig or context:
+        from dnscorrelate.cluster.kind.cluster import kubeconfig_of_context
         from dnscorrelate.cluster.kube.backend import KubeBackend
 
-        return KubeBackend(kubeconfig, context)
+        return KubeBackend(kubeconfig or (kubeconfig_of_context(context) if context else None), context)
     from dnscorrelate.cluster.lab.backend import LabBackend
 
     return LabBackend.find(lab_name)
@@ -102,8 +115,10 @@ def lab_up(spec_path: str | None, name: str) -> None:
     from dnscorrelate.cluster.lab.spec import load_spec
 
     spec = load_spec(spec_path)
-    with console.status(f"bringing up lab {name}"):
-        started = Lab.up(spec, name)
+    needs_root("bringing up a lab")
+    say_swept()
+    with console.status(f"bringing up lab {escape(name)}"):
+        started = Lab.up(spec, name, owned=False)  # the user's: it stays until `lab down`
     print_status(started.status())
     console.print(f"\nlab [bold]{escape(name)}[/] is up. Try: dnscorrelate lab exec pod/mypod -n demo -- dig +short example.com")
 
@@ -197,15 +212,19 @@ def lab_delete(ref: str, namespace: str, lab_name: str | None) -> None:
 
 @lab.command("down")
 @click.option("--name", "name", help="The lab to remove (default: the only one up).")
-@click.option("--all", "everything", is_flag=True, help="Remove every lab, including the debris of crashed ones.")
+@click.option("--all", "everything", is_flag=True, help="Remove every lab, including the debris of crashed ones, "
+              "but those a live process (a run, a test) still uses.")
+@click.option("--force", is_flag=True, help="With --all: remove labs in use by a live process too.")
 @friendly_errors
-def lab_down(name: str | None, everything: bool) -> None:
+def lab_down(name: str | None, everything: bool, force: bool) -> None:
     """Remove a lab: processes, namespaces, /etc/netns entries, nftables tables."""
-    from dnscorrelate.cluster.lab.runtime import resolve_lab_name, teardown
+    from dnscorrelate.cluster.lab.runtime import resolve_lab_name, teardown, teardown_all
 
     needs_root("removing a lab")
     if everything:
-        removed = teardown(None)
+        removed, kept = teardown_all(force)
+        for lab_name, pid in kept:
+            errors.print(f"kept lab {lab_name}: process {pid} still uses it (--force removes it)", highlight=False, markup=False)
     else:
         removed = teardown(resolve_lab_name(name))
     console.print(
@@ -323,18 +342,29 @@ def print_analysis(result) -> None:
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @friendly_errors
 def run(paths: tuple[str, ...], report_dir: str, evidence_dir: str | None, output: str) -> None:
-    """Run scenarios: lab, faults, queries, capture, diagnosis, report. Exits 1 when an expectation fails."""
+    """Run scenarios: lab, faults, queries, capture, diagnosis, report. Exits 1 when an expectation fails,
+    2 when a scenario file is bad (the good ones beside it still run)."""
     from dnscorrelate import runner
+    from dnscorrelate.errors import SpecError
     from dnscorrelate.scenarios import load_scenario, scenario_paths
 
     if report_dir:
         check_output_dir(report_dir, "--report-dir")
     if evidence_dir:
         check_output_dir(evidence_dir, "--evidence-dir")
-    scenarios = [load_scenario(p) for p in scenario_paths(list(paths))]
-    if not scenarios:
+    scenarios, bad = [], []
+    for path in scenario_paths(list(paths)):
+        try:
+            scenarios.append(load_scenario(path))
+        except SpecError as err:
+            bad.append(path)
+            print_error(err)
+    if not scenarios and not bad:
         raise click.UsageError("no scenario files found")
+    if not scenarios:
+        sys.exit(2)
     needs_root("running a scenario")
+    say_swept()
     results = runner.run_all(scenarios, Path(report_dir) if report_dir else None, Path(evidence_dir) if evidence_dir else None,
                              console=errors, show_progress=output == "table" or errors.is_terminal)
     if output == "json":
@@ -342,7 +372,9 @@ def run(paths: tuple[str, ...], report_dir: str, evidence_dir: str | None, outpu
             click.echo(json.dumps(result.to_dict()))
     else:
         print_results(results)
-    sys.exit(0 if all(r.passed for r in results) else 1)
+    if bad:
+        errors.print(f"{len(bad)} scenario file(s) not run, see above: {', '.join(map(str, bad))}", highlight=False, markup=False)
+    sys.exit(2 if bad else 0 if all(r.passed for r in results) else 1)
 
 
 def print_results(results) -> None:

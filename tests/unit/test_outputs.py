@@ -50,3 +50,20 @@ def test_good_paths_pass_and_leave_nothing_behind(tmp_path):
     assert check_output_file(tmp_path / "x.parquet", "-o") == tmp_path / "x.parquet"
     assert check_output_dir(tmp_path / "a" / "b", "--report-dir").is_dir()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a"] and not any((tmp_path / "a" / "b").iterdir())
+
+
+def test_a_bad_file_in_a_directory_is_reported_and_the_good_ones_still_run(tmp_path, monkeypatch):
+    """Issue 13: one bad scenario no longer blocks the ones beside it; the run exits 2."""
+    import shutil
+
+    from dnscorrelate import cli
+
+    shutil.copy(SCENARIO, tmp_path / "healthy.yaml")
+    (tmp_path / "broken.yaml").write_bytes(b"name: x\ndescription: caf\xe9\n")
+    ran = []
+    monkeypatch.setattr(runner, "run_all", lambda scenarios, *a, **k: ran.extend(s.name for s in scenarios) or [])
+    monkeypatch.setattr(cli, "say_swept", lambda: None)
+    result = CliRunner().invoke(main, ["run", "--report-dir", "", str(tmp_path)])
+    assert ran == ["healthy"]
+    assert result.exit_code == 2 and f"{tmp_path}/broken.yaml:2: byte 0xe9" in result.output
+    assert "1 scenario file(s) not run" in result.output

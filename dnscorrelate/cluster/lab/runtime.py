@@ -7,6 +7,11 @@ directory `/run/dnscorrelate/labs/<lab>/` (and which live in lab
 namespaces). The state file there is written before anything is created, so
 a lab whose `up` crashed is still found and removed by `lab down`;
 `lab down --all` also sweeps by prefix when even the state file is gone.
+
+A lab made for one process (a scenario `run`, a test) records that process
+as its owner: `lab down --all` leaves labs whose owner still runs (unless
+forced), and `lab up` and `run` remove labs whose owner died without tearing
+them down (kill -9). A lab from `lab up` has no owner: it stays until `lab down`.
 """
 
 from __future__ import annotations
@@ -71,6 +76,7 @@ class Lab:
     processes: list[Process] = field(default_factory=list)
     coredns: str = ""
     serial: int = 0  # the cluster zones' SOA serial: the file plugin reloads only when it grows
+    owner: dict | None = None  # {"pid", "start"} of the process the lab was made for; None: the user's (`lab up`)
 
     @property
     def name(self) -> str:
@@ -88,6 +94,7 @@ class Lab:
             "processes": [vars(p) for p in self.processes],
             "coredns": self.coredns,
             "serial": self.serial,
+            "owner": self.owner,
         }
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=1))
@@ -102,19 +109,20 @@ class Lab:
             raise LabError(f"no lab named {name!r} is up (looked for {path})") from None
         topology = Topology.model_validate(state["topology"])
         processes = [Process(**p) for p in state["processes"]]
-        return cls(topology, path.parent, processes, state.get("coredns", ""), state.get("serial", 0))
+        return cls(topology, path.parent, processes, state.get("coredns", ""), state.get("serial", 0), state.get("owner"))
 
     # --- up ----------------------------------------------------------------
 
     @classmethod
-    def up(cls, spec: LabSpec, name: str = "lab") -> Lab:
-        """Build and start the lab; on any failure or Ctrl-C, remove what was made and re-raise."""
+    def up(cls, spec: LabSpec, name: str = "lab", owned: bool = True) -> Lab:
+        """Build and start the lab; on any failure or Ctrl-C, remove what was made and re-raise. An `owned`
+        lab belongs to this process: once it is gone, the lab is debris for the next sweep."""
         preflight()
         topology = build_topology(spec, name)
         binary = coredns_binary()
         if (RUN_ROOT / name).exists() or netns.list_netns(topology.prefix):
             raise LabError(f"lab {name!r} is already up: `dnscorrelate lab down --name {name}` first, or pick another --name")
-        lab = cls(topology, RUN_ROOT / name, coredns=str(binary))
+        lab = cls(topology, RUN_ROOT / name, coredns=str(binary), owner=this_process() if owned else None)
         lab.dir.mkdir(parents=True)
         lab.save()
         try:
@@ -413,6 +421,57 @@ def stale_objects(prefix: str = PREFIX) -> dict[str, list]:
     etc = sorted(p.name for p in ETC_NETNS.glob(f"{prefix}*")) if ETC_NETNS.is_dir() else []
     pids = set(netns.pids_in(inodes)) | set(netns.pids_with_arg(lab_dir))
     return {"netns": names, "etc_netns": etc, "pids": sorted(pids)}
+
+
+def process_start(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot, /proc/PID/stat field 22), None if it is gone or
+    a zombie: with the pid, it tells the owner apart from a later process that got the same pid."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return None if fields[0] in ("Z", "X") else int(fields[19])
+
+
+def this_process() -> dict:
+    return {"pid": os.getpid(), "start": process_start(os.getpid())}
+
+
+def lab_owner(name: str) -> dict | None:
+    """The owner recorded in lab `name`'s state (None: the user's lab, or no readable state)."""
+    try:
+        owner = json.loads((RUN_ROOT / name / "state.json").read_text()).get("owner")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return owner if isinstance(owner, dict) and "pid" in owner else None
+
+
+def owner_alive(owner: dict | None) -> bool:
+    return owner is not None and process_start(int(owner["pid"])) == owner.get("start")
+
+
+def sweep_orphans() -> list[tuple[str, int]]:
+    """Remove the labs whose owning process died without tearing them down; (lab, pid) of each."""
+    orphans = [(name, int(owner["pid"])) for name in running_labs()
+               if (owner := lab_owner(name)) is not None and not owner_alive(owner)]
+    for name, _ in orphans:
+        teardown(name)
+    return orphans
+
+
+def teardown_all(force: bool = False) -> tuple[dict[str, list], list[tuple[str, int]]]:
+    """Every lab but those a live process owns (all of them with `force`), and the debris of labs that have
+    no state left; returns what was removed and (lab, owner pid) of each lab kept."""
+    kept = [] if force else [(name, int(owner["pid"])) for name in running_labs() if owner_alive(owner := lab_owner(name))]
+    if not kept:
+        return teardown(None), []
+    keep = {name for name, _ in kept}
+    debris = {n.removeprefix(PREFIX).split("-", 1)[0] for n in netns.list_netns(PREFIX)}
+    removed: dict[str, list] = {"netns": [], "etc_netns": [], "pids": [], "labs": []}
+    for name in sorted((set(running_labs()) | debris) - keep):
+        for what, items in teardown(name).items():
+            removed[what] += items
+    return removed, kept
 
 
 def teardown(name: str | None) -> dict[str, list]:
