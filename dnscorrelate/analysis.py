@@ -19,10 +19,11 @@ def analyze(frame: pd.DataFrame | None, logs: ParsedLogs | None, facts: ClusterF
     return Analysis(correlation, diagnose(correlation, facts))
 
 
-def from_files(events_path: str | None, log_paths: list[str], corefile_path: str | None = None,
+def from_files(events_path: str | None, log_paths: list, corefile_path: str | None = None,
                manifest_paths: list[str] = (), lab_name: str | None = None,
-               evidence: tuple[pd.DataFrame, dict] | None = None) -> Analysis:
+               evidence: tuple[pd.DataFrame, dict] | None = None, log_formats: list[str] = ()) -> Analysis:
     """`correlate`'s inputs read from disk; facts from a running lab (--lab) or from the given files.
+    `log_paths` are paths or (replica, path) pairs; `log_formats` are `log` format strings to try first.
     `evidence` is what sources.evidence.read_evidence made of pcap, Inspektor Gadget and dnstap files."""
     from dnscorrelate.cluster.lab.spec import load_manifests
 
@@ -38,7 +39,7 @@ def from_files(events_path: str | None, log_paths: list[str], corefile_path: str
     else:
         manifests = [m for path in manifest_paths for m in load_manifests(path)]
         facts = facts_from_files(corefile, manifests)
-    logs = read_logs(log_paths, corefile or None) if log_paths else None
+    logs = read_logs(log_paths, corefile or None, list(log_formats)) if log_paths else None
     return analyze(frame, logs, facts, capture_stats)
 
 

@@ -294,8 +294,11 @@ def print_capture_stats(stats: dict) -> None:
 
 @main.command()
 @click.option("--events", "events_path", type=click.Path(dir_okay=False), help="Packet events saved by `capture` (Parquet or JSON).")
-@click.option("--coredns-log", "log_paths", multiple=True, type=click.Path(dir_okay=False), help="CoreDNS log (kubectl logs [--timestamps] [--prefix]). Repeatable.")
+@click.option("--coredns-log", "log_paths", multiple=True, metavar="[REPLICA=]FILE",
+              help="CoreDNS or NodeLocal DNS log (kubectl logs [--timestamps] [--prefix]); REPLICA names the pod when no --prefix does. Repeatable.")
 @click.option("--corefile", type=click.Path(dir_okay=False), help="The Corefile: its log format and forward targets.")
+@click.option("--log-format", "log_formats", multiple=True, metavar="FORMAT",
+              help="The `log` directive's format string, when the Corefile is not given (e.g. '{remote} {type} {name} {rcode} {duration}'). Repeatable.")
 @click.option("--manifests", "manifest_paths", multiple=True, type=click.Path(dir_okay=False), help="Services, NetworkPolicies, Namespaces (YAML) to name causes. Repeatable.")
 @click.option("--pcap", "pcap_specs", multiple=True, metavar="[VANTAGE=]FILE", help="pcap/pcapng (tcpdump, tshark); VANTAGE like pod/NS/NAME, node/NAME, coredns/NAME. Repeatable.")
 @click.option("--ig-json", "ig_paths", multiple=True, type=click.Path(dir_okay=False), help="Inspektor Gadget trace_dns JSON output. Repeatable.")
@@ -304,7 +307,7 @@ def print_capture_stats(stats: dict) -> None:
 @lab_option
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @friendly_errors
-def correlate(events_path, log_paths, corefile, manifest_paths, pcap_specs, ig_paths, dnstap_specs, ports, lab_name, output) -> None:
+def correlate(events_path, log_paths, corefile, log_formats, manifest_paths, pcap_specs, ig_paths, dnstap_specs, ports, lab_name, output) -> None:
     """Stitch saved packets and CoreDNS logs into one trace per request, and diagnose them."""
     from dnscorrelate import analysis
 
@@ -316,7 +319,10 @@ def correlate(events_path, log_paths, corefile, manifest_paths, pcap_specs, ig_p
 
         evidence = read_evidence(pcap_specs, ig_paths, dnstap_specs, ports)
         errors.print(evidence_line(evidence[1]), highlight=False, markup=False)
-    result = analysis.from_files(events_path, list(log_paths), corefile, list(manifest_paths), lab_name, evidence=evidence)
+    from dnscorrelate.sources.coredns_log import log_source
+
+    result = analysis.from_files(events_path, [log_source(spec) for spec in log_paths], corefile, list(manifest_paths), lab_name,
+                                 evidence=evidence, log_formats=list(log_formats))
     if output == "json":
         from dnscorrelate.report.records import analysis_record
 
@@ -332,6 +338,8 @@ def print_analysis(result) -> None:
     console.print(findings_table(result.findings))
     for line in unparsed_lines(result.correlation.unparsed):
         errors.print(line, highlight=False, markup=False)
+    for warning in result.correlation.warnings:
+        errors.print(f"warning: {warning}", highlight=False, markup=False)
     errors.print(stats_line(result.correlation.stats), highlight=False)
 
 

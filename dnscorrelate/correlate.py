@@ -541,7 +541,7 @@ def traces_from_logs(records: pd.DataFrame) -> pd.DataFrame:
     ts = records["ts_ns"].astype("Int64")
     duration = (records["duration_s"] * 1e9).round().astype("Int64")
     flags = records["rflags"].astype(str)
-    written = ((flags != "") | (records["rsize"].fillna(0) > 0)).to_numpy()
+    written = ~((flags == "") & (records["rsize"] == 0).fillna(False)).to_numpy(dtype=bool)  # a format without them: assume written
     rcode = np.where(written, records["rcode"].astype(str).to_numpy(), "")
     authoritative = flags.str.contains(r"\baa\b").to_numpy()
     traces = pd.DataFrame(

@@ -105,7 +105,7 @@ def findings_table(findings: list, title: str = "findings") -> Table:
     return fields_table(title, schema.shown(schema.FINDINGS, schema.TABLE), findings, finding_cell)
 
 
-CORRELATION_COUNTS = ["packets", "log_lines", "unparsed_lines", "traces", "upstream_exchanges", "ambiguous", "lost_samples",
+CORRELATION_COUNTS = ["packets", "log_lines", "log_records", "error_records", "log_other", "unparsed_lines", "traces", "own_queries", "upstream_exchanges", "ambiguous", "lost_samples",
                       "decode_errors", "log_records_unmatched", "icmp_unmatched"]
 
 

@@ -357,6 +357,14 @@ def replica_from_path(path: Path) -> str:
 
 
 
+def log_source(spec: str) -> tuple[str | None, str]:
+    """`REPLICA=FILE` as (replica, file); a plain FILE (or one whose name holds `=`) as (None, file)."""
+    replica, sep, path = spec.partition("=")
+    if not sep or not replica or "/" in replica or Path(spec).exists():
+        return None, spec
+    return replica, path
+
+
 def read_logs(sources: list, corefile: str | None = None, log_formats: list[str] = ()) -> ParsedLogs:
     """Parse every log: `sources` are paths or (replica, path) pairs (replica None: none named). Formats from
     `log_formats` and the Corefile's `log` directives are tried first, then the known ones.
