@@ -174,7 +174,8 @@ def upstream_problems(traces: pd.DataFrame, upstream: pd.DataFrame, facts: Clust
     by_errors = traces[traces["error_reason"].isin(NETWORK_REASONS)]
     # CoreDNS logged them unanswered after waiting as long as forward does: with logs alone, an upstream that
     # did not answer (named when an errors line gives its address).
-    silent = traces[logs_only(traces) & (traces["outcome"] == "timed-out") & (traces["log_duration_s"] >= FORWARD_TIMEOUT_S)]
+    silent = traces[logs_only(traces) & (traces["outcome"] == "timed-out") & (traces["log_duration_s"] >= FORWARD_TIMEOUT_S)
+                    & traces["error_reason"].isin(["", *NETWORK_REASONS])]
     failing = traces[traces["trace_id"].isin(failed_ids) & (traces["upstream_answered"] == 0) | traces["trace_id"].isin(by_errors["trace_id"])]
     not_connected = traces[(traces["upstream_connects_unanswered"] + traces["upstream_connects_refused"] > 0) & (traces["upstream_answered"] == 0)]
     failing = failing[failing["outcome"] != "answered"].pipe(lambda f: pd.concat([
@@ -532,9 +533,10 @@ def unanswered(traces: pd.DataFrame, explained: set[int]) -> list[Finding]:
     for replica, group in rest[logs_only(rest)].groupby("server"):
         findings.append(Finding(
             "unanswered", "coredns",
-            f"{plural(len(group), 'lookup')} of {names(group['qname'])} {replica} logged without an answer (no response flags, "
+            f"{replica} logged {plural(len(group), 'lookup')} of {names(group['qname'])} without an answer (no response flags, "
             f"size 0) after {in_ms(group['server_ns'].astype(float).median())} median: a plugin gave up without writing one. "
-            "Its errors log says which and why.", evidence(group), len(group)))
+            + (f"Its errors log says: {next(e for e in group['error'] if e)}" if (group["error"] != "").any()
+               else "Its errors log (the errors plugin) says which and why."), evidence(group), len(group)))
     rest = rest[~logs_only(rest)]
     for (reached, role), group in rest.groupby(["reached", "reached_role"]):
         if role == "coredns":

@@ -73,13 +73,17 @@ DNS_CONTAINERS = r"coredns|node-cache|kubedns|dnsmasq|sidecar"
 HEAD = re.compile(
     r"^\s*(?:\[pod/(?P<pod>[^/\]]+)/(?P<container>[^\]]*)\]\s+"  # kubectl logs --prefix
     rf"|(?P<stern_pod>[a-z0-9][-a-z0-9.]*)\s+(?P<stern_container>{DNS_CONTAINERS})\s+"  # stern: POD CONTAINER
-    rf"|(?P<bare_container>{DNS_CONTAINERS})\s+(?=\[|\d{{4}}))?"  # a container's name alone
+    rf"|(?P<bare_container>{DNS_CONTAINERS})\s+(?=\[|\d{{4}})"  # a container's name alone
+    r"|(?P<kail_ns>[\w.-]+)/(?P<kail_pod>[\w.-]+)\[[\w.-]+\]:\s+"  # kail: NS/POD[CONTAINER]:
+    r"|(?P<compose>[\w.-]+)\s*\|\s)?"  # docker compose: SERVICE |
     rf"(?:(?P<ts1>{TIMESTAMP})\s+)?(?:(?P<ts2>{TIMESTAMP})\s+)?(?:(?P<godate>{GO_LOG_DATE})\s+)?"
     r"(?:(?P<level>\[(?:INFO|ERROR|WARNING|WARN|DEBUG|FATAL)\])\s*)?(?P<body>.*)$"
 )
 # plugin/errors lines; CoreDNS <= 1.2 wrote the same after [ERROR] without the plugin's name.
 ERROR_BODY = re.compile(r"^(?:plugin/errors: )?(?P<rcode>\d+) (?P<qname>\S+) (?P<qtype>[A-Z][A-Z0-9]*): (?P<error>.*)$")
-UPSTREAM_IN_ERROR = re.compile(r"(?:read|write|dial) (?:udp|tcp) (?:\S+->)?(?P<ip>\[[^\]]+\]|[\d.]+):(?P<port>\d+)")
+# A failed forward health check (`. IN NS` to the upstream) as CoreDNS 1.0-1.1 logged it: an errors record of its own.
+HEALTH_CHECK_BODY = re.compile(r"^(?:plugin/forward: )?(?:[Hh]ealth ?check|[Hh]ealtheck) of (?P<address>\S+) failed with (?P<error>.*)$")
+UPSTREAM_IN_ERROR = re.compile(r"(?:(?:read|write|dial) (?:udp|tcp) (?:\S+->)?|health check of )(?P<ip>\[[^\]]+\]|[\d.]+):(?P<port>\d+)")
 KLOG = r"[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ \S+:\d+\]"
 NOTICE_KINDS = [  # (kind, body pattern), first match wins; checked on lines that are neither queries nor errors
     ("loop-detected", r"plugin/loop: Loop .*detected"),
@@ -206,7 +210,7 @@ def parse_lines(lines: list[str], source: str, replica: str | None = None, forma
     text = pd.Series([line.rstrip("\r\n") for line in lines], dtype="string")
     head = extract(text, HEAD)
     head["line_no"] = np.arange(1, len(text) + 1)
-    named = head["pod"].fillna(head["stern_pod"])
+    named = head["pod"].fillna(head["stern_pod"]).fillna(head["kail_pod"]).fillna(head["compose"])
     head["replica"] = named.fillna(replica or "")
     head["ts_ns"] = line_times(head)
     body = head["body"].fillna("")
@@ -215,6 +219,11 @@ def parse_lines(lines: list[str], source: str, replica: str | None = None, forma
     errors_match = extract(body, ERROR_BODY)
     # Without `plugin/errors:` (CoreDNS <= 1.2) only an [ERROR] line is an errors line.
     is_error = errors_match["rcode"].notna() & (body.str.startswith("plugin/errors:") | (head["level"] == "[ERROR]"))
+    checks = extract(body, HEALTH_CHECK_BODY)
+    is_check = checks["address"].notna() & ~is_error
+    errors_match.loc[is_check, ["rcode", "qname", "qtype"]] = ["", ".", "NS"]
+    errors_match.loc[is_check, "error"] = "health check of " + checks.loc[is_check, "address"] + " failed: " + checks.loc[is_check, "error"]
+    is_error |= is_check
 
     records = []
     remaining = ~is_error & ~blank

@@ -185,6 +185,21 @@ def test_stern_prefix_names_the_replica():
     assert (r.replica, r.qname) == ("coredns-565d847f94-qwk7d", "db.corp.example.")
 
 
+@pytest.mark.parametrize("prefix, replica", [
+    ("coredns-secondary    | ", "coredns-secondary"),  # docker compose
+    ("kube-system/coredns-7d575fbd9-kbmzn[coredns]: ", "coredns-7d575fbd9-kbmzn"),  # kail
+])
+def test_other_log_collectors_prefixes_name_the_replica(prefix, replica):
+    r = one(prefix + '172.16.238.1 - [07/Jun/2017:12:52:12 +0000] "A IN www.google.com. udp 44 false 4096" NOERROR 60 9.656563ms').records.iloc[0]
+    assert (r.replica, r.qname, r.rsize) == (replica, "www.google.com.", 60)
+
+
+def test_a_failed_forward_health_check_is_an_errors_record_about_dot_ns():
+    e = one("2018/02/07 18:39:51 [INFO] healtheck of 192.168.1.1:53 failed with read udp 10.244.1.67:45004->192.168.1.1:53: "
+            "i/o timeout").errors.iloc[0]
+    assert (e.qname, e.qtype, e.rcode, e.upstream_ip, e.upstream_port, e.reason) == (".", "NS", "", "192.168.1.1", 53, "timeout")
+
+
 def test_node_cache_query_lines_after_its_container_name():
     r = one('node-cache [INFO] 10.233.64.12:36413 - 2341 "A IN web.demo.svc.cluster.local. udp 55 false 512" '
             'NOERROR qr,aa,rd 106 0.000451008s').records.iloc[0]

@@ -35,6 +35,8 @@ EXPECTED = {
                          ("upstream-unreachable", ["219.141.140.10:53", "loop-plugin probe"])],
     "reload-1.6.7.log": [("no-lookups", ["1 of the lookups were CoreDNS's own"])],
     "stern-1.10.1.log": [("nxdomain", ["payments", "prod"]), ("upstream-slow", ["db.corp.example.", "does not split"])],
+    "healthcheck-kail-1.0.5.log": [("upstream-unreachable", ["192.168.1.1:53", "3 forward health checks"])],
+    "compose-overflow-1.6.6.log": [("unanswered", ["coredns-1 logged 1 lookup", "overflowing header size"])],
 }
 
 
