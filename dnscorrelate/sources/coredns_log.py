@@ -20,7 +20,8 @@ errors without `plugin/errors:` (`[ERROR] 2 NAME. A: unreachable backend: ...`).
 
 Every line ends up counted: a query record, an error record, a known
 non-query line (`notices`, by kind: banner, reload, shutdown, health,
-loop-detected, kubernetes, node-cache, plugin, klog, errors-summary, blank), or
+loop-detected, startup-error, kubectl, kubernetes (and klog), node-cache, plugin,
+errors-summary, blank), or
 unparsed (kept with its line number). Missing fields (`-`) become empty values,
 never errors.
 """
@@ -87,7 +88,10 @@ UPSTREAM_IN_ERROR = re.compile(r"(?:(?:read|write|dial) (?:udp|tcp) (?:\S+->)?|h
 KLOG = r"[IWEF]\d{4} \d\d:\d\d:\d\d\.\d+\s+\d+ \S+:\d+\]"
 NOTICE_KINDS = [  # (kind, body pattern), first match wins; checked on lines that are neither queries nor errors
     ("loop-detected", r"plugin/loop: Loop .*detected"),
-    ("reload", r"Reloading(?: complete)?$|plugin/reload:|Restart failed|Restarting"),
+    ("startup-error", r"Listen: listen |.*Error during parsing|panic: |goroutine \d+ \[|plugin/\S+: .*(?:cannot|failed to) start|"
+                      r"Restart failed"),
+    ("kubectl", r"Defaulted container |Found \d+ pods, using pod/"),
+    ("reload", r"Reloading(?: complete)?$|plugin/reload:|Restarting"),
     ("shutdown", r"SIG(?:TERM|INT|QUIT|USR1|HUP)\b|.*lameduck|Shutting down|Exiting"),
     ("health", r"plugin/(?:health|ready):"),
     ("errors-summary", r"(?:plugin/errors: )?\d+ errors like '.*' occurred in last \S+$"),

@@ -156,6 +156,10 @@ def test_near_miss_lines_never_raise(line):
     ("[pod/coredns-66bc5c9577-x2v9q/coredns] 2024-05-02T10:20:11.504061152Z CoreDNS-1.11.1", "banner"),
     ("coredns-565d847f94-8zs2m coredns [INFO] plugin/reload: Running configuration SHA512 = 59", "reload"),
     ("  [INFO] plugin/reload: Running configuration MD5 = f65c4821c8a9b7b5", "reload"),
+    ("Listen: listen tcp :53: bind: permission denied", "startup-error"),
+    ("/etc/coredns/Corefile:12 - Error during parsing: Unknown directive 'proxy'", "startup-error"),
+    ('Defaulted container "coredns" out of: coredns, config-reloader', "kubectl"),
+    ("[DEBUG] plugin/finalize: Finalizing CNAME for request", "plugin"),
 ])
 def test_non_query_lines_are_counted_by_kind(line, kind):
     parsed = parse_lines([line], "t.log", "coredns-0")
