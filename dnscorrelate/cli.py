@@ -348,10 +348,12 @@ def print_analysis(result) -> None:
 @click.option("--report-dir", type=click.Path(file_okay=False), default="reports", show_default=True, help="Where HTML reports go; empty for none.")
 @click.option("--evidence-dir", type=click.Path(file_okay=False), help="Also save each scenario's events, logs and topology here.")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--backend", type=click.Choice(["lab", "kind"]), default="lab", show_default=True,
+              help="Where each scenario runs: a fresh lab, or a fresh two-node kind cluster (`make cluster` first; ~2 min each).")
 @friendly_errors
-def run(paths: tuple[str, ...], report_dir: str, evidence_dir: str | None, output: str) -> None:
-    """Run scenarios: lab, faults, queries, capture, diagnosis, report. Exits 1 when an expectation fails,
-    2 when a scenario file is bad (the good ones beside it still run)."""
+def run(paths: tuple[str, ...], report_dir: str, evidence_dir: str | None, output: str, backend: str) -> None:
+    """Run scenarios: lab or kind cluster, faults, queries, capture, diagnosis, report. Exits 1 when an
+    expectation fails, 2 when a scenario file is bad or the backend cannot run it (the good ones beside it still run)."""
     from dnscorrelate import runner
     from dnscorrelate.errors import SpecError
     from dnscorrelate.scenarios import load_scenario, scenario_paths
@@ -363,7 +365,7 @@ def run(paths: tuple[str, ...], report_dir: str, evidence_dir: str | None, outpu
     scenarios, bad = [], []
     for path in scenario_paths(list(paths)):
         try:
-            scenarios.append(load_scenario(path))
+            scenarios.append(load_scenario(path, backend))
         except SpecError as err:
             bad.append(path)
             print_error(err)
@@ -374,7 +376,7 @@ def run(paths: tuple[str, ...], report_dir: str, evidence_dir: str | None, outpu
     needs_root("running a scenario")
     say_swept()
     results = runner.run_all(scenarios, Path(report_dir) if report_dir else None, Path(evidence_dir) if evidence_dir else None,
-                             console=errors, show_progress=output == "table" or errors.is_terminal)
+                             console=errors, show_progress=output == "table" or errors.is_terminal, backend=backend)
     if output == "json":
         for result in results:
             click.echo(json.dumps(result.to_dict()))

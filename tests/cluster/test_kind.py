@@ -98,3 +98,31 @@ def test_down_leaves_nothing_behind(kind_build):
     assert not [n for n in client.networks.list() if n.name == made.network]
     assert not made.dir.exists()
     assert name not in kind.existing_clusters(kind_build)
+
+
+def test_trace_on_the_cluster_shows_every_hop_through_dnat_and_masquerade(kind_cluster):
+    """`dnscorrelate trace --context` captures in the pods' and nodes' namespaces found in /proc."""
+    import json
+    import subprocess
+    import sys
+
+    trace = subprocess.Popen(
+        [sys.executable, "-m", "dnscorrelate", "trace", "pod/mypod", "-n", "demo", "--context", kind_cluster.context,
+         "--kubeconfig", str(kind_cluster.kubeconfig), "--duration", "20", "-o", "json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(10)  # the tracer compiles and attaches
+    for name in ("example.com", "nosuch.demo.svc.cluster.local"):
+        pod_exec(kind_cluster, "demo", "mypod", ["dig", "+short", "+tries=1", "+timeout=2", name])
+    out, err = trace.communicate(timeout=60)
+    assert trace.returncode == 0, err
+    records = {r["qname"]: r for r in map(json.loads, out.splitlines())}
+    external = records["example.com."]
+    roles = [h["role"] for h in external["hops"]]
+    assert roles[0] == "pod" and roles[-1] == "pod"
+    assert {"node", "coredns", "upstream"} <= set(roles)
+    assert external["dnat"]["to"].endswith(":53") and external["served_from"] == "upstream"
+    assert external["log"] is not None  # CoreDNS's own line, read through the API, joined to the packets
+    assert set(external["findings"]) <= {"ok"}  # nothing wrong with it (the NXDOMAIN below is another lookup's)
+    assert external["segments_ms"]["upstream_rtt"] > 0
+    missing = records["nosuch.demo.svc.cluster.local."]
+    assert missing["rcode"] == "NXDOMAIN" and "nxdomain" in missing["findings"]

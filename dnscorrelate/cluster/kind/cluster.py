@@ -67,6 +67,13 @@ class Timings:
         return result
 
 
+def kubeconfig_of_context(context: str) -> str | None:
+    """The kubeconfig `cluster up` wrote for a context it made (kind-dnsc-NAME), if that cluster is up."""
+    prefix = "kind-" + PREFIX
+    path = RUN_ROOT / context[len(prefix):] / "kubeconfig" if context.startswith(prefix) else None
+    return str(path) if path and path.exists() else None
+
+
 def checked_name(name: str) -> str:
     if not NAME.match(name):
         raise ClusterError(f"cluster name {name!r}: use 1-20 lowercase letters or digits")
@@ -138,13 +145,15 @@ def kind_config(build) -> str:
     return "\n".join(lines) + "\n"
 
 
-def up(name: str = "kind", spec_path: str | None = None, say: Callable[[str], None] = lambda _: None) -> tuple[KindCluster, Timings]:
-    """Create the cluster and everything on it; on any failure or Ctrl-C, remove what was made."""
+def up(name: str = "kind", spec_path: str | None = None, say: Callable[[str], None] = lambda _: None,
+       spec=None) -> tuple[KindCluster, Timings]:
+    """Create the cluster and everything on it from a lab spec (`spec`, a LabSpec, or the file `spec_path`,
+    or the default); on any failure or Ctrl-C, remove what was made."""
     from dnscorrelate.cluster.kind.build import load_build
     from dnscorrelate.cluster.lab.spec import load_spec
 
     cluster = KindCluster(checked_name(name))
-    spec = load_spec(spec_path)
+    spec = spec if spec is not None else load_spec(spec_path)
     build = load_build()
     client = docker()
     if cluster.name in existing_clusters(build):
