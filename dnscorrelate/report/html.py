@@ -145,7 +145,8 @@ def replica_chart(spread: list[dict]) -> str:
 
 def waterfalls(analysis: Analysis, limit: int = MAX_WATERFALLS) -> list[dict]:
     """For each trace, rows (one per hop) with x positions on a shared scale, and segment bars."""
-    traces = analysis.correlation.traces.head(limit)
+    traces = analysis.correlation.traces
+    traces = traces[traces["purpose"] == "lookup"].head(limit)  # as render_report lists them
     hops = analysis.correlation.hops
     hops = hops[hops["trace_id"].isin(traces["trace_id"])]
     by_trace = {int(k): g for k, g in hops.groupby("trace_id")}
@@ -202,6 +203,7 @@ def topology_view(topology) -> dict | None:
 def render_report(analysis: Analysis, title: str, subtitle: str = "", verdict: dict | None = None, topology=None,
                   clients: list | None = None, timings: dict | None = None) -> str:
     traces = analysis.correlation.traces
+    traces = traces[traces["purpose"] == "lookup"]  # CoreDNS's own queries (loop probes, health checks) are not the clients'
     spread = replica_spread(analysis)
     return _env.get_template("report.html.j2").render(
         title=title, subtitle=subtitle, verdict=verdict, generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),

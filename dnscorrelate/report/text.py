@@ -81,11 +81,16 @@ def trace_cell(field: schema.Field, t) -> Text:
 
 
 def traces_table(traces: pd.DataFrame, title: str = "traces", limit: int | None = 200) -> Table:
-    """One row per client request, with per-segment latency in milliseconds (the first `limit`)."""
+    """One row per client request, with per-segment latency in milliseconds (the first `limit`); CoreDNS's own
+    queries (loop probes, health checks) are counted in the caption, not listed."""
+    own = int((traces["purpose"] != "lookup").sum()) if "purpose" in traces else 0
+    traces = traces[traces["purpose"] == "lookup"] if own else traces
     shown = traces if limit is None else traces.head(limit)
     table = fields_table(title, schema.shown(schema.TRACES, schema.TABLE), shown.itertuples(index=False), trace_cell)
-    if limit is not None and len(traces) > limit:
-        table.caption = f"{len(traces) - limit} more traces not shown (-o json has them all)"
+    captions = [f"{len(traces) - limit} more traces not shown"] if limit is not None and len(traces) > limit else []
+    captions += [f"{own} of CoreDNS's own queries (loop probes, health checks) not listed"] if own else []
+    if captions:
+        table.caption = "; ".join(captions) + " (-o json has them all)"
     return table
 
 
