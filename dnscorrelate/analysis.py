@@ -45,9 +45,7 @@ def from_files(events_path: str | None, log_paths: list, corefile_path: str | No
 
 def with_evidence(frame: pd.DataFrame | None, capture_stats: dict, extra: pd.DataFrame, extra_stats: dict) -> tuple[pd.DataFrame, dict]:
     """Saved capture events and evidence from files as one table; decode errors of both counted."""
-    from dnscorrelate.sources.evidence import concat
-
-    merged = concat([frame, extra]) if frame is not None else extra
+    merged = events.concat([frame, extra]) if frame is not None else extra
     stats = {**capture_stats, "decode_errors": int(capture_stats.get("decode_errors", 0)) + int(extra_stats.get("decode_errors", 0))}
     return merged, stats
 
