@@ -126,3 +126,46 @@ def test_trace_on_the_cluster_shows_every_hop_through_dnat_and_masquerade(kind_c
     assert external["segments_ms"]["upstream_rtt"] > 0
     missing = records["nosuch.demo.svc.cluster.local."]
     assert missing["rcode"] == "NXDOMAIN" and "nxdomain" in missing["findings"]
+
+
+def test_a_name_in_use_is_refused_before_anything_is_made(kind_cluster):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "dnscorrelate", "cluster", "up", "--name", kind_cluster.name],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "already up" in done.stderr and "Traceback" not in done.stderr
+    assert kind.status(kind_cluster.name)["nodes"]  # the running cluster is untouched
+
+
+def test_no_docker_is_a_clear_error(monkeypatch):
+    import pytest
+
+    from dnscorrelate.errors import ClusterError
+
+    monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+    with pytest.raises(ClusterError, match="Docker is not reachable"):
+        kind.docker()
+
+
+def test_down_removes_the_debris_of_a_killed_up(kind_build):
+    import signal
+    import subprocess
+    import sys
+
+    name = f"k{uuid.uuid4().hex[:8]}"
+    made = kind.KindCluster(name)
+    up = subprocess.Popen([sys.executable, "-m", "dnscorrelate", "cluster", "up", "--name", name],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = kind.docker()
+    deadline = time.monotonic() + 120
+    while not kind.node_containers(client, made) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    up.send_signal(signal.SIGKILL)
+    up.wait()
+    assert kind.node_containers(client, made), "kind never started the nodes"
+    removed = kind.down(name)
+    assert removed
+    assert not kind.node_containers(client, made)
+    assert not [n for n in client.networks.list() if n.name == made.network]
+    assert not made.dir.exists()

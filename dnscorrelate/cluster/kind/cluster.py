@@ -24,6 +24,7 @@ RUN_ROOT = Path(os.environ.get("DNSCORRELATE_CLUSTER_DIR", "/run/dnscorrelate/cl
 CHECKOUT = Path(__file__).resolve().parents[3]  # mounted into the nodes: the agents run this code
 NAME = re.compile(r"^[a-z0-9]{1,20}$")
 READY_TIMEOUT_S = 240
+SWEEPS = 10
 
 
 @dataclass(frozen=True)
@@ -97,13 +98,23 @@ def run_kind(build, *args: str, env: dict | None = None, timeout: float = 600) -
     """kind's stdout; a failure becomes a ClusterError quoting kind's last lines."""
     try:
         done = subprocess.run([build.kind, *args], capture_output=True, text=True, timeout=timeout,
-                              env={**os.environ, **(env or {})})
+                              env={**os.environ, **(env or {})}, preexec_fn=die_with_parent)
     except subprocess.TimeoutExpired:
         raise ClusterError(f"`kind {' '.join(args)}` did not finish in {timeout:.0f} s") from None
     if done.returncode != 0:
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-12:])
         raise ClusterError(f"`kind {' '.join(args[:2])}` failed:\n{tail}")
     return done.stdout
+
+
+def die_with_parent() -> None:
+    """In the child: be killed when the parent dies, so a kill -9 of `cluster up` stops kind too and
+    `down` finds debris that stays put."""
+    import ctypes
+    import signal
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def existing_clusters(build) -> list[str]:
@@ -210,10 +221,40 @@ def api_client(cluster: KindCluster):
     return config.new_client_from_config(config_file=str(cluster.kubeconfig), context=cluster.context)
 
 
+def labelled(client, label: str) -> list:
+    """Containers with `label` (KEY or KEY=VALUE), running or not, that still exist. Docker's listing can
+    hold containers that are already gone (removed meanwhile, or half-created by a `docker run` killed
+    with its kind): those are left out instead of failing."""
+    import docker.errors
+
+    found = []
+    for container in client.containers.list(all=True, sparse=True, filters={"label": label}):
+        try:
+            container.reload()
+            found.append(container)
+        except docker.errors.NotFound:
+            pass
+    return found
+
+
+def name_of(container) -> str:
+    return container.name
+
+
+def remove(container) -> bool:
+    """Remove a container; False when it was already gone."""
+    import docker.errors
+
+    try:
+        container.remove(force=True, v=True)
+        return True
+    except docker.errors.NotFound:
+        return False
+
+
 def node_containers(client, cluster: KindCluster) -> dict:
     """The cluster's node containers by node name."""
-    found = client.containers.list(all=True, filters={"label": f"io.x-k8s.kind.cluster={cluster.kind_name}"})
-    return {c.name: c for c in found}
+    return {name_of(c): c for c in labelled(client, f"io.x-k8s.kind.cluster={cluster.kind_name}")}
 
 
 def setup_pod_network(cluster: KindCluster, api, client) -> None:
@@ -361,12 +402,14 @@ def down(name: str) -> list[str]:
     except ClusterError:
         pass  # no build, or kind failed: the containers are still removed below by label
     client = docker()
-    for container in client.containers.list(all=True, filters={"label": f"{LABEL}={cluster.name}"}):
-        container.remove(force=True)
-        removed.append(f"container {container.name}")
-    for container in node_containers(client, cluster).values():
-        container.remove(force=True, v=True)
-        removed.append(f"node container {container.name}")
+    # `docker run`s that a killed `up` left in flight can still create containers: sweep until a pass finds none
+    for _ in range(SWEEPS):
+        swept = [f"container {name_of(c)}" for c in labelled(client, f"{LABEL}={cluster.name}") if remove(c)]
+        swept += [f"node container {name}" for name, c in node_containers(client, cluster).items() if remove(c)]
+        removed += swept
+        if not swept:
+            break
+        time.sleep(1)
     for network in client.networks.list(names=[cluster.network]):
         if network.name == cluster.network:
             network.remove()
@@ -382,10 +425,9 @@ def down(name: str) -> list[str]:
 def down_all() -> list[str]:
     """Remove every cluster this project made, up or half made, found by prefix and label."""
     client = docker()
-    names = {c.labels.get("io.x-k8s.kind.cluster", "")[len(PREFIX):]
-             for c in client.containers.list(all=True, filters={"label": "io.x-k8s.kind.cluster"})
-             if c.labels.get("io.x-k8s.kind.cluster", "").startswith(PREFIX)}
-    names |= {c.labels[LABEL] for c in client.containers.list(all=True, filters={"label": LABEL})}
+    names = {c.labels["io.x-k8s.kind.cluster"][len(PREFIX):] for c in labelled(client, "io.x-k8s.kind.cluster")
+             if c.labels["io.x-k8s.kind.cluster"].startswith(PREFIX)}
+    names |= {c.labels[LABEL] for c in labelled(client, LABEL)}
     names |= {n.name[len(PREFIX):] for n in client.networks.list() if n.name.startswith(PREFIX)}
     names |= {p.name for p in RUN_ROOT.iterdir()} if RUN_ROOT.exists() else set()
     return [item for name in sorted(n for n in names if n) for item in down(name)]
