@@ -185,7 +185,9 @@ def upstream_problems(traces: pd.DataFrame, upstream: pd.DataFrame, facts: Clust
     if len(failing):
         server_of = unanswered.drop_duplicates("trace_id").set_index("trace_id")["server_addr"]
         connect = failing["upstream_connect_target"].mask(failing["upstream_connect_target"] == "")
-        target = failing["trace_id"].map(server_of).fillna(connect).fillna(failing["error_upstream"])
+        target = failing["trace_id"].map(server_of)
+        target = target.where(target.notna(), connect)
+        target = target.where(target.notna(), failing["error_upstream"])  # where, not fillna: no object downcast warning
         named_by_corefile = failing["qname"].map(lambda q: forward_targets(facts, q))
         target = target.mask(target == "", named_by_corefile).mask(lambda t: t == "", "unknown upstream")
         for address, group in failing.groupby(target):

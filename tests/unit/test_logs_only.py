@@ -4,7 +4,6 @@ kept apart, every line accounted for."""
 
 import json
 import shutil
-import warnings
 from pathlib import Path
 
 import pytest
@@ -41,9 +40,7 @@ EXPECTED = {
 
 
 def diagnosed(name: str):
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        return from_files(None, [str(EXCERPTS / name)])
+    return from_files(None, [str(EXCERPTS / name)])
 
 
 def test_every_excerpt_has_an_expectation():
