@@ -324,9 +324,9 @@ def correlate(events_path, log_paths, corefile, log_formats, manifest_paths, pca
     result = analysis.from_files(events_path, [log_source(spec) for spec in log_paths], corefile, list(manifest_paths), lab_name,
                                  evidence=evidence, log_formats=list(log_formats))
     if output == "json":
-        from dnscorrelate.report.records import analysis_record
+        from dnscorrelate.report.records import write_analysis_json
 
-        click.echo(json.dumps(analysis_record(result), indent=1))
+        write_analysis_json(result, sys.stdout)  # streamed: the document is never one string
         return
     print_analysis(result)
 

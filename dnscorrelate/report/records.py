@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import math
+import textwrap
+from dataclasses import replace
 
 import pandas as pd
 
@@ -100,3 +102,40 @@ def analysis_record(analysis: Analysis, with_hops: bool = True) -> dict:
 def json_line(record: dict, codes: list[str]) -> str:
     """`trace -o json`: one lookup's record and the codes of the findings about it, on one line."""
     return json.dumps({**record, "findings": codes})
+
+
+TRACES_PER_CHUNK = 20_000
+
+
+def trace_record_chunks(correlation: Correlation, with_hops: bool = True, size: int = TRACES_PER_CHUNK):
+    """trace_records, `size` traces at a time: a million hops never become a million dicts at once.
+    Traces are in trace_id order; hops and upstream exchanges are cut out by trace_id ranges."""
+    traces = correlation.traces
+    hops = correlation.hops[correlation.hops["trace_id"].notna() & (correlation.hops["trace_id"] >= 0)] if with_hops else correlation.hops.iloc[0:0]
+    hops = hops.sort_values("trace_id", kind="stable")  # time order kept within a trace
+    upstream = correlation.upstream.sort_values("trace_id", kind="stable")
+    hop_ids, upstream_ids = hops["trace_id"].to_numpy(), upstream["trace_id"].to_numpy()
+    for start in range(0, len(traces), size):
+        part = traces.iloc[start:start + size]
+        low, high = part["trace_id"].min(), part["trace_id"].max()
+        cut = lambda ids: slice(ids.searchsorted(low, "left"), ids.searchsorted(high, "right"))  # noqa: E731
+        yield trace_records(replace(correlation, traces=part, hops=hops.iloc[cut(hop_ids)], upstream=upstream.iloc[cut(upstream_ids)]),
+                            with_hops)
+
+
+def write_analysis_json(analysis: Analysis, out, with_hops: bool = True) -> None:
+    """`json.dumps(analysis_record(analysis), indent=1)`, written to `out` trace by trace: the same text,
+    without the whole document (several GB at a million packets) in memory at once."""
+    rest = json.dumps({**analysis_record(replace(analysis, correlation=replace(analysis.correlation, traces=analysis.correlation.traces.iloc[0:0])),
+                                         with_hops=False)}, indent=1)
+    opening = '{\n "traces": ['
+    assert rest.startswith(opening + "]"), rest[:40]
+    out.write(opening)
+    written = 0
+    for records in trace_record_chunks(analysis.correlation, with_hops):
+        for record in records:
+            out.write((",\n" if written else "\n") + textwrap.indent(json.dumps(record, indent=1), "  "))
+            written += 1
+    out.write("\n ]" if written else "]")
+    out.write(rest[len(opening) + 1:])
+    out.write("\n")
