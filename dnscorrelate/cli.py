@@ -80,6 +80,17 @@ def needs_root(what: str) -> None:
 lab_option = click.option("--lab", "--name", "lab_name", metavar="NAME", help="Which lab (default: the only one up).")
 
 
+def log_plugin_warnings(facts) -> list[str]:
+    """Say so when CoreDNS's server blocks have no `log` plugin: traces then lack CoreDNS's own account."""
+    blocks = facts.server_blocks()
+    silent = [" ".join(b.zones) or "." for b in blocks if "log" not in b.plugins]
+    if not blocks or not silent:
+        return []
+    return [f"the Corefile's server block(s) {', '.join(silent)} have no `log` plugin, so CoreDNS's own account of each "
+            "lookup (its rcode, its duration) is missing from the traces. Add a line `log` to the block: "
+            "kubectl -n kube-system edit configmap coredns (CoreDNS's `reload` picks it up within a minute)."]
+
+
 def live_backend(lab_name: str | None, kubeconfig: str | None, context: str | None):
     """The cluster a live command works on: a Kubernetes cluster when a context or kubeconfig is named, else the lab."""
     if kubeconfig or context:
@@ -434,6 +445,8 @@ def trace(pod, namespace, lab_name, context, kubeconfig, duration, filters, outp
     session = tracing.TraceSession(live, target, parsed, emit)
     live.start()
     errors.print(f"tracing {target.key} ({target.ip}) in {len(live.vantages)} namespaces; Ctrl-C to stop", highlight=False, markup=False)
+    for warning in log_plugin_warnings(live.facts):
+        errors.print(f"warning: {warning}", highlight=False, markup=False)
     started = time.monotonic()
     try:
         while duration is None or time.monotonic() - started < duration:
