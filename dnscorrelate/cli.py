@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 from pathlib import Path
@@ -17,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dnscorrelate.errors import USER_ERRORS, LabError
-from dnscorrelate.outputs import check_output_dir, check_output_file
+from dnscorrelate.outputs import check_output_dir, check_output_file, written_whole
 from dnscorrelate.report.terminal import SafeConsole, printable, quiet_exit
 
 PIPED_WIDTH = 160
@@ -48,6 +49,11 @@ def friendly_errors(fn):
                 sys.stdout.flush()  # a closed pipe shows here, not as "Exception ignored" at exit
         except BrokenPipeError:  # click.echo's; rich's consoles call quiet_exit themselves
             quiet_exit()
+        except OSError as err:
+            if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+                raise
+            print_error(f"could not write the output: {err.strerror}")
+            sys.exit(2)
         except USER_ERRORS as err:
             print_error(err)
             sys.exit(2)
@@ -283,10 +289,12 @@ def capture(lab_name: str | None, namespaces: tuple[str, ...], duration: float |
     elif output.endswith(".pcapng"):
         from dnscorrelate.sources.pcapng_out import write_pcapng
 
-        written = write_pcapng(frame, output)
+        with written_whole(output, "-o") as partial:
+            written = write_pcapng(frame, partial)
         errors.print(f"wrote {written['packets']} packets on {written['interfaces']} interfaces to {output}", markup=False)
     else:
-        events.save(frame, output, session.stats)
+        with written_whole(output, "-o") as partial:
+            events.save(frame, partial, session.stats)
         errors.print(f"wrote {len(frame)} events to {output}", markup=False)
     print_capture_stats(session.stats)
 
@@ -474,7 +482,9 @@ def print_trace_summary(session, live, report_path) -> None:
     if report_path:
         from dnscorrelate.report.html import render_report
 
-        Path(report_path).write_text(render_report(analysis, f"trace {session.pod.key}", "dnscorrelate trace session", topology=live.backend.topology()))
+        html = render_report(analysis, f"trace {session.pod.key}", "dnscorrelate trace session", topology=live.backend.topology())
+        with written_whole(report_path, "--report") as partial:
+            partial.write_text(html)
         errors.print(f"report: {report_path}", markup=False)
 
 

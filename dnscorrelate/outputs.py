@@ -3,11 +3,12 @@ a traceback because its file cannot be written."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
 
-from dnscorrelate.errors import OutputError
+from dnscorrelate.errors import USER_ERRORS, OutputError
 
 
 def check_output_file(path: str | Path, option: str) -> Path:
@@ -46,3 +47,24 @@ def probe_folder(folder: Path, what: str) -> None:
             pass
     except OSError as err:
         raise OutputError(f"{what}: cannot write in {folder} ({err.strerror or err})") from None
+
+
+@contextlib.contextmanager
+def written_whole(path: str | Path, option: str):
+    """A temporary path beside `path` to write to; renamed to `path` only once writing finished, so a full
+    disk or a crash never leaves a truncated file that looks complete. OutputError names the option and
+    the reason; the partial file is removed."""
+    path = Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    os.close(handle)
+    try:
+        yield Path(temporary)
+        os.replace(temporary, path)
+    except OSError as err:
+        raise OutputError(f"{option} {path}: could not write it ({err.strerror or err}); nothing was written there") from None
+    except USER_ERRORS as err:  # a writer's own error names the temporary file: name the one asked for
+        raise OutputError(f"{option} {path}: could not write it ({str(err).replace(temporary + ': ', '')}); "
+                          "nothing was written there") from None
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
