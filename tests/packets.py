@@ -7,8 +7,9 @@ import socket
 import struct
 
 import dns.message
-import dns.rrset
 import dpkt
+
+from tests import frames
 
 ETH_IPV4, ETH_IPV6 = 0x0800, 0x86DD
 
@@ -20,12 +21,8 @@ def query(name: str = "web.demo.svc.cluster.local.", qtype: str = "A", qid: int 
 
 
 def response(name: str = "web.demo.svc.cluster.local.", address: str = "10.96.0.20", qid: int = 4660, rcode: int = 0) -> bytes:
-    message = dns.message.make_response(dns.message.make_query(name, "A"))
-    message.id = qid
-    message.set_rcode(rcode)
-    if address:
-        message.answer.append(dns.rrset.from_text(name, 30, "IN", "A", address))
-    return message.to_wire()
+    """frames.response with this module's defaults (a Service lookup answered by kube-dns)."""
+    return frames.response(name, address, qid, rcode)
 
 
 def ipv4(src: str, dst: str, proto: int, body: bytes) -> bytes:

@@ -9,12 +9,6 @@ import pytest
 from dnscorrelate.errors import ClusterError
 
 
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if "tests/cluster/" in str(item.fspath):
-            item.add_marker(pytest.mark.cluster)
-
-
 @pytest.fixture(scope="session")
 def kind_build():
     """Fail (not skip) with the reason when the build is missing: `make test` builds it first."""

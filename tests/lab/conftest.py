@@ -9,12 +9,6 @@ from dnscorrelate.cluster.lab.netns import LabError
 from dnscorrelate.cluster.lab.runtime import Lab, coredns_binary, preflight, teardown
 from dnscorrelate.cluster.lab.spec import load_spec
 
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if "tests/lab/" in str(item.fspath):
-            item.add_marker(pytest.mark.lab)
-
-
 @pytest.fixture(scope="session")
 def lab_ready():
     """Fail (not skip) with the reason when this machine cannot run a lab: `make test` sets it up."""
