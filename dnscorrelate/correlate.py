@@ -57,6 +57,7 @@ class Correlation:
     stats: dict = field(default_factory=dict)
     unparsed: list = field(default_factory=list)
     warnings: list = field(default_factory=list)  # what the evidence could not settle, for the person reading
+    log_alerts: list = field(default_factory=list)  # CoreDNS notices that tell something (ParsedLogs.alerts)
 
     def restricted_to(self, trace_ids: set[int]) -> Correlation:
         """The traces in `trace_ids`, their hops and upstream exchanges; logs, errors and counts stay whole."""
@@ -787,7 +788,7 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
     if not all_hops["ts_ns"].is_monotonic_increasing:
         all_hops = all_hops.sort_values("ts_ns", kind="stable")
     return Correlation(traces=traces, hops=all_hops, upstream=upstream, logs=records, errors=errors, stats=stats,
-                       unparsed=logs.unparsed, warnings=log_warnings(logs, records, len(dns)))
+                       unparsed=logs.unparsed, warnings=log_warnings(logs, records, len(dns)), log_alerts=logs.alerts)
 
 
 def log_warnings(logs: ParsedLogs, records: pd.DataFrame, dns_packets: int) -> list[str]:

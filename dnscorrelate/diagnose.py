@@ -27,7 +27,7 @@ IMBALANCE_MIN_TRACES = 20
 IMBALANCE_SHARE = 0.8
 EVIDENCE_LIMIT = 20
 PROBLEM_ORDER = [
-    "dropped-before-node", "dropped-at-node", "coredns-unreachable", "upstream-unreachable", "upstream-error",
+    "dropped-before-node", "dropped-at-node", "coredns-unreachable", "forwarding-loop", "upstream-unreachable", "upstream-error",
     "coredns-error", "response-lost", "nxdomain", "nodata", "truncated", "upstream-slow", "slow-coredns", "coredns-imbalance",
     "search-path-expansion", "unanswered", "no-lookups",
 ]
@@ -337,6 +337,45 @@ def host_of(address: str) -> str:
     return address.rsplit(":", 1)[0] if address.count(":") == 1 else address
 
 
+LOOP_LINE = re.compile(r'Loop \((?P<path>[^)]*)\) detected for zone "(?P<zone>[^"]*)"')
+HEALTH_TOOK = re.compile(r"took more than \S+: (?P<took>\S+)$")
+
+
+def logged_alerts(alerts: list[dict]) -> list[Finding]:
+    """What CoreDNS said about itself: the loop plugin's fatal loop (a forwarding loop), its own /health
+    answering late or not (an overloaded or throttled replica)."""
+    findings = []
+    frame = pd.DataFrame(alerts, columns=["kind", "source", "line_no", "replica", "ts_ns", "text"])
+    refs = lambda group: {"traces": [], "log_lines": [f"{s}:{n}" for s, n in zip(group["source"], group["line_no"])][:EVIDENCE_LIMIT]}
+    for replica, group in frame[frame["kind"] == "loop-detected"].groupby("replica"):
+        found = group["text"].str.extract(LOOP_LINE)
+        zones = names(found["zone"].dropna()) or "?"
+        findings.append(Finding(
+            "forwarding-loop", "coredns->upstream",
+            f"{replica or 'CoreDNS'} detected a forwarding loop for zone {zones} ({names(found['path'].dropna(), 1)}, "
+            f"{plural(len(group), 'time')}): its forward target sends its queries back to it, so the loop plugin stops "
+            "CoreDNS (CrashLoopBackOff). Most often `forward . /etc/resolv.conf` on a node whose resolv.conf names a local "
+            "stub (127.0.0.53, systemd-resolved): give the kubelet the real resolv.conf (resolvConf: /run/systemd/resolve/resolv.conf) "
+            "or forward to the upstream's address.", refs(group), len(group)))
+    for replica, group in frame[frame["kind"] == "health-slow"].groupby("replica"):
+        if len(group) < 2:  # once (at start-up, say) is not a pattern
+            continue
+        took = group["text"].str.extract(HEALTH_TOOK)["took"].dropna()
+        worst = f", up to {max(took, key=lambda t: duration_of(t))}" if len(took) else ""
+        findings.append(Finding(
+            "slow-coredns", "coredns",
+            f"{replica or 'CoreDNS'}'s own health endpoint answered late or not at all ({plural(len(group), 'time')}{worst}): "
+            "the replica is overloaded or CPU-throttled, and its answers wait too. Check its CPU limits and load.",
+            refs(group), len(group), "warning"))
+    return findings
+
+
+def duration_of(text: str) -> float:
+    """Seconds of a Go duration's text (`1.23888291s`, `950ms`); 0 when unreadable."""
+    units = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "µs": 1e-6, "us": 1e-6, "ns": 1e-9}
+    return sum(float(n) * units[u] for n, u in re.findall(r"(\d+(?:\.\d+)?)(h|ms|µs|us|ns|m|s)", text))
+
+
 def response_lost(traces: pd.DataFrame) -> list[Finding]:
     lost = traces[(traces["outcome"] == "partial") & (traces["client_vantage"] != "")]
     return [
@@ -641,8 +680,9 @@ def diagnose(correlation: Correlation, facts: ClusterFacts | None = None) -> lis
     """Findings, most severe first; `ok` alone when nothing is wrong, `no-lookups` when there was nothing to look at."""
     facts = facts or ClusterFacts()
     traces = client_traces(correlation.traces)
+    alerts = logged_alerts(correlation.log_alerts)
     if traces.empty:
-        return own_queries(correlation.traces, []) or [no_lookups(correlation)]
+        return alerts + own_queries(correlation.traces, alerts) or [no_lookups(correlation)]
     findings: list[Finding] = []
     findings += dropped(traces, facts)
     findings += coredns_unreachable(traces, facts)
@@ -657,6 +697,7 @@ def diagnose(correlation: Correlation, facts: ClusterFacts | None = None) -> lis
     findings += server_failures(traces, facts, explained)
     findings += unanswered(traces, explained)
     findings += own_queries(correlation.traces, findings)
+    findings += alerts
     findings.sort(key=lambda f: (PROBLEM_ORDER.index(f.code), -f.count))
     if not any(f.severity in ("error", "warning") for f in findings):
         good = traces[(traces["outcome"] == "answered") & traces["rcode"].isin(["NOERROR"])]

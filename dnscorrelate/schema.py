@@ -239,6 +239,7 @@ class ParsedLogs:
     notices: dict[str, int] = field(default_factory=dict)  # other_lines by kind: banner, reload, shutdown, loop-detected, …
     guessed_replicas: dict[str, str] = field(default_factory=dict)  # source -> replica taken from its file name
     warnings: list[str] = field(default_factory=list)  # what the reader could not be sure of, said once
+    alerts: list[dict] = field(default_factory=list)  # notices that tell something: loop-detected, health-slow, startup-error
 
     @classmethod
     def none(cls) -> ParsedLogs:

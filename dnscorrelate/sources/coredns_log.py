@@ -102,6 +102,9 @@ NOTICE_KINDS = [  # (kind, body pattern), first match wins; checked on lines tha
     ("plugin", r"plugin/\S+:|\[(?:INFO|ERROR|WARNING|DEBUG|FATAL)\]|All upstreams down|Failed to connect to"),
 ]
 NOTICE = re.compile("|".join(f"(?P<{kind.replace('-', '_')}>{pattern})" for kind, pattern in NOTICE_KINDS))
+# Notices that tell something about the server, kept with their lines (ParsedLogs.alerts) for the diagnosis.
+ALERT_KINDS = {"loop-detected", "startup-error"}
+SLOW_HEALTH = re.compile(r"plugin/health: Local health request .*(?:took more than|failed)")
 # A line with a question (`A IN name.`), or a response code next to an address, is most likely a query line in
 # a custom format: never a notice, and a reason to hint at --log-format when it stays unparsed.
 LOOKS_LIKE_QUERY = re.compile(
@@ -254,7 +257,19 @@ def parse_lines(lines: list[str], source: str, replica: str | None = None, forma
         notices={str(k): int(v) for k, v in notices.items()},
         warnings=custom_format_hint(text[unparsed_mask], source, bool(formats)),
         guessed_replicas={source: replica} if replica_is_guess and replica and named[~remaining & ~blank].isna().any() else {},
+        alerts=alerts(kinds, body, head, source),
     )
+
+
+def alerts(kinds: pd.Series, body: pd.Series, head: pd.DataFrame, source: str) -> list[dict]:
+    """The notices that tell something (ALERT_KINDS, and `health-slow`: CoreDNS's own /health answered late or not)."""
+    kind = kinds.where(kinds.isin(ALERT_KINDS))
+    health = kinds == "health"
+    if health.any():
+        kind = kind.mask(health & body[kinds.index].str.contains(SLOW_HEALTH), "health-slow")
+    rows = kind.dropna().index
+    return [{"kind": str(kind[i]), "source": source, "line_no": int(head.at[i, "line_no"]), "replica": str(head.at[i, "replica"]),
+             "ts_ns": None if pd.isna(head.at[i, "ts_ns"]) else int(head.at[i, "ts_ns"]), "text": str(body[i])} for i in rows]
 
 
 def line_times(head: pd.DataFrame) -> pd.Series:
@@ -414,4 +429,5 @@ def merge(parts: list[ParsedLogs]) -> ParsedLogs:
         notices=notices,
         guessed_replicas={k: v for p in parts for k, v in p.guessed_replicas.items()},
         warnings=[w for p in parts for w in p.warnings],
+        alerts=[a for p in parts for a in p.alerts],
     )

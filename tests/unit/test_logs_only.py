@@ -36,6 +36,8 @@ EXPECTED = {
     "stern-1.10.1.log": [("nxdomain", ["payments", "prod"]), ("upstream-slow", ["db.corp.example.", "does not split"])],
     "healthcheck-kail-1.0.5.log": [("upstream-unreachable", ["192.168.1.1:53", "3 forward health checks"])],
     "compose-overflow-1.6.6.log": [("unanswered", ["coredns-1 logged 1 lookup", "overflowing header size"])],
+    "loop-detected-1.6.2.log": [("forwarding-loop", ['zone .', "127.0.0.1:59610 -> :53", "resolv.conf"])],
+    "stern-health-slow-1.11.3.log": [("slow-coredns", ["coredns-fdcd5b74b-p78xs", "health endpoint", "up to 1.23888291s"])],
 }
 
 
@@ -61,9 +63,11 @@ def test_logs_only_findings_are_what_the_log_shows(name):
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_logs_never_show_nodata_or_coredns_own_slowness(name):
-    codes = {f.code for f in diagnosed(name).findings}
-    assert not codes & {"nodata", "slow-coredns"}
+def test_logs_never_show_nodata_or_slowness_they_cannot_time(name):
+    findings = diagnosed(name).findings
+    assert "nodata" not in {f.code for f in findings}
+    # slow-coredns from a log only where CoreDNS timed itself: its own /health check (or an authoritative answer)
+    assert all("health endpoint" in f.summary for f in findings if f.code == "slow-coredns")
 
 
 def test_a_forward_timeout_line_is_unanswered_not_noerror():
