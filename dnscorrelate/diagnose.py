@@ -601,11 +601,12 @@ def server_failures(traces: pd.DataFrame, facts: ClusterFacts, explained: set[in
     findings = []
     for (server, role, rcode), group in rest.groupby(["server", "server_role", "rcode"]):
         why = refused_cause(group, facts, role) if rcode == "REFUSED" else failure_cause(group, facts, role)
-        behind = ("by its log (a log shows no upstream exchange)" if logs_only(group).all()
+        logged = logs_only(group).all()
+        behind = ("by its log, which does not show whether an upstream answered so first" if logged
                   else "with no failed upstream exchange behind it")
         findings.append(Finding(
             "coredns-error", "coredns",
-            f"{server} answered {rcode} itself to {plural(len(group), 'lookup')} of {names(group['qname'])}"
+            f"{server} answered {rcode}{'' if logged else ' itself'} to {plural(len(group), 'lookup')} of {names(group['qname'])}"
             f"{' from ' + names(group['client_vantage']) if names(group['client_vantage']) else ''}, {behind}: {why}",
             evidence(group, rcode=rcode), len(group)))
     return findings

@@ -151,3 +151,12 @@ def test_log_format_on_the_command_line(tmp_path):
                                       "--log-format", "{proto} Request: {name} {type} {>id} from {remote} {rcode} {duration}"])
     record = json.loads(given.output)
     assert record["stats"]["unparsed_lines"] == 0 and record["traces"][0]["rcode"] == "NXDOMAIN"
+
+
+def test_an_errors_line_written_just_before_its_query_line_is_joined_too():
+    # Some releases run the errors plugin inside log: its line comes first, within the query's own short duration.
+    lines = ["2024-05-02T10:24:36.118900000Z [ERROR] plugin/errors: 2 grafana.com. A: dial udp 172.18.0.1:53: connect: network is unreachable",
+             '2024-05-02T10:24:36.118930410Z [INFO] 10.244.0.9:40410 - 52311 "A IN grafana.com. udp 40 false 1232" SERVFAIL qr,rd 40 0.000010007s',
+             '2024-05-02T10:24:39.000000000Z [INFO] 10.244.0.9:40411 - 52312 "A IN grafana.com. udp 40 false 1232" SERVFAIL qr,rd 40 0.000010007s']
+    correlation = correlate(None, parse_lines(lines, "l", "coredns-0"))
+    assert list(correlation.errors.trace_id) == [0] and list(correlation.traces.error_count) == [1, 0]
