@@ -391,11 +391,12 @@ def join_logs(legs: pd.DataFrame, records: pd.DataFrame, guessed_sources: set[st
     return result
 
 
-def join_errors(traces: pd.DataFrame, errors: pd.DataFrame) -> pd.Series:
+def join_errors(traces: pd.DataFrame, errors: pd.DataFrame, records: pd.DataFrame | None = None) -> pd.Series:
     """For each errors record, the trace at that replica with the same question: the one whose response
     (for logs, its log line) is nearest, within ERROR_NEAR_RESPONSE_NS (CoreDNS writes the errors line
     next to the log line, before or after it); else the last one that started before it, within
-    ERROR_MATCH_NS (a query never answered). Untimed lines join the last trace with their question."""
+    ERROR_MATCH_NS (a query never answered). An untimed line joins the log record of its question nearest
+    to it in its file (`records`, with their trace ids), else the last trace with its question."""
     result = pd.Series(-1, index=errors.index, dtype=int)
     if errors.empty or traces.empty:
         return result
@@ -417,11 +418,28 @@ def join_errors(traces: pd.DataFrame, errors: pd.DataFrame) -> pd.Series:
         after = pd.merge_asof(rest, right[["question", "t", "trace_id"]], on="t", by="question", direction="backward", tolerance=ERROR_MATCH_NS)
         after = after[after["trace_id"].notna()]
         result.loc[after["index"].to_numpy()] = after["trace_id"].astype(int).to_numpy()
-    if (~timed).any():
+    untimed = left[~timed]
+    if len(untimed) and records is not None and len(records):
+        nearby = nearest_lines(untimed, records)
+        result.loc[nearby.index] = nearby.to_numpy()
+        untimed = untimed[~untimed["index"].isin(nearby.index)]
+    if len(untimed):
         last = right.drop_duplicates("question", keep="last")
-        matched = left[~timed].merge(last, on="question", how="inner")
+        matched = untimed.merge(last, on="question", how="inner")
         result.loc[matched["index"].to_numpy()] = matched["trace_id"].astype(int).to_numpy()
     return result
+
+
+def nearest_lines(errors: pd.DataFrame, records: pd.DataFrame) -> pd.Series:
+    """For untimed errors lines (with `index` and `question`), the trace id of the log record with the same
+    question in the same file, nearest by line number (CoreDNS writes the two together), by errors index."""
+    lines = records.assign(question=records["replica"].astype(str) + "|" + records["qname"].astype(str) + "|" + records["qtype"].astype(str),
+                           source=records["source"].astype(str))[["source", "question", "line_no", "trace_id"]]
+    lines = lines[lines["trace_id"] >= 0].sort_values("line_no")
+    left = errors.assign(source=errors["source"].astype(str)).sort_values("line_no")[["index", "source", "question", "line_no"]]
+    matched = pd.merge_asof(left, lines, on="line_no", by=["source", "question"], direction="nearest")
+    matched = matched[matched["trace_id"].notna()]
+    return pd.Series(matched["trace_id"].astype(int).to_numpy(), index=matched["index"].to_numpy())
 
 
 # --- traces --------------------------------------------------------------------
@@ -751,7 +769,7 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
         records["trace_id"] = np.arange(len(records))
     if "trace_id" not in records:
         records["trace_id"] = pd.Series(dtype=int)
-    errors["trace_id"] = join_errors(traces, errors).to_numpy() if len(errors) else pd.Series(dtype=int)
+    errors["trace_id"] = join_errors(traces, errors, records if not len(dns) else None).to_numpy() if len(errors) else pd.Series(dtype=int)
     if not len(dns) and (errors["trace_id"] < 0).any():
         alone = errors["trace_id"] < 0
         traces = pd.concat([traces, traces_from_errors(errors[alone], len(traces))])

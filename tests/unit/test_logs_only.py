@@ -160,3 +160,13 @@ def test_an_errors_line_written_just_before_its_query_line_is_joined_too():
              '2024-05-02T10:24:39.000000000Z [INFO] 10.244.0.9:40411 - 52312 "A IN grafana.com. udp 40 false 1232" SERVFAIL qr,rd 40 0.000010007s']
     correlation = correlate(None, parse_lines(lines, "l", "coredns-0"))
     assert list(correlation.errors.trace_id) == [0] and list(correlation.traces.error_count) == [1, 0]
+
+
+def test_untimed_errors_lines_join_the_query_line_next_to_them():
+    lines = ['[INFO] 127.0.0.1:63325 - 28625 "A IN 9gag.com. udp 49 false 4096" NOERROR - 0 6.010923182s',
+             "[ERROR] plugin/errors: 2 9gag.com. A: read udp 10.244.0.5:43289->8.8.8.8:53: i/o timeout",
+             '[INFO] 127.0.0.1:63326 - 28626 "A IN 9gag.com. udp 49 false 4096" NOERROR - 0 6.002131807s',
+             "[ERROR] plugin/errors: 2 9gag.com. A: read udp 10.244.0.5:43290->8.8.4.4:53: i/o timeout"]
+    correlation = correlate(None, parse_lines(lines, "l", "coredns-0"))
+    assert list(correlation.errors.trace_id) == [0, 1]
+    assert list(correlation.traces.error_upstream) == ["8.8.8.8:53", "8.8.4.4:53"]
