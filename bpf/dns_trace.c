@@ -90,7 +90,10 @@ struct query_slot {
     u64 answered_ts;
 };
 
-BPF_RINGBUF_OUTPUT(events, 1 << 13);            // pages: 32 MiB
+#ifndef RING_PAGES
+#define RING_PAGES (1 << 13)                     // 32 MiB; a power of two (tests shrink it to force loss)
+#endif
+BPF_RINGBUF_OUTPUT(events, RING_PAGES);
 BPF_PROG_ARRAY(progs, 1);
 BPF_PERCPU_ARRAY(counters, u64, COUNTER_MAX);
 BPF_ARRAY(dns_ports, u8, 65536);                // 1 at the DNS ports to trace (host order): an array lookup is inlined

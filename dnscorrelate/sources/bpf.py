@@ -26,6 +26,9 @@ from dnscorrelate.sources import nsenter
 
 BPF_SOURCE = Path(__file__).resolve().parents[2] / "bpf" / "dns_trace.c"
 PAYLOAD_MAX = 512
+# The ring buffer's size in pages (a power of two). Only tests and loss experiments change it: with a
+# tiny ring, events are lost and must show up as `lost_samples`.
+RING_PAGES = int(os.environ.get("DNSCORRELATE_RING_PAGES", 1 << 13))
 
 # Indices of the per-CPU `counters` array, as in dns_trace.c.
 COUNTERS = ["events", "lost", "non_dns", "non_ip", "truncated_header", "tcp_no_payload"]
@@ -168,7 +171,7 @@ class Tracer:
         if not build.exists():
             raise CaptureError(f"bcc needs kernel headers at {build}: run `make setup`")
         try:
-            self.bpf = BPF(src_file=str(BPF_SOURCE).encode(), cflags=[f"-DPAYLOAD_MAX={PAYLOAD_MAX}", "-w"])
+            self.bpf = BPF(src_file=str(BPF_SOURCE).encode(), cflags=[f"-DPAYLOAD_MAX={PAYLOAD_MAX}", f"-DRING_PAGES={RING_PAGES}", "-w"])
             self.tracer = self.bpf.load_func(b"dns_trace", BPF.SOCKET_FILTER)
         except Exception as err:  # bcc raises bare Exception for compile and verifier errors
             raise CaptureError(f"compiling {BPF_SOURCE.name} failed: {err}") from None
