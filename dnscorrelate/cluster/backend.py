@@ -17,17 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Protocol
 
 import pandas as pd
 
 from dnscorrelate.cluster.facts import ClusterFacts
 from dnscorrelate.cluster.model import Manifest, Pod
-from dnscorrelate.errors import CaptureError, LogFormatError
+from dnscorrelate.errors import CaptureError
 from dnscorrelate.schema import ParsedLogs
 from dnscorrelate.sources.capture import DEFAULT_PORTS, Capture, Target, netns_targets
-from dnscorrelate.sources.coredns_log import formats_from_corefile, merge, parse_lines
+from dnscorrelate.sources.coredns_log import read_logs
 
 TargetWatcher = Callable[[], list[Target]]
 
@@ -137,21 +136,13 @@ class Session:
         """Every DNS server's log so far, each named by its source's replica, parsed with the Corefile's
         log formats (the session's facts' by default)."""
         corefile = self.facts.corefile if corefile is None else corefile
-        formats = formats_from_corefile(corefile) if corefile else []
-        return merge([parse_lines(read_lines(s.path), s.path, s.replica, formats) for s in self.backend.log_sources()])
+        return read_logs([(s.replica, s.path) for s in self.backend.log_sources()], corefile or None)
 
     def evidence(self) -> Evidence:
         """Events, logs and capture counters of the session, with the facts as they are now (after any fault)."""
         self.facts = self.backend.facts()
         events = self.events()
         return Evidence(events, self.logs(), self.stats, self.facts)
-
-
-def read_lines(path: str) -> list[str]:
-    try:
-        return Path(path).read_text(errors="replace").splitlines()
-    except OSError as err:
-        raise LogFormatError(f"{path}: cannot read: {err.strerror}") from None
 
 
 class NamespacesBackend:
