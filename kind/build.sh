@@ -299,6 +299,13 @@ if ! docker image inspect "$NODE_IMAGE" >/dev/null 2>&1 || ! docker image inspec
   step images "See the log; a half-built image is never tagged, so run again after fixing" build_images
 fi
 
+# Earlier builds' images of ours are superseded: remove them (an image a running cluster still uses stays).
+for repo_name in dnscorrelate/kind-node dnscorrelate/client dnscorrelate/agent dnscorrelate/upstream; do
+  docker images --format '{{.Repository}}:{{.Tag}}' "$repo_name" |
+    grep -vxF -e "$NODE_IMAGE" -e "$CLIENT_IMAGE" -e "$AGENT_IMAGE" -e "$UPSTREAM_IMAGE" |
+    xargs -r docker rmi >/dev/null 2>&1 || true
+done
+
 # What `dnscorrelate cluster up` reads.
 cat >"$CACHE/build.env" <<EOF
 KIND=$CACHE/bin/kind
