@@ -14,7 +14,6 @@ import warnings
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.table import Table
 from rich.text import Text
 
 from dnscorrelate.errors import USER_ERRORS, LabError
@@ -522,13 +521,9 @@ def cluster_status(name: str, output: str) -> None:
     if output == "json":
         click.echo(json.dumps(status, indent=2))
         return
-    console.print(f"cluster {status['name']}  context {status['context']}  kubeconfig {status['kubeconfig']}", highlight=False)
-    table = Table("namespace", "pod", "ip", "node", "phase", box=None)
-    for pod in status["pods"]:
-        table.add_row(pod["namespace"], pod["name"], pod["ip"] or "", pod["node"] or "", pod["phase"])
-    for node in status["nodes"]:
-        console.print(f"node {node['name']} {node['ip']} podCIDR {node['podCIDR']} {'Ready' if node['ready'] else 'NotReady'} {node['version']}", highlight=False)
-    console.print(table)
+    from dnscorrelate.report.text import cluster_status_tables
+
+    console.print(*cluster_status_tables(status))
 
 
 @cluster.command("down")

@@ -142,6 +142,22 @@ def lab_status_tables(status: dict) -> list[Table]:
     return [pods, services, procs]
 
 
+def cluster_status_tables(status: dict) -> list[Table]:
+    """`cluster status`: the nodes and the pods, as the API server reports them."""
+    nodes = Table(title=f"cluster {status['name']} (context {status['context']}, kubeconfig {status['kubeconfig']}): nodes",
+                  title_justify="left")
+    for col in ("NODE", "IP", "POD-CIDR", "STATUS", "VERSION"):
+        nodes.add_column(col)
+    for n in status["nodes"]:
+        nodes.add_row(n["name"], n["ip"], n["podCIDR"] or "", "Ready" if n["ready"] else "NotReady", n["version"])
+    pods = Table(title="pods", title_justify="left")
+    for col in ("NAMESPACE", "POD", "IP", "NODE", "PHASE"):
+        pods.add_column(col)
+    for p in status["pods"]:
+        pods.add_row(p["namespace"], p["name"], p["ip"] or "", p["node"] or "", p["phase"] or "")
+    return [nodes, pods]
+
+
 CAPTURE_COUNTS = ["packets", "lost_samples", "decode_errors", "non_dns_packets", "non_ip_packets", "tcp_without_payload",
                   "truncated_headers", "tcp_segment_cut", "tcp_incomplete_bytes", "namespaces"]
 
