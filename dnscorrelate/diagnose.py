@@ -22,7 +22,7 @@ from dnscorrelate.cluster.facts import ClusterFacts, blocking_policies, serving_
 SLOW_UPSTREAM_MS = 100.0
 SLOW_COREDNS_MS = 100.0
 FORWARD_TIMEOUT_S = 1.0  # a query CoreDNS logged unanswered after this long waited on an upstream (forward gives up at 2-6 s)
-NETWORK_REASONS = ["timeout", "refused", "unreachable", "no-route", "no-healthy-upstream"]
+NETWORK_REASONS = ["timeout", "refused", "unreachable", "no-route", "no-healthy-upstream", "blocked", "reset"]
 IMBALANCE_MIN_TRACES = 20
 IMBALANCE_SHARE = 0.8
 EVIDENCE_LIMIT = 20

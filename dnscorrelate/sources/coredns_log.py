@@ -113,7 +113,8 @@ LOOKS_LIKE_QUERY = re.compile(
 REASONS = [
     ("i/o timeout", "timeout"), ("connection refused", "refused"), ("no route to host", "no-route"),
     ("network is unreachable", "unreachable"), ("host is unreachable", "unreachable"), ("no healthy upstream", "no-healthy-upstream"),
-    ("no healthy proxies", "no-healthy-upstream"), ("no such host", "no-such-host"),
+    ("no healthy proxies", "no-healthy-upstream"), ("no upstream host", "no-healthy-upstream"), ("no such host", "no-such-host"),
+    ("operation not permitted", "blocked"),
     ("connection reset", "reset"), ("overflow", "overflow"),
 ]
 

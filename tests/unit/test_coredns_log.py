@@ -241,3 +241,14 @@ def test_every_line_of_the_real_format_excerpts_is_read(path):
     parsed = read_logs([path])
     assert parsed.unparsed == []
     assert parsed.log_lines == len(path.read_text().splitlines()) == len(parsed.records) + len(parsed.errors) + parsed.other_lines
+
+
+@pytest.mark.parametrize("error, reason, upstream", [
+    ("write udp 10.244.0.5:43289->8.8.8.8:53: write: operation not permitted", "blocked", "8.8.8.8"),
+    ("read tcp 10.244.0.5:43289->[2001:4860:4860::8888]:53: read: connection reset by peer", "reset", "2001:4860:4860::8888"),
+    ("unreachable backend: no upstream host", "no-healthy-upstream", ""),
+    ("no healthy proxies", "no-healthy-upstream", ""),
+])
+def test_errors_reasons(error, reason, upstream):
+    e = one(f"[ERROR] plugin/errors: 2 example.com. A: {error}").errors.iloc[0]
+    assert (e.reason, e.upstream_ip) == (reason, upstream)
