@@ -157,8 +157,42 @@ class Scenario(Strict):
     expect: Expect
 
 
-def load_scenario(path: str | Path) -> Scenario:
-    """A validated scenario; SpecError names file, line, field and reason."""
+BACKENDS = ("lab", "kind")
+KIND_NODES = 2  # cluster/kind/cluster.py: a control plane and a worker
+KIND_REPLICAS = 2  # kubeadm's CoreDNS Deployment
+LAB_ONLY_FAULTS = {
+    UpstreamCorefileFault: ("upstreamCorefile", "the upstream resolver's Corefile is the lab's to change mid-run; on kind "
+                            "give it in lab.upstreamCorefile (the upstream container starts with it)"),
+    LinkFault: ("link", "links between hosts are the lab's veth pairs; a kind cluster's links cannot drop or lose packets"),
+    ResolvConfFault: ("resolvConf", "a running pod's resolv.conf is written by the kubelet on kind; give the pod a dnsConfig instead"),
+}
+
+
+def backend_problems(scenario: Scenario, backend: str) -> list[tuple[tuple, str]]:
+    """(field path, reason) for each part of the scenario the backend cannot make: the lab makes everything;
+    a kind cluster has two nodes, kubeadm's two CoreDNS replicas, no NodeLocal DNS, and makes faults through
+    the API only."""
+    if backend == "lab":
+        return []
+    problems = []
+    overlay = scenario.lab
+    if overlay.nodeLocalDNS:
+        problems.append((("lab", "nodeLocalDNS"), "the kind cluster runs no NodeLocal DNSCache (lab only)"))
+    if "nodes" in overlay.model_fields_set and overlay.nodes != KIND_NODES:
+        problems.append((("lab", "nodes"), f"the kind cluster has {KIND_NODES} nodes (lab only)"))
+    if "corednsReplicas" in overlay.model_fields_set and overlay.corednsReplicas != KIND_REPLICAS:
+        problems.append((("lab", "corednsReplicas"), f"the kind cluster runs {KIND_REPLICAS} CoreDNS replicas (lab only)"))
+    if overlay.extends == "none":
+        problems.append((("lab", "extends"), "the kind cluster always starts from the default lab (lab only)"))
+    for i, fault in enumerate(scenario.faults):
+        for kind, (key, why) in LAB_ONLY_FAULTS.items():
+            if isinstance(fault, kind):
+                problems.append((("faults", i, key), f"{why} (lab only)"))
+    return problems
+
+
+def load_scenario(path: str | Path, backend: str = "lab") -> Scenario:
+    """A validated scenario that `backend` (lab or kind) can run; SpecError names file, line, field and reason."""
     path = Path(path)
     data, source = parse_yaml(read_text(path), str(path))
     if not isinstance(data, dict):
@@ -167,7 +201,7 @@ def load_scenario(path: str | Path) -> Scenario:
         scenario = Scenario.model_validate(data)
     except ValidationError as err:
         raise SpecError(describe_errors(err, source)) from None
-    problems = unknown_references(scenario)
+    problems = unknown_references(scenario) + backend_problems(scenario, backend)
     if problems:
         raise SpecError("\n".join(f"{source.name}:{line_of(source.node, where) or '?'}: {field_path(where)}: {why}" for where, why in problems))
     return scenario

@@ -110,3 +110,37 @@ def test_a_label_over_63_bytes_is_refused_at_validation(tmp_path):
     """)
     with pytest.raises(SpecError, match=rf"{path}:3: queries\[0\].name: .*not a DNS name a client can send: .*label"):
         load_scenario(path)
+
+
+def test_a_scenario_kind_cannot_make_fails_validation_there_with_file_line_and_field(tmp_path):
+    path = write(tmp_path, """
+        name: x
+        lab:
+          nodeLocalDNS: true
+        faults:
+          - stopReplica: 1
+          - link: {from: node-0, to: upstream, drop: true}
+          - upstreamCorefile: ".:53 {}"
+        queries: [{from: demo/mypod, name: a.}]
+        expect: {findings: [ok]}
+    """)
+    assert len(load_scenario(path).faults) == 3  # the lab makes all of it
+    with pytest.raises(SpecError) as err:
+        load_scenario(path, "kind")
+    lines = str(err.value).splitlines()
+    assert [line.split(": ")[1] for line in lines] == ["lab.nodeLocalDNS", "faults[1].link", "faults[2].upstreamCorefile"]
+    assert lines[0].startswith(f"{path}:4: ") and lines[1].startswith(f"{path}:7: ") and lines[2].startswith(f"{path}:8: ")
+    assert all(line.endswith("(lab only)") for line in lines)
+
+
+KIND_SHIPPED = {"healthy", "bad-forward-server", "deny-dns-egress", "deny-dns-ingress", "missing-service", "cname-without-a",
+                "search-path", "truncated", "slow-coredns", "coredns-acl", "zone-not-served", "stale-endpoint"}
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_scenarios_kind_can_make_load_for_kind_and_the_others_say_why_not(path):
+    if path.stem in KIND_SHIPPED:
+        assert load_scenario(path, "kind").name == path.stem
+    else:
+        with pytest.raises(SpecError, match=r"\(lab only\)"):
+            load_scenario(path, "kind")
