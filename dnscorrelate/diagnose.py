@@ -189,7 +189,7 @@ def upstream_problems(traces: pd.DataFrame, upstream: pd.DataFrame, facts: Clust
         target = target.where(target.notna(), connect)
         target = target.where(target.notna(), failing["error_upstream"])  # where, not fillna: no object downcast warning
         named_by_corefile = failing["qname"].map(lambda q: forward_targets(facts, q))
-        target = target.mask(target == "", named_by_corefile).mask(lambda t: t == "", "unknown upstream")
+        target = target.mask(target == "", named_by_corefile).mask(lambda t: t == "", UNKNOWN_UPSTREAM)
         for address, group in failing.groupby(target):
             blocks = facts.forwards_to(address)
             where = "; ".join(f"forward for {', '.join(b.zones)} in the {b.source}" for b in blocks)
@@ -199,7 +199,7 @@ def upstream_problems(traces: pd.DataFrame, upstream: pd.DataFrame, facts: Clust
             advice = f" {policy}." if policy else (f" It is the {where}: fix or remove that forward target." if where else " Check the forward targets in the Corefile.")
             findings.append(Finding(
                 "upstream-unreachable", "coredns->upstream",
-                f"CoreDNS's upstream {address} does not answer ({reason}): {plural(n, 'lookup')} of {names(group['qname'])} "
+                f"{upstream_phrase(address)} does not answer ({reason}): {plural(n, 'lookup')} of {names(group['qname'])} "
                 f"failed with {names(group['rcode']) or 'a timeout'}." + advice,
                 evidence(group, upstream=address), n))
     errored = upstream[upstream["answered"] & upstream["rcode"].isin(["SERVFAIL", "REFUSED", "NOTIMP"]) & (upstream["depth"] == 1)]
@@ -220,6 +220,14 @@ def upstream_problems(traces: pd.DataFrame, upstream: pd.DataFrame, facts: Clust
             f"(threshold {SLOW_UPSTREAM_MS:.0f} ms); pods wait on it for every uncached external name. Check that resolver or add a faster one.",
             evidence(ids, upstream=address, median_ms=round(rtt.median() / 1e6, 3)), len(group), "warning"))
     return findings
+
+
+UNKNOWN_UPSTREAM = "unknown upstream"
+
+
+def upstream_phrase(address: str) -> str:
+    """`CoreDNS's upstream 8.8.8.8:53`, or what is known when nothing names it."""
+    return "CoreDNS's upstream (no errors line or Corefile names it)" if address == UNKNOWN_UPSTREAM else f"CoreDNS's upstream {address}"
 
 
 def forward_targets(facts: ClusterFacts, qname: str) -> str:
@@ -304,7 +312,7 @@ def own_queries(traces: pd.DataFrame, findings: list[Finding]) -> list[Finding]:
     their own."""
     own = traces[traces["purpose"] != "lookup"]
     failed = own[own["error_reason"].isin(NETWORK_REASONS) | (own["outcome"] == "timed-out")]
-    address = failed["error_upstream"].mask(failed["error_upstream"] == "", failed["dst_ip"]).mask(lambda a: a == "", "unknown upstream")
+    address = failed["error_upstream"].mask(failed["error_upstream"] == "", failed["dst_ip"]).mask(lambda a: a == "", UNKNOWN_UPSTREAM)
     new = []
     for target, group in failed.groupby(address):
         kinds = group["purpose"].value_counts()
@@ -317,11 +325,11 @@ def own_queries(traces: pd.DataFrame, findings: list[Finding]) -> list[Finding]:
             known.summary += f" CoreDNS's own {what} to it failed too ({reason})."
             continue
         if "health-check" in kinds:
-            summary = (f"CoreDNS's upstream {target} does not answer its {what} ({reason}): the forward plugin marks it down, "
+            summary = (f"{upstream_phrase(target)} does not answer its {what} ({reason}): the forward plugin marks it down, "
                        "and lookups it forwards there fail. Check that resolver and the replicas' path to it.")
             severity = "error"
         else:
-            summary = (f"CoreDNS's upstream {target} does not answer its {what} ({reason}) from {names(group['replica'])}: "
+            summary = (f"{upstream_phrase(target)} does not answer its {what} ({reason}) from {names(group['replica'])}: "
                        "the replica cannot reach it (a firewall, a NetworkPolicy, a route), or it ignores HINFO queries. "
                        "Names CoreDNS forwards there will fail the same way; test one with dig from a pod.")
             severity = "warning"
