@@ -1,0 +1,266 @@
+"""CoreDNS's dnstap, live: a sink that CoreDNS connects to, and a follower that reads what it received.
+
+CoreDNS's `dnstap unix://SOCKET full` is a Frame Streams *writer* that connects to a listening socket:
+it sends READY (offering `protobuf:dnstap.Dnstap`), waits for ACCEPT, sends START, then data frames
+(flushed at least once a second), and STOP on shutdown, to which the reader answers FINISH. When the
+socket is not there it drops its messages and dials again only every 10 seconds (plugin/dnstap/io.go,
+CoreDNS 1.14). So the listener must be up before CoreDNS starts and stay up: the lab runs a `Sink`
+(`python -m dnscorrelate.sources.dnstap_live DIR NAME...`) before its replicas, one socket per replica
+`DIR/NAME.sock`, appending every data frame to `DIR/NAME.fstrm`, a Frame Streams file (START, data
+frames) that `correlate --dnstap` also reads. A session's `DnstapFollower` reads the frames appended
+to those files since it started, and decodes them as `dnstap.read_dnstap` does, at the replica.
+
+The `fstrm` package is a codec only (frame encoding and decoding, no sockets), so the reader's side
+of the bidirectional handshake is written here on top of it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import sys
+import threading
+from collections import Counter
+from pathlib import Path
+
+import fstrm
+import pandas as pd
+from google.protobuf.message import DecodeError
+
+import dnstap_pb
+from dnscorrelate import events
+from dnscorrelate.sources.dnstap import CONTENT_TYPE, message_row, replica_vantage
+from dnscorrelate.sources.pcap import frame_of_rows
+
+FLUSH_S = 1.0  # CoreDNS flushes its Frame Streams writer on this tick (plugin/dnstap/io.go flushTimeout)
+RECV_BYTES = 16384
+
+
+class HandshakeError(Exception):
+    """The writer broke the Frame Streams bidirectional protocol."""
+
+
+def control_frames(connection: socket.socket, codec: fstrm.FstrmCodec):
+    """(kind, content types, payload) of each frame arriving on `connection`, until it closes."""
+    while True:
+        chunk = connection.recv(RECV_BYTES)
+        if not chunk:
+            return
+        codec.append(chunk)
+        while codec.process():
+            try:
+                yield codec.decode()
+            except Exception as err:  # the codec raises bare Exceptions on malformed control frames
+                raise HandshakeError(f"bad control frame: {err}") from None
+
+
+def receive_stream(connection: socket.socket, on_data) -> str:
+    """Be the reader of one bidirectional Frame Streams connection: READY -> ACCEPT, START, data frames
+    (each handed to `on_data`), STOP -> FINISH. Returns "finished" after STOP, "closed" when the writer
+    went away without it; raises HandshakeError when it offers no dnstap or sends frames out of order."""
+    codec = fstrm.FstrmCodec()
+    state = "ready"
+    for kind, content_types, payload in control_frames(connection, codec):
+        if state == "ready":
+            if kind != fstrm.FSTRM_CONTROL_READY:
+                raise HandshakeError(f"expected READY, got frame type {kind}")
+            if content_types and CONTENT_TYPE not in content_types:
+                raise HandshakeError(f"the writer offers {[c.decode(errors='replace') for c in content_types]}, not dnstap")
+            connection.sendall(codec.encode_ctrlaccept(CONTENT_TYPE))
+            state = "accepted"
+        elif state == "accepted":
+            if kind != fstrm.FSTRM_CONTROL_START:
+                raise HandshakeError(f"expected START, got frame type {kind}")
+            state = "started"
+        elif kind == fstrm.FSTRM_DATA_FRAME:
+            on_data(payload)
+        elif kind == fstrm.FSTRM_CONTROL_STOP:
+            connection.sendall(codec.encode(ctrl=fstrm.FSTRM_CONTROL_FINISH))
+            return "finished"
+        else:
+            raise HandshakeError(f"unexpected control frame type {kind} in the data")
+    return "closed"
+
+
+class Sink:
+    """Listen on DIR/NAME.sock for each name; append the data frames every connection sends to
+    DIR/NAME.fstrm (one file per name, begun with a START frame). Several connections per name are
+    fine (CoreDNS opens one per server block with dnstap, and a new one after a reload)."""
+
+    def __init__(self, directory: str | Path, names: list[str]) -> None:
+        self.directory = Path(directory)
+        self.names = list(names)
+        self.stats: Counter = Counter()
+        self.listeners: list[socket.socket] = []
+        self.connections: set[socket.socket] = set()
+        self.files: dict[str, int] = {}
+        self.locks: dict[str, threading.Lock] = {}
+        self.closed = threading.Event()
+
+    def socket_path(self, name: str) -> Path:
+        return self.directory / f"{name}.sock"
+
+    def file_path(self, name: str) -> Path:
+        return self.directory / f"{name}.fstrm"
+
+    def start(self) -> Sink:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        for name in self.names:
+            fd = os.open(self.file_path(name), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            if os.fstat(fd).st_size == 0:
+                os.write(fd, fstrm.FstrmCodec().encode_ctrlstart(CONTENT_TYPE))
+            self.files[name], self.locks[name] = fd, threading.Lock()
+            path = self.socket_path(name)
+            path.unlink(missing_ok=True)  # a socket left by a sink that was killed
+            listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            listener.bind(str(path))
+            listener.listen(8)
+            self.listeners.append(listener)
+            threading.Thread(target=self._accept, args=(listener, name), daemon=True, name=f"dnstap-{name}").start()
+        return self
+
+    def _accept(self, listener: socket.socket, name: str) -> None:
+        while not self.closed.is_set():
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return  # closed
+            self.connections.add(connection)
+            self.stats["connections"] += 1
+            threading.Thread(target=self._serve, args=(connection, name), daemon=True).start()
+
+    def _serve(self, connection: socket.socket, name: str) -> None:
+        def append(payload: bytes) -> None:
+            with self.locks[name]:  # one write per frame, so the file only ever holds whole frames
+                os.write(self.files[name], len(payload).to_bytes(4, "big") + payload)
+            self.stats["frames"] += 1
+
+        try:
+            self.stats[receive_stream(connection, append)] += 1
+        except HandshakeError as err:
+            self.stats["handshake_errors"] += 1
+            print(f"dnstap sink {name}: {err}", file=sys.stderr, flush=True)
+        except OSError:
+            self.stats["closed"] += 1
+        finally:
+            self.connections.discard(connection)
+            connection.close()
+
+    def close(self) -> None:
+        """Stop listening, drop the connections, remove the sockets (the frame files stay)."""
+        self.closed.set()
+        for listener in self.listeners:
+            listener.close()
+        for connection in list(self.connections):
+            connection.close()
+        for name in self.names:
+            self.socket_path(name).unlink(missing_ok=True)
+        for fd in self.files.values():
+            os.close(fd)
+        self.files.clear()
+
+
+class DnstapFollower:
+    """The dnstap messages appended to sink files since `start`, as packet events at each file's replica.
+
+        follower = DnstapFollower([("coredns-0", "/run/.../dnstap/coredns-0.fstrm")]).start()
+        follower.new_events()        # rows decoded since the last call
+        follower.events()            # every row since start, latencies matched across calls
+        follower.stats               # frames, client_query, ..., bad_frames, not_messages, undecodable
+    """
+
+    def __init__(self, sources: list[tuple[str, str | Path]]) -> None:
+        self.sources = [(replica, Path(path)) for replica, path in sources]
+        self.offsets: dict[Path, int] = {}
+        self.codecs: dict[Path, fstrm.FstrmCodec] = {}
+        self.names = [(*replica_vantage(replica, b"", path), "dnstap") for replica, path in self.sources]
+        self.rows: list = []
+        self.read_rows = 0
+        self.counts: Counter = Counter()
+        self.undecodable = 0  # messages whose DNS bytes did not decode, as of the last events()
+
+    def start(self) -> DnstapFollower:
+        for _, path in self.sources:
+            self.offsets[path] = path.stat().st_size if path.exists() else 0
+            self.codecs[path] = fstrm.FstrmCodec()
+        return self
+
+    def _read(self) -> None:
+        for index, (_, path) in enumerate(self.sources):
+            try:
+                with path.open("rb") as f:
+                    f.seek(self.offsets[path])
+                    data = f.read()
+            except FileNotFoundError:
+                continue
+            self.offsets[path] += len(data)
+            codec = self.codecs[path]
+            codec.append(data)
+            while codec.process():
+                kind, _, payload = codec.decode()
+                if kind == fstrm.FSTRM_DATA_FRAME:
+                    self._add(payload, index)
+                else:
+                    self.counts["control_frames"] += 1
+
+    def _add(self, payload: bytes, vantage: int) -> None:
+        self.counts["frames"] += 1
+        tap = dnstap_pb.Dnstap()
+        try:
+            tap.ParseFromString(payload)
+        except DecodeError:
+            self.counts["bad_frames"] += 1
+            return
+        if tap.type != dnstap_pb.Dnstap.Type.MESSAGE or not tap.HasField("message"):
+            self.counts["not_messages"] += 1
+            return
+        row = message_row(tap.message, vantage, self.counts)
+        if row is not None:
+            self.rows.append(row)
+
+    def _frame(self, rows: list) -> pd.DataFrame:
+        if not rows:
+            return events.empty_events()
+        frame = frame_of_rows(rows, self.names, Counter())  # its counts are taken once, in `stats`
+        return events.conform(frame.sort_values("ts_ns", kind="stable"))
+
+    def new_events(self) -> pd.DataFrame:
+        self._read()
+        rows, self.read_rows = self.rows[self.read_rows :], len(self.rows)
+        return self._frame(rows)
+
+    def events(self) -> pd.DataFrame:
+        self._read()
+        self.read_rows = len(self.rows)
+        frame = self._frame(self.rows)
+        self.undecodable = int((~frame["decoded"]).sum())
+        return frame
+
+    @property
+    def stats(self) -> dict:
+        """What was read: frames, each message type, what could not be used (`undecodable` as of the last
+        `events()`), and bytes of a frame not yet whole. Nothing is dropped here; CoreDNS itself drops
+        messages while no sink listens or its queue is full, and logs how many."""
+        partial = sum(len(c.buf) + (4 if c.df_length is not None else 0) for c in self.codecs.values())
+        return {**self.counts, "rows": len(self.rows), "undecodable": self.undecodable, "pending_bytes": partial}
+
+
+def main(argv: list[str]) -> int:
+    """`python -m dnscorrelate.sources.dnstap_live DIR NAME...`: run a Sink until killed."""
+    if len(argv) < 2:
+        print("usage: python -m dnscorrelate.sources.dnstap_live DIR NAME...", file=sys.stderr)
+        return 2
+    sink = Sink(argv[0], argv[1:]).start()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        stop.wait()
+    except KeyboardInterrupt:
+        pass
+    sink.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
