@@ -655,6 +655,10 @@ def no_lookups(correlation: Correlation) -> Finding:
     seen = (f"{plural(stats.get('packets', 0), 'packet')} ({stats.get('dns_packets', 0)} DNS) and "
             f"{plural(stats.get('log_records', 0), 'CoreDNS log record')} were read"
             + (f"; {own} of the lookups were CoreDNS's own (loop probes, forward health checks)" if own else ""))
+    api = [a for a in correlation.log_alerts if a["kind"] == "api-unreachable"]
+    if api:
+        seen += (f". CoreDNS could not reach the Kubernetes API ({plural(len(api), 'line')}, e.g. {api[0]['source']}:{api[0]['line_no']}), "
+                 "so it serves no or stale cluster names until it does")
     return Finding("no-lookups", "pod", f"No lookup from a workload was captured, so there is nothing to diagnose: {seen}. "
                    "Check that the pod looked a name up while the capture ran and that its network namespace was captured.",
                    {"stats": {k: stats.get(k, 0) for k in ("packets", "dns_packets", "log_records", "traces", "lost_samples")}},

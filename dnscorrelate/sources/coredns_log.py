@@ -105,6 +105,7 @@ NOTICE = re.compile("|".join(f"(?P<{kind.replace('-', '_')}>{pattern})" for kind
 # Notices that tell something about the server, kept with their lines (ParsedLogs.alerts) for the diagnosis.
 ALERT_KINDS = {"loop-detected", "startup-error"}
 SLOW_HEALTH = re.compile(r"plugin/health: Local health request .*(?:took more than|failed)")
+API_UNREACHABLE = re.compile(r"(?:dial tcp|Get \S+).*(?:i/o timeout|connection refused|no route to host|network is unreachable)")
 # A line with a question (`A IN name.`), or a response code next to an address, is most likely a query line in
 # a custom format: never a notice, and a reason to hint at --log-format when it stays unparsed.
 LOOKS_LIKE_QUERY = re.compile(
@@ -263,11 +264,12 @@ def parse_lines(lines: list[str], source: str, replica: str | None = None, forma
 
 
 def alerts(kinds: pd.Series, body: pd.Series, head: pd.DataFrame, source: str) -> list[dict]:
-    """The notices that tell something (ALERT_KINDS, and `health-slow`: CoreDNS's own /health answered late or not)."""
+    """The notices that tell something (ALERT_KINDS; `health-slow`: CoreDNS's own /health answered late or not;
+    `api-unreachable`: the kubernetes plugin could not reach the API server)."""
     kind = kinds.where(kinds.isin(ALERT_KINDS))
-    health = kinds == "health"
-    if health.any():
-        kind = kind.mask(health & body[kinds.index].str.contains(SLOW_HEALTH), "health-slow")
+    text = body[kinds.index]
+    kind = kind.mask((kinds == "health") & text.str.contains(SLOW_HEALTH), "health-slow")
+    kind = kind.mask((kinds == "kubernetes") & text.str.contains(API_UNREACHABLE), "api-unreachable")
     rows = kind.dropna().index
     return [{"kind": str(kind[i]), "source": source, "line_no": int(head.at[i, "line_no"]), "replica": str(head.at[i, "replica"]),
              "ts_ns": None if pd.isna(head.at[i, "ts_ns"]) else int(head.at[i, "ts_ns"]), "text": str(body[i])} for i in rows]

@@ -36,6 +36,7 @@ EXPECTED = {
     "stern-1.10.1.log": [("nxdomain", ["payments", "prod"]), ("upstream-slow", ["db.corp.example.", "does not split"])],
     "healthcheck-kail-1.0.5.log": [("upstream-unreachable", ["192.168.1.1:53", "3 forward health checks"])],
     "compose-overflow-1.6.6.log": [("unanswered", ["coredns-1 logged 1 lookup", "overflowing header size"])],
+    "api-unreachable-1.11.1.log": [("no-lookups", ["could not reach the Kubernetes API (2 lines"])],
     "loop-detected-1.6.2.log": [("forwarding-loop", ['zone .', "127.0.0.1:59610 -> :53", "resolv.conf"])],
     "stern-health-slow-1.11.3.log": [("slow-coredns", ["coredns-fdcd5b74b-p78xs", "health endpoint", "up to 1.23888291s"])],
 }
