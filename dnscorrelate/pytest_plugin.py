@@ -2,8 +2,14 @@
 
 Installed with dnscorrelate (a `pytest11` entry point), so any test can use:
 
-- `run_scenario(path_or_scenario)`: run a scenario file (or a Scenario) and get its
-  result; `result.passed`, `result.missing`, `result.analysis.findings`.
+- `run_scenario(path_or_scenario, backend=None)`: run a scenario file (or a Scenario) and get
+  its result; `result.passed`, `result.missing`, `result.analysis.findings`. `backend` is "lab"
+  (a fresh lab) or "kind" (a fresh two-node kind cluster, ~2 min); by default pytest's
+  `--dns-backend` option, itself "lab" by default. On kind a scenario without faults or lab
+  overlay runs on the session's `dns_cluster`.
+- `dns_cluster`: a kind cluster for the whole test session (session scope), made from the
+  default lab spec and removed at the end: `.cluster` (name, context, kubeconfig), `.backend`
+  (a KubeBackend: facts, logs, capture targets, faults through the API, `run_queries`).
 - `dns_lab(spec=None)`: bring up a lab (a spec path, a dict merged over the
   default, or None for the default); torn down after the test.
 - `dns_capture(lab)`: a started `Session` (cluster/backend.py) on `lab`: capture in
@@ -26,18 +32,40 @@ from pathlib import Path
 import pytest
 
 
-@pytest.fixture
-def run_scenario(tmp_path):
-    """run_scenario(path | Scenario, report_dir=None) -> ScenarioResult."""
-    from dnscorrelate.runner import run_scenario as run
-    from dnscorrelate.scenarios import Scenario, load_scenario
+def pytest_addoption(parser):
+    parser.addoption("--dns-backend", choices=("lab", "kind"), default="lab",
+                     help="dnscorrelate: where run_scenario runs scenarios (default lab)")
 
-    def runner(scenario, report_dir: str | Path | None = None):
+
+@pytest.fixture
+def run_scenario(request):
+    """run_scenario(path | Scenario, report_dir=None, backend=None) -> ScenarioResult."""
+    from dnscorrelate.runner import reusable, run_scenario as run
+    from dnscorrelate.scenarios import Scenario, backend_problems, load_scenario
+    from dnscorrelate.errors import SpecError
+
+    def runner(scenario, report_dir: str | Path | None = None, backend: str | None = None):
+        backend = backend or request.config.getoption("--dns-backend")
         if not isinstance(scenario, Scenario):
-            scenario = load_scenario(scenario)
-        return run(scenario, Path(report_dir) if report_dir else None)
+            scenario = load_scenario(scenario, backend)
+        elif problems := backend_problems(scenario, backend):
+            raise SpecError("; ".join(f"{'.'.join(map(str, where))}: {why}" for where, why in problems))
+        # on kind, a scenario that changes nothing runs on the session's dns_cluster instead of a fresh one
+        stage = request.getfixturevalue("dns_cluster") if backend == "kind" and reusable(scenario) else None
+        return run(scenario, Path(report_dir) if report_dir else None, backend=backend, stage=stage)
 
     return runner
+
+
+@pytest.fixture(scope="session")
+def dns_cluster():
+    """A kind cluster (the default lab's workloads) for the test session; its `.backend` is a KubeBackend."""
+    from dnscorrelate.cluster.lab.spec import load_spec
+    from dnscorrelate.runner import KindStage
+
+    stage = KindStage(load_spec())
+    yield stage
+    stage.down()
 
 
 @pytest.fixture

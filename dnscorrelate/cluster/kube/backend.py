@@ -8,6 +8,7 @@ says so instead of capturing nothing.
 
 from __future__ import annotations
 
+import re
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -33,9 +34,13 @@ class KubeBackend:
 
     name = "kube"
 
-    def __init__(self, kubeconfig: str | None = None, context: str | None = None) -> None:
+    def __init__(self, kubeconfig: str | None = None, context: str | None = None, upstream: str | None = None,
+                 pod_image: str | None = None) -> None:
         self.api = client_from_kubeconfig(kubeconfig, context)
         self.context = context
+        self.upstream = upstream  # where a scenario's `forward . /etc/resolv.conf` goes (kind: the upstream container)
+        self.pod_image = pod_image  # what a scenario's Pods run (kind: the client image)
+        self.propagation: list[tuple[str, float]] = []  # (fault, seconds until it took effect), in order
         self.started = datetime.now(timezone.utc)
         self._log_dir = tempfile.TemporaryDirectory(prefix="dnsc-kube-logs-")  # removed with the backend
         self.log_dir = Path(self._log_dir.name)
@@ -100,7 +105,7 @@ class KubeBackend:
             text = self.call(f"logs of kube-system/{pod.metadata.name}", core.read_namespaced_pod_log,
                              pod.metadata.name, "kube-system", timestamps=True, since_seconds=since)
             path = self.log_dir / f"{pod.metadata.name}.log"
-            path.write_text(text)
+            path.write_text("".join(line for line in text.splitlines(keepends=True) if not logged_before(line, self.started)))
             sources.append(LogSource(pod.metadata.name, str(path)))
         return sources
 
@@ -115,6 +120,37 @@ class KubeBackend:
 
     def topology(self) -> object | None:
         return None
+
+    # --- Faults: through the API, each waited for (kube/faults.py) ----------
+
+    def faults(self):
+        from dnscorrelate.cluster.kube.faults import KubeFaults
+
+        return KubeFaults(self.api, self.upstream, self.pod_image)
+
+    def set_corefile(self, corefile: str) -> None:
+        self.propagation.append(("corefile", self.call("patching the coredns ConfigMap", self.faults().set_corefile, corefile)))
+
+    def set_custom_server_block(self, key: str, text: str) -> None:
+        self.propagation.append((f"coredns-custom {key}", self.call("patching coredns-custom", self.faults().set_custom_server_block, key, text)))
+
+    def apply(self, manifests) -> None:
+        what = ", ".join(f"{m.kind} {m.metadata.namespace}/{m.metadata.name}" for m in manifests)
+        self.propagation.append((f"apply {what}", self.call(f"creating {what}", self.faults().apply, manifests)))
+
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        what = f"{kind} {namespace}/{name}"
+        self.propagation.append((f"delete {what}", self.call(f"deleting {what}", self.faults().delete, kind, namespace, name)))
+
+    def stop_replica(self, replica: int) -> None:
+        self.propagation.append((f"stop replica {replica}", self.call("stopping a CoreDNS replica", self.faults().stop_replica, replica)))
+
+    def run_queries(self, pod_key: str, client: str, name: str, rdtype: str, proto: str, count: int, concurrency: int,
+                    timeout: float) -> list:
+        """ClientResults of `count` queries from the pod, run in it through exec (kube/clients.py)."""
+        from dnscorrelate.cluster.kube.clients import exec_queries
+
+        return exec_queries(self.api, pod_key, client, name, rdtype, proto, count, concurrency, timeout)
 
     # --- where the nodes run -------------------------------------------------
 
@@ -149,6 +185,20 @@ class KubeBackend:
             return docker.from_env().containers.list(filters={"label": label})
         except Exception:  # no Docker here: nodes are not local containers
             return []
+
+
+KUBELET_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z ")
+
+
+def logged_before(line: str, moment: datetime) -> bool:
+    """Whether a `--timestamps` log line was written before `moment` (since_seconds counts whole seconds: the
+    lines of the second before it, from an earlier scenario on the same cluster, are dropped here)."""
+    match = KUBELET_STAMP.match(line)
+    if not match:
+        return False
+    stamp = datetime.fromisoformat(match.group(1)).replace(tzinfo=timezone.utc)
+    fraction = (match.group(2) or "0")[:6].ljust(6, "0")
+    return stamp.replace(microsecond=int(fraction)) < moment
 
 
 def facts_from_model(model: ClusterModel, corefile: str, custom: dict[str, str]) -> ClusterFacts:

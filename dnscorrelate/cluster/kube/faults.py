@@ -1,0 +1,238 @@
+"""Scenario faults on a real cluster, made through the API server, each waiting for the change to
+take effect and returning how long that took (the runner reports it as fault propagation).
+
+- Corefile changes (`set_corefile`, `set_custom_server_block`): the ConfigMap is patched, then the
+  CoreDNS Deployment is restarted and we wait until only new replicas, started on the new
+  ConfigMap, are behind kube-dns. We restart rather than wait for `reload`: the kubelet syncs a
+  ConfigMap volume after up to its sync period plus cache TTL (~60 s by default) and `reload`
+  polls every 30 s, so a reload takes 0-90 s; a restart takes ~5-15 s and is deterministic.
+- coredns-custom (`set_custom_server_block`): kubeadm's CoreDNS does not read it. We give the
+  Deployment what AKS's has: the optional `coredns-custom` ConfigMap mounted at
+  /etc/coredns/custom and `import custom/*.server` in the Corefile.
+- NetworkPolicies (`apply`, `delete`): we wait until the policy agent on every node hosting a
+  selected pod logged that it applied the new set (one line per change, `policy_agent.py`).
+- Services and Pods: created or deleted, waited for (deleted: until the API no longer has them).
+- `stop_replica`: Kubernetes does not keep a dead replica behind its Service as the lab does (a
+  stopped container's endpoint turns not-ready): the replica's pod is deleted and the Deployment
+  scaled down by one (its pod-deletion-cost makes it the one removed), and we wait until its
+  endpoint is gone. The lab's stale endpoint cannot be made through the API.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from dnscorrelate.cluster.model import Manifest, NetworkPolicy
+from dnscorrelate.errors import ClusterError
+
+NS = "kube-system"
+DEPLOYMENT = "coredns"
+DNS_SELECTOR = "k8s-app=kube-dns"
+POLICY_AGENT_SELECTOR = "app=dnsc-policy"
+CUSTOM_MAP = "coredns-custom"
+CUSTOM_DIR = "/etc/coredns/custom"
+IMPORT_LINE = "import custom/*.server"
+RESTARTED = "dnscorrelate/restartedAt"
+API_VERSIONS = {"Namespace": "v1", "Pod": "v1", "Service": "v1", "NetworkPolicy": "networking.k8s.io/v1"}
+TIMEOUT_S = 120
+
+
+def wait_for(probe: Callable[[], object], what: str, timeout_s: float = TIMEOUT_S, poll_s: float = 0.25):
+    """probe()'s first truthy result, polling; a ClusterError at the deadline."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = probe()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise ClusterError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+        time.sleep(poll_s)
+
+
+class KubeFaults:
+    """The `Faults` of a cluster behind an API client; each method returns the seconds it took to take effect."""
+
+    def __init__(self, api, upstream: str | None = None, pod_image: str | None = None) -> None:
+        from kubernetes import client
+
+        self.api = api
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.net = client.NetworkingV1Api(api)
+        self.discovery = client.DiscoveryV1Api(api)
+        self.upstream = upstream  # where `forward . /etc/resolv.conf` goes (kind: the upstream container)
+        self.pod_image = pod_image  # what an applied Pod runs (kind: the client image)
+
+    # --- Corefile --------------------------------------------------------------
+
+    def corefile(self) -> str:
+        return (self.core.read_namespaced_config_map("coredns", NS).data or {}).get("Corefile", "")
+
+    def set_corefile(self, corefile: str) -> float:
+        from dnscorrelate.cluster.kind.workloads import cluster_corefile
+
+        started = time.monotonic()
+        if self.upstream:
+            corefile = cluster_corefile(corefile, self.upstream)
+        if IMPORT_LINE in self.corefile() and IMPORT_LINE not in corefile:
+            corefile = f"{IMPORT_LINE}\n{corefile}"  # the coredns-custom blocks stay, as on AKS
+        self.core.patch_namespaced_config_map("coredns", NS, {"data": {"Corefile": corefile}})
+        self.restart_coredns()
+        return time.monotonic() - started
+
+    def set_custom_server_block(self, key: str, text: str) -> float:
+        started = time.monotonic()
+        self.mount_custom_map()
+        try:
+            self.core.patch_namespaced_config_map(CUSTOM_MAP, NS, {"data": {key: text}})
+        except Exception as err:
+            if getattr(err, "status", None) != 404:
+                raise
+            self.core.create_namespaced_config_map(NS, {"metadata": {"name": CUSTOM_MAP, "namespace": NS}, "data": {key: text}})
+        corefile = self.corefile()
+        if IMPORT_LINE not in corefile:
+            self.core.patch_namespaced_config_map("coredns", NS, {"data": {"Corefile": f"{IMPORT_LINE}\n{corefile}"}})
+        self.restart_coredns()
+        return time.monotonic() - started
+
+    def mount_custom_map(self) -> None:
+        """The optional coredns-custom ConfigMap at /etc/coredns/custom in the CoreDNS pods (AKS's layout)."""
+        deployment = self.apps.read_namespaced_deployment(DEPLOYMENT, NS)
+        spec = deployment.spec.template.spec
+        if any(v.name == "custom-config-volume" for v in spec.volumes or []):
+            return
+        container = spec.containers[0]
+        mounts = [self.api.sanitize_for_serialization(m) for m in container.volume_mounts or []]
+        volumes = [self.api.sanitize_for_serialization(v) for v in spec.volumes or []]
+        patch = {"spec": {"template": {"spec": {
+            "volumes": volumes + [{"name": "custom-config-volume", "configMap": {"name": CUSTOM_MAP, "optional": True}}],
+            "containers": [{"name": container.name, "volumeMounts": mounts + [
+                {"name": "custom-config-volume", "mountPath": CUSTOM_DIR, "readOnly": True}]}],
+        }}}}
+        self.apps.patch_namespaced_deployment(DEPLOYMENT, NS, patch)
+
+    def restart_coredns(self) -> None:
+        """Restart the CoreDNS Deployment (kubectl rollout restart) and wait until only new replicas serve kube-dns."""
+        marker = f"{time.time():.6f}"
+        patch = {"spec": {"template": {"metadata": {"annotations": {RESTARTED: marker}}}}}
+        self.apps.patch_namespaced_deployment(DEPLOYMENT, NS, patch)
+        wait_for(lambda: self.only_new_replicas(marker), "the restarted CoreDNS replicas to be ready and the old ones gone")
+
+    def only_new_replicas(self, marker: str) -> bool:
+        """Every CoreDNS pod carries `marker` and is ready, as many as the Deployment wants, and kube-dns's
+        endpoints are exactly theirs."""
+        wanted = self.apps.read_namespaced_deployment(DEPLOYMENT, NS).spec.replicas
+        pods = self.core.list_namespaced_pod(NS, label_selector=DNS_SELECTOR).items
+        if len(pods) != wanted or any((p.metadata.annotations or {}).get(RESTARTED) != marker or not ready(p) for p in pods):
+            return False
+        return self.dns_endpoint_ips() == {p.status.pod_ip for p in pods}
+
+    def dns_endpoint_ips(self) -> set[str]:
+        slices = self.discovery.list_namespaced_endpoint_slice(NS, label_selector="kubernetes.io/service-name=kube-dns").items
+        return {a for s in slices for e in s.endpoints or [] if e.conditions is None or e.conditions.ready is not False
+                for a in e.addresses}
+
+    # --- objects ---------------------------------------------------------------
+
+    def apply(self, manifests: list[Manifest]) -> float:
+        from kubernetes import utils
+
+        from dnscorrelate.cluster.kind.workloads import runnable_pod_spec
+
+        started = time.monotonic()
+        before = self.policy_agent_lines()
+        policies = []
+        for manifest in manifests:
+            body = manifest.model_dump(by_alias=True, exclude_none=True)
+            kind = body.setdefault("kind", type(manifest).__name__)
+            body["apiVersion"] = API_VERSIONS[kind]
+            if kind == "Pod":
+                if not self.pod_image:
+                    raise ClusterError(f"pod {manifest.metadata.namespace}/{manifest.metadata.name}: no image to run it with")
+                body["spec"] = runnable_pod_spec(body.get("spec", {}), self.pod_image)
+            utils.create_from_dict(self.api, body)
+            if kind == "NetworkPolicy":
+                policies.append(manifest)
+            elif kind == "Pod":
+                ns, name = manifest.metadata.namespace, manifest.metadata.name
+                wait_for(lambda: ready(self.core.read_namespaced_pod(name, ns)), f"pod {ns}/{name} to be ready")
+        if policies:
+            self.wait_policies_enforced(policies, before)
+        return time.monotonic() - started
+
+    def delete(self, kind: str, namespace: str, name: str) -> float:
+        started = time.monotonic()
+        if kind == "NetworkPolicy":
+            before = self.policy_agent_lines()
+            policy = NetworkPolicy.model_validate({**self.api.sanitize_for_serialization(
+                self.net.read_namespaced_network_policy(name, namespace)), "kind": "NetworkPolicy"})
+            self.net.delete_namespaced_network_policy(name, namespace)
+            wait_for(lambda: not self.exists(self.net.read_namespaced_network_policy, name, namespace), f"{kind} {namespace}/{name} to be gone")
+            self.wait_policies_enforced([policy], before)
+        elif kind == "Service":
+            self.core.delete_namespaced_service(name, namespace)
+            wait_for(lambda: not self.exists(self.core.read_namespaced_service, name, namespace), f"{kind} {namespace}/{name} to be gone")
+        elif kind == "Pod":
+            self.core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+            wait_for(lambda: not self.exists(self.core.read_namespaced_pod, name, namespace), f"{kind} {namespace}/{name} to be gone")
+        else:
+            raise ClusterError(f"cannot delete a {kind} in a scenario")
+        return time.monotonic() - started
+
+    @staticmethod
+    def exists(read, name: str, namespace: str) -> bool:
+        from kubernetes.client.rest import ApiException
+
+        try:
+            read(name, namespace)
+            return True
+        except ApiException as err:
+            if err.status == 404:
+                return False
+            raise
+
+    # --- NetworkPolicy enforcement -------------------------------------------
+
+    def policy_agent_lines(self) -> dict[str, int]:
+        """Node -> how many 'applied' lines its policy agent has printed so far."""
+        counts = {}
+        for pod in self.core.list_namespaced_pod(NS, label_selector=POLICY_AGENT_SELECTOR).items:
+            log = self.core.read_namespaced_pod_log(pod.metadata.name, NS)
+            counts[pod.spec.node_name] = sum(" applied " in line for line in log.splitlines())
+        return counts
+
+    def wait_policies_enforced(self, policies: list[Manifest], before: dict[str, int]) -> None:
+        """Until the agent of every node hosting a pod one of `policies` selects printed a new 'applied' line
+        (an agent whose node hosts none of them has nothing to change and prints nothing)."""
+        if not before:
+            raise ClusterError("no NetworkPolicy agent runs in this cluster (pods app=dnsc-policy): cannot tell when "
+                               "a policy is enforced")
+        nodes = set()
+        for policy in policies:
+            for pod in self.core.list_namespaced_pod(policy.metadata.namespace).items:
+                if policy.spec.podSelector.matches(pod.metadata.labels or {}) and pod.spec.node_name:
+                    nodes.add(pod.spec.node_name)
+        pending = lambda: [n for n in nodes if self.policy_agent_lines().get(n, 0) <= before.get(n, 0)]  # noqa: E731
+        wait_for(lambda: not pending(), f"the policy agents on {', '.join(sorted(nodes))} to apply the change", poll_s=0.5)
+
+    # --- replicas -------------------------------------------------------------
+
+    def stop_replica(self, replica: int) -> float:
+        """Replica `replica` (CoreDNS pods by name) is removed: pod deleted, Deployment scaled down by one."""
+        started = time.monotonic()
+        pods = sorted(self.core.list_namespaced_pod(NS, label_selector=DNS_SELECTOR).items, key=lambda p: p.metadata.name)
+        if replica >= len(pods):
+            raise ClusterError(f"there is no CoreDNS replica {replica} (replicas: {len(pods)})")
+        victim = pods[replica]
+        self.core.patch_namespaced_pod(victim.metadata.name, NS, {"metadata": {"annotations": {
+            "controller.kubernetes.io/pod-deletion-cost": "-1000000"}}})
+        self.apps.patch_namespaced_deployment_scale(DEPLOYMENT, NS, {"spec": {"replicas": len(pods) - 1}})
+        wait_for(lambda: victim.status.pod_ip not in self.dns_endpoint_ips()
+                 and not self.exists(self.core.read_namespaced_pod, victim.metadata.name, NS),
+                 f"CoreDNS replica {victim.metadata.name} to be gone")
+        return time.monotonic() - started
+
+
+def ready(pod) -> bool:
+    return pod.status.phase == "Running" and any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
