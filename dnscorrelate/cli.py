@@ -127,11 +127,11 @@ def lab() -> None:
 @friendly_errors
 def lab_up(spec_path: str | None, name: str) -> None:
     """Build the lab and start CoreDNS."""
-    from dnscorrelate.cluster.lab.runtime import Lab
+    from dnscorrelate.cluster.lab.runtime import Lab, preflight
     from dnscorrelate.cluster.lab.spec import load_spec
 
     spec = load_spec(spec_path)
-    needs_root("bringing up a lab")
+    preflight()  # root, ip, nft: before sweeping, which needs them too
     say_swept()
     with console.status(f"bringing up lab {escape(name)}"):
         started = Lab.up(spec, name, owned=False)  # the user's: it stays until `lab down`
