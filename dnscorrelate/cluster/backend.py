@@ -15,18 +15,21 @@ node agent, log sources that follow pod logs, facts read from the API into
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
 import pandas as pd
 
+from dnscorrelate import events as event_tables
 from dnscorrelate.cluster.facts import ClusterFacts
 from dnscorrelate.cluster.model import Manifest, Pod
 from dnscorrelate.errors import CaptureError
 from dnscorrelate.schema import ParsedLogs
 from dnscorrelate.sources.capture import DEFAULT_PORTS, Capture, Target, netns_targets
 from dnscorrelate.sources.coredns_log import read_logs
+from dnscorrelate.sources.dnstap_live import FLUSH_S, DnstapFollower
 
 TargetWatcher = Callable[[], list[Target]]
 
@@ -61,6 +64,14 @@ class Backend(Protocol):
     def topology(self) -> object | None:
         """What the HTML report draws the cluster from (the lab's Topology); None when the backend has none."""
 
+    # Optional: `dnstap_sources() -> list[(replica, file)]`, Frame Streams files a dnstap sink appends to
+    # while the session runs (the lab's, with `dnstap: true`); a backend without it has no dnstap.
+
+
+def dnstap_sources(backend: Backend) -> list[tuple[str, str]]:
+    sources = getattr(backend, "dnstap_sources", None)
+    return list(sources()) if sources else []
+
 
 class Faults(Protocol):
     """The changes a scenario makes, as a cluster would experience them. `runner.apply_fault` goes
@@ -92,6 +103,8 @@ class Session:
     def __init__(self, backend: Backend, ports: tuple[int, ...] = DEFAULT_PORTS) -> None:
         self.backend = backend
         self.capture = Capture(backend.capture_targets(), ports=tuple(ports), watch=backend.target_watcher())
+        self.dnstap = DnstapFollower(dnstap_sources(backend))  # CoreDNS's own account, one more source
+        self.running = False
         self.facts = backend.facts()  # as the session starts; evidence() reads them again at the end
 
     def __enter__(self) -> Session:
@@ -102,10 +115,16 @@ class Session:
 
     def start(self) -> Session:
         self.capture.start()
+        self.dnstap.start()
+        self.running = True
         return self
 
     def stop(self) -> None:
+        if self.dnstap.sources and self.running:
+            time.sleep(FLUSH_S + 0.2)  # CoreDNS sends its dnstap buffer once a second: let the last one arrive
+        self.running = False
         self.capture.stop()
+        self.dnstap.stop()
 
     @property
     def vantages(self) -> dict:
@@ -113,8 +132,10 @@ class Session:
 
     @property
     def stats(self) -> dict:
-        """Capture counters (complete once stopped and `events()` has decoded)."""
-        return self.capture.stats
+        """Capture counters (complete once stopped and `events()` has decoded), and `dnstap_*` ones with dnstap."""
+        if not self.dnstap.sources:
+            return self.capture.stats
+        return {**self.capture.stats, **{f"dnstap_{k}": v for k, v in self.dnstap.stats.items()}}
 
     @property
     def compile_seconds(self) -> float:
@@ -125,12 +146,16 @@ class Session:
         return self.capture.attach_seconds
 
     def new_events(self) -> pd.DataFrame:
-        """Packets decoded since the last call, for live views."""
-        return self.capture.new_events()
+        """Packets decoded since the last call (and dnstap messages received), for live views."""
+        if not self.dnstap.sources:
+            return self.capture.new_events()
+        return event_tables.concat([self.capture.new_events(), self.dnstap.new_events()])
 
     def events(self) -> pd.DataFrame:
-        """Every packet captured (after `stop`)."""
-        return self.capture.events()
+        """Every packet captured (after `stop`), with the dnstap messages CoreDNS sent meanwhile at its replica."""
+        if not self.dnstap.sources:
+            return self.capture.events()
+        return event_tables.concat([self.capture.events(), self.dnstap.events()])
 
     def logs(self, corefile: str | None = None) -> ParsedLogs:
         """Every DNS server's log so far, each named by its source's replica, parsed with the Corefile's

@@ -111,11 +111,12 @@ class Sink:
             if os.fstat(fd).st_size == 0:
                 os.write(fd, fstrm.FstrmCodec().encode_ctrlstart(CONTENT_TYPE))
             self.files[name], self.locks[name] = fd, threading.Lock()
-            path = self.socket_path(name)
-            path.unlink(missing_ok=True)  # a socket left by a sink that was killed
+            path, bound = self.socket_path(name), self.directory / f".{name}.sock"
+            bound.unlink(missing_ok=True)  # left by a sink that was killed
             listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            listener.bind(str(path))
+            listener.bind(str(bound))
             listener.listen(8)
+            bound.replace(path)  # the socket appears only once it accepts: a writer never finds it refusing
             self.listeners.append(listener)
             threading.Thread(target=self._accept, args=(listener, name), daemon=True, name=f"dnstap-{name}").start()
         return self
@@ -179,6 +180,7 @@ class DnstapFollower:
         self.read_rows = 0
         self.counts: Counter = Counter()
         self.undecodable = 0  # messages whose DNS bytes did not decode, as of the last events()
+        self.stopped = False
 
     def start(self) -> DnstapFollower:
         for _, path in self.sources:
@@ -186,7 +188,14 @@ class DnstapFollower:
             self.codecs[path] = fstrm.FstrmCodec()
         return self
 
+    def stop(self) -> None:
+        """Read what has arrived, and nothing after: the session's window ends here."""
+        self._read()
+        self.stopped = True
+
     def _read(self) -> None:
+        if self.stopped or not self.offsets:  # not started, or stopped
+            return
         for index, (_, path) in enumerate(self.sources):
             try:
                 with path.open("rb") as f:

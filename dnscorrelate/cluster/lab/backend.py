@@ -42,6 +42,10 @@ class LabBackend:
     def log_sources(self) -> list[LogSource]:
         return [LogSource(p.role, p.log) for p in self.lab.processes if p.role.startswith(DNS_SERVER_ROLES)]
 
+    def dnstap_sources(self) -> list[tuple[str, str]]:
+        """(replica, file) of the dnstap the lab's sink receives from each replica, when the spec turns it on."""
+        return [(replica, str(path)) for replica, path in self.lab.dnstap_files()]
+
     def facts(self) -> ClusterFacts:
         return facts_from_topology(self.lab.topology)
 

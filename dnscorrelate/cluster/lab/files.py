@@ -56,8 +56,9 @@ def pod_hosts(pod: PodInfo, manifest: Pod, domain: str) -> str:
     )
 
 
-def replica_corefile(topology: Topology, zone_dir: Path) -> str:
-    """The replicas' Corefile: the ConfigMap's, with kubernetes emulated and coredns-custom blocks appended."""
+def replica_corefile(topology: Topology, zone_dir: Path, dnstap_dir: Path | None = None) -> str:
+    """The replicas' Corefile: the ConfigMap's, with kubernetes emulated and coredns-custom blocks appended;
+    with `dnstap_dir`, every server block sends dnstap to the lab's sink there (see `with_dnstap`)."""
     spec = topology.spec
     corefile = kubedns.emulate_kubernetes(
         spec.corefile,
@@ -66,7 +67,26 @@ def replica_corefile(topology: Topology, zone_dir: Path) -> str:
         kubedns.reverse_zone_name(topology),
     )
     custom = [f"# coredns-custom: {name}\n{text.strip()}\n" for name, text in sorted(spec.customServerBlocks.items())]
-    return "\n".join([corefile.rstrip() + "\n", *custom])
+    text = "\n".join([corefile.rstrip() + "\n", *custom])
+    return with_dnstap(text, dnstap_dir) if dnstap_dir else text
+
+
+REPLICA_ENV = "DNSCORRELATE_REPLICA"  # each replica's role (coredns-0), set in its environment by the lab
+
+
+def with_dnstap(corefile: str, dnstap_dir: Path) -> str:
+    """`corefile` with a `dnstap` directive opening every server block: the replicas share one Corefile,
+    so the socket and identity name the replica through CoreDNS's `{$ENV}` substitution."""
+    replica = "{$" + REPLICA_ENV + "}"
+    directive = [f"    dnstap unix://{dnstap_dir}/{replica}.sock full {{", f"        identity {replica}", "    }"]
+    lines, depth = [], 0
+    for raw in corefile.splitlines():
+        lines.append(raw)
+        line = raw.split("#", 1)[0].strip()
+        if depth == 0 and line.endswith("{"):
+            lines += directive
+        depth += line.count("{") - line.count("}")
+    return "\n".join(lines) + "\n"
 
 
 def upstream_zone(name: str, text: str, serial: int) -> str:

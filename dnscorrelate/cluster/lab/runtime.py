@@ -162,7 +162,8 @@ class Lab:
         """The replicas', upstream's and NodeLocal DNS's Corefiles, from the current spec."""
         t = self.topology
         (self.dir / "upstream" / "Corefile").write_text(files.upstream_corefile(t.spec, self.dir / "upstream"))
-        (self.dir / "Corefile").write_text(files.replica_corefile(t, self.dir / "zones"))
+        dnstap_dir = self.dnstap_dir if t.spec.dnstap else None
+        (self.dir / "Corefile").write_text(files.replica_corefile(t, self.dir / "zones", dnstap_dir))
         if t.nodelocal_ip:
             (self.dir / "Corefile.nodelocal").write_text(files.nodelocal_corefile(t))
 
@@ -230,6 +231,8 @@ class Lab:
         t = self.topology
         upstream = self._spawn("upstream", t.upstream_netns, self.dir / "upstream" / "Corefile")
         wait_listening([upstream], self)
+        if t.spec.dnstap:
+            self._start_dnstap_sink()  # before the replicas: CoreDNS dials its sink at start, then only every 10 s
         replicas = [self._spawn(f"coredns-{p.coredns_replica}", p.netns, self.dir / "Corefile") for p in t.coredns_pods]
         nodelocal = []
         if t.nodelocal_ip:
@@ -246,6 +249,7 @@ class Lab:
             dns = subprocess.Popen(
                 [*exec_in, self.coredns, "-conf", str(corefile), "-pidfile", str(self.dir / f"{role}.pid")],
                 stdin=subprocess.DEVNULL, stdout=write_end, stderr=write_end, cwd=self.dir, start_new_session=True,
+                env={**os.environ, files.REPLICA_ENV: role},
             )
             stamper = subprocess.Popen(
                 [*exec_in, sys.executable, "-m", "dnscorrelate.cluster.lab.logstamp", str(log)],
@@ -258,6 +262,36 @@ class Lab:
         self.processes.append(process)
         self.save()
         return process
+
+    @property
+    def dnstap_dir(self) -> Path:
+        """Where the dnstap sink listens (`<replica>.sock`) and keeps what it received (`<replica>.fstrm`)."""
+        return self.dir / "dnstap"
+
+    def dnstap_files(self) -> list[tuple[str, Path]]:
+        """(replica, frame file) of every CoreDNS replica, when the spec turns dnstap on."""
+        if not self.topology.spec.dnstap:
+            return []
+        return [(f"coredns-{p.coredns_replica}", self.dnstap_dir / f"coredns-{p.coredns_replica}.fstrm") for p in self.topology.coredns_pods]
+
+    def _start_dnstap_sink(self) -> None:
+        """The sink the replicas' dnstap connects to, in the node network's namespace (a lab process like the
+        others: its command line names the run directory), up once its sockets are."""
+        names = [name for name, _ in self.dnstap_files()]
+        log = self.dir / "logs" / "dnstap.log"
+        with log.open("ab") as out:
+            sink = subprocess.Popen(
+                ["ip", "netns", "exec", self.topology.lan_netns, sys.executable, "-m", "dnscorrelate.sources.dnstap_live",
+                 str(self.dnstap_dir), *names],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+            )
+        self.processes.append(Process(role="dnstap", netns=self.topology.lan_netns, corefile="", log=str(log), pid=sink.pid))
+        self.save()
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while not all((self.dnstap_dir / f"{name}.sock").exists() for name in names):
+            if sink.poll() is not None or time.monotonic() > deadline:
+                raise LabError(f"the dnstap sink did not start (see {log}):\n{read_text(str(log))[-2000:]}")
+            time.sleep(0.01)
 
     # --- changing a running lab ---------------------------------------------
 

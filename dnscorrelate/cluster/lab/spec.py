@@ -35,6 +35,7 @@ class LabSpec(BaseModel):
         {}, description="Extra server blocks, like the coredns-custom ConfigMap's *.server keys"
     )
     nodeLocalDNS: bool = Field(False, description="Run NodeLocal DNSCache on 169.254.20.10 in each node")
+    dnstap: bool = Field(False, description="CoreDNS replicas send dnstap (with messages) to a sink the lab runs; sessions read it")
     upstreamZones: dict[str, str] = Field({}, description="Zones the upstream resolver serves: name -> zone text")
     upstreamCorefile: str | None = Field(None, description="Replace the upstream resolver's generated Corefile")
     manifests: list[Manifest] = []

@@ -1,0 +1,68 @@
+"""A lab with `dnstap: true`: every replica sends dnstap to the lab's sink from its start, a Session reads it
+as one more source at the replica, and it adds CoreDNS's own account to the traces without adding lookups."""
+
+import time
+from pathlib import Path
+
+from dnscorrelate.cluster.backend import Session
+from dnscorrelate.cluster.lab.backend import LabBackend
+from dnscorrelate.cluster.lab.clients import run_queries
+from dnscorrelate.cluster.lab.runtime import read_text, stale_objects, teardown
+from dnscorrelate.cluster.lab.spec import load_spec
+from dnscorrelate.cluster.lab.topology import PREFIX
+from dnscorrelate.correlate import correlate
+
+
+def rows(frame, **where):
+    for column, value in where.items():
+        frame = frame[frame[column] == value]
+    return frame
+
+
+def test_a_session_reads_the_replicas_dnstap_live_and_the_traces_stay_the_same(fresh_lab):
+    lab = fresh_lab(load_spec().model_copy(update={"dnstap": True}))
+    assert "dnstap unix://" in Path(lab.dir / "Corefile").read_text()
+    mypod = lab.pod("mypod", "demo")
+    with Session(LabBackend(lab)) as session:
+        asked = run_queries(mypod.netns, "dnspython", "example.com.", "A", "udp", 3, 1, 2.0)
+        asked += run_queries(mypod.netns, "dnspython", "web.demo.svc.cluster.local.", "A", "udp", 3, 1, 2.0)
+    assert all(r.answered for r in asked)
+    frame = session.events()
+    tap = rows(frame, ifname="dnstap")
+    packets = frame[frame["ifname"] != "dnstap"]
+    assert set(tap["vantage"].astype(str)) <= {"kube-system/coredns-0", "kube-system/coredns-1"} and set(tap["role"]) == {"coredns"}
+
+    client_queries = rows(tap, qr=False, pkt_type="HOST", src_ip=mypod.ip)
+    client_responses = rows(tap, qr=True, pkt_type="OUTGOING", dst_ip=mypod.ip)
+    assert sorted(client_queries["qname"].astype(str)) == ["example.com."] * 3 + ["web.demo.svc.cluster.local."] * 3
+    assert len(client_responses) == 6 and set(client_responses["rcode"]) == {"NOERROR"}
+    upstream = lab.topology.upstream_ip
+    forwarder_queries = rows(tap, qr=False, pkt_type="OUTGOING", dst_ip=upstream)
+    forwarder_responses = rows(tap, qr=True, pkt_type="HOST", src_ip=upstream)
+    assert set(forwarder_queries["qname"].astype(str)) == {"example.com."} and len(forwarder_responses) >= 1
+    assert len(forwarder_queries) == len(forwarder_responses)  # the cache answers the rest
+
+    stats = session.stats
+    assert stats["dnstap_client_query"] == len(rows(tap, qr=False, pkt_type="HOST")) >= 6
+    assert stats["dnstap_frames"] == stats["dnstap_rows"] + stats.get("dnstap_bad_frames", 0) + stats.get("dnstap_not_messages", 0)
+    assert stats["dnstap_rows"] == len(tap) and stats["dnstap_undecodable"] == 0 and stats["dnstap_pending_bytes"] == 0
+
+    with_tap, without = correlate(frame), correlate(packets.reset_index(drop=True))
+    lookups = lambda c: c.traces[c.traces["purpose"] == "lookup"]
+    assert len(lookups(with_tap)) == len(lookups(without)) == 6
+    assert len(with_tap.traces) == len(without.traces)
+
+
+def test_the_sink_starts_before_the_replicas_and_goes_with_the_lab(fresh_lab):
+    lab = fresh_lab(load_spec().model_copy(update={"dnstap": True}))
+    sink = lab.process("dnstap")
+    replicas = [f"coredns-{p.coredns_replica}" for p in lab.topology.coredns_pods]
+    assert sorted(p.name for p in lab.dnstap_dir.glob("*.sock")) == sorted(f"{r}.sock" for r in replicas)
+    logs = lambda: [read_text(lab.process(r).log) for r in replicas]
+    deadline = time.monotonic() + 5
+    while not all("CoreDNS-" in log for log in logs()) and time.monotonic() < deadline:
+        time.sleep(0.05)  # the banner comes after the plugins' start-up
+    assert all("CoreDNS-" in log and "No connection to dnstap endpoint" not in log for log in logs())
+    teardown(lab.name)
+    assert not Path(f"/proc/{sink.pid}").exists()
+    assert not lab.dir.exists() and stale_objects(f"{PREFIX}{lab.name}-") == {"netns": [], "etc_netns": [], "pids": []}
