@@ -71,11 +71,11 @@ PLACEHOLDERS = {
 TIMESTAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:[.,]\d+)?(?:Z|[+-]\d\d:?\d\d)?"
 GO_LOG_DATE = r"\d{4}/\d\d/\d\d \d\d:\d\d:\d\d(?:\.\d+)?"
 DNS_CONTAINERS = r"coredns|node-cache|kubedns|dnsmasq|sidecar"
-HEAD = re.compile(
-    r"^\s*(?:\[pod/(?P<pod>[^/\]]+)/(?P<container>[^\]]*)\]\s+"  # kubectl logs --prefix
-    rf"|(?P<stern_pod>[a-z0-9][-a-z0-9.]*)\s+(?P<stern_container>{DNS_CONTAINERS})\s+"  # stern: POD CONTAINER
-    rf"|(?P<bare_container>{DNS_CONTAINERS})\s+(?=\[|\d{{4}})"  # a container's name alone
-    r"|(?P<kail_ns>[\w.-]+)/(?P<kail_pod>[\w.-]+)\[[\w.-]+\]:\s+"  # kail: NS/POD[CONTAINER]:
+HEAD = re.compile(  # only the groups read below capture: every group is a column for every line
+    r"^\s*(?:\[pod/(?P<pod>[^/\]]+)/[^\]]*\]\s+"  # kubectl logs --prefix
+    rf"|(?P<stern_pod>[a-z0-9][-a-z0-9.]*)\s+(?:{DNS_CONTAINERS})\s+"  # stern: POD CONTAINER
+    rf"|(?:{DNS_CONTAINERS})\s+(?=\[|\d{{4}})"  # a container's name alone
+    r"|[\w.-]+/(?P<kail_pod>[\w.-]+)\[[\w.-]+\]:\s+"  # kail: NS/POD[CONTAINER]:
     r"|(?P<compose>[\w.-]+)\s*\|\s)?"  # docker compose: SERVICE |
     rf"(?:(?P<ts1>{TIMESTAMP})\s+)?(?:(?P<ts2>{TIMESTAMP})\s+)?(?:(?P<godate>{GO_LOG_DATE})\s+)?"
     r"(?:(?P<level>\[(?:INFO|ERROR|WARNING|WARN|DEBUG|FATAL)\])\s*)?(?P<body>.*)$"
