@@ -152,10 +152,11 @@ class Session:
         return event_tables.concat([self.capture.new_events(), self.dnstap.new_events()])
 
     def events(self) -> pd.DataFrame:
-        """Every packet captured (after `stop`), with the dnstap messages CoreDNS sent meanwhile at its replica."""
+        """Every packet captured (after `stop`), with the dnstap messages CoreDNS sent meanwhile at its replica
+        (forwarder rows carrying their packets' DNS ids: `dnstap_live.align_forwarder_ids`)."""
         if not self.dnstap.sources:
             return self.capture.events()
-        return event_tables.concat([self.capture.events(), self.dnstap.events()])
+        return self.dnstap.with_packets(self.capture.events())
 
     def logs(self, corefile: str | None = None) -> ParsedLogs:
         """Every DNS server's log so far, each named by its source's replica, parsed with the Corefile's

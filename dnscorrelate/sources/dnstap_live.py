@@ -21,10 +21,12 @@ import signal
 import socket
 import sys
 import threading
+import time
 from collections import Counter
 from pathlib import Path
 
 import fstrm
+import numpy as np
 import pandas as pd
 from google.protobuf.message import DecodeError
 
@@ -181,8 +183,12 @@ class DnstapFollower:
         self.counts: Counter = Counter()
         self.undecodable = 0  # messages whose DNS bytes did not decode, as of the last events()
         self.stopped = False
+        self.window = (0, 2**63 - 1)  # ns: messages timed outside it (sent late by CoreDNS's 1 s flush) are counted, not kept
+        self.alignment: dict = {}
 
-    def start(self) -> DnstapFollower:
+    def start(self, since_ns: int | None = None) -> DnstapFollower:
+        """Follow from the files' current ends, keeping messages timed from `since_ns` (now by default) on."""
+        self.window = (time.time_ns() if since_ns is None else since_ns, self.window[1])
         for _, path in self.sources:
             self.offsets[path] = path.stat().st_size if path.exists() else 0
             self.codecs[path] = fstrm.FstrmCodec()
@@ -190,6 +196,7 @@ class DnstapFollower:
 
     def stop(self) -> None:
         """Read what has arrived, and nothing after: the session's window ends here."""
+        self.window = (self.window[0], time.time_ns())
         self._read()
         self.stopped = True
 
@@ -225,8 +232,12 @@ class DnstapFollower:
             self.counts["not_messages"] += 1
             return
         row = message_row(tap.message, vantage, self.counts)
-        if row is not None:
-            self.rows.append(row)
+        if row is None:
+            return
+        if not self.window[0] <= row.ts_ns <= self.window[1]:
+            self.counts["outside_session"] += 1
+            return
+        self.rows.append(row)
 
     def _frame(self, rows: list) -> pd.DataFrame:
         if not rows:
@@ -246,13 +257,64 @@ class DnstapFollower:
         self.undecodable = int((~frame["decoded"]).sum())
         return frame
 
+    def with_packets(self, packets: pd.DataFrame) -> pd.DataFrame:
+        """`packets` and every dnstap row since start as one table, the forwarder rows given the DNS id their
+        packets carried (`align_forwarder_ids`), so that they join their packets' upstream exchange."""
+        frame = events.concat([packets, self.events()])
+        frame, self.alignment = align_forwarder_ids(frame)
+        return frame
+
     @property
     def stats(self) -> dict:
         """What was read: frames, each message type, what could not be used (`undecodable` as of the last
         `events()`), and bytes of a frame not yet whole. Nothing is dropped here; CoreDNS itself drops
         messages while no sink listens or its queue is full, and logs how many."""
         partial = sum(len(c.buf) + (4 if c.df_length is not None else 0) for c in self.codecs.values())
-        return {**self.counts, "rows": len(self.rows), "undecodable": self.undecodable, "pending_bytes": partial}
+        return {**self.counts, "rows": len(self.rows), "undecodable": self.undecodable, "pending_bytes": partial, **self.alignment}
+
+
+ALIGN_TOLERANCE_NS = 10**9
+
+
+def align_forwarder_ids(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """`frame` with each dnstap FORWARDER_QUERY/RESPONSE row's dns_id set to the id of the packet it describes,
+    and how many were aligned or had no packet. CoreDNS's forward plugin sends upstream under a new random id,
+    but logs to dnstap the client's message (id restored): left so, the row would make a second upstream
+    exchange beside its packets' (the correlator keys legs on the id). Its packet is the one captured at the
+    same replica, in the same direction, on the same local port, to the same upstream, asking the same
+    question, nearest in time (within 1 s)."""
+    tap = (frame["ifname"] == "dnstap").to_numpy()
+    qr = frame["qr"].to_numpy()
+    towards_upstream = qr == (frame["pkt_type"] == "HOST").to_numpy()  # forwarder legs; the client legs are the opposite
+    vantages = set(frame.loc[tap, "vantage"].astype(str))
+    packet = ~tap & towards_upstream & (frame["kind"] == "dns").to_numpy() & frame["vantage"].astype(str).isin(vantages).to_numpy()
+    forwarder = tap & towards_upstream
+    if not forwarder.any():
+        return frame, {}
+    if not packet.any():
+        return frame, {"forwarder_ids_aligned": 0, "forwarder_ids_without_packet": int(forwarder.sum())}
+
+    def keyed(mask: np.ndarray) -> pd.DataFrame:
+        part = frame[mask]
+        response = part["qr"].to_numpy()
+        return pd.DataFrame({
+            "row": np.flatnonzero(mask), "ts_ns": part["ts_ns"].to_numpy(), "dns_id": part["dns_id"].to_numpy(),
+            "vantage": part["vantage"].astype(str).to_numpy(), "qr": response,
+            "proto": part["proto"].astype(str).to_numpy(), "qname": part["qname"].astype(str).to_numpy(),
+            "qtype": part["qtype"].astype(str).to_numpy(),
+            "local_port": np.where(response, part["dst_port"], part["src_port"]),
+            "remote": np.where(response, part["src_ip"].astype(str) + ":" + part["src_port"].astype(str),
+                               part["dst_ip"].astype(str) + ":" + part["dst_port"].astype(str)),
+        }).sort_values("ts_ns", kind="stable")
+
+    keys = ["vantage", "qr", "proto", "qname", "qtype", "local_port", "remote"]
+    matched = pd.merge_asof(keyed(forwarder), keyed(packet)[["ts_ns", "dns_id", *keys]], on="ts_ns", by=keys,
+                            direction="nearest", tolerance=ALIGN_TOLERANCE_NS, suffixes=("", "_wire"))
+    found = matched["dns_id_wire"].notna().to_numpy()
+    frame = frame.copy()
+    column = frame.columns.get_loc("dns_id")
+    frame.iloc[matched["row"].to_numpy()[found], column] = matched["dns_id_wire"].to_numpy()[found].astype(frame["dns_id"].dtype)
+    return frame, {"forwarder_ids_aligned": int(found.sum()), "forwarder_ids_without_packet": int((~found).sum())}
 
 
 def main(argv: list[str]) -> int:

@@ -11,7 +11,8 @@ import fstrm
 import pytest
 
 from dnscorrelate.sources.dnstap import CONTENT_TYPE, frames, read_dnstap
-from dnscorrelate.sources.dnstap_live import DnstapFollower, Sink
+from dnscorrelate import events
+from dnscorrelate.sources.dnstap_live import DnstapFollower, Sink, align_forwarder_ids
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "real-formats" / "coredns-dnstap.fstrm"
 
@@ -60,7 +61,7 @@ def sink(tmp_path):
 
 def test_the_sink_does_the_readers_handshake_and_keeps_every_frame(sink):
     payloads = fixture_payloads()
-    follower = DnstapFollower([("coredns-0", sink.file_path("coredns-0"))]).start()
+    follower = DnstapFollower([("coredns-0", sink.file_path("coredns-0"))]).start(since_ns=0)
     client = handshake(sink.socket_path("coredns-0"))
     codec = fstrm.FstrmCodec()
     client.sendall(b"".join(codec.encode_data(p) for p in payloads))
@@ -86,7 +87,7 @@ def test_the_follower_reads_only_what_came_after_it_started_and_waits_for_whole_
     client = handshake(sink.socket_path("coredns-0"))
     client.sendall(b"".join(codec.encode_data(p) for p in payloads[:4]))
     wait_for(lambda: sink.stats["frames"] == 4)
-    follower = DnstapFollower([("coredns-0", sink.file_path("coredns-0"))]).start()
+    follower = DnstapFollower([("coredns-0", sink.file_path("coredns-0"))]).start(since_ns=0)
     assert len(follower.new_events()) == 0
     client.sendall(b"".join(codec.encode_data(p) for p in payloads[4:8]))
     wait_for(lambda: sink.stats["frames"] == 8)
@@ -103,6 +104,16 @@ def test_the_follower_reads_only_what_came_after_it_started_and_waits_for_whole_
     client.close()
 
 
+def test_messages_timed_before_the_session_started_are_counted_not_kept(sink):
+    follower = DnstapFollower([("coredns-0", sink.file_path("coredns-0"))]).start()  # the fixture was recorded long before
+    client = handshake(sink.socket_path("coredns-0"))
+    client.sendall(b"".join(fstrm.FstrmCodec().encode_data(p) for p in fixture_payloads()))
+    wait_for(lambda: sink.stats["frames"] == 16)
+    follower.stop()
+    assert len(follower.events()) == 0 and (follower.stats["frames"], follower.stats["outside_session"]) == (16, 16)
+    client.close()
+
+
 def test_a_writer_that_offers_another_content_type_is_refused(sink):
     client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     client.settimeout(5)
@@ -113,7 +124,7 @@ def test_a_writer_that_offers_another_content_type_is_refused(sink):
 
 
 def test_bad_frames_and_other_records_are_counted_not_dropped_silently(sink):
-    follower = DnstapFollower([("coredns-0", sink.file_path("coredns-0"))]).start()
+    follower = DnstapFollower([("coredns-0", sink.file_path("coredns-0"))]).start(since_ns=0)
     client = handshake(sink.socket_path("coredns-0"))
     codec = fstrm.FstrmCodec()
     client.sendall(codec.encode_data(b"\xff\xff\xff") + codec.encode_data(fixture_payloads()[0]))
@@ -128,3 +139,20 @@ def test_closing_the_sink_removes_its_sockets_and_keeps_its_files(tmp_path):
     assert sink.socket_path("coredns-1").is_socket()
     sink.close()
     assert not list(tmp_path.glob("*.sock")) and sorted(p.name for p in tmp_path.glob("*.fstrm")) == ["coredns-0.fstrm", "coredns-1.fstrm"]
+
+
+def test_forwarder_rows_take_the_dns_id_their_packets_carried_upstream():
+    tap, _ = read_dnstap(FIXTURE)
+    tap["ifname"] = "dnstap"
+    forwarder = (tap["qr"] == (tap["pkt_type"] == "HOST")).to_numpy()
+    packets = tap[forwarder].copy()  # the same exchanges on the wire: a new id each, seen a little later
+    packets["ifname"], packets["ts_ns"] = "eth0", packets["ts_ns"] + 30_000
+    packets["dns_id"] = (packets["dns_id"] + 1000) % 65536
+    packets.loc[packets.index[-1], "ts_ns"] += 5 * 10**9  # too far to be the same packet
+    frame, counts = align_forwarder_ids(events.concat([events.conform(tap), events.conform(packets)]))
+
+    aligned = frame[(frame["ifname"] == "dnstap").to_numpy() & (frame["qr"] == (frame["pkt_type"] == "HOST")).to_numpy()]
+    assert counts == {"forwarder_ids_aligned": 7, "forwarder_ids_without_packet": 1}
+    assert list(aligned["dns_id"])[:7] == list(packets["dns_id"])[:7] and list(aligned["dns_id"])[7] == tap[forwarder]["dns_id"].iloc[7]
+    client_leg = frame[(frame["ifname"] == "dnstap").to_numpy() & ~(frame["qr"] == (frame["pkt_type"] == "HOST")).to_numpy()]
+    assert list(client_leg["dns_id"]) == list(tap[~forwarder]["dns_id"])  # the client's leg keeps its id
