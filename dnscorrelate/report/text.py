@@ -162,8 +162,13 @@ CAPTURE_COUNTS = ["packets", "lost_samples", "decode_errors", "non_dns_packets",
                   "truncated_headers", "tcp_segment_cut", "tcp_incomplete_bytes", "namespaces"]
 
 
+DNSTAP_COUNTS = ["dnstap_frames", "dnstap_rows", "dnstap_outside_session", "dnstap_bad_frames", "dnstap_not_messages",
+                 "dnstap_no_message", "dnstap_undecodable", "dnstap_forwarder_ids_without_packet"]
+
+
 def capture_stats_line(stats: dict) -> str:
-    return counts_line(stats, CAPTURE_COUNTS)
+    """The capture's counters, and a session's dnstap counters when it read dnstap (a lab with `dnstap: true`)."""
+    return counts_line(stats, CAPTURE_COUNTS + (DNSTAP_COUNTS if "dnstap_frames" in stats else []))
 
 
 def unparsed_lines(unparsed: list[tuple[str, int, str]], limit: int = 20) -> list[str]:
