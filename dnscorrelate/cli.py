@@ -475,6 +475,8 @@ def print_trace_summary(session, live, report_path) -> None:
     frame = live.events()
     analysis = tracing.for_client(analyze(frame, live.logs(), session.facts, live.stats), session.pod.ip)
     errors.print(lookups_line(analysis.correlation.traces, session.pod.key), highlight=False, markup=False)
+    for warning in analysis.correlation.warnings:  # a log rotated away while followed, among others
+        errors.print(f"warning: {warning}", highlight=False, markup=False)
     if analysis.findings:
         errors.print(findings_table(analysis.findings, title=f"findings for {escape(session.pod.key)}"))
     errors.print(stats_line(analysis.correlation.stats), highlight=False)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -162,7 +163,14 @@ class Session:
         """Every DNS server's log so far, each named by its source's replica, parsed with the Corefile's
         log formats (the session's facts' by default)."""
         corefile = self.facts.corefile if corefile is None else corefile
-        return read_logs([(s.replica, s.path) for s in self.backend.log_sources()], corefile or None)
+        sources = [(s.replica, s.path) for s in self.backend.log_sources()]
+        # A log rotated away (renamed, deleted, not yet recreated) is missing for a moment while `trace`
+        # follows it: say so and read the others, instead of ending the session.
+        present = [(replica, path) for replica, path in sources if Path(path).is_file()]
+        logs = read_logs(present, corefile or None) if present else ParsedLogs.none()
+        logs.warnings += [f"{path}: log file missing when read (rotated or deleted): lines it held are not in this analysis"
+                          for _, path in sources if (_, path) not in present]
+        return logs
 
     def evidence(self) -> Evidence:
         """Events, logs and capture counters of the session, with the facts as they are now (after any fault)."""
