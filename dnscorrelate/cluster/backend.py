@@ -23,7 +23,6 @@ from typing import Protocol
 
 import pandas as pd
 
-from dnscorrelate import events as event_tables
 from dnscorrelate.cluster.facts import ClusterFacts
 from dnscorrelate.cluster.model import Manifest, Pod
 from dnscorrelate.errors import CaptureError
@@ -150,7 +149,7 @@ class Session:
         """Packets decoded since the last call (and dnstap messages received), for live views."""
         if not self.dnstap.sources:
             return self.capture.new_events()
-        return event_tables.concat([self.capture.new_events(), self.dnstap.new_events()])
+        return self.dnstap.new_with_packets(self.capture.new_events())
 
     def events(self) -> pd.DataFrame:
         """Every packet captured (after `stop`), with the dnstap messages CoreDNS sent meanwhile at its replica

@@ -185,6 +185,7 @@ class DnstapFollower:
         self.stopped = False
         self.window = (0, 2**63 - 1)  # ns: messages timed outside it (sent late by CoreDNS's 1 s flush) are counted, not kept
         self.alignment: dict = {}
+        self.recent: list[pd.DataFrame] = []  # the replicas' packets of the last seconds, for new_with_packets
 
     def start(self, since_ns: int | None = None) -> DnstapFollower:
         """Follow from the files' current ends, keeping messages timed from `since_ns` (now by default) on."""
@@ -257,6 +258,18 @@ class DnstapFollower:
         self.undecodable = int((~frame["decoded"]).sum())
         return frame
 
+    def new_with_packets(self, packets: pd.DataFrame) -> pd.DataFrame:
+        """New `packets` and the dnstap rows received since the last call, for live views: forwarder rows are
+        aligned against the replicas' packets of the last RECENT_NS (dnstap arrives up to a second late)."""
+        tap = self.new_events()
+        now = time.time_ns()
+        replicas = packets[(packets["role"] == "coredns").to_numpy()] if len(packets) else packets
+        self.recent = [f for f in self.recent if f["ts_ns"].max() >= now - RECENT_NS] + ([replicas] if len(replicas) else [])
+        if not len(tap):
+            return packets
+        aligned, _ = align_forwarder_ids(events.concat([*self.recent, tap]))
+        return events.concat([packets, aligned[(aligned["ifname"] == "dnstap").to_numpy()]])
+
     def with_packets(self, packets: pd.DataFrame) -> pd.DataFrame:
         """`packets` and every dnstap row since start as one table, the forwarder rows given the DNS id their
         packets carried (`align_forwarder_ids`), so that they join their packets' upstream exchange."""
@@ -274,6 +287,7 @@ class DnstapFollower:
 
 
 ALIGN_TOLERANCE_NS = 10**9
+RECENT_NS = 5 * 10**9
 
 
 def align_forwarder_ids(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:

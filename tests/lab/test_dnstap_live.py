@@ -4,6 +4,7 @@ as one more source at the replica, and it adds CoreDNS's own account to the trac
 import time
 from pathlib import Path
 
+from dnscorrelate import events
 from dnscorrelate.cluster.backend import Session
 from dnscorrelate.cluster.lab.backend import LabBackend
 from dnscorrelate.cluster.lab.clients import run_queries
@@ -26,6 +27,9 @@ def test_a_session_reads_the_replicas_dnstap_live_and_the_traces_stay_the_same(f
     with Session(LabBackend(lab)) as session:
         asked = run_queries(mypod.netns, "dnspython", "example.com.", "A", "udp", 3, 1, 2.0)
         asked += run_queries(mypod.netns, "dnspython", "web.demo.svc.cluster.local.", "A", "udp", 3, 1, 2.0)
+        time.sleep(1.5)  # CoreDNS's flush
+        live = [session.new_events()]
+    live.append(session.new_events())
     assert all(r.answered for r in asked)
     frame = session.events()
     tap = rows(frame, ifname="dnstap")
@@ -53,6 +57,9 @@ def test_a_session_reads_the_replicas_dnstap_live_and_the_traces_stay_the_same(f
     lookups = lambda c: c.traces[c.traces["purpose"] == "lookup"]
     assert len(lookups(with_tap)) == len(lookups(without)) == 6
     assert len(with_tap.traces) == len(without.traces) and len(with_tap.upstream) == len(without.upstream) >= 1
+    as_read_live = events.concat(live)
+    live_tap = as_read_live[as_read_live["ifname"] == "dnstap"]
+    assert sorted(zip(live_tap["ts_ns"], live_tap["dns_id"])) == sorted(zip(tap["ts_ns"], tap["dns_id"]))  # aligned live too
     tap_hops = with_tap.hops[with_tap.hops["ifname"] == "dnstap"]
     assert (tap_hops["trace_id"] >= 0).all() and set(tap_hops["depth"]) == {0, 1}  # each in its packets' trace and leg
 
