@@ -106,6 +106,7 @@ class Session:
         self.dnstap = DnstapFollower(dnstap_sources(backend))  # CoreDNS's own account, one more source
         self.running = False
         self.facts = backend.facts()  # as the session starts; evidence() reads them again at the end
+        self.logs_read: set[str] = set()  # log paths read at least once (one missing later was rotated)
 
     def __enter__(self) -> Session:
         return self.start()
@@ -163,12 +164,15 @@ class Session:
         log formats (the session's facts' by default)."""
         corefile = self.facts.corefile if corefile is None else corefile
         sources = [(s.replica, s.path) for s in self.backend.log_sources()]
-        # A log rotated away (renamed, deleted, not yet recreated) is missing for a moment while `trace`
-        # follows it: say so and read the others, instead of ending the session.
-        present = [(replica, path) for replica, path in sources if Path(path).is_file()]
-        logs = read_logs(present, corefile or None) if present else ParsedLogs.none()
+        # A log read before and missing now was rotated away (renamed, deleted, not yet recreated) while
+        # `trace` follows it: say so and read the others, instead of ending the session. One never read
+        # is an error, as before.
+        rotated = [(replica, path) for replica, path in sources if path in self.logs_read and not Path(path).is_file()]
+        readable = [source for source in sources if source not in rotated]
+        logs = read_logs(readable, corefile or None) if readable else ParsedLogs.none()
+        self.logs_read.update(path for _, path in readable)
         logs.warnings += [f"{path}: log file missing when read (rotated or deleted): lines it held are not in this analysis"
-                          for _, path in sources if (_, path) not in present]
+                          for _, path in rotated]
         return logs
 
     def evidence(self) -> Evidence:

@@ -12,13 +12,14 @@ def following(tmp_path):
     """A session's `logs` over two replicas' log files, as `trace` reads them every tick."""
     paths = [tmp_path / "coredns-0.log", tmp_path / "coredns-1.log"]
     backend = SimpleNamespace(log_sources=lambda: [SimpleNamespace(replica=p.stem, path=str(p)) for p in paths])
-    return paths, SimpleNamespace(backend=backend, facts=ClusterFacts())
+    return paths, SimpleNamespace(backend=backend, facts=ClusterFacts(), logs_read=set())
 
 
 def test_a_log_rotated_away_is_said_and_the_others_still_read(tmp_path):
     paths, session = following(tmp_path)
     for i, path in enumerate(paths):
         path.write_text(LINE.format(port=1000 + i, id=i))
+    assert len(Session.logs(session).records) == 2
     paths[0].rename(tmp_path / "coredns-0.log.1")  # rotated; the new file is not there yet
     logs = Session.logs(session)
     assert len(logs.records) == 1 and set(logs.records["replica"]) == {"coredns-1"}
