@@ -13,6 +13,8 @@ from dnscorrelate.cluster.lab.spec import load_spec
 from dnscorrelate.cluster.lab.topology import PREFIX
 from dnscorrelate.correlate import correlate
 
+from .conftest import dig
+
 
 def rows(frame, **where):
     for column, value in where.items():
@@ -74,6 +76,16 @@ def test_the_sink_starts_before_the_replicas_and_goes_with_the_lab(fresh_lab):
     while not all("CoreDNS-" in log for log in logs()) and time.monotonic() < deadline:
         time.sleep(0.05)  # the banner comes after the plugins' start-up
     assert all("CoreDNS-" in log and "No connection to dnstap endpoint" not in log for log in logs())
+
+    lab.restart("coredns-0")  # a new CoreDNS process connects to the same sink
+    tap_file = lab.dnstap_dir / "coredns-0.fstrm"
+    before = tap_file.stat().st_size
+    replica_ip = next(p.ip for p in lab.topology.coredns_pods if p.coredns_replica == 0)
+    assert dig(lab, "mypod", f"@{replica_ip}", "example.com") == ["192.0.2.10"]
+    deadline = time.monotonic() + 5
+    while tap_file.stat().st_size == before and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert tap_file.stat().st_size > before and "No connection to dnstap endpoint" not in read_text(lab.process("coredns-0").log)
     teardown(lab.name)
     assert not Path(f"/proc/{sink.pid}").exists()
     assert not lab.dir.exists() and stale_objects(f"{PREFIX}{lab.name}-") == {"netns": [], "etc_netns": [], "pids": []}
