@@ -103,7 +103,8 @@ class Session:
     def __init__(self, backend: Backend, ports: tuple[int, ...] = DEFAULT_PORTS) -> None:
         self.backend = backend
         self.capture = Capture(backend.capture_targets(), ports=tuple(ports), watch=backend.target_watcher())
-        self.dnstap = DnstapFollower(dnstap_sources(backend))  # CoreDNS's own account, one more source
+        taps = dnstap_sources(backend)  # CoreDNS's own account, one more source
+        self.dnstap = DnstapFollower(taps, [(s.replica, s.path) for s in backend.log_sources()] if taps else [])
         self.running = False
         self.facts = backend.facts()  # as the session starts; evidence() reads them again at the end
         self.logs_read: set[str] = set()  # log paths read at least once (one missing later was rotated)

@@ -17,6 +17,7 @@ of the bidirectional handshake is written here on top of it.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import sys
@@ -173,8 +174,10 @@ class DnstapFollower:
         follower.stats               # frames, client_query, ..., bad_frames, not_messages, undecodable
     """
 
-    def __init__(self, sources: list[tuple[str, str | Path]]) -> None:
+    def __init__(self, sources: list[tuple[str, str | Path]], logs: list[tuple[str, str | Path]] = ()) -> None:
         self.sources = [(replica, Path(path)) for replica, path in sources]
+        followed = {replica for replica, _ in self.sources}
+        self.logs = [Path(path) for replica, path in logs if replica in followed]  # where CoreDNS says what it dropped
         self.offsets: dict[Path, int] = {}
         self.codecs: dict[Path, fstrm.FstrmCodec] = {}
         self.names = [(*replica_vantage(replica, b"", path), "dnstap") for replica, path in self.sources]
@@ -283,7 +286,25 @@ class DnstapFollower:
         `events()`), and bytes of a frame not yet whole. Nothing is dropped here; CoreDNS itself drops
         messages while no sink listens or its queue is full, and logs how many."""
         partial = sum(len(c.buf) + (4 if c.df_length is not None else 0) for c in self.codecs.values())
-        return {**self.counts, "rows": len(self.rows), "undecodable": self.undecodable, "pending_bytes": partial, **self.alignment}
+        dropped = dropped_by_coredns(self.logs, self.window[0]) if self.logs else {}
+        return {**self.counts, "rows": len(self.rows), "undecodable": self.undecodable, "pending_bytes": partial,
+                **self.alignment, **dropped}
+
+
+DROPPED_LINE = re.compile(r"^(\S+Z) \[WARNING\] plugin/dnstap: Dropped dnstap messages: (\d+)", re.M)
+
+
+def dropped_by_coredns(logs: list[Path], since_ns: int) -> dict:
+    """What CoreDNS says it dropped (no sink connected, or its queue full) in timestamped log lines from
+    `since_ns` on. It logs the count every 10 s, so drops of a session's last seconds may come after it."""
+    total = 0
+    for path in logs:
+        try:
+            text = path.read_text(errors="replace")
+        except OSError:
+            continue
+        total += sum(int(n) for stamp, n in DROPPED_LINE.findall(text) if pd.Timestamp(stamp).value >= since_ns)
+    return {"dropped_by_coredns": total}
 
 
 ALIGN_TOLERANCE_NS = 10**9

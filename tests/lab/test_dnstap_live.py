@@ -1,6 +1,8 @@
 """A lab with `dnstap: true`: every replica sends dnstap to the lab's sink from its start, a Session reads it
 as one more source at the replica, and it adds CoreDNS's own account to the traces without adding lookups."""
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from dnscorrelate.cluster.lab.runtime import read_text, stale_objects, teardown
 from dnscorrelate.cluster.lab.spec import load_spec
 from dnscorrelate.cluster.lab.topology import PREFIX
 from dnscorrelate.correlate import correlate
+from dnscorrelate.sources.dnstap_live import dropped_by_coredns
 
 from .conftest import dig
 
@@ -52,7 +55,7 @@ def test_a_session_reads_the_replicas_dnstap_live_and_the_traces_stay_the_same(f
     legs = sum(stats.get(k, 0) for k in ("client_query", "client_response", "forwarder_query", "forwarder_response"))
     assert stats["frames"] == legs + sum(v for k, v in stats.items() if k.startswith("type_") or k in ("bad_frames", "not_messages", "no_message"))
     assert stats["rows"] == len(tap) == legs - stats.get("outside_session", 0)  # the loop probe at start-up is outside
-    assert stats["undecodable"] == 0 and stats["pending_bytes"] == 0
+    assert stats["undecodable"] == 0 and stats["pending_bytes"] == 0 and stats["dropped_by_coredns"] == 0
     assert stats["forwarder_ids_aligned"] == len(forwarder_queries) + len(forwarder_responses) and stats["forwarder_ids_without_packet"] == 0
 
     with_tap, without = correlate(frame), correlate(packets.reset_index(drop=True))
@@ -86,6 +89,18 @@ def test_the_sink_starts_before_the_replicas_and_goes_with_the_lab(fresh_lab):
     while tap_file.stat().st_size == before and time.monotonic() < deadline:
         time.sleep(0.1)
     assert tap_file.stat().st_size > before and "No connection to dnstap endpoint" not in read_text(lab.process("coredns-0").log)
+
+    os.kill(sink.pid, signal.SIGKILL)  # nothing listens: CoreDNS drops its messages and says how many every 10 s
+    dig(lab, "mypod", f"@{replica_ip}", "web.demo.svc.cluster.local")
+    time.sleep(1.5)  # its next flush fails: what it had buffered is lost uncounted; what comes after is counted
+    for _ in range(3):
+        dig(lab, "mypod", f"@{replica_ip}", "web.demo.svc.cluster.local")
+    log = Path(lab.process("coredns-0").log)
+    deadline = time.monotonic() + 15
+    while not dropped_by_coredns([log], 0)["dropped_by_coredns"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert dropped_by_coredns([log], 0)["dropped_by_coredns"] >= 6  # a query and a response each
+
     teardown(lab.name)
     assert not Path(f"/proc/{sink.pid}").exists()
     assert not lab.dir.exists() and stale_objects(f"{PREFIX}{lab.name}-") == {"netns": [], "etc_netns": [], "pids": []}

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import fstrm
+import pandas as pd
 import pytest
 
 from dnscorrelate.sources.dnstap import CONTENT_TYPE, frames, read_dnstap
@@ -156,3 +157,17 @@ def test_forwarder_rows_take_the_dns_id_their_packets_carried_upstream():
     assert list(aligned["dns_id"])[:7] == list(packets["dns_id"])[:7] and list(aligned["dns_id"])[7] == tap[forwarder]["dns_id"].iloc[7]
     client_leg = frame[(frame["ifname"] == "dnstap").to_numpy() & ~(frame["qr"] == (frame["pkt_type"] == "HOST")).to_numpy()]
     assert list(client_leg["dns_id"]) == list(tap[~forwarder]["dns_id"])  # the client's leg keeps its id
+
+
+def test_what_coredns_says_it_dropped_is_counted_from_the_session_start(tmp_path):
+    log = tmp_path / "coredns-0.log"
+    log.write_text(
+        "2026-11-23T19:00:00.000000001Z [WARNING] plugin/dnstap: Dropped dnstap messages: 7\n"
+        "2026-11-23T19:00:10.000000001Z [INFO] 10.244.0.4:53313 - 61990 \"A IN example.com. udp 52 false 1232\" NOERROR qr,rd,ra 96 0.0008s\n"
+        "2026-11-23T19:00:20.000000001Z [WARNING] plugin/dnstap: Dropped dnstap messages: 12\n"
+    )
+    since = int(pd.Timestamp("2026-11-23T19:00:05Z").value)
+    follower = DnstapFollower([("coredns-0", tmp_path / "coredns-0.fstrm")], [("coredns-0", log), ("coredns-1", tmp_path / "x")])
+    follower.start(since_ns=since)
+    assert follower.stats["dropped_by_coredns"] == 12
+    assert DnstapFollower([("coredns-0", tmp_path / "coredns-0.fstrm")]).start().stats.get("dropped_by_coredns") is None
