@@ -15,7 +15,6 @@ node agent, log sources that follow pod logs, facts read from the API into
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from dnscorrelate.errors import CaptureError
 from dnscorrelate.schema import ParsedLogs
 from dnscorrelate.sources.capture import DEFAULT_PORTS, Capture, Target, netns_targets
 from dnscorrelate.sources.coredns_log import read_logs
-from dnscorrelate.sources.dnstap_live import FLUSH_S, DnstapFollower
+from dnscorrelate.sources.dnstap_live import DnstapFollower
 
 TargetWatcher = Callable[[], list[Target]]
 
@@ -123,7 +122,7 @@ class Session:
 
     def stop(self) -> None:
         if self.dnstap.sources and self.running:
-            time.sleep(FLUSH_S + 0.2)  # CoreDNS sends its dnstap buffer once a second: let the last one arrive
+            self.dnstap.settle()  # CoreDNS sends its dnstap buffer once a second: let the last one arrive
         self.running = False
         self.capture.stop()
         self.dnstap.stop()

@@ -198,6 +198,21 @@ class DnstapFollower:
             self.codecs[path] = fstrm.FstrmCodec()
         return self
 
+    def settle(self, quiet_s: float = 0.3, limit_s: float = 3.0) -> None:
+        """Wait for CoreDNS's next flush (FLUSH_S), then until the files stop growing for `quiet_s` (a loaded
+        machine writes late), `limit_s` at most: what was sent before a session stops should be in it."""
+        time.sleep(FLUSH_S)
+        deadline = time.monotonic() + limit_s
+        sizes = self._sizes()
+        while time.monotonic() < deadline:
+            time.sleep(quiet_s)
+            sizes, before = self._sizes(), sizes
+            if sizes == before:
+                return
+
+    def _sizes(self) -> list[int]:
+        return [path.stat().st_size if path.exists() else 0 for _, path in self.sources]
+
     def stop(self) -> None:
         """Read what has arrived, and nothing after: the session's window ends here."""
         self.window = (self.window[0], time.time_ns())

@@ -30,8 +30,8 @@ def test_a_session_reads_the_replicas_dnstap_live_and_the_traces_stay_the_same(f
     assert "dnstap unix://" in Path(lab.dir / "Corefile").read_text()
     mypod = lab.pod("mypod", "demo")
     with Session(LabBackend(lab)) as session:
-        asked = run_queries(mypod.netns, "dnspython", "example.com.", "A", "udp", 3, 1, 2.0)
-        asked += run_queries(mypod.netns, "dnspython", "web.demo.svc.cluster.local.", "A", "udp", 3, 1, 2.0)
+        asked = run_queries(mypod.netns, "dnspython", "example.com.", "A", "udp", 3, 1, 5.0)
+        asked += run_queries(mypod.netns, "dnspython", "web.demo.svc.cluster.local.", "A", "udp", 3, 1, 5.0)
         time.sleep(1.5)  # CoreDNS's flush
         live = [session.new_events()]
     live.append(session.new_events())
