@@ -233,7 +233,11 @@ class DnstapFollower:
             codec = self.codecs[path]
             codec.append(data)
             while codec.process():
-                kind, _, payload = codec.decode()
+                try:
+                    kind, _, payload = codec.decode()
+                except Exception:  # the codec raises bare Exceptions on malformed control frames
+                    self.counts["bad_control_frames"] += 1
+                    continue
                 if kind == fstrm.FSTRM_DATA_FRAME:
                     self._add(payload, index)
                 else:
