@@ -327,7 +327,7 @@ def run_all(scenarios: list[Scenario], report_dir: Path | None, evidence_dir: Pa
                     result = ScenarioResult(scenario, backend=backend, error=f"{type(err).__name__}: {err}")
                 results.append(result)
                 if console is not None:
-                    mark = "[green]pass[/]" if result.passed else f"[red]FAIL[/] ({', '.join(result.missing) or result.error})"
+                    mark = "[green]pass[/]" if result.passed else f"[red]FAIL[/] ({result.error or ', '.join(result.missing)})"
                     progress.console.print(f"{mark} {scenario.name}  [dim]{timing_line(result)}[/]")
                 progress.advance(overall)
         finally:
