@@ -1,0 +1,56 @@
+"""Pieces of `run --backend kind` that need no cluster: which log lines belong to a scenario on a shared
+cluster, how the in-pod query batch's output becomes ClientResults, which scenarios may share a cluster."""
+
+import json
+from datetime import datetime, timezone
+
+import pytest
+
+from dnscorrelate.cluster.kube import clients
+from dnscorrelate.cluster.kube.backend import logged_before
+from dnscorrelate.errors import ClusterError
+from dnscorrelate.runner import reusable
+from dnscorrelate.scenarios import Scenario
+
+
+def test_a_kubelet_stamped_line_is_before_a_moment_to_the_microsecond_and_other_lines_are_kept():
+    moment = datetime(2026, 11, 23, 19, 34, 7, 500000, tzinfo=timezone.utc)
+    assert logged_before("2026-11-23T19:34:07.499999999Z [INFO] x", moment)
+    assert not logged_before("2026-11-23T19:34:07.5Z [INFO] x", moment)  # RFC3339Nano drops trailing zeros
+    assert not logged_before("2026-11-23T19:34:08Z [INFO] x", moment)
+    assert not logged_before("[INFO] no stamp", moment)
+
+
+def test_one_exec_prints_the_batch_and_it_becomes_client_results(monkeypatch):
+    batch = [{"client": "dnspython", "name": "web", "answered": True, "rcode": "NOERROR", "answers": ["10.96.0.100"],
+              "seconds": 0.01, "error": ""},
+             {"client": "dnspython", "name": "web", "answered": False, "rcode": "", "answers": [], "seconds": 2.0,
+              "error": "timeout: x"}]
+    calls = []
+
+    def fake_stream(fn, pod, namespace, command, **kwargs):
+        calls.append((pod, namespace, json.loads(command[-1])))
+        return "some warning on stderr\n" + clients.MARKER + json.dumps(batch) + "\n"
+
+    monkeypatch.setattr("kubernetes.stream.stream", fake_stream)
+    from kubernetes import client
+
+    results = clients.exec_queries(client.ApiClient(), "demo/mypod", "dnspython", "web", "A", "tcp", 2, 2, 2.0)
+    assert calls == [("mypod", "demo", {"client": "dnspython", "name": "web", "type": "A", "tcp": True, "count": 2,
+                                        "concurrency": 2, "timeout": 2.0})]
+    assert [(r.answered, r.rcode, r.answers) for r in results] == [(True, "NOERROR", ("10.96.0.100",)), (False, "", ())]
+
+
+def test_an_exec_that_prints_no_results_says_what_it_printed(monkeypatch):
+    monkeypatch.setattr("kubernetes.stream.stream", lambda *a, **k: "python3: not found\n")
+    from kubernetes import client
+
+    with pytest.raises(ClusterError, match="demo/mypod printed no results: python3: not found"):
+        clients.exec_queries(client.ApiClient(), "demo/mypod", "dig", "a.", "A", "udp", 1, 1, 1.0)
+
+
+def test_only_scenarios_that_change_nothing_share_a_cluster():
+    base = {"name": "x", "queries": [{"from": "demo/mypod", "name": "a."}], "expect": {"findings": ["ok"]}}
+    assert reusable(Scenario.model_validate(base))
+    assert not reusable(Scenario.model_validate({**base, "faults": [{"stopReplica": 0}]}))
+    assert not reusable(Scenario.model_validate({**base, "lab": {"upstreamZones": {"a.test": "@ TXT x"}}}))
