@@ -1,6 +1,6 @@
 """Peak memory of `dnscorrelate correlate` at 1M inputs, per output format (issue 13: under 2 GB each).
 
-    .venv/bin/python bench/memory.py [--size 1000000] [--keep DIR]
+    .venv/bin/python bench/memory.py [--size 1000000] [--keep DIR] [--inputs events logs] [--outputs table json]
 
 Two inputs of SIZE each: packet events (a real lab capture, tests/fixtures/healthy,
 replicated with distinct clients, ports, ids and times, as bench/correlate_scale.py
@@ -63,18 +63,20 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=1_000_000)
     parser.add_argument("--keep", help="Keep (or reuse) the generated inputs in this folder.")
     parser.add_argument("--outputs", nargs="*", default=["table", "json"])
+    parser.add_argument("--inputs", nargs="*", choices=["events", "logs"], default=["events", "logs"])
     args = parser.parse_args()
     folder = Path(args.keep or tempfile.mkdtemp(prefix="dnsc-memory-"))
     folder.mkdir(parents=True, exist_ok=True)
     events_path, log_path = folder / f"events-{args.size}.parquet", folder / f"coredns-0-{args.size}.log"
-    if not events_path.exists():
+    if "events" in args.inputs and not events_path.exists():
         make_events(events_path, args.size)
-    if not log_path.exists():
+    if "logs" in args.inputs and not log_path.exists():
         make_log(log_path, args.size)
     tool = [sys.executable, "-m", "dnscorrelate", "correlate"]
     print(f"{'input':<28} {'output':<7} {'seconds':>8} {'peak RSS':>10} exit")
-    for label, inputs in ((f"{args.size:,} packet events", ["--events", str(events_path)]),
-                          (f"{args.size:,} CoreDNS log lines", ["--coredns-log", str(log_path)])):
+    runs = {"events": (f"{args.size:,} packet events", ["--events", str(events_path)]),
+            "logs": (f"{args.size:,} CoreDNS log lines", ["--coredns-log", str(log_path)])}
+    for label, inputs in (runs[name] for name in args.inputs):
         for output in args.outputs:
             seconds, mb, code = peak([*tool, *inputs, "-o", output])
             print(f"{label:<28} {output:<7} {seconds:>8.1f} {mb:>7.0f} MB {code}", flush=True)

@@ -29,10 +29,12 @@ never errors.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 
 import dns.rcode
 
@@ -214,11 +216,20 @@ def parse_lines(lines: list[str], source: str, replica: str | None = None, forma
     """Parse the lines of one log; `replica` names the DNS server pod when no `[pod/NAME/...]` (or stern) prefix
     does. When it is a guess (a file's name) and some query or errors line has no prefix, the source is listed
     in `guessed_replicas`."""
+    parsed = parse_chunk(lines, source, replica, formats, replica_is_guess)
+    parsed.warnings = custom_format_hint(unparsed_texts(parsed), source, bool(formats))
+    return parsed
+
+
+def parse_chunk(lines: list[str], source: str, replica: str | None, formats: list[str], replica_is_guess: bool,
+                first_line_no: int = 1) -> ParsedLogs:
+    """`parse_lines` for a run of a log's lines starting at line `first_line_no`, without the custom-format hint
+    (which counts over the whole log)."""
     if not lines:
         return ParsedLogs.none()
     text = pd.Series([line.rstrip("\r\n") for line in lines], dtype="string")
     head = extract(text, HEAD)
-    head["line_no"] = np.arange(1, len(text) + 1)
+    head["line_no"] = np.arange(first_line_no, first_line_no + len(text))
     named = head["pod"].fillna(head["stern_pod"]).fillna(head["kail_pod"]).fillna(head["compose"])
     head["replica"] = named.fillna(replica or "")
     head["ts_ns"] = line_times(head)
@@ -257,7 +268,6 @@ def parse_lines(lines: list[str], source: str, replica: str | None = None, forma
         other_lines=int(known.sum() + blank.sum()),
         unparsed=[(source, int(n), str(t)) for n, t in zip(head["line_no"][unparsed_mask], text[unparsed_mask])],
         notices={str(k): int(v) for k, v in notices.items()},
-        warnings=custom_format_hint(text[unparsed_mask], source, bool(formats)),
         guessed_replicas={source: replica} if replica_is_guess and replica and named[~remaining & ~blank].isna().any() else {},
         alerts=alerts(kinds, body, head, source),
     )
@@ -292,6 +302,10 @@ def notice_kinds(body: pd.Series, level: pd.Series) -> pd.Series:
         kinds = kinds.mask(groups[kind.replace("-", "_")].notna(), kind)
     tagged = level.notna() & ~body.str.contains('"', regex=False) & ~body.str.contains(LOOKS_LIKE_QUERY)
     return kinds.mask(kinds.isna() & tagged, "plugin")
+
+
+def unparsed_texts(parsed: ParsedLogs) -> pd.Series:
+    return pd.Series([text for _, _, text in parsed.unparsed], dtype="string")
 
 
 def custom_format_hint(unparsed: pd.Series, source: str, had_formats: bool) -> list[str]:
@@ -406,27 +420,76 @@ def read_logs(sources: list, corefile: str | None = None, log_formats: list[str]
     parts = []
     for item in sources:
         replica, path = item if isinstance(item, tuple) else (None, item)
-        path = Path(path)
-        try:
-            lines = path.read_text(errors="replace").splitlines()
-        except OSError as err:
-            raise LogFormatError(f"{path}: cannot read: {err.strerror}") from None
-        parts.append(parse_lines(lines, str(path), replica or replica_from_path(path), formats, replica_is_guess=not replica))
+        parts.append(parse_file(Path(path), replica or replica_from_path(Path(path)), formats, replica_is_guess=not replica))
     return merge(parts)
+
+
+# Lines parsed at a time: a line's intermediate columns (every regex group as a Python string) cost about
+# 2.6 KB, so a whole 1M-line log at once took about 2.6 GB; what a chunk keeps is its compact frames.
+CHUNK_LINES = 100_000
+BLOCK_CHARS = 1 << 22
+LINE_BREAKS = "\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029"  # where str.splitlines cuts
+
+
+def parse_file(path: Path, replica: str, formats: list[str], replica_is_guess: bool) -> ParsedLogs:
+    """One log file parsed CHUNK_LINES at a time: the same result as `parse_lines` on all its lines."""
+    source, chunks, first_line_no = str(path), [], 1
+    for lines in line_chunks(path, CHUNK_LINES):
+        chunks.append(parse_chunk(lines, source, replica, formats, replica_is_guess, first_line_no))
+        first_line_no += len(lines)
+    parsed = merge(chunks)
+    parsed.warnings = custom_format_hint(unparsed_texts(parsed), source, bool(formats))
+    return parsed
+
+
+def line_chunks(path: Path, size: int) -> Iterator[list[str]]:
+    """The file's lines, `size` at a time, cut as `read_text(errors="replace").splitlines()` cuts them (undecodable
+    bytes replaced, CR LF and a lone CR read as LF), without holding the whole file."""
+    chunk: list[str] = []
+    try:
+        with path.open(errors="replace") as stream:
+            rest = ""
+            while block := stream.read(BLOCK_CHARS):
+                pieces = (rest + block).splitlines(keepends=True)
+                rest = pieces.pop() if pieces[-1][-1] not in LINE_BREAKS else ""  # a line the next block ends
+                for piece in pieces:
+                    chunk.append(piece[:-1])
+                    if len(chunk) == size:
+                        yield chunk
+                        chunk = []
+            if rest:
+                chunk.append(rest)
+    except OSError as err:
+        raise LogFormatError(f"{path}: cannot read: {err.strerror}") from None
+    if chunk:
+        yield chunk
+
+
+def concat_frames(frames: list[pd.DataFrame], table: list[Field]) -> pd.DataFrame:
+    """Conformed frames of one table as one, rows in order; categoricals unified with sorted categories, as
+    `conform` makes them (a plain pd.concat turns categoricals of different categories into object columns)."""
+    frames = [f for f in frames if len(f)]
+    if not frames:
+        return empty(table)
+    if len(frames) == 1:
+        return frames[0]
+    return pd.DataFrame({
+        c.name: pd.Series(union_categoricals([f[c.name] for f in frames], sort_categories=True)) if c.dtype == "category"
+        else pd.concat([f[c.name] for f in frames], ignore_index=True)
+        for c in table
+    })
 
 
 def merge(parts: list[ParsedLogs]) -> ParsedLogs:
     if not parts:
         return ParsedLogs.none()
-    records = pd.concat([p.records for p in parts if len(p.records)] or [empty(LOG_RECORDS)], ignore_index=True)
-    errors = pd.concat([p.errors for p in parts if len(p.errors)] or [empty(LOG_ERRORS)], ignore_index=True)
     notices: dict[str, int] = {}
     for p in parts:
         for kind, n in p.notices.items():
             notices[kind] = notices.get(kind, 0) + n
     return ParsedLogs(
-        records=conform(records, LOG_RECORDS) if len(records) else empty(LOG_RECORDS),
-        errors=conform(errors, LOG_ERRORS) if len(errors) else empty(LOG_ERRORS),
+        records=concat_frames([p.records for p in parts], LOG_RECORDS),
+        errors=concat_frames([p.errors for p in parts], LOG_ERRORS),
         other_lines=sum(p.other_lines for p in parts),
         unparsed=[u for p in parts for u in p.unparsed],
         notices=notices,

@@ -6,10 +6,12 @@ CoreDNS bug reports (issues 4513, 4724, 503, 2494, 5864)."""
 import math
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from dnscorrelate.sources import coredns_log
 from dnscorrelate.sources.coredns_log import (
     COMBINED, LogFormatError, duration_seconds, format_regex, formats_from_corefile, parse_lines, read_logs,
 )
@@ -252,3 +254,44 @@ def test_every_line_of_the_real_format_excerpts_is_read(path):
 def test_errors_reasons(error, reason, upstream):
     e = one(f"[ERROR] plugin/errors: 2 example.com. A: {error}").errors.iloc[0]
     assert (e.reason, e.upstream_ip) == (reason, upstream)
+
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def whole_file(path, replica):
+    """What the reader gave before it read in chunks: every line of the file at once."""
+    return parse_lines(path.read_text(errors="replace").splitlines(), str(path), replica, replica_is_guess=True)
+
+
+def assert_same_parse(chunked, whole):
+    pd.testing.assert_frame_equal(chunked.records, whole.records)
+    pd.testing.assert_frame_equal(chunked.errors, whole.errors)
+    assert (chunked.other_lines, chunked.unparsed, chunked.notices) == (whole.other_lines, whole.unparsed, whole.notices)
+    assert (chunked.warnings, chunked.alerts, chunked.guessed_replicas) == (whole.warnings, whole.alerts, whole.guessed_replicas)
+
+
+def test_a_log_read_in_chunks_parses_as_one(tmp_path, monkeypatch):
+    """Every real log shape in one file, read 7 lines and 50 characters at a time: line numbers, categories,
+    counts, unparsed lines, alerts and the custom-format hint are those of one parse of the whole file."""
+    logs = sorted((FIXTURES / "real-formats" / "coredns-logs").glob("*.log")) + [FIXTURES / "healthy" / "coredns-0.log"]
+    mixed = tmp_path / "coredns-0.log"
+    mixed.write_bytes(b"".join(p.read_bytes() for p in logs) + b'x "A IN custom.example. udp" 10.0.0.1 NOERROR\n')
+    whole = whole_file(mixed, "coredns-0")
+    assert len(whole.records) > 20 and whole.errors.size and whole.unparsed and whole.alerts and whole.warnings
+    monkeypatch.setattr(coredns_log, "CHUNK_LINES", 7)
+    monkeypatch.setattr(coredns_log, "BLOCK_CHARS", 50)
+    assert_same_parse(read_logs([mixed]), whole)
+
+
+def test_chunked_reading_cuts_lines_as_splitlines_does(tmp_path, monkeypatch):
+    """CR LF, a lone CR, vertical tab, Unicode line separators, a UTF-8 character and an undecodable byte on a
+    block's edge, blank lines and no final newline."""
+    path = tmp_path / "odd.log"
+    path.write_bytes(b"a\r\nb\rc\x0bd\xe2\x80\xa8e\xc3\xa9f\xffg\n\n\nh\x1ci\r\n\rlast")
+    expected = path.read_text(errors="replace").splitlines()
+    for block in (1, 2, 3, 5, 64):
+        monkeypatch.setattr(coredns_log, "BLOCK_CHARS", block)
+        for size in (1, 2, 100):
+            assert [line for chunk in coredns_log.line_chunks(path, size) for line in chunk] == expected, (block, size)
+            assert all(len(chunk) <= size for chunk in coredns_log.line_chunks(path, size))
