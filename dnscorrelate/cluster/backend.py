@@ -75,7 +75,7 @@ def dnstap_sources(backend: Backend) -> list[tuple[str, str]]:
 class Faults(Protocol):
     """The changes a scenario makes, as a cluster would experience them. `runner.apply_fault` goes
     through these for the faults every backend can make (the lab's link, upstream and resolv.conf
-    faults are its own); the kube backend will make them through the API (and report how long each
+    faults are its own); the kube backend makes them through the API (and reports how long each
     took to propagate) behind this interface."""
 
     def set_corefile(self, corefile: str) -> None: ...
