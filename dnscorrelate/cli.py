@@ -396,8 +396,10 @@ def run(paths: tuple[str, ...], report_dir: str, evidence_dir: str | None, outpu
     results = runner.run_all(scenarios, Path(report_dir) if report_dir else None, Path(evidence_dir) if evidence_dir else None,
                              console=errors, show_progress=output == "table" or errors.is_terminal, backend=backend)
     if output == "json":
+        from dnscorrelate.report.records import scenario_record
+
         for result in results:
-            click.echo(json.dumps(result.to_dict()))
+            click.echo(json.dumps(scenario_record(result)))
     else:
         print_results(results)
     if bad:

@@ -23,7 +23,6 @@ from dnscorrelate.cluster.lab.backend import LabBackend
 from dnscorrelate.cluster.lab.clients import ClientResult, run_queries
 from dnscorrelate.cluster.lab.runtime import Lab, teardown
 from dnscorrelate.cluster.lab.spec import LabSpec, default_spec, merge
-from dnscorrelate.report.records import trace_records
 from dnscorrelate.scenarios import (
     ApplyFault, CorefileFault, CustomServerBlockFault, DeleteFault, LinkFault, ResolvConfFault, Scenario,
     StopReplicaFault, UpstreamCorefileFault,
@@ -67,32 +66,6 @@ class ScenarioResult:
         return (f"{self.scenario.name}: missing {self.missing}; found {findings}; error {self.error or None}; clients {clients}; "
                 f"capture {capture}; packets {correlation.get('packets')}, traces {correlation.get('traces')}, "
                 f"log records {correlation.get('log_records')}")
-
-    def to_dict(self) -> dict:
-        findings = [f.to_dict() for f in self.analysis.findings] if self.analysis else []
-        stats = self.analysis.correlation.stats if self.analysis else {}
-        return {
-            "name": self.scenario.name,
-            "passed": self.passed,
-            "expected": self.scenario.expect.model_dump(),
-            "missing": self.missing,
-            "error": self.error or None,
-            "findings": [{k: f[k] for k in ("code", "hop", "summary", "evidence")} for f in findings],
-            "traces": trace_records(self.analysis.correlation, with_hops=False) if self.analysis else [],
-            "stats": {
-                "queries": len(self.clients),
-                "answered": sum(c.answered for c in self.clients),
-                "lost_samples": int(self.capture_stats.get("lost_samples", 0)),
-                "unparsed_lines": int(stats.get("unparsed_lines", 0)),
-                "packets": int(stats.get("packets", 0)),
-                "traces": int(stats.get("traces", 0)),
-                "ambiguous": int(stats.get("ambiguous", 0)),
-            },
-            "backend": self.backend,
-            "timings_s": {k: round(v, 3) for k, v in self.timings.items()},
-            "propagation_s": [[what, round(seconds, 3)] for what, seconds in self.propagation],
-            "report": self.report or None,
-        }
 
 
 def apply_fault(backend, fault) -> None:

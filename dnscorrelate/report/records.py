@@ -99,6 +99,34 @@ def analysis_record(analysis: Analysis, with_hops: bool = True) -> dict:
     }
 
 
+def scenario_record(result) -> dict:
+    """`run -o json`: one scenario's verdict, findings, traces (without hops), counts and timings."""
+    findings = [f.to_dict() for f in result.analysis.findings] if result.analysis else []
+    stats = result.analysis.correlation.stats if result.analysis else {}
+    return {
+        "name": result.scenario.name,
+        "passed": result.passed,
+        "expected": result.scenario.expect.model_dump(),
+        "missing": result.missing,
+        "error": result.error or None,
+        "findings": [{k: f[k] for k in ("code", "hop", "summary", "evidence")} for f in findings],
+        "traces": trace_records(result.analysis.correlation, with_hops=False) if result.analysis else [],
+        "stats": {
+            "queries": len(result.clients),
+            "answered": sum(c.answered for c in result.clients),
+            "lost_samples": int(result.capture_stats.get("lost_samples", 0)),
+            "unparsed_lines": int(stats.get("unparsed_lines", 0)),
+            "packets": int(stats.get("packets", 0)),
+            "traces": int(stats.get("traces", 0)),
+            "ambiguous": int(stats.get("ambiguous", 0)),
+        },
+        "backend": result.backend,
+        "timings_s": {k: round(v, 3) for k, v in result.timings.items()},
+        "propagation_s": [[what, round(seconds, 3)] for what, seconds in result.propagation],
+        "report": result.report or None,
+    }
+
+
 def json_line(record: dict, codes: list[str]) -> str:
     """`trace -o json`: one lookup's record and the codes of the findings about it, on one line."""
     return json.dumps({**record, "findings": codes})

@@ -73,3 +73,13 @@ def test_trace_lines_read_only_the_fields_marked_wide():
         only_wide = {**record, "hops": [{k: v for k, v in h.items() if k in hop_fields} for h in record["hops"]]}
         assert hop_lines(only_wide) == hop_lines(record)
     assert any(h["kind"] == "icmp-error" for r in trace_records(correlation) for h in r["hops"])
+
+
+def test_a_scenario_that_could_not_run_is_a_record_with_its_error_and_what_it_lacks():
+    from dnscorrelate.report.records import scenario_record
+    from dnscorrelate.runner import ScenarioResult
+    from dnscorrelate.scenarios import load_scenario
+
+    record = scenario_record(ScenarioResult(load_scenario("scenarios/healthy.yaml"), error="LabError: no root"))
+    assert (record["name"], record["passed"], record["error"], record["missing"]) == ("healthy", False, "LabError: no root", ["ok"])
+    assert record["traces"] == [] and record["stats"]["queries"] == 0 and record["backend"] == "lab"
