@@ -48,7 +48,9 @@ def test_a_session_reads_the_replicas_dnstap_live_and_the_traces_stay_the_same(f
     upstream = lab.topology.upstream_ip
     forwarder_queries = rows(tap, qr=False, pkt_type="OUTGOING", dst_ip=upstream)
     forwarder_responses = rows(tap, qr=True, pkt_type="HOST", src_ip=upstream)
-    assert set(forwarder_queries["qname"].astype(str)) == {"example.com."} and len(forwarder_responses) >= 1
+    # the loop plugin's HINFO probe is CoreDNS's own: on a loaded machine it can fall inside the session
+    asked_upstream = forwarder_queries[forwarder_queries["qtype"].astype(str) != "HINFO"]
+    assert set(asked_upstream["qname"].astype(str)) == {"example.com."} and len(forwarder_responses) >= 1
     assert len(forwarder_queries) == len(forwarder_responses)  # the cache answers the rest
 
     stats = {k.removeprefix("dnstap_"): v for k, v in session.stats.items() if k.startswith("dnstap_")}
