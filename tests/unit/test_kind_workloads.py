@@ -46,8 +46,11 @@ def test_pod_network_script_routes_to_peers_and_masquerades_leaving_traffic():
     config = json.loads(cni_config(me))
     ipam = config["plugins"][0]["ipam"]
     assert config["plugins"][0]["type"] == "ptp" and ipam["ranges"] == [[{"subnet": "10.244.0.0/24"}]]
-    script = node_script(me, [peer])
+    script = node_script(me, [peer], "172.30.0.0/16")
     assert "ip route replace 10.244.1.0/24 via 172.30.0.3" in script
     assert "10.244.0.0/24 via" not in script
-    assert "masquerade" in masquerade_rules() and "ip daddr != 10.244.0.0/16" in masquerade_rules()
+    rules = masquerade_rules("172.30.0.0/16")
+    assert "ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 masquerade" in rules
+    # nothing a pod sends leaves for an address outside the pods, the Services and the cluster's Docker network
+    assert "ip daddr != { 10.244.0.0/16, 10.96.0.0/16, 172.30.0.0/16 } counter drop" in rules
     assert ipaddress.ip_network(me.pod_cidr).subnet_of(ipaddress.ip_network("10.244.0.0/16"))

@@ -266,11 +266,21 @@ def setup_pod_network(cluster: KindCluster, api, client) -> None:
     core = k8s.CoreV1Api(api)
     nodes = wait_for(lambda: pod_cidrs(core), "every node to get a podCIDR from the controller manager", 120)
     containers = node_containers(client, cluster)
+    subnet = docker_subnet(client, cluster)
     for node in nodes:
         peers = [p for p in nodes if p.name != node.name]
-        exit_code, output = containers[node.name].exec_run(["sh", "-c", node_script(node, peers)])
+        exit_code, output = containers[node.name].exec_run(["sh", "-c", node_script(node, peers, subnet)])
         if exit_code != 0:
             raise ClusterError(f"pod network on node {node.name} failed: {output.decode(errors='replace').strip()}")
+
+
+def docker_subnet(client, cluster: KindCluster) -> str:
+    """The IPv4 subnet of the cluster's own Docker network (nodes and the upstream live there)."""
+    configs = client.networks.get(cluster.network).attrs["IPAM"]["Config"] or []
+    subnets = [c["Subnet"] for c in configs if "." in c.get("Subnet", "")]
+    if not subnets:
+        raise ClusterError(f"Docker network {cluster.network} has no IPv4 subnet")
+    return subnets[0]
 
 
 def pod_cidrs(core) -> list | None:

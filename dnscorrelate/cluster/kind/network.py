@@ -3,8 +3,10 @@
 Each node gets a CNI config for the reference `ptp` and `host-local` plugins (Debian's
 containernetworking-plugins, in the node image) over its own podCIDR, a route to every other
 node's podCIDR through that node, and a masquerade for traffic leaving the pod network (so the
-upstream resolver on the Docker network can answer CoreDNS). NetworkPolicies are enforced by
-`policy_agent`, not here.
+upstream resolver on the Docker network can answer CoreDNS), and a guard: pods' traffic to anything
+but the pod network, the Services and the cluster's own Docker network is dropped at the node, so a
+Corefile or a scenario naming some other address never sends a packet off this machine.
+NetworkPolicies are enforced by `policy_agent`, not here.
 """
 
 from __future__ import annotations
@@ -43,19 +45,25 @@ def cni_config(node: Node) -> str:
     }, indent=2)
 
 
-def masquerade_rules() -> str:
-    """nftables: pods' traffic to anything outside the pod network leaves with the node's address."""
+def masquerade_rules(docker_subnet: str) -> str:
+    """nftables: pods' traffic to the cluster's Docker network leaves with the node's address; to anything
+    outside the pod network, the Services and that Docker network, it is dropped."""
+    inside = f"{{ {POD_SUBNET}, {SERVICE_SUBNET}, {docker_subnet} }}"
     return (
         f"table ip {NAT_TABLE} {{\n"
         "  chain postrouting {\n"
         "    type nat hook postrouting priority srcnat; policy accept;\n"
         f"    ip saddr {POD_SUBNET} ip daddr != {POD_SUBNET} masquerade\n"
         "  }\n"
+        "  chain forward {\n"
+        "    type filter hook forward priority filter - 10; policy accept;\n"
+        f"    ip saddr {POD_SUBNET} ip daddr != {inside} counter drop comment \"off this machine\"\n"
+        "  }\n"
         "}\n"
     )
 
 
-def node_script(node: Node, peers: list[Node]) -> str:
+def node_script(node: Node, peers: list[Node], docker_subnet: str) -> str:
     """A shell script that sets up `node`'s pod network; idempotent."""
     routes = "\n".join(f"ip route replace {p.pod_cidr} via {p.ip}" for p in peers)
     return "\n".join([
@@ -65,5 +73,5 @@ def node_script(node: Node, peers: list[Node]) -> str:
         f"mv {CNI_CONFIG}.tmp {CNI_CONFIG}",
         routes,
         f"nft delete table ip {NAT_TABLE} 2>/dev/null || true",
-        f"nft -f - <<'EOF'\n{masquerade_rules()}EOF",
+        f"nft -f - <<'EOF'\n{masquerade_rules(docker_subnet)}EOF",
     ]) + "\n"
