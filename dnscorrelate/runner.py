@@ -131,7 +131,6 @@ class KindStage:
         self.name = f"scn{uuid.uuid4().hex[:8]}"
         self.cluster, self.up_timings = kind.up(self.name, spec=spec, say=lambda message: step(f"cluster {message}"))
         try:
-            blackhole_lab_node_network(self.cluster)
             upstream = kind.docker().containers.get(self.cluster.upstream_container)
             address = upstream.attrs["NetworkSettings"]["Networks"][self.cluster.network]["IPAddress"]
             self.backend = KubeBackend(str(self.cluster.kubeconfig), self.cluster.context, upstream=address,
@@ -165,22 +164,6 @@ class KindStage:
         from dnscorrelate.cluster.kind import cluster as kind
 
         kind.down(self.name)
-
-
-LAB_NODE_NETWORK = "192.168.49.0/24"  # where scenarios put "dead servers" (scenarios/README.md)
-
-
-def blackhole_lab_node_network(cluster) -> None:
-    """On kind, the lab's node network does not exist: a packet to a 'dead server' there would follow the
-    node's default route off this machine. A blackhole route on every node keeps it here, dropped unanswered."""
-    from dnscorrelate.cluster.kind import cluster as kind
-    from dnscorrelate.errors import ClusterError
-
-    for node in kind.node_containers(kind.docker(), cluster).values():
-        code, output = node.exec_run(["ip", "route", "replace", "blackhole", LAB_NODE_NETWORK])
-        if code != 0:
-            raise ClusterError(f"node {node.name}: cannot add the blackhole route for {LAB_NODE_NETWORK}: "
-                               f"{output.decode(errors='replace').strip()}")
 
 
 def reusable(scenario: Scenario) -> bool:

@@ -237,10 +237,6 @@ def labelled(client, label: str) -> list:
     return found
 
 
-def name_of(container) -> str:
-    return container.name
-
-
 def remove(container) -> bool:
     """Remove a container; False when it was already gone."""
     import docker.errors
@@ -254,14 +250,14 @@ def remove(container) -> bool:
 
 def node_containers(client, cluster: KindCluster) -> dict:
     """The cluster's node containers by node name."""
-    return {name_of(c): c for c in labelled(client, f"io.x-k8s.kind.cluster={cluster.kind_name}")}
+    return {c.name: c for c in labelled(client, f"io.x-k8s.kind.cluster={cluster.kind_name}")}
 
 
 def setup_pod_network(cluster: KindCluster, api, client) -> None:
     """Routes, CNI config and masquerade on every node, once the controller manager has given each a podCIDR."""
     from kubernetes import client as k8s
 
-    from dnscorrelate.cluster.kind.network import Node, node_script
+    from dnscorrelate.cluster.kind.network import node_script
 
     core = k8s.CoreV1Api(api)
     nodes = wait_for(lambda: pod_cidrs(core), "every node to get a podCIDR from the controller manager", 120)
@@ -414,7 +410,7 @@ def down(name: str) -> list[str]:
     client = docker()
     # `docker run`s that a killed `up` left in flight can still create containers: sweep until a pass finds none
     for _ in range(SWEEPS):
-        swept = [f"container {name_of(c)}" for c in labelled(client, f"{LABEL}={cluster.name}") if remove(c)]
+        swept = [f"container {c.name}" for c in labelled(client, f"{LABEL}={cluster.name}") if remove(c)]
         swept += [f"node container {name}" for name, c in node_containers(client, cluster).items() if remove(c)]
         removed += swept
         if not swept:

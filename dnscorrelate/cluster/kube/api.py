@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
 from dnscorrelate.cluster.model import ClusterModel, KubeModel
 from dnscorrelate.errors import ClusterError
 
-# kind -> (API group class, list call, model class name); each list is one request.
+# kind -> (API group class, its list call); each list is one request.
 LISTS = {
     "Namespace": ("CoreV1Api", "list_namespace"),
     "Node": ("CoreV1Api", "list_node"),
@@ -22,7 +24,7 @@ def client_from_kubeconfig(kubeconfig: str | None = None, context: str | None = 
     from kubernetes import config
 
     try:
-        if kubeconfig is None and context is None and config.incluster_config.SERVICE_HOST_ENV_NAME in __import__("os").environ:
+        if kubeconfig is None and context is None and config.incluster_config.SERVICE_HOST_ENV_NAME in os.environ:
             config.load_incluster_config()
             from kubernetes import client
 
