@@ -88,10 +88,12 @@ class KubeBackend:
         return pod_targets(self.pod_refs(), node_pids) + self.upstream_targets()
 
     def target_watcher(self) -> TargetWatcher | None:
+        nodes = self.node_pids()  # nodes stay for a capture; asking the API and Docker every 0.2 s would not
+
         def new_targets() -> list[Target]:
             if time.monotonic() - self._pods_read > REFRESH_S:
                 self._pods = {}
-            return pod_targets(self.pod_refs(), self.node_pids())
+            return pod_targets(self.pod_refs(), nodes)
 
         return new_targets
 
