@@ -124,13 +124,15 @@ def existing_clusters(build) -> list[str]:
 
 
 def kind_config(build) -> str:
-    """kind's cluster config: a control plane and a worker with this checkout mounted (for the
-    agents), no default CNI (kindnet cannot be built here; network.py does its job), and on a
+    """kind's cluster config: a control plane and a worker with this checkout and the kernel headers
+    mounted (for the agents; kind itself mounts /lib/modules, whose `build` link points into
+    /usr/src), no default CNI (kindnet cannot be built here; network.py does its job), and on a
     machine lacking CAP_SYS_RESOURCE, containerd told to run runc through the shim and not to lower
     oom_score_adj."""
     from dnscorrelate.cluster.kind.network import POD_SUBNET, SERVICE_SUBNET
 
-    mount = ["    extraMounts:", f"      - hostPath: {CHECKOUT}", "        containerPath: /opt/dnscorrelate/src", "        readOnly: true"]
+    mount = ["    extraMounts:", f"      - hostPath: {CHECKOUT}", "        containerPath: /opt/dnscorrelate/src", "        readOnly: true",
+             "      - hostPath: /usr/src", "        containerPath: /usr/src", "        readOnly: true"]
     lines = [
         "kind: Cluster",
         "apiVersion: kind.x-k8s.io/v1alpha4",
