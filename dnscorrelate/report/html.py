@@ -18,6 +18,7 @@ import pandas as pd
 
 from dnscorrelate import schema
 from dnscorrelate.diagnose import Analysis
+from dnscorrelate.outputs import written_whole
 from dnscorrelate.report.text import ms
 
 MAX_WATERFALLS = 300
@@ -224,7 +225,8 @@ def write_scenario_report(result, report_dir: Path) -> Path:
                "missing": result.missing}
     html = render_report(result.analysis, f"scenario {scenario.name}", scenario.description, verdict, result.topology, result.clients, result.timings)
     path = report_dir / f"{scenario.name}.html"
-    path.write_text(html)
+    with written_whole(path, "--report-dir") as partial:  # renamed into place once whole: a full disk leaves no half report
+        partial.write_text(html)
     return path
 
 
@@ -239,6 +241,8 @@ def write_index(results: list, report_dir: Path) -> Path:
             "report": Path(r.report).name if r.report else "", "seconds": f"{sum(r.timings.values()):.1f}",
         })
     path = report_dir / "index.html"
-    path.write_text(_env.get_template("index.html.j2").render(rows=rows, generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-                                                             passed=sum(r.passed for r in results), total=len(results)))
+    page = _env.get_template("index.html.j2").render(rows=rows, generated=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+                                                     passed=sum(r.passed for r in results), total=len(results))
+    with written_whole(path, "--report-dir") as partial:
+        partial.write_text(page)
     return path

@@ -50,3 +50,39 @@ def test_stdout_on_a_full_device_is_an_error_not_a_traceback(output):
                               stdout=full, stderr=subprocess.PIPE, text=True, timeout=60)
     assert done.returncode == 2 and "could not write the output: No space left on device" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def scenario_result(name: str):
+    """What `run` hands the HTML report: one recorded fixture's analysis and verdict."""
+    from types import SimpleNamespace
+
+    from dnscorrelate.analysis import analyze
+    from dnscorrelate.cluster.facts import ClusterFacts
+
+    frame, stats, logs, _ = load_fixture(name)
+    scenario = SimpleNamespace(name=name, description="", expect=SimpleNamespace(findings=["ok"], hop=""))
+    return SimpleNamespace(scenario=scenario, passed=True, missing=[], error="", analysis=analyze(frame, logs, ClusterFacts(), stats),
+                           topology=None, clients=[], timings={"queries": 1.0}, report="")
+
+
+def test_run_reports_on_a_full_disk_leave_no_half_written_page(full_disk):
+    from dnscorrelate.report.html import write_index, write_scenario_report
+
+    result = scenario_result("healthy")
+    with pytest.raises(OutputError, match=r"No space left on device.*nothing was written there"):
+        write_scenario_report(result, full_disk)
+    assert list(full_disk.iterdir()) == []
+    result.report = str(full_disk / "healthy.html")
+    with pytest.raises(OutputError, match=r"No space left on device"):
+        write_index([result] * 200, full_disk)  # 200 rows: more than the 8 KiB there is
+    assert list(full_disk.iterdir()) == []
+
+
+def test_run_reports_are_renamed_into_place_whole(tmp_path):
+    from dnscorrelate.report.html import write_index, write_scenario_report
+
+    result = scenario_result("healthy")
+    result.report = str(write_scenario_report(result, tmp_path))
+    write_index([result], tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["healthy.html", "index.html"]
+    assert (tmp_path / "healthy.html").read_text().rstrip().endswith("</html>")
