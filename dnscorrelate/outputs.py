@@ -56,6 +56,7 @@ def written_whole(path: str | Path, option: str):
     the reason; the partial file is removed."""
     path = Path(path)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    os.fchmod(handle, 0o666 & ~current_umask())  # mkstemp makes 0600; the file should read as one open() would make it
     os.close(handle)
     try:
         yield Path(temporary)
@@ -68,3 +69,9 @@ def written_whole(path: str | Path, option: str):
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(temporary)
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

@@ -86,3 +86,15 @@ def test_run_reports_are_renamed_into_place_whole(tmp_path):
     write_index([result], tmp_path)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["healthy.html", "index.html"]
     assert (tmp_path / "healthy.html").read_text().rstrip().endswith("</html>")
+
+
+def test_a_file_written_whole_has_the_mode_open_would_give_it(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        with written_whole(tmp_path / "r.html", "--report") as partial:
+            partial.write_text("<html></html>")
+    finally:
+        os.umask(mask)
+    assert (tmp_path / "r.html").stat().st_mode & 0o777 == 0o644  # readable by the user who opens the report, not 0600
