@@ -157,8 +157,7 @@ class Capture:
         self.tracer.drain()
         self.tracer.stop()
         self.stopped_ns = time.time_ns()
-        after = self.tracer.counters()
-        kernel = {name: after[name] - self._counters_before.get(name, 0) for name in after}
+        kernel = self.kernel_counters()
         self.stats = {
             "namespaces": len(self.vantages),
             "events": kernel["events"],
@@ -172,6 +171,19 @@ class Capture:
             "attach_seconds": round(self.attach_seconds, 4),
             "duration_seconds": round((self.stopped_ns - self.started_ns) / 1e9, 3),
         }
+
+    def kernel_counters(self) -> dict[str, int]:
+        """The tracer's counters since this capture started (events, lost, non_dns, ...), while it runs."""
+        after = self.tracer.counters()
+        return {name: after[name] - self._counters_before.get(name, 0) for name in after}
+
+    def take_raw(self) -> list[bytes]:
+        """Remove and return the record batches read so far, for a consumer that forwards them as they come (the
+        node agent) instead of decoding them here; `events()` and `new_events()` then see only what was not taken."""
+        count = len(self.raw)
+        taken = self.raw[:count]
+        del self.raw[:count]  # the capture thread only appends: what arrives meanwhile stays
+        return taken
 
     # --- results -----------------------------------------------------------
 

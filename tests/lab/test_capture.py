@@ -130,3 +130,24 @@ def test_a_process_namespace_can_be_a_target(capture_lab):
     frame = capture.events()
     assert set(frame.vantage) == {f"/proc/{replica.pid}/ns/net"}
     assert (frame.netns == os.stat(f"/proc/{replica.pid}/ns/net").st_ino).all() and len(frame) > 0
+
+
+def test_take_raw_hands_over_each_record_once_and_counters_run_live(capture_lab):
+    """What the node agent relies on: batches taken while the capture runs are removed (taken once), and the
+    kernel counters since the start can be read before stop."""
+    from dnscorrelate.sources import bpf
+
+    lab = capture_lab
+    with Capture(lab_targets(lab), watch=lab_watcher(lab)) as capture:
+        dig(lab, "mypod", f"take-{uuid.uuid4().hex[:8]}.example.org.")
+        deadline = time.monotonic() + 10
+        while capture.kernel_counters()["events"] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        running = capture.kernel_counters()
+        time.sleep(0.1)  # the poller moves the ring's records into raw
+        first = capture.take_raw()
+        second = capture.take_raw()
+    taken = sum(map(len, first + second)) // bpf.EVENT_DTYPE.itemsize
+    assert running["events"] > 0 and running["lost"] == 0
+    left = sum(map(len, capture.raw)) // bpf.EVENT_DTYPE.itemsize  # read after the last take, at stop
+    assert taken >= running["events"] and taken + left == capture.stats["events"]  # none twice, none missing
