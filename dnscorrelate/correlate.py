@@ -805,6 +805,7 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
         "tcp_connects": int(len(attempts)),
         "tcp_connects_unmatched": connects_unmatched,
         "log_lines": int(logs.log_lines),
+        "log_lines_lost": int(logs.lines_lost),
         "log_records": int(len(records)),
         "log_records_unmatched": int((records["trace_id"] < 0).sum()) if len(dns) else 0,
         "error_records": int(len(errors)),

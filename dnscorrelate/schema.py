@@ -240,6 +240,8 @@ class ParsedLogs:
     guessed_replicas: dict[str, str] = field(default_factory=dict)  # source -> replica taken from its file name
     warnings: list[str] = field(default_factory=list)  # what the reader could not be sure of, said once
     alerts: list[dict] = field(default_factory=list)  # notices that tell something: loop-detected, health-slow, startup-error
+    lines_by_source: dict[str, int] = field(default_factory=dict)  # lines read from each file
+    lines_lost: int = 0  # lines read from a followed file before it was rotated or truncated, gone from it since
 
     @classmethod
     def none(cls) -> ParsedLogs:

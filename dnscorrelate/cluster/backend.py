@@ -16,7 +16,6 @@ node agent, log sources that follow pod logs, facts read from the API into
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,7 +26,7 @@ from dnscorrelate.cluster.model import Manifest, Pod
 from dnscorrelate.errors import CaptureError
 from dnscorrelate.schema import ParsedLogs
 from dnscorrelate.sources.capture import DEFAULT_PORTS, Capture, Target, netns_targets
-from dnscorrelate.sources.coredns_log import read_logs
+from dnscorrelate.sources.coredns_log import LogFollower
 from dnscorrelate.sources.dnstap_live import DnstapFollower
 
 TargetWatcher = Callable[[], list[Target]]
@@ -106,7 +105,7 @@ class Session:
         self.dnstap = DnstapFollower(taps, [(s.replica, s.path) for s in backend.log_sources()] if taps else [])
         self.running = False
         self.facts = backend.facts()  # as the session starts; evidence() reads them again at the end
-        self.logs_read: set[str] = set()  # log paths read at least once (one missing later was rotated)
+        self.followed = LogFollower()  # the logs, read again each tick; lines lost to a rotation counted
 
     def __enter__(self) -> Session:
         return self.start()
@@ -163,17 +162,10 @@ class Session:
         """Every DNS server's log so far, each named by its source's replica, parsed with the Corefile's
         log formats (the session's facts' by default)."""
         corefile = self.facts.corefile if corefile is None else corefile
-        sources = [(s.replica, s.path) for s in self.backend.log_sources()]
-        # A log read before and missing now was rotated away (renamed, deleted, not yet recreated) while
-        # `trace` follows it: say so and read the others, instead of ending the session. One never read
-        # is an error, as before.
-        rotated = [(replica, path) for replica, path in sources if path in self.logs_read and not Path(path).is_file()]
-        readable = [source for source in sources if source not in rotated]
-        logs = read_logs(readable, corefile or None) if readable else ParsedLogs.none()
-        self.logs_read.update(path for _, path in readable)
-        logs.warnings += [f"{path}: log file missing when read (rotated or deleted): lines it held are not in this analysis"
-                          for _, path in rotated]
-        return logs
+        # A log rotated away (renamed, deleted, not yet recreated) while `trace` follows it is said and the
+        # others read, instead of ending the session; one rotated or truncated since the last read has its
+        # lost lines counted (LogFollower). One never read is an error, as before.
+        return self.followed.read([(s.replica, s.path) for s in self.backend.log_sources()], corefile or None)
 
     def evidence(self) -> Evidence:
         """Events, logs and capture counters of the session, with the facts as they are now (after any fault)."""

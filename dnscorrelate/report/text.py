@@ -111,7 +111,7 @@ def findings_table(findings: list, title: str = "findings") -> Table:
 
 
 CORRELATION_COUNTS = ["packets", "log_lines", "log_records", "error_records", "log_other", "unparsed_lines", "traces", "own_queries", "upstream_exchanges", "ambiguous", "lost_samples",
-                      "decode_errors", "log_records_unmatched", "icmp_unmatched"]
+                      "decode_errors", "log_records_unmatched", "icmp_unmatched", "log_lines_lost"]
 
 
 def counts_line(stats: dict, keys: list[str]) -> str:

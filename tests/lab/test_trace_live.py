@@ -25,3 +25,26 @@ def test_trace_prints_each_lookup_of_the_pod(fresh_lab, tmp_path):
     assert lookups[1]["findings"] == ["nxdomain"] and lookups[1]["rcode"] == "NXDOMAIN"
     assert "lookups from demo/mypod" in err and "lost_samples=0" in err
     assert report.exists() and "waterfall" in report.read_text()
+
+
+def test_trace_counts_log_lines_lost_when_a_followed_log_is_truncated(fresh_lab):
+    """copytruncate of every CoreDNS log while `trace` follows them: the lines read before are counted and said."""
+    import os
+    from pathlib import Path
+
+    lab = fresh_lab()
+    cmd = [sys.executable, "-m", "dnscorrelate", "trace", "pod/mypod", "-n", "demo", "--lab", lab.name, "--duration", "6", "-o", "json"]
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert "tracing demo/mypod" in process.stderr.readline()
+    in_pod(lab, "mypod", "getent", "ahosts", "web")
+    first = json.loads(process.stdout.readline())  # printed by a tick, which read the logs (their start-up lines at least)
+    assert first["qname"] == "web.demo.svc.cluster.local."
+    logs = [Path(p.log) for p in lab.processes if p.role.startswith("coredns-")]
+    for log in logs:
+        os.truncate(log, 0)
+    in_pod(lab, "mypod", "getent", "ahosts", "example.com")
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    lost = int(err.split("log_lines_lost=")[1].split()[0])
+    assert lost >= len(logs), err  # every replica had written its banner at least
+    assert "rotated or truncated while followed" in " ".join(err.split())  # the terminal wraps the warning
