@@ -96,13 +96,20 @@ def log_plugin_warnings(facts) -> list[str]:
             "kubectl -n kube-system edit configmap coredns (CoreDNS's `reload` picks it up within a minute)."]
 
 
-def live_backend(lab_name: str | None, kubeconfig: str | None, context: str | None):
-    """The cluster a live command works on: a Kubernetes cluster when a context or kubeconfig is named, else the lab."""
+def live_backend(lab_name: str | None, kubeconfig: str | None, context: str | None, agent: bool = False,
+                 agent_image: str | None = None):
+    """The cluster a live command works on: a Kubernetes cluster when a context or kubeconfig is named, else the lab.
+    With `agent`, that cluster's capture runs in the node agents (a DaemonSet for the session)."""
+    if agent and not (kubeconfig or context):
+        raise click.UsageError("--agent captures on a Kubernetes cluster's nodes: name it with --context or --kubeconfig")
     if kubeconfig or context:
         from dnscorrelate.cluster.kind.cluster import kubeconfig_of_context
+        from dnscorrelate.cluster.kube.agents import AgentOptions
         from dnscorrelate.cluster.kube.backend import KubeBackend
 
-        return KubeBackend(kubeconfig or (kubeconfig_of_context(context) if context else None), context)
+        ours = kubeconfig_of_context(context) if context else None  # a kind cluster `cluster up` made here
+        options = AgentOptions(agent_image, source_from_host=ours is not None) if agent else None
+        return KubeBackend(kubeconfig or ours, context, agent=options)
     from dnscorrelate.cluster.lab.backend import LabBackend
 
     return LabBackend.find(lab_name)
@@ -419,12 +426,15 @@ def print_results(results) -> None:
 @lab_option
 @click.option("--context", help="A kubeconfig context: trace on that cluster instead of a lab (as kubectl --context).")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), help="The kubeconfig to read (as kubectl; default $KUBECONFIG, ~/.kube/config).")
+@click.option("--agent", is_flag=True, help="Capture through dnscorrelate's node agent, for a cluster whose nodes do not run here: "
+              "a DaemonSet dnsc-agent in kube-system for the session, removed after it (`dnscorrelate agent manifest` shows it).")
+@click.option("--agent-image", metavar="IMAGE", help="With --agent: the agent's image (default: one the nodes already hold, else the one built here).")
 @click.option("--duration", type=float, help="Seconds to trace (default: until Ctrl-C).")
 @click.option("--filter", "filters", multiple=True, metavar="EXPR", help="rcode!=NOERROR, latency>5ms, name~REGEX, nameserver==IP, ... Repeatable (all must hold).")
 @click.option("-o", "--output", type=click.Choice(["table", "wide", "json"]), default="table", show_default=True)
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write an HTML report of the session here.")
 @friendly_errors
-def trace(pod, namespace, lab_name, context, kubeconfig, duration, filters, output, report_path) -> None:
+def trace(pod, namespace, lab_name, context, kubeconfig, agent, agent_image, duration, filters, output, report_path) -> None:
     """Watch one pod's DNS lookups live, hop by hop, with per-hop latency and what went wrong."""
     from dnscorrelate import trace as tracing
     from dnscorrelate.cluster.backend import Session
@@ -435,7 +445,9 @@ def trace(pod, namespace, lab_name, context, kubeconfig, duration, filters, outp
         raise click.BadParameter(str(err), param_hint="--filter") from None
     if report_path:
         check_output_file(report_path, "--report")
-    backend = live_backend(lab_name, kubeconfig, context)
+    if agent_image and not agent:
+        raise click.UsageError("--agent-image goes with --agent")
+    backend = live_backend(lab_name, kubeconfig, context, agent, agent_image)
     target = backend.pod(pod, namespace)
 
     from dnscorrelate.report.records import json_line
@@ -452,8 +464,16 @@ def trace(pod, namespace, lab_name, context, kubeconfig, duration, filters, outp
 
     live = Session(backend)
     session = tracing.TraceSession(live, target, parsed, emit)
-    live.start()
-    errors.print(f"tracing {target.key} ({target.ip}) in {len(live.vantages)} namespaces; Ctrl-C to stop", highlight=False, markup=False)
+    if agent:
+        with errors.status("starting the node agents"):
+            live.start()
+    else:
+        live.start()
+    errors.print(f"tracing {target.key} ({target.ip}) in {len(live.vantages)} namespaces{agent_start_note(live)}; Ctrl-C to stop",
+                 highlight=False, markup=False)
+    warned = live.capture_warnings
+    for warning in warned:
+        errors.print(f"warning: {warning}", highlight=False, markup=False)
     for warning in log_plugin_warnings(live.facts):
         errors.print(f"warning: {warning}", highlight=False, markup=False)
     started = time.monotonic()
@@ -465,14 +485,25 @@ def trace(pod, namespace, lab_name, context, kubeconfig, duration, filters, outp
         pass
     finally:
         live.stop()
+    for warning in live.capture_warnings[len(warned):]:  # said at stop: a node's stream cut short, debris left
+        errors.print(f"warning: {warning}", highlight=False, markup=False)
     session.tick(live.new_events())
     print_trace_summary(session, live, report_path)
+
+
+def agent_start_note(live) -> str:
+    """`, through N node agents (ready in X s, capturing in Y s)` when the capture runs in the node agents."""
+    timings = getattr(live.capture, "timings", None)
+    if not timings:
+        return ""
+    return (f" on {len(live.capture.agents)} nodes through the node agents (pods ready in {timings['ready_seconds']:.1f} s, "
+            f"capturing in {timings['start_seconds']:.1f} s)")
 
 
 def print_trace_summary(session, live, report_path) -> None:
     from dnscorrelate import trace as tracing
     from dnscorrelate.analysis import analyze
-    from dnscorrelate.report.text import findings_table, lookups_line, stats_line
+    from dnscorrelate.report.text import findings_table, lookups_line, node_lines, stats_line
 
     frame = live.events()
     analysis = tracing.for_client(analyze(frame, live.logs(), session.facts, live.stats), session.pod.ip)
@@ -482,6 +513,8 @@ def print_trace_summary(session, live, report_path) -> None:
     if analysis.findings:
         errors.print(findings_table(analysis.findings, title=f"findings for {escape(session.pod.key)}"))
     errors.print(stats_line(analysis.correlation.stats), highlight=False)
+    for line in node_lines(live.stats.get("nodes", {})):  # the node agents' loss, node by node
+        errors.print(line, highlight=False, markup=False)
     if report_path:
         from dnscorrelate.report.html import render_report
 
@@ -540,6 +573,46 @@ def cluster_down(name: str, everything: bool) -> None:
 
     removed = kind_cluster.down_all() if everything else kind_cluster.down(kind_cluster.checked_name(name))
     console.print(f"removed {len(removed)}: {', '.join(removed) or 'nothing'}", highlight=False)
+
+
+@main.group(invoke_without_command=True)
+@click.option("--node", help="This node's name: the vantage of its own namespace (default $NODE_NAME, set by the DaemonSet).")
+@click.option("--port", "ports", type=int, multiple=True, default=(53,), show_default=True, help="DNS port to trace. Repeatable.")
+@click.option("--duration", type=float, help="Seconds to capture (default: until stdin closes, a line `stop`, or SIGTERM).")
+@click.pass_context
+def agent(ctx, node: str | None, ports: tuple[int, ...], duration: float | None) -> None:
+    """The node agent: capture on this node and stream the events to stdout (run by `trace --agent` in its pods).
+
+    A binary stream for the CLI to read, not for a terminal. It stops when stdin closes (the exec session
+    ended), on a line `stop`, on SIGTERM or after --duration; a node that cannot capture says why in the stream.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if sys.stdout.isatty():
+        raise click.UsageError("the agent writes a binary stream for `dnscorrelate trace --agent`; redirect stdout")
+    from dnscorrelate.cluster.kube.agent import main as agent_main
+
+    sys.exit(agent_main(node, tuple(ports), duration))
+
+
+@agent.command("standby")
+def agent_standby() -> None:
+    """The agent pod's own process: wait to be exec'd into, until SIGTERM."""
+    from dnscorrelate.cluster.kube.agent import standby
+
+    standby()
+
+
+@agent.command("manifest")
+@click.option("--image", help="The agent image (default: the one `make cluster` built here).")
+@click.option("--source-from-host", is_flag=True, help="Run the package from the node's /opt/dnscorrelate/src (kind clusters of `cluster up`) instead of the image's.")
+@friendly_errors
+def agent_manifest(image: str | None, source_from_host: bool) -> None:
+    """Print the agent's DaemonSet, service account and read-only role, each privilege explained."""
+    from dnscorrelate.cluster.kube.agent import manifest
+    from dnscorrelate.cluster.kube.agents import default_image
+
+    click.echo(manifest(image or default_image(), source_from_host), nl=False)
 
 
 if __name__ == "__main__":

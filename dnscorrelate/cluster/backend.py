@@ -62,6 +62,8 @@ class Backend(Protocol):
     def topology(self) -> object | None:
         """What the HTML report draws the cluster from (the lab's Topology); None when the backend has none."""
 
+    # Optional: `remote_capture(ports)`, a capture with `Capture`'s interface done elsewhere (the kube backend's
+    # node agents, `kube/agents.py`), or None to capture here in `capture_targets()`.
     # Optional: `dnstap_sources() -> list[(replica, file)]`, Frame Streams files a dnstap sink appends to
     # while the session runs (the lab's, with `dnstap: true`); a backend without it has no dnstap.
 
@@ -100,7 +102,9 @@ class Session:
 
     def __init__(self, backend: Backend, ports: tuple[int, ...] = DEFAULT_PORTS) -> None:
         self.backend = backend
-        self.capture = Capture(backend.capture_targets(), ports=tuple(ports), watch=backend.target_watcher())
+        remote = getattr(backend, "remote_capture", None)  # a capture done elsewhere: the kube backend's node agents
+        self.capture = (remote and remote(tuple(ports))) or Capture(backend.capture_targets(), ports=tuple(ports),
+                                                                    watch=backend.target_watcher())
         taps = dnstap_sources(backend)  # CoreDNS's own account, one more source
         self.dnstap = DnstapFollower(taps, [(s.replica, s.path) for s in backend.log_sources()] if taps else [])
         self.running = False
@@ -136,6 +140,11 @@ class Session:
         if not self.dnstap.sources:
             return self.capture.stats
         return {**self.capture.stats, **{f"dnstap_{k}": v for k, v in self.dnstap.stats.items()}}
+
+    @property
+    def capture_warnings(self) -> list[str]:
+        """What the capture could not do, to say (a node whose agent cannot capture, a stream cut short)."""
+        return list(getattr(self.capture, "warnings", []))
 
     @property
     def compile_seconds(self) -> float:

@@ -171,6 +171,20 @@ def capture_stats_line(stats: dict) -> str:
     return counts_line(stats, CAPTURE_COUNTS + (DNSTAP_COUNTS if "dnstap_frames" in stats else []))
 
 
+NODE_COUNTS = ["events", "records_received", "lost_samples", "agent_dropped", "bad_records", "bad_frames", "namespaces"]
+
+
+def node_lines(nodes: dict[str, dict]) -> list[str]:
+    """One line per node whose node agent captured: what it sent, what arrived, what was lost and where
+    (`lost_samples` counts the ring buffer's and the agent's drops together), and a stream cut short."""
+    lines = []
+    for node, stats in sorted(nodes.items()):
+        state = "error: " + stats["error"] if stats.get("error") else ("stream cut short: loss after its last counters unknown"
+                                                                       if stats.get("stream_cut") else "complete")
+        lines.append(f"node {node}: " + counts_line(stats, NODE_COUNTS) + f"  ({state})")
+    return lines
+
+
 def unparsed_lines(unparsed: list[tuple[str, int, str]], limit: int = 20) -> list[str]:
     """The first `limit` log lines that could not be read, where they are, and how many more there were."""
     lines = [f"unparsed {source}:{line}: {text}" for source, line, text in unparsed[:limit]]

@@ -1,9 +1,9 @@
 """Any Kubernetes cluster as a backend, reached as kubectl reaches it (--kubeconfig, --context).
 
 Facts and CoreDNS logs come from the API server. Capture runs on the host that runs the nodes
-(kind here): pods' and nodes' network namespaces are found in /proc (`discovery.py`). A cluster
-whose nodes are elsewhere needs the node agent, which is not built yet: there `capture_targets`
-says so instead of capturing nothing.
+(kind here): pods' and nodes' network namespaces are found in /proc (`discovery.py`). On a cluster
+whose nodes are elsewhere, capture runs in the node agents (`agent.py`, `agents.py`) when asked
+(`agent`, `trace --agent`); without it `capture_targets` says so instead of capturing nothing.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from pathlib import Path
 from dnscorrelate.cluster.backend import LogSource, TargetWatcher
 from dnscorrelate.cluster.corefile import corefile_from_config_maps
 from dnscorrelate.cluster.facts import ClusterFacts, pod_search_list
+from dnscorrelate.cluster.kube.agents import AgentOptions
 from dnscorrelate.cluster.kube.api import client_from_kubeconfig, read_model
-from dnscorrelate.cluster.kube.discovery import PodRef, pod_targets
+from dnscorrelate.cluster.kube.discovery import PodRef, pod_refs_of, pod_targets
 from dnscorrelate.cluster.model import ClusterModel, ConfigMap, Pod
 from dnscorrelate.errors import CaptureError, ClusterError
 from dnscorrelate.sources.capture import Target
@@ -35,8 +36,9 @@ class KubeBackend:
     name = "kube"
 
     def __init__(self, kubeconfig: str | None = None, context: str | None = None, upstream: str | None = None,
-                 pod_image: str | None = None) -> None:
+                 pod_image: str | None = None, agent: AgentOptions | None = None) -> None:
         self.api = client_from_kubeconfig(kubeconfig, context)
+        self.agent = agent  # capture through the node agents (kube/agents.py) instead of in /proc here
         self.context = context
         self.upstream = upstream  # where a scenario's `forward . /etc/resolv.conf` goes (kind: the upstream container)
         self.pod_image = pod_image  # what a scenario's Pods run (kind: the client image)
@@ -80,11 +82,20 @@ class KubeBackend:
             raise ClusterError(f"pod {namespace}/{name} has no IP yet (phase {raw.status.phase})")
         return pod
 
+    def remote_capture(self, ports: tuple[int, ...]):
+        """With `agent`, the capture of the node agents; else None (capture here, in /proc)."""
+        if self.agent is None:
+            return None
+        from dnscorrelate.cluster.kube.agents import AgentCapture
+
+        return AgentCapture(self.api, self.agent, ports)
+
     def capture_targets(self) -> list[Target]:
         node_pids = self.node_pids()
         if not node_pids:
-            raise CaptureError("this cluster's nodes do not run on this machine, and the node agent that captures on "
-                               "remote nodes is not built yet: run dnscorrelate where the nodes run (kind: this host)")
+            raise CaptureError("this cluster's nodes do not run on this machine: add --agent to capture through "
+                               "dnscorrelate's node agent (a DaemonSet dnsc-agent in kube-system, applied for the "
+                               "session and removed after it; `dnscorrelate agent manifest` shows it)")
         return pod_targets(self.pod_refs(), node_pids) + self.upstream_targets()
 
     def target_watcher(self) -> TargetWatcher | None:
@@ -160,9 +171,7 @@ class KubeBackend:
         """Pods by UID, read again at most every REFRESH_S."""
         if not self._pods:
             listing = self.call("pods", self.core().list_pod_for_all_namespaces).items
-            self._pods = {p.metadata.uid: PodRef(p.metadata.uid, f"{p.metadata.namespace}/{p.metadata.name}",
-                                                 "coredns" if (p.metadata.labels or {}).get("k8s-app") == "kube-dns" else "pod")
-                          for p in listing if not p.spec.host_network}
+            self._pods = pod_refs_of(listing)
             self._pods_read = time.monotonic()
         return self._pods
 

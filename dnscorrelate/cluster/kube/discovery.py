@@ -30,6 +30,14 @@ class PodRef:
     role: str  # coredns, pod
 
 
+def pod_refs_of(pods) -> dict[str, PodRef]:
+    """Pods by UID, from the API's pod objects; a pod on the host network shares its node's namespace and is left
+    out (the node is captured as itself)."""
+    return {p.metadata.uid: PodRef(p.metadata.uid, f"{p.metadata.namespace}/{p.metadata.name}",
+                                   "coredns" if (p.metadata.labels or {}).get("k8s-app") == "kube-dns" else "pod")
+            for p in pods if not p.spec.host_network}
+
+
 def pod_uid_of(pid: int, proc: Path = PROC) -> str | None:
     """The UID of the pod whose cgroup `pid` is in, or None (not a pod, or gone)."""
     try:

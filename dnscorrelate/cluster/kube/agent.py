@@ -1,0 +1,374 @@
+"""`dnscorrelate agent`: the node agent, for a cluster whose nodes do not run where the CLI runs.
+
+It runs in a pod of the `dnsc-agent` DaemonSet (`manifest()`), one per node, and does on its node what
+`trace --context` does on a host that runs the nodes (`discovery.py`): the node's own network namespace
+(`/proc/1/ns/net`, hostPID) and every pod's (`/proc/PID/ns/net`, the pod UID in the process's cgroup,
+this node's pods read from the API), vantages named `NS/NAME` and the node's name as a local capture
+names them; pods that start mid-capture are attached within REFRESH_S. It streams the tracer's records
+to stdout in `sources/agent_stream.py`'s format, with its counters every STATS_INTERVAL_S and at the end.
+
+    python3 -m dnscorrelate agent            # exec'd by the CLI in an agent pod; stops when stdin closes,
+                                             # on a line `stop`, on SIGTERM or SIGINT, after --duration
+    python3 -m dnscorrelate agent standby    # the DaemonSet's container: waits to be exec'd into
+    dnscorrelate agent manifest [--image]    # the manifest, to read or to apply yourself
+
+A node that cannot capture (no BPF, no kernel headers, missing capabilities) sends an error frame saying
+why, not a traceback; the CLI names the node.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from dnscorrelate.cluster.kube.discovery import PROC, PodRef, pod_refs_of, pod_targets
+from dnscorrelate.errors import CaptureError, ClusterError
+from dnscorrelate.sources.agent_stream import StreamWriter, bounded
+from dnscorrelate.sources.capture import DEFAULT_PORTS, Capture, Target
+
+NAME = "dnsc-agent"
+NAMESPACE = "kube-system"
+LABELS = {"app.kubernetes.io/name": NAME}
+REFRESH_S = 2.0  # this node's pods are read from the API at most this often (a new pod: attached within it)
+SEND_INTERVAL_S = 0.05  # records reach the stream at most this late
+STATS_INTERVAL_S = 1.0
+MAX_PENDING_BYTES = 64 << 20  # records waiting for a stream that fell behind; older ones beyond are dropped (counted)
+FRAME_RECORDS = 2048  # records per frame (about 1.3 MB before compression)
+
+
+class NodeDiscovery:
+    """This node's namespaces: its own (the node's: /proc/1/ns/net with hostPID) and its pods', found in /proc."""
+
+    def __init__(self, node: str, api=None, proc: Path = PROC) -> None:
+        self.node = node
+        self.proc = proc
+        self.api = api
+        self.errors = 0  # failed pod listings while capturing (the previous listing is kept)
+        self._pods: dict[str, PodRef] = {}
+        self._read = 0.0
+
+    def read_pods(self) -> dict[str, PodRef]:
+        from kubernetes import client
+
+        from dnscorrelate.cluster.kube.api import client_from_kubeconfig
+
+        if self.api is None:
+            self.api = client_from_kubeconfig()  # in the pod: its service account
+        listing = client.CoreV1Api(self.api).list_pod_for_all_namespaces(field_selector=f"spec.nodeName={self.node}")
+        return pod_refs_of(listing.items)
+
+    def pods(self) -> dict[str, PodRef]:
+        if time.monotonic() - self._read > REFRESH_S:
+            self._pods = self.read_pods()
+            self._read = time.monotonic()
+        return self._pods
+
+    def targets(self) -> list[Target]:
+        """The namespaces now; an API failure here is the agent's error (it could name no pod)."""
+        from kubernetes.client.rest import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            pods = self.pods()
+        except ApiException as err:
+            raise ClusterError(f"listing this node's pods failed: the API server said {err.status} {err.reason} "
+                               f"(the agent's service account needs list on pods)") from None
+        except HTTPError as err:
+            raise ClusterError(f"listing this node's pods failed: the API server is unreachable ({err})") from None
+        return pod_targets(pods, {self.node: 1}, self.proc)
+
+    def watcher(self) -> Callable[[], list[Target]]:
+        def new_targets() -> list[Target]:
+            try:
+                pods = self.pods()
+            except Exception:  # an API hiccup mid-capture: keep capturing what is known, count it
+                self.errors += 1
+                self._read = time.monotonic()
+                pods = self._pods
+            return pod_targets(pods, {self.node: 1}, self.proc)
+
+        return new_targets
+
+
+class Agent:
+    """One capture on this node, forwarded to `out` until told to stop."""
+
+    def __init__(self, out: BinaryIO, node: str, ports: tuple[int, ...] = DEFAULT_PORTS, discovery=None,
+                 capture_factory: Callable[..., Capture] = Capture, max_pending_bytes: int = MAX_PENDING_BYTES) -> None:
+        self.writer = StreamWriter(out)
+        self.node = node
+        self.ports = ports
+        self.discovery = discovery if discovery is not None else NodeDiscovery(node)
+        self.capture_factory = capture_factory
+        self.max_pending_bytes = max_pending_bytes
+        self.stop_event = threading.Event()
+        self.dropped = 0
+        self.sent_vantages: set[int] = set()
+        self.capture: Capture | None = None
+        self.started = time.monotonic()
+
+    def stop(self, *_) -> None:
+        self.stop_event.set()
+
+    def counters(self) -> dict:
+        kernel = self.capture.kernel_counters()
+        return {"events": kernel["events"], "lost_samples": kernel["lost"], "non_dns_packets": kernel["non_dns"],
+                "non_ip_packets": kernel["non_ip"], "truncated_headers": kernel["truncated_header"],
+                "tcp_without_payload": kernel["tcp_no_payload"], "agent_dropped": self.dropped,
+                "records_sent": self.writer.records_sent, "namespaces": len(self.capture.vantages),
+                "discovery_errors": getattr(self.discovery, "errors", 0),
+                "seconds": round(time.monotonic() - self.started, 3)}
+
+    def flush(self) -> None:
+        """Everything read since the last flush: new vantages first (records never precede their vantage:
+        the capture thread names a namespace before it polls records of it), then the records."""
+        batches = self.capture.take_raw()
+        for capture_id, vantage in list(self.capture.vantages.items()):
+            if capture_id not in self.sent_vantages:
+                self.writer.vantage(capture_id, vantage)
+                self.sent_vantages.add(capture_id)
+        raw, dropped = bounded(batches, self.max_pending_bytes)
+        self.dropped += dropped
+        step = FRAME_RECORDS * self.capture_record_size
+        for start in range(0, len(raw), step):
+            self.writer.records(raw[start:start + step])
+
+    @property
+    def capture_record_size(self) -> int:
+        from dnscorrelate.sources.bpf import EVENT_DTYPE
+
+        return EVENT_DTYPE.itemsize
+
+    def run(self, duration: float | None = None) -> int:
+        """Capture and stream until stopped; 0 when the stream ended cleanly, 2 when this node cannot capture."""
+        try:
+            self.capture = self.capture_factory(self.discovery.targets(), ports=self.ports, watch=self.discovery.watcher())
+            self.capture.start()
+        except (CaptureError, ClusterError) as err:
+            self.writer.error(on_a_node(str(err)))
+            self.writer.end({})
+            return 2
+        from dnscorrelate import __version__
+
+        self.writer.hello(node=self.node, version=__version__, kernel=os.uname().release,
+                          boot_to_wall_ns=self.capture.boot_to_wall, compile_seconds=round(self.capture.compile_seconds, 3),
+                          attach_seconds=round(self.capture.attach_seconds, 4), namespaces=len(self.capture.vantages))
+        try:
+            next_stats = time.monotonic() + STATS_INTERVAL_S
+            while not self.stop_event.wait(SEND_INTERVAL_S):
+                self.flush()
+                if time.monotonic() >= next_stats:
+                    self.writer.stats(self.counters())
+                    next_stats = time.monotonic() + STATS_INTERVAL_S
+                if duration is not None and time.monotonic() - self.started >= duration:
+                    break
+            self.capture.stop()
+            self.flush()
+            self.writer.end(self.counters())
+        except BrokenPipeError:  # the CLI is gone: nobody to tell
+            self.capture.stop()
+        return 0
+
+
+def on_a_node(message: str) -> str:
+    """A capture error's advice, for a node rather than the machine `make setup` prepares."""
+    return message.replace("run `make setup`", "install the headers of the node's kernel on the node "
+                           "(linux-headers-$(uname -r)); the agent mounts /lib/modules and /usr/src from it")
+
+
+def watch_stdin(stdin: BinaryIO, stop: Callable[[], None]) -> threading.Thread:
+    """Stop when stdin closes (the exec session ended) or says `stop`."""
+
+    def read() -> None:
+        try:
+            for line in iter(stdin.readline, b""):
+                if line.strip() == b"stop":
+                    break
+        except (OSError, ValueError):
+            pass
+        stop()
+
+    thread = threading.Thread(target=read, name="dnscorrelate-agent-stdin", daemon=True)
+    thread.start()
+    return thread
+
+
+def main(node: str | None, ports: tuple[int, ...], duration: float | None) -> int:
+    """`dnscorrelate agent`: capture on this node, stream to stdout."""
+    node = node or os.environ.get("NODE_NAME") or os.uname().nodename
+    out = sys.stdout.buffer
+    sys.stdout = sys.stderr  # anything printed by mistake must not corrupt the stream
+    agent = Agent(out, node, ports)
+    signal.signal(signal.SIGTERM, agent.stop)
+    signal.signal(signal.SIGINT, agent.stop)
+    watch_stdin(sys.stdin.buffer, agent.stop)
+    return agent.run(duration)
+
+
+def standby() -> None:
+    """The DaemonSet container's process: says where it runs and waits, to be exec'd into, until SIGTERM."""
+    node = os.environ.get("NODE_NAME", os.uname().nodename)
+    done = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: done.set())
+    signal.signal(signal.SIGINT, lambda *_: done.set())
+    print(f"dnscorrelate agent on node {node}: standing by (the CLI runs `python3 -m dnscorrelate agent` here "
+          "through exec)", flush=True)
+    while not done.wait(3600):
+        pass
+
+
+# --- the manifest -------------------------------------------------------------
+
+CREATED_BY = "dnscorrelate.io/created-by"  # set on what `trace --agent` applies: it removes only those
+
+MANIFEST = """\
+# dnscorrelate's node agent: one pod per node that `dnscorrelate trace --agent` execs
+# `python3 -m dnscorrelate agent` in, through the API server; it captures DNS packets in the node's and
+# its pods' network namespaces with eBPF socket filters and streams them back on stdout. It listens on
+# nothing and changes nothing on the node. `trace --agent` applies this and removes it afterwards
+# (what you apply yourself it uses and leaves in place).
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: dnsc-agent
+  namespace: kube-system
+---
+# Read-only: the agent names a namespace by the pod whose UID is in its processes' cgroup, and asks
+# for the pods of its own node only (a field selector; RBAC cannot narrow list by field).
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: dnsc-agent
+rules:
+  - apiGroups: [""]
+    resources: ["pods"]
+    verbs: ["get", "list"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: dnsc-agent
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: dnsc-agent
+subjects:
+  - kind: ServiceAccount
+    name: dnsc-agent
+    namespace: kube-system
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: dnsc-agent
+  namespace: kube-system
+  labels:
+    app.kubernetes.io/name: dnsc-agent
+spec:
+  selector:
+    matchLabels:
+      app.kubernetes.io/name: dnsc-agent
+  template:
+    metadata:
+      labels:
+        app.kubernetes.io/name: dnsc-agent
+    spec:
+      serviceAccountName: dnsc-agent
+      # hostPID: every pod's processes are in /proc, and a pod's network namespace is
+      # /proc/PID/ns/net of one of them; /proc/1/ns/net is the node's own.
+      hostPID: true
+      # hostNetwork: the agent adds no pod network namespace of its own (nothing extra to trace,
+      # no pod IP taken); it reaches the API server as the node does.
+      hostNetwork: true
+      # Every node, control plane included: CoreDNS and clients may run on any of them.
+      tolerations:
+        - operator: Exists
+      terminationGracePeriodSeconds: 5
+      containers:
+        - name: agent
+          image: $image
+          imagePullPolicy: IfNotPresent
+          # Idles until exec'd into; exits on SIGTERM.
+          command: ["python3", "-m", "dnscorrelate", "agent", "standby"]
+          env:
+            - name: NODE_NAME  # the vantage name of the node's namespace, and whose pods to list
+              valueFrom:
+                fieldRef:
+                  fieldPath: spec.nodeName
+          securityContext:
+            # Not privileged: only the capabilities below, every other one dropped.
+            privileged: false
+            allowPrivilegeEscalation: false
+            runAsUser: 0  # other pods' /proc/PID/ns/net and the node's /proc/1 belong to root
+            readOnlyRootFilesystem: true  # it writes nothing: bcc compiles in memory
+            capabilities:
+              drop: ["ALL"]
+              add:
+                # setns(2) into each pod's network namespace, to open the capture socket there; the kernel
+                # also accepts it for bpf(2) (loading the tracer and its maps), so BPF and PERFMON, which
+                # would cover that alone, add nothing, and older runtimes (Docker 20.10, under kind's
+                # nodes) cannot grant them.
+                - SYS_ADMIN
+                - NET_RAW     # an AF_PACKET socket per namespace, which the socket filter is attached to
+                - SYS_PTRACE  # open /proc/PID/ns/net of processes with more capabilities than ours (ptrace read access)
+            # The runtime's default seccomp profile allows bpf(2) and setns(2) to a process holding
+            # SYS_ADMIN: no need for Unconfined.
+            seccompProfile:
+              type: RuntimeDefault
+          resources:
+            requests:
+              cpu: 50m
+              memory: 200Mi  # bcc's in-process clang compiles the tracer once per capture
+          volumeMounts:
+            # bcc compiles against the node kernel's headers: /lib/modules/$$(uname -r)/build, a link into /usr/src.
+            - name: modules
+              mountPath: /lib/modules
+              readOnly: true
+            - name: usr-src
+              mountPath: /usr/src
+              readOnly: true
+$source_mount
+      volumes:
+        - name: modules
+          hostPath:
+            path: /lib/modules
+            type: Directory
+        - name: usr-src
+          hostPath:
+            path: /usr/src
+            type: Directory
+$source_volume
+"""
+
+SOURCE_MOUNT = """\
+            # kind clusters made by `dnscorrelate cluster up`: the checkout, mounted into the nodes, so the
+            # agent runs the code you have (the image's PYTHONPATH points here).
+            - name: src
+              mountPath: /opt/dnscorrelate/src
+              readOnly: true"""
+SOURCE_VOLUME = """\
+        - name: src
+          hostPath:
+            path: /opt/dnscorrelate/src
+            type: Directory"""
+
+
+def manifest(image: str, source_from_host: bool = False) -> str:
+    """The agent's manifest as YAML, with a comment on every privilege it takes. `source_from_host`: the package
+    comes from the node's /opt/dnscorrelate/src (a kind cluster of `cluster up`), not from the image."""
+    from string import Template
+
+    return Template(MANIFEST).substitute(image=image, source_mount=SOURCE_MOUNT if source_from_host else "",
+                                         source_volume=SOURCE_VOLUME if source_from_host else "").replace("\n\n", "\n")
+
+
+def manifest_objects(image: str, source_from_host: bool = False) -> list[dict]:
+    import yaml
+
+    return [o for o in yaml.safe_load_all(manifest(image, source_from_host)) if o]

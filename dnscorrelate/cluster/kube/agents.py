@@ -1,0 +1,437 @@
+"""The CLI's side of the node agent (`agent.py`): put the DaemonSet on a cluster, exec `dnscorrelate agent` in each
+of its pods through the API server, read every node's stream (`sources/agent_stream.py`) into one packet-event
+table, and take everything away again.
+
+    capture = AgentCapture(api, AgentOptions(image=...))   # what a Session captures with on such a cluster
+    capture.start()     # apply (only what is missing), wait for one ready pod per node, exec, wait for each hello
+    ...                 # capture.new_events(): every node's new packets, one table
+    capture.stop()      # `stop` on each agent's stdin, its last counters, then delete what start() applied
+    capture.events(), capture.stats          # stats["nodes"]: each node's loss and counters
+
+Only what start() created is deleted (marked with the annotation `agent.CREATED_BY`, so that the debris of a
+killed session is recognised and removed by the next); a DaemonSet a user applied from `agent manifest` is
+used as it is and left in place.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import pandas as pd
+
+from dnscorrelate.cluster.kube.agent import CREATED_BY, LABELS, NAME, NAMESPACE, manifest_objects
+from dnscorrelate.errors import CaptureError, ClusterError
+from dnscorrelate.sources.agent_stream import NodeStream, events_of, merged_stats
+
+READY_TIMEOUT_S = 120.0  # the image is on the nodes (or pulled), the container starts
+HELLO_TIMEOUT_S = 90.0  # each agent compiles the tracer (about a second; longer on a busy node) and attaches
+STOP_TIMEOUT_S = 15.0  # each agent sends its last records and counters
+GONE_TIMEOUT_S = 30.0  # the agent pods are gone after the DaemonSet is deleted
+STDERR_KEPT = 4000
+# Waiting reasons of a container that will not start by waiting longer.
+FATAL_REASONS = {"ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
+                 "CreateContainerError", "RunContainerError", "CrashLoopBackOff", "StartError"}
+AGENT_IMAGE_REPO = "dnscorrelate/agent"
+
+
+@dataclass
+class AgentOptions:
+    image: str | None = None  # None: an agent image every node already has, else the one built here
+    source_from_host: bool = False  # kind clusters of `cluster up`: the package from the node's /opt/dnscorrelate/src
+    ready_timeout: float = READY_TIMEOUT_S
+
+
+@dataclass
+class NodeAgent:
+    node: str
+    pod: str
+    stream: NodeStream
+    ws: object = None
+    thread: threading.Thread | None = None
+    stderr: bytearray = field(default_factory=bytearray)
+
+
+def default_image() -> str:
+    """The agent image `make cluster` built here, or an error saying to name one."""
+    from dnscorrelate.cluster.kind.build import load_build
+
+    try:
+        return load_build().agent_image
+    except ClusterError:
+        raise ClusterError("no agent image was built here: name one with --agent-image (an image with Debian's "
+                           "python3-bpfcc and dnscorrelate installed; kind/README.md)") from None
+
+
+def image_on_every_node(nodes, preferred: str | None) -> str | None:
+    """An agent image every node already holds (`preferred` if so): a kind node's preloaded one, whatever build made it."""
+    common = None
+    for node in nodes:
+        names = {n.split("/", 1)[1] if n.startswith("docker.io/") else n
+                 for image in (node.status.images or []) for n in (image.names or [])}
+        names = {n for n in names if n.split(":")[0] == AGENT_IMAGE_REPO}
+        common = names if common is None else common & names
+    if not common:
+        return None
+    return preferred if preferred in common else sorted(common)[-1]
+
+
+def refused(what: str, err, needs: str) -> ClusterError:
+    if err.status in (401, 403):
+        return ClusterError(f"{what}: the API server refused ({err.status} {err.reason}): the credentials need {needs}")
+    return ClusterError(f"{what}: the API server said {err.status} {err.reason}")
+
+
+# kind -> (API class, create, read, delete, namespaced)
+CALLS = {
+    "ServiceAccount": ("CoreV1Api", "create_namespaced_service_account", "read_namespaced_service_account",
+                       "delete_namespaced_service_account", True),
+    "ClusterRole": ("RbacAuthorizationV1Api", "create_cluster_role", "read_cluster_role", "delete_cluster_role", False),
+    "ClusterRoleBinding": ("RbacAuthorizationV1Api", "create_cluster_role_binding", "read_cluster_role_binding",
+                           "delete_cluster_role_binding", False),
+    "DaemonSet": ("AppsV1Api", "create_namespaced_daemon_set", "read_namespaced_daemon_set",
+                  "delete_namespaced_daemon_set", True),
+}
+
+
+class AgentCapture:
+    """A Session's capture through the node agents: the same interface as `sources.capture.Capture`."""
+
+    def __init__(self, api, options: AgentOptions | None = None, ports: tuple[int, ...] = (53,), say=lambda _: None) -> None:
+        self.api = api
+        self.options = options or AgentOptions()
+        self.ports = tuple(ports)
+        self.say = say
+        self.agents: list[NodeAgent] = []
+        self.created: list[tuple[str, str]] = []  # (kind, name) applied by this capture, deleted by stop()
+        self.warnings: list[str] = []
+        self.timings: dict[str, float] = {}
+        self.image = ""
+        self.stats: dict = {}
+        self._frame: pd.DataFrame | None = None
+        self._stopped = False
+
+    # --- Capture's interface ----------------------------------------------------
+
+    @property
+    def vantages(self) -> dict:
+        return {f"{a.node}/{cid}": v for a in self.agents for cid, v in dict(a.stream.vantages).items()}
+
+    @property
+    def compile_seconds(self) -> float:
+        return max((float(a.stream.hello.get("compile_seconds", 0)) for a in self.agents if a.stream.hello), default=0.0)
+
+    @property
+    def attach_seconds(self) -> float:
+        return max((float(a.stream.hello.get("attach_seconds", 0)) for a in self.agents if a.stream.hello), default=0.0)
+
+    def __enter__(self) -> AgentCapture:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        try:
+            started = time.monotonic()
+            self.deploy()
+            self.timings["deploy_seconds"] = round(time.monotonic() - started, 3)
+            pods = self.wait_ready()
+            self.timings["ready_seconds"] = round(time.monotonic() - started, 3)
+            for node, pod in sorted(pods.items()):
+                self.agents.append(self.open(node, pod))
+            self.wait_hello()
+            self.timings["start_seconds"] = round(time.monotonic() - started, 3)
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
+        try:
+            for agent in self.agents:
+                self.ask_to_stop(agent)
+            deadline = time.monotonic() + STOP_TIMEOUT_S
+            for agent in self.agents:
+                if agent.thread is not None:
+                    agent.thread.join(max(0.0, deadline - time.monotonic()))
+            for agent in self.agents:
+                try:
+                    agent.ws.close()
+                except Exception:
+                    pass
+                if agent.thread is not None:
+                    agent.thread.join(2)
+                agent.stream.close()
+                if agent.stream.cut:
+                    self.warnings.append(f"node {agent.node}: the agent's stream ended without its last counters "
+                                         f"(the agent stopped or the connection broke){self.stderr_tail(agent)}: loss after "
+                                         "its last counters is unknown")
+            self.stats = merged_stats([a.stream for a in self.agents])
+            self.stats.update(self.timings)
+        finally:
+            self.remove()
+
+    def new_events(self) -> pd.DataFrame:
+        return events_of([a.stream for a in self.agents], new=True)
+
+    def events(self) -> pd.DataFrame:
+        if self._frame is None:
+            self._frame = events_of([a.stream for a in self.agents])
+            self.stats = {**merged_stats([a.stream for a in self.agents]), **self.timings, "packets": len(self._frame)}
+        return self._frame
+
+    # --- the DaemonSet ----------------------------------------------------------------
+
+    def client(self, group: str):
+        from kubernetes import client
+
+        return getattr(client, group)(self.api)
+
+    def call(self, what: str, fn, *args, needs: str = "", **kwargs):
+        from kubernetes.client.rest import ApiException
+        from urllib3.exceptions import HTTPError
+
+        try:
+            return fn(*args, **kwargs)
+        except ApiException as err:
+            raise refused(what, err, needs) from None
+        except HTTPError as err:
+            raise ClusterError(f"{what}: the API server is unreachable ({err.__class__.__name__}); check --context") from None
+
+    def pick_image(self) -> str:
+        if self.options.image:
+            return self.options.image
+        nodes = self.call("listing the nodes", self.client("CoreV1Api").list_node, needs="list on nodes").items
+        try:
+            built = default_image()
+        except ClusterError:
+            built = None
+        image = image_on_every_node(nodes, built) or built
+        if image is None:
+            raise ClusterError("no agent image on the nodes and none built here: name one with --agent-image")
+        return image
+
+    def deploy(self) -> None:
+        """Apply what of the manifest is missing (marked as ours); use what exists."""
+        from kubernetes.client.rest import ApiException
+
+        self.wait_gone_daemonset()
+        self.image = self.pick_image()
+        for body in manifest_objects(self.image, self.options.source_from_host):
+            kind, name = body["kind"], body["metadata"]["name"]
+            group, create, read, _, namespaced = CALLS[kind]
+            api = self.client(group)
+            ns_args = (NAMESPACE,) if namespaced else ()
+            try:
+                existing = getattr(api, read)(name, *ns_args)
+                if (existing.metadata.annotations or {}).get(CREATED_BY):
+                    self.created.append((kind, name))  # a killed session's: ours to remove
+                continue
+            except ApiException as err:
+                if err.status != 404:
+                    raise refused(f"reading {kind} {name}", err, f"get on {kind.lower()}s") from None
+            if self.options.source_from_host and kind == "DaemonSet":  # a kind node of ours: never try a registry
+                body["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = "Never"
+            body["metadata"].setdefault("annotations", {})[CREATED_BY] = "dnscorrelate trace --agent"
+            self.call(f"creating {kind} {name}", getattr(api, create), *ns_args, body,
+                      needs=f"create on {kind.lower()}s (or have an admin apply `dnscorrelate agent manifest` once)")
+            self.created.append((kind, name))
+
+    def wait_gone_daemonset(self) -> None:
+        """A DaemonSet still being deleted (a session that just ended) cannot be created again: wait it out."""
+        from kubernetes.client.rest import ApiException
+
+        deadline = time.monotonic() + GONE_TIMEOUT_S
+        while time.monotonic() < deadline:
+            try:
+                ds = self.client("AppsV1Api").read_namespaced_daemon_set(NAME, NAMESPACE)
+            except ApiException:
+                return
+            if ds.metadata.deletion_timestamp is None:
+                return
+            time.sleep(0.5)
+
+    def agent_pods(self) -> list:
+        selector = ",".join(f"{k}={v}" for k, v in LABELS.items())
+        return self.call("listing the agent pods", self.client("CoreV1Api").list_namespaced_pod, NAMESPACE,
+                         label_selector=selector, needs=f"list on pods in {NAMESPACE}").items
+
+    def wait_ready(self) -> dict[str, str]:
+        """node -> its agent pod, once every node the DaemonSet runs on has a ready one; a clear error otherwise."""
+        deadline = time.monotonic() + self.options.ready_timeout
+        self.say("waiting for the agent pods")
+        while True:
+            ds = self.call("reading the agent DaemonSet", self.client("AppsV1Api").read_namespaced_daemon_set, NAME,
+                           NAMESPACE, needs=f"get on daemonsets in {NAMESPACE}")
+            desired = (ds.status.desired_number_scheduled or 0) if ds.status else 0
+            pods = [p for p in self.agent_pods() if p.metadata.deletion_timestamp is None]
+            ready = {p.spec.node_name: p.metadata.name for p in pods if pod_ready(p)}
+            fatal = [f"{p.metadata.name} on node {p.spec.node_name}: {reason}" for p in pods
+                     if (reason := fatal_reason(p)) is not None]
+            if desired and len(ready) >= desired:
+                return ready
+            if fatal:
+                raise ClusterError(f"the agent pods cannot start (image {self.image}): " + "; ".join(fatal))
+            if time.monotonic() > deadline:
+                waiting = [f"{p.metadata.name} on node {p.spec.node_name}: {pod_state(p)}" for p in pods if not pod_ready(p)]
+                raise ClusterError(f"the agent pods are not ready after {self.options.ready_timeout:.0f} s "
+                                   f"({len(ready)} of {desired} nodes): " + ("; ".join(waiting) or "no pod was created "
+                                   "(kubectl -n kube-system describe daemonset dnsc-agent)"))
+            time.sleep(0.5)
+
+    def remove(self) -> None:
+        """Delete what this capture applied (the DaemonSet first), and wait for its pods to go."""
+        from kubernetes.client.rest import ApiException
+
+        left = []
+        for kind, name in sorted(self.created, key=lambda c: list(CALLS).index(c[0]), reverse=True):
+            group, _, _, delete, namespaced = CALLS[kind]
+            try:
+                getattr(self.client(group), delete)(name, *((NAMESPACE,) if namespaced else ()),
+                                                     propagation_policy="Background")
+            except ApiException as err:
+                if err.status != 404:
+                    left.append(f"{kind} {name} ({err.status} {err.reason})")
+            except Exception as err:
+                left.append(f"{kind} {name} ({err.__class__.__name__})")
+        removed_daemonset = ("DaemonSet", NAME) in self.created
+        self.created = []
+        if left:
+            self.warnings.append("could not remove " + ", ".join(left) + ": `dnscorrelate agent manifest | kubectl "
+                                 "delete -f -` removes them")
+            return
+        if removed_daemonset:
+            deadline = time.monotonic() + GONE_TIMEOUT_S
+            while time.monotonic() < deadline:
+                try:
+                    if not self.agent_pods():
+                        return
+                except ClusterError:
+                    return
+                time.sleep(0.5)
+
+    # --- the streams -----------------------------------------------------------------
+
+    def open(self, node: str, pod: str) -> NodeAgent:
+        """Exec `dnscorrelate agent` in the node's agent pod; a thread feeds its stdout to the node's stream."""
+        from kubernetes import client as k8s
+        from kubernetes.stream import stream
+
+        agent = NodeAgent(node, pod, NodeStream(node))
+        command = ["python3", "-m", "dnscorrelate", "agent", *[a for p in self.ports for a in ("--port", str(p))]]
+        # Each exec its own ApiClient: stream() swaps the client's request function for a websocket while it runs.
+        exec_api = k8s.ApiClient(configuration=self.api.configuration)
+        try:
+            agent.ws = stream(k8s.CoreV1Api(exec_api).connect_get_namespaced_pod_exec, pod, NAMESPACE, command=command,
+                              stdin=True, stdout=True, stderr=True, tty=False, binary=True, _preload_content=False)
+        except Exception as err:  # the client wraps the websocket's handshake failure in an ApiException(status 0)
+            text = str(getattr(err, "reason", "") or err)
+            if "403" in text or "401" in text:
+                raise ClusterError(f"exec into {NAMESPACE}/{pod} (the agent on node {node}) was refused: the credentials "
+                                   f"need create on pods/exec in {NAMESPACE}") from None
+            raise ClusterError(f"exec into {NAMESPACE}/{pod} (the agent on node {node}) failed: {text}") from None
+        keep_nothing(agent.ws)
+        agent.thread = threading.Thread(target=self.read, args=(agent,), name=f"dnscorrelate-agent-{node}", daemon=True)
+        agent.thread.start()
+        return agent
+
+    @staticmethod
+    def read(agent: NodeAgent) -> None:
+        ws, stream = agent.ws, agent.stream
+        try:
+            while ws.is_open() and not stream.closed:
+                ws.update(timeout=1)
+                out = ws.read_channel(1)
+                if out:
+                    stream.feed(out)
+                err = ws.read_channel(2)
+                if err:
+                    agent.stderr += err
+                    del agent.stderr[:-STDERR_KEPT]
+            out = ws.read_channel(1)  # what arrived with the close
+            if out:
+                stream.feed(out)
+        except Exception as err:  # a broken connection: the stream is cut, and says so
+            if stream.error is None and not stream.ended:
+                agent.stderr += f"\n(the connection broke: {err.__class__.__name__}: {err})".encode()
+        finally:
+            stream.close()
+
+    def wait_hello(self) -> None:
+        """Until every agent said hello (it captures) or why it cannot; nodes that cannot are warnings, all of them an error."""
+        deadline = time.monotonic() + HELLO_TIMEOUT_S
+        while any(a.stream.hello is None and not a.stream.closed and a.stream.error is None for a in self.agents):
+            if time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        failed = []
+        for agent in self.agents:
+            s = agent.stream
+            if s.hello is not None and s.error is None:
+                continue
+            if s.error is not None:
+                why = s.error
+            elif s.closed:
+                why = f"the agent ended before capturing{self.stderr_tail(agent)}"
+            else:
+                why = f"no answer within {HELLO_TIMEOUT_S:.0f} s{self.stderr_tail(agent)}"
+            failed.append(f"node {agent.node}: cannot capture: {why}")
+        if failed and len(failed) == len(self.agents):
+            raise CaptureError("no node agent could capture: " + "; ".join(failed))
+        self.warnings += [f"{line} (its pods are not traced)" for line in failed]
+
+    @staticmethod
+    def stderr_tail(agent: NodeAgent) -> str:
+        lines = bytes(agent.stderr).decode("utf-8", "replace").strip().splitlines()
+        return f" ({' | '.join(lines[-3:])})" if lines else ""
+
+    @staticmethod
+    def ask_to_stop(agent: NodeAgent) -> None:
+        """A line `stop` and stdin closed: the agent sends its last records and counters and ends."""
+        try:
+            if agent.ws is not None and agent.ws.is_open():
+                agent.ws.write_stdin(b"stop\n")
+                try:
+                    agent.ws.close_channel(0)
+                except Exception:  # the v4 protocol has no close; `stop` is enough
+                    pass
+        except Exception:
+            pass
+
+
+def keep_nothing(ws) -> None:
+    """The websocket client keeps a copy of all stdout for read_all() unless made with capture_all=False, which
+    stream() cannot pass through (kubernetes 37 validates the API method's arguments and rejects it): a whole
+    session's stream would stay in memory twice. Swap in the client's own discarding buffer."""
+    from kubernetes.stream import ws_client
+
+    ignored = getattr(ws_client, "_IgnoredIO", None)
+    if ignored is not None and hasattr(ws, "_all"):
+        ws._all = ignored()
+
+
+def pod_ready(pod) -> bool:
+    return pod.status.phase == "Running" and any(c.type == "Ready" and c.status == "True" for c in pod.status.conditions or [])
+
+
+def fatal_reason(pod) -> str | None:
+    for status in pod.status.container_statuses or []:
+        state = status.state
+        if state.waiting is not None and state.waiting.reason in FATAL_REASONS:
+            last = status.last_state.terminated if status.last_state else None
+            detail = (last.message or last.reason) if last is not None and (last.message or last.reason) else state.waiting.message
+            return f"{state.waiting.reason}" + (f": {detail.strip()[:300]}" if detail else "")
+    return None
+
+
+def pod_state(pod) -> str:
+    for status in pod.status.container_statuses or []:
+        if status.state.waiting is not None:
+            return status.state.waiting.reason or "waiting"
+    conditions = [c for c in pod.status.conditions or [] if c.status != "True"]
+    return (conditions[0].message or conditions[0].reason or conditions[0].type) if conditions else pod.status.phase or "pending"

@@ -1,0 +1,262 @@
+"""The node agent without a cluster: its stream (encoding, decoding in any pieces, several nodes on one time
+line), loss accounting, the agent's loop over a stand-in capture, how it stops, and its manifest."""
+
+import io
+import os
+import threading
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+import yaml
+
+from dnscorrelate.cluster.kube import agent as node_agent
+from dnscorrelate.cluster.kube.agents import fatal_reason, image_on_every_node
+from dnscorrelate.errors import CaptureError
+from dnscorrelate.report.text import node_lines
+from dnscorrelate.sources.agent_stream import MAGIC, NodeStream, StreamWriter, bounded, events_of, merged_stats
+from dnscorrelate.sources.bpf import EVENT_DTYPE
+from dnscorrelate.sources.decode import Vantage, decode
+from tests.frames import query, record, response
+
+VANTAGES = {1: Vantage(4026531840, "demo/mypod", "pod", {2: "eth0"}), 2: Vantage(4026531841, "kind-worker", "node", {1: "lo"})}
+SIZE = EVENT_DTYPE.itemsize
+
+
+def lookup(name="a.example.org.", qid=0x1234, ts=1_000, node_id=2):
+    """A query and its response at the pod, and the query at the node."""
+    return (record(query(name, qid=qid), ts=ts) + record(query(name, qid=qid), ts=ts + 10, capture_id=node_id, pkt_type=0)
+            + record(response(name, qid=qid), ts=ts + 500, src="10.96.0.10", dst="10.244.0.4", sport=53, dport=40000,
+                     latency=500, pkt_type=0))
+
+
+def stream_bytes(raw, vantages=VANTAGES, boot_to_wall=10**18, end=True, stats=None):
+    out = io.BytesIO()
+    writer = StreamWriter(out)
+    writer.hello(node="kind-worker", version="test", boot_to_wall_ns=boot_to_wall)
+    for cid, v in vantages.items():
+        writer.vantage(cid, v)
+    writer.records(raw)
+    if stats is not None:
+        writer.stats(stats)
+    if end:
+        writer.end(stats or {"events": len(raw) // SIZE, "lost_samples": 0})
+    return out.getvalue(), writer
+
+
+def fed(data, node="kind-worker", piece=None):
+    stream = NodeStream(node)
+    for start in range(0, len(data), piece or len(data) or 1):
+        stream.feed(data[start:start + (piece or len(data))])
+    stream.close()
+    return stream
+
+
+@pytest.mark.parametrize("piece", [None, 1, 7, 4096])
+def test_a_streamed_capture_decodes_to_the_frame_a_local_capture_gives(piece):
+    raw = lookup() + lookup("b.example.org.", qid=7, ts=5_000)
+    data, writer = stream_bytes(raw)
+    stream = fed(data, piece=piece)
+    local, _ = decode(raw, VANTAGES, 10**18)
+    pd.testing.assert_frame_equal(stream.events(), local)
+    assert stream.ended and not stream.cut and stream.error is None
+    assert writer.records_sent == 6 and stream.stats()["records_received"] == 6
+    assert len(data) < len(raw) / 3  # records travel compressed: the payload area is mostly zeros
+
+
+def test_nodes_join_one_time_line_each_by_its_own_clock():
+    worker = {3: Vantage(11, "kube-system/coredns-0", "coredns")}
+    a = fed(stream_bytes(record(query(), ts=1_000), boot_to_wall=10**18)[0], "cp")
+    b = fed(stream_bytes(record(query(), ts=1_000, capture_id=3), vantages=worker, boot_to_wall=10**18 - 600)[0], "worker")
+    frame = events_of([a, b])
+    assert list(frame["vantage"]) == ["kube-system/coredns-0", "demo/mypod"]  # the worker's clock is 600 ns behind
+    assert list(frame["ts_ns"]) == [10**18 + 400, 10**18 + 1_000]
+
+
+def test_new_events_hands_out_each_packet_once_while_the_stream_runs():
+    first, _ = stream_bytes(lookup(), end=False)
+    stream = NodeStream("n")
+    stream.feed(first)
+    assert len(stream.new_events()) == 3 and len(stream.new_events()) == 0
+    more = io.BytesIO()
+    writer = StreamWriter(more)
+    writer.records(lookup("c.example.org.", qid=9, ts=9_000))
+    stream.feed(more.getvalue()[len(MAGIC):])
+    assert list(stream.new_events()["qname"].unique()) == ["c.example.org."]
+
+
+def test_loss_is_counted_per_node_ring_buffer_and_agent_together_and_a_cut_stream_says_so():
+    whole = fed(stream_bytes(lookup(), stats={"events": 10, "lost_samples": 3, "agent_dropped": 2})[0], "cp")
+    cut = fed(stream_bytes(lookup(), end=False, stats={"events": 4, "lost_samples": 1})[0], "worker")
+    stats = merged_stats([whole, cut])
+    assert stats["nodes"]["cp"]["lost_samples"] == 5 and stats["nodes"]["cp"]["agent_dropped"] == 2
+    assert stats["nodes"]["worker"]["stream_cut"] and not stats["nodes"]["cp"]["stream_cut"]
+    assert (stats["lost_samples"], stats["events"], stats["records_received"]) == (6, 14, 6)
+    lines = node_lines(stats["nodes"])
+    assert "lost_samples=5" in lines[0] and "(complete)" in lines[0]
+    assert "stream cut short" in lines[1]
+
+
+def test_bounded_keeps_the_newest_whole_records_and_counts_the_rest():
+    batches = [b"a" * SIZE, b"b" * SIZE * 2, b"c" * SIZE]
+    kept, dropped = bounded(batches, SIZE * 2 + SIZE // 2)
+    assert kept == b"b" * SIZE + b"c" * SIZE and dropped == 2
+    assert bounded(batches, 10 * SIZE) == (b"".join(batches), 0)
+
+
+def test_output_that_is_not_a_stream_is_a_clear_error_not_a_crash():
+    stream = fed(b"Traceback (most recent call last):\n  File ...\nModuleNotFoundError: No module named 'dnscorrelate'\n")
+    assert "not a dnscorrelate agent stream" in stream.error and "ModuleNotFoundError" in stream.error
+    assert stream.stats()["bad_frames"] == 1 and len(stream.events()) == 0
+
+
+def test_an_agent_of_another_record_layout_is_refused():
+    out = io.BytesIO()
+    StreamWriter(out).hello(node="n", version="0.0.1", record_size=SIZE + 8)
+    stream = fed(out.getvalue())
+    assert "records are" in stream.error and "same version" in stream.error
+
+
+def test_records_of_a_namespace_never_announced_are_counted_and_left_out():
+    raw = lookup() + record(query("x.example.org."), capture_id=9)
+    stream = fed(stream_bytes(raw)[0])
+    assert stream.stats()["bad_records"] == 1 and "x.example.org." not in set(stream.events()["qname"])
+
+
+class StandInCapture:
+    """What the agent uses of `sources.capture.Capture`, fed by the test instead of the kernel."""
+
+    def __init__(self, targets, ports, watch):
+        self.targets, self.ports, self.watch = targets, ports, watch
+        self.vantages, self.raw = {}, []
+        self.boot_to_wall, self.compile_seconds, self.attach_seconds = 10**18, 0.5, 0.001
+        self.lost = 0
+        self.stopped = threading.Event()
+
+    def start(self):
+        self.vantages.update(VANTAGES)
+
+    def stop(self):
+        self.stopped.set()
+
+    def take_raw(self):
+        taken, self.raw = self.raw, []
+        return taken
+
+    def kernel_counters(self):
+        return {"events": 6 + self.lost, "lost": self.lost, "non_dns": 0, "non_ip": 0, "truncated_header": 0,
+                "tcp_no_payload": 0}
+
+
+class StandInDiscovery:
+    errors = 0
+
+    def targets(self):
+        return []
+
+    def watcher(self):
+        return lambda: []
+
+
+def run_agent(feed, max_pending_bytes=node_agent.MAX_PENDING_BYTES):
+    """The agent's loop over a stand-in capture: `feed(capture)` runs while it captures; then stdin closes."""
+    out = io.BytesIO()
+    made = []
+
+    def factory(*args, **kwargs):
+        made.append(StandInCapture(*args, **kwargs))
+        return made[0]
+
+    agent = node_agent.Agent(out, "kind-worker", discovery=StandInDiscovery(), capture_factory=factory,
+                             max_pending_bytes=max_pending_bytes)
+    read_end, write_end = os.pipe()
+    thread = threading.Thread(target=lambda: agent.run())
+    thread.start()
+    while not made or not made[0].vantages:
+        threading.Event().wait(0.01)
+    feed(made[0])
+    node_agent.watch_stdin(os.fdopen(read_end, "rb"), agent.stop)
+    os.close(write_end)  # the exec session ends: stdin closes
+    thread.join(10)
+    assert not thread.is_alive() and made[0].stopped.is_set()
+    return fed(out.getvalue())
+
+
+def test_the_agent_streams_what_it_captures_and_its_counters_and_stops_when_stdin_closes():
+    def feed(capture):
+        capture.raw.append(lookup())
+        capture.lost = 2
+
+    stream = run_agent(feed)
+    assert stream.ended and stream.hello["node"] == "kind-worker"
+    assert set(stream.events()["vantage"]) == {"demo/mypod", "kind-worker"}
+    assert stream.stats()["lost_samples"] == 2 and stream.stats()["records_sent"] == 3
+
+
+def test_an_agent_that_falls_behind_drops_the_oldest_records_and_counts_them():
+    def feed(capture):
+        capture.raw += [lookup("old.example.org.", qid=1), lookup("new.example.org.", qid=2, ts=9_000)]
+
+    stream = run_agent(feed, max_pending_bytes=3 * SIZE)
+    assert set(stream.events()["qname"]) == {"new.example.org."}
+    assert stream.stats()["agent_dropped"] == 3 and stream.stats()["lost_samples"] == 3
+
+
+def test_a_node_that_cannot_capture_says_why_in_the_stream():
+    def failing(*args, **kwargs):
+        raise CaptureError("bcc needs kernel headers at /lib/modules/6.1.0/build: run `make setup`")
+
+    out = io.BytesIO()
+    code = node_agent.Agent(out, "n", discovery=StandInDiscovery(), capture_factory=failing).run()
+    stream = fed(out.getvalue())
+    assert code == 2 and stream.ended and stream.hello is None
+    assert "kernel headers" in stream.error and "make setup" not in stream.error and "linux-headers" in stream.error
+
+
+def test_stdin_saying_stop_stops_the_agent():
+    stopped = threading.Event()
+    node_agent.watch_stdin(io.BytesIO(b"\nstop\nignored\n"), stopped.set).join(5)
+    assert stopped.is_set()
+
+
+def test_the_manifest_takes_only_the_privileges_it_explains():
+    text = node_agent.manifest("example/agent:1")
+    objects = [o for o in yaml.safe_load_all(text) if o]
+    assert [o["kind"] for o in objects] == ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet"]
+    assert all(o["metadata"]["name"].startswith("dnsc-") for o in objects)
+    assert objects[1]["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]
+    pod = objects[3]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    security = container["securityContext"]
+    assert pod["hostPID"] and pod["hostNetwork"] and container["image"] == "example/agent:1"
+    assert not security["privileged"] and security["capabilities"]["drop"] == ["ALL"]
+    assert sorted(security["capabilities"]["add"]) == ["NET_RAW", "SYS_ADMIN", "SYS_PTRACE"]
+    assert security["seccompProfile"] == {"type": "RuntimeDefault"}
+    lines = text.splitlines()
+    for cap in security["capabilities"]["add"]:  # each one explained, on its line or just above
+        at = next(i for i, line in enumerate(lines) if line.strip() == f"- {cap}" or line.strip().startswith(f"- {cap} "))
+        assert "#" in lines[at] or lines[at - 1].strip().startswith("#"), cap
+    assert {v["hostPath"]["path"] for v in pod["volumes"]} == {"/lib/modules", "/usr/src"}
+    kind = node_agent.manifest_objects("example/agent:1", source_from_host=True)[3]["spec"]["template"]["spec"]
+    assert {v["hostPath"]["path"] for v in kind["volumes"]} == {"/lib/modules", "/usr/src", "/opt/dnscorrelate/src"}
+
+
+def test_a_container_that_will_not_start_is_named_with_its_reason():
+    def pod(waiting, message=None, last=None):
+        state = SimpleNamespace(waiting=SimpleNamespace(reason=waiting, message=message) if waiting else None)
+        last_state = SimpleNamespace(terminated=SimpleNamespace(message=last, reason="StartError") if last else None)
+        return SimpleNamespace(status=SimpleNamespace(container_statuses=[SimpleNamespace(state=state, last_state=last_state)]))
+
+    assert fatal_reason(pod("ErrImageNeverPull", 'image "x" is not present')) == 'ErrImageNeverPull: image "x" is not present'
+    assert fatal_reason(pod("CrashLoopBackOff", last="unable to apply caps")) == "CrashLoopBackOff: unable to apply caps"
+    assert fatal_reason(pod("ContainerCreating")) is None and fatal_reason(pod(None)) is None
+
+
+def test_the_agent_image_is_one_every_node_holds():
+    def node(*names):
+        return SimpleNamespace(status=SimpleNamespace(images=[SimpleNamespace(names=list(names))]))
+
+    nodes = [node("docker.io/dnscorrelate/agent:a", "docker.io/dnscorrelate/agent:b"), node("docker.io/dnscorrelate/agent:b")]
+    assert image_on_every_node(nodes, "dnscorrelate/agent:zzz") == "dnscorrelate/agent:b"
+    assert image_on_every_node(nodes[:1], "dnscorrelate/agent:a") == "dnscorrelate/agent:a"
+    assert image_on_every_node([node("docker.io/library/other:1")], None) is None
