@@ -470,10 +470,10 @@ def trace(pod, namespace, lab_name, context, kubeconfig, agent, agent_image, dur
     else:
         live.start()
     errors.print(f"tracing {target.key} ({target.ip}) in {len(live.vantages)} namespaces{agent_start_note(live)}; Ctrl-C to stop",
-                 highlight=False, markup=False)
+                 highlight=False, markup=False, soft_wrap=True)
     warned = live.capture_warnings
     for warning in warned:
-        errors.print(f"warning: {warning}", highlight=False, markup=False)
+        errors.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
     for warning in log_plugin_warnings(live.facts):
         errors.print(f"warning: {warning}", highlight=False, markup=False)
     started = time.monotonic()
@@ -486,7 +486,7 @@ def trace(pod, namespace, lab_name, context, kubeconfig, agent, agent_image, dur
     finally:
         live.stop()
     for warning in live.capture_warnings[len(warned):]:  # said at stop: a node's stream cut short, debris left
-        errors.print(f"warning: {warning}", highlight=False, markup=False)
+        errors.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
     session.tick(live.new_events())
     print_trace_summary(session, live, report_path)
 
@@ -514,7 +514,7 @@ def print_trace_summary(session, live, report_path) -> None:
         errors.print(findings_table(analysis.findings, title=f"findings for {escape(session.pod.key)}"))
     errors.print(stats_line(analysis.correlation.stats), highlight=False)
     for line in node_lines(live.stats.get("nodes", {})):  # the node agents' loss, node by node
-        errors.print(line, highlight=False, markup=False)
+        errors.print(line, highlight=False, markup=False, soft_wrap=True)
     if report_path:
         from dnscorrelate.report.html import render_report
 

@@ -27,8 +27,16 @@ def kind_build():
 
 @pytest.fixture(scope="session")
 def kind_cluster(kind_build):
+    """The session's cluster; DNSCORRELATE_TEST_CLUSTER=NAME uses one already up (`cluster up --name NAME`) and
+    leaves it up, so that a developer runs one cluster, not two."""
     from dnscorrelate.cluster.kind import cluster as kind
 
+    existing = os.environ.get("DNSCORRELATE_TEST_CLUSTER")
+    if existing:
+        if not kind.status(existing)["nodes"]:
+            pytest.fail(f"DNSCORRELATE_TEST_CLUSTER={existing}: no such cluster is up")
+        yield kind.KindCluster(existing)
+        return
     name = f"t{uuid.uuid4().hex[:8]}"
     made, timings = kind.up(name)
     yield made

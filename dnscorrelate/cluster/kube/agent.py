@@ -129,15 +129,18 @@ class Agent:
         """Everything read since the last flush: new vantages first (records never precede their vantage:
         the capture thread names a namespace before it polls records of it), then the records."""
         batches = self.capture.take_raw()
-        for capture_id, vantage in list(self.capture.vantages.items()):
-            if capture_id not in self.sent_vantages:
-                self.writer.vantage(capture_id, vantage)
-                self.sent_vantages.add(capture_id)
+        self.send_vantages()
         raw, dropped = bounded(batches, self.max_pending_bytes)
         self.dropped += dropped
         step = FRAME_RECORDS * self.capture_record_size
         for start in range(0, len(raw), step):
             self.writer.records(raw[start:start + step])
+
+    def send_vantages(self) -> None:
+        for capture_id, vantage in list(self.capture.vantages.items()):
+            if capture_id not in self.sent_vantages:
+                self.writer.vantage(capture_id, vantage)
+                self.sent_vantages.add(capture_id)
 
     @property
     def capture_record_size(self) -> int:
@@ -156,6 +159,7 @@ class Agent:
             return 2
         from dnscorrelate import __version__
 
+        self.send_vantages()  # before hello: a CLI that has the hello knows every namespace captured from the start
         self.writer.hello(node=self.node, version=__version__, kernel=os.uname().release,
                           boot_to_wall_ns=self.capture.boot_to_wall, compile_seconds=round(self.capture.compile_seconds, 3),
                           attach_seconds=round(self.capture.attach_seconds, 4), namespaces=len(self.capture.vantages))

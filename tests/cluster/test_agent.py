@@ -1,0 +1,280 @@
+"""The node agent as a real DaemonSet on the kind cluster: `trace --agent` gets the same lookups, hops and vantages
+as a local capture; pods started mid-capture are traced; what goes wrong (pods that never start, a node without
+kernel headers, credentials without exec, a CLI killed mid-session) is said clearly and leaves nothing behind."""
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+from kubernetes.client.rest import ApiException
+from kubernetes.stream import stream
+
+from dnscorrelate.cluster.kind import cluster as kind
+from dnscorrelate.cluster.kube.agent import LABELS, NAME, NAMESPACE, manifest_objects
+from dnscorrelate.cluster.kube.agents import AgentCapture, AgentOptions
+
+SELECTOR = ",".join(f"{k}={v}" for k, v in LABELS.items())
+
+
+def core(cluster):
+    return k8s.CoreV1Api(kind.api_client(cluster))
+
+
+def dig(cluster, name, pod="mypod"):
+    return stream(core(cluster).connect_get_namespaced_pod_exec, pod, "demo",
+                  command=["dig", "+short", "+tries=1", "+timeout=2", name], stderr=True, stdin=False, stdout=True, tty=False)
+
+
+def wait_for(probe, what, timeout_s=60):
+    deadline = time.monotonic() + timeout_s
+    while not (result := probe()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.5)
+    return result
+
+
+def nothing_left(cluster):
+    """No agent DaemonSet, pod, service account or RBAC object remains (the pods may take a moment to go)."""
+    api = kind.api_client(cluster)
+    wait_for(lambda: not core(cluster).list_namespaced_pod(NAMESPACE, label_selector=SELECTOR).items, "agent pods to go")
+    for read in (lambda: k8s.AppsV1Api(api).read_namespaced_daemon_set(NAME, NAMESPACE),
+                 lambda: k8s.CoreV1Api(api).read_namespaced_service_account(NAME, NAMESPACE),
+                 lambda: k8s.RbacAuthorizationV1Api(api).read_cluster_role(NAME),
+                 lambda: k8s.RbacAuthorizationV1Api(api).read_cluster_role_binding(NAME)):
+        with pytest.raises(ApiException) as err:
+            read()
+        assert err.value.status == 404
+    return True
+
+
+class Trace:
+    """`dnscorrelate trace pod/mypod -n demo -o json` on the cluster, in the background, until interrupted."""
+
+    def __init__(self, cluster, tmp_path, *extra, kubeconfig=None):
+        self.out_path = tmp_path / f"trace-{uuid.uuid4().hex[:6]}.jsonl"
+        self.stderr: list[str] = []
+        self.started = threading.Event()
+        with self.out_path.open("w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "dnscorrelate", "trace", "pod/mypod", "-n", "demo", "--context", cluster.context,
+                 "--kubeconfig", str(kubeconfig or cluster.kubeconfig), "-o", "json", *extra],
+                stdout=out, stderr=subprocess.PIPE, text=True)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self):
+        for line in self.proc.stderr:
+            self.stderr.append(line)
+            if line.startswith("tracing "):
+                self.started.set()
+        self.started.set()  # it ended (an error): wait no longer
+
+    def wait_started(self, timeout_s=180):
+        assert self.started.wait(timeout_s) and self.proc.poll() is None, self.err
+
+    def finish(self, timeout_s=180, interrupt=True):
+        """Its exit code; with `interrupt`, after Ctrl-C (else it must end by itself: an error)."""
+        if interrupt and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(timeout_s)
+        time.sleep(0.2)  # the reader thread takes the last lines
+        return self.proc.returncode
+
+    @property
+    def err(self):
+        return "".join(self.stderr)
+
+    def records(self):
+        return {r["qname"]: r for r in map(json.loads, self.out_path.read_text().splitlines())}
+
+
+def hop_keys(record, skip_roles=()):
+    return sorted((h["vantage"], h["pkt_type"], h["src_ip"], h["src_port"], h["dst_ip"], h["dst_port"], h["qr"])
+                  for h in record["hops"] if h["role"] not in skip_roles)
+
+
+def test_trace_through_the_agents_gives_the_local_captures_lookups_hops_and_vantages(kind_cluster, tmp_path):
+    local = Trace(kind_cluster, tmp_path)
+    agents = Trace(kind_cluster, tmp_path, "--agent")
+    try:
+        local.wait_started()
+        agents.wait_started()
+        names = [f"agent-{uuid.uuid4().hex[:8]}.example.org.", "nosuch.demo.svc.cluster.local.", "web.demo.svc.cluster.local."]
+        for name in names:
+            dig(kind_cluster, name)
+    finally:
+        codes = (local.finish(), agents.finish())
+    assert codes == (0, 0), local.err + agents.err
+    assert "through the node agents" in agents.err and "Traceback" not in agents.err
+    nodes = [line for line in agents.err.splitlines() if line.startswith("node ")]
+    assert len(nodes) == 2 and all("(complete)" in line and "lost_samples=0" in line for line in nodes), agents.err
+    here, there = local.records(), agents.records()
+    assert set(names) <= set(here) and set(here) == set(there)
+    for name in here:
+        a, b = here[name], there[name]
+        assert (a["rcode"], a["outcome"], a["served_from"], a["server"], a["dnat"], a["client"]) == \
+               (b["rcode"], b["outcome"], b["served_from"], b["server"], b["dnat"], b["client"]), name
+        assert a["findings"] == b["findings"], name
+        # the upstream container is no pod and no node: only a local capture sees inside it
+        assert hop_keys(a, skip_roles=("upstream",)) == hop_keys(b), name
+        assert a["hops"][0]["vantage"] == b["hops"][0]["vantage"] == "demo/mypod"
+        assert {h["role"] for h in b["hops"]} >= {"pod", "node", "coredns"}
+    assert there[names[0]]["served_from"] == "upstream" and there[names[0]]["upstream"]
+    assert there[names[1]]["rcode"] == "NXDOMAIN"
+    assert nothing_left(kind_cluster)
+
+
+def test_a_pod_started_mid_capture_is_traced_by_its_nodes_agent(kind_cluster):
+    api = kind.api_client(kind_cluster)
+    mypod = core(kind_cluster).read_namespaced_pod("mypod", "demo")
+    late = f"dnsc-late-{uuid.uuid4().hex[:6]}"
+    capture = AgentCapture(api, AgentOptions(source_from_host=True))
+    capture.start()
+    try:
+        before = {v.vantage for v in capture.vantages.values()}
+        core(kind_cluster).create_namespaced_pod("demo", {
+            "apiVersion": "v1", "kind": "Pod", "metadata": {"name": late, "labels": {"app": "dnsc-late"}},
+            "spec": {"terminationGracePeriodSeconds": 0, "containers": [{
+                "name": "c", "image": mypod.spec.containers[0].image, "imagePullPolicy": "Never",
+                "command": ["sleep", "infinity"]}]}})
+        wait_for(lambda: core(kind_cluster).read_namespaced_pod(late, "demo").status.phase == "Running", "the late pod")
+        name = f"late-{uuid.uuid4().hex[:8]}.example.org."
+        wait_for(lambda: f"demo/{late}" in {v.vantage for v in capture.vantages.values()}, "its agent to attach", 30)
+        dig(kind_cluster, name, pod=late)
+    finally:
+        capture.stop()
+        core(kind_cluster).delete_namespaced_pod(late, "demo", grace_period_seconds=0)
+    frame = capture.events()
+    assert f"demo/{late}" not in before
+    seen = frame[frame["qname"] == name]
+    assert f"demo/{late}" in set(seen["vantage"]) and {"pod", "node", "coredns"} <= set(seen["role"])
+    assert set(capture.stats["nodes"]) == {n.metadata.name for n in core(kind_cluster).list_node().items}
+    assert capture.stats["lost_samples"] == 0 and capture.stats["records_received"] == capture.stats["events"]
+    assert not capture.warnings and nothing_left(kind_cluster)
+
+
+def test_agent_pods_that_cannot_start_are_named_with_the_reason_and_removed(kind_cluster, tmp_path):
+    trace = Trace(kind_cluster, tmp_path, "--agent", "--agent-image", "dnscorrelate/agent:no-such-tag")
+    assert trace.finish(interrupt=False) == 2
+    assert "the agent pods cannot start" in trace.err and "ErrImageNeverPull" in trace.err, trace.err
+    assert "Traceback" not in trace.err
+    assert nothing_left(kind_cluster)
+
+
+def apply_own_daemonset(cluster, change):
+    """The manifest applied as a user would (not marked as trace's), after `change(pod_spec)`."""
+    api = kind.api_client(cluster)
+    image = core(cluster).read_namespaced_pod("mypod", "demo").spec.containers[0].image.replace("client", "agent")
+    objects = manifest_objects(image, source_from_host=True)
+    change(objects[3]["spec"]["template"]["spec"])
+    objects[3]["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = "Never"
+    k8s.CoreV1Api(api).create_namespaced_service_account(NAMESPACE, objects[0])
+    k8s.RbacAuthorizationV1Api(api).create_cluster_role(objects[1])
+    k8s.RbacAuthorizationV1Api(api).create_cluster_role_binding(objects[2])
+    k8s.AppsV1Api(api).create_namespaced_daemon_set(NAMESPACE, objects[3])
+
+
+def delete_own_daemonset(cluster):
+    api = kind.api_client(cluster)
+    for delete in (lambda: k8s.AppsV1Api(api).delete_namespaced_daemon_set(NAME, NAMESPACE),
+                   lambda: k8s.RbacAuthorizationV1Api(api).delete_cluster_role_binding(NAME),
+                   lambda: k8s.RbacAuthorizationV1Api(api).delete_cluster_role(NAME),
+                   lambda: k8s.CoreV1Api(api).delete_namespaced_service_account(NAME, NAMESPACE)):
+        try:
+            delete()
+        except ApiException:
+            pass
+    nothing_left(cluster)
+
+
+def test_nodes_without_kernel_headers_say_so_per_node_and_a_users_daemonset_is_left_in_place(kind_cluster, tmp_path):
+    def no_headers(spec):  # /lib/modules from an empty directory: bcc finds no build tree
+        spec["volumes"] = [{"name": "modules", "emptyDir": {}} if v["name"] == "modules" else v for v in spec["volumes"]]
+
+    apply_own_daemonset(kind_cluster, no_headers)
+    try:
+        trace = Trace(kind_cluster, tmp_path, "--agent")
+        assert trace.finish(interrupt=False) == 2
+        err = " ".join(trace.err.split())
+        assert "no node agent could capture" in err and "Traceback" not in err, trace.err
+        for node in core(kind_cluster).list_node().items:
+            assert f"node {node.metadata.name}: cannot capture: bcc needs kernel headers" in err
+        assert "linux-headers" in err
+        assert k8s.AppsV1Api(kind.api_client(kind_cluster)).read_namespaced_daemon_set(NAME, NAMESPACE)  # the user's: kept
+    finally:
+        delete_own_daemonset(kind_cluster)
+
+
+def test_credentials_without_exec_get_a_message_naming_the_permission(kind_cluster, tmp_path):
+    """A user who may read everything trace reads, but not exec into pods; the DaemonSet is already there."""
+    api = kind.api_client(kind_cluster)
+    rbac, user = k8s.RbacAuthorizationV1Api(api), "dnsc-test-noexec"
+    apply_own_daemonset(kind_cluster, lambda spec: None)
+    core(kind_cluster).create_namespaced_service_account(NAMESPACE, {"metadata": {"name": user}})
+    rbac.create_cluster_role({"metadata": {"name": user}, "rules": [
+        {"apiGroups": ["", "discovery.k8s.io", "networking.k8s.io", "apps", "rbac.authorization.k8s.io"],
+         "resources": ["pods", "pods/log", "nodes", "namespaces", "services", "configmaps", "endpointslices",
+                       "networkpolicies", "daemonsets", "serviceaccounts", "clusterroles", "clusterrolebindings"],
+         "verbs": ["get", "list", "watch"]}]})
+    rbac.create_cluster_role_binding({"metadata": {"name": user}, "roleRef": {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": user},
+        "subjects": [{"kind": "ServiceAccount", "name": user, "namespace": NAMESPACE}]})
+    try:
+        token = core(kind_cluster).create_namespaced_service_account_token(
+            user, NAMESPACE, {"spec": {"expirationSeconds": 600}}).status.token
+        config = yaml.safe_load(Path(kind_cluster.kubeconfig).read_text())
+        config["users"] = [{"name": u["name"], "user": {"token": token}} for u in config["users"]]
+        kubeconfig = tmp_path / "noexec.kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump(config))
+        wait_for(lambda: ready_agents(kind_cluster) == 2, "the agent pods")
+        trace = Trace(kind_cluster, tmp_path, "--agent", kubeconfig=kubeconfig)
+        assert trace.finish(interrupt=False) == 2
+        err = " ".join(trace.err.split())
+        assert "was refused: the credentials need create on pods/exec in kube-system" in err and "Traceback" not in err, err
+    finally:
+        rbac.delete_cluster_role_binding(user)
+        rbac.delete_cluster_role(user)
+        core(kind_cluster).delete_namespaced_service_account(user, NAMESPACE)
+        delete_own_daemonset(kind_cluster)
+
+
+def ready_agents(cluster):
+    pods = core(cluster).list_namespaced_pod(NAMESPACE, label_selector=SELECTOR).items
+    return sum(1 for p in pods if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or []))
+
+
+def agent_processes():
+    """PIDs of exec'd `dnscorrelate agent` captures on this host (kind's nodes are containers here)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"dnscorrelate" in argv and b"agent" in argv and b"--port" in argv:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_killed_cli_stops_its_agents_and_the_next_session_removes_its_daemonset(kind_cluster, tmp_path):
+    assert not agent_processes()
+    killed = Trace(kind_cluster, tmp_path, "--agent")
+    killed.wait_started()
+    assert len(agent_processes()) == 2  # one capture per node
+    killed.proc.send_signal(signal.SIGKILL)
+    killed.proc.wait(30)
+    wait_for(lambda: not agent_processes(), "the agents to stop once their exec sessions ended", 60)
+    assert k8s.AppsV1Api(kind.api_client(kind_cluster)).read_namespaced_daemon_set(NAME, NAMESPACE)  # its debris
+    again = Trace(kind_cluster, tmp_path, "--agent")
+    again.wait_started()
+    assert again.finish() == 0, again.err
+    assert nothing_left(kind_cluster)
