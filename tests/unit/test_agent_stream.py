@@ -260,3 +260,24 @@ def test_the_agent_image_is_one_every_node_holds():
     assert image_on_every_node(nodes, "dnscorrelate/agent:zzz") == "dnscorrelate/agent:b"
     assert image_on_every_node(nodes[:1], "dnscorrelate/agent:a") == "dnscorrelate/agent:a"
     assert image_on_every_node([node("docker.io/library/other:1")], None) is None
+
+
+def test_nodes_that_cannot_capture_are_warnings_naming_them_and_all_of_them_an_error():
+    from dnscorrelate.cluster.kube.agents import AgentCapture, NodeAgent
+
+    def agent_of(node, data):
+        return NodeAgent(node, f"dnsc-agent-{node}", fed(data, node))
+
+    failing = io.BytesIO()
+    writer = StreamWriter(failing)
+    writer.error("compiling dns_trace.c failed: Operation not permitted")
+    writer.end({})
+    capture = AgentCapture(api=None)
+    capture.agents = [agent_of("cp", failing.getvalue()), agent_of("worker", stream_bytes(lookup())[0])]
+    capture.wait_hello()
+    assert capture.warnings == ["node cp: cannot capture: compiling dns_trace.c failed: Operation not permitted "
+                                "(its pods are not traced)"]
+    capture.agents = capture.agents[:1] + [agent_of("w2", b"")]
+    with pytest.raises(CaptureError, match=r"no node agent could capture: node cp: .*Operation not permitted; "
+                                           r"node w2: cannot capture: the agent ended before capturing"):
+        capture.wait_hello()
