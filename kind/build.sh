@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds, offline and once, everything `dnscorrelate cluster up` needs: Docker,
-# the kind CLI, Kubernetes and etcd as one binary, the component images kubeadm
+# the kind CLI, Kubernetes and etcd as one binary, flannel, the component images kubeadm
 # expects, the node image, a client image and an upstream-resolver image.
 # Nothing is pulled from a registry: binaries come from the Go module proxy,
 # root filesystems from Debian's packages. Every step is cached under
@@ -121,6 +121,27 @@ if [ ! -x "$KUBE" ]; then
 fi
 ln -sfn "$(basename "$KUBE")" "$CACHE/bin/kubectl"  # the binary acts as kubectl under that name
 
+# --- 4b. flannel: flanneld from its Go module, and the flannel CNI plugin --------
+# The flannel CNI plugin's own module (flannel-io/cni-plugin) is not on the proxy here; the same plugin
+# as it was before it moved there, containernetworking/plugins' meta/flannel, is (kind/README.md).
+flannel_key=$(key "$here"/flannel/go.mod "$here"/flannel/go.sum "$here"/flannel/tencentvpc-stub/go.mod "$here"/flannel/tencentvpc-stub/*/*.go)
+FLANNEL_BIN=$CACHE/bin/flannel-$flannel_key
+if [ ! -x "$FLANNEL_BIN/flanneld" ] || [ ! -x "$FLANNEL_BIN/flannel" ]; then
+  build_flannel() {
+    local version; cd "$here/flannel"
+    version=$(go list -m -f '{{.Version}}' github.com/flannel-io/flannel)
+    rm -rf "$FLANNEL_BIN.tmp" && mkdir -p "$FLANNEL_BIN.tmp"
+    # cgo: flannel's udp backend has C parts; the image is Debian with the same glibc as this build
+    CGO_ENABLED=1 go build -trimpath -ldflags "-s -w -X github.com/flannel-io/flannel/pkg/version.Version=$version" \
+      -o "$FLANNEL_BIN.tmp/flanneld" github.com/flannel-io/flannel
+    CGO_ENABLED=0 GOBIN="$FLANNEL_BIN.tmp" GOFLAGS=-trimpath go install \
+      "github.com/containernetworking/plugins/plugins/meta/flannel@$FLANNEL_CNI_PLUGINS_VERSION"
+    "$FLANNEL_BIN.tmp/flanneld" --version 2>&1 | grep -qx "$version"
+    rm -rf "$FLANNEL_BIN" && mv "$FLANNEL_BIN.tmp" "$FLANNEL_BIN"
+  }
+  step flannel "The Go module proxy must serve github.com/flannel-io/flannel and containernetworking/plugins@$FLANNEL_CNI_PLUGINS_VERSION" build_flannel
+fi
+
 # --- 5. Root filesystems from Debian packages ---------------------------------
 # rootfs NAME PACKAGES: a minbase Debian tree with PACKAGES, as $CACHE/rootfs-NAME-KEY.tar
 rootfs() {
@@ -174,11 +195,12 @@ fi
 # --- 6. Images (docker import of trees we made, tagged as kubeadm expects) -----
 COREDNS_BIN=$repo/coredns/bin/coredns
 [ -x "$COREDNS_BIN" ] || make -s -C "$repo/coredns"
-images_key=$(cat "$KUBE" "$CACHE/bin/pause" "$CACHE/bin/runc-shim" "$COREDNS_BIN" | sha256sum | cut -c1-8)-$(printf '%s\n' "$node_tar" "$component_tar" "$client_tar" "$agent_runtime_tar" | cat - "$here/build.sh" | sha256sum | cut -c1-8)
+images_key=$(cat "$KUBE" "$CACHE/bin/pause" "$CACHE/bin/runc-shim" "$COREDNS_BIN" "$FLANNEL_BIN"/* | sha256sum | cut -c1-8)-$(printf '%s\n' "$node_tar" "$component_tar" "$client_tar" "$agent_runtime_tar" | cat - "$here/build.sh" | sha256sum | cut -c1-8)
 NODE_IMAGE=dnscorrelate/kind-node:$KUBE_VERSION-$images_key
 CLIENT_IMAGE=dnscorrelate/client:$images_key
 AGENT_IMAGE=dnscorrelate/agent:$images_key
 UPSTREAM_IMAGE=dnscorrelate/upstream:$images_key
+FLANNEL_IMAGE=dnscorrelate/flannel:$images_key
 ENV_PATH='ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 
 # import_tree DIR IMAGE CHANGES...: the directory as a one-layer image
@@ -206,6 +228,12 @@ build_images() {
 
   mkdir -p "$work/pause" && install -m 0755 "$CACHE/bin/pause" "$work/pause/pause"
   import_tree "$work/pause" "registry.k8s.io/pause:$PAUSE_TAG" 'ENTRYPOINT ["/pause"]'
+
+  # flannel on the components' tree (it runs iptables and ip as kube-proxy does); the CNI plugin
+  # rides along for its init container to copy onto the node, as flannel's own manifest does
+  install -D -m 0755 "$FLANNEL_BIN/flanneld" "$work/component/opt/bin/flanneld"
+  install -D -m 0755 "$FLANNEL_BIN/flannel" "$work/component/opt/cni-plugin/flannel"
+  import_tree "$work/component" "$FLANNEL_IMAGE" "$ENV_PATH" 'ENTRYPOINT ["/opt/bin/flanneld"]'
 
   # CoreDNS: the project's pinned build, as the cluster DNS and as the upstream.
   mkdir -p "$work/coredns/etc/coredns" && install -m 0755 "$COREDNS_BIN" "$work/coredns/coredns"
@@ -265,7 +293,7 @@ json.dump(spec, sys.stdout, indent=2)' >"$root/etc/containerd/cri-base.json"
     "registry.k8s.io/kube-apiserver:$KUBE_VERSION" "registry.k8s.io/kube-controller-manager:$KUBE_VERSION" \
     "registry.k8s.io/kube-scheduler:$KUBE_VERSION" "registry.k8s.io/kube-proxy:$KUBE_VERSION" \
     "registry.k8s.io/etcd:$ETCD_TAG" "registry.k8s.io/pause:$PAUSE_TAG" \
-    "registry.k8s.io/coredns/coredns:$COREDNS_TAG" "$CLIENT_IMAGE" "$AGENT_IMAGE"
+    "registry.k8s.io/coredns/coredns:$COREDNS_TAG" "$CLIENT_IMAGE" "$AGENT_IMAGE" "$FLANNEL_IMAGE"
 
   import_tree "$root" "$NODE_IMAGE" 'ENV container=docker' 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]'
   # `docker import` takes no STOPSIGNAL; a one-line build adds it (config only, no layer, nothing pulled)
@@ -295,14 +323,15 @@ EOF
   rm -rf "$run"
 }
 
-if ! docker image inspect "$NODE_IMAGE" >/dev/null 2>&1 || ! docker image inspect "$UPSTREAM_IMAGE" >/dev/null 2>&1; then
+if ! docker image inspect "$NODE_IMAGE" >/dev/null 2>&1 || ! docker image inspect "$UPSTREAM_IMAGE" >/dev/null 2>&1 ||
+   ! docker image inspect "$FLANNEL_IMAGE" >/dev/null 2>&1; then
   step images "See the log; a half-built image is never tagged, so run again after fixing" build_images
 fi
 
 # Earlier builds' images of ours are superseded: remove them (an image a running cluster still uses stays).
-for repo_name in dnscorrelate/kind-node dnscorrelate/client dnscorrelate/agent dnscorrelate/upstream; do
+for repo_name in dnscorrelate/kind-node dnscorrelate/client dnscorrelate/agent dnscorrelate/upstream dnscorrelate/flannel; do
   docker images --format '{{.Repository}}:{{.Tag}}' "$repo_name" |
-    grep -vxF -e "$NODE_IMAGE" -e "$CLIENT_IMAGE" -e "$AGENT_IMAGE" -e "$UPSTREAM_IMAGE" |
+    grep -vxF -e "$NODE_IMAGE" -e "$CLIENT_IMAGE" -e "$AGENT_IMAGE" -e "$UPSTREAM_IMAGE" -e "$FLANNEL_IMAGE" |
     xargs -r docker rmi >/dev/null 2>&1 || true
 done
 
@@ -314,6 +343,7 @@ NODE_IMAGE=$NODE_IMAGE
 CLIENT_IMAGE=$CLIENT_IMAGE
 AGENT_IMAGE=$AGENT_IMAGE
 UPSTREAM_IMAGE=$UPSTREAM_IMAGE
+FLANNEL_IMAGE=$FLANNEL_IMAGE
 KUBE_VERSION=$KUBE_VERSION
 CAP_SHIM=$(needs_cap_shim && echo 1 || echo 0)
 EOF

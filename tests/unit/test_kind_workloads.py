@@ -1,9 +1,8 @@
 """The kind cluster's objects and pod network, rendered from the lab spec (no cluster needed)."""
 
-import ipaddress
 import json
 
-from dnscorrelate.cluster.kind.network import Node, cni_config, masquerade_rules, node_script
+from dnscorrelate.cluster.kind.network import POD_SUBNET, flannel_objects, guard_rules, guard_script
 from dnscorrelate.cluster.kind.workloads import cluster_corefile, manifest_objects, write_upstream_files
 from dnscorrelate.cluster.lab.spec import load_spec
 
@@ -41,16 +40,31 @@ def test_upstream_files_serve_every_zone_from_the_mounted_directory(tmp_path):
         assert "SOA" in (tmp_path / f"{zone}.db").read_text()
 
 
-def test_pod_network_script_routes_to_peers_and_masquerades_leaving_traffic():
-    me, peer = Node("cp", "172.30.0.2", "10.244.0.0/24"), Node("w", "172.30.0.3", "10.244.1.0/24")
-    config = json.loads(cni_config(me))
-    ipam = config["plugins"][0]["ipam"]
-    assert config["plugins"][0]["type"] == "ptp" and ipam["ranges"] == [[{"subnet": "10.244.0.0/24"}]]
-    script = node_script(me, [peer], "172.30.0.0/16")
-    assert "ip route replace 10.244.1.0/24 via 172.30.0.3" in script
-    assert "10.244.0.0/24 via" not in script
-    rules = masquerade_rules("172.30.0.0/16")
-    assert "ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 masquerade" in rules
+def test_flannel_runs_as_its_manifest_runs_it_over_the_clusters_pod_network():
+    objects = {o["kind"]: o for o in flannel_objects("dnscorrelate/flannel:x")}
+    assert set(objects) == {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "ConfigMap", "DaemonSet"}
+    assert json.loads(objects["ConfigMap"]["data"]["net-conf.json"]) == {"Network": POD_SUBNET, "Backend": {"Type": "vxlan"}}
+    cni = json.loads(objects["ConfigMap"]["data"]["cni-conf.json"])
+    assert [p["type"] for p in cni["plugins"]] == ["flannel", "portmap"]
+    pod = objects["DaemonSet"]["spec"]["template"]["spec"]
+    assert pod["hostNetwork"] and pod["tolerations"] == [{"operator": "Exists"}]
+    copies = [c["command"] for c in pod["initContainers"]]
+    assert copies == [["cp", "-f", "/opt/cni-plugin/flannel", "/opt/cni/bin/flannel"],
+                      ["cp", "-f", "/etc/kube-flannel/cni-conf.json", "/etc/cni/net.d/10-flannel.conflist"]]
+    flanneld = pod["containers"][0]
+    assert flanneld["command"] == ["/opt/bin/flanneld", "--ip-masq", "--kube-subnet-mgr"]
+    assert flanneld["securityContext"] == {"capabilities": {"add": ["NET_ADMIN", "NET_RAW"]}}  # not privileged
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    for container in [*pod["initContainers"], *pod["containers"]]:
+        assert {m["name"] for m in container["volumeMounts"]} <= set(volumes)
+        assert container["image"] == "dnscorrelate/flannel:x" and container["imagePullPolicy"] == "Never"
+    granted = {(r, v) for rule in objects["ClusterRole"]["rules"] for r in rule["resources"] for v in rule["verbs"]}
+    assert ("nodes/status", "patch") in granted and not any(v in {"create", "delete", "update"} for _, v in granted)
+
+
+def test_guard_drops_what_pods_send_off_the_machine():
+    rules = guard_rules("172.30.0.0/16")
     # nothing a pod sends leaves for an address outside the pods, the Services and the cluster's Docker network
-    assert "ip daddr != { 10.244.0.0/16, 10.96.0.0/16, 172.30.0.0/16 } counter drop" in rules
-    assert ipaddress.ip_network(me.pod_cidr).subnet_of(ipaddress.ip_network("10.244.0.0/16"))
+    assert "ip saddr 10.244.0.0/16 ip daddr != { 10.244.0.0/16, 10.96.0.0/16, 172.30.0.0/16 } counter drop" in rules
+    assert "hook forward" in rules and "masquerade" not in rules  # flanneld masquerades; the guard only drops
+    assert guard_script("172.30.0.0/16").startswith("set -e\n")

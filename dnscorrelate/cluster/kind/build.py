@@ -19,6 +19,7 @@ class Build:
     client_image: str
     agent_image: str
     upstream_image: str
+    flannel_image: str
     kube_version: str
     cap_shim: bool  # this machine lacks CAP_SYS_RESOURCE: containerd in the nodes runs runc through the shim
 
@@ -30,5 +31,10 @@ def load_build(cache: Path = CACHE) -> Build:
         raise ClusterError(f"the cluster images are not built ({env_file} is missing): run `make cluster` "
                            "from the dnscorrelate checkout (offline; about 15 minutes the first time, seconds after)")
     values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
+    missing = [k for k in ("KIND", "KUBECTL", "NODE_IMAGE", "CLIENT_IMAGE", "AGENT_IMAGE", "UPSTREAM_IMAGE", "FLANNEL_IMAGE",
+                           "KUBE_VERSION") if not values.get(k)]
+    if missing:
+        raise ClusterError(f"{env_file} is from an older build (no {', '.join(missing)}): run `make cluster` "
+                           "from the dnscorrelate checkout (seconds to minutes: only what changed is rebuilt)")
     return Build(values["KIND"], values["KUBECTL"], values["NODE_IMAGE"], values["CLIENT_IMAGE"], values["AGENT_IMAGE"],
-                 values["UPSTREAM_IMAGE"], values["KUBE_VERSION"], values.get("CAP_SHIM") == "1")
+                 values["UPSTREAM_IMAGE"], values["FLANNEL_IMAGE"], values["KUBE_VERSION"], values.get("CAP_SHIM") == "1")

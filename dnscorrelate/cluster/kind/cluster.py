@@ -126,7 +126,7 @@ def existing_clusters(build) -> list[str]:
 def kind_config(build) -> str:
     """kind's cluster config: a control plane and a worker with this checkout and the kernel headers
     mounted (for the agents; kind itself mounts /lib/modules, whose `build` link points into
-    /usr/src), no default CNI (kindnet cannot be built here; network.py does its job), and on a
+    /usr/src), no default CNI (kindnet cannot be built here; network.py runs flannel), and on a
     machine lacking CAP_SYS_RESOURCE, containerd told to run runc through the shim and not to lower
     oom_score_adj."""
     from dnscorrelate.cluster.kind.network import POD_SUBNET, SERVICE_SUBNET
@@ -181,7 +181,7 @@ def up(name: str = "kind", spec_path: str | None = None, say: Callable[[str], No
         api = api_client(cluster)
         untaint_control_plane(api)
         say("pod network")
-        timings.run("pod-network", setup_pod_network, cluster, api, client)
+        timings.run("pod-network", setup_pod_network, cluster, api, client, build)
         say("upstream resolver")
         upstream_ip = timings.run("upstream", start_upstream, cluster, build, spec, client)
         say("CoreDNS and workloads")
@@ -255,21 +255,34 @@ def node_containers(client, cluster: KindCluster) -> dict:
     return {c.name: c for c in labelled(client, f"io.x-k8s.kind.cluster={cluster.kind_name}")}
 
 
-def setup_pod_network(cluster: KindCluster, api, client) -> None:
-    """Routes, CNI config and masquerade on every node, once the controller manager has given each a podCIDR."""
+def setup_pod_network(cluster: KindCluster, api, client, build) -> None:
+    """flannel on every node, and the guard that keeps pods' traffic on this machine; returns once
+    flanneld holds a lease on every node and every node is Ready, so that the pods created next are
+    spread over both nodes instead of all landing on whichever node had its network first."""
     from kubernetes import client as k8s
+    from kubernetes import utils
 
-    from dnscorrelate.cluster.kind.network import node_script
+    from dnscorrelate.cluster.kind.network import FLANNEL, FLANNEL_NAMESPACE, flannel_objects, guard_script
+
+    subnet = docker_subnet(client, cluster)
+    for name, container in node_containers(client, cluster).items():
+        exit_code, output = container.exec_run(["sh", "-c", guard_script(subnet)])
+        if exit_code != 0:
+            raise ClusterError(f"the traffic guard on node {name} failed: {output.decode(errors='replace').strip()}")
+    for body in flannel_objects(build.flannel_image):
+        utils.create_from_dict(api, body)
+    apps = k8s.AppsV1Api(api)
 
     core = k8s.CoreV1Api(api)
-    nodes = wait_for(lambda: pod_cidrs(core), "every node to get a podCIDR from the controller manager", 120)
-    containers = node_containers(client, cluster)
-    subnet = docker_subnet(client, cluster)
-    for node in nodes:
-        peers = [p for p in nodes if p.name != node.name]
-        exit_code, output = containers[node.name].exec_run(["sh", "-c", node_script(node, peers, subnet)])
-        if exit_code != 0:
-            raise ClusterError(f"pod network on node {node.name} failed: {output.decode(errors='replace').strip()}")
+
+    def flannel_ready():
+        status = apps.read_namespaced_daemon_set(FLANNEL, FLANNEL_NAMESPACE).status
+        scheduled = status.desired_number_scheduled
+        return scheduled and status.number_ready == scheduled and not any(not_ready_node(n) for n in core.list_node().items)
+
+    wait_for(flannel_ready, "flannel to hold a lease on every node and every node to be Ready", 120,
+             lambda: ", ".join(f"{p.metadata.name} ({pod_reason(core, p)})" for p in
+                               core.list_namespaced_pod(FLANNEL_NAMESPACE, label_selector=f"app={FLANNEL}").items))
 
 
 def docker_subnet(client, cluster: KindCluster) -> str:
@@ -279,15 +292,6 @@ def docker_subnet(client, cluster: KindCluster) -> str:
     if not subnets:
         raise ClusterError(f"Docker network {cluster.network} has no IPv4 subnet")
     return subnets[0]
-
-
-def pod_cidrs(core) -> list | None:
-    from dnscorrelate.cluster.kind.network import Node
-
-    nodes = core.list_node().items
-    if not nodes or any(not n.spec.pod_cidr for n in nodes):
-        return None
-    return [Node(n.metadata.name, internal_ip(n), n.spec.pod_cidr) for n in nodes]
 
 
 def internal_ip(node) -> str:
@@ -319,14 +323,19 @@ def start_upstream(cluster: KindCluster, build, spec, client) -> str:
 
 def configure_coredns(api, spec, upstream_ip: str) -> None:
     """The coredns ConfigMap gets the spec's Corefile (with `log`), forwarding to the upstream; the
-    replicas restart on it so the first query already sees it."""
+    replicas restart on it, one per node, so the first query already sees it."""
     from kubernetes import client as k8s
 
     from dnscorrelate.cluster.kind.workloads import cluster_corefile
 
     core = k8s.CoreV1Api(api)
     core.patch_namespaced_config_map("coredns", "kube-system", {"data": {"Corefile": cluster_corefile(spec.corefile, upstream_ip)}})
-    restarted = {"spec": {"template": {"metadata": {"annotations": {"dnscorrelate/restartedAt": str(time.time())}}}}}
+    # one replica per node, counting only the current ReplicaSet's pods (pod-template-hash), so lookups
+    # cross nodes through kube-proxy's DNAT as in a real cluster, after every restart too
+    spread = {"maxSkew": 1, "topologyKey": "kubernetes.io/hostname", "whenUnsatisfiable": "DoNotSchedule",
+              "labelSelector": {"matchLabels": {"k8s-app": "kube-dns"}}, "matchLabelKeys": ["pod-template-hash"]}
+    restarted = {"spec": {"template": {"metadata": {"annotations": {"dnscorrelate/restartedAt": str(time.time())}},
+                                       "spec": {"topologySpreadConstraints": [spread]}}}}
     k8s.AppsV1Api(api).patch_namespaced_deployment("coredns", "kube-system", restarted)
 
 

@@ -1,60 +1,110 @@
-"""The kind cluster's pod network: what kindnet does, without its image.
+"""The kind cluster's pod network: flannel, and a guard that keeps pods' traffic on this machine.
 
-Each node gets a CNI config for the reference `ptp` and `host-local` plugins (Debian's
-containernetworking-plugins, in the node image) over its own podCIDR, a route to every other
-node's podCIDR through that node, and a masquerade for traffic leaving the pod network (so the
-upstream resolver on the Docker network can answer CoreDNS), and a guard: pods' traffic to anything
-but the pod network, the Services and the cluster's own Docker network is dropped at the node, so a
-Corefile or a scenario naming some other address never sends a packet off this machine.
-NetworkPolicies are enforced by `policy_agent`, not here.
+flannel (built here from its Go module, kind/README.md) runs as a DaemonSet, as its own manifest
+runs it: an init container copies the flannel CNI plugin and its config onto the node, then
+flanneld (`--kube-subnet-mgr`) takes each node's podCIDR from the API, joins the nodes with a VXLAN
+overlay and masquerades what pods send outside the pod network. Pods sit on the node's `cni0`
+bridge, through the reference `bridge` and `host-local` plugins the flannel plugin delegates to.
+
+The guard is ours: pods' traffic to anything but the pod network, the Services and the cluster's
+own Docker network is dropped at the node, so a Corefile or a scenario naming some other address
+never sends a packet off this machine. NetworkPolicies are enforced by `policy_agent`, not here.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 
 POD_SUBNET = "10.244.0.0/16"
 SERVICE_SUBNET = "10.96.0.0/16"
-CNI_CONFIG = "/etc/cni/net.d/10-dnscorrelate.conflist"
-NAT_TABLE = "dnsc-podnet"
+GUARD_TABLE = "dnsc-podnet"
+FLANNEL = "dnsc-flannel"
+FLANNEL_NAMESPACE = "kube-system"
+SUBNET_ENV = "/run/flannel/subnet.env"  # flanneld writes it once it holds the node's lease
 
 
-@dataclass(frozen=True)
-class Node:
-    name: str
-    ip: str
-    pod_cidr: str
-
-
-def cni_config(node: Node) -> str:
-    """The node's CNI config list: a veth per pod, addresses from the node's podCIDR."""
+def cni_config() -> str:
+    """The CNI config list flannel's init container installs: the flannel plugin, which delegates to
+    `bridge` over the lease in subnet.env, then portmap (flannel's own manifest's list)."""
     return json.dumps({
-        "cniVersion": "0.4.0",
-        "name": "dnscorrelate",
+        "name": "cbr0",
+        "cniVersion": "0.3.1",
         "plugins": [
-            {
-                "type": "ptp",
-                "ipMasq": False,
-                "mtu": 1500,
-                "ipam": {"type": "host-local", "dataDir": "/run/cni-ipam-state",
-                         "ranges": [[{"subnet": node.pod_cidr}]], "routes": [{"dst": "0.0.0.0/0"}]},
-            },
+            {"type": "flannel", "delegate": {"hairpinMode": True, "isDefaultGateway": True}},
             {"type": "portmap", "capabilities": {"portMappings": True}},
         ],
     }, indent=2)
 
 
-def masquerade_rules(docker_subnet: str) -> str:
-    """nftables: pods' traffic to the cluster's Docker network leaves with the node's address; to anything
-    outside the pod network, the Services and that Docker network, it is dropped."""
+def net_config() -> str:
+    """flanneld's network config: the cluster's pod network over VXLAN."""
+    return json.dumps({"Network": POD_SUBNET, "Backend": {"Type": "vxlan"}}, indent=2)
+
+
+def flannel_objects(image: str) -> list[dict]:
+    """flannel's ServiceAccount, ClusterRole (read nodes and pods, patch node status with its lease),
+    binding, ConfigMap and DaemonSet: host network, NET_ADMIN and NET_RAW, as flannel's manifest asks."""
+    labels = {"app": FLANNEL}
+    meta = {"name": FLANNEL, "namespace": FLANNEL_NAMESPACE}
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": meta},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": FLANNEL},
+         "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get"]},
+                   {"apiGroups": [""], "resources": ["nodes"], "verbs": ["get", "list", "watch"]},
+                   {"apiGroups": [""], "resources": ["nodes/status"], "verbs": ["patch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": FLANNEL},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": FLANNEL},
+         "subjects": [{"kind": "ServiceAccount", **meta}]},
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": meta,
+         "data": {"cni-conf.json": cni_config(), "net-conf.json": net_config()}},
+        {"apiVersion": "apps/v1", "kind": "DaemonSet", "metadata": {**meta, "labels": labels},
+         "spec": {"selector": {"matchLabels": labels}, "template": {"metadata": {"labels": labels}, "spec": {
+             "serviceAccountName": FLANNEL,
+             "hostNetwork": True,
+             "priorityClassName": "system-node-critical",
+             "tolerations": [{"operator": "Exists"}],
+             "initContainers": [
+                 copier("install-cni-plugin", image, "/opt/cni-plugin/flannel", "/opt/cni/bin/flannel",
+                        {"cni-plugin": "/opt/cni/bin"}),
+                 copier("install-cni", image, "/etc/kube-flannel/cni-conf.json", "/etc/cni/net.d/10-flannel.conflist",
+                        {"cni": "/etc/cni/net.d", "config": "/etc/kube-flannel"}),
+             ],
+             "containers": [{
+                 "name": "flanneld",
+                 "image": image,
+                 "imagePullPolicy": "Never",
+                 "command": ["/opt/bin/flanneld", "--ip-masq", "--kube-subnet-mgr"],
+                 "env": [{"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+                         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}],
+                 "securityContext": {"capabilities": {"add": ["NET_ADMIN", "NET_RAW"]}},
+                 "readinessProbe": {"exec": {"command": ["test", "-s", SUBNET_ENV]}, "periodSeconds": 1},
+                 "volumeMounts": [{"name": "run", "mountPath": "/run/flannel"},
+                                  {"name": "config", "mountPath": "/etc/kube-flannel"},
+                                  {"name": "xtables-lock", "mountPath": "/run/xtables.lock"}],
+             }],
+             "volumes": [
+                 {"name": "run", "hostPath": {"path": "/run/flannel"}},
+                 {"name": "cni-plugin", "hostPath": {"path": "/opt/cni/bin"}},
+                 {"name": "cni", "hostPath": {"path": "/etc/cni/net.d"}},
+                 {"name": "config", "configMap": {"name": FLANNEL}},
+                 {"name": "xtables-lock", "hostPath": {"path": "/run/xtables.lock", "type": "FileOrCreate"}},
+             ],
+         }}}},
+    ]
+
+
+def copier(name: str, image: str, source: str, target: str, mounts: dict[str, str]) -> dict:
+    """An init container that copies `source` to `target` (on a hostPath volume) with volumes `mounts`."""
+    return {"name": name, "image": image, "imagePullPolicy": "Never", "command": ["cp", "-f", source, target],
+            "volumeMounts": [{"name": volume, "mountPath": path} for volume, path in mounts.items()]}
+
+
+def guard_rules(docker_subnet: str) -> str:
+    """nftables: what a pod sends to anything outside the pod network, the Services and the
+    cluster's Docker network is dropped at the node."""
     inside = f"{{ {POD_SUBNET}, {SERVICE_SUBNET}, {docker_subnet} }}"
     return (
-        f"table ip {NAT_TABLE} {{\n"
-        "  chain postrouting {\n"
-        "    type nat hook postrouting priority srcnat; policy accept;\n"
-        f"    ip saddr {POD_SUBNET} ip daddr != {POD_SUBNET} masquerade\n"
-        "  }\n"
+        f"table ip {GUARD_TABLE} {{\n"
         "  chain forward {\n"
         "    type filter hook forward priority filter - 10; policy accept;\n"
         f"    ip saddr {POD_SUBNET} ip daddr != {inside} counter drop comment \"off this machine\"\n"
@@ -63,15 +113,10 @@ def masquerade_rules(docker_subnet: str) -> str:
     )
 
 
-def node_script(node: Node, peers: list[Node], docker_subnet: str) -> str:
-    """A shell script that sets up `node`'s pod network; idempotent."""
-    routes = "\n".join(f"ip route replace {p.pod_cidr} via {p.ip}" for p in peers)
+def guard_script(docker_subnet: str) -> str:
+    """A shell script that installs the guard on a node; idempotent."""
     return "\n".join([
         "set -e",
-        "mkdir -p /etc/cni/net.d",
-        f"cat > {CNI_CONFIG}.tmp <<'EOF'\n{cni_config(node)}\nEOF",
-        f"mv {CNI_CONFIG}.tmp {CNI_CONFIG}",
-        routes,
-        f"nft delete table ip {NAT_TABLE} 2>/dev/null || true",
-        f"nft -f - <<'EOF'\n{masquerade_rules(docker_subnet)}EOF",
+        f"nft delete table ip {GUARD_TABLE} 2>/dev/null || true",
+        f"nft -f - <<'EOF'\n{guard_rules(docker_subnet)}EOF",
     ]) + "\n"
