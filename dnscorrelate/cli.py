@@ -469,15 +469,16 @@ def trace(pod, namespace, lab_name, context, kubeconfig, agent, agent_image, dur
             live.start()
     else:
         live.start()
-    errors.print(f"tracing {target.key} ({target.ip}) in {len(live.vantages)} namespaces{agent_start_note(live)}; Ctrl-C to stop",
-                 highlight=False, markup=False, soft_wrap=True)
-    warned = live.capture_warnings
-    for warning in warned:
-        errors.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
-    for warning in log_plugin_warnings(live.facts):
-        errors.print(f"warning: {warning}", highlight=False, markup=False)
-    started = time.monotonic()
-    try:
+    warned: list[str] = []
+    try:  # from here on, Ctrl-C ends the session as --duration does: stopped, summed up, the agents removed
+        errors.print(f"tracing {target.key} ({target.ip}) in {len(live.vantages)} namespaces{agent_start_note(live)}; "
+                     "Ctrl-C to stop", highlight=False, markup=False, soft_wrap=True)
+        warned = live.capture_warnings
+        for warning in warned:
+            errors.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
+        for warning in log_plugin_warnings(live.facts):
+            errors.print(f"warning: {warning}", highlight=False, markup=False)
+        started = time.monotonic()
         while duration is None or time.monotonic() - started < duration:
             time.sleep(min(tracing.TICK_S, max(0.05, (duration or 1e9) - (time.monotonic() - started))))
             session.tick(live.new_events())
