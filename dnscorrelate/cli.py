@@ -605,7 +605,7 @@ def agent_standby() -> None:
 
 
 @agent.command("manifest")
-@click.option("--image", help="The agent image (default: the one `make cluster` built here).")
+@click.option("--image", help="The agent image (default: the one `make cluster` built here, dnscorrelate/agent-standalone unless --source-from-host).")
 @click.option("--source-from-host", is_flag=True, help="Run the package from the node's /opt/dnscorrelate/src (kind clusters of `cluster up`) instead of the image's.")
 @friendly_errors
 def agent_manifest(image: str | None, source_from_host: bool) -> None:
@@ -613,7 +613,7 @@ def agent_manifest(image: str | None, source_from_host: bool) -> None:
     from dnscorrelate.cluster.kube.agent import manifest
     from dnscorrelate.cluster.kube.agents import default_image
 
-    click.echo(manifest(image or default_image(), source_from_host), nl=False)
+    click.echo(manifest(image or default_image(source_from_host), source_from_host), nl=False)
 
 
 if __name__ == "__main__":

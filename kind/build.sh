@@ -328,10 +328,32 @@ if ! docker image inspect "$NODE_IMAGE" >/dev/null 2>&1 || ! docker image inspec
   step images "See the log; a half-built image is never tagged, so run again after fixing" build_images
 fi
 
+# The agent for clusters whose nodes do not mount this checkout (`trace --agent --agent-image` on a
+# remote cluster): the agent image with the package and the tracer's source baked in. Its own image,
+# keyed by the source, so a code change rebuilds this one layer (seconds), not the node image.
+package_key=$( (cd "$repo" && find dnscorrelate bpf -type f ! -path '*/__pycache__/*' ! -name '*.pyc' | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-12)
+AGENT_STANDALONE_IMAGE=dnscorrelate/agent-standalone:$images_key-$package_key
+if ! docker image inspect "$AGENT_STANDALONE_IMAGE" >/dev/null 2>&1; then
+  build_agent_standalone() {
+    local context; context=$(mktemp -d "$CACHE/work.XXXXXX")
+    (cd "$repo" && tar --exclude=__pycache__ --exclude='*.pyc' -c dnscorrelate bpf) | tar -C "$context" -x
+    printf 'FROM %s\nCOPY dnscorrelate /opt/dnscorrelate/src/dnscorrelate\nCOPY bpf /opt/dnscorrelate/src/bpf\n' "$AGENT_IMAGE" >"$context/Dockerfile"
+    DOCKER_BUILDKIT=0 docker build -q -t "$AGENT_STANDALONE_IMAGE.partial" "$context" >/dev/null
+    rm -rf "$context"
+    # it runs with nothing mounted: the package imports and finds the tracer's source
+    docker run --rm --network none --entrypoint python3 "$AGENT_STANDALONE_IMAGE.partial" -c \
+      'import dnscorrelate.sources.bpf as b; assert b.BPF_SOURCE.exists(), b.BPF_SOURCE'
+    docker tag "$AGENT_STANDALONE_IMAGE.partial" "$AGENT_STANDALONE_IMAGE" && docker rmi "$AGENT_STANDALONE_IMAGE.partial" >/dev/null
+  }
+  step agent-standalone "See the log" build_agent_standalone
+fi
+
 # Earlier builds' images of ours are superseded: remove them (an image a running cluster still uses stays).
-for repo_name in dnscorrelate/kind-node dnscorrelate/client dnscorrelate/agent dnscorrelate/upstream dnscorrelate/flannel; do
+for repo_name in dnscorrelate/kind-node dnscorrelate/client dnscorrelate/agent dnscorrelate/upstream dnscorrelate/flannel \
+                 dnscorrelate/agent-standalone; do
   docker images --format '{{.Repository}}:{{.Tag}}' "$repo_name" |
-    grep -vxF -e "$NODE_IMAGE" -e "$CLIENT_IMAGE" -e "$AGENT_IMAGE" -e "$UPSTREAM_IMAGE" -e "$FLANNEL_IMAGE" |
+    grep -vxF -e "$NODE_IMAGE" -e "$CLIENT_IMAGE" -e "$AGENT_IMAGE" -e "$UPSTREAM_IMAGE" -e "$FLANNEL_IMAGE" \
+      -e "$AGENT_STANDALONE_IMAGE" |
     xargs -r docker rmi >/dev/null 2>&1 || true
 done
 
@@ -342,6 +364,7 @@ KUBECTL=$CACHE/bin/kubectl
 NODE_IMAGE=$NODE_IMAGE
 CLIENT_IMAGE=$CLIENT_IMAGE
 AGENT_IMAGE=$AGENT_IMAGE
+AGENT_STANDALONE_IMAGE=$AGENT_STANDALONE_IMAGE
 UPSTREAM_IMAGE=$UPSTREAM_IMAGE
 FLANNEL_IMAGE=$FLANNEL_IMAGE
 KUBE_VERSION=$KUBE_VERSION

@@ -22,6 +22,7 @@ class Build:
     flannel_image: str
     kube_version: str
     cap_shim: bool  # this machine lacks CAP_SYS_RESOURCE: containerd in the nodes runs runc through the shim
+    agent_standalone_image: str = ""  # the agent image with the package baked in, for nodes without this checkout
 
 
 def load_build(cache: Path = CACHE) -> Build:
@@ -37,4 +38,5 @@ def load_build(cache: Path = CACHE) -> Build:
         raise ClusterError(f"{env_file} is from an older build (no {', '.join(missing)}): run `make cluster` "
                            "from the dnscorrelate checkout (seconds to minutes: only what changed is rebuilt)")
     return Build(values["KIND"], values["KUBECTL"], values["NODE_IMAGE"], values["CLIENT_IMAGE"], values["AGENT_IMAGE"],
-                 values["UPSTREAM_IMAGE"], values["FLANNEL_IMAGE"], values["KUBE_VERSION"], values.get("CAP_SHIM") == "1")
+                 values["UPSTREAM_IMAGE"], values["FLANNEL_IMAGE"], values["KUBE_VERSION"], values.get("CAP_SHIM") == "1",
+                 values.get("AGENT_STANDALONE_IMAGE", ""))

@@ -33,7 +33,8 @@ STDERR_KEPT = 4000
 # Waiting reasons of a container that will not start by waiting longer.
 FATAL_REASONS = {"ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
                  "CreateContainerError", "RunContainerError", "CrashLoopBackOff", "StartError"}
-AGENT_IMAGE_REPO = "dnscorrelate/agent"
+AGENT_IMAGE_REPO = "dnscorrelate/agent"  # the runtime: the package comes from the node's /opt/dnscorrelate/src
+STANDALONE_IMAGE_REPO = "dnscorrelate/agent-standalone"  # the runtime and the package
 
 
 @dataclass
@@ -53,24 +54,30 @@ class NodeAgent:
     stderr: bytearray = field(default_factory=bytearray)
 
 
-def default_image() -> str:
-    """The agent image `make cluster` built here, or an error saying to name one."""
+def default_image(source_from_host: bool = True) -> str:
+    """The agent image `make cluster` built here: for nodes that mount this checkout (kind clusters of `cluster
+    up`) the runtime alone, for any other the one with the package baked in; or an error saying to name one."""
     from dnscorrelate.cluster.kind.build import load_build
 
     try:
-        return load_build().agent_image
+        build = load_build()
     except ClusterError:
+        build = None
+    image = (build.agent_image if source_from_host else build.agent_standalone_image) if build else ""
+    if not image:
         raise ClusterError("no agent image was built here: name one with --agent-image (an image with Debian's "
-                           "python3-bpfcc and dnscorrelate installed; kind/README.md)") from None
+                           "python3-bpfcc and dnscorrelate installed; `make cluster` builds dnscorrelate/agent-standalone, "
+                           "which you can push to a registry your nodes pull from; kind/README.md)")
+    return image
 
 
-def image_on_every_node(nodes, preferred: str | None) -> str | None:
-    """An agent image every node already holds (`preferred` if so): a kind node's preloaded one, whatever build made it."""
+def image_on_every_node(nodes, preferred: str | None, repo: str = AGENT_IMAGE_REPO) -> str | None:
+    """An image of `repo` every node already holds (`preferred` if so): a kind node's preloaded one, whatever build made it."""
     common = None
     for node in nodes:
         names = {n.split("/", 1)[1] if n.startswith("docker.io/") else n
                  for image in (node.status.images or []) for n in (image.names or [])}
-        names = {n for n in names if n.split(":")[0] == AGENT_IMAGE_REPO}
+        names = {n for n in names if n.split(":")[0] == repo}
         common = names if common is None else common & names
     if not common:
         return None
@@ -207,11 +214,12 @@ class AgentCapture:
         if self.options.image:
             return self.options.image
         nodes = self.call("listing the nodes", self.client("CoreV1Api").list_node, needs="list on nodes").items
+        from_host = self.options.source_from_host
         try:
-            built = default_image()
+            built = default_image(from_host)
         except ClusterError:
             built = None
-        image = image_on_every_node(nodes, built) or built
+        image = image_on_every_node(nodes, built, AGENT_IMAGE_REPO if from_host else STANDALONE_IMAGE_REPO) or built
         if image is None:
             raise ClusterError("no agent image on the nodes and none built here: name one with --agent-image")
         return image
