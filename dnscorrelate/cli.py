@@ -278,6 +278,9 @@ def capture(lab_name: str | None, namespaces: tuple[str, ...], duration: float |
     with errors.status("compiling the tracer"):
         session.start()
     errors.print(f"capturing in {len(session.vantages)} namespaces (compile {session.compile_seconds:.2f}s, attach {session.attach_seconds * 1000:.1f}ms); Ctrl-C to stop")
+    if output.endswith(".parquet"):
+        capture_to_parquet(session, output, duration)
+        return
     try:
         if duration is None:
             while True:
@@ -298,10 +301,32 @@ def capture(lab_name: str | None, namespaces: tuple[str, ...], duration: float |
         with written_whole(output, "-o") as partial:
             written = write_pcapng(frame, partial)
         errors.print(f"wrote {written['packets']} packets on {written['interfaces']} interfaces to {output}", markup=False)
-    else:
-        with written_whole(output, "-o") as partial:
-            events.save(frame, partial, session.stats)
-        errors.print(f"wrote {len(frame)} events to {output}", markup=False)
+    print_capture_stats(session.stats)
+
+
+STREAM_EVERY_S = 1.0  # `capture -o FILE.parquet` writes a row group this often: memory holds about this much capture
+
+
+def capture_to_parquet(session, output: str, duration: float | None) -> None:
+    """Events decoded and written as row groups while capturing (a long capture never holds them all), into a
+    temporary file renamed to `output` once closed with its counters; a full disk stops the capture with an
+    error and leaves no file."""
+    from dnscorrelate import events
+
+    with written_whole(output, "-o") as partial:
+        stream = events.ParquetStream(partial)
+        try:
+            started = time.monotonic()
+            while duration is None or time.monotonic() - started < duration:
+                time.sleep(STREAM_EVERY_S if duration is None else max(0.0, min(STREAM_EVERY_S, duration - (time.monotonic() - started))))
+                stream.write(session.drain_events())
+        except KeyboardInterrupt:
+            pass
+        finally:
+            session.stop()
+        stream.write(session.drain_events(last=True))
+        stream.close(session.stats)
+    errors.print(f"wrote {stream.rows} events in {stream.row_groups} row groups to {output}", markup=False)
     print_capture_stats(session.stats)
 
 

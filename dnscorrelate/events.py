@@ -66,6 +66,39 @@ def save(frame: pd.DataFrame, path: str | Path, stats: dict | None = None) -> No
     pq.write_table(table.replace_schema_metadata(metadata), path)
 
 
+class ParquetStream:
+    """Events written to a Parquet file as they come, one row group per `write`, so a long capture never holds
+    them all; the counters go in the file's key-value metadata at `close` (Parquet writes it in the footer,
+    after the row groups). A file not closed has no footer and reads as no Parquet file at all; `capture`
+    writes to a temporary name and renames it once closed."""
+
+    def __init__(self, path: str | Path) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        empty = pa.Schema.from_pandas(empty_events(), preserve_index=False)
+        # Every row group in one schema: a part's categoricals may need int8 or int16 codes; int32 fits all.
+        self.schema = pa.schema([pa.field(f.name, pa.dictionary(pa.int32(), pa.string())) if pa.types.is_dictionary(f.type) else f
+                                 for f in empty], metadata=empty.metadata)
+        self.writer = pq.ParquetWriter(str(path), self.schema)
+        self.rows = 0
+        self.row_groups = 0
+
+    def write(self, frame: pd.DataFrame) -> None:
+        import pyarrow as pa
+
+        if not len(frame):
+            return
+        table = pa.Table.from_pandas(conform(frame), preserve_index=False).cast(self.schema)
+        self.writer.write_table(table, row_group_size=len(table))
+        self.rows += len(frame)
+        self.row_groups += 1
+
+    def close(self, stats: dict | None = None) -> None:
+        self.writer.add_key_value_metadata({STATS_KEY: json.dumps(stats or {}).encode()})
+        self.writer.close()
+
+
 def to_json(frame: pd.DataFrame, stats: dict | None = None) -> str:
     """One JSON document: {"events": [...], "stats": {...}}."""
     records = json.loads(conform(frame).to_json(orient="records"))
@@ -80,7 +113,9 @@ def load(path: str | Path) -> tuple[pd.DataFrame, dict]:
             import pyarrow.parquet as pq
 
             table = pq.read_table(path)
-            stats = json.loads((table.schema.metadata or {}).get(STATS_KEY, b"{}"))
+            # `save` puts the counters in the schema's metadata, ParquetStream in the file's footer
+            footer = pq.ParquetFile(path).metadata.metadata or {}
+            stats = json.loads((table.schema.metadata or {}).get(STATS_KEY) or footer.get(STATS_KEY, b"{}"))
             return conform(table.to_pandas()), stats
         document = json.loads(path.read_text())
         if not isinstance(document, dict) or not isinstance(document.get("events"), list):

@@ -160,6 +160,17 @@ class Session:
             return self.capture.new_events()
         return self.dnstap.new_with_packets(self.capture.new_events())
 
+    def drain_events(self, last: bool = False) -> pd.DataFrame:
+        """Packets decoded since the last call and forgotten here (with the dnstap messages received meanwhile),
+        for a consumer that writes them as they come. `last` (after `stop`) also decodes the TCP messages left
+        unfinished and completes `stats`."""
+        packets = self.capture.drain(last)
+        if last:
+            self.capture.events()  # nothing left to decode: completes the counters
+        if not self.dnstap.sources:
+            return packets
+        return self.dnstap.new_with_packets(packets)
+
     def events(self) -> pd.DataFrame:
         """Every packet captured (after `stop`), with the dnstap messages CoreDNS sent meanwhile at its replica
         (forwarder rows carrying their packets' DNS ids: `dnstap_live.align_forwarder_ids`)."""

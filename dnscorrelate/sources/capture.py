@@ -25,7 +25,7 @@ import pandas as pd
 
 from dnscorrelate.sources import nsenter
 from dnscorrelate.sources import bpf
-from dnscorrelate.sources.decode import Vantage, decode
+from dnscorrelate.sources.decode import Vantage, decode, decode_settled
 
 DEFAULT_PORTS = (53,)
 WATCH_INTERVAL_S = 0.2
@@ -91,6 +91,9 @@ class Capture:
         self._frame: pd.DataFrame | None = None
         self._decode_stats: Counter = Counter()
         self._cursor = 0
+        self._taken_bytes = 0  # records removed by take_raw or drain, still counted in `records_received`
+        self._drained: Counter = Counter()  # decode counters and packets of what drain() handed out
+        self._held = b""  # records of TCP messages drain() saw unfinished: decoded with what follows
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -166,7 +169,7 @@ class Capture:
             "non_ip_packets": kernel["non_ip"],
             "truncated_headers": kernel["truncated_header"],
             "tcp_without_payload": kernel["tcp_no_payload"],
-            "records_received": sum(map(len, self.raw)) // bpf.EVENT_DTYPE.itemsize,
+            "records_received": (self._taken_bytes + sum(map(len, self.raw))) // bpf.EVENT_DTYPE.itemsize,
             "compile_seconds": round(self.compile_seconds, 3),
             "attach_seconds": round(self.attach_seconds, 4),
             "duration_seconds": round((self.stopped_ns - self.started_ns) / 1e9, 3),
@@ -183,7 +186,20 @@ class Capture:
         count = len(self.raw)
         taken = self.raw[:count]
         del self.raw[:count]  # the capture thread only appends: what arrives meanwhile stays
+        self._cursor = max(0, self._cursor - count)
+        self._taken_bytes += sum(map(len, taken))
         return taken
+
+    def drain(self, last: bool = False) -> pd.DataFrame:
+        """Decode and forget the records read so far, for a consumer that writes events as they come (`capture
+        -o FILE.parquet`): memory stays bounded however long the capture runs. `events()` then holds only the
+        rest, while `stats` (decode counters, `packets`) count everything. TCP messages not finished yet are
+        kept for the next call, unless it is the `last` (after `stop`)."""
+        raw = self._held + b"".join(self.take_raw())
+        frame, counts, self._held = decode_settled(raw, self.vantages, self.boot_to_wall, hold_open=not last)
+        self._drained.update(counts)
+        self._drained["packets"] += len(frame)
+        return frame
 
     # --- results -----------------------------------------------------------
 
@@ -198,8 +214,9 @@ class Capture:
     def events(self) -> pd.DataFrame:
         """The packet-event table of everything captured (decoded once, then cached)."""
         if self._frame is None:
-            self._frame, self._decode_stats = decode(b"".join(self.raw), self.vantages, self.boot_to_wall)
+            self._frame, counts = decode(self._held + b"".join(self.raw), self.vantages, self.boot_to_wall)
+            self._decode_stats = counts + Counter({k: v for k, v in self._drained.items() if k != "packets"})
             self.stats.update({k: int(v) for k, v in self._decode_stats.items()})
             self.stats.setdefault("decode_errors", 0)
-            self.stats["packets"] = len(self._frame)
+            self.stats["packets"] = len(self._frame) + self._drained["packets"]
         return self._frame

@@ -136,6 +136,11 @@ class Rows:
     complete: list[bool] = field(default_factory=list)  # False: only the start of the message was captured
     sizes: list[int] = field(default_factory=list)
 
+    def truncate(self, length: int) -> None:
+        """Forget every row from `length` on."""
+        for column in (self.index, self.wires, self.latency, self.complete, self.sizes):
+            del column[length:]
+
     def add(self, index: int, wire: bytes, latency: int, complete: bool, size: int) -> None:
         self.index.append(index)
         self.wires.append(wire)
@@ -144,8 +149,10 @@ class Rows:
         self.sizes.append(size)
 
 
-def reassemble_tcp(records: np.ndarray, stats: Counter) -> Rows:
-    """Whole DNS messages from TCP segments, per stream and vantage, in sequence order."""
+def reassemble_tcp(records: np.ndarray, stats: Counter, held: list[int] | None = None) -> Rows:
+    """Whole DNS messages from TCP segments, per stream and vantage, in sequence order. With `held`, a stream's
+    segments after its last whole message (one not finished yet, or a cut one still being skipped) make no row
+    and no count: their positions go to `held`, to be decoded again with the segments that follow."""
     rows = Rows()
     keys = [
         (int(r["capture_id"]), int(r["ifindex"]), bytes(r["saddr"]), int(r["sport"]), bytes(r["daddr"]), int(r["dport"]))
@@ -156,17 +163,23 @@ def reassemble_tcp(records: np.ndarray, stats: Counter) -> Rows:
         streams.setdefault(key, []).append(i)
     for positions in streams.values():
         buffer, expected, start_latency, skip_to = b"", None, 0, None
-        for i in sorted(positions, key=lambda p: records[p]["ts_ns"]):
+        ordered = sorted(positions, key=lambda p: records[p]["ts_ns"])
+        settled_rows, settled_at, counts = len(rows.index), 0, Counter()  # counts since the last message boundary
+        for k, i in enumerate(ordered):
+            if not buffer and skip_to is None:  # between messages: what came before is settled
+                stats.update(counts)
+                counts.clear()
+                settled_rows, settled_at = len(rows.index), k
             r = records[i]
             data = bytes(r["payload"][: r["captured"]])
             seq = int(r["tcp_seq"])
             if skip_to is not None:  # inside a message too long to capture: wait for the next one
                 if (skip_to - seq) % 2**32 < 2**31 and seq != skip_to:
-                    stats["tcp_skipped_segments"] += 1
+                    counts["tcp_skipped_segments"] += 1
                     continue
                 skip_to = None
             if r["captured"] < r["payload_len"]:
-                stats["tcp_segment_cut"] += 1
+                counts["tcp_segment_cut"] += 1
                 if not buffer and len(data) >= 14:
                     # It starts a message longer than the capture keeps: its header and question
                     # are here; the rest is skipped up to where the next message begins.
@@ -177,9 +190,9 @@ def reassemble_tcp(records: np.ndarray, stats: Counter) -> Rows:
                 continue
             if expected is not None and seq != expected:
                 if (expected - seq) % 2**32 < 2**31:
-                    stats["tcp_retransmissions"] += 1
+                    counts["tcp_retransmissions"] += 1
                     continue
-                stats["tcp_gap_bytes"] += len(buffer)
+                counts["tcp_gap_bytes"] += len(buffer)
                 buffer = b""
             if not buffer:
                 start_latency = int(r["latency_ns"])
@@ -192,6 +205,11 @@ def reassemble_tcp(records: np.ndarray, stats: Counter) -> Rows:
                 rows.add(i, buffer[2 : 2 + length], start_latency, True, length)
                 buffer = buffer[2 + length :]
                 start_latency = 0
+        if held is not None and (buffer or skip_to is not None):
+            rows.truncate(settled_rows)  # decoded again, whole, with the segments still to come
+            held.extend(ordered[settled_at:])
+            continue
+        stats.update(counts)
         if buffer:
             stats["tcp_incomplete_bytes"] += len(buffer)
     return rows
@@ -206,12 +224,21 @@ def header_fields(wires: list[bytes]) -> dict[str, np.ndarray]:
 
 def decode(raw: bytes, vantages: dict[int, Vantage], boot_to_wall_ns: int) -> tuple[pd.DataFrame, Counter]:
     """The packet-event table for the concatenated records in `raw`, and decode counters."""
+    frame, stats, _ = decode_settled(raw, vantages, boot_to_wall_ns, hold_open=False)
+    return frame, stats
+
+
+def decode_settled(raw: bytes, vantages: dict[int, Vantage], boot_to_wall_ns: int, hold_open: bool = True) -> tuple[pd.DataFrame, Counter, bytes]:
+    """`decode` for a capture read in parts: also the records of TCP messages not whole yet (held back
+    undecoded and uncounted), to put before the next part's records. Decoding part after part this way gives
+    the rows decoding everything at once gives (one exception: a retransmitted segment of a message finished
+    in an earlier part reads as a new message)."""
     stats: Counter = Counter()
     if len(raw) % EVENT_DTYPE.itemsize:
         raise ValueError(f"raw records are {len(raw)} bytes, not a multiple of {EVENT_DTYPE.itemsize}")
     records = np.frombuffer(raw, dtype=EVENT_DTYPE)
     if len(records) == 0:
-        return events.empty_events(), stats
+        return events.empty_events(), stats, b""
     unknown = ~np.isin(records["capture_id"], np.fromiter(vantages, dtype=np.uint32, count=len(vantages)))
     stats["unknown_namespace"] = int(unknown.sum())
     records = records[~unknown]
@@ -219,8 +246,10 @@ def decode(raw: bytes, vantages: dict[int, Vantage], boot_to_wall_ns: int) -> tu
     is_tcp = (records["proto"] == IPPROTO_TCP) & (records["kind"] == KIND_DNS)
     control = records[records["kind"] == KIND_TCP_CONTROL]
     datagrams = records[~is_tcp & (records["kind"] != KIND_TCP_CONTROL)]
-    tcp = reassemble_tcp(records[is_tcp], stats)
+    held: list[int] | None = [] if hold_open else None
+    tcp = reassemble_tcp(records[is_tcp], stats, held)
     tcp_records = records[is_tcp][np.array(tcp.index, dtype=np.int64)]
+    rest = records[is_tcp][np.sort(np.array(held, dtype=np.int64))].tobytes() if held else b""
 
     base = np.concatenate([datagrams, tcp_records])
     dgram_wires = payload_wires(datagrams)
@@ -280,7 +309,7 @@ def decode(raw: bytes, vantages: dict[int, Vantage], boot_to_wall_ns: int) -> tu
     if len(control):
         frame = pd.concat([frame, control_rows(control, vantages, boot_to_wall_ns)], ignore_index=True)
     frame = frame.sort_values("ts_ns", kind="stable")
-    return events.conform(frame), stats
+    return events.conform(frame), stats, rest
 
 
 def control_kind(flags: np.ndarray) -> np.ndarray:

@@ -151,3 +151,67 @@ def test_take_raw_hands_over_each_record_once_and_counters_run_live(capture_lab)
     assert running["events"] > 0 and running["lost"] == 0
     left = sum(map(len, capture.raw)) // bpf.EVENT_DTYPE.itemsize  # read after the last take, at stop
     assert taken >= running["events"] and taken + left == capture.stats["events"]  # none twice, none missing
+
+
+def test_capture_to_parquet_writes_row_groups_while_it_captures(capture_lab, tmp_path):
+    """`capture -o FILE.parquet` streams: the temporary file grows while the capture runs (events decoded and
+    written as they come, not held to the end), and is renamed complete, counters in its footer, at the end."""
+    from dnscorrelate import events
+
+    lab = capture_lab
+    saved = tmp_path / "events.parquet"
+    cmd = [sys.executable, "-m", "dnscorrelate", "capture", "--lab", lab.name, "--duration", "8", "-o", str(saved)]
+    process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert "capturing in" in process.stderr.readline()
+    names, sizes, started = [], [], time.monotonic()
+    while process.poll() is None:
+        if time.monotonic() - started < 5:  # lookups well inside the 8 s the capture runs
+            names.append(f"stream-{uuid.uuid4().hex[:6]}.example.org.")
+            dig(lab, "mypod", names[-1])
+        partial = list(tmp_path.glob(".events.parquet.*.partial"))
+        if partial and not saved.exists():
+            sizes.append(partial[0].stat().st_size)
+        time.sleep(0.3)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 0, err
+    grew = [s for s in sizes if s > 4]  # more than Parquet's opening magic: row groups
+    assert len(set(grew)) >= 2, sizes  # written at least twice before the capture ended
+    frame, stats = events.load(saved)
+    assert set(names) <= set(frame["qname"].astype(str))
+    assert stats["lost_samples"] == 0 and stats["packets"] == len(frame) and "row groups" in err
+    assert list(tmp_path.iterdir()) == [saved]
+
+
+def test_drained_events_are_forgotten_and_still_counted(capture_lab):
+    lab = capture_lab
+    with Capture(lab_targets(lab), watch=lab_watcher(lab)) as capture:
+        dig(lab, "mypod", f"drain-{uuid.uuid4().hex[:8]}.example.org.")
+        time.sleep(0.2)
+        drained = capture.drain()
+        assert capture.raw == [] and len(drained) > 0
+        dig(lab, "mypod", f"drain-{uuid.uuid4().hex[:8]}.example.org.")
+        time.sleep(0.1)
+    rest = capture.events()
+    assert len(rest) > 0 and capture.stats["packets"] == len(drained) + len(rest)
+    assert capture.stats["records_received"] == capture.stats["events"]
+
+
+def test_capture_to_a_disk_that_fills_up_stops_with_an_error_and_leaves_no_file(capture_lab, tmp_path):
+    """Row groups written while capturing fill a 64 KiB tmpfs: an error naming -o and the reason, exit 2, no file."""
+    lab = capture_lab
+    mount = tmp_path / "small"
+    mount.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mount)], check=True)
+    try:
+        saved = mount / "events.parquet"
+        cmd = [sys.executable, "-m", "dnscorrelate", "capture", "--lab", lab.name, "--duration", "30", "-o", str(saved)]
+        process = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert "capturing in" in process.stderr.readline()
+        while process.poll() is None:
+            for _ in range(50):
+                dig(lab, "mypod", f"full-{uuid.uuid4().hex}.example.org.")
+        out, err = process.communicate(timeout=60)
+        assert process.returncode == 2 and "No space left on device" in err and "nothing was written there" in err, err
+        assert "Traceback" not in err and list(mount.iterdir()) == []
+    finally:
+        subprocess.run(["umount", str(mount)], check=True)

@@ -1,13 +1,14 @@
 """From tracer records to the packet-event table: fields, IPv6, TCP reassembly, malformed payloads."""
 
 import struct
+from collections import Counter
 
 import dns.message
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dnscorrelate import events
-from dnscorrelate.sources.decode import Vantage, decode, decode_message
+from dnscorrelate.sources.decode import Vantage, decode, decode_message, decode_settled
 from tests.frames import TCP, query, record, response
 
 VANTAGES = {1: Vantage(4026531840, "demo/mypod", "pod", {2: "eth0"}), 2: Vantage(4026531841, "node-0", "node")}
@@ -84,6 +85,37 @@ def test_tcp_message_split_over_segments_is_reassembled_once():
 def test_tcp_bytes_that_never_form_a_message_are_counted():
     stream = framed(query())
     frame, stats = decode(record(stream[:9], proto=TCP, seq=1), VANTAGES, 0)
+    assert len(frame) == 0 and stats["tcp_incomplete_bytes"] == 9
+
+
+def test_a_capture_decoded_part_after_part_gives_the_rows_of_one_decode():
+    """`capture -o FILE.parquet` decodes as it goes: a TCP message whose segments fall in two parts is held back
+    whole to the next part, not cut in two (nor counted as incomplete bytes)."""
+    stream = framed(query("a.example.com.", qid=1), response("b.example.com.", qid=2), query("c.example.com.", qid=3))
+    cuts = [0, 7, 20, len(stream) - 30, len(stream)]
+    records = [record(query("u.example.com.", qid=9), ts=0)]
+    for k, (a, b) in enumerate(zip(cuts, cuts[1:])):
+        records.append(record(stream[a:b], proto=TCP, seq=100 + a, ts=10 + 10 * k, sport=53, dport=4000))
+        records.append(record(query(f"u{k}.example.com.", qid=10 + k), ts=11 + 10 * k))
+    whole, whole_stats = decode(b"".join(records), VANTAGES, 0)
+    assert len(whole) == 3 + len(records) - 4 and whole_stats["tcp_incomplete_bytes"] == 0
+    for size in range(1, len(records) + 1):  # parts of every size
+        frames, held, stats = [], b"", Counter()
+        for start in range(0, len(records), size):
+            frame, counts, held = decode_settled(held + b"".join(records[start:start + size]), VANTAGES, 0)
+            frames.append(frame)
+            stats.update(counts)
+        assert held == b""
+        parts = events.concat(frames)
+        assert parts.sort_values(["ts_ns", "dns_id"]).reset_index(drop=True).equals(whole.sort_values(["ts_ns", "dns_id"]).reset_index(drop=True))
+        assert stats["tcp_incomplete_bytes"] == 0 and stats["decode_errors"] == 0
+
+
+def test_a_tcp_message_never_finished_is_held_then_counted_at_the_end():
+    stream = framed(query())
+    frame, stats, held = decode_settled(record(stream[:9], proto=TCP, seq=1), VANTAGES, 0)
+    assert len(frame) == 0 and held and "tcp_incomplete_bytes" not in stats
+    frame, stats = decode(held, VANTAGES, 0)  # the capture's end decodes what is left, as before
     assert len(frame) == 0 and stats["tcp_incomplete_bytes"] == 9
 
 
