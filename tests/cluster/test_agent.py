@@ -162,6 +162,32 @@ def test_a_pod_started_mid_capture_is_traced_by_its_nodes_agent(kind_cluster):
     assert not capture.warnings and nothing_left(kind_cluster)
 
 
+def test_the_standalone_image_runs_the_agent_with_nothing_of_this_checkout_mounted(kind_cluster, kind_build):
+    """What a remote cluster runs: the package from the image, not from the node's /opt/dnscorrelate/src. The image
+    is put into the nodes' containerd as a registry pull would put it."""
+    image = kind_build.agent_standalone_image
+    assert image, "make cluster builds dnscorrelate/agent-standalone"
+    for node in kind.node_containers(kind.docker(), kind_cluster).values():
+        imported = subprocess.run(f"docker save {image} | docker exec -i {node.name} ctr -n k8s.io images import -",
+                                  shell=True, capture_output=True, text=True)
+        assert imported.returncode == 0, imported.stderr
+    capture = AgentCapture(kind.api_client(kind_cluster), AgentOptions(image=image, source_from_host=False))
+    name = f"standalone-{uuid.uuid4().hex[:8]}.example.org."
+    capture.start()
+    try:
+        daemonset = k8s.AppsV1Api(kind.api_client(kind_cluster)).read_namespaced_daemon_set(NAME, NAMESPACE)
+        mounts = {v.host_path.path for v in daemonset.spec.template.spec.volumes if v.host_path}
+        assert "/opt/dnscorrelate/src" not in mounts and "/lib/modules" in mounts
+        dig(kind_cluster, name)
+        time.sleep(1)
+    finally:
+        capture.stop()
+    seen = capture.events()
+    seen = seen[seen["qname"] == name]
+    assert {"pod", "node", "coredns"} <= set(seen["role"])
+    assert capture.stats["lost_samples"] == 0 and not capture.warnings and nothing_left(kind_cluster)
+
+
 def test_agent_pods_that_cannot_start_are_named_with_the_reason_and_removed(kind_cluster, tmp_path):
     trace = Trace(kind_cluster, tmp_path, "--agent", "--agent-image", "dnscorrelate/agent:no-such-tag")
     assert trace.finish(interrupt=False) == 2
