@@ -419,7 +419,9 @@ def down(name: str) -> list[str]:
     except ClusterError:
         pass  # no build, or kind failed: the containers are still removed below by label
     client = docker()
-    # `docker run`s that a killed `up` left in flight can still create containers: sweep until a pass finds none
+    # a killed `up` leaves kind's `docker run`s in flight, and dockerd finishes a create whose client is
+    # gone: stop those clients first, then sweep until a pass finds none
+    stop_inflight_docker_runs(cluster)
     for _ in range(SWEEPS):
         swept = [f"container {c.name}" for c in labelled(client, f"{LABEL}={cluster.name}") if remove(c)]
         swept += [f"node container {name}" for name, c in node_containers(client, cluster).items() if remove(c)]
@@ -437,6 +439,42 @@ def down(name: str) -> list[str]:
         shutil.rmtree(cluster.dir)
         removed.append(f"directory {cluster.dir}")
     return removed
+
+
+def stop_inflight_docker_runs(cluster: KindCluster, timeout_s: float = 10.0) -> None:
+    """Kill `docker` client processes still creating this cluster's containers (their --name starts with
+    `dnsc-NAME-`) and wait until they are gone."""
+    import signal
+
+    marker = f"{cluster.kind_name}-".encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and argv[0].endswith(b"docker") and any(a.startswith(marker) for a in argv):
+            pids.append(int(proc.name))
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    deadline = time.monotonic() + timeout_s
+    while any(alive(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if pids:
+        time.sleep(2)  # what dockerd was creating for them lands now, for the sweep to find
+
+
+def alive(pid: int) -> bool:
+    """The process exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def down_all() -> list[str]:
