@@ -82,10 +82,12 @@ def decode_message(wire: bytes, complete: bool) -> Decoded:
 
 def decode_distinct(wires: list[bytes], complete: np.ndarray) -> tuple[list[Decoded], np.ndarray]:
     """Each distinct (payload, completeness) decoded once, and for every row the index of its decoding.
-    The only per-packet Python here is the dictionary lookup."""
+    The only per-packet Python here is the dictionary lookup. Payloads are told apart without their first two
+    bytes, the DNS id (read from the header elsewhere): what is decoded here does not depend on it, and a client
+    asking one name again and again sends a new id each time, which made nearly every payload distinct."""
     index: dict[tuple[bytes, bool], int] = {}
-    rows = np.fromiter((index.setdefault((w, c), len(index)) for w, c in zip(wires, complete.tolist())), dtype=np.int64, count=len(wires))
-    return [decode_message(w, c) for w, c in index], rows
+    rows = np.fromiter((index.setdefault((w[2:], c), len(index)) for w, c in zip(wires, complete.tolist())), dtype=np.int64, count=len(wires))
+    return [decode_message(b"\0\0" + w, c) for w, c in index], rows
 
 
 def vantage_columns(ids: np.ndarray, ifindex: np.ndarray, vantages: dict[int, Vantage]) -> dict[str, np.ndarray]:
