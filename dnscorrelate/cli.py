@@ -544,7 +544,7 @@ def print_trace_summary(session, live, report_path) -> None:
     if report_path:
         from dnscorrelate.report.html import render_report
 
-        html = render_report(analysis, f"trace {session.pod.key}", "dnscorrelate trace session", topology=live.backend.topology())
+        html = render_report(analysis, f"trace {session.pod.key}", "dnscorrelate trace session", facts=session.facts)
         with written_whole(report_path, "--report") as partial:
             partial.write_text(html)
         errors.print(f"report: {report_path}", markup=False)

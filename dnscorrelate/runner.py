@@ -18,6 +18,7 @@ from pathlib import Path
 from dnscorrelate import events
 from dnscorrelate.analysis import Analysis, analyze
 from dnscorrelate.cluster.backend import Session
+from dnscorrelate.cluster.facts import ClusterFacts
 from dnscorrelate.cluster.lab import faults as lab_faults
 from dnscorrelate.cluster.lab.backend import LabBackend
 from dnscorrelate.cluster.lab.clients import ClientResult, run_queries
@@ -42,7 +43,7 @@ class ScenarioResult:
     capture_stats: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     propagation: list[tuple[str, float]] = field(default_factory=list)  # (fault, seconds until in effect), kind only
-    topology: object = None
+    topology: ClusterFacts | None = None  # the cluster as the report draws it: the facts after the faults
     report: str = ""
 
     @property
@@ -100,7 +101,6 @@ class LabStage:
         self.name = f"s{uuid.uuid4().hex[:8]}"
         self.lab = Lab.up(spec, self.name)
         self.backend = LabBackend(self.lab)
-        self.topology = self.lab.topology
 
     def queries(self, query) -> list[ClientResult]:
         pod = self.lab.pod(query.from_)
@@ -141,7 +141,6 @@ class KindStage:
         except BaseException:
             self.down()
             raise
-        self.topology = None
 
     def queries(self, query) -> list[ClientResult]:
         return self.backend.run_queries(query.from_, query.client, query.name, query.type, query.proto, query.count,
@@ -226,7 +225,7 @@ def run_scenario(
         step("analysis")
         evidence = session.evidence()
         result.capture_stats = evidence.capture_stats
-        result.topology = stage.topology
+        result.topology = evidence.facts
         result.analysis = analyze(evidence.events, evidence.logs, evidence.facts, evidence.capture_stats)
         result.passed = not result.missing
         if evidence_dir:

@@ -59,9 +59,6 @@ class Backend(Protocol):
     def facts(self) -> ClusterFacts:
         """What the cluster holds now: its objects, Corefile, DNS settings."""
 
-    def topology(self) -> object | None:
-        """What the HTML report draws the cluster from (the lab's Topology); None when the backend has none."""
-
     # Optional: `remote_capture(ports)`, a capture with `Capture`'s interface done elsewhere (the kube backend's
     # node agents, `kube/agents.py`), or None to capture here in `capture_targets()`.
     # Optional: `dnstap_sources() -> list[(replica, file)]`, Frame Streams files a dnstap sink appends to
@@ -216,6 +213,3 @@ class NamespacesBackend:
 
     def facts(self) -> ClusterFacts:
         return ClusterFacts()
-
-    def topology(self) -> object | None:
-        return None

@@ -1,4 +1,4 @@
-"""Cluster facts: what the diagnoser may know besides the evidence, to name a cause.
+"""Cluster facts: what the diagnoser may know besides the evidence, to name a cause, and what the HTML report draws.
 
 The cluster's objects (a `ClusterModel`: Pods, Services, EndpointSlices,
 NetworkPolicies, Namespaces, Nodes), the Corefile, and the DNS settings the
@@ -21,6 +21,7 @@ from dnscorrelate.cluster.model import ClusterModel, NetworkPolicy, Pod
 
 @dataclass
 class ClusterFacts:
+    cluster: str = ""  # its name as the user calls it: the kubeconfig context, `lab NAME`; "" when unknown
     corefile: str = ""
     custom_server_blocks: dict[str, str] = field(default_factory=dict)
     domain: str = "cluster.local"

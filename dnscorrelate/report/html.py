@@ -2,8 +2,10 @@
 
 Everything is inline (CSS, SVG charts drawn by matplotlib, the waterfalls,
 a few lines of script), so a report opens offline and can be mailed. Every
-name taken from packets or logs goes through Jinja2's autoescaping: query
-names are attacker-controlled.
+name taken from packets, logs or the cluster goes through Jinja2's
+autoescaping: query names, a Corefile's comments and a context's name are
+anyone's text. The cluster is drawn from its `ClusterFacts` alone, so the
+lab and a real cluster look alike.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from dnscorrelate import schema
+from dnscorrelate.cluster.facts import ClusterFacts
 from dnscorrelate.diagnose import Analysis
 from dnscorrelate.outputs import written_whole
 from dnscorrelate.report.text import ms
@@ -181,28 +184,67 @@ def waterfalls(analysis: Analysis, limit: int = MAX_WATERFALLS) -> list[dict]:
     return result
 
 
-# --- topology -----------------------------------------------------------------------
+# --- the cluster ----------------------------------------------------------------------
+
+NODELOCAL_LABEL = ("k8s-app", "node-local-dns")  # the label of the NodeLocal DNSCache DaemonSet's pods
 
 
-def topology_view(topology) -> dict | None:
-    """Boxes for the upstream, nodes and pods, laid out in rows."""
-    if topology is None:
+def cluster_view(facts: ClusterFacts | None) -> dict | None:
+    """The cluster as its facts hold it, the same for every backend: nodes with their pods, Services with
+    their endpoints, NetworkPolicies, where CoreDNS forwards, NodeLocal DNS, the Corefile. None when the
+    facts know no cluster (bare namespaces, a log file alone)."""
+    if facts is None:
         return None
-    nodes = []
-    for n in topology.nodes:
-        pods = [{"name": p.key, "ip": p.ip, "coredns": p.coredns_replica is not None} for p in topology.pods if p.node == n.name]
-        nodes.append({"name": n.name, "lan_ip": n.lan_ip, "cidr": n.pod_cidr, "pods": pods})
-    services = [{"name": s.key, "ip": s.cluster_ip or "None", "type": s.type,
-                 "endpoints": ", ".join(sorted({f"{e.ip}:{e.port}" for port in s.ports for e in port.endpoints})) or "none"} for s in topology.services]
-    return {"upstream": topology.upstream_ip, "nodes": nodes, "services": services, "nodelocal": topology.nodelocal_ip,
-            "policies": [p.ref for p in topology.spec.policies]}
+    model = facts.model
+    if not (model.nodes or model.pods or model.services or facts.corefile):
+        return None
+    nodes = [{"name": n.metadata.name, "ip": n.internal_ip or "", "cidr": n.pod_cidr or "", "pods": []} for n in model.nodes]
+    by_name = {n["name"]: n for n in nodes}
+    node_ips = {n.internal_ip for n in model.nodes if n.internal_ip}
+    unplaced = []
+    for pod in model.pods:
+        role = ("coredns" if any(facts.coredns_pods.get(ip) == pod.key for ip in pod.ips)
+                else "nodelocal" if pod.metadata.labels.get(NODELOCAL_LABEL[0]) == NODELOCAL_LABEL[1] else "")
+        entry = {"name": pod.key, "ips": ", ".join(pod.ips) or "no IP", "role": role,
+                 "host": bool(pod.ips) and set(pod.ips) <= node_ips}  # hostNetwork: the node's own address
+        node = by_name.get(pod.spec.nodeName or "")
+        (node["pods"] if node else unplaced).append(entry)
+    return {
+        "name": facts.cluster, "nodes": nodes, "unplaced": unplaced, "nodelocal": facts.nodelocal_ip,
+        "dns_ip": facts.cluster_dns_ip, "services": [service_view(model, s) for s in model.services],
+        "policies": [policy_view(p) for p in model.policies],
+        "forwards": [{"zones": " ".join(b.zones), "targets": ", ".join(b.targets), "source": b.source} for b in facts.forward_blocks()],
+        "corefile": facts.corefile, "custom": sorted(facts.custom_server_blocks.items()),
+    }
+
+
+def service_view(model, service) -> dict:
+    """A Service's address and its endpoints (`ip:port`, as its EndpointSlices publish them)."""
+    spec = service.spec
+    address = spec.externalName if spec.type == "ExternalName" else (spec.clusterIP or "None")
+    endpoints = set()
+    for piece in model.endpoint_slices_of(service):
+        ports = [p.port for p in piece.ports if p.port] or [None]
+        for endpoint in piece.endpoints:
+            ready = " (not ready)" if endpoint.conditions.ready is False else ""  # unset means ready
+            endpoints |= {f"{ip}:{port}{ready}" if port else f"{ip}{ready}" for ip in endpoint.addresses for port in ports}
+    ports = ", ".join(f"{p.port}/{p.protocol}" for p in spec.ports)
+    return {"name": service.key, "type": spec.type, "ip": address or "", "ports": ports,
+            "endpoints": ", ".join(sorted(endpoints)) or "none"}
+
+
+def policy_view(policy) -> dict:
+    selector = policy.spec.podSelector
+    labels = [f"{k}={v}" for k, v in selector.matchLabels.items()] + [f"{e.key} {e.operator} {','.join(e.values)}".strip() for e in selector.matchExpressions]
+    return {"name": policy.ref, "types": ", ".join(sorted(policy.policy_types)), "pods": ", ".join(labels) or "all pods"}
 
 
 # --- pages ----------------------------------------------------------------------------
 
 
-def render_report(analysis: Analysis, title: str, subtitle: str = "", verdict: dict | None = None, topology=None,
+def render_report(analysis: Analysis, title: str, subtitle: str = "", verdict: dict | None = None, facts: ClusterFacts | None = None,
                   clients: list | None = None, timings: dict | None = None) -> str:
+    """One page: findings, every lookup hop by hop, latency, names, replicas and the cluster `facts` hold."""
     traces = analysis.correlation.traces
     traces = traces[traces["purpose"] == "lookup"]  # CoreDNS's own queries (loop probes, health checks) are not the clients'
     spread = replica_spread(analysis)
@@ -212,7 +254,7 @@ def render_report(analysis: Analysis, title: str, subtitle: str = "", verdict: d
         waterfalls=waterfalls(analysis), more_traces=max(0, len(traces) - MAX_WATERFALLS),
         rcodes=rcodes_by_name(traces), qtypes=traces["qtype"].value_counts().to_dict() if len(traces) else {},
         replicas=spread, percentiles=percentiles(traces), external=top_external(traces),
-        latency_svg=latency_chart(traces), replica_svg=replica_chart(spread), topology=topology_view(topology),
+        latency_svg=latency_chart(traces), replica_svg=replica_chart(spread), cluster=cluster_view(facts),
         clients={"queries": len(clients), "answered": sum(c.answered for c in clients)} if clients is not None else None,
         timings=timings or {}, segments=SEGMENTS, unparsed=analysis.correlation.unparsed[:50],
     )

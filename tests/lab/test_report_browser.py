@@ -31,3 +31,4 @@ def test_report_renders_in_chromium(run_scenario, lab_ready, tmp_path):
     assert "data-errors" not in dom, "the page raised script errors"
     assert dom.count('class="waterfall"') >= 10 and "<circle" in dom
     assert "coredns-unreachable" in dom
+    assert 'id="cluster"' in dom and "kube-system/coredns-0 <code>" in dom  # the cluster, from the run's facts

@@ -24,7 +24,10 @@ def test_trace_prints_each_lookup_of_the_pod(fresh_lab, tmp_path):
     assert lookups[0]["outcome"] == "answered" and lookups[0]["hops"][0]["vantage"] == "demo/mypod"
     assert lookups[1]["findings"] == ["nxdomain"] and lookups[1]["rcode"] == "NXDOMAIN"
     assert "lookups from demo/mypod" in err and "lost_samples=0" in err
-    assert report.exists() and "waterfall" in report.read_text()
+    html = report.read_text()
+    assert "waterfall" in html
+    assert f"cluster <b>lab {lab.name}</b>" in html and '<div class="node" data-node="node-0">' in html  # the lab's facts
+    assert "demo/mypod <code>" in html and "<summary>Corefile</summary>" in html
 
 
 def test_trace_counts_log_lines_lost_when_a_followed_log_is_truncated(fresh_lab):

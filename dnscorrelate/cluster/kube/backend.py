@@ -129,10 +129,7 @@ class KubeBackend:
                        for m in self.api.sanitize_for_serialization(maps)["items"]
                        if m["metadata"]["name"] in ("coredns", "coredns-custom")]
         corefile, custom = corefile_from_config_maps(config_maps)
-        return facts_from_model(model, corefile, custom)
-
-    def topology(self) -> object | None:
-        return None
+        return facts_from_model(model, corefile, custom, cluster=self.context or self.api.configuration.host)
 
     # --- Faults: through the API, each waited for (kube/faults.py) ----------
 
@@ -212,11 +209,12 @@ def logged_before(line: str, moment: datetime) -> bool:
     return stamp.replace(microsecond=int(fraction)) < moment
 
 
-def facts_from_model(model: ClusterModel, corefile: str, custom: dict[str, str]) -> ClusterFacts:
-    """Facts as the API shows them: the DNS Service's address, the DNS server pods, each pod's search list."""
+def facts_from_model(model: ClusterModel, corefile: str, custom: dict[str, str], cluster: str = "") -> ClusterFacts:
+    """Facts as the API shows them: the DNS Service's address, the DNS server pods, each pod's search list;
+    `cluster` names it (the context, else the API server's address)."""
     dns = next((s for s in model.services if s.metadata.namespace == "kube-system" and s.metadata.name == "kube-dns"), None)
-    facts = ClusterFacts(corefile=corefile, custom_server_blocks=custom, cluster_dns_ip=dns.spec.clusterIP if dns else "",
-                         model=model)
+    facts = ClusterFacts(cluster=cluster, corefile=corefile, custom_server_blocks=custom,
+                         cluster_dns_ip=dns.spec.clusterIP if dns else "", model=model)
     for pod in model.pods:
         if not pod.ip:
             continue

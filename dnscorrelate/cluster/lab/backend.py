@@ -9,7 +9,6 @@ from dnscorrelate.cluster.lab import faults as lab_faults
 from dnscorrelate.cluster.lab.capture import lab_targets, lab_watcher
 from dnscorrelate.cluster.lab.facts import facts_from_topology
 from dnscorrelate.cluster.lab.runtime import Lab, resolve_lab_name
-from dnscorrelate.cluster.lab.topology import Topology
 from dnscorrelate.cluster.model import Manifest, Pod
 from dnscorrelate.sources.capture import Target
 
@@ -48,9 +47,6 @@ class LabBackend:
 
     def facts(self) -> ClusterFacts:
         return facts_from_topology(self.lab.topology)
-
-    def topology(self) -> Topology:
-        return self.lab.topology
 
     # --- Faults ------------------------------------------------------------
 

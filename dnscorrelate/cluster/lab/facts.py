@@ -84,6 +84,7 @@ def facts_from_topology(topology: Topology) -> ClusterFacts:
     """Facts a lab knows: its spec, pods, Services and policies, and each pod's search list."""
     model = lab_model(topology)
     facts = ClusterFacts(
+        cluster=f"lab {topology.lab}",
         corefile=topology.spec.corefile,
         custom_server_blocks=dict(topology.spec.customServerBlocks),
         domain=topology.domain,
