@@ -100,15 +100,19 @@ def test_down_leaves_nothing_behind(kind_build):
     assert name not in kind.existing_clusters(kind_build)
 
 
-def test_trace_on_the_cluster_shows_every_hop_through_dnat_and_masquerade(kind_cluster):
-    """`dnscorrelate trace --context` captures in the pods' and nodes' namespaces found in /proc."""
+def test_trace_on_the_cluster_shows_every_hop_through_dnat_and_masquerade(kind_cluster, tmp_path):
+    """`dnscorrelate trace --context` captures in the pods' and nodes' namespaces found in /proc; its report
+    draws the cluster as the API shows it."""
     import json
     import subprocess
     import sys
 
+    from markupsafe import escape
+
+    report = tmp_path / "trace.html"
     trace = subprocess.Popen(
         [sys.executable, "-m", "dnscorrelate", "trace", "pod/mypod", "-n", "demo", "--context", kind_cluster.context,
-         "--kubeconfig", str(kind_cluster.kubeconfig), "--duration", "20", "-o", "json"],
+         "--kubeconfig", str(kind_cluster.kubeconfig), "--duration", "20", "-o", "json", "--report", str(report)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     time.sleep(10)  # the tracer compiles and attaches
     external_name = f"trace-{uuid.uuid4().hex[:8]}.example.org"  # a wildcard answers it; never in CoreDNS's cache yet
@@ -127,6 +131,18 @@ def test_trace_on_the_cluster_shows_every_hop_through_dnat_and_masquerade(kind_c
     assert external["segments_ms"]["upstream_rtt"] > 0
     missing = records["nosuch.demo.svc.cluster.local."]
     assert missing["rcode"] == "NXDOMAIN" and "nxdomain" in missing["findings"]
+
+    page = report.read_text()
+    mypod = core(kind_cluster).read_namespaced_pod("mypod", "demo")
+    node = page.split(f'<div class="node" data-node="{mypod.spec.node_name}">', 1)[1].split("</div>", 1)[0]
+    assert f"demo/mypod <code>{mypod.status.pod_ip}</code>" in node
+    assert f"cluster <b>{kind_cluster.context}</b>" in page
+    for n in core(kind_cluster).list_node().items:
+        assert f'data-node="{n.metadata.name}"' in page
+    for p in core(kind_cluster).list_namespaced_pod("kube-system", label_selector="k8s-app=kube-dns").items:
+        assert f'<span class="pod coredns" title="coredns">kube-system/{p.metadata.name} <code>{p.status.pod_ip}</code>' in page
+    corefile = core(kind_cluster).read_namespaced_config_map("coredns", "kube-system").data["Corefile"]
+    assert f'<pre class="mono">{escape(corefile)}</pre>' in page  # as the ConfigMap holds it, escaped as Jinja2 does
 
 
 def test_a_name_in_use_is_refused_before_anything_is_made(kind_cluster):
