@@ -43,7 +43,7 @@ class ScenarioResult:
     capture_stats: dict = field(default_factory=dict)
     timings: dict = field(default_factory=dict)
     propagation: list[tuple[str, float]] = field(default_factory=list)  # (fault, seconds until in effect), kind only
-    topology: ClusterFacts | None = None  # the cluster as the report draws it: the facts after the faults
+    facts: ClusterFacts | None = None  # the cluster as the report draws it: the facts after the faults
     report: str = ""
 
     @property
@@ -225,7 +225,7 @@ def run_scenario(
         step("analysis")
         evidence = session.evidence()
         result.capture_stats = evidence.capture_stats
-        result.topology = evidence.facts
+        result.facts = evidence.facts
         result.analysis = analyze(evidence.events, evidence.logs, evidence.facts, evidence.capture_stats)
         result.passed = not result.missing
         if evidence_dir:

@@ -265,7 +265,7 @@ def write_scenario_report(result, report_dir: Path) -> Path:
     scenario = result.scenario
     verdict = {"passed": result.passed, "expected": ", ".join(scenario.expect.findings) + (f" at {scenario.expect.hop}" if scenario.expect.hop else ""),
                "missing": result.missing}
-    html = render_report(result.analysis, f"scenario {scenario.name}", scenario.description, verdict, result.topology, result.clients, result.timings)
+    html = render_report(result.analysis, f"scenario {scenario.name}", scenario.description, verdict, result.facts, result.clients, result.timings)
     path = report_dir / f"{scenario.name}.html"
     with written_whole(path, "--report-dir") as partial:  # renamed into place once whole: a full disk leaves no half report
         partial.write_text(html)

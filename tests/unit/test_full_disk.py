@@ -62,7 +62,7 @@ def scenario_result(name: str):
     frame, stats, logs, _ = load_fixture(name)
     scenario = SimpleNamespace(name=name, description="", expect=SimpleNamespace(findings=["ok"], hop=""))
     return SimpleNamespace(scenario=scenario, passed=True, missing=[], error="", analysis=analyze(frame, logs, ClusterFacts(), stats),
-                           topology=None, clients=[], timings={"queries": 1.0}, report="")
+                           facts=None, clients=[], timings={"queries": 1.0}, report="")
 
 
 def test_run_reports_on_a_full_disk_leave_no_half_written_page(full_disk):
