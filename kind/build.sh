@@ -142,6 +142,49 @@ if [ ! -x "$FLANNEL_BIN/flanneld" ] || [ ! -x "$FLANNEL_BIN/flannel" ]; then
   step flannel "The Go module proxy must serve github.com/flannel-io/flannel and containernetworking/plugins@$FLANNEL_CNI_PLUGINS_VERSION" build_flannel
 fi
 
+# --- 4c. Cilium: agent, operator, CNI plugin and tools from its Go module, its chart renderer --------
+# (kind/cilium/go.mod: three replaces for what the proxy lacks; kind/README.md). About 12 minutes on
+# 2 cores the first time, most of it the agent.
+# the version is kind/cilium/go.mod's (not in versions.env, whose change would rebuild every step)
+CILIUM_VERSION=$(sed -n 's#^require github.com/cilium/cilium \(v[0-9.]*\)$#\1#p' "$here/cilium/go.mod")
+[ -n "$CILIUM_VERSION" ] || die "kind/cilium/go.mod names no github.com/cilium/cilium version"
+cilium_key=$(key "$here"/cilium/go.mod "$here"/cilium/go.sum "$here"/cilium/mcs-controllers-stub/*)
+CILIUM_BIN=$CACHE/bin/cilium-$cilium_key
+CILIUM_PROGRAMS="cilium-agent:daemon cilium-operator-generic:operator cilium-cni:plugins/cilium-cni cilium-dbg:cilium-dbg
+  cilium-health:cilium-health cilium-health-responder:cilium-health/responder cilium-mount:tools/mount
+  cilium-sysctlfix:tools/sysctlfix"
+cilium_built() { local p; for p in $CILIUM_PROGRAMS; do [ -x "$CILIUM_BIN/${p%%:*}" ] || return 1; done; }
+if ! cilium_built; then
+  build_cilium() {
+    local p name tags ld="-s -w -X github.com/cilium/cilium/pkg/version.ciliumVersion=${CILIUM_VERSION#v}"
+    cd "$here/cilium"
+    rm -rf "$CILIUM_BIN.tmp" && mkdir -p "$CILIUM_BIN.tmp"
+    for p in $CILIUM_PROGRAMS; do
+      name=${p%%:*} tags=""
+      # the generic operator, as operator/Makefile builds cilium-operator-generic
+      [ "$name" = cilium-operator-generic ] && tags=-tags=ipam_provider_operator,osusergo
+      echo "== $name"
+      CGO_ENABLED=0 go build -trimpath $tags -ldflags "$ld" -o "$CILIUM_BIN.tmp/$name" "github.com/cilium/cilium/${p#*:}"
+    done
+    "$CILIUM_BIN.tmp/cilium-agent" --version | grep -q "${CILIUM_VERSION#v}"
+    rm -rf "$CILIUM_BIN" && mv "$CILIUM_BIN.tmp" "$CILIUM_BIN"
+  }
+  step cilium "Building Cilium needs about 3 GB of memory and the Go module proxy (github.com/cilium/cilium@$CILIUM_VERSION)" build_cilium
+fi
+CILIUM_SRC=$(go env GOMODCACHE)/github.com/cilium/cilium@$CILIUM_VERSION  # bpf/, the chart and the image's scripts
+[ -d "$CILIUM_SRC/bpf" ] || (cd "$here/cilium" && go mod download "github.com/cilium/cilium@$CILIUM_VERSION")
+
+render_key=$(key "$here"/cilium/render/go.mod "$here"/cilium/render/go.sum "$here"/cilium/render/main.go)
+CILIUM_RENDER=$CACHE/bin/cilium-render-$render_key
+if [ ! -x "$CILIUM_RENDER" ]; then
+  build_render() {
+    cd "$here/cilium/render"
+    CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o "$CILIUM_RENDER.tmp" .
+    mv "$CILIUM_RENDER.tmp" "$CILIUM_RENDER"
+  }
+  step cilium-render "The Go module proxy must serve helm.sh/helm/v3 (kind/cilium/render/go.mod)" build_render
+fi
+
 # --- 5. Root filesystems from Debian packages ---------------------------------
 # rootfs NAME PACKAGES: a minbase Debian tree with PACKAGES, as $CACHE/rootfs-NAME-KEY.tar
 rootfs() {
@@ -160,10 +203,14 @@ NODE_PACKAGES="systemd,systemd-sysv,dbus,containerd,runc,containernetworking-plu
 COMPONENT_PACKAGES="iptables,nftables,conntrack,kmod,iproute2"
 CLIENT_PACKAGES="python3-dnspython,dnsutils,iproute2,procps"
 AGENT_PACKAGES="python3,python3-venv,python3-bpfcc,nftables,iproute2,procps,ca-certificates"
+# Cilium's agent compiles its datapath at run time with clang (LLVM >= 18.1; bookworm's clang-19, the
+# same LLVM as Cilium's own image), and runs iptables, ip and tc on the node
+CILIUM_PACKAGES="clang-19,llvm-19,iptables,ipset,iproute2,kmod,util-linux,mount,bash,ca-certificates,procps,libelf1"
 node_tar=$(rootfs node "$NODE_PACKAGES")
 component_tar=$(rootfs component "$COMPONENT_PACKAGES")
 client_tar=$(rootfs client "$CLIENT_PACKAGES")
 agent_tar=$(rootfs agent "$AGENT_PACKAGES")
+cilium_tar=$(rootfs cilium "$CILIUM_PACKAGES")
 
 # The agent runtime: Debian's python3 and bcc plus the package's dependencies from PyPI, in a venv
 # at /opt/dnscorrelate/venv. The package itself is not in it: `cluster up` mounts this checkout
@@ -195,12 +242,15 @@ fi
 # --- 6. Images (docker import of trees we made, tagged as kubeadm expects) -----
 COREDNS_BIN=$repo/coredns/bin/coredns
 [ -x "$COREDNS_BIN" ] || make -s -C "$repo/coredns"
-images_key=$(cat "$KUBE" "$CACHE/bin/pause" "$CACHE/bin/runc-shim" "$COREDNS_BIN" "$FLANNEL_BIN"/* | sha256sum | cut -c1-8)-$(printf '%s\n' "$node_tar" "$component_tar" "$client_tar" "$agent_runtime_tar" | cat - "$here/build.sh" | sha256sum | cut -c1-8)
+images_key=$(cat "$KUBE" "$CACHE/bin/pause" "$CACHE/bin/runc-shim" "$COREDNS_BIN" "$FLANNEL_BIN"/* "$CILIUM_BIN"/* | sha256sum | cut -c1-8)-$(printf '%s\n' "$node_tar" "$component_tar" "$client_tar" "$agent_runtime_tar" "$cilium_tar" | cat - "$here/build.sh" | sha256sum | cut -c1-8)
 NODE_IMAGE=dnscorrelate/kind-node:$KUBE_VERSION-$images_key
 CLIENT_IMAGE=dnscorrelate/client:$images_key
 AGENT_IMAGE=dnscorrelate/agent:$images_key
 UPSTREAM_IMAGE=dnscorrelate/upstream:$images_key
 FLANNEL_IMAGE=dnscorrelate/flannel:$images_key
+CILIUM_IMAGE=dnscorrelate/cilium:$images_key
+CILIUM_OPERATOR_IMAGE=dnscorrelate/cilium-operator:$images_key
+CILIUM_MANIFEST=$CACHE/cilium-$images_key-$(key "$here"/cilium/values.yaml "$CILIUM_RENDER").yaml
 ENV_PATH='ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 
 # import_tree DIR IMAGE CHANGES...: the directory as a one-layer image
@@ -246,6 +296,28 @@ build_images() {
   mkdir "$work/agent" && tar -C "$work/agent" -xf "$agent_runtime_tar"
   import_tree "$work/agent" "$AGENT_IMAGE" "ENV PATH=/opt/dnscorrelate/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin" \
     'ENV PYTHONPATH=/opt/dnscorrelate/src' 'ENTRYPOINT ["python3", "-m", "dnscorrelate"]'
+
+  # Cilium's agent image as its Dockerfile (images/cilium) lays it out, on Debian with clang-19: the
+  # binaries in /usr/bin, the datapath's C source in /var/lib/cilium/bpf (Makefile's install-bpf), the
+  # init containers' scripts at /; all from the Cilium module in the Go module cache, none copied here
+  mkdir "$work/cilium" && tar -C "$work/cilium" -xf "$cilium_tar"
+  install -m 0755 "$CILIUM_BIN"/cilium-* "$work/cilium/usr/bin/"
+  rm "$work/cilium/usr/bin/cilium-operator-generic"
+  install -D -m 0755 "$CILIUM_BIN/cilium-cni" "$work/cilium/opt/cni/bin/cilium-cni"  # its Makefile's CNIBINDIR: install-plugin.sh copies it from there
+  rm "$work/cilium/usr/bin/cilium-cni"
+  ln -s clang-19 "$work/cilium/usr/bin/clang"
+  ln -s llc-19 "$work/cilium/usr/bin/llc"
+  mkdir -p "$work/cilium/var/lib/cilium" "$work/cilium/home/cilium"
+  cp -r "$CILIUM_SRC/bpf" "$work/cilium/var/lib/cilium/bpf"
+  chmod -R u+w,go-w "$work/cilium/var/lib/cilium/bpf"
+  install -m 0755 "$CILIUM_SRC/images/cilium/init-container.sh" "$CILIUM_SRC/plugins/cilium-cni/install-plugin.sh" \
+    "$CILIUM_SRC/plugins/cilium-cni/cni-uninstall.sh" "$work/cilium/"
+  import_tree "$work/cilium" "$CILIUM_IMAGE" "$ENV_PATH" 'ENV INITSYSTEM=SYSTEMD' 'WORKDIR /home/cilium' 'CMD ["/usr/bin/cilium-dbg"]'
+  "$CILIUM_BIN/cilium-agent" --version >/dev/null
+  # the operator on the components' tree
+  mkdir "$work/operator" && tar -C "$work/operator" -xf "$component_tar"
+  install -m 0755 "$CILIUM_BIN/cilium-operator-generic" "$work/operator/usr/bin/"
+  import_tree "$work/operator" "$CILIUM_OPERATOR_IMAGE" "$ENV_PATH" 'ENTRYPOINT ["/usr/bin/cilium-operator-generic"]'
 
   build_node "$work"
   rm -rf "$work"
@@ -293,7 +365,8 @@ json.dump(spec, sys.stdout, indent=2)' >"$root/etc/containerd/cri-base.json"
     "registry.k8s.io/kube-apiserver:$KUBE_VERSION" "registry.k8s.io/kube-controller-manager:$KUBE_VERSION" \
     "registry.k8s.io/kube-scheduler:$KUBE_VERSION" "registry.k8s.io/kube-proxy:$KUBE_VERSION" \
     "registry.k8s.io/etcd:$ETCD_TAG" "registry.k8s.io/pause:$PAUSE_TAG" \
-    "registry.k8s.io/coredns/coredns:$COREDNS_TAG" "$CLIENT_IMAGE" "$AGENT_IMAGE" "$FLANNEL_IMAGE"
+    "registry.k8s.io/coredns/coredns:$COREDNS_TAG" "$CLIENT_IMAGE" "$AGENT_IMAGE" "$FLANNEL_IMAGE" \
+    "$CILIUM_IMAGE" "$CILIUM_OPERATOR_IMAGE"
 
   import_tree "$root" "$NODE_IMAGE" 'ENV container=docker' 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]'
   # `docker import` takes no STOPSIGNAL; a one-line build adds it (config only, no layer, nothing pulled)
@@ -324,8 +397,21 @@ EOF
 }
 
 if ! docker image inspect "$NODE_IMAGE" >/dev/null 2>&1 || ! docker image inspect "$UPSTREAM_IMAGE" >/dev/null 2>&1 ||
-   ! docker image inspect "$FLANNEL_IMAGE" >/dev/null 2>&1; then
+   ! docker image inspect "$FLANNEL_IMAGE" >/dev/null 2>&1 || ! docker image inspect "$CILIUM_IMAGE" >/dev/null 2>&1; then
   step images "See the log; a half-built image is never tagged, so run again after fixing" build_images
+fi
+
+# Cilium's manifests: its chart, from the module, rendered with kind/cilium/values.yaml and our images
+if [ ! -s "$CILIUM_MANIFEST" ]; then
+  render_cilium() {
+    sed -e "s#@AGENT_IMAGE@#$CILIUM_IMAGE#" -e "s#@OPERATOR_IMAGE@#$CILIUM_OPERATOR_IMAGE#" \
+      "$here/cilium/values.yaml" >"$CILIUM_MANIFEST.values.tmp"
+    "$CILIUM_RENDER" "$CILIUM_SRC/install/kubernetes/cilium" "$CILIUM_MANIFEST.values.tmp" kube-system "$KUBE_VERSION" \
+      >"$CILIUM_MANIFEST.tmp"
+    grep -q "image: \"$CILIUM_IMAGE\"" "$CILIUM_MANIFEST.tmp"
+    rm "$CILIUM_MANIFEST.values.tmp" && mv "$CILIUM_MANIFEST.tmp" "$CILIUM_MANIFEST"
+  }
+  step cilium-manifest "See the log: the chart did not render with kind/cilium/values.yaml" render_cilium
 fi
 
 # The agent for clusters whose nodes do not mount this checkout (`trace --agent --agent-image` on a
@@ -350,10 +436,10 @@ fi
 
 # Earlier builds' images of ours are superseded: remove them (an image a running cluster still uses stays).
 for repo_name in dnscorrelate/kind-node dnscorrelate/client dnscorrelate/agent dnscorrelate/upstream dnscorrelate/flannel \
-                 dnscorrelate/agent-standalone; do
+                 dnscorrelate/agent-standalone dnscorrelate/cilium dnscorrelate/cilium-operator; do
   docker images --format '{{.Repository}}:{{.Tag}}' "$repo_name" |
     grep -vxF -e "$NODE_IMAGE" -e "$CLIENT_IMAGE" -e "$AGENT_IMAGE" -e "$UPSTREAM_IMAGE" -e "$FLANNEL_IMAGE" \
-      -e "$AGENT_STANDALONE_IMAGE" |
+      -e "$AGENT_STANDALONE_IMAGE" -e "$CILIUM_IMAGE" -e "$CILIUM_OPERATOR_IMAGE" |
     xargs -r docker rmi >/dev/null 2>&1 || true
 done
 
@@ -367,6 +453,9 @@ AGENT_IMAGE=$AGENT_IMAGE
 AGENT_STANDALONE_IMAGE=$AGENT_STANDALONE_IMAGE
 UPSTREAM_IMAGE=$UPSTREAM_IMAGE
 FLANNEL_IMAGE=$FLANNEL_IMAGE
+CILIUM_IMAGE=$CILIUM_IMAGE
+CILIUM_OPERATOR_IMAGE=$CILIUM_OPERATOR_IMAGE
+CILIUM_MANIFEST=$CILIUM_MANIFEST
 KUBE_VERSION=$KUBE_VERSION
 CAP_SHIM=$(needs_cap_shim && echo 1 || echo 0)
 EOF
