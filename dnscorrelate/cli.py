@@ -561,12 +561,15 @@ cluster_name_option = click.option("--name", "name", default="kind", show_defaul
 @cluster.command("up")
 @cluster_name_option
 @click.option("--spec", "spec_path", type=click.Path(dir_okay=False), help="Lab spec YAML: its workloads, Corefile and upstream zones.")
+@click.option("--cni", type=click.Choice(["flannel", "cilium"]), default="flannel", show_default=True,
+              help="Pod network: flannel with dnscorrelate's NetworkPolicy agent, or Cilium (enforces NetworkPolicy itself).")
 @friendly_errors
-def cluster_up(name: str, spec_path: str | None) -> None:
+def cluster_up(name: str, spec_path: str | None, cni: str) -> None:
     """Create a two-node kind cluster with CoreDNS, the lab's workloads and an upstream resolver."""
     from dnscorrelate.cluster.kind import cluster as kind_cluster
 
-    made, timings = kind_cluster.up(name, spec_path, say=lambda step: errors.print(f"cluster {name}: {step}", highlight=False))
+    made, timings = kind_cluster.up(name, spec_path, say=lambda step: errors.print(f"cluster {name}: {step}", highlight=False),
+                                    cni=cni)
     steps = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in timings.steps.items())
     errors.print(f"cluster {name} is up in {sum(timings.steps.values()):.1f} s ({steps})", highlight=False)
     console.print(f"context {made.context}\nkubeconfig {made.kubeconfig}", highlight=False)

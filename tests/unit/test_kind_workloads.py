@@ -68,3 +68,57 @@ def test_guard_drops_what_pods_send_off_the_machine():
     assert "ip saddr 10.244.0.0/16 ip daddr != { 10.244.0.0/16, 10.96.0.0/16, 172.30.0.0/16 } counter drop" in rules
     assert "hook forward" in rules and "masquerade" not in rules  # flanneld masquerades; the guard only drops
     assert guard_script("172.30.0.0/16").startswith("set -e\n")
+
+
+CILIUM_AGENT_MANIFEST = """
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: cilium-config, namespace: kube-system}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: cilium, namespace: kube-system}
+spec:
+  template:
+    spec:
+      initContainers:
+      - name: mount-cgroup
+        securityContext: {privileged: true}
+        volumeMounts: [{name: hostproc, mountPath: /hostproc}]
+      containers:
+      - name: cilium-agent
+        volumeMounts:
+        - {name: host-proc-sys-net, mountPath: /host/proc/sys/net}
+        - {name: host-proc-sys-kernel, mountPath: /host/proc/sys/kernel}
+      volumes:
+      - {name: hostproc, hostPath: {path: /proc}}
+      - {name: host-proc-sys-net, hostPath: {path: /proc/sys/net}}
+      - {name: host-proc-sys-kernel, hostPath: {path: /proc/sys/kernel, type: Directory}}
+"""
+
+
+def test_cilium_agent_gets_the_nodes_kernel_sysctls_read_only(tmp_path):
+    """The nodes share this machine's kernel: Cilium's agent must not set kernel.* sysctls on it."""
+    from dnscorrelate.cluster.kind.network import cilium_objects
+
+    path = tmp_path / "cilium.yaml"
+    path.write_text(CILIUM_AGENT_MANIFEST)
+    objects = cilium_objects(str(path))
+    assert [o["kind"] for o in objects] == ["ConfigMap", "DaemonSet"]
+    pod = objects[1]["spec"]["template"]["spec"]
+    mounts = {m["name"]: m for m in pod["containers"][0]["volumeMounts"]}
+    assert mounts["host-proc-sys-kernel"]["readOnly"] is True
+    assert "readOnly" not in mounts["host-proc-sys-net"]  # the node's own network namespace: the agent's to set
+    assert "readOnly" not in pod["initContainers"][0]["volumeMounts"][0]  # privileged: a read-only mount would not hold it
+
+
+def test_a_cilium_manifest_without_the_kernel_mount_is_refused(tmp_path):
+    import pytest
+
+    from dnscorrelate.cluster.kind.network import cilium_objects
+    from dnscorrelate.errors import ClusterError
+
+    path = tmp_path / "cilium.yaml"
+    path.write_text(CILIUM_AGENT_MANIFEST.replace("/proc/sys/kernel", "/proc/sys/other").replace("path: /proc}", "path: /x}"))
+    with pytest.raises(ClusterError, match="no mount of the node's /proc/sys/kernel"):
+        cilium_objects(str(path))

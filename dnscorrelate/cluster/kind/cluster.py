@@ -24,6 +24,7 @@ RUN_ROOT = Path(os.environ.get("DNSCORRELATE_CLUSTER_DIR", "/run/dnscorrelate/cl
 CHECKOUT = Path(__file__).resolve().parents[3]  # mounted into the nodes: the agents run this code
 NAME = re.compile(r"^[a-z0-9]{1,20}$")
 READY_TIMEOUT_S = 240
+CILIUM_READY_TIMEOUT_S = 300  # each agent compiles its datapath with clang first (two nodes on two cores)
 SWEEPS = 10
 
 
@@ -159,15 +160,22 @@ def kind_config(build) -> str:
 
 
 def up(name: str = "kind", spec_path: str | None = None, say: Callable[[str], None] = lambda _: None,
-       spec=None) -> tuple[KindCluster, Timings]:
+       spec=None, cni: str = "flannel") -> tuple[KindCluster, Timings]:
     """Create the cluster and everything on it from a lab spec (`spec`, a LabSpec, or the file `spec_path`,
-    or the default); on any failure or Ctrl-C, remove what was made."""
+    or the default), with `cni` as its pod network (network.CNIS); on any failure or Ctrl-C, remove what
+    was made."""
     from dnscorrelate.cluster.kind.build import load_build
+    from dnscorrelate.cluster.kind.network import CNIS
     from dnscorrelate.cluster.lab.spec import load_spec
 
+    if cni not in CNIS:
+        raise ClusterError(f"unknown CNI {cni!r}: choose one of {', '.join(CNIS)}")
     cluster = KindCluster(checked_name(name))
     spec = spec if spec is not None else load_spec(spec_path)
     build = load_build()
+    if cni == "cilium" and not (build.cilium_manifest and Path(build.cilium_manifest).exists()):
+        raise ClusterError("this build has no Cilium (no CILIUM_MANIFEST in build.env, or the file is gone): run "
+                           "`make cluster` from the dnscorrelate checkout")
     client = docker()
     if cluster.name in existing_clusters(build):
         raise ClusterError(f"a cluster named {cluster.name!r} is already up: `dnscorrelate cluster down --name {cluster.name}` "
@@ -181,12 +189,12 @@ def up(name: str = "kind", spec_path: str | None = None, say: Callable[[str], No
         api = api_client(cluster)
         untaint_control_plane(api)
         say("pod network")
-        timings.run("pod-network", setup_pod_network, cluster, api, client, build)
+        timings.run("pod-network", setup_pod_network, cluster, api, client, build, cni)
         say("upstream resolver")
         upstream_ip = timings.run("upstream", start_upstream, cluster, build, spec, client)
         say("CoreDNS and workloads")
         timings.run("coredns", configure_coredns, api, spec, upstream_ip)
-        timings.run("workloads", create_workloads, api, spec, build)
+        timings.run("workloads", create_workloads, api, spec, build, cni)
         say("waiting for every pod")
         timings.run("ready", wait_ready, api)
     except BaseException:
@@ -255,9 +263,9 @@ def node_containers(client, cluster: KindCluster) -> dict:
     return {c.name: c for c in labelled(client, f"io.x-k8s.kind.cluster={cluster.kind_name}")}
 
 
-def setup_pod_network(cluster: KindCluster, api, client, build) -> None:
-    """flannel on every node, and the guard that keeps pods' traffic on this machine; returns once
-    flanneld holds a lease on every node and every node is Ready, so that the pods created next are
+def setup_pod_network(cluster: KindCluster, api, client, build, cni: str = "flannel") -> None:
+    """flannel (or Cilium) on every node, and the guard that keeps pods' traffic on this machine; returns
+    once the network runs on every node and every node is Ready, so that the pods created next are
     spread over both nodes instead of all landing on whichever node had its network first."""
     from kubernetes import client as k8s
     from kubernetes import utils
@@ -269,6 +277,9 @@ def setup_pod_network(cluster: KindCluster, api, client, build) -> None:
         exit_code, output = container.exec_run(["sh", "-c", guard_script(subnet)])
         if exit_code != 0:
             raise ClusterError(f"the traffic guard on node {name} failed: {output.decode(errors='replace').strip()}")
+    if cni == "cilium":
+        setup_cilium(cluster, api, build)
+        return
     for body in flannel_objects(build.flannel_image):
         utils.create_from_dict(api, body)
     apps = k8s.AppsV1Api(api)
@@ -283,6 +294,37 @@ def setup_pod_network(cluster: KindCluster, api, client, build) -> None:
     wait_for(flannel_ready, "flannel to hold a lease on every node and every node to be Ready", 120,
              lambda: ", ".join(f"{p.metadata.name} ({pod_reason(core, p)})" for p in
                                core.list_namespaced_pod(FLANNEL_NAMESPACE, label_selector=f"app={FLANNEL}").items))
+
+
+def setup_cilium(cluster: KindCluster, api, build) -> None:
+    """Cilium's rendered manifests (network.cilium_objects), created by the built kubectl (the Python
+    client's typed models refuse some of the chart's valid YAML, such as `cpu: 1`); returns once its agent
+    is ready on every node (its datapath compiled and attached), its operator is ready and every node is
+    Ready."""
+    import yaml
+    from kubernetes import client as k8s
+
+    from dnscorrelate.cluster.kind.network import (CILIUM_AGENT, CILIUM_AGENT_SELECTOR, CILIUM_NAMESPACE, CILIUM_OPERATOR,
+                                                   cilium_objects)
+
+    manifest = yaml.safe_dump_all(cilium_objects(build.cilium_manifest), sort_keys=False)
+    done = subprocess.run([build.kubectl, "--kubeconfig", str(cluster.kubeconfig), "--context", cluster.context, "create", "-f", "-"],
+                          input=manifest, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise ClusterError(f"creating Cilium's objects failed: {done.stderr.strip()}")
+    apps = k8s.AppsV1Api(api)
+    core = k8s.CoreV1Api(api)
+
+    def cilium_ready():
+        agents = apps.read_namespaced_daemon_set(CILIUM_AGENT, CILIUM_NAMESPACE).status
+        operator = apps.read_namespaced_deployment(CILIUM_OPERATOR, CILIUM_NAMESPACE).status
+        return (agents.desired_number_scheduled and agents.number_ready == agents.desired_number_scheduled
+                and operator.ready_replicas and not any(not_ready_node(n) for n in core.list_node().items))
+
+    wait_for(cilium_ready, "Cilium's agent on every node and its operator to be ready, and every node to be Ready",
+             CILIUM_READY_TIMEOUT_S,
+             lambda: ", ".join(f"{p.metadata.name} ({pod_reason(core, p)})" for p in
+                               core.list_namespaced_pod(CILIUM_NAMESPACE, label_selector=CILIUM_AGENT_SELECTOR).items))
 
 
 def docker_subnet(client, cluster: KindCluster) -> str:
@@ -339,14 +381,16 @@ def configure_coredns(api, spec, upstream_ip: str) -> None:
     k8s.AppsV1Api(api).patch_namespaced_deployment("coredns", "kube-system", restarted)
 
 
-def create_workloads(api, spec, build) -> None:
-    """The NetworkPolicy agent first (a policy in the spec is enforced from the start), then the spec's objects."""
+def create_workloads(api, spec, build, cni: str = "flannel") -> None:
+    """With flannel, our NetworkPolicy agent first (a policy in the spec is enforced from the start; Cilium
+    enforces policies itself), then the spec's objects."""
     from kubernetes import utils
 
     from dnscorrelate.cluster.kind.policy_agent import daemonset
     from dnscorrelate.cluster.kind.workloads import manifest_objects
 
-    for body in [*daemonset(build.agent_image), *manifest_objects(spec, build.client_image)]:
+    agent = daemonset(build.agent_image) if cni == "flannel" else []
+    for body in [*agent, *manifest_objects(spec, build.client_image)]:
         utils.create_from_dict(api, body)
 
 

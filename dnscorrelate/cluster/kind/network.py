@@ -1,4 +1,5 @@
-"""The kind cluster's pod network: flannel, and a guard that keeps pods' traffic on this machine.
+"""The kind cluster's pod network: flannel (the default) or Cilium, and a guard that keeps pods'
+traffic on this machine.
 
 flannel (built here from its Go module, kind/README.md) runs as a DaemonSet, as its own manifest
 runs it: an init container copies the flannel CNI plugin and its config onto the node, then
@@ -8,7 +9,15 @@ bridge, through the reference `bridge` and `host-local` plugins the flannel plug
 
 The guard is ours: pods' traffic to anything but the pod network, the Services and the cluster's
 own Docker network is dropped at the node, so a Corefile or a scenario naming some other address
-never sends a packet off this machine. NetworkPolicies are enforced by `policy_agent`, not here.
+never sends a packet off this machine. With flannel, NetworkPolicies are enforced by `policy_agent`.
+
+Cilium (built here from its Go module, its chart rendered at build time: kind/README.md) is the
+other pod network, `cluster up --cni cilium`: it enforces NetworkPolicy itself, in BPF, and our
+policy agent is not deployed. Its manifests are applied as rendered, with one change
+(`cilium_objects`): the agent gets the node's /proc/sys/kernel read-only, because the nodes share
+this machine's kernel and the agent would otherwise set kernel-wide sysctls on it
+(kernel.unprivileged_bpf_disabled=1, which cannot be undone until a reboot, and
+kernel.timer_migration=0); it ignores the failure.
 """
 
 from __future__ import annotations
@@ -21,6 +30,12 @@ GUARD_TABLE = "dnsc-podnet"
 FLANNEL = "dnsc-flannel"
 FLANNEL_NAMESPACE = "kube-system"
 SUBNET_ENV = "/run/flannel/subnet.env"  # flanneld writes it once it holds the node's lease
+CNIS = ("flannel", "cilium")
+CILIUM_NAMESPACE = "kube-system"
+CILIUM_AGENT = "cilium"  # the DaemonSet; its pods are labelled k8s-app=cilium
+CILIUM_AGENT_SELECTOR = "k8s-app=cilium"
+CILIUM_OPERATOR = "cilium-operator"
+HOST_SYSCTL_KERNEL = "/proc/sys/kernel"
 
 
 def cni_config() -> str:
@@ -120,3 +135,31 @@ def guard_script(docker_subnet: str) -> str:
         f"nft delete table ip {GUARD_TABLE} 2>/dev/null || true",
         f"nft -f - <<'EOF'\n{guard_rules(docker_subnet)}EOF",
     ]) + "\n"
+
+
+def cilium_objects(manifest: str) -> list[dict]:
+    """The rendered chart's objects, with every mount of the node's /proc/sys/kernel made read-only
+    (module docstring); a ClusterError when the manifest holds no such mount to protect (a changed
+    chart: look before applying it) or no agent DaemonSet."""
+    import yaml
+
+    from dnscorrelate.errors import ClusterError
+
+    objects = [o for o in yaml.safe_load_all(open(manifest)) if o]
+    agents = [o for o in objects if o["kind"] == "DaemonSet" and o["metadata"]["name"] == CILIUM_AGENT]
+    if len(agents) != 1:
+        raise ClusterError(f"{manifest} has no Cilium agent DaemonSet {CILIUM_AGENT!r}: rebuild with `make cluster`")
+    protected = 0
+    for body in objects:
+        spec = body.get("spec", {}).get("template", {}).get("spec", {})
+        kernel = {v["name"] for v in spec.get("volumes", []) if v.get("hostPath", {}).get("path", "").rstrip("/") in
+                  (HOST_SYSCTL_KERNEL, "/proc/sys", "/proc")}
+        for container in spec.get("initContainers", []) + spec.get("containers", []):
+            for mount in container.get("volumeMounts", []):
+                if mount["name"] in kernel and not container.get("securityContext", {}).get("privileged"):
+                    mount["readOnly"] = True
+                    protected += 1
+    if not protected:
+        raise ClusterError(f"{manifest}: no mount of the node's {HOST_SYSCTL_KERNEL} found to make read-only; "
+                           "the chart changed, check what its agent may write before applying it")
+    return objects

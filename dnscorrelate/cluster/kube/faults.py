@@ -10,7 +10,11 @@ take effect and returning how long that took (the runner reports it as fault pro
   Deployment what AKS's has: the optional `coredns-custom` ConfigMap mounted at
   /etc/coredns/custom and `import custom/*.server` in the Corefile.
 - NetworkPolicies (`apply`, `delete`): we wait until the policy agent on every node hosting a
-  selected pod logged that it applied the new set (one line per change, `policy_agent.py`).
+  selected pod logged that it applied the new set (one line per change, `policy_agent.py`). On a
+  cluster that runs Cilium (pods k8s-app=cilium), we wait for Cilium's own signal instead: every
+  agent's policy repository moved past the revision it had before the change (it imported the
+  change), and every endpoint on its node realized that revision (`cilium-dbg policy wait`: its
+  datapath regenerated with it).
 - Services and Pods: created or deleted, waited for (deleted: until the API no longer has them).
 - `stop_replica`: Kubernetes does not keep a dead replica behind its Service as the lab does (a
   stopped container's endpoint turns not-ready): the replica's pod is deleted and the Deployment
@@ -30,6 +34,8 @@ NS = "kube-system"
 DEPLOYMENT = "coredns"
 DNS_SELECTOR = "k8s-app=kube-dns"
 POLICY_AGENT_SELECTOR = "app=dnsc-policy"
+CILIUM_SELECTOR = "k8s-app=cilium"
+CILIUM_CONTAINER = "cilium-agent"
 CUSTOM_MAP = "coredns-custom"
 CUSTOM_DIR = "/etc/coredns/custom"
 IMPORT_LINE = "import custom/*.server"
@@ -141,7 +147,7 @@ class KubeFaults:
         from dnscorrelate.cluster.kind.workloads import runnable_pod_spec
 
         started = time.monotonic()
-        before = self.policy_agent_lines()
+        before = self.policy_state()
         policies = []
         for manifest in manifests:
             body = manifest.model_dump(by_alias=True, exclude_none=True)
@@ -164,7 +170,7 @@ class KubeFaults:
     def delete(self, kind: str, namespace: str, name: str) -> float:
         started = time.monotonic()
         if kind == "NetworkPolicy":
-            before = self.policy_agent_lines()
+            before = self.policy_state()
             policy = NetworkPolicy.model_validate({**self.api.sanitize_for_serialization(
                 self.net.read_namespaced_network_policy(name, namespace)), "kind": "NetworkPolicy"})
             self.net.delete_namespaced_network_policy(name, namespace)
@@ -194,6 +200,46 @@ class KubeFaults:
 
     # --- NetworkPolicy enforcement -------------------------------------------
 
+    def policy_state(self) -> dict[str, int]:
+        """What wait_policies_enforced compares against: Cilium's policy revision per agent pod on a Cilium
+        cluster, else our policy agents' line counts per node."""
+        return self.cilium_revisions() if self.cilium_agents() else self.policy_agent_lines()
+
+    def cilium_agents(self) -> list:
+        return self.core.list_namespaced_pod(NS, label_selector=CILIUM_SELECTOR).items
+
+    def cilium(self, pod: str, *command: str) -> str:
+        """stdout of a command in a Cilium agent's container (through the API server's exec)."""
+        from kubernetes.stream import stream
+
+        return stream(self.core.connect_get_namespaced_pod_exec, pod, NS, container=CILIUM_CONTAINER, command=list(command),
+                      stderr=False, stdin=False, stdout=True, tty=False)
+
+    def cilium_revisions(self) -> dict[str, int]:
+        """Agent pod -> the revision of its policy repository."""
+        import json
+
+        return {pod.metadata.name: int(json.loads(self.cilium(pod.metadata.name, "cilium-dbg", "policy", "get", "-o", "json"))["revision"])
+                for pod in self.cilium_agents()}
+
+    def wait_cilium_enforced(self, before: dict[str, int]) -> None:
+        """Until every Cilium agent imported the change (its revision moved past `before`) and every endpoint
+        on its node is ready with that revision realized (what `cilium-dbg policy wait` checks, polled
+        here every 0.2 s rather than its 1 s). Every agent holds every policy, so all are waited for."""
+        import json
+
+        for pod in before:
+            revision = wait_for(lambda: (r := self.cilium_revisions().get(pod, 0)) > before[pod] and r,
+                                f"Cilium agent {pod} to import the policy change", poll_s=0.2)
+
+            def realized() -> bool:
+                endpoints = json.loads(self.cilium(pod, "cilium-dbg", "endpoint", "list", "-o", "json"))
+                return all(e["status"].get("state") == "ready" and
+                           (e["status"].get("policy") or {}).get("realized", {}).get("policy-revision", 0) >= revision
+                           for e in endpoints)
+
+            wait_for(realized, f"the endpoints of Cilium agent {pod} to realize policy revision {revision}", poll_s=0.2)
+
     def policy_agent_lines(self) -> dict[str, int]:
         """Node -> how many 'applied' lines its policy agent has printed so far."""
         counts = {}
@@ -204,7 +250,11 @@ class KubeFaults:
 
     def wait_policies_enforced(self, policies: list[Manifest], before: dict[str, int]) -> None:
         """Until the agent of every node hosting a pod one of `policies` selects printed a new 'applied' line
-        (an agent whose node hosts none of them has nothing to change and prints nothing)."""
+        (an agent whose node hosts none of them has nothing to change and prints nothing); on Cilium,
+        wait_cilium_enforced."""
+        if before and self.cilium_agents():
+            self.wait_cilium_enforced(before)
+            return
         if not before:
             raise ClusterError("no NetworkPolicy agent runs in this cluster (pods app=dnsc-policy): cannot tell when "
                                "a policy is enforced")
