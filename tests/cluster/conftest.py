@@ -41,3 +41,24 @@ def kind_cluster(kind_build):
     made, timings = kind.up(name)
     yield made
     kind.down(name)
+
+
+@pytest.fixture(scope="module")
+def cilium_cluster(kind_build):
+    """A cluster with Cilium as its pod network (`cluster up --cni cilium`), for one test module: removed
+    when the module is done, so it is the only Cilium cluster at a time. DNSCORRELATE_TEST_CILIUM_CLUSTER=NAME
+    uses one already up and leaves it up."""
+    from dnscorrelate.cluster.kind import cluster as kind
+
+    existing = os.environ.get("DNSCORRELATE_TEST_CILIUM_CLUSTER")
+    if existing:
+        if not kind.status(existing)["nodes"]:
+            pytest.fail(f"DNSCORRELATE_TEST_CILIUM_CLUSTER={existing}: no such cluster is up")
+        yield kind.KindCluster(existing)
+        return
+    if not kind_build.cilium_manifest:
+        pytest.fail("this build has no Cilium: run `make cluster`")
+    name = f"c{uuid.uuid4().hex[:8]}"
+    made, timings = kind.up(name, cni="cilium")
+    yield made
+    kind.down(name)
