@@ -58,7 +58,7 @@ def cilium_cluster(kind_build):
         return
     if not kind_build.cilium_manifest:
         pytest.fail("this build has no Cilium: run `make cluster`")
-    name = f"c{uuid.uuid4().hex[:8]}"
+    name = f"cil{uuid.uuid4().hex[:8]}"
     made, timings = kind.up(name, cni="cilium")
     yield made
     kind.down(name)
