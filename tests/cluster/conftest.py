@@ -46,7 +46,8 @@ def kind_cluster(kind_build):
 @pytest.fixture(scope="module")
 def cilium_cluster(kind_build):
     """A cluster with Cilium as its pod network (`cluster up --cni cilium`), for one test module: removed
-    when the module is done, so it is the only Cilium cluster at a time. DNSCORRELATE_TEST_CILIUM_CLUSTER=NAME
+    when the module is done (about 130 s in all), so it is the only Cilium cluster at a time; in a whole
+    run it is up beside the session's flannel cluster (two kind clusters at once). DNSCORRELATE_TEST_CILIUM_CLUSTER=NAME
     uses one already up and leaves it up."""
     from dnscorrelate.cluster.kind import cluster as kind
 
