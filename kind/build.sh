@@ -443,6 +443,9 @@ for repo_name in dnscorrelate/kind-node dnscorrelate/client dnscorrelate/agent d
     xargs -r docker rmi >/dev/null 2>&1 || true
 done
 
+# Earlier builds' rendered Cilium manifests are superseded too (`cluster up` reads the file only while it applies it).
+find "$CACHE" -maxdepth 1 -name 'cilium-*.yaml' ! -name "$(basename "$CILIUM_MANIFEST")" -delete
+
 # What `dnscorrelate cluster up` reads.
 cat >"$CACHE/build.env" <<EOF
 KIND=$CACHE/bin/kind
