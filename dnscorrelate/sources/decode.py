@@ -22,6 +22,7 @@ import dns.rcode
 import dns.rdatatype
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 
 from dnscorrelate import events
 from dnscorrelate.sources.bpf import EVENT_DTYPE, PAYLOAD_MAX
@@ -357,6 +358,21 @@ def decode_settled(raw: bytes, vantages: dict[int, Vantage], boot_to_wall_ns: in
         frame = pd.concat([frame, control_rows(records[is_control], vantages, boot_to_wall_ns)], ignore_index=True)
     frame = frame.sort_values("ts_ns", kind="stable")
     return events.conform(frame), stats, rest
+
+
+def concat_parts(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Event tables decoded from consecutive parts of a capture, as one sorted by time: categoricals joined
+    with their categories (sorted, only those used, as one decode makes them), never through strings per row."""
+    frames = [f for f in frames if len(f)]
+    if len(frames) <= 1:
+        return frames[0] if frames else events.empty_events()
+    columns = {}
+    for name in frames[0].columns:
+        if isinstance(frames[0][name].dtype, pd.CategoricalDtype):
+            columns[name] = union_categoricals([f[name] for f in frames], sort_categories=True)
+        else:
+            columns[name] = np.concatenate([f[name].to_numpy() for f in frames])
+    return events.conform(pd.DataFrame(columns).sort_values("ts_ns", kind="stable"))
 
 
 PAYLOAD_OFFSET = EVENT_DTYPE.fields["payload"][1]
