@@ -338,7 +338,7 @@ def capture_to_parquet(session, output: str, duration: float | None) -> None:
     if behind:
         errors.print(f"warning: decoding fell behind the packets for {behind:.1f} s: the reader paused (memory stays bounded) and "
                      f"the kernel's ring buffer dropped what did not fit, counted in lost_samples={session.stats.get('lost_samples', 0)}",
-                     highlight=False, markup=False)
+                     highlight=False, markup=False, soft_wrap=True)
 
 
 def print_events(frame) -> None:
