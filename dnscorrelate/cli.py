@@ -316,9 +316,15 @@ def capture_to_parquet(session, output: str, duration: float | None) -> None:
     with written_whole(output, "-o") as partial:
         stream = events.ParquetStream(partial)
         try:
+            stream.write(session.drain_events())  # from the first drain on, what waits undecoded is bounded
             started = time.monotonic()
-            while duration is None or time.monotonic() - started < duration:
-                time.sleep(STREAM_EVERY_S if duration is None else max(0.0, min(STREAM_EVERY_S, duration - (time.monotonic() - started))))
+            end = float("inf") if duration is None else started + duration
+            tick = started
+            while time.monotonic() < end:
+                # a row group every STREAM_EVERY_S, counted from the last drain's start: time spent decoding is not
+                # slept too, and a drain that took longer is followed at once (the records waiting are bounded)
+                tick = max(tick + STREAM_EVERY_S, time.monotonic())
+                time.sleep(max(0.0, min(tick, end) - time.monotonic()))
                 stream.write(session.drain_events())
         except KeyboardInterrupt:
             pass
@@ -328,6 +334,11 @@ def capture_to_parquet(session, output: str, duration: float | None) -> None:
         stream.close(session.stats)
     errors.print(f"wrote {stream.rows} events in {stream.row_groups} row groups to {output}", markup=False)
     print_capture_stats(session.stats)
+    behind = session.stats.get("backlog_full_seconds", 0)
+    if behind:
+        errors.print(f"warning: decoding fell behind the packets for {behind:.1f} s: the reader paused (memory stays bounded) and "
+                     f"the kernel's ring buffer dropped what did not fit, counted in lost_samples={session.stats.get('lost_samples', 0)}",
+                     highlight=False, markup=False, soft_wrap=True)
 
 
 def print_events(frame) -> None:

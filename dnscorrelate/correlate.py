@@ -574,10 +574,14 @@ def traces_from_logs(records: pd.DataFrame) -> pd.DataFrame:
     answer's duration is CoreDNS's own time (`server_self_ns`); any other may include upstream waits."""
     ts = records["ts_ns"].astype("Int64")
     duration = (records["duration_s"] * 1e9).round().astype("Int64")
-    flags = pd.Series(texts(records["rflags"]), index=records.index)
-    written = ~((flags == "") & (records["rsize"] == 0).fillna(False)).to_numpy(dtype=bool)  # a format without them: assume written
+    flags = records["rflags"].astype("category")  # each distinct set of flags looked at once, not each row's
+    sets, codes = pd.Series(flags.cat.categories.astype(str)), flags.cat.codes.to_numpy()
+    per_row = lambda per_set: np.append(per_set.to_numpy(dtype=bool), False)[codes]  # noqa: E731  (code -1, missing: no flags)
+    has_flag = lambda flag: per_row(sets.str.contains(rf"\b{flag}\b"))  # noqa: E731
+    no_flags = per_row(sets == "")
+    written = ~(no_flags & (records["rsize"] == 0).fillna(False).to_numpy(dtype=bool))  # a format without them: assume written
     rcode = labels(written, texts(records["rcode"]), "")
-    authoritative = flags.str.contains(r"\baa\b").to_numpy()
+    authoritative = has_flag("aa")
     traces = pd.DataFrame(
         {
             "trace_id": np.arange(len(records)),
@@ -593,7 +597,7 @@ def traces_from_logs(records: pd.DataFrame) -> pd.DataFrame:
             "outcome": labels(~written, "timed-out", labels(rcode != "", "answered", "partial")),
             "rcode": rcode,
             "server_rcode": rcode,
-            "tc": flags.str.contains(r"\btc\b").to_numpy(),
+            "tc": has_flag("tc"),
             "aa": authoritative,
             "served_from": labels(authoritative, "authoritative", "unknown"),
             "t_start": (ts - duration).fillna(0).astype("int64").to_numpy(),
@@ -652,10 +656,15 @@ def upstream_address(ip: pd.Series, port: pd.Series) -> pd.Series:
 
 
 def attach_log_columns(traces: pd.DataFrame, logs: pd.DataFrame, errors: pd.DataFrame) -> pd.DataFrame:
-    joined = logs[logs["trace_id"] >= 0].drop_duplicates("trace_id", keep="first").set_index("trace_id")
-    traces["log_rcode"] = joined["rcode"].astype(str).reindex(traces.index).fillna("")
+    """CoreDNS's log line and errors lines for each trace. Only the columns read are taken from the log
+    records (a million of them), and each row's strings are the categories' own, except `log_ref`."""
+    joined = logs.loc[(logs["trace_id"] >= 0).to_numpy(), ["trace_id", "rcode", "duration_s", "source", "line_no"]]
+    joined = joined.drop_duplicates("trace_id", keep="first").set_index("trace_id")
+    traces["log_rcode"] = pd.Series(texts(joined["rcode"]), index=joined.index).reindex(traces.index).fillna("")
     traces["log_duration_s"] = joined["duration_s"].reindex(traces.index)
-    traces["log_ref"] = (joined["source"].astype(str) + ":" + joined["line_no"].astype(str)).reindex(traces.index).fillna("")
+    refs = [f"{source}:{line}" for source, line in zip(texts(joined["source"]).tolist(), joined["line_no"].tolist())]
+    traces["log_ref"] = pd.Series(refs, index=joined.index, dtype=object).reindex(traces.index).fillna("")
+    del joined, refs
     err = errors[errors["trace_id"] >= 0].drop_duplicates("trace_id", keep="last").set_index("trace_id")
     traces["error"] = err["error"].astype(str).reindex(traces.index).fillna("")
     traces["error_reason"] = err["reason"].astype(str).reindex(traces.index).fillna("")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field, replace
+from itertools import islice
 
 import numpy as np
 import pandas as pd
@@ -56,8 +57,8 @@ COVERED = "_covered"  # evidence() hands a finding all of its trace ids under th
 def evidence(traces: pd.DataFrame, **extra) -> dict:
     """Trace ids and log references behind a finding (the first EVIDENCE_LIMIT of each)."""
     ids = traces["trace_id"].to_numpy()
-    refs = [r for r in traces.get("log_ref", pd.Series(dtype=str)).tolist() if r][:EVIDENCE_LIMIT]
-    errors = [e for e in traces.get("error", pd.Series(dtype=str)).tolist() if e][:5]
+    refs = list(islice((r for r in traces.get("log_ref", pd.Series(dtype=str)) if r), EVIDENCE_LIMIT))
+    errors = list(islice((e for e in traces.get("error", pd.Series(dtype=str)) if e), 5))
     found = {"traces": [int(t) for t in ids[:EVIDENCE_LIMIT]], "log_lines": refs, COVERED: ids.tolist()}
     if errors:
         found["errors"] = errors
@@ -69,8 +70,10 @@ def in_ms(value_ns) -> str:
 
 
 def client_traces(traces: pd.DataFrame) -> pd.DataFrame:
-    """Requests from workloads: not the ones CoreDNS makes itself (its loop check, health probes)."""
-    return traces[~traces["client_role"].isin(["coredns", "upstream", "node"]) & (traces["purpose"] == "lookup")]
+    """Requests from workloads: not the ones CoreDNS makes itself (its loop check, health probes). The table
+    itself when that is every row: a filtered copy of a million traces is several hundred MB."""
+    keep = (~traces["client_role"].isin(["coredns", "upstream", "node"]) & (traces["purpose"] == "lookup")).to_numpy()
+    return traces if keep.all() else traces[keep]
 
 
 def logs_only(traces: pd.DataFrame) -> pd.Series:
@@ -467,6 +470,14 @@ def split_search(traces: pd.DataFrame, facts: ClusterFacts) -> pd.Series:
     return pd.Series(joined["base"].to_numpy(), index=traces.index)
 
 
+def lower(column: pd.Series) -> pd.Series:
+    """`column.str.lower()`, each distinct name lowered once: rows share its string (a million rows of a few
+    names are not a million new strings)."""
+    codes, distinct = pd.factorize(column)
+    lowered = np.append(distinct.str.lower().to_numpy(dtype=object), np.nan) if len(distinct) else np.array([np.nan], dtype=object)
+    return pd.Series(lowered[codes], index=column.index, name=column.name)
+
+
 def per_distinct(test, *columns: pd.Series) -> np.ndarray:
     """`test(*values)` for each row of `columns`, computed once per distinct combination of values."""
     combined = np.zeros(len(columns[0]), dtype=np.int64)
@@ -494,7 +505,7 @@ def name_problems(traces: pd.DataFrame, facts: ClusterFacts) -> list[Finding]:
     answered.loc[denied, "base"] = split_search(answered[denied], facts).to_numpy()
     answered["multi_label_base"] = False
     answered.loc[denied, "multi_label_base"] = answered.loc[denied, "base"].str.contains(".", regex=False).to_numpy(dtype=bool)
-    qnames = answered["qname"].str.lower()
+    qnames = lower(answered["qname"])
     findings = []
 
     # Search-list noise: NXDOMAIN expansions of a dotted name the same client then asked as itself.
@@ -713,7 +724,8 @@ def diagnose(correlation: Correlation, facts: ClusterFacts | None = None) -> lis
     findings += alerts
     findings.sort(key=lambda f: (PROBLEM_ORDER.index(f.code), -f.count))
     if not any(f.severity in ("error", "warning") for f in findings):
-        good = traces[(traces["outcome"] == "answered") & traces["rcode"].isin(["NOERROR"])]
+        good = traces.loc[((traces["outcome"] == "answered") & traces["rcode"].isin(["NOERROR"])).to_numpy(),  # what is read, not the table
+                          ["trace_id", "log_ref", "error", "total_ns", "client_vantage", "client_role"]]
         findings.insert(0, Finding(
             "ok", "", f"{plural(len(good), 'lookup')} answered correctly, "
             + ("by CoreDNS's log (which shows no other hop)" if len(good) and logs_only(good).all() else "every hop in order")

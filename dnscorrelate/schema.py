@@ -100,7 +100,6 @@ _LOG_COMMON = [
 _LOG_SOURCE = [
     f("source", "category", "the log file it was read from"),
     f("line_no", "int64", "its line number in that file"),
-    f("text", "object", "the line as written"),
 ]
 
 LOG_RECORDS = [
@@ -120,7 +119,7 @@ LOG_RECORDS = [
     f("rsize", "Int32", "response size in bytes"),
     f("duration_s", "float64", "time CoreDNS spent, in seconds"),
     f("opcode", "category", "QUERY, … ({combined} format only)"),
-    *_LOG_SOURCE,
+    *_LOG_SOURCE,  # not the line's text: nothing reads it, and at a million lines it is about 200 MB (source and line_no find it)
 ]
 
 LOG_ERRORS = [
@@ -133,6 +132,7 @@ LOG_ERRORS = [
     f("upstream_port", "Int32", "its port"),
     f("reason", "category", "timeout, refused, unreachable, no-route, … or other"),
     *_LOG_SOURCE,
+    f("text", "object", "the line as written"),
 ]
 
 TRACES = [
@@ -284,16 +284,21 @@ def empty_value(dtype: str):
 
 
 def with_empty_columns(frame: pd.DataFrame, table: list[Field]) -> pd.DataFrame:
-    """`frame` plus every column of the table it lacks, holding that column's empty value."""
-    return frame.assign(**{c.name: pd.Series(empty_value(c.dtype), index=frame.index, dtype=c.dtype)
-                           for c in table if c.name not in frame.columns})
+    """`frame` plus every column of the table it lacks, holding that column's empty value. The frame's own
+    columns are not copied (at a million rows a copy of the table is hundreds of MB): the result shares them."""
+    missing = {c.name: pd.Series(empty_value(c.dtype), index=frame.index, dtype=c.dtype) for c in table if c.name not in frame.columns}
+    return pd.DataFrame({**{name: frame[name] for name in frame.columns}, **missing}, copy=False)
 
 
 def conform(frame: pd.DataFrame, table: list[Field]) -> pd.DataFrame:
-    """`frame` with exactly the table's columns, in order, each cast to its declared dtype."""
-    out = frame[names(table)]
-    casts = {c.name: c.dtype for c in table if out[c.name].dtype != pd.api.types.pandas_dtype(c.dtype)}
-    return out.astype(casts) if casts else out
+    """`frame` with exactly the table's columns, in order, each cast to its declared dtype. Columns already of
+    their dtype are the frame's own, not copies (callers hand their frame over); casts are made one column at
+    a time, so no second copy of the whole table is ever held."""
+    out = pd.DataFrame({c.name: frame[c.name] for c in table}, index=frame.index, copy=False)
+    for c in table:
+        if out[c.name].dtype != pd.api.types.pandas_dtype(c.dtype):
+            out[c.name] = out[c.name].astype(c.dtype)
+    return out
 
 
 def markdown(table: list[Field]) -> str:

@@ -265,7 +265,7 @@ def parse_chunk(lines: list[str], source: str, replica: str | None, formats: lis
     if blank.any():
         notices["blank"] = int(blank.sum())
     return ParsedLogs(
-        records=build_records(pd.concat(records) if records else pd.DataFrame(), head, text, source),
+        records=build_records(pd.concat(records) if records else pd.DataFrame(), head, source),
         errors=build_errors(errors_match[is_error], head, text, source),
         other_lines=int(known.sum() + blank.sum()),
         unparsed=[(source, int(n), str(t)) for n, t in zip(head["line_no"][unparsed_mask], text[unparsed_mask])],
@@ -324,7 +324,7 @@ def column(frame: pd.DataFrame, name: str) -> pd.Series:
     return frame[name] if name in frame.columns else pd.Series("-", index=frame.index, dtype="string")
 
 
-def build_records(found: pd.DataFrame, head: pd.DataFrame, text: pd.Series, source: str) -> pd.DataFrame:
+def build_records(found: pd.DataFrame, head: pd.DataFrame, source: str) -> pd.DataFrame:
     if found.empty:
         return empty(LOG_RECORDS)
     found = found.sort_index()
@@ -354,7 +354,6 @@ def build_records(found: pd.DataFrame, head: pd.DataFrame, text: pd.Series, sour
             "opcode": column(found, "opcode").replace("-", ""),
             "source": source,
             "line_no": meta["line_no"],
-            "text": text.loc[found.index].astype(object),
         }
     )
     return conform(frame, LOG_RECORDS)

@@ -22,6 +22,7 @@ import dns.rcode
 import dns.rdatatype
 import numpy as np
 import pandas as pd
+from pandas.api.types import union_categoricals
 
 from dnscorrelate import events
 from dnscorrelate.sources.bpf import EVENT_DTYPE, PAYLOAD_MAX
@@ -85,47 +86,86 @@ def decode_distinct(wires: list[bytes], complete: np.ndarray) -> tuple[list[Deco
     The only per-packet Python here is the dictionary lookup. Payloads are told apart without their first two
     bytes, the DNS id (read from the header elsewhere): what is decoded here does not depend on it, and a client
     asking one name again and again sends a new id each time, which made nearly every payload distinct."""
-    index: dict[tuple[bytes, bool], int] = {}
-    rows = np.fromiter((index.setdefault((w[2:], c), len(index)) for w, c in zip(wires, complete.tolist())), dtype=np.int64, count=len(wires))
-    return [decode_message(b"\0\0" + w, c) for w, c in index], rows
+    return decode_keyed([w[2:] for w in wires], complete)
 
 
-def vantage_columns(ids: np.ndarray, ifindex: np.ndarray, vantages: dict[int, Vantage]) -> dict[str, np.ndarray]:
+def decode_keyed(keys: list[bytes], complete: np.ndarray) -> tuple[list[Decoded], np.ndarray]:
+    """`decode_distinct` for payloads already cut after their DNS id (`wire[2:]`)."""
+    if not keys:
+        return [], np.array([], dtype=np.int64)
+    column = np.empty(len(keys), dtype=object)
+    column[:] = keys
+    payload, payloads = pd.factorize(column)  # a hash table in C, no Python per row
+    rows, pairs = pd.factorize(payload.astype(np.int64) * 2 + complete.astype(np.int64))
+    return [decode_message(b"\0\0" + payloads[p >> 1], bool(p & 1)) for p in pairs.tolist()], rows.astype(np.int64)
+
+
+def categorical(codes: np.ndarray, table) -> pd.Categorical:
+    """`table[codes]` as a categorical with the categories `astype("category")` of those strings would have
+    (only the values used, sorted), built from the few distinct values: no string per row."""
+    table = np.asarray(table, dtype=object)
+    codes = np.asarray(codes, dtype=np.int64)
+    used = np.flatnonzero(np.bincount(codes, minlength=len(table))) if len(codes) else np.array([], np.int64)
+    categories, inverse = np.unique(table[used].astype(str), return_inverse=True) if len(used) else (np.array([], object), used)
+    remap = np.zeros(len(table), dtype=np.int64)
+    remap[used] = inverse.reshape(-1)
+    return pd.Categorical.from_codes(remap[codes], categories=pd.Index(categories.astype(object), dtype=object))
+
+
+def vantage_columns(ids: np.ndarray, ifindex: np.ndarray, vantages: dict[int, Vantage]) -> dict:
     """netns, vantage, role and ifname for every row, looked up once per distinct capture id (and interface)."""
     unique, inverse = np.unique(ids, return_inverse=True)
     known = [vantages[int(c)] for c in unique]
     pairs, pair_of = np.unique(ids.astype(np.int64) << 32 | ifindex.astype(np.int64), return_inverse=True)
-    ifnames = np.array([vantages[int(p >> 32)].ifnames.get(int(p & 0xFFFFFFFF), "") for p in pairs], dtype=object)
+    ifnames = [vantages[int(p >> 32)].ifnames.get(int(p & 0xFFFFFFFF), "") for p in pairs]
     return {
         "netns": np.array([v.netns for v in known], dtype=np.uint64)[inverse],
-        "vantage": np.array([v.vantage for v in known], dtype=object)[inverse],
-        "role": np.array([v.role for v in known], dtype=object)[inverse],
-        "ifname": ifnames[pair_of],
+        "vantage": categorical(inverse, [v.vantage for v in known]),
+        "role": categorical(inverse, [v.role for v in known]),
+        "ifname": categorical(pair_of, ifnames),
     }
 
 
-def ip_strings(addresses: np.ndarray, family: np.ndarray) -> np.ndarray:
-    """Text addresses for an (N, 16) byte array, IPv4 in the first four bytes; one conversion per distinct
-    address, found by hashing the two 64-bit halves (np.unique(axis=0) would sort byte rows, slowly)."""
+IP_TEXT_CACHE_MAX = 1 << 16
+_ip_text: dict[tuple[int, int, int], str] = {}  # (high, low, family) -> text, across calls: addresses repeat
+
+
+def address_text(high: int, low: int, family: int) -> str:
+    key = (high, low, family)
+    text = _ip_text.get(key)
+    if text is None:
+        text = str(ipaddress.IPv4Address(high)) if family == 4 else str(ipaddress.IPv6Address(high << 64 | low))
+        if len(_ip_text) >= IP_TEXT_CACHE_MAX:
+            _ip_text.clear()
+        _ip_text[key] = text
+    return text
+
+
+def address_codes(addresses: np.ndarray, family: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """For an (N, 16) byte array (IPv4 in the first four bytes), each row's index into a list of distinct
+    address texts. Rows are told apart by hashing their two 64-bit halves and family (pd.factorize of integers,
+    no per-row Python and no sorting of byte rows); each distinct address is made text once, through a cache."""
     if len(addresses) == 0:
-        return np.array([], dtype=object)
+        return np.array([], dtype=np.int64), []
     halves = np.ascontiguousarray(addresses).view(">u8").reshape(-1, 2)
     v4 = family == 4
     high = np.where(v4, halves[:, 0] >> 32, halves[:, 0])  # IPv4 lives in the first four bytes
     low = np.where(v4, 0, halves[:, 1])
-    codes, uniques = pd.MultiIndex.from_arrays([high, low, family]).factorize()
-    text = np.array(
-        [str(ipaddress.IPv4Address(int(h))) if f == 4 else str(ipaddress.IPv6Address(int(h) << 64 | int(l))) for h, l, f in uniques],
-        dtype=object,
-    )
-    return text[codes]
+    fam = np.where(v4, 4, family.astype(np.int64))
+    code_high, _ = pd.factorize(high)
+    code_low, unique_low = pd.factorize(low)
+    code_fam, unique_fam = pd.factorize(fam)
+    combined = (code_high.astype(np.int64) * len(unique_low) + code_low) * len(unique_fam) + code_fam
+    codes, uniques = pd.factorize(combined)
+    first = np.empty(len(uniques), dtype=np.int64)
+    first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)  # each distinct address's first row
+    return codes, [address_text(h, l, f) for h, l, f in zip(high[first].tolist(), low[first].tolist(), fam[first].tolist())]
 
 
-def payload_wires(records: np.ndarray) -> list[bytes]:
-    """Each record's DNS bytes (from its DNS header to what was captured), sliced from one contiguous blob."""
-    blob = np.ascontiguousarray(records["payload"]).tobytes()
-    starts = np.arange(len(records)) * PAYLOAD_MAX
-    return [blob[o + a : o + b] for o, a, b in zip(starts.tolist(), records["dns_at"].tolist(), records["captured"].tolist())]
+def ip_strings(addresses: np.ndarray, family: np.ndarray) -> pd.Categorical:
+    """Text addresses for an (N, 16) byte array, IPv4 in the first four bytes, as a categorical."""
+    codes, texts = address_codes(addresses, family)
+    return categorical(codes, texts)
 
 
 @dataclass
@@ -234,84 +274,117 @@ def decode_settled(raw: bytes, vantages: dict[int, Vantage], boot_to_wall_ns: in
     """`decode` for a capture read in parts: also the records of TCP messages not whole yet (held back
     undecoded and uncounted), to put before the next part's records. Decoding part after part this way gives
     the rows decoding everything at once gives (one exception: a retransmitted segment of a message finished
-    in an earlier part reads as a new message)."""
+    in an earlier part reads as a new message).
+
+    Records are 608 bytes, mostly payload: columns are gathered from them by position (never a copy of whole
+    records, but for TCP's few), DNS bytes are sliced from `raw` itself, and text columns are built as
+    categoricals from their few distinct values."""
     stats: Counter = Counter()
     if len(raw) % EVENT_DTYPE.itemsize:
         raise ValueError(f"raw records are {len(raw)} bytes, not a multiple of {EVENT_DTYPE.itemsize}")
+    raw = raw if isinstance(raw, bytes) else bytes(raw)
     records = np.frombuffer(raw, dtype=EVENT_DTYPE)
     if len(records) == 0:
         return events.empty_events(), stats, b""
-    unknown = ~np.isin(records["capture_id"], np.fromiter(vantages, dtype=np.uint32, count=len(vantages)))
-    stats["unknown_namespace"] = int(unknown.sum())
-    records = records[~unknown]
-
-    is_tcp = (records["proto"] == IPPROTO_TCP) & (records["kind"] == KIND_DNS)
-    control = records[records["kind"] == KIND_TCP_CONTROL]
-    datagrams = records[~is_tcp & (records["kind"] != KIND_TCP_CONTROL)]
+    known = np.isin(records["capture_id"], np.fromiter(vantages, dtype=np.uint32, count=len(vantages)))
+    stats["unknown_namespace"] = int(len(records) - known.sum())
+    kind, proto = records["kind"], records["proto"]
+    is_tcp = known & (proto == IPPROTO_TCP) & (kind == KIND_DNS)
+    is_control = known & (kind == KIND_TCP_CONTROL)
+    dgram_at = np.flatnonzero(known & ~is_tcp & ~is_control)
+    tcp_at = np.flatnonzero(is_tcp)
+    tcp_records = records[tcp_at]
     held: list[int] | None = [] if hold_open else None
-    tcp = reassemble_tcp(records[is_tcp], stats, held)
-    tcp_records = records[is_tcp][np.array(tcp.index, dtype=np.int64)]
-    rest = records[is_tcp][np.sort(np.array(held, dtype=np.int64))].tobytes() if held else b""
+    tcp = reassemble_tcp(tcp_records, stats, held)
+    rest = tcp_records[np.sort(np.array(held, dtype=np.int64))].tobytes() if held else b""
+    at = np.concatenate([dgram_at, tcp_at[np.array(tcp.index, dtype=np.int64)]])  # the record of each row
+    column = lambda name: records[name][at]
 
-    base = np.concatenate([datagrams, tcp_records])
-    dgram_wires = payload_wires(datagrams)
-    complete = np.concatenate([(datagrams["captured"] >= datagrams["payload_len"]) & (datagrams["kind"] == KIND_DNS), np.array(tcp.complete, bool)])
-    wires = dgram_wires + tcp.wires
-    size = np.concatenate([datagrams["payload_len"].astype(np.int32), np.array(tcp.sizes, np.int32)])
+    captured, payload_len, dgram_kind = records["captured"][dgram_at], records["payload_len"][dgram_at], kind[dgram_at]
+    complete = np.concatenate([(captured >= payload_len) & (dgram_kind == KIND_DNS), np.array(tcp.complete, bool)])
+    keys = datagram_keys(raw, dgram_at, records["dns_at"][dgram_at], captured) + [w[2:] for w in tcp.wires]
+    size = np.concatenate([payload_len.astype(np.int32), np.array(tcp.sizes, np.int32)])
 
     heads = header_fields(tcp.wires)
-    dns_id = np.concatenate([datagrams["dns_id"], heads["dns_id"]])
-    flags = np.concatenate([datagrams["dns_flags"], heads["dns_flags"]]).astype(np.int32)
-    ancount = np.concatenate([datagrams["ancount"], heads["ancount"]])
-    latency = np.concatenate([datagrams["latency_ns"].astype(np.int64), np.array(tcp.latency, np.int64)])
+    dns_id = np.concatenate([records["dns_id"][dgram_at], heads["dns_id"]])
+    flags = np.concatenate([records["dns_flags"][dgram_at], heads["dns_flags"]]).astype(np.int32)
+    ancount = np.concatenate([records["ancount"][dgram_at], heads["ancount"]])
+    latency = np.concatenate([records["latency_ns"][dgram_at].astype(np.int64), np.array(tcp.latency, np.int64)])
 
-    distinct, row = decode_distinct(wires, complete)
-    field = lambda name, dtype=object: np.array([getattr(d, name) for d in distinct], dtype=dtype)[row] if len(row) else np.array([], dtype)
-    ok = field("ok", bool)
+    distinct, row = decode_keyed(keys, complete)
+    n_distinct = len(distinct)
+    ok = np.array([d.ok for d in distinct], dtype=bool)[row]
     stats["decode_errors"] = int((~ok).sum())
     qr = (flags >> 15).astype(bool)
-    header_rcodes = np.array([dns.rcode.to_text(i) for i in range(16)], dtype=object)[flags & 0xF]
-    decoded_rcodes = field("rcode")
-    rcode_text = np.where(pd.isna(decoded_rcodes), header_rcodes, decoded_rcodes) if len(row) else np.array([], object)
-    rcode_text[~qr] = ""
+    # rcode: "" for queries; the full (extended) rcode when the message parsed, else the header's four bits
+    has_rcode = np.array([d.rcode is not None for d in distinct], dtype=bool)[row]
+    rcode_codes = np.where(~qr, n_distinct + 16, np.where(has_rcode, row, n_distinct + (flags & 0xF)))
+    rcode_table = [d.rcode or "" for d in distinct] + [dns.rcode.to_text(i) for i in range(16)] + [""]
 
-    kind = np.where(base["kind"] == KIND_ICMP_ERROR, "icmp-error", "dns")
+    row_kind = column("kind")
     frame = pd.DataFrame(
         {
-            "ts_ns": base["ts_ns"].astype(np.int64) + boot_to_wall_ns,
-            **vantage_columns(base["capture_id"], base["ifindex"], vantages),
-            "ifindex": base["ifindex"].astype(np.int32),
-            "pkt_type": np.array(events.PKT_TYPES, dtype=object)[np.minimum(base["pkt_type"], 7)],
-            "kind": kind,
-            "icmp_type": np.where(base["kind"] == KIND_ICMP_ERROR, base["icmp_type"].astype(np.int16), -1),
-            "icmp_code": np.where(base["kind"] == KIND_ICMP_ERROR, base["icmp_code"].astype(np.int16), -1),
-            "proto": np.where(base["proto"] == IPPROTO_TCP, "tcp", "udp"),
-            "family": base["family"].astype(np.int8),
-            "src_ip": ip_strings(base["saddr"], base["family"]),
-            "src_port": base["sport"].astype(np.int32),
-            "dst_ip": ip_strings(base["daddr"], base["family"]),
-            "dst_port": base["dport"].astype(np.int32),
+            "ts_ns": column("ts_ns").astype(np.int64) + boot_to_wall_ns,
+            **vantage_columns(column("capture_id"), column("ifindex"), vantages),
+            "ifindex": column("ifindex").astype(np.int32),
+            "pkt_type": categorical(np.minimum(column("pkt_type"), 7), events.PKT_TYPES),
+            "kind": categorical((row_kind == KIND_ICMP_ERROR).astype(np.int64), ["dns", "icmp-error"]),
+            "icmp_type": np.where(row_kind == KIND_ICMP_ERROR, column("icmp_type").astype(np.int16), -1).astype(np.int16),
+            "icmp_code": np.where(row_kind == KIND_ICMP_ERROR, column("icmp_code").astype(np.int16), -1).astype(np.int16),
+            "proto": categorical((column("proto") == IPPROTO_TCP).astype(np.int64), ["udp", "tcp"]),
+            "family": column("family").astype(np.int8),
+            "src_ip": ip_strings(column("saddr"), column("family")),
+            "src_port": column("sport").astype(np.int32),
+            "dst_ip": ip_strings(column("daddr"), column("family")),
+            "dst_port": column("dport").astype(np.int32),
             "dns_id": dns_id.astype(np.int32),
             "qr": qr,
             "opcode": ((flags >> 11) & 0xF).astype(np.int8),
-            "rcode": rcode_text,
+            "rcode": categorical(rcode_codes, rcode_table),
             "aa": ((flags >> 10) & 1).astype(bool),
             "tc": ((flags >> 9) & 1).astype(bool),
             "rd": ((flags >> 8) & 1).astype(bool),
             "ra": ((flags >> 7) & 1).astype(bool),
-            "qname": field("qname"),
-            "qtype": field("qtype"),
-            "answers": field("answers"),
+            "qname": categorical(row, [d.qname for d in distinct]),
+            "qtype": categorical(row, [d.qtype for d in distinct]),
+            "answers": categorical(row, [d.answers for d in distinct]),
             "ancount": ancount.astype(np.int16),
             "size": size,
             "latency_ns": np.where(qr, latency, 0),
             "decoded": ok,
         }
     )
-    if len(control):
-        frame = pd.concat([frame, control_rows(control, vantages, boot_to_wall_ns)], ignore_index=True)
+    if is_control.any():
+        frame = pd.concat([frame, control_rows(records[is_control], vantages, boot_to_wall_ns)], ignore_index=True)
     frame = frame.sort_values("ts_ns", kind="stable")
     return events.conform(frame), stats, rest
+
+
+def concat_parts(frames: list[pd.DataFrame]) -> pd.DataFrame:
+    """Event tables decoded from consecutive parts of a capture, as one sorted by time: categoricals joined
+    with their categories (sorted, only those used, as one decode makes them), never through strings per row."""
+    frames = [f for f in frames if len(f)]
+    if len(frames) <= 1:
+        return frames[0] if frames else events.empty_events()
+    columns = {}
+    for name in frames[0].columns:
+        if isinstance(frames[0][name].dtype, pd.CategoricalDtype):
+            columns[name] = union_categoricals([f[name] for f in frames], sort_categories=True)
+        else:
+            columns[name] = np.concatenate([f[name].to_numpy() for f in frames])
+    return events.conform(pd.DataFrame(columns).sort_values("ts_ns", kind="stable"))
+
+
+PAYLOAD_OFFSET = EVENT_DTYPE.fields["payload"][1]
+
+
+def datagram_keys(raw: bytes, positions: np.ndarray, dns_at: np.ndarray, captured: np.ndarray) -> list[bytes]:
+    """Each record's captured DNS bytes after the DNS id (`decode_keyed`'s keys), sliced straight from `raw`:
+    one small bytes object per row, no copy of the payloads first."""
+    base = positions.astype(np.int64) * EVENT_DTYPE.itemsize + PAYLOAD_OFFSET
+    starts = base + dns_at + 2
+    ends = base + captured  # before `starts` when under two bytes were captured: an empty key, as wire[2:] gives
+    return list(map(raw.__getitem__, map(slice, starts.tolist(), ends.tolist())))
 
 
 def control_kind(flags: np.ndarray) -> np.ndarray:

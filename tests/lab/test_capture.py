@@ -215,3 +215,30 @@ def test_capture_to_a_disk_that_fills_up_stops_with_an_error_and_leaves_no_file(
         assert "Traceback" not in err and list(mount.iterdir()) == []
     finally:
         subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_capture_to_parquet_bounds_what_waits_undecoded_and_counts_what_the_kernel_drops(capture_lab, tmp_path):
+    """When decoding falls behind, the reader stops taking records (here at once: a 1-byte backlog) instead of
+    holding them in memory; the kernel's ring buffer (16 pages) then drops what does not fit and counts it. Every
+    record read is in the file, and the pause and the loss are said."""
+    from dnscorrelate import events
+
+    from .test_lookup_identity import CLIENT
+
+    lab = capture_lab
+    pod = lab.pod("mypod", "demo")
+    saved = tmp_path / "events.parquet"
+    env = {**os.environ, "DNSCORRELATE_BACKLOG_BYTES": "1", "DNSCORRELATE_RING_PAGES": "16"}
+    process = subprocess.Popen([sys.executable, "-m", "dnscorrelate", "capture", "--lab", lab.name, "--duration", "6", "-o", str(saved)],
+                               env=env, stderr=subprocess.PIPE, text=True)
+    started = process.stderr.readline()
+    assert started.startswith("capturing in"), started
+    flood = subprocess.run(["ip", "netns", "exec", pod.netns, sys.executable, "-c", CLIENT, "10.96.0.10", "2000"],
+                           capture_output=True, text=True, timeout=120)
+    assert flood.returncode == 0, flood.stderr
+    _, err = process.communicate(timeout=120)
+    assert process.returncode == 0, started + err
+    frame, stats = events.load(saved)
+    assert stats["backlog_full_seconds"] > 0 and stats["lost_samples"] > 0, stats
+    assert stats["records_received"] == stats["events"] and stats["packets"] == len(frame) > 0  # all that was read is written
+    assert "decoding fell behind" in err and f"lost_samples={stats['lost_samples']}" in err

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from dnscorrelate.cluster.kube import clients
-from dnscorrelate.cluster.kube.backend import logged_before
+from dnscorrelate.cluster.kube.api import logged_before
 from dnscorrelate.errors import ClusterError
 from dnscorrelate.runner import reusable
 from dnscorrelate.scenarios import Scenario
@@ -54,3 +54,28 @@ def test_only_scenarios_that_change_nothing_share_a_cluster():
     assert reusable(Scenario.model_validate(base))
     assert not reusable(Scenario.model_validate({**base, "faults": [{"stopReplica": 0}]}))
     assert not reusable(Scenario.model_validate({**base, "lab": {"upstreamZones": {"a.test": "@ TXT x"}}}))
+
+
+def test_a_corefile_reload_is_seen_in_each_replicas_log_after_the_patch_and_a_failed_one_is_said():
+    from datetime import datetime, timezone
+    from types import SimpleNamespace
+
+    import pytest
+
+    from dnscorrelate.cluster.kube.faults import KubeFaults
+    from dnscorrelate.errors import ClusterError
+
+    logs = {
+        "old": "2026-11-23T19:34:00.1Z [INFO] plugin/reload: Running configuration SHA512 = aa\n",
+        "new": "2026-11-23T19:34:00.1Z [INFO] plugin/reload: Running configuration SHA512 = aa\n"
+               "2026-11-23T19:34:31.2Z [INFO] Reloading\n"
+               "2026-11-23T19:34:31.3Z [INFO] plugin/reload: Running configuration SHA512 = bb\n",
+        "bad": "2026-11-23T19:34:31.2Z [ERROR] plugin/reload: Corefile changed but reload failed: plugin/acl: bad\n",
+    }
+    faults = KubeFaults.__new__(KubeFaults)
+    faults.core = SimpleNamespace(read_namespaced_pod_log=lambda name, ns, **_: logs[name])
+    patched = datetime(2026, 11, 23, 19, 34, 5, tzinfo=timezone.utc)
+    assert not faults.reloaded("old", patched)  # the configuration it started with is not the new one
+    assert faults.reloaded("new", patched)
+    with pytest.raises(ClusterError, match="did not take the new Corefile: .*reload failed: plugin/acl: bad"):
+        faults.reloaded("bad", patched)

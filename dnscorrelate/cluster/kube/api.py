@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import re
+from datetime import datetime, timezone
 
 from dnscorrelate.cluster.model import ClusterModel, KubeModel
 from dnscorrelate.errors import ClusterError
@@ -57,3 +59,17 @@ def read_objects(api, kinds: tuple[str, ...] = tuple(LISTS)) -> list[KubeModel]:
 
 def read_model(api, kinds: tuple[str, ...] = tuple(LISTS)) -> ClusterModel:
     return ClusterModel.from_objects(read_objects(api, kinds))
+
+
+KUBELET_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z ")
+
+
+def logged_before(line: str, moment: datetime) -> bool:
+    """Whether a `--timestamps` log line was written before `moment` (since_seconds counts whole seconds: the
+    lines of the second before it, from an earlier scenario on the same cluster, are dropped here)."""
+    match = KUBELET_STAMP.match(line)
+    if not match:
+        return False
+    stamp = datetime.fromisoformat(match.group(1)).replace(tzinfo=timezone.utc)
+    fraction = (match.group(2) or "0")[:6].ljust(6, "0")
+    return stamp.replace(microsecond=int(fraction)) < moment

@@ -8,7 +8,6 @@ whose nodes are elsewhere, capture runs in the node agents (`agent.py`, `agents.
 
 from __future__ import annotations
 
-import re
 import tempfile
 import time
 from datetime import datetime, timezone
@@ -18,7 +17,7 @@ from dnscorrelate.cluster.backend import LogSource, TargetWatcher
 from dnscorrelate.cluster.corefile import corefile_from_config_maps
 from dnscorrelate.cluster.facts import ClusterFacts, pod_search_list
 from dnscorrelate.cluster.kube.agents import AgentOptions
-from dnscorrelate.cluster.kube.api import client_from_kubeconfig, read_model
+from dnscorrelate.cluster.kube.api import client_from_kubeconfig, logged_before, read_model
 from dnscorrelate.cluster.kube.discovery import PodRef, pod_refs_of, pod_targets
 from dnscorrelate.cluster.model import ClusterModel, ConfigMap, Pod
 from dnscorrelate.errors import CaptureError, ClusterError
@@ -193,20 +192,6 @@ class KubeBackend:
             return docker.from_env().containers.list(filters={"label": label})
         except Exception:  # no Docker here: nodes are not local containers
             return []
-
-
-KUBELET_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z ")
-
-
-def logged_before(line: str, moment: datetime) -> bool:
-    """Whether a `--timestamps` log line was written before `moment` (since_seconds counts whole seconds: the
-    lines of the second before it, from an earlier scenario on the same cluster, are dropped here)."""
-    match = KUBELET_STAMP.match(line)
-    if not match:
-        return False
-    stamp = datetime.fromisoformat(match.group(1)).replace(tzinfo=timezone.utc)
-    fraction = (match.group(2) or "0")[:6].ljust(6, "0")
-    return stamp.replace(microsecond=int(fraction)) < moment
 
 
 def facts_from_model(model: ClusterModel, corefile: str, custom: dict[str, str], cluster: str = "") -> ClusterFacts:

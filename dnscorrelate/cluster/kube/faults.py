@@ -1,11 +1,16 @@
 """Scenario faults on a real cluster, made through the API server, each waiting for the change to
 take effect and returning how long that took (the runner reports it as fault propagation).
 
-- Corefile changes (`set_corefile`, `set_custom_server_block`): the ConfigMap is patched, then the
-  CoreDNS Deployment is restarted and we wait until only new replicas, started on the new
-  ConfigMap, are behind kube-dns. We restart rather than wait for `reload`: the kubelet syncs a
-  ConfigMap volume after up to its sync period plus cache TTL (~60 s by default) and `reload`
-  polls every 30 s, so a reload takes 0-90 s; a restart takes ~5-15 s and is deterministic.
+- Corefile changes (`set_corefile`): the ConfigMap is patched and, when the running and the new
+  Corefile both have the `reload` plugin, we wait for the real propagation: each CoreDNS pod gets an
+  annotation, which makes its kubelet sync the pod and so its ConfigMap volume now rather than at its
+  next periodic sync (up to a minute), then `reload` notices the new file at its next check (30 s
+  +- 7.5 s by default) and restarts the server; we wait until every replica has logged the new
+  configuration's "Running configuration SHA512" line (or its "reload failed" error, which is
+  raised). Without `reload` on both sides, CoreDNS cannot pick the change up: the Deployment is
+  restarted and we wait until only new replicas, started on the new ConfigMap, are behind kube-dns.
+- coredns-custom (`set_custom_server_block`) always restarts: `reload` hashes the Corefile, not the
+  files it imports, so a changed custom block is not noticed (AKS documents the same restart).
 - coredns-custom (`set_custom_server_block`): kubeadm's CoreDNS does not read it. We give the
   Deployment what AKS's has: the optional `coredns-custom` ConfigMap mounted at
   /etc/coredns/custom and `import custom/*.server` in the Corefile.
@@ -24,9 +29,12 @@ take effect and returning how long that took (the runner reports it as fault pro
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 
+from dnscorrelate.cluster.kube.api import logged_before
 from dnscorrelate.cluster.model import Manifest, NetworkPolicy
 from dnscorrelate.errors import ClusterError
 
@@ -40,6 +48,8 @@ CUSTOM_MAP = "coredns-custom"
 CUSTOM_DIR = "/etc/coredns/custom"
 IMPORT_LINE = "import custom/*.server"
 RESTARTED = "dnscorrelate/restartedAt"
+CONFIG_SYNC = "dnscorrelate/configSyncAt"
+RELOAD = re.compile(r"^\s*reload\b", re.M)
 API_VERSIONS = {"Namespace": "v1", "Pod": "v1", "Service": "v1", "NetworkPolicy": "networking.k8s.io/v1"}
 TIMEOUT_S = 120
 
@@ -83,9 +93,39 @@ class KubeFaults:
             corefile = cluster_corefile(corefile, self.upstream)
         if IMPORT_LINE in self.corefile() and IMPORT_LINE not in corefile:
             corefile = f"{IMPORT_LINE}\n{corefile}"  # the coredns-custom blocks stay, as on AKS
+        reloads = RELOAD.search(self.corefile()) is not None and RELOAD.search(corefile) is not None
+        pods = self.core.list_namespaced_pod(NS, label_selector=DNS_SELECTOR).items
+        patched_at = datetime.now(timezone.utc)
         self.core.patch_namespaced_config_map("coredns", NS, {"data": {"Corefile": corefile}})
-        self.restart_coredns()
+        if reloads and pods:
+            self.wait_reloaded(pods, patched_at)
+        else:
+            self.restart_coredns()
         return time.monotonic() - started
+
+    def wait_reloaded(self, pods, since: datetime) -> None:
+        """Nudge each pod's kubelet to sync its ConfigMap volume now, then wait until every replica's `reload`
+        restarted it on the new Corefile."""
+        marker = f"{time.time():.6f}"
+        for pod in pods:
+            self.core.patch_namespaced_pod(pod.metadata.name, NS, {"metadata": {"annotations": {CONFIG_SYNC: marker}}})
+        names = [p.metadata.name for p in pods]
+        wait_for(lambda: all(self.reloaded(name, since) for name in names),
+                 f"CoreDNS ({', '.join(names)}) to reload the new Corefile", poll_s=1.0)
+
+    def reloaded(self, pod: str, since: datetime) -> bool:
+        """Whether the replica logged a new running configuration after `since`; a ClusterError if its reload failed."""
+        seconds = max(1, int((datetime.now(timezone.utc) - since).total_seconds()) + 2)
+        log = self.core.read_namespaced_pod_log(pod, NS, timestamps=True, since_seconds=seconds)
+        for line in log.splitlines():
+            if logged_before(line, since):
+                continue
+            text = line.partition(" ")[2]
+            if "reload failed" in text:
+                raise ClusterError(f"CoreDNS {NS}/{pod} did not take the new Corefile: {text.strip()}")
+            if "Running configuration SHA512" in text:
+                return True
+        return False
 
     def set_custom_server_block(self, key: str, text: str) -> float:
         started = time.monotonic()

@@ -1,0 +1,98 @@
+"""`capture -o FILE.parquet`'s side of Capture, without a kernel: drain() decodes in bounded chunks to the rows
+of one decode, and the reader stops taking records while the undecoded backlog is full."""
+
+import struct
+import threading
+import time
+
+from dnscorrelate.sources import capture as capture_module
+from dnscorrelate.sources.bpf import EVENT_DTYPE
+from dnscorrelate.sources.capture import Capture
+from dnscorrelate.sources.decode import Vantage, decode
+from tests.frames import TCP, query, record, response
+
+VANTAGES = {1: Vantage(4026531840, "demo/mypod", "pod", {2: "eth0"}), 2: Vantage(4026531841, "node-0", "node", {3: "veth0"})}
+
+
+def offline_capture(batches: list[bytes]) -> Capture:
+    capture = Capture([])
+    capture.vantages = dict(VANTAGES)
+    capture.boot_to_wall = 0
+    capture.raw.extend(batches)
+    return capture
+
+
+def mixed_records() -> list[bytes]:
+    """UDP queries and answers at two vantages, IPv6, an address seen once, and a TCP stream whose messages
+    straddle records."""
+    stream = b"".join(struct.pack("!H", len(w)) + w for w in (query("t1.example.com.", qid=1), response("t2.example.com.", qid=2)))
+    records = []
+    for i in range(40):
+        name = f"n{i % 7}.example.com."
+        records.append(record(query(name, qid=i), ts=100 * i, capture_id=1 + i % 2, ifindex=2 + i % 2, src=f"10.244.0.{4 + i % 3}"))
+        records.append(record(response(name, qid=i), ts=100 * i + 7, sport=53, dport=40000 + i, capture_id=1 + i % 2, src="10.96.0.10", dst="10.244.0.4"))
+        if i % 10 == 3:
+            records.append(record(query(name, "AAAA", qid=i), ts=100 * i + 9, family=6, src="fd00::4", dst=f"fd00:10::{i:x}"))
+        if i in (11, 12, 13, 14):
+            cut = [0, 9, 30, 41, len(stream)][i - 11 : i - 9]
+            records.append(record(stream[cut[0] : cut[1]], proto=TCP, seq=500 + cut[0], ts=100 * i + 3, sport=53, dport=4000))
+    return records
+
+
+def test_drain_in_small_chunks_gives_the_rows_of_one_decode(monkeypatch):
+    records = mixed_records()
+    whole, whole_stats = decode(b"".join(records), VANTAGES, 0)
+    key = ["ts_ns", "vantage", "dns_id"]
+    for chunk_records in (1, 2, 5, 1000):
+        monkeypatch.setattr(capture_module, "DECODE_CHUNK_BYTES", chunk_records * EVENT_DTYPE.itemsize)
+        capture = offline_capture(records[:30])  # batches of one record each
+        first = capture.drain()
+        assert capture.raw == [] and capture.backlog_limit == capture_module.BACKLOG_MAX_BYTES
+        capture.raw.extend(records[30:])
+        last = capture.drain(last=True)
+        assert capture._held == b"" and capture._drained["packets"] == len(whole) == len(first) + len(last)
+        joined = capture_module.concat_parts([first, last])
+        assert joined.sort_values(key).reset_index(drop=True).equals(whole.sort_values(key).reset_index(drop=True)), chunk_records
+        for name in ("qname", "src_ip", "vantage", "rcode"):  # categories as one decode makes them
+            assert list(last[name].cat.categories) == sorted(set(last[name].astype(str)))
+        assert capture._drained["decode_errors"] == whole_stats["decode_errors"] == 0
+
+
+class FakeTracer:
+    """A ring buffer that always has another batch of records."""
+
+    def __init__(self, sink: list[bytes]) -> None:
+        self.sink = sink
+        self.polls = 0
+
+    def poll(self, timeout_ms: int) -> None:
+        self.polls += 1
+        self.sink.append(record(query()) * 2)
+        time.sleep(0.001)
+
+
+def wait_for(condition, seconds=30.0):
+    deadline = time.monotonic() + seconds
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return condition()
+
+
+def test_the_reader_stops_taking_records_while_the_backlog_is_full():
+    capture = offline_capture([])
+    capture.tracer = FakeTracer(capture.raw)
+    capture.backlog_limit = 3 * 2 * EVENT_DTYPE.itemsize  # three batches
+    reader = threading.Thread(target=capture._run)
+    reader.start()
+    try:
+        assert wait_for(lambda: capture.backlog_full_seconds > 0)
+        polls = capture.tracer.polls
+        assert capture.backlog_bytes() == capture.backlog_limit and polls == 3  # no read past the limit
+        assert wait_for(lambda: capture.backlog_full_seconds > 0.05)
+        assert capture.tracer.polls == polls  # still waiting, not reading
+        drained = capture.drain()  # decoding caught up: reading resumes
+        assert len(drained) == 6
+        assert wait_for(lambda: capture.tracer.polls > polls)
+    finally:
+        capture._stop.set()
+        reader.join()
