@@ -31,7 +31,7 @@ def load_build(cache: Path = CACHE) -> Build:
     env_file = cache / "build.env"
     if not env_file.exists():
         raise ClusterError(f"the cluster images are not built ({env_file} is missing): run `make cluster` "
-                           "from the dnscorrelate checkout (offline; about 15 minutes the first time, seconds after)")
+                           "from the dnscorrelate checkout (offline; about 40 minutes the first time, seconds after)")
     values = dict(line.split("=", 1) for line in env_file.read_text().splitlines() if "=" in line)
     missing = [k for k in ("KIND", "KUBECTL", "NODE_IMAGE", "CLIENT_IMAGE", "AGENT_IMAGE", "UPSTREAM_IMAGE", "FLANNEL_IMAGE",
                            "KUBE_VERSION") if not values.get(k)]
