@@ -355,7 +355,10 @@ def decode_settled(raw: bytes, vantages: dict[int, Vantage], boot_to_wall_ns: in
         }
     )
     if is_control.any():
-        frame = pd.concat([frame, control_rows(records[is_control], vantages, boot_to_wall_ns)], ignore_index=True)
+        control = control_rows(records[is_control], vantages, boot_to_wall_ns)
+        # pandas' own rule, spelled out (its implicit form is deprecated): an empty part or an all-NA column
+        # does not decide a column's dtype
+        frame = pd.concat([frame, control.dropna(axis=1, how="all")], ignore_index=True) if len(frame) else control
     frame = frame.sort_values("ts_ns", kind="stable")
     return events.conform(frame), stats, rest
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from dnscorrelate.cluster.lab import netns
 from dnscorrelate.cluster.lab.netns import LabError
 
-RELOAD_TIMEOUT_S = 10.0
+RELOAD_TIMEOUT_S = 45.0  # SIGUSR1 reloads at once; were it lost, the plugin's own 30 s (+-7.5 s) check still would
 
 
 def log_count(path: str, needle: str) -> int:
