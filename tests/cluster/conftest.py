@@ -25,41 +25,37 @@ def kind_build():
     return build
 
 
-@pytest.fixture(scope="session")
-def kind_cluster(kind_build):
-    """The session's cluster; DNSCORRELATE_TEST_CLUSTER=NAME uses one already up (`cluster up --name NAME`) and
-    leaves it up, so that a developer runs one cluster, not two."""
+def cluster_for_tests(env: str, prefix: str, cni: str = "flannel"):
+    """Yield a cluster: the one named by $env when set (it must be up, and stays up, so that a developer runs
+    one cluster, not two), else a new one named PREFIX+random, removed afterwards even when tests fail."""
     from dnscorrelate.cluster.kind import cluster as kind
 
-    existing = os.environ.get("DNSCORRELATE_TEST_CLUSTER")
+    existing = os.environ.get(env)
     if existing:
         if not kind.status(existing)["nodes"]:
-            pytest.fail(f"DNSCORRELATE_TEST_CLUSTER={existing}: no such cluster is up")
+            pytest.fail(f"{env}={existing}: no such cluster is up")
         yield kind.KindCluster(existing)
         return
-    name = f"t{uuid.uuid4().hex[:8]}"
-    made, timings = kind.up(name)
-    yield made
-    kind.down(name)
+    name = f"{prefix}{uuid.uuid4().hex[:8]}"
+    made, _ = kind.up(name, cni=cni)
+    try:
+        yield made
+    finally:
+        kind.down(name)
+
+
+@pytest.fixture(scope="session")
+def kind_cluster(kind_build):
+    """The session's cluster (flannel); DNSCORRELATE_TEST_CLUSTER=NAME uses one already up."""
+    yield from cluster_for_tests("DNSCORRELATE_TEST_CLUSTER", "t")
 
 
 @pytest.fixture(scope="module")
 def cilium_cluster(kind_build):
     """A cluster with Cilium as its pod network (`cluster up --cni cilium`), for one test module: removed
     when the module is done (about 130 s in all), so it is the only Cilium cluster at a time; in a whole
-    run it is up beside the session's flannel cluster (two kind clusters at once). DNSCORRELATE_TEST_CILIUM_CLUSTER=NAME
-    uses one already up and leaves it up."""
-    from dnscorrelate.cluster.kind import cluster as kind
-
-    existing = os.environ.get("DNSCORRELATE_TEST_CILIUM_CLUSTER")
-    if existing:
-        if not kind.status(existing)["nodes"]:
-            pytest.fail(f"DNSCORRELATE_TEST_CILIUM_CLUSTER={existing}: no such cluster is up")
-        yield kind.KindCluster(existing)
-        return
-    if not kind_build.cilium_manifest:
+    run it is up beside the session's flannel cluster (two kind clusters at once).
+    DNSCORRELATE_TEST_CILIUM_CLUSTER=NAME uses one already up and leaves it up."""
+    if not kind_build.cilium_manifest and not os.environ.get("DNSCORRELATE_TEST_CILIUM_CLUSTER"):
         pytest.fail("this build has no Cilium: run `make cluster`")
-    name = f"cil{uuid.uuid4().hex[:8]}"
-    made, timings = kind.up(name, cni="cilium")
-    yield made
-    kind.down(name)
+    yield from cluster_for_tests("DNSCORRELATE_TEST_CILIUM_CLUSTER", "cil", cni="cilium")
