@@ -31,11 +31,15 @@ def concat(frames: list[pd.DataFrame]) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def mixed(tmp_path_factory) -> pd.DataFrame:
-    """Events from several sources and vantage points: real captures, real dnstap, ICMP and TCP set-up."""
+    """Events from several sources and vantage points: crafted ICMP and TCP set-up, real dnstap, and the
+    real captures of ../shared when it is beside the repository (a user's clone has none: every kind the
+    test asserts is crafted here too)."""
     tmp = tmp_path_factory.mktemp("mixed")
     crafted = tmp / "crafted.pcap"
     icmp = p.ipv4("10.96.0.10", "10.244.1.5", 1, bytes([3, 3, 0, 0, 0, 0, 0, 0]) + p.udp(40000, 53, p.query())[:40])
-    crafted.write_bytes(p.pcap_file(113, [(T0, p.sll(icmp, 0)), (T0 + 5, p.sll(p.tcp(40001, 53, 7, flags=0x02), 4))]))
+    syn = p.tcp(40001, 53, 7, flags=0x02)
+    synack = p.tcp(53, 40001, 90, flags=0x12, src="10.96.0.10", dst="10.244.1.5")
+    crafted.write_bytes(p.pcap_file(113, [(T0, p.sll(icmp, 0)), (T0 + 5, p.sll(syn, 4)), (T0 + 9, p.sll(synack, 0))]))
     frames = [read_pcap(crafted, "pod/demo/mypod")[0], read_dnstap(DNSTAP)[0]]
     if REAL_PCAPS.exists():
         frames += [read_pcap(REAL_PCAPS / "dnscap-dns.pcap", "node/kind-worker")[0], read_pcap(REAL_PCAPS / "dnscap-dnso1tcp.pcap", "pod/demo/client")[0],
