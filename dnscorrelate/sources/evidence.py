@@ -20,6 +20,8 @@ from dnscorrelate import events
 from dnscorrelate.sources.naming import split_vantage_spec
 
 DEFAULT_PORTS = (53,)
+DNSTAP_TYPES = [f"{role}_{leg}" for role in ("CLIENT", "FORWARDER", "RESOLVER", "AUTH", "STUB", "TOOL", "UPDATE")
+                for leg in ("QUERY", "RESPONSE")]
 
 
 def named(items: Iterable[str | tuple[str | None, str]]) -> list[tuple[str | None, str]]:
@@ -64,13 +66,11 @@ def evidence_line(stats: dict) -> str:
         "pcap": ["packets", "dns_messages", "packets_not_dns", "packets_non_ip", "packets_bad_header", "packets_ip_fragment",
                  "truncated", "bad_checksum", "undecodable", "tcp_bytes_unreassembled", "file_truncated_bytes"],
         "ig": ["lines", "dns_events", "unparsed_lines", "non_event_records", "bad_records", "no_wall_time"],
-        "dnstap": ["frames", "client_query", "client_response", "forwarder_query", "forwarder_response", "no_message", "bad_frames",
-                   "undecodable", "truncated_bytes"],
+        "dnstap": ["frames", "frames_mapped", *(t.lower() for t in DNSTAP_TYPES), "embedded_queries", "no_message", "not_messages",
+                   "bad_frames", "bad_address", "type_unknown", "undecodable", "truncated_bytes"],
     }
     for kind, names in keys.items():
         if any(f.get("kind") == kind for f in stats.get("files", {}).values()):
             shown = [f"{kind}_{n}={stats.get(f'{kind}_{n}', 0)}" for n in names if stats.get(f"{kind}_{n}", 0) or n in names[:2]]
             parts += shown
-    other_types = sorted(k for k in stats if k.startswith("dnstap_type_"))
-    parts += [f"{k}={stats[k]}" for k in other_types]
     return "  ".join(parts)
