@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
+import dns.rcode
 import dnstap_pb
 import fstrm
 import pytest
@@ -165,3 +166,19 @@ def test_bad_files_are_clear_errors(tmp_path, content, reason):
     with pytest.raises(EventsError, match=reason) as caught:
         read_dnstap(path)
     assert str(path) in str(caught.value)
+
+
+def test_an_update_refused_keeps_its_opcode_zone_and_rcode(tmp_path):
+    import dns.message
+    import dns.update
+
+    update = dns.update.UpdateMessage("stratolab.org.", id=77)
+    update.add("www", 300, "A", "10.0.0.1")
+    refused = dns.message.make_response(update)
+    refused.set_rcode(dns.rcode.REFUSED)
+    path = tmp_path / "auth.fstrm"
+    path.write_bytes(frame_stream([exchange(Type.UPDATE_QUERY, query=update.to_wire()), exchange(Type.UPDATE_RESPONSE, response=refused.to_wire())]))
+    frame, stats = read_dnstap(path)
+    assert list(frame["opcode"]) == [5, 5] and list(frame["pkt_type"]) == ["HOST", "OUTGOING"]  # the server received it, answered
+    assert list(frame["qname"]) == ["stratolab.org."] * 2 and list(frame["qtype"]) == ["SOA"] * 2
+    assert list(frame["rcode"]) == ["", "REFUSED"] and (stats["update_query"], stats["update_response"]) == (1, 1)
