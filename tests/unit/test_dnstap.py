@@ -1,11 +1,13 @@
-"""CoreDNS dnstap (Frame Streams) into packet events: a real CoreDNS's output, and crafted edge cases."""
+"""dnstap (Frame Streams) into packet events: a real CoreDNS's output, and every message type and edge case crafted."""
 
 from __future__ import annotations
 
 import socket
 from pathlib import Path
 
+import dns.message
 import dns.rcode
+import dns.update
 import dnstap_pb
 import fstrm
 import pytest
@@ -169,9 +171,6 @@ def test_bad_files_are_clear_errors(tmp_path, content, reason):
 
 
 def test_an_update_refused_keeps_its_opcode_zone_and_rcode(tmp_path):
-    import dns.message
-    import dns.update
-
     update = dns.update.UpdateMessage("stratolab.org.", id=77)
     update.add("www", 300, "A", "10.0.0.1")
     refused = dns.message.make_response(update)
