@@ -34,7 +34,7 @@ lost_events: `events_lost` sums what Hubble said it lost, …); `flows` = `l7_dn
 `l7_dns_responses` + `l7_dns_other` (an l7.type neither REQUEST nor RESPONSE) + `l7_not_dns` (HTTP,
 Kafka) + `l3_l4_dns_port` + `l3_l4_other_port` + `type_<name>` (SOCK, UNKNOWN_TYPE, …) + `bad_flows`
 (a field of the wrong type or missing: numbers in `bad_flow_line_numbers`). `dropped` counts the rows
-whose verdict is DROPPED; `nodes` lists the nodes that reported.
+whose verdict is DROPPED (`dropped_by_reason`: by Hubble's reason); `nodes` lists the nodes that reported.
 """
 
 from __future__ import annotations
@@ -312,7 +312,9 @@ def read_hubble_json(path: str | Path, ports=(53,)) -> tuple[pd.DataFrame, dict]
         result["unparsed_line_numbers"] = bad_lines[:SHOWN_BAD_LINES]
     if bad_flows:
         result["bad_flow_line_numbers"] = bad_flows[:SHOWN_BAD_LINES]
-    result["dropped"] = sum(row["verdict"] == "DROPPED" for row in rows)
+    drops = Counter(row["drop_reason"] or "unknown" for row in rows if row["verdict"] == "DROPPED")
+    result["dropped"] = sum(drops.values())
+    result["dropped_by_reason"] = dict(drops)
     result["warnings"] = [WARNING] if stats["l7_dns_requests"] or stats["l7_dns_responses"] else []
     result["nodes"] = sorted({n for n in nodes if n})
     frame = pd.DataFrame(rows, columns=list(events.COLUMNS)) if rows else events.empty_events()

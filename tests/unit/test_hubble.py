@@ -137,7 +137,7 @@ def test_a_policy_drop_is_a_flow_row_with_hubbles_reason(tmp_path):
     assert (row.kind, row.verdict, row.drop_reason, row.vantage, row.role, row.pkt_type) == (
         "flow", "DROPPED", "POLICY_DENIED", "demo/client", "pod", "OUTGOING")
     assert (row.src_ip, row.src_port, row.dst_ip, row.dst_port, row.qr) == ("10.0.1.5", 40000, "10.0.0.10", 53, False)
-    assert row.ts_ns == 1_767_323_045_000_000_001 and stats["dropped"] == 1
+    assert row.ts_ns == 1_767_323_045_000_000_001 and stats["dropped"] == 1 and stats["dropped_by_reason"] == {"POLICY_DENIED": 1}
 
 
 def test_bare_flows_camel_case_and_numeric_enums_as_jsonpb_may_print_them(tmp_path):
