@@ -259,46 +259,57 @@ def pair_requests(rows: list[dict], responses: list[bool | None], nodes: list[st
     stats["requests_without_response"] += sum(len(waiting) for waiting in pending.values())
 
 
+def lines_of(path: Path):
+    """The file's lines one at a time (a file of a million flows is never held whole)."""
+    with path.open(encoding="utf-8", errors="replace") as lines:
+        yield from lines
+
+
+def read_line(number: int, line: str, ports: frozenset[int], stats: Counter, bad_lines: list[int], bad_flows: list[int],
+              made: list) -> None:
+    """Count one line and, when it is a flow this table holds, add its row to `made`."""
+    stats["lines"] += 1
+    if not line.strip():
+        stats["blank_lines"] += 1
+        return
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        record = None
+    if not isinstance(record, dict):
+        stats["unparsed_lines"] += 1
+        bad_lines.append(number)
+        return
+    stats["records"] += 1
+    found = flow_of(record, stats)
+    if found is None:
+        return
+    stats["flows"] += 1
+    flow, node, when = found
+    try:
+        result = row_of_flow(flow, str(node or ""), when, ports, stats)
+    except (TypeError, ValueError, AttributeError, KeyError) as err:  # a field of the wrong type, or no time
+        stats["bad_flows"] += 1
+        bad_flows.append(number)
+        stats.setdefault("bad_flow_error", f"line {number}: {err}")
+        return
+    if result is not None:
+        made.append((result[0]["ts_ns"], result[0], result[1], str(node or "")))
+
+
 def read_hubble_json(path: str | Path, ports=(53,)) -> tuple[pd.DataFrame, dict]:
     """The packet-event table of one `hubble observe -o json` (or jsonpb) file, and what was counted."""
     path = Path(path)
     ports = frozenset(ports or (53,))
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError as err:
-        raise EventsError(f"{path}: cannot read: {err.strerror}") from None
     stats: Counter = Counter()
     bad_lines: list[int] = []
     bad_flows: list[int] = []
     made: list[tuple[int, dict, bool | None, str]] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        stats["lines"] += 1
-        if not line.strip():
-            stats["blank_lines"] += 1
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            record = None
-        if not isinstance(record, dict):
-            stats["unparsed_lines"] += 1
-            bad_lines.append(number)
-            continue
-        stats["records"] += 1
-        found = flow_of(record, stats)
-        if found is None:
-            continue
-        stats["flows"] += 1
-        flow, node, when = found
-        try:
-            result = row_of_flow(flow, str(node or ""), when, ports, stats)
-        except (TypeError, ValueError, AttributeError, KeyError) as err:  # a field of the wrong type, or no time
-            stats["bad_flows"] += 1
-            bad_flows.append(number)
-            stats.setdefault("bad_flow_error", f"line {number}: {err}")
-            continue
-        if result is not None:
-            made.append((result[0]["ts_ns"], result[0], result[1], str(node or "")))
+    try:
+        for number, line in enumerate(lines_of(path), 1):
+            read_line(number, line, ports, stats, bad_lines, bad_flows, made)
+    except OSError as err:
+        raise EventsError(f"{path}: cannot read: {err.strerror}") from None
     if not stats["flows"] and (bad_lines or stats["records"]):
         shown = ", ".join(map(str, bad_lines[:SHOWN_BAD_LINES]))
         raise EventsError(f"{path}: no Hubble flow found ({stats['records']} JSON records"
