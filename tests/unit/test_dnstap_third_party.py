@@ -4,6 +4,7 @@ writer, agreeing with dnstap-ldns (Debian's dnstap-ldns, `-y` YAML) and with BIN
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 import shutil
 import subprocess
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
+from dnscorrelate.cli import main
 from dnscorrelate.sources.dnstap import read_dnstap_detailed
 
 THIRD_PARTY = Path(__file__).resolve().parents[3] / "shared" / "data" / "third-party" / "dnstap"  # shared/ sits beside the repository
@@ -114,3 +117,14 @@ def test_what_each_file_becomes():
         "DNS-OARC-dnswire-test.dnstap": (2, 2, [("DNS-OARC-dnswire-test", "other", "kdig 2.6.5")]),
         "dmachard-go-dnscollector-dnstap.fstrm": (2, 2, [("dnsdist", "other", "-")]),
     }
+
+
+@pytest.mark.parametrize("name, client", [("DNS-OARC-dnswire-test.dnstap", ("0.0.0.0", 60417)),
+                                          ("dmachard-go-dnscollector-dnstap.fstrm", ("172.19.0.1", 46390)),
+                                          ("isc-projects-bind9-large-answer.fstrm", ("::1", 46075))])
+def test_correlate_dnstap_makes_the_lookup_a_trace(name, client):
+    """kdig's and dnsdist's query and response are one answered lookup; BIND's lone AUTH_RESPONSE is one too."""
+    result = CliRunner().invoke(main, ["correlate", "--dnstap", str(third_party(name)), "-o", "json"])
+    assert result.exit_code == 0, result.output
+    traces = json.loads(result.stdout)["traces"]
+    assert [(t["client"]["ip"], t["client"]["port"], t["outcome"], t["rcode"]) for t in traces] == [(*client, "answered", "NOERROR")]
