@@ -82,7 +82,7 @@ LEGS = {  # message type -> (is a response, pkt_type at the writer)
 QUERY_OF = {t: t - 1 for t, (response, _) in LEGS.items() if response}  # X_RESPONSE -> X_QUERY (dnstap.proto numbers them so)
 TYPE_NAMES = [Type.Name(t) for t in sorted(LEGS)]
 UDP_PROTOCOLS = {dnstap_pb.SocketProtocol.UDP, dnstap_pb.SocketProtocol.DNSCryptUDP, dnstap_pb.SocketProtocol.DOQ}
-ADDRESS_LENGTHS = {0: 4, 4: 4, 16: 6}  # bytes -> IP family ("" is an end the writer left out)
+ADDRESS_LENGTHS = (0, 4, 16)  # IPv4, IPv6, or "" (an end the writer left out)
 
 
 def frames(path: Path, data: bytes, stats: Counter):
@@ -259,9 +259,7 @@ def read_dnstap_detailed(path: str | Path, vantage: str | None = None) -> Dnstap
             numbers.append(number)
             types.append(f"{type_name(message)}/query")
     stats["frames_mapped"] = sum(stats[name.lower()] for name in TYPE_NAMES)
-    names = []
-    for writer in described:  # one vantage per writer; writers named alike share it
-        names.append((writer.vantage, writer.role, ""))
+    names = [(writer.vantage, writer.role, "") for writer in described]  # writers named alike share a vantage
     frame = frame_of_rows(rows, names, stats) if rows else events.empty_events()
     order = np.argsort(frame["ts_ns"].to_numpy(), kind="stable") if rows else np.array([], dtype=np.int64)
     result = dict(stats)
