@@ -364,22 +364,27 @@ def print_capture_stats(stats: dict) -> None:
 @click.option("--pcap", "pcap_specs", multiple=True, metavar="[VANTAGE=]FILE", help="pcap/pcapng (tcpdump, tshark); VANTAGE like pod/NS/NAME, node/NAME, coredns/NAME. Repeatable.")
 @click.option("--ig-json", "ig_paths", multiple=True, type=click.Path(dir_okay=False), help="Inspektor Gadget trace_dns JSON output. Repeatable.")
 @click.option("--dnstap", "dnstap_specs", multiple=True, metavar="[VANTAGE=]FILE", help="CoreDNS dnstap Frame Streams file. Repeatable.")
+@click.option("--hubble-json", "hubble_paths", multiple=True, type=click.Path(dir_okay=False),
+              help="Cilium Hubble flows: `hubble observe -o json` (or jsonpb) output. Repeatable.")
 @click.option("--port", "ports", type=int, multiple=True, default=(53,), show_default=True, help="DNS port in --pcap files. Repeatable.")
 @lab_option
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @friendly_errors
-def correlate(events_path, log_paths, corefile, log_formats, manifest_paths, pcap_specs, ig_paths, dnstap_specs, ports, lab_name, output) -> None:
+def correlate(events_path, log_paths, corefile, log_formats, manifest_paths, pcap_specs, ig_paths, dnstap_specs, hubble_paths, ports, lab_name,
+              output) -> None:
     """Stitch saved packets and CoreDNS logs into one trace per request, and diagnose them."""
     from dnscorrelate import analysis
 
-    if not events_path and not log_paths and not (pcap_specs or ig_paths or dnstap_specs):
-        raise click.UsageError("give --events, --pcap, --ig-json, --dnstap and/or --coredns-log")
+    if not events_path and not log_paths and not (pcap_specs or ig_paths or dnstap_specs or hubble_paths):
+        raise click.UsageError("give --events, --pcap, --ig-json, --dnstap, --hubble-json and/or --coredns-log")
     evidence = None
-    if pcap_specs or ig_paths or dnstap_specs:
+    if pcap_specs or ig_paths or dnstap_specs or hubble_paths:
         from dnscorrelate.sources.evidence import evidence_line, read_evidence
 
-        evidence = read_evidence(pcap_specs, ig_paths, dnstap_specs, ports)
+        evidence = read_evidence(pcap_specs, ig_paths, dnstap_specs, ports, hubble_paths)
         errors.print(evidence_line(evidence[1]), highlight=False, markup=False)
+        for warning in evidence[1].get("warnings", []):
+            errors.print(f"warning: {warning}", highlight=False, markup=False)
     from dnscorrelate.sources.coredns_log import log_source
 
     result = analysis.from_files(events_path, [log_source(spec) for spec in log_paths], corefile, list(manifest_paths), lab_name,

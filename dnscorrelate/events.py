@@ -29,7 +29,11 @@ def empty_events() -> pd.DataFrame:
 
 
 def conform(frame: pd.DataFrame) -> pd.DataFrame:
-    """`frame` with exactly the schema's columns, in order, with the schema's dtypes."""
+    """`frame` with exactly the schema's columns, in order, with the schema's dtypes; the columns only some
+    sources fill (`schema.SOURCE_SPECIFIC`) are added empty when it lacks them."""
+    absent = [c for c in schema.EVENTS if c.name in schema.SOURCE_SPECIFIC and c.name not in frame.columns]
+    if absent:
+        frame = schema.with_empty_columns(frame, absent)  # shares the frame's own columns: no copy
     missing = [c for c in COLUMNS if c not in frame.columns]
     if missing:
         raise EventsError(f"events table lacks columns: {', '.join(missing)}")

@@ -60,7 +60,8 @@ EVENTS = [
     f("ifname", "category", "interface name (eth0, cbr0, veth…), when known", "table json", "IF"),
     f("pkt_type", "category", "HOST, BROADCAST, MULTICAST, OTHERHOST, OUTGOING, LOOPBACK", "table wide json"),
     f("kind", "category", "`dns`; `icmp-error` (an ICMP error quoting a DNS packet: the tuple is the quoted one's); "
-      "`tcp-syn`, `tcp-synack`, `tcp-rst` (TCP connection set-up on a DNS port: no DNS fields)", "wide json"),
+      "`tcp-syn`, `tcp-synack`, `tcp-rst` (TCP connection set-up on a DNS port: no DNS fields); "
+      "`flow` (a Hubble L3/L4 flow on a DNS port: no DNS fields, see `verdict`)", "wide json"),
     f("icmp_type", "int16", "ICMP type of an icmp-error row, else -1", "wide json"),
     f("icmp_code", "int16", "ICMP code of an icmp-error row, else -1", "wide json"),
     f("proto", "category", "udp, tcp", "table json"),
@@ -85,7 +86,12 @@ EVENTS = [
     f("latency_ns", "int64", "responses: time since this vantage first saw the query (matched in the kernel); 0 when it saw none",
       "table json", "LATENCY"),
     f("decoded", "bool", "whether the payload decoded as a DNS message"),
+    f("verdict", "category", "a flow's verdict where the source gives one (Hubble: FORWARDED, REDIRECTED, DROPPED, AUDIT, …); "
+      "empty for packets", "json"),
+    f("drop_reason", "category", "why it was dropped, in the source's own words (Hubble's drop_reason_desc: POLICY_DENIED, …)", "json"),
 ]
+SOURCE_SPECIFIC = ("verdict", "drop_reason")
+"""EVENTS columns only some sources fill: a frame without them (another source's, an older file) has them empty."""
 
 HOP_FIELDS = [
     f("trace_id", "int64", "the trace a hop belongs to (-1: none; ICMP errors that quote no trace's query)"),

@@ -1,0 +1,237 @@
+"""Hubble flows (`hubble observe -o json` / jsonpb) into packet events: real output from cilium/hubble-otel's
+test data (../shared/data/third-party/hubble), crafted edge cases, and `correlate --hubble-json`."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from dnscorrelate.cli import main
+from dnscorrelate.errors import EventsError
+from dnscorrelate.sources.hubble import SYNTHETIC_ID_BASE, read_hubble_json, time_ns
+from tests.unit.test_cli_evidence import two_lookups
+
+THIRD_PARTY = Path(__file__).resolve().parents[3] / "shared" / "data" / "third-party" / "hubble"  # shared/ sits beside the repository
+GKE = "cilium-hubble-otel-basic-sample-330-dns-flows.json"
+KIND = "cilium-hubble-otel-basic-sample-400-udp-flows.json"
+
+
+def third_party(name: str) -> Path:
+    path = THIRD_PARTY / name
+    if not path.exists():
+        pytest.skip(f"{path} is absent (the shared data sits beside the repository)")
+    return path
+
+
+def hubble_says(path: Path) -> dict:
+    """What the file itself says, counted straight from its JSON: L7 DNS flows by l7.type, responses' rcodes
+    (absent: 0), L3/L4 flows by verdict, and each L7 response's rcode by its time."""
+    said = {"l7": Counter(), "rcode": Counter(), "l3_l4": Counter(), "rcode_at": {}}
+    for line in path.read_text().splitlines():
+        flow = json.loads(line)["flow"]
+        if flow["Type"] == "L7":
+            said["l7"][flow["l7"]["type"]] += 1
+            if flow["l7"]["type"] == "RESPONSE":
+                said["rcode"][flow["l7"]["dns"].get("rcode", 0)] += 1
+                said["rcode_at"][time_ns(flow["time"])] = flow["l7"]["dns"].get("rcode", 0)
+        else:
+            said["l3_l4"][flow["verdict"]] += 1
+    return said
+
+
+def accounted(stats: dict) -> None:
+    """Every line is counted once, every record once, every flow once."""
+    assert stats["lines"] == stats.get("blank_lines", 0) + stats.get("unparsed_lines", 0) + stats["records"]
+    assert stats["records"] == stats["flows"] + stats.get("non_flow_records", 0)
+    kinds = ["l7_dns_requests", "l7_dns_responses", "l7_dns_other", "l7_not_dns", "l3_l4_dns_port", "l3_l4_other_port", "bad_flows"]
+    assert stats["flows"] == sum(stats.get(k, 0) for k in kinds) + sum(v for k, v in stats.items() if k.startswith("type_"))
+
+
+def pairs_of(frame):
+    """For each synthetic id, its request and response rows (asserting there is exactly one of each)."""
+    dns = frame[frame["kind"] == "dns"].astype({"src_ip": str, "dst_ip": str, "qname": str, "qtype": str})
+    counts = dns.groupby("dns_id")["qr"].agg(["sum", "count"])
+    assert (counts["sum"] == 1).all() and (counts["count"] == 2).all()
+    return dns[~dns["qr"]].set_index("dns_id"), dns[dns["qr"]].set_index("dns_id")
+
+
+@pytest.mark.parametrize("name, pairs", [(GKE, 165), (KIND, 74)])
+def test_each_request_is_paired_with_its_response_as_hubble_counts_them(name, pairs):
+    path = third_party(name)
+    said = hubble_says(path)
+    frame, stats = read_hubble_json(path)
+    accounted(stats)
+    assert said["l7"] == {"REQUEST": pairs, "RESPONSE": pairs}
+    assert stats["l7_dns_pairs"] == pairs and not stats.get("requests_without_response") and not stats.get("responses_without_request")
+    requests, responses = pairs_of(frame)
+    assert len(requests) == pairs and (requests.index >= SYNTHETIC_ID_BASE).all()
+    responses = responses.loc[requests.index]
+    assert (responses["dst_ip"] == requests["src_ip"]).all() and (responses["dst_port"] == requests["src_port"]).all()
+    assert (responses["qname"] == requests["qname"]).all() and (responses["qtype"] == requests["qtype"]).all()
+    assert (responses["ts_ns"] > requests["ts_ns"]).all() and (responses["latency_ns"] > 0).all()
+    assert Counter(responses["rcode"]) == {("NOERROR" if code == 0 else "NXDOMAIN"): n for code, n in said["rcode"].items()}
+    rcode_text = {0: "NOERROR", 3: "NXDOMAIN"}
+    assert {int(t): r for t, r in zip(responses["ts_ns"], responses["rcode"])} == {t: rcode_text[c] for t, c in said["rcode_at"].items()}
+    assert stats["warnings"] and "no DNS id" in stats["warnings"][0]
+
+
+def test_the_gke_file_nxdomains_and_answers():
+    frame, stats = read_hubble_json(third_party(GKE))
+    responses = frame[frame["qr"]]
+    assert Counter(responses["rcode"]) == {"NXDOMAIN": 102, "NOERROR": 63}
+    assert set(frame["proto"]) == {"tcp"} and set(frame["verdict"]) == {"FORWARDED"} and set(frame["ifname"]) == {"dns-proxy"}
+    # the proxy guards node-local-dns's egress: every row is at a node-local-dns pod, queries leaving, answers arriving
+    assert {v.split("/")[1].rsplit("-", 1)[0] for v in frame["vantage"]} == {"node-local-dns"}
+    assert set(zip(frame["qr"], frame["pkt_type"])) == {(False, "OUTGOING"), (True, "HOST")}
+    answered = responses[responses["answers"] != ""]
+    assert len(answered) == 55 and answered["answers"].str.startswith("A ").all()
+    assert len(stats["nodes"]) == 4
+
+
+def test_the_kind_file_l3_l4_flows_are_flow_rows_with_their_verdicts():
+    path = third_party(KIND)
+    said = hubble_says(path)
+    frame, stats = read_hubble_json(path)
+    flows = frame[frame["kind"] == "flow"]
+    assert stats["l3_l4_dns_port"] == len(flows) == 252 and Counter(flows["verdict"]) == said["l3_l4"] == {"FORWARDED": 222, "REDIRECTED": 30}
+    assert (flows["dns_id"] == -1).all() and not flows["decoded"].any() and set(flows["drop_reason"]) == {""}
+    overlay = flows[flows["ifname"] == "cilium_vxlan"]
+    assert len(overlay) == 74 and set(overlay["vantage"]) == {"kind-control-plane"} and set(overlay["role"]) == {"node"}
+    assert set(frame.loc[frame["kind"] == "dns", "vantage"]) == {"bookinfo/ratings-v1-b6994bb9-jgqxb", "bookinfo/productpage-v1-6b746f74dc-9rcxx"}
+
+
+T0 = "2026-01-02T03:04:05.000000001Z"
+
+
+def flow(**fields) -> dict:
+    base = {"time": T0, "verdict": "FORWARDED", "IP": {"source": "10.0.1.5", "destination": "10.0.0.10", "ipVersion": "IPv4"},
+            "l4": {"UDP": {"source_port": 40000, "destination_port": 53}},
+            "source": {"namespace": "demo", "pod_name": "client"}, "destination": {"namespace": "kube-system", "pod_name": "coredns-1"},
+            "Type": "L3_L4", "node_name": "worker-1", "traffic_direction": "EGRESS"}
+    return {**base, **fields}
+
+
+def reply(**fields) -> dict:
+    return flow(IP={"source": "10.0.0.10", "destination": "10.0.1.5"}, l4={"UDP": {"source_port": 53, "destination_port": 40000}},
+                source={"namespace": "kube-system", "pod_name": "coredns-1"}, destination={"namespace": "demo", "pod_name": "client"},
+                **fields)
+
+
+def dns_l7(kind: str, **dns) -> dict:
+    return {"type": kind, "dns": {"query": "web.demo.svc.cluster.local.", "qtypes": ["A"], "observation_source": "proxy", **dns}}
+
+
+def write_lines(path: Path, records: list) -> Path:
+    path.write_text("\n".join(r if isinstance(r, str) else json.dumps(r) for r in records) + "\n")
+    return path
+
+
+def test_a_policy_drop_is_a_flow_row_with_hubbles_reason(tmp_path):
+    dropped = flow(verdict="DROPPED", drop_reason=133, drop_reason_desc="POLICY_DENIED", event_type={"type": 1, "sub_type": 133})
+    frame, stats = read_hubble_json(write_lines(tmp_path / "drops.json", [{"flow": dropped, "node_name": "worker-1", "time": T0}]))
+    row = frame.iloc[0]
+    assert (row.kind, row.verdict, row.drop_reason, row.vantage, row.role, row.pkt_type) == (
+        "flow", "DROPPED", "POLICY_DENIED", "demo/client", "pod", "OUTGOING")
+    assert (row.src_ip, row.src_port, row.dst_ip, row.dst_port, row.qr) == ("10.0.1.5", 40000, "10.0.0.10", 53, False)
+    assert row.ts_ns == 1_767_323_045_000_000_001 and stats["dropped"] == 1 and stats["dropped_by_reason"] == {"POLICY_DENIED": 1}
+
+
+def test_bare_flows_camel_case_and_numeric_enums_as_jsonpb_may_print_them(tmp_path):
+    request = {"time": T0, "verdict": 1, "IP": {"source": "fd00::5", "destination": "fd00::a"},
+               "l4": {"UDP": {"sourcePort": 40000, "destinationPort": 53}}, "source": {"namespace": "demo", "podName": "client"},
+               "Type": 2, "nodeName": "worker-1", "l7": {"type": 1, "dns": {"query": "Web.Demo.", "qtypes": ["AAAA"]}}}
+    response = {**request, "time": "2026-01-02T04:04:05.5+01:00", "IP": {"source": "fd00::a", "destination": "fd00::5"},
+                "l4": {"UDP": {"sourcePort": 53, "destinationPort": 40000}}, "destination": {"namespace": "demo", "podName": "client"},
+                "source": {}, "l7": {"type": 2, "latencyNs": "2500", "dns": {"query": "Web.Demo.", "qtypes": ["AAAA"], "rcode": 2,
+                                                                            "ips": ["fd00::99"], "cnames": ["alias.demo."]}}}
+    frame, stats = read_hubble_json(write_lines(tmp_path / "jsonpb.json", [request, response]))
+    assert stats["l7_dns_pairs"] == 1 and list(frame["vantage"]) == ["demo/client", "demo/client"]
+    answer = frame.iloc[1]
+    assert (answer.qname, answer.qtype, answer.rcode, answer.family, answer.latency_ns) == ("web.demo.", "AAAA", "SERVFAIL", 6, 2500)
+    assert answer.answers == "AAAA fd00::99, CNAME alias.demo." and answer.ancount == 2
+    assert answer.ts_ns - frame.iloc[0].ts_ns == 499_999_999  # +01:00 is an hour ahead of UTC
+
+
+def test_an_ingress_proxy_sees_from_the_server(tmp_path):
+    records = [{"flow": flow(Type="L7", traffic_direction="INGRESS", l7=dns_l7("REQUEST"))},
+               {"flow": reply(Type="L7", traffic_direction="INGRESS", l7=dns_l7("RESPONSE"))}]
+    frame, _ = read_hubble_json(write_lines(tmp_path / "ingress.json", records))
+    assert list(frame["vantage"]) == ["kube-system/coredns-1"] * 2 and list(frame["role"]) == ["coredns"] * 2
+    assert list(frame["pkt_type"]) == ["HOST", "OUTGOING"]
+
+
+def test_unpaired_flows_other_records_and_bad_lines_are_counted_with_their_lines(tmp_path):
+    late = "2026-01-02T03:04:09Z"
+    records = [
+        {"flow": flow(Type="L7", l7=dns_l7("REQUEST"))},                               # 1: never answered
+        {"flow": reply(Type="L7", time=late, l7=dns_l7("RESPONSE", rcode=3))},          # 2: answers it
+        {"flow": reply(Type="L7", time=late, l7=dns_l7("RESPONSE"))},                   # 3: a second answer: no request left
+        "",                                                                            # 4
+        "{not json",                                                                   # 5
+        {"flow": flow(Type="L7", l7={"type": "REQUEST", "http": {"method": "GET"}})},  # 6: HTTP
+        {"flow": flow(Type="SOCK")},                                                   # 7
+        {"flow": flow(l4={"TCP": {"source_port": 443, "destination_port": 50000}})},   # 8: not DNS
+        {"flow": flow(time="yesterday")},                                              # 9: bad time
+        {"node_status": {"state_change": "NODE_CONNECTED", "node_names": ["worker-1"]}},
+        {"lost_events": {"source": "PERF_EVENT_RING_BUFFER", "num_events_lost": "12"}},
+        {"flow": flow(Type="L7", l7=dns_l7("SAMPLE"))},
+        "[1, 2]",
+    ]
+    frame, stats = read_hubble_json(write_lines(tmp_path / "mixed.json", records))
+    accounted(stats)
+    assert (stats["l7_dns_pairs"], stats["responses_without_request"], stats["requests_without_response"]) == (1, 1, 0)
+    assert len(set(frame["dns_id"])) == 2 and list(frame["rcode"]) == ["", "NXDOMAIN", "NOERROR"]
+    assert stats["unparsed_line_numbers"] == [5, 13] and stats["blank_lines"] == 1
+    assert stats["bad_flow_line_numbers"] == [9] and "line 9" in stats["bad_flow_error"]
+    assert (stats["l7_not_dns"], stats["type_SOCK"], stats["l3_l4_other_port"], stats["l7_dns_other"]) == (1, 1, 1, 1)
+    assert (stats["records_node_status"], stats["records_lost_events"], stats["events_lost"]) == (1, 1, 12)
+
+
+def test_a_request_never_answered_keeps_its_own_id(tmp_path):
+    records = [{"flow": flow(Type="L7", l7=dns_l7("REQUEST"))}, {"flow": flow(Type="L7", time="2026-01-02T03:04:06Z", l7=dns_l7("REQUEST"))},
+               {"flow": reply(Type="L7", time="2026-01-02T03:04:06.5Z", l7=dns_l7("RESPONSE"))}]
+    frame, stats = read_hubble_json(write_lines(tmp_path / "retry.json", records))
+    assert stats["requests_without_response"] == 1 and list(frame["dns_id"]) == [SYNTHETIC_ID_BASE, SYNTHETIC_ID_BASE + 1, SYNTHETIC_ID_BASE]
+
+
+@pytest.mark.parametrize("content, reason", [("this is not hubble\nnor this\n", "lines that are not JSON objects: 1, 2"),
+                                             ('{"kind": "something else"}\n', "no Hubble flow found")])
+def test_a_file_that_is_not_hubble_output_is_a_clear_error(tmp_path, content, reason):
+    path = tmp_path / "flows.json"
+    path.write_text(content)
+    with pytest.raises(EventsError, match=reason) as caught:
+        read_hubble_json(path)
+    assert str(path) in str(caught.value)
+
+
+def test_correlate_hubble_json_gives_one_trace_per_lookup():
+    path = third_party(GKE)
+    result = CliRunner().invoke(main, ["correlate", "--hubble-json", str(path), "-o", "json"])
+    assert result.exit_code == 0, result.output
+    traces = json.loads(result.stdout)["traces"]
+    assert len(traces) == 165 and Counter(t["rcode"] for t in traces) == {"NXDOMAIN": 102, "NOERROR": 63}
+    assert all(t["outcome"] == "answered" for t in traces)
+    assert "hubble_l7_dns_pairs=165" in result.stderr and "warning: hubble: no DNS id" in result.stderr
+
+
+def test_correlate_mixes_hubble_with_a_pcap(tmp_path):
+    pcap = two_lookups(tmp_path / "capture.pcap")
+    hubble = write_lines(tmp_path / "flows.json", [{"flow": flow(Type="L7", l7=dns_l7("REQUEST"))},
+                                                   {"flow": reply(Type="L7", l7=dns_l7("RESPONSE", rcode=3), time="2026-01-02T03:04:05.002Z")},
+                                                   {"flow": flow(verdict="DROPPED", drop_reason_desc="POLICY_DENIED")}])
+    result = CliRunner().invoke(main, ["correlate", "--pcap", f"pod/demo/mypod={pcap}", "--hubble-json", str(hubble), "-o", "json"])
+    assert result.exit_code == 0, result.output
+    traces = json.loads(result.stdout)["traces"]
+    assert sorted(t["client"]["vantage"] for t in traces) == ["demo/client", "demo/mypod", "demo/mypod"]
+    assert "pcap_packets=4" in result.stderr and "hubble_dropped=1" in result.stderr
+
+
+def test_a_bad_hubble_file_on_the_command_line_is_a_clear_error(tmp_path):
+    bad = tmp_path / "flows.json"
+    bad.write_text("not json at all\n")
+    result = CliRunner().invoke(main, ["correlate", "--hubble-json", str(bad)])
+    assert result.exit_code == 2 and "flows.json" in result.stderr and "Traceback" not in result.output
