@@ -12,8 +12,9 @@ log() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 
 # 1. Debian packages. bcc comes from Debian (python3-bpfcc) and needs kernel
 #    headers; dig is a real resolver pods use; chromium renders the HTML reports
-#    in a test.
-packages=(python3-bpfcc linux-headers-amd64 nftables iproute2 dnsutils python3-venv procps chromium tshark)
+#    in a test; tshark and dnstap-ldns are the reference decoders the pcap and
+#    dnstap readers are checked against.
+packages=(python3-bpfcc linux-headers-amd64 nftables iproute2 dnsutils python3-venv procps chromium tshark dnstap-ldns)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
