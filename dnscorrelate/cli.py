@@ -487,7 +487,7 @@ def trace(pod, namespace, lab_name, context, kubeconfig, agent, agent_image, dur
     target = backend.pod(pod, namespace)
 
     from dnscorrelate.report.records import json_line
-    from dnscorrelate.report.text import hop_lines, trace_line
+    from dnscorrelate.report.text import sighting_lines, trace_line
 
     def emit(t, record, codes):
         if output == "json":
@@ -495,7 +495,7 @@ def trace(pod, namespace, lab_name, context, kubeconfig, agent, agent_image, dur
             return
         console.print(trace_line(t, codes), highlight=False, markup=False, soft_wrap=True)
         if output == "wide":
-            for line in hop_lines(record):
+            for line in sighting_lines(record):
                 console.print(line, highlight=False, markup=False, soft_wrap=True)
 
     live = Session(backend)

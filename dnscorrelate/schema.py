@@ -5,8 +5,8 @@ rest: the sources build their frames from it, the correlator's traces conform
 to it, and report/ picks what each output shows from it:
 
 - `table`: the terminal tables (`capture` for packets, `correlate` for traces and findings)
-- `wide`: `trace pod/NAME`'s line per lookup, and with `-o wide` its hops
-- `json`: the `-o json` records (for packets: a trace's hops; `capture -o json` keeps every column)
+- `wide`: `trace pod/NAME`'s line per lookup, and with `-o wide` its sightings
+- `json`: the `-o json` records (for packets: a trace's sightings, under `hops`; `capture -o json` keeps every column)
 - `html`: the HTML report's rows
 
 The tables:
@@ -16,9 +16,9 @@ The tables:
 | EVENTS      | DNS packet per vantage point                | sources (eBPF capture; pcap, dnstap, Inspektor Gadget later) |
 | LOG_RECORDS | CoreDNS `log` plugin line                    | sources/coredns_log.py |
 | LOG_ERRORS  | CoreDNS `errors` plugin line                 | sources/coredns_log.py |
-| TRACES      | client request, across every hop             | correlate.py |
-| UPSTREAM    | upstream exchange a server made for a trace  | correlate.py |
-| FINDINGS    | diagnosis                                    | diagnose.py |
+| TRACES      | client request, across every hop             | correlate/ |
+| UPSTREAM    | upstream exchange a server made for a trace  | correlate/ |
+| FINDINGS    | diagnosis (codes and hops: findings.py)      | diagnose/ |
 
 `python -m dnscorrelate.schema` prints the tables as Markdown (the docs'
 tables are checked against it by tests/unit/test_schema.py).
@@ -29,6 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pandas as pd
+
+from dnscorrelate.findings import HOP_NAMES, SEVERITIES
 
 TABLE, WIDE, JSON, HTML = "table", "wide", "json", "html"
 
@@ -87,11 +89,11 @@ EVENTS = [
     f("decoded", "bool", "whether the payload decoded as a DNS message"),
 ]
 
-HOP_FIELDS = [
-    f("trace_id", "int64", "the trace a hop belongs to (-1: none; ICMP errors that quote no trace's query)"),
+SIGHTING_FIELDS = [
+    f("trace_id", "int64", "the trace a sighting belongs to (-1: none; ICMP errors that quote no trace's query)"),
     f("depth", "int64", "0 for the client's leg, 1 for its server's upstream exchange, 2 further up", "wide json"),
 ]
-"""Columns the correlator adds to packet events to make them a trace's hops."""
+"""Columns the correlator adds to packet events to make them a trace's sightings (JSON calls them `hops`)."""
 
 _LOG_COMMON = [
     f("ts_ns", "Int64", "when the line was written, ns since the epoch (empty when the line has no time)"),
@@ -219,12 +221,12 @@ UPSTREAM = [
 ]
 
 FINDINGS = [
-    f("code", "object", "stable name of what was found: `dropped-at-node`, `nxdomain`, …", "table json html"),
-    f("hop", "object", "where: pod, pod->node, node->coredns, coredns, coredns->upstream, upstream, return", "table json html"),
+    f("code", "object", "stable name of what was found, declared in findings.py: `dropped-at-node`, `nxdomain`, …", "table json html"),
+    f("hop", "object", f"where (findings.py's hops): {', '.join(HOP_NAMES)}", "table json html"),
     f("count", "int64", "how many lookups it concerns", "table json html"),
     f("summary", "object", "one line to act on", "table json html"),
     f("evidence", "object", "trace ids, log references, errors lines it rests on", "table json html"),
-    f("severity", "object", "error, warning, info", "json html"),
+    f("severity", "object", ", ".join(SEVERITIES), "json html"),
 ]
 
 

@@ -221,14 +221,15 @@ def trace_line(t, codes: list[str]) -> str:
     return f"{clock(t.t_start, 3)}  {t.qname:<44} {t.qtype:<5} {t.rcode or t.outcome:<9} {total}  {t.served_from:<13} {t.server:<24} {','.join(codes)}"
 
 
-def hop_lines(record: dict) -> list[str]:
-    """`trace -o wide`: a lookup's hops under its line, indented by depth, offsets from its first packet."""
-    hops = record.get("hops", [])
-    if not hops:
+def sighting_lines(record: dict) -> list[str]:
+    """`trace -o wide`: a lookup's sightings (the record's `hops`) under its line, indented by depth, offsets from
+    its first packet."""
+    sightings = record.get("hops", [])
+    if not sightings:
         return []
-    start = hops[0]["ts_ns"]
+    start = sightings[0]["ts_ns"]
     lines = []
-    for h in hops:
+    for h in sightings:
         indent = "  " * int(h.get("depth") or 0)
         what = "ICMP " + f"{h['icmp_type']}/{h['icmp_code']}" if h.get("kind") == "icmp-error" else ("R " + (h.get("rcode") or "") if h.get("qr") else "Q")
         lines.append(f"      {indent}+{(h['ts_ns'] - start) / 1e6:8.3f}ms  {h['vantage']:<24} {h['pkt_type']:<9} "
