@@ -33,6 +33,8 @@ class Hop:
 # Where a lookup goes in a cluster, in the order it goes there.
 POD, POD_NODE, NODE_COREDNS, COREDNS, COREDNS_UPSTREAM, UPSTREAM, RETURN = (
     "pod", "pod->node", "node->coredns", "coredns", "coredns->upstream", "upstream", "return")
+# Where one vantage point can place something, knowing no topology: the way from it to a server, the server.
+SEEN_PATH, SERVER = "vantage->server", "server"
 
 HOPS = [
     Hop(POD, "inside the client pod: its resolver, its search list, its network namespace"),
@@ -42,6 +44,8 @@ HOPS = [
     Hop(COREDNS_UPSTREAM, "from a CoreDNS replica to the upstream resolver it forwards to"),
     Hop(UPSTREAM, "the upstream resolver itself"),
     Hop(RETURN, "the response's way back to the client"),
+    Hop(SEEN_PATH, "from one vantage point (a capture) to the server its queries went to and back: all one place shows of the path"),
+    Hop(SERVER, "the server that answered, by its address (what it is, CoreDNS or not, only facts say)"),
 ]
 HOP_NAMES = tuple(h.name for h in HOPS)
 
@@ -84,23 +88,48 @@ CODES = [
       "cause named from the Corefile (no server block serves the name, an acl in the serving block, no errors plugin) or "
       "quoted from the errors log"),
     c("response-lost", RETURN, ERROR, "the server answered, the client never got it"),
-    c("nxdomain", f"{COREDNS} {UPSTREAM}", ERROR,
+    c("no-response-seen", SEEN_PATH, ERROR,
+      "one vantage point: queries seen there and no response seen there within the time the capture allows, per server "
+      "address (any ICMP error about them quoted); where they were lost is not visible from one place"),
+    c("server-error-seen", SERVER, ERROR,
+      "one vantage point: the server at an address answered SERVFAIL, REFUSED, NOTIMP, FORMERR or an EDNS extended rcode "
+      "(BADVERS, …); whether it failed itself or passed on an upstream's failure is not visible from one place"),
+    c("wrong-id-response", SERVER, WARNING,
+      "a UDP response with an id no query had, arriving on a socket whose query with another id awaited its answer: the "
+      "classic sign of spoofing (an off-path guess) or of a confused forwarder"),
+    c("nxdomain", f"{COREDNS} {UPSTREAM} {SERVER}", ERROR,
       "NXDOMAIN for what was meant: a missing Service (with the namespace's Services listed), a CNAME to nothing, or an "
       "external name"),
-    c("nodata", f"{COREDNS} {UPSTREAM}", WARNING,
+    c("nodata", f"{COREDNS} {UPSTREAM} {SERVER}", WARNING,
       "a response packet with NOERROR without the type asked (a CNAME without an A); AAAA next to a good A is normal and "
       "not reported. Never from logs alone: a log line has no answer count"),
-    c("truncated", f"{COREDNS} {UPSTREAM}", WARNING, "TC bit, and whether the client retried over TCP"),
+    c("truncated", f"{COREDNS} {UPSTREAM} {SERVER}", WARNING, "TC bit, and whether the client retried over TCP"),
     c("upstream-slow", UPSTREAM, WARNING,
       "upstream round trips over 100 ms; with logs only, answers CoreDNS did not give itself (not `aa`) that took over "
       "100 ms, said with the caveat that a log does not split CoreDNS's time from the upstream's"),
     c("slow-coredns", COREDNS, WARNING,
       "time inside CoreDNS, upstream waits excluded, over 100 ms (with logs only: authoritative answers only, the one time "
       "a log's duration is CoreDNS's own; and CoreDNS's own `/health` check logged late or failing)"),
+    c("slow-response-seen", SEEN_PATH, WARNING,
+      "one vantage point: answers over 100 ms from query to response at that place, per server address (what the time "
+      "was spent on is not visible from one place)"),
+    c("update-error", SERVER, WARNING,
+      "a DNS UPDATE or NOTIFY (no lookup) answered with an error: REFUSED when the server takes no updates from that client "
+      "or key"),
     c("coredns-imbalance", NODE_COREDNS, WARNING,
       "one replica takes over 80% of at least 20 requests (NodeLocal DNS's force_tcp included)"),
     c("search-path-expansion", POD, INFO,
       "NXDOMAIN expansions of a dotted name before the name itself (advice: trailing dot, ndots)"),
+    c("duplicate-response", SEEN_PATH, INFO,
+      "more responses to one query at one place than queries and servers explain: a server or middlebox that sends twice, "
+      "or a capture that copied the packet"),
+    c("several-servers-answered", SEEN_PATH, INFO,
+      "one query sent to several servers (a resolver list tried in parallel, or a retry to the next) and more than one "
+      "answered; the client keeps the first, and a later answer may draw an ICMP port unreachable"),
+    c("query-not-seen", SEEN_PATH, INFO,
+      "responses whose query the evidence does not hold (sent before the capture began, or lost in a gap such as a TCP "
+      "segment acknowledged but not captured); not counted as lookups"),
+    c("not-a-lookup", SERVER, INFO, "messages of another opcode than QUERY (UPDATE, NOTIFY) answered without error: kept apart from lookups"),
     c("unanswered", f"{POD} {POD_NODE} {NODE_COREDNS} {COREDNS}", ERROR,
       "no answer and no rule above explains it, placed where last seen (for a live CoreDNS that never answered: said so, "
       "with what to check; a query CoreDNS logged unanswered, with its errors line quoted); nothing is dropped silently"),

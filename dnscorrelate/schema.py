@@ -147,7 +147,8 @@ TRACES = [
     f("qname", "object", "the question's name", "table wide json html"),
     f("qtype", "object", "the question's type", "table wide json html"),
     f("proto", "object", "udp, tcp", "table json html"),
-    f("server", "object", "the DNS server that answered it, or the deepest it reached unanswered", "table wide json html"),
+    f("server", "object", "the DNS server that answered it, or the deepest it reached unanswered; with `vantage` coverage the "
+      "address that answered (or was asked), named when the facts know it", "table wide json html"),
     f("server_role", "object", "that server's role: coredns, node (NodeLocal DNS), upstream"),
     f("reached", "object", "the deepest vantage the query was seen at", "json"),
     f("reached_role", "object", "that vantage's role"),
@@ -156,8 +157,9 @@ TRACES = [
     f("dnat_at", "object", "the vantage where the rewrite was seen", "json"),
     f("seen_at_node", "bool", "the query was seen at a node"),
     f("forwarded_by_node", "bool", "a node sent it on towards a server"),
-    f("outcome", "object", "`answered`, `timed-out` (no response anywhere) or `partial` (a response never reached the client)",
-      "table wide json html"),
+    f("outcome", "object", "`answered`, `timed-out` (no response anywhere), `partial` (a response never reached the client); for a "
+      "response whose query no vantage saw: `wrong-id` (UDP, while a query with another id on its socket awaited its answer) or "
+      "`query-not-seen` (its query fell before the capture or in a gap)", "table wide json html"),
     f("rcode", "object", "the response code the client got (empty: none)", "table wide json html"),
     f("server_rcode", "object", "the response code the server sent"),
     f("answers", "object", "answer records `TYPE value`, joined by `, `", "json"),
@@ -165,10 +167,19 @@ TRACES = [
     f("tc", "bool", "the response was truncated"),
     f("aa", "bool", "the response was authoritative"),
     f("responses_seen", "int64", "sightings of a response anywhere"),
-    f("served_from", "object", "upstream, authoritative, cache, none (packets); authoritative, unknown (logs only)",
+    f("query_seen", "bool", "a query of it was seen at some vantage"),
+    f("duplicate_responses", "int64", "responses at the client beyond one per query and per answering address: the same answer again"),
+    f("responders", "int64", "distinct addresses that answered it at the client (2: it went to two servers and both answered)"),
+    f("raced_dns_id", "int64", "for a `wrong-id` response, the id of the query it raced; else -1"),
+    f("opcode", "object", "QUERY, UPDATE, NOTIFY, … (of its first message; empty with logs only)"),
+    f("coverage", "object", "what the evidence covers: `path` (packets at places with roles: pod, node, CoreDNS, upstream), "
+      "`vantage` (one place nothing names, or the only place there is: its server is the address that answered), `logs` (CoreDNS's log alone)"),
+    f("served_from", "object", "upstream, authoritative, cache, none (packets at places with roles); authoritative, unknown (logs only); "
+      "unknown (one vantage point)",
       "table wide json html", "FROM"),
     f("replica", "object", "the CoreDNS or NodeLocal DNS pod that served it", "json"),
-    f("purpose", "object", "`lookup` (a client's); CoreDNS's own: `loop-probe` (the loop plugin's HINFO), `health-check` (forward's `. IN NS`)", "json"),
+    f("purpose", "object", "`lookup` (a client's); CoreDNS's own: `loop-probe` (the loop plugin's HINFO), `health-check` (forward's `. IN NS`); "
+      "another opcode than QUERY: `update`, `notify`, …", "json"),
     f("t_start", "int64", "when the query left the client, ns since the epoch", "wide"),
     f("t_server_in", "Int64", "when the query reached its server"),
     f("t_server_out", "Int64", "when the server's response left"),

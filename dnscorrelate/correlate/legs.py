@@ -14,6 +14,7 @@ from dnscorrelate.correlate.columns import (
     values_at,
 )
 
+SERVER_ROLES = ["coredns", "upstream"]  # vantages that are DNS servers
 LEG_GAP_NS = 30 * 10**9  # a key not seen for this long starts a new leg
 
 
@@ -144,7 +145,8 @@ def describe_legs(dns: pd.DataFrame) -> pd.DataFrame:
     vantage_codes, server_codes = codes_of(vantage, legs["server"])
     legs["server_role"] = role_by_vantage(vantage, role)[server_codes]
     legs["t_server_in"] = values_at(ts, rows.first(query & rows.matches(vantage_codes, server_codes)))
-    home = rows.first(response & rows.matches(vantage_codes, codes_of(vantage, legs["originator"])[1]))
+    at_home = rows.matches(vantage_codes, codes_of(vantage, legs["originator"])[1])
+    home = rows.first(response & at_home)
     legs["t_client_in"] = values_at(ts, home)
     legs["client_latency_ns"] = values_at(dns["latency_ns"], home)
     for column in ("rcode", "answers"):
@@ -155,6 +157,7 @@ def describe_legs(dns: pd.DataFrame) -> pd.DataFrame:
     for flag in ("tc", "aa"):
         legs[flag] = values_at(dns[flag], final, missing=False).astype(bool)
     legs["responses_seen"] = np.bincount(rows.slot[response], minlength=rows.count)
+    legs.update(what_the_client_saw(dns, rows, at_home, first_query, responder))
 
     # Where a node rewrote the destination (Service DNAT) and, upstream, the source (masquerade).
     dst_codes, leg_dst_codes = codes_of(dns["dst_ip"], legs["dst_ip"])
@@ -164,4 +167,27 @@ def describe_legs(dns: pd.DataFrame) -> pd.DataFrame:
     at_node = query & (role == "node").to_numpy()
     legs["seen_at_node"] = rows.first(at_node) >= 0
     legs["forwarded_by_node"] = rows.first(at_node & (dns["pkt_type"] == "OUTGOING").to_numpy()) >= 0
+    # A leg first seen as a query arriving at a server (its dnstap, a capture on the replica alone) comes from a
+    # client no vantage shows: it may be the server's parent leg, and at a CoreDNS replica its client is no longer
+    # the replica itself (an upstream resolver's clients are CoreDNS's own exchanges, whoever sent them).
+    legs["received"] = (strings_at(dns["pkt_type"], first) == "HOST") & ~qr[first] & np.isin(legs["origin_role"], SERVER_ROLES)
+    legs["origin_role"] = np.where(legs["received"] & (legs["origin_role"] == "coredns"), "other", legs["origin_role"])
     return pd.DataFrame(legs, index=pd.Index(rows.legs, name="leg"), copy=False)
+
+
+def what_the_client_saw(dns: pd.DataFrame, rows: LegRows, at_home: np.ndarray, first_query: np.ndarray, responder: np.ndarray) -> dict:
+    """Per leg, what real captures hold besides one query and its answer: whether any query was seen at all,
+    the address that answered, the opcode, and at the vantage the leg started from how many queries and
+    responses it saw and from how many distinct addresses the responses came."""
+    qr = dns["qr"].to_numpy()
+    src = dns["src_ip"].cat.codes.to_numpy().astype(np.int64)
+    home_responses = at_home & qr
+    pairs = np.unique(rows.slot[home_responses] * (len(dns["src_ip"].cat.categories) + 1) + src[home_responses] + 1)
+    return {
+        "query_seen": first_query >= 0,
+        "responder_ip": strings_at(dns["src_ip"], responder),
+        "opcode": dns["opcode"].to_numpy()[rows.first()].astype(np.int64),
+        "queries_at_client": np.bincount(rows.slot[at_home & ~qr], minlength=rows.count),
+        "responses_at_client": np.bincount(rows.slot[home_responses], minlength=rows.count),
+        "responders_at_client": np.bincount(pairs // (len(dns["src_ip"].cat.categories) + 1), minlength=rows.count),
+    }

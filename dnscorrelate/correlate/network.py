@@ -8,14 +8,15 @@ from dnscorrelate.correlate.upstream import SERVER_WAIT_NS
 
 
 def attach_icmp(traces: pd.DataFrame, icmp: pd.DataFrame, legs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """ICMP errors quoting a trace's query: which kind, seen where, about which destination."""
+    """ICMP errors quoting a trace's query, or its response: which kind, seen where, about which destination."""
     traces["icmp"] = ""
     traces["icmp_target"] = ""
     if icmp.empty or legs.empty:
         return traces, icmp.assign(trace_id=-1, leg=-1)
-    icmp = icmp.assign(
-        key=icmp["src_ip"].astype(str) + "|" + icmp["src_port"].astype(str) + "|" + icmp["dns_id"].astype(str) + "|" + icmp["proto"].astype(str)
-    )
+    quoted_response = icmp["qr"].to_numpy(dtype=bool)  # an ICMP error about a response (a client whose port had closed) quotes it
+    client_ip = icmp["src_ip"].astype(str).where(~quoted_response, icmp["dst_ip"].astype(str))
+    client_port = icmp["src_port"].where(~quoted_response, icmp["dst_port"])
+    icmp = icmp.assign(key=client_ip + "|" + client_port.astype(str) + "|" + icmp["dns_id"].astype(str) + "|" + icmp["proto"].astype(str))
     keyed = legs.assign(
         key=legs["client_ip"] + "|" + legs["client_port"].astype(str) + "|" + legs["dns_id"].astype(str) + "|" + legs["proto"]
     ).reset_index()[["key", "t_start", "leg", "trace_id"]].sort_values("t_start")

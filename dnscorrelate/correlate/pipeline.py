@@ -8,7 +8,12 @@ import numpy as np
 import pandas as pd
 
 from dnscorrelate import schema
-from dnscorrelate.correlate.legs import add_client_key, assign_legs, describe_legs
+from dnscorrelate.correlate.legs import (
+    SERVER_ROLES,
+    add_client_key,
+    assign_legs,
+    describe_legs,
+)
 from dnscorrelate.correlate.logs import (
     attach_log_columns,
     join_errors,
@@ -29,6 +34,7 @@ from dnscorrelate.correlate.upstream import (
     roots_of,
     snat_continuations,
 )
+from dnscorrelate.correlate.vantage import LOGS, describe_what_was_seen
 from dnscorrelate.schema import ParsedLogs
 
 
@@ -51,8 +57,11 @@ class Correlation:
                        upstream=self.upstream[self.upstream["trace_id"].isin(trace_ids)])
 
 
-def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, capture_stats: dict | None = None) -> Correlation:
-    """Traces from packet events and/or CoreDNS logs; either may be empty or None."""
+def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, capture_stats: dict | None = None,
+              servers: dict[str, tuple[str, str]] | None = None) -> Correlation:
+    """Traces from packet events and/or CoreDNS logs; either may be empty or None. `servers` names DNS server
+    addresses the caller knows ({ip: (name, role)}: the kube-dns VIP, CoreDNS pods), for lookups one vantage
+    point saw (vantage.py)."""
     events = events if events is not None else schema.empty(schema.EVENTS)
     logs = logs or ParsedLogs.none()
     capture_stats = capture_stats or {}
@@ -84,6 +93,10 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
         legs["trace_id"] = trace_of_root.reindex(legs["root"]).to_numpy()
         upstream = build_upstream(legs)
         traces = build_traces(legs, upstream)
+        # One place and no CoreDNS log: unless that place is the server itself (dnstap or a capture on a CoreDNS
+        # replica), the evidence shows what reached and left it, not the path.
+        one_place = dns["vantage"].nunique() == 1 and not len(records) and not dns["role"].isin(SERVER_ROLES).any()
+        traces = describe_what_was_seen(traces, legs, one_place, servers or {})
         sightings = dns  # ours (see above): columns are added in place rather than copying a million rows
         sightings["trace_id"] = legs["trace_id"].reindex(dns["leg"]).to_numpy()
         sightings["depth"] = legs["depth"].reindex(dns["leg"]).to_numpy()
@@ -102,6 +115,8 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
         alone = errors["trace_id"] < 0
         traces = pd.concat([traces, traces_from_errors(errors[alone], len(traces))])
         errors.loc[alone, "trace_id"] = traces["trace_id"].iloc[-int(alone.sum()):].to_numpy()
+    if not len(dns):
+        traces["coverage"] = LOGS
     traces = attach_log_columns(traces, records, errors)
     traces, icmp_sightings = attach_icmp(traces, icmp, legs)
     attempts = connection_attempts(control)

@@ -49,6 +49,12 @@ def build_traces(legs: pd.DataFrame, upstream: pd.DataFrame) -> pd.DataFrame:
             "tc": roots("tc"),
             "aa": roots("aa"),
             "responses_seen": roots("responses_seen"),
+            "query_seen": roots("query_seen"),
+            "responder_ip": roots("responder_ip"),
+            "opcode_number": roots("opcode"),
+            "queries_at_client": roots("queries_at_client"),
+            "responses_at_client": roots("responses_at_client"),
+            "responders_at_client": roots("responders_at_client"),
         }
     ).set_index("trace_id", drop=False)
     traces.index.name = None
@@ -94,9 +100,14 @@ def replica_of(vantage: pd.Series) -> pd.Series:
 
 def purpose_of(traces: pd.DataFrame) -> np.ndarray:
     """`loop-probe` (the loop plugin's HINFO for a random name), `health-check` (the forward plugin's
-    `. IN NS`), else `lookup`: CoreDNS's own queries are kept apart from the clients'."""
+    `. IN NS`), else `lookup`: CoreDNS's own queries are kept apart from the clients'. A message of another
+    opcode than QUERY is no lookup either: its purpose is its opcode (`update`, `notify`)."""
     qtype = traces["qtype"].astype(str)
     qname = traces["qname"].astype(str)
-    probe = (qtype == "HINFO") & qname.str.match(LOOP_PROBE_NAME)
-    health = (qtype == "NS") & (qname == ".")
-    return labels(probe.to_numpy(), "loop-probe", labels(health.to_numpy(), "health-check", "lookup"))
+    by_coredns = traces["client_role"].isin(["coredns", "node", ""])  # a pod's `NS .` is its own business
+    probe = (qtype == "HINFO") & qname.str.match(LOOP_PROBE_NAME) & by_coredns
+    health = (qtype == "NS") & (qname == ".") & by_coredns
+    opcode = traces["opcode"].astype(str)
+    not_a_query = ((opcode != "QUERY") & (opcode != "")).to_numpy()
+    own = labels(probe.to_numpy(), "loop-probe", labels(health.to_numpy(), "health-check", "lookup"))
+    return labels(not_a_query, opcode.str.lower().to_numpy(dtype=object), own)

@@ -28,7 +28,7 @@ def link_parents(legs: pd.DataFrame, candidates: pd.Series | None = None) -> pd.
     result = pd.DataFrame({"parent": -1, "ambiguous": False}, index=legs.index)
     at_server, from_origin = question_codes(legs)
     t_server_in = legs["t_server_in"].to_numpy(dtype=np.float64)
-    may_parent = (legs["server"] != legs["originator"]).to_numpy() & ~np.isnan(t_server_in)
+    may_parent = ((legs["server"] != legs["originator"]) | legs["received"]).to_numpy() & ~np.isnan(t_server_in)
     may_child = np.ones(len(legs), dtype=bool) if candidates is None else candidates.to_numpy(dtype=bool)
     may_parent &= np.isin(at_server, from_origin[may_child])
     may_child &= np.isin(from_origin, at_server[may_parent])

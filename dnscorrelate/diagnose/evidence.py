@@ -9,17 +9,31 @@ import pandas as pd
 
 from dnscorrelate.cluster.facts import ClusterFacts
 from dnscorrelate.correlate import Correlation
+from dnscorrelate.correlate.vantage import VANTAGE
 from dnscorrelate.diagnose.names import lower, split_search
 
 NETWORK_REASONS = ["timeout", "refused", "unreachable", "no-route", "no-healthy-upstream", "blocked", "reset"]
-FAILURE_RCODES = ["SERVFAIL", "REFUSED", "NOTIMP", "FORMERR"]
+DNS_SERVER_ROLES = ["coredns", "upstream", "node"]  # clients that are DNS servers (a node: NodeLocal DNS)
+NOT_ERRORS = ["NOERROR", "NXDOMAIN", ""]  # every other response code is a failure, EDNS extended ones (BADVERS, …) too
+STRAY = ["query-not-seen", "wrong-id"]  # outcomes of responses no query was seen of: not lookups
+
+
+def failed(rcode: pd.Series) -> pd.Series:
+    """Response codes that say the server failed: SERVFAIL, REFUSED, NOTIMP, FORMERR, BADVERS, RCODE23, …"""
+    return ~rcode.isin(NOT_ERRORS)
+
+
+def rows(frame: pd.DataFrame, keep) -> pd.DataFrame:
+    """`frame[keep]`, or the frame itself when that is every row: a filtered copy of a million traces is
+    several hundred MB."""
+    keep = np.asarray(keep, dtype=bool)
+    return frame if keep.all() else frame[keep]
 
 
 def client_traces(traces: pd.DataFrame) -> pd.DataFrame:
-    """Requests from workloads: not the ones CoreDNS makes itself (its loop check, health probes). The table
-    itself when that is every row: a filtered copy of a million traces is several hundred MB."""
-    keep = (~traces["client_role"].isin(["coredns", "upstream", "node"]) & (traces["purpose"] == "lookup")).to_numpy()
-    return traces if keep.all() else traces[keep]
+    """Requests from workloads: not the ones CoreDNS makes itself (its loop check, health probes, its upstream
+    exchanges seen alone), nor messages of another opcode."""
+    return rows(traces, ~traces["client_role"].isin(DNS_SERVER_ROLES).to_numpy() & (traces["purpose"] == "lookup").to_numpy())
 
 
 def logs_only(traces: pd.DataFrame) -> pd.Series:
@@ -28,7 +42,7 @@ def logs_only(traces: pd.DataFrame) -> pd.Series:
 
 
 NAME_COLUMNS = ["trace_id", "client_ip", "client_vantage", "qname", "qtype", "rcode", "answers", "ancount", "responses_seen", "tc", "aa",
-                "served_from", "upstream_server", "log_ref", "error"]
+                "served_from", "upstream_server", "log_ref", "error", "server", "coverage"]
 
 
 class Evidence:
@@ -38,7 +52,14 @@ class Evidence:
     def __init__(self, correlation: Correlation, facts: ClusterFacts) -> None:
         self.correlation = correlation
         self.facts = facts
-        self.traces = client_traces(correlation.traces)
+        everything = client_traces(correlation.traces)
+        lookups = rows(everything, ~everything["outcome"].isin(STRAY).to_numpy())
+        self.lookups = lookups  # every lookup, whatever the evidence covers of it
+        self.traces = rows(lookups, (lookups["coverage"] != VANTAGE).to_numpy())  # lookups whose path the evidence places
+        self.seen = rows(lookups, (lookups["coverage"] == VANTAGE).to_numpy()) if (lookups["coverage"] == VANTAGE).any() else lookups.iloc[0:0]
+        self.strays = rows(everything, everything["outcome"].isin(STRAY).to_numpy()) if len(lookups) < len(everything) else everything.iloc[0:0]
+        others = correlation.traces["purpose"].isin(["lookup", "loop-probe", "health-check"])
+        self.not_lookups = correlation.traces[~others.to_numpy()]  # UPDATE, NOTIFY, …
         self.upstream = correlation.upstream
         self.explained: set[int] = set()
         self.findings: list = []
@@ -59,7 +80,7 @@ class Evidence:
     def answered(self) -> tuple[pd.DataFrame, pd.Series]:
         """The answered traces (the columns name rules read) with `base` (the name before a search domain) and
         `multi_label_base` for NXDOMAIN answers, and their lower-case names."""
-        traces = self.traces
+        traces = self.lookups
         columns = [c for c in NAME_COLUMNS if c in traces.columns]  # copy only what the rules and evidence read
         answered = traces.loc[(traces["outcome"] == "answered").to_numpy(), columns]
         # Only NXDOMAIN answers can be search-list noise or a missing Service: split just those.

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from dnscorrelate.cluster.facts import ClusterFacts
 from dnscorrelate.correlate import Correlation
+from dnscorrelate.correlate.vantage import VANTAGE
 from dnscorrelate.diagnose.evidence import Evidence, logs_only
 from dnscorrelate.diagnose.finding import (
     Finding,
@@ -16,7 +17,7 @@ from dnscorrelate.diagnose.finding import (
 )
 from dnscorrelate.diagnose.rules import rules
 from dnscorrelate.diagnose.rules.pod import no_lookups
-from dnscorrelate.diagnose.words import in_ms, plural
+from dnscorrelate.diagnose.words import in_ms, names, plural
 from dnscorrelate.findings import ERROR, WARNING
 
 
@@ -40,7 +41,7 @@ def diagnose(correlation: Correlation, facts: ClusterFacts | None = None) -> lis
     """Findings, most severe first; `ok` alone when nothing is wrong, `no-lookups` when there was nothing to look at."""
     ev = Evidence(correlation, facts or ClusterFacts())
     alerts = run("ALERTS", ev)
-    if ev.traces.empty:
+    if ev.lookups.empty and ev.strays.empty and ev.not_lookups.empty:
         ev.findings = alerts
         return alerts + run("OWN_QUERIES", ev) or [no_lookups(correlation)]
     ev.findings = run("CAUSES", ev)
@@ -49,16 +50,23 @@ def diagnose(correlation: Correlation, facts: ClusterFacts | None = None) -> lis
     ev.findings += run("OWN_QUERIES", ev)
     found = in_registry_order(ev.findings + alerts)
     if not any(f.severity in (ERROR, WARNING) for f in found):
-        found.insert(0, all_answered(ev))
+        found[:0] = all_answered(ev)
     return found
 
 
-def all_answered(ev: Evidence) -> Finding:
-    traces = ev.traces
+def all_answered(ev: Evidence) -> list[Finding]:
+    """`ok` with how many lookups were answered well and how the evidence knows; nothing when none was (`ok` for no
+    lookup would contradict the traces)."""
+    traces = ev.lookups
     good = traces.loc[((traces["outcome"] == "answered") & traces["rcode"].isin(["NOERROR"])).to_numpy(),  # what is read, not the table
-                      ["trace_id", "log_ref", "error", "total_ns", "client_vantage", "client_role"]]
-    return finding(
-        "ok", f"{plural(len(good), 'lookup')} answered correctly, "
-        + ("by CoreDNS's log (which shows no other hop)" if len(good) and logs_only(good).all() else "every hop in order")
-        + (f" (p50 {in_ms(good['total_ns'].astype(float).median())} at the client)." if len(good) and good["total_ns"].notna().any() else "."),
-        evidence(good), len(good))
+                      ["trace_id", "log_ref", "error", "total_ns", "client_vantage", "client_role", "coverage"]]
+    if good.empty:
+        return []
+    how = ("by CoreDNS's log (which shows no other hop)" if logs_only(good).all()
+           else f"as seen at {names(good['client_vantage'])} (one vantage point: the path is not visible)" if (good["coverage"] == VANTAGE).all()
+           else "every hop in order")
+    return [finding(
+        "ok", f"{plural(len(good), 'lookup')} answered correctly, " + how
+        + (f" (p50 {in_ms(good['total_ns'].astype(float).median())} {'there' if how.startswith('as seen') else 'at the client'})."
+           if good["total_ns"].notna().any() else "."),
+        evidence(good), len(good))]

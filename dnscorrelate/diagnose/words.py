@@ -23,6 +23,11 @@ def names(series: pd.Series, limit: int = 3) -> str:
     return shown + (f" and {len(values) - limit} more" if len(values) > limit else "")
 
 
+def questions(qnames: pd.Series, limit: int = 3) -> str:
+    """The names asked, or what stands for a name that did not decode."""
+    return names(qnames, limit) or "a question that did not decode"
+
+
 def host_of(address: str) -> str:
     """`10.0.0.1` of `10.0.0.1:53`, `2001:db8::1` of `[2001:db8::1]:53`; the address itself without a port."""
     if address.startswith("["):

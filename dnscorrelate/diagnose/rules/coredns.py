@@ -8,11 +8,12 @@ import numpy as np
 import pandas as pd
 
 from dnscorrelate.cluster.facts import ClusterFacts, serving_block
-from dnscorrelate.diagnose.evidence import FAILURE_RCODES, Evidence, logs_only
+from dnscorrelate.correlate.vantage import VANTAGE
+from dnscorrelate.diagnose.evidence import Evidence, failed, logs_only
 from dnscorrelate.diagnose.finding import EVIDENCE_LIMIT, Finding, evidence, finding
 from dnscorrelate.diagnose.names import per_distinct
 from dnscorrelate.diagnose.words import duration_of, in_ms, names, plural
-from dnscorrelate.findings import COREDNS, NODE_COREDNS, POD, POD_NODE, UPSTREAM
+from dnscorrelate.findings import COREDNS, NODE_COREDNS, POD, POD_NODE, SERVER, UPSTREAM
 
 SLOW_COREDNS_MS = 100.0
 HEALTH_TOOK = re.compile(r"took more than \S+: (?P<took>\S+)$")
@@ -53,6 +54,15 @@ def nxdomain(ev: Evidence) -> list[Finding]:
     if nx.empty:
         return []
     findings = []
+    one_place = (nx["coverage"] == VANTAGE).to_numpy()
+    for server, group in nx[one_place].groupby("server"):
+        findings.append(finding(
+            "nxdomain",
+            f"{names(group['qname'])} {'does' if group['qname'].nunique() == 1 else 'do'} not exist according to {server}: "
+            f"{plural(len(group), 'lookup')} got NXDOMAIN, seen at {names(group['client_vantage'])}. "
+            "Check the spelling, and the search list that may have made the name.",
+            evidence(group, kind="seen", server=server), len(group), hop=SERVER))
+    nx = nx[~one_place]
     in_cluster_lookup = (nx["base"] != "") & ~nx["multi_label_base"]
     # A single-label name tried through the search list (and then as itself) is one in-cluster lookup.
     bare = set(zip(nx.loc[in_cluster_lookup, "client_ip"], nx.loc[in_cluster_lookup, "base"] + "."))
@@ -114,6 +124,7 @@ def nodata(ev: Evidence) -> list[Finding]:
         cname = group["answers"].str.extract(r"CNAME (\S+)")[0].dropna()
         detail = f"a CNAME to {cname.iloc[0]} but no {qtype} record for it" if len(cname) else f"no {qtype} record"
         hop = COREDNS if group["aa"].any() or group["served_from"].eq("authoritative").any() else (UPSTREAM if group["served_from"].eq("upstream").any() else COREDNS)
+        hop = SERVER if group["coverage"].eq(VANTAGE).all() else hop
         findings.append(finding(
             "nodata",
             f"{qname} exists but has {detail}: {plural(len(group), 'lookup')} got NOERROR with nothing to connect to. "
@@ -123,12 +134,13 @@ def nodata(ev: Evidence) -> list[Finding]:
 
 
 def truncated(ev: Evidence) -> list[Finding]:
-    traces = ev.traces
+    traces = ev.lookups
     tc = traces[traces["tc"] & (traces["proto"] == "udp")]
     findings = []
     for name, group in tc.groupby("qname"):
         retried = traces[(traces["qname"] == name) & (traces["proto"] == "tcp")]
         hop = UPSTREAM if (group["served_from"] == "upstream").any() else COREDNS
+        hop = SERVER if (group["coverage"] == VANTAGE).all() else hop
         findings.append(finding(
             "truncated",
             f"The answer for {name} did not fit in UDP: {plural(len(group), 'response')} had the TC bit"
@@ -156,7 +168,7 @@ def slow_coredns(ev: Evidence) -> list[Finding]:
 def server_failures(ev: Evidence) -> list[Finding]:
     """Failure answers the DNS server gave on its own: no failed upstream exchange (or other rule) explains them."""
     traces, facts = ev.traces, ev.facts
-    rest = traces[(traces["outcome"] == "answered") & traces["rcode"].isin(FAILURE_RCODES) & ~traces["trace_id"].isin(ev.explained)]
+    rest = traces[(traces["outcome"] == "answered") & failed(traces["rcode"]) & ~traces["trace_id"].isin(ev.explained)]
     findings = []
     for (server, role, rcode), group in rest.groupby(["server", "server_role", "rcode"]):
         why = refused_cause(group, facts, role) if rcode == "REFUSED" else failure_cause(group, facts, role)
