@@ -367,10 +367,15 @@ def print_capture_stats(stats: dict) -> None:
 @click.option("--port", "ports", type=int, multiple=True, default=(53,), show_default=True, help="DNS port in --pcap files. Repeatable.")
 @lab_option
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Also write a self-contained HTML report here.")
 @friendly_errors
-def correlate(events_path, log_paths, corefile, log_formats, manifest_paths, pcap_specs, ig_paths, dnstap_specs, ports, lab_name, output) -> None:
+def correlate(events_path, log_paths, corefile, log_formats, manifest_paths, pcap_specs, ig_paths, dnstap_specs, ports, lab_name, output,
+              report_path) -> None:
     """Stitch saved packets and CoreDNS logs into one trace per request, and diagnose them."""
     from dnscorrelate import analysis
+
+    if report_path:
+        check_output_file(report_path, "--report")
 
     if not events_path and not log_paths and not (pcap_specs or ig_paths or dnstap_specs):
         raise click.UsageError("give --events, --pcap, --ig-json, --dnstap and/or --coredns-log")
@@ -384,6 +389,8 @@ def correlate(events_path, log_paths, corefile, log_formats, manifest_paths, pca
 
     result = analysis.from_files(events_path, [log_source(spec) for spec in log_paths], corefile, list(manifest_paths), lab_name,
                                  evidence=evidence, log_formats=list(log_formats))
+    if report_path:
+        analysis.write_report(result, report_path, [events_path, *log_paths, *pcap_specs, *ig_paths, *dnstap_specs])
     if output == "json":
         from dnscorrelate.report.records import write_analysis_json
 

@@ -27,10 +27,11 @@ class Analysis:
 
     correlation: Correlation
     findings: list[Finding]
+    facts: ClusterFacts | None = None  # what named the causes, when anything did: the HTML report draws the cluster from it
 
     def restricted_to(self, trace_ids: set[int]) -> Analysis:
         """The traces in `trace_ids`, with their sightings and upstream exchanges, and the findings about them."""
-        return Analysis(self.correlation.restricted_to(trace_ids), findings_about(self.findings, trace_ids))
+        return Analysis(self.correlation.restricted_to(trace_ids), findings_about(self.findings, trace_ids), self.facts)
 
 
 def run(kind: str, ev: Evidence) -> list[Finding]:
