@@ -27,7 +27,7 @@ from dnscorrelate.correlate.network import (
     attach_icmp,
     connection_attempts,
 )
-from dnscorrelate.correlate.traces import build_traces, purpose_of
+from dnscorrelate.correlate.traces import OWN_PURPOSES, build_traces, purpose_of
 from dnscorrelate.correlate.upstream import (
     build_upstream,
     link_parents,
@@ -139,7 +139,7 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
         "error_records": int(len(errors)),
         "log_other": int(logs.other_lines),
         "unparsed_lines": len(logs.unparsed),
-        "own_queries": int((traces["purpose"] != "lookup").sum()),
+        "own_queries": int(traces["purpose"].isin(OWN_PURPOSES).sum()),
         "traces": int(len(traces)),
         "upstream_exchanges": int(len(upstream)),
         "ambiguous": int(upstream["ambiguous"].sum()) if len(upstream) else 0,

@@ -7,6 +7,7 @@ import pandas as pd
 
 from dnscorrelate.correlate.columns import labels, nullable_int
 
+OWN_PURPOSES = ["loop-probe", "health-check"]  # CoreDNS's own queries, kept apart from the clients'
 LOOP_PROBE_NAME = r"^\d+\.\d+\."  # the loop plugin asks HINFO <random>.<random>.<zone>
 
 

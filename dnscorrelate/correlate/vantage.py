@@ -87,4 +87,7 @@ def describe_what_was_seen(traces: pd.DataFrame, legs: pd.DataFrame, one_place: 
         traces.loc[one, "server_role"] = [role for _, role in known]
         traces.loc[one, "served_from"] = "unknown"
         traces.loc[one, "replica"] = ""
+        for segment in ("to_server_ns", "server_ns", "server_self_ns", "return_ns"):  # one place shows the whole wait only
+            traces.loc[one, segment] = pd.NA
+    traces.loc[traces["outcome"].isin(["query-not-seen", "wrong-id"]).to_numpy(), "total_ns"] = pd.NA  # no query: no wait
     return traces

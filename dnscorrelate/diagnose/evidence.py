@@ -9,6 +9,7 @@ import pandas as pd
 
 from dnscorrelate.cluster.facts import ClusterFacts
 from dnscorrelate.correlate import Correlation
+from dnscorrelate.correlate.traces import OWN_PURPOSES
 from dnscorrelate.correlate.vantage import VANTAGE
 from dnscorrelate.diagnose.names import lower, split_search
 
@@ -58,7 +59,7 @@ class Evidence:
         self.traces = rows(lookups, (lookups["coverage"] != VANTAGE).to_numpy())  # lookups whose path the evidence places
         self.seen = rows(lookups, (lookups["coverage"] == VANTAGE).to_numpy()) if (lookups["coverage"] == VANTAGE).any() else lookups.iloc[0:0]
         self.strays = rows(everything, everything["outcome"].isin(STRAY).to_numpy()) if len(lookups) < len(everything) else everything.iloc[0:0]
-        others = correlation.traces["purpose"].isin(["lookup", "loop-probe", "health-check"])
+        others = correlation.traces["purpose"].isin(["lookup", *OWN_PURPOSES])
         self.not_lookups = correlation.traces[~others.to_numpy()]  # UPDATE, NOTIFY, …
         self.upstream = correlation.upstream
         self.explained: set[int] = set()

@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dnscorrelate import schema
+from dnscorrelate.correlate.traces import OWN_PURPOSES
 from dnscorrelate.report.terminal import printable
 
 
@@ -83,8 +84,8 @@ def trace_cell(field: schema.Field, t) -> Text:
 def traces_table(traces: pd.DataFrame, title: str = "traces", limit: int | None = 200) -> Table:
     """One row per client request, with per-segment latency in milliseconds (the first `limit`); CoreDNS's own
     queries (loop probes, health checks) are counted in the caption, not listed."""
-    own = int((traces["purpose"] != "lookup").sum()) if "purpose" in traces else 0
-    traces = traces[traces["purpose"] == "lookup"] if own else traces
+    own = int(traces["purpose"].isin(OWN_PURPOSES).sum()) if "purpose" in traces else 0
+    traces = traces[~traces["purpose"].isin(OWN_PURPOSES)] if own else traces
     shown = traces if limit is None else traces.head(limit)
     table = fields_table(title, schema.shown(schema.TRACES, schema.TABLE), shown.itertuples(index=False), trace_cell)
     captions = [f"{len(traces) - limit} more traces not shown"] if limit is not None and len(traces) > limit else []

@@ -6,6 +6,7 @@ import re
 
 import pandas as pd
 
+from dnscorrelate.correlate.traces import OWN_PURPOSES
 from dnscorrelate.diagnose.evidence import NETWORK_REASONS, Evidence, logs_only
 from dnscorrelate.diagnose.finding import Finding, evidence, finding
 from dnscorrelate.diagnose.forwarding import (
@@ -87,7 +88,7 @@ def own_queries(ev: Evidence) -> list[Finding]:
     upstream they went to does not answer. Added to the finding so far that already names that upstream, or
     one of their own."""
     traces = ev.correlation.traces
-    own = traces[traces["purpose"] != "lookup"]
+    own = traces[traces["purpose"].isin(OWN_PURPOSES)]
     failed = own[own["error_reason"].isin(NETWORK_REASONS) | (own["outcome"] == "timed-out")]
     address = failed["error_upstream"].mask(failed["error_upstream"] == "", failed["dst_ip"]).mask(lambda a: a == "", UNKNOWN_UPSTREAM)
     new = []
