@@ -91,6 +91,9 @@ CODES = [
     c("no-response-seen", SEEN_PATH, ERROR,
       "one vantage point: queries seen there and no response seen there within the time the capture allows, per server "
       "address (any ICMP error about them quoted); where they were lost is not visible from one place"),
+    c("icmp-error-seen", SEEN_PATH, ERROR,
+      "one vantage point: queries answered by an ICMP error instead of DNS (port unreachable: nothing listens there; "
+      "administratively prohibited: a firewall), per address"),
     c("server-error-seen", SERVER, ERROR,
       "one vantage point: the server at an address answered SERVFAIL, REFUSED, NOTIMP, FORMERR or an EDNS extended rcode "
       "(BADVERS, …); whether it failed itself or passed on an upstream's failure is not visible from one place"),

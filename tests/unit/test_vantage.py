@@ -232,3 +232,35 @@ def test_findings_never_contradict_the_traces():
         if said := contradictions(analysis):
             wrong[name] = said
     assert checked > 60 and not wrong, wrong
+
+
+@needs_third_party
+def test_a_label_names_the_vantage_but_draws_no_path():
+    """`--pcap pod/NS/NAME=FILE` says where the capture was taken; one place is still one place: its unanswered
+    queries are not 'dropped before the node', which only a capture at the node could tell."""
+    frame, stats = read_evidence([("pod/demo/mypod", PCAPS / "gopacket-gopacket-test_dns.pcap")])
+    analysis = analyze(frame, None, None, stats)
+    traces = analysis.correlation.traces
+    assert set(traces["client_vantage"]) == {"demo/mypod"} and set(traces["client_role"]) == {"pod"}
+    assert (traces["coverage"] == VANTAGE).all()
+    assert {f.code for f in analysis.findings} == {"no-response-seen"}
+
+
+def test_an_icmp_error_instead_of_an_answer_is_said_as_such(tmp_path):
+    """A query to 10.96.0.10:53 answered by ICMP port unreachable, the capture going on 5 s: not 'no response
+    seen' but what the ICMP error says, about that address."""
+    from tests import packets as p
+
+    t0 = 1_700_000_000_000_000_000
+    query = p.udp(40000, 53, p.query())
+    unreachable = p.ipv4("10.96.0.10", "10.244.1.5", 1, bytes([3, 3, 0, 0, 0, 0, 0, 0]) + query[:28 + 12])
+    later = p.udp(40001, 53, p.query("other.example.", qid=7))
+    answer = p.udp(53, 40001, p.response("other.example.", qid=7), src="10.96.0.10", dst="10.244.1.5")
+    path = tmp_path / "client.pcap"
+    path.write_bytes(p.pcap_file(101, [(t0, query), (t0 + 10**6, unreachable), (t0 + 5 * 10**9, later), (t0 + 5 * 10**9 + 10**6, answer)]))
+    frame, stats = read_evidence([path])
+    analysis = analyze(frame, None, None, stats)
+    refused = [f for f in analysis.findings if f.code == "icmp-error-seen"]
+    assert len(refused) == 1 and refused[0].count == 1 and refused[0].evidence["target"] == "10.96.0.10:53"
+    assert "nothing listens on that port" in refused[0].summary
+    assert "no-response-seen" not in {f.code for f in analysis.findings}

@@ -28,7 +28,7 @@ def in_seconds(ns: float) -> str:
 
 def no_response_seen(ev: Evidence) -> list[Finding]:
     """Queries a capture saw leave, with no response seen there: said for that place and that server only."""
-    lost = ev.seen[(ev.seen["outcome"] == "timed-out").to_numpy()]
+    lost = ev.seen[((ev.seen["outcome"] == "timed-out") & (ev.seen["icmp"] == "")).to_numpy()]
     if lost.empty:
         return []
     end = capture_end(ev)
@@ -37,17 +37,43 @@ def no_response_seen(ev: Evidence) -> list[Finding]:
         waits = end.get(vantage, group["t_start"].max()) - group["t_start"]
         longest, shortest = float(waits.max()), float(waits.min())
         too_soon = longest < CALL_IT_LOST_NS
-        icmp = next((i for i in group["icmp"] if i), "")
         findings.append(finding(
             "no-response-seen",
             f"No response seen at {vantage} to {plural(len(group), 'lookup')} of {questions(group['qname'])} sent to {server}, "
             f"in the {in_seconds(shortest)} to {in_seconds(longest)} the capture went on after each"
-            + (f"; {icmp}" if icmp else "")
             + (": the capture ended too soon after them to call them lost." if too_soon else
                f". Where they were lost {ONE_PLACE}: on the way out, at {server}, or on the way back; a capture nearer the server, "
                "or its log, would."),
             evidence(group, server=server, vantage=vantage, waited_s=round(shortest / 1e9, 3)), len(group),
             severity=WARNING if too_soon else None))
+    return findings
+
+
+ICMP_MEANINGS = {  # (type, code) of ICMP and ICMPv6 destination-unreachable and time-exceeded errors
+    (3, 0): "the network is unreachable", (3, 1): "the host is unreachable", (3, 3): "nothing listens on that port",
+    (3, 9): "the network is administratively prohibited", (3, 10): "the host is administratively prohibited",
+    (3, 13): "a firewall refuses it (administratively prohibited)", (11, 0): "its TTL ran out on the way (a routing loop?)",
+    (1, 0): "there is no route to it", (1, 1): "a firewall refuses it (administratively prohibited)",
+    (1, 3): "the address is unreachable", (1, 4): "nothing listens on that port",
+}
+ICMP_TEXT = r"ICMP (?P<type>\d+)/(?P<code>\d+) at (?P<at>.+) about (?P<target>\S+)$"
+
+
+def icmp_error_seen(ev: Evidence) -> list[Finding]:
+    """Queries a capture saw answered by an ICMP error instead of DNS: what the error says, about which address."""
+    refused = ev.seen[((ev.seen["outcome"] == "timed-out") & (ev.seen["icmp"] != "")).to_numpy()]
+    if refused.empty:
+        return []
+    parts = refused["icmp"].str.extract(ICMP_TEXT)
+    findings = []
+    for (vantage, target, kind, code), group in refused.assign(target=parts["target"], kind=parts["type"], code=parts["code"]).groupby(
+            ["client_vantage", "target", "kind", "code"]):
+        meaning = ICMP_MEANINGS.get((int(kind), int(code)), "an ICMP error")
+        findings.append(finding(
+            "icmp-error-seen",
+            f"{plural(len(group), 'query')} from {vantage} to {target} ({questions(group['qname'])}) drew ICMP {kind}/{code} instead of "
+            f"an answer: {meaning}. The server's address is wrong, or it is down, or something on the way refuses DNS to it.",
+            evidence(group, target=target, icmp=f"{kind}/{code}"), len(group)))
     return findings
 
 
@@ -117,4 +143,4 @@ def query_not_seen(ev: Evidence) -> list[Finding]:
         for (vantage, server), group in strays.groupby(["client_vantage", "server"])]
 
 
-CAUSES = [no_response_seen, slow_response_seen, duplicate_response, several_servers_answered, query_not_seen]
+CAUSES = [no_response_seen, icmp_error_seen, slow_response_seen, duplicate_response, several_servers_answered, query_not_seen]
