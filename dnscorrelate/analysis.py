@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 
 from dnscorrelate import events
+from dnscorrelate.cluster.facts import ClusterFacts, facts_from_files
 from dnscorrelate.correlate import correlate
 from dnscorrelate.diagnose import Analysis, diagnose
-from dnscorrelate.cluster.facts import ClusterFacts, facts_from_files
 from dnscorrelate.errors import SpecError
 from dnscorrelate.schema import ParsedLogs
 from dnscorrelate.sources.coredns_log import read_logs
@@ -15,8 +15,33 @@ from dnscorrelate.textfiles import read_user_text
 
 
 def analyze(frame: pd.DataFrame | None, logs: ParsedLogs | None, facts: ClusterFacts | None, capture_stats: dict | None = None) -> Analysis:
-    correlation = correlate(frame, logs, capture_stats)
-    return Analysis(correlation, diagnose(correlation, facts))
+    correlation = correlate(frame, logs, capture_stats, dns_servers(facts) if facts else None)
+    return Analysis(correlation, diagnose(correlation, facts), facts)
+
+
+def dns_servers(facts: ClusterFacts) -> dict[str, tuple[str, str]]:
+    """{address: (name, role)} of the DNS servers the facts know: the kube-dns Service's VIP, each CoreDNS pod,
+    NodeLocal DNS's address. They name the server of lookups one vantage point saw (correlate/vantage.py)."""
+    servers = {ip: (key, "coredns") for ip, key in facts.coredns_pods.items()}
+    if facts.cluster_dns_ip:
+        servers[facts.cluster_dns_ip] = (f"kube-dns ({facts.cluster_dns_ip})", "coredns")
+    if facts.nodelocal_ip:
+        servers[facts.nodelocal_ip] = (f"NodeLocal DNS ({facts.nodelocal_ip})", "node")
+    return servers
+
+
+def with_dns_servers(facts: ClusterFacts) -> ClusterFacts:
+    """The facts, with the kube-dns Service's address and the CoreDNS pods taken from their manifests when they
+    do not say them already: the Service kube-system/kube-dns, the pods labelled k8s-app=kube-dns (as the
+    API's facts are built)."""
+    model = facts.model
+    if not facts.cluster_dns_ip:
+        service = next((s for s in model.services if s.metadata.namespace == "kube-system" and s.metadata.name == "kube-dns"), None)
+        facts.cluster_dns_ip = (service.spec.clusterIP or "") if service else ""
+    for pod in model.pods:
+        if pod.ip and pod.metadata.labels.get("k8s-app") == "kube-dns":
+            facts.coredns_pods.setdefault(pod.ip, pod.key)
+    return facts
 
 
 def from_files(events_path: str | None, log_paths: list, corefile_path: str | None = None,
@@ -38,9 +63,21 @@ def from_files(events_path: str | None, log_paths: list, corefile_path: str | No
         corefile = corefile or facts.corefile
     else:
         manifests = [m for path in manifest_paths for m in load_manifests(path)]
-        facts = facts_from_files(corefile, manifests)
+        facts = with_dns_servers(facts_from_files(corefile, manifests))
     logs = read_logs(log_paths, corefile or None, list(log_formats)) if log_paths else None
     return analyze(frame, logs, facts, capture_stats)
+
+
+def write_report(result: Analysis, path: str, inputs: list) -> None:
+    """`correlate --report`: the self-contained HTML report `trace` and `run` write, drawn from the same facts
+    (no cluster section when there are none), titled by the inputs it was made of."""
+    from dnscorrelate.outputs import written_whole
+    from dnscorrelate.report.html import render_report
+
+    named = ", ".join(str(i) for i in inputs if i)
+    html = render_report(result, f"correlate {named}", "dnscorrelate correlate", facts=result.facts)
+    with written_whole(path, "--report") as partial:
+        partial.write_text(html)
 
 
 def with_evidence(frame: pd.DataFrame | None, capture_stats: dict, extra: pd.DataFrame, extra_stats: dict) -> tuple[pd.DataFrame, dict]:

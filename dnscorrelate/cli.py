@@ -369,11 +369,15 @@ def print_capture_stats(stats: dict) -> None:
 @click.option("--port", "ports", type=int, multiple=True, default=(53,), show_default=True, help="DNS port in --pcap files. Repeatable.")
 @lab_option
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Also write a self-contained HTML report here.")
 @friendly_errors
 def correlate(events_path, log_paths, corefile, log_formats, manifest_paths, pcap_specs, ig_paths, dnstap_specs, hubble_paths, ports, lab_name,
-              output) -> None:
+              output, report_path) -> None:
     """Stitch saved packets and CoreDNS logs into one trace per request, and diagnose them."""
     from dnscorrelate import analysis
+
+    if report_path:
+        check_output_file(report_path, "--report")
 
     if not events_path and not log_paths and not (pcap_specs or ig_paths or dnstap_specs or hubble_paths):
         raise click.UsageError("give --events, --pcap, --ig-json, --dnstap, --hubble-json and/or --coredns-log")
@@ -389,6 +393,8 @@ def correlate(events_path, log_paths, corefile, log_formats, manifest_paths, pca
 
     result = analysis.from_files(events_path, [log_source(spec) for spec in log_paths], corefile, list(manifest_paths), lab_name,
                                  evidence=evidence, log_formats=list(log_formats))
+    if report_path:
+        analysis.write_report(result, report_path, [events_path, *log_paths, *pcap_specs, *ig_paths, *dnstap_specs])
     if output == "json":
         from dnscorrelate.report.records import write_analysis_json
 
@@ -492,7 +498,7 @@ def trace(pod, namespace, lab_name, context, kubeconfig, agent, agent_image, dur
     target = backend.pod(pod, namespace)
 
     from dnscorrelate.report.records import json_line
-    from dnscorrelate.report.text import hop_lines, trace_line
+    from dnscorrelate.report.text import sighting_lines, trace_line
 
     def emit(t, record, codes):
         if output == "json":
@@ -500,7 +506,7 @@ def trace(pod, namespace, lab_name, context, kubeconfig, agent, agent_image, dur
             return
         console.print(trace_line(t, codes), highlight=False, markup=False, soft_wrap=True)
         if output == "wide":
-            for line in hop_lines(record):
+            for line in sighting_lines(record):
                 console.print(line, highlight=False, markup=False, soft_wrap=True)
 
     live = Session(backend)

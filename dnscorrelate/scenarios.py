@@ -13,15 +13,9 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
-from dnscorrelate.cluster.model import Manifest
 from dnscorrelate.cluster.lab.spec import LabSpec, SpecError, Source, default_spec, describe_errors, line_of, merge, parse_yaml, read_text
-
-HOPS = ("pod", "pod->node", "node->coredns", "coredns", "coredns->upstream", "upstream", "return")
-CODES = (
-    "ok", "dropped-before-node", "dropped-at-node", "coredns-unreachable", "upstream-unreachable", "upstream-error",
-    "coredns-error", "upstream-slow", "nxdomain", "nodata", "search-path-expansion", "response-lost", "truncated", "coredns-imbalance",
-    "slow-coredns", "unanswered", "no-lookups",
-)
+from dnscorrelate.cluster.model import Manifest
+from dnscorrelate.findings import CODE_NAMES, HOP_NAMES
 
 
 class Strict(BaseModel):
@@ -140,8 +134,8 @@ class Query(Strict):
 
 
 class Expect(Strict):
-    findings: list[Literal[CODES]] = Field(min_length=1)  # type: ignore[valid-type]
-    hop: Literal[HOPS] | None = None  # type: ignore[valid-type]
+    findings: list[Literal[CODE_NAMES]] = Field(min_length=1)  # type: ignore[valid-type]  (every code the diagnoser can emit)
+    hop: Literal[HOP_NAMES] | None = None  # type: ignore[valid-type]
 
 
 class LabOverlay(LabSpec):

@@ -5,8 +5,8 @@ rest: the sources build their frames from it, the correlator's traces conform
 to it, and report/ picks what each output shows from it:
 
 - `table`: the terminal tables (`capture` for packets, `correlate` for traces and findings)
-- `wide`: `trace pod/NAME`'s line per lookup, and with `-o wide` its hops
-- `json`: the `-o json` records (for packets: a trace's hops; `capture -o json` keeps every column)
+- `wide`: `trace pod/NAME`'s line per lookup, and with `-o wide` its sightings
+- `json`: the `-o json` records (for packets: a trace's sightings, under `hops`; `capture -o json` keeps every column)
 - `html`: the HTML report's rows
 
 The tables:
@@ -16,9 +16,9 @@ The tables:
 | EVENTS      | DNS packet per vantage point                | sources (eBPF capture; pcap, dnstap, Inspektor Gadget later) |
 | LOG_RECORDS | CoreDNS `log` plugin line                    | sources/coredns_log.py |
 | LOG_ERRORS  | CoreDNS `errors` plugin line                 | sources/coredns_log.py |
-| TRACES      | client request, across every hop             | correlate.py |
-| UPSTREAM    | upstream exchange a server made for a trace  | correlate.py |
-| FINDINGS    | diagnosis                                    | diagnose.py |
+| TRACES      | client request, across every hop             | correlate/ |
+| UPSTREAM    | upstream exchange a server made for a trace  | correlate/ |
+| FINDINGS    | diagnosis (codes and hops: findings.py)      | diagnose/ |
 
 `python -m dnscorrelate.schema` prints the tables as Markdown (the docs'
 tables are checked against it by tests/unit/test_schema.py).
@@ -29,6 +29,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pandas as pd
+
+from dnscorrelate.findings import HOP_NAMES, SEVERITIES
 
 TABLE, WIDE, JSON, HTML = "table", "wide", "json", "html"
 
@@ -93,11 +95,11 @@ EVENTS = [
 SOURCE_SPECIFIC = ("verdict", "drop_reason")
 """EVENTS columns only some sources fill: a frame without them (another source's, an older file) has them empty."""
 
-HOP_FIELDS = [
-    f("trace_id", "int64", "the trace a hop belongs to (-1: none; ICMP errors that quote no trace's query)"),
+SIGHTING_FIELDS = [
+    f("trace_id", "int64", "the trace a sighting belongs to (-1: none; ICMP errors that quote no trace's query)"),
     f("depth", "int64", "0 for the client's leg, 1 for its server's upstream exchange, 2 further up", "wide json"),
 ]
-"""Columns the correlator adds to packet events to make them a trace's hops."""
+"""Columns the correlator adds to packet events to make them a trace's sightings (JSON calls them `hops`)."""
 
 _LOG_COMMON = [
     f("ts_ns", "Int64", "when the line was written, ns since the epoch (empty when the line has no time)"),
@@ -151,7 +153,8 @@ TRACES = [
     f("qname", "object", "the question's name", "table wide json html"),
     f("qtype", "object", "the question's type", "table wide json html"),
     f("proto", "object", "udp, tcp", "table json html"),
-    f("server", "object", "the DNS server that answered it, or the deepest it reached unanswered", "table wide json html"),
+    f("server", "object", "the DNS server that answered it, or the deepest it reached unanswered; with `vantage` coverage the "
+      "address that answered (or was asked), named when the facts know it", "table wide json html"),
     f("server_role", "object", "that server's role: coredns, node (NodeLocal DNS), upstream"),
     f("reached", "object", "the deepest vantage the query was seen at", "json"),
     f("reached_role", "object", "that vantage's role"),
@@ -160,8 +163,9 @@ TRACES = [
     f("dnat_at", "object", "the vantage where the rewrite was seen", "json"),
     f("seen_at_node", "bool", "the query was seen at a node"),
     f("forwarded_by_node", "bool", "a node sent it on towards a server"),
-    f("outcome", "object", "`answered`, `timed-out` (no response anywhere) or `partial` (a response never reached the client)",
-      "table wide json html"),
+    f("outcome", "object", "`answered`, `timed-out` (no response anywhere), `partial` (a response never reached the client); for a "
+      "response whose query no vantage saw: `wrong-id` (UDP, while a query with another id on its socket awaited its answer) or "
+      "`query-not-seen` (its query fell before the capture or in a gap)", "table wide json html"),
     f("rcode", "object", "the response code the client got (empty: none)", "table wide json html"),
     f("server_rcode", "object", "the response code the server sent"),
     f("answers", "object", "answer records `TYPE value`, joined by `, `", "json"),
@@ -169,10 +173,19 @@ TRACES = [
     f("tc", "bool", "the response was truncated"),
     f("aa", "bool", "the response was authoritative"),
     f("responses_seen", "int64", "sightings of a response anywhere"),
-    f("served_from", "object", "upstream, authoritative, cache, none (packets); authoritative, unknown (logs only)",
+    f("query_seen", "bool", "a query of it was seen at some vantage"),
+    f("duplicate_responses", "int64", "responses at the client beyond one per query and per answering address: the same answer again"),
+    f("responders", "int64", "distinct addresses that answered it at the client (2: it went to two servers and both answered)"),
+    f("raced_dns_id", "int64", "for a `wrong-id` response, the id of the query it raced; else -1"),
+    f("opcode", "object", "QUERY, UPDATE, NOTIFY, … (of its first message; empty with logs only)"),
+    f("coverage", "object", "what the evidence covers: `path` (packets at places with roles: pod, node, CoreDNS, upstream), "
+      "`vantage` (one place nothing names, or the only place there is: its server is the address that answered), `logs` (CoreDNS's log alone)"),
+    f("served_from", "object", "upstream, authoritative, cache, none (packets at places with roles); authoritative, unknown (logs only); "
+      "unknown (one vantage point)",
       "table wide json html", "FROM"),
     f("replica", "object", "the CoreDNS or NodeLocal DNS pod that served it", "json"),
-    f("purpose", "object", "`lookup` (a client's); CoreDNS's own: `loop-probe` (the loop plugin's HINFO), `health-check` (forward's `. IN NS`)", "json"),
+    f("purpose", "object", "`lookup` (a client's); CoreDNS's own: `loop-probe` (the loop plugin's HINFO), `health-check` (forward's `. IN NS`); "
+      "another opcode than QUERY: `update`, `notify`, …", "json"),
     f("t_start", "int64", "when the query left the client, ns since the epoch", "wide"),
     f("t_server_in", "Int64", "when the query reached its server"),
     f("t_server_out", "Int64", "when the server's response left"),
@@ -225,12 +238,12 @@ UPSTREAM = [
 ]
 
 FINDINGS = [
-    f("code", "object", "stable name of what was found: `dropped-at-node`, `nxdomain`, …", "table json html"),
-    f("hop", "object", "where: pod, pod->node, node->coredns, coredns, coredns->upstream, upstream, return", "table json html"),
+    f("code", "object", "stable name of what was found, declared in findings.py: `dropped-at-node`, `nxdomain`, …", "table json html"),
+    f("hop", "object", f"where (findings.py's hops): {', '.join(HOP_NAMES)}", "table json html"),
     f("count", "int64", "how many lookups it concerns", "table json html"),
     f("summary", "object", "one line to act on", "table json html"),
     f("evidence", "object", "trace ids, log references, errors lines it rests on", "table json html"),
-    f("severity", "object", "error, warning, info", "json html"),
+    f("severity", "object", ", ".join(SEVERITIES), "json html"),
 ]
 
 

@@ -83,7 +83,7 @@ def apply_filters(traces: pd.DataFrame, filters: list[Filter]) -> pd.DataFrame:
 
 
 def for_client(analysis: Analysis, client_ip: str) -> Analysis:
-    """The analysis restricted to one client's traces (and their hops, upstream exchanges and findings)."""
+    """The analysis restricted to one client's traces (and their sightings, upstream exchanges and findings)."""
     traces = analysis.correlation.traces
     return analysis.restricted_to(set(traces.loc[traces["client_ip"] == client_ip, "trace_id"]))
 

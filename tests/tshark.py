@@ -27,6 +27,8 @@ def tshark_messages(path, ports=(53,)) -> set[tuple]:
         frame, ip4, ip6, ids, responses, names, rcodes, answers = line.split("\t")
         source = (ip4 or ip6).split(SEP)[-1]  # an ICMP error's inner header comes after the outer one
         columns = [c.split(SEP) for c in (ids, responses, names, rcodes, answers)]
+        count = len(columns[0])  # tshark 4.0 leaves dns.flags.rcode empty for queries: one "" for several of them
+        columns = [c + [""] * (count - len(c)) for c in columns]
         for qid, qr, name, rcode, ancount in zip(*columns):
             messages.add((int(frame), source, int(qid, 16), qr in ("1", "True"), plain_name(name), int(rcode or 0), int(ancount or 0)))
     return messages

@@ -148,12 +148,12 @@ def replica_chart(spread: list[dict]) -> str:
 
 
 def waterfalls(analysis: Analysis, limit: int = MAX_WATERFALLS) -> list[dict]:
-    """For each trace, rows (one per hop) with x positions on a shared scale, and segment bars."""
+    """For each trace, rows (one per sighting) with x positions on a shared scale, and segment bars."""
     traces = analysis.correlation.traces
     traces = traces[traces["purpose"] == "lookup"].head(limit)  # as render_report lists them
-    hops = analysis.correlation.hops
-    hops = hops[hops["trace_id"].isin(traces["trace_id"])]
-    by_trace = {int(k): g for k, g in hops.groupby("trace_id")}
+    sightings = analysis.correlation.sightings
+    sightings = sightings[sightings["trace_id"].isin(traces["trace_id"])]
+    by_trace = {int(k): g for k, g in sightings.groupby("trace_id")}
     result = []
     for t in traces.itertuples(index=False):
         rows = by_trace.get(int(t.trace_id))
@@ -244,7 +244,7 @@ def policy_view(policy) -> dict:
 
 def render_report(analysis: Analysis, title: str, subtitle: str = "", verdict: dict | None = None, facts: ClusterFacts | None = None,
                   clients: list | None = None, timings: dict | None = None) -> str:
-    """One page: findings, every lookup hop by hop, latency, names, replicas and the cluster `facts` hold."""
+    """One page: findings, every lookup sighting by sighting, latency, names, replicas and the cluster `facts` hold."""
     traces = analysis.correlation.traces
     traces = traces[traces["purpose"] == "lookup"]  # CoreDNS's own queries (loop probes, health checks) are not the clients'
     spread = replica_spread(analysis)

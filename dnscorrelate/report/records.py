@@ -32,11 +32,11 @@ def millis(value) -> float | None:
     return None if value is None else round(value / 1e6, 3)
 
 
-def hop_records(hops: pd.DataFrame) -> dict[int, list[dict]]:
-    """Each trace's hops in time order, as dicts."""
-    if hops.empty:
+def sighting_records(sightings: pd.DataFrame) -> dict[int, list[dict]]:
+    """Each trace's sightings in time order, as dicts."""
+    if sightings.empty:
         return {}
-    frame = hops[[c for c in schema.names(schema.EVENTS + schema.HOP_FIELDS, schema.JSON) if c in hops.columns] + ["trace_id"]].copy()
+    frame = sightings[[c for c in schema.names(schema.EVENTS + schema.SIGHTING_FIELDS, schema.JSON) if c in sightings.columns] + ["trace_id"]].copy()
     frame = frame[frame["trace_id"].notna() & (frame["trace_id"] >= 0)]
     for column in frame.columns:
         if isinstance(frame[column].dtype, pd.CategoricalDtype):
@@ -50,9 +50,9 @@ def hop_records(hops: pd.DataFrame) -> dict[int, list[dict]]:
     return out
 
 
-def trace_records(correlation: Correlation, with_hops: bool = True) -> list[dict]:
+def trace_records(correlation: Correlation, with_sightings: bool = True) -> list[dict]:
     """Every trace as a dict: who asked what, where it went, how long each segment took, what CoreDNS said."""
-    hops = hop_records(correlation.hops) if with_hops else {}
+    sightings = sighting_records(correlation.sightings) if with_sightings else {}
     upstream = {}
     upstream_fields = schema.names(schema.UPSTREAM, schema.JSON)
     for trace_id, group in correlation.upstream.groupby("trace_id"):
@@ -83,16 +83,16 @@ def trace_records(correlation: Correlation, with_hops: bool = True) -> list[dict
             "icmp": t["icmp"] or None,
             "ambiguous": bool(t["ambiguous"]),
         }
-        if with_hops:
-            record["hops"] = hops.get(trace_id, [])
+        if with_sightings:
+            record["hops"] = sightings.get(trace_id, [])  # the JSON keeps its first name for a trace's sightings
         records.append(record)
     return records
 
 
-def analysis_record(analysis: Analysis, with_hops: bool = True) -> dict:
+def analysis_record(analysis: Analysis, with_sightings: bool = True) -> dict:
     """`correlate -o json`: every trace, every finding, the correlation's counts."""
     return {
-        "traces": trace_records(analysis.correlation, with_hops),
+        "traces": trace_records(analysis.correlation, with_sightings),
         "findings": [f.to_dict() for f in analysis.findings],
         "stats": analysis.correlation.stats,
         "warnings": analysis.correlation.warnings,
@@ -100,7 +100,7 @@ def analysis_record(analysis: Analysis, with_hops: bool = True) -> dict:
 
 
 def scenario_record(result) -> dict:
-    """`run -o json`: one scenario's verdict, findings, traces (without hops), counts and timings."""
+    """`run -o json`: one scenario's verdict, findings, traces (without sightings), counts and timings."""
     findings = [f.to_dict() for f in result.analysis.findings] if result.analysis else []
     stats = result.analysis.correlation.stats if result.analysis else {}
     return {
@@ -110,7 +110,7 @@ def scenario_record(result) -> dict:
         "missing": result.missing,
         "error": result.error or None,
         "findings": [{k: f[k] for k in ("code", "hop", "summary", "evidence")} for f in findings],
-        "traces": trace_records(result.analysis.correlation, with_hops=False) if result.analysis else [],
+        "traces": trace_records(result.analysis.correlation, with_sightings=False) if result.analysis else [],
         "stats": {
             "queries": len(result.clients),
             "answered": sum(c.answered for c in result.clients),
@@ -135,39 +135,39 @@ def json_line(record: dict, codes: list[str]) -> str:
 TRACES_PER_CHUNK = 20_000
 
 
-def chunk_parts(correlation: Correlation, with_hops: bool = True, size: int = TRACES_PER_CHUNK, max_hops: int | None = None):
-    """The correlation `size` traces at a time (fewer when `max_hops` is given: a part ends once it holds that
-    many hops), each part with its hops and upstream exchanges. Traces are in trace_id order; hops and
+def chunk_parts(correlation: Correlation, with_sightings: bool = True, size: int = TRACES_PER_CHUNK, max_sightings: int | None = None):
+    """The correlation `size` traces at a time (fewer when `max_sightings` is given: a part ends once it holds that
+    many sightings), each part with its sightings and upstream exchanges. Traces are in trace_id order; sightings and
     upstream exchanges are cut out by trace_id ranges."""
     traces = correlation.traces
-    hops = correlation.hops[correlation.hops["trace_id"].notna() & (correlation.hops["trace_id"] >= 0)] if with_hops else correlation.hops.iloc[0:0]
-    hops = hops.sort_values("trace_id", kind="stable")  # time order kept within a trace
+    sightings = correlation.sightings[correlation.sightings["trace_id"].notna() & (correlation.sightings["trace_id"] >= 0)] if with_sightings else correlation.sightings.iloc[0:0]
+    sightings = sightings.sort_values("trace_id", kind="stable")  # time order kept within a trace
     upstream = correlation.upstream.sort_values("trace_id", kind="stable")
-    hop_ids, upstream_ids = hops["trace_id"].to_numpy(), upstream["trace_id"].to_numpy()
-    first_hop = hop_ids.searchsorted(traces["trace_id"].to_numpy(), "left")  # each trace's first hop's row (ascending)
+    sighting_ids, upstream_ids = sightings["trace_id"].to_numpy(), upstream["trace_id"].to_numpy()
+    first_sighting = sighting_ids.searchsorted(traces["trace_id"].to_numpy(), "left")  # each trace's first sighting's row (ascending)
     start = 0
     while start < len(traces):
         end = min(len(traces), start + size)
-        if max_hops:
-            end = max(start + 1, min(end, int(first_hop.searchsorted(first_hop[start] + max_hops, "left"))))
+        if max_sightings:
+            end = max(start + 1, min(end, int(first_sighting.searchsorted(first_sighting[start] + max_sightings, "left"))))
         part = traces.iloc[start:end]
         low, high = part["trace_id"].min(), part["trace_id"].max()
         cut = lambda ids: slice(ids.searchsorted(low, "left"), ids.searchsorted(high, "right"))  # noqa: E731
-        yield replace(correlation, traces=part, hops=hops.iloc[cut(hop_ids)], upstream=upstream.iloc[cut(upstream_ids)])
+        yield replace(correlation, traces=part, sightings=sightings.iloc[cut(sighting_ids)], upstream=upstream.iloc[cut(upstream_ids)])
         start = end
 
 
-def trace_record_chunks(correlation: Correlation, with_hops: bool = True, size: int = TRACES_PER_CHUNK):
-    """trace_records, `size` traces at a time: a million hops never become a million dicts at once."""
-    for part in chunk_parts(correlation, with_hops, size):
-        yield trace_records(part, with_hops)
+def trace_record_chunks(correlation: Correlation, with_sightings: bool = True, size: int = TRACES_PER_CHUNK):
+    """trace_records, `size` traces at a time: a million sightings never become a million dicts at once."""
+    for part in chunk_parts(correlation, with_sightings, size):
+        yield trace_records(part, with_sightings)
 
 
 # --- -o json, fast: the text of json.dumps(trace_records(...), indent=1), column by column ------------------
 #
-# json.dumps with an indent runs Python's pure encoder, a call per value: at a million hops that was most of
+# json.dumps with an indent runs Python's pure encoder, a call per value: at a million sightings that was most of
 # `correlate -o json`'s minutes. Here each column of a part is encoded at once (a distinct string once), and
-# each hop and trace is one %-format of its encoded values into the layout json.dumps(indent=1) gives, two
+# each sighting and trace is one %-format of its encoded values into the layout json.dumps(indent=1) gives, two
 # spaces in (textwrap.indent). tests/unit/test_json_stream.py and test_bounded_memory.py hold it to json.dumps's text.
 
 _string = json.encoder.encode_basestring_ascii  # what json.dumps (ensure_ascii) writes for a str
@@ -209,9 +209,9 @@ def _each(values: list, encode) -> list[str]:
 
 
 def _encoded(column: pd.Series, how: str = "clean") -> list[str]:
-    """Each row's JSON text as trace_records/hop_records write it: `raw` (the value as to_dict gives it),
+    """Each row's JSON text as trace_records/sighting_records write it: `raw` (the value as to_dict gives it),
     `clean` (through clean()), `millis` (through millis()), `str` (a categorical made str first, as
-    hop_records does)."""
+    sighting_records does)."""
     dtype = column.dtype
     if how in ("raw", "clean") and dtype.kind == "b" and not isinstance(dtype, pd.api.extensions.ExtensionDtype):
         return np.where(column.to_numpy(), "true", "false").tolist()
@@ -258,16 +258,16 @@ def _grouped(texts: list[str], ids: np.ndarray, wanted: np.ndarray, indent: int)
     return [_listing(texts[lo:hi], indent) for lo, hi in zip(left.tolist(), right.tolist())]
 
 
-HOP_KEYS_EXTRA = "latency_ms"
+SIGHTING_KEYS_EXTRA = "latency_ms"
 
 
-def _hop_texts(hops: pd.DataFrame) -> tuple[list[str], np.ndarray]:
-    """Each hop's JSON object (hop_records's keys and values), and the hops' trace ids."""
-    keys = [c for c in schema.names(schema.EVENTS + schema.HOP_FIELDS, schema.JSON) if c in hops.columns and c not in ("trace_id", "latency_ns")]
-    columns = [_encoded(hops[k], "str" if isinstance(hops[k].dtype, pd.CategoricalDtype) else "clean") for k in keys]
-    columns.append(_encoded((hops["latency_ns"] / 1e6).round(3)))
-    template = _layout([*keys, HOP_KEYS_EXTRA], 4)
-    return [template % row for row in zip(*columns)], hops["trace_id"].to_numpy()
+def _sighting_texts(sightings: pd.DataFrame) -> tuple[list[str], np.ndarray]:
+    """Each sighting's JSON object under `hops` (sighting_records's keys and values), and the sightings' trace ids."""
+    keys = [c for c in schema.names(schema.EVENTS + schema.SIGHTING_FIELDS, schema.JSON) if c in sightings.columns and c not in ("trace_id", "latency_ns")]
+    columns = [_encoded(sightings[k], "str" if isinstance(sightings[k].dtype, pd.CategoricalDtype) else "clean") for k in keys]
+    columns.append(_encoded((sightings["latency_ns"] / 1e6).round(3)))
+    template = _layout([*keys, SIGHTING_KEYS_EXTRA], 4)
+    return [template % row for row in zip(*columns)], sightings["trace_id"].to_numpy()
 
 
 UPSTREAM_KEYS = [("from", "from", "raw"), ("server", "server", "raw"), ("address", "server_addr", "raw"), ("dns_id", "dns_id", "clean"),
@@ -287,7 +287,7 @@ TRACE_KEYS = ["id", "client", "dns_id", "proto", "qname", "qtype", "outcome", "r
               "dnat", "reached", "segments_ms", "upstream", "log", "error", "icmp", "ambiguous"]
 
 
-def trace_texts(correlation: Correlation, with_hops: bool = True) -> list[str]:
+def trace_texts(correlation: Correlation, with_sightings: bool = True) -> list[str]:
     """Each trace's text in `correlate -o json`: json.dumps(record, indent=1) of trace_records's record,
     indented two spaces, built column by column."""
     t = correlation.traces
@@ -312,29 +312,29 @@ def trace_texts(correlation: Correlation, with_hops: bool = True) -> list[str]:
                enc("rcode"), enc("answers"), enc("server"), enc("replica"), enc("served_from"), enc("purpose"), dnats, enc("reached"),
                segment_texts, upstreams, logs, or_null("error"), or_null("icmp"), np.where(_truthy(t["ambiguous"]), "true", "false").tolist()]
     keys = list(TRACE_KEYS)
-    if with_hops:
-        hop_texts, hop_ids = _hop_texts(correlation.hops) if len(correlation.hops) else ([], np.array([], dtype=np.int64))
-        columns.append(_grouped(hop_texts, hop_ids, ids, 3))
+    if with_sightings:
+        sighting_texts, sighting_ids = _sighting_texts(correlation.sightings) if len(correlation.sightings) else ([], np.array([], dtype=np.int64))
+        columns.append(_grouped(sighting_texts, sighting_ids, ids, 3))
         keys.append("hops")
     template = "  " + _layout(keys, 2)
     return [template % row for row in zip(*columns)]
 
 
-HOPS_PER_CHUNK = 20_000
+SIGHTINGS_PER_CHUNK = 20_000
 
 
-def write_analysis_json(analysis: Analysis, out, with_hops: bool = True, size: int = TRACES_PER_CHUNK, max_hops: int = HOPS_PER_CHUNK) -> None:
+def write_analysis_json(analysis: Analysis, out, with_sightings: bool = True, size: int = TRACES_PER_CHUNK, max_sightings: int = SIGHTINGS_PER_CHUNK) -> None:
     """`json.dumps(analysis_record(analysis), indent=1)`, written to `out` part by part (`size` traces, fewer
-    when they hold more than `max_hops` hops): the same text, without the whole document (several GB at a
+    when they hold more than `max_sightings` sightings): the same text, without the whole document (several GB at a
     million packets) in memory at once."""
     rest = json.dumps({**analysis_record(replace(analysis, correlation=replace(analysis.correlation, traces=analysis.correlation.traces.iloc[0:0])),
-                                         with_hops=False)}, indent=1)
+                                         with_sightings=False)}, indent=1)
     opening = '{\n "traces": ['
     assert rest.startswith(opening + "]"), rest[:40]
     out.write(opening)
     written = 0
-    for part in chunk_parts(analysis.correlation, with_hops, size, max_hops):
-        texts = trace_texts(part, with_hops)
+    for part in chunk_parts(analysis.correlation, with_sightings, size, max_sightings):
+        texts = trace_texts(part, with_sightings)
         if texts:
             out.write((",\n" if written else "\n") + ",\n".join(texts))
             written += len(texts)

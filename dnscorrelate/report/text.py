@@ -13,6 +13,7 @@ from rich.table import Table
 from rich.text import Text
 
 from dnscorrelate import schema
+from dnscorrelate.correlate.traces import OWN_PURPOSES
 from dnscorrelate.report.terminal import printable
 
 
@@ -83,8 +84,8 @@ def trace_cell(field: schema.Field, t) -> Text:
 def traces_table(traces: pd.DataFrame, title: str = "traces", limit: int | None = 200) -> Table:
     """One row per client request, with per-segment latency in milliseconds (the first `limit`); CoreDNS's own
     queries (loop probes, health checks) are counted in the caption, not listed."""
-    own = int((traces["purpose"] != "lookup").sum()) if "purpose" in traces else 0
-    traces = traces[traces["purpose"] == "lookup"] if own else traces
+    own = int(traces["purpose"].isin(OWN_PURPOSES).sum()) if "purpose" in traces else 0
+    traces = traces[~traces["purpose"].isin(OWN_PURPOSES)] if own else traces
     shown = traces if limit is None else traces.head(limit)
     table = fields_table(title, schema.shown(schema.TRACES, schema.TABLE), shown.itertuples(index=False), trace_cell)
     captions = [f"{len(traces) - limit} more traces not shown"] if limit is not None and len(traces) > limit else []
@@ -221,14 +222,15 @@ def trace_line(t, codes: list[str]) -> str:
     return f"{clock(t.t_start, 3)}  {t.qname:<44} {t.qtype:<5} {t.rcode or t.outcome:<9} {total}  {t.served_from:<13} {t.server:<24} {','.join(codes)}"
 
 
-def hop_lines(record: dict) -> list[str]:
-    """`trace -o wide`: a lookup's hops under its line, indented by depth, offsets from its first packet."""
-    hops = record.get("hops", [])
-    if not hops:
+def sighting_lines(record: dict) -> list[str]:
+    """`trace -o wide`: a lookup's sightings (the record's `hops`) under its line, indented by depth, offsets from
+    its first packet."""
+    sightings = record.get("hops", [])
+    if not sightings:
         return []
-    start = hops[0]["ts_ns"]
+    start = sightings[0]["ts_ns"]
     lines = []
-    for h in hops:
+    for h in sightings:
         indent = "  " * int(h.get("depth") or 0)
         what = "ICMP " + f"{h['icmp_type']}/{h['icmp_code']}" if h.get("kind") == "icmp-error" else ("R " + (h.get("rcode") or "") if h.get("qr") else "Q")
         lines.append(f"      {indent}+{(h['ts_ns'] - start) / 1e6:8.3f}ms  {h['vantage']:<24} {h['pkt_type']:<9} "

@@ -67,7 +67,7 @@ def test_a_session_reads_the_replicas_dnstap_live_and_the_traces_stay_the_same(f
     as_read_live = events.concat(live)
     live_tap = as_read_live[as_read_live["ifname"] == "dnstap"]
     assert sorted(zip(live_tap["ts_ns"], live_tap["dns_id"])) == sorted(zip(tap["ts_ns"], tap["dns_id"]))  # aligned live too
-    tap_hops = with_tap.hops[with_tap.hops["ifname"] == "dnstap"]
+    tap_hops = with_tap.sightings[with_tap.sightings["ifname"] == "dnstap"]
     assert (tap_hops["trace_id"] >= 0).all() and set(tap_hops["depth"]) == {0, 1}  # each in its packets' trace and leg
 
 

@@ -21,9 +21,9 @@ def test_a_forwarded_lookup_is_one_trace_with_its_upstream_exchange():
     assert t.to_server_ns + t.server_ns + t.return_ns == t.total_ns
     assert t.total_ns == t.client_latency_ns  # the kernel's own match at the pod agrees
     assert t.log_rcode == "NOERROR" and t.log_ref.split(":")[0].endswith(t.replica + ".log")
-    hops = c.hops[c.hops["trace_id"] == t.trace_id]
-    assert hops["ts_ns"].is_monotonic_increasing
-    assert set(hops["depth"]) == {0, 1} and set(hops.loc[hops["depth"] == 1, "vantage"]) >= {t.server, "node-0", "upstream"}
+    sightings = c.sightings[c.sightings["trace_id"] == t.trace_id]
+    assert sightings["ts_ns"].is_monotonic_increasing
+    assert set(sightings["depth"]) == {0, 1} and set(sightings.loc[sightings["depth"] == 1, "vantage"]) >= {t.server, "node-0", "upstream"}
     up = c.upstream[c.upstream["trace_id"] == t.trace_id].iloc[0]
     assert up["from"] == t.server and up["server"] == "upstream" and up["dns_id"] != t.dns_id and not up["ambiguous"]
 
@@ -133,7 +133,7 @@ def test_one_socket_cycling_ids_gives_one_trace_per_lookup():
     assert len(frame) == 24_000
     assert len(c.traces) == 3000 and set(c.traces["outcome"]) == {"answered"}
     assert (c.traces["upstream_count"] == 1).all() and len(c.upstream) == 3000 and c.stats["ambiguous"] == 0
-    assert c.hops.groupby("trace_id").size().eq(8).all()
+    assert c.sightings.groupby("trace_id").size().eq(8).all()
 
 
 def test_a_retransmitted_query_stays_in_its_lookup_and_another_question_starts_one():

@@ -66,9 +66,9 @@ def test_stats_account_for_every_input(diagnosed):
     assert stats["packets"] == stats["dns_packets"] + stats["icmp_errors"] + stats["tcp_control_packets"]
     assert stats["unparsed_lines"] == 0 and stats["lost_samples"] == 0
     assert stats["traces"] == len(analysis.correlation.traces)
-    hops = analysis.correlation.hops
+    sightings = analysis.correlation.sightings
     # every packet is in a trace, or a counted unmatched ICMP error, or TCP set-up summarised as connection attempts
-    assert (hops["trace_id"] >= 0).sum() + stats["icmp_unmatched"] + stats["tcp_control_packets"] == stats["packets"]
+    assert (sightings["trace_id"] >= 0).sum() + stats["icmp_unmatched"] + stats["tcp_control_packets"] == stats["packets"]
 
 
 @pytest.mark.parametrize("keep", ["nothing", "upstream only"])

@@ -36,27 +36,27 @@ def test_fast_json_is_the_old_paths_text_for_every_fixture(fixture):
         assert fast_text(analysis) == old_text(analysis)
 
 
-@pytest.mark.parametrize("size,max_hops", [(1, None), (3, 2), (1000, 5), (1000, 1)])
-def test_fast_json_is_the_same_whatever_the_parts(size, max_hops):
+@pytest.mark.parametrize("size,max_sightings", [(1, None), (3, 2), (1000, 5), (1000, 1)])
+def test_fast_json_is_the_same_whatever_the_parts(size, max_sightings):
     frame, stats, logs, facts = load_fixture("nodelocal-imbalance")
     analysis = analyze(frame, logs, facts, stats)
-    assert fast_text(analysis, size=size, max_hops=max_hops) == old_text(analysis)
+    assert fast_text(analysis, size=size, max_sightings=max_sightings) == old_text(analysis)
 
 
-def test_parts_are_bounded_by_hops_and_keep_every_trace_once():
+def test_parts_are_bounded_by_sightings_and_keep_every_trace_once():
     frame, stats, logs, facts = load_fixture("nodelocal-imbalance")
     correlation = analyze(frame, logs, facts, stats).correlation
-    parts = list(records.chunk_parts(correlation, size=1000, max_hops=10))
+    parts = list(records.chunk_parts(correlation, size=1000, max_sightings=10))
     ids = np.concatenate([p.traces["trace_id"].to_numpy() for p in parts])
     assert (ids == correlation.traces["trace_id"].to_numpy()).all()
-    hops = [len(p.hops) for p in parts]
-    longest = correlation.hops[correlation.hops["trace_id"] >= 0].groupby("trace_id").size().max()
-    assert len(parts) > 1 and max(hops) < 10 + longest and sum(hops) == int((correlation.hops["trace_id"] >= 0).sum())
+    sightings = [len(p.sightings) for p in parts]
+    longest = correlation.sightings[correlation.sightings["trace_id"] >= 0].groupby("trace_id").size().max()
+    assert len(parts) > 1 and max(sightings) < 10 + longest and sum(sightings) == int((correlation.sightings["trace_id"] >= 0).sum())
 
 
 def test_fast_json_writes_odd_values_as_json_dumps_does():
     """Values the recorded labs never hold: missing text (NaN, None), quotes, control characters and
-    non-ASCII, NA segments, a float depth with NaN, a hop categorical with a missing value, floats to round."""
+    non-ASCII, NA segments, a float depth with NaN, a sighting categorical with a missing value, floats to round."""
     frame, stats, logs, facts = load_fixture("nodelocal-imbalance")
     analysis = analyze(frame, logs, facts, stats)
     c = analysis.correlation
@@ -79,14 +79,14 @@ def test_fast_json_writes_odd_values_as_json_dumps_does():
     traces.loc[traces.index[3], "log_rcode"] = "SERVFAIL"
     traces.loc[traces.index[3], "ambiguous"] = True
     traces.loc[traces.index[4:7], "reached"] = pd.Series([1, True, 1.0], index=traces.index[4:7], dtype=object)  # equal keys, three texts
-    hops = c.hops.copy()
-    hops["depth"] = hops["depth"].astype(float)
-    hops.loc[hops.index[1], "depth"] = np.nan
-    hops["vantage"] = hops["vantage"].cat.add_categories(["unused"])
-    hops.loc[hops.index[2], "vantage"] = np.nan
-    hops.loc[hops.index[3], "latency_ns"] = 1_500_500
-    odd = replace(analysis, correlation=replace(c, traces=traces, hops=hops, upstream=upstream))
-    assert fast_text(odd, size=2, max_hops=3) == old_text(odd)
+    sightings = c.sightings.copy()
+    sightings["depth"] = sightings["depth"].astype(float)
+    sightings.loc[sightings.index[1], "depth"] = np.nan
+    sightings["vantage"] = sightings["vantage"].cat.add_categories(["unused"])
+    sightings.loc[sightings.index[2], "vantage"] = np.nan
+    sightings.loc[sightings.index[3], "latency_ns"] = 1_500_500
+    odd = replace(analysis, correlation=replace(c, traces=traces, sightings=sightings, upstream=upstream))
+    assert fast_text(odd, size=2, max_sightings=3) == old_text(odd)
     assert json.loads(fast_text(odd))["traces"][0]["qname"] == 'we"ird\\na\nme\x01.é.例.'
 
 

@@ -44,15 +44,15 @@ def test_service_names():
     assert service_of("example.com.") == ""
 
 
-def test_wide_lines_indent_upstream_hops_even_beside_icmp_errors():
-    """ICMP error rows make the hops' depth a float column; `trace -o wide` still indents by it."""
+def test_wide_lines_indent_upstream_sightings_even_beside_icmp_errors():
+    """ICMP error rows make the sightings' depth a float column; `trace -o wide` still indents by it."""
     from dnscorrelate.report.records import trace_records
-    from dnscorrelate.report.text import hop_lines
+    from dnscorrelate.report.text import sighting_lines
 
     frame, stats, logs, facts = load_fixture("bad-forward-server")
     records = trace_records(analyze(frame, logs, facts, stats).correlation)
     upstream = next(r for r in records if any(h["depth"] == 1 for h in r["hops"]))
-    lines = hop_lines(upstream)
+    lines = sighting_lines(upstream)
     assert len(lines) == len(upstream["hops"])
     assert any(line.startswith(" " * 8 + "+") for line in lines) and any(line.startswith(" " * 6 + "+") for line in lines)
 
@@ -63,17 +63,17 @@ def test_trace_lines_read_only_the_fields_marked_wide():
 
     from dnscorrelate import schema
     from dnscorrelate.report.records import trace_records
-    from dnscorrelate.report.text import hop_lines, trace_line
+    from dnscorrelate.report.text import sighting_lines, trace_line
 
     frame, stats, logs, facts = load_fixture("stale-endpoint")
     correlation = analyze(frame, logs, facts, stats).correlation
     wide = schema.names(schema.TRACES, schema.WIDE)
     Row = namedtuple("Row", wide)
-    hop_fields = set(schema.names(schema.EVENTS + schema.HOP_FIELDS, schema.WIDE))
+    sighting_fields = set(schema.names(schema.EVENTS + schema.SIGHTING_FIELDS, schema.WIDE))
     for trace, record in zip(correlation.traces.itertuples(index=False), trace_records(correlation)):
         assert trace_line(Row(*(getattr(trace, name) for name in wide)), ["x"]) == trace_line(trace, ["x"])
-        only_wide = {**record, "hops": [{k: v for k, v in h.items() if k in hop_fields} for h in record["hops"]]}
-        assert hop_lines(only_wide) == hop_lines(record)
+        only_wide = {**record, "hops": [{k: v for k, v in h.items() if k in sighting_fields} for h in record["hops"]]}
+        assert sighting_lines(only_wide) == sighting_lines(record)
     assert any(h["kind"] == "icmp-error" for r in trace_records(correlation) for h in r["hops"])
 
 

@@ -76,11 +76,11 @@ def test_a_traces_json_shows_exactly_the_fields_marked_json():
     correlation = correlate(frame, logs)
     marked = schema.names(schema.TRACES, schema.JSON)
     only_marked = replace(correlation, traces=correlation.traces[marked])
-    before = trace_records(only_marked, with_hops=False)  # reads no unmarked column: KeyError otherwise
-    assert before == trace_records(correlation, with_hops=False)
+    before = trace_records(only_marked, with_sightings=False)  # reads no unmarked column: KeyError otherwise
+    assert before == trace_records(correlation, with_sightings=False)
     for name in marked:
         traces = only_marked.traces.assign(**{name: changed(only_marked.traces[name])})
-        assert trace_records(replace(only_marked, traces=traces), with_hops=False) != before, f"{name} is marked json but not shown"
+        assert trace_records(replace(only_marked, traces=traces), with_sightings=False) != before, f"{name} is marked json but not shown"
 
 
 def test_findings_carry_the_declared_fields():

@@ -1,0 +1,101 @@
+"""What the rules read, and what several of them share, computed once."""
+
+from __future__ import annotations
+
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from dnscorrelate.cluster.facts import ClusterFacts
+from dnscorrelate.correlate import Correlation
+from dnscorrelate.correlate.traces import OWN_PURPOSES
+from dnscorrelate.correlate.vantage import VANTAGE
+from dnscorrelate.diagnose.names import lower, split_search
+
+NETWORK_REASONS = ["timeout", "refused", "unreachable", "no-route", "no-healthy-upstream", "blocked", "reset"]
+DNS_SERVER_ROLES = ["coredns", "upstream", "node"]  # clients that are DNS servers (a node: NodeLocal DNS)
+NOT_ERRORS = ["NOERROR", "NXDOMAIN", ""]  # every other response code is a failure, EDNS extended ones (BADVERS, …) too
+STRAY = ["query-not-seen", "wrong-id"]  # outcomes of responses no query was seen of: not lookups
+
+
+def failed(rcode: pd.Series) -> pd.Series:
+    """Response codes that say the server failed: SERVFAIL, REFUSED, NOTIMP, FORMERR, BADVERS, RCODE23, …"""
+    return ~rcode.isin(NOT_ERRORS)
+
+
+def rows(frame: pd.DataFrame, keep) -> pd.DataFrame:
+    """`frame[keep]`, or the frame itself when that is every row: a filtered copy of a million traces is
+    several hundred MB."""
+    keep = np.asarray(keep, dtype=bool)
+    return frame if keep.all() else frame[keep]
+
+
+def client_traces(traces: pd.DataFrame) -> pd.DataFrame:
+    """Requests from workloads: not the ones CoreDNS makes itself (its loop check, health probes, its upstream
+    exchanges seen alone), nor messages of another opcode."""
+    return rows(traces, ~traces["client_role"].isin(DNS_SERVER_ROLES).to_numpy() & (traces["purpose"] == "lookup").to_numpy())
+
+
+def logs_only(traces: pd.DataFrame) -> pd.Series:
+    """Traces known from CoreDNS's log alone: no packet shows their client."""
+    return (traces["client_vantage"] == "") & (traces["client_role"] == "")
+
+
+NAME_COLUMNS = ["trace_id", "client_ip", "client_vantage", "qname", "qtype", "rcode", "answers", "ancount", "responses_seen", "tc", "aa",
+                "served_from", "upstream_server", "log_ref", "error", "server", "coverage"]
+
+
+class Evidence:
+    """A correlation as the rules see it: the workloads' traces, the upstream exchanges, the cluster facts; what
+    the causes explain (`explained`, for the fallbacks) and the findings so far (which a fallback may amend)."""
+
+    def __init__(self, correlation: Correlation, facts: ClusterFacts) -> None:
+        self.correlation = correlation
+        self.facts = facts
+        everything = client_traces(correlation.traces)
+        lookups = rows(everything, ~everything["outcome"].isin(STRAY).to_numpy())
+        self.lookups = lookups  # every lookup, whatever the evidence covers of it
+        self.traces = rows(lookups, (lookups["coverage"] != VANTAGE).to_numpy())  # lookups whose path the evidence places
+        self.seen = rows(lookups, (lookups["coverage"] == VANTAGE).to_numpy()) if (lookups["coverage"] == VANTAGE).any() else lookups.iloc[0:0]
+        self.strays = rows(everything, everything["outcome"].isin(STRAY).to_numpy()) if len(lookups) < len(everything) else everything.iloc[0:0]
+        others = correlation.traces["purpose"].isin(["lookup", *OWN_PURPOSES])
+        self.not_lookups = correlation.traces[~others.to_numpy()]  # UPDATE, NOTIFY, …
+        self.upstream = correlation.upstream
+        self.explained: set[int] = set()
+        self.findings: list = []
+
+    @cached_property
+    def alerts(self) -> pd.DataFrame:
+        """What CoreDNS said about itself (ParsedLogs.alerts): loop detected, health slow, API unreachable, …"""
+        return pd.DataFrame(self.correlation.log_alerts, columns=["kind", "source", "line_no", "replica", "ts_ns", "text"])
+
+    @cached_property
+    def lost_before_coredns(self) -> pd.DataFrame:
+        """Queries seen leaving a client, never at CoreDNS (nor anything behind it), no ICMP error, no answer."""
+        traces = self.traces
+        lost = traces[(traces["outcome"] == "timed-out") & (traces["icmp"] == "") & (traces["client_vantage"] != "")]
+        return lost[~lost["reached_role"].isin(["coredns", "upstream"]) & ~lost["server_role"].isin(["coredns"])]
+
+    @cached_property
+    def answered(self) -> tuple[pd.DataFrame, pd.Series]:
+        """The answered traces (the columns name rules read) with `base` (the name before a search domain) and
+        `multi_label_base` for NXDOMAIN answers, and their lower-case names."""
+        traces = self.lookups
+        columns = [c for c in NAME_COLUMNS if c in traces.columns]  # copy only what the rules and evidence read
+        answered = traces.loc[(traces["outcome"] == "answered").to_numpy(), columns]
+        # Only NXDOMAIN answers can be search-list noise or a missing Service: split just those.
+        denied = answered["rcode"] == "NXDOMAIN"
+        answered["base"] = ""
+        answered.loc[denied, "base"] = split_search(answered[denied], self.facts).to_numpy()
+        answered["multi_label_base"] = False
+        answered.loc[denied, "multi_label_base"] = answered.loc[denied, "base"].str.contains(".", regex=False).to_numpy(dtype=bool)
+        return answered, lower(answered["qname"])
+
+    @cached_property
+    def search_noise(self) -> pd.DataFrame:
+        """NXDOMAIN expansions of a dotted name the same client then asked as itself."""
+        answered, qnames = self.answered
+        noise = answered[(answered["rcode"] == "NXDOMAIN") & answered["multi_label_base"]]
+        asked_plain = set(zip(answered["client_ip"], qnames))
+        return noise[np.array([(c, b + ".") in asked_plain for c, b in zip(noise["client_ip"], noise["base"])], dtype=bool)]
