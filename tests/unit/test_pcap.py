@@ -4,6 +4,7 @@ reassembly, and every anomaly counted rather than crashing."""
 from __future__ import annotations
 
 import shutil
+import struct
 from pathlib import Path
 
 import dpkt
@@ -294,3 +295,64 @@ def test_fragmented_responses_are_reassembled_as_tshark_does(tmp_path):
     assert_accounted(stats)
     if shutil.which("tshark"):
         assert our_messages(frame, result.frame_numbers) == tshark_messages(path)
+
+
+QINQ = [(0x88A8, 421), (0x8100, 785)]
+
+
+@pytest.mark.parametrize("tags, pppoe", [
+    ([(0x8100, 10)], None),
+    (QINQ, None),
+    ([(0x9100, 7), (0x8100, 8)], None),  # the pre-standard QinQ TPID
+    ([], 0x1234),
+    (QINQ, 0x1234),  # nDPI's dns.pcap: eth:vlan:vlan:pppoes:ppp:ip:udp:dns
+], ids=["802.1q", "qinq", "qinq-9100", "pppoe", "qinq-pppoe"])
+def test_vlan_and_pppoe_layers(tmp_path, tags, pppoe):
+    query6 = p.udp(40000, 53, p.query(qid=7, qtype="AAAA"), src="fd00::5", dst="fd00::53")
+    frames = [(T0, p.tagged_ethernet(p.udp(40000, 53, p.query()), tags, pppoe)),
+              (T0 + 5, p.tagged_ethernet(p.udp(53, 40000, p.response(), src="10.96.0.10", dst="10.244.1.5"), tags, pppoe)),
+              (T0 + 9, p.tagged_ethernet(query6, tags, pppoe))]
+    path = write(tmp_path, "x.pcap", p.pcap_file(1, frames))
+    result = read_pcap_detailed(path)
+    frame = result.frame
+    assert list(frame["dns_id"]) == [4660, 4660, 7] and list(frame["family"]) == [4, 4, 6]
+    assert frame["decoded"].all() and frame.iloc[1].latency_ns == 5
+    assert result.stats["packets_dns_udp"] == 3
+    assert_accounted(result.stats)
+    if shutil.which("tshark"):
+        assert our_messages(frame, result.frame_numbers) == tshark_messages(path)
+
+
+def test_pppoe_frames_that_carry_no_ip_are_counted(tmp_path):
+    ethernet_header = b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01"
+    lcp = ethernet_header + struct.pack("!HBBHHH", 0x8864, 0x11, 0, 1, 6, 0xC021) + b"\x01\x01\x00\x04"
+    discovery = ethernet_header + struct.pack("!HBBHH", 0x8863, 0x11, 0x09, 0, 0)  # PADI
+    cut = ethernet_header + struct.pack("!HBB", 0x8864, 0x11, 0)  # a session header cut short
+    padded_ip = p.udp(40000, 53, p.query())
+    ppp = struct.pack("!H", 0x0021) + padded_ip
+    padded = ethernet_header + struct.pack("!HBBHH", 0x8864, 0x11, 0, 1, len(ppp)) + ppp + b"\0" * 6  # Ethernet padding after
+    frame, stats = read_pcap(write(tmp_path, "x.pcap", p.pcap_file(1, [(T0, lcp), (T0 + 1, discovery), (T0 + 2, cut), (T0 + 3, padded)])))
+    assert (stats["packets_non_ip"], stats["packets_bad_header"], stats["packets_dns_udp"]) == (2, 1, 1)
+    assert frame.iloc[0].decoded and stats["bad_checksum"] == 0
+    assert_accounted(stats)
+
+
+def test_icmp_error_quoting_dns_inside_qinq_and_pppoe(tmp_path):
+    original = p.udp(40000, 53, p.query())
+    icmp = bytes([3, 3, 0, 0, 0, 0, 0, 0]) + original[:28 + 12]
+    packet = p.tagged_ethernet(p.ipv4("10.96.0.10", "10.244.1.5", 1, icmp), QINQ, 0x1234)
+    frame, stats = read_pcap(write(tmp_path, "x.pcap", p.pcap_file(1, [(T0, packet)])))
+    row = frame.iloc[0]
+    assert (row.kind, row.icmp_type, row.src_ip, row.dst_port, row.dns_id) == ("icmp-error", 3, "10.244.1.5", 53, 4660)
+    assert stats["packets_icmp_error"] == 1
+    assert_accounted(stats)
+
+
+@pytest.mark.parametrize("name, make", [
+    ("looks-like.pcap", lambda frame: p.pcapng_file([(1, "eth0")], [(0, T0, frame, None)])),
+    ("looks-like.pcapng", lambda frame: p.pcap_file(1, [(T0, frame)])),
+    ("no-extension", lambda frame: p.pcapng_file([(1, "eth0")], [(0, T0, frame, None)])),
+])
+def test_the_format_comes_from_the_magic_number_not_the_name(tmp_path, name, make):
+    frame, stats = read_pcap(write(tmp_path, name, make(p.ethernet(p.udp(40000, 53, p.query())))))
+    assert list(frame["dns_id"]) == [4660] and list(frame["ts_ns"]) == [T0]
