@@ -145,7 +145,7 @@ class CaptureFile:
                     raise open_error(self.path, "section header with an unknown byte-order magic")
                 order = "<" if bom == LITTLE_ENDIAN_BOM else ">"
                 section_base = len(self.interfaces)  # interface ids count from 0 again in a new section
-            block_len = struct.unpack_from(order + "I", data, offset + 4)[0]
+            block_type, block_len = struct.unpack_from(order + "II", data, offset)  # a big-endian section's types too
             if block_len < 12 or block_len % 4 or offset + block_len > end:
                 self.stats["file_truncated_bytes"] += end - offset
                 return

@@ -14,7 +14,8 @@ import pandas as pd
 
 from dnscorrelate import events
 from dnscorrelate.sources.naming import vantage_and_role
-from dnscorrelate.sources.pcap.dns import Row, frame_of_rows
+from dnscorrelate.sources.pcap import bulk
+from dnscorrelate.sources.pcap.dns import Row, RowColumns, columns_of_rows, concat_columns, frame_of_columns
 from dnscorrelate.sources.pcap.files import CaptureFile, Interface, RawPacket
 from dnscorrelate.sources.pcap.ip import Fragments, ip_layer, quoted
 from dnscorrelate.sources.pcap.link import SUPPORTED_LINKS, network_layer
@@ -170,13 +171,39 @@ class PcapResult:
 
 
 def read_pcap_detailed(path: str | Path, vantage: str | None = None, ports: tuple[int, ...] = DEFAULT_PORTS,
-                       verify_checksums: bool = True) -> PcapResult:
-    """The events of one capture file, its stats, and which packet each row came from."""
+                       verify_checksums: bool = True, bulk: bool = True) -> PcapResult:
+    """The events of one capture file, its stats, and which packet each row came from. `bulk=False` reads
+    every packet on the per-packet path (the reference the bulk path is tested against)."""
     reader = PcapReader(Path(path), vantage, frozenset(ports or DEFAULT_PORTS), verify_checksums)
-    reader.read()
-    frame = frame_of_rows(reader.rows, reader.vantages, reader.stats)
-    numbers = np.array([r.frame_number for r in reader.rows], dtype=np.int64)
-    return result_of(frame, numbers, reader.stats)
+    rows = read_in_bulk(reader) if bulk else None
+    if rows is None:
+        reader = PcapReader(Path(path), vantage, frozenset(ports or DEFAULT_PORTS), verify_checksums)
+        reader.read()
+        rows = columns_of_rows(reader.rows)
+    frame = frame_of_columns(rows, reader.vantages, reader.stats)
+    return result_of(frame, rows.frame_number, reader.stats)
+
+
+def read_in_bulk(reader: PcapReader) -> RowColumns | None:
+    """The file's rows in file order: common packets parsed at once (bulk.py), the rest one by one on the
+    per-packet path, in file order. None for a file the bulk path leaves to the per-packet path whole."""
+    capture = CaptureFile(reader.path, reader.stats)
+    buf = np.frombuffer(capture.data, np.uint8)
+    index = bulk.pcap_index(capture, buf) if capture.format == "pcap" else bulk.pcapng_index(capture, buf)
+    if index is None:
+        return None
+    reader.name_new_interfaces(capture.interfaces)
+    linktypes = np.array([i.linktype for i in capture.interfaces], np.int64)
+    classified = bulk.classify(index, linktypes, np.array(reader.ifindexes, np.int64), np.array(reader.all_dns, bool), reader.ports,
+                               buf, capture.data, reader.verify_checksums)
+    reader.stats["packets"] += len(index.data_at)
+    bulk.count_outcomes(reader.stats, classified)
+    for i in np.flatnonzero(classified.outcome == bulk.SLOW).tolist():
+        packet = bulk.slow_packet(index, i, capture.data)
+        reader.stats["packets_" + reader.packet(int(linktypes[packet.interface]), packet, i + 1)] += 1
+    reader.finish()
+    parts = concat_columns([classified.rows, columns_of_rows(reader.rows)]) if reader.rows else classified.rows
+    return parts.take(np.argsort(parts.frame_number, kind="stable"))
 
 
 def result_of(frame: pd.DataFrame, numbers: np.ndarray, counted: Counter) -> PcapResult:
