@@ -8,6 +8,7 @@ import struct
 from pathlib import Path
 
 import dpkt
+import pandas as pd
 import pytest
 
 from dnscorrelate import events
@@ -356,3 +357,84 @@ def test_icmp_error_quoting_dns_inside_qinq_and_pppoe(tmp_path):
 def test_the_format_comes_from_the_magic_number_not_the_name(tmp_path, name, make):
     frame, stats = read_pcap(write(tmp_path, name, make(p.ethernet(p.udp(40000, 53, p.query())))))
     assert list(frame["dns_id"]) == [4660] and list(frame["ts_ns"]) == [T0]
+
+
+def third_party_files() -> list[Path]:
+    return sorted((REAL_PCAPS.parent / "third-party" / "pcap").glob("*.pcap*"))
+
+
+def assert_same_as_per_packet(path: Path, ports=PORTS) -> None:
+    bulk = read_pcap_detailed(path, ports=ports)
+    one_by_one = read_pcap_detailed(path, ports=ports, bulk=False)
+    pd.testing.assert_frame_equal(bulk.frame, one_by_one.frame)
+    assert bulk.stats == one_by_one.stats
+    assert list(bulk.frame_numbers) == list(one_by_one.frame_numbers)
+
+
+@pytest.mark.parametrize("path", (capture_files() + third_party_files()) or [None], ids=lambda p: getattr(p, "name", "none"))
+def test_bulk_path_gives_what_the_per_packet_path_gives(path):
+    if path is None:
+        pytest.skip("no captures")
+    assert_same_as_per_packet(path)
+
+
+def mixed_capture() -> list[bytes]:
+    """Frames that take either path: one-message TCP streams (read in bulk), a stream with a message split
+    across segments and one with a retransmission (per packet), control segments, bad checksums, a
+    snap-cut datagram, IPv6, VLAN, fragments, ICMP, ARP and frames cut inside their headers."""
+    q, r = p.query(), p.response()
+    bad_checksum = bytearray(p.udp(40001, 53, q))
+    bad_checksum[-1] ^= 0xFF
+    bad_ip_header = bytearray(p.udp(40002, 53, q))
+    bad_ip_header[10] ^= 0xFF
+    bad_ip_header[26:28] = b"\0\0"  # no UDP checksum: the IP header's verdict is the packet's
+    split = p.framed(p.query(qid=9))
+    fragments = dpkt.ip.IP(p.udp(40003, 53, q + b"\0" * 1200))
+    first = bytes(fragments)[:20 + 600]
+    first_ip = bytearray(first)
+    struct.pack_into("!HHH", first_ip, 2, len(first_ip), 77, 0x2000)  # more fragments
+    second_ip = bytearray(bytes(fragments)[:20] + bytes(fragments)[20 + 600 :])
+    struct.pack_into("!HHH", second_ip, 2, len(second_ip), 77, 600 // 8)
+    return [
+        p.ethernet(p.tcp(40010, 53, 100, b"", flags=dpkt.tcp.TH_SYN)),
+        p.ethernet(p.tcp(53, 40010, 500, b"", flags=dpkt.tcp.TH_SYN | dpkt.tcp.TH_ACK, src="10.96.0.10", dst="10.244.1.5")),
+        p.ethernet(p.tcp(40010, 53, 101, p.framed(q))),
+        p.ethernet(p.tcp(53, 40010, 501, p.framed(r), src="10.96.0.10", dst="10.244.1.5")),
+        p.ethernet(p.tcp(40010, 53, 101 + len(p.framed(q)), p.framed(p.query(qid=5)))),
+        p.ethernet(p.tcp(40010, 53, 101, p.framed(q))),  # a retransmission: this stream is read per packet
+        p.ethernet(p.tcp(40011, 53, 1, split[:7])),
+        p.ethernet(p.tcp(40011, 53, 8, split[7:])),
+        p.ethernet(p.tcp(40012, 53, 1, b"", flags=dpkt.tcp.TH_ACK)),
+        p.ethernet(p.tcp(40013, 443, 1, b"x" * 30)),
+        p.ethernet(bytes(bad_checksum)),
+        p.ethernet(bytes(bad_ip_header)),
+        p.ethernet(p.udp(40004, 53, q), vlan=7),
+        p.tagged_ethernet(p.udp(40005, 53, q), [(0x88A8, 1), (0x8100, 2)]),
+        p.ethernet(p.udp(40006, 53, p.query(qtype="AAAA"), src="fd00::5", dst="fd00::53")),
+        p.ethernet(p.udp(53, 40006, r, src="fd00::53", dst="fd00::5")),
+        p.ethernet(bytes(first_ip)),
+        p.ethernet(bytes(second_ip)),
+        p.ethernet(p.ipv4("10.96.0.10", "10.244.1.5", 1, bytes([3, 3, 0, 0, 0, 0, 0, 0]) + p.udp(40000, 53, q)[:40])),
+        b"\xff" * 12 + b"\x08\x06" + b"\0" * 28,  # ARP
+        p.ethernet(p.udp(40007, 53, q))[:30],  # cut inside the UDP header
+        p.ethernet(p.udp(40008, 53, q))[:10],  # cut inside the Ethernet header
+        p.ethernet(p.udp(40009, 53, q), vlan=3)[:16],  # cut inside the VLAN tag
+        p.tagged_ethernet(p.udp(40014, 53, q), [], pppoe_session=1),
+        p.ethernet(p.udp(40015, 5353, q)),
+    ]
+
+
+@pytest.mark.parametrize("container", ["pcap", "pcapng"])
+def test_bulk_path_on_a_mixed_capture(tmp_path, container):
+    frames = mixed_capture()
+    snap = [(T0 + i, f) for i, f in enumerate(frames)] + [(T0 + 99, p.ethernet(p.udp(40020, 53, p.response()))[:60], 150)]
+    if container == "pcap":
+        content = p.pcap_file(1, snap)
+    else:
+        content = p.pcapng_file([(1, "eth0"), (113, "any")], [(i % 2 * 0, ts, f, 1 if i % 3 else None) for i, (ts, f, *_) in enumerate(snap)]
+                                + [(1, T0 + 200, p.sll(p.udp(40030, 53, p.query()), 4), None)])
+    path = write(tmp_path, "mixed." + container, content)
+    assert_same_as_per_packet(path, ports=(53,))
+    result = read_pcap_detailed(path)
+    assert result.stats["bad_checksum"] >= 2 and result.stats["packets_dns_tcp"] >= 5 and result.stats["packets_tcp_control"] == 2
+    assert_accounted(result.stats)

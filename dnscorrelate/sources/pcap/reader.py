@@ -188,14 +188,14 @@ def read_in_bulk(reader: PcapReader) -> RowColumns | None:
     """The file's rows in file order: common packets parsed at once (bulk.py), the rest one by one on the
     per-packet path, in file order. None for a file the bulk path leaves to the per-packet path whole."""
     capture = CaptureFile(reader.path, reader.stats)
-    buf = np.frombuffer(capture.data, np.uint8)
-    index = bulk.pcap_index(capture, buf) if capture.format == "pcap" else bulk.pcapng_index(capture, buf)
+    view = bulk.FileView(capture.data)
+    index = bulk.pcap_index(capture, view) if capture.format == "pcap" else bulk.pcapng_index(capture, view)
     if index is None:
         return None
     reader.name_new_interfaces(capture.interfaces)
     linktypes = np.array([i.linktype for i in capture.interfaces], np.int64)
     classified = bulk.classify(index, linktypes, np.array(reader.ifindexes, np.int64), np.array(reader.all_dns, bool), reader.ports,
-                               buf, capture.data, reader.verify_checksums)
+                               view, reader.verify_checksums)
     reader.stats["packets"] += len(index.data_at)
     bulk.count_outcomes(reader.stats, classified)
     for i in np.flatnonzero(classified.outcome == bulk.SLOW).tolist():
