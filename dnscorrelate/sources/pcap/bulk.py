@@ -89,21 +89,21 @@ class FileView:
         return self._words32
 
     def field(self, at: np.ndarray, dtype: str) -> np.ndarray:
-        """The `dtype` field (">u2", "<u4"...) at each offset, as int64; 0 where it would run past the end."""
+        """The unsigned `dtype` field (">u2", "<u4"...) at each offset, as int64, built from its bytes (one
+        gather per byte: offsets of any alignment); 0 where it would run past the end."""
         width = np.dtype(dtype).itemsize
         at = np.asarray(at, np.int64)
         if not len(at):
             return np.zeros(0, np.int64)
-        alignment = int(at[0]) % width
-        if int(at.max()) + width <= self.size and not ((at - alignment) % width).any():  # one alignment: no masks
-            return self.view(dtype, alignment)[(at - alignment) // width].astype(np.int64)
-        out = np.zeros(len(at), np.int64)
-        inside = at + width <= self.size
-        for alignment in range(width):
-            chosen = inside & (at % width == alignment)
-            if chosen.any():
-                out[chosen] = self.view(dtype, alignment)[(at[chosen] - alignment) // width]
-        return out
+        past_end = at + width > self.size
+        read_at = np.minimum(at, max(self.size - width, 0)) if past_end.any() else at
+        order = range(width) if dtype[0] == ">" else range(width - 1, -1, -1)
+        value = np.zeros(len(at), np.int64)
+        for k in order:
+            value <<= 8
+            value |= self.bytes[read_at + k]
+        value[past_end] = 0
+        return value
 
     def gather(self, at: np.ndarray, width: int) -> np.ndarray:
         """(N, width) bytes at each offset (zeros past the end)."""
@@ -315,12 +315,14 @@ def word_sums(view: FileView, start: np.ndarray, end: np.ndarray) -> np.ndarray:
         found = found.astype(np.int64)
         sums[middle] = np.where(start[middle] % 2 == 0, found * 256, found)
     for first, stop in ((start, head_end), (tail_start, end)):
-        for k in range(3):
-            position = first + k
-            inside = position < stop
-            value = view.bytes[np.minimum(position, view.size - 1)].astype(np.int64)
-            weight = np.where((position - start) % 2 == 0, 256, 1)
-            sums += np.where(inside, value * weight, 0)
+        count = stop - first  # 0 to 3 bytes
+        edge = np.flatnonzero(count > 0)
+        if not len(edge):
+            continue
+        values = view.gather(first[edge], 3).astype(np.int64) * (np.arange(3) < count[edge, None])
+        even = (first[edge] - start[edge]) % 2 == 0  # the first byte is a word's high byte
+        sums[edge] += np.where(even, (values[:, 0] << 8) + values[:, 1] + (values[:, 2] << 8),
+                               values[:, 0] + (values[:, 1] << 8) + values[:, 2])
     return sums
 
 
@@ -534,9 +536,10 @@ def checksums_bad(view: FileView, h: Headers, v4_header, udp_checked, tcp_checke
     where it is checked, else the IPv4 header's."""
     n = len(h.ip)
     bad = np.zeros(n, bool)
-    header = np.flatnonzero(v4_header & h.v4)
+    checked = udp_checked | tcp_checked
+    header = np.flatnonzero(v4_header & h.v4 & ~checked)  # the transport's verdict overrides the header's
     bad[header] = word_sums(view, h.ip[header], h.ip[header] + 20) % 0xFFFF != 0
-    checked = np.flatnonzero(udp_checked | tcp_checked)
+    checked = np.flatnonzero(checked)
     length = np.where(udp_checked, udp_length, h.expected)[checked]
     pseudo = address_words(h.addresses[checked, 0]) + address_words(h.addresses[checked, 1]) + h.proto[checked]
     pseudo += np.where(h.v6[checked], (length >> 16) + (length & 0xFFFF), length)

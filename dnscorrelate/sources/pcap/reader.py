@@ -202,7 +202,9 @@ def read_in_bulk(reader: PcapReader) -> RowColumns | None:
         packet = bulk.slow_packet(index, i, capture.data)
         reader.stats["packets_" + reader.packet(int(linktypes[packet.interface]), packet, i + 1)] += 1
     reader.finish()
-    parts = concat_columns([classified.rows, columns_of_rows(reader.rows)]) if reader.rows else classified.rows
+    if not reader.rows:
+        return classified.rows  # in file order already
+    parts = concat_columns([classified.rows, columns_of_rows(reader.rows)])
     return parts.take(np.argsort(parts.frame_number, kind="stable"))
 
 
