@@ -210,11 +210,13 @@ def read_in_bulk(reader: PcapReader) -> RowColumns | None:
 
 def result_of(frame: pd.DataFrame, numbers: np.ndarray, counted: Counter) -> PcapResult:
     """Rows in time order (stable: file order among equal times), the stats with every outcome present."""
-    order = np.argsort(frame["ts_ns"].to_numpy(), kind="stable")
+    ts = frame["ts_ns"].to_numpy()
+    in_order = len(ts) < 2 or bool((ts[1:] >= ts[:-1]).all())
+    order = np.arange(len(ts)) if in_order else np.argsort(ts, kind="stable")
     stats = {k: counted.get(k, 0) for k in ["packets", *PACKET_OUTCOMES, "dns_messages", "truncated", "bad_checksum",
                                              "undecodable", "tcp_bytes_unreassembled", "tcp_retransmissions"]}
     stats.update(counted)
-    return PcapResult(events.conform(frame.iloc[order]), dict(stats), numbers[order])
+    return PcapResult(events.conform(frame if in_order else frame.iloc[order]), dict(stats), numbers[order])
 
 
 def read_pcap(path: str | Path, vantage: str | None = None, ports: tuple[int, ...] = DEFAULT_PORTS) -> tuple[pd.DataFrame, dict]:
