@@ -291,49 +291,51 @@ def latency_comments(view: FileView, at: np.ndarray, length: np.ndarray, current
     return np.where(marked, np.where(numeric, value, -1), current)
 
 
+def aligned_words(view: FileView, at: np.ndarray) -> np.ndarray:
+    """The little-endian 32-bit word at each 4-aligned offset; a word the file's end cuts is read from
+    the bytes there are (zeros after)."""
+    words = view.field(at, "<u4")
+    cut = np.flatnonzero((at + 4 > view.size) & (at < view.size))
+    for i in cut.tolist():
+        words[i] = int.from_bytes(bytes(view.data[at[i] : view.size]), "little")
+    return words
+
+
 def word_sums(view: FileView, start: np.ndarray, end: np.ndarray) -> np.ndarray:
     """For each file range [start, end) (in file order, not overlapping), a number congruent modulo
     0xFFFF to the sum of its big-endian 16-bit words (an odd last byte padded with zero): all RFC 1071's
-    checksum needs. The aligned 32-bit words inside each range are added by one `np.add.reduceat` (fast
-    on aligned memory); modulo 0xFFFF a little-endian 32-bit word is its two 16-bit halves added
-    (2**16 = 1), and such a half weighs its bytes 1 and 256: as the range's own words do when the range
-    starts at an odd offset, and 256 times less when it starts at an even one (256 * 256 = 1). The 0-3
-    bytes before and after the aligned part are added one by one."""
-    start, end = np.asarray(start, np.int64), np.maximum(np.asarray(end, np.int64), start)
+    checksum needs. The range is read as the aligned little-endian 32-bit words that hold it, the bytes
+    outside it masked off at both ends; those in between are added by one `np.add.reduceat` (fast on
+    aligned memory). Modulo 0xFFFF such a word is its two 16-bit halves added (2**16 = 1), each weighing
+    its bytes 1 and 256: as the range's own words do when the range starts at an odd offset, and 256
+    times less when it starts at an even one (256 * 256 = 1)."""
+    start = np.asarray(start, np.int64)
+    end = np.maximum(np.asarray(end, np.int64), start)
     sums = np.zeros(len(start), np.int64)
     if not len(start) or not view.size:
         return sums
-    head_end = np.minimum((start + 3) // 4 * 4, end)
-    tail_start = np.maximum(end // 4 * 4, head_end)
-    middle = np.flatnonzero(tail_start > head_end)
+    first, last = start & ~3, end & ~3  # the aligned words holding the first byte and the end
+    head = aligned_words(view, first)
+    head = head >> (8 * (start - first)) << (8 * (start - first))  # bytes before the range off
+    tail = aligned_words(view, last) & ((1 << (8 * (end - last))) - 1)  # bytes from the end on off
+    one_word = first == last
+    head = np.where(one_word, head & ((1 << (8 * (end - first))) - 1), head)
+    sums += head + np.where(one_word, 0, tail)
+    middle = np.flatnonzero(last > first + 4)
     if len(middle):
         quads = view.view("<u4", 0)
         bounds = np.empty(2 * len(middle), np.int64)
-        bounds[0::2], bounds[1::2] = head_end[middle] // 4, tail_start[middle] // 4
+        bounds[0::2], bounds[1::2] = first[middle] // 4 + 1, last[middle] // 4
         at_end = bounds[-1] >= len(quads)  # reduceat takes no index at the end: the last range is summed alone
+        found = np.zeros(len(middle), np.uint64)
         if at_end:
-            last = int(quads[bounds[-2] :].sum(dtype=np.uint64)) % 0xFFFF
+            found[-1] = int(quads[bounds[-2] : bounds[-1]].sum(dtype=np.uint64)) % 0xFFFF
             bounds = bounds[:-2]
-        found = np.add.reduceat(quads, bounds, dtype=np.uint64)[0::2] % 0xFFFF if len(bounds) else np.zeros(0, np.uint64)
-        if at_end:
-            found = np.append(found, last)
-        found = found.astype(np.int64)
-        sums[middle] = np.where(start[middle] % 2 == 0, found * 256, found)
-    for first, stop in ((start, head_end), (tail_start, end)):
-        count = stop - first  # 0 to 3 bytes
-        edge = np.flatnonzero(count > 0)
-        if not len(edge):
-            continue
-        values = view.gather(first[edge], 3).astype(np.int64) * (np.arange(3) < count[edge, None])
-        even = (first[edge] - start[edge]) % 2 == 0  # the first byte is a word's high byte
-        sums[edge] += np.where(even, (values[:, 0] << 8) + values[:, 1] + (values[:, 2] << 8),
-                               values[:, 0] + (values[:, 1] << 8) + values[:, 2])
-    return sums
-
-
-def address_words(addresses: np.ndarray) -> np.ndarray:
-    """The sum of an (N, 16) address array's 16-bit words (IPv4 in the first four bytes, zeros after)."""
-    return (addresses[:, 0::2].astype(np.int64) << 8 | addresses[:, 1::2]).sum(axis=1)
+        if len(bounds):
+            found[: len(bounds) // 2] = np.add.reduceat(quads, bounds, dtype=np.uint64)[0::2] % 0xFFFF
+        sums[middle] += found.astype(np.int64)
+    sums %= 0xFFFF
+    return np.where(start % 2 == 0, sums * 256, sums)
 
 
 @dataclass
@@ -546,10 +548,11 @@ def checksums_bad(view: FileView, h: Headers, v4_header, udp_checked, tcp_checke
     bad[header] = word_sums(view, h.ip[header], h.ip[header] + 20) % 0xFFFF != 0
     checked = np.flatnonzero(checked)
     length = np.where(udp_checked, udp_length, h.expected)[checked]
-    pseudo = address_words(h.addresses[checked, 0]) + address_words(h.addresses[checked, 1]) + h.proto[checked]
-    pseudo += np.where(h.v6[checked], (length >> 16) + (length & 0xFFFF), length)
-    segment = word_sums(view, h.body[checked], h.body[checked] + length)
-    bad[checked] = (pseudo + segment) % 0xFFFF != 0
+    # the addresses lie right before the transport header (IPv4 at 12-20, IPv6 at 8-40), an even number of
+    # bytes before it: one range holds the pseudo-header's addresses and the segment
+    addresses_at = h.ip[checked] + np.where(h.v6[checked], 8, 12)
+    pseudo = h.proto[checked] + np.where(h.v6[checked], (length >> 16) + (length & 0xFFFF), length)
+    bad[checked] = (pseudo + word_sums(view, addresses_at, h.body[checked] + length)) % 0xFFFF != 0
     return bad
 
 
