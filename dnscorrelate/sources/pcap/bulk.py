@@ -256,8 +256,9 @@ def epb_options(view: FileView, at: np.ndarray, end: np.ndarray, big: np.ndarray
     active = np.flatnonzero(at + 4 <= end)
     at = at.copy()
     while len(active):
-        codes = either_order(view, at[active], big[active], 2)
-        lengths = either_order(view, at[active] + 2, big[active], 2)
+        header = either_order(view, at[active], big[active], 4)  # code and length, read as one word
+        codes = np.where(big[active], header >> 16, header & 0xFFFF)
+        lengths = np.where(big[active], header & 0xFFFF, header >> 16)
         live = codes != 0
         active, codes, lengths = active[live], codes[live], lengths[live]
         flags = active[(codes == EPB_FLAGS_OPTION) & (lengths >= 4)]
@@ -277,11 +278,13 @@ def epb_options(view: FileView, at: np.ndarray, end: np.ndarray, big: np.ndarray
 
 def latency_comments(view: FileView, at: np.ndarray, length: np.ndarray, current: np.ndarray) -> np.ndarray:
     """The number in `dnscorrelate latency_ns=N` comments (the others keep `current`), read digit by digit at once."""
-    prefix = np.frombuffer(LATENCY_COMMENT, np.uint8)
-    marked = (view.gather(at, len(prefix)) == prefix).all(axis=1)
-    count = length - len(prefix)
+    prefix = np.frombuffer(LATENCY_COMMENT, "<u4")  # 24 bytes; option values are 4-aligned: six word reads
+    marked = np.ones(len(at), bool)
+    for k, word in enumerate(prefix.tolist()):
+        marked &= view.field(at + 4 * k, "<u4") == word
+    count = length - len(LATENCY_COMMENT)
     width = max(int(count.max()), 1)
-    digits = view.gather(at + len(prefix), width).astype(np.int64) - ord("0")
+    digits = view.gather(at + len(LATENCY_COMMENT), width).astype(np.int64) - ord("0")
     inside = np.arange(width) < count[:, None]
     numeric = (((digits >= 0) & (digits <= 9)) | ~inside).all(axis=1) & (count > 0) & (count <= 18)
     value = np.zeros(len(at), np.int64)
@@ -583,10 +586,12 @@ def packet_rows(index: PacketIndex, view: FileView, h: Headers, udp: np.ndarray,
                 ifindex) -> RowColumns:
     """One row per DNS datagram at `udp` and per TCP packet at `tcp` (a control segment, or a segment holding
     one whole message after its length prefix), in file order; DNS header fields read from the file."""
-    at = np.concatenate([udp, tcp.packets])
-    order = np.argsort(at, kind="stable")
-    at, kinds = at[order], np.concatenate([np.full(len(udp), KIND_DNS), tcp.kinds])[order]
-    is_udp = np.concatenate([np.ones(len(udp), bool), np.zeros(len(tcp), bool)])[order]
+    n = len(index.data_at)
+    makes_row, kind_of, udp_packet = np.zeros(n, bool), np.zeros(n, np.int64), np.zeros(n, bool)
+    makes_row[udp], udp_packet[udp] = True, True
+    makes_row[tcp.packets], kind_of[tcp.packets] = True, tcp.kinds
+    at = np.flatnonzero(makes_row)  # file order, without sorting
+    kinds, is_udp = kind_of[at], udp_packet[at]
     offset = np.where(is_udp, 8, (view.bytes[h.body[at] + 12].astype(np.int64) >> 4) * 4 + 2)
     is_message = kinds == KIND_DNS
     size = np.where(is_udp, np.maximum(udp_length[at] - 8, 0), np.where(is_message, np.maximum(h.expected[at] - offset, 0), 0))
