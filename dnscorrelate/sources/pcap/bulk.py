@@ -1,15 +1,17 @@
 """The bulk path: headers of every packet parsed at once, with numpy over the memory-mapped file.
 
 A capture's packets are mostly alike: Ethernet (maybe VLAN-tagged), SLL, SLL2, raw IP or loopback
-around IPv4 or IPv6 without extension headers around UDP. For those, every field is gathered from the
-file by position for all packets at once (numpy fancy indexing), checksums included (`word_sums`).
-Python runs only to find where each record starts (a loop reading 8 or 16 bytes a record: the
-formats chain records by length) and once per distinct DNS message (dns.py). Every other packet
-(TCP on a DNS port, fragments, ICMP, extension headers, PPPoE, anything cut short or odd) goes
-through the per-packet path (reader.py) in file order, so TCP streams and fragments are put back
-together exactly as before; the result is the same rows and counts as the per-packet path alone.
+around IPv4 or IPv6 without extension headers around UDP or TCP. For those, every field is gathered
+from the file by position for all packets at once (numpy fancy indexing), checksums included
+(`word_sums`). Python runs only to find where each record starts (a loop reading a pcap record's
+16-byte header, or a pcapng block's first two words: the formats chain records by length) and, in
+dns.py, once per distinct DNS message. DNS datagrams, non-DNS UDP/TCP, non-IP frames, TCP control and
+empty segments, and TCP streams whose every segment holds one whole message in sequence are settled
+here. Every other packet (TCP needing reassembly, fragments, ICMP, IP options, extension headers,
+PPPoE, anything cut short or odd) goes through the per-packet path (reader.py) in file order, so TCP
+streams and fragments are put back together exactly as before: the rows and counts are those of the
+per-packet path alone (tests/unit/test_pcap.py holds both to that).
 """
-
 from __future__ import annotations
 
 import struct
@@ -38,7 +40,6 @@ PKT_TYPE_CODE = {name: code for code, name in enumerate(PKT_TYPES)}
 SLL_CODES = np.array([PKT_TYPE_CODE[SLL_PKT_TYPES.get(i, "")] for i in range(256)], np.int8)
 EPB_INBOUND_CODES = np.array([PKT_TYPE_CODE[EPB_RECEPTION.get(i, "HOST")] for i in range(8)], np.int8)
 MAX_VLAN_TAGS = 3  # deeper stacks take the per-packet path
-CHECKSUM_CHUNK = 16 << 20  # bytes of the file summed at once (int64 prefix sums: 8 times that in memory)
 
 # what the bulk path decided for each packet, and the counter each is
 SLOW, DNS_UDP, NOT_DNS, NON_IP, UNSUPPORTED, DNS_TCP, TCP_CONTROL, TCP_OTHER = range(8)
@@ -145,8 +146,7 @@ def pcap_index(capture: CaptureFile, view: FileView) -> PacketIndex:
             at = offsets.pop()
         stats["file_truncated_bytes"] += end - at
     records = np.frombuffer(offsets, np.int64)
-    width = "u4"
-    field = lambda at: view.field(at, capture.byte_order + width)
+    field = lambda at: view.field(at, capture.byte_order + "u4")
     n = len(records)
     return PacketIndex(records + 16, field(records + 8), field(records + 12),
                        field(records) * 1_000_000_000 + field(records + 4) * capture.ns_per_fraction, np.zeros(n, np.int64),
@@ -353,11 +353,8 @@ class Classified:
 
 @dataclass
 class Headers:
-    """Link, IP and transport fields of every packet (zeros where a layer is not there)."""
+    """IP and transport fields of every packet (zeros where a layer is not there)."""
 
-    outcome: np.ndarray
-    pkt_type: np.ndarray
-    ifindex: np.ndarray
     ip: np.ndarray  # file offset of the IP header
     v4: np.ndarray  # IPv4, 20-byte header, whole in the capture
     v6: np.ndarray  # IPv6 header whole in the capture
@@ -436,7 +433,7 @@ def network_layer(index: PacketIndex, view: FileView, ip_off: np.ndarray, candid
     body_len = body_end - header_len
     expected = np.where(v4, np.where(total > 0, np.maximum(total - 20, 0), body_len),
                         np.where(payload_length6 > 0, payload_length6, ip_cap - 40))
-    return Headers(None, None, None, ip, v4, v6, proto, fragment, addresses, ip + header_len, body_len, expected)
+    return Headers(ip, v4, v6, proto, fragment, addresses, ip + header_len, body_len, expected)
 
 
 def classify(index: PacketIndex, linktypes: np.ndarray, ifindexes: np.ndarray, all_dns: np.ndarray, dns_ports: frozenset[int],
