@@ -91,8 +91,10 @@ EVENTS = [
     f("verdict", "category", "a flow's verdict where the source gives one (Hubble: FORWARDED, REDIRECTED, DROPPED, AUDIT, …); "
       "empty for packets", "json"),
     f("drop_reason", "category", "why it was dropped, in the source's own words (Hubble's drop_reason_desc: POLICY_DENIED, …)", "json"),
+    f("src_name", "category", "the source's name where the evidence gives one (Hubble: `NS/POD` of `source`); empty otherwise"),
+    f("dst_name", "category", "the destination's name where the evidence gives one (Hubble: `NS/POD` of `destination`)"),
 ]
-SOURCE_SPECIFIC = ("verdict", "drop_reason")
+SOURCE_SPECIFIC = ("verdict", "drop_reason", "src_name", "dst_name")
 """EVENTS columns only some sources fill: a frame without them (another source's, an older file) has them empty."""
 
 SIGHTING_FIELDS = [
@@ -216,6 +218,9 @@ TRACES = [
     f("error_count", "int64", "errors lines about it"),
     f("icmp", "object", "the first ICMP error quoting its query: type/code, where, about which destination", "json"),
     f("icmp_target", "object", "`ip:port` that ICMP error was about"),
+    f("verdict", "object", "DROPPED when a flow of it was dropped (a Hubble flow's verdict), else its flows' last verdict; empty: no flow"),
+    f("drop_reason", "object", "why, in the flow's own words (Hubble's drop_reason_desc: POLICY_DENIED, …)"),
+    f("dropped_at", "object", "where it was dropped: the vantage, and `egress` (leaving it) or `ingress` (arriving at it)"),
 ]
 
 UPSTREAM = [

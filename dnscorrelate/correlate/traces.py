@@ -52,6 +52,7 @@ def build_traces(legs: pd.DataFrame, upstream: pd.DataFrame) -> pd.DataFrame:
             "responses_seen": roots("responses_seen"),
             "query_seen": roots("query_seen"),
             "responder_ip": roots("responder_ip"),
+            "server_name": roots("server_name"),
             "opcode_number": roots("opcode"),
             "queries_at_client": roots("queries_at_client"),
             "responses_at_client": roots("responses_at_client"),

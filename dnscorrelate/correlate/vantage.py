@@ -5,7 +5,8 @@ read without `VANTAGE=`: role `other`), or when the evidence holds only one plac
 and that place is not a server (a pod's or a node's capture, not a CoreDNS replica's dnstap), the trace's
 `coverage` is `vantage`: its server is the address that answered (or was asked), its role
 is what the caller's `servers` say of that address (the kube-dns VIP, a CoreDNS pod, from the cluster facts)
-and nothing else, and where it was served from (cache, upstream) is `unknown`. Otherwise `coverage` is
+and nothing else (named by the facts, else by the evidence itself where it names the other end: Hubble's
+`destination.pod_name`), and where it was served from (cache, upstream) is `unknown`. Otherwise `coverage` is
 `path` (packets at places with roles), or `logs` (CoreDNS's log alone).
 
 Inside any capture, roles of addresses come from the traffic: who sends the query is the client, who
@@ -82,7 +83,8 @@ def describe_what_was_seen(traces: pd.DataFrame, legs: pd.DataFrame, one_place: 
     one = (traces["coverage"] == VANTAGE).to_numpy()
     if one.any():
         address = traces.loc[one, "responder_ip"].where(traces.loc[one, "responder_ip"] != "", traces.loc[one, "dst_ip"])
-        known = address.map(lambda ip: servers.get(ip, (ip, "")))
+        given = traces.loc[one, "server_name"] if "server_name" in traces else pd.Series("", index=address.index)
+        known = [servers.get(ip, (name or ip, "")) for ip, name in zip(address, given)]
         traces.loc[one, "server"] = [name for name, _ in known]
         traces.loc[one, "server_role"] = [role for _, role in known]
         traces.loc[one, "served_from"] = "unknown"

@@ -28,7 +28,7 @@ def in_seconds(ns: float) -> str:
 
 def no_response_seen(ev: Evidence) -> list[Finding]:
     """Queries a capture saw leave, with no response seen there: said for that place and that server only."""
-    lost = ev.seen[((ev.seen["outcome"] == "timed-out") & (ev.seen["icmp"] == "")).to_numpy()]
+    lost = ev.seen[((ev.seen["outcome"] == "timed-out") & (ev.seen["icmp"] == "") & (ev.seen["verdict"] != "DROPPED")).to_numpy()]
     if lost.empty:
         return []
     end = capture_end(ev)
@@ -91,7 +91,7 @@ def slow_response_seen(ev: Evidence) -> list[Finding]:
             "slow-response-seen",
             f"Answers from {server} took {in_ms(t.median())} median, {in_ms(t.max())} at worst, at {vantage}: "
             f"{len(slow)} of {plural(len(group), 'lookup')} over {SLOW_RESPONSE_MS:.0f} ms ({questions(slow['qname'])}). "
-            f"What the time went to (the path, the server, its upstream) {ONE_PLACE}.",
+            f"What the time went to (the path, the server, its upstream) {ONE_PLACE}{ev.timing_caveat(slow['trace_id'])}.",
             evidence(slow, server=server, vantage=vantage, median_ms=round(t.median() / 1e6, 3)), len(slow)))
     return findings
 
