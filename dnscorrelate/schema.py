@@ -176,6 +176,8 @@ TRACES = [
     f("aa", "bool", "the response was authoritative"),
     f("responses_seen", "int64", "sightings of a response anywhere"),
     f("query_seen", "bool", "a query of it was seen at some vantage"),
+    f("query_received", "bool", "its first query was seen arriving (pkt_type HOST) where it was first seen: that place is its server "
+      "(a server's own capture or dnstap)"),
     f("duplicate_responses", "int64", "responses at the client beyond one per query and per answering address: the same answer again"),
     f("responders", "int64", "distinct addresses that answered it at the client (2: it went to two servers and both answered)"),
     f("raced_dns_id", "int64", "for a `wrong-id` response, the id of the query it raced; else -1"),

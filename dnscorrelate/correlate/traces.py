@@ -51,6 +51,8 @@ def build_traces(legs: pd.DataFrame, upstream: pd.DataFrame) -> pd.DataFrame:
             "aa": roots("aa"),
             "responses_seen": roots("responses_seen"),
             "query_seen": roots("query_seen"),
+            "answered_here": roots("answered_here"),
+            "query_received": roots("query_received"),
             "responder_ip": roots("responder_ip"),
             "server_name": roots("server_name"),
             "opcode_number": roots("opcode"),

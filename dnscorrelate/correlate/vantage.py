@@ -12,7 +12,9 @@ and nothing else (named by the facts, else by the evidence itself where it names
 Inside any capture, roles of addresses come from the traffic: who sends the query is the client, who
 answers is the server. Responses whose query no vantage saw are not lookups: a UDP one that arrives on a
 socket whose query with another id is still unanswered is `wrong-id` (the classic sign of spoofing or of a
-confused forwarder); any other is `query-not-seen` (its query fell before the capture or in a gap).
+confused forwarder); any other is `query-not-seen` (its query fell before the capture or in a gap), unless
+the place that saw it sent it: a server that answered logged its answer and not the query (a dnstap writer
+logging responses only), and the lookup was answered there.
 """
 
 from __future__ import annotations
@@ -52,7 +54,8 @@ def stray_outcomes(traces: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     awaited its answer) or `query-not-seen`; and the id of that awaited query (-1 where none)."""
     outcome = traces["outcome"].to_numpy(dtype=object).copy()
     raced = np.full(len(traces), -1, dtype=np.int64)
-    stray = ~traces["query_seen"].to_numpy(dtype=bool) & (traces["responses_seen"].to_numpy() > 0)
+    stray = (~traces["query_seen"].to_numpy(dtype=bool) & (traces["responses_seen"].to_numpy() > 0)
+             & ~traces["answered_here"].to_numpy(dtype=bool))
     if not stray.any():
         return outcome, raced
     socket = lambda f, server: f["client_ip"] + "|" + f["client_port"].astype(str) + "|" + server  # noqa: E731
@@ -91,5 +94,6 @@ def describe_what_was_seen(traces: pd.DataFrame, legs: pd.DataFrame, one_place: 
         traces.loc[one, "replica"] = ""
         for segment in ("to_server_ns", "server_ns", "server_self_ns", "return_ns"):  # one place shows the whole wait only
             traces.loc[one, segment] = pd.NA
-    traces.loc[traces["outcome"].isin(["query-not-seen", "wrong-id"]).to_numpy(), "total_ns"] = pd.NA  # no query: no wait
+    no_query = traces["outcome"].isin(["query-not-seen", "wrong-id"]).to_numpy() | ~traces["query_seen"].to_numpy(dtype=bool)
+    traces.loc[no_query, "total_ns"] = pd.NA  # no query: no wait
     return traces
