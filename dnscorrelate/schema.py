@@ -93,8 +93,10 @@ EVENTS = [
     f("drop_reason", "category", "why it was dropped, in the source's own words (Hubble's drop_reason_desc: POLICY_DENIED, …)", "json"),
     f("src_name", "category", "the source's name where the evidence gives one (Hubble: `NS/POD` of `source`); empty otherwise"),
     f("dst_name", "category", "the destination's name where the evidence gives one (Hubble: `NS/POD` of `destination`)"),
+    f("node", "category", "the node whose clock timed it, where the source knows (the node agent's stream); the correlator puts "
+      "every node on one time line"),
 ]
-SOURCE_SPECIFIC = ("verdict", "drop_reason", "src_name", "dst_name")
+SOURCE_SPECIFIC = ("verdict", "drop_reason", "src_name", "dst_name", "node")
 """EVENTS columns only some sources fill: a frame without them (another source's, an older file) has them empty."""
 
 SIGHTING_FIELDS = [
@@ -223,6 +225,8 @@ TRACES = [
     f("verdict", "object", "DROPPED when a flow of it was dropped (a Hubble flow's verdict), else its flows' last verdict; empty: no flow"),
     f("drop_reason", "object", "why, in the flow's own words (Hubble's drop_reason_desc: POLICY_DENIED, …)"),
     f("dropped_at", "object", "where it was dropped: the vantage, and `egress` (leaving it) or `ingress` (arriving at it)"),
+    f("clock_bound_ns", "Int64", "for a lookup whose client and server are on two nodes: how wrong its segments between them may be "
+      "after the nodes' clocks were put on one time line (segments shorter than this are left out); empty on one node"),
 ]
 
 UPSTREAM = [

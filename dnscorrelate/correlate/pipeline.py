@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from dnscorrelate import schema
+from dnscorrelate.correlate.clocks import cross_node_segments, on_one_time_line, vantage_nodes
 from dnscorrelate.correlate.legs import (
     LEG_GAP_NS,
     SERVER_ROLES,
@@ -62,11 +63,14 @@ class Correlation:
 
 
 def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, capture_stats: dict | None = None,
-              servers: dict[str, tuple[str, str]] | None = None) -> Correlation:
+              servers: dict[str, tuple[str, str]] | None = None, nodes: dict[str, str] | None = None) -> Correlation:
     """Traces from packet events and/or CoreDNS logs; either may be empty or None. `servers` names DNS server
     addresses the caller knows ({ip: (name, role)}: the kube-dns VIP, CoreDNS pods), for lookups one vantage
-    point saw (vantage.py)."""
+    point saw (vantage.py). `nodes` says which node's clock timed each vantage ({vantage: node}; an event's own
+    `node` comes first): nodes' clocks are estimated from the lookups that cross them and put on one time line
+    (clocks.py)."""
     events = events if events is not None else schema.empty(schema.EVENTS)
+    events, clocks, row_nodes = on_one_time_line(events, nodes)
     logs = logs or ParsedLogs.none()
     capture_stats = capture_stats or {}
     kinds = events["kind"]
@@ -142,6 +146,7 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
     attempts = connection_attempts(control)
     traces, connects_unmatched = attach_connects(traces, attempts)
     traces["purpose"] = purpose_of(traces)
+    traces, clock_warnings = cross_node_segments(traces, clocks, vantage_nodes(events, row_nodes))
     traces = schema.conform(traces, schema.TRACES)
     upstream = schema.conform(upstream, schema.UPSTREAM)
     stats = {
@@ -166,10 +171,11 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
         "lost_samples": int(capture_stats.get("lost_samples", 0)),
         "decode_errors": int(capture_stats.get("decode_errors", 0)) + int((~events["decoded"]).sum() if len(events) and "decode_errors" not in capture_stats else 0),
         **stats_of_flows,
+        **({"clocks": clocks.stats()} if clocks else {}),
     }
     extra = [frame for frame in (icmp_sightings, flow_sightings) if len(frame)]
     seen = pd.concat([sightings, *extra], ignore_index=True) if extra else sightings
     if not seen["ts_ns"].is_monotonic_increasing:
         seen = seen.sort_values("ts_ns", kind="stable")
     return Correlation(traces=traces, sightings=seen, upstream=upstream, logs=records, errors=errors, stats=stats,
-                       unparsed=logs.unparsed, warnings=log_warnings(logs, records, len(dns)), log_alerts=logs.alerts)
+                       unparsed=logs.unparsed, warnings=log_warnings(logs, records, len(dns)) + clock_warnings, log_alerts=logs.alerts)
