@@ -140,12 +140,20 @@ def attach_flows(flows: pd.DataFrame, legs: pd.DataFrame, gap_ns: int) -> pd.Dat
     return flows
 
 
+def has_verdicts(column: pd.Series) -> bool:
+    """Whether any row has a verdict; for a categorical, read from its categories (a million rows, no string each)."""
+    if isinstance(column.dtype, pd.CategoricalDtype):
+        return any(str(c) != "" for c in column.cat.categories) and bool((column != "").any())
+    return bool((column.astype(str) != "").any())
+
+
 def drop_columns(traces: pd.DataFrame, seen: list[pd.DataFrame]) -> pd.DataFrame:
     """Each trace's `verdict` (DROPPED when any of its sightings was dropped, else the last verdict given),
     `drop_reason` (the source's own words) and `dropped_at` (the vantage, and egress or ingress)."""
     for column in ("verdict", "drop_reason", "dropped_at"):
         traces[column] = ""
-    given = [f[(f["verdict"].astype(str) != "").to_numpy() & (f["trace_id"] >= 0).to_numpy()] for f in seen if "verdict" in f and len(f)]
+    given = [f[(f["verdict"] != "").to_numpy() & f["verdict"].notna().to_numpy() & (f["trace_id"] >= 0).to_numpy()]
+             for f in seen if "verdict" in f and len(f) and has_verdicts(f["verdict"])]
     given = [f for f in given if len(f)]
     if not given:
         return traces
