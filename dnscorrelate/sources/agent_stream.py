@@ -14,8 +14,9 @@ CLI decodes them with the same `decode.decode` as a local capture: the same rows
           Z  end       JSON: the final counters; nothing follows
 
 Timestamps stay the kernel's boot-time clock; each node's hello carries its own offset to wall time, so
-nodes are put on one time line by their wall clocks (kind's nodes share the host's clock; on a real
-cluster, the nodes' clocks must agree, as NTP keeps them, to well under a lookup's hop latency).
+nodes are put on one time line by their wall clocks, and each event names its node (`node`): the
+correlator then estimates what the wall clocks still disagree by from the lookups that cross nodes
+(correlate/clocks.py; kind's nodes share the host's clock).
 
 Nothing is lost silently: events the ring buffer dropped (`lost_samples`, counted in the kernel), events
 the agent dropped because the stream fell behind (`agent_dropped`), records of an unknown capture id or
@@ -270,4 +271,5 @@ def merged_stats(streams: list[NodeStream]) -> dict:
 
 def events_of(streams: list[NodeStream], new: bool = False) -> pd.DataFrame:
     """One packet-event table of every node's stream, in time order."""
-    return events.concat([s.new_events() if new else s.events() for s in streams])
+    frames = [s.new_events() if new else s.events() for s in streams]
+    return events.concat([f.assign(node=pd.Categorical([s.node] * len(f))) for f, s in zip(frames, streams)])

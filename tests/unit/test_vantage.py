@@ -189,9 +189,11 @@ def every_analysis():
         yield path.name, analyze(None, read_logs([path]), None)
     for path in sorted((THIRD_PARTY / "pcap").glob("*")) if PCAPS.is_dir() else []:
         yield path.name, analyze(*evidence(pcaps=[path], ports=PORTS.get(path.name, (53,))))
-    for path in sorted((THIRD_PARTY / "dnstap").glob("*")) if PCAPS.is_dir() else []:
+    for path in sorted((THIRD_PARTY / "dnstap").glob("*")) if (THIRD_PARTY / "dnstap").is_dir() else []:
         if path.suffix != ".text":
             yield path.name, analyze(*evidence(dnstap=[path]))
+    for path in sorted((THIRD_PARTY / "hubble").glob("*.json")) if (THIRD_PARTY / "hubble").is_dir() else []:
+        yield path.name, analyze(*evidence(hubble_json=[path]))
 
 
 def evidence(**inputs):
