@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--mixes", nargs="+", choices=["cached", "forwarded"], default=["cached", "forwarded"])
     args = parser.parse_args()
     from dnscorrelate.cluster.lab.runtime import Lab, teardown
-    from dnscorrelate.cluster.lab.spec import load_spec
+    from dnscorrelate.cluster.spec import load_spec
     from dnscorrelate.sources.bpf import tracer
 
     tracer()  # compile once, before any measurement

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from dnscorrelate.errors import USER_ERRORS, LabError
+from dnscorrelate.errors import USER_ERRORS, ClusterError, LabError
 from dnscorrelate.outputs import check_output_dir, check_output_file, written_whole
 from dnscorrelate.report.terminal import SafeConsole, printable, quiet_exit
 
@@ -103,16 +103,34 @@ def live_backend(lab_name: str | None, kubeconfig: str | None, context: str | No
     if agent and not (kubeconfig or context):
         raise click.UsageError("--agent captures on a Kubernetes cluster's nodes: name it with --context or --kubeconfig")
     if kubeconfig or context:
-        from dnscorrelate.cluster.kind.cluster import kubeconfig_of_context
-        from dnscorrelate.cluster.kube.agents import AgentOptions
-        from dnscorrelate.cluster.kube.backend import KubeBackend
+        from dnscorrelate.cluster.kube.backend import AgentOptions, KubeBackend
 
-        ours = kubeconfig_of_context(context) if context else None  # a kind cluster `cluster up` made here
-        options = AgentOptions(agent_image, source_from_host=ours is not None) if agent else None
+        ours = kind_kubeconfig(context)  # a kind cluster `cluster up` made here, else None
+        options = AgentOptions(agent_image, built=built_agent_image(ours is not None), source_from_host=ours is not None) if agent else None
         return KubeBackend(kubeconfig or ours, context, agent=options)
     from dnscorrelate.cluster.lab.backend import LabBackend
 
     return LabBackend.find(lab_name)
+
+
+def kind_kubeconfig(context: str | None) -> str | None:
+    """The kubeconfig `cluster up` wrote for `context`, when kind made that cluster here. kind names every context
+    it makes `kind-NAME`: any other context is a cluster kind did not make, and goes to the kube backend as it is."""
+    if not (context and context.startswith("kind-")):
+        return None
+    from dnscorrelate.cluster.kind.cluster import kubeconfig_of_context
+
+    return kubeconfig_of_context(context)
+
+
+def built_agent_image(source_from_host: bool) -> str | None:
+    """The node agent's image `make cluster` built here, if it did (the kube backend takes it when no node holds one)."""
+    from dnscorrelate.cluster.kind.build import agent_image
+
+    try:
+        return agent_image(source_from_host)
+    except ClusterError:
+        return None
 
 
 @click.group()
@@ -135,7 +153,7 @@ def lab() -> None:
 def lab_up(spec_path: str | None, name: str) -> None:
     """Build the lab and start CoreDNS."""
     from dnscorrelate.cluster.lab.runtime import Lab, preflight
-    from dnscorrelate.cluster.lab.spec import load_spec
+    from dnscorrelate.cluster.spec import load_spec
 
     spec = load_spec(spec_path)
     preflight()  # root, ip, nft: before sweeping, which needs them too
@@ -211,7 +229,7 @@ def lab_logs_cmd(component: str, lab_name: str | None, replica: int | None) -> N
 def lab_apply(path: str, lab_name: str | None) -> None:
     """Create or replace Services and NetworkPolicies in a running lab (like kubectl apply -f)."""
     from dnscorrelate.cluster.lab.runtime import Lab, resolve_lab_name
-    from dnscorrelate.cluster.lab.spec import load_manifests
+    from dnscorrelate.cluster.spec import load_manifests
 
     running = Lab.load(resolve_lab_name(lab_name))
     for line in running.apply(load_manifests(path)):
@@ -649,10 +667,10 @@ def agent_standby() -> None:
 @friendly_errors
 def agent_manifest(image: str | None, source_from_host: bool) -> None:
     """Print the agent's DaemonSet, service account and read-only role, each privilege explained."""
+    from dnscorrelate.cluster.kind.build import agent_image
     from dnscorrelate.cluster.kube.agent import manifest
-    from dnscorrelate.cluster.kube.agents import default_image
 
-    click.echo(manifest(image or default_image(source_from_host), source_from_host), nl=False)
+    click.echo(manifest(image or agent_image(source_from_host), source_from_host), nl=False)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ def run_scenario(request):
 @pytest.fixture(scope="session")
 def dns_cluster():
     """A kind cluster (the default lab's workloads) for the test session; its `.backend` is a KubeBackend."""
-    from dnscorrelate.cluster.lab.spec import load_spec
+    from dnscorrelate.cluster.spec import load_spec
     from dnscorrelate.runner import KindStage
 
     stage = KindStage(load_spec())
@@ -72,7 +72,7 @@ def dns_cluster():
 def dns_lab():
     """dns_lab(spec=None) -> Lab, torn down after the test."""
     from dnscorrelate.cluster.lab.runtime import Lab, teardown
-    from dnscorrelate.cluster.lab.spec import Source, load_spec, merge, validate
+    from dnscorrelate.cluster.spec import Source, load_spec, merge, validate
 
     made = []
 

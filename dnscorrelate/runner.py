@@ -17,13 +17,13 @@ from pathlib import Path
 
 from dnscorrelate import events
 from dnscorrelate.analysis import Analysis, analyze
-from dnscorrelate.cluster.backend import Session
+from dnscorrelate.cluster.backend import ClientResult, Session
 from dnscorrelate.cluster.facts import ClusterFacts
 from dnscorrelate.cluster.lab import faults as lab_faults
 from dnscorrelate.cluster.lab.backend import LabBackend
-from dnscorrelate.cluster.lab.clients import ClientResult, run_queries
+from dnscorrelate.cluster.lab.clients import run_queries
 from dnscorrelate.cluster.lab.runtime import Lab, teardown
-from dnscorrelate.cluster.lab.spec import LabSpec, default_spec, merge
+from dnscorrelate.cluster.spec import LabSpec, default_spec, merge
 from dnscorrelate.scenarios import (
     ApplyFault, CorefileFault, CustomServerBlockFault, DeleteFault, LinkFault, ResolvConfFault, Scenario,
     StopReplicaFault, UpstreamCorefileFault,

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal, Union
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from dnscorrelate.cluster.model import Manifest
-from dnscorrelate.cluster.lab.spec import LabSpec, SpecError, Source, default_spec, describe_errors, line_of, merge, parse_yaml, read_text
+from dnscorrelate.cluster.spec import LabSpec, SpecError, Source, default_spec, describe_errors, line_of, merge, parse_yaml, read_text
 
 HOPS = ("pod", "pod->node", "node->coredns", "coredns", "coredns->upstream", "upstream", "return")
 CODES = (

@@ -41,6 +41,19 @@ class LogSource:
     path: str
 
 
+@dataclass(frozen=True)
+class ClientResult:
+    """One query a client in a pod made (the lab's clients, the kube backend's through exec): what came back."""
+
+    client: str  # dnspython, glibc, dig
+    name: str
+    answered: bool  # a response came back (any rcode)
+    rcode: str
+    answers: tuple[str, ...]
+    seconds: float
+    error: str = ""
+
+
 class Backend(Protocol):
     name: str
 

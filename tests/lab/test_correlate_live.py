@@ -9,7 +9,7 @@ import time
 from dnscorrelate import events
 from dnscorrelate.analysis import analyze
 from dnscorrelate.cluster.lab.facts import facts_from_topology
-from dnscorrelate.cluster.lab.spec import load_manifests
+from dnscorrelate.cluster.spec import load_manifests
 from dnscorrelate.report.records import analysis_record
 from dnscorrelate.cluster.lab.capture import lab_targets, lab_watcher
 from dnscorrelate.sources.capture import Capture

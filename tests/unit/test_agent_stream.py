@@ -285,7 +285,6 @@ def test_nodes_that_cannot_capture_are_warnings_naming_them_and_all_of_them_an_e
 
 def test_a_remote_clusters_agent_image_has_the_package_baked_in(tmp_path, monkeypatch):
     from dnscorrelate.cluster.kind import build as kind_build
-    from dnscorrelate.cluster.kube import agents
     from dnscorrelate.errors import ClusterError
 
     values = {"KIND": "k", "KUBECTL": "c", "NODE_IMAGE": "n", "CLIENT_IMAGE": "cl", "AGENT_IMAGE": "dnscorrelate/agent:1",
@@ -293,8 +292,8 @@ def test_a_remote_clusters_agent_image_has_the_package_baked_in(tmp_path, monkey
     (tmp_path / "build.env").write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     read = kind_build.load_build
     monkeypatch.setattr(kind_build, "load_build", lambda: read(tmp_path))
-    assert agents.default_image(source_from_host=True) == "dnscorrelate/agent:1"
+    assert kind_build.agent_image(source_from_host=True) == "dnscorrelate/agent:1"
     with pytest.raises(ClusterError, match="agent-standalone"):  # the runtime alone would not run on a remote node
-        agents.default_image(source_from_host=False)
+        kind_build.agent_image(source_from_host=False)
     (tmp_path / "build.env").write_text((tmp_path / "build.env").read_text() + "AGENT_STANDALONE_IMAGE=dnscorrelate/agent-standalone:2\n")
-    assert agents.default_image(source_from_host=False) == "dnscorrelate/agent-standalone:2"
+    assert kind_build.agent_image(source_from_host=False) == "dnscorrelate/agent-standalone:2"

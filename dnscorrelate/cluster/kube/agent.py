@@ -56,7 +56,7 @@ class NodeDiscovery:
     def read_pods(self) -> dict[str, PodRef]:
         from kubernetes import client
 
-        from dnscorrelate.cluster.kube.api import client_from_kubeconfig
+        from dnscorrelate.cluster.kubeapi import client_from_kubeconfig
 
         if self.api is None:
             self.api = client_from_kubeconfig()  # in the pod: its service account

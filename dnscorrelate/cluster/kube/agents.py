@@ -39,7 +39,8 @@ STANDALONE_IMAGE_REPO = "dnscorrelate/agent-standalone"  # the runtime and the p
 
 @dataclass
 class AgentOptions:
-    image: str | None = None  # None: an agent image every node already has, else the one built here
+    image: str | None = None  # None: an agent image every node already has, else `built`
+    built: str | None = None  # the agent image made here (kind/build.py's `agent_image`), if any: the caller passes it
     source_from_host: bool = False  # kind clusters of `cluster up`: the package from the node's /opt/dnscorrelate/src
     ready_timeout: float = READY_TIMEOUT_S
 
@@ -52,23 +53,6 @@ class NodeAgent:
     ws: object = None
     thread: threading.Thread | None = None
     stderr: bytearray = field(default_factory=bytearray)
-
-
-def default_image(source_from_host: bool = True) -> str:
-    """The agent image `make cluster` built here: for nodes that mount this checkout (kind clusters of `cluster
-    up`) the runtime alone, for any other the one with the package baked in; or an error saying to name one."""
-    from dnscorrelate.cluster.kind.build import load_build
-
-    try:
-        build = load_build()
-    except ClusterError:
-        build = None
-    image = (build.agent_image if source_from_host else build.agent_standalone_image) if build else ""
-    if not image:
-        raise ClusterError("no agent image was built here: name one with --agent-image (an image with Debian's "
-                           "python3-bpfcc and dnscorrelate installed; `make cluster` builds dnscorrelate/agent-standalone, "
-                           "which you can push to a registry your nodes pull from; kind/README.md)")
-    return image
 
 
 def image_on_every_node(nodes, preferred: str | None, repo: str = AGENT_IMAGE_REPO) -> str | None:
@@ -215,10 +199,7 @@ class AgentCapture:
             return self.options.image
         nodes = self.call("listing the nodes", self.client("CoreV1Api").list_node, needs="list on nodes").items
         from_host = self.options.source_from_host
-        try:
-            built = default_image(from_host)
-        except ClusterError:
-            built = None
+        built = self.options.built
         image = image_on_every_node(nodes, built, AGENT_IMAGE_REPO if from_host else STANDALONE_IMAGE_REPO) or built
         if image is None:
             raise ClusterError("no agent image on the nodes and none built here: name one with --agent-image")

@@ -16,8 +16,8 @@ from pathlib import Path
 from dnscorrelate.cluster.backend import LogSource, TargetWatcher
 from dnscorrelate.cluster.corefile import corefile_from_config_maps
 from dnscorrelate.cluster.facts import ClusterFacts, pod_search_list
-from dnscorrelate.cluster.kube.agents import AgentOptions
-from dnscorrelate.cluster.kube.api import client_from_kubeconfig, logged_before, read_model
+from dnscorrelate.cluster.kube.agents import AgentOptions  # noqa: F401 (re-exported: a command's agent options)
+from dnscorrelate.cluster.kubeapi import client_from_kubeconfig, logged_before, read_model
 from dnscorrelate.cluster.kube.discovery import PodRef, pod_refs_of, pod_targets
 from dnscorrelate.cluster.model import ClusterModel, ConfigMap, Pod
 from dnscorrelate.errors import CaptureError, ClusterError
