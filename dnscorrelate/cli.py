@@ -70,7 +70,7 @@ def print_error(err: Exception) -> None:
 
 def say_swept() -> None:
     """Remove labs whose owning process died (a `run` killed with -9) and say which."""
-    from dnscorrelate.cluster.lab.runtime import sweep_orphans
+    from dnscorrelate.cluster.lab.backend import sweep_orphans
 
     for lab_name, pid in sweep_orphans():
         errors.print(f"removed lab {lab_name}: process {pid}, which made it, is gone without removing it", highlight=False, markup=False)
@@ -152,7 +152,7 @@ def lab() -> None:
 @friendly_errors
 def lab_up(spec_path: str | None, name: str) -> None:
     """Build the lab and start CoreDNS."""
-    from dnscorrelate.cluster.lab.runtime import Lab, preflight
+    from dnscorrelate.cluster.lab.backend import Lab, preflight
     from dnscorrelate.cluster.spec import load_spec
 
     spec = load_spec(spec_path)
@@ -170,7 +170,7 @@ def lab_up(spec_path: str | None, name: str) -> None:
 @friendly_errors
 def lab_status(lab_name: str | None, output: str) -> None:
     """Show a running lab: pods, Services, CoreDNS processes."""
-    from dnscorrelate.cluster.lab.runtime import Lab, running_labs
+    from dnscorrelate.cluster.lab.backend import Lab, running_labs
 
     names = [lab_name] if lab_name else running_labs()
     statuses = [Lab.load(n).status() for n in names]
@@ -200,7 +200,7 @@ def lab_exec(pod: str, namespace: str, lab_name: str | None, command: tuple[str,
 
     Example: dnscorrelate lab exec pod/mypod -n demo -- getent ahosts web
     """
-    from dnscorrelate.cluster.lab.runtime import Lab, resolve_lab_name
+    from dnscorrelate.cluster.lab.backend import Lab, resolve_lab_name
 
     target = Lab.load(resolve_lab_name(lab_name)).pod(pod, namespace)
     argv = ["ip", "netns", "exec", target.netns, *command]
@@ -214,11 +214,10 @@ def lab_exec(pod: str, namespace: str, lab_name: str | None, command: tuple[str,
 @friendly_errors
 def lab_logs_cmd(component: str, lab_name: str | None, replica: int | None) -> None:
     """Print a DNS server's log, timestamped like `kubectl logs --timestamps --prefix`."""
-    from dnscorrelate.cluster.lab.runtime import Lab, resolve_lab_name
-    from dnscorrelate.cluster.lab import logs as lab_logs
+    from dnscorrelate.cluster.lab.backend import Lab, merged_logs, resolve_lab_name
 
     running = Lab.load(resolve_lab_name(lab_name))
-    for line in lab_logs.merged(running, component, replica):
+    for line in merged_logs(running, component, replica):
         click.echo(line)
 
 
@@ -228,7 +227,7 @@ def lab_logs_cmd(component: str, lab_name: str | None, replica: int | None) -> N
 @friendly_errors
 def lab_apply(path: str, lab_name: str | None) -> None:
     """Create or replace Services and NetworkPolicies in a running lab (like kubectl apply -f)."""
-    from dnscorrelate.cluster.lab.runtime import Lab, resolve_lab_name
+    from dnscorrelate.cluster.lab.backend import Lab, resolve_lab_name
     from dnscorrelate.cluster.spec import load_manifests
 
     running = Lab.load(resolve_lab_name(lab_name))
@@ -243,7 +242,7 @@ def lab_apply(path: str, lab_name: str | None) -> None:
 @friendly_errors
 def lab_delete(ref: str, namespace: str, lab_name: str | None) -> None:
     """Delete a Service or NetworkPolicy from a running lab (like kubectl delete networkpolicy/NAME)."""
-    from dnscorrelate.cluster.lab.runtime import Lab, resolve_lab_name
+    from dnscorrelate.cluster.lab.backend import Lab, resolve_lab_name
 
     kind, _, name = ref.partition("/")
     if not name:
@@ -259,7 +258,7 @@ def lab_delete(ref: str, namespace: str, lab_name: str | None) -> None:
 @friendly_errors
 def lab_down(name: str | None, everything: bool, force: bool) -> None:
     """Remove a lab: processes, namespaces, /etc/netns entries, nftables tables."""
-    from dnscorrelate.cluster.lab.runtime import resolve_lab_name, teardown, teardown_all
+    from dnscorrelate.cluster.lab.backend import resolve_lab_name, teardown, teardown_all
 
     needs_root("removing a lab")
     if everything:
@@ -548,10 +547,10 @@ def trace(pod, namespace, lab_name, context, kubeconfig, agent, agent_image, dur
 
 def agent_start_note(live) -> str:
     """`, through N node agents (ready in X s, capturing in Y s)` when the capture runs in the node agents."""
-    timings = getattr(live.capture, "timings", None)
-    if not timings:
+    nodes, timings = live.capture.remote_nodes, live.capture.timings
+    if not nodes:
         return ""
-    return (f" on {len(live.capture.agents)} nodes through the node agents (pods ready in {timings['ready_seconds']:.1f} s, "
+    return (f" on {len(nodes)} nodes through the node agents (pods ready in {timings['ready_seconds']:.1f} s, "
             f"capturing in {timings['start_seconds']:.1f} s)")
 
 

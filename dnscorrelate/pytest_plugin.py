@@ -71,7 +71,7 @@ def dns_cluster():
 @pytest.fixture
 def dns_lab():
     """dns_lab(spec=None) -> Lab, torn down after the test."""
-    from dnscorrelate.cluster.lab.runtime import Lab, teardown
+    from dnscorrelate.cluster.lab.backend import Lab, teardown
     from dnscorrelate.cluster.spec import Source, load_spec, merge, validate
 
     made = []

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import pandas as pd
@@ -25,7 +26,8 @@ from dnscorrelate.cluster.facts import ClusterFacts
 from dnscorrelate.cluster.model import Manifest, Pod
 from dnscorrelate.errors import CaptureError
 from dnscorrelate.schema import ParsedLogs
-from dnscorrelate.sources.capture import DEFAULT_PORTS, Capture, Target, netns_targets
+from dnscorrelate.sources.capture import DEFAULT_PORTS, Target, netns_targets
+from dnscorrelate.sources.capture import Capture as LocalCapture
 from dnscorrelate.sources.coredns_log import LogFollower
 from dnscorrelate.sources.dnstap_live import DnstapFollower
 
@@ -54,6 +56,35 @@ class ClientResult:
     error: str = ""
 
 
+class Capture(Protocol):
+    """A capture a `Session` runs: here, in the backend's namespaces (`sources.capture.Capture`), or elsewhere
+    (the kube backend's node agents, `kube/agents.py`'s `AgentCapture`). Decoded events, and counters in `stats`
+    (complete once stopped and `events()` has decoded)."""
+
+    stats: dict
+    warnings: list[str]  # what it could not do, to say (a node whose agent cannot capture, a stream cut short)
+    timings: dict[str, float]  # seconds of its own set-up steps beyond compile and attach (the node agents': ready, start)
+
+    @property
+    def vantages(self) -> dict: ...
+    @property
+    def compile_seconds(self) -> float: ...
+    @property
+    def attach_seconds(self) -> float: ...
+    @property
+    def remote_nodes(self) -> list[str]:
+        """The nodes whose agents capture for it; empty when it captures on this machine."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def new_events(self) -> pd.DataFrame:
+        """Events decoded since the last call (for live views)."""
+    def drain(self, last: bool = False) -> pd.DataFrame:
+        """Events decoded since the last call and forgotten (for a consumer that writes them as they come)."""
+    def events(self) -> pd.DataFrame:
+        """Every event (after `stop`)."""
+
+
 class Backend(Protocol):
     name: str
 
@@ -66,35 +97,45 @@ class Backend(Protocol):
     def target_watcher(self) -> TargetWatcher | None:
         """A function the capture calls every moment for namespaces that appeared since (pods started mid-capture)."""
 
+    def remote_capture(self, ports: tuple[int, ...]) -> Capture | None:
+        """A capture done elsewhere (the kube backend's node agents), or None to capture here in `capture_targets()`."""
+
     def log_sources(self) -> list[LogSource]:
         """The DNS servers' logs: CoreDNS replicas and NodeLocal DNS."""
+
+    def dnstap_sources(self) -> list[tuple[str, str]]:
+        """(replica, file): Frame Streams files a dnstap sink appends to while a session runs (the lab's, with
+        `dnstap: true`); empty without dnstap."""
 
     def facts(self) -> ClusterFacts:
         """What the cluster holds now: its objects, Corefile, DNS settings."""
 
-    # Optional: `remote_capture(ports)`, a capture with `Capture`'s interface done elsewhere (the kube backend's
-    # node agents, `kube/agents.py`), or None to capture here in `capture_targets()`.
-    # Optional: `dnstap_sources() -> list[(replica, file)]`, Frame Streams files a dnstap sink appends to
-    # while the session runs (the lab's, with `dnstap: true`); a backend without it has no dnstap.
+    def run_queries(self, pod: str, client: str, name: str, rdtype: str, proto: str, count: int, concurrency: int,
+                    timeout: float) -> list[ClientResult]:
+        """`count` queries of `name` from the pod `pod` (NS/NAME) with a real client (dnspython, glibc, dig)."""
 
-
-def dnstap_sources(backend: Backend) -> list[tuple[str, str]]:
-    sources = getattr(backend, "dnstap_sources", None)
-    return list(sources()) if sources else []
+    def save_files(self, directory: Path) -> None:
+        """What re-running the analysis offline needs besides the events: each DNS server's log, and what else the
+        backend knows of itself (the lab's topology)."""
 
 
 class Faults(Protocol):
-    """The changes a scenario makes, as a cluster would experience them. `runner.apply_fault` goes
-    through these for the faults every backend can make (the lab's link, upstream and resolv.conf
-    faults are its own); the kube backend makes them through the API (and reports how long each
-    took to propagate) behind this interface."""
+    """The changes a scenario makes, as a cluster would experience them; `runner.apply_fault` hands each fault
+    the backend, and the fault calls its method here. A backend that cannot make one raises
+    `errors.FaultNotSupported` saying why (the kube backend: the lab's upstream, links and resolv.conf; the
+    scenario format refuses them up front too, with file and line). The kube backend makes the others through
+    the API and records how long each took to take effect in `propagation`."""
+
+    propagation: list[tuple[str, float]]  # (fault, seconds until in effect), in order; empty where a change is at once
 
     def set_corefile(self, corefile: str) -> None: ...
     def set_custom_server_block(self, key: str, text: str) -> None: ...
     def apply(self, manifests: list[Manifest]) -> None: ...
     def delete(self, kind: str, namespace: str, name: str) -> None: ...
     def stop_replica(self, replica: int) -> None: ...
-    # to come with the kube backend: scale CoreDNS, point an ExternalName at nothing
+    def set_upstream_corefile(self, corefile: str) -> None: ...
+    def set_link(self, source: str, target: str, loss: float, drop: bool) -> None: ...
+    def set_resolv_conf(self, pod: str, text: str) -> None: ...
 
 
 @dataclass
@@ -112,10 +153,9 @@ class Session:
 
     def __init__(self, backend: Backend, ports: tuple[int, ...] = DEFAULT_PORTS) -> None:
         self.backend = backend
-        remote = getattr(backend, "remote_capture", None)  # a capture done elsewhere: the kube backend's node agents
-        self.capture = (remote and remote(tuple(ports))) or Capture(backend.capture_targets(), ports=tuple(ports),
-                                                                    watch=backend.target_watcher())
-        taps = dnstap_sources(backend)  # CoreDNS's own account, one more source
+        self.capture: Capture = backend.remote_capture(tuple(ports)) or LocalCapture(
+            backend.capture_targets(), ports=tuple(ports), watch=backend.target_watcher())
+        taps = backend.dnstap_sources()  # CoreDNS's own account, one more source
         self.dnstap = DnstapFollower(taps, [(s.replica, s.path) for s in backend.log_sources()] if taps else [])
         self.running = False
         self.facts = backend.facts()  # as the session starts; evidence() reads them again at the end
@@ -154,7 +194,7 @@ class Session:
     @property
     def capture_warnings(self) -> list[str]:
         """What the capture could not do, to say (a node whose agent cannot capture, a stream cut short)."""
-        return list(getattr(self.capture, "warnings", []))
+        return list(self.capture.warnings)
 
     @property
     def compile_seconds(self) -> float:
@@ -221,8 +261,20 @@ class NamespacesBackend:
     def target_watcher(self) -> TargetWatcher | None:
         return None
 
+    def remote_capture(self, ports: tuple[int, ...]) -> Capture | None:
+        return None
+
     def log_sources(self) -> list[LogSource]:
+        return []
+
+    def dnstap_sources(self) -> list[tuple[str, str]]:
         return []
 
     def facts(self) -> ClusterFacts:
         return ClusterFacts()
+
+    def run_queries(self, pod: str, *args) -> list[ClientResult]:
+        raise CaptureError(f"{pod}: bare network namespaces have no pods to ask from; use a lab or a cluster")
+
+    def save_files(self, directory: Path) -> None:
+        pass  # no logs, no cluster

@@ -88,6 +88,8 @@ class Capture:
         self.sockets: list[socket.socket] = []
         self.raw: list[bytes] = []  # batches of fixed-size tracer records, as read
         self.stats: dict[str, int | float] = {}
+        self.warnings: list[str] = []  # `cluster.backend.Capture`'s: a local capture fails instead
+        self.timings: dict[str, float] = {}  # no set-up steps beyond compile and attach
         self.attach_seconds = 0.0
         self.compile_seconds = 0.0
         self._attached_paths: set[str] = set()
@@ -101,6 +103,10 @@ class Capture:
         self._held = b""  # records of TCP messages drain() saw unfinished: decoded with what follows
         self.backlog_limit: int | None = None  # bytes of undecoded records the reader waits at (set by drain)
         self.backlog_full_seconds = 0.0  # time the reader waited for decoding to catch up
+
+    @property
+    def remote_nodes(self) -> list[str]:
+        return []  # it captures on this machine
 
     # --- lifecycle ---------------------------------------------------------
 

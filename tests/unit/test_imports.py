@@ -157,3 +157,29 @@ def test_no_import_cycle_between_layers():
                                     "dnscorrelate/cluster/kube/README.md", "dnscorrelate/cluster/kind/README.md"])
 def test_the_readmes_state_the_rule_this_test_checks(readme):
     assert "tests/unit/test_imports.py" in (ROOT / readme).read_text()
+
+
+# What the commands may know of each backend: its front module (its `Backend`, and for the `lab`, `cluster` and
+# `agent` commands its lifecycle), never its internals.
+FRONTS = {
+    "dnscorrelate.cluster.lab.backend",
+    "dnscorrelate.cluster.kube.backend",
+    "dnscorrelate.cluster.kube.agent",  # `dnscorrelate agent`: the node agent itself
+    "dnscorrelate.cluster.kind.cluster",
+    "dnscorrelate.cluster.kind.build",
+}
+SPEAK_THROUGH_INTERFACES = ("dnscorrelate.cli", "dnscorrelate.runner", "dnscorrelate.trace", "dnscorrelate.pytest_plugin")
+
+
+def test_the_commands_reach_a_backend_only_through_its_front():
+    reaches = [f"{m} -> {d}" for m in SPEAK_THROUGH_INTERFACES for d in sorted(graph()[m])
+               if layer(d).startswith("cluster.") and d not in FRONTS]
+    assert reaches == []
+
+
+@pytest.mark.parametrize("name", [*SPEAK_THROUGH_INTERFACES, "dnscorrelate.cluster.backend"])
+def test_no_probing_for_undeclared_attributes(name):
+    """What a backend or a capture offers is declared (`cluster.backend`'s protocols), not discovered."""
+    probes = [f"line {node.lineno}: {node.func.id}" for node in ast.walk(ast.parse(modules()[name].read_text()))
+              if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in ("getattr", "hasattr")]
+    assert probes == []

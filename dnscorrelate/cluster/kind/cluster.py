@@ -76,6 +76,13 @@ def kubeconfig_of_context(context: str) -> str | None:
     return str(path) if path and path.exists() else None
 
 
+def upstream_address(cluster: KindCluster) -> str:
+    """The upstream resolver container's address on the cluster's Docker network: where the kube backend points a
+    scenario's `forward . /etc/resolv.conf`."""
+    upstream = docker().containers.get(cluster.upstream_container)
+    return upstream.attrs["NetworkSettings"]["Networks"][cluster.network]["IPAddress"]
+
+
 def checked_name(name: str) -> str:
     if not NAME.match(name):
         raise ClusterError(f"cluster name {name!r}: use 1-20 lowercase letters or digits")

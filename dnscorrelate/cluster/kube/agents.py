@@ -87,7 +87,7 @@ CALLS = {
 
 
 class AgentCapture:
-    """A Session's capture through the node agents: the same interface as `sources.capture.Capture`."""
+    """A Session's capture through the node agents: a `cluster.backend.Capture`, as a local one is."""
 
     def __init__(self, api, options: AgentOptions | None = None, ports: tuple[int, ...] = (53,), say=lambda _: None) -> None:
         self.api = api
@@ -116,6 +116,10 @@ class AgentCapture:
     @property
     def attach_seconds(self) -> float:
         return max((float(a.stream.hello.get("attach_seconds", 0)) for a in self.agents if a.stream.hello), default=0.0)
+
+    @property
+    def remote_nodes(self) -> list[str]:
+        return [agent.node for agent in self.agents]
 
     def __enter__(self) -> AgentCapture:
         self.start()
@@ -169,6 +173,11 @@ class AgentCapture:
 
     def new_events(self) -> pd.DataFrame:
         return events_of([a.stream for a in self.agents], new=True)
+
+    def drain(self, last: bool = False) -> pd.DataFrame:
+        """Not offered: the node streams keep their records until the end (`capture -o FILE.parquet` streams a
+        capture made on this machine)."""
+        raise CaptureError("the node agents' capture cannot stream events to a file as they come: capture on this machine")
 
     def events(self) -> pd.DataFrame:
         if self._frame is None:
