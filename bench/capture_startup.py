@@ -18,7 +18,7 @@ ONE_RUN = """
 import json, time
 from dnscorrelate.cluster.lab.runtime import Lab
 from dnscorrelate.cluster.lab.capture import lab_targets
-from dnscorrelate.sources.capture import Capture
+from dnscorrelate.live.capture import Capture
 lab = Lab.load({name!r})
 started = time.monotonic()
 capture = Capture(lab_targets(lab))

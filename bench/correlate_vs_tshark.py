@@ -46,7 +46,7 @@ def capture_traffic(target_events: int, rate: int, workdir: Path):
     from dnscorrelate.cluster.spec import load_spec
     from dnscorrelate.sources.bpf import EVENT_DTYPE
     from dnscorrelate.cluster.lab.capture import lab_targets
-    from dnscorrelate.sources.capture import Capture
+    from dnscorrelate.live.capture import Capture
 
     queries = workdir / "queries.txt"
     queries.write_text("\n".join(NAMES) + "\n")

@@ -36,7 +36,7 @@ def one_run(lab, names: Path, rate: int, seconds: int) -> dict:
     from capture_load import dnsperf
 
     from dnscorrelate.cluster.lab.capture import lab_targets
-    from dnscorrelate.sources.capture import Capture
+    from dnscorrelate.live.capture import Capture
 
     pod = lab.pod("mypod", "demo")
     with Capture(lab_targets(lab)) as capture:

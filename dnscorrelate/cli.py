@@ -283,7 +283,7 @@ def lab_down(name: str | None, everything: bool, force: bool) -> None:
 def capture(lab_name: str | None, namespaces: tuple[str, ...], duration: float | None, ports: tuple[int, ...], output: str) -> None:
     """Capture DNS packets in every namespace of a lab (or the given ones), with eBPF."""
     from dnscorrelate import events
-    from dnscorrelate.cluster.backend import NamespacesBackend, Session
+    from dnscorrelate.live.session import NamespacesBackend, Session
     from dnscorrelate.cluster.lab.backend import LabBackend
 
     if output not in ("table", "json") and not output.endswith((".parquet", ".pcapng")):
@@ -490,7 +490,7 @@ def print_results(results) -> None:
 def trace(pod, namespace, lab_name, context, kubeconfig, agent, agent_image, duration, filters, output, report_path) -> None:
     """Watch one pod's DNS lookups live, hop by hop, with per-hop latency and what went wrong."""
     from dnscorrelate import trace as tracing
-    from dnscorrelate.cluster.backend import Session
+    from dnscorrelate.live.session import Session
 
     try:
         parsed = [tracing.Filter.parse(f) for f in filters]

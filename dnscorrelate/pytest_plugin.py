@@ -12,7 +12,7 @@ Installed with dnscorrelate (a `pytest11` entry point), so any test can use:
   (a KubeBackend: facts, logs, capture targets, faults through the API, `run_queries`).
 - `dns_lab(spec=None)`: bring up a lab (a spec path, a dict merged over the
   default, or None for the default); torn down after the test.
-- `dns_capture(lab)`: a started `Session` (cluster/backend.py) on `lab`: capture in
+- `dns_capture(lab)`: a started `Session` (live/session.py) on `lab`: capture in
   every namespace, its CoreDNS logs and facts; stopped after the test. Call
   `.stop()` then `.events()`, or `.evidence()` for events, parsed logs, capture
   stats and facts.
@@ -93,7 +93,7 @@ def dns_lab():
 @pytest.fixture
 def dns_capture():
     """dns_capture(lab) -> a started Session on the lab."""
-    from dnscorrelate.cluster.backend import Session
+    from dnscorrelate.live.session import Session
     from dnscorrelate.cluster.lab.backend import LabBackend
 
     started = []

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from dnscorrelate import events
 from dnscorrelate.analysis import Analysis, analyze
-from dnscorrelate.cluster.backend import Backend, ClientResult, Faults, Session
+from dnscorrelate.cluster.backend import Backend, ClientResult, Faults
+from dnscorrelate.live.session import Session
 from dnscorrelate.cluster.facts import ClusterFacts
 from dnscorrelate.cluster.spec import LabSpec, default_spec, merge
 from dnscorrelate.scenarios import Fault, Scenario

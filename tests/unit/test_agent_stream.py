@@ -14,7 +14,7 @@ from dnscorrelate.cluster.kube import agent as node_agent
 from dnscorrelate.cluster.kube.agents import fatal_reason, image_on_every_node
 from dnscorrelate.errors import CaptureError
 from dnscorrelate.report.text import node_lines
-from dnscorrelate.sources.agent_stream import MAGIC, NodeStream, StreamWriter, bounded, events_of, merged_stats
+from dnscorrelate.live.agent_stream import MAGIC, NodeStream, StreamWriter, bounded, events_of, merged_stats
 from dnscorrelate.sources.bpf import EVENT_DTYPE
 from dnscorrelate.sources.decode import Vantage, decode
 from tests.frames import query, record, response
@@ -124,7 +124,7 @@ def test_records_of_a_namespace_never_announced_are_counted_and_left_out():
 
 
 class StandInCapture:
-    """What the agent uses of `sources.capture.Capture`, fed by the test instead of the kernel."""
+    """What the agent uses of `live.capture.Capture`, fed by the test instead of the kernel."""
 
     def __init__(self, targets, ports, watch):
         self.targets, self.ports, self.watch = targets, ports, watch

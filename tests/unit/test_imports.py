@@ -25,9 +25,7 @@ MAY_IMPORT = {
     "outputs": {"errors"},
     "events": {"schema", "errors"},
     "sources": {"schema", "events", "errors", "textfiles"},
-    # the shared model: model, policy, corefile, facts, spec, workloads, ...; schema and sources only for the Session
-    # that cluster/backend.py still holds (it moves to live/ next)
-    "cluster": {"errors", "textfiles", "schema", "sources"},
+    "cluster": {"errors", "textfiles"},  # the shared model: model, policy, corefile, facts, spec, workloads, ...
     "live": {"package", "errors", "schema", "events", "sources", "cluster"},
     **{f"cluster.{b}": {"package", "errors", "textfiles", "schema", "events", "sources", "live", "cluster"} for b in BACKENDS},
     "correlate": {"schema"},
@@ -154,7 +152,8 @@ def test_no_import_cycle_between_layers():
 
 
 @pytest.mark.parametrize("readme", ["dnscorrelate/README.md", "dnscorrelate/cluster/README.md", "dnscorrelate/cluster/lab/README.md",
-                                    "dnscorrelate/cluster/kube/README.md", "dnscorrelate/cluster/kind/README.md"])
+                                    "dnscorrelate/cluster/kube/README.md", "dnscorrelate/cluster/kind/README.md",
+                                    "dnscorrelate/live/README.md", "dnscorrelate/sources/README.md"])
 def test_the_readmes_state_the_rule_this_test_checks(readme):
     assert "tests/unit/test_imports.py" in (ROOT / readme).read_text()
 
@@ -177,7 +176,7 @@ def test_the_commands_reach_a_backend_only_through_its_front():
     assert reaches == []
 
 
-@pytest.mark.parametrize("name", [*SPEAK_THROUGH_INTERFACES, "dnscorrelate.cluster.backend"])
+@pytest.mark.parametrize("name", [*SPEAK_THROUGH_INTERFACES, "dnscorrelate.cluster.backend", "dnscorrelate.live.session"])
 def test_no_probing_for_undeclared_attributes(name):
     """What a backend or a capture offers is declared (`cluster.backend`'s protocols), not discovered."""
     probes = [f"line {node.lineno}: {node.func.id}" for node in ast.walk(ast.parse(modules()[name].read_text()))

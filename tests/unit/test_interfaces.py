@@ -8,14 +8,15 @@ import inspect
 
 import pytest
 
-from dnscorrelate.cluster.backend import Backend, Capture, Faults, NamespacesBackend
+from dnscorrelate.cluster.backend import Backend, Capture, Faults
 from dnscorrelate.cluster.kube.agents import AgentCapture
 from dnscorrelate.cluster.kube.backend import KubeBackend
 from dnscorrelate.cluster.lab.backend import LabBackend
 from dnscorrelate.errors import ClusterError, FaultNotSupported
+from dnscorrelate.live.capture import Capture as LocalCapture
+from dnscorrelate.live.session import NamespacesBackend
 from dnscorrelate.runner import apply_fault
 from dnscorrelate.scenarios import FAULT_KEYS, load_scenario
-from dnscorrelate.sources.capture import Capture as LocalCapture
 
 
 def members(protocol) -> set[str]:

@@ -1,5 +1,5 @@
 """The CLI's side of the node agent (`agent.py`): put the DaemonSet on a cluster, exec `dnscorrelate agent` in each
-of its pods through the API server, read every node's stream (`sources/agent_stream.py`) into one packet-event
+of its pods through the API server, read every node's stream (`live/agent_stream.py`) into one packet-event
 table, and take everything away again.
 
     capture = AgentCapture(api, AgentOptions(image=...))   # what a Session captures with on such a cluster
@@ -23,7 +23,7 @@ import pandas as pd
 
 from dnscorrelate.cluster.kube.agent import CREATED_BY, LABELS, NAME, NAMESPACE, manifest_objects
 from dnscorrelate.errors import CaptureError, ClusterError
-from dnscorrelate.sources.agent_stream import NodeStream, events_of, merged_stats
+from dnscorrelate.live.agent_stream import NodeStream, events_of, merged_stats
 
 READY_TIMEOUT_S = 120.0  # the image is on the nodes (or pulled), the container starts
 HELLO_TIMEOUT_S = 90.0  # each agent compiles the tracer (about a second; longer on a busy node) and attaches

@@ -14,7 +14,7 @@ import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from dnscorrelate.cluster.backend import LogSource, TargetWatcher
+from dnscorrelate.cluster.backend import LogSource, Target, TargetWatcher
 from dnscorrelate.cluster.corefile import corefile_from_config_maps
 from dnscorrelate.cluster.facts import ClusterFacts, pod_search_list
 from dnscorrelate.cluster.kube.agents import AgentOptions  # noqa: F401 (re-exported: a command's agent options)
@@ -22,7 +22,6 @@ from dnscorrelate.cluster.kubeapi import client_from_kubeconfig, logged_before, 
 from dnscorrelate.cluster.kube.discovery import PodRef, pod_refs_of, pod_targets
 from dnscorrelate.cluster.model import ClusterModel, ConfigMap, Pod
 from dnscorrelate.errors import CaptureError, ClusterError, FaultNotSupported
-from dnscorrelate.sources.capture import Target
 
 DNS_SELECTOR = "k8s-app=kube-dns"
 KIND_CLUSTER_LABEL = "io.x-k8s.kind.cluster"

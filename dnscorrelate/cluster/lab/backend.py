@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from dnscorrelate.cluster.backend import ClientResult, LogSource, TargetWatcher
+from dnscorrelate.cluster.backend import ClientResult, LogSource, Target, TargetWatcher
 from dnscorrelate.cluster.facts import ClusterFacts
 from dnscorrelate.cluster.lab import faults as lab_faults
 from dnscorrelate.cluster.lab.capture import lab_targets, lab_watcher
@@ -21,7 +21,6 @@ from dnscorrelate.cluster.lab.runtime import (  # noqa: F401 (re-exported: the `
 )
 from dnscorrelate.cluster.model import Manifest, Pod
 from dnscorrelate.cluster.spec import LabSpec
-from dnscorrelate.sources.capture import Target
 
 DNS_SERVER_ROLES = ("coredns-", "nodelocal-")
 

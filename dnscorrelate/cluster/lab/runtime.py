@@ -282,7 +282,7 @@ class Lab:
         log = self.dir / "logs" / "dnstap.log"
         with log.open("ab") as out:
             sink = subprocess.Popen(
-                ["ip", "netns", "exec", self.topology.lan_netns, sys.executable, "-m", "dnscorrelate.sources.dnstap_live",
+                ["ip", "netns", "exec", self.topology.lan_netns, sys.executable, "-m", "dnscorrelate.live.dnstap",
                  str(self.dnstap_dir), *names],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
             )
