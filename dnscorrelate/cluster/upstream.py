@@ -40,8 +40,8 @@ def upstream_corefile(spec: LabSpec, zone_dir: Path) -> str:
 
 
 def write_upstream_files(spec, directory: Path, serial: int) -> None:
-    """The upstream resolver's Corefile and zone files, as the lab's upstream serves them, under
-    `directory` (mounted at the same path in the container)."""
+    """The upstream resolver's Corefile and zone files under `directory` (the lab's run directory; the kind
+    cluster's, mounted at the same path in the upstream container)."""
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "root.db").write_text(ROOT_ZONE.format(serial=serial))
     for zone, text in spec.upstreamZones.items():

@@ -153,10 +153,7 @@ class Lab:
             write_netns_file(pod.netns, "resolv.conf", files.pod_resolv_conf(t, pod, manifest))
             write_netns_file(pod.netns, "hosts", files.pod_hosts(pod, manifest, t.domain))
         self.write_cluster_zones()
-        serial = int(time.time())
-        (self.dir / "upstream" / "root.db").write_text(upstream_files.ROOT_ZONE.format(serial=serial))
-        for zone, text in t.spec.upstreamZones.items():
-            (self.dir / "upstream" / f"{zone.rstrip('.')}.db").write_text(upstream_files.upstream_zone(zone, text, serial))
+        upstream_files.write_upstream_files(t.spec, self.dir / "upstream", int(time.time()))  # as the kind cluster's upstream
         self.write_corefiles()
 
     def write_corefiles(self) -> None:
