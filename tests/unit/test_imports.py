@@ -20,7 +20,8 @@ COMMANDS = ("cli", "runner", "trace", "pytest_plugin", "scenarios", "__main__")
 MAY_IMPORT = {
     "package": set(),  # dnscorrelate/__init__.py: the version
     "errors": set(),
-    "schema": set(),
+    "findings": set(),  # the registry of findings (issue 18 step 2, on its own branch): codes, hops, order
+    "schema": {"findings"},
     "textfiles": set(),
     "outputs": {"errors"},
     "events": {"schema", "errors"},
@@ -29,10 +30,11 @@ MAY_IMPORT = {
     "live": {"package", "errors", "schema", "events", "sources", "cluster"},
     **{f"cluster.{b}": {"package", "errors", "textfiles", "schema", "events", "sources", "live", "cluster"} for b in BACKENDS},
     "correlate": {"schema"},
-    "diagnose": {"schema", "correlate", "cluster"},
-    "report": {"schema", "correlate", "diagnose", "cluster", "outputs", "errors"},
-    # correlate --lab NAME reads a lab's facts through its backend
-    "analysis": {"errors", "schema", "textfiles", "events", "sources", "correlate", "diagnose", "cluster", "cluster.lab"},
+    "diagnose": {"findings", "schema", "correlate", "cluster"},
+    "report": {"findings", "schema", "correlate", "diagnose", "cluster", "outputs", "errors"},
+    # everything below; correlate --lab NAME reads a lab's facts through its backend
+    "analysis": {"errors", "findings", "schema", "textfiles", "outputs", "events", "sources", "correlate", "diagnose", "cluster",
+                 "cluster.lab", "report"},
     "commands": None,  # anything; what they may know of a backend is checked below
 }
 
