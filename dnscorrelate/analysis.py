@@ -58,7 +58,7 @@ def from_files(events_path: str | None, log_paths: list, corefile_path: str | No
     """`correlate`'s inputs read from disk; facts from a running lab (--lab) or from the given files.
     `log_paths` are paths or (replica, path) pairs; `log_formats` are `log` format strings to try first.
     `evidence` is what sources.evidence.read_evidence made of pcap, Inspektor Gadget and dnstap files."""
-    from dnscorrelate.cluster.lab.spec import load_manifests
+    from dnscorrelate.cluster.spec import load_manifests
 
     frame, capture_stats = events.load(events_path) if events_path else (None, {})
     if evidence is not None:

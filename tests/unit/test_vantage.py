@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from dnscorrelate.analysis import analyze, dns_servers, with_dns_servers
 from dnscorrelate.cli import main
 from dnscorrelate.cluster.facts import facts_from_files
-from dnscorrelate.cluster.lab.spec import load_manifests
+from dnscorrelate.cluster.spec import load_manifests
 from dnscorrelate.correlate.vantage import VANTAGE
 from dnscorrelate.diagnose.evidence import DNS_SERVER_ROLES, failed
 from dnscorrelate.sources.coredns_log import read_logs

@@ -76,6 +76,13 @@ def kubeconfig_of_context(context: str) -> str | None:
     return str(path) if path and path.exists() else None
 
 
+def upstream_address(cluster: KindCluster) -> str:
+    """The upstream resolver container's address on the cluster's Docker network: where the kube backend points a
+    scenario's `forward . /etc/resolv.conf`."""
+    upstream = docker().containers.get(cluster.upstream_container)
+    return upstream.attrs["NetworkSettings"]["Networks"][cluster.network]["IPAddress"]
+
+
 def checked_name(name: str) -> str:
     if not NAME.match(name):
         raise ClusterError(f"cluster name {name!r}: use 1-20 lowercase letters or digits")
@@ -166,7 +173,7 @@ def up(name: str = "kind", spec_path: str | None = None, say: Callable[[str], No
     was made."""
     from dnscorrelate.cluster.kind.build import load_build
     from dnscorrelate.cluster.kind.network import CNIS
-    from dnscorrelate.cluster.lab.spec import load_spec
+    from dnscorrelate.cluster.spec import load_spec
 
     if cni not in CNIS:
         raise ClusterError(f"unknown CNI {cni!r}: choose one of {', '.join(CNIS)}")
@@ -345,7 +352,7 @@ def start_upstream(cluster: KindCluster, build, spec, client) -> str:
     from testcontainers.core.config import testcontainers_config
     from testcontainers.core.container import DockerContainer
 
-    from dnscorrelate.cluster.kind.workloads import write_upstream_files
+    from dnscorrelate.cluster.upstream import write_upstream_files
 
     testcontainers_config.ryuk_disabled = True  # its reaper is an image we cannot pull; `down` removes ours
     files = cluster.dir / "upstream"
@@ -368,7 +375,7 @@ def configure_coredns(api, spec, upstream_ip: str) -> None:
     replicas restart on it, one per node, so the first query already sees it."""
     from kubernetes import client as k8s
 
-    from dnscorrelate.cluster.kind.workloads import cluster_corefile
+    from dnscorrelate.cluster.workloads import cluster_corefile
 
     core = k8s.CoreV1Api(api)
     core.patch_namespaced_config_map("coredns", "kube-system", {"data": {"Corefile": cluster_corefile(spec.corefile, upstream_ip)}})
@@ -387,7 +394,7 @@ def create_workloads(api, spec, build, cni: str = "flannel") -> None:
     from kubernetes import utils
 
     from dnscorrelate.cluster.kind.policy_agent import daemonset
-    from dnscorrelate.cluster.kind.workloads import manifest_objects
+    from dnscorrelate.cluster.workloads import manifest_objects
 
     agent = daemonset(build.agent_image) if cni == "flannel" else []
     for body in [*agent, *manifest_objects(spec, build.client_image)]:

@@ -34,7 +34,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
-from dnscorrelate.cluster.kube.api import logged_before
+from dnscorrelate.cluster.kubeapi import logged_before
 from dnscorrelate.cluster.model import Manifest, NetworkPolicy
 from dnscorrelate.errors import ClusterError
 
@@ -86,7 +86,7 @@ class KubeFaults:
         return (self.core.read_namespaced_config_map("coredns", NS).data or {}).get("Corefile", "")
 
     def set_corefile(self, corefile: str) -> float:
-        from dnscorrelate.cluster.kind.workloads import cluster_corefile
+        from dnscorrelate.cluster.workloads import cluster_corefile
 
         started = time.monotonic()
         if self.upstream:
@@ -184,7 +184,7 @@ class KubeFaults:
     def apply(self, manifests: list[Manifest]) -> float:
         from kubernetes import utils
 
-        from dnscorrelate.cluster.kind.workloads import runnable_pod_spec
+        from dnscorrelate.cluster.workloads import runnable_pod_spec
 
         started = time.monotonic()
         before = self.policy_state()

@@ -38,8 +38,9 @@ import numpy as np
 import pandas as pd
 
 from dnscorrelate import events
+from dnscorrelate.live.records import RecordBuffer
 from dnscorrelate.sources.bpf import EVENT_DTYPE
-from dnscorrelate.sources.decode import Vantage, decode
+from dnscorrelate.sources.decode import Vantage
 
 MAGIC = b"DNSC-AGENT/1\n"
 HEADER = struct.Struct("<cI")
@@ -123,14 +124,12 @@ class NodeStream:
     magic_seen: bool = False
     hello: dict | None = None
     vantages: dict[int, Vantage] = field(default_factory=dict)
-    raw: list[bytes] = field(default_factory=list)
+    records: RecordBuffer = field(default_factory=RecordBuffer)  # the node's records, and what live views decoded
     agent_stats: dict = field(default_factory=dict)  # the agent's last stats or end frame
     error: str | None = None
     ended: bool = False  # the end frame arrived
     closed: bool = False  # no more bytes will come
     counts: Counter = field(default_factory=Counter)  # the CLI's own: bad_frames, bad_records, bytes_received
-    decode_stats: Counter = field(default_factory=Counter)
-    _cursor: int = 0
     _frame: pd.DataFrame | None = None
 
     def feed(self, data: bytes) -> None:
@@ -212,7 +211,7 @@ class NodeStream:
             self.counts["bad_records"] += int((~known).sum())
             raw = records[known].tobytes()
         if raw:
-            self.raw.append(raw)
+            self.records.append(raw)
 
     def close(self) -> None:
         """No more bytes: a stream that never sent its end frame was cut (the agent died, the connection broke)."""
@@ -226,18 +225,18 @@ class NodeStream:
     def boot_to_wall(self) -> int:
         return int(self.hello["boot_to_wall_ns"]) if self.hello else 0
 
+    @property
+    def decode_stats(self) -> Counter:
+        return self.records.decode_stats
+
     def new_events(self) -> pd.DataFrame:
         """Events of the records that arrived since the last call."""
-        end = len(self.raw)
-        frame_, counts = decode(b"".join(self.raw[self._cursor:end]), self.vantages, self.boot_to_wall)
-        self._cursor = end
-        self.decode_stats.update(counts)
-        return frame_
+        return self.records.new_events(self.vantages, self.boot_to_wall)
 
     def events(self) -> pd.DataFrame:
         """Every event of the stream (decoded once, when the stream is closed)."""
         if self._frame is None or not self.closed:
-            frame_, self.decode_stats = decode(b"".join(self.raw), self.vantages, self.boot_to_wall)
+            frame_ = self.records.decode_all(self.vantages, self.boot_to_wall)
             if not self.closed:
                 return frame_
             self._frame = frame_
@@ -245,7 +244,7 @@ class NodeStream:
 
     def stats(self) -> dict:
         """This node's counters: the agent's (kernel and its own drops) and the CLI's (what arrived, what was bad)."""
-        received = sum(map(len, self.raw)) // EVENT_DTYPE.itemsize
+        received = self.records.records_received()
         out = {k: v for k, v in self.agent_stats.items() if isinstance(v, (int, float))}
         out.update({"records_received": received, "bad_records": int(self.counts["bad_records"]),
                     "bad_frames": int(self.counts["bad_frames"]), "bytes_received": int(self.counts["bytes_received"]),
