@@ -131,8 +131,7 @@ class KindStage:
         self.name = f"scn{uuid.uuid4().hex[:8]}"
         self.cluster, self.up_timings = kind.up(self.name, spec=spec, say=lambda message: step(f"cluster {message}"))
         try:
-            upstream = kind.docker().containers.get(self.cluster.upstream_container)
-            address = upstream.attrs["NetworkSettings"]["Networks"][self.cluster.network]["IPAddress"]
+            address = kind.upstream_address(kind.docker(), self.cluster)
             self.backend = KubeBackend(str(self.cluster.kubeconfig), self.cluster.context, upstream=address,
                                        pod_image=load_build().client_image)
             for key, text in sorted(spec.customServerBlocks.items()):  # kind's CoreDNS gets them as AKS's does
