@@ -7,9 +7,13 @@ flanneld (`--kube-subnet-mgr`) takes each node's podCIDR from the API, joins the
 overlay and masquerades what pods send outside the pod network. Pods sit on the node's `cni0`
 bridge, through the reference `bridge` and `host-local` plugins the flannel plugin delegates to.
 
-The guard is ours: pods' traffic to anything but the pod network, the Services and the cluster's
-own Docker network is dropped at the node, so a Corefile or a scenario naming some other address
-never sends a packet off this machine. With flannel, NetworkPolicies are enforced by `policy_agent`.
+The guard is ours (`guard_rules`, one `inet` table per node on the output and forward hooks, IPv4
+and IPv6): what a node or its pods send to anything but the pod network, the Services, the nodes, the
+upstream and loopback is counted and dropped at the node, so a Corefile, a scenario, a hostNetwork
+pod or the node's own resolver naming some other address never sends a packet off this machine. The
+upstream itself sits on an `--internal` Docker network (cluster.create_upstream_network), closed
+towards this machine by `upstream_host_rules`. With flannel, NetworkPolicies are enforced by
+`policy_agent`.
 
 Cilium (built here from its Go module, its chart rendered at build time: kind/README.md) is the
 other pod network, `cluster up --cni cilium`: it enforces NetworkPolicy itself, in BPF, and our
