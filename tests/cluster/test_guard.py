@@ -35,6 +35,7 @@ SEND = """
 import errno, socket, sys
 for target in sys.argv[1:]:
     address, port = target.rsplit(":", 1)
+    address = address.strip("[]")
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     try:
         socket.socket(family, socket.SOCK_DGRAM).sendto(b"guard-probe", (address, int(port)))
@@ -212,7 +213,7 @@ def probe_pods(kind_cluster, kind_build):
 
 def send_from_pod(cluster, pod: str, *targets: str) -> dict[str, str]:
     out = pod_exec(cluster, NAMESPACE, pod, ["python3", "-c", SEND, *targets])
-    return dict(line.rsplit(" ", 1) for line in out.strip().splitlines())
+    return dict(line.split(" ", 1) for line in out.strip().splitlines())
 
 
 @pytest.fixture(scope="module")
