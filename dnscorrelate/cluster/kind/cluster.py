@@ -55,7 +55,7 @@ class KindCluster:
 
     @property
     def upstream_network(self) -> str:
-        """The upstream's Docker network, `--internal`: no gateway route and no NAT off this machine."""
+        """The upstream's Docker network, `--internal`: no NAT, nothing forwarded off its bridge."""
         return f"{self.kind_name}{UPSTREAM_SUFFIX}"
 
     @property
@@ -400,8 +400,8 @@ def internal_ip(node) -> str:
 
 def start_upstream(cluster: KindCluster, build, spec, client) -> str:
     """The upstream resolver, a container alone on the cluster's internal network (create_upstream_network);
-    returns its address. Whatever its Corefile says (a scenario's lab.upstreamCorefile too), it has no route
-    off that network and nothing there forwards it further."""
+    returns its address. Whatever its Corefile says (a scenario's lab.upstreamCorefile too), nothing it sends
+    gets past that network's bridge (Docker's isolation, and the host table before it)."""
     from testcontainers.core.config import testcontainers_config
     from testcontainers.core.container import DockerContainer
 

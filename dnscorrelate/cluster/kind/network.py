@@ -173,9 +173,10 @@ def guard_script(nodes: list[str], upstream: str) -> str:
 def upstream_host_rules(table: str, bridge: str) -> str:
     """nftables for this machine: nothing arriving from the upstream's internal Docker network (its
     bridge `bridge`) reaches this machine's own sockets, or is forwarded anywhere but back onto that
-    bridge. Docker's `--internal` already gives the upstream no route and drops forwarding off the
-    bridge; this table also closes the bridge's gateway address, where a service of this machine (a
-    local DNS forwarder) could relay a lookup out, and counts what it drops."""
+    bridge. Docker's `--internal` gives the upstream no NAT and drops forwarding off the bridge, but
+    (20.10) still routes it to the bridge's gateway, this machine: this table drops, and counts, both
+    what this machine would forward and what would reach its services (a local DNS forwarder could
+    relay a lookup out)."""
     return "\n".join([
         f"table inet {table} {{",
         "  counter input { }",
