@@ -2,10 +2,10 @@
 
 import json
 
-from dnscorrelate.cluster.kind.network import POD_SUBNET, flannel_objects, guard_rules, guard_script
+from dnscorrelate.cluster.kind.network import POD_SUBNET, flannel_objects
+from dnscorrelate.cluster.spec import load_spec
 from dnscorrelate.cluster.upstream import write_upstream_files
 from dnscorrelate.cluster.workloads import cluster_corefile, manifest_objects
-from dnscorrelate.cluster.spec import load_spec
 
 
 def test_manifests_become_runnable_api_objects_in_creation_order():
@@ -61,14 +61,6 @@ def test_flannel_runs_as_its_manifest_runs_it_over_the_clusters_pod_network():
         assert container["image"] == "dnscorrelate/flannel:x" and container["imagePullPolicy"] == "Never"
     granted = {(r, v) for rule in objects["ClusterRole"]["rules"] for r in rule["resources"] for v in rule["verbs"]}
     assert ("nodes/status", "patch") in granted and not any(v in {"create", "delete", "update"} for _, v in granted)
-
-
-def test_guard_drops_what_pods_send_off_the_machine():
-    rules = guard_rules("172.30.0.0/16")
-    # nothing a pod sends leaves for an address outside the pods, the Services and the cluster's Docker network
-    assert "ip saddr 10.244.0.0/16 ip daddr != { 10.244.0.0/16, 10.96.0.0/16, 172.30.0.0/16 } counter drop" in rules
-    assert "hook forward" in rules and "masquerade" not in rules  # flanneld masquerades; the guard only drops
-    assert guard_script("172.30.0.0/16").startswith("set -e\n")
 
 
 CILIUM_AGENT_MANIFEST = """

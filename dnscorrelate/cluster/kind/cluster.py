@@ -1,9 +1,11 @@
 """`dnscorrelate cluster up | status | down`: a kind cluster with the lab's workloads.
 
 Every name carries the prefix: kind cluster `dnsc-NAME` (kubectl context `kind-dnsc-NAME`), its own
-Docker network `dnsc-NAME`, the upstream resolver container `dnsc-NAME-upstream`, and the run
-directory /run/dnscorrelate/clusters/NAME (kubeconfig, upstream files). `down` removes all of them;
-`down --all` finds them by prefix and label after a crash or kill -9.
+Docker network `dnsc-NAME`, the upstream resolver container `dnsc-NAME-upstream` alone on the
+internal Docker network `dnsc-NAME-upstream` (which the nodes join too), this machine's nftables
+table `inet dnsc-NAME-upstream`, and the run directory /run/dnscorrelate/clusters/NAME (kubeconfig,
+upstream files). `down` removes all of them; `down --all` finds them by prefix and label after a
+crash or kill -9.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ NAME = re.compile(r"^[a-z0-9]{1,20}$")
 READY_TIMEOUT_S = 240
 CILIUM_READY_TIMEOUT_S = 300  # each agent compiles its datapath with clang first (two nodes on two cores)
 SWEEPS = 10
+UPSTREAM_SUFFIX = "-upstream"
+SYSTEMD_STUB = "127.0.0.53"  # Docker reads systemd-resolved's own list instead of this stub
+SYSTEMD_RESOLV_CONF = Path("/run/systemd/resolve/resolv.conf")
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,16 @@ class KindCluster:
     @property
     def upstream_container(self) -> str:
         return f"{self.kind_name}-upstream"
+
+    @property
+    def upstream_network(self) -> str:
+        """The upstream's Docker network, `--internal`: no NAT, nothing forwarded off its bridge."""
+        return f"{self.kind_name}{UPSTREAM_SUFFIX}"
+
+    @property
+    def host_table(self) -> str:
+        """This machine's nftables table (inet) closing the upstream network's bridge (network.upstream_host_rules)."""
+        return f"{self.kind_name}{UPSTREAM_SUFFIX}"
 
     @property
     def dir(self) -> Path:
@@ -76,11 +91,11 @@ def kubeconfig_of_context(context: str) -> str | None:
     return str(path) if path and path.exists() else None
 
 
-def upstream_address(cluster: KindCluster) -> str:
-    """The upstream resolver container's address on the cluster's Docker network: where the kube backend points a
-    scenario's `forward . /etc/resolv.conf`."""
-    upstream = docker().containers.get(cluster.upstream_container)
-    return upstream.attrs["NetworkSettings"]["Networks"][cluster.network]["IPAddress"]
+def upstream_address(cluster: KindCluster, client=None) -> str:
+    """The upstream resolver container's address on its internal network (network.py): where the kube backend
+    points a scenario's `forward . /etc/resolv.conf`."""
+    container = (client or docker()).containers.get(cluster.upstream_container)
+    return container.attrs["NetworkSettings"]["Networks"][cluster.upstream_network]["IPAddress"]
 
 
 def checked_name(name: str) -> str:
@@ -184,6 +199,7 @@ def up(name: str = "kind", spec_path: str | None = None, say: Callable[[str], No
         raise ClusterError("this build has no Cilium (no CILIUM_MANIFEST in build.env, or the file is gone): run "
                            "`make cluster` from the dnscorrelate checkout")
     client = docker()
+    refuse_host_loopback_resolvers()
     if cluster.name in existing_clusters(build):
         raise ClusterError(f"a cluster named {cluster.name!r} is already up: `dnscorrelate cluster down --name {cluster.name}` "
                            "first, or choose another --name")
@@ -195,10 +211,12 @@ def up(name: str = "kind", spec_path: str | None = None, say: Callable[[str], No
         timings.run("nodes", create_nodes, cluster, build)
         api = api_client(cluster)
         untaint_control_plane(api)
-        say("pod network")
-        timings.run("pod-network", setup_pod_network, cluster, api, client, build, cni)
         say("upstream resolver")
         upstream_ip = timings.run("upstream", start_upstream, cluster, build, spec, client)
+        say("traffic guard")
+        timings.run("guard", install_guard, cluster, client, upstream_ip)
+        say("pod network")
+        timings.run("pod-network", setup_pod_network, cluster, api, client, build, cni)
         say("CoreDNS and workloads")
         timings.run("coredns", configure_coredns, api, spec, upstream_ip)
         timings.run("workloads", create_workloads, api, spec, build, cni)
@@ -209,6 +227,38 @@ def up(name: str = "kind", spec_path: str | None = None, say: Callable[[str], No
         down(cluster.name)
         raise
     return cluster, timings
+
+
+def refuse_host_loopback_resolvers(resolv_conf: Path = Path("/etc/resolv.conf"),
+                                   systemd_resolv_conf: Path = SYSTEMD_RESOLV_CONF) -> None:
+    """A ClusterError when Docker's embedded DNS would forward the nodes' lookups from this machine's own
+    network namespace, where no node's guard can drop them (loopback_resolvers)."""
+    loopback = loopback_resolvers(resolv_conf.read_text() if resolv_conf.exists() else "", systemd_resolv_conf.exists())
+    if loopback:
+        raise ClusterError(
+            f"{resolv_conf} names the loopback resolver {', '.join(loopback)}: Docker's DNS, the nodes' resolver, would "
+            "send names it does not know to it from this machine's own network namespace, past the nodes' guard, and it "
+            "may ask the world; a kind cluster here promises that nothing leaves the machine. Point resolv.conf at a "
+            "non-loopback resolver, or set \"dns\" in /etc/docker/daemon.json to one, then retry")
+
+
+def loopback_resolvers(resolv_conf: str, systemd_resolved: bool) -> list[str]:
+    """The loopback nameservers of a resolv.conf's text: Docker's embedded DNS forwards to those from the host's
+    network namespace (to the others from the container's, through the node's guard); systemd-resolved's stub
+    127.0.0.53 does not count when its own list exists, because Docker reads that list instead."""
+    import ipaddress
+
+    found = []
+    for line in resolv_conf.splitlines():
+        fields = line.split()
+        if len(fields) >= 2 and fields[0] == "nameserver":
+            try:
+                address = ipaddress.ip_address(fields[1].split("%")[0])
+            except ValueError:
+                continue
+            if address.is_loopback and not (systemd_resolved and fields[1] == SYSTEMD_STUB):
+                found.append(fields[1])
+    return found
 
 
 def create_nodes(cluster: KindCluster, build) -> None:
@@ -270,20 +320,37 @@ def node_containers(client, cluster: KindCluster) -> dict:
     return {c.name: c for c in labelled(client, f"io.x-k8s.kind.cluster={cluster.kind_name}")}
 
 
+def install_guard(cluster: KindCluster, client, upstream_ip: str) -> None:
+    """The guard (network.guard_rules) on every node: the nodes' own traffic and their pods' reach only the
+    cluster's addresses, the nodes and the upstream."""
+    from dnscorrelate.cluster.kind.network import guard_script
+
+    nodes = node_containers(client, cluster)
+    script = guard_script(node_addresses(nodes.values()), upstream_ip)
+    for name, container in nodes.items():
+        exit_code, output = container.exec_run(["sh", "-c", script])
+        if exit_code != 0:
+            raise ClusterError(f"the traffic guard on node {name} failed: {output.decode(errors='replace').strip()}")
+
+
+def node_addresses(containers) -> list[str]:
+    """Every IPv4 and IPv6 address the node containers hold on their Docker networks, sorted."""
+    found = set()
+    for container in containers:
+        for settings in container.attrs["NetworkSettings"]["Networks"].values():
+            found |= {a for a in (settings.get("IPAddress"), settings.get("GlobalIPv6Address")) if a}
+    return sorted(found)
+
+
 def setup_pod_network(cluster: KindCluster, api, client, build, cni: str = "flannel") -> None:
-    """flannel (or Cilium) on every node, and the guard that keeps pods' traffic on this machine; returns
-    once the network runs on every node and every node is Ready, so that the pods created next are
-    spread over both nodes instead of all landing on whichever node had its network first."""
+    """flannel (or Cilium) on every node; returns once the network runs on every node and every node is
+    Ready, so that the pods created next are spread over both nodes instead of all landing on whichever
+    node had its network first."""
     from kubernetes import client as k8s
     from kubernetes import utils
 
-    from dnscorrelate.cluster.kind.network import FLANNEL, FLANNEL_NAMESPACE, flannel_objects, guard_script
+    from dnscorrelate.cluster.kind.network import FLANNEL, FLANNEL_NAMESPACE, flannel_objects
 
-    subnet = docker_subnet(client, cluster)
-    for name, container in node_containers(client, cluster).items():
-        exit_code, output = container.exec_run(["sh", "-c", guard_script(subnet)])
-        if exit_code != 0:
-            raise ClusterError(f"the traffic guard on node {name} failed: {output.decode(errors='replace').strip()}")
     if cni == "cilium":
         setup_cilium(cluster, api, build)
         return
@@ -334,40 +401,70 @@ def setup_cilium(cluster: KindCluster, api, build) -> None:
                                core.list_namespaced_pod(CILIUM_NAMESPACE, label_selector=CILIUM_AGENT_SELECTOR).items))
 
 
-def docker_subnet(client, cluster: KindCluster) -> str:
-    """The IPv4 subnet of the cluster's own Docker network (nodes and the upstream live there)."""
-    configs = client.networks.get(cluster.network).attrs["IPAM"]["Config"] or []
-    subnets = [c["Subnet"] for c in configs if "." in c.get("Subnet", "")]
-    if not subnets:
-        raise ClusterError(f"Docker network {cluster.network} has no IPv4 subnet")
-    return subnets[0]
-
-
 def internal_ip(node) -> str:
     return next(a.address for a in node.status.addresses if a.type == "InternalIP")
 
 
 def start_upstream(cluster: KindCluster, build, spec, client) -> str:
-    """The upstream resolver, a container on the cluster's Docker network; returns its address."""
+    """The upstream resolver, a container alone on the cluster's internal network (create_upstream_network);
+    returns its address. Whatever its Corefile says (a scenario's lab.upstreamCorefile too), nothing it sends
+    gets past that network's bridge (Docker's isolation, and the host table before it)."""
     from testcontainers.core.config import testcontainers_config
     from testcontainers.core.container import DockerContainer
 
     from dnscorrelate.cluster.upstream import write_upstream_files
 
+    create_upstream_network(client, cluster)
     testcontainers_config.ryuk_disabled = True  # its reaper is an image we cannot pull; `down` removes ours
     files = cluster.dir / "upstream"
     write_upstream_files(spec, files, int(time.time()))
-    container = (
+    (
         DockerContainer(build.upstream_image)
         .with_name(cluster.upstream_container)
         .with_command(["-conf", str(files / "Corefile")])
         .with_volume_mapping(str(files), str(files), "ro")
-        .with_kwargs(network=cluster.network, labels={LABEL: cluster.name})
+        .with_kwargs(network=cluster.upstream_network, labels={LABEL: cluster.name})
         .start()
     )
-    wrapped = container.get_wrapped_container()
-    wrapped.reload()
-    return wrapped.attrs["NetworkSettings"]["Networks"][cluster.network]["IPAddress"]
+    return upstream_address(cluster, client)
+
+
+def create_upstream_network(client, cluster: KindCluster):
+    """The upstream's Docker network, `--internal`, with every node attached (a second interface, no default
+    route: the nodes' own network stays kind's, which kind needs for its port mapping of the API server and
+    its DNS set-up), and this machine's table closing its bridge (network.upstream_host_rules). The nodes
+    reach the upstream on the shared bridge, with no route of ours and no NAT."""
+    network = client.networks.create(cluster.upstream_network, driver="bridge", internal=True, check_duplicate=True,
+                                     labels={LABEL: cluster.name})
+    for container in node_containers(client, cluster).values():
+        network.connect(container)
+    bridge = f"br-{network.id[:12]}"  # Docker's name for a user network's bridge
+    if not Path("/sys/class/net", bridge).exists():
+        raise ClusterError(f"Docker network {cluster.upstream_network} has no bridge {bridge} on this machine")
+    load_host_table(cluster.host_table, bridge)
+    return network
+
+
+def load_host_table(table: str, bridge: str) -> None:
+    """network.upstream_host_rules loaded on this machine, replacing an earlier table of that name at once."""
+    from dnscorrelate.cluster.kind.network import upstream_host_rules
+
+    rules = f"table inet {table}\ndelete table inet {table}\n{upstream_host_rules(table, bridge)}"
+    try:
+        done = subprocess.run(["nft", "-f", "-"], input=rules, capture_output=True, text=True, timeout=30)
+    except FileNotFoundError:
+        raise ClusterError("nft is not installed here: the upstream's network needs this machine's nftables "
+                           "(Debian: apt-get install nftables)") from None
+    if done.returncode != 0:
+        raise ClusterError(f"loading nftables table {table} on this machine failed: {done.stderr.strip()}")
+
+
+def delete_host_table(table: str) -> bool:
+    """Remove this machine's table `table`; False when there was none (or no nft)."""
+    try:
+        return subprocess.run(["nft", "delete", "table", "inet", table], capture_output=True, timeout=30).returncode == 0
+    except FileNotFoundError:
+        return False
 
 
 def configure_coredns(api, spec, upstream_ip: str) -> None:
@@ -480,10 +577,12 @@ def down(name: str) -> list[str]:
         if not swept:
             break
         time.sleep(1)
-    for network in client.networks.list(names=[cluster.network]):
-        if network.name == cluster.network:
+    for network in client.networks.list(names=[cluster.network, cluster.upstream_network]):
+        if network.name in (cluster.network, cluster.upstream_network):
             network.remove()
             removed.append(f"network {network.name}")
+    if delete_host_table(cluster.host_table):
+        removed.append(f"nftables table inet {cluster.host_table}")
     if cluster.dir.exists():
         import shutil
 
@@ -534,7 +633,7 @@ def down_all() -> list[str]:
     names = {c.labels["io.x-k8s.kind.cluster"][len(PREFIX):] for c in labelled(client, "io.x-k8s.kind.cluster")
              if c.labels["io.x-k8s.kind.cluster"].startswith(PREFIX)}
     names |= {c.labels[LABEL] for c in labelled(client, LABEL)}
-    names |= {n.name[len(PREFIX):] for n in client.networks.list() if n.name.startswith(PREFIX)}
+    names |= {n.name[len(PREFIX):].removesuffix(UPSTREAM_SUFFIX) for n in client.networks.list() if n.name.startswith(PREFIX)}
     names |= {p.name for p in RUN_ROOT.iterdir()} if RUN_ROOT.exists() else set()
     return [item for name in sorted(n for n in names if n) for item in down(name)]
 

@@ -7,9 +7,13 @@ flanneld (`--kube-subnet-mgr`) takes each node's podCIDR from the API, joins the
 overlay and masquerades what pods send outside the pod network. Pods sit on the node's `cni0`
 bridge, through the reference `bridge` and `host-local` plugins the flannel plugin delegates to.
 
-The guard is ours: pods' traffic to anything but the pod network, the Services and the cluster's
-own Docker network is dropped at the node, so a Corefile or a scenario naming some other address
-never sends a packet off this machine. With flannel, NetworkPolicies are enforced by `policy_agent`.
+The guard is ours (`guard_rules`, one `inet` table per node on the output and forward hooks, IPv4
+and IPv6): what a node or its pods send to anything but the pod network, the Services, the nodes, the
+upstream and loopback is counted and dropped at the node, so a Corefile, a scenario, a hostNetwork
+pod or the node's own resolver naming some other address never sends a packet off this machine. The
+upstream itself sits on an `--internal` Docker network (cluster.create_upstream_network), closed
+towards this machine by `upstream_host_rules`. With flannel, NetworkPolicies are enforced by
+`policy_agent`.
 
 Cilium (built here from its Go module, its chart rendered at build time: kind/README.md) is the
 other pod network, `cluster up --cni cilium`: it enforces NetworkPolicy itself, in BPF, and our
@@ -26,7 +30,12 @@ import json
 
 POD_SUBNET = "10.244.0.0/16"
 SERVICE_SUBNET = "10.96.0.0/16"
-GUARD_TABLE = "dnsc-podnet"
+GUARD_TABLE = "dnsc-guard"
+OLD_GUARD_TABLE = "dnsc-podnet"  # the IPv4, forward-only guard of earlier versions
+GUARD_COUNTERS = ("output-ipv4", "output-ipv6", "forward-ipv4", "forward-ipv6")
+API_SERVER_PORT = 6443
+KUBELET_PORT = 10250
+REPLY_PORTS = (API_SERVER_PORT, KUBELET_PORT)
 FLANNEL = "dnsc-flannel"
 FLANNEL_NAMESPACE = "kube-system"
 SUBNET_ENV = "/run/flannel/subnet.env"  # flanneld writes it once it holds the node's lease
@@ -114,27 +123,76 @@ def copier(name: str, image: str, source: str, target: str, mounts: dict[str, st
             "volumeMounts": [{"name": volume, "mountPath": path} for volume, path in mounts.items()]}
 
 
-def guard_rules(docker_subnet: str) -> str:
-    """nftables: what a pod sends to anything outside the pod network, the Services and the
-    cluster's Docker network is dropped at the node."""
-    inside = f"{{ {POD_SUBNET}, {SERVICE_SUBNET}, {docker_subnet} }}"
-    return (
-        f"table ip {GUARD_TABLE} {{\n"
-        "  chain forward {\n"
-        "    type filter hook forward priority filter - 10; policy accept;\n"
-        f"    ip saddr {POD_SUBNET} ip daddr != {inside} counter drop comment \"off this machine\"\n"
-        "  }\n"
-        "}\n"
-    )
+def guard_rules(nodes: list[str], upstream: str) -> str:
+    """nftables for a node, IPv4 and IPv6, on the output hook (the node's own processes, hostNetwork
+    pods, Docker's embedded DNS forwarding the node's lookups) and the forward hook (pods): only the
+    pod network, the Services, the nodes' addresses (`nodes`), the upstream and loopback, and the API
+    server's and kubelet's replies to clients on this machine (kubectl reaches the API server through
+    Docker's port mapping, from the Docker network's gateway); everything else is counted, per hook and
+    family (GUARD_COUNTERS), and dropped before routing can take it off the machine. The chains run
+    after kube-proxy's and kind's DNAT (priority filter - 10 > dstnat), so they see real destinations:
+    a Service's backend, not its ClusterIP."""
+    allowed4 = [POD_SUBNET, SERVICE_SUBNET, "127.0.0.0/8", upstream, *(a for a in nodes if ":" not in a)]
+    allowed6 = ["::1", "fe80::/10", "ff02::/16", *(a for a in nodes if ":" in a)]  # link-local: neighbour discovery
+    ports = ", ".join(str(p) for p in REPLY_PORTS)
+    lines = [
+        f"table inet {GUARD_TABLE} {{",
+        *(f"  counter {name} {{ }}" for name in GUARD_COUNTERS),
+        f"  set allowed-ipv4 {{ type ipv4_addr; flags interval; auto-merge; elements = {{ {', '.join(unique(allowed4))} }} }}",
+        f"  set allowed-ipv6 {{ type ipv6_addr; flags interval; auto-merge; elements = {{ {', '.join(unique(allowed6))} }} }}",
+    ]
+    for hook in ("output", "forward"):
+        lines += [
+            f"  chain {hook} {{",
+            f"    type filter hook {hook} priority filter - 10; policy accept;",
+            *(['    oifname "lo" accept'] if hook == "output" else []),
+            "    ip daddr @allowed-ipv4 accept",
+            "    ip6 daddr @allowed-ipv6 accept",
+            *([f"    tcp sport {{ {ports} }} ct state established accept"] if hook == "output" else []),
+            f'    meta nfproto ipv4 counter name "{hook}-ipv4" drop comment "off this machine"',
+            f'    meta nfproto ipv6 counter name "{hook}-ipv6" drop comment "off this machine"',
+            "  }",
+        ]
+    return "\n".join([*lines, "}", ""])
 
 
-def guard_script(docker_subnet: str) -> str:
-    """A shell script that installs the guard on a node; idempotent."""
+def unique(items) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
+def guard_script(nodes: list[str], upstream: str) -> str:
+    """A shell script that installs the guard on a node, replacing any earlier one (and the IPv4-only
+    table of earlier versions) in one transaction; idempotent."""
     return "\n".join([
         "set -e",
-        f"nft delete table ip {GUARD_TABLE} 2>/dev/null || true",
-        f"nft -f - <<'EOF'\n{guard_rules(docker_subnet)}EOF",
+        f"nft delete table ip {OLD_GUARD_TABLE} 2>/dev/null || true",
+        f"nft -f - <<'EOF'\ntable inet {GUARD_TABLE}\ndelete table inet {GUARD_TABLE}\n{guard_rules(nodes, upstream)}EOF",
     ]) + "\n"
+
+
+def upstream_host_rules(table: str, bridge: str) -> str:
+    """nftables for this machine: nothing arriving from the upstream's internal Docker network (its
+    bridge `bridge`) reaches this machine's own sockets, or is forwarded anywhere but back onto that
+    bridge. Docker's `--internal` gives the upstream no NAT and drops forwarding off the bridge, but
+    (20.10) still routes it to the bridge's gateway, this machine: this table drops, and counts, both
+    what this machine would forward and what would reach its services (a local DNS forwarder could
+    relay a lookup out)."""
+    return "\n".join([
+        f"table inet {table} {{",
+        "  counter input { }",
+        "  counter forward { }",
+        "  chain input {",
+        "    type filter hook input priority filter - 10; policy accept;",
+        f'    iifname "{bridge}" ct state established,related accept',
+        f'    iifname "{bridge}" counter name "input" drop comment "the upstream may reach no service of this machine"',
+        "  }",
+        "  chain forward {",
+        "    type filter hook forward priority filter - 10; policy accept;",
+        f'    iifname "{bridge}" oifname != "{bridge}" counter name "forward" drop comment "off the internal network"',
+        "  }",
+        "}",
+        "",
+    ])
 
 
 def cilium_objects(manifest: str) -> list[dict]:
