@@ -22,6 +22,7 @@ from dnscorrelate.report.records import trace_records
 TICK_S = 1.0
 WINDOW_NS = 30 * 10**9
 GIVE_UP_NS = 6 * 10**9  # an unanswered lookup is printed once a client would have given up
+LOG_SETTLE_NS = 5 * 10**9  # a lookup only a log line shows waits this long for its packets' decoding
 
 FIELDS = {
     "name": "qname", "qname": "qname", "type": "qtype", "qtype": "qtype", "rcode": "rcode", "latency": "total_ns",
@@ -116,7 +117,10 @@ class TraceSession:
         now = time.time_ns()
         analysis = for_client(self.analyze_window(new, now), self.pod.ip)
         traces = analysis.correlation.traces
-        done = traces[(traces["outcome"] == "answered") | (traces["t_start"] < now - GIVE_UP_NS)]
+        # a CoreDNS line read through the API can come before the capture has decoded the lookup's packets: a
+        # trace only the line makes would be printed, then the packets' trace of the same lookup beside it
+        settled = (traces["coverage"] != "logs") | (traces["t_start"] < now - LOG_SETTLE_NS)
+        done = traces[((traces["outcome"] == "answered") & settled) | (traces["t_start"] < now - GIVE_UP_NS)]
         keys = list(zip(done["client_port"], done["dns_id"], done["proto"], done["t_start"]))
         fresh = done[np.array([k not in self.printed for k in keys], dtype=bool)] if len(done) else done
         self.printed.update(keys)

@@ -8,6 +8,7 @@ from kubernetes import client as k8s
 
 from dnscorrelate.cluster.kind import cluster as kind
 from dnscorrelate.cluster.model import NetworkPolicy
+from tests.cluster.tracing import started_trace
 
 from .test_kind import pod_exec
 
@@ -57,11 +58,8 @@ def test_trace_shows_every_hop_through_ciliums_service_translation(cilium_cluste
     import sys
     import uuid
 
-    trace = subprocess.Popen(
-        [sys.executable, "-m", "dnscorrelate", "trace", "pod/mypod", "-n", "demo", "--context", cilium_cluster.context,
-         "--kubeconfig", str(cilium_cluster.kubeconfig), "--duration", "20", "-o", "json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(10)  # the tracer compiles and attaches
+    trace = started_trace(["pod/mypod", "-n", "demo", "--context", cilium_cluster.context, "--kubeconfig", str(cilium_cluster.kubeconfig),
+                           "--duration", "20", "-o", "json"])
     names = [f"trace-{uuid.uuid4().hex[:8]}.example.org" for _ in range(4)]  # spread over both replicas
     for name in names:
         pod_exec(cilium_cluster, "demo", "mypod", ["dig", "+short", "+tries=1", "+timeout=2", name])

@@ -8,6 +8,7 @@ from kubernetes import client as k8s
 from kubernetes.stream import stream
 
 from dnscorrelate.cluster.kind import cluster as kind
+from tests.cluster.tracing import started_trace
 
 
 def core(cluster):
@@ -110,11 +111,8 @@ def test_trace_on_the_cluster_shows_every_hop_through_dnat_and_masquerade(kind_c
     from markupsafe import escape
 
     report = tmp_path / "trace.html"
-    trace = subprocess.Popen(
-        [sys.executable, "-m", "dnscorrelate", "trace", "pod/mypod", "-n", "demo", "--context", kind_cluster.context,
-         "--kubeconfig", str(kind_cluster.kubeconfig), "--duration", "20", "-o", "json", "--report", str(report)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(10)  # the tracer compiles and attaches
+    trace = started_trace(["pod/mypod", "-n", "demo", "--context", kind_cluster.context, "--kubeconfig", str(kind_cluster.kubeconfig),
+                           "--duration", "20", "-o", "json", "--report", str(report)])
     external_name = f"trace-{uuid.uuid4().hex[:8]}.example.org"  # a wildcard answers it; never in CoreDNS's cache yet
     for name in (external_name, "nosuch.demo.svc.cluster.local"):
         pod_exec(kind_cluster, "demo", "mypod", ["dig", "+short", "+tries=1", "+timeout=2", name])

@@ -1,0 +1,45 @@
+"""`trace pod/NAME`'s live loop: each lookup is printed once, also when CoreDNS's log line is read before the
+capture has decoded the lookup's packets (it came through the API first on a loaded cluster, and the lookup was
+printed twice: once from the line alone, once from its packets)."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+from dnscorrelate import trace as tracing
+from tests.fixtures import load_fixture
+
+
+def live_session(monkeypatch, name: str):
+    frame, _, logs, facts = load_fixture(name)
+    client = frame[(frame["role"] == "pod") & (frame["pkt_type"] == "OUTGOING") & ~frame["qr"].astype(bool)]
+    pod_ip = str(client["src_ip"].iloc[0])
+    live = SimpleNamespace(facts=facts, logs=lambda: logs)
+    printed = []
+    session = tracing.TraceSession(live, SimpleNamespace(ip=pod_ip, key="demo/mypod"), [],
+                                   lambda t, record, codes: printed.append((t.client_port, t.dns_id, t.coverage)))
+    return session, frame, printed
+
+
+def at(monkeypatch, ns: int) -> None:
+    monkeypatch.setattr(tracing.time, "time_ns", lambda: ns)
+
+
+def test_a_log_line_ahead_of_its_packets_is_not_printed_as_a_lookup_of_its_own(monkeypatch):
+    session, frame, printed = live_session(monkeypatch, "healthy")
+    last = int(frame["ts_ns"].max())
+    at(monkeypatch, last + 10**9)  # the log lines are in, no packet decoded yet
+    session.tick(frame.iloc[0:0])
+    assert printed == []
+    at(monkeypatch, last + 2 * 10**9)  # the capture's packets arrive
+    session.tick(frame)
+    assert printed and all(coverage != "logs" for _, _, coverage in printed)
+    lookups = [(port, qid) for port, qid, _ in printed]
+    assert len(lookups) == len(set(lookups))
+
+
+def test_a_lookup_only_a_log_line_shows_is_printed_once_it_settles(monkeypatch):
+    session, frame, printed = live_session(monkeypatch, "healthy")
+    at(monkeypatch, int(frame["ts_ns"].max()) + tracing.LOG_SETTLE_NS + 10**9)  # no packet ever came: the lines alone
+    session.tick(frame.iloc[0:0])
+    assert printed and {coverage for _, _, coverage in printed} == {"logs"}
