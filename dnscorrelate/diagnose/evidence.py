@@ -16,8 +16,8 @@ from dnscorrelate.diagnose.names import lower, split_search
 NETWORK_REASONS = ["timeout", "refused", "unreachable", "no-route", "no-healthy-upstream", "blocked", "reset"]
 DNS_SERVER_ROLES = ["coredns", "upstream", "node"]  # clients that are DNS servers (a node: NodeLocal DNS)
 NOT_ERRORS = ["NOERROR", "NXDOMAIN", ""]  # every other response code is a failure, EDNS extended ones (BADVERS, …) too
-STRAY = ["query-not-seen", "wrong-id"]
-PROXY = "dns-proxy"  # the interface name of a DNS proxy's records (Hubble's L7 flows: sources/hubble.py)  # outcomes of responses no query was seen of: not lookups
+STRAY = ["query-not-seen", "wrong-id"]  # outcomes of responses no query was seen of: not lookups
+PROXY = "dns-proxy"  # the interface name of a DNS proxy's records (Hubble's L7 flows: sources/hubble.py)
 
 
 def failed(rcode: pd.Series) -> pd.Series:
@@ -35,7 +35,16 @@ def rows(frame: pd.DataFrame, keep) -> pd.DataFrame:
 def client_traces(traces: pd.DataFrame) -> pd.DataFrame:
     """Requests from workloads: not the ones CoreDNS makes itself (its loop check, health probes, its upstream
     exchanges seen alone), nor messages of another opcode."""
-    return rows(traces, ~traces["client_role"].isin(DNS_SERVER_ROLES).to_numpy() & (traces["purpose"] == "lookup").to_numpy())
+    return rows(traces, ~server_clients(traces) & (traces["purpose"] == "lookup").to_numpy())
+
+
+def server_clients(traces: pd.DataFrame) -> np.ndarray:
+    """Traces whose client is a DNS server asking on its own behalf. A node is one (NodeLocal DNS) only where the
+    evidence shows a path: a tcpdump labelled `node/NAME` sees the node's own lookups (dig, the kubelet) as a
+    client's, and they are what the user captured."""
+    role = traces["client_role"]
+    node_at_one_place = (role == "node").to_numpy() & (traces["coverage"] == VANTAGE).to_numpy()
+    return role.isin(DNS_SERVER_ROLES).to_numpy() & ~node_at_one_place
 
 
 def logs_only(traces: pd.DataFrame) -> pd.Series:

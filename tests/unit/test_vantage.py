@@ -265,3 +265,16 @@ def test_an_icmp_error_instead_of_an_answer_is_said_as_such(tmp_path):
     assert len(refused) == 1 and refused[0].count == 1 and refused[0].evidence["target"] == "10.96.0.10:53"
     assert "nothing listens on that port" in refused[0].summary
     assert "no-response-seen" not in {f.code for f in analysis.findings}
+
+
+def test_a_tcpdump_labelled_as_a_node_keeps_the_nodes_own_lookups():
+    """A capture named `node/NAME` (tcpdump on a node) shows the node's own lookups (dig, the kubelet): they are
+    what the user captured, not NodeLocal DNS's forwards, so they are diagnosed, never `no-lookups` beside them."""
+    capture = FIXTURES / "real-formats" / "dumpcap-lo.pcapng"
+    frame, stats = read_evidence(pcaps=[("node/kind-worker", str(capture))], ports=(15353, 15354))
+    analysis = analyze(frame, None, None, stats)
+    traces = analysis.correlation.traces
+    assert len(traces) == 14 and set(traces["client_role"]) == {"node"} and set(traces["coverage"]) == {VANTAGE}
+    codes = [f.code for f in analysis.findings]
+    assert "no-lookups" not in codes
+    assert codes == ["server-error-seen", "server-error-seen"]  # missing.demo and broken.example, at each of the two servers
