@@ -585,13 +585,20 @@ cluster_name_option = click.option("--name", "name", default="kind", show_defaul
 @click.option("--spec", "spec_path", type=click.Path(dir_okay=False), help="Lab spec YAML: its workloads, Corefile and upstream zones.")
 @click.option("--cni", type=click.Choice(["flannel", "cilium"]), default="flannel", show_default=True,
               help="Pod network: flannel with dnscorrelate's NetworkPolicy agent, or Cilium (enforces NetworkPolicy itself).")
+@click.option("--hubble", is_flag=True,
+              help="With --cni cilium: Hubble's server in every agent (unix socket, no relay), the agent's DNS proxy, "
+                   "the hubble CLI in the agent's container, and a visibility policy (--hubble-policy).")
+@click.option("--hubble-policy", default="default", show_default=True, metavar="default|none|FILE",
+              help="Which pods' DNS Hubble sees: default = every pod's DNS to kube-dns (a CiliumClusterwideNetworkPolicy "
+                   "with a dns rule, no default deny; still an allow rule for DNS to kube-dns, see kind/README.md), "
+                   "none, or a YAML file of Cilium policies with a dns rule.")
 @friendly_errors
-def cluster_up(name: str, spec_path: str | None, cni: str) -> None:
+def cluster_up(name: str, spec_path: str | None, cni: str, hubble: bool, hubble_policy: str) -> None:
     """Create a two-node kind cluster with CoreDNS, the lab's workloads and an upstream resolver."""
     from dnscorrelate.cluster.kind import cluster as kind_cluster
 
     made, timings = kind_cluster.up(name, spec_path, say=lambda step: errors.print(f"cluster {name}: {step}", highlight=False),
-                                    cni=cni)
+                                    cni=cni, hubble=hubble, hubble_policy=hubble_policy)
     steps = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in timings.steps.items())
     errors.print(f"cluster {name} is up in {sum(timings.steps.values()):.1f} s ({steps})", highlight=False)
     console.print(f"context {made.context}\nkubeconfig {made.kubeconfig}", highlight=False)

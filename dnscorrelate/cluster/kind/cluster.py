@@ -160,22 +160,24 @@ def kind_config(build) -> str:
 
 
 def up(name: str = "kind", spec_path: str | None = None, say: Callable[[str], None] = lambda _: None,
-       spec=None, cni: str = "flannel") -> tuple[KindCluster, Timings]:
+       spec=None, cni: str = "flannel", hubble: bool = False, hubble_policy: str = "default") -> tuple[KindCluster, Timings]:
     """Create the cluster and everything on it from a lab spec (`spec`, a LabSpec, or the file `spec_path`,
-    or the default), with `cni` as its pod network (network.CNIS); on any failure or Ctrl-C, remove what
-    was made."""
+    or the default), with `cni` as its pod network (network.CNIS); with `hubble` (Cilium only), Hubble and
+    the DNS proxy on and the visibility policy `hubble_policy` (network.visibility_policies) applied. On
+    any failure or Ctrl-C, remove what was made."""
     from dnscorrelate.cluster.kind.build import load_build
-    from dnscorrelate.cluster.kind.network import CNIS
+    from dnscorrelate.cluster.kind.network import CNIS, visibility_policies
     from dnscorrelate.cluster.lab.spec import load_spec
 
     if cni not in CNIS:
         raise ClusterError(f"unknown CNI {cni!r}: choose one of {', '.join(CNIS)}")
+    if hubble and cni != "cilium":
+        raise ClusterError("--hubble needs --cni cilium: Hubble is part of Cilium's agent")
     cluster = KindCluster(checked_name(name))
     spec = spec if spec is not None else load_spec(spec_path)
+    policies = visibility_policies(hubble_policy) if hubble else []
     build = load_build()
-    if cni == "cilium" and not (build.cilium_manifest and Path(build.cilium_manifest).exists()):
-        raise ClusterError("this build has no Cilium (no CILIUM_MANIFEST in build.env, or the file is gone): run "
-                           "`make cluster` from the dnscorrelate checkout")
+    manifest = cilium_manifest(build, hubble) if cni == "cilium" else ""
     client = docker()
     if cluster.name in existing_clusters(build):
         raise ClusterError(f"a cluster named {cluster.name!r} is already up: `dnscorrelate cluster down --name {cluster.name}` "
@@ -189,7 +191,7 @@ def up(name: str = "kind", spec_path: str | None = None, say: Callable[[str], No
         api = api_client(cluster)
         untaint_control_plane(api)
         say("pod network")
-        timings.run("pod-network", setup_pod_network, cluster, api, client, build, cni)
+        timings.run("pod-network", setup_pod_network, cluster, api, client, build, cni, manifest)
         say("upstream resolver")
         upstream_ip = timings.run("upstream", start_upstream, cluster, build, spec, client)
         say("CoreDNS and workloads")
@@ -197,11 +199,25 @@ def up(name: str = "kind", spec_path: str | None = None, say: Callable[[str], No
         timings.run("workloads", create_workloads, api, spec, build, cni)
         say("waiting for every pod")
         timings.run("ready", wait_ready, api)
+        if hubble:
+            say("Hubble: visibility policy, and every agent's Hubble server answering")
+            timings.run("hubble", setup_hubble, cluster, api, build, policies)
     except BaseException:
         say("failed: removing what was made")
         down(cluster.name)
         raise
     return cluster, timings
+
+
+def cilium_manifest(build, hubble: bool) -> str:
+    """The rendered Cilium manifest `cluster up` applies: with Hubble and the DNS proxy on, or without;
+    a ClusterError saying how to make it when this build lacks it."""
+    manifest = build.cilium_hubble_manifest if hubble else build.cilium_manifest
+    if not (manifest and Path(manifest).exists()):
+        which = "CILIUM_HUBBLE_MANIFEST" if hubble else "CILIUM_MANIFEST"
+        raise ClusterError(f"this build has no Cilium{' with Hubble' if hubble else ''} (no {which} in build.env, or "
+                           "the file is gone): run `make cluster` from the dnscorrelate checkout")
+    return manifest
 
 
 def create_nodes(cluster: KindCluster, build) -> None:
@@ -263,7 +279,7 @@ def node_containers(client, cluster: KindCluster) -> dict:
     return {c.name: c for c in labelled(client, f"io.x-k8s.kind.cluster={cluster.kind_name}")}
 
 
-def setup_pod_network(cluster: KindCluster, api, client, build, cni: str = "flannel") -> None:
+def setup_pod_network(cluster: KindCluster, api, client, build, cni: str = "flannel", manifest: str = "") -> None:
     """flannel (or Cilium) on every node, and the guard that keeps pods' traffic on this machine; returns
     once the network runs on every node and every node is Ready, so that the pods created next are
     spread over both nodes instead of all landing on whichever node had its network first."""
@@ -278,7 +294,7 @@ def setup_pod_network(cluster: KindCluster, api, client, build, cni: str = "flan
         if exit_code != 0:
             raise ClusterError(f"the traffic guard on node {name} failed: {output.decode(errors='replace').strip()}")
     if cni == "cilium":
-        setup_cilium(cluster, api, build)
+        setup_cilium(cluster, api, build, manifest or build.cilium_manifest)
         return
     for body in flannel_objects(build.flannel_image):
         utils.create_from_dict(api, body)
@@ -296,7 +312,7 @@ def setup_pod_network(cluster: KindCluster, api, client, build, cni: str = "flan
                                core.list_namespaced_pod(FLANNEL_NAMESPACE, label_selector=f"app={FLANNEL}").items))
 
 
-def setup_cilium(cluster: KindCluster, api, build) -> None:
+def setup_cilium(cluster: KindCluster, api, build, manifest: str) -> None:
     """Cilium's rendered manifests (network.cilium_objects), created by the built kubectl (the Python
     client's typed models refuse some of the chart's valid YAML, such as `cpu: 1`); returns once its agent
     is ready on every node (its datapath compiled and attached), its operator is ready and every node is
@@ -307,11 +323,7 @@ def setup_cilium(cluster: KindCluster, api, build) -> None:
     from dnscorrelate.cluster.kind.network import (CILIUM_AGENT, CILIUM_AGENT_SELECTOR, CILIUM_NAMESPACE, CILIUM_OPERATOR,
                                                    cilium_objects)
 
-    manifest = yaml.safe_dump_all(cilium_objects(build.cilium_manifest), sort_keys=False)
-    done = subprocess.run([build.kubectl, "--kubeconfig", str(cluster.kubeconfig), "--context", cluster.context, "create", "-f", "-"],
-                          input=manifest, capture_output=True, text=True, timeout=120)
-    if done.returncode != 0:
-        raise ClusterError(f"creating Cilium's objects failed: {done.stderr.strip()}")
+    kubectl_create(cluster, build, yaml.safe_dump_all(cilium_objects(manifest), sort_keys=False), "Cilium's objects")
     apps = k8s.AppsV1Api(api)
     core = k8s.CoreV1Api(api)
 
@@ -325,6 +337,37 @@ def setup_cilium(cluster: KindCluster, api, build) -> None:
              CILIUM_READY_TIMEOUT_S,
              lambda: ", ".join(f"{p.metadata.name} ({pod_reason(core, p)})" for p in
                                core.list_namespaced_pod(CILIUM_NAMESPACE, label_selector=CILIUM_AGENT_SELECTOR).items))
+
+
+def kubectl_create(cluster: KindCluster, build, manifest: str, what: str) -> None:
+    """`kubectl create` of a YAML stream (the built kubectl: the Python client's typed models refuse some
+    valid YAML, and it knows Cilium's custom resources); a ClusterError with kubectl's message."""
+    done = subprocess.run([build.kubectl, "--kubeconfig", str(cluster.kubeconfig), "--context", cluster.context, "create", "-f", "-"],
+                          input=manifest, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise ClusterError(f"creating {what} failed: {done.stderr.strip()}")
+
+
+def setup_hubble(cluster: KindCluster, api, build, policies: list[dict]) -> None:
+    """The visibility policies, created and realized by every agent's endpoints (the kube backend's wait
+    for Cilium's policy revision), then every agent's Hubble server answering on its unix socket
+    (`hubble status`, the CLI in the agent image)."""
+    import yaml
+
+    from dnscorrelate.cluster.kind.network import HUBBLE_SOCKET
+    from dnscorrelate.cluster.kube.faults import KubeFaults
+
+    faults = KubeFaults(api)
+    if policies:
+        before = faults.cilium_revisions()
+        kubectl_create(cluster, build, yaml.safe_dump_all(policies, sort_keys=False), "the Hubble visibility policy")
+        faults.wait_cilium_enforced(before)
+
+    def answering(pod: str) -> bool:
+        return "Healthcheck" in faults.cilium(pod, "hubble", "status", "--server", f"unix://{HUBBLE_SOCKET}")
+
+    for agent in faults.cilium_agents():
+        wait_for(lambda: answering(agent.metadata.name), f"Hubble's server in Cilium agent {agent.metadata.name} to answer", 60)
 
 
 def docker_subnet(client, cluster: KindCluster) -> str:
