@@ -1,0 +1,77 @@
+"""Hubble's flows from every Cilium agent of a cluster, for `trace --hubble` (`live/hubble.py` follows them):
+`hubble observe --follow -o json` run in each agent pod's `cilium-agent` container through the API server's
+exec, on the agent's own unix socket, no relay. The `hubble` CLI must be in the agent's image (Cilium's
+own image carries it; so does the one `make cluster` builds, `cluster up --cni cilium --hubble`)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from dnscorrelate.errors import ClusterError
+
+NAMESPACE = "kube-system"
+AGENT_SELECTOR = "k8s-app=cilium"
+AGENT_CONTAINER = "cilium-agent"
+SOCKET = "unix:///var/run/cilium/hubble.sock"
+READ_TIMEOUT_S = 1  # how long one read waits, so close() is noticed
+
+
+def observe_command(ports: tuple[int, ...]) -> list[str]:
+    """`hubble observe` following new flows on the DNS ports (L3/L4 and the DNS proxy's L7 records alike)."""
+    command = ["hubble", "observe", "--server", SOCKET, "--follow", "-o", "json"]
+    for port in ports:
+        command += ["--port", str(port)]
+    return command
+
+
+class AgentHubbleStream:
+    """One agent's flows: its exec stream, read line by line until closed (a HubbleStream)."""
+
+    def __init__(self, core, pod: str, node: str, ports: tuple[int, ...]) -> None:
+        self.core, self.pod, self.node, self.ports = core, pod, node, ports
+        self.response = None
+        self.closed = False
+
+    def lines(self) -> Iterator[str]:
+        from kubernetes.stream import stream
+
+        self.response = stream(self.core.connect_get_namespaced_pod_exec, self.pod, NAMESPACE, container=AGENT_CONTAINER,
+                               command=observe_command(self.ports), stderr=True, stdin=False, stdout=True, tty=False,
+                               _preload_content=False)
+        pending, errors = "", []
+        while not self.closed and self.response.is_open():
+            self.response.update(timeout=READ_TIMEOUT_S)
+            if self.response.peek_stderr():
+                errors.append(self.response.read_stderr())
+            if self.response.peek_stdout():
+                pending += self.response.read_stdout()
+                *whole, pending = pending.split("\n")
+                yield from whole
+        if pending.strip():
+            yield pending
+        if not self.closed:
+            said = " ".join(e.strip() for e in errors if e.strip())
+            raise ClusterError(f"`hubble observe` in {NAMESPACE}/{self.pod} ended" + (f": {said}" if said else ""))
+
+    def close(self) -> None:
+        self.closed = True
+        if self.response is not None:
+            self.response.close()
+
+
+def hubble_streams(core, ports: tuple[int, ...]) -> list[AgentHubbleStream]:
+    """A stream per Cilium agent pod, after checking that each agent's Hubble answers; a ClusterError that
+    says what to do when the cluster runs no Cilium, or an agent has no Hubble or no `hubble` CLI."""
+    from kubernetes.stream import stream
+
+    agents = core.list_namespaced_pod(NAMESPACE, label_selector=AGENT_SELECTOR).items
+    if not agents:
+        raise ClusterError(f"--hubble: no Cilium agent in this cluster (no pod {AGENT_SELECTOR} in {NAMESPACE})")
+    for pod in agents:
+        said = stream(core.connect_get_namespaced_pod_exec, pod.metadata.name, NAMESPACE, container=AGENT_CONTAINER,
+                      command=["sh", "-c", f"hubble status --server {SOCKET} 2>&1"], stderr=True, stdin=False, stdout=True, tty=False)
+        if "Healthcheck" not in said:
+            raise ClusterError(f"--hubble: Hubble does not answer in {NAMESPACE}/{pod.metadata.name} "
+                               f"({said.strip()[:200] or 'no output'}): enable Hubble (`cluster up --cni cilium --hubble`, "
+                               "or Cilium's hubble.enabled) and use an agent image with the hubble CLI")
+    return [AgentHubbleStream(core, pod.metadata.name, pod.spec.node_name, ports) for pod in agents]
