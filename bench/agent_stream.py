@@ -40,10 +40,11 @@ def main() -> None:
     from kubernetes.stream import stream
 
     from dnscorrelate.cluster.kind import cluster as kind
+    from dnscorrelate.cluster.kind.build import agent_image
     from dnscorrelate.cluster.kube.agents import AgentCapture, AgentOptions
 
     api = kind.api_client(kind.KindCluster(args.cluster))
-    capture = AgentCapture(api, AgentOptions(source_from_host=True))
+    capture = AgentCapture(api, AgentOptions(built=agent_image(True), source_from_host=True))
     capture.start()
     try:
         t = capture.timings

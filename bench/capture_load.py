@@ -63,7 +63,7 @@ def warm_cache(lab, directory: Path) -> Path:
 
 def measure(lab, names: Path, seconds: int, rate: int, capture_on: bool) -> dict:
     from dnscorrelate.cluster.lab.capture import lab_targets
-    from dnscorrelate.sources.capture import Capture
+    from dnscorrelate.live.capture import Capture
 
     pids = [p.pid for p in lab.processes]
     pod = lab.pod("mypod", "demo")
@@ -96,8 +96,8 @@ def main() -> None:
     parser.add_argument("--mixes", nargs="+", choices=["cached", "forwarded"], default=["cached", "forwarded"])
     args = parser.parse_args()
     from dnscorrelate.cluster.lab.runtime import Lab, teardown
-    from dnscorrelate.cluster.lab.spec import load_spec
-    from dnscorrelate.sources.bpf import tracer
+    from dnscorrelate.cluster.spec import load_spec
+    from dnscorrelate.live.bpf import tracer
 
     tracer()  # compile once, before any measurement
     lab = Lab.up(load_spec(), "benchload")

@@ -53,7 +53,7 @@ def main() -> None:
     from capture_load import dnsperf, warm_cache
 
     from dnscorrelate.cluster.lab.runtime import Lab, teardown
-    from dnscorrelate.cluster.lab.spec import load_spec
+    from dnscorrelate.cluster.spec import load_spec
 
     lab = Lab.up(load_spec(), "benchcapmem")
     try:

@@ -18,7 +18,7 @@ ONE_RUN = """
 import json, time
 from dnscorrelate.cluster.lab.runtime import Lab
 from dnscorrelate.cluster.lab.capture import lab_targets
-from dnscorrelate.sources.capture import Capture
+from dnscorrelate.live.capture import Capture
 lab = Lab.load({name!r})
 started = time.monotonic()
 capture = Capture(lab_targets(lab))
@@ -36,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
 
     from dnscorrelate.cluster.lab.runtime import Lab, teardown
-    from dnscorrelate.cluster.lab.spec import Source, load_spec, merge, validate
+    from dnscorrelate.cluster.spec import Source, load_spec, merge, validate
 
     extra = [{"kind": "Pod", "metadata": {"name": f"p{i}", "namespace": "demo"}} for i in range(args.pods)]
     spec = merge(load_spec(), validate({"manifests": extra}, Source("bench", None)))

@@ -43,10 +43,10 @@ NAMES = [
 def capture_traffic(target_events: int, rate: int, workdir: Path):
     """(sorted raw records, events table) of dnsperf traffic in a fresh default lab."""
     from dnscorrelate.cluster.lab.runtime import Lab, teardown
-    from dnscorrelate.cluster.lab.spec import load_spec
+    from dnscorrelate.cluster.spec import load_spec
     from dnscorrelate.sources.bpf import EVENT_DTYPE
     from dnscorrelate.cluster.lab.capture import lab_targets
-    from dnscorrelate.sources.capture import Capture
+    from dnscorrelate.live.capture import Capture
 
     queries = workdir / "queries.txt"
     queries.write_text("\n".join(NAMES) + "\n")

@@ -36,7 +36,7 @@ def one_run(lab, names: Path, rate: int, seconds: int) -> dict:
     from capture_load import dnsperf
 
     from dnscorrelate.cluster.lab.capture import lab_targets
-    from dnscorrelate.sources.capture import Capture
+    from dnscorrelate.live.capture import Capture
 
     pod = lab.pod("mypod", "demo")
     with Capture(lab_targets(lab)) as capture:
@@ -53,7 +53,7 @@ def main() -> None:
     from capture_load import warm_cache
 
     from dnscorrelate.cluster.lab.runtime import Lab, teardown
-    from dnscorrelate.cluster.lab.spec import load_spec
+    from dnscorrelate.cluster.spec import load_spec
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=int, default=16000, help="queries/s offered (0: as fast as dnsperf can)")

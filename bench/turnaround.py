@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 def lab_cycles(cycles: int) -> None:
     from dnscorrelate.cluster.lab.runtime import Lab, teardown
-    from dnscorrelate.cluster.lab.spec import load_spec
+    from dnscorrelate.cluster.spec import load_spec
 
     spec = load_spec()
     ups, downs = [], []

@@ -15,8 +15,16 @@ from dnscorrelate.textfiles import read_user_text
 
 
 def analyze(frame: pd.DataFrame | None, logs: ParsedLogs | None, facts: ClusterFacts | None, capture_stats: dict | None = None) -> Analysis:
-    correlation = correlate(frame, logs, capture_stats, dns_servers(facts) if facts else None)
+    correlation = correlate(frame, logs, capture_stats, dns_servers(facts) if facts else None, clock_of_vantage(facts) if facts else None)
     return Analysis(correlation, diagnose(correlation, facts), facts)
+
+
+def clock_of_vantage(facts: ClusterFacts) -> dict[str, str]:
+    """{vantage: node} the facts know: each pod's node (`NS/NAME`, as its vantage is named) and each node itself, so
+    that the nodes' clocks can be put on one time line (correlate/clocks.py)."""
+    nodes = {pod.key: pod.spec.nodeName for pod in facts.model.pods if pod.spec.nodeName}
+    nodes.update({node.metadata.name: node.metadata.name for node in facts.model.nodes})
+    return nodes
 
 
 def dns_servers(facts: ClusterFacts) -> dict[str, tuple[str, str]]:
@@ -50,7 +58,7 @@ def from_files(events_path: str | None, log_paths: list, corefile_path: str | No
     """`correlate`'s inputs read from disk; facts from a running lab (--lab) or from the given files.
     `log_paths` are paths or (replica, path) pairs; `log_formats` are `log` format strings to try first.
     `evidence` is what sources.evidence.read_evidence made of pcap, Inspektor Gadget and dnstap files."""
-    from dnscorrelate.cluster.lab.spec import load_manifests
+    from dnscorrelate.cluster.spec import load_manifests
 
     frame, capture_stats = events.load(events_path) if events_path else (None, {})
     if evidence is not None:

@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from dnscorrelate.errors import USER_ERRORS, LabError
+from dnscorrelate.errors import USER_ERRORS, ClusterError, LabError
 from dnscorrelate.outputs import check_output_dir, check_output_file, written_whole
 from dnscorrelate.report.terminal import SafeConsole, printable, quiet_exit
 
@@ -70,7 +70,7 @@ def print_error(err: Exception) -> None:
 
 def say_swept() -> None:
     """Remove labs whose owning process died (a `run` killed with -9) and say which."""
-    from dnscorrelate.cluster.lab.runtime import sweep_orphans
+    from dnscorrelate.cluster.lab.backend import sweep_orphans
 
     for lab_name, pid in sweep_orphans():
         errors.print(f"removed lab {lab_name}: process {pid}, which made it, is gone without removing it", highlight=False, markup=False)
@@ -103,16 +103,34 @@ def live_backend(lab_name: str | None, kubeconfig: str | None, context: str | No
     if agent and not (kubeconfig or context):
         raise click.UsageError("--agent captures on a Kubernetes cluster's nodes: name it with --context or --kubeconfig")
     if kubeconfig or context:
-        from dnscorrelate.cluster.kind.cluster import kubeconfig_of_context
-        from dnscorrelate.cluster.kube.agents import AgentOptions
-        from dnscorrelate.cluster.kube.backend import KubeBackend
+        from dnscorrelate.cluster.kube.backend import AgentOptions, KubeBackend
 
-        ours = kubeconfig_of_context(context) if context else None  # a kind cluster `cluster up` made here
-        options = AgentOptions(agent_image, source_from_host=ours is not None) if agent else None
+        ours = kind_kubeconfig(context)  # a kind cluster `cluster up` made here, else None
+        options = AgentOptions(agent_image, built=built_agent_image(ours is not None), source_from_host=ours is not None) if agent else None
         return KubeBackend(kubeconfig or ours, context, agent=options)
     from dnscorrelate.cluster.lab.backend import LabBackend
 
     return LabBackend.find(lab_name)
+
+
+def kind_kubeconfig(context: str | None) -> str | None:
+    """The kubeconfig `cluster up` wrote for `context`, when kind made that cluster here. kind names every context
+    it makes `kind-NAME`: any other context is a cluster kind did not make, and goes to the kube backend as it is."""
+    if not (context and context.startswith("kind-")):
+        return None
+    from dnscorrelate.cluster.kind.cluster import kubeconfig_of_context
+
+    return kubeconfig_of_context(context)
+
+
+def built_agent_image(source_from_host: bool) -> str | None:
+    """The node agent's image `make cluster` built here, if it did (the kube backend takes it when no node holds one)."""
+    from dnscorrelate.cluster.kind.build import agent_image
+
+    try:
+        return agent_image(source_from_host)
+    except ClusterError:
+        return None
 
 
 @click.group()
@@ -134,8 +152,8 @@ def lab() -> None:
 @friendly_errors
 def lab_up(spec_path: str | None, name: str) -> None:
     """Build the lab and start CoreDNS."""
-    from dnscorrelate.cluster.lab.runtime import Lab, preflight
-    from dnscorrelate.cluster.lab.spec import load_spec
+    from dnscorrelate.cluster.lab.backend import Lab, preflight
+    from dnscorrelate.cluster.spec import load_spec
 
     spec = load_spec(spec_path)
     preflight()  # root, ip, nft: before sweeping, which needs them too
@@ -152,7 +170,7 @@ def lab_up(spec_path: str | None, name: str) -> None:
 @friendly_errors
 def lab_status(lab_name: str | None, output: str) -> None:
     """Show a running lab: pods, Services, CoreDNS processes."""
-    from dnscorrelate.cluster.lab.runtime import Lab, running_labs
+    from dnscorrelate.cluster.lab.backend import Lab, running_labs
 
     names = [lab_name] if lab_name else running_labs()
     statuses = [Lab.load(n).status() for n in names]
@@ -182,7 +200,7 @@ def lab_exec(pod: str, namespace: str, lab_name: str | None, command: tuple[str,
 
     Example: dnscorrelate lab exec pod/mypod -n demo -- getent ahosts web
     """
-    from dnscorrelate.cluster.lab.runtime import Lab, resolve_lab_name
+    from dnscorrelate.cluster.lab.backend import Lab, resolve_lab_name
 
     target = Lab.load(resolve_lab_name(lab_name)).pod(pod, namespace)
     argv = ["ip", "netns", "exec", target.netns, *command]
@@ -196,11 +214,10 @@ def lab_exec(pod: str, namespace: str, lab_name: str | None, command: tuple[str,
 @friendly_errors
 def lab_logs_cmd(component: str, lab_name: str | None, replica: int | None) -> None:
     """Print a DNS server's log, timestamped like `kubectl logs --timestamps --prefix`."""
-    from dnscorrelate.cluster.lab.runtime import Lab, resolve_lab_name
-    from dnscorrelate.cluster.lab import logs as lab_logs
+    from dnscorrelate.cluster.lab.backend import Lab, merged_logs, resolve_lab_name
 
     running = Lab.load(resolve_lab_name(lab_name))
-    for line in lab_logs.merged(running, component, replica):
+    for line in merged_logs(running, component, replica):
         click.echo(line)
 
 
@@ -210,8 +227,8 @@ def lab_logs_cmd(component: str, lab_name: str | None, replica: int | None) -> N
 @friendly_errors
 def lab_apply(path: str, lab_name: str | None) -> None:
     """Create or replace Services and NetworkPolicies in a running lab (like kubectl apply -f)."""
-    from dnscorrelate.cluster.lab.runtime import Lab, resolve_lab_name
-    from dnscorrelate.cluster.lab.spec import load_manifests
+    from dnscorrelate.cluster.lab.backend import Lab, resolve_lab_name
+    from dnscorrelate.cluster.spec import load_manifests
 
     running = Lab.load(resolve_lab_name(lab_name))
     for line in running.apply(load_manifests(path)):
@@ -225,7 +242,7 @@ def lab_apply(path: str, lab_name: str | None) -> None:
 @friendly_errors
 def lab_delete(ref: str, namespace: str, lab_name: str | None) -> None:
     """Delete a Service or NetworkPolicy from a running lab (like kubectl delete networkpolicy/NAME)."""
-    from dnscorrelate.cluster.lab.runtime import Lab, resolve_lab_name
+    from dnscorrelate.cluster.lab.backend import Lab, resolve_lab_name
 
     kind, _, name = ref.partition("/")
     if not name:
@@ -241,7 +258,7 @@ def lab_delete(ref: str, namespace: str, lab_name: str | None) -> None:
 @friendly_errors
 def lab_down(name: str | None, everything: bool, force: bool) -> None:
     """Remove a lab: processes, namespaces, /etc/netns entries, nftables tables."""
-    from dnscorrelate.cluster.lab.runtime import resolve_lab_name, teardown, teardown_all
+    from dnscorrelate.cluster.lab.backend import resolve_lab_name, teardown, teardown_all
 
     needs_root("removing a lab")
     if everything:
@@ -266,7 +283,7 @@ def lab_down(name: str | None, everything: bool, force: bool) -> None:
 def capture(lab_name: str | None, namespaces: tuple[str, ...], duration: float | None, ports: tuple[int, ...], output: str) -> None:
     """Capture DNS packets in every namespace of a lab (or the given ones), with eBPF."""
     from dnscorrelate import events
-    from dnscorrelate.cluster.backend import NamespacesBackend, Session
+    from dnscorrelate.live.session import NamespacesBackend, Session
     from dnscorrelate.cluster.lab.backend import LabBackend
 
     if output not in ("table", "json") and not output.endswith((".parquet", ".pcapng")):
@@ -484,7 +501,7 @@ def print_results(results) -> None:
 def trace(pod, namespace, lab_name, context, kubeconfig, agent, agent_image, duration, filters, output, report_path) -> None:
     """Watch one pod's DNS lookups live, hop by hop, with per-hop latency and what went wrong."""
     from dnscorrelate import trace as tracing
-    from dnscorrelate.cluster.backend import Session
+    from dnscorrelate.live.session import Session
 
     try:
         parsed = [tracing.Filter.parse(f) for f in filters]
@@ -541,10 +558,10 @@ def trace(pod, namespace, lab_name, context, kubeconfig, agent, agent_image, dur
 
 def agent_start_note(live) -> str:
     """`, through N node agents (ready in X s, capturing in Y s)` when the capture runs in the node agents."""
-    timings = getattr(live.capture, "timings", None)
-    if not timings:
+    nodes, timings = live.capture.remote_nodes, live.capture.timings
+    if not nodes:
         return ""
-    return (f" on {len(live.capture.agents)} nodes through the node agents (pods ready in {timings['ready_seconds']:.1f} s, "
+    return (f" on {len(nodes)} nodes through the node agents (pods ready in {timings['ready_seconds']:.1f} s, "
             f"capturing in {timings['start_seconds']:.1f} s)")
 
 
@@ -667,10 +684,10 @@ def agent_standby() -> None:
 @friendly_errors
 def agent_manifest(image: str | None, source_from_host: bool) -> None:
     """Print the agent's DaemonSet, service account and read-only role, each privilege explained."""
+    from dnscorrelate.cluster.kind.build import agent_image
     from dnscorrelate.cluster.kube.agent import manifest
-    from dnscorrelate.cluster.kube.agents import default_image
 
-    click.echo(manifest(image or default_image(source_from_host), source_from_host), nl=False)
+    click.echo(manifest(image or agent_image(source_from_host), source_from_host), nl=False)
 
 
 if __name__ == "__main__":

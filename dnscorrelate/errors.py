@@ -27,6 +27,14 @@ class ClusterError(Exception):
     """A Kubernetes cluster that cannot be built, reached or changed; the message names the step and what to do."""
 
 
+class FaultNotSupported(ClusterError):
+    """A fault the backend cannot make (a kind cluster's links, a running pod's resolv.conf): which, where and why."""
+
+    def __init__(self, fault: str, backend: str, reason: str) -> None:
+        super().__init__(f"the {backend} backend cannot make the fault `{fault}`: {reason}")
+        self.fault, self.backend, self.reason = fault, backend, reason
+
+
 class OutputError(Exception):
     """An output file or folder that cannot be written; found before any work is done."""
 

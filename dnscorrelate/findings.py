@@ -69,6 +69,11 @@ def c(code: str, hops: str, severity: str, meaning: str) -> Code:
 
 CODES = [
     c("ok", "", INFO, "every lookup answered, nothing else found"),
+    c("dropped-by-policy", f"{POD_NODE} {NODE_COREDNS} {SERVER}", ERROR,
+      "a flow of the lookup with verdict DROPPED for a policy, in the flow's own words (Hubble's drop_reason_desc: "
+      "POLICY_DENIED, …) and where it was enforced: the client pod on egress (`pod->node`), the server on ingress"),
+    c("dropped-in-datapath", f"{POD_NODE} {NODE_COREDNS} {SERVER}", ERROR,
+      "a flow of the lookup with verdict DROPPED for another reason than a policy, quoted as the flow gives it, and where"),
     c("dropped-before-node", POD_NODE, ERROR, "query seen leaving the pod, never at the node, no answer"),
     c("dropped-at-node", NODE_COREDNS, ERROR,
       "query seen at the node, never at CoreDNS, no ICMP, no answer; NetworkPolicies named from facts"),

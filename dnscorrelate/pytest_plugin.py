@@ -12,7 +12,7 @@ Installed with dnscorrelate (a `pytest11` entry point), so any test can use:
   (a KubeBackend: facts, logs, capture targets, faults through the API, `run_queries`).
 - `dns_lab(spec=None)`: bring up a lab (a spec path, a dict merged over the
   default, or None for the default); torn down after the test.
-- `dns_capture(lab)`: a started `Session` (cluster/backend.py) on `lab`: capture in
+- `dns_capture(lab)`: a started `Session` (live/session.py) on `lab`: capture in
   every namespace, its CoreDNS logs and facts; stopped after the test. Call
   `.stop()` then `.events()`, or `.evidence()` for events, parsed logs, capture
   stats and facts.
@@ -60,7 +60,7 @@ def run_scenario(request):
 @pytest.fixture(scope="session")
 def dns_cluster():
     """A kind cluster (the default lab's workloads) for the test session; its `.backend` is a KubeBackend."""
-    from dnscorrelate.cluster.lab.spec import load_spec
+    from dnscorrelate.cluster.spec import load_spec
     from dnscorrelate.runner import KindStage
 
     stage = KindStage(load_spec())
@@ -71,8 +71,8 @@ def dns_cluster():
 @pytest.fixture
 def dns_lab():
     """dns_lab(spec=None) -> Lab, torn down after the test."""
-    from dnscorrelate.cluster.lab.runtime import Lab, teardown
-    from dnscorrelate.cluster.lab.spec import Source, load_spec, merge, validate
+    from dnscorrelate.cluster.lab.backend import Lab, teardown
+    from dnscorrelate.cluster.spec import Source, load_spec, merge, validate
 
     made = []
 
@@ -93,7 +93,7 @@ def dns_lab():
 @pytest.fixture
 def dns_capture():
     """dns_capture(lab) -> a started Session on the lab."""
-    from dnscorrelate.cluster.backend import Session
+    from dnscorrelate.live.session import Session
     from dnscorrelate.cluster.lab.backend import LabBackend
 
     started = []

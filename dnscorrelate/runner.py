@@ -1,14 +1,14 @@
 """Run a scenario: lab up, capture, faults, queries, correlate, diagnose, compare, report, tear down.
 
 The runner is the one place that knows the injected fault. It applies the
-faults to the lab and, at the end, compares the diagnosis with `expect`; the
-diagnoser itself gets only the evidence (packets, CoreDNS logs) and the lab's
-cluster facts.
+faults through the backend's `Faults` and, at the end, compares the diagnosis
+with `expect`; the diagnoser itself gets only the evidence (packets, CoreDNS
+logs) and the cluster's facts. It speaks to a lab or a kind cluster only
+through `cluster.backend`'s interfaces and each backend's front module.
 """
 
 from __future__ import annotations
 
-import shutil
 import time
 import uuid
 from collections.abc import Callable
@@ -17,17 +17,11 @@ from pathlib import Path
 
 from dnscorrelate import events
 from dnscorrelate.analysis import Analysis, analyze
-from dnscorrelate.cluster.backend import Session
+from dnscorrelate.cluster.backend import Backend, ClientResult, Faults
+from dnscorrelate.live.session import Session
 from dnscorrelate.cluster.facts import ClusterFacts
-from dnscorrelate.cluster.lab import faults as lab_faults
-from dnscorrelate.cluster.lab.backend import LabBackend
-from dnscorrelate.cluster.lab.clients import ClientResult, run_queries
-from dnscorrelate.cluster.lab.runtime import Lab, teardown
-from dnscorrelate.cluster.lab.spec import LabSpec, default_spec, merge
-from dnscorrelate.scenarios import (
-    ApplyFault, CorefileFault, CustomServerBlockFault, DeleteFault, LinkFault, ResolvConfFault, Scenario,
-    StopReplicaFault, UpstreamCorefileFault,
-)
+from dnscorrelate.cluster.spec import LabSpec, default_spec, merge
+from dnscorrelate.scenarios import Fault, Scenario
 
 SETTLE_S = 0.3  # let the last packets and log lines arrive before stopping
 
@@ -69,59 +63,55 @@ class ScenarioResult:
                 f"log records {correlation.get('log_records')}")
 
 
-def apply_fault(backend, fault) -> None:
-    """One fault, as the cluster would experience it: through the backend's `Faults` when every
-    backend can make it, on the lab itself for the lab's own (upstream, links, resolv.conf; validation
-    keeps them off other backends)."""
-    if isinstance(fault, CorefileFault):
-        backend.set_corefile(fault.corefile)
-    elif isinstance(fault, CustomServerBlockFault):
-        key = fault.key or fault.customServerBlock.split()[0].split(":")[0].rstrip(".").replace(".", "-") + ".server"
-        backend.set_custom_server_block(key, fault.customServerBlock)
-    elif isinstance(fault, ApplyFault):
-        backend.apply([fault.apply])
-    elif isinstance(fault, DeleteFault):
-        backend.delete(fault.delete.kind, fault.delete.namespace, fault.delete.name)
-    elif isinstance(fault, StopReplicaFault):
-        backend.stop_replica(fault.stopReplica)
-    elif isinstance(fault, UpstreamCorefileFault):
-        lab_faults.set_upstream_corefile(backend.lab, fault.upstreamCorefile)
-    elif isinstance(fault, LinkFault):
-        lab_faults.set_link(backend.lab, fault.link.from_, fault.link.to, fault.link.loss or 0.0, fault.link.drop)
-    elif isinstance(fault, ResolvConfFault):
-        lab_faults.set_resolv_conf(backend.lab, fault.resolvConf.pod, fault.resolvConf.text)
-    else:  # pragma: no cover - the scenario model admits no other kind
-        raise TypeError(f"unknown fault {fault!r}")
+def apply_fault(backend: Faults, fault: Fault) -> None:
+    """One fault, as the cluster would experience it: the fault calls its method of the backend's `Faults`
+    (a backend that cannot make it raises `FaultNotSupported`)."""
+    fault.apply_to(backend)
 
 
-class LabStage:
-    """A fresh lab for one scenario: its backend, its clients (in the pods' namespaces), its teardown."""
+class Stage:
+    """A cluster made for a run: its backend, its clients' queries, its evidence saved, its teardown."""
 
-    def __init__(self, spec: LabSpec) -> None:
-        self.name = f"s{uuid.uuid4().hex[:8]}"
-        self.lab = Lab.up(spec, self.name)
-        self.backend = LabBackend(self.lab)
+    name: str
+    backend: Backend
 
     def queries(self, query) -> list[ClientResult]:
-        pod = self.lab.pod(query.from_)
-        return run_queries(pod.netns, query.client, query.name, query.type, query.proto, query.count, query.concurrency, query.timeout)
+        return self.backend.run_queries(query.from_, query.client, query.name, query.type, query.proto, query.count,
+                                        query.concurrency, query.timeout)
 
     def save_evidence(self, directory: Path, session: Session) -> None:
-        """What a colleague needs to re-run the analysis offline: events, logs, the lab's topology."""
+        """What a colleague needs to re-run the analysis offline: events, logs (and the lab's topology)."""
         directory.mkdir(parents=True, exist_ok=True)
         events.save(session.events(), directory / "events.parquet", session.stats)
-        for process in self.lab.processes:
-            shutil.copy(process.log, directory / f"{process.role}.log")
-        (directory / "lab.json").write_text(self.lab.topology.model_dump_json(indent=1))
+        self.backend.save_files(directory)
+
+    def new_window(self) -> None:
+        """The next scenario on this cluster starts here (only a shared kind cluster serves several)."""
 
     def down(self) -> None:
+        raise NotImplementedError
+
+
+class LabStage(Stage):
+    """A fresh lab for one scenario, named sXXXXXXXX."""
+
+    def __init__(self, spec: LabSpec) -> None:
+        from dnscorrelate.cluster.lab.backend import LabBackend
+
+        self.name = f"s{uuid.uuid4().hex[:8]}"
+        self.backend = LabBackend.up(spec, self.name)
+
+    def down(self) -> None:
+        from dnscorrelate.cluster.lab.backend import teardown
+
         teardown(self.name)
 
 
-class KindStage:
-    """A fresh two-node kind cluster for one scenario, built from its merged lab spec (cluster/kind/):
-    faults through the API (kube/faults.py), clients through exec (kube/clients.py). Named scnXXXXXXXX,
-    removed by `down` on success, failure and Ctrl-C."""
+class KindStage(Stage):
+    """A fresh two-node kind cluster for one scenario, built from its merged lab spec (cluster/kind/), reached
+    through the kube backend, given what it needs of kind: the kubeconfig, the upstream container's address
+    and the client image (faults through the API, kube/faults.py; clients through exec, kube/clients.py).
+    Named scnXXXXXXXX, removed by `down` on success, failure and Ctrl-C."""
 
     def __init__(self, spec: LabSpec, step: Callable[[str], None] = lambda message: None) -> None:
         from dnscorrelate.cluster.kind import cluster as kind
@@ -131,9 +121,7 @@ class KindStage:
         self.name = f"scn{uuid.uuid4().hex[:8]}"
         self.cluster, self.up_timings = kind.up(self.name, spec=spec, say=lambda message: step(f"cluster {message}"))
         try:
-            upstream = kind.docker().containers.get(self.cluster.upstream_container)
-            address = upstream.attrs["NetworkSettings"]["Networks"][self.cluster.network]["IPAddress"]
-            self.backend = KubeBackend(str(self.cluster.kubeconfig), self.cluster.context, upstream=address,
+            self.backend = KubeBackend(str(self.cluster.kubeconfig), self.cluster.context, upstream=kind.upstream_address(self.cluster),
                                        pod_image=load_build().client_image)
             for key, text in sorted(spec.customServerBlocks.items()):  # kind's CoreDNS gets them as AKS's does
                 self.backend.set_custom_server_block(key, text)
@@ -141,17 +129,6 @@ class KindStage:
         except BaseException:
             self.down()
             raise
-
-    def queries(self, query) -> list[ClientResult]:
-        return self.backend.run_queries(query.from_, query.client, query.name, query.type, query.proto, query.count,
-                                        query.concurrency, query.timeout)
-
-    def save_evidence(self, directory: Path, session: Session) -> None:
-        """Events and each CoreDNS replica's log (named by its pod)."""
-        directory.mkdir(parents=True, exist_ok=True)
-        events.save(session.events(), directory / "events.parquet", session.stats)
-        for source in self.backend.log_sources():
-            shutil.copy(source.path, directory / f"{source.replica}.log")
 
     def new_window(self) -> None:
         """The next scenario on this cluster starts here: its logs are read from now on."""
@@ -171,7 +148,7 @@ def reusable(scenario: Scenario) -> bool:
     return not scenario.faults and not scenario.lab.model_fields_set
 
 
-def make_stage(backend: str, spec: LabSpec, step: Callable[[str], None]):
+def make_stage(backend: str, spec: LabSpec, step: Callable[[str], None]) -> Stage:
     if backend == "kind":
         return KindStage(spec, step)
     return LabStage(spec)
@@ -213,7 +190,7 @@ def run_scenario(
             for index, fault in enumerate(scenario.faults):
                 step(f"fault {index + 1}/{len(scenario.faults)}")
                 apply_fault(stage.backend, fault)
-            result.propagation = list(getattr(stage.backend, "propagation", []))
+            result.propagation = list(stage.backend.propagation)
             lap("faults")
             for query in scenario.queries:
                 step(f"{query.count} x {query.client} {query.name} {query.type}")
@@ -254,9 +231,7 @@ def run_all(scenarios: list[Scenario], report_dir: Path | None, evidence_dir: Pa
     a failed result with its error, not the end of the run. Writes the report index at the end."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from dnscorrelate.cluster.lab.netns import LabError
-    from dnscorrelate.errors import ClusterError
-    from dnscorrelate.sources.bpf import CaptureError
+    from dnscorrelate.errors import CaptureError, ClusterError, LabError
 
     results, shared = [], None
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn())

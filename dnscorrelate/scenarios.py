@@ -9,33 +9,46 @@ never sees them.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
-from dnscorrelate.cluster.lab.spec import LabSpec, SpecError, Source, default_spec, describe_errors, line_of, merge, parse_yaml, read_text
 from dnscorrelate.cluster.model import Manifest
+from dnscorrelate.cluster.spec import LabSpec, SpecError, Source, default_spec, describe_errors, line_of, merge, parse_yaml, read_text
 from dnscorrelate.findings import CODE_NAMES, HOP_NAMES
+
+if TYPE_CHECKING:
+    from dnscorrelate.cluster.backend import Faults
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-# --- faults: one key each, applied in order -------------------------------------
+# --- faults: one key each, applied in order; each applies itself through the backend's `Faults` ----------------
 
 
 class CorefileFault(Strict):
     corefile: str = Field(description="A whole Corefile, as in the coredns ConfigMap")
+
+    def apply_to(self, faults: Faults) -> None:
+        faults.set_corefile(self.corefile)
 
 
 class CustomServerBlockFault(Strict):
     customServerBlock: str = Field(description="A server block, like a coredns-custom *.server key")
     key: str | None = Field(None, description="The coredns-custom key (default: from the block's zone)")
 
+    def apply_to(self, faults: Faults) -> None:
+        key = self.key or self.customServerBlock.split()[0].split(":")[0].rstrip(".").replace(".", "-") + ".server"
+        faults.set_custom_server_block(key, self.customServerBlock)
+
 
 class ApplyFault(Strict):
     apply: Manifest
+
+    def apply_to(self, faults: Faults) -> None:
+        faults.apply([self.apply])
 
 
 class DeleteTarget(Strict):
@@ -47,9 +60,15 @@ class DeleteTarget(Strict):
 class DeleteFault(Strict):
     delete: DeleteTarget
 
+    def apply_to(self, faults: Faults) -> None:
+        faults.delete(self.delete.kind, self.delete.namespace, self.delete.name)
+
 
 class UpstreamCorefileFault(Strict):
     upstreamCorefile: str
+
+    def apply_to(self, faults: Faults) -> None:
+        faults.set_upstream_corefile(self.upstreamCorefile)
 
 
 class LinkSpec(Strict):
@@ -68,9 +87,15 @@ class LinkSpec(Strict):
 class LinkFault(Strict):
     link: LinkSpec
 
+    def apply_to(self, faults: Faults) -> None:
+        faults.set_link(self.link.from_, self.link.to, self.link.loss or 0.0, self.link.drop)
+
 
 class StopReplicaFault(Strict):
     stopReplica: int = Field(ge=0)
+
+    def apply_to(self, faults: Faults) -> None:
+        faults.stop_replica(self.stopReplica)
 
 
 class ResolvConfSpec(Strict):
@@ -80,6 +105,9 @@ class ResolvConfSpec(Strict):
 
 class ResolvConfFault(Strict):
     resolvConf: ResolvConfSpec
+
+    def apply_to(self, faults: Faults) -> None:
+        faults.set_resolv_conf(self.resolvConf.pod, self.resolvConf.text)
 
 
 FAULT_KEYS = {

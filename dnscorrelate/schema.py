@@ -91,8 +91,12 @@ EVENTS = [
     f("verdict", "category", "a flow's verdict where the source gives one (Hubble: FORWARDED, REDIRECTED, DROPPED, AUDIT, …); "
       "empty for packets", "json"),
     f("drop_reason", "category", "why it was dropped, in the source's own words (Hubble's drop_reason_desc: POLICY_DENIED, …)", "json"),
+    f("src_name", "category", "the source's name where the evidence gives one (Hubble: `NS/POD` of `source`); empty otherwise"),
+    f("dst_name", "category", "the destination's name where the evidence gives one (Hubble: `NS/POD` of `destination`)"),
+    f("node", "category", "the node whose clock timed it, where the source knows (the node agent's stream); the correlator puts "
+      "every node on one time line"),
 ]
-SOURCE_SPECIFIC = ("verdict", "drop_reason")
+SOURCE_SPECIFIC = ("verdict", "drop_reason", "src_name", "dst_name", "node")
 """EVENTS columns only some sources fill: a frame without them (another source's, an older file) has them empty."""
 
 SIGHTING_FIELDS = [
@@ -174,6 +178,8 @@ TRACES = [
     f("aa", "bool", "the response was authoritative"),
     f("responses_seen", "int64", "sightings of a response anywhere"),
     f("query_seen", "bool", "a query of it was seen at some vantage"),
+    f("query_received", "bool", "its first query was seen arriving (pkt_type HOST) where it was first seen: that place is its server "
+      "(a server's own capture or dnstap)"),
     f("duplicate_responses", "int64", "responses at the client beyond one per query and per answering address: the same answer again"),
     f("responders", "int64", "distinct addresses that answered it at the client (2: it went to two servers and both answered)"),
     f("raced_dns_id", "int64", "for a `wrong-id` response, the id of the query it raced; else -1"),
@@ -216,6 +222,11 @@ TRACES = [
     f("error_count", "int64", "errors lines about it"),
     f("icmp", "object", "the first ICMP error quoting its query: type/code, where, about which destination", "json"),
     f("icmp_target", "object", "`ip:port` that ICMP error was about"),
+    f("verdict", "object", "DROPPED when a flow of it was dropped (a Hubble flow's verdict), else its flows' last verdict; empty: no flow"),
+    f("drop_reason", "object", "why, in the flow's own words (Hubble's drop_reason_desc: POLICY_DENIED, …)"),
+    f("dropped_at", "object", "where it was dropped: the vantage, and `egress` (leaving it) or `ingress` (arriving at it)"),
+    f("clock_bound_ns", "Int64", "for a lookup whose client and server are on two nodes: how wrong its segments between them may be "
+      "after the nodes' clocks were put on one time line (segments shorter than this are left out); empty on one node"),
 ]
 
 UPSTREAM = [

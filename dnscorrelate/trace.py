@@ -97,7 +97,7 @@ def codes_by_trace(analysis: Analysis) -> dict[int, list[str]]:
 
 
 class TraceSession:
-    """One pod's lookups over a live `cluster.backend.Session` (its packets, logs and facts)."""
+    """One pod's lookups over a live `live.session.Session` (its packets, logs and facts)."""
 
     def __init__(self, live, pod, filters: list[Filter], emit) -> None:
         self.live, self.pod, self.filters, self.emit = live, pod, filters, emit

@@ -454,7 +454,7 @@ if ! docker image inspect "$AGENT_STANDALONE_IMAGE" >/dev/null 2>&1; then
     rm -rf "$context"
     # it runs with nothing mounted: the package imports and finds the tracer's source
     docker run --rm --network none --entrypoint python3 "$AGENT_STANDALONE_IMAGE.partial" -c \
-      'import dnscorrelate.sources.bpf as b; assert b.BPF_SOURCE.exists(), b.BPF_SOURCE'
+      'import dnscorrelate.live.bpf as b; assert b.BPF_SOURCE.exists(), b.BPF_SOURCE'
     docker tag "$AGENT_STANDALONE_IMAGE.partial" "$AGENT_STANDALONE_IMAGE" && docker rmi "$AGENT_STANDALONE_IMAGE.partial" >/dev/null
   }
   step agent-standalone "See the log" build_agent_standalone

@@ -111,3 +111,17 @@ def pcapng_file(interfaces: list[tuple[int, str]], packets: list[tuple[int, int,
         options = (option(2, struct.pack("<I", flags)) + option(0, b"")) if flags is not None else b""
         out.append(block(6, struct.pack("<IIIII", interface, ts_ns >> 32, ts_ns & 0xFFFFFFFF, len(data), len(data)) + pad4(data) + options))
     return b"".join(out)
+
+
+def tagged_ethernet(ip_packet: bytes, tags: list[tuple[int, int]] = (), pppoe_session: int | None = None) -> bytes:
+    """An Ethernet frame with VLAN tags (TPID, VLAN id), outermost first, and optionally a PPPoE session
+    header and PPP protocol before the IP packet (as DSL uplinks carry it)."""
+    ip_version = ip_packet[0] >> 4
+    if pppoe_session is not None:
+        ppp = struct.pack("!H", 0x0057 if ip_version == 6 else 0x0021) + ip_packet
+        inner, payload = 0x8864, struct.pack("!BBHH", 0x11, 0, pppoe_session, len(ppp)) + ppp
+    else:
+        inner, payload = (ETH_IPV6 if ip_version == 6 else ETH_IPV4), ip_packet
+    types = [tpid for tpid, _ in tags] + [inner]  # each tag's TPID stands where the type would, then its id and the next type
+    headers = struct.pack("!H", types[0]) + b"".join(struct.pack("!HH", vlan_id, following) for (_, vlan_id), following in zip(tags, types[1:]))
+    return b"\x02\x00\x00\x00\x00\x02" + b"\x02\x00\x00\x00\x00\x01" + headers + payload

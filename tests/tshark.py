@@ -10,7 +10,8 @@ import dns.rcode
 import pandas as pd
 import pytest
 
-FIELDS = ["frame.number", "ip.src", "ipv6.src", "dns.id", "dns.flags.response", "dns.qry.name", "dns.flags.rcode", "dns.count.answers"]
+FIELDS = ["frame.number", "ip.src", "ipv6.src", "dns.id", "dns.flags.response", "dns.qry.name", "dns.flags.rcode", "dns.count.answers",
+          "dns.count.prerequisites"]  # an UPDATE's second header count (RFC 2136), where a query's answer count is
 SEP = "\x1f"  # between several DNS messages of one frame (names may hold commas)
 
 requires_tshark = pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed (scripts/setup.sh installs Debian's)")
@@ -24,10 +25,12 @@ def tshark_messages(path, ports=(53,)) -> set[tuple]:
     out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
     messages = set()
     for line in out.splitlines():
-        frame, ip4, ip6, ids, responses, names, rcodes, answers = line.split("\t")
+        frame, ip4, ip6, ids, responses, names, rcodes, answers, prerequisites = line.split("\t")
         source = (ip4 or ip6).split(SEP)[-1]  # an ICMP error's inner header comes after the outer one
-        columns = [c.split(SEP) for c in (ids, responses, names, rcodes, answers)]
-        count = len(columns[0])  # tshark 4.0 leaves dns.flags.rcode empty for queries: one "" for several of them
+        count = len(ids.split(SEP))
+        # tshark leaves a field out where a message lacks it (4.0 prints no rcode for queries): a short or empty
+        # column is padded for every message of the frame, not read as the first one's only
+        columns = [c.split(SEP) if c else [] for c in (ids, responses, names, rcodes, answers or prerequisites)]
         columns = [c + [""] * (count - len(c)) for c in columns]
         for qid, qr, name, rcode, ancount in zip(*columns):
             messages.add((int(frame), source, int(qid, 16), qr in ("1", "True"), plain_name(name), int(rcode or 0), int(ancount or 0)))

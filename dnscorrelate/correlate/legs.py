@@ -172,6 +172,9 @@ def describe_legs(dns: pd.DataFrame) -> pd.DataFrame:
     # the replica itself (an upstream resolver's clients are CoreDNS's own exchanges, whoever sent them).
     legs["received"] = (strings_at(dns["pkt_type"], first) == "HOST") & ~qr[first] & np.isin(legs["origin_role"], SERVER_ROLES)
     legs["origin_role"] = np.where(legs["received"] & (legs["origin_role"] == "coredns"), "other", legs["origin_role"])
+    if "src_name" in dns:  # where the evidence names that client (Hubble's flow dropped at a server's ingress), it is the client
+        sender = strings_at(dns["src_name"], first)
+        legs["originator"] = np.where(legs["received"] & (sender != ""), sender, legs["originator"])
     return pd.DataFrame(legs, index=pd.Index(rows.legs, name="leg"), copy=False)
 
 
@@ -181,11 +184,19 @@ def what_the_client_saw(dns: pd.DataFrame, rows: LegRows, at_home: np.ndarray, f
     responses it saw and from how many distinct addresses the responses came."""
     qr = dns["qr"].to_numpy()
     src = dns["src_ip"].cat.codes.to_numpy().astype(np.int64)
-    home_responses = at_home & qr
+    home_responses = at_home & qr & (dns["pkt_type"] != "OUTGOING").to_numpy()  # received there; not one that place sent itself
     pairs = np.unique(rows.slot[home_responses] * (len(dns["src_ip"].cat.categories) + 1) + src[home_responses] + 1)
     return {
         "query_seen": first_query >= 0,
+        # its first sighting is a response the vantage itself sent: that place answered a query it received unrecorded
+        # (a server's dnstap that logs responses only, BIND's `dnstap { auth response; }`)
+        "answered_here": (strings_at(dns["pkt_type"], rows.first()) == "OUTGOING") & qr[rows.first()],
+        # its first query arrived at the place it was first seen: that place is the server it was for
+        "query_received": strings_at(dns["pkt_type"], first_query) == "HOST",
         "responder_ip": strings_at(dns["src_ip"], responder),
+        # the server as the evidence names it (Hubble names both ends of a flow): the responder, else whom the query was for
+        "server_name": np.where(responder >= 0, strings_at(dns["src_name"], responder), strings_at(dns["dst_name"], first_query))
+        if "src_name" in dns else np.full(rows.count, "", dtype=object),
         "opcode": dns["opcode"].to_numpy()[rows.first()].astype(np.int64),
         "queries_at_client": np.bincount(rows.slot[at_home & ~qr], minlength=rows.count),
         "responses_at_client": np.bincount(rows.slot[home_responses], minlength=rows.count),

@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 
 from dnscorrelate import schema
+from dnscorrelate.correlate.clocks import cross_node_segments, on_one_time_line, vantage_nodes
 from dnscorrelate.correlate.legs import (
+    LEG_GAP_NS,
     SERVER_ROLES,
     add_client_key,
     assign_legs,
@@ -24,8 +26,11 @@ from dnscorrelate.correlate.logs import (
 )
 from dnscorrelate.correlate.network import (
     attach_connects,
+    attach_flows,
     attach_icmp,
     connection_attempts,
+    drop_columns,
+    lone_drops,
 )
 from dnscorrelate.correlate.traces import OWN_PURPOSES, build_traces, purpose_of
 from dnscorrelate.correlate.upstream import (
@@ -58,15 +63,23 @@ class Correlation:
 
 
 def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, capture_stats: dict | None = None,
-              servers: dict[str, tuple[str, str]] | None = None) -> Correlation:
+              servers: dict[str, tuple[str, str]] | None = None, nodes: dict[str, str] | None = None) -> Correlation:
     """Traces from packet events and/or CoreDNS logs; either may be empty or None. `servers` names DNS server
     addresses the caller knows ({ip: (name, role)}: the kube-dns VIP, CoreDNS pods), for lookups one vantage
-    point saw (vantage.py)."""
+    point saw (vantage.py). `nodes` says which node's clock timed each vantage ({vantage: node}; an event's own
+    `node` comes first): nodes' clocks are estimated from the lookups that cross them and put on one time line
+    (clocks.py)."""
     events = events if events is not None else schema.empty(schema.EVENTS)
+    events, clocks, row_nodes = on_one_time_line(events, nodes)
     logs = logs or ParsedLogs.none()
     capture_stats = capture_stats or {}
     kinds = events["kind"]
     is_dns = (kinds == "dns").to_numpy()
+    flows = events[(kinds == "flow").to_numpy()]
+    alone = lone_drops(flows, events[is_dns], LEG_GAP_NS) if len(flows) else flows.index
+    if len(alone):  # a dropped query no DNS record accompanies is a lookup's only sighting: it joins the DNS rows
+        is_dns = is_dns | events.index.isin(alone)
+        flows = flows.drop(index=alone)
     # A frame of our own for the million-row work: a shallow copy when every event is DNS, so columns
     # can be added in place without copying the caller's data or touching its frame.
     dns = events.copy(deep=False) if is_dns.all() else events[is_dns].copy(deep=False)
@@ -95,7 +108,11 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
         traces = build_traces(legs, upstream)
         # One place and no CoreDNS log: unless that place is the server itself (dnstap or a capture on a CoreDNS
         # replica), the evidence shows what reached and left it, not the path.
-        one_place = dns["vantage"].nunique() == 1 and not len(records) and not dns["role"].isin(SERVER_ROLES).any()
+        # Nor does a place with none between it and the server (pods' own captures, Hubble's DNS proxy at each pod):
+        # no node and no server among the places that saw DNS.
+        roles = dns.loc[(dns["kind"] == "dns").to_numpy(), "role"]
+        one_place = (not len(records) and not roles.isin(SERVER_ROLES).any()
+                     and (dns["vantage"].nunique() == 1 or not (roles == "node").any()))
         traces = describe_what_was_seen(traces, legs, one_place, servers or {})
         sightings = dns  # ours (see above): columns are added in place rather than copying a million rows
         sightings["trace_id"] = legs["trace_id"].reindex(dns["leg"]).to_numpy()
@@ -119,14 +136,22 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
         traces["coverage"] = LOGS
     traces = attach_log_columns(traces, records, errors)
     traces, icmp_sightings = attach_icmp(traces, icmp, legs)
+    flow_sightings = attach_flows(flows, legs, LEG_GAP_NS)
+    if len(flows) or len(alone):
+        traces = drop_columns(traces, [sightings, flow_sightings])
+        stats_of_flows = {"flows": int(len(flows) + len(alone)), "flows_alone": int(len(alone)),
+                          "flows_unmatched": int((flow_sightings["trace_id"] < 0).sum()) if len(flow_sightings) else 0}
+    else:
+        traces, stats_of_flows = drop_columns(traces, [sightings]), {}
     attempts = connection_attempts(control)
     traces, connects_unmatched = attach_connects(traces, attempts)
     traces["purpose"] = purpose_of(traces)
+    traces, clock_warnings = cross_node_segments(traces, clocks, vantage_nodes(events, row_nodes))
     traces = schema.conform(traces, schema.TRACES)
     upstream = schema.conform(upstream, schema.UPSTREAM)
     stats = {
         "packets": int(len(events)),
-        "dns_packets": int(len(dns)),
+        "dns_packets": int(len(dns) - len(alone)),
         "icmp_errors": int(len(icmp)),
         "icmp_unmatched": int((icmp_sightings["trace_id"] < 0).sum()) if len(icmp_sightings) else 0,
         "tcp_control_packets": int(len(control)),
@@ -145,9 +170,12 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
         "ambiguous": int(upstream["ambiguous"].sum()) if len(upstream) else 0,
         "lost_samples": int(capture_stats.get("lost_samples", 0)),
         "decode_errors": int(capture_stats.get("decode_errors", 0)) + int((~events["decoded"]).sum() if len(events) and "decode_errors" not in capture_stats else 0),
+        **stats_of_flows,
+        **({"clocks": clocks.stats()} if clocks else {}),
     }
-    seen = pd.concat([sightings, icmp_sightings], ignore_index=True) if len(icmp_sightings) else sightings
+    extra = [frame for frame in (icmp_sightings, flow_sightings) if len(frame)]
+    seen = pd.concat([sightings, *extra], ignore_index=True) if extra else sightings
     if not seen["ts_ns"].is_monotonic_increasing:
         seen = seen.sort_values("ts_ns", kind="stable")
     return Correlation(traces=traces, sightings=seen, upstream=upstream, logs=records, errors=errors, stats=stats,
-                       unparsed=logs.unparsed, warnings=log_warnings(logs, records, len(dns)), log_alerts=logs.alerts)
+                       unparsed=logs.unparsed, warnings=log_warnings(logs, records, len(dns)) + clock_warnings, log_alerts=logs.alerts)

@@ -5,13 +5,16 @@ read without `VANTAGE=`: role `other`), or when the evidence holds only one plac
 and that place is not a server (a pod's or a node's capture, not a CoreDNS replica's dnstap), the trace's
 `coverage` is `vantage`: its server is the address that answered (or was asked), its role
 is what the caller's `servers` say of that address (the kube-dns VIP, a CoreDNS pod, from the cluster facts)
-and nothing else, and where it was served from (cache, upstream) is `unknown`. Otherwise `coverage` is
+and nothing else (named by the facts, else by the evidence itself where it names the other end: Hubble's
+`destination.pod_name`), and where it was served from (cache, upstream) is `unknown`. Otherwise `coverage` is
 `path` (packets at places with roles), or `logs` (CoreDNS's log alone).
 
 Inside any capture, roles of addresses come from the traffic: who sends the query is the client, who
 answers is the server. Responses whose query no vantage saw are not lookups: a UDP one that arrives on a
 socket whose query with another id is still unanswered is `wrong-id` (the classic sign of spoofing or of a
-confused forwarder); any other is `query-not-seen` (its query fell before the capture or in a gap).
+confused forwarder); any other is `query-not-seen` (its query fell before the capture or in a gap), unless
+the place that saw it sent it: a server that answered logged its answer and not the query (a dnstap writer
+logging responses only), and the lookup was answered there.
 """
 
 from __future__ import annotations
@@ -51,7 +54,8 @@ def stray_outcomes(traces: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     awaited its answer) or `query-not-seen`; and the id of that awaited query (-1 where none)."""
     outcome = traces["outcome"].to_numpy(dtype=object).copy()
     raced = np.full(len(traces), -1, dtype=np.int64)
-    stray = ~traces["query_seen"].to_numpy(dtype=bool) & (traces["responses_seen"].to_numpy() > 0)
+    stray = (~traces["query_seen"].to_numpy(dtype=bool) & (traces["responses_seen"].to_numpy() > 0)
+             & ~traces["answered_here"].to_numpy(dtype=bool))
     if not stray.any():
         return outcome, raced
     socket = lambda f, server: f["client_ip"] + "|" + f["client_port"].astype(str) + "|" + server  # noqa: E731
@@ -82,12 +86,14 @@ def describe_what_was_seen(traces: pd.DataFrame, legs: pd.DataFrame, one_place: 
     one = (traces["coverage"] == VANTAGE).to_numpy()
     if one.any():
         address = traces.loc[one, "responder_ip"].where(traces.loc[one, "responder_ip"] != "", traces.loc[one, "dst_ip"])
-        known = address.map(lambda ip: servers.get(ip, (ip, "")))
+        given = traces.loc[one, "server_name"] if "server_name" in traces else pd.Series("", index=address.index)
+        known = [servers.get(ip, (name or ip, "")) for ip, name in zip(address, given)]
         traces.loc[one, "server"] = [name for name, _ in known]
         traces.loc[one, "server_role"] = [role for _, role in known]
         traces.loc[one, "served_from"] = "unknown"
         traces.loc[one, "replica"] = ""
         for segment in ("to_server_ns", "server_ns", "server_self_ns", "return_ns"):  # one place shows the whole wait only
             traces.loc[one, segment] = pd.NA
-    traces.loc[traces["outcome"].isin(["query-not-seen", "wrong-id"]).to_numpy(), "total_ns"] = pd.NA  # no query: no wait
+    no_query = traces["outcome"].isin(["query-not-seen", "wrong-id"]).to_numpy() | ~traces["query_seen"].to_numpy(dtype=bool)
+    traces.loc[no_query, "total_ns"] = pd.NA  # no query: no wait
     return traces

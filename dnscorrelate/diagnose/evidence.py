@@ -16,7 +16,8 @@ from dnscorrelate.diagnose.names import lower, split_search
 NETWORK_REASONS = ["timeout", "refused", "unreachable", "no-route", "no-healthy-upstream", "blocked", "reset"]
 DNS_SERVER_ROLES = ["coredns", "upstream", "node"]  # clients that are DNS servers (a node: NodeLocal DNS)
 NOT_ERRORS = ["NOERROR", "NXDOMAIN", ""]  # every other response code is a failure, EDNS extended ones (BADVERS, …) too
-STRAY = ["query-not-seen", "wrong-id"]  # outcomes of responses no query was seen of: not lookups
+STRAY = ["query-not-seen", "wrong-id"]
+PROXY = "dns-proxy"  # the interface name of a DNS proxy's records (Hubble's L7 flows: sources/hubble.py)  # outcomes of responses no query was seen of: not lookups
 
 
 def failed(rcode: pd.Series) -> pd.Series:
@@ -71,10 +72,24 @@ class Evidence:
         return pd.DataFrame(self.correlation.log_alerts, columns=["kind", "source", "line_no", "replica", "ts_ns", "text"])
 
     @cached_property
+    def proxy_timed(self) -> set[int]:
+        """Traces whose client-side sightings are a DNS proxy's records (Hubble's L7 flows, `ifname` dns-proxy):
+        their time is the proxy's own, from the query reaching it to the answer leaving it."""
+        seen = self.correlation.sightings
+        if "ifname" not in seen or not (seen["ifname"].astype(str) == PROXY).any():
+            return set()
+        return set(seen.loc[(seen["ifname"].astype(str) == PROXY).to_numpy(), "trace_id"].astype(int))
+
+    def timing_caveat(self, trace_ids) -> str:
+        """What a time reported for these traces is, when a DNS proxy took it; "" otherwise."""
+        return " (the DNS proxy's time: its own wait for the server, not the pod's)" if self.proxy_timed & set(trace_ids) else ""
+
+    @cached_property
     def lost_before_coredns(self) -> pd.DataFrame:
         """Queries seen leaving a client, never at CoreDNS (nor anything behind it), no ICMP error, no answer."""
         traces = self.traces
-        lost = traces[(traces["outcome"] == "timed-out") & (traces["icmp"] == "") & (traces["client_vantage"] != "")]
+        lost = traces[(traces["outcome"] == "timed-out") & (traces["icmp"] == "") & (traces["client_vantage"] != "")
+                      & (traces["verdict"] != "DROPPED")]  # a dropped flow says where and why itself
         return lost[~lost["reached_role"].isin(["coredns", "upstream"]) & ~lost["server_role"].isin(["coredns"])]
 
     @cached_property

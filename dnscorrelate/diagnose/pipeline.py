@@ -68,6 +68,7 @@ def all_answered(ev: Evidence) -> list[Finding]:
            else "every hop in order")
     return [finding(
         "ok", f"{plural(len(good), 'lookup')} answered correctly, " + how
-        + (f" (p50 {in_ms(good['total_ns'].astype(float).median())} {'there' if how.startswith('as seen') else 'at the client'})."
+        + (f" (p50 {in_ms(good['total_ns'].astype(float).median())} {'there' if how.startswith('as seen') else 'at the client'}"
+           f"{ev.timing_caveat(good['trace_id'])})."
            if good["total_ns"].notna().any() else "."),
         evidence(good), len(good))]

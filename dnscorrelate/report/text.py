@@ -120,7 +120,16 @@ def counts_line(stats: dict, keys: list[str]) -> str:
 
 
 def stats_line(stats: dict) -> str:
-    return counts_line(stats, CORRELATION_COUNTS)
+    return counts_line(stats, CORRELATION_COUNTS) + clocks_text(stats.get("clocks"))
+
+
+def clocks_text(clocks: dict | None) -> str:
+    """Each node's clock offset from the reference node's, and its bound, as the crossing lookups gave them."""
+    if not clocks:
+        return ""
+    parts = [f"{node}={c['offset_ms']:+.3f}ms±{c['bound_ms']:.3f}" for node, c in clocks["nodes"].items() if node != clocks["reference"]]
+    parts += [f"{node}=unplaced" for node in clocks.get("unplaced", [])]
+    return f"  clocks(from {clocks['reference']}): " + " ".join(parts) + ("  clocks_contradict=1" if clocks.get("contradiction") else "")
 
 
 def lab_status_tables(status: dict) -> list[Table]:

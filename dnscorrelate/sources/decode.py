@@ -4,7 +4,7 @@ Header fields are taken from the kernel's parse, vectorized with numpy. Names,
 types and answers are decoded with dnspython, once per distinct payload: the
 same query seen at six vantage points is decoded once. TCP segments are
 reassembled per stream (the 2-byte length prefix; several or partial messages
-per segment). Nothing is dropped silently: payloads that do not decode are
+per segment, tcp_stream.py, shared with the pcap reader). Nothing is dropped silently: payloads that do not decode are
 kept as rows with `decoded=False` and counted, and so are TCP bytes that never
 formed a whole message.
 """
@@ -26,6 +26,7 @@ from pandas.api.types import union_categoricals
 
 from dnscorrelate import events
 from dnscorrelate.sources.bpf import EVENT_DTYPE, PAYLOAD_MAX
+from dnscorrelate.sources.tcp_stream import TcpStream
 
 IPPROTO_TCP = 6
 IPPROTO_UDP = 17
@@ -191,10 +192,17 @@ class Rows:
         self.sizes.append(size)
 
 
+DECODE_TCP_COUNTERS = {  # the shared reassembler's counts, as the capture's stats have always named them
+    "skipped_segments": "tcp_skipped_segments", "segments_cut": "tcp_segment_cut",
+    "retransmissions": "tcp_retransmissions", "gap_bytes": "tcp_gap_bytes",
+}
+
+
 def reassemble_tcp(records: np.ndarray, stats: Counter, held: list[int] | None = None) -> Rows:
-    """Whole DNS messages from TCP segments, per stream and vantage, in sequence order. With `held`, a stream's
-    segments after its last whole message (one not finished yet, or a cut one still being skipped) make no row
-    and no count: their positions go to `held`, to be decoded again with the segments that follow."""
+    """Whole DNS messages from TCP segments, per stream and vantage, in time order (tcp_stream.py). With
+    `held`, a stream's segments after its last whole message (one not finished yet, or a cut one still being
+    skipped) make no row and no count: their positions go to `held`, to be decoded again with the segments
+    that follow."""
     rows = Rows()
     keys = [
         (int(r["capture_id"]), int(r["ifindex"]), bytes(r["saddr"]), int(r["sport"]), bytes(r["daddr"]), int(r["dport"]))
@@ -204,57 +212,33 @@ def reassemble_tcp(records: np.ndarray, stats: Counter, held: list[int] | None =
     for i, key in enumerate(keys):
         streams.setdefault(key, []).append(i)
     for positions in streams.values():
-        buffer, expected, start_latency, skip_to = b"", None, 0, None
+        stream = TcpStream()
         ordered = sorted(positions, key=lambda p: records[p]["ts_ns"])
         settled_rows, settled_at, counts = len(rows.index), 0, Counter()  # counts since the last message boundary
         for k, i in enumerate(ordered):
-            if not buffer and skip_to is None:  # between messages: what came before is settled
-                stats.update(counts)
+            if stream.between_messages:
+                add_counts(stats, counts)
                 counts.clear()
                 settled_rows, settled_at = len(rows.index), k
             r = records[i]
             data = bytes(r["payload"][: r["captured"]])
-            seq = int(r["tcp_seq"])
-            if skip_to is not None:  # inside a message too long to capture: wait for the next one
-                if (skip_to - seq) % 2**32 < 2**31 and seq != skip_to:
-                    counts["tcp_skipped_segments"] += 1
-                    continue
-                skip_to = None
-            if r["captured"] < r["payload_len"]:
-                counts["tcp_segment_cut"] += 1
-                if not buffer and len(data) >= 14:
-                    # It starts a message longer than the capture keeps: its header and question
-                    # are here; the rest is skipped up to where the next message begins.
-                    length = struct.unpack_from("!H", data)[0]
-                    rows.add(i, data[2:], int(r["latency_ns"]), False, length)
-                    skip_to = (seq + 2 + length) % 2**32
-                buffer, expected = b"", None
-                continue
-            if expected is not None and seq != expected:
-                if (expected - seq) % 2**32 < 2**31:
-                    counts["tcp_retransmissions"] += 1
-                    continue
-                counts["tcp_gap_bytes"] += len(buffer)
-                buffer = b""
-            if not buffer:
-                start_latency = int(r["latency_ns"])
-            buffer += data
-            expected = (seq + len(data)) % 2**32
-            while len(buffer) >= 2:
-                length = struct.unpack_from("!H", buffer)[0]
-                if len(buffer) < 2 + length:
-                    break
-                rows.add(i, buffer[2 : 2 + length], start_latency, True, length)
-                buffer = buffer[2 + length :]
-                start_latency = 0
-        if held is not None and (buffer or skip_to is not None):
+            for message in stream.segment(int(r["tcp_seq"]), data, int(r["payload_len"]), counts, token=i):
+                latency = int(records[message.started_by]["latency_ns"]) if message.started_by is not None else 0
+                rows.add(i, message.wire, latency, message.complete, message.size)
+        if held is not None and not stream.between_messages:
             rows.truncate(settled_rows)  # decoded again, whole, with the segments still to come
             held.extend(ordered[settled_at:])
             continue
-        stats.update(counts)
-        if buffer:
-            stats["tcp_incomplete_bytes"] += len(buffer)
+        add_counts(stats, counts)
+        if stream.buffer:
+            stats["tcp_incomplete_bytes"] += len(stream.buffer)
     return rows
+
+
+def add_counts(stats: Counter, counts: Counter) -> None:
+    for name, count in counts.items():
+        if name in DECODE_TCP_COUNTERS:
+            stats[DECODE_TCP_COUNTERS[name]] += count
 
 
 def header_fields(wires: list[bytes]) -> dict[str, np.ndarray]:

@@ -26,7 +26,8 @@ port). Their vantage follows `trace_observation_point` (TO_ENDPOINT: the destina
 TO_PROXY: the source pod; others: the node) or, without one, `traffic_direction` (egress: the source,
 ingress: the destination). Every Hubble row carries `verdict` (FORWARDED, REDIRECTED, DROPPED, AUDIT, …)
 and, when dropped, `drop_reason` in Hubble's own words (`drop_reason_desc`: POLICY_DENIED, …); a
-dropped DNS packet is thus a `flow` row with `verdict` DROPPED.
+dropped DNS packet is thus a `flow` row with `verdict` DROPPED. Every row names both ends where Hubble does
+(`src_name`, `dst_name`: `NS/POD` of `source` and `destination`): the server a client's proxy talked to.
 
 Every line is counted once: `lines` = `blank_lines` + `unparsed_lines` (their numbers in
 `unparsed_line_numbers`) + `records`; `records` = `flows` + `non_flow_records` (node_status,
@@ -148,6 +149,7 @@ def base_row(flow: dict, ts_ns: int, vantage: tuple[str, str], pkt_type: str, if
         "dns_id": -1, "qr": False, "opcode": 0, "rcode": "", "aa": False, "tc": False, "rd": False, "ra": False, "qname": "",
         "qtype": "", "answers": "", "ancount": 0, "size": 0, "latency_ns": 0, "decoded": False,
         "verdict": verdict, "drop_reason": str(reason) if reason not in (None, "", 0, "DROP_REASON_UNKNOWN") else "",
+        "src_name": pod_name(flow.get("source") or {}), "dst_name": pod_name(flow.get("destination") or {}),
     }
 
 

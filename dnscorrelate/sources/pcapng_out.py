@@ -4,7 +4,7 @@
 
 Each distinct (vantage, role, netns, ifindex, ifname) becomes an interface whose `if_name` is
 the vantage and whose `if_description` is `dnscorrelate role=... netns=... ifindex=... ifname=...`,
-so `sources/pcap.py` reads the file back to the same vantage points. Every row becomes an
+so `sources/pcap/` reads the file back to the same vantage points. Every row becomes an
 Ethernet frame with IPv4/IPv6 and UDP/TCP headers (checksums right) around a DNS message; the
 direction (`pkt_type`) goes in each packet's epb_flags (inbound with its reception type, or
 outbound), and a response's `latency_ns` (the capture's, matched in the kernel) in a packet

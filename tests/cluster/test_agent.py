@@ -21,6 +21,7 @@ from kubernetes.stream import stream
 
 from dnscorrelate.cluster.kind import cluster as kind
 from dnscorrelate.cluster.kube.agent import LABELS, NAME, NAMESPACE, manifest_objects
+from dnscorrelate.cluster.kind.build import agent_image
 from dnscorrelate.cluster.kube.agents import AgentCapture, AgentOptions
 
 SELECTOR = ",".join(f"{k}={v}" for k, v in LABELS.items())
@@ -137,7 +138,7 @@ def test_a_pod_started_mid_capture_is_traced_by_its_nodes_agent(kind_cluster):
     api = kind.api_client(kind_cluster)
     mypod = core(kind_cluster).read_namespaced_pod("mypod", "demo")
     late = f"dnsc-late-{uuid.uuid4().hex[:6]}"
-    capture = AgentCapture(api, AgentOptions(source_from_host=True))
+    capture = AgentCapture(api, AgentOptions(built=agent_image(True), source_from_host=True))
     capture.start()
     try:
         before = {v.vantage for v in capture.vantages.values()}

@@ -7,7 +7,7 @@ import pytest
 
 from dnscorrelate.cluster.lab.netns import LabError
 from dnscorrelate.cluster.lab.runtime import Lab, coredns_binary, preflight, teardown
-from dnscorrelate.cluster.lab.spec import load_spec
+from dnscorrelate.cluster.spec import load_spec
 
 @pytest.fixture(scope="session")
 def lab_ready():

@@ -3,7 +3,7 @@ fragments, TCP, ICMP errors, malformed packets. Every packet is either an event 
 
 import pytest
 
-from dnscorrelate.sources import bpf
+from dnscorrelate.live import bpf
 from dnscorrelate.sources.decode import Vantage, decode
 from tests.frames import ICMP, ICMPV6, TCP, UDP, ether, ipv4, ipv6, query, response, tcp, udp
 

@@ -11,7 +11,7 @@ import pytest
 
 from dnscorrelate.cluster.lab import netns
 from dnscorrelate.cluster.lab.capture import lab_targets, lab_watcher
-from dnscorrelate.sources.capture import Capture, netns_targets
+from dnscorrelate.live.capture import Capture, netns_targets
 
 from .conftest import dig
 
@@ -135,7 +135,7 @@ def test_a_process_namespace_can_be_a_target(capture_lab):
 def test_take_raw_hands_over_each_record_once_and_counters_run_live(capture_lab):
     """What the node agent relies on: batches taken while the capture runs are removed (taken once), and the
     kernel counters since the start can be read before stop."""
-    from dnscorrelate.sources import bpf
+    from dnscorrelate.live import bpf
 
     lab = capture_lab
     with Capture(lab_targets(lab), watch=lab_watcher(lab)) as capture:

@@ -15,7 +15,7 @@ import pytest
 
 from dnscorrelate.cluster.lab import netns
 from dnscorrelate.cluster.lab.runtime import ETC_NETNS, Lab, teardown
-from dnscorrelate.cluster.lab.spec import load_spec
+from dnscorrelate.cluster.spec import load_spec
 
 from .conftest import unique_name
 

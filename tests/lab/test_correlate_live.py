@@ -9,10 +9,10 @@ import time
 from dnscorrelate import events
 from dnscorrelate.analysis import analyze
 from dnscorrelate.cluster.lab.facts import facts_from_topology
-from dnscorrelate.cluster.lab.spec import load_manifests
+from dnscorrelate.cluster.spec import load_manifests
 from dnscorrelate.report.records import analysis_record
 from dnscorrelate.cluster.lab.capture import lab_targets, lab_watcher
-from dnscorrelate.sources.capture import Capture
+from dnscorrelate.live.capture import Capture
 from dnscorrelate.sources.coredns_log import read_logs
 
 from .conftest import in_pod

@@ -7,14 +7,14 @@ import time
 from pathlib import Path
 
 from dnscorrelate import events
-from dnscorrelate.cluster.backend import Session
+from dnscorrelate.live.session import Session
 from dnscorrelate.cluster.lab.backend import LabBackend
 from dnscorrelate.cluster.lab.clients import run_queries
 from dnscorrelate.cluster.lab.runtime import read_text, stale_objects, teardown
-from dnscorrelate.cluster.lab.spec import load_spec
+from dnscorrelate.cluster.spec import load_spec
 from dnscorrelate.cluster.lab.topology import PREFIX
 from dnscorrelate.correlate import correlate
-from dnscorrelate.sources.dnstap_live import dropped_by_coredns
+from dnscorrelate.live.dnstap import dropped_by_coredns
 
 from .conftest import dig
 

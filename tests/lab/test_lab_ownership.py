@@ -14,7 +14,7 @@ ISOLATED = {"DNSCORRELATE_PREFIX": "dnso-", "DNSCORRELATE_RUN_DIR": "/run/dnscor
 OWNER = """
 import sys, time
 from dnscorrelate.cluster.lab.runtime import Lab
-from dnscorrelate.cluster.lab.spec import load_spec
+from dnscorrelate.cluster.spec import load_spec
 Lab.up(load_spec(), sys.argv[1])
 print("up", flush=True)
 time.sleep(600)

@@ -6,7 +6,7 @@ import sys
 
 from dnscorrelate.analysis import analyze
 from dnscorrelate.cluster.lab.capture import lab_targets, lab_watcher
-from dnscorrelate.sources.capture import Capture
+from dnscorrelate.live.capture import Capture
 
 LOOKUPS = 3000
 

@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from dnscorrelate.cluster.lab.spec import load_manifests
+from dnscorrelate.cluster.spec import load_manifests
 
 from .conftest import dig, in_pod
 from .test_lab import cli

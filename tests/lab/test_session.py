@@ -4,10 +4,10 @@ read again after a fault, handed back as one Evidence."""
 import time
 
 from dnscorrelate.analysis import analyze
-from dnscorrelate.cluster.backend import Session
+from dnscorrelate.live.session import Session
 from dnscorrelate.cluster.lab import netns
 from dnscorrelate.cluster.lab.backend import LabBackend
-from dnscorrelate.cluster.lab.spec import load_manifests
+from dnscorrelate.cluster.spec import load_manifests
 
 from .conftest import in_pod
 from .test_policies import EXAMPLES

@@ -3,7 +3,7 @@
 import re
 
 from dnscorrelate.cluster.lab import logs
-from dnscorrelate.cluster.lab.spec import load_spec, merge, validate, Source
+from dnscorrelate.cluster.spec import load_spec, merge, validate, Source
 
 from .conftest import dig, in_pod
 

@@ -1,7 +1,7 @@
 import pytest
 
 from dnscorrelate.cluster.model import NetworkPolicy
-from dnscorrelate.cluster.lab.spec import load_spec, merge, validate, Source
+from dnscorrelate.cluster.spec import load_spec, merge, validate, Source
 from dnscorrelate.cluster.lab.topology import build_topology
 
 

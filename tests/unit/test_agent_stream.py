@@ -14,7 +14,7 @@ from dnscorrelate.cluster.kube import agent as node_agent
 from dnscorrelate.cluster.kube.agents import fatal_reason, image_on_every_node
 from dnscorrelate.errors import CaptureError
 from dnscorrelate.report.text import node_lines
-from dnscorrelate.sources.agent_stream import MAGIC, NodeStream, StreamWriter, bounded, events_of, merged_stats
+from dnscorrelate.live.agent_stream import MAGIC, NodeStream, StreamWriter, bounded, events_of, merged_stats
 from dnscorrelate.sources.bpf import EVENT_DTYPE
 from dnscorrelate.sources.decode import Vantage, decode
 from tests.frames import query, record, response
@@ -124,7 +124,7 @@ def test_records_of_a_namespace_never_announced_are_counted_and_left_out():
 
 
 class StandInCapture:
-    """What the agent uses of `sources.capture.Capture`, fed by the test instead of the kernel."""
+    """What the agent uses of `live.capture.Capture`, fed by the test instead of the kernel."""
 
     def __init__(self, targets, ports, watch):
         self.targets, self.ports, self.watch = targets, ports, watch
@@ -285,7 +285,6 @@ def test_nodes_that_cannot_capture_are_warnings_naming_them_and_all_of_them_an_e
 
 def test_a_remote_clusters_agent_image_has_the_package_baked_in(tmp_path, monkeypatch):
     from dnscorrelate.cluster.kind import build as kind_build
-    from dnscorrelate.cluster.kube import agents
     from dnscorrelate.errors import ClusterError
 
     values = {"KIND": "k", "KUBECTL": "c", "NODE_IMAGE": "n", "CLIENT_IMAGE": "cl", "AGENT_IMAGE": "dnscorrelate/agent:1",
@@ -293,8 +292,8 @@ def test_a_remote_clusters_agent_image_has_the_package_baked_in(tmp_path, monkey
     (tmp_path / "build.env").write_text("".join(f"{k}={v}\n" for k, v in values.items()))
     read = kind_build.load_build
     monkeypatch.setattr(kind_build, "load_build", lambda: read(tmp_path))
-    assert agents.default_image(source_from_host=True) == "dnscorrelate/agent:1"
+    assert kind_build.agent_image(source_from_host=True) == "dnscorrelate/agent:1"
     with pytest.raises(ClusterError, match="agent-standalone"):  # the runtime alone would not run on a remote node
-        agents.default_image(source_from_host=False)
+        kind_build.agent_image(source_from_host=False)
     (tmp_path / "build.env").write_text((tmp_path / "build.env").read_text() + "AGENT_STANDALONE_IMAGE=dnscorrelate/agent-standalone:2\n")
-    assert agents.default_image(source_from_host=False) == "dnscorrelate/agent-standalone:2"
+    assert kind_build.agent_image(source_from_host=False) == "dnscorrelate/agent-standalone:2"

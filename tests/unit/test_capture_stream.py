@@ -5,9 +5,9 @@ import struct
 import threading
 import time
 
-from dnscorrelate.sources import capture as capture_module
+from dnscorrelate.live import capture as capture_module
 from dnscorrelate.sources.bpf import EVENT_DTYPE
-from dnscorrelate.sources.capture import Capture
+from dnscorrelate.live.capture import Capture
 from dnscorrelate.sources.decode import Vantage, decode
 from tests.frames import TCP, query, record, response
 

@@ -13,7 +13,7 @@ import pytest
 
 from dnscorrelate.sources.dnstap import CONTENT_TYPE, frames, read_dnstap
 from dnscorrelate import events
-from dnscorrelate.sources.dnstap_live import DnstapFollower, Sink, align_forwarder_ids
+from dnscorrelate.live.dnstap import DnstapFollower, Sink, align_forwarder_ids
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "real-formats" / "coredns-dnstap.fstrm"
 

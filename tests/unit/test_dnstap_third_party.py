@@ -10,6 +10,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from click.testing import CliRunner
@@ -121,11 +122,53 @@ def test_what_each_file_becomes():
 
 @pytest.mark.parametrize("name, client, outcome", [("DNS-OARC-dnswire-test.dnstap", ("0.0.0.0", 60417), "answered"),
                                                    ("dmachard-go-dnscollector-dnstap.fstrm", ("172.19.0.1", 46390), "answered"),
-                                                   ("isc-projects-bind9-large-answer.fstrm", ("::1", 46075), "query-not-seen")])
+                                                   ("isc-projects-bind9-large-answer.fstrm", ("::1", 46075), "answered")])
 def test_correlate_dnstap_makes_the_lookup_a_trace(name, client, outcome):
-    """kdig's and dnsdist's query and response are one answered lookup; BIND's lone AUTH_RESPONSE is one
-    lookup whose query the file does not hold, and is said so (not counted as answered)."""
+    """kdig's and dnsdist's query and response are one answered lookup; BIND's lone AUTH_RESPONSE is one too:
+    BIND answered a query it did not log."""
     result = CliRunner().invoke(main, ["correlate", "--dnstap", str(third_party(name)), "-o", "json"])
     assert result.exit_code == 0, result.output
     traces = json.loads(result.stdout)["traces"]
     assert [(t["client"]["ip"], t["client"]["port"], t["outcome"], t["rcode"]) for t in traces] == [(*client, outcome, "NOERROR")]
+
+
+def findings_of(name: str):
+    from dnscorrelate.analysis import analyze
+    from dnscorrelate.sources.evidence import read_evidence
+
+    frame, stats = read_evidence(dnstap=[third_party(name)])
+    return analyze(frame, None, None, stats)
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_findings_say_only_what_the_writer_saw(name):
+    """None of these writers is CoreDNS, and a writer sees its own messages only: findings sit at the writer's way to
+    the server it talked to, or at that server, and never name CoreDNS or a Kubernetes hop."""
+    analysis = findings_of(name)
+    assert {f.hop for f in analysis.findings} <= {"", "vantage->server", "server"}, [(f.code, f.hop) for f in analysis.findings]
+    assert not any("CoreDNS" in f.summary or "coredns" in f.summary for f in analysis.findings)
+    assert set(analysis.correlation.traces["served_from"]) == {"unknown"}
+
+
+def test_bind_synthetic_ids_are_said_as_what_bind_logged():
+    """BIND's test writes every query with id 48904 (0xbf08) and every response (and AUTH_QUERY) with 36132 (0x8d24).
+    What BIND logged: queries it sent that no response under their id answered, AUTH_QUERYs it received and never
+    answered within the hour, responses racing another id, and responses to queries it did not log."""
+    analysis = findings_of("isc-projects-bind9-dnstap.saved")
+    lost = [f for f in analysis.findings if f.code == "no-response-seen"]
+    received = [f for f in lost if "received" in f.summary]
+    assert len(lost) == 2 and len(received) == 1 and received[0].count == 2  # the first hour's AUTH_QUERY, UDP and TCP
+    assert "from 10.53.0.1" in received[0].summary and "did not answer them, or answered under another id" in received[0].summary
+    traces = analysis.correlation.traces
+    assert set(traces.loc[traces["query_received"], "dns_id"]) == {36132}
+    race = next(f for f in analysis.findings if f.code == "wrong-id-response")
+    assert "0x8d24" in race.summary and "0xbf08" in race.summary
+
+
+def test_a_lone_auth_response_is_a_lookup_the_writer_answered_with_no_time():
+    """BIND's AUTH_RESPONSE alone: BIND answered a query it did not log. An answered lookup at the writer, not a
+    response whose query fell before the capture; how long it took is not known (no query time)."""
+    analysis = findings_of("isc-projects-bind9-large-answer.fstrm")
+    trace = analysis.correlation.traces.iloc[0]
+    assert (trace.outcome, bool(trace.query_seen), trace.rcode) == ("answered", False, "NOERROR")
+    assert pd.isna(trace.total_ns) and [f.code for f in analysis.findings] == ["ok"]

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import dns.zone
 
+from dnscorrelate.cluster import upstream
 from dnscorrelate.cluster.lab import files
 from dnscorrelate.cluster.lab.topology import build_topology
 
@@ -49,13 +50,13 @@ def test_pod_hosts_file_names_the_pod(topology):
 
 
 def test_upstream_zone_is_wrapped_with_an_soa_and_parses():
-    text = files.upstream_zone("example.com", "@ A 192.0.2.10\nwww CNAME @\n", 3)
+    text = upstream.upstream_zone("example.com", "@ A 192.0.2.10\nwww CNAME @\n", 3)
     zone = dns.zone.from_text(text, relativize=False)
     assert zone.get_rdataset("www.example.com.", "CNAME")[0].to_text() == "example.com."
 
 
 def test_upstream_corefile_serves_each_zone_and_nxdomain_for_the_rest(topology):
-    corefile = files.upstream_corefile(topology.spec, Path("/u"))
+    corefile = upstream.upstream_corefile(topology.spec, Path("/u"))
     assert "file /u/root.db ." in corefile and "file /u/example.com.db example.com" in corefile
     assert "response set ra" in corefile
 

@@ -235,3 +235,100 @@ def test_a_bad_hubble_file_on_the_command_line_is_a_clear_error(tmp_path):
     bad.write_text("not json at all\n")
     result = CliRunner().invoke(main, ["correlate", "--hubble-json", str(bad)])
     assert result.exit_code == 2 and "flows.json" in result.stderr and "Traceback" not in result.output
+
+
+# Hubble's evidence all the way to findings (issue 19 item 4): flows join the lookups they carried, a DROPPED flow
+# is a drop said in Hubble's words and where it was enforced, and Hubble's view is one place per pod.
+
+def analysis_of(path: Path):
+    from dnscorrelate.analysis import analyze
+    from dnscorrelate.sources.evidence import read_evidence
+
+    frame, stats = read_evidence(hubble_json=[path])
+    return analyze(frame, None, None, stats)
+
+
+def by_code(analysis) -> dict:
+    return {f.code: f for f in analysis.findings}
+
+
+def test_a_query_dropped_by_an_egress_policy_with_no_l7_record_is_a_lookup_dropped_by_policy(tmp_path):
+    """The common case of a deny policy: Cilium drops the packet before its DNS proxy sees it, so Hubble has one
+    L3/L4 flow, DROPPED, POLICY_DENIED, and no L7 record. The retry from the same socket is the same lookup."""
+    drops = [{"flow": flow(verdict="DROPPED", drop_reason=133, drop_reason_desc="POLICY_DENIED", time=when)}
+             for when in (T0, "2026-01-02T03:04:10Z")]
+    analysis = analysis_of(write_lines(tmp_path / "deny.json", drops))
+    trace = analysis.correlation.traces.iloc[0]
+    assert len(analysis.correlation.traces) == 1
+    assert (trace.outcome, trace.coverage, trace.client_vantage, trace.server, trace.served_from) == (
+        "timed-out", "vantage", "demo/client", "kube-system/coredns-1", "unknown")
+    assert (trace.verdict, trace.drop_reason, trace.dropped_at) == ("DROPPED", "POLICY_DENIED", "demo/client egress")
+    found = by_code(analysis)
+    assert set(found) == {"dropped-by-policy"}, [f.summary for f in analysis.findings]  # not no-response-seen, not dropped-before-node
+    drop = found["dropped-by-policy"]
+    assert drop.hop == "pod->node" and drop.evidence["reason"] == "POLICY_DENIED" and drop.evidence["traces"] == [0]
+    assert "POLICY_DENIED" in drop.summary and "at demo/client on its egress" in drop.summary and "kube-system/coredns-1" in drop.summary
+    assert "no DNS fields" in drop.summary  # the flow shows no name, and the finding does not invent one
+    assert analysis.correlation.stats["flows_alone"] == 2
+
+
+def test_a_drop_at_the_servers_ingress_is_placed_there_and_names_the_client(tmp_path):
+    dropped = flow(verdict="DROPPED", drop_reason_desc="POLICY_DENIED", traffic_direction="INGRESS")
+    analysis = analysis_of(write_lines(tmp_path / "ingress.json", [{"flow": dropped}]))
+    trace = analysis.correlation.traces.iloc[0]
+    assert (trace.client_vantage, trace.dropped_at) == ("demo/client", "kube-system/coredns-1 ingress")
+    drop = by_code(analysis)["dropped-by-policy"]
+    assert drop.hop == "node->coredns" and "at kube-system/coredns-1 on its ingress" in drop.summary and "from demo/client" in drop.summary
+
+
+def test_a_drop_for_another_reason_is_not_called_a_policy(tmp_path):
+    dropped = flow(verdict="DROPPED", drop_reason_desc="CT_MAP_INSERTION_FAILED")
+    analysis = analysis_of(write_lines(tmp_path / "ct.json", [{"flow": dropped}]))
+    assert set(by_code(analysis)) == {"dropped-in-datapath"}
+    assert "reason CT_MAP_INSERTION_FAILED" in by_code(analysis)["dropped-in-datapath"].summary
+
+
+def test_l3_l4_flows_join_the_l7_lookup_they_carried_and_the_server_is_named_by_hubble(tmp_path):
+    """An L7 pair with the datapath's flows around it (to the proxy, from the server): one lookup, its flows among
+    its sightings; the server is Hubble's destination pod, where it was served from is unknown, and the time the
+    `ok` reports is said to be the DNS proxy's."""
+    answer = dns_l7("RESPONSE", ips=["10.96.0.20"])
+    records = [{"flow": flow(verdict="REDIRECTED", time="2026-01-02T03:04:05.0009Z")},
+               {"flow": flow(Type="L7", l7=dns_l7("REQUEST"), time="2026-01-02T03:04:05.001Z")},
+               {"flow": reply(trace_observation_point="TO_ENDPOINT", time="2026-01-02T03:04:05.0029Z")},
+               {"flow": reply(Type="L7", l7=answer, time="2026-01-02T03:04:05.003Z")}]
+    analysis = analysis_of(write_lines(tmp_path / "pair.json", records))
+    trace = analysis.correlation.traces.iloc[0]
+    assert len(analysis.correlation.traces) == 1
+    assert (trace.server, trace.served_from, trace.coverage, trace.verdict) == ("kube-system/coredns-1", "unknown", "vantage", "FORWARDED")
+    seen = analysis.correlation.sightings
+    assert list(seen.loc[seen["trace_id"] == 0, "kind"].astype(str)) == ["flow", "dns", "flow", "dns"]
+    ok = by_code(analysis)["ok"]
+    assert "DNS proxy's time" in ok.summary and "every hop in order" not in ok.summary
+
+
+def test_the_kind_file_flows_join_their_lookups_and_findings_stay_at_the_proxys_vantage():
+    """Real flows: every L3/L4 flow of a client pod's socket joins one of its lookups; the 74 left are the DNS
+    proxy's own forwarding of each query over the overlay (its own socket, no lookup of a pod's)."""
+    analysis = analysis_of(third_party(KIND))
+    traces, seen = analysis.correlation.traces, analysis.correlation.sightings
+    flows = seen[seen["kind"].astype(str) == "flow"]
+    at_pods = flows[flows["vantage"].astype(str).str.startswith("bookinfo/")]
+    assert len(at_pods) == 178 and (at_pods["trace_id"] >= 0).all()
+    assert set(flows.loc[flows["trace_id"] < 0, "ifname"].astype(str)) == {"cilium_vxlan"} and analysis.correlation.stats["flows_unmatched"] == 74
+    joined = at_pods.drop(columns=["client_ip", "client_port"], errors="ignore").astype({"src_ip": str, "dst_ip": str}).merge(traces[["trace_id", "client_ip", "client_port"]], on="trace_id")
+    client = joined["src_ip"].where(~joined["qr"].astype(bool), joined["dst_ip"])
+    assert (client == joined["client_ip"]).all()  # each flow is on its lookup's socket
+    assert set(traces["coverage"]) == {"vantage"} and set(traces["served_from"]) == {"unknown"}
+    assert all(s.startswith("kube-system/coredns-") for s in traces["server"])  # Hubble's destination pod
+    assert [f.code for f in analysis.findings] == ["ok"] and "DNS proxy's time" in analysis.findings[0].summary
+
+
+def test_the_gke_file_says_nothing_of_coredns_it_did_not_see():
+    """node-local-dns's egress, seen by Hubble's proxy: NXDOMAIN is the server's answer (kube-dns, named by Hubble),
+    not 'according to CoreDNS', and no finding sits on a hop behind the server."""
+    analysis = analysis_of(third_party(GKE))
+    traces = analysis.correlation.traces
+    assert set(traces["served_from"]) == {"unknown"} and all(s.startswith("kube-system/kube-dns-") for s in traces["server"])
+    assert {f.hop for f in analysis.findings} <= {"server", "vantage->server", "pod"}
+    assert not any("CoreDNS" in f.summary for f in analysis.findings)

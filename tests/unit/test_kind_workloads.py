@@ -3,8 +3,9 @@
 import json
 
 from dnscorrelate.cluster.kind.network import POD_SUBNET, flannel_objects, guard_rules, guard_script
-from dnscorrelate.cluster.kind.workloads import cluster_corefile, manifest_objects, write_upstream_files
-from dnscorrelate.cluster.lab.spec import load_spec
+from dnscorrelate.cluster.upstream import write_upstream_files
+from dnscorrelate.cluster.workloads import cluster_corefile, manifest_objects
+from dnscorrelate.cluster.spec import load_spec
 
 
 def test_manifests_become_runnable_api_objects_in_creation_order():

@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from dnscorrelate.cluster.kube import clients
-from dnscorrelate.cluster.kube.api import logged_before
+from dnscorrelate.cluster.kubeapi import logged_before
 from dnscorrelate.errors import ClusterError
 from dnscorrelate.runner import reusable
 from dnscorrelate.scenarios import Scenario

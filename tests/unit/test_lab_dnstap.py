@@ -8,7 +8,7 @@ import pytest
 
 from dnscorrelate.cluster.corefile import parse_server_blocks
 from dnscorrelate.cluster.lab import files
-from dnscorrelate.cluster.lab.spec import SpecError, load_spec, parse_yaml, spec_from_data
+from dnscorrelate.cluster.spec import SpecError, load_spec, parse_yaml, spec_from_data
 from dnscorrelate.cluster.lab.topology import build_topology
 
 CUSTOM = {"stub.server": "corp.example:53 {\n    forward . 10.0.0.53 {\n        max_fails 2\n    }\n}"}

@@ -93,7 +93,8 @@ def test_lab_endpoint_slices_list_each_service_s_endpoints():
 
 def test_a_session_names_each_log_by_its_source_s_replica(tmp_path):
     """A backend that streams pod logs names replicas by pod, whatever the file is called."""
-    from dnscorrelate.cluster.backend import LogSource, NamespacesBackend, Session
+    from dnscorrelate.cluster.backend import LogSource
+    from dnscorrelate.live.session import NamespacesBackend, Session
     from dnscorrelate.errors import LogFormatError
 
     log = tmp_path / "stream-1.log"

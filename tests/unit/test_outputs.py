@@ -5,7 +5,7 @@ from click.testing import CliRunner
 
 from dnscorrelate import runner
 from dnscorrelate.cli import main
-from dnscorrelate.cluster import backend
+from dnscorrelate.live import session
 from dnscorrelate.errors import OutputError
 from dnscorrelate.outputs import check_output_dir, check_output_file
 from tests.fixtures import HERE as FIXTURES
@@ -19,7 +19,7 @@ def no_work(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("work started before the output path was checked")
 
-    monkeypatch.setattr(backend.Session, "start", refuse)
+    monkeypatch.setattr(session.Session, "start", refuse)
     monkeypatch.setattr(runner, "run_all", refuse)
     from dnscorrelate.cluster.lab import backend as lab_backend
     monkeypatch.setattr(lab_backend.LabBackend, "find", classmethod(lambda cls, name=None: object()))

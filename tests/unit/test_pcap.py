@@ -4,9 +4,11 @@ reassembly, and every anomaly counted rather than crashing."""
 from __future__ import annotations
 
 import shutil
+import struct
 from pathlib import Path
 
 import dpkt
+import pandas as pd
 import pytest
 
 from dnscorrelate import events
@@ -294,3 +296,165 @@ def test_fragmented_responses_are_reassembled_as_tshark_does(tmp_path):
     assert_accounted(stats)
     if shutil.which("tshark"):
         assert our_messages(frame, result.frame_numbers) == tshark_messages(path)
+
+
+QINQ = [(0x88A8, 421), (0x8100, 785)]
+
+
+@pytest.mark.parametrize("tags, pppoe", [
+    ([(0x8100, 10)], None),
+    (QINQ, None),
+    ([(0x9100, 7), (0x8100, 8)], None),  # the pre-standard QinQ TPID
+    ([], 0x1234),
+    (QINQ, 0x1234),  # nDPI's dns.pcap: eth:vlan:vlan:pppoes:ppp:ip:udp:dns
+], ids=["802.1q", "qinq", "qinq-9100", "pppoe", "qinq-pppoe"])
+def test_vlan_and_pppoe_layers(tmp_path, tags, pppoe):
+    query6 = p.udp(40000, 53, p.query(qid=7, qtype="AAAA"), src="fd00::5", dst="fd00::53")
+    frames = [(T0, p.tagged_ethernet(p.udp(40000, 53, p.query()), tags, pppoe)),
+              (T0 + 5, p.tagged_ethernet(p.udp(53, 40000, p.response(), src="10.96.0.10", dst="10.244.1.5"), tags, pppoe)),
+              (T0 + 9, p.tagged_ethernet(query6, tags, pppoe))]
+    path = write(tmp_path, "x.pcap", p.pcap_file(1, frames))
+    result = read_pcap_detailed(path)
+    frame = result.frame
+    assert list(frame["dns_id"]) == [4660, 4660, 7] and list(frame["family"]) == [4, 4, 6]
+    assert frame["decoded"].all() and frame.iloc[1].latency_ns == 5
+    assert result.stats["packets_dns_udp"] == 3
+    assert_accounted(result.stats)
+    if shutil.which("tshark"):
+        assert our_messages(frame, result.frame_numbers) == tshark_messages(path)
+
+
+def test_pppoe_frames_that_carry_no_ip_are_counted(tmp_path):
+    ethernet_header = b"\x02\x00\x00\x00\x00\x02\x02\x00\x00\x00\x00\x01"
+    lcp = ethernet_header + struct.pack("!HBBHHH", 0x8864, 0x11, 0, 1, 6, 0xC021) + b"\x01\x01\x00\x04"
+    discovery = ethernet_header + struct.pack("!HBBHH", 0x8863, 0x11, 0x09, 0, 0)  # PADI
+    cut = ethernet_header + struct.pack("!HBB", 0x8864, 0x11, 0)  # a session header cut short
+    padded_ip = p.udp(40000, 53, p.query())
+    ppp = struct.pack("!H", 0x0021) + padded_ip
+    padded = ethernet_header + struct.pack("!HBBHH", 0x8864, 0x11, 0, 1, len(ppp)) + ppp + b"\0" * 6  # Ethernet padding after
+    frame, stats = read_pcap(write(tmp_path, "x.pcap", p.pcap_file(1, [(T0, lcp), (T0 + 1, discovery), (T0 + 2, cut), (T0 + 3, padded)])))
+    assert (stats["packets_non_ip"], stats["packets_bad_header"], stats["packets_dns_udp"]) == (2, 1, 1)
+    assert frame.iloc[0].decoded and stats["bad_checksum"] == 0
+    assert_accounted(stats)
+
+
+def test_icmp_error_quoting_dns_inside_qinq_and_pppoe(tmp_path):
+    original = p.udp(40000, 53, p.query())
+    icmp = bytes([3, 3, 0, 0, 0, 0, 0, 0]) + original[:28 + 12]
+    packet = p.tagged_ethernet(p.ipv4("10.96.0.10", "10.244.1.5", 1, icmp), QINQ, 0x1234)
+    frame, stats = read_pcap(write(tmp_path, "x.pcap", p.pcap_file(1, [(T0, packet)])))
+    row = frame.iloc[0]
+    assert (row.kind, row.icmp_type, row.src_ip, row.dst_port, row.dns_id) == ("icmp-error", 3, "10.244.1.5", 53, 4660)
+    assert stats["packets_icmp_error"] == 1
+    assert_accounted(stats)
+
+
+@pytest.mark.parametrize("name, make", [
+    ("looks-like.pcap", lambda frame: p.pcapng_file([(1, "eth0")], [(0, T0, frame, None)])),
+    ("looks-like.pcapng", lambda frame: p.pcap_file(1, [(T0, frame)])),
+    ("no-extension", lambda frame: p.pcapng_file([(1, "eth0")], [(0, T0, frame, None)])),
+])
+def test_the_format_comes_from_the_magic_number_not_the_name(tmp_path, name, make):
+    frame, stats = read_pcap(write(tmp_path, name, make(p.ethernet(p.udp(40000, 53, p.query())))))
+    assert list(frame["dns_id"]) == [4660] and list(frame["ts_ns"]) == [T0]
+
+
+def third_party_files() -> list[Path]:
+    return sorted((REAL_PCAPS.parent / "third-party" / "pcap").glob("*.pcap*"))
+
+
+def assert_same_as_per_packet(path: Path, ports=PORTS) -> None:
+    bulk = read_pcap_detailed(path, ports=ports)
+    one_by_one = read_pcap_detailed(path, ports=ports, bulk=False)
+    pd.testing.assert_frame_equal(bulk.frame, one_by_one.frame)
+    assert bulk.stats == one_by_one.stats
+    assert list(bulk.frame_numbers) == list(one_by_one.frame_numbers)
+
+
+@pytest.mark.parametrize("path", (capture_files() + third_party_files()) or [None], ids=lambda p: getattr(p, "name", "none"))
+def test_bulk_path_gives_what_the_per_packet_path_gives(path):
+    if path is None:
+        pytest.skip("no captures")
+    assert_same_as_per_packet(path)
+
+
+def mixed_capture() -> list[bytes]:
+    """Frames that take either path: one-message TCP streams (read in bulk), a stream with a message split
+    across segments and one with a retransmission (per packet), control segments, bad checksums, a
+    snap-cut datagram, IPv6, VLAN, fragments, ICMP, ARP and frames cut inside their headers."""
+    q, r = p.query(), p.response()
+    bad_checksum = bytearray(p.udp(40001, 53, q))
+    bad_checksum[-1] ^= 0xFF
+    bad_ip_header = bytearray(p.udp(40002, 53, q))
+    bad_ip_header[10] ^= 0xFF
+    bad_ip_header[26:28] = b"\0\0"  # no UDP checksum: the IP header's verdict is the packet's
+    split = p.framed(p.query(qid=9))
+    fragments = dpkt.ip.IP(p.udp(40003, 53, q + b"\0" * 1200))
+    first = bytes(fragments)[:20 + 600]
+    first_ip = bytearray(first)
+    struct.pack_into("!HHH", first_ip, 2, len(first_ip), 77, 0x2000)  # more fragments
+    second_ip = bytearray(bytes(fragments)[:20] + bytes(fragments)[20 + 600 :])
+    struct.pack_into("!HHH", second_ip, 2, len(second_ip), 77, 600 // 8)
+    return [
+        p.ethernet(p.tcp(40010, 53, 100, b"", flags=dpkt.tcp.TH_SYN)),
+        p.ethernet(p.tcp(53, 40010, 500, b"", flags=dpkt.tcp.TH_SYN | dpkt.tcp.TH_ACK, src="10.96.0.10", dst="10.244.1.5")),
+        p.ethernet(p.tcp(40010, 53, 101, p.framed(q))),
+        p.ethernet(p.tcp(53, 40010, 501, p.framed(r), src="10.96.0.10", dst="10.244.1.5")),
+        p.ethernet(p.tcp(40010, 53, 101 + len(p.framed(q)), p.framed(p.query(qid=5)))),
+        p.ethernet(p.tcp(40010, 53, 101, p.framed(q))),  # a retransmission: this stream is read per packet
+        p.ethernet(p.tcp(40011, 53, 1, split[:7])),
+        p.ethernet(p.tcp(40011, 53, 8, split[7:])),
+        p.ethernet(p.tcp(40012, 53, 1, b"", flags=dpkt.tcp.TH_ACK)),
+        p.ethernet(p.tcp(40013, 443, 1, b"x" * 30)),
+        p.ethernet(bytes(bad_checksum)),
+        p.ethernet(bytes(bad_ip_header)),
+        p.ethernet(p.udp(40004, 53, q), vlan=7),
+        p.tagged_ethernet(p.udp(40005, 53, q), [(0x88A8, 1), (0x8100, 2)]),
+        p.ethernet(p.udp(40006, 53, p.query(qtype="AAAA"), src="fd00::5", dst="fd00::53")),
+        p.ethernet(p.udp(53, 40006, r, src="fd00::53", dst="fd00::5")),
+        p.ethernet(bytes(first_ip)),
+        p.ethernet(bytes(second_ip)),
+        p.ethernet(p.ipv4("10.96.0.10", "10.244.1.5", 1, bytes([3, 3, 0, 0, 0, 0, 0, 0]) + p.udp(40000, 53, q)[:40])),
+        b"\xff" * 12 + b"\x08\x06" + b"\0" * 28,  # ARP
+        p.ethernet(p.udp(40007, 53, q))[:30],  # cut inside the UDP header
+        p.ethernet(p.udp(40008, 53, q))[:10],  # cut inside the Ethernet header
+        p.ethernet(p.udp(40009, 53, q), vlan=3)[:16],  # cut inside the VLAN tag
+        p.tagged_ethernet(p.udp(40014, 53, q), [], pppoe_session=1),
+        p.ethernet(p.udp(40015, 5353, q)),
+    ]
+
+
+@pytest.mark.parametrize("container", ["pcap", "pcapng"])
+def test_bulk_path_on_a_mixed_capture(tmp_path, container):
+    frames = mixed_capture()
+    snap = [(T0 + i, f) for i, f in enumerate(frames)] + [(T0 + 99, p.ethernet(p.udp(40020, 53, p.response()))[:60], 150)]
+    if container == "pcap":
+        content = p.pcap_file(1, snap)
+    else:
+        content = p.pcapng_file([(1, "eth0"), (113, "any")], [(i % 2 * 0, ts, f, 1 if i % 3 else None) for i, (ts, f, *_) in enumerate(snap)]
+                                + [(1, T0 + 200, p.sll(p.udp(40030, 53, p.query()), 4), None)])
+    path = write(tmp_path, "mixed." + container, content)
+    assert_same_as_per_packet(path, ports=(53,))
+    result = read_pcap_detailed(path)
+    assert result.stats["bad_checksum"] >= 2 and result.stats["packets_dns_tcp"] >= 5 and result.stats["packets_tcp_control"] == 2
+    assert_accounted(result.stats)
+
+
+def test_bulk_checksum_sums_agree_with_the_internet_checksum():
+    """word_sums adds many file ranges at once (aligned 32-bit words, then the edge bytes); every range's
+    verdict must be the one RFC 1071's checksum of its bytes gives, whatever its alignment and length."""
+    import numpy as np
+
+    from dnscorrelate.sources.pcap.bulk import FileView, word_sums
+    from dnscorrelate.sources.pcap.transport import internet_checksum
+
+    generator = np.random.default_rng(7)
+    data = generator.integers(0, 256, 4099, dtype=np.uint8).tobytes()
+    cuts = np.sort(generator.choice(np.arange(1, 4099), 600, replace=False))
+    starts, ends = cuts[0::2], cuts[1::2]  # ranges in file order, not overlapping, of every length and alignment
+    ends[::7] = starts[::7]  # and some empty
+    ends[-1] = len(data)  # and one ending in the file's last, partial, 32-bit word
+    sums = word_sums(FileView(data), starts, ends)
+    for start, end, total in zip(starts.tolist(), ends.tolist(), sums.tolist()):
+        assert (total % 0xFFFF == 0) == (internet_checksum(data[start:end]) == 0)
+        assert total % 0xFFFF == int.from_bytes(data[start:end] + b"\0" * ((end - start) % 2), "big") % 0xFFFF

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from dnscorrelate.cluster.lab.spec import SpecError
+from dnscorrelate.cluster.spec import SpecError
 from dnscorrelate.scenarios import LinkFault, StopReplicaFault, load_scenario, scenario_paths
 
 SHIPPED = scenario_paths([str(Path(__file__).resolve().parents[2] / "scenarios")])

@@ -4,11 +4,11 @@ gone since is counted and said, never lost silently."""
 import os
 from types import SimpleNamespace
 
-from dnscorrelate.cluster.backend import Session
+from dnscorrelate.live.session import Session
 from dnscorrelate.cluster.facts import ClusterFacts
 from dnscorrelate.correlate import correlate
 from dnscorrelate.report.text import stats_line
-from dnscorrelate.sources.coredns_log import LogFollower
+from dnscorrelate.live.logs import LogFollower
 
 LINE = '[INFO] 10.0.0.1:{port} - {id} "A IN a. udp 1 false 512" NOERROR qr 1 0.1s\n'
 

@@ -5,7 +5,7 @@ import textwrap
 import pytest
 
 from dnscorrelate.cluster.model import NetworkPolicy, Pod
-from dnscorrelate.cluster.lab.spec import SpecError, load_manifests, load_spec
+from dnscorrelate.cluster.spec import SpecError, load_manifests, load_spec
 
 
 def write(tmp_path, text, name="spec.yaml"):

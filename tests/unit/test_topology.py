@@ -2,7 +2,7 @@
 
 import pytest
 
-from dnscorrelate.cluster.lab.spec import SpecError
+from dnscorrelate.cluster.spec import SpecError
 from dnscorrelate.cluster.lab.topology import build_topology
 
 from .conftest import spec_with

@@ -13,7 +13,7 @@ from click.testing import CliRunner
 from dnscorrelate.analysis import analyze, dns_servers, with_dns_servers
 from dnscorrelate.cli import main
 from dnscorrelate.cluster.facts import facts_from_files
-from dnscorrelate.cluster.lab.spec import load_manifests
+from dnscorrelate.cluster.spec import load_manifests
 from dnscorrelate.correlate.vantage import VANTAGE
 from dnscorrelate.diagnose.evidence import DNS_SERVER_ROLES, failed
 from dnscorrelate.sources.coredns_log import read_logs
@@ -25,7 +25,6 @@ from tests.tshark import requires_tshark, tshark_messages
 THIRD_PARTY = Path(__file__).resolve().parents[3] / "shared" / "data" / "third-party"
 PCAPS = THIRD_PARTY / "pcap"
 needs_third_party = pytest.mark.skipif(not PCAPS.is_dir(), reason=f"no third-party captures in {PCAPS}")
-QINQ = pytest.mark.xfail(strict=True, reason="needs the QinQ/PPPoE link layer")
 
 # What a path through a cluster would have to be known for: never said of what one place saw.
 TOPOLOGY_CODES = {"dropped-before-node", "dropped-at-node", "coredns-unreachable", "coredns-error", "upstream-unreachable",
@@ -75,8 +74,8 @@ def test_each_capture_gets_what_its_one_vantage_supports(name):
 
 @needs_third_party
 def test_the_nDPI_dns_pcap_says_only_what_one_place_supports():
-    """Its QinQ/PPPoE lookup is read only with that link layer (see the lookups test); what is read already
-    is a lone response (query-not-seen) and an answer without the type asked."""
+    """A lone response (query-not-seen), an answer without the type asked, and the A lookup inside QinQ and
+    PPPoE answered: nothing about a path one capture cannot see."""
     codes = {f.code for f in analysis_of("ntop-nDPI-dns.pcap").findings}
     assert {"query-not-seen", "nodata"} <= codes and not codes & TOPOLOGY_CODES
 
@@ -94,7 +93,7 @@ def our_lookups(name: str) -> set[tuple]:
 
 @needs_third_party
 @requires_tshark
-@pytest.mark.parametrize("name", [*sorted(EXPECTED), pytest.param("ntop-nDPI-dns.pcap", marks=QINQ)])
+@pytest.mark.parametrize("name", [*sorted(EXPECTED), "ntop-nDPI-dns.pcap"])
 def test_lookups_agree_with_tshark(name):
     assert our_lookups(name) == tshark_lookups(name)
 
@@ -190,9 +189,11 @@ def every_analysis():
         yield path.name, analyze(None, read_logs([path]), None)
     for path in sorted((THIRD_PARTY / "pcap").glob("*")) if PCAPS.is_dir() else []:
         yield path.name, analyze(*evidence(pcaps=[path], ports=PORTS.get(path.name, (53,))))
-    for path in sorted((THIRD_PARTY / "dnstap").glob("*")) if PCAPS.is_dir() else []:
+    for path in sorted((THIRD_PARTY / "dnstap").glob("*")) if (THIRD_PARTY / "dnstap").is_dir() else []:
         if path.suffix != ".text":
             yield path.name, analyze(*evidence(dnstap=[path]))
+    for path in sorted((THIRD_PARTY / "hubble").glob("*.json")) if (THIRD_PARTY / "hubble").is_dir() else []:
+        yield path.name, analyze(*evidence(hubble_json=[path]))
 
 
 def evidence(**inputs):

@@ -43,3 +43,18 @@ def load_build(cache: Path = CACHE) -> Build:
                  values["UPSTREAM_IMAGE"], values["FLANNEL_IMAGE"], values["KUBE_VERSION"], values.get("CAP_SHIM") == "1",
                  values.get("AGENT_STANDALONE_IMAGE", ""), values.get("CILIUM_MANIFEST", ""),
                  values.get("CILIUM_HUBBLE_MANIFEST", ""))
+
+
+def agent_image(source_from_host: bool = True) -> str:
+    """The agent image `make cluster` built here: for nodes that mount this checkout (kind clusters of `cluster
+    up`) the runtime alone, for any other the one with the package baked in; or an error saying to name one."""
+    try:
+        build = load_build()
+    except ClusterError:
+        build = None
+    image = (build.agent_image if source_from_host else build.agent_standalone_image) if build else ""
+    if not image:
+        raise ClusterError("no agent image was built here: name one with --agent-image (an image with Debian's "
+                           "python3-bpfcc and dnscorrelate installed; `make cluster` builds dnscorrelate/agent-standalone, "
+                           "which you can push to a registry your nodes pull from; kind/README.md)")
+    return image

@@ -76,6 +76,13 @@ def kubeconfig_of_context(context: str) -> str | None:
     return str(path) if path and path.exists() else None
 
 
+def upstream_address(cluster: KindCluster) -> str:
+    """The upstream resolver container's address on the cluster's Docker network: where the kube backend points a
+    scenario's `forward . /etc/resolv.conf`."""
+    upstream = docker().containers.get(cluster.upstream_container)
+    return upstream.attrs["NetworkSettings"]["Networks"][cluster.network]["IPAddress"]
+
+
 def checked_name(name: str) -> str:
     if not NAME.match(name):
         raise ClusterError(f"cluster name {name!r}: use 1-20 lowercase letters or digits")
@@ -167,7 +174,7 @@ def up(name: str = "kind", spec_path: str | None = None, say: Callable[[str], No
     any failure or Ctrl-C, remove what was made."""
     from dnscorrelate.cluster.kind.build import load_build
     from dnscorrelate.cluster.kind.network import CNIS, visibility_policies
-    from dnscorrelate.cluster.lab.spec import load_spec
+    from dnscorrelate.cluster.spec import load_spec
 
     if cni not in CNIS:
         raise ClusterError(f"unknown CNI {cni!r}: choose one of {', '.join(CNIS)}")
@@ -349,25 +356,22 @@ def kubectl_create(cluster: KindCluster, build, manifest: str, what: str) -> Non
 
 
 def setup_hubble(cluster: KindCluster, api, build, policies: list[dict]) -> None:
-    """The visibility policies, created and realized by every agent's endpoints (the kube backend's wait
-    for Cilium's policy revision), then every agent's Hubble server answering on its unix socket
-    (`hubble status`, the CLI in the agent image)."""
+    """The visibility policies, created and realized by every agent's endpoints (`cluster.cilium`'s wait for
+    Cilium's policy revision, as the kube backend's faults wait), then every agent's Hubble server answering
+    on its unix socket (`hubble status`, the CLI in the agent image)."""
     import yaml
+    from kubernetes import client as k8s
 
-    from dnscorrelate.cluster.kind.network import HUBBLE_SOCKET
-    from dnscorrelate.cluster.kube.faults import KubeFaults
+    from dnscorrelate.cluster import cilium
 
-    faults = KubeFaults(api)
+    core = k8s.CoreV1Api(api)
     if policies:
-        before = faults.cilium_revisions()
+        before = cilium.policy_revisions(core)
         kubectl_create(cluster, build, yaml.safe_dump_all(policies, sort_keys=False), "the Hubble visibility policy")
-        faults.wait_cilium_enforced(before)
-
-    def answering(pod: str) -> bool:
-        return "Healthcheck" in faults.cilium(pod, "hubble", "status", "--server", f"unix://{HUBBLE_SOCKET}")
-
-    for agent in faults.cilium_agents():
-        wait_for(lambda: answering(agent.metadata.name), f"Hubble's server in Cilium agent {agent.metadata.name} to answer", 60)
+        cilium.wait_enforced(core, before, lambda probe, what: wait_for(probe, what, 120))
+    for agent in cilium.agents(core):
+        wait_for(lambda: "Healthcheck" in cilium.hubble_answers(core, agent.metadata.name),
+                 f"Hubble's server in Cilium agent {agent.metadata.name} to answer", 60)
 
 
 def docker_subnet(client, cluster: KindCluster) -> str:
@@ -388,7 +392,7 @@ def start_upstream(cluster: KindCluster, build, spec, client) -> str:
     from testcontainers.core.config import testcontainers_config
     from testcontainers.core.container import DockerContainer
 
-    from dnscorrelate.cluster.kind.workloads import write_upstream_files
+    from dnscorrelate.cluster.upstream import write_upstream_files
 
     testcontainers_config.ryuk_disabled = True  # its reaper is an image we cannot pull; `down` removes ours
     files = cluster.dir / "upstream"
@@ -411,7 +415,7 @@ def configure_coredns(api, spec, upstream_ip: str) -> None:
     replicas restart on it, one per node, so the first query already sees it."""
     from kubernetes import client as k8s
 
-    from dnscorrelate.cluster.kind.workloads import cluster_corefile
+    from dnscorrelate.cluster.workloads import cluster_corefile
 
     core = k8s.CoreV1Api(api)
     core.patch_namespaced_config_map("coredns", "kube-system", {"data": {"Corefile": cluster_corefile(spec.corefile, upstream_ip)}})
@@ -430,7 +434,7 @@ def create_workloads(api, spec, build, cni: str = "flannel") -> None:
     from kubernetes import utils
 
     from dnscorrelate.cluster.kind.policy_agent import daemonset
-    from dnscorrelate.cluster.kind.workloads import manifest_objects
+    from dnscorrelate.cluster.workloads import manifest_objects
 
     agent = daemonset(build.agent_image) if cni == "flannel" else []
     for body in [*agent, *manifest_objects(spec, build.client_image)]:

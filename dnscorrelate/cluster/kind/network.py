@@ -20,7 +20,7 @@ this machine's kernel and the agent would otherwise set kernel-wide sysctls on i
 kernel.timer_migration=0); it ignores the failure.
 
 Hubble (`cluster up --cni cilium --hubble`): the chart rendered with kind/cilium/hubble-values.yaml too,
-Hubble's server in each agent on its unix socket (HUBBLE_SOCKET) and the agent's DNS proxy on, and a
+Hubble's server in each agent on its unix socket (`cluster.cilium.HUBBLE_SERVER`) and the agent's DNS proxy on, and a
 visibility policy: a Cilium policy with a `dns` rule, which sends the DNS of the pods it selects
 through the proxy, the only way Hubble gets DNS records. The default (dns_visibility_policy) selects
 every pod's DNS to kube-dns and asks for no default deny. It is still an allow rule, and Cilium's
@@ -44,7 +44,6 @@ CILIUM_AGENT = "cilium"  # the DaemonSet; its pods are labelled k8s-app=cilium
 CILIUM_AGENT_SELECTOR = "k8s-app=cilium"
 CILIUM_OPERATOR = "cilium-operator"
 HOST_SYSCTL_KERNEL = "/proc/sys/kernel"
-HUBBLE_SOCKET = "/var/run/cilium/hubble.sock"  # kind/cilium/hubble-values.yaml
 DNS_VISIBILITY_POLICY = "dnsc-dns-visibility"
 CILIUM_POLICY_KINDS = ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy")
 KUBE_DNS_ENDPOINT = {"k8s:io.kubernetes.pod.namespace": "kube-system", "k8s:k8s-app": "kube-dns"}

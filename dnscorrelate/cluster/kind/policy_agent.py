@@ -4,8 +4,8 @@ Neither a CNI that enforces NetworkPolicy (Calico, Cilium) nor a standalone enfo
 (kube-network-policies, kube-router) can be built here from the Go module proxy, so this is the
 project's own, and says so: every second it reads Pods, Namespaces and NetworkPolicies from the
 API, and when they changed, replaces one nftables table in the node's network namespace with the
-rules the lab compiles from the same evaluator (`cluster.policy`, via `cluster/lab/nft.py`'s
-policy part): a chain per isolated pod on this node, on its source address for Egress and its
+rules the lab compiles from the same evaluator (`cluster.policy`, through the shared compiler
+`cluster/nft.py`): a chain per isolated pod on this node, on its source address for Egress and its
 destination address for Ingress, after kube-proxy's DNAT, stateful through conntrack.
 
     python3 -m dnscorrelate.cluster.kind.policy_agent          # NODE_NAME from the downward API
@@ -26,7 +26,7 @@ POLL_S = 1.0
 
 def node_ruleset(model, node_name: str) -> str:
     """The nft script that (re)creates this node's policy table."""
-    from dnscorrelate.cluster.lab.nft import policy_table
+    from dnscorrelate.cluster.nft import policy_table
 
     return policy_table(model, node_name, TABLE)
 
@@ -37,7 +37,7 @@ def apply(ruleset: str) -> None:
 
 def run(node_name: str) -> None:
     """Enforce until killed; prints one line per change (kubectl logs shows them)."""
-    from dnscorrelate.cluster.kube.api import client_from_kubeconfig, read_model
+    from dnscorrelate.cluster.kubeapi import client_from_kubeconfig, read_model
 
     api = client_from_kubeconfig()
     applied = None

@@ -1,2 +1,2 @@
 """Any Kubernetes cluster, through its API server with the official client: the model read from the
-API (`api.py`), and the Kubernetes backend built on it."""
+API (`cluster/kubeapi.py`), and the Kubernetes backend built on it."""

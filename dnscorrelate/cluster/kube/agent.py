@@ -5,7 +5,7 @@ It runs in a pod of the `dnsc-agent` DaemonSet (`manifest()`), one per node, and
 (`/proc/1/ns/net`, hostPID) and every pod's (`/proc/PID/ns/net`, the pod UID in the process's cgroup,
 this node's pods read from the API), vantages named `NS/NAME` and the node's name as a local capture
 names them; pods that start mid-capture are attached within REFRESH_S. It streams the tracer's records
-to stdout in `sources/agent_stream.py`'s format, with its counters every STATS_INTERVAL_S and at the end.
+to stdout in `live/agent_stream.py`'s format, with its counters every STATS_INTERVAL_S and at the end.
 
     python3 -m dnscorrelate agent            # exec'd by the CLI in an agent pod; stops when stdin closes,
                                              # on a line `stop`, on SIGTERM or SIGINT, after --duration
@@ -27,10 +27,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import BinaryIO
 
+from dnscorrelate.cluster.backend import Target
 from dnscorrelate.cluster.kube.discovery import PROC, PodRef, pod_refs_of, pod_targets
 from dnscorrelate.errors import CaptureError, ClusterError
-from dnscorrelate.sources.agent_stream import StreamWriter, bounded
-from dnscorrelate.sources.capture import DEFAULT_PORTS, Capture, Target
+from dnscorrelate.live.agent_stream import StreamWriter, bounded
+from dnscorrelate.live.capture import DEFAULT_PORTS, Capture
 
 NAME = "dnsc-agent"
 NAMESPACE = "kube-system"
@@ -56,7 +57,7 @@ class NodeDiscovery:
     def read_pods(self) -> dict[str, PodRef]:
         from kubernetes import client
 
-        from dnscorrelate.cluster.kube.api import client_from_kubeconfig
+        from dnscorrelate.cluster.kubeapi import client_from_kubeconfig
 
         if self.api is None:
             self.api = client_from_kubeconfig()  # in the pod: its service account

@@ -1,5 +1,5 @@
 """The CLI's side of the node agent (`agent.py`): put the DaemonSet on a cluster, exec `dnscorrelate agent` in each
-of its pods through the API server, read every node's stream (`sources/agent_stream.py`) into one packet-event
+of its pods through the API server, read every node's stream (`live/agent_stream.py`) into one packet-event
 table, and take everything away again.
 
     capture = AgentCapture(api, AgentOptions(image=...))   # what a Session captures with on such a cluster
@@ -23,7 +23,7 @@ import pandas as pd
 
 from dnscorrelate.cluster.kube.agent import CREATED_BY, LABELS, NAME, NAMESPACE, manifest_objects
 from dnscorrelate.errors import CaptureError, ClusterError
-from dnscorrelate.sources.agent_stream import NodeStream, events_of, merged_stats
+from dnscorrelate.live.agent_stream import NodeStream, events_of, merged_stats
 
 READY_TIMEOUT_S = 120.0  # the image is on the nodes (or pulled), the container starts
 HELLO_TIMEOUT_S = 90.0  # each agent compiles the tracer (about a second; longer on a busy node) and attaches
@@ -39,7 +39,8 @@ STANDALONE_IMAGE_REPO = "dnscorrelate/agent-standalone"  # the runtime and the p
 
 @dataclass
 class AgentOptions:
-    image: str | None = None  # None: an agent image every node already has, else the one built here
+    image: str | None = None  # None: an agent image every node already has, else `built`
+    built: str | None = None  # the agent image made here (kind/build.py's `agent_image`), if any: the caller passes it
     source_from_host: bool = False  # kind clusters of `cluster up`: the package from the node's /opt/dnscorrelate/src
     ready_timeout: float = READY_TIMEOUT_S
 
@@ -52,23 +53,6 @@ class NodeAgent:
     ws: object = None
     thread: threading.Thread | None = None
     stderr: bytearray = field(default_factory=bytearray)
-
-
-def default_image(source_from_host: bool = True) -> str:
-    """The agent image `make cluster` built here: for nodes that mount this checkout (kind clusters of `cluster
-    up`) the runtime alone, for any other the one with the package baked in; or an error saying to name one."""
-    from dnscorrelate.cluster.kind.build import load_build
-
-    try:
-        build = load_build()
-    except ClusterError:
-        build = None
-    image = (build.agent_image if source_from_host else build.agent_standalone_image) if build else ""
-    if not image:
-        raise ClusterError("no agent image was built here: name one with --agent-image (an image with Debian's "
-                           "python3-bpfcc and dnscorrelate installed; `make cluster` builds dnscorrelate/agent-standalone, "
-                           "which you can push to a registry your nodes pull from; kind/README.md)")
-    return image
 
 
 def image_on_every_node(nodes, preferred: str | None, repo: str = AGENT_IMAGE_REPO) -> str | None:
@@ -103,7 +87,7 @@ CALLS = {
 
 
 class AgentCapture:
-    """A Session's capture through the node agents: the same interface as `sources.capture.Capture`."""
+    """A Session's capture through the node agents: a `cluster.backend.Capture`, as a local one is."""
 
     def __init__(self, api, options: AgentOptions | None = None, ports: tuple[int, ...] = (53,), say=lambda _: None) -> None:
         self.api = api
@@ -132,6 +116,10 @@ class AgentCapture:
     @property
     def attach_seconds(self) -> float:
         return max((float(a.stream.hello.get("attach_seconds", 0)) for a in self.agents if a.stream.hello), default=0.0)
+
+    @property
+    def remote_nodes(self) -> list[str]:
+        return [agent.node for agent in self.agents]
 
     def __enter__(self) -> AgentCapture:
         self.start()
@@ -186,6 +174,11 @@ class AgentCapture:
     def new_events(self) -> pd.DataFrame:
         return events_of([a.stream for a in self.agents], new=True)
 
+    def drain(self, last: bool = False) -> pd.DataFrame:
+        """Not offered: the node streams keep their records until the end (`capture -o FILE.parquet` streams a
+        capture made on this machine)."""
+        raise CaptureError("the node agents' capture cannot stream events to a file as they come: capture on this machine")
+
     def events(self) -> pd.DataFrame:
         if self._frame is None:
             self._frame = events_of([a.stream for a in self.agents])
@@ -215,10 +208,7 @@ class AgentCapture:
             return self.options.image
         nodes = self.call("listing the nodes", self.client("CoreV1Api").list_node, needs="list on nodes").items
         from_host = self.options.source_from_host
-        try:
-            built = default_image(from_host)
-        except ClusterError:
-            built = None
+        built = self.options.built
         image = image_on_every_node(nodes, built, AGENT_IMAGE_REPO if from_host else STANDALONE_IMAGE_REPO) or built
         if image is None:
             raise ClusterError("no agent image on the nodes and none built here: name one with --agent-image")

@@ -8,20 +8,20 @@ whose nodes are elsewhere, capture runs in the node agents (`agent.py`, `agents.
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
-from dnscorrelate.cluster.backend import LogSource, TargetWatcher
+from dnscorrelate.cluster.backend import LogSource, Target, TargetWatcher
 from dnscorrelate.cluster.corefile import corefile_from_config_maps
 from dnscorrelate.cluster.facts import ClusterFacts, pod_search_list
-from dnscorrelate.cluster.kube.agents import AgentOptions
-from dnscorrelate.cluster.kube.api import client_from_kubeconfig, logged_before, read_model
+from dnscorrelate.cluster.kube.agents import AgentOptions  # noqa: F401 (re-exported: a command's agent options)
+from dnscorrelate.cluster.kubeapi import client_from_kubeconfig, logged_before, read_model
 from dnscorrelate.cluster.kube.discovery import PodRef, pod_refs_of, pod_targets
 from dnscorrelate.cluster.model import ClusterModel, ConfigMap, Pod
-from dnscorrelate.errors import CaptureError, ClusterError
-from dnscorrelate.sources.capture import Target
+from dnscorrelate.errors import CaptureError, ClusterError, FaultNotSupported
 
 DNS_SELECTOR = "k8s-app=kube-dns"
 KIND_CLUSTER_LABEL = "io.x-k8s.kind.cluster"
@@ -121,6 +121,14 @@ class KubeBackend:
             sources.append(LogSource(pod.metadata.name, str(path)))
         return sources
 
+    def dnstap_sources(self) -> list[tuple[str, str]]:
+        return []  # CoreDNS on a cluster sends no dnstap to us
+
+    def save_files(self, directory: Path) -> None:
+        """Each CoreDNS replica's log, named by its pod."""
+        for source in self.log_sources():
+            shutil.copy(source.path, directory / f"{source.replica}.log")
+
     def facts(self) -> ClusterFacts:
         model = self.call("cluster objects", read_model, self.api)
         maps = self.call("CoreDNS ConfigMaps", self.core().list_namespaced_config_map, "kube-system")
@@ -153,6 +161,18 @@ class KubeBackend:
 
     def stop_replica(self, replica: int) -> None:
         self.propagation.append((f"stop replica {replica}", self.call("stopping a CoreDNS replica", self.faults().stop_replica, replica)))
+
+    def set_upstream_corefile(self, corefile: str) -> None:
+        raise FaultNotSupported("upstreamCorefile", self.name, "the upstream resolver is not the cluster's to change "
+                                "mid-run; on kind, give it in lab.upstreamCorefile (the upstream container starts with it)")
+
+    def set_link(self, source: str, target: str, loss: float, drop: bool) -> None:
+        raise FaultNotSupported("link", self.name, "a cluster's links cannot be made to drop or lose packets from here; "
+                                "links are the lab's veth pairs")
+
+    def set_resolv_conf(self, pod: str, text: str) -> None:
+        raise FaultNotSupported("resolvConf", self.name, "a running pod's resolv.conf is written by the kubelet; give the "
+                                "pod a dnsConfig instead")
 
     def run_queries(self, pod_key: str, client: str, name: str, rdtype: str, proto: str, count: int, concurrency: int,
                     timeout: float) -> list:

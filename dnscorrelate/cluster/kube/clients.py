@@ -1,6 +1,6 @@
 """The lab's three clients (dnspython, glibc's getent, dig) run inside a pod of a real cluster, through
 the API server's exec: one exec per query batch, a small Python loop in the pod (the client image
-has python3-dnspython, dig and getent) that prints one JSON line; the same `ClientResult`s as the
+has python3-dnspython, dig and getent) that prints one JSON line; the same `ClientResult`s (cluster/backend.py) as the
 lab's clients (cluster/lab/clients.py), with the same meaning of each field.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from dnscorrelate.cluster.lab.clients import ClientResult
+from dnscorrelate.cluster.backend import ClientResult
 from dnscorrelate.errors import ClusterError
 
 MARKER = "DNSC-RESULTS "

@@ -7,18 +7,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from dnscorrelate.cluster import cilium
 from dnscorrelate.errors import ClusterError
 
-NAMESPACE = "kube-system"
-AGENT_SELECTOR = "k8s-app=cilium"
-AGENT_CONTAINER = "cilium-agent"
-SOCKET = "unix:///var/run/cilium/hubble.sock"
 READ_TIMEOUT_S = 1  # how long one read waits, so close() is noticed
 
 
 def observe_command(ports: tuple[int, ...]) -> list[str]:
     """`hubble observe` following new flows on the DNS ports (L3/L4 and the DNS proxy's L7 records alike)."""
-    command = ["hubble", "observe", "--server", SOCKET, "--follow", "-o", "json"]
+    command = ["hubble", "observe", "--server", cilium.HUBBLE_SERVER, "--follow", "-o", "json"]
     for port in ports:
         command += ["--port", str(port)]
     return command
@@ -35,7 +32,7 @@ class AgentHubbleStream:
     def lines(self) -> Iterator[str]:
         from kubernetes.stream import stream
 
-        self.response = stream(self.core.connect_get_namespaced_pod_exec, self.pod, NAMESPACE, container=AGENT_CONTAINER,
+        self.response = stream(self.core.connect_get_namespaced_pod_exec, self.pod, cilium.NAMESPACE, container=cilium.AGENT_CONTAINER,
                                command=observe_command(self.ports), stderr=True, stdin=False, stdout=True, tty=False,
                                _preload_content=False)
         pending, errors = "", []
@@ -51,7 +48,7 @@ class AgentHubbleStream:
             yield pending
         if not self.closed:
             said = " ".join(e.strip() for e in errors if e.strip())
-            raise ClusterError(f"`hubble observe` in {NAMESPACE}/{self.pod} ended" + (f": {said}" if said else ""))
+            raise ClusterError(f"`hubble observe` in {cilium.NAMESPACE}/{self.pod} ended" + (f": {said}" if said else ""))
 
     def close(self) -> None:
         self.closed = True
@@ -62,16 +59,13 @@ class AgentHubbleStream:
 def hubble_streams(core, ports: tuple[int, ...]) -> list[AgentHubbleStream]:
     """A stream per Cilium agent pod, after checking that each agent's Hubble answers; a ClusterError that
     says what to do when the cluster runs no Cilium, or an agent has no Hubble or no `hubble` CLI."""
-    from kubernetes.stream import stream
-
-    agents = core.list_namespaced_pod(NAMESPACE, label_selector=AGENT_SELECTOR).items
+    agents = cilium.agents(core)
     if not agents:
-        raise ClusterError(f"--hubble: no Cilium agent in this cluster (no pod {AGENT_SELECTOR} in {NAMESPACE})")
+        raise ClusterError(f"--hubble: no Cilium agent in this cluster (no pod {cilium.AGENT_SELECTOR} in {cilium.NAMESPACE})")
     for pod in agents:
-        said = stream(core.connect_get_namespaced_pod_exec, pod.metadata.name, NAMESPACE, container=AGENT_CONTAINER,
-                      command=["sh", "-c", f"hubble status --server {SOCKET} 2>&1"], stderr=True, stdin=False, stdout=True, tty=False)
+        said = cilium.hubble_answers(core, pod.metadata.name)
         if "Healthcheck" not in said:
-            raise ClusterError(f"--hubble: Hubble does not answer in {NAMESPACE}/{pod.metadata.name} "
+            raise ClusterError(f"--hubble: Hubble does not answer in {cilium.NAMESPACE}/{pod.metadata.name} "
                                f"({said.strip()[:200] or 'no output'}): enable Hubble (`cluster up --cni cilium --hubble`, "
                                "or Cilium's hubble.enabled) and use an agent image with the hubble CLI")
     return [AgentHubbleStream(core, pod.metadata.name, pod.spec.node_name, ports) for pod in agents]

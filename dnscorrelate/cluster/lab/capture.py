@@ -6,8 +6,8 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 
+from dnscorrelate.cluster.backend import Target
 from dnscorrelate.cluster.lab import netns
-from dnscorrelate.sources.capture import Target
 
 
 def lab_targets(lab) -> list[Target]:

@@ -13,25 +13,14 @@ import re
 import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 
 import dns.exception
 import dns.rdatatype
 import dns.resolver
 
+from dnscorrelate.cluster.backend import ClientResult
 from dnscorrelate.cluster.lab import netns
 from dnscorrelate.cluster.lab.runtime import ETC_NETNS
-
-
-@dataclass(frozen=True)
-class ClientResult:
-    client: str
-    name: str
-    answered: bool  # a response came back (any rcode)
-    rcode: str
-    answers: tuple[str, ...]
-    seconds: float
-    error: str = ""
 
 
 def dnspython_query(netns_name: str, name: str, rdtype: str, tcp: bool, timeout: float) -> ClientResult:

@@ -7,13 +7,11 @@ them over /etc/resolv.conf and /etc/hosts, as the kubelet does for a pod.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 from dnscorrelate.cluster.lab import kubedns
 from dnscorrelate.cluster.facts import pod_search_list
 from dnscorrelate.cluster.model import Pod
-from dnscorrelate.cluster.lab.spec import LabSpec
 from dnscorrelate.cluster.lab.topology import PodInfo, Topology
 
 
@@ -87,35 +85,6 @@ def with_dnstap(corefile: str, dnstap_dir: Path) -> str:
             lines += directive
         depth += line.count("{") - line.count("}")
     return "\n".join(lines) + "\n"
-
-
-def upstream_zone(name: str, text: str, serial: int) -> str:
-    """A zone file for the upstream: `text` as given if it has an SOA, else wrapped with one."""
-    origin = name.rstrip(".") + "."
-    if re.search(r"\bSOA\b", text):
-        return f"$ORIGIN {origin}\n{text}"
-    head = f"$ORIGIN {origin}\n$TTL 300\n@ IN SOA ns1.{origin} hostmaster.{origin} {serial} 7200 1800 86400 300\n@ IN NS ns1.{origin}\n"
-    return head + text.rstrip() + "\n"
-
-
-ROOT_ZONE = """$ORIGIN .
-$TTL 300
-@ IN SOA a.root-servers.lab. hostmaster.lab. {serial} 7200 1800 86400 300
-@ IN NS a.root-servers.lab.
-"""
-
-
-def upstream_corefile(spec: LabSpec, zone_dir: Path) -> str:
-    """The upstream resolver: authoritative for the spec's zones, NXDOMAIN for the rest of the
-    world, and dressed as a recursive resolver (RA set, AA cleared) as a cloud resolver answers.
-    The lab's and the kind cluster's upstreams both serve this."""
-    if spec.upstreamCorefile:
-        return spec.upstreamCorefile
-    files = [f"    file {zone_dir / 'root.db'} ."]
-    files += [f"    file {zone_dir / (name.rstrip('.') + '.db')} {name.rstrip('.')}" for name in sorted(spec.upstreamZones)]
-    return "\n".join(
-        [".:53 {", "    errors", "    log", "    header {", "        response set ra", "        response clear aa", "    }", *files, "}", ""]
-    )
 
 
 def nodelocal_corefile(topology: Topology) -> str:

@@ -2,7 +2,7 @@
 
 iproute2 does the configuration (`ip -n NS -batch -`: one fork per
 namespace, readable commands in errors). Entering a namespace is done per
-thread with setns(2) (`sources/nsenter.py`, shared with the capture), so that
+thread with setns(2) (`live/nsenter.py`, shared with the capture), so that
 sysctls, sockets and capture attach points need no fork.
 """
 
@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 from dnscorrelate.errors import LabError  # noqa: F401 (re-exported)
-from dnscorrelate.sources.nsenter import NETNS_DIR, entered_path  # noqa: F401 (re-exported: the lab enters its namespaces as a capture does)
+from dnscorrelate.live.nsenter import NETNS_DIR, entered_path  # noqa: F401 (re-exported: the lab enters its namespaces as a capture does)
 
 
 def run(cmd: list[str], stdin: str | None = None) -> str:

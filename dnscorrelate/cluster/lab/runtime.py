@@ -25,10 +25,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dnscorrelate.cluster import upstream as upstream_files
 from dnscorrelate.cluster.lab import files, kubedns, netns, nft
 from dnscorrelate.cluster.lab.netns import LabError
 from dnscorrelate.cluster.model import Manifest, object_key
-from dnscorrelate.cluster.lab.spec import LabSpec
+from dnscorrelate.cluster.spec import LabSpec
 from dnscorrelate.cluster.lab.topology import PREFIX, SERVICE_CIDR, PodInfo, Topology, build_topology
 
 RUN_ROOT = Path(os.environ.get("DNSCORRELATE_RUN_DIR", "/run/dnscorrelate/labs"))
@@ -152,16 +153,13 @@ class Lab:
             write_netns_file(pod.netns, "resolv.conf", files.pod_resolv_conf(t, pod, manifest))
             write_netns_file(pod.netns, "hosts", files.pod_hosts(pod, manifest, t.domain))
         self.write_cluster_zones()
-        serial = int(time.time())
-        (self.dir / "upstream" / "root.db").write_text(files.ROOT_ZONE.format(serial=serial))
-        for zone, text in t.spec.upstreamZones.items():
-            (self.dir / "upstream" / f"{zone.rstrip('.')}.db").write_text(files.upstream_zone(zone, text, serial))
+        upstream_files.write_upstream_files(t.spec, self.dir / "upstream", int(time.time()))  # as the kind cluster's upstream
         self.write_corefiles()
 
     def write_corefiles(self) -> None:
         """The replicas', upstream's and NodeLocal DNS's Corefiles, from the current spec."""
         t = self.topology
-        (self.dir / "upstream" / "Corefile").write_text(files.upstream_corefile(t.spec, self.dir / "upstream"))
+        (self.dir / "upstream" / "Corefile").write_text(upstream_files.upstream_corefile(t.spec, self.dir / "upstream"))
         dnstap_dir = self.dnstap_dir if t.spec.dnstap else None
         (self.dir / "Corefile").write_text(files.replica_corefile(t, self.dir / "zones", dnstap_dir))
         if t.nodelocal_ip:
@@ -281,7 +279,7 @@ class Lab:
         log = self.dir / "logs" / "dnstap.log"
         with log.open("ab") as out:
             sink = subprocess.Popen(
-                ["ip", "netns", "exec", self.topology.lan_netns, sys.executable, "-m", "dnscorrelate.sources.dnstap_live",
+                ["ip", "netns", "exec", self.topology.lan_netns, sys.executable, "-m", "dnscorrelate.live.dnstap",
                  str(self.dnstap_dir), *names],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
             )

@@ -19,7 +19,7 @@ from collections import Counter
 from pydantic import BaseModel
 
 from dnscorrelate.cluster.model import object_key, Container, ContainerPort, ObjectMeta, Pod, PodSpec, Service, ServicePort, ServiceSpec
-from dnscorrelate.cluster.lab.spec import LabSpec, SpecError
+from dnscorrelate.cluster.spec import LabSpec, SpecError
 
 # Every namespace, /etc/netns entry and nftables table of a lab starts with this. Tests that
 # sweep all labs set their own, so they never touch a lab a developer has running.

@@ -28,17 +28,23 @@ def in_seconds(ns: float) -> str:
 
 def no_response_seen(ev: Evidence) -> list[Finding]:
     """Queries a capture saw leave, with no response seen there: said for that place and that server only."""
-    lost = ev.seen[((ev.seen["outcome"] == "timed-out") & (ev.seen["icmp"] == "")).to_numpy()]
+    lost = ev.seen[((ev.seen["outcome"] == "timed-out") & (ev.seen["icmp"] == "") & (ev.seen["verdict"] != "DROPPED")).to_numpy()]
     if lost.empty:
         return []
     end = capture_end(ev)
     findings = []
-    for (vantage, server), group in lost.groupby(["client_vantage", "server"]):
+    for (vantage, server, received), group in lost.groupby(["client_vantage", "server", "query_received"]):
         waits = end.get(vantage, group["t_start"].max()) - group["t_start"]
         longest, shortest = float(waits.max()), float(waits.min())
         too_soon = longest < CALL_IT_LOST_NS
+        went_on = f"in the {in_seconds(shortest)} to {in_seconds(longest)} the evidence there went on after each"
         findings.append(finding(
             "no-response-seen",
+            (f"{vantage} received {plural(len(group), 'query')} for {server} ({questions(group['qname'])}, from "
+             f"{names(group['client_ip'])}) and no response to them left it, {went_on}"
+             + (": it ended too soon after them to call them unanswered." if too_soon else
+                ": it did not answer them, or answered under another id; what it did with them meanwhile (a lookup of its own, "
+                "a wait) is not in this evidence.")) if received else
             f"No response seen at {vantage} to {plural(len(group), 'lookup')} of {questions(group['qname'])} sent to {server}, "
             f"in the {in_seconds(shortest)} to {in_seconds(longest)} the capture went on after each"
             + (": the capture ended too soon after them to call them lost." if too_soon else
@@ -91,7 +97,7 @@ def slow_response_seen(ev: Evidence) -> list[Finding]:
             "slow-response-seen",
             f"Answers from {server} took {in_ms(t.median())} median, {in_ms(t.max())} at worst, at {vantage}: "
             f"{len(slow)} of {plural(len(group), 'lookup')} over {SLOW_RESPONSE_MS:.0f} ms ({questions(slow['qname'])}). "
-            f"What the time went to (the path, the server, its upstream) {ONE_PLACE}.",
+            f"What the time went to (the path, the server, its upstream) {ONE_PLACE}{ev.timing_caveat(slow['trace_id'])}.",
             evidence(slow, server=server, vantage=vantage, median_ms=round(t.median() / 1e6, 3)), len(slow)))
     return findings
 

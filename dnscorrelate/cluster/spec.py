@@ -136,7 +136,7 @@ def validate(data: Any, source: Source) -> LabSpec:
 
 
 def default_spec() -> LabSpec:
-    text = resources.files("dnscorrelate.cluster.lab").joinpath(DEFAULT_SPEC).read_text()
+    text = resources.files("dnscorrelate.cluster").joinpath(DEFAULT_SPEC).read_text()
     return validate(*parse_yaml(text, DEFAULT_SPEC))
 
 

@@ -1,5 +1,5 @@
-"""Capture DNS packets in a set of network namespaces. A backend names the targets (the lab's
-`cluster/lab/capture.py`); `cluster.backend.Session` is how the commands use it.
+"""Capture DNS packets in a set of network namespaces: a `cluster.backend.Capture` on this machine. A backend
+names the targets (the lab's `cluster/lab/capture.py`); `live.session.Session` is how the commands use it.
 
     with Capture(targets, watch=new_targets) as capture:
         ...                                  # traffic
@@ -19,13 +19,13 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import pandas as pd
 
-from dnscorrelate.sources import nsenter
-from dnscorrelate.sources import bpf
-from dnscorrelate.sources.decode import Vantage, concat_parts, decode, decode_settled
+from dnscorrelate.cluster.backend import Target
+from dnscorrelate.live import bpf, nsenter
+from dnscorrelate.live.records import RecordBuffer
+from dnscorrelate.sources.decode import Vantage, concat_parts, decode_settled
 
 DEFAULT_PORTS = (53,)
 WATCH_INTERVAL_S = 0.2
@@ -35,15 +35,6 @@ POLL_INTERVAL_MS = 20  # at most this much delay before live views see an event
 # catches up, so the kernel drops what does not fit and counts it (`lost_samples`) instead of memory growing.
 BACKLOG_MAX_BYTES = int(os.environ.get("DNSCORRELATE_BACKLOG_BYTES", 128 << 20))  # only tests and loss experiments change it
 DECODE_CHUNK_BYTES = 32 << 20  # drain() decodes at most this much at once: its working memory stays bounded
-
-
-@dataclass(frozen=True)
-class Target:
-    """A namespace to capture in: `path` is /run/netns/NAME or /proc/PID/ns/net."""
-
-    path: str
-    vantage: str
-    role: str = "other"
 
 
 def netns_targets(specs: list[str]) -> list[Target]:
@@ -86,21 +77,29 @@ class Capture:
         self.watch = watch
         self.vantages: dict[int, Vantage] = {}
         self.sockets: list[socket.socket] = []
-        self.raw: list[bytes] = []  # batches of fixed-size tracer records, as read
+        self.records = RecordBuffer()  # the tracer's records as read, and what live views decoded of them
         self.stats: dict[str, int | float] = {}
+        self.warnings: list[str] = []  # `cluster.backend.Capture`'s: a local capture fails instead
+        self.timings: dict[str, float] = {}  # no set-up steps beyond compile and attach
         self.attach_seconds = 0.0
         self.compile_seconds = 0.0
         self._attached_paths: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._frame: pd.DataFrame | None = None
-        self._decode_stats: Counter = Counter()
-        self._cursor = 0
-        self._taken_bytes = 0  # records removed by take_raw or drain, still counted in `records_received`
         self._drained: Counter = Counter()  # decode counters and packets of what drain() handed out
         self._held = b""  # records of TCP messages drain() saw unfinished: decoded with what follows
         self.backlog_limit: int | None = None  # bytes of undecoded records the reader waits at (set by drain)
         self.backlog_full_seconds = 0.0  # time the reader waited for decoding to catch up
+
+    @property
+    def remote_nodes(self) -> list[str]:
+        return []  # it captures on this machine
+
+    @property
+    def raw(self) -> list[bytes]:
+        """The record batches held (read, not yet taken), as the ring buffer's reader appends them."""
+        return self.records.batches
 
     # --- lifecycle ---------------------------------------------------------
 
@@ -122,7 +121,7 @@ class Capture:
         self._counters_before = self.tracer.counters()
         self.boot_to_wall = boot_to_wall_ns()
         self.tracer.drain()  # drops what an earlier capture's last packets left: their capture ids are not ours
-        self.tracer.start(self.raw)
+        self.tracer.start(self.records.batches)
         self.started_ns = time.time_ns()
         attach_started = time.monotonic()
         for target in self.targets:
@@ -182,7 +181,7 @@ class Capture:
             "non_ip_packets": kernel["non_ip"],
             "truncated_headers": kernel["truncated_header"],
             "tcp_without_payload": kernel["tcp_no_payload"],
-            "records_received": (self._taken_bytes + sum(map(len, self.raw))) // bpf.EVENT_DTYPE.itemsize,
+            "records_received": self.records.records_received(),
             "compile_seconds": round(self.compile_seconds, 3),
             "attach_seconds": round(self.attach_seconds, 4),
             "duration_seconds": round((self.stopped_ns - self.started_ns) / 1e9, 3),
@@ -197,20 +196,12 @@ class Capture:
 
     def backlog_bytes(self) -> int:
         """Bytes of records read from the ring buffer and not yet decoded or taken."""
-        return sum(map(len, self.raw))
+        return self.records.pending_bytes()
 
     def take_raw(self) -> list[bytes]:
         """Remove and return the record batches read so far, for a consumer that forwards them as they come (the
         node agent) instead of decoding them here; `events()` and `new_events()` then see only what was not taken."""
-        return self._take(len(self.raw))
-
-    def _take(self, count: int) -> list[bytes]:
-        """Remove and return the first `count` record batches."""
-        taken = self.raw[:count]
-        del self.raw[:count]  # the capture thread only appends: what arrives meanwhile stays
-        self._cursor = max(0, self._cursor - count)
-        self._taken_bytes += sum(map(len, taken))
-        return taken
+        return self.records.take(len(self.raw))
 
     def drain(self, last: bool = False) -> pd.DataFrame:
         """Decode and forget the records read so far, for a consumer that writes events as they come (`capture
@@ -232,7 +223,7 @@ class Capture:
                 size += len(self.raw[count])
                 count += 1
             remaining -= count
-            raw = self._held + b"".join(self._take(count))
+            raw = self._held + b"".join(self.records.take(count))
             frame, counts, self._held = decode_settled(raw, self.vantages, self.boot_to_wall, hold_open=not (last and remaining == 0))
             del raw
             self._drained.update(counts)
@@ -245,18 +236,14 @@ class Capture:
 
     def new_events(self) -> pd.DataFrame:
         """Events of the records that arrived since the last call (for live views); counters keep adding up."""
-        end = len(self.raw)
-        frame, counts = decode(b"".join(self.raw[self._cursor : end]), self.vantages, self.boot_to_wall)
-        self._cursor = end
-        self._decode_stats.update(counts)
-        return frame
+        return self.records.new_events(self.vantages, self.boot_to_wall)
 
     def events(self) -> pd.DataFrame:
         """The packet-event table of everything captured (decoded once, then cached)."""
         if self._frame is None:
-            self._frame, counts = decode(self._held + b"".join(self.raw), self.vantages, self.boot_to_wall)
-            self._decode_stats = counts + Counter({k: v for k, v in self._drained.items() if k != "packets"})
-            self.stats.update({k: int(v) for k, v in self._decode_stats.items()})
+            self._frame = self.records.decode_all(self.vantages, self.boot_to_wall, head=self._held)
+            counts = self.records.decode_stats + Counter({k: v for k, v in self._drained.items() if k != "packets"})
+            self.stats.update({k: int(v) for k, v in counts.items()})
             self.stats.setdefault("decode_errors", 0)
             self.stats["packets"] = len(self._frame) + self._drained["packets"]
         return self._frame

@@ -5,7 +5,7 @@ it sends READY (offering `protobuf:dnstap.Dnstap`), waits for ACCEPT, sends STAR
 (flushed at least once a second), and STOP on shutdown, to which the reader answers FINISH. When the
 socket is not there it drops its messages and dials again only every 10 seconds (plugin/dnstap/io.go,
 CoreDNS 1.14). So the listener must be up before CoreDNS starts and stay up: the lab runs a `Sink`
-(`python -m dnscorrelate.sources.dnstap_live DIR NAME...`) before its replicas, one socket per replica
+(`python -m dnscorrelate.live.dnstap DIR NAME...`) before its replicas, one socket per replica
 `DIR/NAME.sock`, appending every data frame to `DIR/NAME.fstrm`, a Frame Streams file (START, data
 frames) that `correlate --dnstap` also reads. A session's `DnstapFollower` reads the frames appended
 to those files since it started, and decodes them as `dnstap.read_dnstap` does, at the replica.
@@ -372,9 +372,9 @@ def align_forwarder_ids(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
 
 
 def main(argv: list[str]) -> int:
-    """`python -m dnscorrelate.sources.dnstap_live DIR NAME...`: run a Sink until killed."""
+    """`python -m dnscorrelate.live.dnstap DIR NAME...`: run a Sink until killed."""
     if len(argv) < 2:
-        print("usage: python -m dnscorrelate.sources.dnstap_live DIR NAME...", file=sys.stderr)
+        print("usage: python -m dnscorrelate.live.dnstap DIR NAME...", file=sys.stderr)
         return 2
     sink = Sink(argv[0], argv[1:]).start()
     stop = threading.Event()

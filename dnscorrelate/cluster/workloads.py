@@ -1,12 +1,10 @@
-"""The lab spec as a real cluster's objects: its Namespaces, Pods, Services and NetworkPolicies,
-the Corefile forwarding to the upstream container, and that upstream's files."""
+"""The lab spec as a real cluster's objects: its Namespaces, Pods, Services and NetworkPolicies (pods made
+runnable on an image), and the Corefile forwarding to an upstream's address. The kind cluster creates them
+at `cluster up`; the kube backend applies a scenario's with them."""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
-
-from dnscorrelate.cluster.lab import files
 
 API_VERSIONS = {"Namespace": "v1", "Pod": "v1", "Service": "v1", "NetworkPolicy": "networking.k8s.io/v1"}
 BUILT_IN_NAMESPACES = {"default", "kube-system", "kube-public", "kube-node-lease"}
@@ -45,13 +43,3 @@ def cluster_corefile(corefile: str, upstream_ip: str) -> str:
     """The spec's Corefile with `forward . /etc/resolv.conf` pointed at the upstream container:
     the nodes' resolv.conf leads to Docker's DNS and off this machine."""
     return FORWARD_TO_RESOLV_CONF.sub(rf"\g<1>{upstream_ip}", corefile)
-
-
-def write_upstream_files(spec, directory: Path, serial: int) -> None:
-    """The upstream resolver's Corefile and zone files, as the lab's upstream serves them, under
-    `directory` (mounted at the same path in the container)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    (directory / "root.db").write_text(files.ROOT_ZONE.format(serial=serial))
-    for zone, text in spec.upstreamZones.items():
-        (directory / f"{zone.rstrip('.')}.db").write_text(files.upstream_zone(zone, text, serial))
-    (directory / "Corefile").write_text(files.upstream_corefile(spec, directory))

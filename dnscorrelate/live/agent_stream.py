@@ -14,8 +14,9 @@ CLI decodes them with the same `decode.decode` as a local capture: the same rows
           Z  end       JSON: the final counters; nothing follows
 
 Timestamps stay the kernel's boot-time clock; each node's hello carries its own offset to wall time, so
-nodes are put on one time line by their wall clocks (kind's nodes share the host's clock; on a real
-cluster, the nodes' clocks must agree, as NTP keeps them, to well under a lookup's hop latency).
+nodes are put on one time line by their wall clocks, and each event names its node (`node`): the
+correlator then estimates what the wall clocks still disagree by from the lookups that cross nodes
+(correlate/clocks.py; kind's nodes share the host's clock).
 
 Nothing is lost silently: events the ring buffer dropped (`lost_samples`, counted in the kernel), events
 the agent dropped because the stream fell behind (`agent_dropped`), records of an unknown capture id or
@@ -37,8 +38,9 @@ import numpy as np
 import pandas as pd
 
 from dnscorrelate import events
+from dnscorrelate.live.records import RecordBuffer
 from dnscorrelate.sources.bpf import EVENT_DTYPE
-from dnscorrelate.sources.decode import Vantage, decode
+from dnscorrelate.sources.decode import Vantage
 
 MAGIC = b"DNSC-AGENT/1\n"
 HEADER = struct.Struct("<cI")
@@ -122,14 +124,12 @@ class NodeStream:
     magic_seen: bool = False
     hello: dict | None = None
     vantages: dict[int, Vantage] = field(default_factory=dict)
-    raw: list[bytes] = field(default_factory=list)
+    records: RecordBuffer = field(default_factory=RecordBuffer)  # the node's records, and what live views decoded
     agent_stats: dict = field(default_factory=dict)  # the agent's last stats or end frame
     error: str | None = None
     ended: bool = False  # the end frame arrived
     closed: bool = False  # no more bytes will come
     counts: Counter = field(default_factory=Counter)  # the CLI's own: bad_frames, bad_records, bytes_received
-    decode_stats: Counter = field(default_factory=Counter)
-    _cursor: int = 0
     _frame: pd.DataFrame | None = None
 
     def feed(self, data: bytes) -> None:
@@ -211,7 +211,7 @@ class NodeStream:
             self.counts["bad_records"] += int((~known).sum())
             raw = records[known].tobytes()
         if raw:
-            self.raw.append(raw)
+            self.records.append(raw)
 
     def close(self) -> None:
         """No more bytes: a stream that never sent its end frame was cut (the agent died, the connection broke)."""
@@ -225,18 +225,18 @@ class NodeStream:
     def boot_to_wall(self) -> int:
         return int(self.hello["boot_to_wall_ns"]) if self.hello else 0
 
+    @property
+    def decode_stats(self) -> Counter:
+        return self.records.decode_stats
+
     def new_events(self) -> pd.DataFrame:
         """Events of the records that arrived since the last call."""
-        end = len(self.raw)
-        frame_, counts = decode(b"".join(self.raw[self._cursor:end]), self.vantages, self.boot_to_wall)
-        self._cursor = end
-        self.decode_stats.update(counts)
-        return frame_
+        return self.records.new_events(self.vantages, self.boot_to_wall)
 
     def events(self) -> pd.DataFrame:
         """Every event of the stream (decoded once, when the stream is closed)."""
         if self._frame is None or not self.closed:
-            frame_, self.decode_stats = decode(b"".join(self.raw), self.vantages, self.boot_to_wall)
+            frame_ = self.records.decode_all(self.vantages, self.boot_to_wall)
             if not self.closed:
                 return frame_
             self._frame = frame_
@@ -244,7 +244,7 @@ class NodeStream:
 
     def stats(self) -> dict:
         """This node's counters: the agent's (kernel and its own drops) and the CLI's (what arrived, what was bad)."""
-        received = sum(map(len, self.raw)) // EVENT_DTYPE.itemsize
+        received = self.records.records_received()
         out = {k: v for k, v in self.agent_stats.items() if isinstance(v, (int, float))}
         out.update({"records_received": received, "bad_records": int(self.counts["bad_records"]),
                     "bad_frames": int(self.counts["bad_frames"]), "bytes_received": int(self.counts["bytes_received"]),
@@ -270,4 +270,5 @@ def merged_stats(streams: list[NodeStream]) -> dict:
 
 def events_of(streams: list[NodeStream], new: bool = False) -> pd.DataFrame:
     """One packet-event table of every node's stream, in time order."""
-    return events.concat([s.new_events() if new else s.events() for s in streams])
+    frames = [s.new_events() if new else s.events() for s in streams]
+    return events.concat([f.assign(node=pd.Categorical([s.node] * len(f))) for f, s in zip(frames, streams)])

@@ -1,0 +1,214 @@
+"""Each node's clock, estimated from the lookups that cross nodes, and every sighting put on one time line.
+
+Every node times its sightings by its own clock (NTP keeps it within a millisecond on a good day, tens on a
+bad one), and a hop between nodes takes 0.1-1 ms: merged as they are, a cross-node lookup's sightings can
+come out of order. An exchange seen at two nodes bounds the offset between them, by NTP's arithmetic: a
+packet cannot arrive before it was sent. For a query and its response seen at an outer node A (nearer the
+client) and an inner node B (nearer the server), with each node's first sighting of each,
+
+    query:     true(q_A) <= true(q_B)   so   off_B - off_A <= q_B - q_A
+    response:  true(r_B) <= true(r_A)   so   off_B - off_A >= r_B - r_A
+
+where `off_X` is how far X's clock reads ahead. Which node is outer needs no clock: the client waits longer
+than the server (r_A - q_A >= r_B - q_B, whatever the offsets). First sightings keep the bounds valid with
+retransmissions. A packet's sightings are told apart by the client's address, port, DNS id and protocol
+(NAT keeps them towards the server) and by direction, within EXCHANGE_WINDOW_NS: not by the lookup's legs,
+which a skew larger than a server's time would cut in two.
+
+Every exchange is a pair of difference constraints; all of them together give, for each node, the interval
+of offsets (from a reference node: the one with most sightings) consistent with every crossing, by shortest
+paths over the constraint graph (Floyd-Warshall; a negative cycle: crossings contradict each other, and
+nothing is corrected). The estimate is the interval's middle (NTP's, with symmetric delays); its bound the
+half-width. Each node's sightings are shifted by its estimate before stitching.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+EXCHANGE_WINDOW_NS = 2 * 10**9  # sightings of one exchange's key closer than this are one exchange
+
+
+@dataclass
+class Clocks:
+    """What the crossings said of each node's clock."""
+
+    reference: str = ""
+    offsets: dict[str, tuple[int, int]] = field(default_factory=dict)  # node -> (estimate, bound), ns; reference (0, 0)
+    crossings: dict[str, int] = field(default_factory=dict)  # node -> exchanges seen at it and another node
+    unplaced: list[str] = field(default_factory=list)  # nodes no crossing ties to the reference: not corrected
+    contradiction: str = ""  # crossings that no set of offsets satisfies: nothing corrected
+
+    def stats(self) -> dict:
+        """The offsets as `stats` shows them: per node, the estimate and its bound in ms and the crossings behind it."""
+        return {"reference": self.reference, "contradiction": self.contradiction, "unplaced": self.unplaced,
+                "nodes": {node: {"offset_ms": round(est / 1e6, 3), "bound_ms": round(bound / 1e6, 3), "crossings": self.crossings.get(node, 0)}
+                          for node, (est, bound) in sorted(self.offsets.items())}}
+
+    def bound_between(self, a: str, b: str) -> int | None:
+        """How wrong a time measured from node a to node b may be after correction, ns; None when either is unknown."""
+        if a == b:
+            return 0
+        if a not in self.offsets or b not in self.offsets:
+            return None
+        return self.offsets[a][1] + self.offsets[b][1]
+
+
+def named_nodes(events: pd.DataFrame) -> bool:
+    """Whether the events name two nodes or more themselves (read from the categories: no string per row)."""
+    if "node" not in events:
+        return False
+    column = events["node"]
+    names = column.cat.categories if isinstance(column.dtype, pd.CategoricalDtype) else pd.unique(column)
+    return len({str(n) for n in names} - {"", "nan"}) >= 2
+
+
+def node_per_row(events: pd.DataFrame, nodes: dict[str, str]) -> np.ndarray:
+    """The node whose clock timed each row: the row's own `node` (the agent's stream), else what `nodes` says of
+    its vantage; "" where neither knows."""
+    by_vantage = pd.Series(events["vantage"].astype(str).map(lambda v: nodes.get(v, "")).to_numpy(dtype=object), index=events.index) \
+        if nodes else pd.Series("", index=events.index, dtype=object)
+    if "node" in events:
+        own = events["node"].astype(str).to_numpy(dtype=object)
+        return np.where(own != "", own, by_vantage.to_numpy(dtype=object))
+    return by_vantage.to_numpy(dtype=object)
+
+
+def exchanges(dns: pd.DataFrame, node: np.ndarray) -> pd.DataFrame:
+    """Per exchange (a client socket's DNS id, one burst) and node: its first query and first response sightings."""
+    response = dns["qr"].to_numpy(dtype=bool)
+    client_ip = np.where(response, dns["dst_ip"].astype(str).to_numpy(), dns["src_ip"].astype(str).to_numpy())
+    client_port = np.where(response, dns["dst_port"].to_numpy(), dns["src_port"].to_numpy())
+    rows = pd.DataFrame({"key": pd.Series(client_ip).astype(str) + "|" + pd.Series(client_port).astype(str) + "|"
+                         + dns["dns_id"].astype(str).to_numpy() + "|" + dns["proto"].astype(str).to_numpy(),
+                         "ts": dns["ts_ns"].to_numpy(), "qr": response, "node": node})
+    rows = rows[rows["node"] != ""].sort_values(["key", "ts"], kind="stable")
+    new = (rows["key"] != rows["key"].shift()) | (rows["ts"].diff() > EXCHANGE_WINDOW_NS)
+    rows["exchange"] = new.cumsum()
+    firsts = rows.groupby(["exchange", "node", "qr"])["ts"].min().unstack("qr")
+    return firsts.rename(columns={False: "q", True: "r"}).dropna().astype("int64").reset_index()
+
+
+def constraints(firsts: pd.DataFrame) -> pd.DataFrame:
+    """For each exchange seen, query and response, at two nodes or more: (outer, inner, lower, upper) bounds on
+    off_inner - off_outer; the outer node is the one that waited longest."""
+    firsts = firsts.assign(span=firsts["r"] - firsts["q"])
+    several = firsts.groupby("exchange")["node"].transform("size") > 1
+    firsts = firsts[several.to_numpy()]
+    if firsts.empty:
+        return pd.DataFrame(columns=["outer", "inner", "lower", "upper", "exchange"])
+    outer = firsts.sort_values(["exchange", "span"], ascending=[True, False]).drop_duplicates("exchange").set_index("exchange")
+    inner = firsts[firsts["node"].to_numpy() != outer["node"].reindex(firsts["exchange"]).to_numpy()]
+    o = outer.reindex(inner["exchange"])
+    return pd.DataFrame({"outer": o["node"].to_numpy(), "inner": inner["node"].to_numpy(),
+                         "lower": inner["r"].to_numpy() - o["r"].to_numpy(), "upper": inner["q"].to_numpy() - o["q"].to_numpy(),
+                         "exchange": inner["exchange"].to_numpy()})
+
+
+def shortest_paths(weights: np.ndarray) -> np.ndarray:
+    """All-pairs shortest paths (Floyd-Warshall) of a difference-constraint graph, negative weights allowed; a
+    handful of nodes, so a few lines of numpy rather than a graph library for one call."""
+    dist = weights.copy()
+    for k in range(len(dist)):
+        dist = np.minimum(dist, dist[:, k:k + 1] + dist[k:k + 1, :])
+    return dist
+
+
+def estimate(events: pd.DataFrame, node: np.ndarray) -> Clocks:
+    """Each node's offset from the reference and its bound, from the exchanges seen at two nodes."""
+    names = sorted({n for n in node if n})
+    if len(names) < 2:
+        return Clocks(reference=names[0] if names else "", offsets={n: (0, 0) for n in names})
+    dns = (events["kind"] == "dns").to_numpy()
+    bounds = constraints(exchanges(events[dns], node[dns]))
+    counts = pd.Series(node[node != ""]).value_counts()
+    reference = sorted(names, key=lambda n: (-int(counts.get(n, 0)), n))[0]
+    index = {n: i for i, n in enumerate(names)}
+    weights = np.full((len(names), len(names)), np.inf)
+    np.fill_diagonal(weights, 0.0)
+    if len(bounds):
+        tight = bounds.groupby(["outer", "inner"]).agg(lower=("lower", "max"), upper=("upper", "min"))
+        for (outer, inner), row in tight.iterrows():
+            a, b = index[outer], index[inner]
+            weights[a, b] = min(weights[a, b], float(row["upper"]))  # off_b - off_a <= upper
+            weights[b, a] = min(weights[b, a], -float(row["lower"]))  # off_a - off_b <= -lower
+    dist = shortest_paths(weights)
+    crossings = {n: int(((bounds["outer"] == n) | (bounds["inner"] == n)).sum()) if len(bounds) else 0 for n in names}
+    if (np.diag(dist) < 0).any():
+        worst = names[int(np.argmin(np.diag(dist)))]
+        return Clocks(reference, {reference: (0, 0)}, crossings, [n for n in names if n != reference],
+                      f"the crossings at {worst} contradict each other by {-np.diag(dist).min() / 1e6:.3f} ms (a clock stepped "
+                      "during the capture, or sightings of different packets taken for one): no offset corrected")
+    r = index[reference]
+    offsets, unplaced = {}, []
+    for n in names:
+        high, low = dist[r, index[n]], -dist[index[n], r]
+        if not (np.isfinite(high) and np.isfinite(low)):
+            unplaced.append(n)
+            continue
+        offsets[n] = (int(round((high + low) / 2)), int(round((high - low) / 2)))
+    return Clocks(reference, offsets, crossings, unplaced)
+
+
+def on_one_time_line(events: pd.DataFrame, nodes: dict[str, str] | None) -> tuple[pd.DataFrame, Clocks | None, np.ndarray | None]:
+    """The events with each node's sightings shifted by its estimated offset (a new frame; the caller's is not
+    touched), the estimate, and each row's node. Events of one node, or of no known node: as they are, None."""
+    if not len(events) or (not nodes and not named_nodes(events)):
+        return events, None, None
+    node = node_per_row(events, nodes or {})
+    if len({n for n in node if n}) < 2:
+        return events, None, None
+    clocks = estimate(events, node)
+    shift = np.array([clocks.offsets.get(n, (0, 0))[0] for n in node], dtype=np.int64) if clocks.offsets else np.zeros(len(events), np.int64)
+    if not shift.any():
+        return events, clocks, node
+    shifted = events.assign(ts_ns=events["ts_ns"].to_numpy() - shift)
+    order = np.argsort(shifted["ts_ns"].to_numpy(), kind="stable")
+    return shifted.iloc[order].reset_index(drop=True), clocks, node[order]
+
+
+def vantage_nodes(events: pd.DataFrame, node: np.ndarray | None) -> dict[str, str]:
+    """{vantage: node} as the rows said it."""
+    if node is None:
+        return {}
+    pairs = pd.DataFrame({"vantage": events["vantage"].astype(str).to_numpy(), "node": node}).drop_duplicates("vantage")
+    return dict(zip(pairs["vantage"], pairs["node"]))
+
+
+CROSSING_SEGMENTS = ("to_server_ns", "return_ns")  # the segments timed by two nodes' clocks when client and server are on two
+
+
+def cross_node_segments(traces: pd.DataFrame, clocks: Clocks | None, nodes: dict[str, str]) -> tuple[pd.DataFrame, list[str]]:
+    """Traces with `clock_bound_ns` (how wrong their cross-node segments may be after correction; NA on one node)
+    and, where a segment is shorter than that bound (or its nodes' clocks could not be placed), the segment left
+    out rather than a false number; and warnings that say so and give each node's offset."""
+    traces["clock_bound_ns"] = pd.array([pd.NA] * len(traces), dtype="Int64")
+    if clocks is None or traces.empty:
+        return traces, []
+    warnings = [f"clocks: {clocks.contradiction}"] if clocks.contradiction else []
+    shifted = [f"{n} {est / 1e6:+.3f} ms ±{bound / 1e6:.3f}" for n, (est, bound) in sorted(clocks.offsets.items()) if n != clocks.reference]
+    if shifted:
+        warnings.append(f"clocks: nodes put on {clocks.reference}'s time line from the lookups that cross them: " + ", ".join(shifted))
+    if clocks.unplaced:
+        warnings.append(f"clocks: no lookup crosses from {', '.join(clocks.unplaced)} to the others: their times are their own clocks'")
+    client_node = traces["client_vantage"].astype(str).map(nodes).fillna("")
+    server_node = traces["server"].astype(str).map(nodes).fillna("")
+    crossing = ((client_node != "") & (server_node != "") & (client_node != server_node)).to_numpy()
+    bound = pd.array([clocks.bound_between(a, b) if c else None for a, b, c in zip(client_node, server_node, crossing)], dtype="Int64")
+    traces["clock_bound_ns"] = bound
+    hidden = np.zeros(len(traces), dtype=bool)
+    for segment in CROSSING_SEGMENTS:
+        value = traces[segment].astype("Float64").abs()
+        unsure = crossing & (pd.isna(bound) | (value < pd.Series(bound, index=traces.index).astype("Float64"))).fillna(True).to_numpy(dtype=bool)
+        unsure &= traces[segment].notna().to_numpy()
+        traces.loc[unsure, segment] = pd.NA
+        hidden |= unsure
+    if hidden.any():
+        widest = pd.Series(bound[hidden]).dropna()
+        warnings.append(f"clocks: {int(hidden.sum())} lookups cross nodes whose clocks agree only to within "
+                        + (f"±{widest.max() / 1e6:.3f} ms" if len(widest) else "an unknown bound")
+                        + ": their segments between the nodes shorter than that are not shown (uncertain, not measured)")
+    return traces, warnings
