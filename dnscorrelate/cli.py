@@ -493,12 +493,14 @@ def print_results(results) -> None:
 @click.option("--agent", is_flag=True, help="Capture through dnscorrelate's node agent, for a cluster whose nodes do not run here: "
               "a DaemonSet dnsc-agent in kube-system for the session, removed after it (`dnscorrelate agent manifest` shows it).")
 @click.option("--agent-image", metavar="IMAGE", help="With --agent: the agent's image (default: one the nodes already hold, else the one built here).")
+@click.option("--hubble", is_flag=True, help="On a Cilium cluster with Hubble: each agent's flows (`hubble observe --follow` through "
+              "exec, on its unix socket) as one more vantage; its DNS proxy rows join the lookups our capture sees.")
 @click.option("--duration", type=float, help="Seconds to trace (default: until Ctrl-C).")
 @click.option("--filter", "filters", multiple=True, metavar="EXPR", help="rcode!=NOERROR, latency>5ms, name~REGEX, nameserver==IP, ... Repeatable (all must hold).")
 @click.option("-o", "--output", type=click.Choice(["table", "wide", "json"]), default="table", show_default=True)
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write an HTML report of the session here.")
 @friendly_errors
-def trace(pod, namespace, lab_name, context, kubeconfig, agent, agent_image, duration, filters, output, report_path) -> None:
+def trace(pod, namespace, lab_name, context, kubeconfig, agent, agent_image, hubble, duration, filters, output, report_path) -> None:
     """Watch one pod's DNS lookups live, hop by hop, with per-hop latency and what went wrong."""
     from dnscorrelate import trace as tracing
     from dnscorrelate.live.session import Session
@@ -526,7 +528,7 @@ def trace(pod, namespace, lab_name, context, kubeconfig, agent, agent_image, dur
             for line in sighting_lines(record):
                 console.print(line, highlight=False, markup=False, soft_wrap=True)
 
-    live = Session(backend)
+    live = Session(backend, hubble=hubble)
     session = tracing.TraceSession(live, target, parsed, emit)
     if agent:
         with errors.status("starting the node agents"):
@@ -552,7 +554,7 @@ def trace(pod, namespace, lab_name, context, kubeconfig, agent, agent_image, dur
         live.stop()
     for warning in live.capture_warnings[len(warned):]:  # said at stop: a node's stream cut short, debris left
         errors.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
-    session.tick(live.new_events())
+    session.tick(live.new_events(), final=True)
     print_trace_summary(session, live, report_path)
 
 
@@ -578,6 +580,10 @@ def print_trace_summary(session, live, report_path) -> None:
     if analysis.findings:
         errors.print(findings_table(analysis.findings, title=f"findings for {escape(session.pod.key)}"))
     errors.print(stats_line(analysis.correlation.stats), highlight=False)
+    if live.hubble.enabled:
+        from dnscorrelate.live.hubble import stats_line as hubble_line
+
+        errors.print(hubble_line(live.stats), highlight=False, markup=False)
     for line in node_lines(live.stats.get("nodes", {})):  # the node agents' loss, node by node
         errors.print(line, highlight=False, markup=False, soft_wrap=True)
     if report_path:

@@ -1,7 +1,7 @@
 """Cilium's Hubble as a live source (`trace --hubble`): each agent's flows read as the session runs, parsed
 by `sources.hubble` (the reader of `correlate --hubble-json`), one more vantage beside the capture.
 
-Each `HubbleStream` is one agent's `hubble observe --follow -o json` (the kube backend runs it through the
+Each `HubbleStream` (`cluster/backend.py`) is one agent's `hubble observe --follow -o json` (the kube backend runs it through the
 API server's exec in every Cilium agent pod: `cluster/kube`); one thread per stream keeps its lines. Rows
 are what `read_hubble_lines` makes of all lines so far, restricted to the session's window (a flow timed
 before the session started is counted in `outside_session`, not kept).
@@ -20,28 +20,17 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from typing import Protocol
 
 import numpy as np
 import pandas as pd
 
 from dnscorrelate import events
+from dnscorrelate.cluster.backend import HubbleStream
 from dnscorrelate.sources.hubble import read_hubble_lines
 
 ALIGN_WINDOW_NS = 1_000_000_000
 SETTLE_NS = 2_000_000_000  # a live view waits this long for a request's response before showing it alone
 STOP_WAIT_S = 1.5  # what stop() gives the agents to send the last flows (Hubble's follow mode is prompt)
-
-
-class HubbleStream(Protocol):
-    """One Cilium agent's `hubble observe --follow -o json`: its node, its lines as they come, and closing it."""
-
-    node: str
-
-    def lines(self) -> Iterator[str]: ...
-
-    def close(self) -> None: ...
 
 
 class HubbleFollower:
@@ -74,7 +63,7 @@ class HubbleFollower:
 
     def follow(self, stream: HubbleStream) -> None:
         try:
-            for line in stream.lines():
+            for line in stream.lines(self.started_ns):
                 with self.lock:
                     self.lines.append(line)
                     self.lines_by_node[stream.node] += 1
@@ -184,3 +173,14 @@ def align_ids(rows: pd.DataFrame, packets: pd.DataFrame, stats: dict) -> None:
             stats["ids_without_packet"] -= 1
             stats["ids_aligned_by_pair"] = stats.get("ids_aligned_by_pair", 0) + 1
     rows["dns_id"] = ids
+
+
+SHOWN = ("streams", "lines", "flows", "rows", "l7_dns_requests", "l7_dns_responses", "l7_dns_pairs", "l3_l4_dns_port", "dropped",
+         "ids_aligned", "ids_aligned_by_pair", "ids_without_packet", "outside_session", "requests_without_response",
+         "responses_without_request", "events_lost", "unparsed_lines", "bad_flows", "stream_errors")
+
+
+def stats_line(stats: dict) -> str:
+    """One line for people: what Hubble sent in the session and how much of it joined the captured lookups
+    (`hubble_*` in a session's stats); the first four always, the rest when not zero."""
+    return "  ".join(f"hubble_{k}={stats.get(f'hubble_{k}', 0)}" for i, k in enumerate(SHOWN) if i < 4 or stats.get(f"hubble_{k}"))

@@ -44,7 +44,8 @@ class FakeStream:
     def put(self, *lines: str) -> None:
         self.queue.extend(lines)
 
-    def lines(self):
+    def lines(self, since_ns: int):
+        self.since_ns = since_ns
         while not self.closed.is_set():
             while self.queue:
                 yield self.queue.pop(0)

@@ -6,6 +6,7 @@ own image carries it; so does the one `make cluster` builds, `cluster up --cni c
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import datetime, timezone
 
 from dnscorrelate.cluster import cilium
 from dnscorrelate.errors import ClusterError
@@ -13,9 +14,11 @@ from dnscorrelate.errors import ClusterError
 READ_TIMEOUT_S = 1  # how long one read waits, so close() is noticed
 
 
-def observe_command(ports: tuple[int, ...]) -> list[str]:
-    """`hubble observe` following new flows on the DNS ports (L3/L4 and the DNS proxy's L7 records alike)."""
-    command = ["hubble", "observe", "--server", cilium.HUBBLE_SERVER, "--follow", "-o", "json"]
+def observe_command(ports: tuple[int, ...], since_ns: int) -> list[str]:
+    """`hubble observe` of the flows on the DNS ports (L3/L4 and the DNS proxy's L7 records alike) since
+    `since_ns`, then following new ones."""
+    since = datetime.fromtimestamp(since_ns / 1e9, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    command = ["hubble", "observe", "--server", cilium.HUBBLE_SERVER, "--since", since, "--follow", "-o", "json"]
     for port in ports:
         command += ["--port", str(port)]
     return command
@@ -29,11 +32,15 @@ class AgentHubbleStream:
         self.response = None
         self.closed = False
 
-    def lines(self) -> Iterator[str]:
+    def lines(self, since_ns: int) -> Iterator[str]:
+        from kubernetes import client as k8s
         from kubernetes.stream import stream
 
-        self.response = stream(self.core.connect_get_namespaced_pod_exec, self.pod, cilium.NAMESPACE, container=cilium.AGENT_CONTAINER,
-                               command=observe_command(self.ports), stderr=True, stdin=False, stdout=True, tty=False,
+        # its own API client: `stream` swaps the client's request function for a websocket one while it opens,
+        # which would turn the session's other calls on a shared client (from other threads) into websocket calls
+        core = k8s.CoreV1Api(k8s.ApiClient(self.core.api_client.configuration))
+        self.response = stream(core.connect_get_namespaced_pod_exec, self.pod, cilium.NAMESPACE, container=cilium.AGENT_CONTAINER,
+                               command=observe_command(self.ports, since_ns), stderr=True, stdin=False, stdout=True, tty=False,
                                _preload_content=False)
         pending, errors = "", []
         while not self.closed and self.response.is_open():
