@@ -439,14 +439,18 @@ def print_analysis(result) -> None:
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--backend", type=click.Choice(["lab", "kind"]), default="lab", show_default=True,
               help="Where each scenario runs: a fresh lab, or a fresh two-node kind cluster (`make cluster` first; ~2 min each).")
+@click.option("--cni", type=click.Choice(["flannel", "cilium"]), default="flannel", show_default=True,
+              help="With --backend kind: each cluster's pod network (scenarios/README.md says what differs on Cilium).")
 @friendly_errors
-def run(paths: tuple[str, ...], report_dir: str, evidence_dir: str | None, output: str, backend: str) -> None:
+def run(paths: tuple[str, ...], report_dir: str, evidence_dir: str | None, output: str, backend: str, cni: str) -> None:
     """Run scenarios: lab or kind cluster, faults, queries, capture, diagnosis, report. Exits 1 when an
     expectation fails, 2 when a scenario file is bad or the backend cannot run it (the good ones beside it still run)."""
     from dnscorrelate import runner
     from dnscorrelate.errors import SpecError
     from dnscorrelate.scenarios import load_scenario, scenario_paths
 
+    if cni != "flannel" and backend != "kind":
+        raise click.UsageError("--cni goes with --backend kind: the lab has no CNI")
     if report_dir:
         check_output_dir(report_dir, "--report-dir")
     if evidence_dir:
@@ -465,7 +469,7 @@ def run(paths: tuple[str, ...], report_dir: str, evidence_dir: str | None, outpu
     needs_root("running a scenario")
     say_swept()
     results = runner.run_all(scenarios, Path(report_dir) if report_dir else None, Path(evidence_dir) if evidence_dir else None,
-                             console=errors, show_progress=output == "table" or errors.is_terminal, backend=backend)
+                             console=errors, show_progress=output == "table" or errors.is_terminal, backend=backend, cni=cni)
     if output == "json":
         from dnscorrelate.report.records import scenario_record
 

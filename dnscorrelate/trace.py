@@ -22,7 +22,7 @@ from dnscorrelate.report.records import trace_records
 TICK_S = 1.0
 WINDOW_NS = 30 * 10**9
 GIVE_UP_NS = 6 * 10**9  # an unanswered lookup is printed once a client would have given up
-SETTLE_NS = 2 * 10**9  # `--hubble`: how long a lookup waits for Hubble's flows of it before it is printed
+SETTLE_NS = 4 * 10**9  # `--hubble`: how long a lookup waits for Hubble's flows of it before it is printed (live.hubble holds them up to 3 s)
 SAME_LOOKUP_NS = 10**9  # how far a late sighting may move a printed lookup's start and it still be that lookup
 
 FIELDS = {

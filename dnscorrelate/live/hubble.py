@@ -29,7 +29,7 @@ from dnscorrelate.cluster.backend import HubbleStream
 from dnscorrelate.sources.hubble import read_hubble_lines
 
 ALIGN_WINDOW_NS = 1_000_000_000
-SETTLE_NS = 2_000_000_000  # a live view waits this long for a request's response before showing it alone
+SETTLE_NS = 3_000_000_000  # a live view waits this long for a request's response, or its packet, before showing it alone
 STOP_WAIT_S = 1.5  # what stop() gives the agents to send the last flows (Hubble's follow mode is prompt)
 
 
@@ -107,13 +107,18 @@ class HubbleFollower:
         return events.concat([packets, rows]) if len(rows) else packets
 
     def new_events(self, packets: pd.DataFrame, seen_packets: pd.DataFrame) -> pd.DataFrame:
-        """Rows not shown before (a request waits SETTLE_NS for its response so the pair comes together),
-        ids aligned to the packets seen so far (`seen_packets`), with the new `packets`."""
+        """Rows not shown before, ids aligned to the packets seen so far (`seen_packets`), with the new `packets`.
+        A request waits up to SETTLE_NS for its response so the pair comes together, and a DNS row for the
+        captured packet whose id it takes; after that it is shown as it is."""
         rows = self.rows()
-        waiting = unanswered_requests(rows) & (rows["ts_ns"] > time.time_ns() - SETTLE_NS).to_numpy()
+        unanswered = unanswered_requests(rows)
+        synthetic = rows["dns_id"].to_numpy().copy()
+        align_ids(rows, seen_packets, self.counters)
+        # the capture's packet of a lookup may be decoded after Hubble's rows of it: a row not yet joined waits too
+        unjoined = ((rows["kind"] == "dns").to_numpy() & (rows["dns_id"].to_numpy() == synthetic))
+        waiting = (unanswered | unjoined) & (rows["ts_ns"] > time.time_ns() - SETTLE_NS).to_numpy()
         if self.stopped_ns:
             waiting[:] = False  # nothing more will come
-        align_ids(rows, seen_packets, self.counters)
         keys = list(zip(rows["ts_ns"], rows["vantage"], rows["ifname"], rows["qr"], rows["src_ip"], rows["src_port"],
                         rows["dst_ip"], rows["dst_port"], rows["kind"]))
         fresh = np.array([k not in self.shown and not w for k, w in zip(keys, waiting)], dtype=bool)

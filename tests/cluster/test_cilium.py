@@ -1,7 +1,6 @@
-"""`cluster up --cni cilium`: Cilium (built here from its Go module) as the pod network, enforcing
-NetworkPolicy itself; DNS through CoreDNS, a policy's drop and its removal, and trace's hops."""
-
-import time
+"""`cluster up --cni cilium --hubble`: Cilium (built here from its Go module) as the pod network, enforcing
+NetworkPolicy itself; DNS through CoreDNS, a policy's drop and its removal, and trace's hops; Hubble in every
+agent, the visibility policy's allow beside a deny, and `trace --hubble`."""
 
 import pytest
 from kubernetes import client as k8s
@@ -48,25 +47,33 @@ def test_a_networkpolicy_drops_dns_once_cilium_says_it_is_enforced_and_deleting_
     print(f"policy enforced {applied_s:.2f} s after create, lifted {deleted_s:.2f} s after delete")
 
 
-def test_trace_shows_every_hop_through_ciliums_service_translation(cilium_cluster):
+def started_trace(cluster, log, *options: str):
+    """`trace pod/mypod -o json` on the cluster, its stderr into `log`, returned once it says it is tracing (the
+    tracer compiled and attached: seconds to tens of seconds on a loaded machine)."""
+    import subprocess
+    import sys
+
+    with log.open("w") as err:
+        trace = subprocess.Popen(
+            [sys.executable, "-m", "dnscorrelate", "trace", "pod/mypod", "-n", "demo", "--context", cluster.context,
+             "--kubeconfig", str(cluster.kubeconfig), "-o", "json", *options], stdout=subprocess.PIPE, stderr=err, text=True)
+    kind.wait_for(lambda: "tracing demo/mypod" in log.read_text() or trace.poll() is not None, "trace to start", 90)
+    return trace
+
+
+def test_trace_shows_every_hop_through_ciliums_service_translation(cilium_cluster, tmp_path):
     """Cilium translates the kube-dns VIP in BPF at the pod's veth (kube-proxy's rules see none of it) and
     crosses nodes over its VXLAN device; the node's capture sees the VIP as the packet arrives and the
     endpoint as it leaves, so trace stitches pod -> DNAT -> CoreDNS -> upstream as on flannel."""
     import json
-    import subprocess
-    import sys
     import uuid
 
-    trace = subprocess.Popen(
-        [sys.executable, "-m", "dnscorrelate", "trace", "pod/mypod", "-n", "demo", "--context", cilium_cluster.context,
-         "--kubeconfig", str(cilium_cluster.kubeconfig), "--duration", "20", "-o", "json"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(10)  # the tracer compiles and attaches
+    trace = started_trace(cilium_cluster, tmp_path / "trace.err", "--duration", "20")
     names = [f"trace-{uuid.uuid4().hex[:8]}.example.org" for _ in range(4)]  # spread over both replicas
     for name in names:
         pod_exec(cilium_cluster, "demo", "mypod", ["dig", "+short", "+tries=1", "+timeout=2", name])
-    out, err = trace.communicate(timeout=60)
-    assert trace.returncode == 0, err
+    out, _ = trace.communicate(timeout=60)
+    assert trace.returncode == 0, (tmp_path / "trace.err").read_text()
     records = {r["qname"]: r for r in map(json.loads, out.splitlines())}
     for name in names:
         record = records[name + "."]
@@ -139,21 +146,14 @@ def test_trace_hubble_joins_the_dns_proxys_records_to_the_lookups_it_captures(ci
     trace, at the pod, beside the capture's."""
     import json
     import re
-    import subprocess
-    import sys
     import uuid
 
     log = tmp_path / "trace.err"
-    with log.open("w") as err:
-        trace = subprocess.Popen(
-            [sys.executable, "-m", "dnscorrelate", "trace", "pod/mypod", "-n", "demo", "--context", cilium_cluster.context,
-             "--kubeconfig", str(cilium_cluster.kubeconfig), "--hubble", "--duration", "25", "-o", "json"],
-            stdout=subprocess.PIPE, stderr=err, text=True)
-        kind.wait_for(lambda: "tracing demo/mypod" in log.read_text() or trace.poll() is not None, "trace to start", 60)
-        names = [f"hubble-{uuid.uuid4().hex[:8]}.example.org" for _ in range(3)]
-        for name in names:
-            pod_exec(cilium_cluster, "demo", "mypod", ["dig", "+short", "+tries=1", "+timeout=2", name])
-        out, _ = trace.communicate(timeout=90)
+    trace = started_trace(cilium_cluster, log, "--hubble", "--duration", "25")
+    names = [f"hubble-{uuid.uuid4().hex[:8]}.example.org" for _ in range(3)]
+    for name in names:
+        pod_exec(cilium_cluster, "demo", "mypod", ["dig", "+short", "+tries=1", "+timeout=2", name])
+    out, _ = trace.communicate(timeout=90)
     said = log.read_text()
     assert trace.returncode == 0, said
     records = {}

@@ -74,3 +74,22 @@ def test_a_missing_file_is_named():
 def test_hubble_on_flannel_is_refused_before_anything_is_made():
     with pytest.raises(ClusterError, match="--hubble needs --cni cilium"):
         kind.up("never", cni="flannel", hubble=True)
+
+
+def test_run_takes_a_cni_only_for_kind():
+    from click.testing import CliRunner
+
+    from dnscorrelate.cli import main
+
+    result = CliRunner().invoke(main, ["run", "--cni", "cilium", "scenarios/healthy.yaml"])
+    assert result.exit_code == 2 and "--cni goes with --backend kind" in result.output
+
+
+def test_trace_hubble_on_a_lab_says_where_hubble_runs():
+    from dnscorrelate.cluster.lab.backend import LabBackend
+    from dnscorrelate.errors import CaptureError
+    from dnscorrelate.live.session import NamespacesBackend, Session
+
+    for backend in (LabBackend.__new__(LabBackend), NamespacesBackend([])):
+        with pytest.raises(CaptureError, match="--hubble reads Cilium's Hubble"):
+            Session(backend, hubble=True)
