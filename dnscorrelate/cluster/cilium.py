@@ -23,9 +23,13 @@ def agents(core) -> list:
 def agent_exec(core, pod: str, *command: str, stderr: bool = False) -> str:
     """The output of a command in an agent's container (through the API server's exec): stdout, and stderr too
     when asked."""
+    from kubernetes import client as k8s
     from kubernetes.stream import stream
 
-    return stream(core.connect_get_namespaced_pod_exec, pod, NAMESPACE, container=AGENT_CONTAINER, command=list(command),
+    # its own ApiClient, as kube/clients.py's exec: stream() swaps the client's request function for a websocket
+    # while it runs, and a session's capture thread listing pods on a shared client would go through it
+    exec_core = k8s.CoreV1Api(k8s.ApiClient(configuration=core.api_client.configuration))
+    return stream(exec_core.connect_get_namespaced_pod_exec, pod, NAMESPACE, container=AGENT_CONTAINER, command=list(command),
                   stderr=stderr, stdin=False, stdout=True, tty=False)
 
 

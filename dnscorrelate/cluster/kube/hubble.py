@@ -38,7 +38,7 @@ class AgentHubbleStream:
 
         # its own API client: `stream` swaps the client's request function for a websocket one while it opens,
         # which would turn the session's other calls on a shared client (from other threads) into websocket calls
-        core = k8s.CoreV1Api(k8s.ApiClient(self.core.api_client.configuration))
+        core = k8s.CoreV1Api(k8s.ApiClient(configuration=self.core.api_client.configuration))
         self.response = stream(core.connect_get_namespaced_pod_exec, self.pod, cilium.NAMESPACE, container=cilium.AGENT_CONTAINER,
                                command=observe_command(self.ports, since_ns), stderr=True, stdin=False, stdout=True, tty=False,
                                _preload_content=False)
