@@ -21,9 +21,11 @@ demo: setup
 ## demo-kind: the shipped scenarios a kind cluster can make, on kind: a fresh cluster per scenario with
 ## faults, one shared by those without (`run --backend kind scenarios/` refuses the others: file:line: field)
 ## stale-endpoint runs on kind but finds `ok`: Kubernetes takes a stopped replica out of the Service
+## CNI=cilium runs them with Cilium as the pod network (scenarios/README.md: what differs), reports in reports-kind-cilium
 LAB_ONLY_SCENARIOS := nodelocal-imbalance response-lost slow-upstream upstream-refused stale-endpoint
+CNI := flannel
 demo-kind: setup cluster
-	.venv/bin/dnscorrelate run --backend kind $(filter-out $(LAB_ONLY_SCENARIOS:%=scenarios/%.yaml),$(wildcard scenarios/*.yaml)) --report-dir reports-kind
+	.venv/bin/dnscorrelate run --backend kind --cni $(CNI) $(filter-out $(LAB_ONLY_SCENARIOS:%=scenarios/%.yaml),$(wildcard scenarios/*.yaml)) --report-dir reports-kind$(if $(filter-out flannel,$(CNI)),-$(CNI))
 
 lab-down:
 	.venv/bin/dnscorrelate lab down --all

@@ -439,14 +439,18 @@ def print_analysis(result) -> None:
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--backend", type=click.Choice(["lab", "kind"]), default="lab", show_default=True,
               help="Where each scenario runs: a fresh lab, or a fresh two-node kind cluster (`make cluster` first; ~2 min each).")
+@click.option("--cni", type=click.Choice(["flannel", "cilium"]), default="flannel", show_default=True,
+              help="With --backend kind: each cluster's pod network (scenarios/README.md says what differs on Cilium).")
 @friendly_errors
-def run(paths: tuple[str, ...], report_dir: str, evidence_dir: str | None, output: str, backend: str) -> None:
+def run(paths: tuple[str, ...], report_dir: str, evidence_dir: str | None, output: str, backend: str, cni: str) -> None:
     """Run scenarios: lab or kind cluster, faults, queries, capture, diagnosis, report. Exits 1 when an
     expectation fails, 2 when a scenario file is bad or the backend cannot run it (the good ones beside it still run)."""
     from dnscorrelate import runner
     from dnscorrelate.errors import SpecError
     from dnscorrelate.scenarios import load_scenario, scenario_paths
 
+    if cni != "flannel" and backend != "kind":
+        raise click.UsageError("--cni goes with --backend kind: the lab has no CNI")
     if report_dir:
         check_output_dir(report_dir, "--report-dir")
     if evidence_dir:
@@ -465,7 +469,7 @@ def run(paths: tuple[str, ...], report_dir: str, evidence_dir: str | None, outpu
     needs_root("running a scenario")
     say_swept()
     results = runner.run_all(scenarios, Path(report_dir) if report_dir else None, Path(evidence_dir) if evidence_dir else None,
-                             console=errors, show_progress=output == "table" or errors.is_terminal, backend=backend)
+                             console=errors, show_progress=output == "table" or errors.is_terminal, backend=backend, cni=cni)
     if output == "json":
         from dnscorrelate.report.records import scenario_record
 
@@ -493,12 +497,14 @@ def print_results(results) -> None:
 @click.option("--agent", is_flag=True, help="Capture through dnscorrelate's node agent, for a cluster whose nodes do not run here: "
               "a DaemonSet dnsc-agent in kube-system for the session, removed after it (`dnscorrelate agent manifest` shows it).")
 @click.option("--agent-image", metavar="IMAGE", help="With --agent: the agent's image (default: one the nodes already hold, else the one built here).")
+@click.option("--hubble", is_flag=True, help="On a Cilium cluster with Hubble: each agent's flows (`hubble observe --follow` through "
+              "exec, on its unix socket) as one more vantage; its DNS proxy rows join the lookups our capture sees.")
 @click.option("--duration", type=float, help="Seconds to trace (default: until Ctrl-C).")
 @click.option("--filter", "filters", multiple=True, metavar="EXPR", help="rcode!=NOERROR, latency>5ms, name~REGEX, nameserver==IP, ... Repeatable (all must hold).")
 @click.option("-o", "--output", type=click.Choice(["table", "wide", "json"]), default="table", show_default=True)
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write an HTML report of the session here.")
 @friendly_errors
-def trace(pod, namespace, lab_name, context, kubeconfig, agent, agent_image, duration, filters, output, report_path) -> None:
+def trace(pod, namespace, lab_name, context, kubeconfig, agent, agent_image, hubble, duration, filters, output, report_path) -> None:
     """Watch one pod's DNS lookups live, hop by hop, with per-hop latency and what went wrong."""
     from dnscorrelate import trace as tracing
     from dnscorrelate.live.session import Session
@@ -526,7 +532,7 @@ def trace(pod, namespace, lab_name, context, kubeconfig, agent, agent_image, dur
             for line in sighting_lines(record):
                 console.print(line, highlight=False, markup=False, soft_wrap=True)
 
-    live = Session(backend)
+    live = Session(backend, hubble=hubble)
     session = tracing.TraceSession(live, target, parsed, emit)
     if agent:
         with errors.status("starting the node agents"):
@@ -552,7 +558,7 @@ def trace(pod, namespace, lab_name, context, kubeconfig, agent, agent_image, dur
         live.stop()
     for warning in live.capture_warnings[len(warned):]:  # said at stop: a node's stream cut short, debris left
         errors.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
-    session.tick(live.new_events())
+    session.tick(live.new_events(), final=True)
     print_trace_summary(session, live, report_path)
 
 
@@ -578,6 +584,10 @@ def print_trace_summary(session, live, report_path) -> None:
     if analysis.findings:
         errors.print(findings_table(analysis.findings, title=f"findings for {escape(session.pod.key)}"))
     errors.print(stats_line(analysis.correlation.stats), highlight=False)
+    if live.hubble.enabled:
+        from dnscorrelate.live.hubble import stats_line as hubble_line
+
+        errors.print(hubble_line(live.stats), highlight=False, markup=False)
     for line in node_lines(live.stats.get("nodes", {})):  # the node agents' loss, node by node
         errors.print(line, highlight=False, markup=False, soft_wrap=True)
     if report_path:
@@ -602,13 +612,20 @@ cluster_name_option = click.option("--name", "name", default="kind", show_defaul
 @click.option("--spec", "spec_path", type=click.Path(dir_okay=False), help="Lab spec YAML: its workloads, Corefile and upstream zones.")
 @click.option("--cni", type=click.Choice(["flannel", "cilium"]), default="flannel", show_default=True,
               help="Pod network: flannel with dnscorrelate's NetworkPolicy agent, or Cilium (enforces NetworkPolicy itself).")
+@click.option("--hubble", is_flag=True,
+              help="With --cni cilium: Hubble's server in every agent (unix socket, no relay), the agent's DNS proxy, "
+                   "the hubble CLI in the agent's container, and a visibility policy (--hubble-policy).")
+@click.option("--hubble-policy", default="default", show_default=True, metavar="default|none|FILE",
+              help="Which pods' DNS Hubble sees: default = every pod's DNS to kube-dns (a CiliumClusterwideNetworkPolicy "
+                   "with a dns rule, no default deny; still an allow rule for DNS to kube-dns, see kind/README.md), "
+                   "none, or a YAML file of Cilium policies with a dns rule.")
 @friendly_errors
-def cluster_up(name: str, spec_path: str | None, cni: str) -> None:
+def cluster_up(name: str, spec_path: str | None, cni: str, hubble: bool, hubble_policy: str) -> None:
     """Create a two-node kind cluster with CoreDNS, the lab's workloads and an upstream resolver."""
     from dnscorrelate.cluster.kind import cluster as kind_cluster
 
     made, timings = kind_cluster.up(name, spec_path, say=lambda step: errors.print(f"cluster {name}: {step}", highlight=False),
-                                    cni=cni)
+                                    cni=cni, hubble=hubble, hubble_policy=hubble_policy)
     steps = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in timings.steps.items())
     errors.print(f"cluster {name} is up in {sum(timings.steps.values()):.1f} s ({steps})", highlight=False)
     console.print(f"context {made.context}\nkubeconfig {made.kubeconfig}", highlight=False)

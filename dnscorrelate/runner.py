@@ -111,15 +111,16 @@ class KindStage(Stage):
     """A fresh two-node kind cluster for one scenario, built from its merged lab spec (cluster/kind/), reached
     through the kube backend, given what it needs of kind: the kubeconfig, the upstream container's address
     and the client image (faults through the API, kube/faults.py; clients through exec, kube/clients.py).
-    Named scnXXXXXXXX, removed by `down` on success, failure and Ctrl-C."""
+    Its pod network is `cni` (flannel, or Cilium: no Hubble, so no visibility policy changes what a scenario's
+    NetworkPolicies deny). Named scnXXXXXXXX, removed by `down` on success, failure and Ctrl-C."""
 
-    def __init__(self, spec: LabSpec, step: Callable[[str], None] = lambda message: None) -> None:
+    def __init__(self, spec: LabSpec, step: Callable[[str], None] = lambda message: None, cni: str = "flannel") -> None:
         from dnscorrelate.cluster.kind import cluster as kind
         from dnscorrelate.cluster.kind.build import load_build
         from dnscorrelate.cluster.kube.backend import KubeBackend
 
         self.name = f"scn{uuid.uuid4().hex[:8]}"
-        self.cluster, self.up_timings = kind.up(self.name, spec=spec, say=lambda message: step(f"cluster {message}"))
+        self.cluster, self.up_timings = kind.up(self.name, spec=spec, say=lambda message: step(f"cluster {message}"), cni=cni)
         try:
             self.backend = KubeBackend(str(self.cluster.kubeconfig), self.cluster.context, upstream=kind.upstream_address(self.cluster),
                                        pod_image=load_build().client_image)
@@ -148,9 +149,9 @@ def reusable(scenario: Scenario) -> bool:
     return not scenario.faults and not scenario.lab.model_fields_set
 
 
-def make_stage(backend: str, spec: LabSpec, step: Callable[[str], None]) -> Stage:
+def make_stage(backend: str, spec: LabSpec, step: Callable[[str], None], cni: str = "flannel") -> Stage:
     if backend == "kind":
-        return KindStage(spec, step)
+        return KindStage(spec, step, cni)
     return LabStage(spec)
 
 
@@ -161,6 +162,7 @@ def run_scenario(
     step: Callable[[str], None] = lambda message: None,
     backend: str = "lab",
     stage=None,
+    cni: str = "flannel",
 ) -> ScenarioResult:
     """Run one scenario end to end on a fresh lab or kind cluster (`backend`); it is torn down on
     success, failure and Ctrl-C. A `stage` given (a cluster already up, only for a `reusable` scenario)
@@ -178,7 +180,7 @@ def run_scenario(
     owned = stage is None
     if owned:
         step(f"{backend} up")
-        stage = make_stage(backend, merge(default_spec(), scenario.lab), step)
+        stage = make_stage(backend, merge(default_spec(), scenario.lab), step, cni)
     else:
         stage.new_window()
     try:
@@ -226,7 +228,7 @@ def run_scenario(
 
 
 def run_all(scenarios: list[Scenario], report_dir: Path | None, evidence_dir: Path | None = None, console=None, show_progress: bool = True,
-            backend: str = "lab") -> list[ScenarioResult]:
+            backend: str = "lab", cni: str = "flannel") -> list[ScenarioResult]:
     """Run scenarios one after another with a rich progress display; a scenario that cannot run is
     a failed result with its error, not the end of the run. Writes the report index at the end."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -246,13 +248,13 @@ def run_all(scenarios: list[Scenario], report_dir: Path | None, evidence_dir: Pa
                     if backend == "kind" and reusable(scenario):  # one cluster serves every scenario that changes nothing
                         if shared is None:
                             step("kind up (shared by the scenarios without faults)")
-                            shared = make_stage(backend, default_spec(), step)
+                            shared = make_stage(backend, default_spec(), step, cni)
                             if console is not None:
                                 progress.console.print(f"shared kind cluster {shared.name} for the scenarios without faults: up in "
                                                        f"{sum(shared.up_timings.steps.values()):.1f} s")
-                        result = run_scenario(scenario, report_dir, evidence_dir, step, backend, stage=shared)
+                        result = run_scenario(scenario, report_dir, evidence_dir, step, backend, stage=shared, cni=cni)
                     else:
-                        result = run_scenario(scenario, report_dir, evidence_dir, step, backend)
+                        result = run_scenario(scenario, report_dir, evidence_dir, step, backend, cni=cni)
                 except (LabError, CaptureError, ClusterError, OSError) as err:
                     result = ScenarioResult(scenario, backend=backend, error=f"{type(err).__name__}: {err}")
                 results.append(result)

@@ -23,6 +23,8 @@ TICK_S = 1.0
 WINDOW_NS = 30 * 10**9
 GIVE_UP_NS = 6 * 10**9  # an unanswered lookup is printed once a client would have given up
 LOG_SETTLE_NS = 5 * 10**9  # a lookup only a log line shows waits this long for its packets' decoding
+SETTLE_NS = 4 * 10**9  # `--hubble`: how long a lookup waits for Hubble's flows of it before it is printed (live.hubble holds them up to 3 s)
+SAME_LOOKUP_NS = 10**9  # how far a late sighting may move a printed lookup's start and it still be that lookup
 
 FIELDS = {
     "name": "qname", "qname": "qname", "type": "qtype", "qtype": "qtype", "rcode": "rcode", "latency": "total_ns",
@@ -103,7 +105,7 @@ class TraceSession:
     def __init__(self, live, pod, filters: list[Filter], emit) -> None:
         self.live, self.pod, self.filters, self.emit = live, pod, filters, emit
         self.frames: list[pd.DataFrame] = []
-        self.printed: set[tuple] = set()
+        self.printed: dict[tuple, list[int]] = {}  # (client port, DNS id, protocol) -> when each printed lookup started
         self.facts = live.facts
 
     def analyze_window(self, new: pd.DataFrame, now_ns: int) -> Analysis:
@@ -113,17 +115,28 @@ class TraceSession:
         window = events.concat(self.frames) if self.frames else None
         return analyze(window, self.live.logs(), self.facts)
 
-    def tick(self, new: pd.DataFrame) -> None:
+    def was_printed(self, key: tuple) -> bool:
+        """Whether this lookup was printed: same socket and id, started within SAME_LOOKUP_NS of a printed one (a
+        sighting arriving late, such as Hubble's, can move its start; the same port and id again later is
+        another lookup)."""
+        return any(abs(int(key[3]) - started) <= SAME_LOOKUP_NS for started in self.printed.get(key[:3], ()))
+
+    def tick(self, new: pd.DataFrame, final: bool = False) -> None:
+        """Analyze the window with `new` events and print the lookups complete since; `final` (the session stopped,
+        nothing more will come) prints every answered one."""
         now = time.time_ns()
         analysis = for_client(self.analyze_window(new, now), self.pod.ip)
         traces = analysis.correlation.traces
         # a CoreDNS line read through the API can come before the capture has decoded the lookup's packets: a
         # trace only the line makes would be printed, then the packets' trace of the same lookup beside it
-        settled = (traces["coverage"] != "logs") | (traces["t_start"] < now - LOG_SETTLE_NS)
+        settled = final | (traces["coverage"] != "logs") | (traces["t_start"] < now - LOG_SETTLE_NS)
+        # with Hubble, an answered lookup waits SETTLE_NS for the agents' flows of it, which come later than packets
+        settled &= traces["t_start"] < now - (SETTLE_NS if self.live.hubble.enabled and not final else 0)
         done = traces[((traces["outcome"] == "answered") & settled) | (traces["t_start"] < now - GIVE_UP_NS)]
         keys = list(zip(done["client_port"], done["dns_id"], done["proto"], done["t_start"]))
-        fresh = done[np.array([k not in self.printed for k in keys], dtype=bool)] if len(done) else done
-        self.printed.update(keys)
+        fresh = done[np.array([not self.was_printed(k) for k in keys], dtype=bool)] if len(done) else done
+        for key in keys:
+            self.printed.setdefault(key[:3], []).append(int(key[3]))
         shown = apply_filters(fresh, self.filters)
         if len(shown):
             codes = codes_by_trace(analysis)

@@ -171,6 +171,20 @@ if ! cilium_built; then
   }
   step cilium "Building Cilium needs about 3 GB of memory and the Go module proxy (github.com/cilium/cilium@$CILIUM_VERSION)" build_cilium
 fi
+# the hubble CLI, for `cluster up --hubble`: its own module (kind/cilium/hubble/go.mod), so its extra
+# dependencies do not rebuild the agent; most of its packages are the agent's, already in Go's build cache
+hubble_key=$(key "$here"/cilium/hubble/go.mod "$here"/cilium/hubble/go.sum)
+HUBBLE_BIN=$CACHE/bin/hubble-$hubble_key
+if [ ! -x "$HUBBLE_BIN" ]; then
+  build_hubble() {
+    cd "$here/cilium/hubble"
+    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/cilium/cilium/hubble/pkg.Version=$CILIUM_VERSION" \
+      -o "$HUBBLE_BIN.tmp" github.com/cilium/cilium/hubble
+    "$HUBBLE_BIN.tmp" version | grep -q "hubble $CILIUM_VERSION"
+    mv "$HUBBLE_BIN.tmp" "$HUBBLE_BIN"
+  }
+  step hubble "The Go module proxy must serve what kind/cilium/hubble/go.sum names" build_hubble
+fi
 CILIUM_SRC=$(go env GOMODCACHE)/github.com/cilium/cilium@$CILIUM_VERSION  # bpf/, the chart and the image's scripts
 [ -d "$CILIUM_SRC/bpf" ] || (cd "$here/cilium" && go mod download "github.com/cilium/cilium@$CILIUM_VERSION")
 
@@ -242,7 +256,7 @@ fi
 # --- 6. Images (docker import of trees we made, tagged as kubeadm expects) -----
 COREDNS_BIN=$repo/coredns/bin/coredns
 [ -x "$COREDNS_BIN" ] || make -s -C "$repo/coredns"
-images_key=$(cat "$KUBE" "$CACHE/bin/pause" "$CACHE/bin/runc-shim" "$COREDNS_BIN" "$FLANNEL_BIN"/* "$CILIUM_BIN"/* | sha256sum | cut -c1-8)-$(printf '%s\n' "$node_tar" "$component_tar" "$client_tar" "$agent_runtime_tar" "$cilium_tar" | cat - "$here/build.sh" | sha256sum | cut -c1-8)
+images_key=$(cat "$KUBE" "$CACHE/bin/pause" "$CACHE/bin/runc-shim" "$COREDNS_BIN" "$FLANNEL_BIN"/* "$CILIUM_BIN"/* "$HUBBLE_BIN" | sha256sum | cut -c1-8)-$(printf '%s\n' "$node_tar" "$component_tar" "$client_tar" "$agent_runtime_tar" "$cilium_tar" | cat - "$here/build.sh" | sha256sum | cut -c1-8)
 NODE_IMAGE=dnscorrelate/kind-node:$KUBE_VERSION-$images_key
 CLIENT_IMAGE=dnscorrelate/client:$images_key
 AGENT_IMAGE=dnscorrelate/agent:$images_key
@@ -251,6 +265,7 @@ FLANNEL_IMAGE=dnscorrelate/flannel:$images_key
 CILIUM_IMAGE=dnscorrelate/cilium:$images_key
 CILIUM_OPERATOR_IMAGE=dnscorrelate/cilium-operator:$images_key
 CILIUM_MANIFEST=$CACHE/cilium-$images_key-$(key "$here"/cilium/values.yaml "$CILIUM_RENDER").yaml
+CILIUM_HUBBLE_MANIFEST=$CACHE/cilium-hubble-$images_key-$(key "$here"/cilium/values.yaml "$here"/cilium/hubble-values.yaml "$CILIUM_RENDER").yaml
 ENV_PATH='ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin'
 
 # import_tree DIR IMAGE CHANGES...: the directory as a one-layer image
@@ -305,6 +320,7 @@ build_images() {
   rm "$work/cilium/usr/bin/cilium-operator-generic"
   install -D -m 0755 "$CILIUM_BIN/cilium-cni" "$work/cilium/opt/cni/bin/cilium-cni"  # its Makefile's CNIBINDIR: install-plugin.sh copies it from there
   rm "$work/cilium/usr/bin/cilium-cni"
+  install -m 0755 "$HUBBLE_BIN" "$work/cilium/usr/bin/hubble"  # as Cilium's own agent image carries it
   ln -s clang-19 "$work/cilium/usr/bin/clang"
   ln -s llc-19 "$work/cilium/usr/bin/llc"
   mkdir -p "$work/cilium/var/lib/cilium" "$work/cilium/home/cilium"
@@ -401,17 +417,27 @@ if ! docker image inspect "$NODE_IMAGE" >/dev/null 2>&1 || ! docker image inspec
   step images "See the log; a half-built image is never tagged, so run again after fixing" build_images
 fi
 
-# Cilium's manifests: its chart, from the module, rendered with kind/cilium/values.yaml and our images
+# Cilium's manifests: its chart, from the module, rendered with kind/cilium/values.yaml and our images;
+# and once more with kind/cilium/hubble-values.yaml over it, for `cluster up --hubble` (a second of work)
+# render_cilium OUT VALUES...: the chart rendered with VALUES (the later winning) into OUT
+render_cilium() {
+  local out=$1; shift
+  sed -e "s#@AGENT_IMAGE@#$CILIUM_IMAGE#" -e "s#@OPERATOR_IMAGE@#$CILIUM_OPERATOR_IMAGE#" \
+    "$here/cilium/values.yaml" >"$out.values.tmp"
+  "$CILIUM_RENDER" "$CILIUM_SRC/install/kubernetes/cilium" "$(IFS=,; echo "$out.values.tmp${*:+,$*}")" kube-system \
+    "$KUBE_VERSION" >"$out.tmp"
+  grep -q "image: \"$CILIUM_IMAGE\"" "$out.tmp"
+  rm "$out.values.tmp" && mv "$out.tmp" "$out"
+}
 if [ ! -s "$CILIUM_MANIFEST" ]; then
-  render_cilium() {
-    sed -e "s#@AGENT_IMAGE@#$CILIUM_IMAGE#" -e "s#@OPERATOR_IMAGE@#$CILIUM_OPERATOR_IMAGE#" \
-      "$here/cilium/values.yaml" >"$CILIUM_MANIFEST.values.tmp"
-    "$CILIUM_RENDER" "$CILIUM_SRC/install/kubernetes/cilium" "$CILIUM_MANIFEST.values.tmp" kube-system "$KUBE_VERSION" \
-      >"$CILIUM_MANIFEST.tmp"
-    grep -q "image: \"$CILIUM_IMAGE\"" "$CILIUM_MANIFEST.tmp"
-    rm "$CILIUM_MANIFEST.values.tmp" && mv "$CILIUM_MANIFEST.tmp" "$CILIUM_MANIFEST"
+  step cilium-manifest "See the log: the chart did not render with kind/cilium/values.yaml" render_cilium "$CILIUM_MANIFEST"
+fi
+if [ ! -s "$CILIUM_HUBBLE_MANIFEST" ]; then
+  render_cilium_hubble() {
+    render_cilium "$CILIUM_HUBBLE_MANIFEST" "$here/cilium/hubble-values.yaml"
+    grep -q 'enable-hubble: "true"' "$CILIUM_HUBBLE_MANIFEST" && grep -q 'enable-l7-proxy: "true"' "$CILIUM_HUBBLE_MANIFEST"
   }
-  step cilium-manifest "See the log: the chart did not render with kind/cilium/values.yaml" render_cilium
+  step cilium-hubble-manifest "See the log: the chart did not render with kind/cilium/hubble-values.yaml" render_cilium_hubble
 fi
 
 # The agent for clusters whose nodes do not mount this checkout (`trace --agent --agent-image` on a
@@ -444,7 +470,7 @@ for repo_name in dnscorrelate/kind-node dnscorrelate/client dnscorrelate/agent d
 done
 
 # Earlier builds' rendered Cilium manifests are superseded too (`cluster up` reads the file only while it applies it).
-find "$CACHE" -maxdepth 1 -name 'cilium-*.yaml' ! -name "$(basename "$CILIUM_MANIFEST")" -delete
+find "$CACHE" -maxdepth 1 -name 'cilium-*.yaml' ! -name "$(basename "$CILIUM_MANIFEST")" ! -name "$(basename "$CILIUM_HUBBLE_MANIFEST")" -delete
 
 # What `dnscorrelate cluster up` reads.
 cat >"$CACHE/build.env" <<EOF
@@ -459,6 +485,7 @@ FLANNEL_IMAGE=$FLANNEL_IMAGE
 CILIUM_IMAGE=$CILIUM_IMAGE
 CILIUM_OPERATOR_IMAGE=$CILIUM_OPERATOR_IMAGE
 CILIUM_MANIFEST=$CILIUM_MANIFEST
+CILIUM_HUBBLE_MANIFEST=$CILIUM_HUBBLE_MANIFEST
 KUBE_VERSION=$KUBE_VERSION
 CAP_SHIM=$(needs_cap_shim && echo 1 || echo 0)
 EOF

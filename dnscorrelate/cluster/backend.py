@@ -15,7 +15,7 @@ follow pod logs, facts read from the API into `cluster.model`, faults through th
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -90,6 +90,18 @@ class Capture(Protocol):
         """Every event (after `stop`)."""
 
 
+class HubbleStream(Protocol):
+    """One Cilium agent's Hubble flows as `hubble observe --follow -o json` prints them (`trace --hubble`)."""
+
+    node: str
+
+    def lines(self, since_ns: int) -> Iterator[str]:
+        """Its lines from the flows since `since_ns` (ns since the epoch: Hubble keeps a ring of recent flows, so
+        none is missed while the stream opens) and then as they come; ends when closed, raises when cut short."""
+
+    def close(self) -> None: ...
+
+
 class Backend(Protocol):
     name: str
 
@@ -111,6 +123,10 @@ class Backend(Protocol):
     def dnstap_sources(self) -> list[tuple[str, str]]:
         """(replica, file): Frame Streams files a dnstap sink appends to while a session runs (the lab's, with
         `dnstap: true`); empty without dnstap."""
+
+    def hubble_streams(self, ports: tuple[int, ...]) -> list[HubbleStream]:
+        """Each Cilium agent's Hubble flows on `ports` (`trace --hubble`), checked to answer; a CaptureError
+        saying why where the backend has none."""
 
     def facts(self) -> ClusterFacts:
         """What the cluster holds now: its objects, Corefile, DNS settings."""

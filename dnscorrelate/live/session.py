@@ -9,11 +9,13 @@ with its DNS servers' logs followed, its dnstap if it has one, and its facts; th
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
+from dnscorrelate import events
 from dnscorrelate.cluster.backend import Backend, Capture, ClientResult, LogSource, Target, TargetWatcher
 from dnscorrelate.cluster.facts import ClusterFacts
 from dnscorrelate.cluster.model import Pod
@@ -21,8 +23,11 @@ from dnscorrelate.errors import CaptureError
 from dnscorrelate.live.capture import DEFAULT_PORTS, netns_targets
 from dnscorrelate.live.capture import Capture as LocalCapture
 from dnscorrelate.live.dnstap import DnstapFollower
+from dnscorrelate.live.hubble import HubbleFollower
 from dnscorrelate.live.logs import LogFollower
 from dnscorrelate.schema import ParsedLogs
+
+RECENT_NS = 10_000_000_000  # how far back Hubble's live rows look for the packet whose DNS id they take
 
 
 @dataclass
@@ -38,8 +43,11 @@ class Evidence:
 class Session:
     """Capture in every target of a backend (and in new ones as they appear), with its DNS servers' logs and facts."""
 
-    def __init__(self, backend: Backend, ports: tuple[int, ...] = DEFAULT_PORTS) -> None:
+    def __init__(self, backend: Backend, ports: tuple[int, ...] = DEFAULT_PORTS, hubble: bool = False) -> None:
         self.backend = backend
+        # Cilium's Hubble, one more vantage (`trace --hubble`): asked first, so a cluster without it fails before capturing
+        self.hubble = HubbleFollower(backend.hubble_streams(tuple(ports)) if hubble else [], tuple(ports))
+        self.recent_packets: list[pd.DataFrame] = []  # what Hubble's live rows take their DNS ids from
         self.capture: Capture = backend.remote_capture(tuple(ports)) or LocalCapture(
             backend.capture_targets(), ports=tuple(ports), watch=backend.target_watcher())
         taps = backend.dnstap_sources()  # CoreDNS's own account, one more source
@@ -57,6 +65,7 @@ class Session:
     def start(self) -> Session:
         self.capture.start()
         self.dnstap.start()
+        self.hubble.start()
         self.running = True
         return self
 
@@ -64,6 +73,7 @@ class Session:
         if self.dnstap.sources and self.running:
             self.dnstap.settle()  # CoreDNS sends its dnstap buffer once a second: let the last one arrive
         self.running = False
+        self.hubble.stop()
         self.capture.stop()
         self.dnstap.stop()
 
@@ -73,15 +83,20 @@ class Session:
 
     @property
     def stats(self) -> dict:
-        """Capture counters (complete once stopped and `events()` has decoded), and `dnstap_*` ones with dnstap."""
-        if not self.dnstap.sources:
-            return self.capture.stats
-        return {**self.capture.stats, **{f"dnstap_{k}": v for k, v in self.dnstap.stats.items()}}
+        """Capture counters (complete once stopped and `events()` has decoded), `dnstap_*` ones with dnstap and
+        `hubble_*` ones with Hubble."""
+        stats = dict(self.capture.stats)
+        if self.dnstap.sources:
+            stats.update({f"dnstap_{k}": v for k, v in self.dnstap.stats.items()})
+        if self.hubble.enabled:
+            stats.update({f"hubble_{k}": v for k, v in self.hubble.stats.items()})
+        return stats
 
     @property
     def capture_warnings(self) -> list[str]:
-        """What the capture could not do, to say (a node whose agent cannot capture, a stream cut short)."""
-        return list(self.capture.warnings)
+        """What the capture could not do, to say (a node whose agent cannot capture, a stream cut short, Hubble's
+        own caveats)."""
+        return list(self.capture.warnings) + self.hubble.warnings
 
     @property
     def compile_seconds(self) -> float:
@@ -92,10 +107,14 @@ class Session:
         return self.capture.attach_seconds
 
     def new_events(self) -> pd.DataFrame:
-        """Packets decoded since the last call (and dnstap messages received), for live views."""
-        if not self.dnstap.sources:
-            return self.capture.new_events()
-        return self.dnstap.new_with_packets(self.capture.new_events())
+        """Packets decoded since the last call (and dnstap messages received, and Hubble's flows), for live views."""
+        new = self.capture.new_events()
+        if self.dnstap.sources:
+            new = self.dnstap.new_with_packets(new)
+        if not self.hubble.enabled:
+            return new
+        self.recent_packets = [f for f in self.recent_packets + [new] if len(f) and f["ts_ns"].max() >= time.time_ns() - RECENT_NS]
+        return self.hubble.new_events(new, events.concat(self.recent_packets) if self.recent_packets else new)
 
     def drain_events(self, last: bool = False) -> pd.DataFrame:
         """Packets decoded since the last call and forgotten here (with the dnstap messages received meanwhile),
@@ -111,9 +130,10 @@ class Session:
     def events(self) -> pd.DataFrame:
         """Every packet captured (after `stop`), with the dnstap messages CoreDNS sent meanwhile at its replica
         (forwarder rows carrying their packets' DNS ids: `live.dnstap.align_forwarder_ids`)."""
-        if not self.dnstap.sources:
-            return self.capture.events()
-        return self.dnstap.with_packets(self.capture.events())
+        packets = self.capture.events()
+        if self.dnstap.sources:
+            packets = self.dnstap.with_packets(packets)
+        return self.hubble.events(packets) if self.hubble.enabled else packets
 
     def logs(self, corefile: str | None = None) -> ParsedLogs:
         """Every DNS server's log so far, each named by its source's replica, parsed with the Corefile's
@@ -150,6 +170,9 @@ class NamespacesBackend:
 
     def remote_capture(self, ports: tuple[int, ...]) -> Capture | None:
         return None
+
+    def hubble_streams(self, ports: tuple[int, ...]) -> list:
+        raise CaptureError("--hubble reads Cilium's Hubble: bare network namespaces have none; use --context on a Cilium cluster")
 
     def log_sources(self) -> list[LogSource]:
         return []

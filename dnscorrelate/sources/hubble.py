@@ -44,6 +44,7 @@ import calendar
 import json
 import re
 from collections import Counter, deque
+from collections.abc import Iterable
 from pathlib import Path
 
 import dns.rcode
@@ -302,19 +303,26 @@ def read_line(number: int, line: str, ports: frozenset[int], stats: Counter, bad
 def read_hubble_json(path: str | Path, ports=(53,)) -> tuple[pd.DataFrame, dict]:
     """The packet-event table of one `hubble observe -o json` (or jsonpb) file, and what was counted."""
     path = Path(path)
+    try:
+        return read_hubble_lines(lines_of(path), str(path), ports)
+    except OSError as err:
+        raise EventsError(f"{path}: cannot read: {err.strerror}") from None
+
+
+def read_hubble_lines(lines: Iterable[str], source: str, ports=(53,), require_flows: bool = True) -> tuple[pd.DataFrame, dict]:
+    """The packet-event table of `hubble observe -o json` lines (a file's, or what `trace --hubble` read
+    from the agents so far), and what was counted; `source` names them in errors. With `require_flows`, an
+    EventsError when there were records but not one flow (not Hubble's output)."""
     ports = frozenset(ports or (53,))
     stats: Counter = Counter()
     bad_lines: list[int] = []
     bad_flows: list[int] = []
     made: list[tuple[int, dict, bool | None, str]] = []
-    try:
-        for number, line in enumerate(lines_of(path), 1):
-            read_line(number, line, ports, stats, bad_lines, bad_flows, made)
-    except OSError as err:
-        raise EventsError(f"{path}: cannot read: {err.strerror}") from None
-    if not stats["flows"] and (bad_lines or stats["records"]):
+    for number, line in enumerate(lines, 1):
+        read_line(number, line, ports, stats, bad_lines, bad_flows, made)
+    if require_flows and not stats["flows"] and (bad_lines or stats["records"]):
         shown = ", ".join(map(str, bad_lines[:SHOWN_BAD_LINES]))
-        raise EventsError(f"{path}: no Hubble flow found ({stats['records']} JSON records"
+        raise EventsError(f"{source}: no Hubble flow found ({stats['records']} JSON records"
                           + (f"; lines that are not JSON objects: {shown}" if shown else "")
                           + "); expected the output of `hubble observe -o json` (or -o jsonpb): one flow per line")
     made.sort(key=lambda item: item[0])

@@ -25,7 +25,7 @@ def kind_build():
     return build
 
 
-def cluster_for_tests(env: str, prefix: str, cni: str = "flannel"):
+def cluster_for_tests(env: str, prefix: str, cni: str = "flannel", **up_options):
     """Yield a cluster: the one named by $env when set (it must be up, and stays up, so that a developer runs
     one cluster, not two), else a new one named PREFIX+random, removed afterwards even when tests fail."""
     from dnscorrelate.cluster.kind import cluster as kind
@@ -37,7 +37,7 @@ def cluster_for_tests(env: str, prefix: str, cni: str = "flannel"):
         yield kind.KindCluster(existing)
         return
     name = f"{prefix}{uuid.uuid4().hex[:8]}"
-    made, _ = kind.up(name, cni=cni)
+    made, _ = kind.up(name, cni=cni, **up_options)
     try:
         yield made
     finally:
@@ -52,10 +52,11 @@ def kind_cluster(kind_build):
 
 @pytest.fixture(scope="module")
 def cilium_cluster(kind_build):
-    """A cluster with Cilium as its pod network (`cluster up --cni cilium`), for one test module: removed
-    when the module is done (about 130 s in all), so it is the only Cilium cluster at a time; in a whole
-    run it is up beside the session's flannel cluster (two kind clusters at once).
-    DNSCORRELATE_TEST_CILIUM_CLUSTER=NAME uses one already up and leaves it up."""
-    if not kind_build.cilium_manifest and not os.environ.get("DNSCORRELATE_TEST_CILIUM_CLUSTER"):
-        pytest.fail("this build has no Cilium: run `make cluster`")
-    yield from cluster_for_tests("DNSCORRELATE_TEST_CILIUM_CLUSTER", "cil", cni="cilium")
+    """A cluster with Cilium as its pod network (`cluster up --cni cilium --hubble --hubble-policy none`:
+    Hubble on, but no visibility policy until a test applies one, so the policy tests see Cilium alone), for
+    one test module: removed when the module is done (about 130 s in all), so it is the only Cilium cluster
+    at a time; in a whole run it is up beside the session's flannel cluster (two kind clusters at once).
+    DNSCORRELATE_TEST_CILIUM_CLUSTER=NAME uses one already up (with --hubble) and leaves it up."""
+    if not kind_build.cilium_hubble_manifest and not os.environ.get("DNSCORRELATE_TEST_CILIUM_CLUSTER"):
+        pytest.fail("this build has no Cilium with Hubble: run `make cluster`")
+    yield from cluster_for_tests("DNSCORRELATE_TEST_CILIUM_CLUSTER", "cil", cni="cilium", hubble=True, hubble_policy="none")

@@ -1,14 +1,12 @@
-"""`cluster up --cni cilium`: Cilium (built here from its Go module) as the pod network, enforcing
-NetworkPolicy itself; DNS through CoreDNS, a policy's drop and its removal, and trace's hops."""
-
-import time
+"""`cluster up --cni cilium --hubble`: Cilium (built here from its Go module) as the pod network, enforcing
+NetworkPolicy itself; DNS through CoreDNS, a policy's drop and its removal, and trace's hops; Hubble in every
+agent, the visibility policy's allow beside a deny, and `trace --hubble`."""
 
 import pytest
 from kubernetes import client as k8s
 
 from dnscorrelate.cluster.kind import cluster as kind
 from dnscorrelate.cluster.model import NetworkPolicy
-from tests.cluster.tracing import started_trace
 
 from .test_kind import pod_exec
 
@@ -49,22 +47,33 @@ def test_a_networkpolicy_drops_dns_once_cilium_says_it_is_enforced_and_deleting_
     print(f"policy enforced {applied_s:.2f} s after create, lifted {deleted_s:.2f} s after delete")
 
 
-def test_trace_shows_every_hop_through_ciliums_service_translation(cilium_cluster):
+def started_trace(cluster, log, *options: str):
+    """`trace pod/mypod -o json` on the cluster, its stderr into `log`, returned once it says it is tracing (the
+    tracer compiled and attached: seconds to tens of seconds on a loaded machine)."""
+    import subprocess
+    import sys
+
+    with log.open("w") as err:
+        trace = subprocess.Popen(
+            [sys.executable, "-m", "dnscorrelate", "trace", "pod/mypod", "-n", "demo", "--context", cluster.context,
+             "--kubeconfig", str(cluster.kubeconfig), "-o", "json", *options], stdout=subprocess.PIPE, stderr=err, text=True)
+    kind.wait_for(lambda: "tracing demo/mypod" in log.read_text() or trace.poll() is not None, "trace to start", 90)
+    return trace
+
+
+def test_trace_shows_every_hop_through_ciliums_service_translation(cilium_cluster, tmp_path):
     """Cilium translates the kube-dns VIP in BPF at the pod's veth (kube-proxy's rules see none of it) and
     crosses nodes over its VXLAN device; the node's capture sees the VIP as the packet arrives and the
     endpoint as it leaves, so trace stitches pod -> DNAT -> CoreDNS -> upstream as on flannel."""
     import json
-    import subprocess
-    import sys
     import uuid
 
-    trace = started_trace(["pod/mypod", "-n", "demo", "--context", cilium_cluster.context, "--kubeconfig", str(cilium_cluster.kubeconfig),
-                           "--duration", "20", "-o", "json"])
+    trace = started_trace(cilium_cluster, tmp_path / "trace.err", "--duration", "20")
     names = [f"trace-{uuid.uuid4().hex[:8]}.example.org" for _ in range(4)]  # spread over both replicas
     for name in names:
         pod_exec(cilium_cluster, "demo", "mypod", ["dig", "+short", "+tries=1", "+timeout=2", name])
-    out, err = trace.communicate(timeout=60)
-    assert trace.returncode == 0, err
+    out, _ = trace.communicate(timeout=60)
+    assert trace.returncode == 0, (tmp_path / "trace.err").read_text()
     records = {r["qname"]: r for r in map(json.loads, out.splitlines())}
     for name in names:
         record = records[name + "."]
@@ -74,3 +83,88 @@ def test_trace_shows_every_hop_through_ciliums_service_translation(cilium_cluste
         assert record["dnat"]["to"].endswith(":53") and record["hops"][0]["dst_ip"] == "10.96.0.10"
         assert record["served_from"] == "upstream" and record["log"] is not None
         assert set(record["findings"]) <= {"ok"}
+
+
+# --- Hubble (`cluster up --hubble`, `trace --hubble`) ---------------------------------------------------
+
+
+@pytest.fixture
+def dns_visibility(cilium_cluster):
+    """The default visibility policy of `cluster up --hubble` (every pod's DNS through the DNS proxy), applied
+    and realized for one test, then deleted and that realized too, so the module's other tests see Cilium alone."""
+    import subprocess
+
+    import yaml
+
+    from dnscorrelate.cluster import cilium
+    from dnscorrelate.cluster.kind.build import load_build
+    from dnscorrelate.cluster.kind.network import DNS_VISIBILITY_POLICY, dns_visibility_policy
+
+    core = k8s.CoreV1Api(kind.api_client(cilium_cluster))
+    wait = lambda probe, what: kind.wait_for(probe, what, 120)  # noqa: E731
+    before = cilium.policy_revisions(core)
+    kind.kubectl_create(cilium_cluster, load_build(), yaml.safe_dump(dns_visibility_policy()), "the visibility policy")
+    cilium.wait_enforced(core, before, wait)
+    yield
+    before = cilium.policy_revisions(core)
+    subprocess.run([load_build().kubectl, "--kubeconfig", str(cilium_cluster.kubeconfig), "--context", cilium_cluster.context,
+                    "delete", "ciliumclusterwidenetworkpolicy", DNS_VISIBILITY_POLICY], check=True, capture_output=True)
+    cilium.wait_enforced(core, before, wait)
+
+
+def test_every_agent_runs_hubble_and_carries_the_cli_built_here(cilium_cluster):
+    from dnscorrelate.cluster import cilium
+
+    core = k8s.CoreV1Api(kind.api_client(cilium_cluster))
+    for agent in cilium.agents(core):
+        assert "Healthcheck (via unix:///var/run/cilium/hubble.sock): Ok" in cilium.hubble_answers(core, agent.metadata.name)
+        assert cilium.agent_exec(core, agent.metadata.name, "hubble", "version").startswith("hubble v1.20.2 ")
+
+
+def test_the_visibility_policy_allows_dns_even_where_a_networkpolicy_denies_egress(cilium_cluster, dns_visibility):
+    """What kind/README.md says of deny scenarios on a `--hubble` cluster: Cilium's allow rules add up, so a
+    default-deny egress NetworkPolicy still stops the pod's other traffic, but its DNS to kube-dns is answered."""
+    from dnscorrelate.cluster.kube.faults import KubeFaults
+
+    faults = KubeFaults(kind.api_client(cilium_cluster))
+    deny = NetworkPolicy.model_validate({
+        "kind": "NetworkPolicy", "metadata": {"name": "deny-egress", "namespace": "demo"},
+        "spec": {"podSelector": {"matchLabels": {"app": "client"}}, "policyTypes": ["Egress"]}})
+    faults.apply([deny])
+    try:
+        assert pod_exec(cilium_cluster, "demo", "mypod", DIG).split() == ["192.0.2.10"]
+        web = pod_exec(cilium_cluster, "demo", "mypod", ["python3", "-c", "import socket; s = socket.socket(); s.settimeout(2); "
+                                                          "print(s.connect_ex(('web.demo.svc.cluster.local', 80)))"])
+        assert web.strip() != "0", web  # the web Service is not reachable: the deny holds for everything else
+    finally:
+        faults.delete("NetworkPolicy", "demo", "deny-egress")
+
+
+def test_trace_hubble_joins_the_dns_proxys_records_to_the_lookups_it_captures(cilium_cluster, dns_visibility, tmp_path):
+    """`trace --hubble`: each agent's flows read as the session runs; the DNS proxy's request and response for
+    each lookup carry the client's own DNS id (taken from the captured packet), so they are hops of the same
+    trace, at the pod, beside the capture's."""
+    import json
+    import re
+    import uuid
+
+    log = tmp_path / "trace.err"
+    trace = started_trace(cilium_cluster, log, "--hubble", "--duration", "25")
+    names = [f"hubble-{uuid.uuid4().hex[:8]}.example.org" for _ in range(3)]
+    for name in names:
+        pod_exec(cilium_cluster, "demo", "mypod", ["dig", "+short", "+tries=1", "+timeout=2", name])
+    out, _ = trace.communicate(timeout=90)
+    said = log.read_text()
+    assert trace.returncode == 0, said
+    records = {}
+    for record in map(json.loads, out.splitlines()):
+        records.setdefault(record["qname"], []).append(record)
+    for name in names:
+        record = records[name + "."][-1]  # the last print holds every sighting
+        assert record["dns_id"] < 65536  # the client's id, not Hubble's synthetic one
+        proxy = [h for h in record["hops"] if h["ifname"] == "dns-proxy"]
+        assert [h["vantage"] for h in proxy] == ["demo/mypod", "demo/mypod"], record["hops"]
+        assert record["rcode"] == "NOERROR" and record["log"] is not None
+    stats = {key: int(value) for key, value in re.findall(r"(hubble_\w+)=(\d+)", said)}  # the summary (maybe wrapped)
+    assert stats["hubble_streams"] == 2 and stats["hubble_l7_dns_pairs"] >= len(names)
+    assert stats["hubble_ids_aligned"] >= 2 * len(names)

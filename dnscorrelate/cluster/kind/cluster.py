@@ -182,22 +182,24 @@ def kind_config(build) -> str:
 
 
 def up(name: str = "kind", spec_path: str | None = None, say: Callable[[str], None] = lambda _: None,
-       spec=None, cni: str = "flannel") -> tuple[KindCluster, Timings]:
+       spec=None, cni: str = "flannel", hubble: bool = False, hubble_policy: str = "default") -> tuple[KindCluster, Timings]:
     """Create the cluster and everything on it from a lab spec (`spec`, a LabSpec, or the file `spec_path`,
-    or the default), with `cni` as its pod network (network.CNIS); on any failure or Ctrl-C, remove what
-    was made."""
+    or the default), with `cni` as its pod network (network.CNIS); with `hubble` (Cilium only), Hubble and
+    the DNS proxy on and the visibility policy `hubble_policy` (network.visibility_policies) applied. On
+    any failure or Ctrl-C, remove what was made."""
     from dnscorrelate.cluster.kind.build import load_build
-    from dnscorrelate.cluster.kind.network import CNIS
+    from dnscorrelate.cluster.kind.network import CNIS, visibility_policies
     from dnscorrelate.cluster.spec import load_spec
 
     if cni not in CNIS:
         raise ClusterError(f"unknown CNI {cni!r}: choose one of {', '.join(CNIS)}")
+    if hubble and cni != "cilium":
+        raise ClusterError("--hubble needs --cni cilium: Hubble is part of Cilium's agent")
     cluster = KindCluster(checked_name(name))
     spec = spec if spec is not None else load_spec(spec_path)
+    policies = visibility_policies(hubble_policy) if hubble else []
     build = load_build()
-    if cni == "cilium" and not (build.cilium_manifest and Path(build.cilium_manifest).exists()):
-        raise ClusterError("this build has no Cilium (no CILIUM_MANIFEST in build.env, or the file is gone): run "
-                           "`make cluster` from the dnscorrelate checkout")
+    manifest = cilium_manifest(build, hubble) if cni == "cilium" else ""
     client = docker()
     refuse_host_loopback_resolvers()
     if cluster.name in existing_clusters(build):
@@ -216,12 +218,15 @@ def up(name: str = "kind", spec_path: str | None = None, say: Callable[[str], No
         say("traffic guard")
         timings.run("guard", install_guard, cluster, client, upstream_ip)
         say("pod network")
-        timings.run("pod-network", setup_pod_network, cluster, api, client, build, cni)
+        timings.run("pod-network", setup_pod_network, cluster, api, client, build, cni, manifest)
         say("CoreDNS and workloads")
         timings.run("coredns", configure_coredns, api, spec, upstream_ip)
         timings.run("workloads", create_workloads, api, spec, build, cni)
         say("waiting for every pod")
         timings.run("ready", wait_ready, api)
+        if hubble:
+            say("Hubble: visibility policy, and every agent's Hubble server answering")
+            timings.run("hubble", setup_hubble, cluster, api, build, policies)
     except BaseException:
         say("failed: removing what was made")
         down(cluster.name)
@@ -259,6 +264,17 @@ def loopback_resolvers(resolv_conf: str, systemd_resolved: bool) -> list[str]:
             if address.is_loopback and not (systemd_resolved and fields[1] == SYSTEMD_STUB):
                 found.append(fields[1])
     return found
+
+
+def cilium_manifest(build, hubble: bool) -> str:
+    """The rendered Cilium manifest `cluster up` applies: with Hubble and the DNS proxy on, or without;
+    a ClusterError saying how to make it when this build lacks it."""
+    manifest = build.cilium_hubble_manifest if hubble else build.cilium_manifest
+    if not (manifest and Path(manifest).exists()):
+        which = "CILIUM_HUBBLE_MANIFEST" if hubble else "CILIUM_MANIFEST"
+        raise ClusterError(f"this build has no Cilium{' with Hubble' if hubble else ''} (no {which} in build.env, or "
+                           "the file is gone): run `make cluster` from the dnscorrelate checkout")
+    return manifest
 
 
 def create_nodes(cluster: KindCluster, build) -> None:
@@ -342,7 +358,7 @@ def node_addresses(containers) -> list[str]:
     return sorted(found)
 
 
-def setup_pod_network(cluster: KindCluster, api, client, build, cni: str = "flannel") -> None:
+def setup_pod_network(cluster: KindCluster, api, client, build, cni: str = "flannel", manifest: str = "") -> None:
     """flannel (or Cilium) on every node; returns once the network runs on every node and every node is
     Ready, so that the pods created next are spread over both nodes instead of all landing on whichever
     node had its network first."""
@@ -352,7 +368,7 @@ def setup_pod_network(cluster: KindCluster, api, client, build, cni: str = "flan
     from dnscorrelate.cluster.kind.network import FLANNEL, FLANNEL_NAMESPACE, flannel_objects
 
     if cni == "cilium":
-        setup_cilium(cluster, api, build)
+        setup_cilium(cluster, api, build, manifest or build.cilium_manifest)
         return
     for body in flannel_objects(build.flannel_image):
         utils.create_from_dict(api, body)
@@ -370,7 +386,7 @@ def setup_pod_network(cluster: KindCluster, api, client, build, cni: str = "flan
                                core.list_namespaced_pod(FLANNEL_NAMESPACE, label_selector=f"app={FLANNEL}").items))
 
 
-def setup_cilium(cluster: KindCluster, api, build) -> None:
+def setup_cilium(cluster: KindCluster, api, build, manifest: str) -> None:
     """Cilium's rendered manifests (network.cilium_objects), created by the built kubectl (the Python
     client's typed models refuse some of the chart's valid YAML, such as `cpu: 1`); returns once its agent
     is ready on every node (its datapath compiled and attached), its operator is ready and every node is
@@ -381,11 +397,7 @@ def setup_cilium(cluster: KindCluster, api, build) -> None:
     from dnscorrelate.cluster.kind.network import (CILIUM_AGENT, CILIUM_AGENT_SELECTOR, CILIUM_NAMESPACE, CILIUM_OPERATOR,
                                                    cilium_objects)
 
-    manifest = yaml.safe_dump_all(cilium_objects(build.cilium_manifest), sort_keys=False)
-    done = subprocess.run([build.kubectl, "--kubeconfig", str(cluster.kubeconfig), "--context", cluster.context, "create", "-f", "-"],
-                          input=manifest, capture_output=True, text=True, timeout=120)
-    if done.returncode != 0:
-        raise ClusterError(f"creating Cilium's objects failed: {done.stderr.strip()}")
+    kubectl_create(cluster, build, yaml.safe_dump_all(cilium_objects(manifest), sort_keys=False), "Cilium's objects")
     apps = k8s.AppsV1Api(api)
     core = k8s.CoreV1Api(api)
 
@@ -399,6 +411,34 @@ def setup_cilium(cluster: KindCluster, api, build) -> None:
              CILIUM_READY_TIMEOUT_S,
              lambda: ", ".join(f"{p.metadata.name} ({pod_reason(core, p)})" for p in
                                core.list_namespaced_pod(CILIUM_NAMESPACE, label_selector=CILIUM_AGENT_SELECTOR).items))
+
+
+def kubectl_create(cluster: KindCluster, build, manifest: str, what: str) -> None:
+    """`kubectl create` of a YAML stream (the built kubectl: the Python client's typed models refuse some
+    valid YAML, and it knows Cilium's custom resources); a ClusterError with kubectl's message."""
+    done = subprocess.run([build.kubectl, "--kubeconfig", str(cluster.kubeconfig), "--context", cluster.context, "create", "-f", "-"],
+                          input=manifest, capture_output=True, text=True, timeout=120)
+    if done.returncode != 0:
+        raise ClusterError(f"creating {what} failed: {done.stderr.strip()}")
+
+
+def setup_hubble(cluster: KindCluster, api, build, policies: list[dict]) -> None:
+    """The visibility policies, created and realized by every agent's endpoints (`cluster.cilium`'s wait for
+    Cilium's policy revision, as the kube backend's faults wait), then every agent's Hubble server answering
+    on its unix socket (`hubble status`, the CLI in the agent image)."""
+    import yaml
+    from kubernetes import client as k8s
+
+    from dnscorrelate.cluster import cilium
+
+    core = k8s.CoreV1Api(api)
+    if policies:
+        before = cilium.policy_revisions(core)
+        kubectl_create(cluster, build, yaml.safe_dump_all(policies, sort_keys=False), "the Hubble visibility policy")
+        cilium.wait_enforced(core, before, lambda probe, what: wait_for(probe, what, 120))
+    for agent in cilium.agents(core):
+        wait_for(lambda: "Healthcheck" in cilium.hubble_answers(core, agent.metadata.name),
+                 f"Hubble's server in Cilium agent {agent.metadata.name} to answer", 60)
 
 
 def internal_ip(node) -> str:

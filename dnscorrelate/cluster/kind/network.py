@@ -22,6 +22,14 @@ policy agent is not deployed. Its manifests are applied as rendered, with one ch
 this machine's kernel and the agent would otherwise set kernel-wide sysctls on it
 (kernel.unprivileged_bpf_disabled=1, which cannot be undone until a reboot, and
 kernel.timer_migration=0); it ignores the failure.
+
+Hubble (`cluster up --cni cilium --hubble`): the chart rendered with kind/cilium/hubble-values.yaml too,
+Hubble's server in each agent on its unix socket (`cluster.cilium.HUBBLE_SERVER`) and the agent's DNS proxy on, and a
+visibility policy: a Cilium policy with a `dns` rule, which sends the DNS of the pods it selects
+through the proxy, the only way Hubble gets DNS records. The default (dns_visibility_policy) selects
+every pod's DNS to kube-dns and asks for no default deny. It is still an allow rule, and Cilium's
+rules add up: wherever a NetworkPolicy denies a selected pod's egress, DNS to kube-dns stays allowed
+(kind/README.md, "Hubble").
 """
 
 from __future__ import annotations
@@ -45,6 +53,9 @@ CILIUM_AGENT = "cilium"  # the DaemonSet; its pods are labelled k8s-app=cilium
 CILIUM_AGENT_SELECTOR = "k8s-app=cilium"
 CILIUM_OPERATOR = "cilium-operator"
 HOST_SYSCTL_KERNEL = "/proc/sys/kernel"
+DNS_VISIBILITY_POLICY = "dnsc-dns-visibility"
+CILIUM_POLICY_KINDS = ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy")
+KUBE_DNS_ENDPOINT = {"k8s:io.kubernetes.pod.namespace": "kube-system", "k8s:k8s-app": "kube-dns"}
 
 
 def cni_config() -> str:
@@ -221,3 +232,63 @@ def cilium_objects(manifest: str) -> list[dict]:
         raise ClusterError(f"{manifest}: no mount of the node's {HOST_SYSCTL_KERNEL} found to make read-only; "
                            "the chart changed, check what its agent may write before applying it")
     return objects
+
+
+def dns_visibility_policy() -> dict:
+    """The default visibility policy of `cluster up --hubble`: every pod's DNS to kube-dns (UDP and TCP
+    port 53) through the agent's DNS proxy, any name (matchPattern "*"). `enableDefaultDeny` false both
+    ways: selecting a pod does not put it in default deny, so its other traffic is what the cluster's
+    other policies make it. It stays an allow rule for DNS to kube-dns (module docstring)."""
+    return {
+        "apiVersion": "cilium.io/v2",
+        "kind": "CiliumClusterwideNetworkPolicy",
+        "metadata": {"name": DNS_VISIBILITY_POLICY},
+        "spec": {
+            "description": "dnscorrelate: every pod's DNS to kube-dns through Cilium's DNS proxy, for Hubble's DNS records",
+            "endpointSelector": {},
+            "enableDefaultDeny": {"egress": False, "ingress": False},
+            "egress": [{
+                "toEndpoints": [{"matchLabels": KUBE_DNS_ENDPOINT}],
+                "toPorts": [{"ports": [{"port": "53", "protocol": "ANY"}], "rules": {"dns": [{"matchPattern": "*"}]}}],
+            }],
+        },
+    }
+
+
+def visibility_policies(choice: str) -> list[dict]:
+    """The visibility policy `cluster up --hubble-policy` names: "default" (dns_visibility_policy), "none",
+    or a YAML file of CiliumNetworkPolicy/CiliumClusterwideNetworkPolicy objects, at least one with a
+    `dns` rule (without one Hubble gets no DNS record); a ClusterError naming the file and document
+    otherwise."""
+    import yaml
+
+    from dnscorrelate.errors import ClusterError
+
+    if choice == "default":
+        return [dns_visibility_policy()]
+    if choice == "none":
+        return []
+    try:
+        with open(choice) as f:
+            objects = [o for o in yaml.safe_load_all(f) if o is not None]
+    except OSError as err:
+        raise ClusterError(f"--hubble-policy {choice}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ClusterError(f"--hubble-policy {choice}: not YAML: {err}") from None
+    for index, body in enumerate(objects, 1):
+        kind = body.get("kind") if isinstance(body, dict) else None
+        if kind not in CILIUM_POLICY_KINDS:
+            raise ClusterError(f"{choice}: document {index}: kind: {kind!r} is not one of {', '.join(CILIUM_POLICY_KINDS)}")
+        if not (body.get("metadata") or {}).get("name"):
+            raise ClusterError(f"{choice}: document {index}: metadata.name: missing")
+    if not any(has_dns_rule(body) for body in objects):
+        raise ClusterError(f"{choice}: no policy has a toPorts rules.dns entry: Hubble would see no DNS "
+                           "(see `dnscorrelate cluster up --help`, or --hubble-policy default)")
+    return objects
+
+
+def has_dns_rule(policy: dict) -> bool:
+    """Whether a Cilium policy (spec or specs) holds an egress toPorts rule with `dns` entries."""
+    specs = [policy.get("spec") or {}] + list(policy.get("specs") or [])
+    return any(port.get("rules", {}).get("dns")
+               for spec in specs for rule in spec.get("egress") or [] for port in rule.get("toPorts") or [])

@@ -89,6 +89,12 @@ class KubeBackend:
 
         return AgentCapture(self.api, self.agent, ports)
 
+    def hubble_streams(self, ports: tuple[int, ...]) -> list:
+        """Each Cilium agent's `hubble observe --follow` (cluster/kube/hubble.py)."""
+        from dnscorrelate.cluster.kube.hubble import hubble_streams
+
+        return hubble_streams(self.core(), tuple(ports))
+
     def capture_targets(self) -> list[Target]:
         node_pids = self.node_pids()
         if not node_pids:

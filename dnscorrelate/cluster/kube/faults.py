@@ -34,6 +34,7 @@ import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 
+from dnscorrelate.cluster import cilium
 from dnscorrelate.cluster.kubeapi import logged_before
 from dnscorrelate.cluster.model import Manifest, NetworkPolicy
 from dnscorrelate.errors import ClusterError
@@ -42,8 +43,6 @@ NS = "kube-system"
 DEPLOYMENT = "coredns"
 DNS_SELECTOR = "k8s-app=kube-dns"
 POLICY_AGENT_SELECTOR = "app=dnsc-policy"
-CILIUM_SELECTOR = "k8s-app=cilium"
-CILIUM_CONTAINER = "cilium-agent"
 CUSTOM_MAP = "coredns-custom"
 CUSTOM_DIR = "/etc/coredns/custom"
 IMPORT_LINE = "import custom/*.server"
@@ -246,39 +245,16 @@ class KubeFaults:
         return self.cilium_revisions() if self.cilium_agents() else self.policy_agent_lines()
 
     def cilium_agents(self) -> list:
-        return self.core.list_namespaced_pod(NS, label_selector=CILIUM_SELECTOR).items
-
-    def cilium(self, pod: str, *command: str) -> str:
-        """stdout of a command in a Cilium agent's container (through the API server's exec)."""
-        from kubernetes.stream import stream
-
-        return stream(self.core.connect_get_namespaced_pod_exec, pod, NS, container=CILIUM_CONTAINER, command=list(command),
-                      stderr=False, stdin=False, stdout=True, tty=False)
+        return cilium.agents(self.core)
 
     def cilium_revisions(self) -> dict[str, int]:
         """Agent pod -> the revision of its policy repository."""
-        import json
-
-        return {pod.metadata.name: int(json.loads(self.cilium(pod.metadata.name, "cilium-dbg", "policy", "get", "-o", "json"))["revision"])
-                for pod in self.cilium_agents()}
+        return cilium.policy_revisions(self.core)
 
     def wait_cilium_enforced(self, before: dict[str, int]) -> None:
-        """Until every Cilium agent imported the change (its revision moved past `before`) and every endpoint
-        on its node is ready with that revision realized (what `cilium-dbg policy wait` checks, polled
-        here every 0.2 s rather than its 1 s). Every agent holds every policy, so all are waited for."""
-        import json
-
-        for pod in before:
-            revision = wait_for(lambda: (r := self.cilium_revisions().get(pod, 0)) > before[pod] and r,
-                                f"Cilium agent {pod} to import the policy change", poll_s=0.2)
-
-            def realized() -> bool:
-                endpoints = json.loads(self.cilium(pod, "cilium-dbg", "endpoint", "list", "-o", "json"))
-                return all(e["status"].get("state") == "ready" and
-                           (e["status"].get("policy") or {}).get("realized", {}).get("policy-revision", 0) >= revision
-                           for e in endpoints)
-
-            wait_for(realized, f"the endpoints of Cilium agent {pod} to realize policy revision {revision}", poll_s=0.2)
+        """Until every Cilium agent realized the change (`cluster.cilium.wait_enforced`), polled every 0.2 s
+        rather than `cilium-dbg policy wait`'s 1 s."""
+        cilium.wait_enforced(self.core, before, lambda probe, what: wait_for(probe, what, poll_s=0.2))
 
     def policy_agent_lines(self) -> dict[str, int]:
         """Node -> how many 'applied' lines its policy agent has printed so far."""

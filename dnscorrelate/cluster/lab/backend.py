@@ -21,6 +21,7 @@ from dnscorrelate.cluster.lab.runtime import (  # noqa: F401 (re-exported: the `
 )
 from dnscorrelate.cluster.model import Manifest, Pod
 from dnscorrelate.cluster.spec import LabSpec
+from dnscorrelate.errors import CaptureError
 
 DNS_SERVER_ROLES = ("coredns-", "nodelocal-")
 
@@ -56,6 +57,10 @@ class LabBackend:
 
     def remote_capture(self, ports: tuple[int, ...]) -> None:
         return None  # every namespace of the lab is on this machine
+
+    def hubble_streams(self, ports: tuple[int, ...]) -> list:
+        raise CaptureError("--hubble reads Cilium's Hubble: the lab runs no Cilium; trace on a Cilium cluster with --context "
+                           "(`dnscorrelate cluster up --cni cilium --hubble`)")
 
     def log_sources(self) -> list[LogSource]:
         return [LogSource(p.role, p.log) for p in self.lab.processes if p.role.startswith(DNS_SERVER_ROLES)]

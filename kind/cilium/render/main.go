@@ -1,8 +1,10 @@
 // render writes a Helm chart's manifests as `helm template` would, for kind/build.sh: Cilium's chart
-// (install/kubernetes/cilium in the Cilium module, from the Go module cache) with kind/cilium/values.yaml.
+// (install/kubernetes/cilium in the Cilium module, from the Go module cache) with kind/cilium/values.yaml,
+// and any further values files over it, the later winning as with `helm template -f A -f B`
+// (kind/cilium/hubble-values.yaml for `cluster up --hubble`).
 // It links only Helm's chart loader and template engine, not the helm CLI (minutes less to build).
 //
-//	render CHART_DIR VALUES_FILE NAMESPACE KUBE_VERSION > manifests.yaml
+//	render CHART_DIR VALUES_FILE[,VALUES_FILE...] NAMESPACE KUBE_VERSION > manifests.yaml
 package main
 
 import (
@@ -19,7 +21,7 @@ import (
 
 func main() {
 	if len(os.Args) != 5 {
-		fmt.Fprintln(os.Stderr, "usage: render CHART_DIR VALUES_FILE NAMESPACE KUBE_VERSION")
+		fmt.Fprintln(os.Stderr, "usage: render CHART_DIR VALUES_FILE[,VALUES_FILE...] NAMESPACE KUBE_VERSION")
 		os.Exit(2)
 	}
 	if err := render(os.Args[1], os.Args[2], os.Args[3], os.Args[4]); err != nil {
@@ -28,12 +30,12 @@ func main() {
 	}
 }
 
-func render(chartDir, valuesFile, namespace, kubeVersion string) error {
+func render(chartDir, valuesFiles, namespace, kubeVersion string) error {
 	chart, err := loader.Load(chartDir)
 	if err != nil {
 		return err
 	}
-	values, err := chartutil.ReadValuesFile(valuesFile)
+	values, err := readValues(strings.Split(valuesFiles, ","))
 	if err != nil {
 		return err
 	}
@@ -69,4 +71,18 @@ func render(chartDir, valuesFile, namespace, kubeVersion string) error {
 		fmt.Printf("---\n# Source: %s\n%s\n", m.Name, strings.TrimSpace(m.Content))
 	}
 	return nil
+}
+
+// readValues returns the files' values merged, a later file's keys over an earlier one's (nested maps
+// merged key by key, as helm's -f does).
+func readValues(files []string) (chartutil.Values, error) {
+	merged := chartutil.Values{}
+	for _, file := range files {
+		values, err := chartutil.ReadValuesFile(file)
+		if err != nil {
+			return nil, err
+		}
+		merged = chartutil.CoalesceTables(values.AsMap(), merged)
+	}
+	return merged, nil
 }
