@@ -508,3 +508,29 @@ def test_pcapng_block_chain_skips_look_alike_blocks_inside_packets(tmp_path):
     index = bulk.pcapng_index(capture, bulk.FileView(capture.data))
     assert (index.data_at - 28).tolist() == expected and len(expected) == 8
     assert_same_as_per_packet(path, ports=(53,))
+
+
+@pytest.mark.parametrize("window", [None, (64, 128)], ids=["one-window", "small-windows"])
+def test_payload_views_tell_apart_what_bytes_objects_do(monkeypatch, window):
+    """The bulk path's payloads are Arrow binary views into the file (inline up to 12 bytes, else a
+    prefix, window and offset): their codes must be what factorizing the bytes objects gives, also after
+    take and concat with bytes from the per-packet path, and with the file seen through several windows."""
+    import numpy as np
+
+    from dnscorrelate.sources.pcap import payloads as pl
+
+    if window:
+        monkeypatch.setattr(pl, "WINDOW_STEP", window[0])
+        monkeypatch.setattr(pl, "WINDOW_SIZE", window[1])
+    generator = np.random.default_rng(3)
+    data = generator.integers(0, 4, 600, dtype=np.uint8).tobytes()  # few symbols: many equal strings
+    at = generator.integers(0, 560, 400)
+    length = np.minimum(generator.integers(0, 40, 400), len(data) - at)  # shorter than a window's step
+    extra = [b"", b"\1\2", bytes(range(20)), data[5:30]]
+    keys = pl.Payloads.concat([pl.Payloads.in_buffer(data, at, length), pl.Payloads.of_bytes(extra)])
+    strings = [data[a : a + n] for a, n in zip(at.tolist(), length.tolist())] + extra
+    order = generator.permutation(len(strings))
+    for payloads, expected in [(keys, strings), (keys.take(order), [strings[i] for i in order])]:
+        codes, distinct = payloads.factorized()
+        assert [distinct[c] for c in codes.tolist()] == expected
+        assert codes.tolist() == pd.factorize(pd.Series(expected, dtype=object))[0].tolist()

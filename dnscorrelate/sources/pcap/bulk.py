@@ -3,9 +3,9 @@
 A capture's packets are mostly alike: Ethernet (maybe VLAN-tagged), SLL, SLL2, raw IP or loopback
 around IPv4 or IPv6 without extension headers around UDP or TCP. For those, every field is gathered
 from the file by position for all packets at once (numpy fancy indexing), checksums included
-(`word_sums`). Python runs only to find where each record starts (a loop reading a pcap record's
-16-byte header, or a pcapng block's first two words: the formats chain records by length) and, in
-dns.py, once per distinct DNS message. DNS datagrams, non-DNS UDP/TCP, non-IP frames, TCP control and
+(`word_sums`). Python runs only to find where each pcap record starts (a loop reading its 16-byte
+header; pcapng blocks are found at once, `EpbChain`), and, in dns.py, once per distinct DNS message
+(payloads are Arrow views into the file, payloads.py). DNS datagrams, non-DNS UDP/TCP, non-IP frames, TCP control and
 empty segments, and TCP streams whose every segment holds one whole message in sequence are settled
 here. Every other packet (TCP needing reassembly, fragments, ICMP, IP options, extension headers,
 PPPoE, anything cut short or odd) goes through the per-packet path (reader.py) in file order, so TCP
@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from dnscorrelate.sources.pcap.dns import RowColumns
+from dnscorrelate.sources.pcap.payloads import Payloads
 from dnscorrelate.sources.pcap.files import (
     COMMENT_OPTION, EPB_FLAGS_OPTION, EPB_RECEPTION, LATENCY_COMMENT, LITTLE_ENDIAN_BOM, SIMPLE_PACKET_BLOCK, CaptureFile,
     RawPacket, interface_of, open_error,
@@ -607,8 +608,7 @@ def message_columns(view: FileView, at: np.ndarray, captured: np.ndarray) -> dic
     """keys, header fields and captured length of the DNS messages starting at file offsets `at`."""
     whole_header = captured >= 12
     word = lambda i: np.where(whole_header, view.field(at + i, ">u2"), 0).astype(np.uint16)
-    starts, ends = (at + 2).tolist(), (at + np.maximum(captured, 0)).tolist()
-    return dict(keys=list(map(view.data.__getitem__, map(slice, starts, ends))), wire_len=np.maximum(captured, 0),
+    return dict(keys=Payloads.in_buffer(view.data, at + 2, np.maximum(captured - 2, 0)), wire_len=np.maximum(captured, 0),
                 dns_id=word(0), dns_flags=word(2), ancount=word(6))
 
 
