@@ -97,6 +97,13 @@ def decode_keyed(keys: list[bytes], complete: np.ndarray) -> tuple[list[Decoded]
     column = np.empty(len(keys), dtype=object)
     column[:] = keys
     payload, payloads = pd.factorize(column)  # a hash table in C, no Python per row
+    return decode_coded(payload, payloads, complete)
+
+
+def decode_coded(payload: np.ndarray, payloads, complete: np.ndarray) -> tuple[list[Decoded], np.ndarray]:
+    """`decode_keyed` for keys already told apart: a code per row into the distinct `payloads`."""
+    if not len(payload):
+        return [], np.array([], dtype=np.int64)
     rows, pairs = pd.factorize(payload.astype(np.int64) * 2 + complete.astype(np.int64))
     return [decode_message(b"\0\0" + payloads[p >> 1], bool(p & 1)) for p in pairs.tolist()], rows.astype(np.int64)
 

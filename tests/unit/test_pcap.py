@@ -458,3 +458,79 @@ def test_bulk_checksum_sums_agree_with_the_internet_checksum():
     for start, end, total in zip(starts.tolist(), ends.tolist(), sums.tolist()):
         assert (total % 0xFFFF == 0) == (internet_checksum(data[start:end]) == 0)
         assert total % 0xFFFF == int.from_bytes(data[start:end] + b"\0" * ((end - start) % 2), "big") % 0xFFFF
+
+
+def test_bulk_checksum_sums_agree_when_summed_span_by_span(monkeypatch):
+    """The middle words are summed a span of the file at a time (ranges_summed); with spans of a few words
+    the ranges meet span boundaries everywhere, and the sums must be those of the whole file at once."""
+    import numpy as np
+
+    from dnscorrelate.sources.pcap import bulk
+
+    generator = np.random.default_rng(11)
+    data = generator.integers(0, 256, 8191, dtype=np.uint8).tobytes()
+    cuts = np.sort(generator.choice(np.arange(1, 8191), 900, replace=False))
+    starts, ends = cuts[0::2], cuts[1::2]
+    ends[-1] = len(data)
+    whole = bulk.word_sums(bulk.FileView(data), starts, ends)
+    for span in (1, 3, 16, 100):
+        monkeypatch.setattr(bulk, "SUM_SPAN", span)
+        assert bulk.word_sums(bulk.FileView(data), starts, ends).tolist() == whole.tolist()
+
+
+def test_pcapng_block_chain_skips_look_alike_blocks_inside_packets(tmp_path):
+    """The bulk path finds enhanced packet blocks by candidates (type word, length, trailer) chained by
+    their lengths. Packets whose bytes hold a well-formed look-alike block, a block of another type, and a
+    packet block whose trailer is wrong must still give exactly the file's blocks, as a walk would."""
+    from collections import Counter
+
+    from dnscorrelate.sources.pcap import bulk
+    from dnscorrelate.sources.pcap.files import CaptureFile
+
+    def epb(ts_ns: int, frame: bytes) -> bytes:
+        return p.block(6, struct.pack("<IIIII", 0, ts_ns >> 32, ts_ns & 0xFFFFFFFF, len(frame), len(frame)) + p.pad4(frame))
+
+    look_alike = p.block(6, b"\0" * 24)  # a whole enhanced packet block, as a packet's bytes
+    frames = [look_alike + p.ethernet(p.udp(40000 + i, 53, p.query(qid=i))) for i in range(8)]
+    bad_trailer = bytearray(epb(T0 + 4, frames[4]))
+    bad_trailer[-4:] = struct.pack("<I", 0xFFFF)
+    content = (p.pcapng_file([(1, "eth0")], []) + b"".join(epb(T0 + i, f) for i, f in enumerate(frames[:4]))
+               + p.block(0x0BAD, b"\1\2\3\4") + bytes(bad_trailer) + b"".join(epb(T0 + 5 + i, f) for i, f in enumerate(frames[5:])))
+    path = write(tmp_path, "look-alike.pcapng", content)
+
+    expected, at = [], 0  # the walk, block by block
+    while at + 12 <= len(content):
+        block_type, length = struct.unpack_from("<II", content, at)
+        if block_type == 6:
+            expected.append(at)
+        at += length
+    capture = CaptureFile(path, Counter())
+    index = bulk.pcapng_index(capture, bulk.FileView(capture.data))
+    assert (index.data_at - 28).tolist() == expected and len(expected) == 8
+    assert_same_as_per_packet(path, ports=(53,))
+
+
+@pytest.mark.parametrize("window", [None, (64, 128)], ids=["one-window", "small-windows"])
+def test_payload_views_tell_apart_what_bytes_objects_do(monkeypatch, window):
+    """The bulk path's payloads are Arrow binary views into the file (inline up to 12 bytes, else a
+    prefix, window and offset): their codes must be what factorizing the bytes objects gives, also after
+    take and concat with bytes from the per-packet path, and with the file seen through several windows."""
+    import numpy as np
+
+    from dnscorrelate.sources.pcap import payloads as pl
+
+    if window:
+        monkeypatch.setattr(pl, "WINDOW_STEP", window[0])
+        monkeypatch.setattr(pl, "WINDOW_SIZE", window[1])
+    generator = np.random.default_rng(3)
+    data = generator.integers(0, 4, 600, dtype=np.uint8).tobytes()  # few symbols: many equal strings
+    at = generator.integers(0, 560, 400)
+    length = np.minimum(generator.integers(0, 40, 400), len(data) - at)  # shorter than a window's step
+    extra = [b"", b"\1\2", bytes(range(20)), data[5:30]]
+    keys = pl.Payloads.concat([pl.Payloads.in_buffer(data, at, length), pl.Payloads.of_bytes(extra)])
+    strings = [data[a : a + n] for a, n in zip(at.tolist(), length.tolist())] + extra
+    order = generator.permutation(len(strings))
+    for payloads, expected in [(keys, strings), (keys.take(order), [strings[i] for i in order])]:
+        codes, distinct = payloads.factorized()
+        assert [distinct[c] for c in codes.tolist()] == expected
+        assert codes.tolist() == pd.factorize(pd.Series(expected, dtype=object))[0].tolist()

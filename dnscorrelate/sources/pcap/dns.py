@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 
 from dnscorrelate import events
-from dnscorrelate.sources.decode import decode_keyed, header_fields
+from dnscorrelate.sources.decode import decode_coded, decode_keyed, header_fields
+from dnscorrelate.sources.pcap.payloads import Payloads
 from dnscorrelate.sources.pcap.transport import IPPROTO_TCP, Transport
 
 
@@ -64,7 +65,7 @@ class RowColumns:
     dport: np.ndarray
     icmp_type: np.ndarray
     icmp_code: np.ndarray
-    keys: list  # the DNS bytes after the id (wire[2:])
+    keys: list | Payloads  # the DNS bytes after the id (wire[2:]): bytes objects, or views into the file (bulk path)
     wire_len: np.ndarray  # DNS bytes captured
     dns_id: np.ndarray
     dns_flags: np.ndarray
@@ -79,7 +80,8 @@ class RowColumns:
 
     def take(self, order: np.ndarray) -> RowColumns:
         taken = {name: value[order] for name, value in vars(self).items() if name != "keys"}
-        return RowColumns(keys=[self.keys[i] for i in order.tolist()], **taken)
+        keys = self.keys.take(order) if isinstance(self.keys, Payloads) else [self.keys[i] for i in order.tolist()]
+        return RowColumns(keys=keys, **taken)
 
 
 def padded_addresses(addresses: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
@@ -114,7 +116,11 @@ def columns_of_rows(rows: list[Row]) -> RowColumns:
 def concat_columns(parts: list[RowColumns]) -> RowColumns:
     names = [name for name in vars(parts[0]) if name != "keys"]
     joined = {name: np.concatenate([getattr(part, name) for part in parts]) for name in names}
-    return RowColumns(keys=[key for part in parts for key in part.keys], **joined)
+    if any(isinstance(part.keys, Payloads) for part in parts):
+        keys = Payloads.concat([part.keys if isinstance(part.keys, Payloads) else Payloads.of_bytes(part.keys) for part in parts])
+    else:
+        keys = [key for part in parts for key in part.keys]
+    return RowColumns(keys=keys, **joined)
 
 
 def address_codes(columns: RowColumns) -> tuple[np.ndarray, np.ndarray, list[str]]:
@@ -151,7 +157,10 @@ def frame_of_columns(rows: RowColumns, vantages: list[tuple], stats: Counter) ->
     is_dns = kind == "dns"
     has_message = is_dns | ((kind == "icmp-error") & (rows.wire_len >= 12))
     flags = rows.dns_flags.astype(np.int32)
-    distinct, index = decode_keyed(rows.keys, rows.complete)
+    if isinstance(rows.keys, Payloads):
+        distinct, index = decode_coded(*rows.keys.factorized(), rows.complete)
+    else:
+        distinct, index = decode_keyed(rows.keys, rows.complete)
     none = len(distinct)  # the code of "" in the decoded columns below
     message_index = np.where(has_message, index, none)
     decoded = lambda name: categorical(message_index, [getattr(d, name) for d in distinct] + [""])
