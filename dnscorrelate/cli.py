@@ -438,9 +438,10 @@ def print_analysis(result) -> None:
 @click.option("--evidence-dir", type=click.Path(file_okay=False), help="Also save each scenario's events, logs and topology here.")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--backend", type=click.Choice(["lab", "kind"]), default="lab", show_default=True,
-              help="Where each scenario runs: a fresh lab, or a fresh two-node kind cluster (`make cluster` first; ~2 min each).")
+              help="Where each scenario runs: a fresh lab, or one two-node kind cluster for all (`make cluster` first; ~2 min to make).")
+@click.option("--name", "cluster_name", help="With --backend kind: run on this cluster, already up (`cluster up --name`), and leave it up.")
 @friendly_errors
-def run(paths: tuple[str, ...], report_dir: str, evidence_dir: str | None, output: str, backend: str) -> None:
+def run(paths: tuple[str, ...], report_dir: str, evidence_dir: str | None, output: str, backend: str, cluster_name: str | None) -> None:
     """Run scenarios: lab or kind cluster, faults, queries, capture, diagnosis, report. Exits 1 when an
     expectation fails, 2 when a scenario file is bad or the backend cannot run it (the good ones beside it still run)."""
     from dnscorrelate import runner
@@ -451,6 +452,8 @@ def run(paths: tuple[str, ...], report_dir: str, evidence_dir: str | None, outpu
         check_output_dir(report_dir, "--report-dir")
     if evidence_dir:
         check_output_dir(evidence_dir, "--evidence-dir")
+    if cluster_name and backend != "kind":
+        raise click.UsageError("--name names a kind cluster: give --backend kind too")
     scenarios, bad = [], []
     for path in scenario_paths(list(paths)):
         try:
@@ -465,7 +468,8 @@ def run(paths: tuple[str, ...], report_dir: str, evidence_dir: str | None, outpu
     needs_root("running a scenario")
     say_swept()
     results = runner.run_all(scenarios, Path(report_dir) if report_dir else None, Path(evidence_dir) if evidence_dir else None,
-                             console=errors, show_progress=output == "table" or errors.is_terminal, backend=backend)
+                             console=errors, show_progress=output == "table" or errors.is_terminal, backend=backend,
+                             cluster_name=cluster_name)
     if output == "json":
         from dnscorrelate.report.records import scenario_record
 
@@ -639,6 +643,9 @@ def cluster_down(name: str, everything: bool) -> None:
     """Remove a cluster: node containers, its network, the upstream container, its kubeconfig."""
     from dnscorrelate.cluster.kind import cluster as kind_cluster
 
+    if not everything and (left := kind_cluster.unfinished_scenario(kind_cluster.checked_name(name))):
+        errors.print(f"cluster {name}: scenario {left} did not finish (its run was killed); what it changed goes with the cluster",
+                     highlight=False, markup=False)
     removed = kind_cluster.down_all() if everything else kind_cluster.down(kind_cluster.checked_name(name))
     console.print(f"removed {len(removed)}: {', '.join(removed) or 'nothing'}", highlight=False)
 

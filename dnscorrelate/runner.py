@@ -88,6 +88,13 @@ class Stage:
     def new_window(self) -> None:
         """The next scenario on this cluster starts here (only a shared kind cluster serves several)."""
 
+    def enter(self, scenario: Scenario, step: Callable[[str], None]) -> None:
+        """A scenario starts on this stage, which other scenarios use too (made before it, left up after it)."""
+        self.new_window()
+
+    def leave(self, step: Callable[[str], None], lap: Callable[[str], None]) -> None:
+        """The scenario is done (or failed, or was interrupted): the stage is put back for the next one."""
+
     def down(self) -> None:
         raise NotImplementedError
 
@@ -142,10 +149,118 @@ class KindStage(Stage):
         kind.down(self.name)
 
 
-def reusable(scenario: Scenario) -> bool:
-    """Whether a scenario can run on a cluster other scenarios use: it changes nothing (no faults) and needs
-    nothing beyond the default lab (no overlay), so the cluster is as fresh after it as before."""
-    return not scenario.faults and not scenario.lab.model_fields_set
+# what a shared cluster can take from a scenario's lab overlay and give back: objects it creates and removes,
+# ConfigMaps it restores, the upstream container's files; nodes, replicas, NodeLocal DNS and dnstap need a cluster built so
+SHAREABLE_OVERLAY = {"manifests", "upstreamZones", "upstreamCorefile", "corefile", "customServerBlocks"}
+
+
+class SharedKindStage(Stage):
+    """One kind cluster for many scenarios: made from the default lab (removed by `down`), or one already up
+    (`--name`, left up). Before each scenario its changes are journaled on disk (cluster/kube/journal.py,
+    `RUN_DIR/journal.json`) as they are made; after it they are undone, on failure and Ctrl-C too, and the
+    cluster is proven back to its baseline (ConfigMaps, CoreDNS ready on the old Corefile, no scenario
+    objects, a healthy lookup answered) before the next one. A journal a killed run left is undone first."""
+
+    HEALTHY_QUERY = ("demo/mypod", "dnspython", "web", "A", "udp", 1, 1, 2.0)
+
+    def __init__(self, name: str | None = None, step: Callable[[str], None] = lambda message: None) -> None:
+        from dnscorrelate.cluster.kind import cluster as kind
+        from dnscorrelate.cluster.kind.build import load_build
+        from dnscorrelate.cluster.kube.backend import KubeBackend
+
+        self.owned = name is None
+        self.notes: list[str] = []  # what a reader should know: a killed run's changes undone
+        self.up_timings = None
+        if self.owned:
+            self.name = f"scn{uuid.uuid4().hex[:8]}"
+            self.cluster, self.up_timings = kind.up(self.name, spec=default_spec(), say=lambda message: step(f"cluster {message}"))
+        else:
+            self.name = name
+            self.cluster = kind.attached(name)
+        try:
+            self.backend = KubeBackend(str(self.cluster.kubeconfig), self.cluster.context, upstream=kind.upstream_address(self.cluster),
+                                       pod_image=load_build().client_image)
+            self.journal_path = self.cluster.dir / "journal.json"
+            self.recover(step)
+            self.baseline = self.backend.baseline()
+            self.prove_baseline(step)
+        except BaseException:
+            if self.owned:
+                self.down()
+            raise
+
+    def recover(self, step: Callable[[str], None]) -> None:
+        """Undo what a run killed mid-scenario left (its journal, the upstream's files), and say so."""
+        from dnscorrelate.cluster.kind import cluster as kind
+
+        left = self.backend.restore_journal(self.journal_path, lambda message: step(f"recovering: {message}"))
+        if left is not None:
+            scenario, done = left
+            self.notes.append(f"cluster {self.name}: scenario {scenario} did not finish (its run was killed); "
+                              f"restored from its journal: {', '.join(done) or 'nothing had changed yet'}")
+        if kind.restore_upstream(self.cluster):
+            self.notes.append(f"cluster {self.name}: the upstream resolver's files a killed run changed were restored")
+
+    def enter(self, scenario: Scenario, step: Callable[[str], None]) -> None:
+        """Journal on; the scenario's lab overlay made (objects, Corefile, custom blocks through the journaled
+        faults; the upstream's files); its log window starts after that."""
+        from dnscorrelate.cluster.kind import cluster as kind
+
+        self.backend.start_journal(self.journal_path, scenario.name)
+        overlay = scenario.lab
+        if overlay.upstreamZones or overlay.upstreamCorefile:
+            step("upstream overlay")
+            kind.overlay_upstream(self.cluster, merge(default_spec(), overlay))
+        if overlay.corefile:
+            step("overlay Corefile")
+            self.backend.set_corefile(overlay.corefile)
+        for key, text in sorted(overlay.customServerBlocks.items()):
+            step(f"overlay coredns-custom {key}")
+            self.backend.set_custom_server_block(key, text)
+        if overlay.manifests:
+            step("overlay objects")
+            self.backend.apply(overlay.manifests)
+        self.backend.propagation.clear()
+        self.new_window()
+
+    def leave(self, step: Callable[[str], None], lap: Callable[[str], None]) -> None:
+        from dnscorrelate.cluster.kind import cluster as kind
+
+        step("restore")
+        self.backend.restore_journal(self.journal_path, lambda message: step(f"restore: {message}"))
+        kind.restore_upstream(self.cluster)
+        lap("restore")
+        self.prove_baseline(step)
+        lap("baseline")
+
+    def prove_baseline(self, step: Callable[[str], None]) -> None:
+        """ConfigMaps, CoreDNS's replicas and Corefile as at the start, no scenario objects, and a healthy lookup
+        answered; a ClusterError saying what differs."""
+        from dnscorrelate.errors import ClusterError
+
+        step("baseline check")
+        self.backend.wait_baseline(self.baseline)
+        [answer] = self.backend.run_queries(*self.HEALTHY_QUERY)
+        if answer.rcode != "NOERROR" or not answer.answers:
+            raise ClusterError(f"cluster {self.name} is not back to its baseline: {self.HEALTHY_QUERY[0]} asked "
+                               f"{self.HEALTHY_QUERY[2]} and got {answer.rcode or 'no answer'} {answer.error}")
+
+    def new_window(self) -> None:
+        from datetime import datetime, timezone
+
+        self.backend.started = datetime.now(timezone.utc)
+
+    def down(self) -> None:
+        from dnscorrelate.cluster.kind import cluster as kind
+
+        if self.owned:
+            kind.down(self.name)
+
+
+def shareable(scenario: Scenario) -> bool:
+    """Whether a scenario can run on a shared cluster: all it changes can be undone (its faults through the
+    journal, its overlay within SHAREABLE_OVERLAY)."""
+    return scenario.lab.model_fields_set <= SHAREABLE_OVERLAY
 
 
 def make_stage(backend: str, spec: LabSpec, step: Callable[[str], None]) -> Stage:
@@ -163,8 +278,8 @@ def run_scenario(
     stage=None,
 ) -> ScenarioResult:
     """Run one scenario end to end on a fresh lab or kind cluster (`backend`); it is torn down on
-    success, failure and Ctrl-C. A `stage` given (a cluster already up, only for a `reusable` scenario)
-    is used and left up. Timings: setup (cluster up, capture started), faults (applied and,
+    success, failure and Ctrl-C. A `stage` given (a cluster already up, only for a `shareable` scenario)
+    is used and left up, the scenario's changes undone and the baseline proven (`restore`, `baseline`). Timings: setup (cluster up, capture started), faults (applied and,
     on kind, propagated: `propagation` has each), queries, analysis, down, report."""
     result = ScenarioResult(scenario, backend=backend)
     clock = time.monotonic()
@@ -179,9 +294,9 @@ def run_scenario(
     if owned:
         step(f"{backend} up")
         stage = make_stage(backend, merge(default_spec(), scenario.lab), step)
-    else:
-        stage.new_window()
     try:
+        if not owned:
+            stage.enter(scenario, step)
         session = Session(stage.backend)
         step("capture")
         session.start()
@@ -213,6 +328,8 @@ def run_scenario(
             step(f"{backend} down")
             stage.down()
             lap("down")
+        else:
+            stage.leave(step, lap)
     if report_dir is not None:
         from dnscorrelate.report.html import write_scenario_report
 
@@ -226,9 +343,11 @@ def run_scenario(
 
 
 def run_all(scenarios: list[Scenario], report_dir: Path | None, evidence_dir: Path | None = None, console=None, show_progress: bool = True,
-            backend: str = "lab") -> list[ScenarioResult]:
+            backend: str = "lab", cluster_name: str | None = None) -> list[ScenarioResult]:
     """Run scenarios one after another with a rich progress display; a scenario that cannot run is
-    a failed result with its error, not the end of the run. Writes the report index at the end."""
+    a failed result with its error, not the end of the run. On kind, one cluster (`cluster_name`, one
+    that is up, else one made for the run) serves every `shareable` scenario; the others get their own.
+    Writes the report index at the end."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     from dnscorrelate.errors import CaptureError, ClusterError, LabError
@@ -243,13 +362,17 @@ def run_all(scenarios: list[Scenario], report_dir: Path | None, evidence_dir: Pa
                     progress.update(overall, description=f"{name}: {message}")
 
                 try:
-                    if backend == "kind" and reusable(scenario):  # one cluster serves every scenario that changes nothing
+                    if backend == "kind" and shareable(scenario):  # one cluster serves every scenario whose changes it can undo
                         if shared is None:
-                            step("kind up (shared by the scenarios without faults)")
-                            shared = make_stage(backend, default_spec(), step)
+                            step(f"kind cluster {cluster_name}: recovering and checking its baseline" if cluster_name
+                                 else "kind up (shared by the scenarios)")
+                            shared = SharedKindStage(cluster_name, step)
                             if console is not None:
-                                progress.console.print(f"shared kind cluster {shared.name} for the scenarios without faults: up in "
-                                                       f"{sum(shared.up_timings.steps.values()):.1f} s")
+                                for note in shared.notes:
+                                    progress.console.print(note, markup=False, highlight=False)
+                                made = (f"up in {sum(shared.up_timings.steps.values()):.1f} s" if shared.up_timings
+                                        else "already up, left up after")
+                                progress.console.print(f"one kind cluster {shared.name} for the scenarios: {made}")
                         result = run_scenario(scenario, report_dir, evidence_dir, step, backend, stage=shared)
                     else:
                         result = run_scenario(scenario, report_dir, evidence_dir, step, backend)
@@ -261,7 +384,7 @@ def run_all(scenarios: list[Scenario], report_dir: Path | None, evidence_dir: Pa
                     progress.console.print(f"{mark} {scenario.name}  [dim]{timing_line(result)}[/]")
                 progress.advance(overall)
         finally:
-            if shared is not None:  # also on failure and Ctrl-C
+            if shared is not None and shared.owned:  # also on failure and Ctrl-C
                 progress.update(overall, description="kind down (shared cluster)")
                 shared.down()
     if report_dir is not None and results:

@@ -9,7 +9,7 @@ import pytest
 from dnscorrelate.cluster.kube import clients
 from dnscorrelate.cluster.kubeapi import logged_before
 from dnscorrelate.errors import ClusterError
-from dnscorrelate.runner import reusable
+from dnscorrelate.runner import shareable
 from dnscorrelate.scenarios import Scenario
 
 
@@ -49,11 +49,13 @@ def test_an_exec_that_prints_no_results_says_what_it_printed(monkeypatch):
         clients.exec_queries(client.ApiClient(), "demo/mypod", "dig", "a.", "A", "udp", 1, 1, 1.0)
 
 
-def test_only_scenarios_that_change_nothing_share_a_cluster():
+def test_scenarios_whose_changes_can_be_undone_share_a_cluster_and_those_needing_another_cluster_do_not():
     base = {"name": "x", "queries": [{"from": "demo/mypod", "name": "a."}], "expect": {"findings": ["ok"]}}
-    assert reusable(Scenario.model_validate(base))
-    assert not reusable(Scenario.model_validate({**base, "faults": [{"stopReplica": 0}]}))
-    assert not reusable(Scenario.model_validate({**base, "lab": {"upstreamZones": {"a.test": "@ TXT x"}}}))
+    assert shareable(Scenario.model_validate(base))
+    assert shareable(Scenario.model_validate({**base, "faults": [{"stopReplica": 0}]}))  # journaled, replicas restored
+    assert shareable(Scenario.model_validate({**base, "lab": {"upstreamZones": {"a.test": "@ TXT x"}}}))  # upstream files restored
+    assert not shareable(Scenario.model_validate({**base, "lab": {"nodes": 3}}))
+    assert not shareable(Scenario.model_validate({**base, "lab": {"dnstap": True}}))
 
 
 def test_a_corefile_reload_is_seen_in_each_replicas_log_after_the_patch_and_a_failed_one_is_said():
