@@ -81,3 +81,43 @@ def test_a_corefile_reload_is_seen_in_each_replicas_log_after_the_patch_and_a_fa
     assert faults.reloaded("new", patched)
     with pytest.raises(ClusterError, match="did not take the new Corefile: .*reload failed: plugin/acl: bad"):
         faults.reloaded("bad", patched)
+
+
+SHIPPED = __import__("pathlib").Path(__file__).resolve().parents[2] / "scenarios"
+
+
+def test_on_a_users_cluster_a_scenario_moves_into_its_own_namespace():
+    from dnscorrelate.runner import in_namespace
+    from dnscorrelate.scenarios import load_scenario
+
+    moved = in_namespace(load_scenario(SHIPPED / "deny-dns-egress.yaml", "kind"), "dnsc-scenario-x-1234")
+    assert moved.faults[0].apply.metadata.namespace == "dnsc-scenario-x-1234"
+    assert {q.from_ for q in moved.queries} == {"dnsc-scenario-x-1234/mypod"}
+    ingress = in_namespace(load_scenario(SHIPPED / "deny-dns-ingress.yaml", "kind"), "dnsc-scenario-x-1234")
+    assert ingress.faults[0].apply.metadata.namespace == "kube-system"  # a policy on CoreDNS stays where CoreDNS is
+
+
+def test_faults_on_shared_objects_are_refused_naming_the_fault_and_the_flag_and_the_rest_pass():
+    from dnscorrelate.runner import in_namespace, refusals
+    from dnscorrelate.scenarios import load_scenario
+
+    def refused(name):
+        return refusals(in_namespace(load_scenario(SHIPPED / f"{name}.yaml", "kind"), "dnsc-scenario-x-1"), "dnsc-scenario-x-1")
+
+    assert refused("deny-dns-egress") == [] and refused("healthy") == []
+    [acl] = refused("coredns-acl")
+    assert "faults[0] (corefile)" in acl and "ConfigMap kube-system/coredns" in acl and "--allow-cluster-changes" in acl
+    [ingress] = refused("deny-dns-ingress")
+    assert "faults[0] (apply)" in ingress and "NetworkPolicy kube-system/dns-only-monitoring" in ingress
+    [custom] = refused("bad-forward-server")
+    assert "faults[0] (customServerBlock)" in custom and "coredns-custom" in custom
+
+
+def test_dry_run_lists_every_change_in_order_with_the_shared_ones_marked():
+    from dnscorrelate.runner import planned_changes
+    from dnscorrelate.scenarios import load_scenario
+
+    changes = planned_changes(load_scenario(SHIPPED / "zone-not-served.yaml", "kind"), "dnsc-scenario-z-1")
+    assert changes[0][0].startswith("create Namespace dnsc-scenario-z-1") and not changes[0][1]
+    assert ("create Pod dnsc-scenario-z-1/mypod", False) in changes
+    assert changes[-1] == ("replace the Corefile in ConfigMap kube-system/coredns; CoreDNS reloads or restarts", True)
