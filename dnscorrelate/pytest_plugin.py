@@ -10,7 +10,8 @@ Installed with dnscorrelate (a `pytest11` entry point), so any test can use:
   faults journaled and undone after it, the cluster proven back to its baseline before the next.
 - `dns_cluster`: one kind cluster for the whole test session (session scope), made from the
   default lab spec and removed at the end, or `--dns-cluster NAME`, one already up (`cluster up
-  --name NAME`), left up: `.cluster` (name, context, kubeconfig), `.backend` (a KubeBackend:
+  --name NAME`), left up; with `--dns-backend context:NAME`, your cluster as it is (each scenario
+  in a namespace of its own, shared objects only with `--dns-allow-cluster-changes`): `.cluster` (name, context, kubeconfig), `.backend` (a KubeBackend:
   facts, logs, capture targets, faults through the API, `run_queries`).
 - `dns_lab(spec=None)`: bring up a lab (a spec path, a dict merged over the
   default, or None for the default); torn down after the test.
@@ -35,10 +36,21 @@ import pytest
 
 
 def pytest_addoption(parser):
-    parser.addoption("--dns-backend", choices=("lab", "kind"), default="lab",
-                     help="dnscorrelate: where run_scenario runs scenarios (default lab)")
+    parser.addoption("--dns-backend", default="lab", type=backend_option,
+                     help="dnscorrelate: where run_scenario runs scenarios: lab (default), kind, or context:NAME (your "
+                          "cluster, as kubectl --context NAME; each scenario in a namespace of its own)")
+    parser.addoption("--dns-allow-cluster-changes", action="store_true",
+                     help="dnscorrelate: with --dns-backend context:NAME, let faults change shared objects (journaled, restored)")
     parser.addoption("--dns-cluster", metavar="NAME", default=None,
                      help="dnscorrelate: with --dns-backend kind, run on this kind cluster, already up, and leave it up")
+
+
+def backend_option(value: str) -> str:
+    import argparse
+
+    if value in ("lab", "kind") or value.startswith("context:") and len(value) > len("context:"):
+        return value
+    raise argparse.ArgumentTypeError(f"{value!r}: choose lab, kind or context:NAME")
 
 
 @pytest.fixture
@@ -50,13 +62,16 @@ def run_scenario(request):
 
     def runner(scenario, report_dir: str | Path | None = None, backend: str | None = None):
         backend = backend or request.config.getoption("--dns-backend")
+        makes = "lab" if backend == "lab" else "kind"  # a user's cluster can make what kind can
         if not isinstance(scenario, Scenario):
-            scenario = load_scenario(scenario, backend)
-        elif problems := backend_problems(scenario, backend):
+            scenario = load_scenario(scenario, makes)
+        elif problems := backend_problems(scenario, makes):
             raise SpecError("; ".join(f"{'.'.join(map(str, where))}: {why}" for where, why in problems))
-        # on kind, a scenario whose changes can be undone runs on the session's dns_cluster instead of a fresh one
-        stage = request.getfixturevalue("dns_cluster") if backend == "kind" and shareable(scenario) else None
-        return run(scenario, Path(report_dir) if report_dir else None, backend=backend, stage=stage)
+        # on kind, a scenario whose changes can be undone runs on the session's dns_cluster instead of a fresh one;
+        # on a user's cluster every scenario runs there
+        shared = backend.startswith("context:") or backend == "kind" and shareable(scenario)
+        stage = request.getfixturevalue("dns_cluster") if shared else None
+        return run(scenario, Path(report_dir) if report_dir else None, backend=makes, stage=stage)
 
     return runner
 
@@ -65,9 +80,16 @@ def run_scenario(request):
 def dns_cluster(request):
     """One kind cluster (the default lab's workloads) for the test session, or `--dns-cluster NAME`; its
     `.backend` is a KubeBackend. A journal a killed session left on it is undone first (`.notes` says so)."""
-    from dnscorrelate.runner import SharedKindStage
+    from dnscorrelate.runner import ContextStage, SharedKindStage
 
-    stage = SharedKindStage(request.config.getoption("--dns-cluster"))
+    backend = request.config.getoption("--dns-backend")
+    if backend.startswith("context:"):
+        from dnscorrelate.cluster.kind.build import load_build
+
+        stage = ContextStage(None, backend.split(":", 1)[1], request.config.getoption("--dns-allow-cluster-changes"),
+                             load_build().client_image)
+    else:
+        stage = SharedKindStage(request.config.getoption("--dns-cluster"))
     yield stage
     stage.down()
 

@@ -3,7 +3,6 @@ waited for, then prove the cluster is back to its `Baseline` (what the first sce
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -148,17 +147,28 @@ class Baseline:
     corefile_map: dict
     custom_map: dict | None  # None: there was no coredns-custom
     replicas: int
+    running_sha512: str | None  # what each replica's `reload` logged for the Corefile it runs (None: no reload plugin)
 
     @classmethod
     def read(cls, faults) -> "Baseline":
         corefile = config_map_entry(faults.core, NS, "coredns")["data"]
         custom = config_map_entry(faults.core, NS, CUSTOM_MAP)
         replicas = faults.apps.read_namespaced_deployment(DEPLOYMENT, NS).spec.replicas
-        return cls(corefile, custom["data"] if custom["existed"] else None, replicas)
+        return cls(corefile, custom["data"] if custom["existed"] else None, replicas, running_sha512(faults))
 
-    @property
-    def corefile_sha512(self) -> str:
-        return hashlib.sha512(self.corefile_map.get("Corefile", "").encode()).hexdigest()
+
+def running_sha512(faults) -> str | None:
+    """The one SHA512 every CoreDNS replica logged for the Corefile it runs; `reload` hashes its parsed server
+    blocks (as JSON), not the file, so it is compared with what the replicas logged on the baseline, not
+    computed. None without `reload`; a ClusterError when the replicas run different Corefiles."""
+    pods = faults.core.list_namespaced_pod(NS, label_selector=DNS_SELECTOR).items
+    found = {running_corefile_sha512(faults, p.metadata.name) for p in pods}
+    if found == {None} or not found:
+        return None
+    if len(found) != 1:
+        raise ClusterError(f"the CoreDNS replicas run different Corefiles (SHA512s {', '.join(str(f)[:12] for f in found)}): "
+                           "no baseline to return to; wait until a rollout or reload finished")
+    return found.pop()
 
 
 def baseline_problems(faults, baseline: Baseline) -> list[str]:
@@ -175,12 +185,12 @@ def baseline_problems(faults, baseline: Baseline) -> list[str]:
         problems.append(f"CoreDNS wants {wanted} replicas, the baseline {baseline.replicas}")
     if not coredns_settled(faults, wanted):
         problems.append("CoreDNS is not settled (replicas not all ready, or terminating, or kube-dns's endpoints differ)")
-    if RELOAD.search(baseline.corefile_map.get("Corefile", "")):
+    if baseline.running_sha512:
         for pod in faults.core.list_namespaced_pod(NS, label_selector=DNS_SELECTOR).items:
             running = running_corefile_sha512(faults, pod.metadata.name)
-            if running != baseline.corefile_sha512:
+            if running != baseline.running_sha512:
                 problems.append(f"CoreDNS {pod.metadata.name} runs another Corefile (SHA512 {str(running)[:12]}..., "
-                                f"the baseline's {baseline.corefile_sha512[:12]}...)")
+                                f"the baseline's {baseline.running_sha512[:12]}...)")
     problems += [f"{what} is left from a scenario" for what in labelled_objects(faults)]
     return problems
 
