@@ -66,6 +66,8 @@ def print_row(result, columns: list[str] = COLUMNS) -> None:
     cells = " ".join(f"{timings.get(c, 0.0):8.1f}" for c in columns)
     verdict = "pass" if result.passed else f"FAIL {result.error or result.missing}"
     print(f"  {result.scenario.name:20s} {cells}  {verdict}  {propagation}", flush=True)
+    if not result.passed:
+        print(f"    {result.explain()}", flush=True)
 
 
 def main() -> None:

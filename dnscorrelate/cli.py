@@ -489,6 +489,15 @@ def run(paths: tuple[str, ...], report_dir: str, evidence_dir: str | None, outpu
     if dry_run:
         print_planned_changes(scenarios, allow_cluster_changes)
         return
+    if context and not allow_cluster_changes:  # refused before anything is made; the others still run
+        for scenario in list(scenarios):
+            if refused := runner.refusals(runner.in_namespace(scenario, "dnsc-scenario-x"), "dnsc-scenario-x"):
+                scenarios.remove(scenario)
+                bad.append(scenario.name)
+                for line in refused:
+                    errors.print(f"error: {line}", highlight=False, markup=False)
+        if not scenarios:
+            sys.exit(2)
     needs_root("running a scenario")
     say_swept()
     context_stage = None
