@@ -58,8 +58,10 @@ def test_a_run_killed_mid_fault_is_undone_by_the_next_run_which_says_so(kind_bui
     corefile_before = faults.core.read_namespaced_config_map("coredns", "kube-system").data
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     command = [sys.executable, "-m", "dnscorrelate", "run", "--backend", "kind", "--name", kind_cluster.name, "--report-dir", ""]
-    killed = subprocess.Popen([*command, str(SCENARIOS / "slow-coredns.yaml")], env=env, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL, start_new_session=True)
+    said = tmp_path / "killed-run.txt"
+    with open(said, "w") as out:
+        killed = subprocess.Popen([*command, str(SCENARIOS / "slow-coredns.yaml")], env=env, stdout=out, stderr=out,
+                                  start_new_session=True)
     journal = dns_cluster.journal_path
 
     def custom_block_made() -> bool:  # the ConfigMap is patched: CoreDNS's restart is under way
@@ -69,14 +71,16 @@ def test_a_run_killed_mid_fault_is_undone_by_the_next_run_which_says_so(kind_bui
     deadline = time.monotonic() + 300
     while not custom_block_made() and killed.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert killed.poll() is None, "run finished before its fault was under way"
+    assert killed.poll() is None, f"run finished before its fault was under way: {said.read_text()[-3000:]}"
     os.killpg(killed.pid, signal.SIGKILL)
     killed.wait()
     assert [e["kind"] for e in journal_entries(journal)] == ["Deployment", "ConfigMap", "ConfigMap"]
 
     after = subprocess.run([*command, str(SCENARIOS / "healthy.yaml")], env=env, capture_output=True, text=True, timeout=600)
     assert after.returncode == 0, after.stderr[-3000:]
-    assert "scenario slow-coredns did not finish (its run was killed); restored from its journal" in after.stderr
+    said = " ".join(after.stderr.split())  # rich wraps lines at the terminal's width
+    assert "scenario slow-coredns did not finish (its run was killed); restored from its journal: restored ConfigMap" in said
+    assert "pass healthy" in said
     assert not journal.exists()
     assert faults.core.read_namespaced_config_map("coredns", "kube-system").data == corefile_before
     dns_cluster.prove_baseline(lambda message: None)  # CoreDNS on the old Corefile, no scenario objects, a lookup answered

@@ -154,6 +154,9 @@ class Baseline:
         corefile = config_map_entry(faults.core, NS, "coredns")["data"]
         custom = config_map_entry(faults.core, NS, CUSTOM_MAP)
         replicas = faults.apps.read_namespaced_deployment(DEPLOYMENT, NS).spec.replicas
+        # a rollout still under way (a test or a user's change just before) would give two Corefiles' SHA512s
+        wait_for(lambda: coredns_settled(faults, replicas), "CoreDNS to settle (one ready generation) before its baseline is read",
+                 poll_s=0.5)
         return cls(corefile, custom["data"] if custom["existed"] else None, replicas, running_sha512(faults))
 
 
