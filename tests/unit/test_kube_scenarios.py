@@ -121,3 +121,33 @@ def test_dry_run_lists_every_change_in_order_with_the_shared_ones_marked():
     assert changes[0][0].startswith("create Namespace dnsc-scenario-z-1") and not changes[0][1]
     assert ("create Pod dnsc-scenario-z-1/mypod", False) in changes
     assert changes[-1] == ("replace the Corefile in ConfigMap kube-system/coredns; CoreDNS reloads or restarts", True)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--dry-run", "scenarios/healthy.yaml"], "go with --context"),
+    (["run", "--name", "dev", "scenarios/healthy.yaml"], "give --backend kind too"),
+    (["run", "--context", "c", "scenarios/truncated.yaml"], "truncated: need the lab's upstream resolver"),
+])
+def test_run_options_that_do_not_fit_together_are_refused_before_anything_runs(monkeypatch, argv, message):
+    from click.testing import CliRunner
+
+    from dnscorrelate import runner
+    from dnscorrelate.cli import main
+
+    monkeypatch.setattr(runner, "run_all", lambda *a, **k: pytest.fail("ran"))
+    monkeypatch.chdir(SHIPPED.parent)
+    done = CliRunner().invoke(main, argv)
+    assert done.exit_code == 2 and message in " ".join(done.output.split()), done.output
+
+
+def test_dry_run_prints_the_changes_and_runs_nothing(monkeypatch):
+    from click.testing import CliRunner
+
+    from dnscorrelate import runner
+    from dnscorrelate.cli import main
+
+    monkeypatch.setattr(runner, "run_all", lambda *a, **k: pytest.fail("ran"))
+    done = CliRunner().invoke(main, ["run", "--context", "c", "--dry-run", str(SHIPPED / "coredns-acl.yaml")])
+    assert done.exit_code == 0, done.output
+    text = " ".join(done.output.split())
+    assert "replace the Corefile in ConfigMap kube-system/coredns; CoreDNS reloads or restarts [shared: refused without --allow-cluster-changes]" in text
