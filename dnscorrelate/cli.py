@@ -507,7 +507,8 @@ def run(paths: tuple[str, ...], report_dir: str, evidence_dir: str | None, outpu
         image = client_image or load_build().client_image
         context_stage = lambda step: runner.ContextStage(kubeconfig, context, allow_cluster_changes, image, step)  # noqa: E731
     results = runner.run_all(scenarios, Path(report_dir) if report_dir else None, Path(evidence_dir) if evidence_dir else None,
-                             console=errors, show_progress=output == "table" or errors.is_terminal, backend=backend,
+                             console=errors, show_progress=output == "table" or errors.is_terminal,
+                             backend="context" if context else backend,
                              cluster_name=cluster_name, context_stage=context_stage)
     if output == "json":
         from dnscorrelate.report.records import scenario_record

@@ -71,7 +71,8 @@ def run_scenario(request):
         # on a user's cluster every scenario runs there
         shared = backend.startswith("context:") or backend == "kind" and shareable(scenario)
         stage = request.getfixturevalue("dns_cluster") if shared else None
-        return run(scenario, Path(report_dir) if report_dir else None, backend=makes, stage=stage)
+        return run(scenario, Path(report_dir) if report_dir else None, backend="context" if backend.startswith("context:") else makes,
+                   stage=stage)
 
     return runner
 
