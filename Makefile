@@ -18,8 +18,9 @@ test: setup cluster
 demo: setup
 	.venv/bin/dnscorrelate run scenarios/ --report-dir reports
 
-## demo-kind: the shipped scenarios a kind cluster can make, on kind: a fresh cluster per scenario with
-## faults, one shared by those without (`run --backend kind scenarios/` refuses the others: file:line: field)
+## demo-kind: the shipped scenarios a kind cluster can make, all on one kind cluster: each scenario's changes
+## journaled, undone after it and the baseline proven before the next (`run --backend kind scenarios/` refuses
+## the others: file:line: field)
 ## stale-endpoint runs on kind but finds `ok`: Kubernetes takes a stopped replica out of the Service
 ## CNI=cilium runs them with Cilium as the pod network (scenarios/README.md: what differs), reports in reports-kind-cilium
 LAB_ONLY_SCENARIOS := nodelocal-imbalance response-lost slow-upstream upstream-refused stale-endpoint

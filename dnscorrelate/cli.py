@@ -438,11 +438,21 @@ def print_analysis(result) -> None:
 @click.option("--evidence-dir", type=click.Path(file_okay=False), help="Also save each scenario's events, logs and topology here.")
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--backend", type=click.Choice(["lab", "kind"]), default="lab", show_default=True,
-              help="Where each scenario runs: a fresh lab, or a fresh two-node kind cluster (`make cluster` first; ~2 min each).")
+              help="Where each scenario runs: a fresh lab, or one two-node kind cluster for all (`make cluster` first; ~2 min to make).")
+@click.option("--name", "cluster_name", help="With --backend kind: run on this cluster, already up (`cluster up --name`), and leave it up.")
+@click.option("--context", help="Run on the cluster of this kubeconfig context, as it is: each scenario in a namespace of its own "
+              "(dnsc-scenario-...), removed after.")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), help="With --context: the kubeconfig to read (as kubectl).")
+@click.option("--allow-cluster-changes", is_flag=True, help="With --context: let faults change shared objects (the coredns and "
+              "coredns-custom ConfigMaps, CoreDNS's replicas, objects outside the scenario's namespace); each is journaled and restored.")
+@click.option("--dry-run", is_flag=True, help="With --context: print every change each scenario would make, and make none.")
+@click.option("--client-image", help="With --context: the image of the scenario's client pod (default: the one `make cluster` built).")
 @click.option("--cni", type=click.Choice(["flannel", "cilium"]), default="flannel", show_default=True,
-              help="With --backend kind: each cluster's pod network (scenarios/README.md says what differs on Cilium).")
+              help="With --backend kind: the cluster's pod network (scenarios/README.md says what differs on Cilium).")
 @friendly_errors
-def run(paths: tuple[str, ...], report_dir: str, evidence_dir: str | None, output: str, backend: str, cni: str) -> None:
+def run(paths: tuple[str, ...], report_dir: str, evidence_dir: str | None, output: str, backend: str, cluster_name: str | None,
+        context: str | None, kubeconfig: str | None, allow_cluster_changes: bool, dry_run: bool, client_image: str | None,
+        cni: str) -> None:
     """Run scenarios: lab or kind cluster, faults, queries, capture, diagnosis, report. Exits 1 when an
     expectation fails, 2 when a scenario file is bad or the backend cannot run it (the good ones beside it still run)."""
     from dnscorrelate import runner
@@ -455,10 +465,16 @@ def run(paths: tuple[str, ...], report_dir: str, evidence_dir: str | None, outpu
         check_output_dir(report_dir, "--report-dir")
     if evidence_dir:
         check_output_dir(evidence_dir, "--evidence-dir")
+    if cluster_name and backend != "kind":
+        raise click.UsageError("--name names a kind cluster: give --backend kind too")
+    if (allow_cluster_changes or dry_run or kubeconfig or client_image) and not context:
+        raise click.UsageError("--allow-cluster-changes, --dry-run, --kubeconfig and --client-image go with --context")
+    if context and cluster_name:
+        raise click.UsageError("give --context (any cluster) or --name (a kind cluster of `cluster up`), not both")
     scenarios, bad = [], []
     for path in scenario_paths(list(paths)):
         try:
-            scenarios.append(load_scenario(path, backend))
+            scenarios.append(load_scenario(path, "kind" if context else backend))  # a user's cluster can make what kind can
         except SpecError as err:
             bad.append(path)
             print_error(err)
@@ -466,10 +482,39 @@ def run(paths: tuple[str, ...], report_dir: str, evidence_dir: str | None, outpu
         raise click.UsageError("no scenario files found")
     if not scenarios:
         sys.exit(2)
+    if context:
+        unshareable = [s.name for s in scenarios if not runner.shareable(s)]
+        if unshareable:
+            raise click.UsageError(f"{', '.join(unshareable)}: need a cluster built for them (nodes, replicas, NodeLocal DNS "
+                                   "or dnstap in lab:); run them with --backend kind")
+        upstream = [s.name for s in scenarios if s.lab.upstreamZones or s.lab.upstreamCorefile]
+        if upstream:
+            raise click.UsageError(f"{', '.join(upstream)}: need the lab's upstream resolver (lab.upstreamZones, "
+                                   "lab.upstreamCorefile), which a user's cluster does not have; run them with --backend kind")
+    if dry_run:
+        print_planned_changes(scenarios, allow_cluster_changes)
+        return
+    if context and not allow_cluster_changes:  # refused before anything is made; the others still run
+        for scenario in list(scenarios):
+            if refused := runner.refusals(runner.in_namespace(scenario, "dnsc-scenario-x"), "dnsc-scenario-x"):
+                scenarios.remove(scenario)
+                bad.append(scenario.name)
+                for line in refused:
+                    errors.print(f"error: {line}", highlight=False, markup=False)
+        if not scenarios:
+            sys.exit(2)
     needs_root("running a scenario")
     say_swept()
+    context_stage = None
+    if context:
+        from dnscorrelate.cluster.kind.build import load_build
+
+        image = client_image or load_build().client_image
+        context_stage = lambda step: runner.ContextStage(kubeconfig, context, allow_cluster_changes, image, step)  # noqa: E731
     results = runner.run_all(scenarios, Path(report_dir) if report_dir else None, Path(evidence_dir) if evidence_dir else None,
-                             console=errors, show_progress=output == "table" or errors.is_terminal, backend=backend, cni=cni)
+                             console=errors, show_progress=output == "table" or errors.is_terminal,
+                             backend="context" if context else backend, cni=cni,
+                             cluster_name=cluster_name, context_stage=context_stage)
     if output == "json":
         from dnscorrelate.report.records import scenario_record
 
@@ -480,6 +525,21 @@ def run(paths: tuple[str, ...], report_dir: str, evidence_dir: str | None, outpu
     if bad:
         errors.print(f"{len(bad)} scenario file(s) not run, see above: {', '.join(map(str, bad))}", highlight=False, markup=False)
     sys.exit(2 if bad else 0 if all(r.passed for r in results) else 1)
+
+
+def print_planned_changes(scenarios, allow_cluster_changes: bool) -> None:
+    """`run --context --dry-run`: each scenario's changes, in order, the shared ones marked (and refused without the flag)."""
+    from dnscorrelate import runner
+
+    for scenario in scenarios:
+        namespace = f"{runner.SCENARIO_NAMESPACE_PREFIX}{scenario.name[:30]}-xxxx"  # xxxx: random at run time
+        console.print(f"{scenario.name}:", highlight=False, markup=False)
+        for change, shared in runner.planned_changes(scenario, namespace):
+            mark = "" if not shared else ("  [shared: journaled, restored after]" if allow_cluster_changes
+                                          else "  [shared: refused without --allow-cluster-changes]")
+            console.print(f"  {change}{mark}", highlight=False, markup=False)
+        console.print("  then: everything above undone (namespace removed, shared objects restored), the baseline checked",
+                      highlight=False, markup=False)
 
 
 def print_results(results) -> None:
@@ -656,6 +716,9 @@ def cluster_down(name: str, everything: bool) -> None:
     """Remove a cluster: node containers, its network, the upstream container, its kubeconfig."""
     from dnscorrelate.cluster.kind import cluster as kind_cluster
 
+    if not everything and (left := kind_cluster.unfinished_scenario(kind_cluster.checked_name(name))):
+        errors.print(f"cluster {name}: scenario {left} did not finish (its run was killed); what it changed goes with the cluster",
+                     highlight=False, markup=False)
     removed = kind_cluster.down_all() if everything else kind_cluster.down(kind_cluster.checked_name(name))
     console.print(f"removed {len(removed)}: {', '.join(removed) or 'nothing'}", highlight=False)
 

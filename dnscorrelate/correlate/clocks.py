@@ -88,7 +88,8 @@ def exchanges(dns: pd.DataFrame, node: np.ndarray) -> pd.DataFrame:
     rows = rows[rows["node"] != ""].sort_values(["key", "ts"], kind="stable")
     new = (rows["key"] != rows["key"].shift()) | (rows["ts"].diff() > EXCHANGE_WINDOW_NS)
     rows["exchange"] = new.cumsum()
-    firsts = rows.groupby(["exchange", "node", "qr"])["ts"].min().unstack("qr")
+    # both columns even when no response (or no query) was seen at all, as when a policy drops every query
+    firsts = rows.groupby(["exchange", "node", "qr"])["ts"].min().unstack("qr").reindex(columns=[False, True])
     return firsts.rename(columns={False: "q", True: "r"}).dropna().astype("int64").reset_index()
 
 

@@ -60,3 +60,13 @@ def cilium_cluster(kind_build):
     if not kind_build.cilium_hubble_manifest and not os.environ.get("DNSCORRELATE_TEST_CILIUM_CLUSTER"):
         pytest.fail("this build has no Cilium with Hubble: run `make cluster`")
     yield from cluster_for_tests("DNSCORRELATE_TEST_CILIUM_CLUSTER", "cil", cni="cilium", hubble=True, hubble_policy="none")
+
+
+@pytest.fixture(scope="session")
+def dns_cluster(kind_cluster):
+    """The plugin's dns_cluster on the session's one flannel cluster: the scenario tests share it with the other
+    cluster tests (each scenario's changes undone and the baseline proven before the next), so a run makes one
+    flannel cluster, not two."""
+    from dnscorrelate.runner import SharedKindStage
+
+    return SharedKindStage(kind_cluster.name)

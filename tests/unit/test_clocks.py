@@ -90,3 +90,13 @@ def test_a_segment_shorter_than_the_clock_bound_is_left_out_not_a_false_number()
     assert out["clock_bound_ns"].iloc[0] == 1_000_000
     assert any("2 lookups cross nodes whose clocks agree only to within ±1.000 ms" in w for w in warnings)
     assert any("node-b +4.000 ms ±1.000" in w for w in warnings)
+
+
+def test_nodes_that_saw_queries_and_no_response_at_all_correlate_without_a_clock_estimate():
+    """A policy dropping every query (deny-dns-ingress on kind): two nodes, queries only; no exchange bounds the
+    clocks, and correlation goes on (it raised KeyError 'r' before)."""
+    frame, stats, logs, _ = load_fixture("healthy")
+    queries_only = skewed(frame, 5_000_000)
+    queries_only = queries_only[~queries_only["qr"].astype(bool).to_numpy()].reset_index(drop=True)
+    fixed = correlate(queries_only, logs, stats)
+    assert len(fixed.traces) > 0 and (fixed.traces["outcome"].astype(str) != "answered").all()

@@ -9,7 +9,7 @@ import pytest
 from dnscorrelate.cluster.kube import clients
 from dnscorrelate.cluster.kubeapi import logged_before
 from dnscorrelate.errors import ClusterError
-from dnscorrelate.runner import reusable
+from dnscorrelate.runner import shareable
 from dnscorrelate.scenarios import Scenario
 
 
@@ -49,11 +49,13 @@ def test_an_exec_that_prints_no_results_says_what_it_printed(monkeypatch):
         clients.exec_queries(client.ApiClient(), "demo/mypod", "dig", "a.", "A", "udp", 1, 1, 1.0)
 
 
-def test_only_scenarios_that_change_nothing_share_a_cluster():
+def test_scenarios_whose_changes_can_be_undone_share_a_cluster_and_those_needing_another_cluster_do_not():
     base = {"name": "x", "queries": [{"from": "demo/mypod", "name": "a."}], "expect": {"findings": ["ok"]}}
-    assert reusable(Scenario.model_validate(base))
-    assert not reusable(Scenario.model_validate({**base, "faults": [{"stopReplica": 0}]}))
-    assert not reusable(Scenario.model_validate({**base, "lab": {"upstreamZones": {"a.test": "@ TXT x"}}}))
+    assert shareable(Scenario.model_validate(base))
+    assert shareable(Scenario.model_validate({**base, "faults": [{"stopReplica": 0}]}))  # journaled, replicas restored
+    assert shareable(Scenario.model_validate({**base, "lab": {"upstreamZones": {"a.test": "@ TXT x"}}}))  # upstream files restored
+    assert not shareable(Scenario.model_validate({**base, "lab": {"nodes": 3}}))
+    assert not shareable(Scenario.model_validate({**base, "lab": {"dnstap": True}}))
 
 
 def test_a_corefile_reload_is_seen_in_each_replicas_log_after_the_patch_and_a_failed_one_is_said():
@@ -79,3 +81,73 @@ def test_a_corefile_reload_is_seen_in_each_replicas_log_after_the_patch_and_a_fa
     assert faults.reloaded("new", patched)
     with pytest.raises(ClusterError, match="did not take the new Corefile: .*reload failed: plugin/acl: bad"):
         faults.reloaded("bad", patched)
+
+
+SHIPPED = __import__("pathlib").Path(__file__).resolve().parents[2] / "scenarios"
+
+
+def test_on_a_users_cluster_a_scenario_moves_into_its_own_namespace():
+    from dnscorrelate.runner import in_namespace
+    from dnscorrelate.scenarios import load_scenario
+
+    moved = in_namespace(load_scenario(SHIPPED / "deny-dns-egress.yaml", "kind"), "dnsc-scenario-x-1234")
+    assert moved.faults[0].apply.metadata.namespace == "dnsc-scenario-x-1234"
+    assert {q.from_ for q in moved.queries} == {"dnsc-scenario-x-1234/mypod"}
+    ingress = in_namespace(load_scenario(SHIPPED / "deny-dns-ingress.yaml", "kind"), "dnsc-scenario-x-1234")
+    assert ingress.faults[0].apply.metadata.namespace == "kube-system"  # a policy on CoreDNS stays where CoreDNS is
+
+
+def test_faults_on_shared_objects_are_refused_naming_the_fault_and_the_flag_and_the_rest_pass():
+    from dnscorrelate.runner import in_namespace, refusals
+    from dnscorrelate.scenarios import load_scenario
+
+    def refused(name):
+        return refusals(in_namespace(load_scenario(SHIPPED / f"{name}.yaml", "kind"), "dnsc-scenario-x-1"), "dnsc-scenario-x-1")
+
+    assert refused("deny-dns-egress") == [] and refused("healthy") == []
+    [acl] = refused("coredns-acl")
+    assert "faults[0] (corefile)" in acl and "ConfigMap kube-system/coredns" in acl and "--allow-cluster-changes" in acl
+    [ingress] = refused("deny-dns-ingress")
+    assert "faults[0] (apply)" in ingress and "NetworkPolicy kube-system/dns-only-monitoring" in ingress
+    [custom] = refused("bad-forward-server")
+    assert "faults[0] (customServerBlock)" in custom and "coredns-custom" in custom
+
+
+def test_dry_run_lists_every_change_in_order_with_the_shared_ones_marked():
+    from dnscorrelate.runner import planned_changes
+    from dnscorrelate.scenarios import load_scenario
+
+    changes = planned_changes(load_scenario(SHIPPED / "zone-not-served.yaml", "kind"), "dnsc-scenario-z-1")
+    assert changes[0][0].startswith("create Namespace dnsc-scenario-z-1") and not changes[0][1]
+    assert ("create Pod dnsc-scenario-z-1/mypod", False) in changes
+    assert changes[-1] == ("replace the Corefile in ConfigMap kube-system/coredns; CoreDNS reloads or restarts", True)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "--dry-run", "scenarios/healthy.yaml"], "go with --context"),
+    (["run", "--name", "dev", "scenarios/healthy.yaml"], "give --backend kind too"),
+    (["run", "--context", "c", "scenarios/truncated.yaml"], "truncated: need the lab's upstream resolver"),
+])
+def test_run_options_that_do_not_fit_together_are_refused_before_anything_runs(monkeypatch, argv, message):
+    from click.testing import CliRunner
+
+    from dnscorrelate import runner
+    from dnscorrelate.cli import main
+
+    monkeypatch.setattr(runner, "run_all", lambda *a, **k: pytest.fail("ran"))
+    monkeypatch.chdir(SHIPPED.parent)
+    done = CliRunner().invoke(main, argv)
+    assert done.exit_code == 2 and message in " ".join(done.output.split()), done.output
+
+
+def test_dry_run_prints_the_changes_and_runs_nothing(monkeypatch):
+    from click.testing import CliRunner
+
+    from dnscorrelate import runner
+    from dnscorrelate.cli import main
+
+    monkeypatch.setattr(runner, "run_all", lambda *a, **k: pytest.fail("ran"))
+    done = CliRunner().invoke(main, ["run", "--context", "c", "--dry-run", str(SHIPPED / "coredns-acl.yaml")])
+    assert done.exit_code == 0, done.output
+    text = " ".join(done.output.split())
+    assert "replace the Corefile in ConfigMap kube-system/coredns; CoreDNS reloads or restarts [shared: refused without --allow-cluster-changes]" in text

@@ -507,6 +507,95 @@ def delete_host_table(table: str) -> bool:
         return False
 
 
+def attached(name: str) -> KindCluster:
+    """A cluster `cluster up` made and that is up (its kubeconfig in the run directory), or a ClusterError."""
+    cluster = KindCluster(checked_name(name))
+    if not cluster.kubeconfig.exists():
+        raise ClusterError(f"no cluster named {name!r} is up here (no {cluster.kubeconfig}): `dnscorrelate cluster up --name {name}` first")
+    return cluster
+
+
+def unfinished_scenario(name: str) -> str | None:
+    """The scenario whose journal a killed `run` left in the cluster's run directory (kube/journal.py's file), if any."""
+    import json
+
+    path = KindCluster(name).dir / "journal.json"
+    try:
+        return json.loads(path.read_text()).get("scenario") or "(unnamed)"
+    except (OSError, ValueError):
+        return "(unreadable journal)" if path.exists() else None
+
+
+def upstream_baseline_dir(cluster: KindCluster) -> Path:
+    return cluster.dir / "upstream.baseline"
+
+
+def overlay_upstream(cluster: KindCluster, spec) -> bool:
+    """The upstream resolver serves `spec`'s zones and Corefile (a scenario's lab overlay) until `restore_upstream`:
+    its files as they were are copied aside first (once, on disk, so a killed run is restored too), then the
+    new ones written and the container restarted; returns once it answers from them."""
+    import shutil
+
+    from dnscorrelate.cluster.upstream import write_upstream_files
+
+    files = cluster.dir / "upstream"
+    saved = upstream_baseline_dir(cluster)
+    if not saved.exists():
+        shutil.copytree(files, saved.with_suffix(".tmp"), dirs_exist_ok=True)
+        os.replace(saved.with_suffix(".tmp"), saved)
+    for old in files.iterdir():
+        old.unlink()
+    write_upstream_files(spec, files, int(time.time()))
+    restart_upstream(cluster)
+    return True
+
+
+def restore_upstream(cluster: KindCluster) -> bool:
+    """The upstream resolver back on the files it had before `overlay_upstream`; False when it had not been changed."""
+    import filecmp
+    import shutil
+
+    files, saved = cluster.dir / "upstream", upstream_baseline_dir(cluster)
+    if not saved.exists():
+        return False
+    same = {p.name for p in files.iterdir()} == {p.name for p in saved.iterdir()} and all(
+        filecmp.cmp(files / p.name, p, shallow=False) for p in saved.iterdir())
+    if not same:
+        for old in files.iterdir():
+            old.unlink()
+        for kept in saved.iterdir():
+            shutil.copy(kept, files / kept.name)
+        restart_upstream(cluster)
+    shutil.rmtree(saved)
+    return not same
+
+
+def restart_upstream(cluster: KindCluster) -> None:
+    """Restart the upstream container on its current files and wait until it answers the root SOA with the
+    serial its root.db has now (so the new zones are loaded); a ClusterError if its address changed."""
+    address = upstream_address(cluster)
+    container = docker().containers.get(cluster.upstream_container)
+    container.restart(timeout=1)
+    if upstream_address(cluster) != address:
+        raise ClusterError(f"the upstream container {cluster.upstream_container} came back at {upstream_address(cluster)}, "
+                           f"not {address}: CoreDNS still forwards there; remove the cluster (`cluster down --name {cluster.name}`)")
+    serial = int(re.search(r"SOA \S+ \S+ (\d+)", (cluster.dir / "upstream" / "root.db").read_text()).group(1))
+    wait_for(lambda: root_serial(address) == serial, f"the upstream resolver {address} to serve its new files", 60)
+
+
+def root_serial(address: str) -> int | None:
+    """The serial of the root SOA the upstream answers with, or None while it does not answer."""
+    import dns.exception
+    import dns.message
+    import dns.query
+
+    try:
+        answer = dns.query.udp(dns.message.make_query(".", "SOA"), address, timeout=1.0)
+    except (dns.exception.DNSException, OSError):
+        return None
+    return next((rr.serial for rrset in answer.answer for rr in rrset if rrset.rdtype == 6), None)
+
+
 def configure_coredns(api, spec, upstream_ip: str) -> None:
     """The coredns ConfigMap gets the spec's Corefile (with `log`), forwarding to the upstream; the
     replicas restart on it, one per node, so the first query already sees it."""

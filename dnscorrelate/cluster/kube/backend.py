@@ -47,6 +47,7 @@ class KubeBackend:
         self.log_dir = Path(self._log_dir.name)
         self._pods: dict[str, PodRef] = {}
         self._pods_read = 0.0
+        self.journal = None  # a kube/journal.Journal while a scenario runs on a cluster that outlives it
 
     def core(self):
         from kubernetes import client
@@ -149,7 +150,40 @@ class KubeBackend:
     def faults(self):
         from dnscorrelate.cluster.kube.faults import KubeFaults
 
-        return KubeFaults(self.api, self.upstream, self.pod_image)
+        return KubeFaults(self.api, self.upstream, self.pod_image, self.journal)
+
+    # --- a cluster shared by scenarios: their changes journaled and undone (kube/journal.py) ---
+
+    def start_journal(self, path: Path, scenario: str) -> None:
+        """From now on every change a fault makes is recorded at `path` before it is made."""
+        from dnscorrelate.cluster.kube.journal import Journal
+
+        self.journal = Journal.start(path, scenario)
+
+    def restore_journal(self, path: Path, say=lambda message: None) -> tuple[str, list[str]] | None:
+        """Undo what the journal at `path` records (this run's, or one a killed run left); (its scenario, what was
+        done), or None when there is no journal. Journaling stops."""
+        from dnscorrelate.cluster.kube.journal import Journal
+        from dnscorrelate.cluster.kube.restore import restore
+
+        self.journal = None
+        journal = Journal.load(path)
+        if journal is None:
+            return None
+        return journal.scenario, self.call(f"restoring what scenario {journal.scenario} changed", restore, self.faults(), journal, say)
+
+    def baseline(self):
+        """The cluster's DNS as it is now (kube/journal.Baseline): what each scenario must leave behind."""
+        from dnscorrelate.cluster.kube.restore import Baseline
+
+        return self.call("reading CoreDNS's baseline", Baseline.read, self.faults())
+
+    def wait_baseline(self, baseline, timeout_s: float = 120) -> None:
+        """Until the cluster is back to `baseline`: ConfigMaps, CoreDNS replicas ready on the old Corefile, no
+        scenario objects; a ClusterError naming what still differs."""
+        from dnscorrelate.cluster.kube.restore import wait_baseline
+
+        self.call("checking the baseline", wait_baseline, self.faults(), baseline, timeout_s)
 
     def set_corefile(self, corefile: str) -> None:
         self.propagation.append(("corefile", self.call("patching the coredns ConfigMap", self.faults().set_corefile, corefile)))

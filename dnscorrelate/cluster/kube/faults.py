@@ -68,7 +68,7 @@ def wait_for(probe: Callable[[], object], what: str, timeout_s: float = TIMEOUT_
 class KubeFaults:
     """The `Faults` of a cluster behind an API client; each method returns the seconds it took to take effect."""
 
-    def __init__(self, api, upstream: str | None = None, pod_image: str | None = None) -> None:
+    def __init__(self, api, upstream: str | None = None, pod_image: str | None = None, journal=None) -> None:
         from kubernetes import client
 
         self.api = api
@@ -78,6 +78,22 @@ class KubeFaults:
         self.discovery = client.DiscoveryV1Api(api)
         self.upstream = upstream  # where `forward . /etc/resolv.conf` goes (kind: the upstream container)
         self.pod_image = pod_image  # what an applied Pod runs (kind: the client image)
+        self.journal = journal  # a journal.Journal: each change recorded on disk before it is made (a shared cluster)
+
+    def remember(self, entry: Callable[[], dict]) -> None:
+        """Record the state an object has before a change, when journaling (journal.py)."""
+        if self.journal is not None:
+            self.journal.record(entry())
+
+    def remember_config_map(self, name: str) -> None:
+        from dnscorrelate.cluster.kube.journal import config_map_entry
+
+        self.remember(lambda: config_map_entry(self.core, NS, name))
+
+    def remember_deployment(self) -> None:
+        from dnscorrelate.cluster.kube.journal import deployment_entry
+
+        self.remember(lambda: deployment_entry(self.api, self.apps, NS, DEPLOYMENT))
 
     # --- Corefile --------------------------------------------------------------
 
@@ -95,6 +111,9 @@ class KubeFaults:
         reloads = RELOAD.search(self.corefile()) is not None and RELOAD.search(corefile) is not None
         pods = self.core.list_namespaced_pod(NS, label_selector=DNS_SELECTOR).items
         patched_at = datetime.now(timezone.utc)
+        self.remember_config_map("coredns")
+        if not (reloads and pods):
+            self.remember_deployment()
         self.core.patch_namespaced_config_map("coredns", NS, {"data": {"Corefile": corefile}})
         if reloads and pods:
             self.wait_reloaded(pods, patched_at)
@@ -128,6 +147,9 @@ class KubeFaults:
 
     def set_custom_server_block(self, key: str, text: str) -> float:
         started = time.monotonic()
+        self.remember_deployment()
+        self.remember_config_map(CUSTOM_MAP)
+        self.remember_config_map("coredns")
         self.mount_custom_map()
         try:
             self.core.patch_namespaced_config_map(CUSTOM_MAP, NS, {"data": {key: text}})
@@ -181,8 +203,10 @@ class KubeFaults:
     # --- objects ---------------------------------------------------------------
 
     def apply(self, manifests: list[Manifest]) -> float:
+        """Create the objects, each labelled as a scenario's (journal.SCENARIO_LABEL) and journaled first."""
         from kubernetes import utils
 
+        from dnscorrelate.cluster.kube.journal import SCENARIO_LABEL, created_entry
         from dnscorrelate.cluster.workloads import runnable_pod_spec
 
         started = time.monotonic()
@@ -196,6 +220,10 @@ class KubeFaults:
                 if not self.pod_image:
                     raise ClusterError(f"pod {manifest.metadata.namespace}/{manifest.metadata.name}: no image to run it with")
                 body["spec"] = runnable_pod_spec(body.get("spec", {}), self.pod_image)
+            if self.journal is not None:
+                labels = body.setdefault("metadata", {}).setdefault("labels", {}) or {}
+                body["metadata"]["labels"] = {**labels, SCENARIO_LABEL: self.journal.scenario or "scenario"}
+            self.remember(lambda: created_entry(kind, manifest.metadata.namespace if kind != "Namespace" else "", manifest.metadata.name))
             utils.create_from_dict(self.api, body)
             if kind == "NetworkPolicy":
                 policies.append(manifest)
@@ -207,6 +235,18 @@ class KubeFaults:
         return time.monotonic() - started
 
     def delete(self, kind: str, namespace: str, name: str) -> float:
+        """Delete an object (its body journaled first, to create it again) and wait until it is gone."""
+        from dnscorrelate.cluster.kube.journal import deleted_entry
+
+        reads = {"NetworkPolicy": self.net.read_namespaced_network_policy, "Service": self.core.read_namespaced_service,
+                 "Pod": self.core.read_namespaced_pod}
+        if self.journal is not None and kind in reads:
+            body = {**self.api.sanitize_for_serialization(reads[kind](name, namespace)), "kind": kind}
+            body.setdefault("apiVersion", API_VERSIONS[kind])
+            self.remember(lambda: deleted_entry(kind, namespace, name, body))
+        return self.delete_unjournaled(kind, namespace, name)
+
+    def delete_unjournaled(self, kind: str, namespace: str, name: str) -> float:
         started = time.monotonic()
         if kind == "NetworkPolicy":
             before = self.policy_state()
@@ -291,6 +331,7 @@ class KubeFaults:
         if replica >= len(pods):
             raise ClusterError(f"there is no CoreDNS replica {replica} (replicas: {len(pods)})")
         victim = pods[replica]
+        self.remember_deployment()
         self.core.patch_namespaced_pod(victim.metadata.name, NS, {"metadata": {"annotations": {
             "controller.kubernetes.io/pod-deletion-cost": "-1000000"}}})
         self.apps.patch_namespaced_deployment_scale(DEPLOYMENT, NS, {"spec": {"replicas": len(pods) - 1}})
