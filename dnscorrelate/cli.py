@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from dnscorrelate.errors import USER_ERRORS, ClusterError, LabError
+from dnscorrelate.errors import USER_ERRORS, ClusterError, LabError, interrupt_on_termination
 from dnscorrelate.outputs import check_output_dir, check_output_file, written_whole
 from dnscorrelate.report.terminal import SafeConsole, printable, quiet_exit
 
@@ -139,6 +139,7 @@ def main() -> None:
     """Correlate CoreDNS logs with eBPF packet traces and say which DNS hop failed, and why."""
     if not sys.warnoptions:  # libraries' warnings (pandas' FutureWarning) are for us, not users; -W shows them
         warnings.simplefilter("ignore")
+    interrupt_on_termination()  # kill and a closed terminal clean up as Ctrl-C does (the node agents removed)
 
 
 @main.group()
@@ -491,7 +492,8 @@ def print_results(results) -> None:
 @click.option("--context", help="A kubeconfig context: trace on that cluster instead of a lab (as kubectl --context).")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), help="The kubeconfig to read (as kubectl; default $KUBECONFIG, ~/.kube/config).")
 @click.option("--agent", is_flag=True, help="Capture through dnscorrelate's node agent, for a cluster whose nodes do not run here: "
-              "a DaemonSet dnsc-agent in kube-system for the session, removed after it (`dnscorrelate agent manifest` shows it).")
+              "a DaemonSet dnsc-agent-SESSION in kube-system for the session, removed after it (`dnscorrelate agent manifest` shows it; "
+              "`dnscorrelate agent cleanup` removes what a killed session left).")
 @click.option("--agent-image", metavar="IMAGE", help="With --agent: the agent's image (default: one the nodes already hold, else the one built here).")
 @click.option("--duration", type=float, help="Seconds to trace (default: until Ctrl-C).")
 @click.option("--filter", "filters", multiple=True, metavar="EXPR", help="rcode!=NOERROR, latency>5ms, name~REGEX, nameserver==IP, ... Repeatable (all must hold).")
@@ -669,6 +671,28 @@ def agent_standby() -> None:
     from dnscorrelate.cluster.kube.agent import standby
 
     standby()
+
+
+@agent.command("cleanup")
+@click.option("--context", help="The kubeconfig context of the cluster (as kubectl --context).")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), help="The kubeconfig to read (as kubectl; default $KUBECONFIG, ~/.kube/config).")
+@friendly_errors
+def agent_cleanup(context: str | None, kubeconfig: str | None) -> None:
+    """Remove what killed `trace --agent` sessions left (their DaemonSet, service account and role), once their lease
+    has run out; sessions still running renew theirs and are left alone. Lists what it removed and what it left."""
+    from dnscorrelate.cluster.kube.backend import remove_expired_agents
+
+    swept = remove_expired_agents(kubeconfig, context)
+    for line in swept.removed:
+        console.print(f"removed {line}", highlight=False, markup=False, soft_wrap=True)
+    for line in swept.leased:
+        console.print(f"left {line}: a session still holds it", highlight=False, markup=False, soft_wrap=True)
+    for line in swept.failed:
+        errors.print(f"could not remove {line}", highlight=False, markup=False, soft_wrap=True)
+    errors.print(f"removed {len(swept.removed)}, left {len(swept.leased)} held by live sessions"
+                 + (f", {len(swept.failed)} could not be removed" if swept.failed else ""), highlight=False)
+    if swept.failed:
+        sys.exit(2)
 
 
 @agent.command("manifest")

@@ -30,7 +30,7 @@ from typing import BinaryIO
 from dnscorrelate.cluster.backend import Target
 from dnscorrelate.cluster.kube.discovery import PROC, PodRef, pod_refs_of, pod_targets
 from dnscorrelate.errors import CaptureError, ClusterError
-from dnscorrelate.live.agent_stream import StreamWriter, bounded
+from dnscorrelate.live.agent_stream import FRAME_RECORDS, StreamWriter, bounded
 from dnscorrelate.live.capture import DEFAULT_PORTS, Capture
 
 NAME = "dnsc-agent"
@@ -40,7 +40,6 @@ REFRESH_S = 2.0  # this node's pods are read from the API at most this often (a 
 SEND_INTERVAL_S = 0.05  # records reach the stream at most this late
 STATS_INTERVAL_S = 1.0
 MAX_PENDING_BYTES = 64 << 20  # records waiting for a stream that fell behind; older ones beyond are dropped (counted)
-FRAME_RECORDS = 2048  # records per frame (about 1.3 MB before compression)
 
 
 class NodeDiscovery:
@@ -231,6 +230,8 @@ def standby() -> None:
 # --- the manifest -------------------------------------------------------------
 
 CREATED_BY = "dnscorrelate.io/created-by"  # set on what `trace --agent` applies: it removes only those
+SESSION_LABEL = "dnscorrelate.io/session"  # each session's objects: their own names (NAME-SESSION) and this label
+LEASE_ANNOTATION = "dnscorrelate.io/lease-expires"  # renewed while the session lives; debris only once it has passed
 
 MANIFEST = """\
 # dnscorrelate's node agent: one pod per node that `dnscorrelate trace --agent` execs
@@ -298,7 +299,9 @@ spec:
       containers:
         - name: agent
           image: $image
-          imagePullPolicy: IfNotPresent
+          # IfNotPresent only for an image named with its registry or pinned by digest; a bare name (as
+          # `make cluster` builds) is never pulled: it would resolve to a Docker Hub namespace we do not own.
+          imagePullPolicy: $pull
           # Idles until exec'd into; exits on SIGTERM.
           command: ["python3", "-m", "dnscorrelate", "agent", "standby"]
           env:
@@ -369,11 +372,47 @@ def manifest(image: str, source_from_host: bool = False) -> str:
     comes from the node's /opt/dnscorrelate/src (a kind cluster of `cluster up`), not from the image."""
     from string import Template
 
-    return Template(MANIFEST).substitute(image=image, source_mount=SOURCE_MOUNT if source_from_host else "",
+    return Template(MANIFEST).substitute(image=image, pull="IfNotPresent" if pullable(image) else "Never",
+                                         source_mount=SOURCE_MOUNT if source_from_host else "",
                                          source_volume=SOURCE_VOLUME if source_from_host else "").replace("\n\n", "\n")
 
 
-def manifest_objects(image: str, source_from_host: bool = False) -> list[dict]:
+def pullable(image: str) -> bool:
+    """True for an image a node may pull: pinned by digest, or named with its registry (`host.tld/...`,
+    `host:port/...`, `localhost/...`). A bare `dnscorrelate/agent:TAG` would be pulled from docker.io/dnscorrelate,
+    a namespace this project does not own, so such a name is only run where the nodes already hold it."""
+    if "@sha256:" in image:
+        return True
+    first, slash, _ = image.partition("/")
+    return bool(slash) and ("." in first or ":" in first or first == "localhost")
+
+
+def object_name(session: str | None) -> str:
+    """The name of a session's agent objects (each session its own); the plain name is the manifest a user applies."""
+    return NAME if session is None else f"{NAME}-{session}"
+
+
+def pod_selector(session: str | None) -> dict[str, str]:
+    return LABELS if session is None else {**LABELS, SESSION_LABEL: session}
+
+
+def manifest_objects(image: str, source_from_host: bool = False, session: str | None = None) -> list[dict]:
+    """The manifest's objects; with `session`, named and labelled for that session alone (`trace --agent`)."""
     import yaml
 
-    return [o for o in yaml.safe_load_all(manifest(image, source_from_host)) if o]
+    objects = [o for o in yaml.safe_load_all(manifest(image, source_from_host)) if o]
+    if session is None:
+        return objects
+    name, labels = object_name(session), pod_selector(session)
+    for body in objects:
+        body["metadata"]["name"] = name
+        body["metadata"]["labels"] = {**body["metadata"].get("labels", {}), **labels}
+        if body["kind"] == "ClusterRoleBinding":
+            body["roleRef"]["name"] = name
+            body["subjects"][0]["name"] = name
+        if body["kind"] == "DaemonSet":
+            body["spec"]["selector"]["matchLabels"] = dict(labels)
+            pod = body["spec"]["template"]
+            pod["metadata"]["labels"] = dict(labels)
+            pod["spec"]["serviceAccountName"] = name
+    return objects
