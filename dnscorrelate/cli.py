@@ -583,10 +583,10 @@ def print_trace_summary(session, live, report_path) -> None:
     for line in node_lines(live.stats.get("nodes", {})):  # the node agents' loss, node by node
         errors.print(line, highlight=False, markup=False, soft_wrap=True)
     if report_path:
-        from dnscorrelate.report.html import render_report
+        from dnscorrelate.report.html import holds_cluster_facts, render_report
 
         html = render_report(analysis, f"trace {session.pod.key}", "dnscorrelate trace session", facts=session.facts)
-        with written_whole(report_path, "--report") as partial:
+        with written_whole(report_path, "--report", private=holds_cluster_facts(session.facts)) as partial:
             partial.write_text(html)
         errors.print(f"report: {report_path}", markup=False)
 

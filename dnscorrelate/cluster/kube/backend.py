@@ -40,8 +40,10 @@ class KubeBackend:
     name = "kube"
 
     def __init__(self, kubeconfig: str | None = None, context: str | None = None, upstream: str | None = None,
-                 pod_image: str | None = None, agent: AgentOptions | None = None) -> None:
+                 pod_image: str | None = None, agent: AgentOptions | None = None, allow_cluster_changes: bool = False) -> None:
         self.api = client_from_kubeconfig(kubeconfig, context)
+        self.allow_cluster_changes = allow_cluster_changes  # faults on a cluster `cluster up` did not make (run --context)
+        self._faults = None
         self.agent = agent  # capture through the node agents (kube/agents.py) instead of in /proc here
         self.context = context
         self.upstream = upstream  # where a scenario's `forward . /etc/resolv.conf` goes (kind: the upstream container)
@@ -148,7 +150,9 @@ class KubeBackend:
     def faults(self):
         from dnscorrelate.cluster.kube.faults import KubeFaults
 
-        return KubeFaults(self.api, self.upstream, self.pod_image)
+        if self._faults is None:  # checked once: the cluster is one dnscorrelate made, unless allowed otherwise
+            self._faults = KubeFaults(self.api, self.upstream, self.pod_image, self.allow_cluster_changes)
+        return self._faults
 
     def set_corefile(self, corefile: str) -> None:
         self.propagation.append(("corefile", self.call("patching the coredns ConfigMap", self.faults().set_corefile, corefile)))
