@@ -28,7 +28,7 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 
 from dnscorrelate.cluster.kube.agent import (CREATED_BY, LEASE_ANNOTATION, NAME, NAMESPACE, SESSION_LABEL, manifest_objects,
-                                             object_name, pod_selector)
+                                             object_name, pod_selector, pullable)
 from dnscorrelate.errors import CaptureError, ClusterError, Uninterruptible
 from dnscorrelate.live.agent_stream import MAX_NODE_RECORD_BYTES, NodeStream, events_of, merged_stats, printable
 
@@ -413,7 +413,10 @@ class AgentCapture:
             if desired and len(ready) >= desired:
                 return ready
             if fatal:
-                raise ClusterError(f"the agent pods cannot start (image {self.image}): " + "; ".join(fatal))
+                hint = ("" if not self.image or pullable(self.image) else f"; {self.image} is a bare name, never pulled "
+                        "(it would resolve to a Docker Hub namespace we do not own): name its registry "
+                        "(registry.example.com/...) or pin it by digest (...@sha256:...)")
+                raise ClusterError(f"the agent pods cannot start (image {self.image}): " + "; ".join(fatal) + hint)
             if time.monotonic() > deadline:
                 waiting = [f"{p.metadata.name} on node {p.spec.node_name}: {pod_state(p)}" for p in pods if not pod_ready(p)]
                 raise ClusterError(f"the agent pods are not ready after {self.options.ready_timeout:.0f} s "
