@@ -695,6 +695,25 @@ def agent_cleanup(context: str | None, kubeconfig: str | None) -> None:
         sys.exit(2)
 
 
+@agent.command("install")
+@click.option("--image", help="The agent image (default: the one `make cluster` built here; a bare name is never pulled).")
+@click.option("--source-from-host", is_flag=True, help="Run the package from the node's /opt/dnscorrelate/src (kind clusters of `cluster up`).")
+@click.option("--context", help="The kubeconfig context of the cluster (as kubectl --context).")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), help="The kubeconfig to read (as kubectl; default $KUBECONFIG, ~/.kube/config).")
+@friendly_errors
+def agent_install(image: str | None, source_from_host: bool, context: str | None, kubeconfig: str | None) -> None:
+    """Install the node agents once, as an admin, in their own namespace `dnscorrelate` (Pod Security: privileged),
+    with the Role `dnscorrelate-user` there: users bound to it need no rights in kube-system or on RBAC to trace
+    with --agent (they still read the cluster's facts). `trace --agent` uses this DaemonSet when it is there."""
+    from dnscorrelate.cluster.kind.build import agent_image
+    from dnscorrelate.cluster.kube.backend import install_agents
+
+    for line in install_agents(image or agent_image(source_from_host), source_from_host, kubeconfig, context):
+        console.print(line, highlight=False, markup=False)
+    console.print("bind users to Role dnscorrelate/dnscorrelate-user (kubectl -n dnscorrelate create rolebinding NAME "
+                  "--role dnscorrelate-user --user USER)", highlight=False, markup=False)
+
+
 @agent.command("manifest")
 @click.option("--image", help="The agent image (default: the one `make cluster` built here, dnscorrelate/agent-standalone unless --source-from-host).")
 @click.option("--source-from-host", is_flag=True, help="Run the package from the node's /opt/dnscorrelate/src (kind clusters of `cluster up`) instead of the image's.")

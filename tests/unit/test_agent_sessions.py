@@ -150,3 +150,22 @@ def test_uninterruptible_without_a_signal_raises_nothing():
     with Uninterruptible() as held:
         pass
     assert held.signals == []
+
+
+def test_agent_install_puts_the_agents_in_their_own_privileged_namespace_with_a_namespaced_user_role():
+    from dnscorrelate.cluster.kube.agent import INSTALL_NAMESPACE, USER_ROLE, install_objects
+
+    objects = install_objects("registry.example.com/dnsc/agent:1")
+    kinds = [o["kind"] for o in objects]
+    assert kinds == ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet", "Role"]
+    namespace, account, role, binding, daemonset, user = objects
+    assert namespace["metadata"]["name"] == INSTALL_NAMESPACE
+    assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
+    assert account["metadata"]["namespace"] == daemonset["metadata"]["namespace"] == INSTALL_NAMESPACE
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": NAME, "namespace": INSTALL_NAMESPACE}]
+    assert role["metadata"]["name"] == binding["roleRef"]["name"] == "dnscorrelate-agent"  # apart from kube-system's
+    assert user["metadata"] == {"name": USER_ROLE, "namespace": INSTALL_NAMESPACE}
+    verbs = {(r["resources"][0], v) for r in user["rules"] for v in r["verbs"]}
+    assert verbs == {("daemonsets", "get"), ("pods", "get"), ("pods", "list"), ("pods/exec", "create")}
+    container = daemonset["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["memory"] == "1Gi"

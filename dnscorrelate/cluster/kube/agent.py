@@ -34,7 +34,9 @@ from dnscorrelate.live.agent_stream import FRAME_RECORDS, StreamWriter, bounded
 from dnscorrelate.live.capture import DEFAULT_PORTS, Capture
 
 NAME = "dnsc-agent"
-NAMESPACE = "kube-system"
+NAMESPACE = "kube-system"  # the on-the-fly mode (`trace --agent` applies and removes it)
+INSTALL_NAMESPACE = "dnscorrelate"  # `agent install`: once, by an admin, in a namespace of its own
+USER_ROLE = "dnscorrelate-user"  # the Role there a user needs: find the agent pods and exec into them
 LABELS = {"app.kubernetes.io/name": NAME}
 REFRESH_S = 2.0  # this node's pods are read from the API at most this often (a new pod: attached within it)
 SEND_INTERVAL_S = 0.05  # records reach the stream at most this late
@@ -243,7 +245,7 @@ apiVersion: v1
 kind: ServiceAccount
 metadata:
   name: dnsc-agent
-  namespace: kube-system
+  namespace: $namespace
 ---
 # Read-only: the agent names a namespace by the pod whose UID is in its processes' cgroup, and asks
 # for the pods of its own node only (a field selector; RBAC cannot narrow list by field).
@@ -267,13 +269,13 @@ roleRef:
 subjects:
   - kind: ServiceAccount
     name: dnsc-agent
-    namespace: kube-system
+    namespace: $namespace
 ---
 apiVersion: apps/v1
 kind: DaemonSet
 metadata:
   name: dnsc-agent
-  namespace: kube-system
+  namespace: $namespace
   labels:
     app.kubernetes.io/name: dnsc-agent
 spec:
@@ -333,6 +335,10 @@ spec:
             requests:
               cpu: 50m
               memory: 200Mi  # bcc's in-process clang compiles the tracer once per capture
+            limits:
+              # clang's compile, pandas, and at most 64 MB of records waiting for a slow stream: a node-root
+              # process must not be able to take the node's memory.
+              memory: 1Gi
           volumeMounts:
             # bcc compiles against the node kernel's headers: /lib/modules/$$(uname -r)/build, a link into /usr/src.
             - name: modules
@@ -367,14 +373,35 @@ SOURCE_VOLUME = """\
             type: Directory"""
 
 
-def manifest(image: str, source_from_host: bool = False) -> str:
+def manifest(image: str, source_from_host: bool = False, namespace: str = NAMESPACE) -> str:
     """The agent's manifest as YAML, with a comment on every privilege it takes. `source_from_host`: the package
     comes from the node's /opt/dnscorrelate/src (a kind cluster of `cluster up`), not from the image."""
     from string import Template
 
-    return Template(MANIFEST).substitute(image=image, pull="IfNotPresent" if pullable(image) else "Never",
+    return Template(MANIFEST).substitute(image=image, namespace=namespace, pull="IfNotPresent" if pullable(image) else "Never",
                                          source_mount=SOURCE_MOUNT if source_from_host else "",
                                          source_volume=SOURCE_VOLUME if source_from_host else "").replace("\n\n", "\n")
+
+
+def install_objects(image: str, source_from_host: bool = False) -> list[dict]:
+    """`agent install`: the namespace `dnscorrelate` (Pod Security "privileged": the agent is node-root, and only
+    its pods run there), the manifest in it, and the Role USER_ROLE an admin binds users to: with it, and read
+    access for the facts trace reads, `trace --agent` needs nothing in kube-system and nothing cluster-wide."""
+    import yaml
+
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": INSTALL_NAMESPACE, "labels": {
+        "pod-security.kubernetes.io/enforce": "privileged", "pod-security.kubernetes.io/warn": "privileged",
+        "pod-security.kubernetes.io/audit": "privileged"}}}
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": USER_ROLE, "namespace": INSTALL_NAMESPACE}, "rules": [
+                {"apiGroups": ["apps"], "resources": ["daemonsets"], "verbs": ["get"]},
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+                {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}]}
+    objects = [o for o in yaml.safe_load_all(manifest(image, source_from_host, INSTALL_NAMESPACE)) if o]
+    for body in objects[1:3]:  # cluster-wide names apart from the kube-system manifest's, which may be applied too
+        body["metadata"]["name"] = INSTALL_NAMESPACE + "-agent"
+    objects[2]["roleRef"]["name"] = INSTALL_NAMESPACE + "-agent"
+    return [namespace, *objects, role]
 
 
 def pullable(image: str) -> bool:

@@ -27,7 +27,7 @@ from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 
-from dnscorrelate.cluster.kube.agent import (CREATED_BY, LEASE_ANNOTATION, NAME, NAMESPACE, SESSION_LABEL, manifest_objects,
+from dnscorrelate.cluster.kube.agent import (CREATED_BY, INSTALL_NAMESPACE, LEASE_ANNOTATION, NAME, NAMESPACE, SESSION_LABEL, manifest_objects,
                                              object_name, pod_selector, pullable)
 from dnscorrelate.errors import CaptureError, ClusterError, Uninterruptible
 from dnscorrelate.live.agent_stream import MAX_NODE_RECORD_BYTES, NodeStream, events_of, merged_stats, printable
@@ -132,6 +132,39 @@ CALLS = {
 }
 
 
+INSTALL_CALLS = {  # kind -> (API class, create)
+    "Namespace": ("CoreV1Api", "create_namespace"), "ServiceAccount": ("CoreV1Api", "create_namespaced_service_account"),
+    "ClusterRole": ("RbacAuthorizationV1Api", "create_cluster_role"),
+    "ClusterRoleBinding": ("RbacAuthorizationV1Api", "create_cluster_role_binding"),
+    "DaemonSet": ("AppsV1Api", "create_namespaced_daemon_set"), "Role": ("RbacAuthorizationV1Api", "create_namespaced_role"),
+}
+
+
+def install(api, image: str, source_from_host: bool = False) -> list[str]:
+    """`agent install`: create what of `agent.install_objects` is missing (an admin, once); one line per object,
+    created or already there (left as it is)."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    from dnscorrelate.cluster.kube.agent import install_objects
+
+    done = []
+    for body in install_objects(image, source_from_host):
+        kind, meta = body["kind"], body["metadata"]
+        group, create = INSTALL_CALLS[kind]
+        what = f"{kind} {meta.get('namespace') + '/' if meta.get('namespace') else ''}{meta['name']}"
+        if source_from_host and kind == "DaemonSet":
+            body["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = "Never"
+        try:
+            getattr(getattr(client, group)(api), create)(*((meta["namespace"],) if "namespace" in meta else ()), body)
+            done.append(f"created {what}")
+        except ApiException as err:
+            if err.status != 409:
+                raise refused(f"creating {what}", err, f"create on {kind.lower()}s (agent install is an admin's, once)") from None
+            done.append(f"{what} exists: left as it is")
+    return done
+
+
 def api_of(api, kind: str):
     from kubernetes import client
 
@@ -204,6 +237,7 @@ class AgentCapture:
         self.daemonset_uid: str | None = None  # exec goes only into pods this DaemonSet owns
         self.swept = Swept()  # expired debris of other sessions removed at start
         self.not_owned: list[str] = []  # pods with the agent's labels that our DaemonSet does not own: never exec'd into
+        self.namespace = NAMESPACE  # INSTALL_NAMESPACE when `agent install` put the agents there
         self._renewing = threading.Event()
         self._renewer: threading.Thread | None = None
         self.warnings: list[str] = []
@@ -327,6 +361,11 @@ class AgentCapture:
     def deploy(self) -> None:
         """A DaemonSet the user applied (`dnsc-agent`, not marked as ours) is used as it is; else this session's own
         objects are created, marked, leased and renewed. Other sessions' objects whose lease ran out go first."""
+        installed = self.installed_daemonset()
+        if installed is not None:  # `agent install`: nothing to apply, nothing to sweep (the user may only exec there)
+            self.namespace, self.daemonset = INSTALL_NAMESPACE, NAME
+            self.selector, self.daemonset_uid = dict(installed.spec.selector.match_labels or {}), installed.metadata.uid
+            return
         self.swept = remove_expired(self.api, keep_session=self.session)
         if self.swept.removed:
             self.say("removed the debris of killed sessions: " + ", ".join(self.swept.removed))
@@ -339,7 +378,7 @@ class AgentCapture:
         for body in manifest_objects(self.image, self.options.source_from_host, self.session):
             kind, name = body["kind"], body["metadata"]["name"]
             group, create, _, _, namespaced, _, _ = CALLS[kind]
-            ns_args = (NAMESPACE,) if namespaced else ()
+            ns_args = (NAMESPACE,) if namespaced else ()  # the on-the-fly mode: kube-system, as before
             if self.options.source_from_host and kind == "DaemonSet":  # a kind node of ours: never try a registry
                 body["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = "Never"
             body["metadata"].setdefault("annotations", {}).update(
@@ -351,6 +390,17 @@ class AgentCapture:
                 self.daemonset_uid = made.metadata.uid
         self._renewer = threading.Thread(target=self.renew_leases, name="dnscorrelate-agent-lease", daemon=True)
         self._renewer.start()
+
+    def installed_daemonset(self):
+        """The DaemonSet `agent install` put in its own namespace, if there is one (a 403 there: not installed for us)."""
+        from kubernetes.client.rest import ApiException
+
+        try:
+            return self.client("AppsV1Api").read_namespaced_daemon_set(NAME, INSTALL_NAMESPACE)
+        except ApiException as err:
+            if err.status in (403, 404):
+                return None
+            raise refused(f"reading DaemonSet {INSTALL_NAMESPACE}/{NAME}", err, "get on daemonsets") from None
 
     def users_daemonset(self):
         """The DaemonSet `dnsc-agent` a user applied from `agent manifest`, if there is one (an older dnscorrelate's
@@ -388,13 +438,13 @@ class AgentCapture:
         """Our DaemonSet's pods: the label selects, the owner reference decides (a pod that only carries the labels
         is never exec'd into, and said)."""
         selector = ",".join(f"{k}={v}" for k, v in self.selector.items())
-        pods = self.call("listing the agent pods", self.client("CoreV1Api").list_namespaced_pod, NAMESPACE,
-                         label_selector=selector, needs=f"list on pods in {NAMESPACE}").items
+        pods = self.call("listing the agent pods", self.client("CoreV1Api").list_namespaced_pod, self.namespace,
+                         label_selector=selector, needs=f"list on pods in {self.namespace}").items
         owned = [p for p in pods if owned_by(p, self.daemonset_uid)]
         for pod in pods:
             if pod not in owned and pod.metadata.name not in self.not_owned:
                 self.not_owned.append(pod.metadata.name)
-                self.warnings.append(f"pod {NAMESPACE}/{pod.metadata.name} carries the agent's labels but DaemonSet "
+                self.warnings.append(f"pod {self.namespace}/{pod.metadata.name} carries the agent's labels but DaemonSet "
                                      f"{self.daemonset} does not own it: not exec'd into")
         return owned
 
@@ -404,7 +454,7 @@ class AgentCapture:
         self.say("waiting for the agent pods")
         while True:
             ds = self.call("reading the agent DaemonSet", self.client("AppsV1Api").read_namespaced_daemon_set,
-                           self.daemonset, NAMESPACE, needs=f"get on daemonsets in {NAMESPACE}")
+                           self.daemonset, self.namespace, needs=f"get on daemonsets in {self.namespace}")
             desired = (ds.status.desired_number_scheduled or 0) if ds.status else 0
             pods = [p for p in self.agent_pods() if p.metadata.deletion_timestamp is None]
             ready = {p.spec.node_name: p.metadata.name for p in pods if pod_ready(p)}
@@ -421,7 +471,7 @@ class AgentCapture:
                 waiting = [f"{p.metadata.name} on node {p.spec.node_name}: {pod_state(p)}" for p in pods if not pod_ready(p)]
                 raise ClusterError(f"the agent pods are not ready after {self.options.ready_timeout:.0f} s "
                                    f"({len(ready)} of {desired} nodes): " + ("; ".join(waiting) or "no pod was created "
-                                   f"(kubectl -n {NAMESPACE} describe daemonset {self.daemonset})"))
+                                   f"(kubectl -n {self.namespace} describe daemonset {self.daemonset})"))
             time.sleep(0.5)
 
     def remove(self) -> None:
@@ -467,14 +517,14 @@ class AgentCapture:
         # Each exec its own ApiClient: stream() swaps the client's request function for a websocket while it runs.
         exec_api = k8s.ApiClient(configuration=self.api.configuration)
         try:
-            agent.ws = stream(k8s.CoreV1Api(exec_api).connect_get_namespaced_pod_exec, pod, NAMESPACE, command=command,
+            agent.ws = stream(k8s.CoreV1Api(exec_api).connect_get_namespaced_pod_exec, pod, self.namespace, command=command,
                               stdin=True, stdout=True, stderr=True, tty=False, binary=True, _preload_content=False)
         except Exception as err:  # the client wraps the websocket's handshake failure in an ApiException(status 0)
             text = str(getattr(err, "reason", "") or err)
             if "403" in text or "401" in text:
-                raise ClusterError(f"exec into {NAMESPACE}/{pod} (the agent on node {node}) was refused: the credentials "
-                                   f"need create on pods/exec in {NAMESPACE}") from None
-            raise ClusterError(f"exec into {NAMESPACE}/{pod} (the agent on node {node}) failed: {text}") from None
+                raise ClusterError(f"exec into {self.namespace}/{pod} (the agent on node {node}) was refused: the credentials "
+                                   f"need create on pods/exec in {self.namespace}") from None
+            raise ClusterError(f"exec into {self.namespace}/{pod} (the agent on node {node}) failed: {text}") from None
         keep_nothing(agent.ws)
         agent.thread = threading.Thread(target=self.read, args=(agent,), name=f"dnscorrelate-agent-{node}", daemon=True)
         agent.thread.start()

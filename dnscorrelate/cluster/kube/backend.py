@@ -17,7 +17,7 @@ from pathlib import Path
 from dnscorrelate.cluster.backend import LogSource, Target, TargetWatcher
 from dnscorrelate.cluster.corefile import corefile_from_config_maps
 from dnscorrelate.cluster.facts import ClusterFacts, pod_search_list
-from dnscorrelate.cluster.kube.agents import AgentOptions, Swept, remove_expired
+from dnscorrelate.cluster.kube.agents import AgentOptions, Swept, install, remove_expired
 from dnscorrelate.cluster.kubeapi import client_from_kubeconfig, logged_before, read_model
 from dnscorrelate.cluster.kube.discovery import PodRef, pod_refs_of, pod_targets
 from dnscorrelate.cluster.model import ClusterModel, ConfigMap, Pod
@@ -27,6 +27,11 @@ DNS_SELECTOR = "k8s-app=kube-dns"
 KIND_CLUSTER_LABEL = "io.x-k8s.kind.cluster"
 UPSTREAM_LABEL = "io.dnscorrelate.cluster"
 REFRESH_S = 2.0
+
+
+def install_agents(image: str, source_from_host: bool, kubeconfig: str | None = None, context: str | None = None) -> list[str]:
+    """`dnscorrelate agent install`: the agents in their own namespace, once (kube/agents.py's `install`)."""
+    return install(client_from_kubeconfig(kubeconfig, context), image, source_from_host)
 
 
 def remove_expired_agents(kubeconfig: str | None = None, context: str | None = None) -> Swept:
