@@ -383,3 +383,55 @@ def test_sigterm_ends_a_session_as_ctrl_c_does_and_removes_its_agents(kind_clust
     assert trace.finish(interrupt=False) == 0, trace.err
     assert name in trace.records() and "Traceback" not in trace.err
     assert nothing_left(kind_cluster)
+
+
+def test_agent_install_lets_a_user_with_only_the_namespaced_role_trace_through_the_agents(kind_cluster, tmp_path):
+    """An admin runs `agent install` once; a user who may read the cluster's facts and holds only the Role
+    dnscorrelate-user in namespace dnscorrelate (no rights in kube-system, none on RBAC or DaemonSets elsewhere)
+    traces with --agent, and the session applies nothing."""
+    from dnscorrelate.cluster.kube.agent import INSTALL_NAMESPACE, USER_ROLE
+
+    api = kind.api_client(kind_cluster)
+    rbac, user = k8s.RbacAuthorizationV1Api(api), "dnsc-test-installed"
+    installed = subprocess.run([sys.executable, "-m", "dnscorrelate", "agent", "install", "--source-from-host", "--context",
+                                kind_cluster.context, "--kubeconfig", str(kind_cluster.kubeconfig)],
+                               capture_output=True, text=True, timeout=120)
+    assert installed.returncode == 0, installed.stderr
+    assert "created DaemonSet dnscorrelate/dnsc-agent" in installed.stdout and "created Namespace dnscorrelate" in installed.stdout
+    namespace = core(kind_cluster).read_namespace(INSTALL_NAMESPACE)
+    assert namespace.metadata.labels["pod-security.kubernetes.io/enforce"] == "privileged"
+    core(kind_cluster).create_namespaced_service_account(INSTALL_NAMESPACE, {"metadata": {"name": user}})
+    rbac.create_cluster_role({"metadata": {"name": user}, "rules": [  # the facts trace reads, read-only
+        {"apiGroups": ["", "discovery.k8s.io", "networking.k8s.io"],
+         "resources": ["pods", "pods/log", "nodes", "namespaces", "services", "configmaps", "endpointslices",
+                       "networkpolicies"], "verbs": ["get", "list", "watch"]}]})
+    subject = [{"kind": "ServiceAccount", "name": user, "namespace": INSTALL_NAMESPACE}]
+    rbac.create_cluster_role_binding({"metadata": {"name": user}, "roleRef": {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": user}, "subjects": subject})
+    rbac.create_namespaced_role_binding(INSTALL_NAMESPACE, {"metadata": {"name": user}, "roleRef": {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": USER_ROLE}, "subjects": subject})
+    try:
+        token = core(kind_cluster).create_namespaced_service_account_token(
+            user, INSTALL_NAMESPACE, {"spec": {"expirationSeconds": 600}}).status.token
+        config = yaml.safe_load(Path(kind_cluster.kubeconfig).read_text())
+        config["users"] = [{"name": u["name"], "user": {"token": token}} for u in config["users"]]
+        kubeconfig = tmp_path / "installed.kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump(config))
+        trace = Trace(kind_cluster, tmp_path, "--agent", kubeconfig=kubeconfig)
+        trace.wait_started()
+        assert session_objects(kind_cluster) == []  # nothing applied by the session
+        name = f"installed-{uuid.uuid4().hex[:8]}.example.org."
+        dig(kind_cluster, name)
+        assert trace.finish() == 0, trace.err
+        assert name in trace.records() and "Traceback" not in trace.err
+        nodes = [line for line in trace.err.splitlines() if line.startswith("node ")]
+        assert len(nodes) == 2 and all("(complete)" in line for line in nodes), trace.err
+        assert k8s.AppsV1Api(api).read_namespaced_daemon_set(NAME, INSTALL_NAMESPACE)  # installed: stays
+    finally:
+        rbac.delete_cluster_role_binding(user)
+        rbac.delete_cluster_role(user)
+        core(kind_cluster).delete_namespace(INSTALL_NAMESPACE)
+        rbac.delete_cluster_role_binding("dnscorrelate-agent")
+        rbac.delete_cluster_role("dnscorrelate-agent")
+        wait_for(lambda: INSTALL_NAMESPACE not in {n.metadata.name for n in core(kind_cluster).list_namespace().items},
+                 "the namespace to go", 120)

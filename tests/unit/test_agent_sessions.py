@@ -166,6 +166,6 @@ def test_agent_install_puts_the_agents_in_their_own_privileged_namespace_with_a_
     assert role["metadata"]["name"] == binding["roleRef"]["name"] == "dnscorrelate-agent"  # apart from kube-system's
     assert user["metadata"] == {"name": USER_ROLE, "namespace": INSTALL_NAMESPACE}
     verbs = {(r["resources"][0], v) for r in user["rules"] for v in r["verbs"]}
-    assert verbs == {("daemonsets", "get"), ("pods", "get"), ("pods", "list"), ("pods/exec", "create")}
+    assert verbs == {("daemonsets", "get"), ("pods", "get"), ("pods", "list"), ("pods/exec", "create"), ("pods/exec", "get")}
     container = daemonset["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["memory"] == "1Gi"

@@ -396,7 +396,8 @@ def install_objects(image: str, source_from_host: bool = False) -> list[dict]:
             "metadata": {"name": USER_ROLE, "namespace": INSTALL_NAMESPACE}, "rules": [
                 {"apiGroups": ["apps"], "resources": ["daemonsets"], "verbs": ["get"]},
                 {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
-                {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create"]}]}
+                # exec over a websocket is a GET, authorized as `get`; kubectl's SPDY exec a POST, `create`
+                {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]}]}
     objects = [o for o in yaml.safe_load_all(manifest(image, source_from_host, INSTALL_NAMESPACE)) if o]
     for body in objects[1:3]:  # cluster-wide names apart from the kube-system manifest's, which may be applied too
         body["metadata"]["name"] = INSTALL_NAMESPACE + "-agent"
