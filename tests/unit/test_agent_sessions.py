@@ -169,3 +169,37 @@ def test_agent_install_puts_the_agents_in_their_own_privileged_namespace_with_a_
     assert verbs == {("daemonsets", "get"), ("pods", "get"), ("pods", "list"), ("pods/exec", "create"), ("pods/exec", "get")}
     container = daemonset["spec"]["template"]["spec"]["containers"][0]
     assert container["resources"]["limits"]["memory"] == "1Gi"
+
+
+def test_a_live_session_pushes_its_lease_forward_until_it_stops(monkeypatch):
+    import threading
+    import time
+
+    patched = []
+    renewed = threading.Event()
+
+    class Api:
+        def __getattr__(self, name):
+            def patch(name_, *args):
+                patched.append((name_, args[-1]["metadata"]["annotations"][LEASE_ANNOTATION]))
+                if len(patched) >= 4:
+                    renewed.set()
+            return patch
+
+    capture = agents.AgentCapture(api=None)
+    capture.client = lambda group: Api()
+    capture.lease_s = 3.0  # renewed every second
+    capture.created = [("DaemonSet", f"{NAME}-s"), ("ServiceAccount", f"{NAME}-s")]
+    thread = threading.Thread(target=capture.renew_leases, daemon=True)
+    started = datetime.now(timezone.utc)
+    thread.start()
+    assert renewed.wait(10)
+    capture._renewing.set()
+    thread.join(5)
+    assert not thread.is_alive() and not capture.warnings
+    assert {name for name, _ in patched} == {f"{NAME}-s"}
+    until = datetime.strptime(patched[-1][1], "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    assert until >= started + timedelta(seconds=2)  # always a lease ahead of now
+    count = len(patched)
+    time.sleep(1.2)
+    assert len(patched) == count  # stopped: no renewal after stop
