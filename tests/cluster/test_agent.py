@@ -341,8 +341,8 @@ def test_two_concurrent_sessions_each_see_their_own_lookups_and_neither_removes_
         codes = (first.finish(), second.finish())
     assert codes == (0, 0), first.err + second.err
     one, two = first.records(), second.records()
-    assert mine in one and theirs not in one and after not in one
-    assert {theirs, after} <= set(two) and mine not in two
+    assert mine in one and theirs not in one and after not in one, first.err
+    assert {theirs, after} <= set(two) and mine not in two, second.err
     nodes = [line for line in second.err.splitlines() if line.startswith("node ")]
     assert len(nodes) == 2 and all("(complete)" in line and "lost_samples=0" in line for line in nodes), second.err
     assert nothing_left(kind_cluster)

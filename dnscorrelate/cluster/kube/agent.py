@@ -38,6 +38,7 @@ NAMESPACE = "kube-system"  # the on-the-fly mode (`trace --agent` applies and re
 INSTALL_NAMESPACE = "dnscorrelate"  # `agent install`: once, by an admin, in a namespace of its own
 USER_ROLE = "dnscorrelate-user"  # the Role there a user needs: find the agent pods and exec into them
 LABELS = {"app.kubernetes.io/name": NAME}
+RBAC_GRACE_S = 15.0  # each session's ClusterRoleBinding is new: the API server may refuse the first listing meanwhile
 REFRESH_S = 2.0  # this node's pods are read from the API at most this often (a new pod: attached within it)
 SEND_INTERVAL_S = 0.05  # records reach the stream at most this late
 STATS_INTERVAL_S = 1.0
@@ -76,13 +77,19 @@ class NodeDiscovery:
         from kubernetes.client.rest import ApiException
         from urllib3.exceptions import HTTPError
 
-        try:
-            pods = self.pods()
-        except ApiException as err:
-            raise ClusterError(f"listing this node's pods failed: the API server said {err.status} {err.reason} "
-                               f"(the agent's service account needs list on pods)") from None
-        except HTTPError as err:
-            raise ClusterError(f"listing this node's pods failed: the API server is unreachable ({err})") from None
+        deadline = time.monotonic() + RBAC_GRACE_S
+        while True:
+            try:
+                pods = self.pods()
+                break
+            except ApiException as err:
+                if err.status == 403 and time.monotonic() < deadline:  # its binding, made a moment ago, not yet in effect
+                    time.sleep(0.5)
+                    continue
+                raise ClusterError(f"listing this node's pods failed: the API server said {err.status} {err.reason} "
+                                   f"(the agent's service account needs list on pods)") from None
+            except HTTPError as err:
+                raise ClusterError(f"listing this node's pods failed: the API server is unreachable ({err})") from None
         return pod_targets(pods, {self.node: 1}, self.proc)
 
     def watcher(self) -> Callable[[], list[Target]]:
