@@ -80,11 +80,11 @@ def write_report(result: Analysis, path: str, inputs: list) -> None:
     """`correlate --report`: the self-contained HTML report `trace` and `run` write, drawn from the same facts
     (no cluster section when there are none), titled by the inputs it was made of."""
     from dnscorrelate.outputs import written_whole
-    from dnscorrelate.report.html import render_report
+    from dnscorrelate.report.html import holds_cluster_facts, render_report
 
     named = ", ".join(str(i) for i in inputs if i)
     html = render_report(result, f"correlate {named}", "dnscorrelate correlate", facts=result.facts)
-    with written_whole(path, "--report") as partial:
+    with written_whole(path, "--report", private=holds_cluster_facts(result.facts)) as partial:
         partial.write_text(html)
 
 

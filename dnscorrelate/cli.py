@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.text import Text
 
-from dnscorrelate.errors import USER_ERRORS, ClusterError, LabError
+from dnscorrelate.errors import USER_ERRORS, ClusterError, LabError, interrupt_on_termination
 from dnscorrelate.outputs import check_output_dir, check_output_file, written_whole
 from dnscorrelate.report.terminal import SafeConsole, printable, quiet_exit
 
@@ -139,6 +139,7 @@ def main() -> None:
     """Correlate CoreDNS logs with eBPF packet traces and say which DNS hop failed, and why."""
     if not sys.warnoptions:  # libraries' warnings (pandas' FutureWarning) are for us, not users; -W shows them
         warnings.simplefilter("ignore")
+    interrupt_on_termination()  # kill and a closed terminal clean up as Ctrl-C does (the node agents removed)
 
 
 @main.group()
@@ -555,7 +556,8 @@ def print_results(results) -> None:
 @click.option("--context", help="A kubeconfig context: trace on that cluster instead of a lab (as kubectl --context).")
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), help="The kubeconfig to read (as kubectl; default $KUBECONFIG, ~/.kube/config).")
 @click.option("--agent", is_flag=True, help="Capture through dnscorrelate's node agent, for a cluster whose nodes do not run here: "
-              "a DaemonSet dnsc-agent in kube-system for the session, removed after it (`dnscorrelate agent manifest` shows it).")
+              "a DaemonSet dnsc-agent-SESSION in kube-system for the session, removed after it (`dnscorrelate agent manifest` shows it; "
+              "`dnscorrelate agent cleanup` removes what a killed session left).")
 @click.option("--agent-image", metavar="IMAGE", help="With --agent: the agent's image (default: one the nodes already hold, else the one built here).")
 @click.option("--hubble", is_flag=True, help="On a Cilium cluster with Hubble: each agent's flows (`hubble observe --follow` through "
               "exec, on its unix socket) as one more vantage; its DNS proxy rows join the lookups our capture sees.")
@@ -651,10 +653,10 @@ def print_trace_summary(session, live, report_path) -> None:
     for line in node_lines(live.stats.get("nodes", {})):  # the node agents' loss, node by node
         errors.print(line, highlight=False, markup=False, soft_wrap=True)
     if report_path:
-        from dnscorrelate.report.html import render_report
+        from dnscorrelate.report.html import holds_cluster_facts, render_report
 
         html = render_report(analysis, f"trace {session.pod.key}", "dnscorrelate trace session", facts=session.facts)
-        with written_whole(report_path, "--report") as partial:
+        with written_whole(report_path, "--report", private=holds_cluster_facts(session.facts)) as partial:
             partial.write_text(html)
         errors.print(f"report: {report_path}", markup=False)
 
@@ -749,6 +751,47 @@ def agent_standby() -> None:
     from dnscorrelate.cluster.kube.agent import standby
 
     standby()
+
+
+@agent.command("cleanup")
+@click.option("--context", help="The kubeconfig context of the cluster (as kubectl --context).")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), help="The kubeconfig to read (as kubectl; default $KUBECONFIG, ~/.kube/config).")
+@friendly_errors
+def agent_cleanup(context: str | None, kubeconfig: str | None) -> None:
+    """Remove what killed `trace --agent` sessions left (their DaemonSet, service account and role), once their lease
+    has run out; sessions still running renew theirs and are left alone. Lists what it removed and what it left."""
+    from dnscorrelate.cluster.kube.backend import remove_expired_agents
+
+    swept = remove_expired_agents(kubeconfig, context)
+    for line in swept.removed:
+        console.print(f"removed {line}", highlight=False, markup=False, soft_wrap=True)
+    for line in swept.leased:
+        console.print(f"left {line}: a session still holds it", highlight=False, markup=False, soft_wrap=True)
+    for line in swept.failed:
+        errors.print(f"could not remove {line}", highlight=False, markup=False, soft_wrap=True)
+    errors.print(f"removed {len(swept.removed)}, left {len(swept.leased)} held by live sessions"
+                 + (f", {len(swept.failed)} could not be removed" if swept.failed else ""), highlight=False)
+    if swept.failed:
+        sys.exit(2)
+
+
+@agent.command("install")
+@click.option("--image", help="The agent image (default: the one `make cluster` built here; a bare name is never pulled).")
+@click.option("--source-from-host", is_flag=True, help="Run the package from the node's /opt/dnscorrelate/src (kind clusters of `cluster up`).")
+@click.option("--context", help="The kubeconfig context of the cluster (as kubectl --context).")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), help="The kubeconfig to read (as kubectl; default $KUBECONFIG, ~/.kube/config).")
+@friendly_errors
+def agent_install(image: str | None, source_from_host: bool, context: str | None, kubeconfig: str | None) -> None:
+    """Install the node agents once, as an admin, in their own namespace `dnscorrelate` (Pod Security: privileged),
+    with the Role `dnscorrelate-user` there: users bound to it need no rights in kube-system or on RBAC to trace
+    with --agent (they still read the cluster's facts). `trace --agent` uses this DaemonSet when it is there."""
+    from dnscorrelate.cluster.kind.build import agent_image
+    from dnscorrelate.cluster.kube.backend import install_agents
+
+    for line in install_agents(image or agent_image(source_from_host), source_from_host, kubeconfig, context):
+        console.print(line, highlight=False, markup=False)
+    console.print("bind users to Role dnscorrelate/dnscorrelate-user (kubectl -n dnscorrelate create rolebinding NAME "
+                  "--role dnscorrelate-user --user USER)", highlight=False, markup=False)
 
 
 @agent.command("manifest")

@@ -50,13 +50,15 @@ def probe_folder(folder: Path, what: str) -> None:
 
 
 @contextlib.contextmanager
-def written_whole(path: str | Path, option: str):
+def written_whole(path: str | Path, option: str, private: bool = False):
     """A temporary path beside `path` to write to; renamed to `path` only once writing finished, so a full
     disk or a crash never leaves a truncated file that looks complete. OutputError names the option and
-    the reason; the partial file is removed."""
+    the reason; the partial file is removed. `private`: readable by its owner only (0600), for a file that
+    holds a cluster's facts (its pods, addresses and Corefile)."""
     path = Path(path)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
-    os.fchmod(handle, 0o666 & ~current_umask())  # mkstemp makes 0600; the file should read as one open() would make it
+    if not private:  # mkstemp makes 0600; else the file should read as one open() would make it
+        os.fchmod(handle, 0o666 & ~current_umask())
     os.close(handle)
     try:
         yield Path(temporary)

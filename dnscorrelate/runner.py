@@ -398,7 +398,9 @@ class ContextStage(Stage):
 
         self.name = context or "current-context"
         self.allow_cluster_changes = allow_cluster_changes
-        self.backend = KubeBackend(kubeconfig, context, pod_image=pod_image)
+        # faults reach a cluster `cluster up` did not make only here: what they would change outside the scenario's
+        # own namespace was refused before (`refusals`) unless --allow-cluster-changes said otherwise
+        self.backend = KubeBackend(kubeconfig, context, pod_image=pod_image, allow_cluster_changes=True)
         self.notes: list[str] = []
         self.namespace = ""
         self.journal_path = CONTEXT_RUN_ROOT / re.sub(r"[^A-Za-z0-9_.-]", "_", self.name) / "journal.json"

@@ -98,3 +98,27 @@ def corefile_from_config_maps(config_maps: list[ConfigMap]) -> tuple[str, dict[s
     corefile = main.data.get("Corefile", "") if main else ""
     blocks = {k: v for k, v in custom.data.items() if k.endswith(".server")} if custom else {}
     return corefile, blocks
+
+
+# --- credentials, kept out of reports ---------------------------------------------------------------------------
+
+REDACTED = "[redacted]"
+# A directive whose arguments are, or point at, credentials: tsig's `secret NAME KEY`, a plugin's `password`,
+# `token`, `*_key`/`key file`, `credentials`, `client_secret`, and forward's/grpc's `tls CERT KEY CA`.
+SECRET_DIRECTIVE = re.compile(r"secret|passw|token|key|credential|auth|^tls$", re.I)
+URL_USERINFO = re.compile(r"(?P<scheme>[a-z][a-z0-9+.-]*://)[^/@\s]+@", re.I)
+
+
+def redacted_corefile(text: str) -> str:
+    """`text` with every credential-like directive's arguments and every URL's user:password replaced by
+    `[redacted]`; comments, zones and the block structure stay, so a reader still sees which plugin had one."""
+    lines = []
+    for line in text.splitlines(keepends=True):
+        body, hash_, comment = line.partition("#")
+        body = URL_USERINFO.sub(lambda m: f"{m['scheme']}{REDACTED}@", body)
+        match = re.match(r"^(\s*)(\S+)(\s+)(.*?)(\s*[{]?\s*)$", body, re.S)
+        is_zone = match is not None and any(c in match[2] for c in ".:")  # a server block's keys, not a directive
+        if match and not is_zone and SECRET_DIRECTIVE.search(match[2]) and match[4].strip() not in ("", "{"):
+            body = f"{match[1]}{match[2]}{match[3]}{REDACTED}{match[5]}"
+        lines.append(body + hash_ + comment)
+    return "".join(lines)

@@ -20,6 +20,12 @@ LISTS = {
 }
 
 
+# A ConfigMap `cluster up` (and the runner's clusters) create in kube-system: the scenario faults change only a cluster
+# that carries it (kube/faults.py's `refuse_foreign_cluster`).
+MADE_HERE = "dnscorrelate-made-here"
+MADE_HERE_NAMESPACE = "kube-system"
+
+
 def client_from_kubeconfig(kubeconfig: str | None = None, context: str | None = None):
     """An API client as kubectl would make it: --kubeconfig, else $KUBECONFIG, else ~/.kube/config; in a pod, the
     service account."""

@@ -18,6 +18,13 @@ nodes are put on one time line by their wall clocks, and each event names its no
 correlator then estimates what the wall clocks still disagree by from the lookups that cross nodes
 (correlate/clocks.py; kind's nodes share the host's clock).
 
+What an agent sends is not trusted: a records frame is decompressed to at most MAX_RECORDS_BYTES (a zlib
+bomb is a bad frame, not gigabytes of memory), every JSON frame is validated (`Hello`, `VantageFrame`,
+`ErrorFrame`, `counters_of`: a frame of the wrong types is a bad frame, counted), the text it sends is printed
+with control characters escaped (`printable`), and a node's records kept until the session ends are
+bounded (`max_record_bytes`; beyond it records are dropped and counted as `cli_dropped`, part of
+`lost_samples`).
+
 Nothing is lost silently: events the ring buffer dropped (`lost_samples`, counted in the kernel), events
 the agent dropped because the stream fell behind (`agent_dropped`), records of an unknown capture id or
 a frame that would not decode (`bad_records`, `bad_frames`) and a stream that ended without its end frame
@@ -27,15 +34,17 @@ a frame that would not decode (`bad_records`, `bad_frames`) and a stream that en
 from __future__ import annotations
 
 import json
+import re
 import struct
 import threading
 import zlib
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Annotated, BinaryIO
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from dnscorrelate import events
 from dnscorrelate.live.records import RecordBuffer
@@ -47,10 +56,59 @@ HEADER = struct.Struct("<cI")
 HELLO, VANTAGE, RECORDS, STATS, ERROR, END = b"H", b"V", b"R", b"S", b"E", b"Z"
 KINDS = {HELLO, VANTAGE, RECORDS, STATS, ERROR, END}
 MAX_FRAME = 64 << 20  # a body longer than this is not a frame of ours: the stream is corrupt
+FRAME_RECORDS = 2048  # records per frame the agent sends (about 1.3 MB before compression)
+MAX_RECORDS_BYTES = 2 * FRAME_RECORDS * EVENT_DTYPE.itemsize  # a records frame decompresses to at most this
+MAX_NODE_RECORD_BYTES = 1 << 30  # a node's records kept for the session (~1.7 million events); beyond: dropped, counted
 # Counters the CLI adds up over nodes (each node's own are kept under `nodes`).
-SUMMED = ("events", "lost_samples", "agent_dropped", "non_dns_packets", "non_ip_packets", "truncated_headers",
+SUMMED = ("events", "lost_samples", "agent_dropped", "cli_dropped", "non_dns_packets", "non_ip_packets", "truncated_headers",
           "tcp_without_payload", "records_sent", "records_received", "bad_records", "bad_frames", "namespaces",
           "bytes_received")
+
+
+CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Agent-sent text for a terminal: control characters (ESC sequences, carriage returns, ...) as \\xNN, so that
+    a node cannot rewrite what the user sees. Newlines and tabs stay."""
+    return CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+# The JSON frames, validated: an agent of another version or a hostile one gets a bad frame, not a KeyError.
+Text = Annotated[str, StringConstraints(max_length=4096, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")]
+
+
+class Frame(BaseModel):
+    model_config = ConfigDict(extra="allow", strict=False)
+
+
+class Hello(Frame):
+    node: Text
+    version: Text = "?"
+    record_size: int
+    boot_to_wall_ns: int
+    compile_seconds: float = 0.0
+    attach_seconds: float = 0.0
+
+
+class VantageFrame(Frame):
+    id: int = Field(ge=0, lt=1 << 32)
+    netns: int = Field(ge=0)
+    vantage: Text
+    role: Text
+    ifnames: dict[int, Text] = {}
+
+
+class ErrorFrame(Frame):
+    message: str = Field(max_length=16384)
+
+
+def counters_of(value) -> dict:
+    """A stats or end frame's counters: names to numbers, nothing else."""
+    if not isinstance(value, dict) or not all(isinstance(k, str) and len(k) <= 64 and isinstance(v, (int, float))
+                                              and not isinstance(v, bool) for k, v in value.items()):
+        raise ValueError("counters must map names to numbers")
+    return value
 
 
 def frame(kind: bytes, body: bytes) -> bytes:
@@ -129,7 +187,10 @@ class NodeStream:
     error: str | None = None
     ended: bool = False  # the end frame arrived
     closed: bool = False  # no more bytes will come
-    counts: Counter = field(default_factory=Counter)  # the CLI's own: bad_frames, bad_records, bytes_received
+    counts: Counter = field(default_factory=Counter)  # the CLI's own: bad_frames, bad_records, bytes_received, cli_dropped
+    max_record_bytes: int = MAX_NODE_RECORD_BYTES
+    bad_frame_reasons: list[str] = field(default_factory=list)  # the first few, to say what was wrong
+    kept_bytes: int = 0
     _frame: pd.DataFrame | None = None
 
     def feed(self, data: bytes) -> None:
@@ -169,33 +230,45 @@ class NodeStream:
         self.buffer.clear()
         self.closed = True
 
+    def _bad_frame(self, kind: bytes, why: str) -> None:
+        self.counts["bad_frames"] += 1
+        if len(self.bad_frame_reasons) < 5:
+            self.bad_frame_reasons.append(printable(f"{kind.decode()}: {why}"[:300]))
+
     def _apply(self, kind: bytes, body: bytes) -> None:
         try:
             if kind == RECORDS:
-                self._records(zlib.decompress(body))
+                self._records(inflate(body, MAX_RECORDS_BYTES))
                 return
             value = json.loads(body)
-        except (zlib.error, ValueError):
-            self.counts["bad_frames"] += 1
-            return
-        if kind == HELLO:
-            if value.get("record_size") != EVENT_DTYPE.itemsize:
-                self.error = (f"the agent's records are {value.get('record_size')} bytes, this dnscorrelate's are "
-                              f"{EVENT_DTYPE.itemsize}: run an agent image of the same version (agent {value.get('version')})")
+            if kind == HELLO:
+                self._hello(value)
+            elif kind == VANTAGE:
+                v = VantageFrame.model_validate(value)
+                self.vantages[v.id] = Vantage(v.netns, v.vantage, v.role, dict(v.ifnames))
+            elif kind == STATS:
+                self.agent_stats = counters_of(value)
+            elif kind == ERROR:
+                self.error = printable(ErrorFrame.model_validate(value).message) or "the agent failed without a message"
+            elif kind == END:
+                self.agent_stats = counters_of(value) or self.agent_stats
+                self.ended = True
                 self.closed = True
-                return
-            self.hello = value
-        elif kind == VANTAGE:
-            self.vantages[int(value["id"])] = Vantage(int(value["netns"]), value["vantage"], value["role"],
-                                                      {int(k): v for k, v in value.get("ifnames", {}).items()})
-        elif kind == STATS:
-            self.agent_stats = value
-        elif kind == ERROR:
-            self.error = value.get("message", "the agent failed without a message")
-        elif kind == END:
-            self.agent_stats = value or self.agent_stats
-            self.ended = True
+        except ValidationError as err:
+            first = err.errors()[0]
+            self._bad_frame(kind, f"{'.'.join(map(str, first['loc'])) or 'frame'}: {first['msg']}")
+        except (zlib.error, ValueError) as err:
+            self._bad_frame(kind, str(err))
+
+    def _hello(self, value) -> None:
+        """The layout is checked before the rest: another version's agent is said as such, whatever its fields."""
+        size = value.get("record_size") if isinstance(value, dict) else None
+        if size != EVENT_DTYPE.itemsize:
+            self.error = printable(f"the agent's records are {size} bytes, this dnscorrelate's are {EVENT_DTYPE.itemsize}: "
+                                   f"run an agent image of the same version (agent {str(value.get('version'))[:40]})")
             self.closed = True
+            return
+        self.hello = Hello.model_validate(value).model_dump()
 
     def _records(self, raw: bytes) -> None:
         size = EVENT_DTYPE.itemsize
@@ -210,8 +283,13 @@ class NodeStream:
         if not known.all():
             self.counts["bad_records"] += int((~known).sum())
             raw = records[known].tobytes()
+        room = max(0, self.max_record_bytes - self.kept_bytes) // size * size
+        if len(raw) > room:  # the session's end decodes what is kept; newer records beyond the bound are counted lost
+            self.counts["cli_dropped"] += (len(raw) - room) // size
+            raw = raw[:room]
         if raw:
             self.records.append(raw)
+            self.kept_bytes += len(raw)
 
     def close(self) -> None:
         """No more bytes: a stream that never sent its end frame was cut (the agent died, the connection broke)."""
@@ -248,11 +326,25 @@ class NodeStream:
         out = {k: v for k, v in self.agent_stats.items() if isinstance(v, (int, float))}
         out.update({"records_received": received, "bad_records": int(self.counts["bad_records"]),
                     "bad_frames": int(self.counts["bad_frames"]), "bytes_received": int(self.counts["bytes_received"]),
-                    "stream_cut": self.cut, "namespaces": len(self.vantages)})
-        out["lost_samples"] = int(out.get("lost_samples", 0)) + int(out.get("agent_dropped", 0))
+                    "cli_dropped": int(self.counts["cli_dropped"]), "stream_cut": self.cut, "namespaces": len(self.vantages)})
+        out["lost_samples"] = int(out.get("lost_samples", 0)) + int(out.get("agent_dropped", 0)) + out["cli_dropped"]
+        if self.bad_frame_reasons:
+            out["bad_frame_reasons"] = list(self.bad_frame_reasons)
         if self.error:
             out["error"] = self.error
         return out
+
+
+def inflate(body: bytes, limit: int) -> bytes:
+    """A records frame's body decompressed, refused (zlib.error) when it would exceed `limit` bytes or is not one
+    whole zlib stream: no frame can make the CLI allocate more than `limit`."""
+    inflater = zlib.decompressobj()
+    raw = inflater.decompress(body, limit)
+    if inflater.unconsumed_tail or (not inflater.eof and inflater.decompress(b"", 1)):
+        raise zlib.error(f"decompresses to more than {limit} bytes (at most {limit // EVENT_DTYPE.itemsize} records a frame)")
+    if not inflater.eof:
+        raise zlib.error("incomplete zlib stream")
+    return raw
 
 
 def merged_stats(streams: list[NodeStream]) -> dict:

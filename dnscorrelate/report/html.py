@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from dnscorrelate import schema
+from dnscorrelate.cluster.corefile import redacted_corefile
 from dnscorrelate.cluster.facts import ClusterFacts
 from dnscorrelate.diagnose import Analysis
 from dnscorrelate.outputs import written_whole
@@ -213,9 +214,17 @@ def cluster_view(facts: ClusterFacts | None) -> dict | None:
         "name": facts.cluster, "nodes": nodes, "unplaced": unplaced, "nodelocal": facts.nodelocal_ip,
         "dns_ip": facts.cluster_dns_ip, "services": [service_view(model, s) for s in model.services],
         "policies": [policy_view(p) for p in model.policies],
-        "forwards": [{"zones": " ".join(b.zones), "targets": ", ".join(b.targets), "source": b.source} for b in facts.forward_blocks()],
-        "corefile": facts.corefile, "custom": sorted(facts.custom_server_blocks.items()),
+        "forwards": [{"zones": " ".join(b.zones), "targets": redacted_corefile(", ".join(b.targets)), "source": b.source}
+                     for b in facts.forward_blocks()],
+        # coredns-custom and the Corefile can hold tsig secrets, plugin passwords and tokens: never in a report
+        "corefile": redacted_corefile(facts.corefile),
+        "custom": sorted((key, redacted_corefile(text)) for key, text in facts.custom_server_blocks.items()),
     }
+
+
+def holds_cluster_facts(facts: ClusterFacts | None) -> bool:
+    """True when a report of these facts draws the cluster (its pods, addresses, Corefile): written 0600."""
+    return cluster_view(facts) is not None
 
 
 def service_view(model, service) -> dict:
@@ -267,7 +276,7 @@ def write_scenario_report(result, report_dir: Path) -> Path:
                "missing": result.missing}
     html = render_report(result.analysis, f"scenario {scenario.name}", scenario.description, verdict, result.facts, result.clients, result.timings)
     path = report_dir / f"{scenario.name}.html"
-    with written_whole(path, "--report-dir") as partial:  # renamed into place once whole: a full disk leaves no half report
+    with written_whole(path, "--report-dir", private=holds_cluster_facts(result.facts)) as partial:  # renamed into place once whole: a full disk leaves no half report
         partial.write_text(html)
     return path
 

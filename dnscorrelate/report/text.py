@@ -181,7 +181,7 @@ def capture_stats_line(stats: dict) -> str:
     return counts_line(stats, CAPTURE_COUNTS + (DNSTAP_COUNTS if "dnstap_frames" in stats else []))
 
 
-NODE_COUNTS = ["events", "records_received", "lost_samples", "agent_dropped", "bad_records", "bad_frames", "namespaces"]
+NODE_COUNTS = ["events", "records_received", "lost_samples", "agent_dropped", "cli_dropped", "bad_records", "bad_frames", "namespaces"]
 
 
 def node_lines(nodes: dict[str, dict]) -> list[str]:
@@ -192,6 +192,7 @@ def node_lines(nodes: dict[str, dict]) -> list[str]:
         state = "error: " + stats["error"] if stats.get("error") else ("stream cut short: loss after its last counters unknown"
                                                                        if stats.get("stream_cut") else "complete")
         lines.append(f"node {node}: " + counts_line(stats, NODE_COUNTS) + f"  ({state})")
+        lines += [f"node {node}: bad frame {reason}" for reason in stats.get("bad_frame_reasons", [])]
     return lines
 
 

@@ -20,9 +20,9 @@ from kubernetes.client.rest import ApiException
 from kubernetes.stream import stream
 
 from dnscorrelate.cluster.kind import cluster as kind
-from dnscorrelate.cluster.kube.agent import LABELS, NAME, NAMESPACE, manifest_objects
+from dnscorrelate.cluster.kube.agent import LABELS, NAME, NAMESPACE, SESSION_LABEL, manifest_objects
 from dnscorrelate.cluster.kind.build import agent_image
-from dnscorrelate.cluster.kube.agents import AgentCapture, AgentOptions
+from dnscorrelate.cluster.kube.agents import LEASE_ENV, AgentCapture, AgentOptions
 
 SELECTOR = ",".join(f"{k}={v}" for k, v in LABELS.items())
 
@@ -44,10 +44,25 @@ def wait_for(probe, what, timeout_s=60):
     return result
 
 
+def session_objects(cluster):
+    """Every session's agent objects still on the cluster, as (kind, name)."""
+    api = kind.api_client(cluster)
+    found = []
+    for kind_, items in (
+            ("ServiceAccount", k8s.CoreV1Api(api).list_namespaced_service_account(NAMESPACE, label_selector=SESSION_LABEL)),
+            ("ClusterRole", k8s.RbacAuthorizationV1Api(api).list_cluster_role(label_selector=SESSION_LABEL)),
+            ("ClusterRoleBinding", k8s.RbacAuthorizationV1Api(api).list_cluster_role_binding(label_selector=SESSION_LABEL)),
+            ("DaemonSet", k8s.AppsV1Api(api).list_namespaced_daemon_set(NAMESPACE, label_selector=SESSION_LABEL))):
+        found += [(kind_, item.metadata.name) for item in items.items]
+    return found
+
+
 def nothing_left(cluster):
-    """No agent DaemonSet, pod, service account or RBAC object remains (the pods may take a moment to go)."""
+    """No agent DaemonSet, pod, service account or RBAC object remains, of any session or the plain manifest (the
+    pods may take a moment to go)."""
     api = kind.api_client(cluster)
     wait_for(lambda: not core(cluster).list_namespaced_pod(NAMESPACE, label_selector=SELECTOR).items, "agent pods to go")
+    assert session_objects(cluster) == []
     for read in (lambda: k8s.AppsV1Api(api).read_namespaced_daemon_set(NAME, NAMESPACE),
                  lambda: k8s.CoreV1Api(api).read_namespaced_service_account(NAME, NAMESPACE),
                  lambda: k8s.RbacAuthorizationV1Api(api).read_cluster_role(NAME),
@@ -61,15 +76,15 @@ def nothing_left(cluster):
 class Trace:
     """`dnscorrelate trace pod/mypod -n demo -o json` on the cluster, in the background, until interrupted."""
 
-    def __init__(self, cluster, tmp_path, *extra, kubeconfig=None):
+    def __init__(self, cluster, tmp_path, *extra, kubeconfig=None, pod="mypod", env=None):
         self.out_path = tmp_path / f"trace-{uuid.uuid4().hex[:6]}.jsonl"
         self.stderr: list[str] = []
         self.started = threading.Event()
         with self.out_path.open("w") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "dnscorrelate", "trace", "pod/mypod", "-n", "demo", "--context", cluster.context,
+                [sys.executable, "-m", "dnscorrelate", "trace", f"pod/{pod}", "-n", "demo", "--context", cluster.context,
                  "--kubeconfig", str(kubeconfig or cluster.kubeconfig), "-o", "json", *extra],
-                stdout=out, stderr=subprocess.PIPE, text=True)
+                stdout=out, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self):
@@ -176,7 +191,7 @@ def test_the_standalone_image_runs_the_agent_with_nothing_of_this_checkout_mount
     name = f"standalone-{uuid.uuid4().hex[:8]}.example.org."
     capture.start()
     try:
-        daemonset = k8s.AppsV1Api(kind.api_client(kind_cluster)).read_namespaced_daemon_set(NAME, NAMESPACE)
+        daemonset = k8s.AppsV1Api(kind.api_client(kind_cluster)).read_namespaced_daemon_set(capture.daemonset, NAMESPACE)
         mounts = {v.host_path.path for v in daemonset.spec.template.spec.volumes if v.host_path}
         assert "/opt/dnscorrelate/src" not in mounts and "/lib/modules" in mounts
         dig(kind_cluster, name)
@@ -292,16 +307,131 @@ def agent_processes():
     return found
 
 
-def test_a_killed_cli_stops_its_agents_and_the_next_session_removes_its_daemonset(kind_cluster, tmp_path):
+def cleanup(cluster):
+    done = subprocess.run([sys.executable, "-m", "dnscorrelate", "agent", "cleanup", "--context", cluster.context,
+                           "--kubeconfig", str(cluster.kubeconfig)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    return done.stdout.splitlines()
+
+
+def daemonsets_of_sessions(cluster):
+    return {d.metadata.name: d for d in k8s.AppsV1Api(kind.api_client(cluster)).list_namespaced_daemon_set(
+        NAMESPACE, label_selector=SESSION_LABEL).items}
+
+
+def test_two_concurrent_sessions_each_see_their_own_lookups_and_neither_removes_the_others_agents(kind_cluster, tmp_path):
+    first = Trace(kind_cluster, tmp_path, "--agent")
+    second = Trace(kind_cluster, tmp_path, "--agent", pod="web-0")
+    try:
+        first.wait_started()
+        second.wait_started()
+        sessions = daemonsets_of_sessions(kind_cluster)
+        assert len(sessions) == 2, sessions  # each its own DaemonSet
+        mine, theirs = f"first-{uuid.uuid4().hex[:8]}.example.org.", f"second-{uuid.uuid4().hex[:8]}.example.org."
+        dig(kind_cluster, mine)
+        dig(kind_cluster, theirs, pod="web-0")
+        assert first.finish() == 0, first.err
+        left = daemonsets_of_sessions(kind_cluster)
+        assert len(left) == 1 and set(left) < set(sessions)  # the first removed its own only
+        pods = core(kind_cluster).list_namespaced_pod(NAMESPACE, label_selector=SELECTOR).items
+        assert pods and all(p.metadata.deletion_timestamp is None for p in pods)  # the second's agents run on
+        after = f"after-{uuid.uuid4().hex[:8]}.example.org."
+        dig(kind_cluster, after, pod="web-0")  # traced by the second session after the first ended
+    finally:
+        codes = (first.finish(), second.finish())
+    assert codes == (0, 0), first.err + second.err
+    one, two = first.records(), second.records()
+    assert mine in one and theirs not in one and after not in one, first.err
+    assert {theirs, after} <= set(two) and mine not in two, second.err
+    nodes = [line for line in second.err.splitlines() if line.startswith("node ")]
+    assert len(nodes) == 2 and all("(complete)" in line and "lost_samples=0" in line for line in nodes), second.err
+    assert nothing_left(kind_cluster)
+
+
+def test_a_cli_killed_with_9_stops_its_agents_and_agent_cleanup_removes_them_once_the_lease_ran_out(kind_cluster, tmp_path):
+    from datetime import datetime, timezone
+
+    from dnscorrelate.cluster.kube.agent import LEASE_ANNOTATION
+
     assert not agent_processes()
-    killed = Trace(kind_cluster, tmp_path, "--agent")
+    killed = Trace(kind_cluster, tmp_path, "--agent", env={LEASE_ENV: "20"})
     killed.wait_started()
     assert len(agent_processes()) == 2  # one capture per node
     killed.proc.send_signal(signal.SIGKILL)
     killed.proc.wait(30)
     wait_for(lambda: not agent_processes(), "the agents to stop once their exec sessions ended", 60)
-    assert k8s.AppsV1Api(kind.api_client(kind_cluster)).read_namespaced_daemon_set(NAME, NAMESPACE)  # its debris
-    again = Trace(kind_cluster, tmp_path, "--agent")
-    again.wait_started()
-    assert again.finish() == 0, again.err
+    debris = session_objects(kind_cluster)
+    assert sorted(k for k, _ in debris) == ["ClusterRole", "ClusterRoleBinding", "DaemonSet", "ServiceAccount"]
+    lines = cleanup(kind_cluster)  # within the lease: a session may still hold it
+    if not any(line.startswith("removed ") for line in lines):  # (on a loaded machine the lease may already be out)
+        assert sum(line.startswith("left ") for line in lines) == 4 and session_objects(kind_cluster) == debris, lines
+        until = next(iter(daemonsets_of_sessions(kind_cluster).values())).metadata.annotations[LEASE_ANNOTATION]
+        expiry = datetime.strptime(until, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+        wait_for(lambda: datetime.now(timezone.utc) > expiry, "the lease to run out", 60)
+        lines = cleanup(kind_cluster)
+    removed = sorted(line.split()[1:3] for line in lines if line.startswith("removed "))
+    assert removed == sorted([k, n] for k, n in debris), lines
     assert nothing_left(kind_cluster)
+
+
+def test_sigterm_ends_a_session_as_ctrl_c_does_and_removes_its_agents(kind_cluster, tmp_path):
+    trace = Trace(kind_cluster, tmp_path, "--agent")
+    trace.wait_started()
+    name = f"term-{uuid.uuid4().hex[:8]}.example.org."
+    dig(kind_cluster, name)
+    trace.proc.send_signal(signal.SIGTERM)
+    assert trace.finish(interrupt=False) == 0, trace.err
+    assert name in trace.records() and "Traceback" not in trace.err
+    assert nothing_left(kind_cluster)
+
+
+def test_agent_install_lets_a_user_with_only_the_namespaced_role_trace_through_the_agents(kind_cluster, tmp_path):
+    """An admin runs `agent install` once; a user who may read the cluster's facts and holds only the Role
+    dnscorrelate-user in namespace dnscorrelate (no rights in kube-system, none on RBAC or DaemonSets elsewhere)
+    traces with --agent, and the session applies nothing."""
+    from dnscorrelate.cluster.kube.agent import INSTALL_NAMESPACE, USER_ROLE
+
+    api = kind.api_client(kind_cluster)
+    rbac, user = k8s.RbacAuthorizationV1Api(api), "dnsc-test-installed"
+    installed = subprocess.run([sys.executable, "-m", "dnscorrelate", "agent", "install", "--source-from-host", "--context",
+                                kind_cluster.context, "--kubeconfig", str(kind_cluster.kubeconfig)],
+                               capture_output=True, text=True, timeout=120)
+    assert installed.returncode == 0, installed.stderr
+    assert "created DaemonSet dnscorrelate/dnsc-agent" in installed.stdout and "created Namespace dnscorrelate" in installed.stdout
+    namespace = core(kind_cluster).read_namespace(INSTALL_NAMESPACE)
+    assert namespace.metadata.labels["pod-security.kubernetes.io/enforce"] == "privileged"
+    core(kind_cluster).create_namespaced_service_account(INSTALL_NAMESPACE, {"metadata": {"name": user}})
+    rbac.create_cluster_role({"metadata": {"name": user}, "rules": [  # the facts trace reads, read-only
+        {"apiGroups": ["", "discovery.k8s.io", "networking.k8s.io"],
+         "resources": ["pods", "pods/log", "nodes", "namespaces", "services", "configmaps", "endpointslices",
+                       "networkpolicies"], "verbs": ["get", "list", "watch"]}]})
+    subject = [{"kind": "ServiceAccount", "name": user, "namespace": INSTALL_NAMESPACE}]
+    rbac.create_cluster_role_binding({"metadata": {"name": user}, "roleRef": {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": user}, "subjects": subject})
+    rbac.create_namespaced_role_binding(INSTALL_NAMESPACE, {"metadata": {"name": user}, "roleRef": {
+        "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": USER_ROLE}, "subjects": subject})
+    try:
+        token = core(kind_cluster).create_namespaced_service_account_token(
+            user, INSTALL_NAMESPACE, {"spec": {"expirationSeconds": 600}}).status.token
+        config = yaml.safe_load(Path(kind_cluster.kubeconfig).read_text())
+        config["users"] = [{"name": u["name"], "user": {"token": token}} for u in config["users"]]
+        kubeconfig = tmp_path / "installed.kubeconfig"
+        kubeconfig.write_text(yaml.safe_dump(config))
+        trace = Trace(kind_cluster, tmp_path, "--agent", kubeconfig=kubeconfig)
+        trace.wait_started()
+        assert session_objects(kind_cluster) == []  # nothing applied by the session
+        name = f"installed-{uuid.uuid4().hex[:8]}.example.org."
+        dig(kind_cluster, name)
+        assert trace.finish() == 0, trace.err
+        assert name in trace.records() and "Traceback" not in trace.err
+        nodes = [line for line in trace.err.splitlines() if line.startswith("node ")]
+        assert len(nodes) == 2 and all("(complete)" in line for line in nodes), trace.err
+        assert k8s.AppsV1Api(api).read_namespaced_daemon_set(NAME, INSTALL_NAMESPACE)  # installed: stays
+    finally:
+        rbac.delete_cluster_role_binding(user)
+        rbac.delete_cluster_role(user)
+        core(kind_cluster).delete_namespace(INSTALL_NAMESPACE)
+        rbac.delete_cluster_role_binding("dnscorrelate-agent")
+        rbac.delete_cluster_role("dnscorrelate-agent")
+        wait_for(lambda: INSTALL_NAMESPACE not in {n.metadata.name for n in core(kind_cluster).list_namespace().items},
+                 "the namespace to go", 120)

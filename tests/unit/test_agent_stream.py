@@ -297,3 +297,76 @@ def test_a_remote_clusters_agent_image_has_the_package_baked_in(tmp_path, monkey
         kind_build.agent_image(source_from_host=False)
     (tmp_path / "build.env").write_text((tmp_path / "build.env").read_text() + "AGENT_STANDALONE_IMAGE=dnscorrelate/agent-standalone:2\n")
     assert kind_build.agent_image(source_from_host=False) == "dnscorrelate/agent-standalone:2"
+
+
+# --- what an agent sends is not trusted (issue 23 item 4) ---------------------------------------------------
+
+def raw_stream(*frames_):
+    from dnscorrelate.live.agent_stream import frame
+
+    return MAGIC + b"".join(frame(kind, body) for kind, body in frames_)
+
+
+def hello_frame():
+    import json
+
+    return b"H", json.dumps({"node": "n", "version": "t", "record_size": SIZE, "boot_to_wall_ns": 1}).encode()
+
+
+def test_a_zlib_bomb_is_a_bad_frame_and_never_inflates_past_the_cap(monkeypatch):
+    """1 GiB of zeros compresses to about 1 MB; decompressed whole it would take a gigabyte. The cap is per frame."""
+    import tracemalloc
+    import zlib
+
+    from dnscorrelate.live.agent_stream import MAX_RECORDS_BYTES
+
+    compressor = zlib.compressobj(9)
+    chunk = bytes(16 << 20)
+    bomb = b"".join(compressor.compress(chunk) for _ in range(64)) + compressor.flush()
+    assert len(bomb) < 2 << 20
+    tracemalloc.start()
+    stream = fed(raw_stream(hello_frame(), (b"R", bomb)))
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4 * MAX_RECORDS_BYTES + 8 * len(bomb)  # the cap and the frame itself, never the gigabyte
+    stats = stream.stats()
+    assert stats["bad_frames"] == 1 and stats["records_received"] == 0
+    assert "decompresses to more than" in stats["bad_frame_reasons"][0]
+    # a frame just under the cap is taken whole
+    assert fed(raw_stream(hello_frame(), (b"V", b'{"id":1,"netns":1,"vantage":"v","role":"pod"}'),
+                          (b"R", zlib.compress(lookup(node_id=1) * 10)))).stats()["records_received"] == 30
+
+
+@pytest.mark.parametrize("kind, body, where", [
+    (b"V", b'{"id":"one","netns":1,"vantage":"v","role":"pod"}', "id"),
+    (b"V", b'{"id":1,"netns":1,"vantage":"demo/\\u001b[2Jx","role":"pod"}', "vantage"),
+    (b"V", b'{"id":1,"netns":1,"role":"pod"}', "vantage"),
+    (b"S", b'{"events":"many"}', "counters"),
+    (b"S", b'[1,2]', "counters"),
+    (b"E", b'{"message":{"nested":1}}', "message"),
+])
+def test_frames_of_the_wrong_types_are_counted_as_bad_frames_naming_the_field(kind, body, where):
+    stream = fed(raw_stream(hello_frame(), (kind, body)))
+    stats = stream.stats()
+    assert stats["bad_frames"] == 1 and where in stats["bad_frame_reasons"][0]
+    assert stream.vantages == {} and "events" not in stream.agent_stats
+    assert any("bad frame" in line and where in line for line in node_lines({"n": stats}))
+
+
+def test_text_an_agent_sends_reaches_the_terminal_with_its_control_characters_escaped():
+    import json
+
+    stream = fed(raw_stream(hello_frame(), (b"E", json.dumps({"message": "boom\x1b]0;owned\x07\r\x9b2J"}).encode())))
+    assert stream.error == "boom\\x1b]0;owned\\x07\\x0d\\x9b2J"
+    assert "\x1b" not in " ".join(node_lines({"n": stream.stats()}))
+
+
+def test_records_kept_per_node_are_bounded_and_what_is_dropped_is_counted_as_lost():
+    raw = lookup() * 4  # 12 records
+    stream = NodeStream("n", max_record_bytes=5 * SIZE)
+    data, _ = stream_bytes(raw, stats={"events": 12, "lost_samples": 0})
+    stream.feed(data)
+    stats = stream.stats()
+    assert stats["records_received"] == 5 and stats["cli_dropped"] == 7 and stats["lost_samples"] == 7
+    assert len(stream.events()) == 5
+    assert "cli_dropped=7" in node_lines({"n": stats})[0]

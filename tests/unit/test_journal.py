@@ -55,7 +55,7 @@ def test_kube_faults_journal_an_object_before_creating_it_and_label_it_as_the_sc
         seen.append((json.loads(path.read_text())["entries"], body["metadata"]["labels"]))
 
     monkeypatch.setattr("kubernetes.utils.create_from_dict", create_from_dict)
-    faults = KubeFaults(client.ApiClient(), journal=Journal.start(path, "cname-without-a"))
+    faults = KubeFaults(client.ApiClient(), journal=Journal.start(path, "cname-without-a"), allow_cluster_changes=True)  # no API to ask
     monkeypatch.setattr(faults, "policy_state", lambda: {})
     service = Service.model_validate({"kind": "Service", "metadata": {"name": "legacy", "namespace": "demo", "labels": {"team": "a"}},
                                       "spec": {"type": "ExternalName", "externalName": "old.corp.test"}})
@@ -69,7 +69,7 @@ def test_kube_faults_journal_the_coredns_configmap_before_patching_it(tmp_path, 
     from dnscorrelate.cluster.kube.faults import KubeFaults
 
     path = tmp_path / "journal.json"
-    faults = KubeFaults(client.ApiClient(), journal=Journal.start(path, "zone-not-served"))
+    faults = KubeFaults(client.ApiClient(), journal=Journal.start(path, "zone-not-served"), allow_cluster_changes=True)  # no API to ask
     patched = []
     corefile = ".:53 {\n    forward . 192.0.2.1\n}\n"  # no reload: the Deployment restarts, so it is journaled too
     faults.core = SimpleNamespace(

@@ -212,6 +212,7 @@ def up(name: str = "kind", spec_path: str | None = None, say: Callable[[str], No
         say("creating nodes (kind)")
         timings.run("nodes", create_nodes, cluster, build)
         api = api_client(cluster)
+        mark_made_here(api, cluster.name)
         untaint_control_plane(api)
         say("upstream resolver")
         upstream_ip = timings.run("upstream", start_upstream, cluster, build, spec, client)
@@ -283,6 +284,16 @@ def create_nodes(cluster: KindCluster, build) -> None:
     run_kind(build, "create", "cluster", "--name", cluster.kind_name, "--image", build.node_image,
              "--config", str(config), "--kubeconfig", str(cluster.kubeconfig), "--wait", "0s",
              env={"KIND_EXPERIMENTAL_DOCKER_NETWORK": cluster.network})
+
+
+def mark_made_here(api, name: str) -> None:
+    """The ConfigMap that tells the kube backend's faults this cluster is ours to change (kube/faults.py)."""
+    from kubernetes import client as k8s
+
+    from dnscorrelate.cluster.kubeapi import MADE_HERE, MADE_HERE_NAMESPACE
+
+    k8s.CoreV1Api(api).create_namespaced_config_map(MADE_HERE_NAMESPACE, {
+        "metadata": {"name": MADE_HERE}, "data": {"cluster": name, "made-by": "dnscorrelate cluster up"}})
 
 
 def untaint_control_plane(api) -> None:

@@ -30,17 +30,19 @@ from typing import BinaryIO
 from dnscorrelate.cluster.backend import Target
 from dnscorrelate.cluster.kube.discovery import PROC, PodRef, pod_refs_of, pod_targets
 from dnscorrelate.errors import CaptureError, ClusterError
-from dnscorrelate.live.agent_stream import StreamWriter, bounded
+from dnscorrelate.live.agent_stream import FRAME_RECORDS, StreamWriter, bounded
 from dnscorrelate.live.capture import DEFAULT_PORTS, Capture
 
 NAME = "dnsc-agent"
-NAMESPACE = "kube-system"
+NAMESPACE = "kube-system"  # the on-the-fly mode (`trace --agent` applies and removes it)
+INSTALL_NAMESPACE = "dnscorrelate"  # `agent install`: once, by an admin, in a namespace of its own
+USER_ROLE = "dnscorrelate-user"  # the Role there a user needs: find the agent pods and exec into them
 LABELS = {"app.kubernetes.io/name": NAME}
+RBAC_GRACE_S = 15.0  # each session's ClusterRoleBinding is new: the API server may refuse the first listing meanwhile
 REFRESH_S = 2.0  # this node's pods are read from the API at most this often (a new pod: attached within it)
 SEND_INTERVAL_S = 0.05  # records reach the stream at most this late
 STATS_INTERVAL_S = 1.0
 MAX_PENDING_BYTES = 64 << 20  # records waiting for a stream that fell behind; older ones beyond are dropped (counted)
-FRAME_RECORDS = 2048  # records per frame (about 1.3 MB before compression)
 
 
 class NodeDiscovery:
@@ -75,13 +77,19 @@ class NodeDiscovery:
         from kubernetes.client.rest import ApiException
         from urllib3.exceptions import HTTPError
 
-        try:
-            pods = self.pods()
-        except ApiException as err:
-            raise ClusterError(f"listing this node's pods failed: the API server said {err.status} {err.reason} "
-                               f"(the agent's service account needs list on pods)") from None
-        except HTTPError as err:
-            raise ClusterError(f"listing this node's pods failed: the API server is unreachable ({err})") from None
+        deadline = time.monotonic() + RBAC_GRACE_S
+        while True:
+            try:
+                pods = self.pods()
+                break
+            except ApiException as err:
+                if err.status == 403 and time.monotonic() < deadline:  # its binding, made a moment ago, not yet in effect
+                    time.sleep(0.5)
+                    continue
+                raise ClusterError(f"listing this node's pods failed: the API server said {err.status} {err.reason} "
+                                   f"(the agent's service account needs list on pods)") from None
+            except HTTPError as err:
+                raise ClusterError(f"listing this node's pods failed: the API server is unreachable ({err})") from None
         return pod_targets(pods, {self.node: 1}, self.proc)
 
     def watcher(self) -> Callable[[], list[Target]]:
@@ -231,6 +239,8 @@ def standby() -> None:
 # --- the manifest -------------------------------------------------------------
 
 CREATED_BY = "dnscorrelate.io/created-by"  # set on what `trace --agent` applies: it removes only those
+SESSION_LABEL = "dnscorrelate.io/session"  # each session's objects: their own names (NAME-SESSION) and this label
+LEASE_ANNOTATION = "dnscorrelate.io/lease-expires"  # renewed while the session lives; debris only once it has passed
 
 MANIFEST = """\
 # dnscorrelate's node agent: one pod per node that `dnscorrelate trace --agent` execs
@@ -242,7 +252,7 @@ apiVersion: v1
 kind: ServiceAccount
 metadata:
   name: dnsc-agent
-  namespace: kube-system
+  namespace: $namespace
 ---
 # Read-only: the agent names a namespace by the pod whose UID is in its processes' cgroup, and asks
 # for the pods of its own node only (a field selector; RBAC cannot narrow list by field).
@@ -266,13 +276,13 @@ roleRef:
 subjects:
   - kind: ServiceAccount
     name: dnsc-agent
-    namespace: kube-system
+    namespace: $namespace
 ---
 apiVersion: apps/v1
 kind: DaemonSet
 metadata:
   name: dnsc-agent
-  namespace: kube-system
+  namespace: $namespace
   labels:
     app.kubernetes.io/name: dnsc-agent
 spec:
@@ -298,7 +308,9 @@ spec:
       containers:
         - name: agent
           image: $image
-          imagePullPolicy: IfNotPresent
+          # IfNotPresent only for an image named with its registry or pinned by digest; a bare name (as
+          # `make cluster` builds) is never pulled: it would resolve to a Docker Hub namespace we do not own.
+          imagePullPolicy: $pull
           # Idles until exec'd into; exits on SIGTERM.
           command: ["python3", "-m", "dnscorrelate", "agent", "standby"]
           env:
@@ -330,6 +342,10 @@ spec:
             requests:
               cpu: 50m
               memory: 200Mi  # bcc's in-process clang compiles the tracer once per capture
+            limits:
+              # clang's compile, pandas, and at most 64 MB of records waiting for a slow stream: a node-root
+              # process must not be able to take the node's memory.
+              memory: 1Gi
           volumeMounts:
             # bcc compiles against the node kernel's headers: /lib/modules/$$(uname -r)/build, a link into /usr/src.
             - name: modules
@@ -364,16 +380,74 @@ SOURCE_VOLUME = """\
             type: Directory"""
 
 
-def manifest(image: str, source_from_host: bool = False) -> str:
+def manifest(image: str, source_from_host: bool = False, namespace: str = NAMESPACE) -> str:
     """The agent's manifest as YAML, with a comment on every privilege it takes. `source_from_host`: the package
     comes from the node's /opt/dnscorrelate/src (a kind cluster of `cluster up`), not from the image."""
     from string import Template
 
-    return Template(MANIFEST).substitute(image=image, source_mount=SOURCE_MOUNT if source_from_host else "",
+    return Template(MANIFEST).substitute(image=image, namespace=namespace, pull="IfNotPresent" if pullable(image) else "Never",
+                                         source_mount=SOURCE_MOUNT if source_from_host else "",
                                          source_volume=SOURCE_VOLUME if source_from_host else "").replace("\n\n", "\n")
 
 
-def manifest_objects(image: str, source_from_host: bool = False) -> list[dict]:
+def install_objects(image: str, source_from_host: bool = False) -> list[dict]:
+    """`agent install`: the namespace `dnscorrelate` (Pod Security "privileged": the agent is node-root, and only
+    its pods run there), the manifest in it, and the Role USER_ROLE an admin binds users to: with it, and read
+    access for the facts trace reads, `trace --agent` needs nothing in kube-system and nothing cluster-wide."""
     import yaml
 
-    return [o for o in yaml.safe_load_all(manifest(image, source_from_host)) if o]
+    namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": INSTALL_NAMESPACE, "labels": {
+        "pod-security.kubernetes.io/enforce": "privileged", "pod-security.kubernetes.io/warn": "privileged",
+        "pod-security.kubernetes.io/audit": "privileged"}}}
+    role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+            "metadata": {"name": USER_ROLE, "namespace": INSTALL_NAMESPACE}, "rules": [
+                {"apiGroups": ["apps"], "resources": ["daemonsets"], "verbs": ["get"]},
+                {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]},
+                # exec over a websocket is a GET, authorized as `get`; kubectl's SPDY exec a POST, `create`
+                {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]}]}
+    objects = [o for o in yaml.safe_load_all(manifest(image, source_from_host, INSTALL_NAMESPACE)) if o]
+    for body in objects[1:3]:  # cluster-wide names apart from the kube-system manifest's, which may be applied too
+        body["metadata"]["name"] = INSTALL_NAMESPACE + "-agent"
+    objects[2]["roleRef"]["name"] = INSTALL_NAMESPACE + "-agent"
+    return [namespace, *objects, role]
+
+
+def pullable(image: str) -> bool:
+    """True for an image a node may pull: pinned by digest, or named with its registry (`host.tld/...`,
+    `host:port/...`, `localhost/...`). A bare `dnscorrelate/agent:TAG` would be pulled from docker.io/dnscorrelate,
+    a namespace this project does not own, so such a name is only run where the nodes already hold it."""
+    if "@sha256:" in image:
+        return True
+    first, slash, _ = image.partition("/")
+    return bool(slash) and ("." in first or ":" in first or first == "localhost")
+
+
+def object_name(session: str | None) -> str:
+    """The name of a session's agent objects (each session its own); the plain name is the manifest a user applies."""
+    return NAME if session is None else f"{NAME}-{session}"
+
+
+def pod_selector(session: str | None) -> dict[str, str]:
+    return LABELS if session is None else {**LABELS, SESSION_LABEL: session}
+
+
+def manifest_objects(image: str, source_from_host: bool = False, session: str | None = None) -> list[dict]:
+    """The manifest's objects; with `session`, named and labelled for that session alone (`trace --agent`)."""
+    import yaml
+
+    objects = [o for o in yaml.safe_load_all(manifest(image, source_from_host)) if o]
+    if session is None:
+        return objects
+    name, labels = object_name(session), pod_selector(session)
+    for body in objects:
+        body["metadata"]["name"] = name
+        body["metadata"]["labels"] = {**body["metadata"].get("labels", {}), **labels}
+        if body["kind"] == "ClusterRoleBinding":
+            body["roleRef"]["name"] = name
+            body["subjects"][0]["name"] = name
+        if body["kind"] == "DaemonSet":
+            body["spec"]["selector"]["matchLabels"] = dict(labels)
+            pod = body["spec"]["template"]
+            pod["metadata"]["labels"] = dict(labels)
+            pod["spec"]["serviceAccountName"] = name
+    return objects

@@ -8,22 +8,29 @@ table, and take everything away again.
     capture.stop()      # `stop` on each agent's stdin, its last counters, then delete what start() applied
     capture.events(), capture.stats          # stats["nodes"]: each node's loss and counters
 
-Only what start() created is deleted (marked with the annotation `agent.CREATED_BY`, so that the debris of a
-killed session is recognised and removed by the next); a DaemonSet a user applied from `agent manifest` is
-used as it is and left in place.
+Each session applies its own objects (`dnsc-agent-SESSION`, labelled `agent.SESSION_LABEL`), marked with the
+annotation `agent.CREATED_BY` and a lease (`agent.LEASE_ANNOTATION`, an expiry time renewed every third of
+its length while the session lives). Only what start() created is deleted by stop(); another session's
+objects are taken for debris (a CLI killed with -9) and removed, by the next session or `agent cleanup`,
+only once their lease has run out. A DaemonSet a user applied from `agent manifest` (`dnsc-agent`, not
+marked) is used as it is and left in place.
 """
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+import uuid
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 
-from dnscorrelate.cluster.kube.agent import CREATED_BY, LABELS, NAME, NAMESPACE, manifest_objects
-from dnscorrelate.errors import CaptureError, ClusterError
-from dnscorrelate.live.agent_stream import NodeStream, events_of, merged_stats
+from dnscorrelate.cluster.kube.agent import (CREATED_BY, INSTALL_NAMESPACE, LEASE_ANNOTATION, NAME, NAMESPACE, SESSION_LABEL, manifest_objects,
+                                             object_name, pod_selector, pullable)
+from dnscorrelate.errors import CaptureError, ClusterError, Uninterruptible
+from dnscorrelate.live.agent_stream import MAX_NODE_RECORD_BYTES, NodeStream, events_of, merged_stats, printable
 
 READY_TIMEOUT_S = 120.0  # the image is on the nodes (or pulled), the container starts
 HELLO_TIMEOUT_S = 90.0  # each agent compiles the tracer (about a second; longer on a busy node) and attaches
@@ -35,6 +42,42 @@ FATAL_REASONS = {"ErrImageNeverPull", "ErrImagePull", "ImagePullBackOff", "Inval
                  "CreateContainerError", "RunContainerError", "CrashLoopBackOff", "StartError"}
 AGENT_IMAGE_REPO = "dnscorrelate/agent"  # the runtime: the package comes from the node's /opt/dnscorrelate/src
 STANDALONE_IMAGE_REPO = "dnscorrelate/agent-standalone"  # the runtime and the package
+LEASE_ENV = "DNSCORRELATE_AGENT_LEASE_S"
+DEFAULT_LEASE_S = 300.0  # a killed session's objects are debris this long after its last renewal
+
+
+def lease_seconds() -> float:
+    """The lease of a session's objects: $DNSCORRELATE_AGENT_LEASE_S (tests shorten it), else DEFAULT_LEASE_S."""
+    text = os.environ.get(LEASE_ENV)
+    if not text:
+        return DEFAULT_LEASE_S
+    try:
+        value = float(text)
+    except ValueError:
+        raise ClusterError(f"${LEASE_ENV}={text!r}: not a number of seconds") from None
+    if value < 3:
+        raise ClusterError(f"${LEASE_ENV}={text!r}: a lease shorter than 3 s could expire between two renewals")
+    return value
+
+
+def lease_until(seconds: float, now: datetime | None = None) -> str:
+    return ((now or datetime.now(timezone.utc)) + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def lease_expired(annotations: dict | None, now: datetime | None = None) -> bool:
+    """True when an object's lease has run out. Without a readable lease it is not ours to judge: False."""
+    text = (annotations or {}).get(LEASE_ANNOTATION)
+    if not text:
+        return False
+    try:
+        until = datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc)
+    except ValueError:
+        return False
+    return (now or datetime.now(timezone.utc)) >= until
+
+
+def new_session_id() -> str:
+    return uuid.uuid4().hex[:8]
 
 
 @dataclass
@@ -43,6 +86,7 @@ class AgentOptions:
     built: str | None = None  # the agent image made here (kind/build.py's `agent_image`), if any: the caller passes it
     source_from_host: bool = False  # kind clusters of `cluster up`: the package from the node's /opt/dnscorrelate/src
     ready_timeout: float = READY_TIMEOUT_S
+    max_node_record_bytes: int = MAX_NODE_RECORD_BYTES  # records kept per node; beyond, dropped and counted
 
 
 @dataclass
@@ -74,16 +118,106 @@ def refused(what: str, err, needs: str) -> ClusterError:
     return ClusterError(f"{what}: the API server said {err.status} {err.reason}")
 
 
-# kind -> (API class, create, read, delete, namespaced)
+# kind -> (API class, create, read, delete, namespaced, list, patch)
 CALLS = {
     "ServiceAccount": ("CoreV1Api", "create_namespaced_service_account", "read_namespaced_service_account",
-                       "delete_namespaced_service_account", True),
-    "ClusterRole": ("RbacAuthorizationV1Api", "create_cluster_role", "read_cluster_role", "delete_cluster_role", False),
+                       "delete_namespaced_service_account", True, "list_namespaced_service_account",
+                       "patch_namespaced_service_account"),
+    "ClusterRole": ("RbacAuthorizationV1Api", "create_cluster_role", "read_cluster_role", "delete_cluster_role", False,
+                    "list_cluster_role", "patch_cluster_role"),
     "ClusterRoleBinding": ("RbacAuthorizationV1Api", "create_cluster_role_binding", "read_cluster_role_binding",
-                           "delete_cluster_role_binding", False),
+                           "delete_cluster_role_binding", False, "list_cluster_role_binding", "patch_cluster_role_binding"),
     "DaemonSet": ("AppsV1Api", "create_namespaced_daemon_set", "read_namespaced_daemon_set",
-                  "delete_namespaced_daemon_set", True),
+                  "delete_namespaced_daemon_set", True, "list_namespaced_daemon_set", "patch_namespaced_daemon_set"),
 }
+
+
+INSTALL_CALLS = {  # kind -> (API class, create)
+    "Namespace": ("CoreV1Api", "create_namespace"), "ServiceAccount": ("CoreV1Api", "create_namespaced_service_account"),
+    "ClusterRole": ("RbacAuthorizationV1Api", "create_cluster_role"),
+    "ClusterRoleBinding": ("RbacAuthorizationV1Api", "create_cluster_role_binding"),
+    "DaemonSet": ("AppsV1Api", "create_namespaced_daemon_set"), "Role": ("RbacAuthorizationV1Api", "create_namespaced_role"),
+}
+
+
+def install(api, image: str, source_from_host: bool = False) -> list[str]:
+    """`agent install`: create what of `agent.install_objects` is missing (an admin, once); one line per object,
+    created or already there (left as it is)."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    from dnscorrelate.cluster.kube.agent import install_objects
+
+    done = []
+    for body in install_objects(image, source_from_host):
+        kind, meta = body["kind"], body["metadata"]
+        group, create = INSTALL_CALLS[kind]
+        what = f"{kind} {meta.get('namespace') + '/' if meta.get('namespace') else ''}{meta['name']}"
+        if source_from_host and kind == "DaemonSet":
+            body["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = "Never"
+        try:
+            getattr(getattr(client, group)(api), create)(*((meta["namespace"],) if "namespace" in meta else ()), body)
+            done.append(f"created {what}")
+        except ApiException as err:
+            if err.status != 409:
+                raise refused(f"creating {what}", err, f"create on {kind.lower()}s (agent install is an admin's, once)") from None
+            done.append(f"{what} exists: left as it is")
+    return done
+
+
+def api_of(api, kind: str):
+    from kubernetes import client
+
+    return getattr(client, CALLS[kind][0])(api)
+
+
+def delete_object(api, kind: str, name: str) -> str | None:
+    """Delete one of the agent's objects; None when done (or already gone), else why not."""
+    from kubernetes.client.rest import ApiException
+
+    _, _, _, delete, namespaced, _, _ = CALLS[kind]
+    try:
+        getattr(api_of(api, kind), delete)(name, *((NAMESPACE,) if namespaced else ()), propagation_policy="Background")
+    except ApiException as err:
+        return None if err.status == 404 else f"{err.status} {err.reason}"
+    except Exception as err:
+        return err.__class__.__name__
+    return None
+
+
+@dataclass
+class Swept:
+    removed: list[str] = field(default_factory=list)  # "Kind name (session S, lease ran out at T)"
+    leased: list[str] = field(default_factory=list)  # a live session's, left: "Kind name (session S, lease until T)"
+    failed: list[str] = field(default_factory=list)  # expired, but could not be deleted: "Kind name (why)"
+
+
+def remove_expired(api, now: datetime | None = None, keep_session: str | None = None) -> Swept:
+    """Delete every session's agent objects whose lease has run out (a CLI killed before it could remove them);
+    leave those of sessions still alive (and `keep_session`'s). `agent cleanup`, and each `trace --agent` at start."""
+    from kubernetes.client.rest import ApiException
+
+    swept = Swept()
+    for kind in reversed(list(CALLS)):  # the DaemonSet first: its pods use the rest
+        _, _, _, _, namespaced, listing, _ = CALLS[kind]
+        try:
+            items = getattr(api_of(api, kind), listing)(*((NAMESPACE,) if namespaced else ()),
+                                                        label_selector=SESSION_LABEL).items
+        except ApiException as err:
+            raise refused(f"listing the agents' {kind}s", err, f"list on {kind.lower()}s") from None
+        for item in items:
+            meta = item.metadata
+            session = (meta.labels or {}).get(SESSION_LABEL, "?")
+            until = (meta.annotations or {}).get(LEASE_ANNOTATION, "no lease")
+            if session == keep_session or not (meta.annotations or {}).get(CREATED_BY) or not lease_expired(meta.annotations, now):
+                swept.leased.append(f"{kind} {meta.name} (session {session}, lease until {until})")
+                continue
+            why = delete_object(api, kind, meta.name)
+            if why is None:
+                swept.removed.append(f"{kind} {meta.name} (session {session}, lease ran out at {until})")
+            else:
+                swept.failed.append(f"{kind} {meta.name} ({why})")
+    return swept
 
 
 class AgentCapture:
@@ -96,6 +230,16 @@ class AgentCapture:
         self.say = say
         self.agents: list[NodeAgent] = []
         self.created: list[tuple[str, str]] = []  # (kind, name) applied by this capture, deleted by stop()
+        self.session = new_session_id()
+        self.lease_s = lease_seconds()
+        self.daemonset = object_name(self.session)  # or NAME: a DaemonSet the user applied
+        self.selector = pod_selector(self.session)
+        self.daemonset_uid: str | None = None  # exec goes only into pods this DaemonSet owns
+        self.swept = Swept()  # expired debris of other sessions removed at start
+        self.not_owned: list[str] = []  # pods with the agent's labels that our DaemonSet does not own: never exec'd into
+        self.namespace = NAMESPACE  # INSTALL_NAMESPACE when `agent install` put the agents there
+        self._renewing = threading.Event()
+        self._renewer: threading.Thread | None = None
         self.warnings: list[str] = []
         self.timings: dict[str, float] = {}
         self.image = ""
@@ -215,57 +359,102 @@ class AgentCapture:
         return image
 
     def deploy(self) -> None:
-        """Apply what of the manifest is missing (marked as ours); use what exists."""
-        from kubernetes.client.rest import ApiException
-
-        self.wait_gone_daemonset()
+        """A DaemonSet the user applied (`dnsc-agent`, not marked as ours) is used as it is; else this session's own
+        objects are created, marked, leased and renewed. Other sessions' objects whose lease ran out go first."""
+        installed = self.installed_daemonset()
+        if installed is not None:  # `agent install`: nothing to apply, nothing to sweep (the user may only exec there)
+            self.namespace, self.daemonset = INSTALL_NAMESPACE, NAME
+            self.selector, self.daemonset_uid = dict(installed.spec.selector.match_labels or {}), installed.metadata.uid
+            return
+        self.swept = remove_expired(self.api, keep_session=self.session)
+        if self.swept.removed:
+            self.say("removed the debris of killed sessions: " + ", ".join(self.swept.removed))
+        users = self.users_daemonset()
+        if users is not None:
+            self.daemonset, self.selector = NAME, dict(users.spec.selector.match_labels or {})
+            self.daemonset_uid = users.metadata.uid
+            return
         self.image = self.pick_image()
-        for body in manifest_objects(self.image, self.options.source_from_host):
+        for body in manifest_objects(self.image, self.options.source_from_host, self.session):
             kind, name = body["kind"], body["metadata"]["name"]
-            group, create, read, _, namespaced = CALLS[kind]
-            api = self.client(group)
-            ns_args = (NAMESPACE,) if namespaced else ()
-            try:
-                existing = getattr(api, read)(name, *ns_args)
-                if (existing.metadata.annotations or {}).get(CREATED_BY):
-                    self.created.append((kind, name))  # a killed session's: ours to remove
-                continue
-            except ApiException as err:
-                if err.status != 404:
-                    raise refused(f"reading {kind} {name}", err, f"get on {kind.lower()}s") from None
+            group, create, _, _, namespaced, _, _ = CALLS[kind]
+            ns_args = (NAMESPACE,) if namespaced else ()  # the on-the-fly mode: kube-system, as before
             if self.options.source_from_host and kind == "DaemonSet":  # a kind node of ours: never try a registry
                 body["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"] = "Never"
-            body["metadata"].setdefault("annotations", {})[CREATED_BY] = "dnscorrelate trace --agent"
-            self.call(f"creating {kind} {name}", getattr(api, create), *ns_args, body,
-                      needs=f"create on {kind.lower()}s (or have an admin apply `dnscorrelate agent manifest` once)")
+            body["metadata"].setdefault("annotations", {}).update(
+                {CREATED_BY: "dnscorrelate trace --agent", LEASE_ANNOTATION: lease_until(self.lease_s)})
+            made = self.call(f"creating {kind} {name}", getattr(self.client(group), create), *ns_args, body,
+                             needs=f"create on {kind.lower()}s (or have an admin apply `dnscorrelate agent manifest` once)")
             self.created.append((kind, name))
+            if kind == "DaemonSet":
+                self.daemonset_uid = made.metadata.uid
+        self._renewer = threading.Thread(target=self.renew_leases, name="dnscorrelate-agent-lease", daemon=True)
+        self._renewer.start()
 
-    def wait_gone_daemonset(self) -> None:
-        """A DaemonSet still being deleted (a session that just ended) cannot be created again: wait it out."""
+    def installed_daemonset(self):
+        """The DaemonSet `agent install` put in its own namespace, if there is one (a 403 there: not installed for us)."""
         from kubernetes.client.rest import ApiException
 
-        deadline = time.monotonic() + GONE_TIMEOUT_S
-        while time.monotonic() < deadline:
-            try:
-                ds = self.client("AppsV1Api").read_namespaced_daemon_set(NAME, NAMESPACE)
-            except ApiException:
-                return
-            if ds.metadata.deletion_timestamp is None:
-                return
-            time.sleep(0.5)
+        try:
+            return self.client("AppsV1Api").read_namespaced_daemon_set(NAME, INSTALL_NAMESPACE)
+        except ApiException as err:
+            if err.status in (403, 404):
+                return None
+            raise refused(f"reading DaemonSet {INSTALL_NAMESPACE}/{NAME}", err, "get on daemonsets") from None
+
+    def users_daemonset(self):
+        """The DaemonSet `dnsc-agent` a user applied from `agent manifest`, if there is one (an older dnscorrelate's
+        marked one is neither used nor removed)."""
+        from kubernetes.client.rest import ApiException
+
+        try:
+            existing = self.client("AppsV1Api").read_namespaced_daemon_set(NAME, NAMESPACE)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise refused(f"reading DaemonSet {NAME}", err, "get on daemonsets") from None
+        if (existing.metadata.annotations or {}).get(CREATED_BY) or existing.metadata.deletion_timestamp is not None:
+            return None
+        return existing
+
+    def renew_leases(self) -> None:
+        """Push this session's lease forward every third of its length until stop(); a renewal that fails is a warning
+        (another session may then take the objects for debris once the lease runs out)."""
+        while not self._renewing.wait(self.lease_s / 3):
+            until = lease_until(self.lease_s)
+            for kind, name in list(self.created):
+                _, _, _, _, namespaced, _, patch = CALLS[kind]
+                try:
+                    getattr(self.client(CALLS[kind][0]), patch)(name, *((NAMESPACE,) if namespaced else ()),
+                                                                {"metadata": {"annotations": {LEASE_ANNOTATION: until}}})
+                except Exception as err:
+                    warning = (f"renewing the lease of {kind} {name} failed ({getattr(err, 'status', '')} "
+                               f"{getattr(err, 'reason', err.__class__.__name__)}): the credentials need patch on "
+                               f"{kind.lower()}s; after {until} another session may remove it")
+                    if warning not in self.warnings:
+                        self.warnings.append(warning)
 
     def agent_pods(self) -> list:
-        selector = ",".join(f"{k}={v}" for k, v in LABELS.items())
-        return self.call("listing the agent pods", self.client("CoreV1Api").list_namespaced_pod, NAMESPACE,
-                         label_selector=selector, needs=f"list on pods in {NAMESPACE}").items
+        """Our DaemonSet's pods: the label selects, the owner reference decides (a pod that only carries the labels
+        is never exec'd into, and said)."""
+        selector = ",".join(f"{k}={v}" for k, v in self.selector.items())
+        pods = self.call("listing the agent pods", self.client("CoreV1Api").list_namespaced_pod, self.namespace,
+                         label_selector=selector, needs=f"list on pods in {self.namespace}").items
+        owned = [p for p in pods if owned_by(p, self.daemonset_uid)]
+        for pod in pods:
+            if pod not in owned and pod.metadata.name not in self.not_owned:
+                self.not_owned.append(pod.metadata.name)
+                self.warnings.append(f"pod {self.namespace}/{pod.metadata.name} carries the agent's labels but DaemonSet "
+                                     f"{self.daemonset} does not own it: not exec'd into")
+        return owned
 
     def wait_ready(self) -> dict[str, str]:
         """node -> its agent pod, once every node the DaemonSet runs on has a ready one; a clear error otherwise."""
         deadline = time.monotonic() + self.options.ready_timeout
         self.say("waiting for the agent pods")
         while True:
-            ds = self.call("reading the agent DaemonSet", self.client("AppsV1Api").read_namespaced_daemon_set, NAME,
-                           NAMESPACE, needs=f"get on daemonsets in {NAMESPACE}")
+            ds = self.call("reading the agent DaemonSet", self.client("AppsV1Api").read_namespaced_daemon_set,
+                           self.daemonset, self.namespace, needs=f"get on daemonsets in {self.namespace}")
             desired = (ds.status.desired_number_scheduled or 0) if ds.status else 0
             pods = [p for p in self.agent_pods() if p.metadata.deletion_timestamp is None]
             ready = {p.spec.node_name: p.metadata.name for p in pods if pod_ready(p)}
@@ -274,34 +463,37 @@ class AgentCapture:
             if desired and len(ready) >= desired:
                 return ready
             if fatal:
-                raise ClusterError(f"the agent pods cannot start (image {self.image}): " + "; ".join(fatal))
+                hint = ("" if not self.image or pullable(self.image) else f"; {self.image} is a bare name, never pulled "
+                        "(it would resolve to a Docker Hub namespace we do not own): name its registry "
+                        "(registry.example.com/...) or pin it by digest (...@sha256:...)")
+                raise ClusterError(f"the agent pods cannot start (image {self.image}): " + "; ".join(fatal) + hint)
             if time.monotonic() > deadline:
                 waiting = [f"{p.metadata.name} on node {p.spec.node_name}: {pod_state(p)}" for p in pods if not pod_ready(p)]
                 raise ClusterError(f"the agent pods are not ready after {self.options.ready_timeout:.0f} s "
                                    f"({len(ready)} of {desired} nodes): " + ("; ".join(waiting) or "no pod was created "
-                                   "(kubectl -n kube-system describe daemonset dnsc-agent)"))
+                                   f"(kubectl -n {self.namespace} describe daemonset {self.daemonset})"))
             time.sleep(0.5)
 
     def remove(self) -> None:
-        """Delete what this capture applied (the DaemonSet first), and wait for its pods to go."""
-        from kubernetes.client.rest import ApiException
+        """Delete what this capture applied (the DaemonSet first), and wait for its pods to go. Ctrl-C, SIGTERM and
+        SIGHUP meanwhile are held until it is done (then raised): a second Ctrl-C does not leave debris."""
+        self._renewing.set()
+        if not self.created:
+            return
+        with Uninterruptible(lambda name: self.say(f"{name}: removing the node agents first")):
+            self.remove_created()
 
+    def remove_created(self) -> None:
         left = []
         for kind, name in sorted(self.created, key=lambda c: list(CALLS).index(c[0]), reverse=True):
-            group, _, _, delete, namespaced = CALLS[kind]
-            try:
-                getattr(self.client(group), delete)(name, *((NAMESPACE,) if namespaced else ()),
-                                                     propagation_policy="Background")
-            except ApiException as err:
-                if err.status != 404:
-                    left.append(f"{kind} {name} ({err.status} {err.reason})")
-            except Exception as err:
-                left.append(f"{kind} {name} ({err.__class__.__name__})")
-        removed_daemonset = ("DaemonSet", NAME) in self.created
+            why = delete_object(self.api, kind, name)
+            if why is not None:
+                left.append(f"{kind} {name} ({why})")
+        removed_daemonset = ("DaemonSet", self.daemonset) in self.created
         self.created = []
         if left:
-            self.warnings.append("could not remove " + ", ".join(left) + ": `dnscorrelate agent manifest | kubectl "
-                                 "delete -f -` removes them")
+            self.warnings.append("could not remove " + ", ".join(left) + ": `dnscorrelate agent cleanup` removes them "
+                                 f"once their lease has run out ({self.lease_s:.0f} s)")
             return
         if removed_daemonset:
             deadline = time.monotonic() + GONE_TIMEOUT_S
@@ -320,19 +512,19 @@ class AgentCapture:
         from kubernetes import client as k8s
         from kubernetes.stream import stream
 
-        agent = NodeAgent(node, pod, NodeStream(node))
+        agent = NodeAgent(node, pod, NodeStream(node, max_record_bytes=self.options.max_node_record_bytes))
         command = ["python3", "-m", "dnscorrelate", "agent", *[a for p in self.ports for a in ("--port", str(p))]]
         # Each exec its own ApiClient: stream() swaps the client's request function for a websocket while it runs.
         exec_api = k8s.ApiClient(configuration=self.api.configuration)
         try:
-            agent.ws = stream(k8s.CoreV1Api(exec_api).connect_get_namespaced_pod_exec, pod, NAMESPACE, command=command,
+            agent.ws = stream(k8s.CoreV1Api(exec_api).connect_get_namespaced_pod_exec, pod, self.namespace, command=command,
                               stdin=True, stdout=True, stderr=True, tty=False, binary=True, _preload_content=False)
         except Exception as err:  # the client wraps the websocket's handshake failure in an ApiException(status 0)
             text = str(getattr(err, "reason", "") or err)
             if "403" in text or "401" in text:
-                raise ClusterError(f"exec into {NAMESPACE}/{pod} (the agent on node {node}) was refused: the credentials "
-                                   f"need create on pods/exec in {NAMESPACE}") from None
-            raise ClusterError(f"exec into {NAMESPACE}/{pod} (the agent on node {node}) failed: {text}") from None
+                raise ClusterError(f"exec into {self.namespace}/{pod} (the agent on node {node}) was refused: the credentials "
+                                   f"need create on pods/exec in {self.namespace}") from None
+            raise ClusterError(f"exec into {self.namespace}/{pod} (the agent on node {node}) failed: {text}") from None
         keep_nothing(agent.ws)
         agent.thread = threading.Thread(target=self.read, args=(agent,), name=f"dnscorrelate-agent-{node}", daemon=True)
         agent.thread.start()
@@ -385,7 +577,7 @@ class AgentCapture:
 
     @staticmethod
     def stderr_tail(agent: NodeAgent) -> str:
-        lines = bytes(agent.stderr).decode("utf-8", "replace").strip().splitlines()
+        lines = printable(bytes(agent.stderr).decode("utf-8", "replace")).strip().splitlines()
         return f" ({' | '.join(lines[-3:])})" if lines else ""
 
     @staticmethod
@@ -411,6 +603,12 @@ def keep_nothing(ws) -> None:
     ignored = getattr(ws_client, "_IgnoredIO", None)
     if ignored is not None and hasattr(ws, "_all"):
         ws._all = ignored()
+
+
+def owned_by(pod, daemonset_uid: str | None) -> bool:
+    """True when `pod` is a pod of the DaemonSet with this UID (its controller owner reference)."""
+    return daemonset_uid is not None and any(
+        ref.kind == "DaemonSet" and ref.uid == daemonset_uid and ref.controller for ref in pod.metadata.owner_references or [])
 
 
 def pod_ready(pod) -> bool:

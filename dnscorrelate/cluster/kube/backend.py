@@ -17,7 +17,7 @@ from pathlib import Path
 from dnscorrelate.cluster.backend import LogSource, Target, TargetWatcher
 from dnscorrelate.cluster.corefile import corefile_from_config_maps
 from dnscorrelate.cluster.facts import ClusterFacts, pod_search_list
-from dnscorrelate.cluster.kube.agents import AgentOptions  # noqa: F401 (re-exported: a command's agent options)
+from dnscorrelate.cluster.kube.agents import AgentOptions, Swept, install, remove_expired
 from dnscorrelate.cluster.kubeapi import client_from_kubeconfig, logged_before, read_model
 from dnscorrelate.cluster.kube.discovery import PodRef, pod_refs_of, pod_targets
 from dnscorrelate.cluster.model import ClusterModel, ConfigMap, Pod
@@ -29,14 +29,25 @@ UPSTREAM_LABEL = "io.dnscorrelate.cluster"
 REFRESH_S = 2.0
 
 
+def install_agents(image: str, source_from_host: bool, kubeconfig: str | None = None, context: str | None = None) -> list[str]:
+    """`dnscorrelate agent install`: the agents in their own namespace, once (kube/agents.py's `install`)."""
+    return install(client_from_kubeconfig(kubeconfig, context), image, source_from_host)
+
+
+def remove_expired_agents(kubeconfig: str | None = None, context: str | None = None) -> Swept:
+    """`dnscorrelate agent cleanup`: the agent objects of killed `trace --agent` sessions whose lease ran out, removed."""
+    return remove_expired(client_from_kubeconfig(kubeconfig, context))
+
+
 class KubeBackend:
     """A cluster behind a kubeconfig context."""
 
     name = "kube"
 
     def __init__(self, kubeconfig: str | None = None, context: str | None = None, upstream: str | None = None,
-                 pod_image: str | None = None, agent: AgentOptions | None = None) -> None:
+                 pod_image: str | None = None, agent: AgentOptions | None = None, allow_cluster_changes: bool = False) -> None:
         self.api = client_from_kubeconfig(kubeconfig, context)
+        self.allow_cluster_changes = allow_cluster_changes  # faults on a cluster `cluster up` did not make (run --context)
         self.agent = agent  # capture through the node agents (kube/agents.py) instead of in /proc here
         self.context = context
         self.upstream = upstream  # where a scenario's `forward . /etc/resolv.conf` goes (kind: the upstream container)
@@ -150,7 +161,9 @@ class KubeBackend:
     def faults(self):
         from dnscorrelate.cluster.kube.faults import KubeFaults
 
-        return KubeFaults(self.api, self.upstream, self.pod_image, self.journal)
+        # a new one each time, with the journal of the moment; each checks the cluster is one dnscorrelate made,
+        # unless allowed otherwise (one GET)
+        return KubeFaults(self.api, self.upstream, self.pod_image, self.journal, self.allow_cluster_changes)
 
     # --- a cluster shared by scenarios: their changes journaled and undone (kube/journal.py) ---
 

@@ -35,7 +35,7 @@ from collections.abc import Callable
 from datetime import datetime, timezone
 
 from dnscorrelate.cluster import cilium
-from dnscorrelate.cluster.kubeapi import logged_before
+from dnscorrelate.cluster.kubeapi import MADE_HERE, MADE_HERE_NAMESPACE, logged_before
 from dnscorrelate.cluster.model import Manifest, NetworkPolicy
 from dnscorrelate.errors import ClusterError
 
@@ -65,12 +65,36 @@ def wait_for(probe: Callable[[], object], what: str, timeout_s: float = TIMEOUT_
         time.sleep(poll_s)
 
 
-class KubeFaults:
-    """The `Faults` of a cluster behind an API client; each method returns the seconds it took to take effect."""
+def refuse_foreign_cluster(api) -> None:
+    """A ClusterError unless the cluster carries the ConfigMap `cluster up` writes (kubeapi.MADE_HERE): a scenario
+    rewrites CoreDNS's Corefile, restarts it and deletes replicas, which must never reach a user's cluster by a
+    mistaken --context. The runner's path for a user's cluster bypasses this explicitly
+    (`KubeFaults(..., allow_cluster_changes=True)`, its --allow-cluster-changes)."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
 
-    def __init__(self, api, upstream: str | None = None, pod_image: str | None = None, journal=None) -> None:
+    try:
+        client.CoreV1Api(api).read_namespaced_config_map(MADE_HERE, MADE_HERE_NAMESPACE)
+    except ApiException as err:
+        host = api.configuration.host
+        if err.status == 404:
+            raise ClusterError(f"the cluster at {host} was not made by `dnscorrelate cluster up` (no ConfigMap "
+                               f"{MADE_HERE_NAMESPACE}/{MADE_HERE}): scenario faults rewrite its CoreDNS and delete pods, "
+                               "so they are refused there") from None
+        raise ClusterError(f"cannot tell whether dnscorrelate made the cluster at {host} (reading ConfigMap "
+                           f"{MADE_HERE_NAMESPACE}/{MADE_HERE}: {err.status} {err.reason}): faults refused") from None
+
+
+class KubeFaults:
+    """The `Faults` of a cluster behind an API client; each method returns the seconds it took to take effect.
+    Only a cluster `cluster up` made (`refuse_foreign_cluster`), unless `allow_cluster_changes` says so."""
+
+    def __init__(self, api, upstream: str | None = None, pod_image: str | None = None, journal=None,
+                 allow_cluster_changes: bool = False) -> None:
         from kubernetes import client
 
+        if not allow_cluster_changes:
+            refuse_foreign_cluster(api)
         self.api = api
         self.core = client.CoreV1Api(api)
         self.apps = client.AppsV1Api(api)
