@@ -7,6 +7,14 @@ import pandas as pd
 from dnscorrelate.cluster.facts import ClusterFacts, blocking_policies
 
 
+def lost_per_client(lost: pd.DataFrame, facts: ClusterFacts, at_node: bool):
+    """(client vantage, its lost queries, the NetworkPolicy that drops them or '') for queries lost before CoreDNS
+    that were (`at_node`) or were not seen at the node."""
+    seen = lost["seen_at_node"].astype(bool)
+    for client, group in lost[seen if at_node else ~seen].groupby("client_vantage", sort=True):
+        yield client, group, policy_cause(facts, group["client_ip"].iloc[0], group)
+
+
 def policies_phrase(policies: list) -> tuple[str, bool]:
     """('NetworkPolicy a/b, NetworkPolicy c/d', whether there is just one), to name them in a sentence."""
     return ", ".join(f"NetworkPolicy {p.ref}" for p in policies), len(policies) == 1

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import venv
 from pathlib import Path
 
@@ -60,7 +59,6 @@ def test_the_clean_venv_has_no_bcc_and_runs_its_own_copy(clean_venv):
     no_bcc, location = probe.stdout.split()
     assert no_bcc == "True"
     assert location.startswith(str(clean_venv)), location
-    assert sys.prefix != str(clean_venv)
 
 
 @pytest.mark.parametrize("kind", sorted(EVIDENCE))

@@ -6,7 +6,7 @@ import pandas as pd
 
 from dnscorrelate.diagnose.evidence import Evidence
 from dnscorrelate.diagnose.finding import Finding, evidence, finding
-from dnscorrelate.diagnose.policies import policy_cause
+from dnscorrelate.diagnose.policies import lost_per_client
 from dnscorrelate.diagnose.words import plural
 
 IMBALANCE_MIN_TRACES = 20
@@ -15,17 +15,11 @@ IMBALANCE_SHARE = 0.8
 
 def dropped_at_node(ev: Evidence) -> list[Finding]:
     """Queries seen at the node that never reached CoreDNS, and no answer."""
-    lost = ev.lost_before_coredns
-    findings = []
-    for client, group in lost[lost["seen_at_node"].astype(bool)].groupby("client_vantage", sort=True):
-        n = len(group)
-        cause = policy_cause(ev.facts, group["client_ip"].iloc[0], group)
-        findings.append(finding(
-            "dropped-at-node",
-            f"{plural(n, 'DNS query')} from {client} reached {group['reached'].iloc[0]} but never reached CoreDNS and got no answer: "
-            f"{cause or 'a NetworkPolicy or firewall on the node drops them'}.",
-            evidence(group), n))
-    return findings
+    return [finding("dropped-at-node",
+                    f"{plural(len(group), 'DNS query')} from {client} reached {group['reached'].iloc[0]} but never reached CoreDNS and "
+                    f"got no answer: {cause or 'a NetworkPolicy or firewall on the node drops them'}.",
+                    evidence(group), len(group))
+            for client, group, cause in lost_per_client(ev.lost_before_coredns, ev.facts, at_node=True)]
 
 
 def imbalance(ev: Evidence) -> list[Finding]:

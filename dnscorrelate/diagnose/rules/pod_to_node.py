@@ -4,24 +4,18 @@ from __future__ import annotations
 
 from dnscorrelate.diagnose.evidence import Evidence
 from dnscorrelate.diagnose.finding import Finding, evidence, finding
-from dnscorrelate.diagnose.policies import policy_cause
+from dnscorrelate.diagnose.policies import lost_per_client, policy_cause
 from dnscorrelate.diagnose.words import names, plural, questions
 from dnscorrelate.findings import NODE_COREDNS, POD_NODE, SERVER
 
 
 def dropped_before_node(ev: Evidence) -> list[Finding]:
     """Queries that never reached the node, and no answer: stopped in the pod or on its way out."""
-    lost = ev.lost_before_coredns
-    findings = []
-    for client, group in lost[~lost["seen_at_node"].astype(bool)].groupby("client_vantage", sort=True):
-        n = len(group)
-        cause = policy_cause(ev.facts, group["client_ip"].iloc[0], group)
-        findings.append(finding(
-            "dropped-before-node",
-            f"{plural(n, 'DNS query')} from {client} never left the pod's network namespace or never reached the node: "
-            f"{cause or 'check the pod interface, its routes and any firewall inside the pod'}.",
-            evidence(group), n))
-    return findings
+    return [finding("dropped-before-node",
+                    f"{plural(len(group), 'DNS query')} from {client} never left the pod's network namespace or never reached the "
+                    f"node: {cause or 'check the pod interface, its routes and any firewall inside the pod'}.",
+                    evidence(group), len(group))
+            for client, group, cause in lost_per_client(ev.lost_before_coredns, ev.facts, at_node=False)]
 
 
 def asked(qnames) -> str:
