@@ -104,3 +104,14 @@ def test_a_servfail_coredns_gave_itself_is_never_ok(errors_plugin):
     assert [(f.code, f.hop) for f in findings] == [("coredns-error", "coredns")]
     assert "answered SERVFAIL itself" in findings[0].summary
     assert ("logged no reason" in findings[0].summary) and (("no errors plugin" in findings[0].summary) != errors_plugin)
+
+
+def test_queries_the_node_never_saw_are_dropped_before_it_with_the_policy_named():
+    """deny-dns-egress's evidence without the node's sightings: the queries left the pod and reached nothing else, so
+    they were stopped before the node; the egress policy that drops them is still named from the facts."""
+    frame, stats, logs, facts = load_fixture("deny-dns-egress")
+    analysis = analyze(frame[frame["role"] != "node"], logs, facts, stats)
+    [lost] = [f for f in analysis.findings if f.code == "dropped-before-node"]
+    assert lost.hop == "pod->node" and lost.count > 0
+    assert "demo/mypod" in lost.summary and "NetworkPolicy demo/default-deny-egress" in lost.summary
+    assert "dropped-at-node" not in {f.code for f in analysis.findings}
