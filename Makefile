@@ -10,9 +10,11 @@ setup:
 cluster: setup
 	@kind/build.sh
 
-## test: the whole suite; lab and cluster tests need root (CI is root)
+## test: the whole suite; lab and cluster tests need root (CI is root); then the unit tests again from a copy
+## with no ../shared beside it, as a user's clone is (scripts/test-bare-copy.sh)
 test: setup cluster
 	$(PY) -m pytest -q
+	@scripts/test-bare-copy.sh
 
 ## demo: the main job on the lab: every shipped scenario, reports in reports/ (index.html)
 demo: setup
