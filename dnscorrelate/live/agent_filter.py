@@ -4,8 +4,9 @@ on this node (the legs the correlator stitches into its traces), and counters fo
 The agent sees every DNS packet of its node; a trace needs a handful. It keeps the tracer's records for
 HOLD_NS, and sends those that belong to a followed exchange:
 
-- an exchange is told by its DNS id, its client port and its question (`exchange_keys`: NAT changes the
-  addresses, not these; the correlator's own legs are cut the same way, `correlate/legs.py`);
+- an exchange is told by its DNS id, its client port and its question (`exchange_keys`: DNAT changes the
+  addresses, not these); once followed, also by its DNS id and question alone, for its copies after a
+  masquerade that also changed the port (kind's nodes do: 10.244.1.2:47909 leaves as 172.23.0.3:7359);
 - the traced pod's exchanges are followed from any record that has one of its addresses, on either side
   (the client leg, the same query after DNAT at the node and at the server, its responses; ICMP errors and
   TCP handshakes of its connections too);
@@ -128,11 +129,13 @@ class LookupFilter:
         records = records[np.argsort(records["ts_ns"], kind="stable")]
         questions, has_question = question_hashes(records)
         keys = exchange_keys(records, questions)
+        translated = mix(questions, records["dns_id"])  # the exchange once NAT changed its client port too
         keep = self.mine(records)
-        self.follow(keys[keep & has_question], records["ts_ns"][keep & has_question])
-        keep |= self.forwards(records, questions, keys, has_question)
-        keep |= has_question & np.isin(keys, np.fromiter(self.followed, dtype=np.uint64, count=len(self.followed)))
-        self.follow(keys[keep & has_question], records["ts_ns"][keep & has_question])
+        self.follow(keys, translated, keep & has_question, records["ts_ns"])
+        keep |= self.forwards(records, questions, keys, translated, has_question)
+        followed = np.fromiter(self.followed, dtype=np.uint64, count=len(self.followed))
+        keep |= has_question & (np.isin(keys, followed) | np.isin(translated, followed))
+        self.follow(keys, translated, keep & has_question, records["ts_ns"])
         newest = int(records["ts_ns"].max())
         decided = keep | final | (records["ts_ns"] < newest - self.hold_ns)
         self.count_dropped(records[decided & ~keep])
@@ -152,11 +155,13 @@ class LookupFilter:
                 found |= (words[:, 0] == client[0]) & (words[:, 1] == client[1])
         return found
 
-    def follow(self, keys: np.ndarray, times: np.ndarray) -> None:
-        for key, ts in zip(keys.tolist(), times.tolist()):
+    def follow(self, keys: np.ndarray, translated: np.ndarray, rows: np.ndarray, times: np.ndarray) -> None:
+        """Follow the exchanges of `rows` by both their keys."""
+        for key, ts in zip(np.concatenate([keys[rows], translated[rows]]).tolist(), np.concatenate([times[rows], times[rows]]).tolist()):
             self.followed[key] = max(ts, self.followed.get(key, 0))
 
-    def forwards(self, records: np.ndarray, questions: np.ndarray, keys: np.ndarray, has_question: np.ndarray) -> np.ndarray:
+    def forwards(self, records: np.ndarray, questions: np.ndarray, keys: np.ndarray, translated: np.ndarray,
+                 has_question: np.ndarray) -> np.ndarray:
         """Queries a server sent on behalf of a followed query (and theirs, in turn): marked and followed. As
         `link_parents` does, a forward belongs to the latest query of its question that reached the server before
         it, whoever asked it: a forward of another client's query is not taken for the pod's."""
@@ -190,7 +195,9 @@ class LookupFilter:
             if not new:
                 break
             marked[new] = True
-            self.follow(keys[new], ts[new])
+            rows = np.zeros(len(records), dtype=bool)
+            rows[new] = True
+            self.follow(keys, translated, rows, ts)
         return marked
 
     def note_arrival(self, where: int, ts: int, followed: bool, vantage: int, key: int) -> None:

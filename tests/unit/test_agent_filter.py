@@ -119,8 +119,9 @@ def test_the_filtered_stream_gives_the_pod_the_traces_of_the_full_stream(fixture
 
 def test_a_forward_is_followed_only_when_the_pods_query_is_the_latest_of_its_question_at_the_server():
     """Two clients ask one name a moment apart; CoreDNS forwards once, after the second query arrived: the forward is
-    the second client's (as `link_parents` would link it), and the pod's filter does not send it."""
-    from tests.frames import query
+    the second client's (as `link_parents` would link it), and the pod's filter does not send it. The pod's own forward
+is sent, with its copies after a masquerade that changed its address and port."""
+    from tests.frames import query, response
 
     coredns, upstream = "10.244.0.2", "172.18.0.9"
     raw = b"".join([
@@ -129,8 +130,13 @@ def test_a_forward_is_followed_only_when_the_pods_query_is_the_latest_of_its_que
         record(query("shared.example.", qid=3), capture_id=1, ts=3_000, src=coredns, dst=upstream, sport=50000),
         record(query("own.example.", qid=4), capture_id=1, ts=4_000, src=POD_IP, dst=coredns, sport=40003),
         record(query("own.example.", qid=5), capture_id=1, ts=5_000, src=coredns, dst=upstream, sport=50001),
+        # the same forward leaving the node, masqueraded to its address and another port (kind's nodes do that)
+        record(query("own.example.", qid=5), capture_id=2, ts=5_100, src="172.18.0.3", dst=upstream, sport=7359),
+        record(response("own.example.", qid=5), capture_id=2, ts=9_000, src=upstream, dst="172.18.0.3", sport=53, dport=7359),
+        # the other client's forward, masqueraded likewise: not the pod's
+        record(query("shared.example.", qid=3), capture_id=2, ts=3_100, src="172.18.0.3", dst=upstream, sport=7360),
     ])
     pod_filter = LookupFilter([POD_IP])
     sent = np.frombuffer(pod_filter.take(raw, final=True), EVENT_DTYPE)
-    assert sorted(sent["dns_id"].tolist()) == [1, 4, 5]
-    assert pod_filter.stats()["filtered_queries"] == 2
+    assert sorted(sent["dns_id"].tolist()) == [1, 4, 5, 5, 5]
+    assert pod_filter.stats()["filtered_queries"] == 3
