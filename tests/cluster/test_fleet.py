@@ -131,3 +131,74 @@ def is_na(value) -> bool:
     import pandas as pd
 
     return value is None or value is pd.NA or (isinstance(value, float) and value != value) or bool(pd.isna(value))
+
+
+NOISE = """
+import time, dns.message, dns.query
+names = ["web.demo.svc.cluster.local.", "nosuch.demo.svc.cluster.local.", "kubernetes.default.svc.cluster.local."]
+end, i = time.time() + {seconds}, 0
+while time.time() < end:
+    try:
+        dns.query.udp(dns.message.make_query(names[i % 3], "A"), "10.96.0.10", timeout=1)
+    except Exception:
+        pass
+    i += 1
+    time.sleep(0.005)
+print(i)
+"""
+
+
+def noise_pod(cluster, name):
+    """A second client, on whichever node: what the filtered agents must count and not send."""
+    mypod = core(cluster).read_namespaced_pod("mypod", "demo")
+    core(cluster).create_namespaced_pod("demo", {
+        "apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "dnsc-noise"}},
+        "spec": {"terminationGracePeriodSeconds": 0, "containers": [{
+            "name": "c", "image": mypod.spec.containers[0].image, "imagePullPolicy": "Never", "command": ["sleep", "infinity"]}]}})
+    deadline = time.monotonic() + 90
+    while core(cluster).read_namespaced_pod(name, "demo").status.phase != "Running":
+        assert time.monotonic() < deadline, "the noise pod did not start"
+        time.sleep(0.5)
+
+
+def test_filtered_agents_give_the_pod_the_traces_of_the_full_stream_and_count_the_rest(kind_cluster):
+    import threading
+
+    mypod = core(kind_cluster).read_namespaced_pod("mypod", "demo")
+    noise = f"dnsc-noise-{uuid.uuid4().hex[:6]}"
+    noise_pod(kind_cluster, noise)
+    full = Session(backend(kind_cluster, clients=()))  # the full stream, as --full-stream: every record
+    filtered = Session(backend(kind_cluster, clients=(mypod.status.pod_ip,)))
+    try:
+        full.start()
+        try:
+            filtered.start()
+            try:
+                sent = []
+                loop = threading.Thread(target=lambda: sent.append(stream(
+                    core(kind_cluster).connect_get_namespaced_pod_exec, noise, "demo", command=["python3", "-c", NOISE.format(seconds=8)],
+                    stderr=True, stdin=False, stdout=True, tty=False)))
+                loop.start()
+                names = lookups(kind_cluster, 8)
+                loop.join(60)
+                time.sleep(1)
+            finally:
+                filtered.stop()
+        finally:
+            full.stop()
+    finally:
+        core(kind_cluster).delete_namespaced_pod(noise, "demo", grace_period_seconds=0)
+    whole, only = pod_traces(full, mypod.status.pod_ip), pod_traces(filtered, mypod.status.pod_ip)
+    here, there = by_name(whole), by_name(only)
+    assert set(names) <= set(here) and set(here) == set(there)
+    for name, a in here.items():
+        b = there[name]
+        assert (a.outcome, a.rcode, a.server, a.served_from, a.dnat_to) == (b.outcome, b.rcode, b.server, b.served_from, b.dnat_to), name
+        assert hops(whole, a.trace_id, ()) == hops(only, b.trace_id, ()), name
+        assert len(whole.upstream[whole.upstream["trace_id"] == a.trace_id]) == len(only.upstream[only.upstream["trace_id"] == b.trace_id]), name
+    assert int(sent[0].strip()) > 300, "the other pod's lookups ran"
+    s_full, s_only = full.stats, filtered.stats
+    print(f"full: {s_full['records_received']} records, {s_full['bytes_received']} bytes; filtered: {s_only['records_received']} "
+          f"records, {s_only['bytes_received']} bytes, {s_only['records_filtered']} records of other lookups counted")
+    assert s_only["records_filtered"] > 0 and s_only["lost_samples"] == 0
+    assert s_only["records_received"] < s_full["records_received"] / 3
