@@ -36,12 +36,12 @@ import numpy as np
 
 from dnscorrelate.sources.bpf import EVENT_DTYPE, PAYLOAD_MAX
 
-HOLD_NS = 500_000_000  # a record waits this long for the record that makes its exchange followed (a forward's query)
+HOLD_NS = 10_000_000  # a record waits this long for one written before it on another CPU that makes its exchange followed
 SERVER_WAIT_NS = 10 * 10**9  # as correlate/upstream.py: how long after a query arrives its forwards may start
 FOLLOW_NS = 30 * 10**9  # an exchange is followed this long after its last record (slow upstreams, retries)
 KIND_DNS, KIND_ICMP_ERROR, KIND_TCP_CONTROL = 0, 1, 2
 DNS_HEADER = 12
-MAX_LABELS = 128
+QUESTION_WINDOW = 128  # bytes of the question looked at (a multiple of 8): the name, type and class of most lookups
 _WEIGHTS = np.random.default_rng(0x5EED).integers(1, 2**63, size=PAYLOAD_MAX + 8, dtype=np.uint64) | np.uint64(1)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
@@ -58,37 +58,25 @@ def address_words(addresses: np.ndarray) -> np.ndarray:
 
 
 def question_hashes(records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each record's question (name lower-cased, type, class) hashed to 64 bits, and whether it has one: its
-    labels walked in the captured payload, all records at once (a compressed name, or one cut short, has none)."""
+    """Each record's question (name lower-cased, type, class) hashed to 64 bits, and whether it has one, for all
+    records at once from a window of QUESTION_WINDOW bytes after the header: a name ends at its first zero byte
+    (label lengths are never zero; a compressed name never starts a question). A name longer than the window is
+    hashed by the part in it. Case is folded on every byte: a length byte is below 64, never a capital letter."""
     n = len(records)
     payload = records["payload"]
-    captured = records["captured"].astype(np.int64)
-    start = records["dns_at"].astype(np.int64) + DNS_HEADER
-    position = start.copy()
-    active = (records["kind"] != KIND_TCP_CONTROL) & (records["qdcount"] >= 1) & (position < captured)
-    rows = np.arange(n)
-    done = np.zeros(n, dtype=bool)
-    for _ in range(MAX_LABELS):
-        if not active.any():
-            break
-        length = payload[rows, np.minimum(position, PAYLOAD_MAX - 1)].astype(np.int64)
-        ended = active & (length == 0)
-        done |= ended
-        active &= (length != 0) & (length < 64)
-        position = np.where(active, position + length + 1, position)
-        active &= position < captured
-    end = position + 5  # the root label, type and class
-    valid = done & (end <= captured)
-    width = int((end - start)[valid].max()) if valid.any() else 0
-    if width == 0:
-        return np.zeros(n, dtype=np.uint64), valid
-    columns = np.arange(width)
-    at = np.minimum(start[:, None] + columns, PAYLOAD_MAX - 1)
-    window = payload[rows[:, None], at].astype(np.uint64)
-    window[columns >= (end - start)[:, None]] = 0
-    upper = (window >= 65) & (window <= 90)
-    window[upper] += np.uint64(32)
-    hashes = (window * _WEIGHTS[:width]).sum(axis=1, dtype=np.uint64) + (end - start).astype(np.uint64)
+    tcp = records["dns_at"] == 2  # TCP: the message after its two length bytes
+    window = np.where(tcp[:, None], payload[:, DNS_HEADER + 2:DNS_HEADER + 2 + QUESTION_WINDOW],
+                      payload[:, DNS_HEADER:DNS_HEADER + QUESTION_WINDOW])
+    zero = window == 0
+    name_end = np.where(zero.any(axis=1), zero.argmax(axis=1), QUESTION_WINDOW - 5)
+    length = np.minimum(name_end + 5, QUESTION_WINDOW)  # the root label, type and class
+    captured = records["captured"].astype(np.int64) - records["dns_at"].astype(np.int64) - DNS_HEADER
+    valid = (records["kind"] != KIND_TCP_CONTROL) & (records["qdcount"] >= 1) & (length <= captured)
+    window = window.copy()
+    window[np.arange(QUESTION_WINDOW)[None, :] >= length[:, None]] = 0
+    window[(window >= 65) & (window <= 90)] += 32
+    words = window.view("<u8")
+    hashes = (words * _WEIGHTS[:words.shape[1]]).sum(axis=1, dtype=np.uint64) + length.astype(np.uint64)
     return np.where(valid, hashes, np.uint64(0)), valid
 
 
@@ -114,43 +102,61 @@ class LookupFilter:
     def __init__(self, clients: Iterable[str], hold_ns: int = HOLD_NS) -> None:
         self.clients = np.frombuffer(b"".join(packed(a) for a in clients), dtype="<u8").reshape(-1, 2)
         self.hold_ns = hold_ns
-        self.pending = np.empty(0, dtype=EVENT_DTYPE)
+        self.pending = np.empty(0, dtype=EVENT_DTYPE)  # records not decided yet, and their features
+        self.held: dict[str, np.ndarray] = {}
         self.followed: dict[int, int] = {}  # exchange key -> last record's time
         self.asked: dict[int, list[list]] = {}  # (vantage, server address, question) -> [[arrived, answered, followed], ...]
         self.asked_by_key: dict[tuple[int, int], list] = {}  # (vantage, followed exchange key) -> its window there
         self.counts: Counter = Counter()
 
     def take(self, raw: bytes, final: bool = False) -> bytes:
-        """The records of followed exchanges among those held and `raw`; with `final`, what is held is decided now."""
+        """The records of followed exchanges among those held and `raw`; with `final`, what is held is decided now.
+        Each record's keys are worked out once, when it arrives; held ones are only looked up again. Records are
+        never copied whole but to be sent or held."""
         new = np.frombuffer(raw, dtype=EVENT_DTYPE) if raw else self.pending[:0]
-        records = np.concatenate([self.pending, new]) if len(self.pending) else new.copy()
+        records = np.concatenate([self.pending, new]) if len(self.pending) else new
         if not len(records):
             return b""
-        records = records[np.argsort(records["ts_ns"], kind="stable")]
-        questions, has_question = question_hashes(records)
-        keys = exchange_keys(records, questions)
-        translated = mix(questions, records["dns_id"])  # the exchange once NAT changed its client port too
-        keep = self.mine(records)
-        self.follow(keys, translated, keep & has_question, records["ts_ns"])
-        keep |= self.forwards(records, questions, keys, translated, has_question)
+        arrived = self.features(new)
+        f = {name: np.concatenate([self.held[name], arrived[name]]) for name in arrived} if len(self.pending) else arrived
+        order = np.argsort(f["ts"], kind="stable")
+        f = {name: column[order] for name, column in f.items()}
+        has_question = f["has_question"]
+        keep = f["mine"].copy()
+        self.follow(f["keys"], f["translated"], keep & has_question, f["ts"])
+        keep |= self.forwards(f)
         followed = np.fromiter(self.followed, dtype=np.uint64, count=len(self.followed))
-        keep |= has_question & (np.isin(keys, followed) | np.isin(translated, followed))
-        self.follow(keys, translated, keep & has_question, records["ts_ns"])
-        newest = int(records["ts_ns"].max())
-        decided = keep | final | (records["ts_ns"] < newest - self.hold_ns)
-        self.count_dropped(records[decided & ~keep])
-        self.pending = records[~decided]
+        keep |= has_question & (np.isin(f["keys"], followed) | np.isin(f["translated"], followed))
+        self.follow(f["keys"], f["translated"], keep & has_question, f["ts"])
+        newest = int(f["ts"][-1])
+        decided = keep | final | (f["ts"] < newest - self.hold_ns)
+        self.count_dropped(f, decided & ~keep)
+        self.pending = records[order[~decided]]
+        self.held = {name: column[~decided] for name, column in f.items()}
         self.forget(newest)
         self.counts["records_kept"] += int(keep.sum())
-        return records[keep].tobytes()
+        return records[order[keep]].tobytes()
 
-    def mine(self, records: np.ndarray) -> np.ndarray:
+    def features(self, records: np.ndarray) -> dict[str, np.ndarray]:
+        """What the filter looks records up by, one column each: time, vantage, query or response, question hash,
+        exchange keys, where a query goes to and comes from, and whether it has the pod's address."""
+        questions, has_question = question_hashes(records)
+        source, destination = address_words(records["saddr"]), address_words(records["daddr"])
+        vantage = records["capture_id"].astype(np.uint64)
+        response = (records["dns_flags"] >> 15).astype(bool)
+        dns = records["kind"] == KIND_DNS
+        return {"ts": records["ts_ns"].astype(np.int64), "vantage": vantage, "has_question": has_question,
+                "query": has_question & dns & ~response, "response": has_question & dns & response, "dns": dns,
+                "keys": exchange_keys(records, questions),
+                "translated": mix(questions, records["dns_id"]),  # the exchange once NAT changed its client port too
+                "arrival": mix(vantage, destination[:, 0], destination[:, 1], questions),  # a query reaching an address
+                "asked_from": mix(vantage, source[:, 0], source[:, 1], questions),  # a query leaving one
+                "mine": self.mine(source, destination)}
+
+    def mine(self, source: np.ndarray, destination: np.ndarray) -> np.ndarray:
         """Records with one of the traced pod's addresses, on either side."""
-        if not len(self.clients):
-            return np.zeros(len(records), dtype=bool)
-        found = np.zeros(len(records), dtype=bool)
-        for side in ("saddr", "daddr"):
-            words = address_words(records[side])
+        found = np.zeros(len(source), dtype=bool)
+        for words in (source, destination):
             for client in self.clients:
                 found |= (words[:, 0] == client[0]) & (words[:, 1] == client[1])
         return found
@@ -160,20 +166,13 @@ class LookupFilter:
         for key, ts in zip(np.concatenate([keys[rows], translated[rows]]).tolist(), np.concatenate([times[rows], times[rows]]).tolist()):
             self.followed[key] = max(ts, self.followed.get(key, 0))
 
-    def forwards(self, records: np.ndarray, questions: np.ndarray, keys: np.ndarray, translated: np.ndarray,
-                 has_question: np.ndarray) -> np.ndarray:
+    def forwards(self, f: dict[str, np.ndarray]) -> np.ndarray:
         """Queries a server sent on behalf of a followed query (and theirs, in turn): marked and followed. As
         `link_parents` does, a forward belongs to the latest query of its question that reached the server before
         it, whoever asked it: a forward of another client's query is not taken for the pod's."""
-        marked = np.zeros(len(records), dtype=bool)
-        flags = records["dns_flags"] >> 15
-        query = has_question & (flags == 0) & (records["kind"] == KIND_DNS)
-        response = has_question & (flags == 1) & (records["kind"] == KIND_DNS)
-        vantage = records["capture_id"].astype(np.uint64)
-        source, destination = address_words(records["saddr"]), address_words(records["daddr"])
-        ts = records["ts_ns"].astype(np.int64)
-        arrival = mix(vantage, destination[:, 0], destination[:, 1], questions)  # a query reaching an address
-        asked_from = mix(vantage, source[:, 0], source[:, 1], questions)  # a query leaving one
+        keys, translated, ts, vantage = f["keys"], f["translated"], f["ts"], f["vantage"]
+        query, response, arrival, asked_from = f["query"], f["response"], f["arrival"], f["asked_from"]
+        marked = np.zeros(len(keys), dtype=bool)
         for _ in range(4):  # a forward's forward: CoreDNS -> NodeLocal DNS -> upstream is two
             followed = np.isin(keys, np.fromiter(self.followed, dtype=np.uint64, count=len(self.followed)))
             for where in set(arrival[query & followed].tolist()):
@@ -195,7 +194,7 @@ class LookupFilter:
             if not new:
                 break
             marked[new] = True
-            rows = np.zeros(len(records), dtype=bool)
+            rows = np.zeros(len(keys), dtype=bool)
             rows[new] = True
             self.follow(keys, translated, rows, ts)
         return marked
@@ -229,14 +228,10 @@ class LookupFilter:
             if not history:
                 del self.asked[where]
 
-    def count_dropped(self, records: np.ndarray) -> None:
-        if not len(records):
-            return
-        dns = records["kind"] == KIND_DNS
-        response = (records["dns_flags"] >> 15).astype(bool)
-        self.counts["filtered_queries"] += int((dns & ~response).sum())
-        self.counts["filtered_responses"] += int((dns & response).sum())
-        self.counts["filtered_other"] += int((~dns).sum())
+    def count_dropped(self, f: dict[str, np.ndarray], dropped: np.ndarray) -> None:
+        self.counts["filtered_queries"] += int((dropped & f["dns"] & ~f["response"]).sum())
+        self.counts["filtered_responses"] += int((dropped & f["response"]).sum())
+        self.counts["filtered_other"] += int((dropped & ~f["dns"]).sum())
 
     def stats(self) -> dict:
         """Counters for the stream: records of other lookups dropped here, by kind, and those kept."""
