@@ -3,13 +3,14 @@ second reach the CLI through the API server's exec, with what loss; with --compa
 on the wire with the agents sending only its lookups against every packet, while another pod floods CoreDNS.
 
     sudo .venv/bin/python bench/agent_stream.py --cluster NAME [--seconds 10]
-    sudo .venv/bin/python bench/agent_stream.py --cluster NAME --compare [--seconds 15] [--rate 0] [--repeat 2]
+    sudo .venv/bin/python bench/agent_stream.py --cluster NAME --compare [--seconds 15] [--rate 0] [--repeat 2] [--dnsperf]
 
 Default: mypod sends cached lookups (web.demo.svc.cluster.local) to the kube-dns VIP as fast as one dnspython
 loop can for --seconds; every node's agent streams what it sees.
 
 --compare: a flood pod (on mypod's node) sends cached lookups straight to the CoreDNS replica on the other node,
-as fast as it can (--rate 0: 64 queries in flight, a UDP socket, no waiting per query) or paced to --rate qps,
+as fast as it can (--rate 0; dnspython, 64 queries in flight; or with --dnsperf, this machine's dnsperf entered into
+the flood pod's network namespace, 8 clients, 500 in flight) or paced to --rate qps,
 while mypod sends 10 lookups a second (names unique to the run under example.org, so each is forwarded upstream)
 to the kube-dns VIP; once with the agents filtering for mypod (`trace`'s default) and once with the full stream,
 alternating, --repeat times. For each node: bytes/s on the wire, records sent, records counted and not sent, and
@@ -125,6 +126,35 @@ def node_of_pid(pid: int) -> str:
     return next((e.split(b"=", 1)[1].decode() for e in environ if e.startswith(b"NODE_NAME=")), "?")
 
 
+def pod_pid(uid: str) -> int:
+    """A process of the pod with this UID on this machine (its cgroup path names the UID), to enter its network."""
+    wanted = (uid, uid.replace("-", "_"))
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cgroup = (entry / "cgroup").read_text()
+            except OSError:
+                continue
+            if any(w in cgroup for w in wanted) and b"sleep" in (entry / "cmdline").read_bytes():
+                return int(entry.name)
+    raise SystemExit(f"no process of pod {uid} on this machine")
+
+
+def dnsperf_flood(pid: int, server: str, seconds: float, rate: int) -> tuple[float, float]:
+    """dnsperf (Debian's, on this machine) in the pod's network namespace: (queries answered a second, seconds)."""
+    import re
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", suffix=".txt") as names:
+        names.write("web.demo.svc.cluster.local A\n")
+        names.flush()
+        command = ["nsenter", "-t", str(pid), "-n", "dnsperf", "-s", server, "-d", names.name, "-l", str(int(seconds)),
+                   "-c", "8", "-q", "500", "-t", "2"] + (["-Q", str(rate)] if rate else [])
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return float(re.search(r"Queries per second:\s+([\d.]+)", out).group(1)), float(re.search(r"Run time \(s\):\s+([\d.]+)", out).group(1))
+
+
 def flood_pod(api, name: str, node: str, image: str) -> None:
     from kubernetes import client as k8s
 
@@ -140,7 +170,7 @@ def flood_pod(api, name: str, node: str, image: str) -> None:
         time.sleep(0.5)
 
 
-def compare_run(api, filtered: bool, mypod, server: str, flood: str, seconds: float, rate: int) -> dict:
+def compare_run(api, filtered: bool, mypod, server: str, flood: str, seconds: float, rate: int, flood_pid: int | None) -> dict:
     """One run: the agents (filtering for mypod, or not), the flood and mypod's 10 lookups/s; figures per node."""
     import threading
 
@@ -154,8 +184,10 @@ def compare_run(api, filtered: bool, mypod, server: str, flood: str, seconds: fl
     try:
         cpu_before = agent_cpu_seconds()
         started = time.monotonic()
-        threads = [threading.Thread(target=lambda: out.__setitem__("flood", exec_in(api, flood, FLOOD.format(
-                       server=server, rate=rate, seconds=seconds)))),
+        flooding = (lambda: out.__setitem__("flood", "%d %d %f" % (lambda q, t: (q * t, q * t, t))(*dnsperf_flood(
+            flood_pid, server, seconds, rate)))) if flood_pid else (lambda: out.__setitem__("flood", exec_in(
+                api, flood, FLOOD.format(server=server, rate=rate, seconds=seconds))))
+        threads = [threading.Thread(target=flooding),
                    threading.Thread(target=lambda: out.__setitem__("traced", exec_in(api, "mypod", TRACED.format(seconds=seconds))))]
         for thread in threads:
             thread.start()
@@ -198,7 +230,8 @@ def compare(args) -> None:
     server = far[0]
     flood = f"dnsc-bench-flood-{uuid.uuid4().hex[:6]}"
     flood_pod(api, flood, mypod.spec.node_name, mypod.spec.containers[0].image)
-    print(f"flood: demo/{flood} on {mypod.spec.node_name} -> {server.metadata.name} ({server.status.pod_ip}) on "
+    flood_pid = pod_pid(core.read_namespaced_pod(flood, "demo").metadata.uid) if args.dnsperf else None
+    print(f"flood ({'dnsperf in its network namespace' if args.dnsperf else 'dnspython'}): demo/{flood} on {mypod.spec.node_name} -> {server.metadata.name} ({server.status.pod_ip}) on "
           f"{server.spec.node_name}, {'as fast as it can' if not args.rate else f'{args.rate} qps'}; traced: demo/mypod, "
           f"10 lookups/s to the kube-dns VIP; {args.seconds:.0f} s a run; load average before: {os.getloadavg()}")
     print("| run | stream | flood qps | mypod answered | node | bytes/s | records sent | records counted, not sent | events seen | lost | agent CPU (% of a core) |")
@@ -206,7 +239,7 @@ def compare(args) -> None:
     try:
         for run in range(1, args.repeat + 1):
             for filtered in (True, False):
-                r = compare_run(api, filtered, mypod, server.status.pod_ip, flood, args.seconds, args.rate)
+                r = compare_run(api, filtered, mypod, server.status.pod_ip, flood, args.seconds, args.rate, flood_pid)
                 for node, n in sorted(r["nodes"].items()):
                     print(f"| {run} | {'filtered' if filtered else 'full'} | {r['flood_qps']:,.0f} | {r['traced']} | {node} | "
                           f"{n['bytes_per_s']:,.0f} | {n['records']:,} | {n['filtered']:,} | {n['events']:,} | {n['lost']} | "
@@ -223,6 +256,8 @@ def main() -> None:
     parser.add_argument("--compare", action="store_true", help="filtered against full stream, under a flood")
     parser.add_argument("--rate", type=int, default=0, help="with --compare: the flood's qps (0: as fast as it can)")
     parser.add_argument("--repeat", type=int, default=1, help="with --compare: alternations of filtered and full")
+    parser.add_argument("--dnsperf", action="store_true", help="with --compare: flood with this machine's dnsperf in the "
+                        "flood pod's network namespace (faster than dnspython) instead of from inside the pod")
     args = parser.parse_args()
     if args.compare:
         compare(args)
