@@ -64,15 +64,15 @@ def question_hashes(records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     hashed by the part in it. Case is folded on every byte: a length byte is below 64, never a capital letter."""
     n = len(records)
     payload = records["payload"]
+    window = payload[:, DNS_HEADER:DNS_HEADER + QUESTION_WINDOW].copy()
     tcp = records["dns_at"] == 2  # TCP: the message after its two length bytes
-    window = np.where(tcp[:, None], payload[:, DNS_HEADER + 2:DNS_HEADER + 2 + QUESTION_WINDOW],
-                      payload[:, DNS_HEADER:DNS_HEADER + QUESTION_WINDOW])
+    if tcp.any():
+        window[tcp] = payload[tcp, DNS_HEADER + 2:DNS_HEADER + 2 + QUESTION_WINDOW]
     zero = window == 0
     name_end = np.where(zero.any(axis=1), zero.argmax(axis=1), QUESTION_WINDOW - 5)
     length = np.minimum(name_end + 5, QUESTION_WINDOW)  # the root label, type and class
     captured = records["captured"].astype(np.int64) - records["dns_at"].astype(np.int64) - DNS_HEADER
     valid = (records["kind"] != KIND_TCP_CONTROL) & (records["qdcount"] >= 1) & (length <= captured)
-    window = window.copy()
     window[np.arange(QUESTION_WINDOW)[None, :] >= length[:, None]] = 0
     window[(window >= 65) & (window <= 90)] += 32
     words = window.view("<u8")
