@@ -1,6 +1,7 @@
 """Capture cost and loss under real load: dnsperf from a lab pod against the kube-dns VIP, capture off and on.
 
     sudo .venv/bin/python bench/capture_load.py [--rates 2000 4000 8000 16000 0] [--seconds 5] [--repeat 3] [--mixes cached forwarded]
+    sudo .venv/bin/python bench/capture_load.py --cpu-per-query [--seconds 5] [--repeat 6] [--mixes cached forwarded]
 
 For two mixes (cache hits: a few external names CoreDNS has cached;
 forwarded: names unique to each run, so every query goes to the upstream)
@@ -11,6 +12,13 @@ replicas and the upstream, from /proc), the capture's own CPU (this process:
 ring-buffer polling and copying; decoding happens later and is not counted),
 events per second delivered, and lost samples. Prints figures; asserts
 nothing. Everything shares the machine's two cores with dnsperf.
+
+--cpu-per-query: the on/off ratio as CoreDNS's CPU per query rather than qps, which other work on the machine
+moves far more than capture does. CoreDNS's processes (replicas and upstream) are pinned to core 1, dnsperf
+and this process (the capture's reader) to core 0; at the maximum rate, --repeat interleaved off/on pairs
+give CoreDNS CPU seconds / queries answered. The ratio off/on of the medians is the qps ratio CoreDNS would
+show if its core were its limit (the tracer's own time is charged to whoever sends or receives the packet,
+CoreDNS included). Load average is printed before and after: the figures mean little when it is high.
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 CACHED = ["example.com A", "www.example.com A", "github.com A", "api.github.com A", "kubernetes.io A", "example.org A"]
 TICKS = os.sysconf("SC_CLK_TCK")
+PIN_DNSPERF = "--cpu-per-query" in sys.argv  # dnsperf on core 0, apart from CoreDNS
 
 
 def cpu_seconds(pids: list[int]) -> float:
@@ -46,7 +55,7 @@ def own_cpu() -> float:
 
 def dnsperf(netns: str, server: str, names: Path, seconds: int, rate: int) -> float:
     """Queries per second dnsperf got answered."""
-    cmd = ["ip", "netns", "exec", netns, "dnsperf", "-s", server, "-d", str(names), "-l", str(seconds), "-c", "8", "-q", "500", "-t", "2"]
+    cmd = ["ip", "netns", "exec", netns, *(["taskset", "-c", "0"] if PIN_DNSPERF else []), "dnsperf", "-s", server, "-d", str(names), "-l", str(seconds), "-c", "8", "-q", "500", "-t", "2"]
     if rate:
         cmd += ["-Q", str(rate)]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
@@ -83,6 +92,33 @@ def measure(lab, names: Path, seconds: int, rate: int, capture_on: bool) -> dict
     return result
 
 
+def pin(pids: list[int], core: int) -> None:
+    """Every thread of these processes onto one core."""
+    for pid in pids:
+        subprocess.run(["taskset", "-a", "-p", "-c", str(core), str(pid)], capture_output=True, check=True)
+
+
+def cpu_per_query(lab, names_of, seconds: int, repeat: int, mix: str) -> None:
+    """Interleaved off/on pairs at the maximum rate, CoreDNS pinned apart: CoreDNS µs per answered query each side."""
+    import statistics
+
+    pairs = []
+    for attempt in range(repeat):
+        pair = {}
+        for capture_on in ((False, True) if attempt % 2 == 0 else (True, False)):  # alternate which side goes first
+            run = measure(lab, names_of(attempt, capture_on), seconds, 0, capture_on)
+            pair[capture_on] = run | {"us_per_query": run["coredns_cpu"] / max(run["qps"] * seconds, 1) * 1e6}
+        pairs.append(pair)
+        print(f"| {mix} | {attempt + 1} | {pair[False]['qps']:,.0f} | {pair[True]['qps']:,.0f} | {pair[False]['us_per_query']:.1f} | "
+              f"{pair[True]['us_per_query']:.1f} | {pair[False]['us_per_query'] / pair[True]['us_per_query']:.3f} | "
+              f"{pair[True]['lost']} | {os.getloadavg()[0]:.1f} |", flush=True)
+    off = statistics.median(p[False]["us_per_query"] for p in pairs)
+    on = statistics.median(p[True]["us_per_query"] for p in pairs)
+    ratios = sorted(p[False]["us_per_query"] / p[True]["us_per_query"] for p in pairs)
+    print(f"{mix}: CoreDNS CPU per query, median of {repeat}: off {off:.1f} µs, on {on:.1f} µs: ratio {off / on:.3f} "
+          f"(pairs {ratios[0]:.3f}-{ratios[-1]:.3f}); goal 0.97: {'met' if off / on >= 0.97 else 'not met'}")
+
+
 def median_run(runs: list[dict]) -> dict:
     """The run with the median qps (its other figures come with it)."""
     return sorted(runs, key=lambda run: run["qps"])[len(runs) // 2]
@@ -94,6 +130,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=5)
     parser.add_argument("--repeat", type=int, default=3, help="off/on pairs per step; the median run is shown")
     parser.add_argument("--mixes", nargs="+", choices=["cached", "forwarded"], default=["cached", "forwarded"])
+    parser.add_argument("--cpu-per-query", action="store_true", help="CoreDNS CPU per query off/on, pinned cores, at the maximum")
     args = parser.parse_args()
     from dnscorrelate.cluster.lab.runtime import Lab, teardown
     from dnscorrelate.cluster.spec import load_spec
@@ -104,6 +141,26 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             cached = warm_cache(lab, Path(tmp))
+            if args.cpu_per_query:
+                pin([p.pid for p in lab.processes], 1)
+                os.sched_setaffinity(0, {0})  # the capture's reader thread is started after this: it inherits core 0
+                print(f"CoreDNS and the upstream on core 1; dnsperf and the capture reader on core 0; load average {os.getloadavg()}")
+                print("| mix | pair | qps off | qps on | CoreDNS µs/query off | on | off/on | lost | load (1 min) |")
+                print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+
+                def names_of(mix):
+                    def names(attempt, capture_on):
+                        if mix == "cached":
+                            return cached
+                        path = Path(tmp) / "fwd.txt"
+                        path.write_text("".join(f"p{attempt}-{int(capture_on)}-{i}.example.org A\n" for i in range(300_000)))
+                        return path
+                    return names
+
+                for mix in args.mixes:
+                    cpu_per_query(lab, names_of(mix), args.seconds, args.repeat, mix)
+                print(f"load average after: {os.getloadavg()}")
+                return
             print(f"{'mix':9s} {'rate':>6s} | {'qps off':>8s} {'qps on':>8s} {'ratio':>6s} | {'CoreDNS CPU s off':>17s} {'on':>6s} "
                   f"| {'capture CPU s':>13s} {'us/query':>8s} {'% core':>6s} | {'events/s':>9s} {'lost':>5s}")
             for mix in args.mixes:
