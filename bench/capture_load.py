@@ -2,6 +2,7 @@
 
     sudo .venv/bin/python bench/capture_load.py [--rates 2000 4000 8000 16000 0] [--seconds 5] [--repeat 3] [--mixes cached forwarded]
     sudo .venv/bin/python bench/capture_load.py --cpu-per-query [--seconds 5] [--repeat 6] [--mixes cached forwarded]
+    sudo .venv/bin/python bench/capture_load.py --agent-cpu [--rates 10000] [--seconds 10] [--repeat 2]
 
 For two mixes (cache hits: a few external names CoreDNS has cached;
 forwarded: names unique to each run, so every query goes to the upstream)
@@ -19,6 +20,12 @@ and this process (the capture's reader) to core 0; at the maximum rate, --repeat
 give CoreDNS CPU seconds / queries answered. The ratio off/on of the medians is the qps ratio CoreDNS would
 show if its core were its limit (the tracer's own time is charged to whoever sends or receives the packet,
 CoreDNS included). Load average is printed before and after: the figures mean little when it is high.
+
+--agent-cpu: the node agent's own CPU (`kube/agent.py`'s `Agent`, run in this process over the lab's
+namespaces, its stream written to /dev/null) while dnsperf sends cache hits at --rates qps, filtering for
+another pod's lookups (`trace`'s default: every record here is counted and dropped) and sending every record
+(the full stream), alternating, --repeat times. The lab is one node: its agent sees every hop of every
+lookup, more than any one node of a cluster would.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import resource
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -119,6 +127,46 @@ def cpu_per_query(lab, names_of, seconds: int, repeat: int, mix: str) -> None:
           f"(pairs {ratios[0]:.3f}-{ratios[-1]:.3f}); goal 0.97: {'met' if off / on >= 0.97 else 'not met'}")
 
 
+class LabDiscovery:
+    """The lab's namespaces, for an agent run in this process (`kube/agent.py`'s `Agent` asks these two)."""
+
+    errors = 0
+
+    def __init__(self, lab) -> None:
+        from dnscorrelate.cluster.lab.capture import lab_targets
+
+        self.lab, self.lab_targets = lab, lab_targets
+
+    def targets(self):
+        return self.lab_targets(self.lab)
+
+    def watcher(self):
+        return lambda: self.lab_targets(self.lab)
+
+
+def agent_cpu(lab, names: Path, seconds: int, rate: int, filtered: bool) -> dict:
+    """CPU seconds of an agent capturing the lab while dnsperf runs, and what it sent."""
+    import threading
+
+    from dnscorrelate.cluster.kube.agent import Agent
+
+    with open(os.devnull, "wb") as out:
+        agent = Agent(out, "node-0", discovery=LabDiscovery(lab), clients=("10.244.9.99",) if filtered else ())
+        thread = threading.Thread(target=agent.run, args=(seconds + 3,))
+        before = own_cpu()
+        thread.start()
+        while agent.capture is None or not agent.writer.bytes_sent:
+            time.sleep(0.05)
+        start_cpu = own_cpu()
+        qps = dnsperf(lab.pod("mypod", "demo").netns, lab.topology.cluster_dns_ip, names, seconds, rate)
+        used = own_cpu() - start_cpu
+        agent.stop()
+        thread.join()
+    counters = agent.counters()
+    return {"qps": qps, "cpu_share": used / seconds, "startup_cpu": start_cpu - before, "events": counters["events"],
+            "sent": agent.writer.records_sent, "bytes": agent.writer.bytes_sent}
+
+
 def median_run(runs: list[dict]) -> dict:
     """The run with the median qps (its other figures come with it)."""
     return sorted(runs, key=lambda run: run["qps"])[len(runs) // 2]
@@ -131,6 +179,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="off/on pairs per step; the median run is shown")
     parser.add_argument("--mixes", nargs="+", choices=["cached", "forwarded"], default=["cached", "forwarded"])
     parser.add_argument("--cpu-per-query", action="store_true", help="CoreDNS CPU per query off/on, pinned cores, at the maximum")
+    parser.add_argument("--agent-cpu", action="store_true", help="the node agent's CPU, filtered and full, at --rates")
     args = parser.parse_args()
     from dnscorrelate.cluster.lab.runtime import Lab, teardown
     from dnscorrelate.cluster.spec import load_spec
@@ -141,6 +190,18 @@ def main() -> None:
     try:
         with tempfile.TemporaryDirectory() as tmp:
             cached = warm_cache(lab, Path(tmp))
+            if args.agent_cpu:
+                print(f"load average {os.getloadavg()}")
+                print("| rate | stream | qps | agent CPU (% of a core) | events seen | records sent | bytes sent |")
+                print("| --- | --- | --- | --- | --- | --- | --- |")
+                for rate in args.rates:
+                    for attempt in range(args.repeat):
+                        for filtered in (True, False):
+                            r = agent_cpu(lab, cached, args.seconds, rate, filtered)
+                            print(f"| {rate or 'max'} | {'filtered' if filtered else 'full'} | {r['qps']:,.0f} | "
+                                  f"{100 * r['cpu_share']:.1f} | {r['events']:,} | {r['sent']:,} | {r['bytes']:,} |", flush=True)
+                print(f"load average after: {os.getloadavg()}")
+                return
             if args.cpu_per_query:
                 pin([p.pid for p in lab.processes], 1)
                 os.sched_setaffinity(0, {0})  # the capture's reader thread is started after this: it inherits core 0
