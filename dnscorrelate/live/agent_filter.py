@@ -147,6 +147,7 @@ class LookupFilter:
         dns = records["kind"] == KIND_DNS
         return {"ts": records["ts_ns"].astype(np.int64), "vantage": vantage, "has_question": has_question,
                 "query": has_question & dns & ~response, "response": has_question & dns & response, "dns": dns,
+                "qr": response,
                 "keys": exchange_keys(records, questions),
                 "translated": mix(questions, records["dns_id"]),  # the exchange once NAT changed its client port too
                 "arrival": mix(vantage, destination[:, 0], destination[:, 1], questions),  # a query reaching an address
@@ -229,8 +230,8 @@ class LookupFilter:
                 del self.asked[where]
 
     def count_dropped(self, f: dict[str, np.ndarray], dropped: np.ndarray) -> None:
-        self.counts["filtered_queries"] += int((dropped & f["dns"] & ~f["response"]).sum())
-        self.counts["filtered_responses"] += int((dropped & f["response"]).sum())
+        self.counts["filtered_queries"] += int((dropped & f["dns"] & ~f["qr"]).sum())
+        self.counts["filtered_responses"] += int((dropped & f["dns"] & f["qr"]).sum())
         self.counts["filtered_other"] += int((dropped & ~f["dns"]).sum())
 
     def stats(self) -> dict:

@@ -140,3 +140,14 @@ is sent, with its copies after a masquerade that changed its address and port.""
     sent = np.frombuffer(pod_filter.take(raw, final=True), EVENT_DTYPE)
     assert sorted(sent["dns_id"].tolist()) == [1, 4, 5, 5, 5]
     assert pod_filter.stats()["filtered_queries"] == 3
+
+
+def test_the_command_line_refuses_a_client_that_is_no_address_and_a_full_stream_without_agents():
+    from click.testing import CliRunner
+
+    from dnscorrelate.cli import main
+
+    agent = CliRunner().invoke(main, ["agent", "--client", "mypod"])
+    assert agent.exit_code == 2 and "'mypod' is not an IP address" in agent.output
+    trace = CliRunner().invoke(main, ["trace", "pod/mypod", "--lab", "lab", "--full-stream"])
+    assert trace.exit_code == 2 and "--full-stream goes with --agent" in trace.output

@@ -5,7 +5,9 @@ It runs in a pod of the `dnsc-agent` DaemonSet (`manifest()`), one per node, and
 (`/proc/1/ns/net`, hostPID) and every pod's (`/proc/PID/ns/net`, the pod UID in the process's cgroup,
 this node's pods read from the API), vantages named `NS/NAME` and the node's name as a local capture
 names them; pods that start mid-capture are attached within REFRESH_S. It streams the tracer's records
-to stdout in `live/agent_stream.py`'s format, with its counters every STATS_INTERVAL_S and at the end.
+to stdout in `live/agent_stream.py`'s format, with its counters every STATS_INTERVAL_S and at the end;
+with `--client IP` (`trace`), only the records of that address's lookups and of what they caused on this
+node (`live/agent_filter.py`), the rest counted.
 
     python3 -m dnscorrelate agent            # exec'd by the CLI in an agent pod; stops when stdin closes,
                                              # on a line `stop`, on SIGTERM or SIGINT, after --duration
