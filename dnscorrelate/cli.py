@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import ipaddress
 import json
 from pathlib import Path
 import os
@@ -559,6 +560,9 @@ def print_results(results) -> None:
               "a DaemonSet dnsc-agent-SESSION in kube-system for the session, removed after it (`dnscorrelate agent manifest` shows it; "
               "`dnscorrelate agent cleanup` removes what a killed session left).")
 @click.option("--agent-image", metavar="IMAGE", help="With --agent: the agent's image (default: one the nodes already hold, else the one built here).")
+@click.option("--full-stream", is_flag=True, help="With --agent: every node's agent sends every DNS packet it sees, not only "
+              "those of the pod's lookups and what they caused (the default: bytes in proportion to the pod's lookups, "
+              "not to the nodes' queries).")
 @click.option("--hubble", is_flag=True, help="On a Cilium cluster with Hubble: each agent's flows (`hubble observe --follow` through "
               "exec, on its unix socket) as one more vantage; its DNS proxy rows join the lookups our capture sees.")
 @click.option("--duration", type=float, help="Seconds to trace (default: until Ctrl-C).")
@@ -566,7 +570,8 @@ def print_results(results) -> None:
 @click.option("-o", "--output", type=click.Choice(["table", "wide", "json"]), default="table", show_default=True)
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Write an HTML report of the session here.")
 @friendly_errors
-def trace(pod, namespace, lab_name, context, kubeconfig, agent, agent_image, hubble, duration, filters, output, report_path) -> None:
+def trace(pod, namespace, lab_name, context, kubeconfig, agent, agent_image, full_stream, hubble, duration, filters, output,
+          report_path) -> None:
     """Watch one pod's DNS lookups live, hop by hop, with per-hop latency and what went wrong."""
     from dnscorrelate import trace as tracing
     from dnscorrelate.live.session import Session
@@ -579,8 +584,12 @@ def trace(pod, namespace, lab_name, context, kubeconfig, agent, agent_image, hub
         check_output_file(report_path, "--report")
     if agent_image and not agent:
         raise click.UsageError("--agent-image goes with --agent")
+    if full_stream and not agent:
+        raise click.UsageError("--full-stream goes with --agent")
     backend = live_backend(lab_name, kubeconfig, context, agent, agent_image)
     target = backend.pod(pod, namespace)
+    if agent and not full_stream:
+        backend.agent.clients = tuple(target.ips)  # each node sends what the pod's lookups need (live/agent_filter.py)
 
     from dnscorrelate.report.records import json_line
     from dnscorrelate.report.text import sighting_lines, trace_line
@@ -729,8 +738,12 @@ def cluster_down(name: str, everything: bool) -> None:
 @click.option("--node", help="This node's name: the vantage of its own namespace (default $NODE_NAME, set by the DaemonSet).")
 @click.option("--port", "ports", type=int, multiple=True, default=(53,), show_default=True, help="DNS port to trace. Repeatable.")
 @click.option("--duration", type=float, help="Seconds to capture (default: until stdin closes, a line `stop`, or SIGTERM).")
+@click.option("--client", "clients", multiple=True, metavar="IP", help="Send only the records of this address's lookups and "
+              "of what they caused on this node (forwards, upstream), and counters for the rest (`trace`). Repeatable.")
+@click.option("--test-clock-skew-ns", type=int, default=0, hidden=True,
+              help="Tests only: time this node's events as a wall clock this many ns ahead would.")
 @click.pass_context
-def agent(ctx, node: str | None, ports: tuple[int, ...], duration: float | None) -> None:
+def agent(ctx, node: str | None, ports: tuple[int, ...], duration: float | None, clients: tuple[str, ...], test_clock_skew_ns: int) -> None:
     """The node agent: capture on this node and stream the events to stdout (run by `trace --agent` in its pods).
 
     A binary stream for the CLI to read, not for a terminal. It stops when stdin closes (the exec session
@@ -742,7 +755,12 @@ def agent(ctx, node: str | None, ports: tuple[int, ...], duration: float | None)
         raise click.UsageError("the agent writes a binary stream for `dnscorrelate trace --agent`; redirect stdout")
     from dnscorrelate.cluster.kube.agent import main as agent_main
 
-    sys.exit(agent_main(node, tuple(ports), duration))
+    for address in clients:
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise click.BadParameter(f"{address!r} is not an IP address", param_hint="--client") from None
+    sys.exit(agent_main(node, tuple(ports), duration, test_clock_skew_ns, tuple(clients)))
 
 
 @agent.command("standby")

@@ -70,6 +70,18 @@ def read_model(api, kinds: tuple[str, ...] = tuple(LISTS)) -> ClusterModel:
 KUBELET_STAMP = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d+))?Z ")
 
 
+def stamped_later(line: str, skew_ns: int) -> str:
+    """A `--timestamps` log line as a node clock `skew_ns` ahead would have stamped it, to the nanosecond (tests
+    only: `agent.test_clock_skews`); a line without a stamp stays as it is."""
+    match = KUBELET_STAMP.match(line)
+    if not match:
+        return line
+    seconds = int(datetime.fromisoformat(match.group(1)).replace(tzinfo=timezone.utc).timestamp())
+    ns = seconds * 10**9 + int((match.group(2) or "0")[:9].ljust(9, "0")) + skew_ns
+    stamp = datetime.fromtimestamp(ns // 10**9, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{ns % 10**9:09d}Z " + line[match.end():]
+
+
 def logged_before(line: str, moment: datetime) -> bool:
     """Whether a `--timestamps` log line was written before `moment` (since_seconds counts whole seconds: the
     lines of the second before it, from an earlier scenario on the same cluster, are dropped here)."""

@@ -19,15 +19,20 @@ Every exchange is a pair of difference constraints; all of them together give, f
 of offsets (from a reference node: the one with most sightings) consistent with every crossing, by shortest
 paths over the constraint graph (Floyd-Warshall; a negative cycle: crossings contradict each other, and
 nothing is corrected). The estimate is the interval's middle (NTP's, with symmetric delays); its bound the
-half-width. Each node's sightings are shifted by its estimate before stitching.
+half-width. Each node's sightings are shifted by its estimate before stitching, and so are the CoreDNS log
+lines of the replicas that node runs (a log line is timed by the clock of the node that wrote it: the kubelet's
+`--timestamps`, or CoreDNS's own).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
+
+from dnscorrelate.correlate.traces import replica_of
+from dnscorrelate.schema import ParsedLogs
 
 EXCHANGE_WINDOW_NS = 2 * 10**9  # sightings of one exchange's key closer than this are one exchange
 
@@ -169,6 +174,27 @@ def on_one_time_line(events: pd.DataFrame, nodes: dict[str, str] | None) -> tupl
     shifted = events.assign(ts_ns=events["ts_ns"].to_numpy() - shift)
     order = np.argsort(shifted["ts_ns"].to_numpy(), kind="stable")
     return shifted.iloc[order].reset_index(drop=True), clocks, node[order]
+
+
+def logs_on_one_time_line(logs: ParsedLogs, clocks: Clocks | None, vantage_node: dict[str, str]) -> ParsedLogs:
+    """The logs with each replica's lines shifted by the estimated offset of the node that runs it (a replica is
+    named as `traces.replica_of` names a server vantage; `vantage_node` says each vantage's node). Lines of a
+    replica on no known node, or on an unplaced one, stay as they are."""
+    if clocks is None or not clocks.offsets or not (len(logs.records) or len(logs.errors)):
+        return logs
+    replica_node = dict(zip(replica_of(pd.Series(list(vantage_node), dtype=object)), vantage_node.values()))
+    offset = {replica: clocks.offsets[node][0] for replica, node in replica_node.items() if node in clocks.offsets}
+    if not any(offset.values()):
+        return logs
+    return replace(logs, records=shifted_lines(logs.records, offset), errors=shifted_lines(logs.errors, offset))
+
+
+def shifted_lines(lines: pd.DataFrame, offset: dict[str, int]) -> pd.DataFrame:
+    """LOG_RECORDS or LOG_ERRORS rows with `ts_ns` less their replica's offset (a new frame; untimed lines stay NA)."""
+    if not len(lines):
+        return lines
+    shift = lines["replica"].astype(str).map(offset).fillna(0).astype("int64").to_numpy()
+    return lines.assign(ts_ns=lines["ts_ns"] - shift)
 
 
 def vantage_nodes(events: pd.DataFrame, node: np.ndarray | None) -> dict[str, str]:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from dnscorrelate import schema
-from dnscorrelate.correlate.clocks import cross_node_segments, on_one_time_line, vantage_nodes
+from dnscorrelate.correlate.clocks import cross_node_segments, logs_on_one_time_line, on_one_time_line, vantage_nodes
 from dnscorrelate.correlate.legs import (
     LEG_GAP_NS,
     SERVER_ROLES,
@@ -71,7 +71,7 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
     (clocks.py)."""
     events = events if events is not None else schema.empty(schema.EVENTS)
     events, clocks, row_nodes = on_one_time_line(events, nodes)
-    logs = logs or ParsedLogs.none()
+    logs = logs_on_one_time_line(logs or ParsedLogs.none(), clocks, {**(nodes or {}), **vantage_nodes(events, row_nodes)})
     capture_stats = capture_stats or {}
     kinds = events["kind"]
     is_dns = (kinds == "dns").to_numpy()

@@ -9,7 +9,8 @@ CLI decodes them with the same `decode.decode` as a local capture: the same rows
     kind  H  hello     JSON: node, version, record_size, boot_to_wall_ns, compile_seconds, attach_seconds
           V  vantage   JSON: id, netns, vantage, role, ifnames     (before any record that carries its id)
           R  records   zlib of whole records (the 512-byte payload area is mostly zeros: ~6x smaller)
-          S  stats     JSON: counters so far (events, lost_samples, agent_dropped, records_sent, ...)
+          S  stats     JSON: counters so far (events, lost_samples, agent_dropped, records_sent, ...; an agent
+                       that sends one pod's lookups also records_kept and filtered_queries/_responses/_other)
           E  error     JSON: message                               (the agent could not capture on its node)
           Z  end       JSON: the final counters; nothing follows
 
@@ -62,7 +63,8 @@ MAX_NODE_RECORD_BYTES = 1 << 30  # a node's records kept for the session (~1.7 m
 # Counters the CLI adds up over nodes (each node's own are kept under `nodes`).
 SUMMED = ("events", "lost_samples", "agent_dropped", "cli_dropped", "non_dns_packets", "non_ip_packets", "truncated_headers",
           "tcp_without_payload", "records_sent", "records_received", "bad_records", "bad_frames", "namespaces",
-          "bytes_received")
+          "bytes_received", "records_filtered")
+FILTERED = ("filtered_queries", "filtered_responses", "filtered_other")  # an agent of `trace`: records of other lookups, not sent
 
 
 CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -328,6 +330,7 @@ class NodeStream:
                     "bad_frames": int(self.counts["bad_frames"]), "bytes_received": int(self.counts["bytes_received"]),
                     "cli_dropped": int(self.counts["cli_dropped"]), "stream_cut": self.cut, "namespaces": len(self.vantages)})
         out["lost_samples"] = int(out.get("lost_samples", 0)) + int(out.get("agent_dropped", 0)) + out["cli_dropped"]
+        out["records_filtered"] = sum(int(out.get(key, 0)) for key in FILTERED)  # not lost: not asked for
         if self.bad_frame_reasons:
             out["bad_frame_reasons"] = list(self.bad_frame_reasons)
         if self.error:

@@ -181,7 +181,8 @@ def capture_stats_line(stats: dict) -> str:
     return counts_line(stats, CAPTURE_COUNTS + (DNSTAP_COUNTS if "dnstap_frames" in stats else []))
 
 
-NODE_COUNTS = ["events", "records_received", "lost_samples", "agent_dropped", "cli_dropped", "bad_records", "bad_frames", "namespaces"]
+NODE_COUNTS = ["events", "records_received", "records_filtered", "lost_samples", "agent_dropped", "cli_dropped", "bad_records",
+               "bad_frames", "namespaces"]
 
 
 def node_lines(nodes: dict[str, dict]) -> list[str]:

@@ -5,9 +5,11 @@ The recorded labs run on one machine, one clock. A second node's clock is made h
 replicas and the upstream of a recording are given to `node-b` (the client pod and the node that routes it stay
 on `node-a`), and node-b's sightings are read `SKEW` later or earlier, as a node whose clock is off would time
 them. The skew is then recovered from the crossings alone, and the traces are those of the unskewed recording.
-(The kind test, an agent's clock shifted by a test-only option, is not here.)"""
+(The kind test, an agent's clock shifted by a test-only option, is tests/cluster/test_clocks.py.)"""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -100,3 +102,21 @@ def test_nodes_that_saw_queries_and_no_response_at_all_correlate_without_a_clock
     queries_only = queries_only[~queries_only["qr"].astype(bool).to_numpy()].reset_index(drop=True)
     fixed = correlate(queries_only, logs, stats)
     assert len(fixed.traces) > 0 and (fixed.traces["outcome"].astype(str) != "answered").all()
+
+
+def test_a_replicas_log_lines_are_shifted_by_the_offset_of_the_node_that_wrote_them():
+    """CoreDNS's lines are timed by the clock of the node it runs on: put on the reference's time line with that
+    node's sightings, they land where the unskewed recording has them (to within the bound), not `skew` away."""
+    frame, stats, logs, _ = load_fixture("slow-upstream")
+    skew = 7_000_000
+    skewed_logs = replace(logs, records=logs.records.assign(ts_ns=logs.records["ts_ns"] + skew),
+                          errors=logs.errors.assign(ts_ns=logs.errors["ts_ns"] + skew))
+    truth = correlate(frame, logs, stats)
+    fixed = correlate(skewed(frame, skew), skewed_logs, stats)
+    bound = fixed.stats["clocks"]["nodes"]["node-b"]["bound_ms"] * 1e6
+    assert len(truth.logs) > 0 and bound < skew / 2
+    moved = (fixed.logs["ts_ns"] - truth.logs["ts_ns"]).astype(float).abs()
+    assert (moved <= bound + 1e3).all(), moved.max()
+    assert (fixed.logs["trace_id"] >= 0).sum() == (truth.logs["trace_id"] >= 0).sum()
+    if len(truth.errors):
+        assert ((fixed.errors["ts_ns"] - truth.errors["ts_ns"]).astype(float).abs() <= bound + 1e3).all()

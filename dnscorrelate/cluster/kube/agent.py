@@ -5,7 +5,9 @@ It runs in a pod of the `dnsc-agent` DaemonSet (`manifest()`), one per node, and
 (`/proc/1/ns/net`, hostPID) and every pod's (`/proc/PID/ns/net`, the pod UID in the process's cgroup,
 this node's pods read from the API), vantages named `NS/NAME` and the node's name as a local capture
 names them; pods that start mid-capture are attached within REFRESH_S. It streams the tracer's records
-to stdout in `live/agent_stream.py`'s format, with its counters every STATS_INTERVAL_S and at the end.
+to stdout in `live/agent_stream.py`'s format, with its counters every STATS_INTERVAL_S and at the end;
+with `--client IP` (`trace`), only the records of that address's lookups and of what they caused on this
+node (`live/agent_filter.py`), the rest counted.
 
     python3 -m dnscorrelate agent            # exec'd by the CLI in an agent pod; stops when stdin closes,
                                              # on a line `stop`, on SIGTERM or SIGINT, after --duration
@@ -30,6 +32,7 @@ from typing import BinaryIO
 from dnscorrelate.cluster.backend import Target
 from dnscorrelate.cluster.kube.discovery import PROC, PodRef, pod_refs_of, pod_targets
 from dnscorrelate.errors import CaptureError, ClusterError
+from dnscorrelate.live.agent_filter import LookupFilter
 from dnscorrelate.live.agent_stream import FRAME_RECORDS, StreamWriter, bounded
 from dnscorrelate.live.capture import DEFAULT_PORTS, Capture
 
@@ -40,7 +43,9 @@ USER_ROLE = "dnscorrelate-user"  # the Role there a user needs: find the agent p
 LABELS = {"app.kubernetes.io/name": NAME}
 RBAC_GRACE_S = 15.0  # each session's ClusterRoleBinding is new: the API server may refuse the first listing meanwhile
 REFRESH_S = 2.0  # this node's pods are read from the API at most this often (a new pod: attached within it)
+TEST_CLOCK_SKEW_ENV = "DNSCORRELATE_TEST_CLOCK_SKEW"  # tests only: NODE=NANOSECONDS[,...], a node's clock made that far ahead
 SEND_INTERVAL_S = 0.05  # records reach the stream at most this late
+FILTER_INTERVAL_S = 0.2  # ... when filtered for one pod (`trace`): fewer, larger batches, for a view refreshed every TICK_S
 STATS_INTERVAL_S = 1.0
 MAX_PENDING_BYTES = 64 << 20  # records waiting for a stream that fell behind; older ones beyond are dropped (counted)
 
@@ -109,13 +114,16 @@ class Agent:
     """One capture on this node, forwarded to `out` until told to stop."""
 
     def __init__(self, out: BinaryIO, node: str, ports: tuple[int, ...] = DEFAULT_PORTS, discovery=None,
-                 capture_factory: Callable[..., Capture] = Capture, max_pending_bytes: int = MAX_PENDING_BYTES) -> None:
+                 capture_factory: Callable[..., Capture] = Capture, max_pending_bytes: int = MAX_PENDING_BYTES,
+                 clock_skew_ns: int = 0, clients: tuple[str, ...] = ()) -> None:
         self.writer = StreamWriter(out)
         self.node = node
         self.ports = ports
         self.discovery = discovery if discovery is not None else NodeDiscovery(node)
         self.capture_factory = capture_factory
         self.max_pending_bytes = max_pending_bytes
+        self.clock_skew_ns = clock_skew_ns  # tests only: this node's wall clock read as that far ahead
+        self.filter = LookupFilter(clients) if clients else None  # `trace`: only these addresses' lookups are sent
         self.stop_event = threading.Event()
         self.dropped = 0
         self.sent_vantages: set[int] = set()
@@ -131,16 +139,19 @@ class Agent:
                 "non_ip_packets": kernel["non_ip"], "truncated_headers": kernel["truncated_header"],
                 "tcp_without_payload": kernel["tcp_no_payload"], "agent_dropped": self.dropped,
                 "records_sent": self.writer.records_sent, "namespaces": len(self.capture.vantages),
-                "discovery_errors": getattr(self.discovery, "errors", 0),
+                "discovery_errors": getattr(self.discovery, "errors", 0), **(self.filter.stats() if self.filter else {}),
                 "seconds": round(time.monotonic() - self.started, 3)}
 
-    def flush(self) -> None:
+    def flush(self, final: bool = False) -> None:
         """Everything read since the last flush: new vantages first (records never precede their vantage:
-        the capture thread names a namespace before it polls records of it), then the records."""
+        the capture thread names a namespace before it polls records of it), then the records (with a filter,
+        those of the traced pod's lookups; `final`: what the filter holds is decided now)."""
         batches = self.capture.take_raw()
         self.send_vantages()
         raw, dropped = bounded(batches, self.max_pending_bytes)
         self.dropped += dropped
+        if self.filter is not None:
+            raw = self.filter.take(raw, final)
         step = FRAME_RECORDS * self.capture_record_size
         for start in range(0, len(raw), step):
             self.writer.records(raw[start:start + step])
@@ -170,11 +181,12 @@ class Agent:
 
         self.send_vantages()  # before hello: a CLI that has the hello knows every namespace captured from the start
         self.writer.hello(node=self.node, version=__version__, kernel=os.uname().release,
-                          boot_to_wall_ns=self.capture.boot_to_wall, compile_seconds=round(self.capture.compile_seconds, 3),
+                          boot_to_wall_ns=self.capture.boot_to_wall + self.clock_skew_ns, compile_seconds=round(self.capture.compile_seconds, 3),
                           attach_seconds=round(self.capture.attach_seconds, 4), namespaces=len(self.capture.vantages))
         try:
             next_stats = time.monotonic() + STATS_INTERVAL_S
-            while not self.stop_event.wait(SEND_INTERVAL_S):
+            interval = SEND_INTERVAL_S if self.filter is None else FILTER_INTERVAL_S
+            while not self.stop_event.wait(interval):
                 self.flush()
                 if time.monotonic() >= next_stats:
                     self.writer.stats(self.counters())
@@ -182,11 +194,28 @@ class Agent:
                 if duration is not None and time.monotonic() - self.started >= duration:
                     break
             self.capture.stop()
-            self.flush()
+            self.flush(final=True)
             self.writer.end(self.counters())
         except BrokenPipeError:  # the CLI is gone: nobody to tell
             self.capture.stop()
         return 0
+
+
+def test_clock_skews() -> dict[str, int]:
+    """{node: ns} of $DNSCORRELATE_TEST_CLOCK_SKEW (`node-a=7000000,node-b=-2000000`): for tests on kind, whose nodes
+    share one clock, each named node's agent times its events, and the CLI reads its CoreDNS pods' log lines, as a
+    node whose wall clock is that far ahead would. Empty when unset."""
+    text = os.environ.get(TEST_CLOCK_SKEW_ENV, "").strip()
+    skews = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        node, equals, value = item.partition("=")
+        try:
+            skews[node.strip()] = int(value)
+        except ValueError:
+            raise ClusterError(f"${TEST_CLOCK_SKEW_ENV}: {item!r} is not NODE=NANOSECONDS") from None
+        if not equals or not node.strip():
+            raise ClusterError(f"${TEST_CLOCK_SKEW_ENV}: {item!r} is not NODE=NANOSECONDS")
+    return skews
 
 
 def on_a_node(message: str) -> str:
@@ -212,12 +241,15 @@ def watch_stdin(stdin: BinaryIO, stop: Callable[[], None]) -> threading.Thread:
     return thread
 
 
-def main(node: str | None, ports: tuple[int, ...], duration: float | None) -> int:
-    """`dnscorrelate agent`: capture on this node, stream to stdout."""
+def main(node: str | None, ports: tuple[int, ...], duration: float | None, clock_skew_ns: int = 0,
+         clients: tuple[str, ...] = ()) -> int:
+    """`dnscorrelate agent`: capture on this node, stream to stdout; with `clients`, only the records of their
+    lookups (live/agent_filter.py). `clock_skew_ns` (tests only) times this node's events as a wall clock that far
+    ahead would."""
     node = node or os.environ.get("NODE_NAME") or os.uname().nodename
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # anything printed by mistake must not corrupt the stream
-    agent = Agent(out, node, ports)
+    agent = Agent(out, node, ports, clock_skew_ns=clock_skew_ns, clients=clients)
     signal.signal(signal.SIGTERM, agent.stop)
     signal.signal(signal.SIGINT, agent.stop)
     watch_stdin(sys.stdin.buffer, agent.stop)

@@ -28,7 +28,7 @@ from datetime import datetime, timedelta, timezone
 import pandas as pd
 
 from dnscorrelate.cluster.kube.agent import (CREATED_BY, INSTALL_NAMESPACE, LEASE_ANNOTATION, NAME, NAMESPACE, SESSION_LABEL, manifest_objects,
-                                             object_name, pod_selector, pullable)
+                                             object_name, pod_selector, pullable, test_clock_skews)
 from dnscorrelate.errors import CaptureError, ClusterError, Uninterruptible
 from dnscorrelate.live.agent_stream import MAX_NODE_RECORD_BYTES, NodeStream, events_of, merged_stats, printable
 
@@ -87,6 +87,8 @@ class AgentOptions:
     source_from_host: bool = False  # kind clusters of `cluster up`: the package from the node's /opt/dnscorrelate/src
     ready_timeout: float = READY_TIMEOUT_S
     max_node_record_bytes: int = MAX_NODE_RECORD_BYTES  # records kept per node; beyond, dropped and counted
+    clients: tuple[str, ...] = ()  # `trace`: each agent sends only these addresses' lookups (live/agent_filter.py); () all
+    clock_skews: dict[str, int] = field(default_factory=test_clock_skews)  # tests only: node -> ns its clock is made ahead
 
 
 @dataclass
@@ -514,6 +516,9 @@ class AgentCapture:
 
         agent = NodeAgent(node, pod, NodeStream(node, max_record_bytes=self.options.max_node_record_bytes))
         command = ["python3", "-m", "dnscorrelate", "agent", *[a for p in self.ports for a in ("--port", str(p))]]
+        command += [a for address in self.options.clients for a in ("--client", address)]
+        if skew := self.options.clock_skews.get(node):
+            command += ["--test-clock-skew-ns", str(skew)]
         # Each exec its own ApiClient: stream() swaps the client's request function for a websocket while it runs.
         exec_api = k8s.ApiClient(configuration=self.api.configuration)
         try:

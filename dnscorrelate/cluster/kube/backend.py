@@ -18,7 +18,7 @@ from dnscorrelate.cluster.backend import LogSource, Target, TargetWatcher
 from dnscorrelate.cluster.corefile import corefile_from_config_maps
 from dnscorrelate.cluster.facts import ClusterFacts, pod_search_list
 from dnscorrelate.cluster.kube.agents import AgentOptions, Swept, install, remove_expired
-from dnscorrelate.cluster.kubeapi import client_from_kubeconfig, logged_before, read_model
+from dnscorrelate.cluster.kubeapi import client_from_kubeconfig, logged_before, read_model, stamped_later
 from dnscorrelate.cluster.kube.discovery import PodRef, pod_refs_of, pod_targets
 from dnscorrelate.cluster.model import ClusterModel, ConfigMap, Pod
 from dnscorrelate.errors import CaptureError, ClusterError, FaultNotSupported
@@ -131,11 +131,15 @@ class KubeBackend:
         core = self.core()
         pods = self.call("CoreDNS pods", core.list_namespaced_pod, "kube-system", label_selector=DNS_SELECTOR).items
         since = max(1, int((datetime.now(timezone.utc) - self.started).total_seconds()) + 1)
+        skews = self.agent.clock_skews if self.agent else {}  # tests only: a node's lines as its skewed clock would stamp them
         for pod in pods:
             text = self.call(f"logs of kube-system/{pod.metadata.name}", core.read_namespaced_pod_log,
                              pod.metadata.name, "kube-system", timestamps=True, since_seconds=since)
             path = self.log_dir / f"{pod.metadata.name}.log"
-            path.write_text("".join(line for line in text.splitlines(keepends=True) if not logged_before(line, self.started)))
+            lines = [line for line in text.splitlines(keepends=True) if not logged_before(line, self.started)]
+            if skew := skews.get(pod.spec.node_name or ""):
+                lines = [stamped_later(line, skew) for line in lines]
+            path.write_text("".join(lines))
             sources.append(LogSource(pod.metadata.name, str(path)))
         return sources
 

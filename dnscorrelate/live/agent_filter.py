@@ -1,0 +1,239 @@
+"""What a node agent sends for `trace pod/NAME --agent`: the records of that pod's lookups and of what they caused
+on this node (the legs the correlator stitches into its traces), and counters for the rest.
+
+The agent sees every DNS packet of its node; a trace needs a handful. It keeps the tracer's records for
+HOLD_NS, and sends those that belong to a followed exchange:
+
+- an exchange is told by its DNS id, its client port and its question (`exchange_keys`: DNAT changes the
+  addresses, not these); once followed, also by its DNS id and question alone, for its copies after a
+  masquerade that also changed the port (kind's nodes do: 10.244.1.2:47909 leaves as 172.23.0.3:7359);
+- the traced pod's exchanges are followed from any record that has one of its addresses, on either side
+  (the client leg, the same query after DNAT at the node and at the server, its responses; ICMP errors and
+  TCP handshakes of its connections too);
+- a server's forward is followed when a query of the same question leaves a followed query's server, from
+  the address that query was sent to, at the same vantage, after the query arrived and before the server
+  answered it (at most SERVER_WAIT_NS): the rule `correlate/upstream.py`'s `link_parents` links a leg to its
+  parent by. The forward's own forwards follow in turn (CoreDNS -> NodeLocal DNS -> upstream).
+
+Records older than HOLD_NS that no followed exchange claimed are dropped and counted by kind
+(`filtered_queries`, `filtered_responses`, `filtered_other`): the CLI shows them as records of other lookups,
+not as loss. Followed exchanges are forgotten FOLLOW_NS after their last record.
+
+What it cannot see: a forward sent from another address than the one the query reached (NodeLocal DNS
+listening on a link-local address and asking from the node's) is not followed, nor the forward of a lookup
+another client asked first and the server then answered both from (the traced pod's query is then answered
+without a forward of its own, as the full stream shows too).
+"""
+
+from __future__ import annotations
+
+import bisect
+import ipaddress
+from collections import Counter
+from collections.abc import Iterable
+
+import numpy as np
+
+from dnscorrelate.sources.bpf import EVENT_DTYPE, PAYLOAD_MAX
+
+HOLD_NS = 10_000_000  # a record waits this long for one written before it on another CPU that makes its exchange followed
+SERVER_WAIT_NS = 10 * 10**9  # as correlate/upstream.py: how long after a query arrives its forwards may start
+FOLLOW_NS = 30 * 10**9  # an exchange is followed this long after its last record (slow upstreams, retries)
+KIND_DNS, KIND_ICMP_ERROR, KIND_TCP_CONTROL = 0, 1, 2
+DNS_HEADER = 12
+QUESTION_WINDOW = 128  # bytes of the question looked at (a multiple of 8): the name, type and class of most lookups
+_WEIGHTS = np.random.default_rng(0x5EED).integers(1, 2**63, size=PAYLOAD_MAX + 8, dtype=np.uint64) | np.uint64(1)
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+def packed(address: str) -> bytes:
+    """An address as the tracer's records hold it: 16 bytes, IPv4 in the first four."""
+    raw = ipaddress.ip_address(address).packed
+    return raw.ljust(16, b"\0")
+
+
+def address_words(addresses: np.ndarray) -> np.ndarray:
+    """(N, 16) address bytes as (N, 2) 64-bit words, to compare whole addresses at once."""
+    return np.ascontiguousarray(addresses).view("<u8").reshape(-1, 2)
+
+
+def question_hashes(records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each record's question (name lower-cased, type, class) hashed to 64 bits, and whether it has one, for all
+    records at once from a window of QUESTION_WINDOW bytes after the header: a name ends at its first zero byte
+    (label lengths are never zero; a compressed name never starts a question). A name longer than the window is
+    hashed by the part in it. Case is folded on every byte: a length byte is below 64, never a capital letter."""
+    n = len(records)
+    payload = records["payload"]
+    window = payload[:, DNS_HEADER:DNS_HEADER + QUESTION_WINDOW].copy()
+    tcp = records["dns_at"] == 2  # TCP: the message after its two length bytes
+    if tcp.any():
+        window[tcp] = payload[tcp, DNS_HEADER + 2:DNS_HEADER + 2 + QUESTION_WINDOW]
+    zero = window == 0
+    name_end = np.where(zero.any(axis=1), zero.argmax(axis=1), QUESTION_WINDOW - 5)
+    length = np.minimum(name_end + 5, QUESTION_WINDOW)  # the root label, type and class
+    captured = records["captured"].astype(np.int64) - records["dns_at"].astype(np.int64) - DNS_HEADER
+    valid = (records["kind"] != KIND_TCP_CONTROL) & (records["qdcount"] >= 1) & (length <= captured)
+    window[np.arange(QUESTION_WINDOW)[None, :] >= length[:, None]] = 0
+    window[(window >= 65) & (window <= 90)] += 32
+    words = window.view("<u8")
+    hashes = (words * _WEIGHTS[:words.shape[1]]).sum(axis=1, dtype=np.uint64) + length.astype(np.uint64)
+    return np.where(valid, hashes, np.uint64(0)), valid
+
+
+def exchange_keys(records: np.ndarray, questions: np.ndarray) -> np.ndarray:
+    """A 64-bit key per record for its exchange: question, DNS id and the client's port (a response's destination
+    port, a query's source port)."""
+    response = (records["dns_flags"] >> 15).astype(bool)
+    client_port = np.where(response, records["dport"], records["sport"]).astype(np.uint64)
+    return questions * _MIX + (records["dns_id"].astype(np.uint64) << np.uint64(16)) + client_port
+
+
+def mix(*columns: np.ndarray) -> np.ndarray:
+    """Columns of integers hashed together into one 64-bit key a row."""
+    out = np.zeros(len(columns[0]), dtype=np.uint64)
+    for column in columns:
+        out = (out ^ column.astype(np.uint64)) * _MIX
+    return out
+
+
+class LookupFilter:
+    """One node's records in, those of the traced pod's lookups out (`take`), the rest counted (`counts`)."""
+
+    def __init__(self, clients: Iterable[str], hold_ns: int = HOLD_NS) -> None:
+        self.clients = np.frombuffer(b"".join(packed(a) for a in clients), dtype="<u8").reshape(-1, 2)
+        self.hold_ns = hold_ns
+        self.pending = np.empty(0, dtype=EVENT_DTYPE)  # records not decided yet, and their features
+        self.held: dict[str, np.ndarray] = {}
+        self.followed: dict[int, int] = {}  # exchange key -> last record's time
+        self.asked: dict[int, list[list]] = {}  # (vantage, server address, question) -> [[arrived, answered, followed], ...]
+        self.asked_by_key: dict[tuple[int, int], list] = {}  # (vantage, followed exchange key) -> its window there
+        self.counts: Counter = Counter()
+
+    def take(self, raw: bytes, final: bool = False) -> bytes:
+        """The records of followed exchanges among those held and `raw`; with `final`, what is held is decided now.
+        Each record's keys are worked out once, when it arrives; held ones are only looked up again. Records are
+        never copied whole but to be sent or held."""
+        new = np.frombuffer(raw, dtype=EVENT_DTYPE) if raw else self.pending[:0]
+        records = np.concatenate([self.pending, new]) if len(self.pending) else new
+        if not len(records):
+            return b""
+        arrived = self.features(new)
+        f = {name: np.concatenate([self.held[name], arrived[name]]) for name in arrived} if len(self.pending) else arrived
+        order = np.argsort(f["ts"], kind="stable")
+        f = {name: column[order] for name, column in f.items()}
+        has_question = f["has_question"]
+        keep = f["mine"].copy()
+        self.follow(f["keys"], f["translated"], keep & has_question, f["ts"])
+        keep |= self.forwards(f)
+        followed = np.fromiter(self.followed, dtype=np.uint64, count=len(self.followed))
+        keep |= has_question & (np.isin(f["keys"], followed) | np.isin(f["translated"], followed))
+        self.follow(f["keys"], f["translated"], keep & has_question, f["ts"])
+        newest = int(f["ts"][-1])
+        decided = keep | final | (f["ts"] < newest - self.hold_ns)
+        self.count_dropped(f, decided & ~keep)
+        self.pending = records[order[~decided]]
+        self.held = {name: column[~decided] for name, column in f.items()}
+        self.forget(newest)
+        self.counts["records_kept"] += int(keep.sum())
+        return records[order[keep]].tobytes()
+
+    def features(self, records: np.ndarray) -> dict[str, np.ndarray]:
+        """What the filter looks records up by, one column each: time, vantage, query or response, question hash,
+        exchange keys, where a query goes to and comes from, and whether it has the pod's address."""
+        questions, has_question = question_hashes(records)
+        source, destination = address_words(records["saddr"]), address_words(records["daddr"])
+        vantage = records["capture_id"].astype(np.uint64)
+        response = (records["dns_flags"] >> 15).astype(bool)
+        dns = records["kind"] == KIND_DNS
+        return {"ts": records["ts_ns"].astype(np.int64), "vantage": vantage, "has_question": has_question,
+                "query": has_question & dns & ~response, "response": has_question & dns & response, "dns": dns,
+                "qr": response,
+                "keys": exchange_keys(records, questions),
+                "translated": mix(questions, records["dns_id"]),  # the exchange once NAT changed its client port too
+                "arrival": mix(vantage, destination[:, 0], destination[:, 1], questions),  # a query reaching an address
+                "asked_from": mix(vantage, source[:, 0], source[:, 1], questions),  # a query leaving one
+                "mine": self.mine(source, destination)}
+
+    def mine(self, source: np.ndarray, destination: np.ndarray) -> np.ndarray:
+        """Records with one of the traced pod's addresses, on either side."""
+        found = np.zeros(len(source), dtype=bool)
+        for words in (source, destination):
+            for client in self.clients:
+                found |= (words[:, 0] == client[0]) & (words[:, 1] == client[1])
+        return found
+
+    def follow(self, keys: np.ndarray, translated: np.ndarray, rows: np.ndarray, times: np.ndarray) -> None:
+        """Follow the exchanges of `rows` by both their keys."""
+        for key, ts in zip(np.concatenate([keys[rows], translated[rows]]).tolist(), np.concatenate([times[rows], times[rows]]).tolist()):
+            self.followed[key] = max(ts, self.followed.get(key, 0))
+
+    def forwards(self, f: dict[str, np.ndarray]) -> np.ndarray:
+        """Queries a server sent on behalf of a followed query (and theirs, in turn): marked and followed. As
+        `link_parents` does, a forward belongs to the latest query of its question that reached the server before
+        it, whoever asked it: a forward of another client's query is not taken for the pod's."""
+        keys, translated, ts, vantage = f["keys"], f["translated"], f["ts"], f["vantage"]
+        query, response, arrival, asked_from = f["query"], f["response"], f["arrival"], f["asked_from"]
+        marked = np.zeros(len(keys), dtype=bool)
+        for _ in range(4):  # a forward's forward: CoreDNS -> NodeLocal DNS -> upstream is two
+            followed = np.isin(keys, np.fromiter(self.followed, dtype=np.uint64, count=len(self.followed)))
+            for where in set(arrival[query & followed].tolist()):
+                self.asked.setdefault(where, [])
+            watched = np.fromiter(self.asked, dtype=np.uint64, count=len(self.asked))
+            arrivals = query & np.isin(arrival, watched)
+            candidates = query & ~followed & ~marked & np.isin(asked_from, watched)
+            answers = response & followed
+            new = []
+            for i in np.flatnonzero(arrivals | candidates | answers).tolist():
+                if arrivals[i]:
+                    self.note_arrival(int(arrival[i]), int(ts[i]), bool(followed[i]), int(vantage[i]), int(keys[i]))
+                if candidates[i] and self.asked_for(int(asked_from[i]), int(ts[i])):
+                    new.append(i)
+                if answers[i]:
+                    window = self.asked_by_key.get((int(vantage[i]), int(keys[i])))
+                    if window is not None and window[0] <= ts[i] < window[1]:
+                        window[1] = int(ts[i])
+            if not new:
+                break
+            marked[new] = True
+            rows = np.zeros(len(keys), dtype=bool)
+            rows[new] = True
+            self.follow(keys, translated, rows, ts)
+        return marked
+
+    def note_arrival(self, where: int, ts: int, followed: bool, vantage: int, key: int) -> None:
+        """A query of a watched question reached a server: [arrived, answered (or the wait's end), followed]."""
+        history = self.asked[where]
+        at = bisect.bisect_left(history, ts, key=lambda w: w[0])
+        if at < len(history) and history[at][0] == ts:  # a held record seen again
+            return
+        window = [ts, ts + SERVER_WAIT_NS, followed]
+        history.insert(at, window)
+        if followed:
+            self.asked_by_key.setdefault((vantage, key), window)
+
+    def asked_for(self, where: int, ts: int) -> bool:
+        """Whether the latest query of this question to reach the forward's address before it is followed, and still
+        unanswered when the forward left."""
+        history = self.asked.get(where, [])
+        at = bisect.bisect_right(history, ts, key=lambda w: w[0])
+        return at > 0 and history[at - 1][2] and ts <= history[at - 1][1]
+
+    def forget(self, now: int) -> None:
+        """Exchanges and server windows past their time."""
+        self.followed = {k: t for k, t in self.followed.items() if t >= now - FOLLOW_NS}
+        self.asked_by_key = {k: w for k, w in self.asked_by_key.items() if w[0] >= now - FOLLOW_NS}
+        cutoff = now - SERVER_WAIT_NS - self.hold_ns
+        for where in list(self.asked):
+            history = self.asked[where]
+            del history[:bisect.bisect_left(history, cutoff, key=lambda w: w[0])]
+            if not history:
+                del self.asked[where]
+
+    def count_dropped(self, f: dict[str, np.ndarray], dropped: np.ndarray) -> None:
+        self.counts["filtered_queries"] += int((dropped & f["dns"] & ~f["qr"]).sum())
+        self.counts["filtered_responses"] += int((dropped & f["dns"] & f["qr"]).sum())
+        self.counts["filtered_other"] += int((dropped & ~f["dns"]).sum())
+
+    def stats(self) -> dict:
+        """Counters for the stream: records of other lookups dropped here, by kind, and those kept."""
+        return {name: int(self.counts[name]) for name in ("records_kept", "filtered_queries", "filtered_responses", "filtered_other")}

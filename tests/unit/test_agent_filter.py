@@ -1,0 +1,153 @@
+"""Issue 22 item 2: a node agent that sends only what one pod's trace needs (live/agent_filter.py) gives the traces
+the full stream gives.
+
+The recorded labs' packet events are turned back into the tracer's records (one message per row, as the kernel
+would have handed them over), with a second client's lookups of other names laid over them, a fraction of a
+millisecond later, through the same CoreDNS replicas and upstream. The filtered records, decoded and
+correlated, must give (UDP: a TCP row is a stream's segment, not rebuilt here) the traced pod exactly the traces, hops and upstream exchanges the full records give,
+and the second client's records must be counted, not sent."""
+
+from __future__ import annotations
+
+import dns.flags
+import dns.message
+import dns.rcode
+import numpy as np
+import pandas as pd
+import pytest
+
+from dnscorrelate import events as events_module
+from dnscorrelate.correlate import correlate
+from dnscorrelate.live.agent_filter import LookupFilter
+from dnscorrelate.sources.bpf import EVENT_DTYPE
+from dnscorrelate.sources.decode import Vantage, decode
+from tests.fixtures import load_fixture
+from tests.frames import record
+
+POD_IP, OTHER_IP = "10.244.0.4", "10.244.0.99"
+BOOT_TO_WALL = 1_700_000_000 * 10**9
+TCP_FLAGS = {"tcp-syn": 0x02, "tcp-synack": 0x12, "tcp-rst": 0x04}
+
+
+def wire(row) -> bytes:
+    """The DNS message a row saw, rebuilt: its id, flags, question and rcode."""
+    message = dns.message.make_query(str(row.qname), str(row.qtype))
+    message.id = int(row.dns_id)
+    message.flags = (dns.flags.QR if row.qr else 0) | (dns.flags.RD if row.rd else 0) | (dns.flags.RA if row.ra else 0) \
+        | (dns.flags.AA if row.aa else 0)
+    if row.qr and str(row.rcode):
+        message.set_rcode(dns.rcode.from_text(str(row.rcode)))
+    return message.to_wire()
+
+
+def records_of(frame: pd.DataFrame, vantages: dict[str, int]) -> bytes:
+    out = []
+    for row in frame.itertuples():
+        kind = str(row.kind)
+        common = dict(capture_id=vantages[str(row.vantage)], ts=int(row.ts_ns) - BOOT_TO_WALL, src=str(row.src_ip),
+                      dst=str(row.dst_ip), sport=int(row.src_port), dport=int(row.dst_port),
+                      pkt_type=events_module.PKT_TYPES.index(str(row.pkt_type)), ifindex=int(row.ifindex))
+        if kind in TCP_FLAGS:
+            raw = bytearray(record(b"", proto=6, kind=2, **common))
+            data = np.frombuffer(raw, EVENT_DTYPE).copy()
+            data["tcp_flags"] = TCP_FLAGS[kind]
+            out.append(data.tobytes())
+        else:
+            out.append(record(wire(row), **common))
+    return b"".join(out)
+
+
+def with_another_client(frame: pd.DataFrame) -> pd.DataFrame:
+    """The recording and a second client's lookups of other names laid over it, 0.2 ms later: its own pod, port and
+    ids, through the same servers (their forwards too)."""
+    frame = frame.assign(**{c: frame[c].astype(str) for c in ("vantage", "qname", "src_ip", "dst_ip")})
+    other = frame.copy()
+    for column, old, new in (("src_ip", POD_IP, OTHER_IP), ("dst_ip", POD_IP, OTHER_IP)):
+        other[column] = other[column].astype(str).replace(old, new)
+    other["vantage"] = other["vantage"].astype(str).replace("demo/mypod", "demo/other")
+    other["dns_id"] = other["dns_id"] ^ 0x5A5A
+    named = other["qname"].astype(str) != "."
+    other.loc[named, "qname"] = "noise-" + other.loc[named, "qname"].astype(str)
+    other["ts_ns"] = other["ts_ns"] + 200_000
+    both = pd.concat([frame, other])
+    return both.sort_values("ts_ns", kind="stable").reset_index(drop=True)
+
+
+def traced(correlation) -> list[tuple]:
+    """The pod's traces as the CLI shows them: question, outcome, server, path of sightings, upstream exchanges."""
+    traces = correlation.traces[correlation.traces["client_ip"] == POD_IP]
+    seen, upstream = correlation.sightings, correlation.upstream
+    out = []
+    for t in traces.itertuples():
+        hops = seen[seen["trace_id"] == t.trace_id]
+        path = list(zip(hops["vantage"].astype(str), hops["qr"].astype(bool), hops["src_ip"].astype(str), hops["dns_id"], hops["ts_ns"]))
+        exchanges = upstream[upstream["trace_id"] == t.trace_id]
+        out.append((t.qname, t.qtype, t.outcome, t.rcode, t.server, t.served_from, t.total_ns, tuple(path),
+                    tuple(zip(exchanges["server"].astype(str), exchanges["rtt_ns"].astype(str)))))
+    return sorted(out, key=lambda x: (x[7][0][4] if x[7] else 0, x[0]))
+
+
+@pytest.mark.parametrize("fixture", ["healthy", "slow-upstream", "nodelocal-imbalance", "search-path", "upstream-refused"])
+@pytest.mark.parametrize("pieces", [1, 7])
+def test_the_filtered_stream_gives_the_pod_the_traces_of_the_full_stream(fixture, pieces):
+    frame, stats, logs, _ = load_fixture(fixture)
+    frame = frame[(frame["proto"].astype(str) == "udp").to_numpy()]  # one record a row: no TCP stream to rebuild here
+    both = with_another_client(frame)
+    names = sorted(both["vantage"].unique())
+    roles = dict(zip(both["vantage"], both["role"].astype(str)))
+    vantages = {name: i + 1 for i, name in enumerate(names)}
+    decoded = {i: Vantage(i, name, roles[name]) for name, i in vantages.items()}
+    raw = records_of(both, vantages)
+    size = EVENT_DTYPE.itemsize
+    chunks = np.array_split(np.arange(len(raw) // size), pieces)
+    pod_filter = LookupFilter([POD_IP])
+    sent = b"".join(pod_filter.take(raw[c[0] * size:(c[-1] + 1) * size] if len(c) else b"") for c in chunks)
+    sent += pod_filter.take(b"", final=True)
+
+    full_events, _ = decode(raw, decoded, BOOT_TO_WALL)
+    sent_events, _ = decode(sent, decoded, BOOT_TO_WALL)
+    full, filtered = correlate(full_events, logs, stats), correlate(sent_events, logs, stats)
+    assert len(traced(full)) == (full.traces["client_ip"] == POD_IP).sum() > 0
+    assert traced(filtered) == traced(full)
+    assert not (sent_events["qname"].astype(str).str.startswith("noise-")).any()
+    counts = pod_filter.stats()
+    assert counts["records_kept"] == len(sent) // size
+    dropped = counts["filtered_queries"] + counts["filtered_responses"] + counts["filtered_other"]
+    assert counts["records_kept"] + dropped == len(raw) // size
+    assert counts["filtered_queries"] >= (both["vantage"] == "demo/other").sum() // 2  # at least the other pod's own queries
+
+
+def test_a_forward_is_followed_only_when_the_pods_query_is_the_latest_of_its_question_at_the_server():
+    """Two clients ask one name a moment apart; CoreDNS forwards once, after the second query arrived: the forward is
+    the second client's (as `link_parents` would link it), and the pod's filter does not send it. The pod's own forward
+is sent, with its copies after a masquerade that changed its address and port."""
+    from tests.frames import query, response
+
+    coredns, upstream = "10.244.0.2", "172.18.0.9"
+    raw = b"".join([
+        record(query("shared.example.", qid=1), capture_id=1, ts=1_000, src=POD_IP, dst=coredns, sport=40001),
+        record(query("shared.example.", qid=2), capture_id=1, ts=2_000, src=OTHER_IP, dst=coredns, sport=40002),
+        record(query("shared.example.", qid=3), capture_id=1, ts=3_000, src=coredns, dst=upstream, sport=50000),
+        record(query("own.example.", qid=4), capture_id=1, ts=4_000, src=POD_IP, dst=coredns, sport=40003),
+        record(query("own.example.", qid=5), capture_id=1, ts=5_000, src=coredns, dst=upstream, sport=50001),
+        # the same forward leaving the node, masqueraded to its address and another port (kind's nodes do that)
+        record(query("own.example.", qid=5), capture_id=2, ts=5_100, src="172.18.0.3", dst=upstream, sport=7359),
+        record(response("own.example.", qid=5), capture_id=2, ts=9_000, src=upstream, dst="172.18.0.3", sport=53, dport=7359),
+        # the other client's forward, masqueraded likewise: not the pod's
+        record(query("shared.example.", qid=3), capture_id=2, ts=3_100, src="172.18.0.3", dst=upstream, sport=7360),
+    ])
+    pod_filter = LookupFilter([POD_IP])
+    sent = np.frombuffer(pod_filter.take(raw, final=True), EVENT_DTYPE)
+    assert sorted(sent["dns_id"].tolist()) == [1, 4, 5, 5, 5]
+    assert pod_filter.stats()["filtered_queries"] == 3
+
+
+def test_the_command_line_refuses_a_client_that_is_no_address_and_a_full_stream_without_agents():
+    from click.testing import CliRunner
+
+    from dnscorrelate.cli import main
+
+    agent = CliRunner().invoke(main, ["agent", "--client", "mypod"])
+    assert agent.exit_code == 2 and "'mypod' is not an IP address" in agent.output
+    trace = CliRunner().invoke(main, ["trace", "pod/mypod", "--lab", "lab", "--full-stream"])
+    assert trace.exit_code == 2 and "--full-stream goes with --agent" in trace.output
