@@ -477,7 +477,7 @@ class ClusterModel(BaseModel):
     endpoint_slices: list[EndpointSlice] = []
     policies: list[NetworkPolicy] = []
     config_maps: list[ConfigMap] = []
-    cilium_policies: list[CiliumNetworkPolicy] = []  # and CiliumClusterwideNetworkPolicy
+    cilium_policies: list[Annotated[Union[CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy], Field(discriminator="kind")]] = []
 
     @classmethod
     def from_objects(cls, objects) -> ClusterModel:
