@@ -76,7 +76,7 @@ def scenario_rows(stage, names: list[tuple[str, bool]]):
         visibility(stage, with_visibility)
         scenario = load_scenario(ROOT / "scenarios" / f"{name}.yaml", "kind", "cilium")
         with tempfile.TemporaryDirectory() as saved:
-            result = run_scenario(scenario, evidence_dir=Path(saved), stage=stage)
+            result = run_scenario(scenario, evidence_dir=Path(saved), stage=stage, hubble=True)  # every scenario: Hubble too
             if result.analysis is None:
                 print(f"{name}: not run: {result.error}", file=sys.stderr)
                 continue

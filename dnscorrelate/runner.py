@@ -79,7 +79,7 @@ class Stage:
     name: str
     backend: Backend
     owned = False  # a stage shared by scenarios: made for this run (removed by `down`), or one already up
-    hubble = False  # the cluster runs Cilium with Hubble in every agent: the session reads it (`trace --hubble`'s vantage)
+    hubble = False  # the cluster runs Cilium with Hubble in every agent: a scenario's session may read it (`hubble: true`)
     notes: list[str] = []  # what the run should say about it (a killed run's changes undone)
 
     def queries(self, query) -> list[ClientResult]:
@@ -487,6 +487,7 @@ def run_scenario(
     backend: str = "lab",
     stage=None,
     cni: str = "flannel",
+    hubble: bool | None = None,
 ) -> ScenarioResult:
     """Run one scenario end to end on a fresh lab or kind cluster (`backend`); it is torn down on
     success, failure and Ctrl-C. A `stage` given (a cluster already up, only for a `shareable` scenario)
@@ -508,7 +509,8 @@ def run_scenario(
     try:
         if not owned:
             scenario = stage.enter(scenario, step) or scenario  # a user's cluster: moved into the scenario's namespace
-        session = Session(stage.backend, hubble=stage.hubble)
+        # Hubble's flows are evidence where the scenario asks for them (or the caller does: the side-by-side bench)
+        session = Session(stage.backend, hubble=stage.hubble and (scenario.hubble if hubble is None else hubble))
         step("capture")
         session.start()
         try:

@@ -178,6 +178,8 @@ class Scenario(Strict):
     faults: list[Fault] = []
     queries: list[Query] = Field(min_length=1)
     expect: Expect
+    hubble: bool = Field(False, description="The session reads Cilium's Hubble too (kind --cni cilium only): its DNS proxy "
+                         "records and its drops are evidence beside the capture")
 
 
 BACKENDS = ("lab", "kind")
@@ -204,11 +206,14 @@ def cilium_problems(scenario: Scenario, backend: str, cni: str | None) -> list[t
         f"the kind cluster's pod network is {cni}, which has no Cilium policies; run it with --cni cilium"
     problems = [(("lab", "manifests", i, "kind"), f"a {m.kind} needs Cilium: {where}")
                 for i, m in enumerate(scenario.lab.manifests) if m.kind in CILIUM_ONLY]
+
     for i, fault in enumerate(scenario.faults):
         kind = fault.apply.kind if isinstance(fault, ApplyFault) else fault.delete.kind if isinstance(fault, DeleteFault) else ""
         if kind in CILIUM_ONLY:
             key = "apply" if isinstance(fault, ApplyFault) else "delete"
             problems.append((("faults", i, key, "kind"), f"a {kind} needs Cilium: {where}"))
+    if scenario.hubble:
+        problems.append((("hubble",), f"Hubble is part of Cilium: {where}"))
     return problems
 
 

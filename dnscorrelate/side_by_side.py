@@ -66,9 +66,26 @@ def lookups_side_by_side(frame: pd.DataFrame, logs, facts, stats: dict | None = 
     ours = per_lookup(analyze(frame[~hubble], logs, facts, stats))
     theirs = per_lookup(analyze(frame[hubble], ParsedLogs.none(), facts, stats))
     key = ["client_ip", "client_port", "dns_id", "qname"]
+    theirs = with_ids_of_flows(theirs, ours)
     both = ours.merge(theirs, on=key, how="outer", suffixes=("_us", "_hubble"), indicator=True)
     both["seen"] = both["_merge"].map({"both": "both", "left_only": "us only", "right_only": "Hubble only"}).astype(str)
     return both.drop(columns="_merge")
+
+
+def with_ids_of_flows(theirs: pd.DataFrame, ours: pd.DataFrame) -> pd.DataFrame:
+    """Hubble's lookups known from a datapath flow alone (a query dropped before the DNS proxy: no DNS id, no name)
+    take the id and name of our lookup from the same client socket, when exactly one of ours has it."""
+    flows = theirs["dns_id"] < 0
+    if not flows.any():
+        return theirs
+    sockets = ours.groupby(["client_ip", "client_port"])
+    ours_by_socket = {socket: group.iloc[0] for socket, group in sockets if len(group) == 1}
+    theirs = theirs.copy()
+    for index in theirs.index[flows.to_numpy()]:
+        found = ours_by_socket.get((theirs.at[index, "client_ip"], theirs.at[index, "client_port"]))
+        if found is not None:
+            theirs.at[index, "dns_id"], theirs.at[index, "qname"] = found["dns_id"], found["qname"]
+    return theirs
 
 
 def answered_by(rows: pd.DataFrame, side: str) -> pd.Series:

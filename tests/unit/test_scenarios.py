@@ -29,6 +29,8 @@ def test_cilium_scenarios_are_refused_on_the_lab_and_on_flannel_with_file_line_a
         with pytest.raises(SpecError) as err:
             load_scenario(path, backend, cni)
         assert str(err.value).startswith(f"{path}:{line}: faults[0].apply.kind: a CiliumNetworkPolicy needs Cilium: {why}"), str(err.value)
+        hubble = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if text.startswith("hubble: true"))
+        assert f"\n{path}:{hubble}: hubble: Hubble is part of Cilium" in str(err.value)
     assert load_scenario(path, "kind", None).name == name  # a user's cluster (--context): its API decides
 
 
