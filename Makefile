@@ -18,7 +18,7 @@ test: setup cluster
 
 ## demo: the main job on the lab: every shipped scenario, reports in reports/ (index.html)
 demo: setup
-	.venv/bin/dnscorrelate run scenarios/ --report-dir reports
+	.venv/bin/dnscorrelate run $(filter-out $(CILIUM_ONLY_SCENARIOS:%=scenarios/%.yaml),$(wildcard scenarios/*.yaml)) --report-dir reports
 
 ## demo-kind: the shipped scenarios a kind cluster can make, all on one kind cluster: each scenario's changes
 ## journaled, undone after it and the baseline proven before the next (`run --backend kind scenarios/` refuses
@@ -26,9 +26,11 @@ demo: setup
 ## stale-endpoint runs on kind but finds `ok`: Kubernetes takes a stopped replica out of the Service
 ## CNI=cilium runs them with Cilium as the pod network (scenarios/README.md: what differs), reports in reports-kind-cilium
 LAB_ONLY_SCENARIOS := nodelocal-imbalance response-lost slow-upstream upstream-refused stale-endpoint
+## Cilium's own DNS failures (their CiliumNetworkPolicies need Cilium): demo-kind with CNI=cilium only, never the lab
+CILIUM_ONLY_SCENARIOS := fqdn-policy-denied dns-rule-refused dns-proxy-hop
 CNI := flannel
 demo-kind: setup cluster
-	.venv/bin/dnscorrelate run --backend kind --cni $(CNI) $(filter-out $(LAB_ONLY_SCENARIOS:%=scenarios/%.yaml),$(wildcard scenarios/*.yaml)) --report-dir reports-kind$(if $(filter-out flannel,$(CNI)),-$(CNI))
+	.venv/bin/dnscorrelate run --backend kind --cni $(CNI) $(filter-out $(LAB_ONLY_SCENARIOS:%=scenarios/%.yaml) $(if $(filter cilium,$(CNI)),,$(CILIUM_ONLY_SCENARIOS:%=scenarios/%.yaml)),$(wildcard scenarios/*.yaml)) --report-dir reports-kind$(if $(filter-out flannel,$(CNI)),-$(CNI))
 
 lab-down:
 	.venv/bin/dnscorrelate lab down --all

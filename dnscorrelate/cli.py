@@ -476,7 +476,8 @@ def run(paths: tuple[str, ...], report_dir: str, evidence_dir: str | None, outpu
     scenarios, bad = [], []
     for path in scenario_paths(list(paths)):
         try:
-            scenarios.append(load_scenario(path, "kind" if context else backend))  # a user's cluster can make what kind can
+            # a user's cluster can make what kind can; whether it runs Cilium, its API says when a policy is created
+            scenarios.append(load_scenario(path, "kind" if context else backend, None if context else cni))
         except SpecError as err:
             bad.append(path)
             print_error(err)

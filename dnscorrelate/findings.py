@@ -31,14 +31,16 @@ class Hop:
 
 
 # Where a lookup goes in a cluster, in the order it goes there.
-POD, POD_NODE, NODE_COREDNS, COREDNS, COREDNS_UPSTREAM, UPSTREAM, RETURN = (
-    "pod", "pod->node", "node->coredns", "coredns", "coredns->upstream", "upstream", "return")
+POD, POD_NODE, DNS_PROXY, NODE_COREDNS, COREDNS, COREDNS_UPSTREAM, UPSTREAM, RETURN = (
+    "pod", "pod->node", "dns-proxy", "node->coredns", "coredns", "coredns->upstream", "upstream", "return")
 # Where one vantage point can place something, knowing no topology: the way from it to a server, the server.
 SEEN_PATH, SERVER = "vantage->server", "server"
 
 HOPS = [
     Hop(POD, "inside the client pod: its resolver, its search list, its network namespace"),
     Hop(POD_NODE, "from the pod's interface to its node"),
+    Hop(DNS_PROXY, "Cilium's DNS proxy on the client's node, where a policy's DNS rule sends the pod's DNS: it refuses the "
+        "names the rule does not cover and relays the others to the server, on the pod's behalf"),
     Hop(NODE_COREDNS, "from the node, through the kube-dns Service's DNAT, to a CoreDNS replica"),
     Hop(COREDNS, "a CoreDNS (or NodeLocal DNS) replica itself: its plugins, its cache, its zones"),
     Hop(COREDNS_UPSTREAM, "from a CoreDNS replica to the upstream resolver it forwards to"),
@@ -74,6 +76,14 @@ CODES = [
       "POLICY_DENIED, …) and where it was enforced: the client pod on egress (`pod->node`), the server on ingress"),
     c("dropped-in-datapath", f"{POD_NODE} {NODE_COREDNS} {SERVER}", ERROR,
       "a flow of the lookup with verdict DROPPED for another reason than a policy, quoted as the flow gives it, and where"),
+    c("fqdn-policy-denied", POD_NODE, ERROR,
+      "a lookup answered, then a connection from the same pod to an address it returned DROPPED by a policy (Hubble's "
+      "flow, `conn-drop`): the name the pod needed, and the Cilium policies whose toFQDNs select the pod and do not "
+      "cover it, named from facts"),
+    c("dns-proxy-refused", DNS_PROXY, ERROR,
+      "the pod got an error answer (REFUSED: the agent's tofqdns-dns-reject-response-code) that no DNS server gave: no "
+      "CoreDNS replica saw the query and CoreDNS logged none, and Cilium's DNS proxy recorded it DROPPED (Hubble) or a "
+      "Cilium policy's DNS rules select the pod and cover not the name; the policy and its rules named from facts"),
     c("dropped-before-node", POD_NODE, ERROR, "query seen leaving the pod, never at the node, no answer"),
     c("dropped-at-node", NODE_COREDNS, ERROR,
       "query seen at the node, never at CoreDNS, no ICMP, no answer; NetworkPolicies named from facts"),
@@ -118,6 +128,9 @@ CODES = [
     c("slow-coredns", COREDNS, WARNING,
       "time inside CoreDNS, upstream waits excluded, over 100 ms (with logs only: authoritative answers only, the one time "
       "a log's duration is CoreDNS's own; and CoreDNS's own `/health` check logged late or failing)"),
+    c("dns-proxy-time", DNS_PROXY, INFO,
+      "lookups relayed by Cilium's DNS proxy (its records at the pod, Hubble): the time between the pod and the server, "
+      "both ways, through the proxy (its hop) against the time in the server, and the proxy's own latency as Hubble gives it"),
     c("slow-response-seen", SEEN_PATH, WARNING,
       "one vantage point: answers over 100 ms from query to response at that place, per server address (what the time "
       "was spent on is not visible from one place)"),

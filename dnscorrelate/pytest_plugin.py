@@ -55,17 +55,19 @@ def backend_option(value: str) -> str:
 
 @pytest.fixture
 def run_scenario(request):
-    """run_scenario(path | Scenario, report_dir=None, backend=None) -> ScenarioResult."""
+    """run_scenario(path | Scenario, report_dir=None, backend=None, cni="flannel") -> ScenarioResult; `cni` says what the
+    session's kind cluster runs (`cilium` accepts Cilium's own policies and `hubble: true`)."""
     from dnscorrelate.runner import run_scenario as run, shareable
     from dnscorrelate.scenarios import Scenario, backend_problems, load_scenario
     from dnscorrelate.errors import SpecError
 
-    def runner(scenario, report_dir: str | Path | None = None, backend: str | None = None):
+    def runner(scenario, report_dir: str | Path | None = None, backend: str | None = None, cni: str = "flannel"):
         backend = backend or request.config.getoption("--dns-backend")
         makes = "lab" if backend == "lab" else "kind"  # a user's cluster can make what kind can
+        cni = None if backend.startswith("context:") else cni  # a user's cluster: its API says what it runs
         if not isinstance(scenario, Scenario):
-            scenario = load_scenario(scenario, makes)
-        elif problems := backend_problems(scenario, makes):
+            scenario = load_scenario(scenario, makes, cni)
+        elif problems := backend_problems(scenario, makes, cni):
             raise SpecError("; ".join(f"{'.'.join(map(str, where))}: {why}" for where, why in problems))
         # on kind, a scenario whose changes can be undone runs on the session's dns_cluster instead of a fresh one;
         # on a user's cluster every scenario runs there

@@ -79,6 +79,7 @@ class Stage:
     name: str
     backend: Backend
     owned = False  # a stage shared by scenarios: made for this run (removed by `down`), or one already up
+    hubble = False  # the cluster runs Cilium with Hubble in every agent: a scenario's session may read it (`hubble: true`)
     notes: list[str] = []  # what the run should say about it (a killed run's changes undone)
 
     def queries(self, query) -> list[ClientResult]:
@@ -124,8 +125,8 @@ class KindStage(Stage):
     """A fresh two-node kind cluster for one scenario, built from its merged lab spec (cluster/kind/), reached
     through the kube backend, given what it needs of kind: the kubeconfig, the upstream container's address
     and the client image (faults through the API, kube/faults.py; clients through exec, kube/clients.py).
-    Its pod network is `cni` (flannel, or Cilium: no Hubble, so no visibility policy changes what a scenario's
-    NetworkPolicies deny). Named scnXXXXXXXX, removed by `down` on success, failure and Ctrl-C."""
+    Its pod network is `cni` (flannel, or Cilium: `up_options`). Named scnXXXXXXXX, removed by `down` on success,
+    failure and Ctrl-C."""
 
     def __init__(self, spec: LabSpec, step: Callable[[str], None] = lambda message: None, cni: str = "flannel") -> None:
         from dnscorrelate.cluster.kind import cluster as kind
@@ -133,10 +134,11 @@ class KindStage(Stage):
         from dnscorrelate.cluster.kube.backend import KubeBackend
 
         self.name = f"scn{uuid.uuid4().hex[:8]}"
-        self.cluster, self.up_timings = kind.up(self.name, spec=spec, say=lambda message: step(f"cluster {message}"), cni=cni)
+        self.cluster, self.up_timings = kind.up(self.name, spec=spec, say=lambda message: step(f"cluster {message}"), **up_options(cni))
         try:
             self.backend = KubeBackend(str(self.cluster.kubeconfig), self.cluster.context, upstream=kind.upstream_address(self.cluster),
                                        pod_image=load_build().client_image)
+            self.hubble = cni == "cilium"
             for key, text in sorted(spec.customServerBlocks.items()):  # kind's CoreDNS gets them as AKS's does
                 self.backend.set_custom_server_block(key, text)
             self.backend.propagation.clear()
@@ -180,13 +182,15 @@ class SharedKindStage(Stage):
         self.up_timings = None
         if self.owned:
             self.name = f"scn{uuid.uuid4().hex[:8]}"
-            self.cluster, self.up_timings = kind.up(self.name, spec=default_spec(), say=lambda message: step(f"cluster {message}"), cni=cni)
+            self.cluster, self.up_timings = kind.up(self.name, spec=default_spec(), say=lambda message: step(f"cluster {message}"),
+                                                    **up_options(cni))
         else:
             self.name = name
             self.cluster = kind.attached(name)
         try:
             self.backend = KubeBackend(str(self.cluster.kubeconfig), self.cluster.context, upstream=kind.upstream_address(self.cluster),
                                        pod_image=load_build().client_image)
+            self.hubble = self.backend.call("asking Cilium's agents for Hubble", has_hubble, self.backend.core())
             self.journal_path = self.cluster.dir / "journal.json"
             self.recover(step)
             self.baseline = self.backend.baseline()
@@ -262,6 +266,19 @@ class SharedKindStage(Stage):
 
         if self.owned:
             kind.down(self.name)
+
+
+def up_options(cni: str) -> dict:
+    """How `run` makes a cluster with `cni`: on Cilium, Hubble and its DNS proxy on (DNS rules and toFQDNs in a
+    scenario's policies need the proxy; Hubble is the session's vantage on it), and no visibility policy, whose
+    allow rule would change what a scenario's policies deny (kind/README.md)."""
+    return {"cni": cni, **({"hubble": True, "hubble_policy": "none"} if cni == "cilium" else {})}
+
+
+def has_hubble(core) -> bool:
+    from dnscorrelate.cluster import cilium
+
+    return cilium.hubble_everywhere(core)
 
 
 SCENARIO_NAMESPACE_PREFIX = "dnsc-scenario-"
@@ -470,6 +487,7 @@ def run_scenario(
     backend: str = "lab",
     stage=None,
     cni: str = "flannel",
+    hubble: bool | None = None,
 ) -> ScenarioResult:
     """Run one scenario end to end on a fresh lab or kind cluster (`backend`); it is torn down on
     success, failure and Ctrl-C. A `stage` given (a cluster already up, only for a `shareable` scenario)
@@ -491,7 +509,8 @@ def run_scenario(
     try:
         if not owned:
             scenario = stage.enter(scenario, step) or scenario  # a user's cluster: moved into the scenario's namespace
-        session = Session(stage.backend)
+        # Hubble's flows are evidence where the scenario asks for them (or the caller does: the side-by-side bench)
+        session = Session(stage.backend, hubble=stage.hubble and (scenario.hubble if hubble is None else hubble))
         step("capture")
         session.start()
         try:

@@ -52,7 +52,7 @@ class ApplyFault(Strict):
 
 
 class DeleteTarget(Strict):
-    kind: Literal["Service", "NetworkPolicy"]
+    kind: Literal["Service", "NetworkPolicy", "CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy"]
     namespace: str = "default"
     name: str
 
@@ -137,7 +137,8 @@ class Query(Strict):
     count: int = Field(1, ge=1, le=10000)
     concurrency: int = Field(1, ge=1, le=64)
     proto: Literal["udp", "tcp"] = "udp"
-    client: Literal["dnspython", "glibc", "dig"] = "dnspython"
+    client: Literal["dnspython", "glibc", "dig", "connect"] = Field(
+        "dnspython", description="connect: dnspython's lookup, then a TCP connection to the first address on port 80")
     timeout: float = Field(2.0, gt=0, le=30, description="Seconds a client waits for each answer")
 
     @field_validator("from_")
@@ -177,6 +178,8 @@ class Scenario(Strict):
     faults: list[Fault] = []
     queries: list[Query] = Field(min_length=1)
     expect: Expect
+    hubble: bool = Field(False, description="The session reads Cilium's Hubble too (kind --cni cilium only): its DNS proxy "
+                         "records and its drops are evidence beside the capture")
 
 
 BACKENDS = ("lab", "kind")
@@ -190,13 +193,37 @@ LAB_ONLY_FAULTS = {
 }
 
 
-def backend_problems(scenario: Scenario, backend: str) -> list[tuple[tuple, str]]:
-    """(field path, reason) for each part of the scenario the backend cannot make: the lab makes everything;
-    a kind cluster has two nodes, kubeadm's two CoreDNS replicas, no NodeLocal DNS, and makes faults through
-    the API only."""
-    if backend == "lab":
+CILIUM_ONLY = ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy")
+
+
+def cilium_problems(scenario: Scenario, backend: str, cni: str | None) -> list[tuple[tuple, str]]:
+    """(field path, reason) for each Cilium policy the scenario makes where no Cilium enforces it: the lab (its
+    nftables agent reads NetworkPolicy only) and a kind cluster on flannel. `cni` None: a user's cluster, whose
+    CNI the API says when the object is created."""
+    if backend != "lab" and cni in (None, "cilium"):
         return []
-    problems = []
+    where = "the lab enforces NetworkPolicy only (nftables); run it with --backend kind --cni cilium" if backend == "lab" else \
+        f"the kind cluster's pod network is {cni}, which has no Cilium policies; run it with --cni cilium"
+    problems = [(("lab", "manifests", i, "kind"), f"a {m.kind} needs Cilium: {where}")
+                for i, m in enumerate(scenario.lab.manifests) if m.kind in CILIUM_ONLY]
+
+    for i, fault in enumerate(scenario.faults):
+        kind = fault.apply.kind if isinstance(fault, ApplyFault) else fault.delete.kind if isinstance(fault, DeleteFault) else ""
+        if kind in CILIUM_ONLY:
+            key = "apply" if isinstance(fault, ApplyFault) else "delete"
+            problems.append((("faults", i, key, "kind"), f"a {kind} needs Cilium: {where}"))
+    if scenario.hubble:
+        problems.append((("hubble",), f"Hubble is part of Cilium: {where}"))
+    return problems
+
+
+def backend_problems(scenario: Scenario, backend: str, cni: str | None = "flannel") -> list[tuple[tuple, str]]:
+    """(field path, reason) for each part of the scenario the backend cannot make: the lab makes everything
+    but Cilium's policies; a kind cluster has two nodes, kubeadm's two CoreDNS replicas, no NodeLocal DNS,
+    makes faults through the API only, and Cilium's policies only with Cilium as its pod network (`cni`)."""
+    if backend == "lab":
+        return cilium_problems(scenario, backend, cni)
+    problems = cilium_problems(scenario, backend, cni)
     overlay = scenario.lab
     if overlay.nodeLocalDNS:
         problems.append((("lab", "nodeLocalDNS"), "the kind cluster runs no NodeLocal DNSCache (lab only)"))
@@ -213,8 +240,9 @@ def backend_problems(scenario: Scenario, backend: str) -> list[tuple[tuple, str]
     return problems
 
 
-def load_scenario(path: str | Path, backend: str = "lab") -> Scenario:
-    """A validated scenario that `backend` (lab or kind) can run; SpecError names file, line, field and reason."""
+def load_scenario(path: str | Path, backend: str = "lab", cni: str | None = "flannel") -> Scenario:
+    """A validated scenario that `backend` (lab or kind, with `cni` as its pod network; None: a user's cluster,
+    any) can run; SpecError names file, line, field and reason."""
     path = Path(path)
     data, source = parse_yaml(read_text(path), str(path))
     if not isinstance(data, dict):
@@ -223,7 +251,7 @@ def load_scenario(path: str | Path, backend: str = "lab") -> Scenario:
         scenario = Scenario.model_validate(data)
     except ValidationError as err:
         raise SpecError(describe_errors(err, source)) from None
-    problems = unknown_references(scenario) + backend_problems(scenario, backend)
+    problems = unknown_references(scenario) + backend_problems(scenario, backend, cni)
     if problems:
         raise SpecError("\n".join(f"{source.name}:{line_of(source.node, where) or '?'}: {field_path(where)}: {why}" for where, why in problems))
     return scenario

@@ -63,7 +63,8 @@ EVENTS = [
     f("pkt_type", "category", "HOST, BROADCAST, MULTICAST, OTHERHOST, OUTGOING, LOOPBACK", "table wide json"),
     f("kind", "category", "`dns`; `icmp-error` (an ICMP error quoting a DNS packet: the tuple is the quoted one's); "
       "`tcp-syn`, `tcp-synack`, `tcp-rst` (TCP connection set-up on a DNS port: no DNS fields); "
-      "`flow` (a Hubble L3/L4 flow on a DNS port: no DNS fields, see `verdict`)", "wide json"),
+      "`flow` (a Hubble L3/L4 flow on a DNS port: no DNS fields, see `verdict`); "
+      "`conn-drop` (a Hubble flow DROPPED on another port: a connection a policy stopped, to `dst_ip`)", "wide json"),
     f("icmp_type", "int16", "ICMP type of an icmp-error row, else -1", "wide json"),
     f("icmp_code", "int16", "ICMP code of an icmp-error row, else -1", "wide json"),
     f("proto", "category", "udp, tcp", "table json"),

@@ -59,3 +59,9 @@ def wait_enforced(core, before: dict[str, int], wait: Wait) -> None:
 def hubble_answers(core, pod: str) -> str:
     """What `hubble status` says in an agent ("" when it says nothing); it holds "Healthcheck" when Hubble answers."""
     return agent_exec(core, pod, "sh", "-c", f"hubble status --server {HUBBLE_SERVER} 2>&1")
+
+
+def hubble_everywhere(core) -> bool:
+    """Whether the cluster runs Cilium and every agent's Hubble answers (a scenario's session then reads it)."""
+    pods = agents(core)
+    return bool(pods) and all("Healthcheck" in hubble_answers(core, pod.metadata.name) for pod in pods)

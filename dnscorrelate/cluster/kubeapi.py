@@ -18,6 +18,9 @@ LISTS = {
     "EndpointSlice": ("DiscoveryV1Api", "list_endpoint_slice_for_all_namespaces"),
     "NetworkPolicy": ("NetworkingV1Api", "list_network_policy_for_all_namespaces"),
 }
+# Cilium's policies (custom objects, cilium.io/v2): kind -> plural; a cluster without Cilium has none
+CILIUM_LISTS = {"CiliumNetworkPolicy": "ciliumnetworkpolicies", "CiliumClusterwideNetworkPolicy": "ciliumclusterwidenetworkpolicies"}
+MODEL_KINDS = (*LISTS, *CILIUM_LISTS)
 
 
 # A ConfigMap `cluster up` (and the runner's clusters) create in kube-system: the scenario faults change only a cluster
@@ -42,7 +45,24 @@ def client_from_kubeconfig(kubeconfig: str | None = None, context: str | None = 
         raise ClusterError(f"cannot load a kubeconfig{f' context {context!r}' if context else ''}: {err}") from None
 
 
-def read_objects(api, kinds: tuple[str, ...] = tuple(LISTS)) -> list[KubeModel]:
+def read_cilium_policies(api, kind: str) -> list[KubeModel]:
+    """Every Cilium policy of `kind`; none when the API does not know the kind (no Cilium) or may not list it
+    (the diagnosis then names no Cilium policy, and says nothing wrong)."""
+    from kubernetes import client
+    from kubernetes.client.rest import ApiException
+
+    from dnscorrelate.cluster import model
+
+    try:
+        listing = client.CustomObjectsApi(api).list_cluster_custom_object("cilium.io", "v2", CILIUM_LISTS[kind])
+    except ApiException as err:
+        if err.status in (403, 404):
+            return []
+        raise ClusterError(f"the API server refused to list {kind}s ({err.status} {err.reason})") from None
+    return [getattr(model, kind).model_validate({**item, "kind": kind}) for item in listing.get("items", [])]
+
+
+def read_objects(api, kinds: tuple[str, ...] = MODEL_KINDS) -> list[KubeModel]:
     """Every object of `kinds`, as model objects."""
     from kubernetes import client
     from kubernetes.client.rest import ApiException
@@ -51,6 +71,9 @@ def read_objects(api, kinds: tuple[str, ...] = tuple(LISTS)) -> list[KubeModel]:
 
     objects = []
     for kind in kinds:
+        if kind in CILIUM_LISTS:
+            objects += read_cilium_policies(api, kind)
+            continue
         group, call = LISTS[kind]
         try:
             listing = getattr(getattr(client, group)(api), call)()
@@ -63,7 +86,7 @@ def read_objects(api, kinds: tuple[str, ...] = tuple(LISTS)) -> list[KubeModel]:
     return objects
 
 
-def read_model(api, kinds: tuple[str, ...] = tuple(LISTS)) -> ClusterModel:
+def read_model(api, kinds: tuple[str, ...] = MODEL_KINDS) -> ClusterModel:
     return ClusterModel.from_objects(read_objects(api, kinds))
 
 

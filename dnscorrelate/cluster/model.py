@@ -371,15 +371,89 @@ class NetworkPolicy(KubeModel):
         return f"{self.metadata.namespace}/{self.metadata.name}"
 
 
-Manifest = Annotated[Union[Namespace, Pod, Service, NetworkPolicy], Field(discriminator="kind")]
+# --- Cilium's own policies ----------------------------------------------------
+# Only what the diagnoser reads is modelled (who a policy selects, its egress DNS rules and toFQDNs); every other
+# field is kept as given (extra="allow"), so a scenario's policy reaches the cluster whole.
+
+
+class CiliumModel(KubeModel):
+    model_config = ConfigDict(extra="allow", populate_by_name=True, frozen=True)
+
+
+class FQDNSelector(CiliumModel):
+    """A name (`matchName`) or a pattern (`matchPattern`, `*` for DNS characters within a label; `*` alone for
+    every name), as toFQDNs and DNS rules write them."""
+
+    matchName: str | None = None
+    matchPattern: str | None = None
+
+    @property
+    def text(self) -> str:
+        return f"matchName {self.matchName}" if self.matchName else f"matchPattern {self.matchPattern!r}"
+
+
+class CiliumL7Rules(CiliumModel):
+    dns: list[FQDNSelector] | None = None
+
+
+class CiliumPortProtocol(CiliumModel):
+    port: str | int | None = None
+    protocol: str = "ANY"
+
+
+class CiliumPortRule(CiliumModel):
+    ports: list[CiliumPortProtocol] = []
+    rules: CiliumL7Rules | None = None
+
+
+class CiliumEgressRule(CiliumModel):
+    toEndpoints: list[LabelSelector] = []
+    toFQDNs: list[FQDNSelector] = []
+    toPorts: list[CiliumPortRule] = []
+
+
+class CiliumPolicySpec(CiliumModel):
+    endpointSelector: LabelSelector = LabelSelector()
+    egress: list[CiliumEgressRule] = []
+    description: str = ""
+
+
+class CiliumNetworkPolicy(CiliumModel):
+    """A CiliumNetworkPolicy (cilium.io/v2): it selects endpoints of its own namespace. Its meaning (whom it
+    selects, what names it lets through) is in `cluster.cilium_policy`."""
+
+    kind: Literal["CiliumNetworkPolicy"] = "CiliumNetworkPolicy"
+    metadata: ObjectMeta
+    spec: CiliumPolicySpec = CiliumPolicySpec()
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kind} {self.metadata.namespace}/{self.metadata.name}"
+
+
+class CiliumClusterwideNetworkPolicy(CiliumNetworkPolicy):
+    """The same rules over every namespace."""
+
+    kind: Literal["CiliumClusterwideNetworkPolicy"] = "CiliumClusterwideNetworkPolicy"
+
+    @property
+    def ref(self) -> str:
+        return f"{self.kind} {self.metadata.name}"
+
+
+CILIUM_POLICY_KINDS = ("CiliumNetworkPolicy", "CiliumClusterwideNetworkPolicy")
+
+Manifest = Annotated[Union[Namespace, Pod, Service, NetworkPolicy, CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy],
+                     Field(discriminator="kind")]
 """The kinds a lab spec or `lab apply` manifest may hold."""
 
 KubeObject = Annotated[
-    Union[Namespace, Pod, Service, NetworkPolicy, EndpointSlice, Node, ConfigMap], Field(discriminator="kind")
+    Union[Namespace, Pod, Service, NetworkPolicy, EndpointSlice, Node, ConfigMap, CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy],
+    Field(discriminator="kind")
 ]
 """Every kind the model knows, as read from a cluster (items of a list need their `kind` set first)."""
 
-CLUSTER_SCOPED = ("Namespace", "Node")
+CLUSTER_SCOPED = ("Namespace", "Node", "CiliumClusterwideNetworkPolicy")
 
 
 def object_key(m: KubeModel) -> tuple[str, str, str]:
@@ -403,12 +477,14 @@ class ClusterModel(BaseModel):
     endpoint_slices: list[EndpointSlice] = []
     policies: list[NetworkPolicy] = []
     config_maps: list[ConfigMap] = []
+    cilium_policies: list[Annotated[Union[CiliumNetworkPolicy, CiliumClusterwideNetworkPolicy], Field(discriminator="kind")]] = []
 
     @classmethod
     def from_objects(cls, objects) -> ClusterModel:
         """Sort objects of any kind (in order) into a model."""
         fields = {"Namespace": "namespaces", "Node": "nodes", "Pod": "pods", "Service": "services",
-                  "EndpointSlice": "endpoint_slices", "NetworkPolicy": "policies", "ConfigMap": "config_maps"}
+                  "EndpointSlice": "endpoint_slices", "NetworkPolicy": "policies", "ConfigMap": "config_maps",
+                  "CiliumNetworkPolicy": "cilium_policies", "CiliumClusterwideNetworkPolicy": "cilium_policies"}
         sorted_objects: dict[str, list] = {name: [] for name in fields.values()}
         for obj in objects:
             sorted_objects[fields[obj.kind]].append(obj)

@@ -37,7 +37,8 @@ def assign_legs(dns: pd.DataFrame) -> pd.DataFrame:
     The column is added in place when `dns` already is in time order (the caller owns it)."""
     if not dns["ts_ns"].is_monotonic_increasing:
         dns = dns.sort_values("ts_ns", kind="stable")
-    dns["leg"] = lookup_numbers(dns["key"].to_numpy(), dns["ts_ns"].to_numpy(), dns["qr"].to_numpy(), question_of(dns))
+    proxy = (dns["ifname"].astype(str) == "dns-proxy").to_numpy() if "ifname" in dns else None
+    dns["leg"] = lookup_numbers(dns["key"].to_numpy(), dns["ts_ns"].to_numpy(), dns["qr"].to_numpy(), question_of(dns), proxy)
     return dns
 
 
@@ -50,15 +51,19 @@ def question_of(dns: pd.DataFrame) -> np.ndarray:
     return np.where((names < 0) | (names == unnamed[0]), -1, question)
 
 
-def lookup_numbers(key: np.ndarray, ts: np.ndarray, response: np.ndarray, question: np.ndarray) -> np.ndarray:
+def lookup_numbers(key: np.ndarray, ts: np.ndarray, response: np.ndarray, question: np.ndarray,
+                   proxy: np.ndarray | None = None) -> np.ndarray:
     """A number per row, shared by the sightings of one lookup. Within one key's rows in time order (queries
     before responses at the same instant), a row starts a new lookup when it is a query that follows a
     response (the previous lookup was answered), a query asking another question, or any row more than
-    LEG_GAP_NS after the key's previous one (the previous lookup timed out). O(rows log rows), no loop."""
+    LEG_GAP_NS after the key's previous one (the previous lookup timed out). A DNS proxy's record of a request
+    (`proxy`: Hubble's L7 flow) is not a packet: it may come after the answer it led to (the proxy answers a
+    name it refuses first, and records it after), so it follows a response without starting a lookup.
+    O(rows log rows), no loop."""
     order = np.lexsort((response, ts, key))
     k, t, r, q = key[order], ts[order], response[order], question[order]
     new = np.ones(len(key), dtype=bool)
-    query_after = ~r[1:]
+    query_after = ~r[1:] & (~proxy[order][1:] if proxy is not None else True)
     new[1:] = (
         (k[1:] != k[:-1])
         | (t[1:] - t[:-1] > LEG_GAP_NS)
@@ -184,6 +189,14 @@ def what_the_client_saw(dns: pd.DataFrame, rows: LegRows, at_home: np.ndarray, f
     responses it saw and from how many distinct addresses the responses came."""
     qr = dns["qr"].to_numpy()
     src = dns["src_ip"].cat.codes.to_numpy().astype(np.int64)
+    # A DNS proxy's records at the client (Hubble's L7 flows) are its account of the exchange it relayed, from the
+    # server's address, not a packet the client received: where the client's own packets were captured too, they
+    # count (the proxy's copy from the VIP and CoreDNS's answer to the proxy are one lookup through one hop, not two
+    # servers answering); where they are all there is, they stand for the client's.
+    proxy = (dns["ifname"].astype(str) == "dns-proxy").to_numpy() if "ifname" in dns else np.zeros(len(dns), dtype=bool)
+    if proxy.any():
+        captured = np.bincount(rows.slot[at_home & ~proxy], minlength=rows.count) > 0
+        at_home = at_home & ~(proxy & captured[rows.slot])
     home_responses = at_home & qr & (dns["pkt_type"] != "OUTGOING").to_numpy()  # received there; not one that place sent itself
     pairs = np.unique(rows.slot[home_responses] * (len(dns["src_ip"].cat.categories) + 1) + src[home_responses] + 1)
     return {

@@ -54,6 +54,8 @@ class Correlation:
     unparsed: list = field(default_factory=list)
     warnings: list = field(default_factory=list)  # what the evidence could not settle, for the person reading
     log_alerts: list = field(default_factory=list)  # CoreDNS notices that tell something (ParsedLogs.alerts)
+    # connections (not DNS) a flow says were DROPPED (Hubble's `conn-drop` rows): what a lookup's answer was used for
+    connection_drops: pd.DataFrame = field(default_factory=lambda: schema.empty(schema.EVENTS))
 
     def restricted_to(self, trace_ids: set[int]) -> Correlation:
         """The traces in `trace_ids`, their sightings and upstream exchanges; logs, errors and counts stay whole."""
@@ -84,6 +86,7 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
     # can be added in place without copying the caller's data or touching its frame.
     dns = events.copy(deep=False) if is_dns.all() else events[is_dns].copy(deep=False)
     icmp = events[(kinds == "icmp-error").to_numpy()]
+    connection_drops = events[(kinds == "conn-drop").to_numpy()]
     control = events[kinds.isin(["tcp-syn", "tcp-synack", "tcp-rst"]).to_numpy()]
     records = logs.records.copy()
     errors = logs.errors.copy()
@@ -171,6 +174,7 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
         "lost_samples": int(capture_stats.get("lost_samples", 0)),
         "decode_errors": int(capture_stats.get("decode_errors", 0)) + int((~events["decoded"]).sum() if len(events) and "decode_errors" not in capture_stats else 0),
         **stats_of_flows,
+        **({"connection_drops": int(len(connection_drops))} if len(connection_drops) else {}),
         **({"clocks": clocks.stats()} if clocks else {}),
     }
     extra = [frame for frame in (icmp_sightings, flow_sightings) if len(frame)]
@@ -178,4 +182,5 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
     if not seen["ts_ns"].is_monotonic_increasing:
         seen = seen.sort_values("ts_ns", kind="stable")
     return Correlation(traces=traces, sightings=seen, upstream=upstream, logs=records, errors=errors, stats=stats,
-                       unparsed=logs.unparsed, warnings=log_warnings(logs, records, len(dns)) + clock_warnings, log_alerts=logs.alerts)
+                       unparsed=logs.unparsed, warnings=log_warnings(logs, records, len(dns)) + clock_warnings, log_alerts=logs.alerts,
+                       connection_drops=connection_drops)

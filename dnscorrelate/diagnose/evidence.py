@@ -94,6 +94,38 @@ class Evidence:
         return " (the DNS proxy's time: its own wait for the server, not the pod's)" if self.proxy_timed & set(trace_ids) else ""
 
     @cached_property
+    def proxy_refused(self) -> pd.DataFrame:
+        """Lookups whose error answer came from Cilium's DNS proxy, not from a DNS server: answered with an error
+        (REFUSED by default; NXDOMAIN too when the proxy's record says it denied the name), seen at no CoreDNS replica
+        nor anything behind it and logged by no CoreDNS, and either the proxy's own record (Hubble's L7 flow at the
+        pod) says DROPPED, or the evidence watched CoreDNS (its sightings or its log hold other lookups) and a
+        Cilium policy's DNS rules select the client and cover not the name (`proxy_rules`); with `denied_by_proxy`
+        and `rules` (the policies and what their DNS rules say) per lookup."""
+        from dnscorrelate.cluster.cilium_policy import dns_selectors, rules_text, verdict_on_name
+
+        traces = self.lookups
+        bad = traces[((traces["outcome"] == "answered") & (failed(traces["rcode"]) | (traces["rcode"] == "NXDOMAIN"))
+                      & (traces["log_ref"] == "") & (traces["client_vantage"] != "")).to_numpy()]
+        if bad.empty:
+            return bad.assign(denied_by_proxy=pd.Series(dtype=bool), rules=pd.Series(dtype=str))
+        seen = self.correlation.sightings
+        mine = seen[seen["trace_id"].isin(set(bad["trace_id"])).to_numpy()]
+        ifname, role = mine["ifname"].astype(str), mine["role"].astype(str)
+        at_server = set(mine.loc[(role.isin(["coredns", "upstream"]) & (ifname != PROXY)).to_numpy(), "trace_id"])
+        denied = set(mine.loc[((ifname == PROXY) & (mine["verdict"].astype(str) == "DROPPED")).to_numpy(), "trace_id"])
+        watched = bool((seen["role"].astype(str) == "coredns").any()) or len(self.correlation.logs) > 0
+        policies = self.facts.model.cilium_policies
+        rules, keep = [], []
+        for trace_id, client_ip, qname, rcode in zip(bad["trace_id"], bad["client_ip"], bad["qname"], bad["rcode"]):
+            _, refusing = verdict_on_name(policies, self.facts.pods.get(client_ip), qname, dns_selectors)
+            said = "; ".join(f"{p.ref} ({rules_text(p, dns_selectors)})" for p in refusing)
+            proxy = trace_id in denied or (watched and bool(refusing) and rcode != "NXDOMAIN")
+            keep.append(trace_id not in at_server and proxy)
+            rules.append(said)
+        kept = bad.assign(denied_by_proxy=bad["trace_id"].isin(denied).to_numpy(), rules=rules)
+        return kept[np.array(keep, dtype=bool)]
+
+    @cached_property
     def lost_before_coredns(self) -> pd.DataFrame:
         """Queries seen leaving a client, never at CoreDNS (nor anything behind it), no ICMP error, no answer."""
         traces = self.traces

@@ -26,7 +26,10 @@ port). Their vantage follows `trace_observation_point` (TO_ENDPOINT: the destina
 TO_PROXY: the source pod; others: the node) or, without one, `traffic_direction` (egress: the source,
 ingress: the destination). Every Hubble row carries `verdict` (FORWARDED, REDIRECTED, DROPPED, AUDIT, …)
 and, when dropped, `drop_reason` in Hubble's own words (`drop_reason_desc`: POLICY_DENIED, …); a
-dropped DNS packet is thus a `flow` row with `verdict` DROPPED. Every row names both ends where Hubble does
+dropped DNS packet is thus a `flow` row with `verdict` DROPPED. A DROPPED flow on another port (TCP to an
+address a lookup returned, stopped by a toFQDNs policy) is a `conn-drop` row at the pod that sent it (ingress:
+that received it), counted in `l3_l4_other_port` and in `connection_drops`; other flows on other ports are
+only counted. Every row names both ends where Hubble does
 (`src_name`, `dst_name`: `NS/POD` of `source` and `destination`): the server a client's proxy talked to.
 
 Every line is counted once: `lines` = `blank_lines` + `unparsed_lines` (their numbers in
@@ -173,11 +176,23 @@ def l7_dns_row(flow: dict, ts_ns: int, node: str) -> tuple[dict, bool] | None:
     return row, response
 
 
+def connection_drop_row(flow: dict, ts_ns: int, node: str) -> dict | None:
+    """A datapath flow on another port, DROPPED, as a `conn-drop` row at the pod that sent it (a connection a
+    policy stopped, say to an address a lookup returned); None for any other verdict."""
+    if enum_name(flow.get("verdict"), VERDICTS) != "DROPPED":
+        return None
+    ingress = enum_name(field(flow, "traffic_direction"), DIRECTIONS) == "INGRESS"
+    local = flow.get("destination") if ingress else flow.get("source")
+    return base_row(flow, ts_ns, vantage_of(local, node), "HOST" if ingress else "OUTGOING",
+                    (flow.get("interface") or {}).get("name", "") or "datapath", "conn-drop")
+
+
 def l3_l4_row(flow: dict, ts_ns: int, node: str, ports: frozenset[int]) -> dict | None:
-    """A datapath flow on a DNS port as a `flow` row; None for another port."""
+    """A datapath flow on a DNS port as a `flow` row; a DROPPED one on another port as a `conn-drop` row; None
+    for the rest."""
     proto, sport, dport = ports_of(flow)
     if not proto or not (sport in ports or dport in ports):
-        return None
+        return connection_drop_row(flow, ts_ns, node) if proto else None
     reply = field(flow, "is_reply")
     reply = (sport in ports and dport not in ports) if reply is None else bool(reply)
     point = enum_name(field(flow, "trace_observation_point"), OBSERVATION_POINTS)
@@ -230,7 +245,8 @@ def row_of_flow(flow: dict, node: str, when, ports: frozenset[int], stats: Count
         return made
     if kind == "L3_L4":
         row = l3_l4_row(flow, ts_ns, node, ports)
-        stats["l3_l4_other_port" if row is None else "l3_l4_dns_port"] += 1
+        stats["l3_l4_other_port" if row is None or row["kind"] == "conn-drop" else "l3_l4_dns_port"] += 1
+        stats["connection_drops"] += row is not None and row["kind"] == "conn-drop"
         return None if row is None else (row, None)
     stats[f"type_{kind or 'missing'}"] += 1
     return None

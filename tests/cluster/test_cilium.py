@@ -1,6 +1,8 @@
 """`cluster up --cni cilium --hubble`: Cilium (built here from its Go module) as the pod network, enforcing
 NetworkPolicy itself; DNS through CoreDNS, a policy's drop and its removal, and trace's hops; Hubble in every
-agent, the visibility policy's allow beside a deny, and `trace --hubble`."""
+agent, the visibility policy's allow beside a deny, and `trace --hubble`; Cilium's own DNS failures as scenarios
+(their policies, Hubble's flows in the session); Hubble beside us on the same lookups (the smoke version of
+bench/hubble_side_by_side.py)."""
 
 import pytest
 from kubernetes import client as k8s
@@ -166,5 +168,59 @@ def test_trace_hubble_joins_the_dns_proxys_records_to_the_lookups_it_captures(ci
         assert [h["vantage"] for h in proxy] == ["demo/mypod", "demo/mypod"], record["hops"]
         assert record["rcode"] == "NOERROR" and record["log"] is not None
     stats = {key: int(value) for key, value in re.findall(r"(hubble_\w+)=(\d+)", said)}  # the summary (maybe wrapped)
-    assert stats["hubble_streams"] == 2 and stats["hubble_l7_dns_pairs"] >= len(names)
+    assert stats["hubble_streams"] == 4 and stats["hubble_l7_dns_pairs"] >= len(names)  # per agent: DNS flows, drops
+    assert not any("several-servers-answered" in r["findings"] for rs in records.values() for r in rs)  # the proxy is one hop
     assert stats["hubble_ids_aligned"] >= 2 * len(names)
+
+
+# --- Cilium's own DNS failures, and Hubble beside us ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cilium_stage(cilium_cluster):
+    """The module's Cilium cluster as `run --backend kind --cni cilium --name` uses it: scenarios journaled, undone,
+    the baseline proven; its sessions read Hubble."""
+    from dnscorrelate.runner import SharedKindStage
+
+    return SharedKindStage(cilium_cluster.name)
+
+
+@pytest.mark.parametrize("name", ["fqdn-policy-denied", "dns-rule-refused", "dns-proxy-hop"])
+def test_ciliums_own_dns_failures_pass_as_scenarios_on_cilium(cilium_stage, name):
+    from pathlib import Path
+
+    from dnscorrelate.runner import run_scenario
+    from dnscorrelate.scenarios import load_scenario
+
+    assert cilium_stage.hubble
+    path = Path(__file__).resolve().parents[2] / "scenarios" / f"{name}.yaml"
+    result = run_scenario(load_scenario(path, "kind", "cilium"), stage=cilium_stage)
+    assert result.passed, result.explain()
+    assert result.capture_stats.get("hubble_streams") == 4 and result.capture_stats.get("hubble_l7_dns_requests", 0) > 0
+    assert "several-servers-answered" not in {f.code for f in result.analysis.findings}
+    assert {"restore", "baseline"} <= set(result.timings)
+
+
+def test_side_by_side_smoke_hubble_and_the_capture_agree_on_the_same_lookups(cilium_stage, dns_visibility):
+    """The smoke version of bench/hubble_side_by_side.py: lookups through the DNS proxy, captured by a session that
+    reads Hubble; per lookup, both saw it, rcodes and answers agree, and only we show the VIP's translation."""
+    from dnscorrelate.live.session import Session
+    from dnscorrelate.side_by_side import lookups_side_by_side, summarize
+
+    backend = cilium_stage.backend
+    cilium_stage.new_window()
+    session = Session(backend, hubble=True)
+    session.start()
+    try:
+        for name in ("web", "example.com.", "nothing-here.demo.svc.cluster.local."):
+            backend.run_queries("demo/mypod", "dnspython", name, "A", "udp", 4, 2, 2.0)
+    finally:
+        session.stop()
+    evidence = session.evidence()
+    summary = summarize(lookups_side_by_side(evidence.events, evidence.logs, evidence.facts, evidence.capture_stats))
+    print(summary)
+    assert summary["seen_by_us"] >= 12 and summary["seen_by_hubble"] >= 12 and summary["seen_by_both"] >= 12
+    assert summary["rcode_compared"] >= 12 and summary["rcode_agree"] == summary["rcode_compared"]
+    assert summary["answers_agree"] == summary["rcode_compared"]
+    assert summary["vip_translation_us"] == summary["seen_by_us"] and summary["vip_translation_hubble"] == 0
+    assert summary["timeouts_us"] == 0 and summary["drops_us"] == summary["drops_hubble"] == 0

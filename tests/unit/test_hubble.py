@@ -332,3 +332,26 @@ def test_the_gke_file_says_nothing_of_coredns_it_did_not_see():
     assert set(traces["served_from"]) == {"unknown"} and all(s.startswith("kube-system/kube-dns-") for s in traces["server"])
     assert {f.hop for f in analysis.findings} <= {"server", "vantage->server", "pod"}
     assert not any("CoreDNS" in f.summary for f in analysis.findings)
+
+
+def test_a_dropped_connection_on_another_port_is_a_conn_drop_row_and_forwarded_ones_are_only_counted(tmp_path):
+    """A toFQDNs policy stops the connection to the address a lookup gave: `hubble observe --verdict DROPPED`'s flow
+    on TCP 80 is kept (kind conn-drop, at the pod that sent it); a forwarded flow on port 80 is counted, not kept."""
+    tcp = {"TCP": {"source_port": 51000, "destination_port": 80, "flags": {"SYN": True}}}
+    to_web = {"IP": {"source": "10.0.1.5", "destination": "192.0.2.10"}, "l4": tcp, "destination": {}}
+    dropped = flow(verdict="DROPPED", drop_reason_desc="POLICY_DENIED", **to_web)
+    frame, stats = read_hubble_json(write_lines(tmp_path / "f.json", [{"flow": dropped}, {"flow": flow(**to_web)}]))
+    [row] = frame.itertuples()
+    assert (row.kind, row.verdict, row.drop_reason, row.vantage, row.pkt_type, row.proto) == (
+        "conn-drop", "DROPPED", "POLICY_DENIED", "demo/client", "OUTGOING", "tcp")
+    assert (row.dst_ip, row.dst_port, row.dns_id) == ("192.0.2.10", 80, -1)
+    assert stats["connection_drops"] == 1 and stats["l3_l4_other_port"] == 2 and stats["dropped"] == 1
+    accounted(stats)
+
+
+def test_the_live_stream_of_drops_asks_hubble_for_dropped_flows_off_the_dns_ports():
+    from dnscorrelate.cluster.kube.hubble import observe_command
+
+    dns, drops = observe_command((53,), 0), observe_command((53,), 0, drops=True)
+    assert dns[-2:] == ["--port", "53"] and "--verdict" not in dns
+    assert drops[-5:] == ["--verdict", "DROPPED", "--not", "--port", "53"]

@@ -35,6 +35,8 @@ MAY_IMPORT = {
     # everything below; correlate --lab NAME reads a lab's facts through its backend
     "analysis": {"errors", "findings", "schema", "textfiles", "outputs", "events", "sources", "correlate", "diagnose", "cluster",
                  "cluster.lab", "report"},
+    # the same evidence analysed twice, Hubble's flows alone and ours alone (bench and the Cilium test print it)
+    "side_by_side": {"analysis", "diagnose", "schema"},
     "commands": None,  # anything; what they may know of a backend is checked below
 }
 

@@ -11,10 +11,41 @@ from dnscorrelate.scenarios import LinkFault, StopReplicaFault, load_scenario, s
 SHIPPED = scenario_paths([str(Path(__file__).resolve().parents[2] / "scenarios")])
 
 
+CILIUM_SHIPPED = {"fqdn-policy-denied", "dns-rule-refused", "dns-proxy-hop"}  # Cilium's own policies: kind with --cni cilium only
+
+
 @pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
 def test_shipped_scenarios_load(path):
-    scenario = load_scenario(path)
+    scenario = load_scenario(path, *(("kind", "cilium") if path.stem in CILIUM_SHIPPED else ()))
     assert scenario.name == path.stem and scenario.queries and scenario.expect.findings
+
+
+@pytest.mark.parametrize("name", sorted(CILIUM_SHIPPED))
+def test_cilium_scenarios_are_refused_on_the_lab_and_on_flannel_with_file_line_and_field(name):
+    path = Path(__file__).resolve().parents[2] / "scenarios" / f"{name}.yaml"
+    line = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if "kind: CiliumNetworkPolicy" in text)
+    for backend, cni, why in (("lab", "flannel", "the lab enforces NetworkPolicy only"),
+                              ("kind", "flannel", "the kind cluster's pod network is flannel")):
+        with pytest.raises(SpecError) as err:
+            load_scenario(path, backend, cni)
+        assert str(err.value).startswith(f"{path}:{line}: faults[0].apply.kind: a CiliumNetworkPolicy needs Cilium: {why}"), str(err.value)
+        hubble = next(n for n, text in enumerate(path.read_text().splitlines(), 1) if text.startswith("hubble: true"))
+        assert f"\n{path}:{hubble}: hubble: Hubble is part of Cilium" in str(err.value)
+    assert load_scenario(path, "kind", None).name == name  # a user's cluster (--context): its API decides
+
+
+def test_a_cilium_policy_in_the_lab_overlay_is_refused_where_it_cannot_be_made(tmp_path):
+    path = write(tmp_path, """
+        name: x
+        lab:
+          manifests:
+            - {kind: CiliumClusterwideNetworkPolicy, metadata: {name: p}, spec: {endpointSelector: {}}}
+        queries: [{from: demo/mypod, name: a.}]
+        expect: {findings: [ok]}
+    """)
+    with pytest.raises(SpecError, match=r"s\.yaml:5: lab\.manifests\[0\]\.kind: a CiliumClusterwideNetworkPolicy needs Cilium"):
+        load_scenario(path)
+    assert load_scenario(path, "kind", "cilium").lab.manifests[0].kind == "CiliumClusterwideNetworkPolicy"
 
 
 def write(tmp_path, text):
@@ -137,7 +168,7 @@ KIND_SHIPPED = {"healthy", "bad-forward-server", "deny-dns-egress", "deny-dns-in
                 "search-path", "truncated", "slow-coredns", "coredns-acl", "zone-not-served", "stale-endpoint"}
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+@pytest.mark.parametrize("path", [p for p in SHIPPED if p.stem not in CILIUM_SHIPPED], ids=[p.stem for p in SHIPPED if p.stem not in CILIUM_SHIPPED])
 def test_shipped_scenarios_kind_can_make_load_for_kind_and_the_others_say_why_not(path):
     if path.stem in KIND_SHIPPED:
         assert load_scenario(path, "kind").name == path.stem

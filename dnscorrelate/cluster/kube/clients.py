@@ -1,4 +1,4 @@
-"""The lab's three clients (dnspython, glibc's getent, dig) run inside a pod of a real cluster, through
+"""The lab's clients (dnspython, glibc's getent, dig; connect: dnspython, then TCP to the answer) run inside a pod of a real cluster, through
 the API server's exec: one exec per query batch, a small Python loop in the pod (the client image
 has python3-dnspython, dig and getent) that prints one JSON line; the same `ClientResult`s (cluster/backend.py) as the
 lab's clients (cluster/lab/clients.py), with the same meaning of each field.
@@ -58,7 +58,20 @@ def dig():
     answers = [l.split()[-1] for l in p.stdout.split(";; ANSWER SECTION:")[-1].split("\n\n")[0].splitlines()[1:] if l.strip()] if m else []
     return result(m is not None, m.group(1) if m else "", answers, t, "" if m else (p.stdout.strip().splitlines() or ["no answer"])[-1])
 
-one = {"dnspython": dnspython, "glibc": glibc, "dig": dig}[a["client"]]
+def connect():
+    import socket
+    r = dnspython()
+    r["client"] = "connect"
+    if r["rcode"] != "NOERROR" or not r["answers"]:
+        return r
+    t = time.monotonic()
+    try:
+        socket.create_connection((r["answers"][0], 80), timeout=a["timeout"]).close()
+    except OSError as e:
+        r["error"] = ("connect to %s:80: %s" % (r["answers"][0], e or type(e).__name__))[:200]
+    return r
+
+one = {"dnspython": dnspython, "glibc": glibc, "dig": dig, "connect": connect}[a["client"]]
 with ThreadPoolExecutor(max_workers=a["concurrency"]) as pool:
     out = list(pool.map(lambda _: one(), range(a["count"])))
 print("''' + MARKER + r'''" + json.dumps(out), flush=True)

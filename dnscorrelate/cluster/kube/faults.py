@@ -20,6 +20,8 @@ take effect and returning how long that took (the runner reports it as fault pro
   agent's policy repository moved past the revision it had before the change (it imported the
   change), and every endpoint on its node realized that revision (`cilium-dbg policy wait`: its
   datapath regenerated with it).
+- CiliumNetworkPolicy and CiliumClusterwideNetworkPolicy (`apply`, `delete`; Cilium clusters only, through the
+  custom objects API): waited for as a NetworkPolicy on Cilium is.
 - Services and Pods: created or deleted, waited for (deleted: until the API no longer has them).
 - `stop_replica`: Kubernetes does not keep a dead replica behind its Service as the lab does (a
   stopped container's endpoint turns not-ready): the replica's pod is deleted and the Deployment
@@ -36,7 +38,7 @@ from datetime import datetime, timezone
 
 from dnscorrelate.cluster import cilium
 from dnscorrelate.cluster.kubeapi import MADE_HERE, MADE_HERE_NAMESPACE, logged_before
-from dnscorrelate.cluster.model import Manifest, NetworkPolicy
+from dnscorrelate.cluster.model import CILIUM_POLICY_KINDS, Manifest, NetworkPolicy
 from dnscorrelate.errors import ClusterError
 
 NS = "kube-system"
@@ -49,7 +51,9 @@ IMPORT_LINE = "import custom/*.server"
 RESTARTED = "dnscorrelate/restartedAt"
 CONFIG_SYNC = "dnscorrelate/configSyncAt"
 RELOAD = re.compile(r"^\s*reload\b", re.M)
-API_VERSIONS = {"Namespace": "v1", "Pod": "v1", "Service": "v1", "NetworkPolicy": "networking.k8s.io/v1"}
+API_VERSIONS = {"Namespace": "v1", "Pod": "v1", "Service": "v1", "NetworkPolicy": "networking.k8s.io/v1",
+                "CiliumNetworkPolicy": "cilium.io/v2", "CiliumClusterwideNetworkPolicy": "cilium.io/v2"}
+CILIUM_PLURALS = {"CiliumNetworkPolicy": "ciliumnetworkpolicies", "CiliumClusterwideNetworkPolicy": "ciliumclusterwidenetworkpolicies"}
 TIMEOUT_S = 120
 
 
@@ -100,6 +104,7 @@ class KubeFaults:
         self.apps = client.AppsV1Api(api)
         self.net = client.NetworkingV1Api(api)
         self.discovery = client.DiscoveryV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
         self.upstream = upstream  # where `forward . /etc/resolv.conf` goes (kind: the upstream container)
         self.pod_image = pod_image  # what an applied Pod runs (kind: the client image)
         self.journal = journal  # a journal.Journal: each change recorded on disk before it is made (a shared cluster)
@@ -237,7 +242,11 @@ class KubeFaults:
         before = self.policy_state()
         policies = []
         for manifest in manifests:
-            body = manifest.model_dump(by_alias=True, exclude_none=True)
+            # a Cilium policy goes as written: its model's defaults (empty rule lists) are not Cilium's absent fields
+            cilium_policy = manifest.kind in CILIUM_POLICY_KINDS
+            body = manifest.model_dump(by_alias=True, exclude_none=True, exclude_unset=cilium_policy)
+            if cilium_policy:
+                body["metadata"] = {**body.get("metadata", {}), "namespace": manifest.metadata.namespace}
             kind = body.setdefault("kind", type(manifest).__name__)
             body["apiVersion"] = API_VERSIONS[kind]
             if kind == "Pod":
@@ -247,9 +256,13 @@ class KubeFaults:
             if self.journal is not None:
                 labels = body.setdefault("metadata", {}).setdefault("labels", {}) or {}
                 body["metadata"]["labels"] = {**labels, SCENARIO_LABEL: self.journal.scenario or "scenario"}
-            self.remember(lambda: created_entry(kind, manifest.metadata.namespace if kind != "Namespace" else "", manifest.metadata.name))
-            utils.create_from_dict(self.api, body)
-            if kind == "NetworkPolicy":
+            scoped = kind not in ("Namespace", "CiliumClusterwideNetworkPolicy")
+            self.remember(lambda: created_entry(kind, manifest.metadata.namespace if scoped else "", manifest.metadata.name))
+            if kind in CILIUM_POLICY_KINDS:
+                self.create_cilium_policy(body)
+            else:
+                utils.create_from_dict(self.api, body)
+            if kind in ("NetworkPolicy", *CILIUM_POLICY_KINDS):
                 policies.append(manifest)
             elif kind == "Pod":
                 ns, name = manifest.metadata.namespace, manifest.metadata.name
@@ -258,12 +271,63 @@ class KubeFaults:
             self.wait_policies_enforced(policies, before)
         return time.monotonic() - started
 
+    # --- Cilium's policies: custom objects --------------------------------------
+
+    def create_cilium_policy(self, body: dict) -> None:
+        """Create a Cilium policy; a ClusterError when the cluster has no Cilium (its CRD unknown)."""
+        from kubernetes.client.rest import ApiException
+
+        kind, meta = body["kind"], body["metadata"]
+        try:
+            if kind == "CiliumClusterwideNetworkPolicy":
+                meta.pop("namespace", None)
+                self.custom.create_cluster_custom_object("cilium.io", "v2", CILIUM_PLURALS[kind], body)
+            else:
+                self.custom.create_namespaced_custom_object("cilium.io", "v2", meta["namespace"], CILIUM_PLURALS[kind], body)
+        except ApiException as err:
+            if err.status == 404:
+                raise ClusterError(f"{kind} {meta['name']}: this cluster does not know Cilium's policies (no cilium.io/v2 "
+                                   f"{CILIUM_PLURALS[kind]}): it needs Cilium as its pod network") from None
+            raise
+
+    def read_cilium_policy(self, kind: str, name: str, namespace: str) -> dict:
+        if kind == "CiliumClusterwideNetworkPolicy":
+            return self.custom.get_cluster_custom_object("cilium.io", "v2", CILIUM_PLURALS[kind], name)
+        return self.custom.get_namespaced_custom_object("cilium.io", "v2", namespace, CILIUM_PLURALS[kind], name)
+
+    def delete_cilium_policy(self, kind: str, name: str, namespace: str) -> None:
+        if kind == "CiliumClusterwideNetworkPolicy":
+            self.custom.delete_cluster_custom_object("cilium.io", "v2", CILIUM_PLURALS[kind], name)
+        else:
+            self.custom.delete_namespaced_custom_object("cilium.io", "v2", namespace, CILIUM_PLURALS[kind], name)
+
+    def cilium_policy_reader(self, kind: str):
+        """A `read(name, namespace)` for `exists` (it raises ApiException 404 when there is none)."""
+        return lambda name, namespace: self.read_cilium_policy(kind, name, namespace)
+
+    def labelled_cilium_policies(self, selector: str) -> list[str]:
+        """Cilium policies carrying `selector`, as `Kind ns/name` (none on a cluster without Cilium)."""
+        from kubernetes.client.rest import ApiException
+
+        found = []
+        for kind, plural in CILIUM_PLURALS.items():
+            try:
+                listing = (self.custom.list_cluster_custom_object("cilium.io", "v2", plural, label_selector=selector))
+            except ApiException as err:
+                if err.status == 404:
+                    continue
+                raise
+            for item in listing.get("items", []):
+                meta = item["metadata"]
+                found.append(f"{kind} {meta.get('namespace', '')}/{meta['name']}")
+        return found
+
     def delete(self, kind: str, namespace: str, name: str) -> float:
         """Delete an object (its body journaled first, to create it again) and wait until it is gone."""
         from dnscorrelate.cluster.kube.journal import deleted_entry
 
         reads = {"NetworkPolicy": self.net.read_namespaced_network_policy, "Service": self.core.read_namespaced_service,
-                 "Pod": self.core.read_namespaced_pod}
+                 "Pod": self.core.read_namespaced_pod, **{k: self.cilium_policy_reader(k) for k in CILIUM_POLICY_KINDS}}
         if self.journal is not None and kind in reads:
             body = {**self.api.sanitize_for_serialization(reads[kind](name, namespace)), "kind": kind}
             body.setdefault("apiVersion", API_VERSIONS[kind])
@@ -279,6 +343,11 @@ class KubeFaults:
             self.net.delete_namespaced_network_policy(name, namespace)
             wait_for(lambda: not self.exists(self.net.read_namespaced_network_policy, name, namespace), f"{kind} {namespace}/{name} to be gone")
             self.wait_policies_enforced([policy], before)
+        elif kind in CILIUM_POLICY_KINDS:
+            before = self.policy_state()
+            self.delete_cilium_policy(kind, name, namespace)
+            wait_for(lambda: not self.exists(self.cilium_policy_reader(kind), name, namespace), f"{kind} {namespace}/{name} to be gone")
+            self.wait_policies_enforced([], before)
         elif kind == "Service":
             self.core.delete_namespaced_service(name, namespace)
             wait_for(lambda: not self.exists(self.core.read_namespaced_service, name, namespace), f"{kind} {namespace}/{name} to be gone")

@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 
 from dnscorrelate.cluster.kube.faults import CUSTOM_MAP, DEPLOYMENT, DNS_SELECTOR, NS, RELOAD, ready, wait_for
 from dnscorrelate.cluster.kube.journal import SCENARIO_LABEL, Journal, config_map_entry
+from dnscorrelate.cluster.model import CILIUM_POLICY_KINDS
 from dnscorrelate.errors import ClusterError
 
 
@@ -47,7 +48,8 @@ def remove_object(faults, kind: str, namespace: str, name: str) -> bool:
     """Delete an object a scenario created and wait until it is gone (a NetworkPolicy: until unenforced); False
     when it was not there (the kill came before its creation)."""
     reads = {"Service": faults.core.read_namespaced_service, "Pod": faults.core.read_namespaced_pod,
-             "NetworkPolicy": faults.net.read_namespaced_network_policy, "ConfigMap": faults.core.read_namespaced_config_map}
+             "NetworkPolicy": faults.net.read_namespaced_network_policy, "ConfigMap": faults.core.read_namespaced_config_map,
+             **{k: faults.cilium_policy_reader(k) for k in CILIUM_POLICY_KINDS}}
     if kind == "Namespace":
         if not faults.exists(lambda n, _: faults.core.read_namespace(n), name, ""):
             return False
@@ -68,12 +70,18 @@ def remove_object(faults, kind: str, namespace: str, name: str) -> bool:
 def recreate(faults, entry: dict) -> None:
     from kubernetes import utils
 
+    kind = entry["kind"]
     if faults.exists({"Service": faults.core.read_namespaced_service, "NetworkPolicy": faults.net.read_namespaced_network_policy,
-                      "Pod": faults.core.read_namespaced_pod}[entry["kind"]], entry["name"], entry["namespace"]):
+                      "Pod": faults.core.read_namespaced_pod, **{k: faults.cilium_policy_reader(k) for k in CILIUM_POLICY_KINDS}}[kind],
+                     entry["name"], entry["namespace"]):
         return
-    before = faults.policy_state() if entry["kind"] == "NetworkPolicy" else None
+    before = faults.policy_state() if kind in ("NetworkPolicy", *CILIUM_POLICY_KINDS) else None
+    if kind in CILIUM_POLICY_KINDS:
+        faults.create_cilium_policy(entry["body"])
+        faults.wait_policies_enforced([], before)
+        return
     utils.create_from_dict(faults.api, entry["body"])
-    if entry["kind"] == "NetworkPolicy":
+    if kind == "NetworkPolicy":
         from dnscorrelate.cluster.model import NetworkPolicy
 
         faults.wait_policies_enforced([NetworkPolicy.model_validate(entry["body"])], before)
@@ -217,7 +225,7 @@ def labelled_objects(faults) -> list[str]:
                           ("ConfigMap", faults.core.list_config_map_for_all_namespaces)):
         found += [f"{kind} {o.metadata.namespace}/{o.metadata.name}" for o in listing(label_selector=selector).items
                   if not o.metadata.deletion_timestamp or kind != "Pod"]
-    return found
+    return found + faults.labelled_cilium_policies(selector)
 
 
 def wait_baseline(faults, baseline: Baseline, timeout_s: float = 120) -> None:

@@ -4,7 +4,8 @@ Each query returns a ClientResult; the runner counts answered ones. The
 dnspython client runs in threads that enter the pod's network namespace and
 read the pod's resolv.conf, so its search list and ndots apply as in the pod.
 glibc resolves with `getent ahosts` (A and AAAA, through the search list);
-it ignores `type` and `proto`. dig asks exactly the name given, one try.
+it ignores `type` and `proto`. dig asks exactly the name given, one try. connect is dnspython's lookup,
+then a TCP connection to the first address on port 80.
 """
 
 from __future__ import annotations
@@ -63,6 +64,21 @@ def dig_query(netns_name: str, name: str, rdtype: str, tcp: bool, timeout: float
                         "" if status else (done.stdout.strip().splitlines() or ["no answer"])[-1])
 
 
+def connect_query(netns_name: str, name: str, rdtype: str, tcp: bool, timeout: float) -> ClientResult:
+    """dnspython's lookup, then a TCP connection to the first address on port 80 (what an application does with
+    the name); `error` says when the connection failed."""
+    from dataclasses import replace
+
+    looked_up = replace(dnspython_query(netns_name, name, rdtype, tcp, timeout), client="connect")
+    if looked_up.rcode != "NOERROR" or not looked_up.answers:
+        return looked_up
+    address = looked_up.answers[0]
+    done = subprocess.run(["ip", "netns", "exec", netns_name, "timeout", str(timeout), "bash", "-c", f"exec 3<>/dev/tcp/{address}/80"],
+                          capture_output=True, text=True)
+    return looked_up if done.returncode == 0 else replace(
+        looked_up, error=f"connect to {address}:80: {done.stderr.strip().splitlines()[-1] if done.stderr.strip() else 'timed out'}"[:200])
+
+
 def run_queries(netns_name: str, client: str, name: str, rdtype: str, proto: str, count: int, concurrency: int, timeout: float) -> list[ClientResult]:
     """`count` queries from the pod whose namespace is `netns_name`, `concurrency` at a time."""
     tcp = proto == "tcp"
@@ -72,6 +88,8 @@ def run_queries(netns_name: str, client: str, name: str, rdtype: str, proto: str
             return dnspython_query(netns_name, name, rdtype, tcp, timeout)
         if client == "glibc":
             return glibc_query(netns_name, name, timeout)
+        if client == "connect":
+            return connect_query(netns_name, name, rdtype, tcp, timeout)
         return dig_query(netns_name, name, rdtype, tcp, timeout)
 
     with ThreadPoolExecutor(max_workers=concurrency) as pool:

@@ -19,7 +19,8 @@ MEANINGS = {
 def server_error_seen(ev: Evidence) -> list[Finding]:
     """Failure answers one vantage point saw, said of the server's address and nothing behind it."""
     seen = ev.seen
-    errors = seen[((seen["outcome"] == "answered") & failed(seen["rcode"])).to_numpy()]
+    errors = seen[((seen["outcome"] == "answered") & failed(seen["rcode"])).to_numpy()
+                  & ~seen["trace_id"].isin(set(ev.proxy_refused["trace_id"])).to_numpy()]  # the dns-proxy hop's
     return [finding(
         "server-error-seen",
         f"{server} answered {rcode} to {plural(len(group), 'lookup')} of {questions(group['qname'])}, seen at {names(group['client_vantage'])}: "
