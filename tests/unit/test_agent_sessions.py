@@ -21,12 +21,11 @@ def test_each_session_names_and_labels_its_objects_and_selects_only_its_own_pods
     a, b = (manifest_objects("registry.example.com/dnsc/agent:1", session=s) for s in ("aaaa1111", "bbbb2222"))
     assert {o["metadata"]["name"] for o in a} == {f"{NAME}-aaaa1111"} and {o["metadata"]["name"] for o in b} == {f"{NAME}-bbbb2222"}
     assert all(o["metadata"]["labels"][SESSION_LABEL] == "aaaa1111" for o in a)
-    binding, daemonset = a[2], a[3]
-    assert binding["roleRef"]["name"] == binding["subjects"][0]["name"] == f"{NAME}-aaaa1111"
+    [daemonset] = a  # a session creates its DaemonSet alone: no service account, no RBAC
     pod = daemonset["spec"]["template"]
     assert daemonset["spec"]["selector"]["matchLabels"] == pod["metadata"]["labels"]
-    assert pod["metadata"]["labels"][SESSION_LABEL] == "aaaa1111" and pod["spec"]["serviceAccountName"] == f"{NAME}-aaaa1111"
-    assert [o["metadata"]["name"] for o in manifest_objects("x.io/a:1")] == [NAME] * 4  # the manifest a user applies
+    assert pod["metadata"]["labels"][SESSION_LABEL] == "aaaa1111" and pod["spec"]["automountServiceAccountToken"] is False
+    assert [o["metadata"]["name"] for o in manifest_objects("x.io/a:1")] == [NAME]  # the manifest a user applies
     assert agents.new_session_id() != agents.new_session_id()
 
 
@@ -157,17 +156,17 @@ def test_agent_install_puts_the_agents_in_their_own_privileged_namespace_with_a_
 
     objects = install_objects("registry.example.com/dnsc/agent:1")
     kinds = [o["kind"] for o in objects]
-    assert kinds == ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet", "Role"]
-    namespace, account, role, binding, daemonset, user = objects
+    assert kinds == ["Namespace", "DaemonSet", "Role"]  # nothing cluster-wide: the agents hold no token
+    namespace, daemonset, user = objects
     assert namespace["metadata"]["name"] == INSTALL_NAMESPACE
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
-    assert account["metadata"]["namespace"] == daemonset["metadata"]["namespace"] == INSTALL_NAMESPACE
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": NAME, "namespace": INSTALL_NAMESPACE}]
-    assert role["metadata"]["name"] == binding["roleRef"]["name"] == "dnscorrelate-agent"  # apart from kube-system's
+    assert daemonset["metadata"]["namespace"] == INSTALL_NAMESPACE
+    pod = daemonset["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False and "serviceAccountName" not in pod
     assert user["metadata"] == {"name": USER_ROLE, "namespace": INSTALL_NAMESPACE}
     verbs = {(r["resources"][0], v) for r in user["rules"] for v in r["verbs"]}
     assert verbs == {("daemonsets", "get"), ("pods", "get"), ("pods", "list"), ("pods/exec", "create"), ("pods/exec", "get")}
-    container = daemonset["spec"]["template"]["spec"]["containers"][0]
+    container = pod["containers"][0]
     assert container["resources"]["limits"]["memory"] == "1Gi"
 
 
