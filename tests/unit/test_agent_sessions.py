@@ -98,6 +98,29 @@ def test_cleanup_removes_only_objects_whose_lease_ran_out_and_lists_them(monkeyp
     assert any("dnsc-agent-live" in line and future in line for line in swept.leased)
 
 
+def test_a_user_who_may_not_list_rbac_still_sweeps_expired_daemonsets_and_a_daemonset_refusal_is_an_error(monkeypatch):
+    """Sessions create no RBAC any more: an older version's ClusterRoles are swept when they may be listed, and
+    a 403 on those kinds stops nothing; a 403 on DaemonSets, which sessions do create, is still said."""
+    from kubernetes.client.rest import ApiException
+
+    past = agents.lease_until(-5, NOW)
+    cluster = FakeCluster({("DaemonSet", "dnsc-agent-dead"): meta("dnsc-agent-dead", "dead", past)})
+    refused_kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+
+    def api_of(api, kind):
+        if kind in refused_kinds:
+            listing = agents.CALLS[kind][5]
+            return SimpleNamespace(**{listing: lambda *a, **k: (_ for _ in ()).throw(ApiException(status=403, reason="Forbidden"))})
+        return cluster.api(kind)
+
+    monkeypatch.setattr(agents, "api_of", api_of)
+    swept = agents.remove_expired(object(), now=NOW)
+    assert cluster.deleted == [("DaemonSet", "dnsc-agent-dead")] and not swept.failed
+    refused_kinds.add("DaemonSet")
+    with pytest.raises(ClusterError, match="listing the agents' DaemonSets: the API server refused .403"):
+        agents.remove_expired(object(), now=NOW)
+
+
 def test_exec_targets_are_only_pods_our_daemonset_owns():
     def pod(uid, kind="DaemonSet", controller=True):
         return SimpleNamespace(metadata=SimpleNamespace(owner_references=[SimpleNamespace(kind=kind, uid=uid, controller=controller)]))
