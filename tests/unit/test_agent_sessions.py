@@ -131,6 +131,33 @@ def test_exec_targets_are_only_pods_our_daemonset_owns():
     assert not agents.owned_by(SimpleNamespace(metadata=SimpleNamespace(owner_references=None)), "u1")
 
 
+def test_the_session_starts_only_once_every_pod_its_daemonset_made_is_ready(monkeypatch):
+    """A DaemonSet status that counts fewer nodes than it has pods (read while the controller still schedules) does
+    not start a session on one node's agent while the other's pod is still pulling its image."""
+    def pod(node, ready):
+        conditions = [SimpleNamespace(type="Ready", status="True" if ready else "False")]
+        return SimpleNamespace(metadata=SimpleNamespace(name=f"agent-{node}", deletion_timestamp=None),
+                               spec=SimpleNamespace(node_name=node),
+                               status=SimpleNamespace(phase="Running" if ready else "Pending", conditions=conditions,
+                                                      container_statuses=[]))
+
+    reads = []
+    rounds = [([pod("cp", True), pod("w", False)], 1), ([pod("cp", True), pod("w", False)], 2),
+              ([pod("cp", True), pod("w", True)], 2)]
+
+    class Apps:
+        def read_namespaced_daemon_set(self, *args):
+            reads.append(args)
+            counted = rounds[min(len(reads), len(rounds)) - 1][1]
+            return SimpleNamespace(status=SimpleNamespace(desired_number_scheduled=counted, current_number_scheduled=counted))
+
+    capture = agents.AgentCapture(api=None)
+    capture.client = lambda group: Apps()
+    capture.agent_pods = lambda: rounds[min(len(reads), len(rounds)) - 1][0]
+    monkeypatch.setattr(agents.time, "sleep", lambda s: None)
+    assert capture.wait_ready() == {"cp": "agent-cp", "w": "agent-w"} and len(reads) == 3
+
+
 def test_a_bare_image_name_is_never_pulled():
     """`dnscorrelate/agent:1` would come from docker.io/dnscorrelate, a namespace this project does not own."""
     assert not pullable("dnscorrelate/agent:1") and not pullable("agent:1")

@@ -473,11 +473,14 @@ class AgentCapture:
             ds = self.call("reading the agent DaemonSet", self.client("AppsV1Api").read_namespaced_daemon_set,
                            self.daemonset, self.namespace, needs=f"get on daemonsets in {self.namespace}")
             desired = (ds.status.desired_number_scheduled or 0) if ds.status else 0
+            scheduled = (ds.status.current_number_scheduled or 0) if ds.status else 0
             pods = [p for p in self.agent_pods() if p.metadata.deletion_timestamp is None]
             ready = {p.spec.node_name: p.metadata.name for p in pods if pod_ready(p)}
             fatal = [f"{p.metadata.name} on node {p.spec.node_name}: {reason}" for p in pods
                      if (reason := fatal_reason(p)) is not None]
-            if desired and len(ready) >= desired:
+            # every pod the DaemonSet made, not only as many as its status counted so far: a status read while the
+            # controller was still scheduling once let a session start with one node's agent while the other pulled
+            if desired and len(ready) >= max(desired, scheduled) and len(ready) == len(pods):
                 return ready
             if fatal:
                 hint = ("" if not self.image or pullable(self.image) else f"; {self.image} is a bare name, never pulled "
