@@ -703,9 +703,7 @@ def cluster_up(name: str, spec_path: str | None, cni: str, hubble: bool, hubble_
     errors.print(f"cluster {name} is up in {sum(timings.steps.values()):.1f} s ({steps})", highlight=False)
     console.print(f"context {made.context}\nkubeconfig {made.kubeconfig}", highlight=False)
     if registry:
-        from dnscorrelate.cluster.kind.registry import registry_of
-
-        console.print(f"registry {registry_of(made, kind_cluster.docker())}", highlight=False)
+        console.print(f"registry {kind_cluster.registry_host(made)}", highlight=False)
 
 
 @cluster.command("status")
@@ -831,15 +829,12 @@ def agent_image_push(reference: str) -> None:
     """Push the standalone agent image to a registry your nodes pull from, and print the --agent-image (trace) and
     --image (agent install, agent manifest) to use. One architecture: the build machine's (linux/amd64 here; no
     multi-architecture index), so nodes of another architecture cannot run it."""
-    from dnscorrelate.cluster.kind import registry
-    from dnscorrelate.cluster.kind.build import agent_image
+    from dnscorrelate.cluster.kind.cluster import push_agent_image
 
     try:
-        registry.split_reference(reference)
+        pinned = push_agent_image(reference, say=lambda line: errors.print(line, highlight=False, markup=False))
     except ValueError as err:
         raise click.BadParameter(str(err), param_hint="--push") from None
-    pinned = registry.push_image(agent_image(source_from_host=False), reference,
-                                 say=lambda line: errors.print(line, highlight=False, markup=False))
     console.print(pinned, highlight=False, markup=False, soft_wrap=True)
     errors.print(f"use it: dnscorrelate trace pod/NAME --context CONTEXT --agent --agent-image {pinned}\n"
                  f"    or: dnscorrelate agent install --image {pinned}  (and agent manifest --image {pinned})",

@@ -98,6 +98,24 @@ def upstream_address(cluster: KindCluster, client=None) -> str:
     return container.attrs["NetworkSettings"]["Networks"][cluster.upstream_network]["IPAddress"]
 
 
+def registry_host(cluster: KindCluster) -> str | None:
+    """`localhost:PORT` of the cluster's local registry (`up(registry=True)`), or None when it has none."""
+    from dnscorrelate.cluster.kind.registry import registry_of
+
+    return registry_of(cluster, docker())
+
+
+def push_agent_image(reference: str, say: Callable[[str], None] = lambda _: None) -> str:
+    """`agent image --push`: the standalone agent image built here tagged as `reference` (REGISTRY/NAME[:TAG]) and
+    pushed (registry.push_image); returns it pinned by digest. A ValueError names what is wrong with `reference`,
+    before anything else is looked at."""
+    from dnscorrelate.cluster.kind import registry
+    from dnscorrelate.cluster.kind.build import agent_image
+
+    registry.split_reference(reference)
+    return registry.push_image(docker(), agent_image(source_from_host=False), reference, say)
+
+
 def checked_name(name: str) -> str:
     if not NAME.match(name):
         raise ClusterError(f"cluster name {name!r}: use 1-20 lowercase letters or digits")
@@ -229,8 +247,8 @@ def up(name: str = "kind", spec_path: str | None = None, say: Callable[[str], No
         registry_addresses = []
         if registry:
             say("local registry")
-            host = timings.run("registry", local_registry.start, cluster, build, client)
-            local_registry.configure_nodes(cluster, client, host)
+            host = timings.run("registry", local_registry.start, cluster, build, client, {LABEL: cluster.name})
+            local_registry.configure_nodes(cluster, node_containers(client, cluster), host)
             local_registry.publish(api, host)
             registry_addresses = local_registry.addresses(cluster, client)
         say("traffic guard")
@@ -802,14 +820,12 @@ def status(name: str) -> dict:
     cluster = KindCluster(checked_name(name))
     if not cluster.kubeconfig.exists():
         raise ClusterError(f"no cluster named {name!r} is up here (no {cluster.kubeconfig}); `dnscorrelate cluster up --name {name}`")
-    from dnscorrelate.cluster.kind.registry import registry_of
-
     core = k8s.CoreV1Api(api_client(cluster))
     return {
         "name": cluster.name,
         "context": cluster.context,
         "kubeconfig": str(cluster.kubeconfig),
-        "registry": registry_of(cluster, docker()),
+        "registry": registry_host(cluster),
         "nodes": [{"name": n.metadata.name, "ip": internal_ip(n), "podCIDR": n.spec.pod_cidr,
                    "ready": not not_ready_node(n), "version": n.status.node_info.kubelet_version}
                   for n in core.list_node().items],

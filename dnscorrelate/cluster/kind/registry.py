@@ -10,7 +10,7 @@ sets one up, and the push of the agent image to a registry (`agent image --push`
 - The ConfigMap `local-registry-hosting` in kube-public (KEP-1755) says where it is, for tools that look.
 - The nodes' guard lets them reach its addresses (`addresses`); nothing else changes.
 
-Its label (`cluster.LABEL`) makes `cluster down` (and `down --all` after a crash) remove it with the cluster; it
+Its label (`cluster.LABEL`, given by `cluster.up`: this module does not import cluster.py, which imports it) makes `cluster down` (and `down --all` after a crash) remove it with the cluster; it
 stores what is pushed inside the container, so that goes too.
 """
 
@@ -48,15 +48,14 @@ def hosting_configmap(host: str) -> dict:
             "data": {"localRegistryHosting.v1": f'host: "{host}"\nhelp: "https://kind.sigs.k8s.io/docs/user/local-registry/"\n'}}
 
 
-def start(cluster, build, client) -> str:
-    """The registry container on the cluster's network, answering on 127.0.0.1; returns its name `localhost:PORT`."""
-    from dnscorrelate.cluster.kind.cluster import LABEL
-
+def start(cluster, build, client, labels: dict) -> str:
+    """The registry container on the cluster's network, answering on 127.0.0.1, with `labels` (the cluster's, so
+    `cluster down` removes it); returns its name `localhost:PORT`."""
     if not build.registry_image:
         raise ClusterError("this build has no registry image (no REGISTRY_IMAGE in build.env): run `make cluster` from the "
                            "dnscorrelate checkout (it builds only what is missing)")
     client.containers.run(build.registry_image, name=container_name(cluster), detach=True, network=cluster.network,
-                          ports={f"{PORT}/tcp": ("127.0.0.1", None)}, labels={LABEL: cluster.name})
+                          ports={f"{PORT}/tcp": ("127.0.0.1", None)}, labels=labels)
     host = f"localhost:{host_port(cluster, client)}"
     wait_answering(host)
     return host
@@ -96,12 +95,11 @@ def addresses(cluster, client) -> list[str]:
     return [a for a in (settings.get("IPAddress"), settings.get("GlobalIPv6Address")) if a]
 
 
-def configure_nodes(cluster, client, host: str) -> None:
-    """Each node's containerd sends pulls of `host/...` to the registry container (hosts.toml, read at each pull)."""
-    from dnscorrelate.cluster.kind.cluster import node_containers
-
+def configure_nodes(cluster, nodes: dict, host: str) -> None:
+    """Each node's containerd (`nodes`: node containers by name) sends pulls of `host/...` to the registry container
+    (hosts.toml, read at each pull)."""
     directory = f"{CERTS_D}/{host}"
-    for name, node in node_containers(client, cluster).items():
+    for name, node in nodes.items():
         code, output = node.exec_run(["sh", "-c", f"mkdir -p '{directory}' && printf '%s' \"$HOSTS\" > '{directory}/hosts.toml'"],
                                      environment={"HOSTS": hosts_toml(container_name(cluster))})
         if code != 0:
@@ -138,7 +136,7 @@ def split_reference(reference: str) -> tuple[str, str | None]:
     registry (it would be pushed to Docker Hub) or with a digest (a push makes the digest)."""
     from docker.utils import parse_repository_tag
 
-    from dnscorrelate.cluster.kube.agent import pullable
+    from dnscorrelate.cluster.images import pullable
 
     if "@" in reference:
         raise ValueError(f"{reference}: name a tag, not a digest (the push prints the digest)")
@@ -149,16 +147,13 @@ def split_reference(reference: str) -> tuple[str, str | None]:
     return repository, tag
 
 
-def push_image(source: str, reference: str, say=lambda _: None) -> str:
-    """Tag the local image `source` as `reference` (REGISTRY/NAME[:TAG], the source's tag when none) and push it;
-    returns the pushed image pinned by its digest, REGISTRY/NAME@sha256:..."""
+def push_image(client, source: str, reference: str, say=lambda _: None) -> str:
+    """Tag the local image `source` as `reference` (REGISTRY/NAME[:TAG], the source's tag when none) and push it with
+    the Docker `client`; returns the pushed image pinned by its digest, REGISTRY/NAME@sha256:..."""
     import docker.errors
-
-    from dnscorrelate.cluster.kind.cluster import docker as docker_client
 
     repository, tag = split_reference(reference)
     tag = tag or source.rpartition(":")[2]
-    client = docker_client()
     try:
         image = client.images.get(source)
     except docker.errors.ImageNotFound:

@@ -32,6 +32,7 @@ from typing import Annotated, BinaryIO, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from dnscorrelate.cluster.backend import Target
+from dnscorrelate.cluster.images import pullable
 from dnscorrelate.cluster.kube.discovery import PROC, PodRef, pod_targets
 from dnscorrelate.errors import CaptureError, ClusterError
 from dnscorrelate.live.agent_stream import FRAME_RECORDS, StreamWriter, bounded
@@ -409,16 +410,6 @@ def install_objects(image: str, source_from_host: bool = False) -> list[dict]:
                 {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]}]}
     objects = [o for o in yaml.safe_load_all(manifest(image, source_from_host, INSTALL_NAMESPACE)) if o]
     return [namespace, *objects, role]
-
-
-def pullable(image: str) -> bool:
-    """True for an image a node may pull: pinned by digest, or named with its registry (`host.tld/...`,
-    `host:port/...`, `localhost/...`). A bare `dnscorrelate/agent:TAG` would be pulled from docker.io/dnscorrelate,
-    a namespace this project does not own, so such a name is only run where the nodes already hold it."""
-    if "@sha256:" in image:
-        return True
-    first, slash, _ = image.partition("/")
-    return bool(slash) and ("." in first or ":" in first or first == "localhost")
 
 
 def object_name(session: str | None) -> str:
