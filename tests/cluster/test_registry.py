@@ -76,7 +76,10 @@ def test_the_agent_image_goes_through_a_local_registry_and_the_nodes_pull_it(kin
 
         digest = pinned.split("@", 1)[1]
         logs = client.containers.get(registry.container_name(made)).logs().decode(errors="replace")
-        assert f"/v2/dnscorrelate/agent/manifests/{digest}" in logs  # the nodes asked the registry for it
+        asked = {line.split()[0] for line in logs.splitlines() if f'"GET /v2/dnscorrelate/agent/manifests/{digest}' in line}
+        node_ips = {c.attrs["NetworkSettings"]["Networks"][made.network]["IPAddress"]
+                    for c in kind.node_containers(client, made).values()}
+        assert asked == node_ips, (asked, node_ips)  # each node fetched the manifest itself: nothing was preloaded
         pulled = node_image_names(made)
         assert f"{host}/dnscorrelate/agent@{digest}" in pulled, pulled
     finally:
