@@ -287,15 +287,18 @@ def ready_agents(cluster):
     return sum(1 for p in pods if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or []))
 
 
-def agent_processes():
-    """PIDs of exec'd `dnscorrelate agent` captures on this host (kind's nodes are containers here)."""
+def agent_processes(cluster):
+    """PIDs of exec'd `dnscorrelate agent` captures in this cluster's nodes (kind's nodes are containers on this host,
+    and other clusters here may run agents of their own: a process counts when its cgroup is one of our nodes')."""
+    nodes = [c.id for c in kind.node_containers(kind.docker(), cluster).values()]
     found = []
     for entry in Path("/proc").iterdir():
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
+            cgroup = (entry / "cgroup").read_text() if b"dnscorrelate" in argv else ""
         except OSError:
             continue
-        if b"dnscorrelate" in argv and b"agent" in argv and b"--port" in argv:
+        if b"agent" in argv and b"--port" in argv and any(node in cgroup for node in nodes):
             found.append(int(entry.name))
     return found
 
@@ -346,13 +349,15 @@ def test_a_cli_killed_with_9_stops_its_agents_and_agent_cleanup_removes_them_onc
 
     from dnscorrelate.cluster.kube.agent import LEASE_ANNOTATION
 
-    assert not agent_processes()
+    assert not agent_processes(kind_cluster)
     killed = Trace(kind_cluster, tmp_path, "--agent", env={LEASE_ENV: "20"})
-    killed.wait_started()
-    assert len(agent_processes()) == 2  # one capture per node
-    killed.proc.send_signal(signal.SIGKILL)
+    try:
+        killed.wait_started()
+        assert len(agent_processes(kind_cluster)) == 2  # one capture per node
+    finally:  # killed either way: a failed check must not leave a session running into the next test
+        killed.proc.send_signal(signal.SIGKILL)
     killed.proc.wait(30)
-    wait_for(lambda: not agent_processes(), "the agents to stop once their exec sessions ended", 60)
+    wait_for(lambda: not agent_processes(kind_cluster), "the agents to stop once their exec sessions ended", 60)
     debris = session_objects(kind_cluster)
     assert [k for k, _ in debris] == ["DaemonSet"]  # no service account, no RBAC: the agents hold no token
     lines = cleanup(kind_cluster)  # within the lease: a session may still hold it
