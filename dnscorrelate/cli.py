@@ -746,8 +746,9 @@ def cluster_down(name: str, everything: bool) -> None:
 def agent(ctx, node: str | None, ports: tuple[int, ...], duration: float | None) -> None:
     """The node agent: capture on this node and stream the events to stdout (run by `trace --agent` in its pods).
 
-    A binary stream for the CLI to read, not for a terminal. It stops when stdin closes (the exec session
-    ended), on a line `stop`, on SIGTERM or after --duration; a node that cannot capture says why in the stream.
+    A binary stream for the CLI to read, not for a terminal. It learns which pod each network namespace is from
+    the pod map the CLI writes on its stdin (it holds no API credentials), and stops when stdin closes (the exec
+    session ended), on a line `stop`, on SIGTERM or after --duration; a node that cannot capture says why in the stream.
     """
     if ctx.invoked_subcommand is not None:
         return
