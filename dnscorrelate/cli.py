@@ -100,14 +100,19 @@ def log_plugin_warnings(facts) -> list[str]:
 def live_backend(lab_name: str | None, kubeconfig: str | None, context: str | None, agent: bool = False,
                  agent_image: str | None = None):
     """The cluster a live command works on: a Kubernetes cluster when a context or kubeconfig is named, else the lab.
-    With `agent`, that cluster's capture runs in the node agents (a DaemonSet for the session)."""
+    With `agent`, that cluster's capture runs in the node agents (a DaemonSet for the session). On a kind cluster made
+    here the agents run this checkout (mounted into the nodes), unless `agent_image` names a registry or a digest:
+    that image runs its own package, pulled as on any cluster (the registry path, `cluster up --registry`)."""
     if agent and not (kubeconfig or context):
         raise click.UsageError("--agent captures on a Kubernetes cluster's nodes: name it with --context or --kubeconfig")
     if kubeconfig or context:
         from dnscorrelate.cluster.kube.backend import AgentOptions, KubeBackend
 
+        from dnscorrelate.cluster.kube.agent import pullable
+
         ours = kind_kubeconfig(context)  # a kind cluster `cluster up` made here, else None
-        options = AgentOptions(agent_image, built=built_agent_image(ours is not None), source_from_host=ours is not None) if agent else None
+        from_host = ours is not None and not (agent_image and pullable(agent_image))
+        options = AgentOptions(agent_image, built=built_agent_image(from_host), source_from_host=from_host) if agent else None
         return KubeBackend(kubeconfig or ours, context, agent=options)
     from dnscorrelate.cluster.lab.backend import LabBackend
 
@@ -560,7 +565,9 @@ def print_results(results) -> None:
 @click.option("--agent", is_flag=True, help="Capture through dnscorrelate's node agent, for a cluster whose nodes do not run here: "
               "a DaemonSet dnsc-agent-SESSION in kube-system for the session, removed after it (`dnscorrelate agent manifest` shows it; "
               "`dnscorrelate agent cleanup` removes what a killed session left).")
-@click.option("--agent-image", metavar="IMAGE", help="With --agent: the agent's image (default: one the nodes already hold, else the one built here).")
+@click.option("--agent-image", metavar="IMAGE", help="With --agent: the agent's image (default: one the nodes already hold, else the one "
+              "built here; `dnscorrelate agent image --push REGISTRY/NAME` pushes that one and prints the name to give here). "
+              "On a kind cluster made here, a name with its registry or digest runs that image's own package, pulled.")
 @click.option("--full-stream", is_flag=True, help="With --agent: every node's agent sends every DNS packet it sees, not only "
               "those of the pod's lookups and what they caused (the default: bytes in proportion to the pod's lookups, "
               "not to the nodes' queries).")
@@ -691,16 +698,22 @@ cluster_name_option = click.option("--name", "name", default="kind", show_defaul
               help="Which pods' DNS Hubble sees: default = every pod's DNS to kube-dns (a CiliumClusterwideNetworkPolicy "
                    "with a dns rule, no default deny; still an allow rule for DNS to kube-dns, see kind/README.md), "
                    "none, or a YAML file of Cilium policies with a dns rule.")
+@click.option("--registry", is_flag=True,
+              help="A local registry beside the cluster (container dnsc-NAME-registry, on 127.0.0.1:PORT), which the nodes "
+                   "pull localhost:PORT/... from, as kind's local-registry guide sets one up; removed with the cluster. "
+                   "Push the agent to it with `dnscorrelate agent image --push localhost:PORT/dnscorrelate/agent`.")
 @friendly_errors
-def cluster_up(name: str, spec_path: str | None, cni: str, hubble: bool, hubble_policy: str) -> None:
+def cluster_up(name: str, spec_path: str | None, cni: str, hubble: bool, hubble_policy: str, registry: bool) -> None:
     """Create a two-node kind cluster with CoreDNS, the lab's workloads and an upstream resolver."""
     from dnscorrelate.cluster.kind import cluster as kind_cluster
 
     made, timings = kind_cluster.up(name, spec_path, say=lambda step: errors.print(f"cluster {name}: {step}", highlight=False),
-                                    cni=cni, hubble=hubble, hubble_policy=hubble_policy)
+                                    cni=cni, hubble=hubble, hubble_policy=hubble_policy, registry=registry)
     steps = ", ".join(f"{step} {seconds:.1f} s" for step, seconds in timings.steps.items())
     errors.print(f"cluster {name} is up in {sum(timings.steps.values()):.1f} s ({steps})", highlight=False)
     console.print(f"context {made.context}\nkubeconfig {made.kubeconfig}", highlight=False)
+    if registry:
+        console.print(f"registry {kind_cluster.registry_host(made)}", highlight=False)
 
 
 @cluster.command("status")
@@ -747,8 +760,9 @@ def cluster_down(name: str, everything: bool) -> None:
 def agent(ctx, node: str | None, ports: tuple[int, ...], duration: float | None, clients: tuple[str, ...], test_clock_skew_ns: int) -> None:
     """The node agent: capture on this node and stream the events to stdout (run by `trace --agent` in its pods).
 
-    A binary stream for the CLI to read, not for a terminal. It stops when stdin closes (the exec session
-    ended), on a line `stop`, on SIGTERM or after --duration; a node that cannot capture says why in the stream.
+    A binary stream for the CLI to read, not for a terminal. It learns which pod each network namespace is from
+    the pod map the CLI writes on its stdin (it holds no API credentials), and stops when stdin closes (the exec
+    session ended), on a line `stop`, on SIGTERM or after --duration; a node that cannot capture says why in the stream.
     """
     if ctx.invoked_subcommand is not None:
         return
@@ -777,7 +791,7 @@ def agent_standby() -> None:
 @click.option("--kubeconfig", type=click.Path(dir_okay=False), help="The kubeconfig to read (as kubectl; default $KUBECONFIG, ~/.kube/config).")
 @friendly_errors
 def agent_cleanup(context: str | None, kubeconfig: str | None) -> None:
-    """Remove what killed `trace --agent` sessions left (their DaemonSet, service account and role), once their lease
+    """Remove what killed `trace --agent` sessions left (their DaemonSet; older versions' service account and role), once their lease
     has run out; sessions still running renew theirs and are left alone. Lists what it removed and what it left."""
     from dnscorrelate.cluster.kube.backend import remove_expired_agents
 
@@ -818,11 +832,33 @@ def agent_install(image: str | None, source_from_host: bool, context: str | None
 @click.option("--source-from-host", is_flag=True, help="Run the package from the node's /opt/dnscorrelate/src (kind clusters of `cluster up`) instead of the image's.")
 @friendly_errors
 def agent_manifest(image: str | None, source_from_host: bool) -> None:
-    """Print the agent's DaemonSet, service account and read-only role, each privilege explained."""
+    """Print the agent's DaemonSet (no service account token, no RBAC: the CLI sends each agent its node's pods),
+    each privilege explained."""
     from dnscorrelate.cluster.kind.build import agent_image
     from dnscorrelate.cluster.kube.agent import manifest
 
     click.echo(manifest(image or agent_image(source_from_host), source_from_host), nl=False)
+
+
+@agent.command("image")
+@click.option("--push", "reference", required=True, metavar="REGISTRY/NAME[:TAG]",
+              help="Tag the agent image `make cluster` built (dnscorrelate/agent-standalone, the package baked in) as this "
+                   "and push it (default TAG: the built one's). Prints the digest-pinned name to pass on.")
+@friendly_errors
+def agent_image_push(reference: str) -> None:
+    """Push the standalone agent image to a registry your nodes pull from, and print the --agent-image (trace) and
+    --image (agent install, agent manifest) to use. One architecture: the build machine's (linux/amd64 here; no
+    multi-architecture index), so nodes of another architecture cannot run it."""
+    from dnscorrelate.cluster.kind.cluster import push_agent_image
+
+    try:
+        pinned = push_agent_image(reference, say=lambda line: errors.print(line, highlight=False, markup=False))
+    except ValueError as err:
+        raise click.BadParameter(str(err), param_hint="--push") from None
+    console.print(pinned, highlight=False, markup=False, soft_wrap=True)
+    errors.print(f"use it: dnscorrelate trace pod/NAME --context CONTEXT --agent --agent-image {pinned}\n"
+                 f"    or: dnscorrelate agent install --image {pinned}  (and agent manifest --image {pinned})",
+                 highlight=False, markup=False, soft_wrap=True)
 
 
 if __name__ == "__main__":

@@ -460,12 +460,47 @@ if ! docker image inspect "$AGENT_STANDALONE_IMAGE" >/dev/null 2>&1; then
   step agent-standalone "See the log" build_agent_standalone
 fi
 
+# --- registry: the local registry `cluster up --registry` runs (kind's local-registry guide) -------------
+# distribution's own main package by import path from kind/registry/go.mod, static, alone in a scratch-like
+# image with kind/registry/config.yml: never loaded into the nodes (they pull from it), keyed by its own
+# inputs so it is built once. The image is linux/$(go env GOARCH) only (kind/README.md).
+registry_key=$(key "$here"/registry/go.mod "$here"/registry/go.sum "$here"/registry/config.yml)
+REGISTRY_BIN=$CACHE/bin/registry-$registry_key
+REGISTRY_IMAGE=dnscorrelate/registry:$registry_key
+if [ ! -x "$REGISTRY_BIN" ]; then
+  build_registry() {
+    local version; cd "$here/registry"
+    version=$(go list -m -f '{{.Version}}' github.com/distribution/distribution/v3)
+    CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/distribution/distribution/v3/version.version=$version" \
+      -o "$REGISTRY_BIN.tmp" github.com/distribution/distribution/v3/cmd/registry
+    "$REGISTRY_BIN.tmp" --version | grep -q "$version"
+    mv "$REGISTRY_BIN.tmp" "$REGISTRY_BIN"
+  }
+  step registry "The Go module proxy must serve what kind/registry/go.sum names" build_registry
+fi
+if ! docker image inspect "$REGISTRY_IMAGE" >/dev/null 2>&1; then
+  build_registry_image() {
+    local root; root=$(mktemp -d "$CACHE/work.XXXXXX")
+    install -D -m 0755 "$REGISTRY_BIN" "$root/usr/bin/registry"
+    install -D -m 0644 "$here/registry/config.yml" "$root/etc/distribution/config.yml"
+    mkdir -p "$root/var/lib/registry" "$root/tmp" && chmod 1777 "$root/tmp"
+    # OTEL_TRACES_EXPORTER=none: distribution's tracing would otherwise export its spans over OTLP
+    import_tree "$root" "$REGISTRY_IMAGE.partial" 'ENV OTEL_TRACES_EXPORTER=none' 'EXPOSE 5000/tcp' \
+      'ENTRYPOINT ["/usr/bin/registry"]' 'CMD ["serve", "/etc/distribution/config.yml"]'
+    rm -rf "$root"
+    docker run --rm --network none "$REGISTRY_IMAGE.partial" --version
+    docker tag "$REGISTRY_IMAGE.partial" "$REGISTRY_IMAGE" && docker rmi "$REGISTRY_IMAGE.partial" >/dev/null
+  }
+  step registry-image "See the log" build_registry_image
+fi
+# --- end registry ---
+
 # Earlier builds' images of ours are superseded: remove them (an image a running cluster still uses stays).
 for repo_name in dnscorrelate/kind-node dnscorrelate/client dnscorrelate/agent dnscorrelate/upstream dnscorrelate/flannel \
-                 dnscorrelate/agent-standalone dnscorrelate/cilium dnscorrelate/cilium-operator; do
+                 dnscorrelate/agent-standalone dnscorrelate/cilium dnscorrelate/cilium-operator dnscorrelate/registry; do
   docker images --format '{{.Repository}}:{{.Tag}}' "$repo_name" |
     grep -vxF -e "$NODE_IMAGE" -e "$CLIENT_IMAGE" -e "$AGENT_IMAGE" -e "$UPSTREAM_IMAGE" -e "$FLANNEL_IMAGE" \
-      -e "$AGENT_STANDALONE_IMAGE" -e "$CILIUM_IMAGE" -e "$CILIUM_OPERATOR_IMAGE" |
+      -e "$AGENT_STANDALONE_IMAGE" -e "$CILIUM_IMAGE" -e "$CILIUM_OPERATOR_IMAGE" -e "$REGISTRY_IMAGE" |
     xargs -r docker rmi >/dev/null 2>&1 || true
 done
 
@@ -480,6 +515,7 @@ NODE_IMAGE=$NODE_IMAGE
 CLIENT_IMAGE=$CLIENT_IMAGE
 AGENT_IMAGE=$AGENT_IMAGE
 AGENT_STANDALONE_IMAGE=$AGENT_STANDALONE_IMAGE
+REGISTRY_IMAGE=$REGISTRY_IMAGE
 UPSTREAM_IMAGE=$UPSTREAM_IMAGE
 FLANNEL_IMAGE=$FLANNEL_IMAGE
 CILIUM_IMAGE=$CILIUM_IMAGE

@@ -154,7 +154,8 @@ def lab_status_tables(status: dict) -> list[Table]:
 
 def cluster_status_tables(status: dict) -> list[Table]:
     """`cluster status`: the nodes and the pods, as the API server reports them."""
-    nodes = Table(title=f"cluster {status['name']} (context {status['context']}, kubeconfig {status['kubeconfig']}): nodes",
+    registry = f", registry {status['registry']}" if status.get("registry") else ""
+    nodes = Table(title=f"cluster {status['name']} (context {status['context']}, kubeconfig {status['kubeconfig']}{registry}): nodes",
                   title_justify="left")
     for col in ("NODE", "IP", "POD-CIDR", "STATUS", "VERSION"):
         nodes.add_column(col)

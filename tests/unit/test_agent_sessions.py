@@ -21,12 +21,11 @@ def test_each_session_names_and_labels_its_objects_and_selects_only_its_own_pods
     a, b = (manifest_objects("registry.example.com/dnsc/agent:1", session=s) for s in ("aaaa1111", "bbbb2222"))
     assert {o["metadata"]["name"] for o in a} == {f"{NAME}-aaaa1111"} and {o["metadata"]["name"] for o in b} == {f"{NAME}-bbbb2222"}
     assert all(o["metadata"]["labels"][SESSION_LABEL] == "aaaa1111" for o in a)
-    binding, daemonset = a[2], a[3]
-    assert binding["roleRef"]["name"] == binding["subjects"][0]["name"] == f"{NAME}-aaaa1111"
+    [daemonset] = a  # a session creates its DaemonSet alone: no service account, no RBAC
     pod = daemonset["spec"]["template"]
     assert daemonset["spec"]["selector"]["matchLabels"] == pod["metadata"]["labels"]
-    assert pod["metadata"]["labels"][SESSION_LABEL] == "aaaa1111" and pod["spec"]["serviceAccountName"] == f"{NAME}-aaaa1111"
-    assert [o["metadata"]["name"] for o in manifest_objects("x.io/a:1")] == [NAME] * 4  # the manifest a user applies
+    assert pod["metadata"]["labels"][SESSION_LABEL] == "aaaa1111" and pod["spec"]["automountServiceAccountToken"] is False
+    assert [o["metadata"]["name"] for o in manifest_objects("x.io/a:1")] == [NAME]  # the manifest a user applies
     assert agents.new_session_id() != agents.new_session_id()
 
 
@@ -99,6 +98,29 @@ def test_cleanup_removes_only_objects_whose_lease_ran_out_and_lists_them(monkeyp
     assert any("dnsc-agent-live" in line and future in line for line in swept.leased)
 
 
+def test_a_user_who_may_not_list_rbac_still_sweeps_expired_daemonsets_and_a_daemonset_refusal_is_an_error(monkeypatch):
+    """Sessions create no RBAC any more: an older version's ClusterRoles are swept when they may be listed, and
+    a 403 on those kinds stops nothing; a 403 on DaemonSets, which sessions do create, is still said."""
+    from kubernetes.client.rest import ApiException
+
+    past = agents.lease_until(-5, NOW)
+    cluster = FakeCluster({("DaemonSet", "dnsc-agent-dead"): meta("dnsc-agent-dead", "dead", past)})
+    refused_kinds = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+
+    def api_of(api, kind):
+        if kind in refused_kinds:
+            listing = agents.CALLS[kind][5]
+            return SimpleNamespace(**{listing: lambda *a, **k: (_ for _ in ()).throw(ApiException(status=403, reason="Forbidden"))})
+        return cluster.api(kind)
+
+    monkeypatch.setattr(agents, "api_of", api_of)
+    swept = agents.remove_expired(object(), now=NOW)
+    assert cluster.deleted == [("DaemonSet", "dnsc-agent-dead")] and not swept.failed
+    refused_kinds.add("DaemonSet")
+    with pytest.raises(ClusterError, match="listing the agents' DaemonSets: the API server refused .403"):
+        agents.remove_expired(object(), now=NOW)
+
+
 def test_exec_targets_are_only_pods_our_daemonset_owns():
     def pod(uid, kind="DaemonSet", controller=True):
         return SimpleNamespace(metadata=SimpleNamespace(owner_references=[SimpleNamespace(kind=kind, uid=uid, controller=controller)]))
@@ -107,6 +129,33 @@ def test_exec_targets_are_only_pods_our_daemonset_owns():
     assert not agents.owned_by(pod("u2"), "u1") and not agents.owned_by(pod("u1", kind="ReplicaSet"), "u1")
     assert not agents.owned_by(pod("u1", controller=False), "u1") and not agents.owned_by(pod("u1"), None)
     assert not agents.owned_by(SimpleNamespace(metadata=SimpleNamespace(owner_references=None)), "u1")
+
+
+def test_the_session_starts_only_once_every_pod_its_daemonset_made_is_ready(monkeypatch):
+    """A DaemonSet status that counts fewer nodes than it has pods (read while the controller still schedules) does
+    not start a session on one node's agent while the other's pod is still pulling its image."""
+    def pod(node, ready):
+        conditions = [SimpleNamespace(type="Ready", status="True" if ready else "False")]
+        return SimpleNamespace(metadata=SimpleNamespace(name=f"agent-{node}", deletion_timestamp=None),
+                               spec=SimpleNamespace(node_name=node),
+                               status=SimpleNamespace(phase="Running" if ready else "Pending", conditions=conditions,
+                                                      container_statuses=[]))
+
+    reads = []
+    rounds = [([pod("cp", True), pod("w", False)], 1), ([pod("cp", True), pod("w", False)], 2),
+              ([pod("cp", True), pod("w", True)], 2)]
+
+    class Apps:
+        def read_namespaced_daemon_set(self, *args):
+            reads.append(args)
+            counted = rounds[min(len(reads), len(rounds)) - 1][1]
+            return SimpleNamespace(status=SimpleNamespace(desired_number_scheduled=counted, current_number_scheduled=counted))
+
+    capture = agents.AgentCapture(api=None)
+    capture.client = lambda group: Apps()
+    capture.agent_pods = lambda: rounds[min(len(reads), len(rounds)) - 1][0]
+    monkeypatch.setattr(agents.time, "sleep", lambda s: None)
+    assert capture.wait_ready() == {"cp": "agent-cp", "w": "agent-w"} and len(reads) == 3
 
 
 def test_a_bare_image_name_is_never_pulled():
@@ -157,17 +206,17 @@ def test_agent_install_puts_the_agents_in_their_own_privileged_namespace_with_a_
 
     objects = install_objects("registry.example.com/dnsc/agent:1")
     kinds = [o["kind"] for o in objects]
-    assert kinds == ["Namespace", "ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet", "Role"]
-    namespace, account, role, binding, daemonset, user = objects
+    assert kinds == ["Namespace", "DaemonSet", "Role"]  # nothing cluster-wide: the agents hold no token
+    namespace, daemonset, user = objects
     assert namespace["metadata"]["name"] == INSTALL_NAMESPACE
     assert namespace["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "privileged"
-    assert account["metadata"]["namespace"] == daemonset["metadata"]["namespace"] == INSTALL_NAMESPACE
-    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": NAME, "namespace": INSTALL_NAMESPACE}]
-    assert role["metadata"]["name"] == binding["roleRef"]["name"] == "dnscorrelate-agent"  # apart from kube-system's
+    assert daemonset["metadata"]["namespace"] == INSTALL_NAMESPACE
+    pod = daemonset["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False and "serviceAccountName" not in pod
     assert user["metadata"] == {"name": USER_ROLE, "namespace": INSTALL_NAMESPACE}
     verbs = {(r["resources"][0], v) for r in user["rules"] for v in r["verbs"]}
     assert verbs == {("daemonsets", "get"), ("pods", "get"), ("pods", "list"), ("pods/exec", "create"), ("pods/exec", "get")}
-    container = daemonset["spec"]["template"]["spec"]["containers"][0]
+    container = pod["containers"][0]
     assert container["resources"]["limits"]["memory"] == "1Gi"
 
 

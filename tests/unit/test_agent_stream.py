@@ -219,16 +219,99 @@ def test_stdin_saying_stop_stops_the_agent():
     assert stopped.is_set()
 
 
+UID_A, UID_B = "0f2c5b6e-1111-4a2b-8c3d-000000000001", "0f2c5b6e-2222-4a2b-8c3d-000000000002"
+
+
+def api_pod(uid, namespace, name, node, host_network=False, labels=None):
+    return SimpleNamespace(metadata=SimpleNamespace(uid=uid, namespace=namespace, name=name, labels=labels or {}),
+                           spec=SimpleNamespace(node_name=node, host_network=host_network))
+
+
+def test_the_pod_map_the_cli_sends_reaches_the_agents_discovery_and_bad_lines_are_refused_and_counted():
+    from dnscorrelate.cluster.kube.discovery import PodRef
+
+    pods = {UID_A: PodRef(UID_A, "demo/mypod", "pod"), UID_B: PodRef(UID_B, "kube-system/coredns-1", "coredns")}
+    later = {UID_A: pods[UID_A]}
+    discovery = node_agent.NodeDiscovery("kind-worker", first_map_timeout=5)
+    lines = [node_agent.pod_map_line(pods), b"not json\n",
+             b'{"pods":[{"uid":"../../etc","key":"demo/x","role":"pod"}]}\n',
+             b'{"pods":[{"uid":"%s","key":"demo/x","role":"root"}]}\n' % UID_A.encode(),
+             b"x" * (node_agent.MAX_STDIN_LINE + 10) + b"\n", node_agent.pod_map_line(later), b"stop\n",
+             node_agent.pod_map_line(pods)]  # after stop: never read
+    stopped = threading.Event()
+    node_agent.watch_stdin(io.BytesIO(b"".join(lines)), stopped.set, discovery).join(5)
+    assert stopped.is_set()
+    assert discovery._pods == later and discovery.errors == 4
+    assert "longer than" in discovery.last_error
+    assert node_agent.parse_pod_map(node_agent.pod_map_line(pods)) == pods
+    with pytest.raises(ValueError, match="pods.0.role"):
+        node_agent.parse_pod_map(lines[3])
+
+
+def test_an_agent_without_a_pod_map_says_so_instead_of_guessing(tmp_path):
+    from dnscorrelate.errors import ClusterError
+
+    discovery = node_agent.NodeDiscovery("kind-worker", proc=tmp_path, first_map_timeout=0.1)
+    discovery.refuse("pod map: pods.0.uid: String should match pattern")
+    with pytest.raises(ClusterError, match="no map of this node's pods arrived on stdin within 0 s .refused 1: pod map"):
+        discovery.targets()
+    out = io.BytesIO()
+    assert node_agent.Agent(out, "kind-worker", discovery=discovery, capture_factory=StandInCapture).run() == 2
+    assert "trace --agent` sends the map" in fed(out.getvalue()).error
+
+
+class StdinSocket:
+    def __init__(self):
+        self.written = []
+
+    def is_open(self):
+        return True
+
+    def write_stdin(self, data):
+        self.written.append(data)
+
+
+def test_the_cli_sends_each_agent_its_own_nodes_pods_and_only_when_they_change():
+    from dnscorrelate.cluster.kube.agents import AgentCapture, NodeAgent
+
+    listings = [[api_pod(UID_A, "demo", "mypod", "kind-worker"), api_pod(UID_B, "demo", "web-0", "kind-control-plane"),
+                 api_pod("0f2c5b6e-3333-4a2b-8c3d-000000000003", "kube-system", "kube-proxy-x", "kind-worker", host_network=True),
+                 api_pod("0f2c5b6e-4444-4a2b-8c3d-000000000004", "demo", "pending", None)]]
+    listings.append(listings[0] + [api_pod("0f2c5b6e-5555-4a2b-8c3d-000000000005", "demo", "late", "kind-worker")])
+    listings.append(listings[1])
+    calls = []
+
+    class Core:
+        def list_pod_for_all_namespaces(self, **kwargs):
+            calls.append(kwargs)
+            return SimpleNamespace(items=listings[min(len(calls), len(listings)) - 1])
+
+    capture = AgentCapture(api=None)
+    capture.client = lambda group: Core()
+    worker, control = (NodeAgent(n, f"agent-{n}", NodeStream(n), ws=StdinSocket())
+                       for n in ("kind-worker", "kind-control-plane"))
+    capture.agents = [worker, control]
+    for _ in listings:
+        maps = capture.pod_maps()
+        for agent in capture.agents:
+            capture.send_pod_map(agent, maps.get(agent.node, {}))
+    sent = [[{r.key for r in node_agent.parse_pod_map(line).values()} for line in a.ws.written] for a in (worker, control)]
+    assert sent[0] == [{"demo/mypod"}, {"demo/mypod", "demo/late"}]  # host network: the node itself; the late pod once
+    assert sent[1] == [{"demo/web-0"}]
+    assert calls[0] == {"resource_version": "0"}
+
+
 def test_the_manifest_takes_only_the_privileges_it_explains():
     text = node_agent.manifest("example/agent:1")
     objects = [o for o in yaml.safe_load_all(text) if o]
-    assert [o["kind"] for o in objects] == ["ServiceAccount", "ClusterRole", "ClusterRoleBinding", "DaemonSet"]
-    assert all(o["metadata"]["name"].startswith("dnsc-") for o in objects)
-    assert objects[1]["rules"] == [{"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list"]}]
-    pod = objects[3]["spec"]["template"]["spec"]
+    assert [o["kind"] for o in objects] == ["DaemonSet"]  # no service account, no RBAC: the CLI hands it the pods
+    assert objects[0]["metadata"]["name"].startswith("dnsc-")
+    pod = objects[0]["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False and "serviceAccountName" not in pod
     container = pod["containers"][0]
     security = container["securityContext"]
     assert pod["hostPID"] and pod["hostNetwork"] and container["image"] == "example/agent:1"
+    assert container["resources"]["limits"]["memory"] == "1Gi"  # a node-root process cannot take the node's memory
     assert not security["privileged"] and security["capabilities"]["drop"] == ["ALL"]
     assert sorted(security["capabilities"]["add"]) == ["NET_RAW", "SYS_ADMIN", "SYS_PTRACE"]
     assert security["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -237,7 +320,7 @@ def test_the_manifest_takes_only_the_privileges_it_explains():
         at = next(i for i, line in enumerate(lines) if line.strip() == f"- {cap}" or line.strip().startswith(f"- {cap} "))
         assert "#" in lines[at] or lines[at - 1].strip().startswith("#"), cap
     assert {v["hostPath"]["path"] for v in pod["volumes"]} == {"/lib/modules", "/usr/src"}
-    kind = node_agent.manifest_objects("example/agent:1", source_from_host=True)[3]["spec"]["template"]["spec"]
+    kind = node_agent.manifest_objects("example/agent:1", source_from_host=True)[0]["spec"]["template"]["spec"]
     assert {v["hostPath"]["path"] for v in kind["volumes"]} == {"/lib/modules", "/usr/src", "/opt/dnscorrelate/src"}
 
 

@@ -50,3 +50,15 @@ def test_no_agent_image_built_here_leaves_the_choice_to_the_nodes(made, monkeypa
     monkeypatch.setattr(kind_build, "agent_image", none_built)
     cli.live_backend(None, None, "prod-eu", agent=True)
     assert made[0]["agent"].built is None
+
+
+def test_a_registry_image_on_a_cluster_made_here_runs_its_own_package_and_a_bare_name_this_checkout(made, tmp_path, monkeypatch):
+    monkeypatch.setattr(kind_cluster, "RUN_ROOT", tmp_path)
+    (tmp_path / "dev").mkdir()
+    (tmp_path / "dev" / "kubeconfig").write_text("apiVersion: v1\n")
+    monkeypatch.setattr(kind_build, "agent_image", lambda source_from_host: "dnscorrelate/agent:1" if source_from_host else "s:1")
+    cli.live_backend(None, None, "kind-dnsc-dev", agent=True, agent_image="localhost:40123/dnscorrelate/agent@sha256:" + "a" * 64)
+    cli.live_backend(None, None, "kind-dnsc-dev", agent=True, agent_image="dnscorrelate/agent:other")
+    pulled, mounted = made[0]["agent"], made[1]["agent"]
+    assert pulled.source_from_host is False and pulled.image.startswith("localhost:40123/")
+    assert mounted.source_from_host is True and mounted.image == "dnscorrelate/agent:other"

@@ -25,6 +25,7 @@ class Build:
     agent_standalone_image: str = ""  # the agent image with the package baked in, for nodes without this checkout
     cilium_manifest: str = ""  # Cilium's chart rendered with our images (`cluster up --cni cilium`); empty in older builds
     cilium_hubble_manifest: str = ""  # the same with Hubble and the DNS proxy on (`cluster up --hubble`); empty in older builds
+    registry_image: str = ""  # the local registry from the distribution module (`cluster up --registry`); empty in older builds
 
 
 def load_build(cache: Path = CACHE) -> Build:
@@ -42,7 +43,7 @@ def load_build(cache: Path = CACHE) -> Build:
     return Build(values["KIND"], values["KUBECTL"], values["NODE_IMAGE"], values["CLIENT_IMAGE"], values["AGENT_IMAGE"],
                  values["UPSTREAM_IMAGE"], values["FLANNEL_IMAGE"], values["KUBE_VERSION"], values.get("CAP_SHIM") == "1",
                  values.get("AGENT_STANDALONE_IMAGE", ""), values.get("CILIUM_MANIFEST", ""),
-                 values.get("CILIUM_HUBBLE_MANIFEST", ""))
+                 values.get("CILIUM_HUBBLE_MANIFEST", ""), values.get("REGISTRY_IMAGE", ""))
 
 
 def agent_image(source_from_host: bool = True) -> str:

@@ -2,9 +2,9 @@
 
 Every name carries the prefix: kind cluster `dnsc-NAME` (kubectl context `kind-dnsc-NAME`), its own
 Docker network `dnsc-NAME`, the upstream resolver container `dnsc-NAME-upstream` alone on the
-internal Docker network `dnsc-NAME-upstream` (which the nodes join too), this machine's nftables
-table `inet dnsc-NAME-upstream`, and the run directory /run/dnscorrelate/clusters/NAME (kubeconfig,
-upstream files). `down` removes all of them; `down --all` finds them by prefix and label after a
+internal Docker network `dnsc-NAME-upstream` (which the nodes join too), with `--registry` the local
+registry container `dnsc-NAME-registry` (registry.py), this machine's nftables table `inet
+dnsc-NAME-upstream`, and the run directory /run/dnscorrelate/clusters/NAME (kubeconfig, upstream files). `down` removes all of them; `down --all` finds them by prefix and label after a
 crash or kill -9.
 """
 
@@ -98,6 +98,24 @@ def upstream_address(cluster: KindCluster, client=None) -> str:
     return container.attrs["NetworkSettings"]["Networks"][cluster.upstream_network]["IPAddress"]
 
 
+def registry_host(cluster: KindCluster) -> str | None:
+    """`localhost:PORT` of the cluster's local registry (`up(registry=True)`), or None when it has none."""
+    from dnscorrelate.cluster.kind.registry import registry_of
+
+    return registry_of(cluster, docker())
+
+
+def push_agent_image(reference: str, say: Callable[[str], None] = lambda _: None) -> str:
+    """`agent image --push`: the standalone agent image built here tagged as `reference` (REGISTRY/NAME[:TAG]) and
+    pushed (registry.push_image); returns it pinned by digest. A ValueError names what is wrong with `reference`,
+    before anything else is looked at."""
+    from dnscorrelate.cluster.kind import registry
+    from dnscorrelate.cluster.kind.build import agent_image
+
+    registry.split_reference(reference)
+    return registry.push_image(docker(), agent_image(source_from_host=False), reference, say)
+
+
 def checked_name(name: str) -> str:
     if not NAME.match(name):
         raise ClusterError(f"cluster name {name!r}: use 1-20 lowercase letters or digits")
@@ -146,12 +164,13 @@ def existing_clusters(build) -> list[str]:
     return sorted(n[len(PREFIX):] for n in names if n.startswith(PREFIX))
 
 
-def kind_config(build) -> str:
+def kind_config(build, registry: bool = False) -> str:
     """kind's cluster config: a control plane and a worker with this checkout and the kernel headers
     mounted (for the agents; kind itself mounts /lib/modules, whose `build` link points into
     /usr/src), no default CNI (kindnet cannot be built here; network.py runs flannel), and on a
     machine lacking CAP_SYS_RESOURCE, containerd told to run runc through the shim and not to lower
-    oom_score_adj."""
+    oom_score_adj; with `registry`, containerd reading registry hosts from /etc/containerd/certs.d (registry.py)."""
+    from dnscorrelate.cluster.kind import registry as local_registry
     from dnscorrelate.cluster.kind.network import POD_SUBNET, SERVICE_SUBNET
 
     mount = ["    extraMounts:", f"      - hostPath: {CHECKOUT}", "        containerPath: /opt/dnscorrelate/src", "        readOnly: true",
@@ -169,9 +188,12 @@ def kind_config(build) -> str:
         "  - role: worker",
         *mount,
     ]
+    if build.cap_shim or registry:
+        lines.append("containerdConfigPatches:")
+    if registry:
+        lines += local_registry.kind_config_patch()
     if build.cap_shim:
         lines += [
-            "containerdConfigPatches:",
             "  - |-",
             '    [plugins."io.containerd.grpc.v1.cri"]',
             "      restrict_oom_score_adj = true",
@@ -182,11 +204,14 @@ def kind_config(build) -> str:
 
 
 def up(name: str = "kind", spec_path: str | None = None, say: Callable[[str], None] = lambda _: None,
-       spec=None, cni: str = "flannel", hubble: bool = False, hubble_policy: str = "default") -> tuple[KindCluster, Timings]:
+       spec=None, cni: str = "flannel", hubble: bool = False, hubble_policy: str = "default",
+       registry: bool = False) -> tuple[KindCluster, Timings]:
     """Create the cluster and everything on it from a lab spec (`spec`, a LabSpec, or the file `spec_path`,
     or the default), with `cni` as its pod network (network.CNIS); with `hubble` (Cilium only), Hubble and
-    the DNS proxy on and the visibility policy `hubble_policy` (network.visibility_policies) applied. On
-    any failure or Ctrl-C, remove what was made."""
+    the DNS proxy on and the visibility policy `hubble_policy` (network.visibility_policies) applied; with
+    `registry`, a local registry the nodes pull from (registry.py). On any failure or Ctrl-C, remove what
+    was made."""
+    from dnscorrelate.cluster.kind import registry as local_registry
     from dnscorrelate.cluster.kind.build import load_build
     from dnscorrelate.cluster.kind.network import CNIS, visibility_policies
     from dnscorrelate.cluster.spec import load_spec
@@ -200,6 +225,9 @@ def up(name: str = "kind", spec_path: str | None = None, say: Callable[[str], No
     policies = visibility_policies(hubble_policy) if hubble else []
     build = load_build()
     manifest = cilium_manifest(build, hubble) if cni == "cilium" else ""
+    if registry and not build.registry_image:
+        raise ClusterError("--registry: this build has no registry image (no REGISTRY_IMAGE in build.env): run `make cluster` "
+                           "from the dnscorrelate checkout (it builds only what is missing)")
     client = docker()
     refuse_host_loopback_resolvers()
     if cluster.name in existing_clusters(build):
@@ -210,14 +238,21 @@ def up(name: str = "kind", spec_path: str | None = None, say: Callable[[str], No
         cluster.dir.mkdir(parents=True, exist_ok=True)
         (cluster.dir / "owner").write_text(str(os.getpid()))
         say("creating nodes (kind)")
-        timings.run("nodes", create_nodes, cluster, build)
+        timings.run("nodes", create_nodes, cluster, build, registry)
         api = api_client(cluster)
         mark_made_here(api, cluster.name)
         untaint_control_plane(api)
         say("upstream resolver")
         upstream_ip = timings.run("upstream", start_upstream, cluster, build, spec, client)
+        registry_addresses = []
+        if registry:
+            say("local registry")
+            host = timings.run("registry", local_registry.start, cluster, build, client, {LABEL: cluster.name})
+            local_registry.configure_nodes(cluster, node_containers(client, cluster), host)
+            local_registry.publish(api, host)
+            registry_addresses = local_registry.addresses(cluster, client)
         say("traffic guard")
-        timings.run("guard", install_guard, cluster, client, upstream_ip)
+        timings.run("guard", install_guard, cluster, client, upstream_ip, registry_addresses)
         say("pod network")
         timings.run("pod-network", setup_pod_network, cluster, api, client, build, cni, manifest)
         say("CoreDNS and workloads")
@@ -278,9 +313,9 @@ def cilium_manifest(build, hubble: bool) -> str:
     return manifest
 
 
-def create_nodes(cluster: KindCluster, build) -> None:
+def create_nodes(cluster: KindCluster, build, registry: bool = False) -> None:
     config = cluster.dir / "kind.yaml"
-    config.write_text(kind_config(build))
+    config.write_text(kind_config(build, registry))
     run_kind(build, "create", "cluster", "--name", cluster.kind_name, "--image", build.node_image,
              "--config", str(config), "--kubeconfig", str(cluster.kubeconfig), "--wait", "0s",
              env={"KIND_EXPERIMENTAL_DOCKER_NETWORK": cluster.network})
@@ -347,13 +382,13 @@ def node_containers(client, cluster: KindCluster) -> dict:
     return {c.name: c for c in labelled(client, f"io.x-k8s.kind.cluster={cluster.kind_name}")}
 
 
-def install_guard(cluster: KindCluster, client, upstream_ip: str) -> None:
+def install_guard(cluster: KindCluster, client, upstream_ip: str, registry: list[str] = ()) -> None:
     """The guard (network.guard_rules) on every node: the nodes' own traffic and their pods' reach only the
-    cluster's addresses, the nodes and the upstream."""
+    cluster's addresses, the nodes, the upstream and the local registry (`registry`, its addresses)."""
     from dnscorrelate.cluster.kind.network import guard_script
 
     nodes = node_containers(client, cluster)
-    script = guard_script(node_addresses(nodes.values()), upstream_ip)
+    script = guard_script(node_addresses(nodes.values()), upstream_ip, registry)
     for name, container in nodes.items():
         exit_code, output = container.exec_run(["sh", "-c", script])
         if exit_code != 0:
@@ -790,6 +825,7 @@ def status(name: str) -> dict:
         "name": cluster.name,
         "context": cluster.context,
         "kubeconfig": str(cluster.kubeconfig),
+        "registry": registry_host(cluster),
         "nodes": [{"name": n.metadata.name, "ip": internal_ip(n), "podCIDR": n.spec.pod_cidr,
                    "ready": not not_ready_node(n), "version": n.status.node_info.kubelet_version}
                   for n in core.list_node().items],

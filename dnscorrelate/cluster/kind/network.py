@@ -134,7 +134,7 @@ def copier(name: str, image: str, source: str, target: str, mounts: dict[str, st
             "volumeMounts": [{"name": volume, "mountPath": path} for volume, path in mounts.items()]}
 
 
-def guard_rules(nodes: list[str], upstream: str) -> str:
+def guard_rules(nodes: list[str], upstream: str, registry: list[str] = ()) -> str:
     """nftables for a node, IPv4 and IPv6, on the output hook (the node's own processes, hostNetwork
     pods, Docker's embedded DNS forwarding the node's lookups) and the forward hook (pods): only the
     pod network, the Services, the nodes' addresses (`nodes`), the upstream and loopback, and the API
@@ -142,9 +142,10 @@ def guard_rules(nodes: list[str], upstream: str) -> str:
     Docker's port mapping, from the Docker network's gateway); everything else is counted, per hook and
     family (GUARD_COUNTERS), and dropped before routing can take it off the machine. The chains run
     after kube-proxy's and kind's DNAT (priority filter - 10 > dstnat), so they see real destinations:
-    a Service's backend, not its ClusterIP."""
-    allowed4 = [POD_SUBNET, SERVICE_SUBNET, "127.0.0.0/8", upstream, *(a for a in nodes if ":" not in a)]
-    allowed6 = ["::1", "fe80::/10", "ff02::/16", *(a for a in nodes if ":" in a)]  # link-local: neighbour discovery
+    a Service's backend, not its ClusterIP. `registry`: the local registry's addresses (`cluster up --registry`),
+    which the nodes' containerd pulls from."""
+    allowed4 = [POD_SUBNET, SERVICE_SUBNET, "127.0.0.0/8", upstream, *(a for a in [*nodes, *registry] if ":" not in a)]
+    allowed6 = ["::1", "fe80::/10", "ff02::/16", *(a for a in [*nodes, *registry] if ":" in a)]  # link-local: neighbour discovery
     ports = ", ".join(str(p) for p in REPLY_PORTS)
     lines = [
         f"table inet {GUARD_TABLE} {{",
@@ -171,13 +172,13 @@ def unique(items) -> list[str]:
     return list(dict.fromkeys(items))
 
 
-def guard_script(nodes: list[str], upstream: str) -> str:
+def guard_script(nodes: list[str], upstream: str, registry: list[str] = ()) -> str:
     """A shell script that installs the guard on a node, replacing any earlier one (and the IPv4-only
     table of earlier versions) in one transaction; idempotent."""
     return "\n".join([
         "set -e",
         f"nft delete table ip {OLD_GUARD_TABLE} 2>/dev/null || true",
-        f"nft -f - <<'EOF'\ntable inet {GUARD_TABLE}\ndelete table inet {GUARD_TABLE}\n{guard_rules(nodes, upstream)}EOF",
+        f"nft -f - <<'EOF'\ntable inet {GUARD_TABLE}\ndelete table inet {GUARD_TABLE}\n{guard_rules(nodes, upstream, registry)}EOF",
     ]) + "\n"
 
 

@@ -3,14 +3,16 @@
 It runs in a pod of the `dnsc-agent` DaemonSet (`manifest()`), one per node, and does on its node what
 `trace --context` does on a host that runs the nodes (`discovery.py`): the node's own network namespace
 (`/proc/1/ns/net`, hostPID) and every pod's (`/proc/PID/ns/net`, the pod UID in the process's cgroup,
-this node's pods read from the API), vantages named `NS/NAME` and the node's name as a local capture
-names them; pods that start mid-capture are attached within REFRESH_S. It streams the tracer's records
-to stdout in `live/agent_stream.py`'s format, with its counters every STATS_INTERVAL_S and at the end;
-with `--client IP` (`trace`), only the records of that address's lookups and of what they caused on this
+named by the map of this node's pods the CLI sends on stdin: the agent has no service account token),
+vantages named `NS/NAME` and the node's name as a local capture names them; pods that start mid-capture
+are in the CLI's next map and attached within REFRESH_S or so. It streams the tracer's records
+to stdout in `live/agent_stream.py`'s format, with its counters every STATS_INTERVAL_S and at the end.
+With `--client IP` (`trace`), only the records of that address's lookups and of what they caused on this
 node (`live/agent_filter.py`), the rest counted.
 
-    python3 -m dnscorrelate agent            # exec'd by the CLI in an agent pod; stops when stdin closes,
-                                             # on a line `stop`, on SIGTERM or SIGINT, after --duration
+    python3 -m dnscorrelate agent            # exec'd by the CLI in an agent pod; reads pod maps on stdin
+                                             # (`pod_map_line`); stops when stdin closes, on a line `stop`,
+                                             # on SIGTERM or SIGINT, after --duration
     python3 -m dnscorrelate agent standby    # the DaemonSet's container: waits to be exec'd into
     dnscorrelate agent manifest [--image]    # the manifest, to read or to apply yourself
 
@@ -27,10 +29,13 @@ import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO
+from typing import Annotated, BinaryIO, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from dnscorrelate.cluster.backend import Target
-from dnscorrelate.cluster.kube.discovery import PROC, PodRef, pod_refs_of, pod_targets
+from dnscorrelate.cluster.images import pullable
+from dnscorrelate.cluster.kube.discovery import PROC, PodRef, pod_targets
 from dnscorrelate.errors import CaptureError, ClusterError
 from dnscorrelate.live.agent_filter import LookupFilter
 from dnscorrelate.live.agent_stream import FRAME_RECORDS, StreamWriter, bounded
@@ -41,8 +46,10 @@ NAMESPACE = "kube-system"  # the on-the-fly mode (`trace --agent` applies and re
 INSTALL_NAMESPACE = "dnscorrelate"  # `agent install`: once, by an admin, in a namespace of its own
 USER_ROLE = "dnscorrelate-user"  # the Role there a user needs: find the agent pods and exec into them
 LABELS = {"app.kubernetes.io/name": NAME}
-RBAC_GRACE_S = 15.0  # each session's ClusterRoleBinding is new: the API server may refuse the first listing meanwhile
-REFRESH_S = 2.0  # this node's pods are read from the API at most this often (a new pod: attached within it)
+REFRESH_S = 2.0  # the CLI reads the pods from the API and sends each node's map at most this often
+POD_MAP_TIMEOUT_S = 30.0  # the agent waits this long for the CLI's first pod map before it says it has none
+MAX_STDIN_LINE = 8 << 20  # a pod map line longer than this is refused (about 80 bytes a pod)
+MAX_MAP_PODS = 50_000  # pods in one node's map; Kubernetes' default is 110 a node
 TEST_CLOCK_SKEW_ENV = "DNSCORRELATE_TEST_CLOCK_SKEW"  # tests only: NODE=NANOSECONDS[,...], a node's clock made that far ahead
 SEND_INTERVAL_S = 0.05  # records reach the stream at most this late
 FILTER_INTERVAL_S = 0.2  # ... when filtered for one pod (`trace`): fewer, larger batches, for a view refreshed every TICK_S
@@ -51,63 +58,72 @@ MAX_PENDING_BYTES = 64 << 20  # records waiting for a stream that fell behind; o
 
 
 class NodeDiscovery:
-    """This node's namespaces: its own (the node's: /proc/1/ns/net with hostPID) and its pods', found in /proc."""
+    """This node's namespaces: its own (the node's: /proc/1/ns/net with hostPID) and its pods', found in /proc.
+    Which pod a UID in a process's cgroup belongs to comes from the CLI, as the pod map it sends on stdin
+    (`pod_map_line`) when the session starts and whenever this node's pods change: the agent has no API
+    credentials of its own (no service account token)."""
 
-    def __init__(self, node: str, api=None, proc: Path = PROC) -> None:
+    def __init__(self, node: str, proc: Path = PROC, first_map_timeout: float = POD_MAP_TIMEOUT_S) -> None:
         self.node = node
         self.proc = proc
-        self.api = api
-        self.errors = 0  # failed pod listings while capturing (the previous listing is kept)
+        self.first_map_timeout = first_map_timeout
+        self.errors = 0  # pod map lines refused (the previous map is kept)
+        self.last_error = ""
         self._pods: dict[str, PodRef] = {}
-        self._read = 0.0
+        self._received = threading.Event()
 
-    def read_pods(self) -> dict[str, PodRef]:
-        from kubernetes import client
+    def update(self, pods: dict[str, PodRef]) -> None:
+        """The CLI's latest map of this node's pods; pods new in it are attached within REFRESH_S."""
+        self._pods = pods
+        self._received.set()
 
-        from dnscorrelate.cluster.kubeapi import client_from_kubeconfig
-
-        if self.api is None:
-            self.api = client_from_kubeconfig()  # in the pod: its service account
-        listing = client.CoreV1Api(self.api).list_pod_for_all_namespaces(field_selector=f"spec.nodeName={self.node}")
-        return pod_refs_of(listing.items)
-
-    def pods(self) -> dict[str, PodRef]:
-        if time.monotonic() - self._read > REFRESH_S:
-            self._pods = self.read_pods()
-            self._read = time.monotonic()
-        return self._pods
+    def refuse(self, why: str) -> None:
+        self.errors += 1
+        self.last_error = why
 
     def targets(self) -> list[Target]:
-        """The namespaces now; an API failure here is the agent's error (it could name no pod)."""
-        from kubernetes.client.rest import ApiException
-        from urllib3.exceptions import HTTPError
-
-        deadline = time.monotonic() + RBAC_GRACE_S
-        while True:
-            try:
-                pods = self.pods()
-                break
-            except ApiException as err:
-                if err.status == 403 and time.monotonic() < deadline:  # its binding, made a moment ago, not yet in effect
-                    time.sleep(0.5)
-                    continue
-                raise ClusterError(f"listing this node's pods failed: the API server said {err.status} {err.reason} "
-                                   f"(the agent's service account needs list on pods)") from None
-            except HTTPError as err:
-                raise ClusterError(f"listing this node's pods failed: the API server is unreachable ({err})") from None
-        return pod_targets(pods, {self.node: 1}, self.proc)
+        """The namespaces now, once the CLI's first pod map is here; without one, the agent's error."""
+        if not self._received.wait(self.first_map_timeout):
+            refused = f" (refused {self.errors}: {self.last_error})" if self.errors else ""
+            raise ClusterError(f"no map of this node's pods arrived on stdin within {self.first_map_timeout:.0f} s{refused}: "
+                               "the agent has no API access of its own; `dnscorrelate trace --agent` sends the map")
+        return pod_targets(self._pods, {self.node: 1}, self.proc)
 
     def watcher(self) -> Callable[[], list[Target]]:
-        def new_targets() -> list[Target]:
-            try:
-                pods = self.pods()
-            except Exception:  # an API hiccup mid-capture: keep capturing what is known, count it
-                self.errors += 1
-                self._read = time.monotonic()
-                pods = self._pods
-            return pod_targets(pods, {self.node: 1}, self.proc)
+        return lambda: pod_targets(self._pods, {self.node: 1}, self.proc)
 
-        return new_targets
+
+# --- what the CLI writes on the agent's stdin: lines, each `stop` or one pod map ------------------------
+
+class PodEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    uid: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")]
+    key: Annotated[str, StringConstraints(pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")]
+    role: Literal["pod", "coredns"]
+
+
+class PodMap(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    pods: list[PodEntry] = Field(max_length=MAX_MAP_PODS)
+
+
+def pod_map_line(pods: dict[str, PodRef]) -> bytes:
+    """A node's pods (by UID, as `discovery.pod_refs_of` gives them) as one stdin line for its agent."""
+    import json
+
+    body = {"pods": [{"uid": ref.uid, "key": ref.key, "role": ref.role} for ref in sorted(pods.values(), key=lambda r: r.uid)]}
+    return json.dumps(body, separators=(",", ":")).encode() + b"\n"
+
+
+def parse_pod_map(line: bytes) -> dict[str, PodRef]:
+    """A pod map line back into PodRefs by UID; a ValueError naming what is wrong for anything else."""
+    try:
+        message = PodMap.model_validate_json(line)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "the line"
+        raise ValueError(f"pod map: {where}: {first['msg']}") from None
+    return {p.uid: PodRef(p.uid, p.key, p.role) for p in message.pods}
 
 
 class Agent:
@@ -224,14 +240,26 @@ def on_a_node(message: str) -> str:
                            "(linux-headers-$(uname -r)); the agent mounts /lib/modules and /usr/src from it")
 
 
-def watch_stdin(stdin: BinaryIO, stop: Callable[[], None]) -> threading.Thread:
-    """Stop when stdin closes (the exec session ended) or says `stop`."""
+def watch_stdin(stdin: BinaryIO, stop: Callable[[], None], discovery: NodeDiscovery | None = None) -> threading.Thread:
+    """Stop when stdin closes (the exec session ended) or says `stop`; a pod map line goes to `discovery`
+    (a line that is not one, or longer than MAX_STDIN_LINE, is refused and counted, the previous map kept)."""
 
     def read() -> None:
         try:
-            for line in iter(stdin.readline, b""):
+            while line := stdin.readline(MAX_STDIN_LINE + 1):
+                if len(line) > MAX_STDIN_LINE:  # too long: drop it to its end, whatever it held
+                    while line and not line.endswith(b"\n"):
+                        line = stdin.readline(MAX_STDIN_LINE + 1)
+                    if discovery is not None:
+                        discovery.refuse(f"a line longer than {MAX_STDIN_LINE} bytes")
+                    continue
                 if line.strip() == b"stop":
                     break
+                if discovery is not None and line.strip():
+                    try:
+                        discovery.update(parse_pod_map(line))
+                    except ValueError as err:
+                        discovery.refuse(str(err))
         except (OSError, ValueError):
             pass
         stop()
@@ -249,10 +277,11 @@ def main(node: str | None, ports: tuple[int, ...], duration: float | None, clock
     node = node or os.environ.get("NODE_NAME") or os.uname().nodename
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # anything printed by mistake must not corrupt the stream
-    agent = Agent(out, node, ports, clock_skew_ns=clock_skew_ns, clients=clients)
+    discovery = NodeDiscovery(node)
+    agent = Agent(out, node, ports, discovery=discovery, clock_skew_ns=clock_skew_ns, clients=clients)
     signal.signal(signal.SIGTERM, agent.stop)
     signal.signal(signal.SIGINT, agent.stop)
-    watch_stdin(sys.stdin.buffer, agent.stop)
+    watch_stdin(sys.stdin.buffer, agent.stop, discovery)
     return agent.run(duration)
 
 
@@ -280,36 +309,8 @@ MANIFEST = """\
 # its pods' network namespaces with eBPF socket filters and streams them back on stdout. It listens on
 # nothing and changes nothing on the node. `trace --agent` applies this and removes it afterwards
 # (what you apply yourself it uses and leaves in place).
-apiVersion: v1
-kind: ServiceAccount
-metadata:
-  name: dnsc-agent
-  namespace: $namespace
----
-# Read-only: the agent names a namespace by the pod whose UID is in its processes' cgroup, and asks
-# for the pods of its own node only (a field selector; RBAC cannot narrow list by field).
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRole
-metadata:
-  name: dnsc-agent
-rules:
-  - apiGroups: [""]
-    resources: ["pods"]
-    verbs: ["get", "list"]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: ClusterRoleBinding
-metadata:
-  name: dnsc-agent
-roleRef:
-  apiGroup: rbac.authorization.k8s.io
-  kind: ClusterRole
-  name: dnsc-agent
-subjects:
-  - kind: ServiceAccount
-    name: dnsc-agent
-    namespace: $namespace
----
+# No service account token, no RBAC: the CLI sends each agent the map of its node's pods on stdin (which
+# pod a network namespace's cgroup belongs to), so the agent never talks to the API server.
 apiVersion: apps/v1
 kind: DaemonSet
 metadata:
@@ -326,12 +327,13 @@ spec:
       labels:
         app.kubernetes.io/name: dnsc-agent
     spec:
-      serviceAccountName: dnsc-agent
+      # No API credentials in a node-root pod: the CLI hands the agent its node's pods on stdin.
+      automountServiceAccountToken: false
       # hostPID: every pod's processes are in /proc, and a pod's network namespace is
       # /proc/PID/ns/net of one of them; /proc/1/ns/net is the node's own.
       hostPID: true
       # hostNetwork: the agent adds no pod network namespace of its own (nothing extra to trace,
-      # no pod IP taken); it reaches the API server as the node does.
+      # no pod IP taken). It opens no connection: its stream goes back through the exec session.
       hostNetwork: true
       # Every node, control plane included: CoreDNS and clients may run on any of them.
       tolerations:
@@ -346,7 +348,7 @@ spec:
           # Idles until exec'd into; exits on SIGTERM.
           command: ["python3", "-m", "dnscorrelate", "agent", "standby"]
           env:
-            - name: NODE_NAME  # the vantage name of the node's namespace, and whose pods to list
+            - name: NODE_NAME  # the vantage name of the node's namespace, and its hello
               valueFrom:
                 fieldRef:
                   fieldPath: spec.nodeName
@@ -424,8 +426,9 @@ def manifest(image: str, source_from_host: bool = False, namespace: str = NAMESP
 
 def install_objects(image: str, source_from_host: bool = False) -> list[dict]:
     """`agent install`: the namespace `dnscorrelate` (Pod Security "privileged": the agent is node-root, and only
-    its pods run there), the manifest in it, and the Role USER_ROLE an admin binds users to: with it, and read
-    access for the facts trace reads, `trace --agent` needs nothing in kube-system and nothing cluster-wide."""
+    its pods run there), the manifest (the DaemonSet, no token, no RBAC) in it, and the Role USER_ROLE an admin binds
+    users to: with it, and read access for the facts trace reads (the pods among them: the CLI sends each agent its
+    node's pods), `trace --agent` needs nothing in kube-system and nothing cluster-wide."""
     import yaml
 
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": INSTALL_NAMESPACE, "labels": {
@@ -438,20 +441,7 @@ def install_objects(image: str, source_from_host: bool = False) -> list[dict]:
                 # exec over a websocket is a GET, authorized as `get`; kubectl's SPDY exec a POST, `create`
                 {"apiGroups": [""], "resources": ["pods/exec"], "verbs": ["create", "get"]}]}
     objects = [o for o in yaml.safe_load_all(manifest(image, source_from_host, INSTALL_NAMESPACE)) if o]
-    for body in objects[1:3]:  # cluster-wide names apart from the kube-system manifest's, which may be applied too
-        body["metadata"]["name"] = INSTALL_NAMESPACE + "-agent"
-    objects[2]["roleRef"]["name"] = INSTALL_NAMESPACE + "-agent"
     return [namespace, *objects, role]
-
-
-def pullable(image: str) -> bool:
-    """True for an image a node may pull: pinned by digest, or named with its registry (`host.tld/...`,
-    `host:port/...`, `localhost/...`). A bare `dnscorrelate/agent:TAG` would be pulled from docker.io/dnscorrelate,
-    a namespace this project does not own, so such a name is only run where the nodes already hold it."""
-    if "@sha256:" in image:
-        return True
-    first, slash, _ = image.partition("/")
-    return bool(slash) and ("." in first or ":" in first or first == "localhost")
 
 
 def object_name(session: str | None) -> str:
@@ -474,12 +464,7 @@ def manifest_objects(image: str, source_from_host: bool = False, session: str | 
     for body in objects:
         body["metadata"]["name"] = name
         body["metadata"]["labels"] = {**body["metadata"].get("labels", {}), **labels}
-        if body["kind"] == "ClusterRoleBinding":
-            body["roleRef"]["name"] = name
-            body["subjects"][0]["name"] = name
         if body["kind"] == "DaemonSet":
             body["spec"]["selector"]["matchLabels"] = dict(labels)
-            pod = body["spec"]["template"]
-            pod["metadata"]["labels"] = dict(labels)
-            pod["spec"]["serviceAccountName"] = name
+            body["spec"]["template"]["metadata"]["labels"] = dict(labels)
     return objects

@@ -27,8 +27,8 @@ from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 
-from dnscorrelate.cluster.kube.agent import (CREATED_BY, INSTALL_NAMESPACE, LEASE_ANNOTATION, NAME, NAMESPACE, SESSION_LABEL, manifest_objects,
-                                             object_name, pod_selector, pullable, test_clock_skews)
+from dnscorrelate.cluster.kube.agent import (CREATED_BY, INSTALL_NAMESPACE, LEASE_ANNOTATION, NAME, NAMESPACE, REFRESH_S, SESSION_LABEL,
+                                             manifest_objects, object_name, pod_map_line, pod_selector, pullable, test_clock_skews)
 from dnscorrelate.errors import CaptureError, ClusterError, Uninterruptible
 from dnscorrelate.live.agent_stream import MAX_NODE_RECORD_BYTES, NodeStream, events_of, merged_stats, printable
 
@@ -99,6 +99,7 @@ class NodeAgent:
     ws: object = None
     thread: threading.Thread | None = None
     stderr: bytearray = field(default_factory=bytearray)
+    pod_map_sent: bytes = b""  # the last map of its node's pods written to its stdin
 
 
 def image_on_every_node(nodes, preferred: str | None, repo: str = AGENT_IMAGE_REPO) -> str | None:
@@ -120,7 +121,9 @@ def refused(what: str, err, needs: str) -> ClusterError:
     return ClusterError(f"{what}: the API server said {err.status} {err.reason}")
 
 
-# kind -> (API class, create, read, delete, namespaced, list, patch)
+# kind -> (API class, create, read, delete, namespaced, list, patch). A session creates only the DaemonSet; the other
+# kinds are what sessions of dnscorrelate before the pod map (an agent with a token and read access to pods) created,
+# swept as any debris once their lease ran out (LEGACY_KINDS: a user who may not list them is not stopped by it).
 CALLS = {
     "ServiceAccount": ("CoreV1Api", "create_namespaced_service_account", "read_namespaced_service_account",
                        "delete_namespaced_service_account", True, "list_namespaced_service_account",
@@ -132,13 +135,12 @@ CALLS = {
     "DaemonSet": ("AppsV1Api", "create_namespaced_daemon_set", "read_namespaced_daemon_set",
                   "delete_namespaced_daemon_set", True, "list_namespaced_daemon_set", "patch_namespaced_daemon_set"),
 }
+LEGACY_KINDS = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
 
 
 INSTALL_CALLS = {  # kind -> (API class, create)
-    "Namespace": ("CoreV1Api", "create_namespace"), "ServiceAccount": ("CoreV1Api", "create_namespaced_service_account"),
-    "ClusterRole": ("RbacAuthorizationV1Api", "create_cluster_role"),
-    "ClusterRoleBinding": ("RbacAuthorizationV1Api", "create_cluster_role_binding"),
-    "DaemonSet": ("AppsV1Api", "create_namespaced_daemon_set"), "Role": ("RbacAuthorizationV1Api", "create_namespaced_role"),
+    "Namespace": ("CoreV1Api", "create_namespace"), "DaemonSet": ("AppsV1Api", "create_namespaced_daemon_set"),
+    "Role": ("RbacAuthorizationV1Api", "create_namespaced_role"),
 }
 
 
@@ -206,6 +208,8 @@ def remove_expired(api, now: datetime | None = None, keep_session: str | None = 
             items = getattr(api_of(api, kind), listing)(*((NAMESPACE,) if namespaced else ()),
                                                         label_selector=SESSION_LABEL).items
         except ApiException as err:
+            if kind in LEGACY_KINDS and err.status in (401, 403):
+                continue
             raise refused(f"listing the agents' {kind}s", err, f"list on {kind.lower()}s") from None
         for item in items:
             meta = item.metadata
@@ -242,6 +246,9 @@ class AgentCapture:
         self.namespace = NAMESPACE  # INSTALL_NAMESPACE when `agent install` put the agents there
         self._renewing = threading.Event()
         self._renewer: threading.Thread | None = None
+        self._feeding = threading.Event()  # set: no more pod maps to the agents
+        self._feeder: threading.Thread | None = None
+        self.pod_map_failures = 0  # listings of the pods that failed mid-session (each agent keeps its last map)
         self.warnings: list[str] = []
         self.timings: dict[str, float] = {}
         self.image = ""
@@ -281,8 +288,13 @@ class AgentCapture:
             self.timings["deploy_seconds"] = round(time.monotonic() - started, 3)
             pods = self.wait_ready()
             self.timings["ready_seconds"] = round(time.monotonic() - started, 3)
+            maps = self.pod_maps()
             for node, pod in sorted(pods.items()):
-                self.agents.append(self.open(node, pod))
+                agent = self.open(node, pod)
+                self.agents.append(agent)
+                self.send_pod_map(agent, maps.get(node, {}))
+            self._feeder = threading.Thread(target=self.feed_pod_maps, name="dnscorrelate-agent-pods", daemon=True)
+            self._feeder.start()
             self.wait_hello()
             self.timings["start_seconds"] = round(time.monotonic() - started, 3)
         except BaseException:
@@ -294,6 +306,9 @@ class AgentCapture:
             return
         self._stopped = True
         try:
+            self._feeding.set()
+            if self._feeder is not None:
+                self._feeder.join(10)
             for agent in self.agents:
                 self.ask_to_stop(agent)
             deadline = time.monotonic() + STOP_TIMEOUT_S
@@ -314,6 +329,8 @@ class AgentCapture:
                                          "its last counters is unknown")
             self.stats = merged_stats([a.stream for a in self.agents])
             self.stats.update(self.timings)
+            if self.pod_map_failures:
+                self.stats["pod_map_failures"] = self.pod_map_failures
         finally:
             self.remove()
 
@@ -458,11 +475,14 @@ class AgentCapture:
             ds = self.call("reading the agent DaemonSet", self.client("AppsV1Api").read_namespaced_daemon_set,
                            self.daemonset, self.namespace, needs=f"get on daemonsets in {self.namespace}")
             desired = (ds.status.desired_number_scheduled or 0) if ds.status else 0
+            scheduled = (ds.status.current_number_scheduled or 0) if ds.status else 0
             pods = [p for p in self.agent_pods() if p.metadata.deletion_timestamp is None]
             ready = {p.spec.node_name: p.metadata.name for p in pods if pod_ready(p)}
             fatal = [f"{p.metadata.name} on node {p.spec.node_name}: {reason}" for p in pods
                      if (reason := fatal_reason(p)) is not None]
-            if desired and len(ready) >= desired:
+            # every pod the DaemonSet made, not only as many as its status counted so far: a status read while the
+            # controller was still scheduling once let a session start with one node's agent while the other pulled
+            if desired and len(ready) >= max(desired, scheduled) and len(ready) == len(pods):
                 return ready
             if fatal:
                 hint = ("" if not self.image or pullable(self.image) else f"; {self.image} is a bare name, never pulled "
@@ -506,6 +526,50 @@ class AgentCapture:
                 except ClusterError:
                     return
                 time.sleep(0.5)
+
+    # --- the pod maps: the agents have no API access; the CLI tells each its node's pods ------------------------
+
+    def pod_maps(self) -> dict:
+        """Every node's pods by UID (`discovery.pod_refs_of`: host-network pods are their node), from one listing of
+        the cluster's pods (served from the API server's cache)."""
+        from dnscorrelate.cluster.kube.discovery import pod_refs_of
+
+        pods = self.call("listing the pods", self.client("CoreV1Api").list_pod_for_all_namespaces, resource_version="0",
+                         needs="list on pods (the CLI tells each node agent its node's pods)").items
+        by_node: dict[str, list] = {}
+        for pod in pods:
+            if pod.spec.node_name:
+                by_node.setdefault(pod.spec.node_name, []).append(pod)
+        return {node: pod_refs_of(items) for node, items in by_node.items()}
+
+    @staticmethod
+    def send_pod_map(agent: NodeAgent, pods: dict) -> None:
+        """Its node's pods on the agent's stdin, when they changed since the last map it got."""
+        line = pod_map_line(pods)
+        if line == agent.pod_map_sent or agent.ws is None:
+            return
+        try:
+            if agent.ws.is_open():
+                agent.ws.write_stdin(line)
+                agent.pod_map_sent = line
+        except Exception:  # its session ended: its stream says how
+            pass
+
+    def feed_pod_maps(self) -> None:
+        """Every REFRESH_S until stop(): the pods again, and each agent whose node's pods changed gets its new map (a pod
+        started mid-capture is attached by its node's agent). A failed listing is counted and warned of once; the
+        agents keep the map they have."""
+        while not self._feeding.wait(REFRESH_S):
+            try:
+                maps = self.pod_maps()
+            except ClusterError as err:
+                self.pod_map_failures += 1
+                warning = f"reading the pods for the node agents failed ({err}): pods started since are not traced"
+                if warning not in self.warnings:
+                    self.warnings.append(warning)
+                continue
+            for agent in self.agents:
+                self.send_pod_map(agent, maps.get(agent.node, {}))
 
     # --- the streams -----------------------------------------------------------------
 
