@@ -293,9 +293,11 @@ def capture(lab_name: str | None, namespaces: tuple[str, ...], duration: float |
         check_output_file(output, "-o")
     backend = NamespacesBackend(list(namespaces)) if namespaces else LabBackend.find(lab_name)
     session = Session(backend, ports=tuple(ports))
-    with errors.status("compiling the tracer"):
+    with errors.status("loading the tracer"):
         session.start()
-    errors.print(f"capturing in {len(session.vantages)} namespaces (compile {session.compile_seconds:.2f}s, attach {session.attach_seconds * 1000:.1f}ms); Ctrl-C to stop")
+    loaded = "compile" if session.tracer_kind == "bcc" else "CO-RE object loaded in"
+    errors.print(f"capturing in {len(session.vantages)} namespaces ({loaded} {session.compile_seconds:.2f}s, attach "
+                 f"{session.attach_seconds * 1000:.1f}ms); Ctrl-C to stop")
     if output.endswith(".parquet"):
         capture_to_parquet(session, output, duration)
         return
