@@ -1,11 +1,12 @@
 // dns_trace.c: a socket filter that reports every DNS packet it sees, once per
 // network namespace, with the latency of each response at that vantage point.
 //
-// Compiled once (by bcc, or ahead of time as a CO-RE object: below) and attached in every namespace through a tiny
-// per-namespace dispatcher (built in user space from raw instructions) that
-// writes the namespace's capture id to skb->cb[0] and tail-calls `dns_trace`
-// through the `progs` array. The program only extracts; decoding names and
-// answers is left to user space (dnscorrelate/sources/).
+// Compiled once (by bcc, or ahead of time into a CO-RE object: below) and
+// attached in every namespace through a tiny per-namespace dispatcher (built
+// in user space from raw instructions) that writes the namespace's capture id
+// to skb->cb[0] and tail-calls `dns_trace` through the `progs` array. The
+// program only extracts; decoding names and answers is left to user space
+// (dnscorrelate/sources/).
 //
 // It always returns 0, so no packet is ever queued on the capture socket:
 // events leave through the `events` ring buffer only. Every reason an event is

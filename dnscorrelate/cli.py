@@ -605,8 +605,8 @@ def trace(pod, namespace, lab_name, context, kubeconfig, agent, agent_image, hub
         live.start()
     warned: list[str] = []
     try:  # from here on, Ctrl-C ends the session as --duration does: stopped, summed up, the agents removed
-        errors.print(f"tracing {target.key} ({target.ip}) in {len(live.vantages)} namespaces{agent_start_note(live)}; "
-                     "Ctrl-C to stop", highlight=False, markup=False, soft_wrap=True)
+        errors.print(f"tracing {target.key} ({target.ip}) in {len(live.vantages)} namespaces{agent_start_note(live)} "
+                     f"(tracer: {live.tracer_kind or 'none'}); Ctrl-C to stop", highlight=False, markup=False, soft_wrap=True)
         warned = live.capture_warnings
         for warning in warned:
             errors.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)
