@@ -138,14 +138,23 @@ def nodes_without_kernel_headers(cluster):
     try:
         for container in containers:
             for path in ("/lib/modules", "/usr/src"):
-                node_exec(container, "mount", "-t", "tmpfs", "-o", "ro,size=64k,mode=0555", HIDDEN, path)
-                covered.append((container, path))
+                real = node_exec(container, "realpath", path).strip()  # /lib is a link to /usr/lib on Debian
+                node_exec(container, "mount", "-t", "tmpfs", "-o", "ro,size=64k,mode=0555", HIDDEN, real)
+                covered.append((container, real))
                 assert node_exec(container, "ls", "-A", path) == "", (container, path)
         yield containers
     finally:
-        for container, path in reversed(covered):
-            if node_exec(container, "findmnt", "-n", "-o", "SOURCE", "--target", path).strip() == HIDDEN:
-                node_exec(container, "umount", path)
+        for container, real in reversed(covered):
+            if mounted_at(container, real) == HIDDEN:
+                node_exec(container, "umount", real)
+            assert mounted_at(container, real) != HIDDEN, (container, real)
+
+
+def mounted_at(container, path):
+    """The source of the topmost mount at `path` in the node (the last one findmnt lists), or "" where none is."""
+    listed = subprocess.run(["docker", "exec", container, "findmnt", "-n", "-o", "SOURCE", "--mountpoint", path],
+                            capture_output=True, text=True, timeout=30).stdout.split()
+    return listed[-1] if listed else ""
 
 
 def agent_pod_sees(cluster, path_expr):

@@ -69,7 +69,7 @@ def test_the_core_object_traces_real_lookups_as_bcc_does(default_lab, core_trace
 def test_the_core_object_loads_without_the_kernels_btf_or_headers(lab_ready, core_tracer_built, tmp_path):
     """The object relocates nothing against kernel types (it reads only __sk_buff, which the verifier rewrites):
     libbpf given a BTF file that does not exist still loads it, so a node without /sys/kernel/btf/vmlinux runs it.
-    A bcc-only failure (no headers) is not reached: the loader never looks for /lib/modules."""
+    bcc (and with it the headers under /lib/modules) is never imported."""
     probe = ("import os, sys; from dnscorrelate.live import bpf; t = bpf.tracer('core'); "
              "print(t.loaded.source, t.counters()['lost'], 'bcc' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
