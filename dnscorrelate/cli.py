@@ -297,7 +297,7 @@ def capture(lab_name: str | None, namespaces: tuple[str, ...], duration: float |
         session.start()
     loaded = "compile" if session.tracer_kind == "bcc" else "CO-RE object loaded in"
     errors.print(f"capturing in {len(session.vantages)} namespaces ({loaded} {session.compile_seconds:.2f}s, attach "
-                 f"{session.attach_seconds * 1000:.1f}ms); Ctrl-C to stop")
+                 f"{session.attach_seconds * 1000:.1f}ms); Ctrl-C to stop", soft_wrap=True)  # one line for a script to wait on
     if output.endswith(".parquet"):
         capture_to_parquet(session, output, duration)
         return

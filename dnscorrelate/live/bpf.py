@@ -207,8 +207,11 @@ def core_object() -> Path:
     """The compiled object of this checkout's `bpf/dns_trace.c`, or an error saying how to build it."""
     name = object_name()
     for directory in object_dirs():
-        if (directory / name).is_file():
-            return directory / name
+        try:
+            if (directory / name).is_file():
+                return directory / name
+        except PermissionError:  # a directory this user may not read: as good as absent
+            continue
     raise CaptureError(f"no compiled tracer {name} (from {BPF_SOURCE}) in {', '.join(map(str, object_dirs()))}: build it "
                        "with `bpf/build.sh DIR` (clang and libbpf-dev; `make cluster` builds it into the cache) and set "
                        f"{TRACER_DIR_ENV}=DIR if DIR is not one of these")
@@ -231,7 +234,6 @@ _libbpf_messages: list[str] = []  # what libbpf said while loading (the verifier
 def _keep_libbpf_message(level: int, fmt: bytes, args: int) -> int:
     if level <= 1 and len(_libbpf_messages) < 400:  # warnings and information, not debug
         text = ct.create_string_buffer(1024)
-        _libc.vsnprintf.argtypes = [ct.c_char_p, ct.c_size_t, ct.c_char_p, ct.c_void_p]
         _libc.vsnprintf(text, len(text), fmt, args)
         _libbpf_messages.append(text.value.decode(errors="replace").rstrip())
     return 0
@@ -251,9 +253,13 @@ def _libbpf() -> ct.CDLL:
     lib.bpf_object__find_map_by_name.argtypes = [ct.c_void_p, ct.c_char_p]
     lib.bpf_object__find_map_fd_by_name.argtypes = [ct.c_void_p, ct.c_char_p]
     lib.bpf_map__set_max_entries.argtypes = [ct.c_void_p, ct.c_uint32]
+    lib.bpf_map__max_entries.restype = ct.c_uint32
+    lib.bpf_map__max_entries.argtypes = [ct.c_void_p]
+    lib.libbpf_strerror.argtypes = [ct.c_int, ct.c_char_p, ct.c_size_t]
     lib.bpf_object__find_program_by_name.restype = ct.c_void_p
     lib.bpf_object__find_program_by_name.argtypes = [ct.c_void_p, ct.c_char_p]
     lib.bpf_program__fd.argtypes = [ct.c_void_p]
+    _libc.vsnprintf.argtypes = [ct.c_char_p, ct.c_size_t, ct.c_char_p, ct.c_void_p]
     lib.libbpf_set_print(_keep_libbpf_message)
     return lib
 
@@ -261,14 +267,21 @@ def _libbpf() -> ct.CDLL:
 def load_failure(path: Path, error: str, kernel: str, btf_present: bool, btf_file: str | None, said: list[str]) -> str:
     """Why loading the compiled tracer failed, naming the kernel, with what libbpf said and what to do."""
     lines = [f"loading the tracer {path.name} on kernel {kernel} failed: {error}"]
-    lines += [f"  libbpf: {line}" for line in said[-12:] if line]
+    lines += [f"  libbpf: {line.removeprefix('libbpf: ')}" for line in said[-12:] if line]
     if not btf_present and not btf_file:
         lines.append(f"kernel {kernel} has no BTF ({KERNEL_BTF} is absent), which libbpf needs to relocate the object: use "
                      "a kernel built with CONFIG_DEBUG_INFO_BTF=y (most distribution kernels since 5.4), or give a BTF "
                      f"file for exactly this kernel in {BTF_ENV} (BTFHub publishes them for older distribution kernels)")
-    lines.append(f"the tracer needs Linux 5.8 or later (BPF ring buffer, bpf_ktime_get_boot_ns); kernel {kernel} lacks "
-                 "something it uses if the message above is the verifier's")
+    lines.append("what the tracer needs: Linux 5.8 or later (the BPF ring buffer, bpf_ktime_get_boot_ns) and CAP_SYS_ADMIN "
+                 "(or CAP_BPF with CAP_PERFMON); no kernel headers")
     return "\n".join(lines)
+
+
+def libbpf_error(code: int) -> str:
+    """libbpf's words for an error code: errno values and its own (4000 and up, e.g. not an ELF object)."""
+    text = ct.create_string_buffer(256)
+    _libbpf().libbpf_strerror(code, text, len(text))
+    return text.value.decode(errors="replace")
 
 
 def load_with_libbpf() -> Loaded:
@@ -280,18 +293,18 @@ def load_with_libbpf() -> Loaded:
     del _libbpf_messages[:]
     owner = lib.bpf_object__open_file(str(path).encode(), ct.byref(opts))
     if not owner:
-        raise CaptureError(f"libbpf cannot open {path}: {os.strerror(ct.get_errno())}; "
+        raise CaptureError(f"libbpf cannot open {path}: {libbpf_error(ct.get_errno())}; "
                            + " ".join(_libbpf_messages[-3:]) + " (rebuild it with bpf/build.sh)")
     ring = lib.bpf_object__find_map_by_name(owner, b"events")
-    ring_bytes = RING_PAGES * mmap.PAGESIZE
-    if not ring or lib.bpf_map__set_max_entries(ring, ring_bytes) != 0:
+    if not ring or lib.bpf_map__set_max_entries(ring, RING_PAGES * mmap.PAGESIZE) != 0:
         lib.bpf_object__close(owner)
         raise CaptureError(f"{path} has no ring buffer `events` of a settable size: rebuild it with bpf/build.sh")
     error = -lib.bpf_object__load(owner)
     if error:
         lib.bpf_object__close(owner)
-        raise CaptureError(load_failure(path, os.strerror(error), os.uname().release, KERNEL_BTF.exists(), btf_file,
+        raise CaptureError(load_failure(path, libbpf_error(error), os.uname().release, KERNEL_BTF.exists(), btf_file,
                                         _libbpf_messages))
+    ring_bytes = lib.bpf_map__max_entries(ring)  # libbpf rounds a ring buffer's size up to a power-of-two of pages
     program_fd = lib.bpf_program__fd(lib.bpf_object__find_program_by_name(owner, b"dns_trace"))
     return Loaded("core", program_fd, {name: lib.bpf_object__find_map_fd_by_name(owner, name.encode()) for name in MAPS},
                   ring_bytes, owner, str(path))

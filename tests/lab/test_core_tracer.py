@@ -4,11 +4,14 @@ same vantage points, decoded from records of the same format. `capture` is run a
 
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import uuid
+from pathlib import Path
 
 import pandas as pd
 
@@ -24,7 +27,7 @@ def started_capture(lab, how, out, timeout_s=120):
     proc = subprocess.Popen([sys.executable, "-m", "dnscorrelate", "capture", "--lab", lab.name, "-o", str(out)],
                             stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env={**os.environ, "DNSCORRELATE_TRACER": how})
     said, deadline = b"", time.monotonic() + timeout_s
-    while b"Ctrl-C to stop" not in said:
+    while b"Ctrl-C to stop" not in b" ".join(said.split()):
         if time.monotonic() > deadline or proc.poll() is not None:
             proc.kill()
             raise AssertionError(f"capture with {how} did not start: {said.decode(errors='replace')}{proc.stderr.read().decode()}")
@@ -54,6 +57,7 @@ def test_the_core_object_traces_real_lookups_as_bcc_does(default_lab, core_trace
         ended = {how: finished(proc) for how, proc in captures.items()}
     for how, (code, said) in ended.items():
         assert code == 0 and "Traceback" not in said, f"{how}: {said}"
+        assert ("(compile " if how == "bcc" else "(CO-RE object loaded in ") in said, f"{how}: {said}"
         assert "lost_samples=0" in said and "decode_errors=0" in said, f"{how}: {said}"
     frames = {how: pd.read_parquet(out) for how, out in outs.items()}
     seen = {how: frame[frame["qname"].isin(names)] for how, frame in frames.items()}
@@ -77,3 +81,22 @@ def test_the_core_object_loads_without_the_kernels_btf_or_headers(lab_ready, cor
     assert done.returncode == 0, done.stderr
     source, lost, imported_bcc = done.stdout.split()
     assert source == str(core_tracer_built) and lost == "0" and imported_bcc == "False"
+
+
+def test_a_load_the_kernel_refuses_names_the_kernel_what_libbpf_said_and_what_the_tracer_needs(lab_ready, core_tracer_built):
+    """The libbpf path as an unprivileged user (the kernel refuses bpf(2)): a CaptureError, not a traceback."""
+    probe = ("from dnscorrelate.live import bpf\ntry:\n    bpf.load_with_libbpf()\nexcept bpf.CaptureError as err:\n"
+             "    print(err)")
+    readable = Path(tempfile.mkdtemp(prefix="dnsc-tracer-"))  # pytest's own temporary directories are root's alone
+    try:
+        readable.chmod(0o755)
+        shutil.copy(core_tracer_built, readable)
+        done = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", probe],
+                              capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "DNSCORRELATE_TRACER_DIR": str(readable)})
+    finally:
+        shutil.rmtree(readable)
+    said = done.stdout
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    assert f"on kernel {os.uname().release} failed: Operation not permitted" in said
+    assert "libbpf: " in said and "Linux 5.8 or later" in said and "no kernel headers" in said
