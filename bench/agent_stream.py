@@ -276,7 +276,7 @@ def main() -> None:
     try:
         t = capture.timings
         print(f"DaemonSet applied in {t['deploy_seconds']:.2f} s; pods ready at {t['ready_seconds']:.2f} s; "
-              f"every agent capturing at {t['start_seconds']:.2f} s (tracer compiled in {capture.compile_seconds:.2f} s, "
+              f"every agent capturing at {t['start_seconds']:.2f} s (tracer loaded in {capture.compile_seconds:.2f} s, "
               f"slowest node)")
         started = time.monotonic()
         sent = stream(k8s.CoreV1Api(api).connect_get_namespaced_pod_exec, "mypod", "demo",

@@ -1,18 +1,23 @@
-"""Capture start-up: compiling the tracer, then attaching it to every namespace of a lab.
+"""Capture start-up: loading the tracer (bcc compiling it, or libbpf loading the CO-RE object), then attaching
+it to every namespace of a lab.
 
-    sudo .venv/bin/python bench/capture_startup.py [--pods N] [--runs R]
+    sudo .venv/bin/python bench/capture_startup.py [--pods N] [--runs R] [--tracer bcc|core]
 
 Prints the figures; asserts nothing. Each run is a fresh process, since the
-tracer is compiled once per process.
+tracer is loaded once per process. `--tracer core` compiles the object first
+(bpf/build.sh, into a temporary directory; not timed).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 ONE_RUN = """
 import json, time
@@ -33,7 +38,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pods", type=int, default=0, help="extra pods in the lab (default: the default lab)")
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--tracer", choices=("bcc", "core"), default="bcc", help="how each run loads the tracer")
     args = parser.parse_args()
+    objects = tempfile.mkdtemp(prefix="dnsc-tracer-")
+    if args.tracer == "core":
+        subprocess.run([str(Path(__file__).resolve().parents[1] / "bpf" / "build.sh"), objects], check=True, stdout=subprocess.DEVNULL)
+    env = {**os.environ, "DNSCORRELATE_TRACER": args.tracer, "DNSCORRELATE_TRACER_DIR": objects}
 
     from dnscorrelate.cluster.lab.runtime import Lab, teardown
     from dnscorrelate.cluster.spec import Source, load_spec, merge, validate
@@ -44,7 +54,8 @@ def main() -> None:
     try:
         runs = []
         for _ in range(args.runs):
-            out = subprocess.run([sys.executable, "-c", ONE_RUN.format(name=lab.name)], capture_output=True, text=True, check=True)
+            out = subprocess.run([sys.executable, "-c", ONE_RUN.format(name=lab.name)], capture_output=True, text=True,
+                                 check=True, env=env)
             runs.append(json.loads(out.stdout))
     finally:
         teardown(lab.name)
@@ -53,7 +64,7 @@ def main() -> None:
         values = [r[key] for r in runs]
         print(f"{key:8s} median {statistics.median(values) * 1000:8.1f} ms   min {min(values) * 1000:8.1f} ms   max {max(values) * 1000:8.1f} ms")
     per_ns = statistics.median(r["attach"] for r in runs) / namespaces * 1e6
-    print(f"namespaces {namespaces}, attach per namespace {per_ns:.0f} us, runs {len(runs)}")
+    print(f"tracer {args.tracer}, namespaces {namespaces}, attach per namespace {per_ns:.0f} us, runs {len(runs)}")
 
 
 if __name__ == "__main__":

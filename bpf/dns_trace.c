@@ -1,17 +1,37 @@
 // dns_trace.c: a socket filter that reports every DNS packet it sees, once per
 // network namespace, with the latency of each response at that vantage point.
 //
-// Compiled once by bcc and attached in every namespace through a tiny
-// per-namespace dispatcher (built in user space from raw instructions) that
-// writes the namespace's capture id to skb->cb[0] and tail-calls `dns_trace`
-// through the `progs` array. The program only extracts; decoding names and
-// answers is left to user space (dnscorrelate/sources/).
+// Compiled once (by bcc, or ahead of time into a CO-RE object: below) and
+// attached in every namespace through a tiny per-namespace dispatcher (built
+// in user space from raw instructions) that writes the namespace's capture id
+// to skb->cb[0] and tail-calls `dns_trace` through the `progs` array. The
+// program only extracts; decoding names and answers is left to user space
+// (dnscorrelate/sources/).
 //
 // It always returns 0, so no packet is ever queued on the capture socket:
 // events leave through the `events` ring buffer only. Every reason an event is
 // not emitted is counted in `counters` (see COUNTER_* below), so nothing is
 // lost silently.
 
+// One source, two builds (bpf/README.md): bcc compiles it at run time for the local capture, with the
+// kernel's headers; `bpf/build.sh` compiles it once with clang into a CO-RE object (-DDNSC_LIBBPF) that
+// libbpf loads in the node agent, with no headers on the node. The two differ only in how maps are
+// declared and reached: the small accessors below, nothing of the logic.
+#ifdef DNSC_LIBBPF
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ip.h>
+#include <linux/ipv6.h>
+#include <linux/udp.h>
+#include <linux/tcp.h>
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+typedef __u8 u8;
+typedef __u16 u16;
+typedef __u32 u32;
+typedef __u64 u64;
+#else
 #include <uapi/linux/bpf.h>
 #include <uapi/linux/if_ether.h>
 #include <uapi/linux/in.h>
@@ -20,6 +40,7 @@
 #include <uapi/linux/udp.h>
 #include <uapi/linux/tcp.h>
 #include <uapi/linux/icmp.h>
+#endif
 
 #ifndef PAYLOAD_MAX
 #define PAYLOAD_MAX 512
@@ -93,21 +114,54 @@ struct query_slot {
 #ifndef RING_PAGES
 #define RING_PAGES (1 << 13)                     // 32 MiB; a power of two (tests shrink it to force loss)
 #endif
-BPF_RINGBUF_OUTPUT(events, RING_PAGES);
-BPF_PROG_ARRAY(progs, 1);
-BPF_PERCPU_ARRAY(counters, u64, COUNTER_MAX);
-BPF_ARRAY(dns_ports, u8, 65536);                // 1 at the DNS ports to trace (host order): an array lookup is inlined
 // Query sightings, direct-mapped: a key's slot is a hash of it, and a new query whose key lands in an
 // occupied slot takes it over, as an LRU would evict the older one. An LRU hash cost about half the
 // program's time (its locks and lists); an array lookup is inlined. 2^18 slots: at 50k new sightings
 // a second, an answer is still matched after a few seconds.
 #define QUERY_SLOTS (1 << 18)
+
+#ifdef DNSC_LIBBPF
+// The ring's size is set again by the loader before it creates the map (RING_PAGES of its process).
+struct { __uint(type, BPF_MAP_TYPE_RINGBUF); __uint(max_entries, RING_PAGES * 4096); } events SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_PROG_ARRAY); __uint(max_entries, 1); __type(key, u32); __type(value, u32); } progs SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY); __uint(max_entries, COUNTER_MAX); __type(key, u32); __type(value, u64); } counters SEC(".maps");
+// 1 at the DNS ports to trace (host order): an array lookup is inlined
+struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 65536); __type(key, u32); __type(value, u8); } dns_ports SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, QUERY_SLOTS); __type(key, u32); __type(value, struct query_slot); } queries SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_ARRAY); __uint(max_entries, 1); __type(key, u32); __type(value, u32); } generation SEC(".maps");
+struct { __uint(type, BPF_MAP_TYPE_PERCPU_ARRAY); __uint(max_entries, 1); __type(key, u32); __type(value, struct event); } scratch SEC(".maps");
+char LICENSE[] SEC("license") = "GPL";
+
+static __always_inline u64 *counter_at(int *index) { return bpf_map_lookup_elem(&counters, index); }
+static __always_inline u8 *port_flag(u32 *port) { return bpf_map_lookup_elem(&dns_ports, port); }
+static __always_inline struct query_slot *query_at(u32 *index) { return bpf_map_lookup_elem(&queries, index); }
+static __always_inline u32 *generation_now(int *zero) { return bpf_map_lookup_elem(&generation, zero); }
+static __always_inline struct event *scratch_event(int *zero) { return bpf_map_lookup_elem(&scratch, zero); }
+static __always_inline struct event *reserve_event(void) { return bpf_ringbuf_reserve(&events, sizeof(struct event), 0); }
+static __always_inline void submit_event(struct event *e, u64 flags) { bpf_ringbuf_submit(e, flags); }
+#define TRACER_SECTION SEC("socket")
+#else
+BPF_RINGBUF_OUTPUT(events, RING_PAGES);
+BPF_PROG_ARRAY(progs, 1);
+BPF_PERCPU_ARRAY(counters, u64, COUNTER_MAX);
+BPF_ARRAY(dns_ports, u8, 65536);                // 1 at the DNS ports to trace (host order): an array lookup is inlined
 BPF_ARRAY(queries, struct query_slot, QUERY_SLOTS);
 BPF_ARRAY(generation, u32, 1);
 BPF_PERCPU_ARRAY(scratch, struct event, 1);
 
+// bcc rewrites `map.method()` calls and refuses them inside macros: hence functions, not macros.
+static __always_inline u64 *counter_at(int *index) { return counters.lookup(index); }
+static __always_inline u8 *port_flag(u32 *port) { return dns_ports.lookup(port); }
+static __always_inline struct query_slot *query_at(u32 *index) { return queries.lookup(index); }
+static __always_inline u32 *generation_now(int *zero) { return generation.lookup(zero); }
+static __always_inline struct event *scratch_event(int *zero) { return scratch.lookup(zero); }
+static __always_inline struct event *reserve_event(void) { return events.ringbuf_reserve(sizeof(struct event)); }
+static __always_inline void submit_event(struct event *e, u64 flags) { events.ringbuf_submit(e, flags); }
+#define TRACER_SECTION
+#endif
+
 static __always_inline void count(int index) {
-    u64 *value = counters.lookup(&index);
+    u64 *value = counter_at(&index);
     if (value)
         (*value)++;
 }
@@ -121,7 +175,7 @@ static __always_inline void count(int index) {
 #endif
 static __always_inline u64 wakeup_flags(void) {
     int index = COUNTER_EVENTS;
-    u64 *sent = counters.lookup(&index);
+    u64 *sent = counter_at(&index);
     return sent && (*sent % WAKEUP_EVERY) == 0 ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 }
 
@@ -152,7 +206,7 @@ static __always_inline int l2_length(struct __sk_buff *skb) {
 
 static __always_inline int is_dns_port(u16 port) {
     u32 index = port;
-    u8 *traced = dns_ports.lookup(&index);
+    u8 *traced = port_flag(&index);
     return traced && *traced;
 }
 
@@ -270,7 +324,7 @@ static __always_inline int same_key(const struct query_key *a, const struct quer
 // Latency of a response at this vantage point, matched to the first sighting of its query.
 static __always_inline void match_query(struct event *e) {
     int zero = 0;
-    u32 *gen = generation.lookup(&zero);
+    u32 *gen = generation_now(&zero);
     if (!gen)
         return;
     struct query_key key = {};
@@ -282,7 +336,7 @@ static __always_inline void match_query(struct event *e) {
     key.client_port = response ? e->dport : e->sport;
     __builtin_memcpy(key.client, response ? e->daddr : e->saddr, 16);
     u32 index = slot_of(&key);
-    struct query_slot *slot = queries.lookup(&index);
+    struct query_slot *slot = query_at(&index);
     if (!slot)
         return;
     int seen = same_key(&slot->key, &key);
@@ -305,9 +359,10 @@ static __always_inline void match_query(struct event *e) {
     }
 }
 
+TRACER_SECTION
 int dns_trace(struct __sk_buff *skb) {
     int zero = 0;
-    struct event *e = scratch.lookup(&zero);
+    struct event *e = scratch_event(&zero);
     if (!e)
         return 0;
     __builtin_memset(e, 0, sizeof(*e) - PAYLOAD_MAX);
@@ -417,7 +472,7 @@ int dns_trace(struct __sk_buff *skb) {
     }
 
     // The payload goes straight into the ring record: only the fixed part is copied from the scratch event.
-    struct event *out = events.ringbuf_reserve(sizeof(struct event));
+    struct event *out = reserve_event();
     if (!out) {
         count(COUNTER_LOST);
         return 0;
@@ -426,6 +481,6 @@ int dns_trace(struct __sk_buff *skb) {
     copy_payload(skb, base, data_off, payload_len, out);
     u64 flags = wakeup_flags();
     count(COUNTER_EVENTS);
-    events.ringbuf_submit(out, flags);
+    submit_event(out, flags);
     return 0;
 }

@@ -299,9 +299,11 @@ def capture(lab_name: str | None, namespaces: tuple[str, ...], duration: float |
         check_output_file(output, "-o")
     backend = NamespacesBackend(list(namespaces)) if namespaces else LabBackend.find(lab_name)
     session = Session(backend, ports=tuple(ports))
-    with errors.status("compiling the tracer"):
+    with errors.status("loading the tracer"):
         session.start()
-    errors.print(f"capturing in {len(session.vantages)} namespaces (compile {session.compile_seconds:.2f}s, attach {session.attach_seconds * 1000:.1f}ms); Ctrl-C to stop")
+    loaded = "compile" if session.tracer_kind == "bcc" else "CO-RE object loaded in"
+    errors.print(f"capturing in {len(session.vantages)} namespaces ({loaded} {session.compile_seconds:.2f}s, attach "
+                 f"{session.attach_seconds * 1000:.1f}ms); Ctrl-C to stop", soft_wrap=True)  # one line for a script to wait on
     if output.endswith(".parquet"):
         capture_to_parquet(session, output, duration)
         return
@@ -620,8 +622,8 @@ def trace(pod, namespace, lab_name, context, kubeconfig, agent, agent_image, ful
         live.start()
     warned: list[str] = []
     try:  # from here on, Ctrl-C ends the session as --duration does: stopped, summed up, the agents removed
-        errors.print(f"tracing {target.key} ({target.ip}) in {len(live.vantages)} namespaces{agent_start_note(live)}; "
-                     "Ctrl-C to stop", highlight=False, markup=False, soft_wrap=True)
+        errors.print(f"tracing {target.key} ({target.ip}) in {len(live.vantages)} namespaces{agent_start_note(live)} "
+                     f"(tracer: {live.tracer_kind or 'none'}); Ctrl-C to stop", highlight=False, markup=False, soft_wrap=True)
         warned = live.capture_warnings
         for warning in warned:
             errors.print(f"warning: {warning}", highlight=False, markup=False, soft_wrap=True)

@@ -199,6 +199,21 @@ if [ ! -x "$CILIUM_RENDER" ]; then
   step cilium-render "The Go module proxy must serve helm.sh/helm/v3 (kind/cilium/render/go.mod)" build_render
 fi
 
+# --- 4d. The node agent's tracer: bpf/dns_trace.c compiled once, here, into a CO-RE object -------------------
+# (bpf/build.sh; a second, ~1 s). The agents load it with libbpf: no compiler and no kernel headers on the nodes.
+# Keyed by the source, so every checkout that shares this cache finds the object of its own dns_trace.c.
+install_bpf_toolchain() {
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends clang libbpf-dev
+}
+command -v clang >/dev/null && [ -e /usr/include/bpf/bpf_helpers.h ] ||
+  step bpf-toolchain "apt-get must reach Debian's mirror; try: apt-get install clang libbpf-dev" install_bpf_toolchain
+TRACER_DIR=$CACHE/tracer
+TRACER_OBJECT=$TRACER_DIR/dns_trace-$(sha256sum "$repo/bpf/dns_trace.c" | cut -c1-12).bpf.o
+if [ ! -s "$TRACER_OBJECT" ]; then
+  step tracer "See the log: clang could not compile bpf/dns_trace.c" "$repo/bpf/build.sh" "$TRACER_DIR"
+fi
+
 # --- 5. Root filesystems from Debian packages ---------------------------------
 # rootfs NAME PACKAGES: a minbase Debian tree with PACKAGES, as $CACHE/rootfs-NAME-KEY.tar
 rootfs() {
@@ -216,7 +231,8 @@ rootfs() {
 NODE_PACKAGES="systemd,systemd-sysv,dbus,containerd,runc,containernetworking-plugins,conntrack,iptables,nftables,iproute2,ethtool,util-linux,mount,kmod,libseccomp2,pigz,bash,ca-certificates,procps,jq"
 COMPONENT_PACKAGES="iptables,nftables,conntrack,kmod,iproute2"
 CLIENT_PACKAGES="python3-dnspython,dnsutils,iproute2,procps"
-AGENT_PACKAGES="python3,python3-venv,python3-bpfcc,nftables,iproute2,procps,ca-certificates"
+# the agent loads its compiled tracer with libbpf: no bcc, no LLVM, no headers (its tree is half the size it was)
+AGENT_PACKAGES="python3,python3-venv,libbpf1,nftables,iproute2,procps,ca-certificates"
 # Cilium's agent compiles its datapath at run time with clang (LLVM >= 18.1; bookworm's clang-19, the
 # same LLVM as Cilium's own image), and runs iptables, ip and tc on the node
 CILIUM_PACKAGES="clang-19,llvm-19,iptables,ipset,iproute2,kmod,util-linux,mount,bash,ca-certificates,procps,libelf1"
@@ -226,7 +242,7 @@ client_tar=$(rootfs client "$CLIENT_PACKAGES")
 agent_tar=$(rootfs agent "$AGENT_PACKAGES")
 cilium_tar=$(rootfs cilium "$CILIUM_PACKAGES")
 
-# The agent runtime: Debian's python3 and bcc plus the package's dependencies from PyPI, in a venv
+# The agent runtime: Debian's python3 and libbpf plus the package's dependencies from PyPI, in a venv
 # at /opt/dnscorrelate/venv. The package itself is not in it: `cluster up` mounts this checkout
 # into the nodes, so the agents always run the code you have (kind/README.md).
 deps=$(python3 -c 'import tomllib; print("\n".join(tomllib.load(open("'"$repo"'/pyproject.toml", "rb"))["project"]["dependencies"]))')
@@ -441,20 +457,22 @@ if [ ! -s "$CILIUM_HUBBLE_MANIFEST" ]; then
 fi
 
 # The agent for clusters whose nodes do not mount this checkout (`trace --agent --agent-image` on a
-# remote cluster): the agent image with the package and the tracer's source baked in. Its own image,
-# keyed by the source, so a code change rebuilds this one layer (seconds), not the node image.
-package_key=$( (cd "$repo" && find dnscorrelate bpf -type f ! -path '*/__pycache__/*' ! -name '*.pyc' | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-12)
+# remote cluster): the agent image with the package, the tracer's source and its compiled object baked in.
+# Its own image, keyed by the source, so a code change rebuilds this one layer (seconds), not the node image.
+package_key=$( (cd "$repo" && find dnscorrelate bpf -type f ! -path '*/__pycache__/*' ! -name '*.pyc' ! -path 'bpf/build/*' | LC_ALL=C sort | xargs sha256sum) | sha256sum | cut -c1-12)
 AGENT_STANDALONE_IMAGE=dnscorrelate/agent-standalone:$images_key-$package_key
 if ! docker image inspect "$AGENT_STANDALONE_IMAGE" >/dev/null 2>&1; then
   build_agent_standalone() {
     local context; context=$(mktemp -d "$CACHE/work.XXXXXX")
-    (cd "$repo" && tar --exclude=__pycache__ --exclude='*.pyc' -c dnscorrelate bpf) | tar -C "$context" -x
-    printf 'FROM %s\nCOPY dnscorrelate /opt/dnscorrelate/src/dnscorrelate\nCOPY bpf /opt/dnscorrelate/src/bpf\n' "$AGENT_IMAGE" >"$context/Dockerfile"
+    (cd "$repo" && tar --exclude=__pycache__ --exclude='*.pyc' --exclude=bpf/build -c dnscorrelate bpf) | tar -C "$context" -x
+    mkdir "$context/tracer" && cp "$TRACER_OBJECT" "$context/tracer/"
+    printf 'FROM %s\nCOPY dnscorrelate /opt/dnscorrelate/src/dnscorrelate\nCOPY bpf /opt/dnscorrelate/src/bpf\nCOPY tracer /opt/dnscorrelate/tracer\n' \
+      "$AGENT_IMAGE" >"$context/Dockerfile"
     DOCKER_BUILDKIT=0 docker build -q -t "$AGENT_STANDALONE_IMAGE.partial" "$context" >/dev/null
     rm -rf "$context"
-    # it runs with nothing mounted: the package imports and finds the tracer's source
+    # it runs with nothing mounted: the package imports, finds the object of its own tracer source, and libbpf
     docker run --rm --network none --entrypoint python3 "$AGENT_STANDALONE_IMAGE.partial" -c \
-      'import dnscorrelate.live.bpf as b; assert b.BPF_SOURCE.exists(), b.BPF_SOURCE'
+      'import dnscorrelate.live.bpf as b; print(b.core_object()); b._libbpf()'
     docker tag "$AGENT_STANDALONE_IMAGE.partial" "$AGENT_STANDALONE_IMAGE" && docker rmi "$AGENT_STANDALONE_IMAGE.partial" >/dev/null
   }
   step agent-standalone "See the log" build_agent_standalone
@@ -523,6 +541,7 @@ CILIUM_OPERATOR_IMAGE=$CILIUM_OPERATOR_IMAGE
 CILIUM_MANIFEST=$CILIUM_MANIFEST
 CILIUM_HUBBLE_MANIFEST=$CILIUM_HUBBLE_MANIFEST
 KUBE_VERSION=$KUBE_VERSION
+TRACER_DIR=$TRACER_DIR
 CAP_SHIM=$(needs_cap_shim && echo 1 || echo 0)
 EOF
 say "ready: $NODE_IMAGE (settings in $CACHE/build.env)"

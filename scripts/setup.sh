@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian machine (run as root): system packages,
 # the kernel-header link bcc needs, the project venv, and the pinned CoreDNS.
+# (The CO-RE tracer object is compiled by `make cluster` or a test, not here: bpf/build.sh.)
 # Each step checks first and does nothing when already done, so `make test`
 # stays fast on a machine that is set up.
 set -euo pipefail
@@ -11,10 +12,12 @@ log() { printf '\033[1msetup:\033[0m %s\n' "$*"; }
 [ "$(id -u)" = 0 ] || { echo "setup: must run as root (network namespaces, nftables, eBPF)" >&2; exit 1; }
 
 # 1. Debian packages. bcc comes from Debian (python3-bpfcc) and needs kernel
-#    headers; dig is a real resolver pods use; chromium renders the HTML reports
-#    in a test; tshark and dnstap-ldns are the reference decoders the pcap and
-#    dnstap readers are checked against.
-packages=(python3-bpfcc linux-headers-amd64 nftables iproute2 dnsutils python3-venv procps chromium tshark dnstap-ldns)
+#    headers; clang and libbpf-dev compile the same tracer ahead of time into the
+#    CO-RE object the node agent loads with libbpf1 (bpf/build.sh; the lab tests
+#    load both builds); dig is a real resolver pods use; chromium renders the HTML
+#    reports in a test; tshark and dnstap-ldns are the reference decoders the pcap
+#    and dnstap readers are checked against.
+packages=(python3-bpfcc linux-headers-amd64 clang libbpf-dev libbpf1 nftables iproute2 dnsutils python3-venv procps chromium tshark dnstap-ldns)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

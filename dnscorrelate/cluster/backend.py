@@ -75,6 +75,9 @@ class Capture(Protocol):
     @property
     def compile_seconds(self) -> float: ...
     @property
+    def tracer_kind(self) -> str:
+        """How the tracer was loaded (`live.bpf.TRACERS`: `bcc` or `core`; the node agents' kinds joined by `,`)."""
+    @property
     def attach_seconds(self) -> float: ...
     @property
     def remote_nodes(self) -> list[str]:

@@ -6,7 +6,7 @@ CLI decodes them with the same `decode.decode` as a local capture: the same rows
 
     MAGIC                                   once, first: b"DNSC-AGENT/1\\n"
     frame := kind (1 byte) | length (u32, little-endian) | body
-    kind  H  hello     JSON: node, version, record_size, boot_to_wall_ns, compile_seconds, attach_seconds
+    kind  H  hello     JSON: node, version, record_size, boot_to_wall_ns, compile_seconds, attach_seconds, tracer
           V  vantage   JSON: id, netns, vantage, role, ifnames     (before any record that carries its id)
           R  records   zlib of whole records (the 512-byte payload area is mostly zeros: ~6x smaller)
           S  stats     JSON: counters so far (events, lost_samples, agent_dropped, records_sent, ...; an agent
@@ -91,6 +91,7 @@ class Hello(Frame):
     boot_to_wall_ns: int
     compile_seconds: float = 0.0
     attach_seconds: float = 0.0
+    tracer: Text = ""  # how the agent loaded its tracer: `core` (the CO-RE object) or `bcc`
 
 
 class VantageFrame(Frame):
@@ -331,6 +332,8 @@ class NodeStream:
                     "cli_dropped": int(self.counts["cli_dropped"]), "stream_cut": self.cut, "namespaces": len(self.vantages)})
         out["lost_samples"] = int(out.get("lost_samples", 0)) + int(out.get("agent_dropped", 0)) + out["cli_dropped"]
         out["records_filtered"] = sum(int(out.get(key, 0)) for key in FILTERED)  # not lost: not asked for
+        if self.hello and self.hello.get("tracer"):
+            out["tracer"] = self.hello["tracer"]  # how the agent loaded its tracer: `core` or `bcc`
         if self.bad_frame_reasons:
             out["bad_frame_reasons"] = list(self.bad_frame_reasons)
         if self.error:

@@ -1,22 +1,29 @@
-"""The eBPF side of capture: compile `bpf/dns_trace.c` once, attach it in any network namespace.
+"""The eBPF side of capture: load `bpf/dns_trace.c` once, attach it in any network namespace.
 
-One process compiles the tracer once (bcc, ~1 s). Each namespace gets a
-dispatcher of eight raw instructions, loaded with the bpf(2) syscall in
-microseconds, that stamps the namespace's capture id into `skb->cb[0]` and
-tail-calls the tracer. The dispatcher is attached to an AF_PACKET socket
-created inside the namespace; the socket stays bound to that namespace after
-the thread returns home. Events arrive on one ring buffer.
+One process loads the tracer once, in one of two ways from the same source
+(`DNSCORRELATE_TRACER`): `bcc` (the default, the local capture) compiles it
+at run time against the kernel's headers, ~1 s; `core` loads the object
+`bpf/build.sh` compiled ahead of time with libbpf, in milliseconds and with no
+headers, as the node agent does. Everything after loading is shared: maps are
+reached by their file descriptors with the bpf(2) syscall, whichever loaded
+them. Each namespace gets a dispatcher of eight raw instructions, loaded with
+bpf(2) in microseconds, that stamps the namespace's capture id into
+`skb->cb[0]` and tail-calls the tracer. The dispatcher is attached to an
+AF_PACKET socket created inside the namespace; the socket stays bound to that
+namespace after the thread returns home. Events arrive on one ring buffer.
 """
 
 from __future__ import annotations
 
 import ctypes as ct
 import functools
+import hashlib
 import mmap
 import os
 import select
 import socket
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +33,13 @@ from dnscorrelate.live import nsenter
 from dnscorrelate.sources.bpf import EVENT_DTYPE, PAYLOAD_MAX  # noqa: F401 (re-exported: the records it reads)
 
 BPF_SOURCE = Path(__file__).resolve().parents[2] / "bpf" / "dns_trace.c"
+TRACER_ENV = "DNSCORRELATE_TRACER"  # how this process loads the tracer: TRACERS
+TRACERS = ("bcc", "core")
+TRACER_DIR_ENV = "DNSCORRELATE_TRACER_DIR"  # where `bpf/build.sh` put the compiled object, if not a default place
+BTF_ENV = "DNSCORRELATE_BTF"  # a BTF file for a kernel without /sys/kernel/btf/vmlinux, for libbpf
+KERNEL_BTF = Path("/sys/kernel/btf/vmlinux")
+# Maps the tracer declares and user space reaches (by file descriptor, whichever loader made them).
+MAPS = ("events", "progs", "counters", "dns_ports", "generation")
 # The ring buffer's size in pages (a power of two). Only tests and loss experiments change it: with a
 # tiny ring, events are lost and must show up as `lost_samples`.
 RING_PAGES = int(os.environ.get("DNSCORRELATE_RING_PAGES", 1 << 13))
@@ -41,6 +55,8 @@ BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
 
 SYS_BPF = 321  # x86_64
+BPF_MAP_LOOKUP_ELEM = 1
+BPF_MAP_UPDATE_ELEM = 2
 BPF_PROG_LOAD = 5
 BPF_PROG_TEST_RUN = 10
 BPF_PROG_TYPE_SOCKET_FILTER = 1
@@ -144,48 +160,218 @@ class RingReader:
         return events
 
 
-class Tracer:
-    """The compiled tracer of this process: attach points, ring buffer, counters."""
+@dataclass
+class Loaded:
+    """A tracer in the kernel: its program and maps as file descriptors, held open by `owner`."""
 
-    def __init__(self) -> None:
+    how: str  # one of TRACERS
+    program_fd: int
+    map_fds: dict[str, int]
+    ring_bytes: int
+    owner: object  # bcc's BPF or libbpf's bpf_object: closing it would close the fds
+    source: str  # what was loaded: the source bcc compiled, or the object libbpf loaded
+
+
+def load_with_bcc() -> Loaded:
+    """Compile `bpf/dns_trace.c` with bcc against this kernel's headers (~1 s)."""
+    try:
+        from bcc import BPF
+    except ImportError:
+        raise CaptureError("bcc is not importable: run `make setup` (Debian python3-bpfcc, venv with system site-packages)") from None
+    build = Path(f"/lib/modules/{os.uname().release}/build")
+    if not build.exists():
+        raise CaptureError(f"bcc needs kernel headers at {build}: run `make setup`")
+    try:
+        compiled = BPF(src_file=str(BPF_SOURCE).encode(), cflags=[f"-DPAYLOAD_MAX={PAYLOAD_MAX}", f"-DRING_PAGES={RING_PAGES}", "-w"])
+        program = compiled.load_func(b"dns_trace", BPF.SOCKET_FILTER)
+    except Exception as err:  # bcc raises bare Exception for compile and verifier errors
+        raise CaptureError(f"compiling {BPF_SOURCE.name} failed: {err}") from None
+    return Loaded("bcc", program.fd, {name: compiled[name.encode()].map_fd for name in MAPS},
+                  compiled[b"events"].max_entries, compiled, str(BPF_SOURCE))
+
+
+def object_name(source: Path = BPF_SOURCE) -> str:
+    """The file `bpf/build.sh` compiles `source` into: keyed by its content, so a changed source never runs an older object."""
+    return f"dns_trace-{hashlib.sha256(source.read_bytes()).hexdigest()[:12]}.bpf.o"
+
+
+def object_dirs() -> list[Path]:
+    """Where the compiled tracer is looked for, in order: $DNSCORRELATE_TRACER_DIR, the agent images' place, the
+    cache `make cluster` builds it into, the checkout's bpf/build."""
+    cache = Path(os.environ.get("DNSCORRELATE_CACHE", "/var/cache/dnscorrelate")) / "kind" / "tracer"
+    dirs = [Path(os.environ[TRACER_DIR_ENV])] if os.environ.get(TRACER_DIR_ENV) else []
+    return [*dirs, Path("/opt/dnscorrelate/tracer"), cache, BPF_SOURCE.parent / "build"]
+
+
+def core_object() -> Path:
+    """The compiled object of this checkout's `bpf/dns_trace.c`, or an error saying how to build it."""
+    name = object_name()
+    for directory in object_dirs():
         try:
-            from bcc import BPF
-        except ImportError:
-            raise CaptureError("bcc is not importable: run `make setup` (Debian python3-bpfcc, venv with system site-packages)") from None
+            if (directory / name).is_file():
+                return directory / name
+        except PermissionError:  # a directory this user may not read: as good as absent
+            continue
+    raise CaptureError(f"no compiled tracer {name} (from {BPF_SOURCE}) in {', '.join(map(str, object_dirs()))}: build it "
+                       "with `bpf/build.sh DIR` (clang and libbpf-dev; `make cluster` builds it into the cache) and set "
+                       f"{TRACER_DIR_ENV}=DIR if DIR is not one of these")
+
+
+class _OpenOpts(ct.Structure):
+    """libbpf 1.x's struct bpf_object_open_opts."""
+
+    _fields_ = [("sz", ct.c_size_t), ("object_name", ct.c_char_p), ("relaxed_maps", ct.c_bool),
+                ("pin_root_path", ct.c_char_p), ("_removed_attach_prog_fd", ct.c_uint32), ("kconfig", ct.c_char_p),
+                ("btf_custom_path", ct.c_char_p), ("kernel_log_buf", ct.c_char_p), ("kernel_log_size", ct.c_size_t),
+                ("kernel_log_level", ct.c_uint32)]
+
+
+_PRINT_FN = ct.CFUNCTYPE(ct.c_int, ct.c_int, ct.c_char_p, ct.c_void_p)  # level, format, va_list
+_libbpf_messages: list[str] = []  # what libbpf said while loading (the verifier's log on a failure)
+
+
+@_PRINT_FN
+def _keep_libbpf_message(level: int, fmt: bytes, args: int) -> int:
+    if level <= 1 and len(_libbpf_messages) < 400:  # warnings and information, not debug
+        text = ct.create_string_buffer(1024)
+        _libc.vsnprintf(text, len(text), fmt, args)
+        _libbpf_messages.append(text.value.decode(errors="replace").rstrip())
+    return 0
+
+
+@functools.cache
+def _libbpf() -> ct.CDLL:
+    try:
+        lib = ct.CDLL("libbpf.so.1", use_errno=True)
+    except OSError:
+        raise CaptureError("libbpf is missing: install libbpf 1.x (Debian and Ubuntu: libbpf1)") from None
+    lib.bpf_object__open_file.restype = ct.c_void_p
+    lib.bpf_object__open_file.argtypes = [ct.c_char_p, ct.POINTER(_OpenOpts)]
+    lib.bpf_object__load.argtypes = [ct.c_void_p]
+    lib.bpf_object__close.argtypes = [ct.c_void_p]
+    lib.bpf_object__find_map_by_name.restype = ct.c_void_p
+    lib.bpf_object__find_map_by_name.argtypes = [ct.c_void_p, ct.c_char_p]
+    lib.bpf_object__find_map_fd_by_name.argtypes = [ct.c_void_p, ct.c_char_p]
+    lib.bpf_map__set_max_entries.argtypes = [ct.c_void_p, ct.c_uint32]
+    lib.bpf_map__max_entries.restype = ct.c_uint32
+    lib.bpf_map__max_entries.argtypes = [ct.c_void_p]
+    lib.libbpf_strerror.argtypes = [ct.c_int, ct.c_char_p, ct.c_size_t]
+    lib.bpf_object__find_program_by_name.restype = ct.c_void_p
+    lib.bpf_object__find_program_by_name.argtypes = [ct.c_void_p, ct.c_char_p]
+    lib.bpf_program__fd.argtypes = [ct.c_void_p]
+    _libc.vsnprintf.argtypes = [ct.c_char_p, ct.c_size_t, ct.c_char_p, ct.c_void_p]
+    lib.libbpf_set_print(_keep_libbpf_message)
+    return lib
+
+
+def load_failure(path: Path, error: str, kernel: str, btf_present: bool, btf_file: str | None, said: list[str]) -> str:
+    """Why loading the compiled tracer failed, naming the kernel, with what libbpf said and what to do."""
+    lines = [f"loading the tracer {path.name} on kernel {kernel} failed: {error}"]
+    lines += [f"  libbpf: {line.removeprefix('libbpf: ')}" for line in said[-12:] if line]
+    if not btf_present and not btf_file:
+        lines.append(f"kernel {kernel} has no BTF ({KERNEL_BTF} is absent), which libbpf needs to relocate the object: use "
+                     "a kernel built with CONFIG_DEBUG_INFO_BTF=y (most distribution kernels since 5.4), or give a BTF "
+                     f"file for exactly this kernel in {BTF_ENV} (BTFHub publishes them for older distribution kernels)")
+    lines.append("what the tracer needs: Linux 5.8 or later (the BPF ring buffer, bpf_ktime_get_boot_ns) and CAP_SYS_ADMIN "
+                 "(or CAP_BPF with CAP_PERFMON); no kernel headers")
+    return "\n".join(lines)
+
+
+def libbpf_error(code: int) -> str:
+    """libbpf's words for an error code: errno values and its own (4000 and up, e.g. not an ELF object)."""
+    text = ct.create_string_buffer(256)
+    _libbpf().libbpf_strerror(code, text, len(text))
+    return text.value.decode(errors="replace")
+
+
+def load_with_libbpf() -> Loaded:
+    """Load the object `bpf/build.sh` compiled ahead of time (`core_object`) with libbpf: no compiler, no headers."""
+    path = core_object()
+    lib = _libbpf()
+    btf_file = os.environ.get(BTF_ENV) or None
+    opts = _OpenOpts(sz=ct.sizeof(_OpenOpts), btf_custom_path=btf_file.encode() if btf_file else None)
+    del _libbpf_messages[:]
+    owner = lib.bpf_object__open_file(str(path).encode(), ct.byref(opts))
+    if not owner:
+        raise CaptureError(f"libbpf cannot open {path}: {libbpf_error(ct.get_errno())}; "
+                           + " ".join(_libbpf_messages[-3:]) + " (rebuild it with bpf/build.sh)")
+    ring = lib.bpf_object__find_map_by_name(owner, b"events")
+    if not ring or lib.bpf_map__set_max_entries(ring, RING_PAGES * mmap.PAGESIZE) != 0:
+        lib.bpf_object__close(owner)
+        raise CaptureError(f"{path} has no ring buffer `events` of a settable size: rebuild it with bpf/build.sh")
+    error = -lib.bpf_object__load(owner)
+    if error:
+        lib.bpf_object__close(owner)
+        raise CaptureError(load_failure(path, libbpf_error(error), os.uname().release, KERNEL_BTF.exists(), btf_file,
+                                        _libbpf_messages))
+    ring_bytes = lib.bpf_map__max_entries(ring)  # libbpf rounds a ring buffer's size up to a power-of-two of pages
+    program_fd = lib.bpf_program__fd(lib.bpf_object__find_program_by_name(owner, b"dns_trace"))
+    return Loaded("core", program_fd, {name: lib.bpf_object__find_map_fd_by_name(owner, name.encode()) for name in MAPS},
+                  ring_bytes, owner, str(path))
+
+
+@functools.cache
+def possible_cpus() -> int:
+    """How many values a per-CPU map holds per key: the kernel's possible CPUs (`0-3`, `0,2-5`, ...)."""
+    text = Path("/sys/devices/system/cpu/possible").read_text().strip()
+    return max(int(part.split("-")[-1]) for part in text.split(",")) + 1
+
+
+def map_update(map_fd: int, key: ct._SimpleCData, value: ct._SimpleCData) -> None:
+    attr = struct.pack("<IIQQQ", map_fd, 0, ct.addressof(key), ct.addressof(value), 0)
+    _bpf_syscall(BPF_MAP_UPDATE_ELEM, attr)
+
+
+def map_lookup(map_fd: int, key: ct._SimpleCData, value: ct.Array | ct._SimpleCData) -> None:
+    attr = struct.pack("<IIQQQ", map_fd, 0, ct.addressof(key), ct.addressof(value), 0)
+    _bpf_syscall(BPF_MAP_LOOKUP_ELEM, attr)
+
+
+def tracer_choice() -> str:
+    """How this process loads the tracer: $DNSCORRELATE_TRACER, `bcc` by default."""
+    how = os.environ.get(TRACER_ENV, "bcc")
+    if how not in TRACERS:
+        raise CaptureError(f"{TRACER_ENV}={how!r}: choose one of {', '.join(TRACERS)}")
+    return how
+
+
+class Tracer:
+    """The loaded tracer of this process: attach points, ring buffer, counters."""
+
+    def __init__(self, how: str = "bcc") -> None:
         if os.geteuid() != 0:
             raise CaptureError("eBPF capture needs root")
-        build = Path(f"/lib/modules/{os.uname().release}/build")
-        if not build.exists():
-            raise CaptureError(f"bcc needs kernel headers at {build}: run `make setup`")
-        try:
-            self.bpf = BPF(src_file=str(BPF_SOURCE).encode(), cflags=[f"-DPAYLOAD_MAX={PAYLOAD_MAX}", f"-DRING_PAGES={RING_PAGES}", "-w"])
-            self.tracer = self.bpf.load_func(b"dns_trace", BPF.SOCKET_FILTER)
-        except Exception as err:  # bcc raises bare Exception for compile and verifier errors
-            raise CaptureError(f"compiling {BPF_SOURCE.name} failed: {err}") from None
-        self.bpf[b"progs"][ct.c_int(0)] = ct.c_int(self.tracer.fd)
+        self.loaded = load_with_libbpf() if how == "core" else load_with_bcc()
+        self.how = how
+        self.maps = self.loaded.map_fds
+        map_update(self.maps["progs"], ct.c_uint32(0), ct.c_uint32(self.loaded.program_fd))
         self._sink: list[bytes] | None = None
         self._ports: list[int] = []
-        ring = self.bpf[b"events"]
-        self.ring = RingReader(ring.map_fd, ring.max_entries)
+        self.ring = RingReader(self.maps["events"], self.loaded.ring_bytes)
 
     def set_ports(self, ports: list[int]) -> None:
-        table = self.bpf[b"dns_ports"]  # an array indexed by port: unset the previous ones, set these
+        # an array indexed by port: unset the previous ones, set these
         for port, traced in [*((p, 0) for p in self._ports), *((p, 1) for p in ports)]:
-            table[ct.c_int(port)] = ct.c_uint8(traced)
+            map_update(self.maps["dns_ports"], ct.c_uint32(port), ct.c_uint8(traced))
         self._ports = list(ports)
 
     def reset(self) -> None:
         """Forget queries seen by an earlier capture in this process (they no longer match any response)."""
-        table = self.bpf[b"generation"]
-        table[ct.c_int(0)] = ct.c_uint32(table[ct.c_int(0)].value + 1)
+        generation = ct.c_uint32()
+        map_lookup(self.maps["generation"], ct.c_uint32(0), generation)
+        map_update(self.maps["generation"], ct.c_uint32(0), ct.c_uint32(generation.value + 1))
 
     def counters(self) -> dict[str, int]:
-        table = self.bpf[b"counters"]
-        return {name: int(sum(table[ct.c_int(i)])) for i, name in enumerate(COUNTERS)}
+        per_cpu = (ct.c_uint64 * possible_cpus())()
+        totals = {}
+        for index, name in enumerate(COUNTERS):
+            map_lookup(self.maps["counters"], ct.c_uint32(index), per_cpu)
+            totals[name] = int(sum(per_cpu))
+        return totals
 
     def attach(self, netns_path: str, capture_id: int) -> socket.socket:
         """Trace every packet of the namespace at `netns_path` as `capture_id`; close the socket to stop."""
-        fd = load_socket_filter(dispatcher_instructions(capture_id, self.bpf[b"progs"].map_fd))
+        fd = load_socket_filter(dispatcher_instructions(capture_id, self.maps["progs"]))
         try:
             with nsenter.entered_path(netns_path):
                 sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
@@ -219,13 +405,18 @@ class Tracer:
         data = ct.create_string_buffer(frame, len(frame))
         ctx_buf = ct.create_string_buffer(bytes(ctx), len(ctx))
         attr = struct.pack(
-            "<IIIIQQIIIIQQ", self.tracer.fd, 0, len(frame), 0, ct.addressof(data), 0, 1, 0, len(ctx), 0,
+            "<IIIIQQIIIIQQ", self.loaded.program_fd, 0, len(frame), 0, ct.addressof(data), 0, 1, 0, len(ctx), 0,
             ct.addressof(ctx_buf), 0,
         )
         _bpf_syscall(BPF_PROG_TEST_RUN, attr)
 
 
+def tracer(how: str | None = None) -> Tracer:
+    """The process's one loaded tracer of each kind (`how`, else $DNSCORRELATE_TRACER): bcc compiles for about a second,
+    libbpf loads in milliseconds; attaching costs microseconds."""
+    return _loaded_tracer(how or tracer_choice())
+
+
 @functools.cache
-def tracer() -> Tracer:
-    """The process's one compiled tracer (compiling costs about a second; attaching, microseconds)."""
-    return Tracer()
+def _loaded_tracer(how: str) -> Tracer:
+    return Tracer(how)

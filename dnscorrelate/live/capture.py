@@ -83,6 +83,7 @@ class Capture:
         self.timings: dict[str, float] = {}  # no set-up steps beyond compile and attach
         self.attach_seconds = 0.0
         self.compile_seconds = 0.0
+        self.tracer_kind = ""  # bpf.TRACERS: how the tracer was loaded, once started
         self._attached_paths: set[str] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -113,7 +114,8 @@ class Capture:
     def start(self) -> None:
         started = time.monotonic()
         self.tracer = bpf.tracer()
-        self.compile_seconds = time.monotonic() - started
+        self.compile_seconds = time.monotonic() - started  # bcc compiling, or libbpf loading the CO-RE object
+        self.tracer_kind = self.tracer.how
         if self.tracer._sink is not None:
             raise bpf.CaptureError("another capture is already running in this process")
         self.tracer.reset()

@@ -103,6 +103,11 @@ class Session:
         return self.capture.compile_seconds
 
     @property
+    def tracer_kind(self) -> str:
+        """`bcc` or `core` (live/bpf.py); the node agents' kinds joined by `,`."""
+        return self.capture.tracer_kind
+
+    @property
     def attach_seconds(self) -> float:
         return self.capture.attach_seconds
 

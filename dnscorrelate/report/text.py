@@ -193,7 +193,8 @@ def node_lines(nodes: dict[str, dict]) -> list[str]:
     for node, stats in sorted(nodes.items()):
         state = "error: " + stats["error"] if stats.get("error") else ("stream cut short: loss after its last counters unknown"
                                                                        if stats.get("stream_cut") else "complete")
-        lines.append(f"node {node}: " + counts_line(stats, NODE_COUNTS) + f"  ({state})")
+        tracer = f"tracer={stats['tracer']}  " if stats.get("tracer") else ""
+        lines.append(f"node {node}: {tracer}" + counts_line(stats, NODE_COUNTS) + f"  ({state})")
         lines += [f"node {node}: bad frame {reason}" for reason in stats.get("bad_frame_reasons", [])]
     return lines
 

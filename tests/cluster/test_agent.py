@@ -1,8 +1,10 @@
-"""The node agent as a real DaemonSet on the kind cluster: `trace --agent` gets the same lookups, hops and vantages
-as a local capture; pods started mid-capture are traced; what goes wrong (pods that never start, a node without
-kernel headers, credentials without exec, a CLI killed mid-session) is said clearly and leaves nothing behind."""
+"""The node agent as a real DaemonSet on the kind cluster: `trace --agent` (the CO-RE tracer, on nodes whose
+/lib/modules and /usr/src are hidden) gets the same lookups, hops and vantages as a local capture (bcc, here); pods
+started mid-capture are traced; what goes wrong (pods that never start, an agent that cannot load its tracer,
+credentials without exec, a CLI killed mid-session) is said clearly and leaves nothing behind."""
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -118,21 +120,75 @@ def hop_keys(record, skip_roles=()):
                   for h in record["hops"] if h["role"] not in skip_roles)
 
 
-def test_trace_through_the_agents_gives_the_local_captures_lookups_hops_and_vantages(kind_cluster, tmp_path):
-    local = Trace(kind_cluster, tmp_path)
-    agents = Trace(kind_cluster, tmp_path, "--agent")
+HIDDEN = "dnsc-no-headers"  # the tmpfs laid over a node's /lib/modules and /usr/src
+
+
+def node_exec(container, *command):
+    done = subprocess.run(["docker", "exec", container, *command], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, f"{container}: {' '.join(command)}: {done.stderr}"
+    return done.stdout
+
+
+@contextlib.contextmanager
+def nodes_without_kernel_headers(cluster):
+    """Every node's /lib/modules (kind mounts the host's, and with it the `build` link to the headers) and /usr/src
+    covered by an empty read-only tmpfs, as on a node that ships no headers; uncovered afterwards."""
+    containers = [c.name for c in kind.node_containers(kind.docker(), cluster).values()]
+    covered = []
     try:
-        local.wait_started()
-        agents.wait_started()
-        names = [f"agent-{uuid.uuid4().hex[:8]}.example.org.", "nosuch.demo.svc.cluster.local.", "web.demo.svc.cluster.local."]
-        for name in names:
-            dig(kind_cluster, name)
+        for container in containers:
+            for path in ("/lib/modules", "/usr/src"):
+                real = node_exec(container, "realpath", path).strip()  # /lib is a link to /usr/lib on Debian
+                node_exec(container, "mount", "-t", "tmpfs", "-o", "ro,size=64k,mode=0555", HIDDEN, real)
+                covered.append((container, real))
+                assert node_exec(container, "ls", "-A", path) == "", (container, path)
+        yield containers
     finally:
-        codes = (local.finish(), agents.finish())
+        for container, real in reversed(covered):
+            if mounted_at(container, real) == HIDDEN:
+                node_exec(container, "umount", real)
+            assert mounted_at(container, real) != HIDDEN, (container, real)
+
+
+def mounted_at(container, path):
+    """The source of the topmost mount at `path` in the node (the last one findmnt lists), or "" where none is."""
+    listed = subprocess.run(["docker", "exec", container, "findmnt", "-n", "-o", "SOURCE", "--mountpoint", path],
+                            capture_output=True, text=True, timeout=30).stdout.split()
+    return listed[-1] if listed else ""
+
+
+def agent_pod_sees(cluster, path_expr):
+    """What `python3 -c 'print(EXPR)'` prints in one of the running agent pods (os imported)."""
+    pod = core(cluster).list_namespaced_pod(NAMESPACE, label_selector=SELECTOR).items[0]
+    return stream(core(cluster).connect_get_namespaced_pod_exec, pod.metadata.name, NAMESPACE,
+                  command=["python3", "-c", f"import os; print({path_expr})"], stderr=True, stdin=False, stdout=True,
+                  tty=False).strip()
+
+
+def test_trace_through_the_agents_on_nodes_without_kernel_headers_gives_the_local_captures_lookups_hops_and_vantages(
+        kind_cluster, tmp_path):
+    """The agents load the CO-RE object on nodes with no /lib/modules or /usr/src content; the local capture beside
+    them (this machine, bcc) traces the same lookups: the two builds of the tracer agree on real traffic."""
+    with nodes_without_kernel_headers(kind_cluster):
+        local = Trace(kind_cluster, tmp_path, env={"DNSCORRELATE_TRACER": "bcc"})
+        agents = Trace(kind_cluster, tmp_path, "--agent")
+        try:
+            local.wait_started()
+            agents.wait_started()
+            seen_in_pod = agent_pod_sees(kind_cluster, "os.path.exists('/lib/modules/' + os.uname().release), "
+                                                       "[p for p in os.listdir('/usr/src') if 'headers' in p]")
+            names = [f"agent-{uuid.uuid4().hex[:8]}.example.org.", "nosuch.demo.svc.cluster.local.", "web.demo.svc.cluster.local."]
+            for name in names:
+                dig(kind_cluster, name)
+        finally:
+            codes = (local.finish(), agents.finish())
+    assert seen_in_pod == "False []"  # the agent has no headers to compile against
     assert codes == (0, 0), local.err + agents.err
     assert "through the node agents" in agents.err and "Traceback" not in agents.err
     nodes = [line for line in agents.err.splitlines() if line.startswith("node ")]
     assert len(nodes) == 2 and all("(complete)" in line and "lost_samples=0" in line for line in nodes), agents.err
+    assert all("tracer=core" in line for line in nodes) and "(tracer: core)" in agents.err, agents.err
+    assert "(tracer: bcc)" in local.err  # the local capture compiled the same source with bcc
     here, there = local.records(), agents.records()
     assert set(names) <= set(here) and set(here) == set(there)
     for name in here:
@@ -192,8 +248,7 @@ def test_the_standalone_image_runs_the_agent_with_nothing_of_this_checkout_mount
     capture.start()
     try:
         daemonset = k8s.AppsV1Api(kind.api_client(kind_cluster)).read_namespaced_daemon_set(capture.daemonset, NAMESPACE)
-        mounts = {v.host_path.path for v in daemonset.spec.template.spec.volumes if v.host_path}
-        assert "/opt/dnscorrelate/src" not in mounts and "/lib/modules" in mounts
+        assert not daemonset.spec.template.spec.volumes  # nothing of the node's: no checkout, no headers
         dig(kind_cluster, name)
         time.sleep(1)
     finally:
@@ -231,19 +286,19 @@ def delete_own_daemonset(cluster):
     nothing_left(cluster)
 
 
-def test_nodes_without_kernel_headers_say_so_per_node_and_a_users_daemonset_is_left_in_place(kind_cluster, tmp_path):
-    def no_headers(spec):  # /lib/modules from an empty directory: bcc finds no build tree
-        spec["volumes"] = [{"name": "modules", "emptyDir": {}} if v["name"] == "modules" else v for v in spec["volumes"]]
+def test_agents_that_cannot_load_their_tracer_say_so_per_node_and_a_users_daemonset_is_left_in_place(kind_cluster, tmp_path):
+    def bcc_asked_for(spec):  # the agent image carries no bcc: told to use it, every agent fails to load its tracer
+        spec["containers"][0]["env"].append({"name": "DNSCORRELATE_TRACER", "value": "bcc"})
 
-    apply_own_daemonset(kind_cluster, no_headers)
+    apply_own_daemonset(kind_cluster, bcc_asked_for)
     try:
         trace = Trace(kind_cluster, tmp_path, "--agent")
         assert trace.finish(interrupt=False) == 2
         err = " ".join(trace.err.split())
         assert "no node agent could capture" in err and "Traceback" not in err, trace.err
         for node in core(kind_cluster).list_node().items:
-            assert f"node {node.metadata.name}: cannot capture: bcc needs kernel headers" in err
-        assert "linux-headers" in err
+            assert f"node {node.metadata.name}: cannot capture: bcc is not importable" in err
+        assert "leave DNSCORRELATE_TRACER unset" in err
         assert k8s.AppsV1Api(kind.api_client(kind_cluster)).read_namespaced_daemon_set(NAME, NAMESPACE)  # the user's: kept
     finally:
         delete_own_daemonset(kind_cluster)

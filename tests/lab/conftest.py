@@ -56,3 +56,26 @@ def dig(lab, pod, *args):
     """`dig +short` from `pod` with one try and a 1 s timeout; returns stdout lines."""
     done = in_pod(lab, pod, "dig", "+short", "+tries=1", "+timeout=1", *args)
     return done.stdout.split()
+
+
+@pytest.fixture(scope="session")
+def core_tracer_built(tmp_path_factory):
+    """The CO-RE object compiled from this checkout's bpf/dns_trace.c by bpf/build.sh (as `make cluster` does), and
+    $DNSCORRELATE_TRACER_DIR pointing at it for `bpf.tracer("core")`. Fails (not skips) when clang or libbpf-dev is
+    missing: `make setup` installs them."""
+    import os
+    from pathlib import Path
+
+    from dnscorrelate.live import bpf
+
+    out = tmp_path_factory.mktemp("tracer")
+    built = subprocess.run([str(Path(bpf.BPF_SOURCE).parent / "build.sh"), str(out)], capture_output=True, text=True)
+    if built.returncode != 0:
+        pytest.fail(f"bpf/build.sh cannot build the CO-RE tracer: {built.stderr.strip()}")
+    previous = os.environ.get(bpf.TRACER_DIR_ENV)
+    os.environ[bpf.TRACER_DIR_ENV] = str(out)
+    yield Path(built.stdout.strip())
+    if previous is None:
+        os.environ.pop(bpf.TRACER_DIR_ENV, None)
+    else:
+        os.environ[bpf.TRACER_DIR_ENV] = previous

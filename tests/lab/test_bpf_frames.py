@@ -1,19 +1,24 @@
 """Crafted frames through the real kernel program (BPF_PROG_TEST_RUN): IPv4, IPv6 extension headers,
-fragments, TCP, ICMP errors, malformed packets. Every packet is either an event or a counted skip."""
+fragments, TCP, ICMP errors, malformed packets. Every packet is either an event or a counted skip.
 
+Each test runs on both builds of the one source, bcc's (the local capture) and the CO-RE object libbpf loads
+(the node agent), and one test compares their records byte for byte: that is how the two stay in step."""
+
+import numpy as np
 import pytest
 
 from dnscorrelate.live import bpf
+from dnscorrelate.sources.bpf import EVENT_DTYPE
 from dnscorrelate.sources.decode import Vantage, decode
 from tests.frames import ICMP, ICMPV6, TCP, UDP, ether, ipv4, ipv6, query, response, tcp, udp
 
 IPV6 = 0x86DD
 
 
-@pytest.fixture
-def run(lab_ready):
-    """run(frame, capture_id=1) -> (events table, counters that moved)."""
-    tracer = bpf.tracer()
+@pytest.fixture(params=bpf.TRACERS)
+def run(request, lab_ready, core_tracer_built):
+    """run(frame, capture_id=1) -> (events table, counters that moved), on the tracer `run.tracer` (each build)."""
+    tracer = bpf.tracer(request.param)
     tracer.set_ports([53])
     tracer.reset()
     sink: list[bytes] = []
@@ -30,6 +35,7 @@ def run(lab_ready):
         sink.clear()
         return table, moved
 
+    run_frames.tracer = tracer
     yield run_frames
     tracer.stop()
 
@@ -103,12 +109,12 @@ def test_other_ports_and_non_ip_are_counted(run):
 
 
 def test_the_port_list_is_configurable(run):
-    bpf.tracer().set_ports([5353])
+    run.tracer.set_ports([5353])
     try:
         table, moved = run(ether(ipv4("10.0.0.1", "10.0.0.2", UDP, udp(1234, 5353, query()))),
                            ether(ipv4("10.0.0.1", "10.0.0.2", UDP, udp(1234, 53, query()))))
     finally:
-        bpf.tracer().set_ports([53])
+        run.tracer.set_ports([53])
     assert list(table.dst_port) == [5353] and moved == {"events": 1, "non_dns": 1}
 
 
@@ -142,7 +148,7 @@ def test_a_reset_forgets_the_queries_seen_before_it(run):
     q = ether(ipv4("10.244.0.4", "10.96.0.10", UDP, udp(40001, 53, query(qid=10))))
     r = ether(ipv4("10.96.0.10", "10.244.0.4", UDP, udp(53, 40001, response(qid=10))))
     run(q)
-    bpf.tracer().reset()  # what every capture start does: the same capture id now names another namespace
+    run.tracer.reset()  # what every capture start does: the same capture id now names another namespace
     after_reset, _ = run(r)
     assert after_reset.latency_ns[0] == 0
     run(q)
@@ -162,3 +168,52 @@ def test_ring_reader_keeps_every_event_in_order_across_the_ring_wrapping(run):
         assert moved == {"events": per_batch}
         received += list(zip(table.src_port, table.dns_id))
     assert received == [(40000 + b, i) for b in range(batches) for i in range(per_batch)]
+
+
+SAME_FRAMES = [
+    ether(ipv4("10.244.0.4", "10.96.0.10", UDP, udp(40100, 53, query(qid=0x0B0B)))),
+    ether(ipv4("10.244.0.4", "10.96.0.10", UDP, udp(40100, 53, query(qid=0x0B0B)))),  # after DNAT: keeps the first time
+    ether(ipv4("10.96.0.10", "10.244.0.4", UDP, udp(53, 40100, response(qid=0x0B0B)))),
+    ether(ipv6("fd00::4", "fd00:10::a", UDP, udp(40101, 53, query("example.com.", "AAAA")), ((0, b""), (60, b"\x01\x02"))), IPV6),
+    ether(ipv4("10.244.0.4", "10.96.0.10", TCP, tcp(40102, 53, b"", flags=0x02))),  # SYN
+    ether(ipv4("10.244.0.4", "10.96.0.10", TCP, tcp(40102, 53, len(query()).to_bytes(2, "big") + query(), seq=7))),
+    ether(ipv4("10.244.0.3", "10.244.0.4", ICMP, bytes([3, 3, 0, 0, 0, 0, 0, 0])
+               + ipv4("10.244.0.4", "10.244.0.3", UDP, udp(40103, 53, query(qid=77))))),
+    ether(ipv4("10.0.0.1", "10.0.0.2", UDP, udp(1234, 80, query()))),  # not DNS: counted, no record
+]
+
+
+def records_of(tracer, frames, capture_id=3):
+    """The raw records `tracer` emits for `frames`, and the counters that moved."""
+    tracer.set_ports([53])
+    tracer.reset()
+    sink: list[bytes] = []
+    tracer.start(sink)
+    before = tracer.counters()
+    try:
+        for frame in frames:
+            tracer.test_run(frame, capture_id)
+        tracer.drain()
+    finally:
+        tracer.stop()
+    moved = {k: v - before[k] for k, v in tracer.counters().items() if v != before[k]}
+    return np.frombuffer(b"".join(sink), EVENT_DTYPE).copy(), moved
+
+
+def test_bcc_and_the_core_object_emit_the_same_records_for_the_same_frames(lab_ready, core_tracer_built):
+    """The local capture (bcc) and the agent (CO-RE) compile one source in two ways; their records, byte for byte
+    but for the clock, are the same, and so are the counters."""
+    (from_bcc, bcc_moved), (from_core, core_moved) = (records_of(bpf.tracer(how), SAME_FRAMES) for how in bpf.TRACERS)
+    assert bpf.tracer("core").loaded.source.endswith(".bpf.o") and bpf.tracer("bcc").loaded.source.endswith(".c")
+    assert bcc_moved == core_moved == {"events": 7, "non_dns": 1}
+    assert len(from_bcc) == len(from_core) == 7
+    for field in ("ts_ns", "latency_ns"):  # the clock differs; that a response has a latency must not
+        assert ((from_bcc[field] > 0) == (from_core[field] > 0)).all(), field
+        from_bcc[field] = from_core[field] = 0
+    payload_at = EVENT_DTYPE.fields["payload"][1]
+    for records in (from_bcc, from_core):  # past `captured` (and the struct's tail padding), a ring slot holds what
+        raw = records.view(np.uint8).reshape(len(records), EVENT_DTYPE.itemsize)  # an earlier lap left there
+        for row, captured in zip(raw, records["captured"]):
+            row[payload_at + captured:] = 0
+    assert list(from_bcc["kind"]) == [0, 0, 0, 0, 2, 0, 1] and (from_bcc["captured"] > 0).sum() == 6
+    assert from_bcc.tobytes() == from_core.tobytes()

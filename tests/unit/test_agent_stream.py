@@ -130,6 +130,7 @@ class StandInCapture:
         self.targets, self.ports, self.watch = targets, ports, watch
         self.vantages, self.raw = {}, []
         self.boot_to_wall, self.compile_seconds, self.attach_seconds = 10**18, 0.5, 0.001
+        self.tracer_kind = "core"
         self.lost = 0
         self.stopped = threading.Event()
 
@@ -191,6 +192,8 @@ def test_the_agent_streams_what_it_captures_and_its_counters_and_stops_when_stdi
     assert stream.ended and stream.hello["node"] == "kind-worker"
     assert set(stream.events()["vantage"]) == {"demo/mypod", "kind-worker"}
     assert stream.stats()["lost_samples"] == 2 and stream.stats()["records_sent"] == 3
+    assert stream.hello["tracer"] == stream.stats()["tracer"] == "core"  # which build the node loaded, on its line
+    assert node_lines({"kind-worker": stream.stats()})[0].startswith("node kind-worker: tracer=core  ")
 
 
 def test_an_agent_that_falls_behind_drops_the_oldest_records_and_counts_them():
@@ -203,14 +206,38 @@ def test_an_agent_that_falls_behind_drops_the_oldest_records_and_counts_them():
 
 
 def test_a_node_that_cannot_capture_says_why_in_the_stream():
-    def failing(*args, **kwargs):
+    def failing(*args, **kwargs):  # an agent told to use bcc (DNSCORRELATE_TRACER=bcc) on a node without headers
         raise CaptureError("bcc needs kernel headers at /lib/modules/6.1.0/build: run `make setup`")
 
     out = io.BytesIO()
     code = node_agent.Agent(out, "n", discovery=StandInDiscovery(), capture_factory=failing).run()
     stream = fed(out.getvalue())
     assert code == 2 and stream.ended and stream.hello is None
-    assert "kernel headers" in stream.error and "make setup" not in stream.error and "linux-headers" in stream.error
+    assert "kernel headers" in stream.error and "make setup" not in stream.error
+    assert "leave DNSCORRELATE_TRACER unset" in stream.error
+
+
+def test_the_agent_loads_the_core_object_unless_told_otherwise(monkeypatch):
+    """`dnscorrelate agent` on a node: DNSCORRELATE_TRACER defaults to `core` there (bcc stays the local default)."""
+    from dnscorrelate.live import bpf
+
+    monkeypatch.delenv(bpf.TRACER_ENV, raising=False)
+    assert bpf.tracer_choice() == "bcc"
+    monkeypatch.setattr(node_agent.Agent, "run", lambda self, duration=None: 0)
+    monkeypatch.setattr(node_agent, "watch_stdin", lambda stdin, stop: None)
+    monkeypatch.setattr(node_agent.signal, "signal", lambda *args: None)
+    streams = [io.TextIOWrapper(io.BytesIO()) for _ in range(3)]  # kept: main() drops sys.stdout, which would close it
+    monkeypatch.setattr(node_agent.sys, "stdin", streams[0])
+    monkeypatch.setattr(node_agent.sys, "stdout", streams[1])
+    assert node_agent.main("n", (53,), None) == 0
+    assert bpf.tracer_choice() == "core"
+    monkeypatch.setenv(bpf.TRACER_ENV, "bcc")
+    monkeypatch.setattr(node_agent.sys, "stdout", streams[2])
+    node_agent.main("n", (53,), None)
+    assert bpf.tracer_choice() == "bcc"
+    monkeypatch.setenv(bpf.TRACER_ENV, "clang")
+    with pytest.raises(CaptureError, match="DNSCORRELATE_TRACER='clang': choose one of bcc, core"):
+        bpf.tracer_choice()
 
 
 def test_stdin_saying_stop_stops_the_agent():
@@ -319,9 +346,10 @@ def test_the_manifest_takes_only_the_privileges_it_explains():
     for cap in security["capabilities"]["add"]:  # each one explained, on its line or just above
         at = next(i for i, line in enumerate(lines) if line.strip() == f"- {cap}" or line.strip().startswith(f"- {cap} "))
         assert "#" in lines[at] or lines[at - 1].strip().startswith("#"), cap
-    assert {v["hostPath"]["path"] for v in pod["volumes"]} == {"/lib/modules", "/usr/src"}
-    kind = node_agent.manifest_objects("example/agent:1", source_from_host=True)[0]["spec"]["template"]["spec"]
-    assert {v["hostPath"]["path"] for v in kind["volumes"]} == {"/lib/modules", "/usr/src", "/opt/dnscorrelate/src"}
+    assert "volumes" not in pod and "volumeMounts" not in container  # no kernel headers: the tracer is compiled
+    kind = node_agent.manifest_objects("example/agent:1", source_from_host=True)[3]["spec"]["template"]["spec"]
+    assert {v["hostPath"]["path"] for v in kind["volumes"]} == {"/opt/dnscorrelate/src", "/opt/dnscorrelate/tracer"}
+    assert {m["mountPath"] for m in kind["containers"][0]["volumeMounts"]} == {"/opt/dnscorrelate/src", "/opt/dnscorrelate/tracer"}
 
 
 def test_a_container_that_will_not_start_is_named_with_its_reason():

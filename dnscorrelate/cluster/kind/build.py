@@ -26,6 +26,7 @@ class Build:
     cilium_manifest: str = ""  # Cilium's chart rendered with our images (`cluster up --cni cilium`); empty in older builds
     cilium_hubble_manifest: str = ""  # the same with Hubble and the DNS proxy on (`cluster up --hubble`); empty in older builds
     registry_image: str = ""  # the local registry from the distribution module (`cluster up --registry`); empty in older builds
+    tracer_dir: str = ""  # the CO-RE tracer objects bpf/build.sh compiled (mounted into the nodes for the agents)
 
 
 def load_build(cache: Path = CACHE) -> Build:
@@ -43,7 +44,7 @@ def load_build(cache: Path = CACHE) -> Build:
     return Build(values["KIND"], values["KUBECTL"], values["NODE_IMAGE"], values["CLIENT_IMAGE"], values["AGENT_IMAGE"],
                  values["UPSTREAM_IMAGE"], values["FLANNEL_IMAGE"], values["KUBE_VERSION"], values.get("CAP_SHIM") == "1",
                  values.get("AGENT_STANDALONE_IMAGE", ""), values.get("CILIUM_MANIFEST", ""),
-                 values.get("CILIUM_HUBBLE_MANIFEST", ""), values.get("REGISTRY_IMAGE", ""))
+                 values.get("CILIUM_HUBBLE_MANIFEST", ""), values.get("REGISTRY_IMAGE", ""), values.get("TRACER_DIR", ""))
 
 
 def agent_image(source_from_host: bool = True) -> str:
@@ -56,6 +57,7 @@ def agent_image(source_from_host: bool = True) -> str:
     image = (build.agent_image if source_from_host else build.agent_standalone_image) if build else ""
     if not image:
         raise ClusterError("no agent image was built here: name one with --agent-image (an image with Debian's "
-                           "python3-bpfcc and dnscorrelate installed; `make cluster` builds dnscorrelate/agent-standalone, "
-                           "which you can push to a registry your nodes pull from; kind/README.md)")
+                           "python3 and libbpf1, dnscorrelate, and its compiled tracer in /opt/dnscorrelate/tracer; "
+                           "`make cluster` builds dnscorrelate/agent-standalone, which you can push to a registry your "
+                           "nodes pull from; kind/README.md)")
     return image

@@ -24,6 +24,7 @@ PREFIX = "dnsc-"
 LABEL = "io.dnscorrelate.cluster"
 RUN_ROOT = Path(os.environ.get("DNSCORRELATE_CLUSTER_DIR", "/run/dnscorrelate/clusters"))
 CHECKOUT = Path(__file__).resolve().parents[3]  # mounted into the nodes: the agents run this code
+TRACER_IN_NODE = "/opt/dnscorrelate/tracer"  # the build's compiled tracers, where the agent image looks (live/bpf.py)
 NAME = re.compile(r"^[a-z0-9]{1,20}$")
 READY_TIMEOUT_S = 240
 CILIUM_READY_TIMEOUT_S = 300  # each agent compiles its datapath with clang first (two nodes on two cores)
@@ -165,16 +166,17 @@ def existing_clusters(build) -> list[str]:
 
 
 def kind_config(build, registry: bool = False) -> str:
-    """kind's cluster config: a control plane and a worker with this checkout and the kernel headers
-    mounted (for the agents; kind itself mounts /lib/modules, whose `build` link points into
-    /usr/src), no default CNI (kindnet cannot be built here; network.py runs flannel), and on a
-    machine lacking CAP_SYS_RESOURCE, containerd told to run runc through the shim and not to lower
-    oom_score_adj; with `registry`, containerd reading registry hosts from /etc/containerd/certs.d (registry.py)."""
+    """kind's cluster config: a control plane and a worker with this checkout and the build's compiled tracers
+    mounted (for the agents; no kernel headers: the agent loads the CO-RE object), no default CNI (kindnet cannot
+    be built here; network.py runs flannel), and on a machine lacking CAP_SYS_RESOURCE, containerd told to run
+    runc through the shim and not to lower oom_score_adj; with `registry`, containerd reading registry hosts from
+    /etc/containerd/certs.d (registry.py)."""
     from dnscorrelate.cluster.kind import registry as local_registry
     from dnscorrelate.cluster.kind.network import POD_SUBNET, SERVICE_SUBNET
 
-    mount = ["    extraMounts:", f"      - hostPath: {CHECKOUT}", "        containerPath: /opt/dnscorrelate/src", "        readOnly: true",
-             "      - hostPath: /usr/src", "        containerPath: /usr/src", "        readOnly: true"]
+    mount = ["    extraMounts:", f"      - hostPath: {CHECKOUT}", "        containerPath: /opt/dnscorrelate/src", "        readOnly: true"]
+    if build.tracer_dir:
+        mount += [f"      - hostPath: {build.tracer_dir}", f"        containerPath: {TRACER_IN_NODE}", "        readOnly: true"]
     lines = [
         "kind: Cluster",
         "apiVersion: kind.x-k8s.io/v1alpha4",

@@ -198,6 +198,7 @@ class Agent:
         self.send_vantages()  # before hello: a CLI that has the hello knows every namespace captured from the start
         self.writer.hello(node=self.node, version=__version__, kernel=os.uname().release,
                           boot_to_wall_ns=self.capture.boot_to_wall + self.clock_skew_ns, compile_seconds=round(self.capture.compile_seconds, 3),
+                          tracer=self.capture.tracer_kind,
                           attach_seconds=round(self.capture.attach_seconds, 4), namespaces=len(self.capture.vantages))
         try:
             next_stats = time.monotonic() + STATS_INTERVAL_S
@@ -235,9 +236,10 @@ def test_clock_skews() -> dict[str, int]:
 
 
 def on_a_node(message: str) -> str:
-    """A capture error's advice, for a node rather than the machine `make setup` prepares."""
-    return message.replace("run `make setup`", "install the headers of the node's kernel on the node "
-                           "(linux-headers-$(uname -r)); the agent mounts /lib/modules and /usr/src from it")
+    """A capture error's advice, for a node rather than the machine `make setup` prepares (bcc's advice: the agent
+    uses bcc only when DNSCORRELATE_TRACER=bcc is set in its pod)."""
+    return message.replace("run `make setup`", "the agent's own tracer needs no headers: leave DNSCORRELATE_TRACER "
+                           "unset in its pod (it loads the CO-RE object its image carries)")
 
 
 def watch_stdin(stdin: BinaryIO, stop: Callable[[], None], discovery: NodeDiscovery | None = None) -> threading.Thread:
@@ -275,6 +277,8 @@ def main(node: str | None, ports: tuple[int, ...], duration: float | None, clock
     lookups (live/agent_filter.py). `clock_skew_ns` (tests only) times this node's events as a wall clock that far
     ahead would."""
     node = node or os.environ.get("NODE_NAME") or os.uname().nodename
+    # The agent loads the CO-RE object (no compiler, no kernel headers on the node); bcc only when asked.
+    os.environ.setdefault("DNSCORRELATE_TRACER", "core")
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # anything printed by mistake must not corrupt the stream
     discovery = NodeDiscovery(node)
@@ -357,7 +361,7 @@ spec:
             privileged: false
             allowPrivilegeEscalation: false
             runAsUser: 0  # other pods' /proc/PID/ns/net and the node's /proc/1 belong to root
-            readOnlyRootFilesystem: true  # it writes nothing: bcc compiles in memory
+            readOnlyRootFilesystem: true  # it writes nothing: the tracer is compiled already, in the image
             capabilities:
               drop: ["ALL"]
               add:
@@ -375,42 +379,37 @@ spec:
           resources:
             requests:
               cpu: 50m
-              memory: 200Mi  # bcc's in-process clang compiles the tracer once per capture
+              memory: 200Mi  # Python with pandas
             limits:
-              # clang's compile, pandas, and at most 64 MB of records waiting for a slow stream: a node-root
-              # process must not be able to take the node's memory.
+              # pandas, and at most 64 MB of records waiting for a slow stream: a node-root process must not be
+              # able to take the node's memory.
               memory: 1Gi
-          volumeMounts:
-            # bcc compiles against the node kernel's headers: /lib/modules/$$(uname -r)/build, a link into /usr/src.
-            - name: modules
-              mountPath: /lib/modules
-              readOnly: true
-            - name: usr-src
-              mountPath: /usr/src
-              readOnly: true
+          # Nothing of the node's is mounted: no kernel headers (/lib/modules, /usr/src). The tracer is a CO-RE
+          # object compiled when the image was built, which libbpf loads into the node's kernel.
 $source_mount
-      volumes:
-        - name: modules
-          hostPath:
-            path: /lib/modules
-            type: Directory
-        - name: usr-src
-          hostPath:
-            path: /usr/src
-            type: Directory
 $source_volume
 """
 
 SOURCE_MOUNT = """\
+          volumeMounts:
             # kind clusters made by `dnscorrelate cluster up`: the checkout, mounted into the nodes, so the
-            # agent runs the code you have (the image's PYTHONPATH points here).
+            # agent runs the code you have (the image's PYTHONPATH points here), and the tracer `make cluster`
+            # compiled from it (live/bpf.py finds the object of the very source it runs).
             - name: src
               mountPath: /opt/dnscorrelate/src
+              readOnly: true
+            - name: tracer
+              mountPath: /opt/dnscorrelate/tracer
               readOnly: true"""
 SOURCE_VOLUME = """\
+      volumes:
         - name: src
           hostPath:
             path: /opt/dnscorrelate/src
+            type: Directory
+        - name: tracer
+          hostPath:
+            path: /opt/dnscorrelate/tracer
             type: Directory"""
 
 

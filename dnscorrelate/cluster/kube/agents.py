@@ -271,6 +271,10 @@ class AgentCapture:
         return max((float(a.stream.hello.get("attach_seconds", 0)) for a in self.agents if a.stream.hello), default=0.0)
 
     @property
+    def tracer_kind(self) -> str:
+        return ",".join(sorted({a.stream.hello.get("tracer") or "?" for a in self.agents if a.stream.hello}))
+
+    @property
     def remote_nodes(self) -> list[str]:
         return [agent.node for agent in self.agents]
 
