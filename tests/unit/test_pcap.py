@@ -534,3 +534,22 @@ def test_payload_views_tell_apart_what_bytes_objects_do(monkeypatch, window):
         codes, distinct = payloads.factorized()
         assert [distinct[c] for c in codes.tolist()] == expected
         assert codes.tolist() == pd.factorize(pd.Series(expected, dtype=object))[0].tolist()
+
+
+def test_latency_comments_of_any_width_and_at_the_file_end():
+    """pcapng_out's latency comments are read for all blocks at once, a row of bytes per comment as wide as
+    the longest: a short comment at the very end of the file (its row would run past it), a non-digit, an
+    empty number and 18 digits are each read as the per-packet path reads them (the number, or -1)."""
+    import numpy as np
+
+    from dnscorrelate.sources.pcap import bulk
+    from dnscorrelate.sources.pcap.files import LATENCY_COMMENT
+
+    body, at, length = b"", [], []
+    for number in [b"123456789012345678", b"5", b"12a", b"", b"42"]:
+        comment = LATENCY_COMMENT + number
+        at.append(len(body))
+        length.append(len(comment))
+        body += comment + b"\0" * (-len(comment) % 4)
+    found = bulk.latency_comments(bulk.FileView(body), np.array(at), np.array(length), np.full(len(at), -7))
+    assert found.tolist() == [123456789012345678, 5, -1, -1, 42]

@@ -323,23 +323,18 @@ def epb_fields(capture: CaptureFile, view: FileView, blocks: np.ndarray, big: np
 
 
 def block_words(view: FileView, blocks: np.ndarray, big: np.ndarray):
-    """word(k): the k-th 32-bit word of each block at `blocks` (4-aligned), in its section's byte order, as
-    int64 (0 past the end of the file). One gather from the file's word view; no per-call offset arrays
-    when every block lies whole inside the file."""
+    """word(k): the k-th 32-bit word (k < 7) of each block at `blocks` (4-aligned), in its section's byte
+    order, as int64 (0 past the end of the file). The seven header words of every block are gathered in
+    one pass over the file (rows of a word view that overlap), not one pass per field."""
     words = view.view("<u4", 0)
     index = blocks >> 2
-    inside = not len(index) or int(index.max()) + 7 <= len(words)
-    swap = big if big.any() else None
-
-    def word(k: int) -> np.ndarray:
-        if not inside:
-            return either_order(view, blocks + 4 * k, big, 4)
-        value = words[index + k]
-        if swap is not None:
-            value = np.where(swap, value.byteswap(), value)
-        return value.astype(np.int64)
-
-    return word
+    if len(index) and int(index.max()) + 7 > len(words):
+        return lambda k: either_order(view, blocks + 4 * k, big, 4)
+    rows = np.lib.stride_tricks.as_strided(words, (max(len(words) - 6, 0), 7), (4, 4), writeable=False)
+    header = rows[index]
+    if big.any():
+        header = np.where(big[:, None], header.byteswap(), header)
+    return lambda k: header[:, k].astype(np.int64)
 
 
 def time_ns(units: np.ndarray, per_second: np.ndarray) -> np.ndarray:
@@ -406,19 +401,31 @@ def latency_comments(view: FileView, at: np.ndarray, length: np.ndarray, current
         marked &= words[index + k] == word
     result = current.copy()
     chosen = np.flatnonzero(marked)
-    if not len(chosen):
-        return result
     count = length[chosen] - len(LATENCY_COMMENT)
-    digits_at = at[chosen] + len(LATENCY_COMMENT)
-    numeric = (count > 0) & (count <= 18)
+    width = min(int(count.max(initial=0)), MAX_LATENCY_DIGITS + 1)
+    if not width:
+        result[chosen] = -1
+        return result
+    # every comment's digits in one gather (rows of a byte view that overlap; a row may run past its comment)
+    starts = at[chosen] + len(LATENCY_COMMENT)
+    near_end = starts + width > view.size  # the file ends within the row: digits read one comment at a time below
+    rows = np.lib.stride_tricks.as_strided(view.bytes, (max(view.size - width + 1, 0), width), (1, 1), writeable=False)
+    digits = rows[np.where(near_end, 0, starts)] - np.uint8(ord("0"))
+    numeric = (count > 0) & (count <= MAX_LATENCY_DIGITS)
     value = np.zeros(len(chosen), np.int64)
-    for column in range(int(count.max(initial=0))):
+    for column in range(width):
         inside = column < count
-        digit = np.where(inside, view.bytes[np.where(inside, digits_at + column, 0)].astype(np.int64) - ord("0"), 0)
-        numeric &= (digit >= 0) & (digit <= 9)
+        digit = digits[:, column]
+        numeric &= ~inside | (digit <= 9)  # uint8: a byte below "0" wraps above 9
         value = np.where(inside, value * 10 + digit, value)
     result[chosen] = np.where(numeric, value, -1)
+    for i in np.flatnonzero(near_end).tolist():
+        text = bytes(view.data[starts[i] : starts[i] + count[i]])
+        result[chosen[i]] = int(text) if 0 < len(text) <= MAX_LATENCY_DIGITS and text.isdigit() else -1
     return result
+
+
+MAX_LATENCY_DIGITS = 18  # fits int64
 
 
 def aligned_words(view: FileView, at: np.ndarray) -> np.ndarray:
@@ -704,7 +711,8 @@ def checksums_bad(view: FileView, h: Headers, v4_header, udp_checked, tcp_checke
 def message_columns(view: FileView, at: np.ndarray, captured: np.ndarray) -> dict:
     """keys, header fields and captured length of the DNS messages starting at file offsets `at`."""
     whole_header = captured >= 12
-    word = lambda i: np.where(whole_header, view.field(at + i, ">u2"), 0).astype(np.uint16)
+    head = view.field(at, ">u8")  # id, flags, question count, answer count: one gather
+    word = lambda i: np.where(whole_header, head >> (48 - 8 * i), 0).astype(np.uint16)
     return dict(keys=Payloads.in_buffer(view.data, at + 2, np.maximum(captured - 2, 0)), wire_len=np.maximum(captured, 0),
                 dns_id=word(0), dns_flags=word(2), ancount=word(6))
 
