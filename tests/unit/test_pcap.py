@@ -539,17 +539,18 @@ def test_payload_views_tell_apart_what_bytes_objects_do(monkeypatch, window):
 def test_latency_comments_of_any_width_and_at_the_file_end():
     """pcapng_out's latency comments are read for all blocks at once, a row of bytes per comment as wide as
     the longest: a short comment at the very end of the file (its row would run past it), a non-digit, an
-    empty number and 18 digits are each read as the per-packet path reads them (the number, or -1)."""
+    empty number and 18 digits are each read as the per-packet path reads them (the number, or -1); another
+    comment leaves the value as it was."""
     import numpy as np
 
     from dnscorrelate.sources.pcap import bulk
     from dnscorrelate.sources.pcap.files import LATENCY_COMMENT
 
     body, at, length = b"", [], []
-    for number in [b"123456789012345678", b"5", b"12a", b"", b"42"]:
-        comment = LATENCY_COMMENT + number
+    for comment in [LATENCY_COMMENT + b"123456789012345678", LATENCY_COMMENT + b"5", b"an operator's comment, not ours",
+                    LATENCY_COMMENT + b"12a", LATENCY_COMMENT, LATENCY_COMMENT + b"42"]:
         at.append(len(body))
         length.append(len(comment))
         body += comment + b"\0" * (-len(comment) % 4)
     found = bulk.latency_comments(bulk.FileView(body), np.array(at), np.array(length), np.full(len(at), -7))
-    assert found.tolist() == [123456789012345678, 5, -1, -1, 42]
+    assert found.tolist() == [123456789012345678, 5, -7, -1, -1, 42]  # -7: not a latency comment, kept

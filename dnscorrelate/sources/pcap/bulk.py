@@ -392,36 +392,29 @@ def epb_options(view: FileView, at: np.ndarray, end: np.ndarray, big: np.ndarray
 
 def latency_comments(view: FileView, at: np.ndarray, length: np.ndarray, current: np.ndarray) -> np.ndarray:
     """The number in `dnscorrelate latency_ns=N` comments (the others keep `current`), read digit by digit at once.
-    `at` is 4-aligned and the comment (`length` bytes) lies inside the file."""
-    words = view.view("<u4", 0)
-    prefix = np.frombuffer(LATENCY_COMMENT, "<u4")  # 24 bytes; option values are 4-aligned: six word reads
-    index = at >> 2
-    marked = np.ones(len(at), bool)
-    for k, word in enumerate(prefix.tolist()):
-        marked &= words[index + k] == word
-    result = current.copy()
-    chosen = np.flatnonzero(marked)
-    count = length[chosen] - len(LATENCY_COMMENT)
-    width = min(int(count.max(initial=0)), MAX_LATENCY_DIGITS + 1)
-    if not width:
-        result[chosen] = -1
-        return result
-    # every comment's digits in one gather (rows of a byte view that overlap; a row may run past its comment)
-    starts = at[chosen] + len(LATENCY_COMMENT)
-    near_end = starts + width > view.size  # the file ends within the row: digits read one comment at a time below
+    Each comment (`length` bytes at `at`, inside the file) is one gather: a row of bytes as wide as the
+    prefix and the longest number (rows of a byte view that overlap; a row may run past its comment)."""
+    prefix = np.frombuffer(LATENCY_COMMENT, np.uint8)
+    count = length - len(prefix)
+    width = len(prefix) + min(int(count.max(initial=0)), MAX_LATENCY_DIGITS + 1)
+    near_end = at + width > view.size  # the file ends within the row: read one comment at a time below
     rows = np.lib.stride_tricks.as_strided(view.bytes, (max(view.size - width + 1, 0), width), (1, 1), writeable=False)
-    digits = rows[np.where(near_end, 0, starts)] - np.uint8(ord("0"))
+    row = rows[np.where(near_end, 0, at)] if view.size >= width else np.zeros((len(at), width), np.uint8)
+    marked = (row[:, : len(prefix)] == prefix).all(axis=1) & ~near_end
+    digits = row[:, len(prefix) :] - np.uint8(ord("0"))
     numeric = (count > 0) & (count <= MAX_LATENCY_DIGITS)
-    value = np.zeros(len(chosen), np.int64)
-    for column in range(width):
+    value = np.zeros(len(at), np.int64)
+    for column in range(width - len(prefix)):
         inside = column < count
         digit = digits[:, column]
         numeric &= ~inside | (digit <= 9)  # uint8: a byte below "0" wraps above 9
         value = np.where(inside, value * 10 + digit, value)
-    result[chosen] = np.where(numeric, value, -1)
+    result = np.where(marked, np.where(numeric, value, -1), current)
     for i in np.flatnonzero(near_end).tolist():
-        text = bytes(view.data[starts[i] : starts[i] + count[i]])
-        result[chosen[i]] = int(text) if 0 < len(text) <= MAX_LATENCY_DIGITS and text.isdigit() else -1
+        comment = bytes(view.data[at[i] : at[i] + length[i]])
+        if comment.startswith(LATENCY_COMMENT):
+            number = comment[len(LATENCY_COMMENT) :]
+            result[i] = int(number) if 0 < len(number) <= MAX_LATENCY_DIGITS and number.isdigit() else -1
     return result
 
 
