@@ -121,6 +121,13 @@ class Evidence:
         vantages = seen["vantage"].astype(str)
         return set(vantages[tap]) - set(vantages[~tap])
 
+    @cached_property
+    def node_captured(self) -> bool:
+        """Whether the evidence holds a capture at a node (sightings at a place with role `node`): only then does a
+        query's absence there say it did not reach the node."""
+        seen = self.correlation.sightings
+        return bool(len(seen)) and bool((seen["role"].astype(str) == "node").any())
+
     def evidence_at(self, vantage: str) -> EvidenceWords:
         """How findings name the evidence at `vantage`: a dnstap log, or a capture."""
         return DNSTAP_WORDS if vantage in self.dnstap_vantages else CAPTURE_WORDS
