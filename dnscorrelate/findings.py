@@ -74,7 +74,7 @@ CODES = [
       "POLICY_DENIED, …) and where it was enforced: the client pod on egress (`pod->node`), the server on ingress"),
     c("dropped-in-datapath", f"{POD_NODE} {NODE_COREDNS} {SERVER}", ERROR,
       "a flow of the lookup with verdict DROPPED for another reason than a policy, quoted as the flow gives it, and where"),
-    c("dropped-before-node", POD_NODE, ERROR, "query seen leaving the pod, never at the node, no answer"),
+    c("dropped-before-node", POD_NODE, ERROR, "query seen leaving the pod, never at the node though the node was captured, no answer"),
     c("dropped-at-node", NODE_COREDNS, ERROR,
       "query seen at the node, never at CoreDNS, no ICMP, no answer; NetworkPolicies named from facts"),
     c("coredns-unreachable", COREDNS, ERROR,
