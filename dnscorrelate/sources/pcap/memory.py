@@ -21,6 +21,7 @@ import numpy as np
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 DEFAULT_THRESHOLD = 128 * 1024  # glibc's default for both
 KEEP = 1 << 30  # above any array of a read: freed memory stays in the heap for the next one
+INT_MAX = 2**31 - 1  # mallopt takes a C int
 _lock = threading.Lock()
 _depth = 0
 
@@ -51,7 +52,7 @@ def memory_reused():
         if outermost:
             if libc is not None:
                 libc.mallopt(M_MMAP_THRESHOLD, KEEP)
-                libc.mallopt(M_TRIM_THRESHOLD, 2 * KEEP)
+                libc.mallopt(M_TRIM_THRESHOLD, INT_MAX)
             advised = switch(False) if switch is not None else None
     try:
         yield
