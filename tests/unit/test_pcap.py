@@ -554,3 +554,22 @@ def test_latency_comments_of_any_width_and_at_the_file_end():
         body += comment + b"\0" * (-len(comment) % 4)
     found = bulk.latency_comments(bulk.FileView(body), np.array(at), np.array(length), np.full(len(at), -7))
     assert found.tolist() == [123456789012345678, 5, -7, -1, -1, 42]  # -7: not a latency comment, kept
+
+
+def test_a_read_puts_numpy_huge_page_advice_back_even_when_it_fails(tmp_path):
+    """memory.py turns numpy's huge-page advice off for a read only: after it, and after a read that fails on a file
+    that is no capture, the caller's setting is what it was."""
+    import numpy as np
+
+    switch = np._core.multiarray._set_madvise_hugepage
+    capture = next(iter(sorted(FIXTURES.glob("*.pcap*"))), None)
+    if capture is None:
+        pytest.skip(f"no captures in {FIXTURES}")
+    not_a_capture = tmp_path / "notes.pcap"
+    not_a_capture.write_bytes(b"not a capture at all, just text\n" * 4)
+    for setting in (True, False):
+        switch(setting)
+        read_pcap(capture)
+        with pytest.raises(EventsError):
+            read_pcap(not_a_capture)
+        assert switch(True) is setting
