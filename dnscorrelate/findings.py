@@ -84,7 +84,7 @@ CODES = [
       "the pod got an error answer (REFUSED: the agent's tofqdns-dns-reject-response-code) that no DNS server gave: no "
       "CoreDNS replica saw the query and CoreDNS logged none, and Cilium's DNS proxy recorded it DROPPED (Hubble) or a "
       "Cilium policy's DNS rules select the pod and cover not the name; the policy and its rules named from facts"),
-    c("dropped-before-node", POD_NODE, ERROR, "query seen leaving the pod, never at the node, no answer"),
+    c("dropped-before-node", POD_NODE, ERROR, "query seen leaving the pod, never at the node though the node was captured, no answer"),
     c("dropped-at-node", NODE_COREDNS, ERROR,
       "query seen at the node, never at CoreDNS, no ICMP, no answer; NetworkPolicies named from facts"),
     c("coredns-unreachable", COREDNS, ERROR,

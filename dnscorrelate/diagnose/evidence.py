@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
@@ -18,6 +19,26 @@ DNS_SERVER_ROLES = ["coredns", "upstream", "node"]  # clients that are DNS serve
 NOT_ERRORS = ["NOERROR", "NXDOMAIN", ""]  # every other response code is a failure, EDNS extended ones (BADVERS, …) too
 STRAY = ["query-not-seen", "wrong-id"]  # outcomes of responses no query was seen of: not lookups
 PROXY = "dns-proxy"  # the interface name of a DNS proxy's records (Hubble's L7 flows: sources/hubble.py)
+DNSTAP = "dnstap"  # the interface name of dnstap rows (sources/dnstap.py, live/dnstap.py)
+
+
+@dataclass(frozen=True)
+class EvidenceWords:
+    """What findings call the evidence at one vantage point, by its kind."""
+
+    record: str  # "the capture", "its dnstap log"
+    point: str  # "capture point": one {point} cannot tell
+    began: str  # "before the capture began"
+    gap: str  # where else a query the evidence lacks went
+    copied: str  # how the evidence itself could show one response twice
+
+
+CAPTURE_WORDS = EvidenceWords("the capture", "capture point", "before the capture began",
+                              "lost in a gap of it (over TCP, a segment acknowledged but not captured)",
+                              "the capture copied the packet (two interfaces, a mirror port)")
+DNSTAP_WORDS = EvidenceWords("the dnstap log", "dnstap writer", "before the dnstap log began",
+                             "not logged (a writer may log responses only, or drop messages when its queue is full)",
+                             "the writer logged it twice")
 
 
 def failed(rcode: pd.Series) -> pd.Series:
@@ -88,6 +109,28 @@ class Evidence:
         if "ifname" not in seen or not (seen["ifname"].astype(str) == PROXY).any():
             return set()
         return set(seen.loc[(seen["ifname"].astype(str) == PROXY).to_numpy(), "trace_id"].astype(int))
+
+    @cached_property
+    def dnstap_vantages(self) -> set[str]:
+        """Vantages whose every sighting is a dnstap log's (ifname `dnstap`: the writer's own record of its
+        messages), not a packet capture's."""
+        seen = self.correlation.sightings
+        if "ifname" not in seen or not len(seen):
+            return set()
+        tap = (seen["ifname"].astype(str) == DNSTAP).to_numpy()
+        vantages = seen["vantage"].astype(str)
+        return set(vantages[tap]) - set(vantages[~tap])
+
+    @cached_property
+    def node_captured(self) -> bool:
+        """Whether the evidence holds a capture at a node (sightings at a place with role `node`): only then does a
+        query's absence there say it did not reach the node."""
+        seen = self.correlation.sightings
+        return bool(len(seen)) and bool((seen["role"].astype(str) == "node").any())
+
+    def evidence_at(self, vantage: str) -> EvidenceWords:
+        """How findings name the evidence at `vantage`: a dnstap log, or a capture."""
+        return DNSTAP_WORDS if vantage in self.dnstap_vantages else CAPTURE_WORDS
 
     def timing_caveat(self, trace_ids) -> str:
         """What a time reported for these traces is, when a DNS proxy took it; "" otherwise."""

@@ -7,10 +7,13 @@ import pandas as pd
 from dnscorrelate.cluster.facts import ClusterFacts, blocking_policies
 
 
-def lost_per_client(lost: pd.DataFrame, facts: ClusterFacts, at_node: bool):
+def lost_per_client(lost: pd.DataFrame, facts: ClusterFacts, at_node: bool, node_captured: bool = True):
     """(client vantage, its lost queries, the NetworkPolicy that drops them or '') for queries lost before CoreDNS
-    that were (`at_node`) or were not seen at the node."""
+    that were (`at_node`) or were not seen at the node. Not being seen at the node tells something only where a
+    node was captured (`node_captured`): without that, nothing is yielded for `at_node=False`."""
     seen = lost["seen_at_node"].astype(bool)
+    if not at_node and not node_captured:
+        return
     for client, group in lost[seen if at_node else ~seen].groupby("client_vantage", sort=True):
         yield client, group, policy_cause(facts, group["client_ip"].iloc[0], group)
 

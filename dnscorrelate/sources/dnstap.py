@@ -43,7 +43,8 @@ it), `embedded_not_a_query` (the bytes have QR set: BIND's unit test stores the 
 The vantage: `VANTAGE=` when given (a bare name is a CoreDNS replica, `coredns/NAME`); else the message's
 identity, a CoreDNS replica (`kube-system/NAME`, role coredns) when the identity or the version names
 CoreDNS, otherwise the identity as it is (role `other`: dnsdist, BIND, kdig say nothing of Kubernetes);
-without an identity the file's name stands for the writer. `stats["writers"]` keeps each writer's identity,
+without an identity the file's name stands for the writer. Rows' `ifname` is `dnstap` (as the live agent's
+dnstap rows): what findings drawn from them call the writer's log, not a capture. `stats["writers"]` keeps each writer's identity,
 version, vantage, role and message types.
 
 Every frame is counted once: `frames` = `frames_mapped` (by type: `client_query`, `auth_response`, …) +
@@ -74,6 +75,7 @@ CONTENT_TYPE = b"protobuf:dnstap.Dnstap"
 Type = dnstap_pb.Message.Type
 RECEIVED_BY_RESPONDER = ("AUTH", "CLIENT", "UPDATE")  # the writer answers: it receives queries, sends responses
 SENT_BY_INITIATOR = ("RESOLVER", "FORWARDER", "STUB", "TOOL")  # the writer asks: it sends queries, receives responses
+DNSTAP_IFNAME = "dnstap"  # the ifname of every row: a dnstap log, not a capture (live/dnstap.py names its rows alike)
 LEGS = {  # message type -> (is a response, pkt_type at the writer)
     Type.Value(f"{role}_{leg}"): (leg == "RESPONSE", ("HOST" if leg == "QUERY" else "OUTGOING") if role in RECEIVED_BY_RESPONDER
                                   else ("OUTGOING" if leg == "QUERY" else "HOST"))
@@ -259,7 +261,7 @@ def read_dnstap_detailed(path: str | Path, vantage: str | None = None) -> Dnstap
             numbers.append(number)
             types.append(f"{type_name(message)}/query")
     stats["frames_mapped"] = sum(stats[name.lower()] for name in TYPE_NAMES)
-    names = [(writer.vantage, writer.role, "") for writer in described]  # writers named alike share a vantage
+    names = [(writer.vantage, writer.role, DNSTAP_IFNAME) for writer in described]  # writers named alike share a vantage
     frame = frame_of_rows(rows, names, stats) if rows else events.empty_events()
     order = np.argsort(frame["ts_ns"].to_numpy(), kind="stable") if rows else np.array([], dtype=np.int64)
     result = dict(stats)

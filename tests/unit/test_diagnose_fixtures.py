@@ -2,6 +2,7 @@
 
 The fault is not in the fixture: only packets, CoreDNS logs and the lab's topology (cluster facts)."""
 
+import pandas as pd
 import pytest
 
 from dnscorrelate.analysis import analyze
@@ -107,11 +108,26 @@ def test_a_servfail_coredns_gave_itself_is_never_ok(errors_plugin):
 
 
 def test_queries_the_node_never_saw_are_dropped_before_it_with_the_policy_named():
-    """deny-dns-egress's evidence without the node's sightings: the queries left the pod and reached nothing else, so
-    they were stopped before the node; the egress policy that drops them is still named from the facts."""
+    """deny-dns-egress's evidence, the pod asking again 2 s later (another port and id) and the node, captured all
+    along, not seeing that second query: it was stopped before the node, with the egress policy named from the
+    facts; the first, which the node saw, was dropped at the node."""
     frame, stats, logs, facts = load_fixture("deny-dns-egress")
-    analysis = analyze(frame[frame["role"] != "node"], logs, facts, stats)
+    pod = frame[(frame["role"] == "pod").to_numpy()]
+    again = pod.assign(ts_ns=pod["ts_ns"] + 2_000_000_000, src_port=pod["src_port"] + 1, dns_id=pod["dns_id"] + 1)
+    analysis = analyze(pd.concat([frame, again], ignore_index=True), logs, facts, stats)
     [lost] = [f for f in analysis.findings if f.code == "dropped-before-node"]
-    assert lost.hop == "pod->node" and lost.count > 0
+    assert lost.hop == "pod->node" and lost.count == 1
     assert "demo/mypod" in lost.summary and "NetworkPolicy demo/default-deny-egress" in lost.summary
-    assert "dropped-at-node" not in {f.code for f in analysis.findings}
+    assert [f.count for f in analysis.findings if f.code == "dropped-at-node"] == [1]
+
+
+def test_without_a_capture_at_the_node_a_query_is_not_said_dropped_before_it():
+    """deny-dns-egress's evidence without the node's capture (the pod's and CoreDNS's log remain: more than one
+    place): nothing was watching the node, so its not seeing the query says nothing. The lookup is said unanswered,
+    last seen at the pod, not dropped before the node."""
+    frame, stats, logs, facts = load_fixture("deny-dns-egress")
+    analysis = analyze(frame[(frame["role"] != "node").to_numpy()], logs, facts, stats)
+    codes = {f.code for f in analysis.findings}
+    assert "dropped-before-node" not in codes and "dropped-at-node" not in codes
+    [unanswered] = [f for f in analysis.findings if f.code == "unanswered"]
+    assert unanswered.count == 1 and "last seen at demo/mypod" in unanswered.summary

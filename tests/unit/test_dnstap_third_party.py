@@ -172,3 +172,14 @@ def test_a_lone_auth_response_is_a_lookup_the_writer_answered_with_no_time():
     trace = analysis.correlation.traces.iloc[0]
     assert (trace.outcome, bool(trace.query_seen), trace.rcode) == ("answered", False, "NOERROR")
     assert pd.isna(trace.total_ns) and [f.code for f in analysis.findings] == ["ok"]
+
+
+def test_findings_from_dnstap_name_the_dnstap_log_not_a_capture():
+    """A dnstap file is the writer's own log of its messages, not a packet capture: findings drawn from it say
+    what its log shows (no response logged, a response whose query was not logged), never "the capture"."""
+    analysis = findings_of("isc-projects-bind9-dnstap.saved")
+    for f in analysis.findings:
+        assert "the capture" not in f.summary and "capture point" not in f.summary, (f.code, f.summary)
+    drawn = {f.code: f.summary for f in analysis.findings if "received" not in f.summary}  # the queries BIND sent
+    assert "the dnstap log went on after each" in drawn["no-response-seen"] and "one dnstap writer cannot tell" in drawn["no-response-seen"]
+    assert "before the dnstap log began" in drawn["query-not-seen"] and "logged it twice" in drawn["duplicate-response"]

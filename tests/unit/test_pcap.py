@@ -534,3 +534,42 @@ def test_payload_views_tell_apart_what_bytes_objects_do(monkeypatch, window):
         codes, distinct = payloads.factorized()
         assert [distinct[c] for c in codes.tolist()] == expected
         assert codes.tolist() == pd.factorize(pd.Series(expected, dtype=object))[0].tolist()
+
+
+def test_latency_comments_of_any_width_and_at_the_file_end():
+    """pcapng_out's latency comments are read for all blocks at once, a row of bytes per comment as wide as
+    the longest: a short comment at the very end of the file (its row would run past it), a non-digit, an
+    empty number and 18 digits are each read as the per-packet path reads them (the number, or -1); another
+    comment leaves the value as it was."""
+    import numpy as np
+
+    from dnscorrelate.sources.pcap import bulk
+    from dnscorrelate.sources.pcap.files import LATENCY_COMMENT
+
+    body, at, length = b"", [], []
+    for comment in [LATENCY_COMMENT + b"123456789012345678", LATENCY_COMMENT + b"5", b"an operator's comment, not ours",
+                    LATENCY_COMMENT + b"12a", LATENCY_COMMENT, LATENCY_COMMENT + b"42"]:
+        at.append(len(body))
+        length.append(len(comment))
+        body += comment + b"\0" * (-len(comment) % 4)
+    found = bulk.latency_comments(bulk.FileView(body), np.array(at), np.array(length), np.full(len(at), -7))
+    assert found.tolist() == [123456789012345678, 5, -7, -1, -1, 42]  # -7: not a latency comment, kept
+
+
+def test_a_read_puts_numpy_huge_page_advice_back_even_when_it_fails(tmp_path):
+    """memory.py turns numpy's huge-page advice off for a read only: after it, and after a read that fails on a file
+    that is no capture, the caller's setting is what it was."""
+    import numpy as np
+
+    switch = np._core.multiarray._set_madvise_hugepage
+    capture = next(iter(sorted(FIXTURES.glob("*.pcap*"))), None)
+    if capture is None:
+        pytest.skip(f"no captures in {FIXTURES}")
+    not_a_capture = tmp_path / "notes.pcap"
+    not_a_capture.write_bytes(b"not a capture at all, just text\n" * 4)
+    for setting in (True, False):
+        switch(setting)
+        read_pcap(capture)
+        with pytest.raises(EventsError):
+            read_pcap(not_a_capture)
+        assert switch(True) is setting

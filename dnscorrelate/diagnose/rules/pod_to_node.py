@@ -12,12 +12,14 @@ from dnscorrelate.findings import NODE_COREDNS, POD_NODE, SERVER
 
 
 def dropped_before_node(ev: Evidence) -> list[Finding]:
-    """Queries that never reached the node, and no answer: stopped in the pod or on its way out."""
+    """Queries that never reached the node, and no answer: stopped in the pod or on its way out. Only where the
+    evidence holds a capture at a node: else their absence there says nothing, and the `unanswered` fallback says
+    where they were last seen."""
     return [finding("dropped-before-node",
                     f"{plural(len(group), 'DNS query')} from {client} never left the pod's network namespace or never reached the "
                     f"node: {cause or 'check the pod interface, its routes and any firewall inside the pod'}.",
                     evidence(group), len(group))
-            for client, group, cause in lost_per_client(ev.lost_before_coredns, ev.facts, at_node=False)]
+            for client, group, cause in lost_per_client(ev.lost_before_coredns, ev.facts, at_node=False, node_captured=ev.node_captured)]
 
 
 def asked(qnames) -> str:

@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import pandas as pd
 
-from dnscorrelate.diagnose.evidence import Evidence
+from dnscorrelate.diagnose.evidence import Evidence, EvidenceWords
 from dnscorrelate.diagnose.finding import Finding, evidence, finding
 from dnscorrelate.diagnose.words import in_ms, names, plural, questions
 from dnscorrelate.findings import WARNING
 
 SLOW_RESPONSE_MS = 100.0
 CALL_IT_LOST_NS = 10**9  # a capture that ended sooner after every unanswered query cannot call them lost (a warning, not an error)
-ONE_PLACE = "one capture point cannot tell"
+
+
+def one_place(record: EvidenceWords) -> str:
+    return f"one {record.point} cannot tell"
 
 
 def capture_end(ev: Evidence) -> pd.Series:
@@ -34,6 +37,7 @@ def no_response_seen(ev: Evidence) -> list[Finding]:
     end = capture_end(ev)
     findings = []
     for (vantage, server, received), group in lost.groupby(["client_vantage", "server", "query_received"]):
+        record = ev.evidence_at(vantage)
         waits = end.get(vantage, group["t_start"].max()) - group["t_start"]
         longest, shortest = float(waits.max()), float(waits.min())
         too_soon = longest < CALL_IT_LOST_NS
@@ -46,10 +50,10 @@ def no_response_seen(ev: Evidence) -> list[Finding]:
                 ": it did not answer them, or answered under another id; what it did with them meanwhile (a lookup of its own, "
                 "a wait) is not in this evidence.")) if received else
             f"No response seen at {vantage} to {plural(len(group), 'lookup')} of {questions(group['qname'])} sent to {server}, "
-            f"in the {in_seconds(shortest)} to {in_seconds(longest)} the capture went on after each"
-            + (": the capture ended too soon after them to call them lost." if too_soon else
-               f". Where they were lost {ONE_PLACE}: on the way out, at {server}, or on the way back; a capture nearer the server, "
-               "or its log, would."),
+            f"in the {in_seconds(shortest)} to {in_seconds(longest)} {record.record} went on after each"
+            + (f": {record.record} ended too soon after them to call them lost." if too_soon else
+               f". Where they were lost {one_place(record)}: on the way out, at {server}, or on the way back; a capture nearer the "
+               "server, or its log, would."),
             evidence(group, server=server, vantage=vantage, waited_s=round(shortest / 1e9, 3)), len(group),
             severity=WARNING if too_soon else None))
     return findings
@@ -97,7 +101,8 @@ def slow_response_seen(ev: Evidence) -> list[Finding]:
             "slow-response-seen",
             f"Answers from {server} took {in_ms(t.median())} median, {in_ms(t.max())} at worst, at {vantage}: "
             f"{len(slow)} of {plural(len(group), 'lookup')} over {SLOW_RESPONSE_MS:.0f} ms ({questions(slow['qname'])}). "
-            f"What the time went to (the path, the server, its upstream) {ONE_PLACE}{ev.timing_caveat(slow['trace_id'])}.",
+            f"What the time went to (the path, the server, its upstream) {one_place(ev.evidence_at(vantage))}"
+            f"{ev.timing_caveat(slow['trace_id'])}.",
             evidence(slow, server=server, vantage=vantage, median_ms=round(t.median() / 1e6, 3)), len(slow)))
     return findings
 
@@ -108,8 +113,8 @@ def duplicate_response(ev: Evidence) -> list[Finding]:
     return [finding(
         "duplicate-response",
         f"{plural(len(group), 'lookup')} of {names(group['qname'])} got {plural(int(group['duplicate_responses'].sum()), 'extra response')} "
-        f"from {server} at {vantage}, beyond one per query: the server or a middlebox sent the answer twice, or the capture "
-        "copied the packet (two interfaces, a mirror port). Harmless to the client, which takes the first.",
+        f"from {server} at {vantage}, beyond one per query: the server or a middlebox sent the answer twice, or "
+        f"{ev.evidence_at(vantage).copied}. Harmless to the client, which takes the first.",
         evidence(group, server=server), len(group))
         for (vantage, server), group in twice.groupby(["client_vantage", "server"])]
 
@@ -143,8 +148,7 @@ def query_not_seen(ev: Evidence) -> list[Finding]:
         "query-not-seen",
         f"{plural(len(group), 'response')} from {server} to {names(group['client_ip'])} at {vantage} (id "
         f"{names(group['dns_id'].astype(int).map(hex))}, {names(group['qname'])}) answer queries this evidence does not hold: "
-        "sent before the capture began, or lost in a gap of it (over TCP, a segment acknowledged but not captured). "
-        "They are not counted as lookups.",
+        f"sent {ev.evidence_at(vantage).began}, or {ev.evidence_at(vantage).gap}. They are not counted as lookups.",
         evidence(group, server=server), len(group))
         for (vantage, server), group in strays.groupby(["client_vantage", "server"])]
 

@@ -48,6 +48,8 @@ OUTCOMES = ["", "packets_dns_udp", "packets_not_dns", "packets_non_ip", "packets
             "packets_tcp_control", "packets_tcp_other"]
 KINDS = ["dns", "tcp-syn", "tcp-synack", "tcp-rst"]
 KIND_DNS, KIND_SYN, KIND_SYNACK, KIND_RST = range(4)
+# the row columns' text as categoricals (codes, not a str object per row)
+PKT_TYPE_CATEGORIES, KIND_CATEGORIES = pd.Index(PKT_TYPES, dtype=object), pd.Index(KINDS, dtype=object)
 
 
 @dataclass
@@ -89,27 +91,35 @@ class FileView:
             self._epb_chain = EpbChain.of(self.view("<u4", 0))
         return self._epb_chain
 
+    def unaligned(self, dtype: str) -> np.ndarray:
+        """The `dtype` field starting at every byte offset: one view with a stride of one byte."""
+        key = (dtype, None)
+        if key not in self.words:
+            width = np.dtype(dtype).itemsize
+            count = max(self.size - width + 1, 0)
+            self.words[key] = np.ndarray((count,), dtype, buffer=self.data, strides=(1,)) if count else np.zeros(0, dtype)
+        return self.words[key]
+
     def field(self, at: np.ndarray, dtype: str) -> np.ndarray:
         """The unsigned `dtype` field (">u2", "<u4"...) at each offset, as int64; 0 where it would run past
-        the end. Offsets of one alignment are read through the view of that alignment; others byte by byte."""
+        the end. One gather: offsets of one alignment through the aligned view of that alignment (faster),
+        others through the byte-strided view."""
         width = np.dtype(dtype).itemsize
         at = np.asarray(at, np.int64)
         if not len(at):
             return np.zeros(0, np.int64)
-        past_end = at + width > self.size
-        if width > 1 and not past_end.any():
-            alignment = at & (width - 1)
-            if alignment.min() == alignment.max():  # one alignment (pcapng's blocks are 4-aligned): one gather
-                shift = int(alignment[0])
-                return self.view(dtype, shift)[(at - shift) // width].astype(np.int64)
-        read_at = np.minimum(at, max(self.size - width, 0)) if past_end.any() else at
-        order = range(width) if dtype[0] == ">" else range(width - 1, -1, -1)
-        value = np.zeros(len(at), np.int64)
-        for k in order:
-            value <<= 8
-            value |= self.bytes[read_at + k]
-        value[past_end] = 0
-        return value
+        if int(at.max()) + width > self.size:
+            past_end = at + width > self.size
+            value = self.field(np.where(past_end, 0, at), dtype) if self.size >= width else np.zeros(len(at), np.int64)
+            value[past_end] = 0
+            return value
+        if width == 1:
+            return self.bytes[at].astype(np.int64)
+        alignment = at & (width - 1)
+        shift = int(alignment[0])
+        if (alignment == shift).all():  # one alignment (pcapng's blocks are 4-aligned): the aligned view
+            return self.view(dtype, shift)[(at - shift) >> (width.bit_length() - 1)].astype(np.int64)
+        return self.unaligned(dtype)[at].astype(np.int64)
 
     def gather(self, at: np.ndarray, width: int) -> np.ndarray:
         """(N, width) bytes at each offset (zeros past the end)."""
@@ -158,7 +168,7 @@ def pcapng_index(capture: CaptureFile, view: FileView) -> PacketIndex | None:
     finer than nanoseconds: the per-packet path reads those). A loop walks the blocks reading only type
     and length; interface blocks are parsed as they come."""
     data, stats = capture.data, capture.stats
-    offsets = array("q")
+    offsets = BlockOffsets()
     sections = [(0, False, 0)]  # (first packet, big-endian, first interface) of each section
     order, at, end = "<", 0, len(data)
     header = {"<": struct.Struct("<II").unpack_from, ">": struct.Struct(">II").unpack_from}
@@ -201,10 +211,49 @@ def pcapng_index(capture: CaptureFile, view: FileView) -> PacketIndex | None:
     counts = np.diff(firsts)
     big = np.repeat(np.array([b for _, b, _ in sections], bool), counts)
     base = np.repeat(np.array([i for _, _, i in sections], np.int64), counts)
-    return epb_fields(capture, view, np.frombuffer(offsets, np.int64), big, base)
+    return epb_fields(capture, view, offsets.array(), big, base)
 
 
-def packet_blocks(view: FileView, at: int, offsets: array) -> int:
+class BlockOffsets:
+    """Block offsets in file order: runs found at once by the chain (numpy arrays, no Python int per
+    block) and single ones from the block-by-block loop."""
+
+    def __init__(self):
+        self.runs: list[np.ndarray] = []
+        self.singles = array("q")
+        self.count = 0
+
+    def __len__(self) -> int:
+        return self.count
+
+    def append(self, at: int) -> None:
+        self.singles.append(at)
+        self.count += 1
+
+    def extend(self, run: np.ndarray) -> None:
+        self.flush()
+        self.runs.append(run)
+        self.count += len(run)
+
+    def flush(self) -> None:
+        if self.singles:
+            self.runs.append(np.array(self.singles, np.int64))
+            self.singles = array("q")
+
+    def pop(self) -> int:
+        self.count -= 1
+        if self.singles:
+            return self.singles.pop()
+        last = int(self.runs[-1][-1])
+        self.runs[-1] = self.runs[-1][:-1]
+        return last
+
+    def array(self) -> np.ndarray:
+        self.flush()
+        return np.concatenate(self.runs) if self.runs else np.zeros(0, np.int64)
+
+
+def packet_blocks(view: FileView, at: int, offsets: BlockOffsets) -> int:
     """Walk consecutive enhanced packet blocks of a little-endian section from `at`, adding their offsets;
     returns where the walk stopped: another block, a length the per-block path must judge, or the end
     (a last block running past it is left in `offsets`, and dropped by the caller). The chain of blocks
@@ -217,7 +266,7 @@ def packet_blocks(view: FileView, at: int, offsets: array) -> int:
         return at  # no packet block starts here
     while True:
         gap = int(chain.gaps[np.searchsorted(chain.gaps, k)])
-        offsets.extend((chain.starts[k : gap + 1] << 2).tolist())
+        offsets.extend(chain.starts[k : gap + 1] << 2)
         if chain.successor[gap] < 0:
             return int(chain.jumps[gap]) << 2
         k = int(chain.successor[gap])
@@ -255,73 +304,121 @@ class EpbChain:
 def epb_fields(capture: CaptureFile, view: FileView, blocks: np.ndarray, big: np.ndarray, base: np.ndarray) -> PacketIndex | None:
     """The fields and options of enhanced packet blocks at `blocks`, gathered at once (None when a time
     does not fit 63 bits: the per-packet path reads such a file)."""
-    interface = base + either_order(view, blocks + 8, big, 4)
+    word = block_words(view, blocks, big)
+    interface = base + word(2)
     known = interface < len(capture.interfaces)
     if not known.all():
         capture.stats["pcapng_unknown_interface"] += int((~known).sum())
         blocks, big, interface = blocks[known], big[known], interface[known]
-    ts_high = either_order(view, blocks + 12, big, 4)
+        word = block_words(view, blocks, big)
+    ts_high = word(3)
     if (ts_high >= 2**31).any():
         return None
-    block_len = either_order(view, blocks + 4, big, 4)
-    caplen = either_order(view, blocks + 20, big, 4)
-    units = ts_high << 32 | either_order(view, blocks + 16, big, 4)
+    caplen = word(5)
+    units = ts_high << 32 | word(4)
     per_second = np.array([i.units_per_second for i in capture.interfaces], np.int64)[interface]
     offset_ns = np.array([i.offset_ns for i in capture.interfaces], np.int64)[interface]
-    pkt_type, latency = epb_options(view, blocks + 28 + caplen + (-caplen % 4), blocks + block_len - 4, big)
-    return PacketIndex(blocks + 28, caplen, either_order(view, blocks + 24, big, 4), time_ns(units, per_second) + offset_ns,
-                       interface, pkt_type, latency)
+    pkt_type, latency = epb_options(view, blocks + 28 + caplen + (-caplen % 4), blocks + word(1) - 4, big)
+    return PacketIndex(blocks + 28, caplen, word(6), time_ns(units, per_second) + offset_ns, interface, pkt_type, latency)
+
+
+def block_words(view: FileView, blocks: np.ndarray, big: np.ndarray):
+    """word(k): the k-th 32-bit word (k < 7) of each block at `blocks` (4-aligned), in its section's byte
+    order, as int64 (0 past the end of the file). The seven header words of every block are gathered in
+    one pass over the file (rows of a word view that overlap), not one pass per field."""
+    words = view.view("<u4", 0)
+    index = blocks >> 2
+    if len(index) and int(index.max()) + 7 > len(words):
+        return lambda k: either_order(view, blocks + 4 * k, big, 4)
+    rows = np.lib.stride_tricks.as_strided(words, (max(len(words) - 6, 0), 7), (4, 4), writeable=False)
+    header = rows[index]
+    if big.any():
+        header = np.where(big[:, None], header.byteswap(), header)
+    return lambda k: header[:, k].astype(np.int64)
 
 
 def time_ns(units: np.ndarray, per_second: np.ndarray) -> np.ndarray:
     """units * 1e9 // per_second without overflowing 64 bits (units of a ns clock are already ~2**60)."""
+    if (per_second == 1_000_000_000).all():
+        return units
+    if (per_second == 1_000_000).all():
+        return units * 1_000
     whole, part = np.divmod(units, per_second)
     return whole * 1_000_000_000 + part * 1_000_000_000 // per_second
 
 
 def epb_options(view: FileView, at: np.ndarray, end: np.ndarray, big: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """pkt_type codes (epb_flags) and pcapng_out's latency comments, walking every block's options in step."""
+    """pkt_type codes (epb_flags) and pcapng_out's latency comments, walking every block's options in step.
+    Offsets are 4-aligned (blocks are, and options are padded), and a word read lies before `end`, which
+    is inside the file: options are read straight from the file's word view, and the walk keeps only
+    the blocks it is still in (their word positions, compressed as blocks finish), not whole-file arrays."""
     n = len(at)
     pkt_type, latency = np.zeros(n, np.int8), np.full(n, -1, np.int64)
+    words = view.view("<u4", 0)
     active = np.flatnonzero(at + 4 <= end)
-    at = at.copy()
+    position, stop = at[active] >> 2, end[active] >> 2  # in words: a header is read while position < stop
+    swap = big[active] if big.any() else None
     while len(active):
-        header = either_order(view, at[active], big[active], 4)  # code and length, read as one word
-        codes = np.where(big[active], header >> 16, header & 0xFFFF)
-        lengths = np.where(big[active], header & 0xFFFF, header >> 16)
+        header = words[position]  # code and length, read as one word
+        if swap is None:
+            codes, lengths = header & 0xFFFF, header >> 16
+        else:
+            header = np.where(swap, header.byteswap(), header)
+            codes, lengths = np.where(swap, header >> 16, header & 0xFFFF), np.where(swap, header & 0xFFFF, header >> 16)
         live = codes != 0
-        active, codes, lengths = active[live], codes[live], lengths[live]
-        flags = active[(codes == EPB_FLAGS_OPTION) & (lengths >= 4)]
-        if len(flags):
-            value = either_order(view, at[flags] + 4, big[flags], 4)
+        if not live.all():
+            active, position, stop, codes, lengths = active[live], position[live], stop[live], codes[live], lengths[live]
+            swap = None if swap is None else swap[live]
+        is_flags = (codes == EPB_FLAGS_OPTION) & (lengths >= 4)
+        if is_flags.any():
+            value = words[position[is_flags] + 1]
+            if swap is not None:
+                value = np.where(swap[is_flags], value.byteswap(), value)
             direction = value & 3
-            pkt_type[flags] = np.where(direction == 2, PKT_TYPE_CODE["OUTGOING"],
-                                       np.where(direction == 1, EPB_INBOUND_CODES[value >> 2 & 7], 0))
+            pkt_type[active[is_flags]] = np.where(direction == 2, PKT_TYPE_CODE["OUTGOING"],
+                                                  np.where(direction == 1, EPB_INBOUND_CODES[value >> 2 & 7], 0))
         comments = (codes == COMMENT_OPTION) & (lengths >= len(LATENCY_COMMENT))
         if comments.any():
             chosen = active[comments]
-            latency[chosen] = latency_comments(view, at[chosen] + 4, lengths[comments], latency[chosen])
-        at[active] += 4 + lengths + (-lengths % 4)
-        active = active[at[active] + 4 <= end[active]]
+            latency[chosen] = latency_comments(view, (position[comments] + 1) << 2, lengths[comments].astype(np.int64),
+                                               latency[chosen])
+        position += 1 + ((lengths.astype(np.int64) + 3) >> 2)
+        inside = position < stop
+        if not inside.all():
+            active, position, stop = active[inside], position[inside], stop[inside]
+            swap = None if swap is None else swap[inside]
     return pkt_type, latency
 
 
 def latency_comments(view: FileView, at: np.ndarray, length: np.ndarray, current: np.ndarray) -> np.ndarray:
-    """The number in `dnscorrelate latency_ns=N` comments (the others keep `current`), read digit by digit at once."""
-    prefix = np.frombuffer(LATENCY_COMMENT, "<u4")  # 24 bytes; option values are 4-aligned: six word reads
-    marked = np.ones(len(at), bool)
-    for k, word in enumerate(prefix.tolist()):
-        marked &= view.field(at + 4 * k, "<u4") == word
-    count = length - len(LATENCY_COMMENT)
-    width = max(int(count.max()), 1)
-    digits = view.gather(at + len(LATENCY_COMMENT), width).astype(np.int64) - ord("0")
-    inside = np.arange(width) < count[:, None]
-    numeric = (((digits >= 0) & (digits <= 9)) | ~inside).all(axis=1) & (count > 0) & (count <= 18)
+    """The number in `dnscorrelate latency_ns=N` comments (the others keep `current`), read digit by digit at once.
+    Each comment (`length` bytes at `at`, inside the file) is one gather: a row of bytes as wide as the
+    prefix and the longest number (rows of a byte view that overlap; a row may run past its comment)."""
+    prefix = np.frombuffer(LATENCY_COMMENT, np.uint8)
+    count = length - len(prefix)
+    width = len(prefix) + min(int(count.max(initial=0)), MAX_LATENCY_DIGITS + 1)
+    near_end = at + width > view.size  # the file ends within the row: read one comment at a time below
+    rows = np.lib.stride_tricks.as_strided(view.bytes, (max(view.size - width + 1, 0), width), (1, 1), writeable=False)
+    row = rows[np.where(near_end, 0, at)] if view.size >= width else np.zeros((len(at), width), np.uint8)
+    marked = (row[:, : len(prefix)] == prefix).all(axis=1) & ~near_end
+    digits = row[:, len(prefix) :] - np.uint8(ord("0"))
+    numeric = (count > 0) & (count <= MAX_LATENCY_DIGITS)
     value = np.zeros(len(at), np.int64)
-    for column in range(width):
-        take = inside[:, column]
-        value = np.where(take, value * 10 + np.where(take, digits[:, column], 0), value)
-    return np.where(marked, np.where(numeric, value, -1), current)
+    for column in range(width - len(prefix)):
+        inside = column < count
+        digit = digits[:, column]
+        numeric &= ~inside | (digit <= 9)  # uint8: a byte below "0" wraps above 9
+        value = np.where(inside, value * 10 + digit, value)
+    result = np.where(marked, np.where(numeric, value, -1), current)
+    for i in np.flatnonzero(near_end).tolist():
+        comment = bytes(view.data[at[i] : at[i] + length[i]])
+        if comment.startswith(LATENCY_COMMENT):
+            number = comment[len(LATENCY_COMMENT) :]
+            result[i] = int(number) if 0 < len(number) <= MAX_LATENCY_DIGITS and number.isdigit() else -1
+    return result
+
+
+MAX_LATENCY_DIGITS = 18  # fits int64
 
 
 def aligned_words(view: FileView, at: np.ndarray) -> np.ndarray:
@@ -607,7 +704,8 @@ def checksums_bad(view: FileView, h: Headers, v4_header, udp_checked, tcp_checke
 def message_columns(view: FileView, at: np.ndarray, captured: np.ndarray) -> dict:
     """keys, header fields and captured length of the DNS messages starting at file offsets `at`."""
     whole_header = captured >= 12
-    word = lambda i: np.where(whole_header, view.field(at + i, ">u2"), 0).astype(np.uint16)
+    head = view.field(at, ">u8")  # id, flags, question count, answer count: one gather
+    word = lambda i: np.where(whole_header, head >> (48 - 8 * i), 0).astype(np.uint16)
     return dict(keys=Payloads.in_buffer(view.data, at + 2, np.maximum(captured - 2, 0)), wire_len=np.maximum(captured, 0),
                 dns_id=word(0), dns_flags=word(2), ancount=word(6))
 
@@ -616,8 +714,8 @@ def packet_columns(index: PacketIndex, at: np.ndarray, h: Headers, ports: np.nda
     m = len(at)
     address_len = np.where(h.v6[at], 16, 4).astype(np.int8)
     return dict(
-        ts_ns=index.ts_ns[at], vantage=index.interface[at], pkt_type=np.array(PKT_TYPES, dtype=object)[pkt_type[at]],
-        ifindex=ifindex[at], kind=np.array(KINDS, dtype=object)[kinds], family=np.where(h.v6[at], 6, 4).astype(np.int8),
+        ts_ns=index.ts_ns[at], vantage=index.interface[at], pkt_type=pd.Categorical.from_codes(pkt_type[at], categories=PKT_TYPE_CATEGORIES),
+        ifindex=ifindex[at], kind=pd.Categorical.from_codes(kinds, categories=KIND_CATEGORIES), family=np.where(h.v6[at], 6, 4).astype(np.int8),
         proto=h.proto[at].astype(np.int16), src=h.addresses[at, 0], dst=h.addresses[at, 1],
         address_len=np.stack([address_len, address_len], axis=1).reshape(m, 2),
         sport=ports[at, 0].astype(np.int32), dport=ports[at, 1].astype(np.int32),

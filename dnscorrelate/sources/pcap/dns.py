@@ -53,9 +53,9 @@ class RowColumns:
 
     ts_ns: np.ndarray
     vantage: np.ndarray  # index into the reader's vantage list
-    pkt_type: np.ndarray  # str objects
+    pkt_type: np.ndarray | pd.Categorical  # str objects, or a categorical of them (bulk path)
     ifindex: np.ndarray
-    kind: np.ndarray  # str objects
+    kind: np.ndarray | pd.Categorical  # str objects, or a categorical of them (bulk path)
     family: np.ndarray
     proto: np.ndarray
     src: np.ndarray  # (N, 16) bytes, IPv4 in the first four
@@ -175,6 +175,8 @@ def frame_of_columns(rows: RowColumns, vantages: list[tuple], stats: Counter) ->
     src_codes, dst_codes, addresses = address_codes(rows)
     address_categories = pd.Index(addresses, dtype=object)
     message = lambda values, empty: np.where(has_message, values, empty)
+    matched = response_latency(rows.ts_ns.astype(np.int64), is_dns, qr, vantage_index, (rows.proto == IPPROTO_TCP).astype(np.int64),
+                               src_codes, rows.sport, dst_codes, rows.dport, rows.dns_id)
     frame = pd.DataFrame(
         {
             "ts_ns": rows.ts_ns.astype(np.int64),
@@ -206,20 +208,18 @@ def frame_of_columns(rows: RowColumns, vantages: list[tuple], stats: Counter) ->
             "answers": decoded("answers"),
             "ancount": message(rows.ancount.astype(np.int32), 0).astype(np.int16),
             "size": rows.size.astype(np.int32),
-            "latency_ns": np.zeros(n, np.int64),
+            "latency_ns": np.where((rows.latency_ns >= 0) & qr, rows.latency_ns, matched),  # a source's own figure wins
             "decoded": ok,
         }
     )
-    frame["latency_ns"] = response_latency(frame["ts_ns"].to_numpy(), is_dns, qr, vantage_index, frame["proto"].cat.codes.to_numpy(),
-                                           src_codes, frame["src_port"].to_numpy(), dst_codes, frame["dst_port"].to_numpy(),
-                                           frame["dns_id"].to_numpy())
-    given = rows.latency_ns  # a source's own figure (pcapng_out's comment) wins
-    frame["latency_ns"] = np.where((given >= 0) & qr, given, frame["latency_ns"].to_numpy())
     return frame
 
 
 def sorted_categorical(values: np.ndarray) -> pd.Categorical:
     """A categorical of a few distinct strings, categories sorted (as `pd.Categorical(values)`), hashed once."""
+    if isinstance(values, pd.Categorical):
+        present = values.remove_unused_categories()
+        return present.reorder_categories(sorted(present.categories))
     codes, uniques = pd.factorize(values)
     order = np.argsort(np.asarray(uniques, dtype=str), kind="stable")
     rank = np.empty(len(order), np.int64)
@@ -230,20 +230,28 @@ def sorted_categorical(values: np.ndarray) -> pd.Categorical:
 def response_latency(ts, is_dns, qr, vantage, proto, src, sport, dst, dport, dns_id) -> np.ndarray:
     """For each response, the time since the same vantage first saw its query (same tuple reversed, id,
     transport); 0 for queries and for responses whose query this vantage did not see. Keys are integer
-    codes (addresses share one code list), so the join is numeric."""
-    key = ["vantage", "proto", "client", "client_port", "server", "server_port", "dns_id"]
-    queries, responses = is_dns & ~qr, is_dns & qr
+    codes (addresses share one code list), made one code per (vantage, proto, client, client port, server,
+    server port, id) by hashing, and the first query of each found with numpy: no table join."""
+    queries, responses = np.flatnonzero(is_dns & ~qr), np.flatnonzero(is_dns & qr)
     latency = np.zeros(len(ts), np.int64)
-    if not queries.any() or not responses.any():
+    if not len(queries) or not len(responses):
         return latency
-    asked = pd.DataFrame({"vantage": vantage[queries], "proto": proto[queries], "client": src[queries], "client_port": sport[queries],
-                          "server": dst[queries], "server_port": dport[queries], "dns_id": dns_id[queries], "query_ns": ts[queries]})
-    first = asked.groupby(key, sort=False)["query_ns"].min()
-    answered = pd.DataFrame({"vantage": vantage[responses], "proto": proto[responses], "client": dst[responses],
-                             "client_port": dport[responses], "server": src[responses], "server_port": sport[responses],
-                             "dns_id": dns_id[responses]})
-    query_ns = answered.join(first, on=key)["query_ns"].to_numpy()
-    found = ~np.isnan(query_ns)
-    positions = np.flatnonzero(responses)[found]
-    latency[positions] = np.maximum(ts[positions] - query_ns[found].astype(np.int64), 0)
+    # the query's own tuple, and the response's reversed: client first
+    client = np.concatenate([src[queries], dst[responses]]).astype(np.int64)
+    server = np.concatenate([dst[queries], src[responses]]).astype(np.int64)
+    client_port = np.concatenate([sport[queries], dport[responses]]).astype(np.int64)
+    server_port = np.concatenate([dport[queries], sport[responses]]).astype(np.int64)
+    rows = np.concatenate([queries, responses])
+    addresses = pd.factorize(client << 32 | server)[0]
+    # 17 bits each: a port or id of -1 (a source that recorded none) stays apart from 65535
+    numbers = pd.factorize(proto[rows].astype(np.int64) << 51 | (client_port + 1) << 34 | (server_port + 1) << 17
+                           | (dns_id[rows].astype(np.int64) + 1))[0]
+    where = pd.factorize(addresses * (int(vantage.max()) + 1) + vantage[rows])[0]
+    key = pd.factorize(where.astype(np.int64) * (int(numbers.max()) + 1) + numbers)[0]
+    first = np.full(int(key.max()) + 1, np.iinfo(np.int64).max)
+    np.minimum.at(first, key[: len(queries)], ts[queries])
+    query_ns = first[key[len(queries):]]
+    found = query_ns != np.iinfo(np.int64).max
+    positions = responses[found]
+    latency[positions] = np.maximum(ts[positions] - query_ns[found], 0)
     return latency

@@ -46,7 +46,7 @@ class Payloads:
         windows = [data[start : start + WINDOW_SIZE] for start in range(0, max(len(data), 1), WINDOW_STEP)]
         if len(long):
             start = at[long]
-            views[long, 1] = data[start[:, None] + np.arange(4)].copy().view(np.int32)[:, 0]
+            views[long, 1] = np.ndarray((len(data) - 3,), np.int32, buffer=data, strides=(1,))[start]  # first 4 bytes, any alignment
             views[long, 2] = start // WINDOW_STEP
             views[long, 3] = start % WINDOW_STEP
         return cls(views, windows)

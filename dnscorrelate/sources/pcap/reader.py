@@ -18,6 +18,7 @@ from dnscorrelate.sources.pcap import bulk
 from dnscorrelate.sources.pcap.dns import Row, RowColumns, columns_of_rows, concat_columns, frame_of_columns
 from dnscorrelate.sources.pcap.files import CaptureFile, Interface, RawPacket
 from dnscorrelate.sources.pcap.ip import Fragments, ip_layer, quoted
+from dnscorrelate.sources.pcap.memory import memory_reused
 from dnscorrelate.sources.pcap.link import SUPPORTED_LINKS, network_layer
 from dnscorrelate.sources.pcap.transport import (
     ICMP_ERRORS, IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, TCP_ACK, TCP_RST, TCP_SYN, Transport,
@@ -174,14 +175,15 @@ def read_pcap_detailed(path: str | Path, vantage: str | None = None, ports: tupl
                        verify_checksums: bool = True, bulk: bool = True) -> PcapResult:
     """The events of one capture file, its stats, and which packet each row came from. `bulk=False` reads
     every packet on the per-packet path (the reference the bulk path is tested against)."""
-    reader = PcapReader(Path(path), vantage, frozenset(ports or DEFAULT_PORTS), verify_checksums)
-    rows = read_in_bulk(reader) if bulk else None
-    if rows is None:
+    with memory_reused():
         reader = PcapReader(Path(path), vantage, frozenset(ports or DEFAULT_PORTS), verify_checksums)
-        reader.read()
-        rows = columns_of_rows(reader.rows)
-    frame = frame_of_columns(rows, reader.vantages, reader.stats)
-    return result_of(frame, rows.frame_number, reader.stats)
+        rows = read_in_bulk(reader) if bulk else None
+        if rows is None:
+            reader = PcapReader(Path(path), vantage, frozenset(ports or DEFAULT_PORTS), verify_checksums)
+            reader.read()
+            rows = columns_of_rows(reader.rows)
+        frame = frame_of_columns(rows, reader.vantages, reader.stats)
+        return result_of(frame, rows.frame_number, reader.stats)
 
 
 def read_in_bulk(reader: PcapReader) -> RowColumns | None:
