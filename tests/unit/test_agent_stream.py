@@ -224,7 +224,7 @@ def test_the_agent_loads_the_core_object_unless_told_otherwise(monkeypatch):
     monkeypatch.delenv(bpf.TRACER_ENV, raising=False)
     assert bpf.tracer_choice() == "bcc"
     monkeypatch.setattr(node_agent.Agent, "run", lambda self, duration=None: 0)
-    monkeypatch.setattr(node_agent, "watch_stdin", lambda stdin, stop: None)
+    monkeypatch.setattr(node_agent, "watch_stdin", lambda stdin, stop, discovery=None: None)
     monkeypatch.setattr(node_agent.signal, "signal", lambda *args: None)
     streams = [io.TextIOWrapper(io.BytesIO()) for _ in range(3)]  # kept: main() drops sys.stdout, which would close it
     monkeypatch.setattr(node_agent.sys, "stdin", streams[0])
@@ -347,7 +347,7 @@ def test_the_manifest_takes_only_the_privileges_it_explains():
         at = next(i for i, line in enumerate(lines) if line.strip() == f"- {cap}" or line.strip().startswith(f"- {cap} "))
         assert "#" in lines[at] or lines[at - 1].strip().startswith("#"), cap
     assert "volumes" not in pod and "volumeMounts" not in container  # no kernel headers: the tracer is compiled
-    kind = node_agent.manifest_objects("example/agent:1", source_from_host=True)[3]["spec"]["template"]["spec"]
+    kind = node_agent.manifest_objects("example/agent:1", source_from_host=True)[0]["spec"]["template"]["spec"]
     assert {v["hostPath"]["path"] for v in kind["volumes"]} == {"/opt/dnscorrelate/src", "/opt/dnscorrelate/tracer"}
     assert {m["mountPath"] for m in kind["containers"][0]["volumeMounts"]} == {"/opt/dnscorrelate/src", "/opt/dnscorrelate/tracer"}
 
