@@ -372,7 +372,8 @@ def print_capture_stats(stats: dict) -> None:
 
 
 @main.command()
-@click.option("--events", "events_path", type=click.Path(dir_okay=False), help="Packet events saved by `capture` (Parquet or JSON).")
+@click.option("--events", "events_path", type=click.Path(), help="Packet events saved by `capture` (Parquet or JSON), or the directory "
+              "`capture --agent -o DIR/` wrote (one Parquet file per node: correlated out of core, a part at a time).")
 @click.option("--coredns-log", "log_paths", multiple=True, metavar="[REPLICA=]FILE",
               help="CoreDNS or NodeLocal DNS log (kubectl logs [--timestamps] [--prefix]); REPLICA names the pod when no --prefix does. Repeatable.")
 @click.option("--corefile", type=click.Path(dir_okay=False), help="The Corefile: its log format and forward targets.")
