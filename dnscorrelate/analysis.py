@@ -21,6 +21,19 @@ def analyze(frame: pd.DataFrame | None, logs: ParsedLogs | None, facts: ClusterF
     return Analysis(correlation, diagnose(correlation, facts), facts)
 
 
+SAVED_MANIFESTS = "cluster.yaml"  # beside a capture directory's files: the Pods, Services, … it was taken with
+SAVED_COREFILE = "Corefile"
+
+
+def save_facts(facts: ClusterFacts, directory: Path) -> None:
+    """What `correlate --events DIR` needs of the cluster, saved in the capture directory: its objects and Corefile."""
+    from dnscorrelate.cluster.facts import manifests_yaml
+
+    (directory / SAVED_MANIFESTS).write_text(manifests_yaml(facts))
+    if facts.corefile:
+        (directory / SAVED_COREFILE).write_text(facts.corefile)
+
+
 def analyze_files(files: list, logs: ParsedLogs | None, facts: ClusterFacts | None, capture_stats: dict | None = None,
                   part_rows: int | None = None) -> Analysis:
     """`analyze` of a capture directory's Parquet files, correlated out of core (correlate/outofcore.py)."""
@@ -80,6 +93,10 @@ def from_files(events_path: str | None, log_paths: list, corefile_path: str | No
     frame, capture_stats = (None, events.capture_dir_stats(events_path)) if in_parts else events.load(events_path) if events_path else (None, {})
     if evidence is not None:
         frame, capture_stats = with_evidence(frame, capture_stats, *evidence)
+    if in_parts and not (manifest_paths or lab_name or corefile_path):  # the facts `capture -o DIR/` saved beside the files
+        saved = Path(events_path)
+        manifest_paths = [str(saved / SAVED_MANIFESTS)] if (saved / SAVED_MANIFESTS).exists() else []
+        corefile_path = str(saved / SAVED_COREFILE) if (saved / SAVED_COREFILE).exists() else None
     corefile = read_user_text(corefile_path, SpecError) if corefile_path else ""
     if lab_name:
         from dnscorrelate.cluster.lab.backend import LabBackend

@@ -223,7 +223,7 @@ class NodeParquetDir:
         self.streams: dict[str, ParquetStream] = {}
 
     def path_of(self, node: str) -> Path:
-        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in node) or "unknown-node"
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in node) or "local"  # a capture on this machine: its rows name no node
         return self.directory / f"{safe}.parquet"
 
     def partial_of(self, node: str) -> Path:

@@ -169,3 +169,45 @@ def test_correlate_events_dir_prints_traces_and_findings(tmp_path):
     result = invoke("correlate", "--events", str(directory), "-o", "json")
     assert result.exit_code == 0, result.output
     assert '"traces"' in result.output
+
+
+class RecordedSession:
+    """A stand-in for a live Session over the node agents: the recorded events handed out a few rows per drain."""
+
+    def __init__(self, frame, stats):
+        self.pieces = [frame.iloc[k:k + 25] for k in range(0, len(frame), 25)]
+        self.stats = stats
+        self.stopped = False
+
+    def drain_events(self, last=False):
+        assert not last or self.stopped
+        if last:  # whatever the capture held at its end
+            rest, self.pieces = self.pieces, []
+            return events.concat(rest)
+        return self.pieces.pop(0) if self.pieces else events.empty_events()
+
+    def stop(self):
+        self.stopped = True
+
+
+def test_capture_to_a_directory_saves_each_node_and_the_facts_that_correlate_reads_back(tmp_path, monkeypatch):
+    from dnscorrelate import cli
+
+    frame, stats, _, facts = load_fixture("slow-upstream")
+    two_nodes = skewed(frame, 2_000_000)
+    session = RecordedSession(two_nodes, {**stats, "nodes": {"node-a": {"lost_samples": 0}, "node-b": {"lost_samples": 0}}})
+    monkeypatch.setattr(cli, "STREAM_EVERY_S", 0.0)
+    cli.capture_to_dir(session, type("Backend", (), {"facts": lambda self: facts})(), str(tmp_path / "cap") + "/", duration=0.05)
+    names = sorted(p.name for p in (tmp_path / "cap").iterdir())
+    assert names == ["Corefile", "cluster.yaml", "manifest.json", "node-a.parquet", "node-b.parquet"]
+    from dnscorrelate.analysis import from_files
+
+    saved = from_files(str(tmp_path / "cap"), [])  # no --manifests: the directory's own facts name the servers
+    assert (saved.correlation.traces["server"].astype(str).str.startswith("kube-system/coredns")).any()
+    assert "clocks" in saved.correlation.stats and saved.correlation.stats["traces"] == len(analyze(two_nodes, None, facts).correlation.traces)
+
+
+def test_capture_refuses_a_directory_that_holds_events_already(tmp_path):
+    directory, _, _ = capture_dir(tmp_path, "healthy")
+    result = invoke("capture", "-o", str(directory) + "/")
+    assert result.exit_code == 2 and "holds Parquet files already" in result.output and "Traceback" not in result.output
