@@ -5,9 +5,11 @@ DuckDB does the work that needs every event at once, over the Parquet files, spi
 memory limit; the stitching itself is the in-memory pipeline's (pipeline.py), run on one part at a time, so
 a lookup is stitched by exactly the rules it would be in memory.
 
-1. **Clocks** (first pass, an aggregate over every event, not a sample): each exchange's first query and first
-   response per node (clocks.exchanges, in SQL), the tightest bound per pair of nodes (clocks.constraints),
-   solved by clocks.solve as in memory. Only the per-pair bounds come back to Python.
+1. **Clocks** (first pass, an aggregate): each exchange's first query and first response per node
+   (clocks.exchanges, in SQL), the tightest bound per pair of nodes (clocks.constraints), solved by
+   clocks.solve as in memory; only the per-pair bounds come back to Python. Every exchange up to CLOCK_ROWS
+   events (so the offsets are the in-memory path's); past it, the exchanges of 1 client socket in k, chosen by
+   a hash so each is kept whole (`clock_sample` in the stats says k).
 2. **Parts** (second pass): each event shifted onto the reference node's time line and written to the part
    of its question, `hash(qname, qtype) mod parts`: every leg of a lookup (the client's, DNAT's, CoreDNS's
    forward with its own id and port, NodeLocal DNS's, the upstream's, their ICMP errors) asks the same
@@ -51,7 +53,9 @@ from dnscorrelate.correlate.pipeline import Correlation, correlate
 from dnscorrelate.correlate.traces import OWN_PURPOSES
 
 PART_ROWS = 2_000_000  # events per part: the pipeline holds about 1 kB per event while stitching a part
+CLOCK_ROWS = 20_000_000  # events past which the clocks' pass takes a sample of client sockets
 DUCKDB_MEMORY = "1GB"  # DuckDB's own limit; past it, its sorts and hash tables spill to a temporary directory
+WRITE_ROW_GROUP = 20_000  # rows a part's writer buffers per thread before it writes them out
 CONTROL = ("tcp-syn", "tcp-synack", "tcp-rst")
 EVENT_DTYPES = schema.dtypes(schema.EVENTS)
 CATEGORIES = [name for name, dtype in EVENT_DTYPES.items() if dtype == "category"]
@@ -75,7 +79,7 @@ def connect(spill: Path):
     con = duckdb.connect()
     con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
     con.execute(f"SET temp_directory = '{spill}'")
-    con.execute(f"SET threads = {max(1, min(4, os.cpu_count() or 1))}")
+    con.execute(f"SET threads = {max(1, min(2, os.cpu_count() or 1))}")  # each thread's buffers count against the limit
     con.execute("SET preserve_insertion_order = false")
     return con
 
@@ -99,9 +103,12 @@ def events_view(con, files: list[Path], nodes: dict[str, str], has_node: bool) -
         LEFT JOIN vantage_nodes v ON v.vantage = CAST(e.vantage AS VARCHAR)""")
 
 
-def estimate_clocks(con) -> tuple[Clocks | None, dict[str, str]]:
-    """Each node's offset, from every exchange seen at two nodes (clocks.py's arithmetic, in SQL), and the
-    {vantage: node} the rows say. None when fewer than two nodes timed anything."""
+def estimate_clocks(con, rows: int = 0) -> tuple[Clocks | None, dict[str, str]]:
+    """Each node's offset, from the exchanges seen at two nodes (clocks.py's arithmetic, in SQL), and the
+    {vantage: node} the rows say. None when fewer than two nodes timed anything. Up to CLOCK_ROWS events,
+    every exchange; past it, those of one client socket in `sample` (by a hash of the socket, so that each
+    exchange kept is kept whole, at every node): the bounds come from fewer crossings, the same arithmetic."""
+    sample = max(1, math.ceil(rows / CLOCK_ROWS))
     counts = dict(con.execute("SELECT clock_node, count(*) FROM ev WHERE clock_node <> '' GROUP BY 1").fetchall())
     pairs = con.execute("SELECT CAST(vantage AS VARCHAR), min(clock_node) FROM ev WHERE clock_node <> '' GROUP BY 1").fetchall()
     vantage_node = dict(pairs)
@@ -113,9 +120,11 @@ def estimate_clocks(con) -> tuple[Clocks | None, dict[str, str]]:
                    CASE WHEN qr THEN dst_port ELSE src_port END AS cport, dns_id, CAST(proto AS VARCHAR) AS proto,
                    ts_ns AS ts, qr, clock_node AS node
             FROM ev WHERE kind = 'dns' AND clock_node <> ''),
+        sampled AS (
+            SELECT * FROM d WHERE {sample} = 1 OR hash(cip, cport, dns_id, proto) % {sample} = 0),
         marked AS (
             SELECT *, CASE WHEN lag(ts) OVER w IS NULL OR ts - lag(ts) OVER w > {EXCHANGE_WINDOW_NS} THEN 1 ELSE 0 END AS fresh
-            FROM d WINDOW w AS (PARTITION BY cip, cport, dns_id, proto ORDER BY ts)),
+            FROM sampled WINDOW w AS (PARTITION BY cip, cport, dns_id, proto ORDER BY ts)),
         numbered AS (
             SELECT *, sum(fresh) OVER (PARTITION BY cip, cport, dns_id, proto ORDER BY ts
                                        ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS burst
@@ -166,7 +175,7 @@ def write_parts(con, directory: Path, parts: int) -> None:
                    CAST(hash(CAST(e.qname AS VARCHAR), CAST(e.qtype AS VARCHAR)) % {parts} AS INTEGER) AS part
             FROM ev e LEFT JOIN offsets o ON o.node = e.clock_node
             WHERE e.kind NOT IN ({", ".join(f"'{k}'" for k in CONTROL)}))
-        TO '{directory}' (FORMAT parquet, PARTITION_BY (part), OVERWRITE_OR_IGNORE true)""")
+        TO '{directory}' (FORMAT parquet, PARTITION_BY (part), OVERWRITE_OR_IGNORE true, ROW_GROUP_SIZE {WRITE_ROW_GROUP})""")
 
 
 def control_rows(con) -> pd.DataFrame:
@@ -253,7 +262,7 @@ def correlate_files(files: list[Path], logs: schema.ParsedLogs | None = None, ca
                                     [[str(f) for f in files]]).fetchone()[0])
         events_view(con, files, nodes or {}, has_node)
         rows = con.execute("SELECT count(*) FROM ev").fetchone()[0]
-        clocks, vantage_node = estimate_clocks(con)
+        clocks, vantage_node = estimate_clocks(con, rows)
         capture = Capture(rows, clocks, vantage_node, is_one_place(con, bool(len(logs.records))), has_node)
         parts = max(1, math.ceil(rows / part_rows))
         offsets_table(con, clocks if clocks and not clocks.contradiction else None)
@@ -360,6 +369,7 @@ def merged(pieces: list[Correlation], capture: Capture, control: pd.DataFrame, l
         **flows,
         **({"clocks": capture.clocks.stats()} if capture.clocks else {}),
         "parts": len(pieces),
+        **({"clock_sample": math.ceil(capture.rows / CLOCK_ROWS)} if capture.rows > CLOCK_ROWS else {}),
     }
     warnings = log_warnings(logs, records, total["dns_packets"]) + clock_warnings
     if flows:
