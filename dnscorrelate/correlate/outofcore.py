@@ -52,7 +52,7 @@ from dnscorrelate.correlate.network import attach_connects, connection_attempts
 from dnscorrelate.correlate.pipeline import Correlation, correlate
 from dnscorrelate.correlate.traces import OWN_PURPOSES
 
-PART_ROWS = 2_000_000  # events per part: the pipeline holds about 1 kB per event while stitching a part
+PART_ROWS = 1_000_000  # events per part: the pipeline holds about 1.2 kB per event while stitching a part (bench/README.md)
 CLOCK_ROWS = 20_000_000  # events past which the clocks' pass takes a sample of client sockets
 DUCKDB_MEMORY = "1GB"  # DuckDB's own limit; past it, its sorts and hash tables spill to a temporary directory
 WRITE_ROW_GROUP = 20_000  # rows a part's writer buffers per thread before it writes them out
@@ -202,12 +202,14 @@ def as_events(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
-def read_part(path: Path) -> pd.DataFrame:
-    """One part's events in the in-memory path's order: by time on one time line, then the node's own time, then
-    file and row (the order `events.concat` and a stable sort give)."""
+def read_part(paths: list[Path]) -> pd.DataFrame:
+    """One part's events (DuckDB may write a part in several files) in the in-memory path's order: by time on one
+    time line, then the node's own time, then file and row (the order `events.concat` and a stable sort give)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    frame = pq.read_table(path, read_dictionary=[c for c in CATEGORIES]).to_pandas()
+    table = pa.concat_tables([pq.read_table(p, read_dictionary=list(CATEGORIES)) for p in paths])
+    frame = table.to_pandas()
     order = np.lexsort((frame["row_in_file"].to_numpy(), frame["file_index"].to_numpy(), frame["orig_ts"].to_numpy(), frame["ts_ns"].to_numpy()))
     frame = frame.iloc[order].reset_index(drop=True)
     return as_events(frame)[list(EVENT_DTYPES)]
@@ -273,9 +275,7 @@ def correlate_files(files: list[Path], logs: schema.ParsedLogs | None = None, ca
         pieces = []
         for part in range(parts):
             found = sorted((tmp / "parts" / f"part={part}").glob("*.parquet"))
-            frame = pd.concat([read_part(f) for f in found], ignore_index=True) if len(found) > 1 else read_part(found[0]) if found else None
-            if frame is not None and len(found) > 1:
-                frame = frame.sort_values("ts_ns", kind="stable").reset_index(drop=True)
+            frame = read_part(found) if found else None
             if frame is None:  # no event asked these questions: their log records match nothing, as in memory
                 pieces.append(unmatched(logs_of[part]))
                 continue
