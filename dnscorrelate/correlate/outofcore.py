@@ -25,7 +25,11 @@ a lookup is stitched by exactly the rules it would be in memory.
    HTML outputs give the traces without their full sighting lists.
 
 Memory: one part's events and the traces found so far (a trace row for every lookup: about one for every
-8-15 events of a forwarded lookup), never the events. Time: two scans of the files, one hash-partitioned
+8-15 events of a forwarded lookup), never the whole capture's events. But a part holds every event of the
+questions hashed to it: a capture dominated by a few names (the same Service asked by every pod) makes
+parts as large as those names' traffic, whatever `PART_ROWS` says (`largest_part` in the stats, and a
+warning); cutting a busy question's part further by time, with a margin of a lookup's longest life on each
+side, is the next step and not done. Time: two scans of the files, one hash-partitioned
 write, and the pipeline over each part (linear in its events). Differences from the in-memory path:
 a client socket that asks one question, another, then the first again with the same DNS id and no
 response between, makes two lookups in memory (the question changed) and one in its part (a
@@ -272,9 +276,10 @@ def correlate_files(files: list[Path], logs: schema.ParsedLogs | None = None, ca
         control = control_rows(con)
         logs_of = split_logs(con, logs, parts)
         con.close()
-        pieces = []
+        pieces, sizes = [], []
         for part in range(parts):
             found = sorted((tmp / "parts" / f"part={part}").glob("*.parquet"))
+            sizes.append(sum(pq_rows(f) for f in found))
             frame = read_part(found) if found else None
             if frame is None:  # no event asked these questions: their log records match nothing, as in memory
                 pieces.append(unmatched(logs_of[part]))
@@ -282,7 +287,19 @@ def correlate_files(files: list[Path], logs: schema.ParsedLogs | None = None, ca
             piece = correlate(frame, logs_of[part], {}, servers, on_time_line=True, one_place=capture.one_place)
             pieces.append(trimmed(piece))
             del frame, piece
-    return merged(pieces, capture, control, logs, capture_stats)
+    correlation = merged(pieces, capture, control, logs, capture_stats)
+    correlation.stats["largest_part"] = max(sizes, default=0)
+    if max(sizes, default=0) > 2 * part_rows:
+        correlation.warnings.append(
+            f"out of core: one part held {max(sizes)} events (parts are meant to hold about {part_rows}): parts are cut by "
+            "question, and a few questions asked very often land together; memory follows the busiest question's events")
+    return correlation
+
+
+def pq_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
 
 
 def unmatched(logs: schema.ParsedLogs) -> Correlation:
