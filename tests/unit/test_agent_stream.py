@@ -404,3 +404,18 @@ def test_drained_node_streams_written_per_node_read_back_as_the_whole_stream(tmp
         assert list(written["ts_ns"]) == list(whole["ts_ns"]) and list(written["qname"]) == list(whole["qname"])
         assert set(written["node"].astype(str)) == {node}
         assert stats["records_received"] == len(whole) and stream.decode_stats["decode_errors"] == 0
+
+
+def test_the_agents_capture_drained_to_the_end_keeps_its_counters_for_the_session():
+    """Session.drain_events(last=True) asks the capture for `events()` after its last drain: the counters of
+    what was drained (packets, each node's) must survive it."""
+    from dnscorrelate.cluster.kube.agents import AgentCapture
+
+    stream = fed(stream_bytes(lookup() + lookup("b.example.org.", qid=7, ts=5_000))[0], "cp")
+    capture = AgentCapture.__new__(AgentCapture)
+    capture.agents, capture.timings, capture.stats, capture._frame = [SimpleNamespace(node="cp", stream=stream)], {}, {}, None
+    first = capture.drain()
+    rest = capture.drain(last=True)
+    assert len(first) == 6 and len(rest) == 0 and set(first["node"].astype(str)) == {"cp"}
+    assert len(capture.events()) == 0
+    assert capture.stats["packets"] == 6 and capture.stats["nodes"]["cp"]["records_received"] == 6

@@ -325,6 +325,7 @@ class AgentCapture:
         frame = drained_events(streams, last)
         if last:
             self.stats = {**merged_stats(streams), **self.timings, "packets": sum(int(s.drained["packets"]) for s in streams)}
+            self._frame = frame.iloc[0:0]  # all handed out: `events()` (Session.drain_events calls it) keeps these counters
         return frame
 
     def events(self) -> pd.DataFrame:
