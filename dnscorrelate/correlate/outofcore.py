@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -88,6 +89,20 @@ def connect(spill: Path):
     return con
 
 
+def bounded(con, sql: str, before_retry=lambda: None):
+    """`con.execute(sql)`, once more on one thread (after `before_retry`) if DuckDB ran out of its memory limit:
+    each thread's buffers count against it, and with two threads a large partitioned write sometimes passes it
+    (bench/README.md)."""
+    import duckdb
+
+    try:
+        return con.execute(sql)
+    except duckdb.OutOfMemoryException:
+        con.execute("SET threads = 1")
+        before_retry()
+        return con.execute(sql)
+
+
 def events_view(con, files: list[Path], nodes: dict[str, str], has_node: bool) -> None:
     """View `ev`: every file's rows with `clock_node` (the node whose clock timed the row: its own `node`, else
     the facts' node of its vantage, else ''), `file_index` and `row_in_file` (the in-memory path's order for
@@ -118,7 +133,7 @@ def estimate_clocks(con, rows: int = 0) -> tuple[Clocks | None, dict[str, str]]:
     vantage_node = dict(pairs)
     if len(counts) < 2:
         return None, vantage_node
-    tight = con.execute(f"""
+    tight = bounded(con, f"""
         WITH d AS (
             SELECT CASE WHEN qr THEN CAST(dst_ip AS VARCHAR) ELSE CAST(src_ip AS VARCHAR) END AS cip,
                    CASE WHEN qr THEN dst_port ELSE src_port END AS cport, dns_id, CAST(proto AS VARCHAR) AS proto,
@@ -173,13 +188,14 @@ def offsets_table(con, clocks: Clocks | None) -> None:
 def write_parts(con, directory: Path, parts: int) -> None:
     """Every event with a question, shifted onto one time line (`orig_ts` keeps the node's own time), into the
     part of its question."""
-    con.execute(f"""
+    bounded(con, f"""
         COPY (
             SELECT e.* EXCLUDE (ts_ns, filename, file_row_number), e.ts_ns AS orig_ts, e.ts_ns - coalesce(o.shift, 0) AS ts_ns,
                    CAST(hash(CAST(e.qname AS VARCHAR), CAST(e.qtype AS VARCHAR)) % {parts} AS INTEGER) AS part
             FROM ev e LEFT JOIN offsets o ON o.node = e.clock_node
             WHERE e.kind NOT IN ({", ".join(f"'{k}'" for k in CONTROL)}))
-        TO '{directory}' (FORMAT parquet, PARTITION_BY (part), OVERWRITE_OR_IGNORE true, ROW_GROUP_SIZE {WRITE_ROW_GROUP})""")
+        TO '{directory}' (FORMAT parquet, PARTITION_BY (part), OVERWRITE_OR_IGNORE true, ROW_GROUP_SIZE {WRITE_ROW_GROUP})""",
+            before_retry=lambda: shutil.rmtree(directory, ignore_errors=True))  # no file of the failed write is read
 
 
 def control_rows(con) -> pd.DataFrame:
