@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 
 from dnscorrelate import events
 from dnscorrelate.cluster.facts import ClusterFacts, facts_from_files
 from dnscorrelate.correlate import correlate
 from dnscorrelate.diagnose import Analysis, diagnose
-from dnscorrelate.errors import SpecError
+from dnscorrelate.errors import EventsError, SpecError
 from dnscorrelate.schema import ParsedLogs
 from dnscorrelate.sources.coredns_log import read_logs
 from dnscorrelate.textfiles import read_user_text
@@ -16,6 +18,29 @@ from dnscorrelate.textfiles import read_user_text
 
 def analyze(frame: pd.DataFrame | None, logs: ParsedLogs | None, facts: ClusterFacts | None, capture_stats: dict | None = None) -> Analysis:
     correlation = correlate(frame, logs, capture_stats, dns_servers(facts) if facts else None, clock_of_vantage(facts) if facts else None)
+    return Analysis(correlation, diagnose(correlation, facts), facts)
+
+
+SAVED_MANIFESTS = "cluster.yaml"  # beside a capture directory's files: the Pods, Services, … it was taken with
+SAVED_COREFILE = "Corefile"
+
+
+def save_facts(facts: ClusterFacts, directory: Path) -> None:
+    """What `correlate --events DIR` needs of the cluster, saved in the capture directory: its objects and Corefile."""
+    from dnscorrelate.cluster.facts import manifests_yaml
+
+    (directory / SAVED_MANIFESTS).write_text(manifests_yaml(facts))
+    if facts.corefile:
+        (directory / SAVED_COREFILE).write_text(facts.corefile)
+
+
+def analyze_files(files: list, logs: ParsedLogs | None, facts: ClusterFacts | None, capture_stats: dict | None = None,
+                  part_rows: int | None = None) -> Analysis:
+    """`analyze` of a capture directory's Parquet files, correlated out of core (correlate/outofcore.py)."""
+    from dnscorrelate.correlate.outofcore import PART_ROWS, correlate_files
+
+    correlation = correlate_files(files, logs, capture_stats, dns_servers(facts) if facts else None,
+                                  clock_of_vantage(facts) if facts else None, part_rows=part_rows or PART_ROWS)
     return Analysis(correlation, diagnose(correlation, facts), facts)
 
 
@@ -60,9 +85,18 @@ def from_files(events_path: str | None, log_paths: list, corefile_path: str | No
     `evidence` is what sources.evidence.read_evidence made of pcap, Inspektor Gadget and dnstap files."""
     from dnscorrelate.cluster.spec import load_manifests
 
-    frame, capture_stats = events.load(events_path) if events_path else (None, {})
+    in_parts = bool(events_path) and Path(events_path).is_dir()
+    if in_parts and evidence is not None:
+        raise EventsError(f"{events_path}: a capture directory is correlated out of core, on its own: give --pcap, --ig-json, "
+                          "--dnstap and --hubble-json with an events file instead")
+    files = events.capture_files(events_path) if in_parts else []
+    frame, capture_stats = (None, events.capture_dir_stats(events_path)) if in_parts else events.load(events_path) if events_path else (None, {})
     if evidence is not None:
         frame, capture_stats = with_evidence(frame, capture_stats, *evidence)
+    if in_parts and not (manifest_paths or lab_name or corefile_path):  # the facts `capture -o DIR/` saved beside the files
+        saved = Path(events_path)
+        manifest_paths = [str(saved / SAVED_MANIFESTS)] if (saved / SAVED_MANIFESTS).exists() else []
+        corefile_path = str(saved / SAVED_COREFILE) if (saved / SAVED_COREFILE).exists() else None
     corefile = read_user_text(corefile_path, SpecError) if corefile_path else ""
     if lab_name:
         from dnscorrelate.cluster.lab.backend import LabBackend
@@ -73,6 +107,8 @@ def from_files(events_path: str | None, log_paths: list, corefile_path: str | No
         manifests = [m for path in manifest_paths for m in load_manifests(path)]
         facts = with_dns_servers(facts_from_files(corefile, manifests))
     logs = read_logs(log_paths, corefile or None, list(log_formats)) if log_paths else None
+    if in_parts:
+        return analyze_files(files, logs, facts, capture_stats)
     return analyze(frame, logs, facts, capture_stats)
 
 

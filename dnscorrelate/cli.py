@@ -285,25 +285,39 @@ def lab_down(name: str | None, everything: bool, force: bool) -> None:
 @click.option("--netns", "namespaces", multiple=True, metavar="NS", help="Capture in this namespace instead: a /run/netns name or a path such as /proc/PID/ns/net. Repeatable.")
 @click.option("--duration", type=float, help="Seconds to capture (default: until Ctrl-C).")
 @click.option("--port", "ports", type=int, multiple=True, default=(53,), show_default=True, help="DNS port to trace. Repeatable.")
-@click.option("-o", "--output", default="table", show_default=True, metavar="table|json|FILE.parquet|FILE.pcapng", help="Print a table, print JSON, save Parquet, or save pcapng (one interface per vantage point, for Wireshark).")
+@click.option("-o", "--output", default="table", show_default=True, metavar="table|json|FILE.parquet|FILE.pcapng|DIR/",
+              help="Print a table, print JSON, save Parquet, save pcapng (one interface per vantage point, for Wireshark), or "
+              "save a capture directory (a name ending in /): one Parquet file per node, written as it streams, with the "
+              "cluster's objects and Corefile, for `correlate --events DIR/`.")
+@click.option("--context", help="Capture on the cluster of this kubeconfig context instead of a lab (as kubectl --context).")
+@click.option("--kubeconfig", type=click.Path(dir_okay=False), help="The kubeconfig to read (as kubectl; default $KUBECONFIG, ~/.kube/config).")
+@click.option("--agent", is_flag=True, help="With --context: capture through dnscorrelate's node agent on every node "
+              "(see `trace --agent`); with -o DIR/, each node's events go to its own file.")
+@click.option("--agent-image", metavar="IMAGE", help="With --agent: the agent's image.")
 @friendly_errors
-def capture(lab_name: str | None, namespaces: tuple[str, ...], duration: float | None, ports: tuple[int, ...], output: str) -> None:
-    """Capture DNS packets in every namespace of a lab (or the given ones), with eBPF."""
+def capture(lab_name: str | None, namespaces: tuple[str, ...], duration: float | None, ports: tuple[int, ...], output: str,
+            context: str | None, kubeconfig: str | None, agent: bool, agent_image: str | None) -> None:
+    """Capture DNS packets in every namespace of a lab (or the given ones, or a cluster's nodes), with eBPF."""
     from dnscorrelate import events
     from dnscorrelate.live.session import NamespacesBackend, Session
-    from dnscorrelate.cluster.lab.backend import LabBackend
 
-    if output not in ("table", "json") and not output.endswith((".parquet", ".pcapng")):
-        raise click.BadParameter("use table, json or a file name ending in .parquet or .pcapng", param_hint="-o")
-    if output not in ("table", "json"):
+    to_dir = output.endswith("/") or Path(output).is_dir()
+    if output not in ("table", "json") and not output.endswith((".parquet", ".pcapng")) and not to_dir:
+        raise click.BadParameter("use table, json, a file name ending in .parquet or .pcapng, or a directory ending in /", param_hint="-o")
+    if to_dir:
+        check_capture_dir(output)
+    elif output not in ("table", "json"):
         check_output_file(output, "-o")
-    backend = NamespacesBackend(list(namespaces)) if namespaces else LabBackend.find(lab_name)
+    backend = NamespacesBackend(list(namespaces)) if namespaces else live_backend(lab_name, kubeconfig, context, agent, agent_image)
     session = Session(backend, ports=tuple(ports))
     with errors.status("loading the tracer"):
         session.start()
     loaded = "compile" if session.tracer_kind == "bcc" else "CO-RE object loaded in"
     errors.print(f"capturing in {len(session.vantages)} namespaces ({loaded} {session.compile_seconds:.2f}s, attach "
                  f"{session.attach_seconds * 1000:.1f}ms); Ctrl-C to stop", soft_wrap=True)  # one line for a script to wait on
+    if to_dir:
+        capture_to_dir(session, backend, output, duration)
+        return
     if output.endswith(".parquet"):
         capture_to_parquet(session, output, duration)
         return
@@ -367,6 +381,49 @@ def capture_to_parquet(session, output: str, duration: float | None) -> None:
                      highlight=False, markup=False, soft_wrap=True)
 
 
+def check_capture_dir(output: str) -> None:
+    """A capture directory is new or empty of events: never mixed with another capture's files."""
+    directory = Path(output)
+    if directory.exists() and not directory.is_dir():
+        raise click.BadParameter(f"{output} exists and is not a directory", param_hint="-o")
+    if directory.is_dir() and any(directory.glob("*.parquet")):
+        raise click.BadParameter(f"{output} holds Parquet files already: give a new or empty directory", param_hint="-o")
+
+
+def stream_until(session, write, duration: float | None) -> None:
+    """`write(session.drain_events())` every STREAM_EVERY_S until `duration` ends or Ctrl-C; the session stopped and
+    its last events written."""
+    try:
+        write(session.drain_events())
+        started = time.monotonic()
+        end = float("inf") if duration is None else started + duration
+        tick = started
+        while time.monotonic() < end:
+            tick = max(tick + STREAM_EVERY_S, time.monotonic())
+            time.sleep(max(0.0, min(tick, end) - time.monotonic()))
+            write(session.drain_events())
+    except KeyboardInterrupt:
+        pass
+    finally:
+        session.stop()
+    write(session.drain_events(last=True))
+
+
+def capture_to_dir(session, backend, output: str, duration: float | None) -> None:
+    """`capture -o DIR/`: each node's events into DIR/NODE.parquet as they come (events.NodeParquetDir; a capture on
+    this machine, whose rows name no node, into DIR/local.parquet), then the counters in DIR/manifest.json and
+    the cluster's objects and Corefile beside them (analysis.save_facts)."""
+    from dnscorrelate import analysis, events
+
+    writer = events.NodeParquetDir(output)
+    stream_until(session, writer.write, duration)
+    writer.close(session.stats)
+    analysis.save_facts(backend.facts(), Path(output))
+    errors.print(f"wrote {writer.rows} events of {len(writer.streams)} nodes to {output} (one Parquet file each, manifest.json, "
+                 f"{analysis.SAVED_MANIFESTS}); correlate them with: dnscorrelate correlate --events {output}", markup=False)
+    print_capture_stats(session.stats)
+
+
 def print_events(frame) -> None:
     from dnscorrelate.report.text import events_table
 
@@ -380,7 +437,8 @@ def print_capture_stats(stats: dict) -> None:
 
 
 @main.command()
-@click.option("--events", "events_path", type=click.Path(dir_okay=False), help="Packet events saved by `capture` (Parquet or JSON).")
+@click.option("--events", "events_path", type=click.Path(), help="Packet events saved by `capture` (Parquet or JSON), or the directory "
+              "`capture --agent -o DIR/` wrote (one Parquet file per node: correlated out of core, a part at a time).")
 @click.option("--coredns-log", "log_paths", multiple=True, metavar="[REPLICA=]FILE",
               help="CoreDNS or NodeLocal DNS log (kubectl logs [--timestamps] [--prefix]); REPLICA names the pod when no --prefix does. Repeatable.")
 @click.option("--corefile", type=click.Path(dir_okay=False), help="The Corefile: its log format and forward targets.")

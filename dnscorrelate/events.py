@@ -129,3 +129,128 @@ def load(path: str | Path) -> tuple[pd.DataFrame, dict]:
         raise EventsError(f"{path}: cannot read events: {err}") from None
     except EventsError as err:
         raise EventsError(f"{path}: {err}") from None
+
+
+MANIFEST = "manifest.json"  # a capture directory's counters and what each file holds (NodeParquetDir)
+
+
+def arrow_type_fits(field_type, dtype: str) -> bool:
+    """Whether a Parquet column of `field_type` can be read as the schema's `dtype`."""
+    import pyarrow as pa
+
+    if pa.types.is_dictionary(field_type):
+        field_type = field_type.value_type
+    if dtype == "category":
+        return pa.types.is_string(field_type) or pa.types.is_large_string(field_type)
+    if dtype == "bool":
+        return pa.types.is_boolean(field_type)
+    if dtype.startswith(("int", "uint")):
+        return pa.types.is_integer(field_type)
+    return pa.types.is_floating(field_type) or pa.types.is_integer(field_type)
+
+
+def capture_files(directory: str | Path) -> list[Path]:
+    """The Parquet files of a capture directory (`capture --agent -o DIR/`: one per node), each checked against
+    the events' schema without reading its rows; an EventsError names the file and the field."""
+    import pyarrow.parquet as pq
+
+    directory = Path(directory)
+    files = sorted(p for p in directory.glob("*.parquet") if p.is_file())
+    if not files:
+        raise EventsError(f"{directory}: no Parquet file (*.parquet) in this directory: give the directory "
+                          "`capture --agent -o DIR/` wrote, or one events file")
+    for path in files:
+        try:
+            arrow = pq.read_schema(path)
+        except (OSError, ValueError) as err:
+            raise EventsError(f"{path}: cannot read it as Parquet: {err}") from None
+        for name, dtype in COLUMNS.items():
+            if name not in arrow.names:
+                if name in schema.SOURCE_SPECIFIC:
+                    continue
+                raise EventsError(f"{path}: field `{name}` is missing (an events file of `capture` has every column of "
+                                  "schema.EVENTS: dnscorrelate/README.md, \"Packet events\")")
+            found = arrow.field(name).type
+            if not arrow_type_fits(found, dtype):
+                raise EventsError(f"{path}: field `{name}` is {found}, expected {dtype}")
+    return files
+
+
+def load_dir(directory: str | Path) -> tuple[pd.DataFrame, dict]:
+    """Every file of a capture directory as one table in time order (the in-memory path), and its counters."""
+    files = capture_files(directory)
+    loaded = [load(path) for path in files]
+    frame = concat([f for f, _ in loaded])
+    return frame, capture_dir_stats(directory, [s for _, s in loaded])
+
+
+def capture_dir_stats(directory: str | Path, per_file: list[dict] | None = None) -> dict:
+    """A capture directory's counters: its manifest's when it has one, else each file's added up."""
+    manifest = Path(directory) / MANIFEST
+    if manifest.exists():
+        try:
+            return json.loads(manifest.read_text()).get("stats", {})
+        except (OSError, ValueError) as err:
+            raise EventsError(f"{manifest}: cannot read it: {err}") from None
+    if per_file is None:
+        per_file = [file_stats(p) for p in capture_files(directory)]
+    summed: dict = {}
+    for stats in per_file:
+        for key, value in stats.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                summed[key] = summed.get(key, 0) + value
+    return summed
+
+
+def file_stats(path: Path) -> dict:
+    """The counters a Parquet events file carries (schema or footer metadata)."""
+    import pyarrow.parquet as pq
+
+    metadata = pq.ParquetFile(path).metadata
+    found = (metadata.metadata or {}).get(STATS_KEY) or (pq.read_schema(path).metadata or {}).get(STATS_KEY, b"{}")
+    return json.loads(found)
+
+
+class NodeParquetDir:
+    """A capture written per node as it streams (`capture --agent -o DIR/`): `DIR/NODE.parquet` for each node, a
+    ParquetStream each (a row group per write, the node's counters in its footer), and `manifest.json` with the
+    capture's counters and what each file holds. Files are written as `.NODE.parquet.partial` and renamed
+    when closed, so the directory never shows a file without its footer."""
+
+    def __init__(self, directory: str | Path) -> None:
+        self.directory = Path(directory)
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self.streams: dict[str, ParquetStream] = {}
+
+    def path_of(self, node: str) -> Path:
+        safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in node) or "local"  # a capture on this machine: its rows name no node
+        return self.directory / f"{safe}.parquet"
+
+    def partial_of(self, node: str) -> Path:
+        return self.directory / f".{self.path_of(node).name}.partial"
+
+    def write(self, frame: pd.DataFrame) -> None:
+        """Rows of any nodes (their `node` column says which), each into its node's file."""
+        if not len(frame):
+            return
+        nodes = frame["node"].astype(str) if "node" in frame else pd.Series("", index=frame.index)
+        for node, rows in frame.groupby(nodes.to_numpy(), sort=True):
+            if node not in self.streams:
+                self.streams[node] = ParquetStream(self.partial_of(node))
+            self.streams[node].write(rows)
+
+    @property
+    def rows(self) -> int:
+        return sum(s.rows for s in self.streams.values())
+
+    def close(self, stats: dict | None = None) -> None:
+        """Each file closed with its node's counters (`stats["nodes"][NODE]`) and renamed; the manifest written."""
+        stats = stats or {}
+        per_node = stats.get("nodes", {}) if isinstance(stats.get("nodes"), dict) else {}
+        files = {}
+        for node, stream in self.streams.items():
+            stream.close(per_node.get(node, {}))
+            self.partial_of(node).replace(self.path_of(node))
+            files[self.path_of(node).name] = {"node": node, "rows": stream.rows, "row_groups": stream.row_groups}
+        manifest = {"format": "dnscorrelate capture directory", "version": 1, "files": files, "stats": stats}
+        (self.directory / MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))

@@ -106,3 +106,15 @@ def blocking_policies(facts: ClusterFacts, direction: str, subject_ip: str, othe
         return []
     return policy.blocking_policies(facts.policies, direction, subject, facts.pods.get(other_ip), other_ip, proto, port,
                                     facts.model.namespace_labels)
+
+
+SAVED_KINDS = ("namespaces", "pods", "services", "policies")  # what `correlate --manifests` reads back (cluster/spec.py)
+
+
+def manifests_yaml(facts: ClusterFacts) -> str:
+    """The facts' Namespaces, Pods, Services and NetworkPolicies as one `kind: List` YAML, as `correlate --manifests`
+    reads them: saved beside a capture directory so that it is correlated with the names it was taken with."""
+    import yaml
+
+    items = [o.model_dump(mode="json", by_alias=True, exclude_none=True) for kind in SAVED_KINDS for o in getattr(facts.model, kind)]
+    return yaml.safe_dump({"apiVersion": "v1", "kind": "List", "items": items}, sort_keys=False)

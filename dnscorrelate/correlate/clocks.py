@@ -94,7 +94,8 @@ def exchanges(dns: pd.DataFrame, node: np.ndarray) -> pd.DataFrame:
     new = (rows["key"] != rows["key"].shift()) | (rows["ts"].diff() > EXCHANGE_WINDOW_NS)
     rows["exchange"] = new.cumsum()
     # both columns even when no response (or no query) was seen at all, as when a policy drops every query
-    firsts = rows.groupby(["exchange", "node", "qr"])["ts"].min().unstack("qr").reindex(columns=[False, True])
+    # Int64 (nullable) through the unstack: a float column would round ns since the epoch to 256 ns steps
+    firsts = rows.groupby(["exchange", "node", "qr"])["ts"].min().astype("Int64").unstack("qr").reindex(columns=[False, True])
     return firsts.rename(columns={False: "q", True: "r"}).dropna().astype("int64").reset_index()
 
 
@@ -131,18 +132,29 @@ def estimate(events: pd.DataFrame, node: np.ndarray) -> Clocks:
     dns = (events["kind"] == "dns").to_numpy()
     bounds = constraints(exchanges(events[dns], node[dns]))
     counts = pd.Series(node[node != ""]).value_counts()
-    reference = sorted(names, key=lambda n: (-int(counts.get(n, 0)), n))[0]
+    tight = bounds.groupby(["outer", "inner"]).agg(lower=("lower", "max"), upper=("upper", "min")) if len(bounds) else None
+    crossings = {n: int(((bounds["outer"] == n) | (bounds["inner"] == n)).sum()) if len(bounds) else 0 for n in names}
+    return solve({n: int(counts.get(n, 0)) for n in names}, tight, crossings)
+
+
+def solve(sightings: dict[str, int], tight: pd.DataFrame | None, crossings: dict[str, int]) -> Clocks:
+    """The offsets the tightest bounds allow: `sightings` per node (the one with most is the reference), `tight`
+    indexed by (outer, inner) with the largest `lower` and smallest `upper` of off_inner - off_outer, and the
+    crossings behind each node. Shared with the out-of-core path (outofcore.py), which sums the same bounds up
+    over Parquet files."""
+    names = sorted(sightings)
+    if len(names) < 2:
+        return Clocks(reference=names[0] if names else "", offsets={n: (0, 0) for n in names})
+    reference = sorted(names, key=lambda n: (-int(sightings[n]), n))[0]
     index = {n: i for i, n in enumerate(names)}
     weights = np.full((len(names), len(names)), np.inf)
     np.fill_diagonal(weights, 0.0)
-    if len(bounds):
-        tight = bounds.groupby(["outer", "inner"]).agg(lower=("lower", "max"), upper=("upper", "min"))
+    if tight is not None and len(tight):
         for (outer, inner), row in tight.iterrows():
             a, b = index[outer], index[inner]
             weights[a, b] = min(weights[a, b], float(row["upper"]))  # off_b - off_a <= upper
             weights[b, a] = min(weights[b, a], -float(row["lower"]))  # off_a - off_b <= -lower
     dist = shortest_paths(weights)
-    crossings = {n: int(((bounds["outer"] == n) | (bounds["inner"] == n)).sum()) if len(bounds) else 0 for n in names}
     if (np.diag(dist) < 0).any():
         worst = names[int(np.argmin(np.diag(dist)))]
         return Clocks(reference, {reference: (0, 0)}, crossings, [n for n in names if n != reference],

@@ -65,15 +65,22 @@ class Correlation:
 
 
 def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, capture_stats: dict | None = None,
-              servers: dict[str, tuple[str, str]] | None = None, nodes: dict[str, str] | None = None) -> Correlation:
+              servers: dict[str, tuple[str, str]] | None = None, nodes: dict[str, str] | None = None,
+              on_time_line: bool = False, one_place: bool | None = None) -> Correlation:
     """Traces from packet events and/or CoreDNS logs; either may be empty or None. `servers` names DNS server
     addresses the caller knows ({ip: (name, role)}: the kube-dns VIP, CoreDNS pods), for lookups one vantage
     point saw (vantage.py). `nodes` says which node's clock timed each vantage ({vantage: node}; an event's own
     `node` comes first): nodes' clocks are estimated from the lookups that cross them and put on one time line
-    (clocks.py)."""
+    (clocks.py). A caller that holds a part of the evidence (outofcore.py) says that it put the part on one time
+    line itself (`on_time_line`: no clocks estimated here, and the cross-node segments are its to judge) and
+    whether the whole evidence is `one_place`, which a part alone cannot tell."""
     events = events if events is not None else schema.empty(schema.EVENTS)
-    events, clocks, row_nodes = on_one_time_line(events, nodes)
-    logs = logs_on_one_time_line(logs or ParsedLogs.none(), clocks, {**(nodes or {}), **vantage_nodes(events, row_nodes)})
+    if on_time_line:
+        clocks, row_nodes = None, None
+        logs = logs or ParsedLogs.none()
+    else:
+        events, clocks, row_nodes = on_one_time_line(events, nodes)
+        logs = logs_on_one_time_line(logs or ParsedLogs.none(), clocks, {**(nodes or {}), **vantage_nodes(events, row_nodes)})
     capture_stats = capture_stats or {}
     kinds = events["kind"]
     is_dns = (kinds == "dns").to_numpy()
@@ -114,7 +121,7 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
         # Nor does a place with none between it and the server (pods' own captures, Hubble's DNS proxy at each pod):
         # no node and no server among the places that saw DNS.
         roles = dns.loc[(dns["kind"] == "dns").to_numpy(), "role"]
-        one_place = (not len(records) and not roles.isin(SERVER_ROLES).any()
+        one_place = one_place if one_place is not None else (not len(records) and not roles.isin(SERVER_ROLES).any()
                      and (dns["vantage"].nunique() == 1 or not (roles == "node").any()))
         traces = describe_what_was_seen(traces, legs, one_place, servers or {})
         sightings = dns  # ours (see above): columns are added in place rather than copying a million rows

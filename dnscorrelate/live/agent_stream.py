@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from dnscorrelate import events
 from dnscorrelate.live.records import RecordBuffer
 from dnscorrelate.sources.bpf import EVENT_DTYPE
-from dnscorrelate.sources.decode import Vantage
+from dnscorrelate.sources.decode import Vantage, decode_settled
 
 MAGIC = b"DNSC-AGENT/1\n"
 HEADER = struct.Struct("<cI")
@@ -194,6 +194,8 @@ class NodeStream:
     max_record_bytes: int = MAX_NODE_RECORD_BYTES
     bad_frame_reasons: list[str] = field(default_factory=list)  # the first few, to say what was wrong
     kept_bytes: int = 0
+    held: bytes = b""  # records of TCP messages `drain` saw unfinished: decoded with what follows
+    drained: Counter = field(default_factory=Counter)  # decode counters and packets of what `drain` handed out
     _frame: pd.DataFrame | None = None
 
     def feed(self, data: bytes) -> None:
@@ -308,7 +310,19 @@ class NodeStream:
 
     @property
     def decode_stats(self) -> Counter:
-        return self.records.decode_stats
+        return self.records.decode_stats + Counter({k: v for k, v in self.drained.items() if k != "packets"})
+
+    def drain(self, last: bool = False) -> pd.DataFrame:
+        """Events of the records so far, decoded and forgotten, for a consumer that writes them as they come
+        (`capture --agent -o DIR/`, a file per node): the records held are then what arrives between two calls, and
+        the bound on them (`max_record_bytes`) applies to that, not to the whole capture. TCP messages not whole
+        yet wait for the next call, unless it is the `last` (the stream closed)."""
+        raw = self.held + b"".join(self.records.take(len(self.records.batches)))
+        frame, counts, self.held = decode_settled(raw, self.vantages, self.boot_to_wall, hold_open=not last)
+        self.kept_bytes = len(self.held) + self.records.pending_bytes()
+        self.drained.update(counts)
+        self.drained["packets"] += len(frame)
+        return frame
 
     def new_events(self) -> pd.DataFrame:
         """Events of the records that arrived since the last call."""
@@ -364,6 +378,12 @@ def merged_stats(streams: list[NodeStream]) -> dict:
     total.update({key: int(value) for key, value in decoded.items()})
     total["nodes"] = nodes
     return total
+
+
+def drained_events(streams: list[NodeStream], last: bool = False) -> pd.DataFrame:
+    """Every node's records so far, decoded and forgotten (NodeStream.drain), as one table naming each row's node."""
+    frames = [s.drain(last) for s in streams]
+    return events.concat([f.assign(node=pd.Categorical([s.node] * len(f))) for f, s in zip(frames, streams)])
 
 
 def events_of(streams: list[NodeStream], new: bool = False) -> pd.DataFrame:

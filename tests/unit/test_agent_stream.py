@@ -481,3 +481,52 @@ def test_records_kept_per_node_are_bounded_and_what_is_dropped_is_counted_as_los
     assert stats["records_received"] == 5 and stats["cli_dropped"] == 7 and stats["lost_samples"] == 7
     assert len(stream.events()) == 5
     assert "cli_dropped=7" in node_lines({"n": stats})[0]
+
+
+def test_drained_node_streams_written_per_node_read_back_as_the_whole_stream(tmp_path):
+    """`capture --agent -o DIR/`: each node's records decoded and forgotten as they come, into that node's file;
+    the files hold what decoding each stream whole gives, and the records held stay what arrived since the last
+    drain."""
+    from dnscorrelate import events
+    from dnscorrelate.live.agent_stream import drained_events
+
+    worker_vantages = {3: Vantage(11, "kube-system/coredns-0", "coredns")}
+    batches = {"cp": [lookup(), lookup("b.example.org.", qid=7, ts=5_000)],
+               "worker": [record(query(), ts=1_000, capture_id=3), record(query("b.example.org.", qid=7), ts=5_010, capture_id=3)]}
+    streams = {"cp": NodeStream("cp"), "worker": NodeStream("worker")}
+    heads = {"cp": stream_bytes(b"", end=False)[0], "worker": stream_bytes(b"", vantages=worker_vantages, end=False)[0]}
+    for node, stream in streams.items():
+        stream.feed(heads[node])
+    writer = events.NodeParquetDir(tmp_path / "cap")
+    for step in range(2):
+        for node, stream in streams.items():
+            more = io.BytesIO()
+            StreamWriter(more).records(batches[node][step])
+            stream.feed(more.getvalue()[len(MAGIC):])
+        writer.write(drained_events(list(streams.values())))
+        assert all(s.records.pending_bytes() == 0 and s.kept_bytes == 0 for s in streams.values())  # nothing kept
+    for stream in streams.values():
+        stream.close()
+    writer.write(drained_events(list(streams.values()), last=True))
+    writer.close(merged_stats(list(streams.values())))
+    for node, stream in streams.items():
+        whole, _ = decode(b"".join(batches[node]), VANTAGES if node == "cp" else worker_vantages, 10**18)
+        written, stats = events.load(tmp_path / "cap" / f"{node}.parquet")
+        assert list(written["ts_ns"]) == list(whole["ts_ns"]) and list(written["qname"]) == list(whole["qname"])
+        assert set(written["node"].astype(str)) == {node}
+        assert stats["records_received"] == len(whole) and stream.decode_stats["decode_errors"] == 0
+
+
+def test_the_agents_capture_drained_to_the_end_keeps_its_counters_for_the_session():
+    """Session.drain_events(last=True) asks the capture for `events()` after its last drain: the counters of
+    what was drained (packets, each node's) must survive it."""
+    from dnscorrelate.cluster.kube.agents import AgentCapture
+
+    stream = fed(stream_bytes(lookup() + lookup("b.example.org.", qid=7, ts=5_000))[0], "cp")
+    capture = AgentCapture.__new__(AgentCapture)
+    capture.agents, capture.timings, capture.stats, capture._frame = [SimpleNamespace(node="cp", stream=stream)], {}, {}, None
+    first = capture.drain()
+    rest = capture.drain(last=True)
+    assert len(first) == 6 and len(rest) == 0 and set(first["node"].astype(str)) == {"cp"}
+    assert len(capture.events()) == 0
+    assert capture.stats["packets"] == 6 and capture.stats["nodes"]["cp"]["records_received"] == 6

@@ -30,7 +30,7 @@ import pandas as pd
 from dnscorrelate.cluster.kube.agent import (CREATED_BY, INSTALL_NAMESPACE, LEASE_ANNOTATION, NAME, NAMESPACE, REFRESH_S, SESSION_LABEL,
                                              manifest_objects, object_name, pod_map_line, pod_selector, pullable, test_clock_skews)
 from dnscorrelate.errors import CaptureError, ClusterError, Uninterruptible
-from dnscorrelate.live.agent_stream import MAX_NODE_RECORD_BYTES, NodeStream, events_of, merged_stats, printable
+from dnscorrelate.live.agent_stream import MAX_NODE_RECORD_BYTES, NodeStream, drained_events, events_of, merged_stats, printable
 
 READY_TIMEOUT_S = 120.0  # the image is on the nodes (or pulled), the container starts
 HELLO_TIMEOUT_S = 90.0  # each agent compiles the tracer (about a second; longer on a busy node) and attaches
@@ -342,9 +342,14 @@ class AgentCapture:
         return events_of([a.stream for a in self.agents], new=True)
 
     def drain(self, last: bool = False) -> pd.DataFrame:
-        """Not offered: the node streams keep their records until the end (`capture -o FILE.parquet` streams a
-        capture made on this machine)."""
-        raise CaptureError("the node agents' capture cannot stream events to a file as they come: capture on this machine")
+        """Each node's records so far, decoded and forgotten, each row naming its node (`capture --agent -o DIR/`
+        writes them to a file per node as they come); `last` (after `stop`) completes `stats`."""
+        streams = [a.stream for a in self.agents]
+        frame = drained_events(streams, last)
+        if last:
+            self.stats = {**merged_stats(streams), **self.timings, "packets": sum(int(s.drained["packets"]) for s in streams)}
+            self._frame = frame.iloc[0:0]  # all handed out: `events()` (Session.drain_events calls it) keeps these counters
+        return frame
 
     def events(self) -> pd.DataFrame:
         if self._frame is None:

@@ -1,0 +1,423 @@
+"""Correlation out of core: a capture directory (one Parquet file per node, `capture --agent -o DIR/`) stitched
+without ever holding its events in one frame.
+
+DuckDB does the work that needs every event at once, over the Parquet files, spilling to disk past its
+memory limit; the stitching itself is the in-memory pipeline's (pipeline.py), run on one part at a time, so
+a lookup is stitched by exactly the rules it would be in memory.
+
+1. **Clocks** (first pass, an aggregate): each exchange's first query and first response per node
+   (clocks.exchanges, in SQL), the tightest bound per pair of nodes (clocks.constraints), solved by
+   clocks.solve as in memory; only the per-pair bounds come back to Python. Every exchange up to CLOCK_ROWS
+   events (so the offsets are the in-memory path's); past it, the exchanges of 1 client socket in k, chosen by
+   a hash so each is kept whole (`clock_sample` in the stats says k).
+2. **Parts** (second pass): each event shifted onto the reference node's time line and written to the part
+   of its question, `hash(qname, qtype) mod parts`: every leg of a lookup (the client's, DNAT's, CoreDNS's
+   forward with its own id and port, NodeLocal DNS's, the upstream's, their ICMP errors) asks the same
+   question, so every node's sightings of one lookup meet in one part, and a part holds about
+   `PART_ROWS` events. TCP set-up rows ask no question: they are few (TCP on a DNS port) and are joined
+   to the merged traces at the end, as the pipeline joins them.
+3. **Each part** is correlated in memory (`correlate(..., on_time_line=True)`), with the evidence-wide
+   facts a part cannot see for itself (whether the whole capture is one place), and its CoreDNS log
+   records split by the same hash.
+4. **Merged**: traces numbered again in the pipeline's order (first query, client address, port), the
+   cross-node segments judged once against the whole capture's clocks, counts added up. The sightings
+   kept are those the diagnosis reads (`kept_sightings`), not every packet: with a directory, the JSON and
+   HTML outputs give the traces without their full sighting lists.
+
+Memory: one part's events and the traces found so far (a trace row for every lookup: about one for every
+8-15 events of a forwarded lookup), never the whole capture's events. But a part holds every event of the
+questions hashed to it: a capture dominated by a few names (the same Service asked by every pod) makes
+parts as large as those names' traffic, whatever `PART_ROWS` says (`largest_part` in the stats, and a
+warning); cutting a busy question's part further by time, with a margin of a lookup's longest life on each
+side, is the next step and not done. Time: two scans of the files, one hash-partitioned
+write, and the pipeline over each part (linear in its events). Differences from the in-memory path:
+a client socket that asks one question, another, then the first again with the same DNS id and no
+response between, makes two lookups in memory (the question changed) and one in its part (a
+retransmission); Hubble's L3/L4 flows (no question) are joined to the lookups of one part only, and
+said so.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from dnscorrelate import schema
+from dnscorrelate.correlate.clocks import EXCHANGE_WINDOW_NS, Clocks, cross_node_segments, solve
+from dnscorrelate.correlate.legs import SERVER_ROLES
+from dnscorrelate.correlate.logs import log_warnings
+from dnscorrelate.correlate.network import attach_connects, connection_attempts
+from dnscorrelate.correlate.pipeline import Correlation, correlate
+from dnscorrelate.correlate.traces import OWN_PURPOSES
+
+PART_ROWS = 1_000_000  # events per part: the pipeline holds about 1.2 kB per event while stitching a part (bench/README.md)
+CLOCK_ROWS = 20_000_000  # events past which the clocks' pass takes a sample of client sockets
+DUCKDB_MEMORY = "1GB"  # DuckDB's own limit; past it, its sorts and hash tables spill to a temporary directory
+WRITE_ROW_GROUP = 20_000  # rows a part's writer buffers per thread before it writes them out
+CONTROL = ("tcp-syn", "tcp-synack", "tcp-rst")
+EVENT_DTYPES = schema.dtypes(schema.EVENTS)
+CATEGORIES = [name for name, dtype in EVENT_DTYPES.items() if dtype == "category"]
+
+
+@dataclass
+class Capture:
+    """What the first pass learnt of the whole capture."""
+
+    rows: int
+    clocks: Clocks | None
+    vantage_node: dict[str, str]  # {vantage: node} as the rows (or the facts) say
+    one_place: bool
+    has_node: bool  # some file has a `node` column
+
+
+def connect(spill: Path):
+    """A DuckDB connection bounded in memory, spilling under `spill`."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
+    con.execute(f"SET temp_directory = '{spill}'")
+    con.execute(f"SET threads = {max(1, min(2, os.cpu_count() or 1))}")  # each thread's buffers count against the limit
+    con.execute("SET preserve_insertion_order = false")
+    return con
+
+
+def bounded(con, sql: str, before_retry=lambda: None):
+    """`con.execute(sql)`, once more on one thread (after `before_retry`) if DuckDB ran out of its memory limit:
+    each thread's buffers count against it, and with two threads a large partitioned write sometimes passes it
+    (bench/README.md)."""
+    import duckdb
+
+    try:
+        return con.execute(sql)
+    except duckdb.OutOfMemoryException:
+        con.execute("SET threads = 1")
+        before_retry()
+        return con.execute(sql)
+
+
+def events_view(con, files: list[Path], nodes: dict[str, str], has_node: bool) -> None:
+    """View `ev`: every file's rows with `clock_node` (the node whose clock timed the row: its own `node`, else
+    the facts' node of its vantage, else ''), `file_index` and `row_in_file` (the in-memory path's order for
+    rows of one instant)."""
+    con.execute("CREATE OR REPLACE TEMP TABLE files AS SELECT * FROM (VALUES " +
+                ", ".join(f"({i}, ?)" for i in range(len(files))) + ") AS f(file_index, filename)", [str(f) for f in files])
+    con.execute("CREATE OR REPLACE TEMP TABLE vantage_nodes (vantage VARCHAR, vnode VARCHAR)")
+    if nodes:
+        con.executemany("INSERT INTO vantage_nodes VALUES (?, ?)", list(nodes.items()))
+    own = "nullif(CAST(e.node AS VARCHAR), '')" if has_node else "NULL"
+    listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP VIEW ev AS
+        SELECT e.*, coalesce({own}, v.vnode, '') AS clock_node, f.file_index, e.file_row_number AS row_in_file
+        FROM read_parquet([{listed}], union_by_name = true, filename = true, file_row_number = true) e
+        JOIN files f ON f.filename = e.filename
+        LEFT JOIN vantage_nodes v ON v.vantage = CAST(e.vantage AS VARCHAR)""")
+
+
+def estimate_clocks(con, rows: int = 0) -> tuple[Clocks | None, dict[str, str]]:
+    """Each node's offset, from the exchanges seen at two nodes (clocks.py's arithmetic, in SQL), and the
+    {vantage: node} the rows say. None when fewer than two nodes timed anything. Up to CLOCK_ROWS events,
+    every exchange; past it, those of one client socket in `sample` (by a hash of the socket, so that each
+    exchange kept is kept whole, at every node): the bounds come from fewer crossings, the same arithmetic."""
+    sample = max(1, math.ceil(rows / CLOCK_ROWS))
+    counts = dict(con.execute("SELECT clock_node, count(*) FROM ev WHERE clock_node <> '' GROUP BY 1").fetchall())
+    pairs = con.execute("SELECT CAST(vantage AS VARCHAR), min(clock_node) FROM ev WHERE clock_node <> '' GROUP BY 1").fetchall()
+    vantage_node = dict(pairs)
+    if len(counts) < 2:
+        return None, vantage_node
+    tight = bounded(con, f"""
+        WITH d AS (
+            SELECT CASE WHEN qr THEN CAST(dst_ip AS VARCHAR) ELSE CAST(src_ip AS VARCHAR) END AS cip,
+                   CASE WHEN qr THEN dst_port ELSE src_port END AS cport, dns_id, CAST(proto AS VARCHAR) AS proto,
+                   ts_ns AS ts, qr, clock_node AS node
+            FROM ev WHERE kind = 'dns' AND clock_node <> ''),
+        sampled AS (
+            SELECT * FROM d WHERE {sample} = 1 OR hash(cip, cport, dns_id, proto) % {sample} = 0),
+        marked AS (
+            SELECT *, CASE WHEN lag(ts) OVER w IS NULL OR ts - lag(ts) OVER w > {EXCHANGE_WINDOW_NS} THEN 1 ELSE 0 END AS fresh
+            FROM sampled WINDOW w AS (PARTITION BY cip, cport, dns_id, proto ORDER BY ts)),
+        numbered AS (
+            SELECT *, sum(fresh) OVER (PARTITION BY cip, cport, dns_id, proto ORDER BY ts
+                                       ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS burst
+            FROM marked),
+        firsts AS (
+            SELECT cip, cport, dns_id, proto, burst, node,
+                   min(ts) FILTER (WHERE NOT qr) AS q, min(ts) FILTER (WHERE qr) AS r
+            FROM numbered GROUP BY ALL HAVING q IS NOT NULL AND r IS NOT NULL),
+        ranked AS (
+            SELECT *, count(*) OVER x AS seen_at,
+                   row_number() OVER (PARTITION BY cip, cport, dns_id, proto, burst ORDER BY r - q DESC, node) AS rank
+            FROM firsts WINDOW x AS (PARTITION BY cip, cport, dns_id, proto, burst)),
+        bounds AS (
+            SELECT o.node AS outer_node, i.node AS inner_node, i.r - o.r AS lower, i.q - o.q AS upper
+            FROM ranked o JOIN ranked i USING (cip, cport, dns_id, proto, burst)
+            WHERE o.rank = 1 AND i.rank > 1 AND o.seen_at > 1)
+        SELECT outer_node AS outer, inner_node AS inner, max(lower) AS lower, min(upper) AS upper, count(*) AS n
+        FROM bounds GROUP BY 1, 2""").df()
+    crossings = {n: int(tight.loc[(tight["outer"] == n) | (tight["inner"] == n), "n"].sum()) for n in counts}
+    return solve({n: int(c) for n, c in counts.items()}, tight.set_index(["outer", "inner"]) if len(tight) else None, crossings), vantage_node
+
+
+def is_one_place(con, with_logs: bool) -> bool:
+    """pipeline.correlate's test, over the whole capture: no log, no server among the DNS places, and one place
+    or no node among them."""
+    if with_logs:
+        return False
+    servers = "', '".join(SERVER_ROLES)
+    places, server_rows, node_rows = con.execute(f"""
+        SELECT count(DISTINCT vantage), count(*) FILTER (WHERE CAST(role AS VARCHAR) IN ('{servers}')),
+               count(*) FILTER (WHERE CAST(role AS VARCHAR) = 'node')
+        FROM ev WHERE kind = 'dns'""").fetchone()
+    return not server_rows and (places == 1 or not node_rows)
+
+
+def offsets_table(con, clocks: Clocks | None) -> None:
+    con.execute("CREATE OR REPLACE TEMP TABLE offsets (node VARCHAR, shift BIGINT)")
+    if clocks and clocks.offsets:
+        con.executemany("INSERT INTO offsets VALUES (?, ?)", [(n, est) for n, (est, _) in clocks.offsets.items()])
+
+
+def write_parts(con, directory: Path, parts: int) -> None:
+    """Every event with a question, shifted onto one time line (`orig_ts` keeps the node's own time), into the
+    part of its question."""
+    bounded(con, f"""
+        COPY (
+            SELECT e.* EXCLUDE (ts_ns, filename, file_row_number), e.ts_ns AS orig_ts, e.ts_ns - coalesce(o.shift, 0) AS ts_ns,
+                   CAST(hash(CAST(e.qname AS VARCHAR), CAST(e.qtype AS VARCHAR)) % {parts} AS INTEGER) AS part
+            FROM ev e LEFT JOIN offsets o ON o.node = e.clock_node
+            WHERE e.kind NOT IN ({", ".join(f"'{k}'" for k in CONTROL)}))
+        TO '{directory}' (FORMAT parquet, PARTITION_BY (part), OVERWRITE_OR_IGNORE true, ROW_GROUP_SIZE {WRITE_ROW_GROUP})""",
+            before_retry=lambda: shutil.rmtree(directory, ignore_errors=True))  # no file of the failed write is read
+
+
+def control_rows(con) -> pd.DataFrame:
+    """TCP set-up rows (no question), shifted onto one time line: joined to the merged traces."""
+    frame = con.execute(f"""
+        SELECT e.* EXCLUDE (filename, file_row_number, ts_ns), e.ts_ns - coalesce(o.shift, 0) AS ts_ns
+        FROM ev e LEFT JOIN offsets o ON o.node = e.clock_node
+        WHERE e.kind IN ({", ".join(f"'{k}'" for k in CONTROL)})
+        ORDER BY ts_ns, e.ts_ns, file_index, row_in_file""").df()
+    return as_events(frame)
+
+
+def as_events(frame: pd.DataFrame) -> pd.DataFrame:
+    """A frame of the events' schema (schema.EVENTS dtypes; repeated strings as categoricals), whatever DuckDB or
+    Arrow made of the columns; the extra columns kept."""
+    for name, dtype in EVENT_DTYPES.items():
+        if name not in frame:
+            frame[name] = pd.Series([""] * len(frame), dtype="category") if dtype == "category" else pd.Series(np.zeros(len(frame)), dtype=dtype)
+        elif dtype == "category":
+            if not isinstance(frame[name].dtype, pd.CategoricalDtype):
+                frame[name] = frame[name].astype(object).where(frame[name].notna(), "").astype(str).astype("category")
+        elif frame[name].dtype != np.dtype(dtype):
+            frame[name] = frame[name].astype(dtype)
+    return frame
+
+
+def read_part(paths: list[Path]) -> pd.DataFrame:
+    """One part's events (DuckDB may write a part in several files) in the in-memory path's order: by time on one
+    time line, then the node's own time, then file and row (the order `events.concat` and a stable sort give)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.concat_tables([pq.read_table(p, read_dictionary=list(CATEGORIES)) for p in paths])
+    frame = table.to_pandas()
+    order = np.lexsort((frame["row_in_file"].to_numpy(), frame["file_index"].to_numpy(), frame["orig_ts"].to_numpy(), frame["ts_ns"].to_numpy()))
+    frame = frame.iloc[order].reset_index(drop=True)
+    return as_events(frame)[list(EVENT_DTYPES)]
+
+
+def split_logs(con, logs: schema.ParsedLogs, parts: int) -> dict[int, schema.ParsedLogs]:
+    """Each part's share of the CoreDNS log and errors records, by the same hash of their question; `_row` keeps
+    each record's place."""
+    def part_of(frame: pd.DataFrame) -> np.ndarray:
+        if not len(frame):
+            return np.zeros(0, dtype=int)
+        keys = pd.DataFrame({"qname": frame["qname"].astype(str).to_numpy(), "qtype": frame["qtype"].astype(str).to_numpy()})
+        con.register("log_keys", keys)
+        out = con.execute(f"SELECT CAST(hash(qname, qtype) % {parts} AS INTEGER) FROM log_keys").fetchnumpy()
+        con.unregister("log_keys")
+        return next(iter(out.values()))
+
+    records = logs.records.assign(_row=np.arange(len(logs.records)))
+    errors = logs.errors.assign(_row=np.arange(len(logs.errors)))
+    record_part, error_part = part_of(records), part_of(errors)
+    return {p: replace(schema.ParsedLogs.none(), records=records[record_part == p].reset_index(drop=True),
+                       errors=errors[error_part == p].reset_index(drop=True), guessed_replicas=logs.guessed_replicas)
+            for p in range(parts)}
+
+
+def kept_sightings(correlation: Correlation) -> pd.DataFrame:
+    """The sightings the diagnosis reads (diagnose/): each vantage's last one (where its capture ended) and one for
+    each of its roles, a DNS proxy's records, and every sighting of a lookup more than one server answered."""
+    seen = correlation.sightings
+    if seen.empty:
+        return seen
+    many = set(correlation.traces.loc[(correlation.traces["responders"] > 1).to_numpy(), "trace_id"])
+    vantage = seen["vantage"].astype(str)
+    keep = seen["trace_id"].isin(many).to_numpy() | (seen["ifname"].astype(str) == "dns-proxy").to_numpy()
+    last = seen.groupby(vantage.to_numpy())["ts_ns"].idxmax()
+    roles = seen.assign(_v=vantage.to_numpy(), _r=seen["role"].astype(str).to_numpy()).drop_duplicates(["_v", "_r"]).index
+    keep[seen.index.get_indexer(last.to_numpy())] = True
+    keep[seen.index.get_indexer(roles)] = True
+    return seen[keep]
+
+
+def correlate_files(files: list[Path], logs: schema.ParsedLogs | None = None, capture_stats: dict | None = None,
+                    servers: dict[str, tuple[str, str]] | None = None, nodes: dict[str, str] | None = None,
+                    part_rows: int = PART_ROWS, spill: Path | None = None) -> Correlation:
+    """`correlate()` of the events in `files` (Parquet, schema.EVENTS; validated by the caller), out of core."""
+    logs = logs or schema.ParsedLogs.none()
+    capture_stats = capture_stats or {}
+    with tempfile.TemporaryDirectory(prefix="dnsc-outofcore-", dir=spill) as tmp:
+        tmp = Path(tmp)
+        con = connect(tmp / "spill")
+        has_node = bool(con.execute("SELECT count(*) FROM (SELECT * FROM parquet_schema(?) WHERE name = 'node')",
+                                    [[str(f) for f in files]]).fetchone()[0])
+        events_view(con, files, nodes or {}, has_node)
+        rows = con.execute("SELECT count(*) FROM ev").fetchone()[0]
+        clocks, vantage_node = estimate_clocks(con, rows)
+        capture = Capture(rows, clocks, vantage_node, is_one_place(con, bool(len(logs.records))), has_node)
+        parts = max(1, math.ceil(rows / part_rows))
+        offsets_table(con, clocks if clocks and not clocks.contradiction else None)
+        write_parts(con, tmp / "parts", parts)
+        control = control_rows(con)
+        logs_of = split_logs(con, logs, parts)
+        con.close()
+        pieces, sizes = [], []
+        for part in range(parts):
+            found = sorted((tmp / "parts" / f"part={part}").glob("*.parquet"))
+            sizes.append(sum(pq_rows(f) for f in found))
+            frame = read_part(found) if found else None
+            if frame is None:  # no event asked these questions: their log records match nothing, as in memory
+                pieces.append(unmatched(logs_of[part]))
+                continue
+            piece = correlate(frame, logs_of[part], {}, servers, on_time_line=True, one_place=capture.one_place)
+            pieces.append(trimmed(piece))
+            del frame, piece
+    correlation = merged(pieces, capture, control, logs, capture_stats)
+    correlation.stats["largest_part"] = max(sizes, default=0)
+    if max(sizes, default=0) > 2 * part_rows:
+        correlation.warnings.append(
+            f"out of core: one part held {max(sizes)} events (parts are meant to hold about {part_rows}): parts are cut by "
+            "question, and a few questions asked very often land together; memory follows the busiest question's events")
+    return correlation
+
+
+def pq_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def unmatched(logs: schema.ParsedLogs) -> Correlation:
+    """A part with log records and no event: every record unmatched (a trace of logs alone is for evidence with no
+    packets at all, and this capture has packets)."""
+    empty = correlate(None, None, {}, on_time_line=True)
+    return replace(empty, logs=logs.records.assign(trace_id=-1), errors=logs.errors.assign(trace_id=-1),
+                   stats={**empty.stats, "log_records_unmatched": len(logs.records)})
+
+
+def trimmed(piece: Correlation) -> Correlation:
+    """A part's correlation with only the sightings the diagnosis reads."""
+    return replace(piece, sightings=kept_sightings(piece))
+
+
+def renumbered(pieces: list[Correlation]) -> list[np.ndarray]:
+    """For each piece, its trace ids' new numbers: every trace in order of its first query, then the client's
+    address and port (the pipeline's order), across all pieces."""
+    keys = pd.concat([p.traces[["t_start", "client_ip", "client_port"]].assign(_piece=i, _id=p.traces["trace_id"].to_numpy())
+                      for i, p in enumerate(pieces)], ignore_index=True)
+    keys = keys.sort_values(["t_start", "client_ip", "client_port"], kind="stable")
+    keys["new"] = np.arange(len(keys))
+    out = []
+    for i, p in enumerate(pieces):
+        mine = keys[keys["_piece"] == i]
+        mapping = np.full(int(p.traces["trace_id"].max()) + 1 if len(p.traces) else 0, -1, dtype=np.int64)
+        mapping[mine["_id"].to_numpy(dtype=np.int64)] = mine["new"].to_numpy()
+        out.append(mapping)
+    return out
+
+
+def mapped(ids: pd.Series, mapping: np.ndarray) -> np.ndarray:
+    values = ids.to_numpy(dtype=np.int64)
+    return np.where(values >= 0, mapping[np.clip(values, 0, max(len(mapping) - 1, 0))] if len(mapping) else -1, values)
+
+
+def merged(pieces: list[Correlation], capture: Capture, control: pd.DataFrame, logs: schema.ParsedLogs,
+           capture_stats: dict) -> Correlation:
+    """One Correlation of the parts': traces renumbered, connection attempts and cross-node segments judged over
+    the whole capture, counts added up as the pipeline counts them."""
+    if not pieces:
+        pieces = [correlate(None, None, {}, on_time_line=True)]
+    maps = renumbered(pieces)
+    traces = pd.concat([p.traces.assign(trace_id=mapped(p.traces["trace_id"], m)) for p, m in zip(pieces, maps) if len(p.traces)]
+                       or [pieces[0].traces], ignore_index=True)
+    traces = traces.sort_values("trace_id").set_index(traces["trace_id"].sort_values().to_numpy())
+    upstream = pd.concat([p.upstream.assign(trace_id=mapped(p.upstream["trace_id"], m)) for p, m in zip(pieces, maps) if len(p.upstream)]
+                         or [pieces[0].upstream], ignore_index=True)
+    upstream = upstream.sort_values(["trace_id", "leg_id"] if "leg_id" in upstream else ["trace_id"], kind="stable").reset_index(drop=True)
+    sightings = pd.concat([p.sightings.assign(trace_id=mapped(p.sightings["trace_id"], m)) for p, m in zip(pieces, maps) if len(p.sightings)]
+                          or [pieces[0].sightings], ignore_index=True)
+    sightings = sightings.sort_values("ts_ns", kind="stable").reset_index(drop=True)
+    records = table_of(pieces, maps, "logs", logs.records)
+    errors = table_of(pieces, maps, "errors", logs.errors)
+    attempts = connection_attempts(control) if len(control) else connection_attempts(as_events(schema.empty(schema.EVENTS)))
+    traces, connects_unmatched = attach_connects(traces, attempts)
+    traces, clock_warnings = cross_node_segments(traces, capture.clocks, capture.vantage_node)
+    traces = schema.conform(traces.reset_index(drop=True), schema.TRACES)
+    upstream = schema.conform(upstream, schema.UPSTREAM)
+    total = {k: sum(int(p.stats.get(k, 0)) for p in pieces) for k in ("packets", "dns_packets", "icmp_errors", "icmp_unmatched", "decode_errors",
+                                                                   "log_records_unmatched", "flows", "flows_alone", "flows_unmatched")}
+    flows = {k: total[k] for k in ("flows", "flows_alone", "flows_unmatched")} if total["flows"] else {}
+    stats = {
+        "packets": capture.rows,
+        "dns_packets": total["dns_packets"],
+        "icmp_errors": total["icmp_errors"],
+        "icmp_unmatched": total["icmp_unmatched"],
+        "tcp_control_packets": int(len(control)),
+        "tcp_connects": int(len(attempts)),
+        "tcp_connects_unmatched": connects_unmatched,
+        "log_lines": int(logs.log_lines),
+        "log_lines_lost": int(logs.lines_lost),
+        "log_records": int(len(records)),
+        "log_records_unmatched": total["log_records_unmatched"],
+        "error_records": int(len(errors)),
+        "log_other": int(logs.other_lines),
+        "unparsed_lines": len(logs.unparsed),
+        "own_queries": int(traces["purpose"].isin(OWN_PURPOSES).sum()),
+        "traces": int(len(traces)),
+        "upstream_exchanges": int(len(upstream)),
+        "ambiguous": int(upstream["ambiguous"].sum()) if len(upstream) else 0,
+        "lost_samples": int(capture_stats.get("lost_samples", 0)),
+        "decode_errors": int(capture_stats["decode_errors"]) if "decode_errors" in capture_stats else total["decode_errors"],
+        **flows,
+        **({"clocks": capture.clocks.stats()} if capture.clocks else {}),
+        "parts": len(pieces),
+        **({"clock_sample": math.ceil(capture.rows / CLOCK_ROWS)} if capture.rows > CLOCK_ROWS else {}),
+    }
+    warnings = log_warnings(logs, records, total["dns_packets"]) + clock_warnings
+    if flows:
+        warnings.append(f"{total['flows']} Hubble flows (no question) were joined to the lookups of their own part only: "
+                        "correlate them in memory (--events FILE) to join them to every lookup")
+    return Correlation(traces=traces, sightings=sightings, upstream=upstream, logs=records, errors=errors, stats=stats,
+                       unparsed=logs.unparsed, warnings=warnings, log_alerts=logs.alerts)
+
+
+def table_of(pieces: list[Correlation], maps: list[np.ndarray], name: str, whole: pd.DataFrame) -> pd.DataFrame:
+    """The log or errors records of every part with their new trace ids, in the order they were read."""
+    frames = [getattr(p, name).assign(trace_id=mapped(getattr(p, name)["trace_id"], m)) for p, m in zip(pieces, maps) if len(getattr(p, name))]
+    if not frames:
+        return whole.assign(trace_id=pd.Series(dtype=int))
+    out = pd.concat(frames, ignore_index=True)
+    if "_row" in out:
+        out = out.sort_values("_row").drop(columns="_row")
+    return out.reset_index(drop=True)
