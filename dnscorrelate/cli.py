@@ -355,22 +355,7 @@ def capture_to_parquet(session, output: str, duration: float | None) -> None:
 
     with written_whole(output, "-o") as partial:
         stream = events.ParquetStream(partial)
-        try:
-            stream.write(session.drain_events())  # from the first drain on, what waits undecoded is bounded
-            started = time.monotonic()
-            end = float("inf") if duration is None else started + duration
-            tick = started
-            while time.monotonic() < end:
-                # a row group every STREAM_EVERY_S, counted from the last drain's start: time spent decoding is not
-                # slept too, and a drain that took longer is followed at once (the records waiting are bounded)
-                tick = max(tick + STREAM_EVERY_S, time.monotonic())
-                time.sleep(max(0.0, min(tick, end) - time.monotonic()))
-                stream.write(session.drain_events())
-        except KeyboardInterrupt:
-            pass
-        finally:
-            session.stop()
-        stream.write(session.drain_events(last=True))
+        stream_until(session, stream.write, duration)
         stream.close(session.stats)
     errors.print(f"wrote {stream.rows} events in {stream.row_groups} row groups to {output}", markup=False)
     print_capture_stats(session.stats)
@@ -399,6 +384,8 @@ def stream_until(session, write, duration: float | None) -> None:
         end = float("inf") if duration is None else started + duration
         tick = started
         while time.monotonic() < end:
+            # a write every STREAM_EVERY_S, counted from the last drain's start: time spent decoding is not slept
+            # too, and a drain that took longer is followed at once (the records waiting are bounded)
             tick = max(tick + STREAM_EVERY_S, time.monotonic())
             time.sleep(max(0.0, min(tick, end) - time.monotonic()))
             write(session.drain_events())
