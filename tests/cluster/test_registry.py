@@ -19,9 +19,14 @@ from tests.cluster.test_agent import Trace, dig
 
 
 def node_image_names(cluster) -> set[str]:
-    """Every image name (tags and digests) the nodes' kubelets report holding."""
-    nodes = k8s.CoreV1Api(kind.api_client(cluster)).list_node().items
-    return {name for node in nodes for image in node.status.images or [] for name in image.names or []}
+    """Every image reference (tags and digests) the nodes' containerd holds, read in the nodes themselves: the
+    kubelets' node status lists at most 50 images and only as often as it is posted, so it can lag a pull."""
+    names = set()
+    for node in kind.node_containers(kind.docker(), cluster).values():
+        code, out = node.exec_run(["ctr", "-n", "k8s.io", "images", "ls", "-q"])
+        assert code == 0, out
+        names |= set(out.decode().split())
+    return names
 
 
 def ours_left(name: str) -> list[str]:
