@@ -85,6 +85,7 @@ class Capture:
         self.compile_seconds = 0.0
         self.tracer_kind = ""  # bpf.TRACERS: how the tracer was loaded, once started
         self._attached_paths: set[str] = set()
+        self._attached_inodes: set[int] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._frame: pd.DataFrame | None = None
@@ -137,9 +138,13 @@ class Capture:
             return
         capture_id = len(self.vantages) + 1
         try:
+            # A namespace is attached once, whatever path names it: a later watch round may find a pod's namespace
+            # through another of its processes, and a second socket there would report each packet twice.
+            inode = os.stat(target.path).st_ino
+            if inode in self._attached_inodes:
+                return
             sock = self.tracer.attach(target.path, capture_id)
             names = interface_names(target.path)
-            inode = os.stat(target.path).st_ino
         except OSError as err:
             if target in self.targets:
                 raise bpf.CaptureError(f"cannot capture in {target.path}: {err.strerror}") from None
@@ -147,6 +152,7 @@ class Capture:
         self.sockets.append(sock)
         self.vantages[capture_id] = Vantage(inode, target.vantage, target.role, names)
         self._attached_paths.add(target.path)
+        self._attached_inodes.add(inode)
 
     def _run(self) -> None:
         next_watch = time.monotonic() + WATCH_INTERVAL_S

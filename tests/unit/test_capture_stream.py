@@ -96,3 +96,26 @@ def test_the_reader_stops_taking_records_while_the_backlog_is_full():
     finally:
         capture._stop.set()
         reader.join()
+
+
+class AttachCountingTracer:
+    def __init__(self) -> None:
+        self.attached: list[str] = []
+
+    def attach(self, path: str, capture_id: int):
+        self.attached.append(path)
+        return object()
+
+
+def test_a_namespace_found_again_through_another_process_is_not_attached_twice(monkeypatch):
+    """A watch round can name a pod's namespace by another of its processes (/proc/OTHER/ns/net): one socket per
+    namespace, or every packet there would be reported twice (a duplicate-response that never happened)."""
+    from dnscorrelate.cluster.backend import Target
+
+    monkeypatch.setattr(capture_module, "interface_names", lambda path: {2: "eth0"})
+    capture = Capture([])
+    capture.tracer = AttachCountingTracer()
+    same_namespace = [Target("/proc/self/ns/net", "demo/mypod", "pod"), Target("/proc/thread-self/ns/net", "demo/mypod", "pod")]
+    for target in same_namespace:
+        capture._attach(target)
+    assert capture.tracer.attached == ["/proc/self/ns/net"] and len(capture.vantages) == 1
