@@ -54,8 +54,7 @@ from dnscorrelate.correlate.clocks import EXCHANGE_WINDOW_NS, Clocks, cross_node
 from dnscorrelate.correlate.legs import SERVER_ROLES
 from dnscorrelate.correlate.logs import log_warnings
 from dnscorrelate.correlate.network import attach_connects, connection_attempts
-from dnscorrelate.correlate.pipeline import Correlation, correlate
-from dnscorrelate.correlate.traces import OWN_PURPOSES
+from dnscorrelate.correlate.pipeline import Correlation, correlate, stats_shared
 
 PART_ROWS = 1_000_000  # events per part: the pipeline holds about 1.2 kB per event while stitching a part (bench/README.md)
 CLOCK_ROWS = 20_000_000  # events past which the clocks' pass takes a sample of client sockets
@@ -375,6 +374,8 @@ def merged(pieces: list[Correlation], capture: Capture, control: pd.DataFrame, l
     traces, clock_warnings = cross_node_segments(traces, capture.clocks, capture.vantage_node)
     traces = schema.conform(traces.reset_index(drop=True), schema.TRACES)
     upstream = schema.conform(upstream, schema.UPSTREAM)
+    drops = [p.connection_drops for p in pieces if len(p.connection_drops)]  # rows of no question: in any part
+    connection_drops = pd.concat(drops, ignore_index=True) if drops else pieces[0].connection_drops
     total = {k: sum(int(p.stats.get(k, 0)) for p in pieces) for k in ("packets", "dns_packets", "icmp_errors", "icmp_unmatched", "decode_errors",
                                                                    "log_records_unmatched", "flows", "flows_alone", "flows_unmatched")}
     flows = {k: total[k] for k in ("flows", "flows_alone", "flows_unmatched")} if total["flows"] else {}
@@ -383,23 +384,12 @@ def merged(pieces: list[Correlation], capture: Capture, control: pd.DataFrame, l
         "dns_packets": total["dns_packets"],
         "icmp_errors": total["icmp_errors"],
         "icmp_unmatched": total["icmp_unmatched"],
-        "tcp_control_packets": int(len(control)),
-        "tcp_connects": int(len(attempts)),
-        "tcp_connects_unmatched": connects_unmatched,
-        "log_lines": int(logs.log_lines),
-        "log_lines_lost": int(logs.lines_lost),
-        "log_records": int(len(records)),
+        **stats_shared(logs, records, errors, traces, upstream, control, attempts, connects_unmatched),
         "log_records_unmatched": total["log_records_unmatched"],
-        "error_records": int(len(errors)),
-        "log_other": int(logs.other_lines),
-        "unparsed_lines": len(logs.unparsed),
-        "own_queries": int(traces["purpose"].isin(OWN_PURPOSES).sum()),
-        "traces": int(len(traces)),
-        "upstream_exchanges": int(len(upstream)),
-        "ambiguous": int(upstream["ambiguous"].sum()) if len(upstream) else 0,
         "lost_samples": int(capture_stats.get("lost_samples", 0)),
         "decode_errors": int(capture_stats["decode_errors"]) if "decode_errors" in capture_stats else total["decode_errors"],
         **flows,
+        **({"connection_drops": int(len(connection_drops))} if len(connection_drops) else {}),
         **({"clocks": capture.clocks.stats()} if capture.clocks else {}),
         "parts": len(pieces),
         **({"clock_sample": math.ceil(capture.rows / CLOCK_ROWS)} if capture.rows > CLOCK_ROWS else {}),
@@ -409,7 +399,7 @@ def merged(pieces: list[Correlation], capture: Capture, control: pd.DataFrame, l
         warnings.append(f"{total['flows']} Hubble flows (no question) were joined to the lookups of their own part only: "
                         "correlate them in memory (--events FILE) to join them to every lookup")
     return Correlation(traces=traces, sightings=sightings, upstream=upstream, logs=records, errors=errors, stats=stats,
-                       unparsed=logs.unparsed, warnings=warnings, log_alerts=logs.alerts)
+                       unparsed=logs.unparsed, warnings=warnings, log_alerts=logs.alerts, connection_drops=connection_drops)
 
 
 def table_of(pieces: list[Correlation], maps: list[np.ndarray], name: str, whole: pd.DataFrame) -> pd.DataFrame:

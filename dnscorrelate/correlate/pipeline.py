@@ -164,20 +164,8 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
         "dns_packets": int(len(dns) - len(alone)),
         "icmp_errors": int(len(icmp)),
         "icmp_unmatched": int((icmp_sightings["trace_id"] < 0).sum()) if len(icmp_sightings) else 0,
-        "tcp_control_packets": int(len(control)),
-        "tcp_connects": int(len(attempts)),
-        "tcp_connects_unmatched": connects_unmatched,
-        "log_lines": int(logs.log_lines),
-        "log_lines_lost": int(logs.lines_lost),
-        "log_records": int(len(records)),
+        **stats_shared(logs, records, errors, traces, upstream, control, attempts, connects_unmatched),
         "log_records_unmatched": int((records["trace_id"] < 0).sum()) if len(dns) else 0,
-        "error_records": int(len(errors)),
-        "log_other": int(logs.other_lines),
-        "unparsed_lines": len(logs.unparsed),
-        "own_queries": int(traces["purpose"].isin(OWN_PURPOSES).sum()),
-        "traces": int(len(traces)),
-        "upstream_exchanges": int(len(upstream)),
-        "ambiguous": int(upstream["ambiguous"].sum()) if len(upstream) else 0,
         "lost_samples": int(capture_stats.get("lost_samples", 0)),
         "decode_errors": int(capture_stats.get("decode_errors", 0)) + int((~events["decoded"]).sum() if len(events) and "decode_errors" not in capture_stats else 0),
         **stats_of_flows,
@@ -191,3 +179,24 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
     return Correlation(traces=traces, sightings=seen, upstream=upstream, logs=records, errors=errors, stats=stats,
                        unparsed=logs.unparsed, warnings=log_warnings(logs, records, len(dns)) + clock_warnings, log_alerts=logs.alerts,
                        connection_drops=connection_drops)
+
+
+def stats_shared(logs: ParsedLogs, records: pd.DataFrame, errors: pd.DataFrame, traces: pd.DataFrame, upstream: pd.DataFrame,
+                 control: pd.DataFrame, attempts: pd.DataFrame, connects_unmatched: int) -> dict:
+    """The counters of a correlation read off its finished tables, the same whether it was made in one piece or
+    joined from parts (outofcore.py): TCP connects, log lines and records, traces and upstream exchanges."""
+    return {
+        "tcp_control_packets": int(len(control)),
+        "tcp_connects": int(len(attempts)),
+        "tcp_connects_unmatched": connects_unmatched,
+        "log_lines": int(logs.log_lines),
+        "log_lines_lost": int(logs.lines_lost),
+        "log_records": int(len(records)),
+        "error_records": int(len(errors)),
+        "log_other": int(logs.other_lines),
+        "unparsed_lines": len(logs.unparsed),
+        "own_queries": int(traces["purpose"].isin(OWN_PURPOSES).sum()),
+        "traces": int(len(traces)),
+        "upstream_exchanges": int(len(upstream)),
+        "ambiguous": int(upstream["ambiguous"].sum()) if len(upstream) else 0,
+    }

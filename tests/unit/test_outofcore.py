@@ -213,3 +213,20 @@ def test_capture_refuses_a_directory_that_holds_events_already(tmp_path):
     directory, _, _ = capture_dir(tmp_path, "healthy")
     result = invoke("capture", "-o", str(directory) + "/")
     assert result.exit_code == 2 and "holds Parquet files already" in result.output and "Traceback" not in result.output
+
+
+def test_a_dropped_connection_reaches_the_diagnosis_out_of_core_as_in_memory(tmp_path):
+    """Hubble's drops on other ports (`conn-drop` rows, no question) land in some part; the join carries them to
+    the diagnosis, so a toFQDNs drop is named out of core as in memory (they were lost when parts were joined)."""
+    from tests.fixtures import load_cilium_fixture
+
+    frame, stats, logs, facts = load_cilium_fixture("fqdn-policy-denied")
+    assert (frame["kind"] == "conn-drop").any()
+    writer = events.NodeParquetDir(tmp_path / "cilium")
+    writer.write(frame)
+    writer.close(stats)
+    in_memory, out_of_core = both_ways(tmp_path / "cilium", logs, facts, part_rows=8)
+    assert len(out_of_core.correlation.connection_drops) == len(in_memory.correlation.connection_drops) > 0
+    assert out_of_core.correlation.stats["connection_drops"] == in_memory.correlation.stats["connection_drops"]
+    codes = [f.code for f in out_of_core.findings]
+    assert "fqdn-policy-denied" in codes and codes == [f.code for f in in_memory.findings]
