@@ -33,7 +33,7 @@ from dnscorrelate.errors import CaptureError, ClusterError, Uninterruptible
 from dnscorrelate.live.agent_stream import MAX_NODE_RECORD_BYTES, NodeStream, drained_events, events_of, merged_stats, printable
 
 READY_TIMEOUT_S = 120.0  # the image is on the nodes (or pulled), the container starts
-HELLO_TIMEOUT_S = 90.0  # each agent compiles the tracer (about a second; longer on a busy node) and attaches
+HELLO_TIMEOUT_S = 90.0  # each agent loads its tracer (under a second; longer on a busy node) and attaches
 STOP_TIMEOUT_S = 15.0  # each agent sends its last records and counters
 GONE_TIMEOUT_S = 30.0  # the agent pods are gone after the DaemonSet is deleted
 STDERR_KEPT = 4000
