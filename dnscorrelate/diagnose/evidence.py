@@ -143,14 +143,15 @@ class Evidence:
         nor anything behind it and logged by no CoreDNS, and either the proxy's own record (Hubble's L7 flow at the
         pod) says DROPPED, or the evidence watched CoreDNS (its sightings or its log hold other lookups) and a
         Cilium policy's DNS rules select the client and cover not the name (`proxy_rules`); with `denied_by_proxy`
-        and `rules` (the policies and what their DNS rules say) per lookup."""
+        and `rules` (the policies and what their DNS rules say) per lookup, and `server_watched` (whether the
+        evidence could have seen the query at CoreDNS at all)."""
         from dnscorrelate.cluster.cilium_policy import dns_selectors, rules_text, verdict_on_name
 
         traces = self.lookups
         bad = traces[((traces["outcome"] == "answered") & (failed(traces["rcode"]) | (traces["rcode"] == "NXDOMAIN"))
                       & (traces["log_ref"] == "") & (traces["client_vantage"] != "")).to_numpy()]
         if bad.empty:
-            return bad.assign(denied_by_proxy=pd.Series(dtype=bool), rules=pd.Series(dtype=str))
+            return bad.assign(denied_by_proxy=pd.Series(dtype=bool), rules=pd.Series(dtype=str), server_watched=pd.Series(dtype=bool))
         seen = self.correlation.sightings
         mine = seen[seen["trace_id"].isin(set(bad["trace_id"])).to_numpy()]
         ifname, role = mine["ifname"].astype(str), mine["role"].astype(str)
@@ -165,7 +166,7 @@ class Evidence:
             proxy = trace_id in denied or (watched and bool(refusing) and rcode != "NXDOMAIN")
             keep.append(trace_id not in at_server and proxy)
             rules.append(said)
-        kept = bad.assign(denied_by_proxy=bad["trace_id"].isin(denied).to_numpy(), rules=rules)
+        kept = bad.assign(denied_by_proxy=bad["trace_id"].isin(denied).to_numpy(), rules=rules, server_watched=watched)
         return kept[np.array(keep, dtype=bool)]
 
     @cached_property

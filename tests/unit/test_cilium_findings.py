@@ -103,3 +103,15 @@ def test_a_namespaced_policy_selects_in_its_namespace_and_a_clusterwide_one_by_n
     clusterwide = CiliumClusterwideNetworkPolicy.model_validate({"metadata": {"name": "c"}, "spec": {
         "endpointSelector": {"matchLabels": {"k8s:io.kubernetes.pod.namespace": "demo"}}}})
     assert selects(namespaced, pod) and not selects(elsewhere, pod) and selects(clusterwide, pod)
+
+
+def test_from_hubble_and_the_pods_capture_alone_the_proxy_refusal_does_not_claim_coredns_was_watched():
+    """Without CoreDNS's sightings or logs the evidence cannot say CoreDNS never saw the query: the proxy's own
+    DROPPED record carries the finding, and the summary says what was not watched."""
+    from dnscorrelate.schema import ParsedLogs
+
+    frame, stats, logs, facts = load_cilium_fixture("dns-rule-refused")
+    unwatched = frame[(frame["role"].astype(str) != "coredns").to_numpy()]
+    [refused] = [f for f in findings_of(unwatched, stats, ParsedLogs.none(), facts) if f.code == "dns-proxy-refused"]
+    assert "recorded the request DROPPED" in refused.summary
+    assert "no CoreDNS replica saw the query" not in refused.summary and "CoreDNS was not watched" in refused.summary

@@ -18,7 +18,8 @@ def dns_proxy_refused(ev: Evidence) -> list[Finding]:
     findings = []
     for (client, rcode, rules), group in ev.proxy_refused.groupby(["client_vantage", "rcode", "rules"], sort=True):
         said = [f"the pod got {rcode} from {names(group['dst_ip'])}, the address it asked",
-                "no CoreDNS replica saw the query and no CoreDNS logged it"]
+                "no CoreDNS replica saw the query and no CoreDNS logged it" if group["server_watched"].all()
+                else "CoreDNS was not watched (no capture or log of it), so only the proxy's record says no server answered"]
         if group["denied_by_proxy"].all():
             said.append("Cilium's DNS proxy recorded the request DROPPED (Hubble's L7 flow at the pod)")
         cause = (f"{rules} {'selects' if rules.count(';') == 0 else 'select'} {client}, and no DNS rule covers "
