@@ -304,6 +304,16 @@ def test_agents_that_cannot_load_their_tracer_say_so_per_node_and_a_users_daemon
         delete_own_daemonset(kind_cluster)
 
 
+def kubeconfig_as(kind_cluster, user: str, namespace: str, path: Path) -> Path:
+    """The cluster's kubeconfig with a short-lived token of service account `user` as every user's credential."""
+    token = core(kind_cluster).create_namespaced_service_account_token(
+        user, namespace, {"spec": {"expirationSeconds": 600}}).status.token
+    config = yaml.safe_load(Path(kind_cluster.kubeconfig).read_text())
+    config["users"] = [{"name": u["name"], "user": {"token": token}} for u in config["users"]]
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
 def test_credentials_without_exec_get_a_message_naming_the_permission(kind_cluster, tmp_path):
     """A user who may read everything trace reads, but not exec into pods; the DaemonSet is already there."""
     api = kind.api_client(kind_cluster)
@@ -319,12 +329,7 @@ def test_credentials_without_exec_get_a_message_naming_the_permission(kind_clust
         "apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": user},
         "subjects": [{"kind": "ServiceAccount", "name": user, "namespace": NAMESPACE}]})
     try:
-        token = core(kind_cluster).create_namespaced_service_account_token(
-            user, NAMESPACE, {"spec": {"expirationSeconds": 600}}).status.token
-        config = yaml.safe_load(Path(kind_cluster.kubeconfig).read_text())
-        config["users"] = [{"name": u["name"], "user": {"token": token}} for u in config["users"]]
-        kubeconfig = tmp_path / "noexec.kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump(config))
+        kubeconfig = kubeconfig_as(kind_cluster, user, NAMESPACE, tmp_path / "noexec.kubeconfig")
         wait_for(lambda: ready_agents(kind_cluster) == 2, "the agent pods")
         trace = Trace(kind_cluster, tmp_path, "--agent", kubeconfig=kubeconfig)
         assert trace.finish(interrupt=False) == 2
@@ -464,12 +469,7 @@ def test_agent_install_lets_a_user_with_only_the_namespaced_role_trace_through_t
     rbac.create_namespaced_role_binding(INSTALL_NAMESPACE, {"metadata": {"name": user}, "roleRef": {
         "apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": USER_ROLE}, "subjects": subject})
     try:
-        token = core(kind_cluster).create_namespaced_service_account_token(
-            user, INSTALL_NAMESPACE, {"spec": {"expirationSeconds": 600}}).status.token
-        config = yaml.safe_load(Path(kind_cluster.kubeconfig).read_text())
-        config["users"] = [{"name": u["name"], "user": {"token": token}} for u in config["users"]]
-        kubeconfig = tmp_path / "installed.kubeconfig"
-        kubeconfig.write_text(yaml.safe_dump(config))
+        kubeconfig = kubeconfig_as(kind_cluster, user, INSTALL_NAMESPACE, tmp_path / "installed.kubeconfig")
         trace = Trace(kind_cluster, tmp_path, "--agent", kubeconfig=kubeconfig)
         trace.wait_started()
         assert session_objects(kind_cluster) == []  # nothing applied by the session
