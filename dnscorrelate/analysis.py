@@ -17,7 +17,7 @@ from dnscorrelate.textfiles import read_user_text
 
 
 def analyze(frame: pd.DataFrame | None, logs: ParsedLogs | None, facts: ClusterFacts | None, capture_stats: dict | None = None) -> Analysis:
-    correlation = correlate(frame, logs, capture_stats, dns_servers(facts) if facts else None, clock_of_vantage(facts) if facts else None)
+    correlation = correlate(frame, logs, capture_stats, dns_servers(facts) if facts else None, clock_of_vantage(facts, capture_stats))
     return Analysis(correlation, diagnose(correlation, facts), facts)
 
 
@@ -40,13 +40,17 @@ def analyze_files(files: list, logs: ParsedLogs | None, facts: ClusterFacts | No
     from dnscorrelate.correlate.outofcore import PART_ROWS, correlate_files
 
     correlation = correlate_files(files, logs, capture_stats, dns_servers(facts) if facts else None,
-                                  clock_of_vantage(facts) if facts else None, part_rows=part_rows or PART_ROWS)
+                                  clock_of_vantage(facts, capture_stats), part_rows=part_rows or PART_ROWS)
     return Analysis(correlation, diagnose(correlation, facts), facts)
 
 
-def clock_of_vantage(facts: ClusterFacts) -> dict[str, str]:
+def clock_of_vantage(facts: ClusterFacts | None, capture_stats: dict | None = None) -> dict[str, str] | None:
     """{vantage: node} the facts know: each pod's node (`NS/NAME`, as its vantage is named) and each node itself, so
-    that the nodes' clocks can be put on one time line (correlate/clocks.py)."""
+    that the nodes' clocks can be put on one time line (correlate/clocks.py). None without facts, and for a capture
+    that one clock timed (`one_clock` in its stats: a capture on this machine, the lab's or kind's nodes alike),
+    where there is no offset to estimate; the agents' rows name their own node whatever this says."""
+    if facts is None or (capture_stats or {}).get("one_clock"):
+        return None
     nodes = {pod.key: pod.spec.nodeName for pod in facts.model.pods if pod.spec.nodeName}
     nodes.update({node.metadata.name: node.metadata.name for node in facts.model.nodes})
     return nodes
@@ -128,5 +132,6 @@ def with_evidence(frame: pd.DataFrame | None, capture_stats: dict, extra: pd.Dat
     """Saved capture events and evidence from files as one table; decode errors of both counted."""
     merged = events.concat([frame, extra]) if frame is not None else extra
     stats = {**capture_stats, "decode_errors": int(capture_stats.get("decode_errors", 0)) + int(extra_stats.get("decode_errors", 0))}
+    stats.pop("one_clock", None)  # the files added were timed elsewhere
     return merged, stats
 

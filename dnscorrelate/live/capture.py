@@ -193,6 +193,10 @@ class Capture:
             "compile_seconds": round(self.compile_seconds, 3),
             "attach_seconds": round(self.attach_seconds, 4),
             "duration_seconds": round((self.stopped_ns - self.started_ns) / 1e9, 3),
+            # Every row is timed by this machine's clock, whatever node the facts put its namespace on: the
+            # correlator must not estimate offsets between those nodes (an estimate within its bound of zero
+            # still moves one node's rows against another vantage's, and can reorder a masqueraded hop).
+            "one_clock": 1,
         }
         if self.backlog_limit is not None:
             self.stats["backlog_full_seconds"] = round(self.backlog_full_seconds, 3)
