@@ -25,12 +25,17 @@ a lookup is stitched by exactly the rules it would be in memory.
    HTML outputs give the traces without their full sighting lists.
 
 Memory: one part's events and the traces found so far (a trace row for every lookup: about one for every
-8-15 events of a forwarded lookup), never the whole capture's events. But a part holds every event of the
-questions hashed to it: a capture dominated by a few names (the same Service asked by every pod) makes
-parts as large as those names' traffic, whatever `PART_ROWS` says (`largest_part` in the stats, and a
-warning); cutting a busy question's part further by time, with a margin of a lookup's longest life on each
-side, is the next step and not done. Time: two scans of the files, one hash-partitioned
-write, and the pipeline over each part (linear in its events). Differences from the in-memory path:
+8-15 events of a forwarded lookup), never the whole capture's events. A part holds every event of the
+questions hashed to it, so a capture dominated by a few names (the same Service asked by every pod) makes
+a part as large as those names' traffic. Such a part (past 2 x `PART_ROWS`) is cut again by time
+(`time_slices`): slices of about `PART_ROWS` events each, read with `SLICE_MARGIN_NS` more on each side. A
+slice keeps the lookups that start in its own span: one that started before it is its neighbour's, and the
+margin holds the rest of its own. A lookup longer than the margin (an unanswered client retrying past it)
+may be cut at a slice's edge; such lookups are counted (`slice_edge_traces`). Memory then follows a slice:
+`PART_ROWS` events plus the margins' (`largest_part` in the stats is the most events held at once, with a
+warning past 2 x `PART_ROWS`: a name asked so often that its margins alone pass it). Time: two scans of the
+files, one hash-partitioned write (one more for each cut part), and the pipeline over each part or slice
+(linear in its events). Differences from the in-memory path:
 a client socket that asks one question, another, then the first again with the same DNS id and no
 response between, makes two lookups in memory (the question changed) and one in its part (a
 retransmission); Hubble's L3/L4 flows (no question) are joined to the lookups of one part only, and
@@ -55,8 +60,14 @@ from dnscorrelate.correlate.legs import SERVER_ROLES
 from dnscorrelate.correlate.logs import log_warnings
 from dnscorrelate.correlate.network import attach_connects, connection_attempts
 from dnscorrelate.correlate.pipeline import Correlation, correlate, stats_shared
+from dnscorrelate.correlate.upstream import SERVER_WAIT_NS
 
 PART_ROWS = 1_000_000  # events per part: the pipeline holds about 1.2 kB per event while stitching a part (bench/README.md)
+# A lookup's longest life beyond its slice's span: the pipeline waits this long for a query's upstream exchanges
+# (upstream.SERVER_WAIT_NS); clients give up after 5 s a try, CoreDNS's forward after 5 s in all.
+SLICE_MARGIN_NS = SERVER_WAIT_NS
+OPEN_END_NS = 2**62  # "any time" at the outer ends of a part's first and last slices, with room for the margins in int64
+EDGE_NS = 10**9  # a kept lookup whose last sighting is this near the slice's far edge may go on past it
 CLOCK_ROWS = 20_000_000  # events past which the clocks' pass takes a sample of client sockets
 DUCKDB_MEMORY = "1GB"  # DuckDB's own limit; past it, its sorts and hash tables spill to a temporary directory
 WRITE_ROW_GROUP = 20_000  # rows a part's writer buffers per thread before it writes them out
@@ -290,25 +301,136 @@ def correlate_files(files: list[Path], logs: schema.ParsedLogs | None = None, ca
         write_parts(con, tmp / "parts", parts)
         control = control_rows(con)
         logs_of = split_logs(con, logs, parts)
-        con.close()
-        pieces, sizes = [], []
+        pieces, sizes, cut = [], [], 0
         for part in range(parts):
             found = sorted((tmp / "parts" / f"part={part}").glob("*.parquet"))
-            sizes.append(sum(pq_rows(f) for f in found))
-            frame = read_part(found) if found else None
-            if frame is None:  # no event asked these questions: their log records match nothing, as in memory
+            rows_in_part = sum(pq_rows(f) for f in found)
+            if not found:  # no event asked these questions: their log records match nothing, as in memory
                 pieces.append(unmatched(logs_of[part]))
                 continue
-            piece = correlate(frame, logs_of[part], {}, servers, on_time_line=True, one_place=capture.one_place)
-            pieces.append(trimmed(piece))
-            del frame, piece
+            if rows_in_part <= 2 * part_rows:
+                sizes.append(rows_in_part)
+                frame = read_part(found)
+                pieces.append(trimmed(correlate(frame, logs_of[part], {}, servers, on_time_line=True, one_place=capture.one_place)))
+                del frame
+                continue
+            cut += 1
+            for span, frame in time_slices(con, found, rows_in_part, part_rows, tmp / f"slices-{part}"):
+                sizes.append(len(frame))
+                piece = correlate(frame, logs_near(logs_of[part], span), {}, servers, on_time_line=True, one_place=capture.one_place)
+                pieces.append(trimmed(own_lookups(piece, frame, span)))
+                del frame, piece
+        con.close()
     correlation = merged(pieces, capture, control, logs, capture_stats)
-    correlation.stats["largest_part"] = max(sizes, default=0)
+    correlation.stats.update({"parts": parts, "largest_part": max(sizes, default=0)})
+    if cut:
+        edge = sum(int(p.stats.get("slice_edge_traces", 0)) for p in pieces)
+        correlation.stats.update({"parts_cut_by_time": cut, "slice_edge_traces": edge})
+        if edge:
+            correlation.warnings.append(
+                f"out of core: {edge} lookups still went on near the edge of the time slice that kept them (a busy question's part "
+                f"is cut by time, with {SLICE_MARGIN_NS / 1e9:.0f} s read beyond each edge): a lookup longer than that may be cut in two")
     if max(sizes, default=0) > 2 * part_rows:
         correlation.warnings.append(
-            f"out of core: one part held {max(sizes)} events (parts are meant to hold about {part_rows}): parts are cut by "
-            "question, and a few questions asked very often land together; memory follows the busiest question's events")
+            f"out of core: one part held {max(sizes)} events at once (parts are meant to hold about {part_rows}): "
+            + ("a question asked so often that the margin of a time slice alone holds more" if cut else
+               "parts are cut by question, and a few questions asked very often land together"))
     return correlation
+
+
+@dataclass(frozen=True)
+class Span:
+    """A time slice of a busy part: the lookups starting in [start, end) are its own; rows are read from
+    `start - SLICE_MARGIN_NS` to `end + SLICE_MARGIN_NS`."""
+
+    start: int
+    end: int
+
+    @property
+    def read_from(self) -> int:
+        return self.start - SLICE_MARGIN_NS
+
+    @property
+    def read_to(self) -> int:
+        return self.end + SLICE_MARGIN_NS
+
+
+def time_slices(con, files: list[Path], rows: int, part_rows: int, directory: Path):
+    """Yield (Span, events) for a part too large to hold: its rows cut at time quantiles into slices of about
+    `part_rows` events, each written with its margins (one DuckDB pass, a row written to each slice whose read
+    window holds it) and read back one at a time, in the in-memory path's order."""
+    count = math.ceil(rows / part_rows)
+    listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+    cuts = con.execute(f"SELECT quantile_disc(ts_ns, {[k / count for k in range(1, count)]}) FROM read_parquet([{listed}])").fetchone()[0]
+    edges = sorted({int(c) for c in cuts})
+    lowest, highest = con.execute(f"SELECT min(ts_ns), max(ts_ns) FROM read_parquet([{listed}])").fetchone()
+    # the first and last slices reach out to any time: a log record written before the first packet or after the last is theirs
+    spans = [Span(a, b) for a, b in zip([int(lowest), *edges], [*edges, int(highest) + 1]) if b > a]
+    spans[0], spans[-1] = replace(spans[0], start=-OPEN_END_NS), replace(spans[-1], end=OPEN_END_NS)
+    con.execute("CREATE OR REPLACE TEMP TABLE spans (slice INTEGER, lo BIGINT, hi BIGINT)")
+    con.executemany("INSERT INTO spans VALUES (?, ?, ?)", [(i, s.read_from, s.read_to) for i, s in enumerate(spans)])
+    bounded(con, f"""
+        COPY (SELECT e.*, s.slice FROM read_parquet([{listed}]) e JOIN spans s ON e.ts_ns >= s.lo AND e.ts_ns < s.hi)
+        TO '{directory}' (FORMAT parquet, PARTITION_BY (slice), OVERWRITE_OR_IGNORE true, ROW_GROUP_SIZE {WRITE_ROW_GROUP})""",
+            before_retry=lambda: shutil.rmtree(directory, ignore_errors=True))
+    for i, span in enumerate(spans):
+        found = sorted((directory / f"slice={i}").glob("*.parquet"))
+        if found:
+            yield span, read_part(found)
+            for f in found:
+                f.unlink()  # the disk a slice took is given back as the next is read
+
+
+def logs_near(logs: schema.ParsedLogs, span: Span) -> schema.ParsedLogs:
+    """The log and errors records a slice's lookups may join: those written within its read window, and those with
+    no time (any slice may join them; `merged` keeps one of each, by `_row`)."""
+    def near(frame: pd.DataFrame) -> pd.DataFrame:
+        ts = frame["ts_ns"]
+        inside = ts.isna() | ((ts >= span.read_from) & (ts < span.read_to))
+        return frame[inside.to_numpy(dtype=bool)].reset_index(drop=True)
+
+    return replace(logs, records=near(logs.records), errors=near(logs.errors))
+
+
+def own_lookups(piece: Correlation, frame: pd.DataFrame, span: Span) -> Correlation:
+    """A slice's correlation cut to what is its own: the lookups that started in its span (with their sightings,
+    upstream exchanges and log records), the unmatched rows of its span, and the counts of its span's events
+    alone, so that the slices of a part add up to what the part would have said in one piece."""
+    own = piece.traces["t_start"].ge(span.start).to_numpy() & piece.traces["t_start"].lt(span.end).to_numpy()
+    kept = set(piece.traces.loc[own, "trace_id"].tolist())
+
+    def in_span(ts: pd.Series) -> np.ndarray:  # a log record with no time: every slice reads it, `merged` keeps one
+        return (ts.ge(span.start) & ts.lt(span.end)).fillna(True).to_numpy(dtype=bool)
+
+    def mine(table: pd.DataFrame, unmatched_in_span: bool = True) -> pd.DataFrame:
+        if not len(table):
+            return table
+        ids = table["trace_id"].to_numpy()
+        keep = np.isin(ids, list(kept)) | ((ids < 0) & (in_span(table["ts_ns"]) if unmatched_in_span else True))
+        return table[keep]
+
+    seen = mine(piece.sightings)
+    core = frame[in_span(frame["ts_ns"])]
+    kinds = core["kind"].astype(str)
+    seen_kinds = seen["kind"].astype(str)
+    flows = int((kinds == "flow").sum())
+    last_seen = piece.sightings.groupby("trace_id")["ts_ns"].max() if len(piece.sightings) else pd.Series(dtype="int64")
+    near_edge = int((last_seen.reindex(list(kept)).fillna(0) >= span.read_to - EDGE_NS).sum())
+    stats = {
+        **piece.stats,
+        "dns_packets": int((kinds == "dns").sum()),
+        "icmp_errors": int((kinds == "icmp-error").sum()),
+        "icmp_unmatched": int(((seen_kinds == "icmp-error") & (seen["trace_id"] < 0)).sum()),
+        "decode_errors": int((~core["decoded"].astype(bool)).sum()),
+        "slice_edge_traces": near_edge,
+    }
+    if "flows" in piece.stats:
+        stats.update({"flows": flows, "flows_unmatched": int(((seen_kinds == "flow") & (seen["trace_id"] < 0)).sum()),
+                      "flows_alone": int(((seen_kinds == "flow") & seen["leg"].notna()).sum()) if "leg" in seen else 0})
+    drops = piece.connection_drops
+    return replace(piece, traces=piece.traces[own], sightings=seen, upstream=mine(piece.upstream, unmatched_in_span=False),
+                   logs=mine(piece.logs), errors=mine(piece.errors), stats=stats,
+                   connection_drops=drops[in_span(drops["ts_ns"])] if len(drops) else drops)
 
 
 def pq_rows(path: Path) -> int:
@@ -377,7 +499,7 @@ def merged(pieces: list[Correlation], capture: Capture, control: pd.DataFrame, l
     drops = [p.connection_drops for p in pieces if len(p.connection_drops)]  # rows of no question: in any part
     connection_drops = pd.concat(drops, ignore_index=True) if drops else pieces[0].connection_drops
     total = {k: sum(int(p.stats.get(k, 0)) for p in pieces) for k in ("packets", "dns_packets", "icmp_errors", "icmp_unmatched", "decode_errors",
-                                                                   "log_records_unmatched", "flows", "flows_alone", "flows_unmatched")}
+                                                                   "flows", "flows_alone", "flows_unmatched")}
     flows = {k: total[k] for k in ("flows", "flows_alone", "flows_unmatched")} if total["flows"] else {}
     stats = {
         "packets": capture.rows,
@@ -385,7 +507,7 @@ def merged(pieces: list[Correlation], capture: Capture, control: pd.DataFrame, l
         "icmp_errors": total["icmp_errors"],
         "icmp_unmatched": total["icmp_unmatched"],
         **stats_shared(logs, records, errors, traces, upstream, control, attempts, connects_unmatched),
-        "log_records_unmatched": total["log_records_unmatched"],
+        "log_records_unmatched": int((records["trace_id"] < 0).sum()),  # after a record two slices read is kept once
         "lost_samples": int(capture_stats.get("lost_samples", 0)),
         "decode_errors": int(capture_stats["decode_errors"]) if "decode_errors" in capture_stats else total["decode_errors"],
         **flows,
@@ -409,5 +531,6 @@ def table_of(pieces: list[Correlation], maps: list[np.ndarray], name: str, whole
         return whole.assign(trace_id=pd.Series(dtype=int))
     out = pd.concat(frames, ignore_index=True)
     if "_row" in out:
-        out = out.sort_values("_row").drop(columns="_row")
+        # a record read by two time slices of one part appears twice: kept once, joined to a lookup if either joined it
+        out = out.sort_values(["_row", "trace_id"], ascending=[True, False], kind="stable").drop_duplicates("_row").drop(columns="_row")
     return out.reset_index(drop=True)

@@ -35,6 +35,7 @@ TIME_COLUMNS = {"t_start", "t_server_in", "t_server_out", "t_client_in", "to_ser
 ROUNDING_NS = 256
 LOG_LINE = {"log_rcode", "log_duration_s", "log_ref"}
 ASKED_ANOTHER_QUESTION = {"cname-without-a"}  # the one difference, and on purpose: see below
+OUT_OF_CORE_STATS = ("parts", "largest_part", "parts_cut_by_time", "slice_edge_traces")  # how it was cut, which memory has not
 
 
 def capture_dir(tmp_path, fixture: str, skew_ns: int = 4_000_000):
@@ -95,7 +96,7 @@ def test_out_of_core_gives_the_in_memory_traces_segments_and_findings(tmp_path, 
                  {k: v for k, v in f.evidence.items() if not (fixture in ASKED_ANOTHER_QUESTION and k == "log_lines")}) for f in findings]
 
     assert said(mem.findings) == said(ooc.findings)
-    stats_b = {k: v for k, v in ooc.correlation.stats.items() if k not in ("parts", "largest_part")}
+    stats_b = {k: v for k, v in ooc.correlation.stats.items() if k not in OUT_OF_CORE_STATS}
     if fixture in ASKED_ANOTHER_QUESTION:  # the CNAME target's line, joined to the client's trace in memory only
         stats_b["log_records_unmatched"] -= 1
     assert mem.correlation.stats == stats_b  # the clocks' offsets and bounds included: estimated over every event in SQL
@@ -230,3 +231,44 @@ def test_a_dropped_connection_reaches_the_diagnosis_out_of_core_as_in_memory(tmp
     assert out_of_core.correlation.stats["connection_drops"] == in_memory.correlation.stats["connection_drops"]
     codes = [f.code for f in out_of_core.findings]
     assert "fqdn-policy-denied" in codes and codes == [f.code for f in in_memory.findings]
+
+
+def test_a_part_too_busy_to_hold_is_cut_by_time_and_gives_the_in_memory_traces(tmp_path):
+    """Issue 22 item 3's memory bound: a capture that asks the same few questions all day puts them in one part
+    whatever the hash; that part is cut again by time, each slice read with a margin, and each lookup kept by the
+    slice it started in. Here the healthy recording is repeated 12 times, 40 s apart (its clients' keys start new
+    lookups then, as in memory): the busiest part is cut, no slice holds more than a few repetitions, and the
+    traces, findings and counts are the in-memory path's."""
+    frame, stats, logs, facts = load_fixture("healthy")
+    two_nodes = skewed(frame, 4_000_000)
+    gap = 40 * 10**9
+    copies = 12
+    directory = tmp_path / "day"
+    writer = events.NodeParquetDir(directory)
+    for k in range(copies):
+        writer.write(two_nodes.assign(ts_ns=two_nodes["ts_ns"] + k * gap))
+    writer.close(stats)
+    shifted = lambda table: pd.concat([table.assign(ts_ns=table["ts_ns"] + k * gap) for k in range(copies)], ignore_index=True)
+    from dataclasses import replace
+
+    logs = replace(logs, records=shifted(logs.records), errors=shifted(logs.errors))
+    part_rows = 2 * len(frame)
+    mem, ooc = both_ways(directory, logs, facts, part_rows)
+    got = ooc.correlation.stats
+    assert got["parts_cut_by_time"] >= 1 and got["slice_edge_traces"] == 0
+    assert got["largest_part"] <= 3 * len(frame) < copies * len(frame) / 2  # a slice, not the busy part
+    assert not [w for w in ooc.correlation.warnings if w.startswith("out of core:")]
+    a, b = mem.correlation.traces.reset_index(drop=True), ooc.correlation.traces.reset_index(drop=True)
+    assert len(a) == len(b) == copies * len(correlate_once(frame, logs, stats))
+    for column in ("trace_id", "qname", "client_ip", "client_port", "outcome", "rcode", "server", "log_ref"):
+        assert as_text(a[column]) == as_text(b[column]), column
+    for column in ("t_start", "total_ns", "to_server_ns"):
+        assert ((a[column].astype("Float64") - b[column].astype("Float64")).abs().fillna(0) <= ROUNDING_NS).all(), column
+    assert [(f.code, f.hop, f.count) for f in mem.findings] == [(f.code, f.hop, f.count) for f in ooc.findings]
+    assert mem.correlation.stats == {k: v for k, v in got.items() if k not in OUT_OF_CORE_STATS}
+
+
+def correlate_once(frame, logs, stats):
+    from dnscorrelate.correlate import correlate
+
+    return correlate(frame, None, stats).traces
