@@ -39,6 +39,10 @@ CAPTURE_WORDS = EvidenceWords("the capture", "capture point", "before the captur
 DNSTAP_WORDS = EvidenceWords("the dnstap log", "dnstap writer", "before the dnstap log began",
                              "not logged (a writer may log responses only, or drop messages when its queue is full)",
                              "the writer logged it twice")
+HUBBLE_WORDS = EvidenceWords("Hubble's flows", "Hubble observer", "before Hubble's flows began",
+                             "not recorded (Hubble keeps a ring buffer of flows and drops the oldest when it is full, and its "
+                             "DNS proxy records only the pods a DNS rule selects)",
+                             "Hubble recorded it twice")
 
 
 def failed(rcode: pd.Series) -> pd.Series:
@@ -128,9 +132,22 @@ class Evidence:
         seen = self.correlation.sightings
         return bool(len(seen)) and bool((seen["role"].astype(str) == "node").any())
 
+    @cached_property
+    def hubble_vantages(self) -> set[str]:
+        """Vantages whose every sighting is one of Hubble's records (its DNS proxy's L7 flows, its L3/L4 flows and
+        drops: sources/hubble.py), not a packet capture's."""
+        seen = self.correlation.sightings
+        if "ifname" not in seen or not len(seen):
+            return set()
+        hubble = ((seen["ifname"].astype(str) == PROXY) | seen["kind"].astype(str).isin(["flow", "conn-drop"])).to_numpy()
+        vantages = seen["vantage"].astype(str)
+        return set(vantages[hubble]) - set(vantages[~hubble])
+
     def evidence_at(self, vantage: str) -> EvidenceWords:
-        """How findings name the evidence at `vantage`: a dnstap log, or a capture."""
-        return DNSTAP_WORDS if vantage in self.dnstap_vantages else CAPTURE_WORDS
+        """How findings name the evidence at `vantage`: a dnstap log, Hubble's flows, or a capture."""
+        if vantage in self.dnstap_vantages:
+            return DNSTAP_WORDS
+        return HUBBLE_WORDS if vantage in self.hubble_vantages else CAPTURE_WORDS
 
     def timing_caveat(self, trace_ids) -> str:
         """What a time reported for these traces is, when a DNS proxy took it; "" otherwise."""

@@ -355,3 +355,19 @@ def test_the_live_stream_of_drops_asks_hubble_for_dropped_flows_off_the_dns_port
     dns, drops = observe_command((53,), 0), observe_command((53,), 0, drops=True)
     assert dns[-2:] == ["--port", "53"] and "--verdict" not in dns
     assert drops[-5:] == ["--verdict", "DROPPED", "--not", "--port", "53"]
+
+
+def test_a_request_hubble_saw_unanswered_is_said_of_hubbles_flows_not_of_a_capture(tmp_path):
+    """Hubble's flows are not a packet capture: a request with no response is not in "the capture", and where it
+    went is for Hubble's own gaps (its ring buffer, the pods its DNS rule selects) as much as for the path."""
+    records = [{"flow": flow(Type="L7", l7=dns_l7("REQUEST"))},
+               {"flow": flow(Type="L7", time="2026-01-02T03:04:09Z", IP={"source": "10.0.1.5", "destination": "10.0.0.10"},
+                             l4={"UDP": {"source_port": 40001, "destination_port": 53}},
+                             l7=dns_l7("REQUEST", query="other.demo.svc.cluster.local."))},
+               {"flow": flow(Type="L7", time="2026-01-02T03:04:09.002Z", IP={"source": "10.0.0.10", "destination": "10.0.1.5"},
+                             l4={"UDP": {"source_port": 53, "destination_port": 40001}},
+                             source={"namespace": "kube-system", "pod_name": "coredns-1"}, destination={"namespace": "demo", "pod_name": "client"},
+                             l7=dns_l7("RESPONSE", query="other.demo.svc.cluster.local.", rcode=0))}]
+    lost = by_code(analysis_of(write_lines(tmp_path / "unanswered.json", records)))["no-response-seen"]
+    assert "Hubble's flows went on after each" in lost.summary and "one Hubble observer cannot tell" in lost.summary
+    assert "capture" not in lost.summary.split("a capture nearer the server")[0]
