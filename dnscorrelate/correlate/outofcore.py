@@ -27,15 +27,21 @@ a lookup is stitched by exactly the rules it would be in memory.
 Memory: one part's events and the traces found so far (a trace row for every lookup: about one for every
 8-15 events of a forwarded lookup), never the whole capture's events. A part holds every event of the
 questions hashed to it, so a capture dominated by a few names (the same Service asked by every pod) makes
-a part as large as those names' traffic. Such a part (past 2 x `PART_ROWS`) is cut again by time
-(`time_slices`): slices of about `PART_ROWS` events each, read with `SLICE_MARGIN_NS` more on each side. A
-slice keeps the lookups that start in its own span: one that started before it is its neighbour's, and the
-margin holds the rest of its own. A lookup longer than the margin (an unanswered client retrying past it)
-may be cut at a slice's edge; such lookups are counted (`slice_edge_traces`). Memory then follows a slice:
-`PART_ROWS` events plus the margins' (`largest_part` in the stats is the most events held at once, with a
-warning past 2 x `PART_ROWS`: a name asked so often that its margins alone pass it). Time: two scans of the
-files, one hash-partitioned write (one more for each cut part), and the pipeline over each part or slice
-(linear in its events). Differences from the in-memory path:
+a part as large as those names' traffic. Such a part (past 2 x `PART_ROWS`) is cut again, by time but
+along its legs (`leg_slices`): DuckDB numbers each row's leg by the pipeline's rule (a client socket's DNS
+id; a new leg after a response or a 30 s silence), and every leg has a start and an end. The part is cut at
+quantiles of the legs' starts into slices of about `PART_ROWS` events; a slice reads every leg in flight
+during its span, and the legs that start before the last of its own legs ends. A lookup's legs are each
+other's upstream exchanges, and an upstream exchange starts while the leg it serves waits: so a slice
+holds each lookup that starts in it whole, and keeps those (one that started before it is its
+neighbour's). The margin is the lookups' own length, milliseconds, not a guess of seconds: at the 4-5M
+events a second of a busy name on a 100-node cluster, a fixed second of margin would be millions of events.
+What it cannot hold: an exchange that starts after the query it serves was last seen (a server asking on
+long after a client stopped waiting); unanswered lookups near a slice's end are counted
+(`slice_edge_traces`). Memory then follows a slice (`largest_part` in the stats is the most events held at
+once, with a warning past 2 x `PART_ROWS`). Time: two scans of the files, one hash-partitioned write (for each
+cut part, one more pass to number its legs and one to write its slices), and the pipeline over each part or
+slice (linear in its events). Differences from the in-memory path:
 a client socket that asks one question, another, then the first again with the same DNS id and no
 response between, makes two lookups in memory (the question changed) and one in its part (a
 retransmission); Hubble's L3/L4 flows (no question) are joined to the lookups of one part only, and
@@ -56,18 +62,14 @@ import pandas as pd
 
 from dnscorrelate import schema
 from dnscorrelate.correlate.clocks import EXCHANGE_WINDOW_NS, Clocks, cross_node_segments, solve
-from dnscorrelate.correlate.legs import SERVER_ROLES
+from dnscorrelate.correlate.legs import LEG_GAP_NS, SERVER_ROLES
 from dnscorrelate.correlate.logs import log_warnings
 from dnscorrelate.correlate.network import attach_connects, connection_attempts
 from dnscorrelate.correlate.pipeline import Correlation, correlate, stats_shared
 from dnscorrelate.correlate.upstream import SERVER_WAIT_NS
 
 PART_ROWS = 1_000_000  # events per part: the pipeline holds about 1.2 kB per event while stitching a part (bench/README.md)
-# A lookup's longest life beyond its slice's span: the pipeline waits this long for a query's upstream exchanges
-# (upstream.SERVER_WAIT_NS); clients give up after 5 s a try, CoreDNS's forward after 5 s in all.
-SLICE_MARGIN_NS = SERVER_WAIT_NS
-OPEN_END_NS = 2**62  # "any time" at the outer ends of a part's first and last slices, with room for the margins in int64
-EDGE_NS = 10**9  # a kept lookup whose last sighting is this near the slice's far edge may go on past it
+OPEN_END_NS = 2**62  # "any time" at the outer ends of a part's first and last slices
 CLOCK_ROWS = 20_000_000  # events past which the clocks' pass takes a sample of client sockets
 DUCKDB_MEMORY = "1GB"  # DuckDB's own limit; past it, its sorts and hash tables spill to a temporary directory
 WRITE_ROW_GROUP = 20_000  # rows a part's writer buffers per thread before it writes them out
@@ -315,7 +317,7 @@ def correlate_files(files: list[Path], logs: schema.ParsedLogs | None = None, ca
                 del frame
                 continue
             cut += 1
-            for span, frame in time_slices(con, found, rows_in_part, part_rows, tmp / f"slices-{part}"):
+            for span, frame in leg_slices(con, found, rows_in_part, part_rows, tmp / f"slices-{part}"):
                 sizes.append(len(frame))
                 piece = correlate(frame, logs_near(logs_of[part], span), {}, servers, on_time_line=True, one_place=capture.one_place)
                 pieces.append(trimmed(own_lookups(piece, frame, span)))
@@ -328,8 +330,9 @@ def correlate_files(files: list[Path], logs: schema.ParsedLogs | None = None, ca
         correlation.stats.update({"parts_cut_by_time": cut, "slice_edge_traces": edge})
         if edge:
             correlation.warnings.append(
-                f"out of core: {edge} lookups still went on near the edge of the time slice that kept them (a busy question's part "
-                f"is cut by time, with {SLICE_MARGIN_NS / 1e9:.0f} s read beyond each edge): a lookup longer than that may be cut in two")
+                f"out of core: {edge} unanswered lookups were near the end of the slice that kept them (a busy question's part is cut "
+                f"by time, along its legs): an upstream exchange their server began more than {SERVER_WAIT_NS // 10**9} s after them may "
+                "be a lookup of its own")
     if max(sizes, default=0) > 2 * part_rows:
         correlation.warnings.append(
             f"out of core: one part held {max(sizes)} events at once (parts are meant to hold about {part_rows}): "
@@ -340,39 +343,65 @@ def correlate_files(files: list[Path], logs: schema.ParsedLogs | None = None, ca
 
 @dataclass(frozen=True)
 class Span:
-    """A time slice of a busy part: the lookups starting in [start, end) are its own; rows are read from
-    `start - SLICE_MARGIN_NS` to `end + SLICE_MARGIN_NS`."""
+    """A slice of a busy part: the lookups starting in [start, end) are its own; it reads every leg that is in
+    flight during that span or starts before `reach` (the last end of the legs starting in it)."""
 
     start: int
     end: int
+    reach: int
 
     @property
     def read_from(self) -> int:
-        return self.start - SLICE_MARGIN_NS
+        return self.start
 
     @property
     def read_to(self) -> int:
-        return self.end + SLICE_MARGIN_NS
+        return max(self.end, self.reach)
 
 
-def time_slices(con, files: list[Path], rows: int, part_rows: int, directory: Path):
-    """Yield (Span, events) for a part too large to hold: its rows cut at time quantiles into slices of about
-    `part_rows` events, each written with its margins (one DuckDB pass, a row written to each slice whose read
-    window holds it) and read back one at a time, in the in-memory path's order."""
+def leg_slices(con, files: list[Path], rows: int, part_rows: int, directory: Path):
+    """Yield (Span, events) for a part too large to hold: its rows cut, along their legs, into slices of about
+    `part_rows` events (module docstring), written in one DuckDB pass (a leg to each slice it is read by) and
+    read back one at a time, in the in-memory path's order."""
     count = math.ceil(rows / part_rows)
     listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
-    cuts = con.execute(f"SELECT quantile_disc(ts_ns, {[k / count for k in range(1, count)]}) FROM read_parquet([{listed}])").fetchone()[0]
+    bounded(con, f"""
+        CREATE OR REPLACE TEMP TABLE legged AS
+        WITH keyed AS (
+            SELECT *, CASE WHEN qr THEN CAST(dst_ip AS VARCHAR) ELSE CAST(src_ip AS VARCHAR) END AS _cip,
+                   CASE WHEN qr THEN dst_port ELSE src_port END AS _cport,
+                   coalesce(CAST(ifname AS VARCHAR) = 'dns-proxy', false) AS _proxy
+            FROM read_parquet([{listed}])),
+        marked AS (
+            SELECT *, CASE WHEN lag(ts_ns) OVER w IS NULL OR ts_ns - lag(ts_ns) OVER w > {LEG_GAP_NS}
+                                OR (NOT qr AND NOT _proxy AND lag(qr) OVER w) THEN 1 ELSE 0 END AS _fresh
+            FROM keyed WINDOW w AS (PARTITION BY _cip, _cport, dns_id, proto ORDER BY ts_ns, qr)),
+        numbered AS (
+            SELECT *, sum(_fresh) OVER (PARTITION BY _cip, _cport, dns_id, proto ORDER BY ts_ns, qr
+                                        ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS _leg
+            FROM marked)
+        SELECT * EXCLUDE (_fresh, _proxy),
+               min(ts_ns) OVER l AS _leg_start, max(ts_ns) OVER l AS _leg_end
+        FROM numbered WINDOW l AS (PARTITION BY _cip, _cport, dns_id, proto, _leg)""")
+    cuts = con.execute(f"SELECT quantile_disc(_leg_start, {[k / count for k in range(1, count)]}) FROM legged").fetchone()[0]
     edges = sorted({int(c) for c in cuts})
-    lowest, highest = con.execute(f"SELECT min(ts_ns), max(ts_ns) FROM read_parquet([{listed}])").fetchone()
-    # the first and last slices reach out to any time: a log record written before the first packet or after the last is theirs
-    spans = [Span(a, b) for a, b in zip([int(lowest), *edges], [*edges, int(highest) + 1]) if b > a]
-    spans[0], spans[-1] = replace(spans[0], start=-OPEN_END_NS), replace(spans[-1], end=OPEN_END_NS)
+    lowest = int(con.execute("SELECT min(_leg_start) FROM legged").fetchone()[0])
+    cores = [(a, b) for a, b in zip([lowest, *edges], [*edges, OPEN_END_NS]) if b > a]
+    cores[0] = (-OPEN_END_NS, cores[0][1])  # the outer slices reach out to any time: a log record before the first packet is theirs
+    con.execute("CREATE OR REPLACE TEMP TABLE cores (slice INTEGER, lo BIGINT, hi BIGINT)")
+    con.executemany("INSERT INTO cores VALUES (?, ?, ?)", [(i, lo, hi) for i, (lo, hi) in enumerate(cores)])
+    reach = dict(con.execute("""
+        SELECT c.slice, max(l._leg_end) FROM cores c JOIN legged l ON l._leg_start >= c.lo AND l._leg_start < c.hi
+        GROUP BY 1""").fetchall())
+    spans = [Span(lo, hi, int(reach.get(i) or hi)) for i, (lo, hi) in enumerate(cores)]
     con.execute("CREATE OR REPLACE TEMP TABLE spans (slice INTEGER, lo BIGINT, hi BIGINT)")
     con.executemany("INSERT INTO spans VALUES (?, ?, ?)", [(i, s.read_from, s.read_to) for i, s in enumerate(spans)])
     bounded(con, f"""
-        COPY (SELECT e.*, s.slice FROM read_parquet([{listed}]) e JOIN spans s ON e.ts_ns >= s.lo AND e.ts_ns < s.hi)
+        COPY (SELECT e.* EXCLUDE (_cip, _cport, _leg, _leg_start, _leg_end), s.slice
+              FROM legged e JOIN spans s ON e._leg_start < s.hi AND e._leg_end >= s.lo)
         TO '{directory}' (FORMAT parquet, PARTITION_BY (slice), OVERWRITE_OR_IGNORE true, ROW_GROUP_SIZE {WRITE_ROW_GROUP})""",
             before_retry=lambda: shutil.rmtree(directory, ignore_errors=True))
+    con.execute("DROP TABLE legged")
     for i, span in enumerate(spans):
         found = sorted((directory / f"slice={i}").glob("*.parquet"))
         if found:
@@ -381,12 +410,15 @@ def time_slices(con, files: list[Path], rows: int, part_rows: int, directory: Pa
                 f.unlink()  # the disk a slice took is given back as the next is read
 
 
+LOG_SLACK_NS = 10**9  # a CoreDNS log line is stamped when it is written, after its response left: a second's leeway either side
+
+
 def logs_near(logs: schema.ParsedLogs, span: Span) -> schema.ParsedLogs:
-    """The log and errors records a slice's lookups may join: those written within its read window, and those with
-    no time (any slice may join them; `merged` keeps one of each, by `_row`)."""
+    """The log and errors records a slice's lookups may join: those written within its read window (with
+    LOG_SLACK_NS), and those with no time (any slice may join them; `merged` keeps one of each, by `_row`)."""
     def near(frame: pd.DataFrame) -> pd.DataFrame:
         ts = frame["ts_ns"]
-        inside = ts.isna() | ((ts >= span.read_from) & (ts < span.read_to))
+        inside = ts.isna() | ((ts >= span.read_from - LOG_SLACK_NS) & (ts < span.read_to + LOG_SLACK_NS))
         return frame[inside.to_numpy(dtype=bool)].reset_index(drop=True)
 
     return replace(logs, records=near(logs.records), errors=near(logs.errors))
@@ -414,8 +446,9 @@ def own_lookups(piece: Correlation, frame: pd.DataFrame, span: Span) -> Correlat
     kinds = core["kind"].astype(str)
     seen_kinds = seen["kind"].astype(str)
     flows = int((kinds == "flow").sum())
-    last_seen = piece.sightings.groupby("trace_id")["ts_ns"].max() if len(piece.sightings) else pd.Series(dtype="int64")
-    near_edge = int((last_seen.reindex(list(kept)).fillna(0) >= span.read_to - EDGE_NS).sum())
+    mine_traces = piece.traces[own]
+    unanswered = (mine_traces["outcome"].astype(str) != "answered").to_numpy()
+    near_edge = int((unanswered & (mine_traces["t_start"].to_numpy() + SERVER_WAIT_NS > span.read_to)).sum()) if span.end < OPEN_END_NS else 0
     stats = {
         **piece.stats,
         "dns_packets": int((kinds == "dns").sum()),
