@@ -25,6 +25,7 @@ from dnscorrelate.cluster.kind import cluster as kind
 from dnscorrelate.cluster.kube.agent import LABELS, NAME, NAMESPACE, SESSION_LABEL, manifest_objects
 from dnscorrelate.cluster.kind.build import agent_image
 from dnscorrelate.cluster.kube.agents import LEASE_ENV, AgentCapture, AgentOptions
+from tests.subprocesses import ctrl_c_reaches_it
 
 SELECTOR = ",".join(f"{k}={v}" for k, v in LABELS.items())
 
@@ -86,7 +87,7 @@ class Trace:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "dnscorrelate", "trace", f"pod/{pod}", "-n", "demo", "--context", cluster.context,
                  "--kubeconfig", str(kubeconfig or cluster.kubeconfig), "-o", "json", *extra],
-                stdout=out, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+                stdout=out, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})}, preexec_fn=ctrl_c_reaches_it)
         threading.Thread(target=self._read, daemon=True).start()
 
     def _read(self):

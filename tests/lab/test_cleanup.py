@@ -17,6 +17,8 @@ from dnscorrelate.cluster.lab import netns
 from dnscorrelate.cluster.lab.runtime import ETC_NETNS, Lab, teardown
 from dnscorrelate.cluster.spec import load_spec
 
+from tests.subprocesses import ctrl_c_reaches_it
+
 from .conftest import unique_name
 
 ISOLATED = {"DNSCORRELATE_PREFIX": "dnsct-", "DNSCORRELATE_RUN_DIR": "/run/dnscorrelate/test-labs"}
@@ -26,10 +28,8 @@ def isolated_cli(*args, wait=True):
     env = {**os.environ, **ISOLATED}
     cmd = [sys.executable, "-m", "dnscorrelate", *args]
     if not wait:
-        # A shell starts background jobs with SIGINT ignored, and a child keeps that: let Ctrl-C reach the CLI
-        # however the suite itself was started.
         return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                                preexec_fn=ctrl_c_reaches_it)
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
 
 

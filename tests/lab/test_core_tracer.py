@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from .conftest import dig
+from tests.subprocesses import ctrl_c_reaches_it
 
 # What a packet is, as each vantage saw it; everything but the clock.
 SAME = ["vantage", "role", "ifname", "pkt_type", "kind", "proto", "family", "src_ip", "src_port", "dst_ip", "dst_port",
@@ -25,7 +26,8 @@ SAME = ["vantage", "role", "ifname", "pkt_type", "kind", "proto", "family", "src
 def started_capture(lab, how, out, timeout_s=120):
     """`dnscorrelate capture --lab LAB -o OUT` with DNSCORRELATE_TRACER=HOW, returned once it captures."""
     proc = subprocess.Popen([sys.executable, "-m", "dnscorrelate", "capture", "--lab", lab.name, "-o", str(out)],
-                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env={**os.environ, "DNSCORRELATE_TRACER": how})
+                            stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, env={**os.environ, "DNSCORRELATE_TRACER": how},
+                            preexec_fn=ctrl_c_reaches_it)
     said, deadline = b"", time.monotonic() + timeout_s
     while b"Ctrl-C to stop" not in b" ".join(said.split()):
         if time.monotonic() > deadline or proc.poll() is not None:
