@@ -331,12 +331,13 @@ def correlate_files(files: list[Path], logs: schema.ParsedLogs | None = None, ca
         if edge:
             correlation.warnings.append(
                 f"out of core: {edge} unanswered lookups were near the end of the slice that kept them (a busy question's part is cut "
-                f"by time, along its legs): an upstream exchange their server began more than {SERVER_WAIT_NS // 10**9} s after them may "
-                "be a lookup of its own")
+                f"by time, along its legs): an upstream exchange their server began after the slice's last leg ended (the stitching "
+                f"waits up to {SERVER_WAIT_NS // 10**9} s for one) may be a lookup of its own")
     if max(sizes, default=0) > 2 * part_rows:
         correlation.warnings.append(
             f"out of core: one part held {max(sizes)} events at once (parts are meant to hold about {part_rows}): "
-            + ("a question asked so often that the margin of a time slice alone holds more" if cut else
+            + ("a slice of a busy question still held more: the legs in flight across its edges (very long lookups, or "
+               "very many at one instant)" if cut else
                "parts are cut by question, and a few questions asked very often land together"))
     return correlation
 
