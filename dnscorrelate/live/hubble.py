@@ -31,6 +31,7 @@ from dnscorrelate.sources.hubble import read_hubble_lines
 ALIGN_WINDOW_NS = 1_000_000_000
 SETTLE_NS = 3_000_000_000  # a live view waits this long for a request's response, or its packet, before showing it alone
 STOP_WAIT_S = 1.5  # what stop() gives the agents to send the last flows (Hubble's follow mode is prompt)
+STOP_QUIET_S, STOP_LIMIT_S = 0.5, 4.0  # then until no line came for STOP_QUIET_S (a loaded node prints late), STOP_LIMIT_S at most
 
 
 class HubbleFollower:
@@ -76,11 +77,26 @@ class HubbleFollower:
         if self.stopped_ns or not self.streams:
             return
         time.sleep(STOP_WAIT_S)
+        self.settle()
         self.stopped_ns = time.time_ns()
         for stream in self.streams:
             stream.close()
         for thread in self.threads:
             thread.join(timeout=5)
+
+    def settle(self) -> None:
+        """Wait until no flow line arrived for STOP_QUIET_S, STOP_LIMIT_S at most: on a loaded machine a lookup's
+        last flows (the proxy's response) come seconds late, and a session that stops before them shows the
+        lookup without them."""
+        deadline = time.monotonic() + STOP_LIMIT_S
+        with self.lock:
+            seen = len(self.lines)
+        while time.monotonic() < deadline:
+            time.sleep(STOP_QUIET_S)
+            with self.lock:
+                seen, before = len(self.lines), seen
+            if seen == before:
+                return
 
     @property
     def warnings(self) -> list[str]:

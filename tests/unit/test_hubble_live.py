@@ -133,3 +133,23 @@ def test_a_live_view_shows_a_pair_once_and_together():
     alone = follower.new_events(packets(), seen)
     assert len(alone) == 1 and alone["dns_id"].iloc[0] >= SYNTHETIC_ID_BASE
     assert SETTLE_NS > 0
+
+
+def test_stop_waits_for_a_response_that_comes_late_on_a_loaded_node(monkeypatch):
+    """The proxy's response printed seconds after the request (a loaded node's `hubble observe`): stop() waits until
+    the streams go quiet, so the lookup keeps its response; a stream that stays quiet costs only STOP_WAIT_S more."""
+    from dnscorrelate.live import hubble as live_hubble
+
+    monkeypatch.setattr(live_hubble, "STOP_WAIT_S", 0.1)
+    worker = FakeStream("worker")
+    follower = HubbleFollower([worker])
+    follower.start()
+    now = time.time_ns()
+    worker.put(l7("REQUEST", now))
+    settle(follower, 1)
+    late = threading.Timer(0.4, lambda: worker.put(l7("RESPONSE", now + 2_000_000, rcode=0, ips=["10.96.196.77"])))
+    late.start()
+    follower.stop()
+    late.join()
+    proxy = follower.events(packets(packet(now, 4242, False)))
+    assert sorted(proxy.loc[proxy["ifname"] == "dns-proxy", "qr"].tolist()) == [False, True]
