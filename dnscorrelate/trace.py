@@ -113,7 +113,8 @@ class TraceSession:
             self.frames.append(new)
         self.frames = [f for f in self.frames if len(f) and f["ts_ns"].max() >= now_ns - WINDOW_NS]
         window = events.concat(self.frames) if self.frames else None
-        return analyze(window, self.live.logs(), self.facts)
+        # the live stats say whether one clock timed every row (a capture on this machine): then no offsets are estimated
+        return analyze(window, self.live.logs(), self.facts, self.live.stats)
 
     def was_printed(self, key: tuple) -> bool:
         """Whether this lookup was printed: same socket and id, started within SAME_LOOKUP_NS of a printed one (a

@@ -14,7 +14,7 @@ def live_session(monkeypatch, name: str):
     frame, _, logs, facts = load_fixture(name)
     client = frame[(frame["role"] == "pod") & (frame["pkt_type"] == "OUTGOING") & ~frame["qr"].astype(bool)]
     pod_ip = str(client["src_ip"].iloc[0])
-    live = SimpleNamespace(facts=facts, logs=lambda: logs, hubble=SimpleNamespace(enabled=False))
+    live = SimpleNamespace(facts=facts, logs=lambda: logs, hubble=SimpleNamespace(enabled=False), stats={"one_clock": 1})  # a lab: one clock
     printed = []
     session = tracing.TraceSession(live, SimpleNamespace(ip=pod_ip, key="demo/mypod"), [],
                                    lambda t, record, codes: printed.append((t.client_port, t.dns_id, t.coverage)))
