@@ -78,13 +78,16 @@ class Capture:
         self.vantages: dict[int, Vantage] = {}
         self.sockets: list[socket.socket] = []
         self.records = RecordBuffer()  # the tracer's records as read, and what live views decoded of them
-        self.stats: dict[str, int | float] = {"one_clock": 1}  # from the start: live views analyse before stop() counts
+        # Every row is timed by this machine's clock, whatever node the facts put its namespace on: the correlator must
+        # not estimate offsets between those nodes (an estimate within its bound of zero still moves one node's rows
+        # against another vantage's, and can reorder a masqueraded hop). Said from the start: live views analyse
+        # before stop() counts.
+        self.stats: dict[str, int | float] = {"one_clock": 1}
         self.warnings: list[str] = []  # `cluster.backend.Capture`'s: a local capture fails instead
         self.timings: dict[str, float] = {}  # no set-up steps beyond compile and attach
         self.attach_seconds = 0.0
         self.compile_seconds = 0.0
         self.tracer_kind = ""  # bpf.TRACERS: how the tracer was loaded, once started
-        self._attached_paths: set[str] = set()
         self._attached_inodes: set[int] = set()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -134,8 +137,6 @@ class Capture:
         self._thread.start()
 
     def _attach(self, target: Target) -> None:
-        if target.path in self._attached_paths:
-            return
         capture_id = len(self.vantages) + 1
         try:
             # A namespace is attached once, whatever path names it: a later watch round may find a pod's namespace
@@ -151,7 +152,6 @@ class Capture:
             return  # a namespace that vanished as the watcher found it
         self.sockets.append(sock)
         self.vantages[capture_id] = Vantage(inode, target.vantage, target.role, names)
-        self._attached_paths.add(target.path)
         self._attached_inodes.add(inode)
 
     def _run(self) -> None:
@@ -181,7 +181,7 @@ class Capture:
         self.tracer.stop()
         self.stopped_ns = time.time_ns()
         kernel = self.kernel_counters()
-        self.stats = {
+        self.stats.update({
             "namespaces": len(self.vantages),
             "events": kernel["events"],
             "lost_samples": kernel["lost"],
@@ -193,11 +193,7 @@ class Capture:
             "compile_seconds": round(self.compile_seconds, 3),
             "attach_seconds": round(self.attach_seconds, 4),
             "duration_seconds": round((self.stopped_ns - self.started_ns) / 1e9, 3),
-            # Every row is timed by this machine's clock, whatever node the facts put its namespace on: the
-            # correlator must not estimate offsets between those nodes (an estimate within its bound of zero
-            # still moves one node's rows against another vantage's, and can reorder a masqueraded hop).
-            "one_clock": 1,
-        }
+        })
         if self.backlog_limit is not None:
             self.stats["backlog_full_seconds"] = round(self.backlog_full_seconds, 3)
 
