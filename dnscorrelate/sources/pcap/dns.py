@@ -129,15 +129,26 @@ def address_codes(columns: RowColumns) -> tuple[np.ndarray, np.ndarray, list[str
     n = len(columns)
     both = np.concatenate([columns.src, columns.dst])
     lengths = np.concatenate([columns.address_len[:, 0], columns.address_len[:, 1]]).astype(np.int64)
-    halves = np.ascontiguousarray(both).view(">u8").reshape(-1, 2).astype(np.uint64)
-    code_high, _ = pd.factorize(halves[:, 0])
-    code_low, unique_low = pd.factorize(halves[:, 1])
-    code_length, unique_length = pd.factorize(lengths)
-    codes, uniques = pd.factorize((code_high.astype(np.int64) * len(unique_low) + code_low) * len(unique_length) + code_length)
+    codes, first = distinct_addresses(np.ascontiguousarray(both).view(">u8").reshape(-1, 2).astype(np.uint64), lengths)
+    texts = [ip_text(bytes(both[i, :length])) for i, length in zip(first.tolist(), lengths[first].tolist())]
+    return codes[:n], codes[n:], texts
+
+
+def distinct_addresses(halves: np.ndarray, lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """A code per address (its two 64-bit halves and its length), in order of first appearance, and the
+    first row of each code. IPv4 (and no address) fill only the first half's upper 32 bits, so a capture
+    without IPv6 is one hash of one number; otherwise each half is coded first."""
+    high, low = halves[:, 0], halves[:, 1]
+    if not (low.any() or (high & 0xFFFFFFFF).any()):
+        codes, uniques = pd.factorize(high | lengths.astype(np.uint64))
+    else:
+        code_high, _ = pd.factorize(high)
+        code_low, unique_low = pd.factorize(low)
+        code_length, unique_length = pd.factorize(lengths)
+        codes, uniques = pd.factorize((code_high.astype(np.int64) * len(unique_low) + code_low) * len(unique_length) + code_length)
     first = np.empty(len(uniques), dtype=np.int64)
     first[codes[::-1]] = np.arange(len(codes) - 1, -1, -1)
-    texts = [ip_text(bytes(both[i, :length])) for i, length in zip(first.tolist(), lengths[first].tolist())]
-    return codes[:n].astype(np.int64), codes[n:].astype(np.int64), texts
+    return codes.astype(np.int64), first
 
 
 def frame_of_rows(rows: list[Row], vantages: list[tuple], stats: Counter) -> pd.DataFrame:
@@ -210,7 +221,8 @@ def frame_of_columns(rows: RowColumns, vantages: list[tuple], stats: Counter) ->
             "size": rows.size.astype(np.int32),
             "latency_ns": np.where((rows.latency_ns >= 0) & qr, rows.latency_ns, matched),  # a source's own figure wins
             "decoded": ok,
-        }
+        },
+        copy=False,  # fresh arrays: taken, not copied into blocks
     )
     return frame
 
@@ -218,9 +230,13 @@ def frame_of_columns(rows: RowColumns, vantages: list[tuple], stats: Counter) ->
 def sorted_categorical(values: np.ndarray) -> pd.Categorical:
     """A categorical of a few distinct strings, categories sorted (as `pd.Categorical(values)`), hashed once."""
     if isinstance(values, pd.Categorical):
-        present = values.remove_unused_categories()
-        return present.reorder_categories(sorted(present.categories))
-    codes, uniques = pd.factorize(values)
+        codes, uniques = values.codes.astype(np.int64), np.asarray(values.categories, dtype=object)
+        used = np.flatnonzero(np.bincount(codes, minlength=len(uniques)))  # codes are never -1 here: no missing values
+        renumber = np.zeros(len(uniques), np.int64)
+        renumber[used] = np.arange(len(used))
+        codes, uniques = renumber[codes], uniques[used]
+    else:
+        codes, uniques = pd.factorize(values)
     order = np.argsort(np.asarray(uniques, dtype=str), kind="stable")
     rank = np.empty(len(order), np.int64)
     rank[order] = np.arange(len(order))
@@ -242,12 +258,16 @@ def response_latency(ts, is_dns, qr, vantage, proto, src, sport, dst, dport, dns
     client_port = np.concatenate([sport[queries], dport[responses]]).astype(np.int64)
     server_port = np.concatenate([dport[queries], sport[responses]]).astype(np.int64)
     rows = np.concatenate([queries, responses])
-    addresses = pd.factorize(client << 32 | server)[0]
     # 17 bits each: a port or id of -1 (a source that recorded none) stays apart from 65535
-    numbers = pd.factorize(proto[rows].astype(np.int64) << 51 | (client_port + 1) << 34 | (server_port + 1) << 17
-                           | (dns_id[rows].astype(np.int64) + 1))[0]
-    where = pd.factorize(addresses * (int(vantage.max()) + 1) + vantage[rows])[0]
-    key = pd.factorize(where.astype(np.int64) * (int(numbers.max()) + 1) + numbers)[0]
+    numbers, distinct_numbers = pd.factorize(proto[rows].astype(np.int64) << 51 | (client_port + 1) << 34 | (server_port + 1) << 17
+                                             | (dns_id[rows].astype(np.int64) + 1))
+    addresses = int(max(client.max(), server.max())) + 1  # codes into one short list
+    vantages = int(vantage.max()) + 1
+    if len(distinct_numbers) * addresses * addresses * vantages < 2**62:  # the whole key in one number: one hash
+        where = (client * addresses + server) * vantages + vantage[rows]
+    else:
+        where = pd.factorize(pd.factorize(client << 32 | server)[0].astype(np.int64) * vantages + vantage[rows])[0].astype(np.int64)
+    key = pd.factorize(where * len(distinct_numbers) + numbers)[0]
     first = np.full(int(key.max()) + 1, np.iinfo(np.int64).max)
     np.minimum.at(first, key[: len(queries)], ts[queries])
     query_ns = first[key[len(queries):]]

@@ -35,21 +35,24 @@ class Payloads:
         at, length = np.asarray(at, np.int64), np.asarray(length, np.int64)
         views = np.zeros((len(at), 4), np.int32)
         views[:, 0] = length
+        if len(data) >= 4:  # every row as a long one first (most are): no masked writes of the long ones' columns
+            first_bytes = np.ndarray((len(data) - 3,), np.int32, buffer=data, strides=(1,))  # 4 bytes at any offset
+            views[:, 1] = first_bytes[np.minimum(at, len(data) - 4)]
+            views[:, 2] = at // WINDOW_STEP
+            views[:, 3] = at % WINDOW_STEP
         short = np.flatnonzero(length <= INLINE)
-        if len(short) and len(data):
+        if len(short):
             inline = np.zeros((len(short), INLINE), np.uint8)
-            inside = np.arange(INLINE) < length[short, None]
-            positions = np.minimum(at[short, None] + np.arange(INLINE), max(len(data) - 1, 0))
-            inline[inside] = data[positions][inside]
+            if len(data):
+                inside = np.arange(INLINE) < length[short, None]
+                positions = np.minimum(at[short, None] + np.arange(INLINE), len(data) - 1)
+                inline[inside] = data[positions][inside]
             views[short, 1:] = inline.view(np.int32)
-        long = np.flatnonzero(length > INLINE)
-        windows = [data[start : start + WINDOW_SIZE] for start in range(0, max(len(data), 1), WINDOW_STEP)]
-        if len(long):
-            start = at[long]
-            views[long, 1] = np.ndarray((len(data) - 3,), np.int32, buffer=data, strides=(1,))[start]  # first 4 bytes, any alignment
-            views[long, 2] = start // WINDOW_STEP
-            views[long, 3] = start % WINDOW_STEP
-        return cls(views, windows)
+        return cls(views, cls.windows_of(data))
+
+    @staticmethod
+    def windows_of(data: np.ndarray) -> list[np.ndarray]:
+        return [data[start : start + WINDOW_SIZE] for start in range(0, max(len(data), 1), WINDOW_STEP)]
 
     @classmethod
     def of_bytes(cls, strings: list[bytes]) -> Payloads:

@@ -218,7 +218,7 @@ def result_of(frame: pd.DataFrame, numbers: np.ndarray, counted: Counter) -> Pca
     stats = {k: counted.get(k, 0) for k in ["packets", *PACKET_OUTCOMES, "dns_messages", "truncated", "bad_checksum",
                                              "undecodable", "tcp_bytes_unreassembled", "tcp_retransmissions"]}
     stats.update(counted)
-    return PcapResult(events.conform(frame if in_order else frame.iloc[order]), dict(stats), numbers[order])
+    return PcapResult(events.conform(frame if in_order else frame.iloc[order], handed_over=True), dict(stats), numbers[order])
 
 
 def read_pcap(path: str | Path, vantage: str | None = None, ports: tuple[int, ...] = DEFAULT_PORTS) -> tuple[pd.DataFrame, dict]:
