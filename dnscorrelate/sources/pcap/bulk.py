@@ -560,18 +560,27 @@ def network_layer(index: PacketIndex, view: FileView, ip_off: np.ndarray, candid
     first[candidate] = view.bytes[ip[candidate]]
     v4 = candidate & (first == 0x45) & (ip_cap >= 20)
     v6 = candidate & (first >> 4 == 6) & (ip_cap >= 40)
+    rows4, rows6 = np.flatnonzero(v4), np.flatnonzero(v6)
+    ip4, ip6 = ip[rows4], ip[rows6]
     total, proto, fragment = np.zeros(n, np.int64), np.full(n, -1, np.int64), np.zeros(n, bool)
-    total[v4] = view.field(ip[v4] + 2, ">u2")
-    fragment[v4] = (view.field(ip[v4] + 6, ">u2") & 0x3FFF) != 0
-    proto[v4] = view.bytes[ip[v4] + 9]
+    total[rows4] = view.field(ip4 + 2, ">u2")
+    fragment[rows4] = (view.field(ip4 + 6, ">u2") & 0x3FFF) != 0
+    proto[rows4] = view.bytes[ip4 + 9]
     payload_length6 = np.zeros(n, np.int64)
-    payload_length6[v6] = view.field(ip[v6] + 4, ">u2")
-    proto[v6] = view.bytes[ip[v6] + 6]
+    payload_length6[rows6] = view.field(ip6 + 4, ">u2")
+    proto[rows6] = view.bytes[ip6 + 6]
     addresses = np.zeros((n, 2, 16), np.uint8)
-    addresses[v4, 0, :4] = view.field(ip[v4] + 12, ">u4").astype(">u4").view(np.uint8).reshape(-1, 4)
-    addresses[v4, 1, :4] = view.field(ip[v4] + 16, ">u4").astype(">u4").view(np.uint8).reshape(-1, 4)
-    addresses[v6, 0] = view.gather(ip[v6] + 8, 16)
-    addresses[v6, 1] = view.gather(ip[v6] + 24, 16)
+    # both IPv4 addresses in one read, kept in the file's byte order: as words of a little-endian machine's
+    # memory (the per-packet path's fallback covers a big-endian one)
+    pair = view.field(ip4 + 12, "<u8") if sys.byteorder == "little" else None
+    if pair is not None:
+        words = addresses.view(np.uint32)  # (n, 2, 4)
+        words[rows4, 0, 0], words[rows4, 1, 0] = pair & 0xFFFFFFFF, pair >> 32
+    else:
+        addresses[rows4, 0, :4] = view.gather(ip4 + 12, 4)
+        addresses[rows4, 1, :4] = view.gather(ip4 + 16, 4)
+    addresses[rows6, 0] = view.gather(ip6 + 8, 16)
+    addresses[rows6, 1] = view.gather(ip6 + 24, 16)
     header_len = np.where(v6, 40, 20)
     body_end = np.where(v4, np.where(total > 0, np.minimum(total, ip_cap), ip_cap),
                         np.where(payload_length6 > 0, np.minimum(40 + payload_length6, ip_cap), ip_cap))
