@@ -550,7 +550,8 @@ def merged(pieces: list[Correlation], capture: Capture, control: pd.DataFrame, l
     attempts = connection_attempts(control) if len(control) else connection_attempts(as_events(schema.empty(schema.EVENTS)))
     traces, connects_unmatched = attach_connects(traces, attempts)
     traces, clock_warnings = cross_node_segments(traces, capture.clocks, capture.vantage_node)
-    traces = schema.conform(traces.reset_index(drop=True), schema.TRACES)
+    traces.index = pd.RangeIndex(len(traces))  # reset_index would copy the whole table: hundreds of MB at 10M events
+    traces = schema.conform(traces, schema.TRACES)
     upstream = schema.conform(upstream, schema.UPSTREAM)
     drops = [p.connection_drops for p in pieces if len(p.connection_drops)]  # rows of no question: in any part
     connection_drops = pd.concat(drops, ignore_index=True) if drops else pieces[0].connection_drops
