@@ -31,7 +31,7 @@ from dnscorrelate.sources.hubble import read_hubble_lines
 ALIGN_WINDOW_NS = 1_000_000_000
 SETTLE_NS = 3_000_000_000  # a live view waits this long for a request's response, or its packet, before showing it alone
 STOP_WAIT_S = 1.5  # what stop() gives the agents to send the last flows (Hubble's follow mode is prompt)
-STOP_QUIET_S, STOP_LIMIT_S = 0.5, 4.0  # then until no line came for STOP_QUIET_S (a loaded node prints late), STOP_LIMIT_S at most
+STOP_QUIET_S, STOP_LIMIT_S = 0.5, 4.0  # then until quiet and every request answered (a loaded node prints late), STOP_LIMIT_S at most
 
 
 class HubbleFollower:
@@ -85,9 +85,10 @@ class HubbleFollower:
             thread.join(timeout=5)
 
     def settle(self) -> None:
-        """Wait until no flow line arrived for STOP_QUIET_S, STOP_LIMIT_S at most: on a loaded machine a lookup's
-        last flows (the proxy's response) come seconds late, and a session that stops before them shows the
-        lookup without them."""
+        """Wait until no flow line arrived for STOP_QUIET_S and every DNS request read has its response,
+        STOP_LIMIT_S at most: on a loaded machine a lookup's last flows (the proxy's response) come seconds
+        late, after a quiet spell, and a session that stops before them shows the lookup unanswered. A request
+        that truly has no response (the proxy dropped it) costs the stop the whole limit."""
         deadline = time.monotonic() + STOP_LIMIT_S
         with self.lock:
             seen = len(self.lines)
@@ -95,7 +96,8 @@ class HubbleFollower:
             time.sleep(STOP_QUIET_S)
             with self.lock:
                 seen, before = len(self.lines), seen
-            if seen == before:
+                lines = list(self.lines)
+            if seen == before and not requests_unanswered(lines, self.ports):
                 return
 
     @property
@@ -205,3 +207,9 @@ def stats_line(stats: dict) -> str:
     """One line for people: what Hubble sent in the session and how much of it joined the captured lookups
     (`hubble_*` in a session's stats); the first four always, the rest when not zero."""
     return "  ".join(f"hubble_{k}={stats.get(f'hubble_{k}', 0)}" for i, k in enumerate(SHOWN) if i < 4 or stats.get(f"hubble_{k}"))
+
+
+def requests_unanswered(lines: list[str], ports: tuple[int, ...]) -> int:
+    """How many of the DNS proxy's requests among `lines` have no response among them yet."""
+    _, stats = read_hubble_lines(lines, "hubble", ports, require_flows=False)
+    return int(stats.get("requests_without_response", 0))

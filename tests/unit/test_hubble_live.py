@@ -153,3 +153,34 @@ def test_stop_waits_for_a_response_that_comes_late_on_a_loaded_node(monkeypatch)
     late.join()
     proxy = follower.events(packets(packet(now, 4242, False)))
     assert sorted(proxy.loc[proxy["ifname"] == "dns-proxy", "qr"].tolist()) == [False, True]
+
+
+def test_stop_waits_past_a_quiet_spell_while_a_request_has_no_response(monkeypatch):
+    """Under CI's load the proxy's response came after more than STOP_QUIET_S of silence, and the stop, waiting
+    only for quiet, lost it (one lookup in twelve a timeout at Hubble's side). stop() now also waits while a
+    request read has no response, so a response 1.2 s late is kept; a request never answered costs the limit."""
+    from dnscorrelate.live import hubble as live_hubble
+
+    monkeypatch.setattr(live_hubble, "STOP_WAIT_S", 0.1)
+    worker = FakeStream("worker")
+    follower = HubbleFollower([worker])
+    follower.start()
+    now = time.time_ns()
+    worker.put(l7("REQUEST", now))
+    settle(follower, 1)
+    late = threading.Timer(1.2, lambda: worker.put(l7("RESPONSE", now + 2_000_000, rcode=0, ips=["10.96.196.77"])))
+    late.start()
+    follower.stop()
+    late.join()
+    proxy = follower.events(packets(packet(now, 4242, False)))
+    assert sorted(proxy.loc[proxy["ifname"] == "dns-proxy", "qr"].tolist()) == [False, True]
+
+    monkeypatch.setattr(live_hubble, "STOP_LIMIT_S", 1.0)
+    alone = FakeStream("worker")
+    unanswered = HubbleFollower([alone])
+    unanswered.start()
+    alone.put(l7("REQUEST", time.time_ns()))
+    settle(unanswered, 1)
+    started = time.monotonic()
+    unanswered.stop()
+    assert 1.0 <= time.monotonic() - started < 3.0  # the limit, then the stream's close
