@@ -138,6 +138,11 @@ def test_a_live_view_shows_a_pair_once_and_together():
 def test_stop_waits_for_a_response_that_comes_late_on_a_loaded_node(monkeypatch):
     """The proxy's response printed seconds after the request (a loaded node's `hubble observe`): stop() waits until
     the streams go quiet, so the lookup keeps its response; a stream that stays quiet costs only STOP_WAIT_S more."""
+    assert response_kept_when_it_comes_after(0.4, monkeypatch)
+
+
+def response_kept_when_it_comes_after(delay_s: float, monkeypatch) -> bool:
+    """Whether a lookup keeps the proxy's response when it is printed `delay_s` after the request, while stop() runs."""
     from dnscorrelate.live import hubble as live_hubble
 
     monkeypatch.setattr(live_hubble, "STOP_WAIT_S", 0.1)
@@ -147,12 +152,12 @@ def test_stop_waits_for_a_response_that_comes_late_on_a_loaded_node(monkeypatch)
     now = time.time_ns()
     worker.put(l7("REQUEST", now))
     settle(follower, 1)
-    late = threading.Timer(0.4, lambda: worker.put(l7("RESPONSE", now + 2_000_000, rcode=0, ips=["10.96.196.77"])))
+    late = threading.Timer(delay_s, lambda: worker.put(l7("RESPONSE", now + 2_000_000, rcode=0, ips=["10.96.196.77"])))
     late.start()
     follower.stop()
     late.join()
     proxy = follower.events(packets(packet(now, 4242, False)))
-    assert sorted(proxy.loc[proxy["ifname"] == "dns-proxy", "qr"].tolist()) == [False, True]
+    return sorted(proxy.loc[proxy["ifname"] == "dns-proxy", "qr"].tolist()) == [False, True]
 
 
 def test_stop_waits_past_a_quiet_spell_while_a_request_has_no_response(monkeypatch):
@@ -161,19 +166,7 @@ def test_stop_waits_past_a_quiet_spell_while_a_request_has_no_response(monkeypat
     request read has no response, so a response 1.2 s late is kept; a request never answered costs the limit."""
     from dnscorrelate.live import hubble as live_hubble
 
-    monkeypatch.setattr(live_hubble, "STOP_WAIT_S", 0.1)
-    worker = FakeStream("worker")
-    follower = HubbleFollower([worker])
-    follower.start()
-    now = time.time_ns()
-    worker.put(l7("REQUEST", now))
-    settle(follower, 1)
-    late = threading.Timer(1.2, lambda: worker.put(l7("RESPONSE", now + 2_000_000, rcode=0, ips=["10.96.196.77"])))
-    late.start()
-    follower.stop()
-    late.join()
-    proxy = follower.events(packets(packet(now, 4242, False)))
-    assert sorted(proxy.loc[proxy["ifname"] == "dns-proxy", "qr"].tolist()) == [False, True]
+    assert response_kept_when_it_comes_after(1.2, monkeypatch)
 
     monkeypatch.setattr(live_hubble, "STOP_LIMIT_S", 1.0)
     alone = FakeStream("worker")
