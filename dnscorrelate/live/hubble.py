@@ -18,6 +18,7 @@ is the capture's and CoreDNS's log's, not Hubble's.
 
 from __future__ import annotations
 
+import bisect
 import threading
 import time
 
@@ -31,7 +32,8 @@ from dnscorrelate.sources.hubble import read_hubble_lines
 ALIGN_WINDOW_NS = 1_000_000_000
 SETTLE_NS = 3_000_000_000  # a live view waits this long for a request's response, or its packet, before showing it alone
 STOP_WAIT_S = 1.5  # what stop() gives the agents to send the last flows (Hubble's follow mode is prompt)
-STOP_QUIET_S, STOP_LIMIT_S = 0.5, 4.0  # then until quiet and every request answered (a loaded node prints late), STOP_LIMIT_S at most
+STOP_QUIET_S, STOP_LIMIT_S = 0.5, 4.0  # then until quiet and every recent request answered (a loaded node prints late), STOP_LIMIT_S at most
+RECENT_S = 5.0  # a request read this long before the stop may still get its response; an older one without it never will
 
 
 class HubbleFollower:
@@ -42,6 +44,7 @@ class HubbleFollower:
         self.streams = streams
         self.ports = tuple(ports)
         self.lines: list[str] = []
+        self.arrived: list[float] = []  # when each line was read (time.monotonic)
         self.lines_by_node: dict[str, int] = {s.node: 0 for s in streams}
         self.errors: list[str] = []
         self.lock = threading.Lock()
@@ -67,6 +70,7 @@ class HubbleFollower:
             for line in stream.lines(self.started_ns):
                 with self.lock:
                     self.lines.append(line)
+                    self.arrived.append(time.monotonic())
                     self.lines_by_node[stream.node] += 1
         except Exception as err:  # noqa: BLE001 - a stream cut short is said, and the others go on
             if not self.stopped_ns:
@@ -85,19 +89,21 @@ class HubbleFollower:
             thread.join(timeout=5)
 
     def settle(self) -> None:
-        """Wait until no flow line arrived for STOP_QUIET_S and every DNS request read has its response,
-        STOP_LIMIT_S at most: on a loaded machine a lookup's last flows (the proxy's response) come seconds
-        late, after a quiet spell, and a session that stops before them shows the lookup unanswered. A request
-        that truly has no response (the proxy dropped it) costs the stop the whole limit."""
-        deadline = time.monotonic() + STOP_LIMIT_S
+        """Wait until no flow line arrived for STOP_QUIET_S and every DNS request read in the last RECENT_S has
+        its response, STOP_LIMIT_S at most: on a loaded machine a lookup's last flows (the proxy's response) come
+        seconds late, after a quiet spell, and a session that stops before them shows the lookup unanswered. Only
+        recent lines are read again (not the whole session's), and a recent request that truly has no response
+        (the proxy dropped it) costs the stop the whole limit."""
+        started = time.monotonic()
+        deadline = started + STOP_LIMIT_S
         with self.lock:
             seen = len(self.lines)
         while time.monotonic() < deadline:
             time.sleep(STOP_QUIET_S)
             with self.lock:
                 seen, before = len(self.lines), seen
-                lines = list(self.lines)
-            if seen == before and not requests_unanswered(lines, self.ports):
+                recent = self.lines[bisect.bisect_left(self.arrived, started - STOP_WAIT_S - RECENT_S):] if seen == before else []
+            if seen == before and not requests_unanswered(recent, self.ports):
                 return
 
     @property

@@ -163,7 +163,8 @@ def response_kept_when_it_comes_after(delay_s: float, monkeypatch) -> bool:
 def test_stop_waits_past_a_quiet_spell_while_a_request_has_no_response(monkeypatch):
     """Under CI's load the proxy's response came after more than STOP_QUIET_S of silence, and the stop, waiting
     only for quiet, lost it (one lookup in twelve a timeout at Hubble's side). stop() now also waits while a
-    request read has no response, so a response 1.2 s late is kept; a request never answered costs the limit."""
+    request read has no response, so a response 1.2 s late is kept; a recent request never answered costs the
+    limit, and an old one (the proxy dropped it long before the stop) costs nothing."""
     from dnscorrelate.live import hubble as live_hubble
 
     assert response_kept_when_it_comes_after(1.2, monkeypatch)
@@ -177,3 +178,15 @@ def test_stop_waits_past_a_quiet_spell_while_a_request_has_no_response(monkeypat
     started = time.monotonic()
     unanswered.stop()
     assert 1.0 <= time.monotonic() - started < 3.0  # the limit, then the stream's close
+
+    monkeypatch.setattr(live_hubble, "STOP_LIMIT_S", 3.0)
+    monkeypatch.setattr(live_hubble, "RECENT_S", 0.2)
+    old = FakeStream("worker")
+    dropped_long_ago = HubbleFollower([old])
+    dropped_long_ago.start()
+    old.put(l7("REQUEST", time.time_ns()))
+    settle(dropped_long_ago, 1)
+    time.sleep(0.5)
+    started = time.monotonic()
+    dropped_long_ago.stop()
+    assert time.monotonic() - started < 2.0  # STOP_WAIT_S and one quiet spell, not the 3 s limit
