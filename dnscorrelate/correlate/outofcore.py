@@ -540,11 +540,10 @@ def merged(pieces: list[Correlation], capture: Capture, control: pd.DataFrame, l
     if not pieces:
         pieces = [correlate(None, None, {}, on_time_line=True)]
     maps = renumbered(pieces)
-    traces = stacked(pieces, maps, "traces", lambda ids, table: np.argsort(ids, kind="stable"))
+    traces = stacked(pieces, maps, "traces", ["trace_id"])
     traces.index = traces["trace_id"].to_numpy()
-    upstream = stacked(pieces, maps, "upstream", lambda ids, table: np.lexsort((table("leg_id"), ids)) if "leg_id" in pieces[0].upstream
-                       else np.argsort(ids, kind="stable"))
-    sightings = stacked(pieces, maps, "sightings", lambda ids, table: np.argsort(table("ts_ns"), kind="stable"))
+    upstream = stacked(pieces, maps, "upstream", ["trace_id", "leg_id"])
+    sightings = stacked(pieces, maps, "sightings", ["ts_ns"])
     records = table_of(pieces, maps, "logs", logs.records)
     errors = table_of(pieces, maps, "errors", logs.errors)
     attempts = connection_attempts(control) if len(control) else connection_attempts(as_events(schema.empty(schema.EVENTS)))
@@ -581,25 +580,26 @@ def merged(pieces: list[Correlation], capture: Capture, control: pd.DataFrame, l
                        unparsed=logs.unparsed, warnings=warnings, log_alerts=logs.alerts, connection_drops=connection_drops)
 
 
-def stacked(pieces: list[Correlation], maps: list[np.ndarray], name: str, order_of) -> pd.DataFrame:
-    """The pieces' `name` tables as one, trace ids renumbered, rows in `order_of(new ids, column)`'s order. Built
-    a column at a time from the pieces' own tables, which go when it returns: the table is held twice at most,
-    not three or four times (copies for the new ids, the concatenation, the sort), and at 10M events the traces
-    alone are hundreds of MB. `pieces` is changed in place: its tables of this name are left empty."""
+def stacked(pieces: list[Correlation], maps: list[np.ndarray], name: str, sort_by: list[str]) -> pd.DataFrame:
+    """The pieces' `name` tables as one, trace ids renumbered, rows sorted (stably, in the pieces' order among
+    equals) by those of the `sort_by` columns the table has. Built a column at a time from the pieces' own
+    tables, which go when it returns: the table is held twice at most, not three or four times (copies for the
+    new ids, the concatenation, the sort), and at 10M events the traces alone are hundreds of MB. `pieces` is
+    changed in place: its tables of this name are left empty."""
     tables = [getattr(p, name) for p in pieces]
     with_rows = [i for i, t in enumerate(tables) if len(t)] or [0]
     columns = list(tables[with_rows[0]].columns)
     if any(list(tables[i].columns) != columns for i in with_rows):
         raise ValueError(f"out of core: the parts' {name} tables have different columns")
     ids = np.concatenate([mapped(tables[i]["trace_id"], maps[i]) for i in with_rows])
-    joined = lambda column: pd.concat([tables[i][column] for i in with_rows], ignore_index=True)
-    order = order_of(ids, lambda column: joined(column).to_numpy())
+    joined = lambda column: ids if column == "trace_id" else pd.concat([tables[i][column] for i in with_rows], ignore_index=True)
+    keys = [np.asarray(joined(column)) for column in sort_by if column in columns]
+    order = np.lexsort(keys[::-1])  # lexsort's last key sorts first; it is stable
     for i in range(len(pieces)):
         pieces[i] = replace(pieces[i], **{name: tables[i].iloc[:0]})
     out = {}
     for column in columns:
-        values = pd.Series(ids) if column == "trace_id" else joined(column)
-        out[column] = values.take(order).reset_index(drop=True)
+        out[column] = pd.Series(joined(column)).take(order).reset_index(drop=True)
     return pd.DataFrame(out, copy=False)
 
 
