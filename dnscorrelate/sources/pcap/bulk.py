@@ -570,10 +570,10 @@ def network_layer(index: PacketIndex, view: FileView, ip_off: np.ndarray, candid
     payload_length6[rows6] = view.field(ip6 + 4, ">u2")
     proto[rows6] = view.bytes[ip6 + 6]
     addresses = np.zeros((n, 2, 16), np.uint8)
-    # both IPv4 addresses in one read, kept in the file's byte order: as words of a little-endian machine's
-    # memory (the per-packet path's fallback covers a big-endian one)
-    pair = view.field(ip4 + 12, "<u8") if sys.byteorder == "little" else None
-    if pair is not None:
+    if sys.byteorder == "little":
+        # both IPv4 addresses in one 8-byte read, each half written as a word of memory: on a little-endian
+        # machine a word read little-endian keeps the file's byte order
+        pair = view.field(ip4 + 12, "<u8")
         words = addresses.view(np.uint32)  # (n, 2, 4)
         words[rows4, 0, 0], words[rows4, 1, 0] = pair & 0xFFFFFFFF, pair >> 32
     else:
