@@ -170,23 +170,21 @@ def test_stop_waits_past_a_quiet_spell_while_a_request_has_no_response(monkeypat
     assert response_kept_when_it_comes_after(1.2, monkeypatch)
 
     monkeypatch.setattr(live_hubble, "STOP_LIMIT_S", 1.0)
-    alone = FakeStream("worker")
-    unanswered = HubbleFollower([alone])
-    unanswered.start()
-    alone.put(l7("REQUEST", time.time_ns()))
-    settle(unanswered, 1)
-    started = time.monotonic()
-    unanswered.stop()
-    assert 1.0 <= time.monotonic() - started < 3.0  # the limit, then the stream's close
+    assert 1.0 <= seconds_to_stop_after_an_unanswered_request(0) < 3.0  # the limit, then the stream's close
 
     monkeypatch.setattr(live_hubble, "STOP_LIMIT_S", 3.0)
     monkeypatch.setattr(live_hubble, "RECENT_S", 0.2)
-    old = FakeStream("worker")
-    dropped_long_ago = HubbleFollower([old])
-    dropped_long_ago.start()
-    old.put(l7("REQUEST", time.time_ns()))
-    settle(dropped_long_ago, 1)
-    time.sleep(0.5)
+    assert seconds_to_stop_after_an_unanswered_request(0.5) < 2.0  # STOP_WAIT_S and one quiet spell, not the 3 s limit
+
+
+def seconds_to_stop_after_an_unanswered_request(request_age_s: float) -> float:
+    """How long stop() takes when a request that will never be answered was read `request_age_s` before it."""
+    stream = FakeStream("worker")
+    follower = HubbleFollower([stream])
+    follower.start()
+    stream.put(l7("REQUEST", time.time_ns()))
+    settle(follower, 1)
+    time.sleep(request_age_s)
     started = time.monotonic()
-    dropped_long_ago.stop()
-    assert time.monotonic() - started < 2.0  # STOP_WAIT_S and one quiet spell, not the 3 s limit
+    follower.stop()
+    return time.monotonic() - started
