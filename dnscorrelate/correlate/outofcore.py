@@ -40,8 +40,10 @@ What it cannot hold: an exchange that starts after the query it serves was last 
 long after a client stopped waiting); unanswered lookups near a slice's end are counted
 (`slice_edge_traces`). Memory then follows a slice (`largest_part` in the stats is the most events held at
 once, with a warning past 2 x `PART_ROWS`). Time: two scans of the files, one hash-partitioned write (for each
-cut part, one more pass to number its legs and one to write its slices), and the pipeline over each part or
-slice (linear in its events). Differences from the in-memory path:
+cut part: one pass to split it by client socket into buckets of a part's size, one over each bucket to number
+its legs, one to write its slices), and the pipeline over each part or slice: every sort is of a part's size at
+most, so the time is linear in the events. A statement that still passes DuckDB's memory limit runs again on one
+thread, and is counted (`duckdb_retries`, with a warning). Differences from the in-memory path:
 a client socket that asks one question, another, then the first again with the same DNS id and no
 response between, makes two lookups in memory (the question changed) and one in its part (a
 retransmission); Hubble's L3/L4 flows (no question) are joined to the lookups of one part only, and
@@ -75,6 +77,8 @@ DUCKDB_MEMORY = "1GB"  # DuckDB's own limit; past it, its sorts and hash tables 
 WRITE_ROW_GROUP = 20_000  # rows a part's writer buffers per thread before it writes them out
 CONTROL = ("tcp-syn", "tcp-synack", "tcp-rst")
 EVENT_DTYPES = schema.dtypes(schema.EVENTS)
+CLIENT_IP = "CASE WHEN qr THEN CAST(dst_ip AS VARCHAR) ELSE CAST(src_ip AS VARCHAR) END"  # a DNS row's client socket, in SQL
+CLIENT_PORT = "CASE WHEN qr THEN dst_port ELSE src_port END"
 CATEGORIES = [name for name, dtype in EVENT_DTYPES.items() if dtype == "category"]
 
 
@@ -89,30 +93,44 @@ class Capture:
     has_node: bool  # some file has a `node` column
 
 
-def connect(spill: Path):
-    """A DuckDB connection bounded in memory, spilling under `spill`."""
-    import duckdb
+class Engine:
+    """A DuckDB connection bounded in memory, spilling under `spill`, that says which statements it had to run again
+    on one thread (`retried`). Anything else is the connection's own (`execute`, `register`...)."""
 
-    con = duckdb.connect()
-    con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
-    con.execute(f"SET temp_directory = '{spill}'")
-    con.execute(f"SET threads = {max(1, min(2, os.cpu_count() or 1))}")  # each thread's buffers count against the limit
-    con.execute("SET preserve_insertion_order = false")
-    return con
+    def __init__(self, spill: Path):
+        import duckdb
 
+        self.con = duckdb.connect()
+        self.threads = max(1, min(2, os.cpu_count() or 1))
+        self.retried: list[str] = []
+        self.on_one_thread = False
+        self.con.execute(f"SET memory_limit = '{DUCKDB_MEMORY}'")
+        self.con.execute(f"SET temp_directory = '{spill}'")
+        self.con.execute(f"SET threads = {self.threads}")  # each thread's buffers count against the limit
+        self.con.execute("SET preserve_insertion_order = false")
 
-def bounded(con, sql: str, before_retry=lambda: None):
-    """`con.execute(sql)`, once more on one thread (after `before_retry`) if DuckDB ran out of its memory limit:
-    each thread's buffers count against it, and with two threads a large partitioned write sometimes passes it
-    (bench/README.md)."""
-    import duckdb
+    def __getattr__(self, name: str):
+        return getattr(self.con, name)
 
-    try:
-        return con.execute(sql)
-    except duckdb.OutOfMemoryException:
-        con.execute("SET threads = 1")
-        before_retry()
-        return con.execute(sql)
+    def bounded(self, what: str, sql: str, before_retry=lambda: None):
+        """`execute(sql)`, once more on one thread (after `before_retry`) if DuckDB ran out of its memory limit:
+        each thread's buffers count against it, and with two threads a large partitioned write sometimes passes
+        it (bench/README.md). The next bounded statement has its threads back (set before it, not after the
+        retry, which would replace the retry's result): one thread for everything after a retry made the
+        30M-event run's leg numbering several times slower."""
+        import duckdb
+
+        if self.on_one_thread:
+            self.con.execute(f"SET threads = {self.threads}")
+            self.on_one_thread = False
+        try:
+            return self.con.execute(sql)
+        except duckdb.OutOfMemoryException:
+            self.retried.append(what)
+            self.con.execute("SET threads = 1")
+            self.on_one_thread = True
+            before_retry()
+            return self.con.execute(sql)
 
 
 def events_view(con, files: list[Path], nodes: dict[str, str], has_node: bool) -> None:
@@ -145,10 +163,9 @@ def estimate_clocks(con, rows: int = 0) -> tuple[Clocks | None, dict[str, str]]:
     vantage_node = dict(pairs)
     if len(counts) < 2:
         return None, vantage_node
-    tight = bounded(con, f"""
+    tight = con.bounded("clocks", f"""
         WITH d AS (
-            SELECT CASE WHEN qr THEN CAST(dst_ip AS VARCHAR) ELSE CAST(src_ip AS VARCHAR) END AS cip,
-                   CASE WHEN qr THEN dst_port ELSE src_port END AS cport, dns_id, CAST(proto AS VARCHAR) AS proto,
+            SELECT {CLIENT_IP} AS cip, {CLIENT_PORT} AS cport, dns_id, CAST(proto AS VARCHAR) AS proto,
                    ts_ns AS ts, qr, clock_node AS node
             FROM ev WHERE kind = 'dns' AND clock_node <> ''),
         sampled AS (
@@ -200,7 +217,7 @@ def offsets_table(con, clocks: Clocks | None) -> None:
 def write_parts(con, directory: Path, parts: int) -> None:
     """Every event with a question, shifted onto one time line (`orig_ts` keeps the node's own time), into the
     part of its question."""
-    bounded(con, f"""
+    con.bounded("partitioned write", f"""
         COPY (
             SELECT e.* EXCLUDE (ts_ns, filename, file_row_number), e.ts_ns AS orig_ts, e.ts_ns - coalesce(o.shift, 0) AS ts_ns,
                    CAST(hash(CAST(e.qname AS VARCHAR), CAST(e.qtype AS VARCHAR)) % {parts} AS INTEGER) AS part
@@ -291,7 +308,7 @@ def correlate_files(files: list[Path], logs: schema.ParsedLogs | None = None, ca
     capture_stats = capture_stats or {}
     with tempfile.TemporaryDirectory(prefix="dnsc-outofcore-", dir=spill) as tmp:
         tmp = Path(tmp)
-        con = connect(tmp / "spill")
+        con = Engine(tmp / "spill")
         has_node = bool(con.execute("SELECT count(*) FROM (SELECT * FROM parquet_schema(?) WHERE name = 'node')",
                                     [[str(f) for f in files]]).fetchone()[0])
         events_view(con, files, nodes or {}, has_node)
@@ -325,6 +342,11 @@ def correlate_files(files: list[Path], logs: schema.ParsedLogs | None = None, ca
         con.close()
     correlation = merged(pieces, capture, control, logs, capture_stats)
     correlation.stats.update({"parts": parts, "largest_part": max(sizes, default=0)})
+    if con.retried:
+        correlation.stats["duckdb_retries"] = len(con.retried)
+        correlation.warnings.append(
+            f"out of core: DuckDB ran past its {DUCKDB_MEMORY} memory limit on two threads {len(con.retried)} times "
+            f"({', '.join(sorted(set(con.retried)))}) and ran each of those steps again on one thread: slower, the same result")
     if cut:
         edge = sum(int(p.stats.get("slice_edge_traces", 0)) for p in pieces)
         correlation.stats.update({"parts_cut_by_time": cut, "slice_edge_traces": edge})
@@ -360,30 +382,14 @@ class Span:
         return max(self.end, self.reach)
 
 
-def leg_slices(con, files: list[Path], rows: int, part_rows: int, directory: Path):
+def leg_slices(con: Engine, files: list[Path], rows: int, part_rows: int, directory: Path):
     """Yield (Span, events) for a part too large to hold: its rows cut, along their legs, into slices of about
     `part_rows` events (module docstring), written in one DuckDB pass (a leg to each slice it is read by) and
     read back one at a time, in the in-memory path's order."""
     count = math.ceil(rows / part_rows)
-    listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
-    bounded(con, f"""
-        CREATE OR REPLACE TEMP TABLE legged AS
-        WITH keyed AS (
-            SELECT *, CASE WHEN qr THEN CAST(dst_ip AS VARCHAR) ELSE CAST(src_ip AS VARCHAR) END AS _cip,
-                   CASE WHEN qr THEN dst_port ELSE src_port END AS _cport,
-                   coalesce(CAST(ifname AS VARCHAR) = 'dns-proxy', false) AS _proxy
-            FROM read_parquet([{listed}])),
-        marked AS (
-            SELECT *, CASE WHEN lag(ts_ns) OVER w IS NULL OR ts_ns - lag(ts_ns) OVER w > {LEG_GAP_NS}
-                                OR (NOT qr AND NOT _proxy AND lag(qr) OVER w) THEN 1 ELSE 0 END AS _fresh
-            FROM keyed WINDOW w AS (PARTITION BY _cip, _cport, dns_id, proto ORDER BY ts_ns, qr)),
-        numbered AS (
-            SELECT *, sum(_fresh) OVER (PARTITION BY _cip, _cport, dns_id, proto ORDER BY ts_ns, qr
-                                        ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS _leg
-            FROM marked)
-        SELECT * EXCLUDE (_fresh, _proxy),
-               min(ts_ns) OVER l AS _leg_start, max(ts_ns) OVER l AS _leg_end
-        FROM numbered WINDOW l AS (PARTITION BY _cip, _cport, dns_id, proto, _leg)""")
+    legs = numbered_legs(con, files, count, directory.with_name(directory.name + "-legs"))
+    listed = f"'{legs}/*.parquet'"
+    con.execute(f"CREATE OR REPLACE TEMP VIEW legged AS SELECT * FROM read_parquet({listed})")
     cuts = con.execute(f"SELECT quantile_disc(_leg_start, {[k / count for k in range(1, count)]}) FROM legged").fetchone()[0]
     edges = sorted({int(c) for c in cuts})
     lowest = int(con.execute("SELECT min(_leg_start) FROM legged").fetchone()[0])
@@ -397,18 +403,57 @@ def leg_slices(con, files: list[Path], rows: int, part_rows: int, directory: Pat
     spans = [Span(lo, hi, int(reach.get(i) or hi)) for i, (lo, hi) in enumerate(cores)]
     con.execute("CREATE OR REPLACE TEMP TABLE spans (slice INTEGER, lo BIGINT, hi BIGINT)")
     con.executemany("INSERT INTO spans VALUES (?, ?, ?)", [(i, s.read_from, s.read_to) for i, s in enumerate(spans)])
-    bounded(con, f"""
-        COPY (SELECT e.* EXCLUDE (_cip, _cport, _leg, _leg_start, _leg_end), s.slice
+    con.bounded("slices", f"""
+        COPY (SELECT e.* EXCLUDE (_leg_start, _leg_end), s.slice
               FROM legged e JOIN spans s ON e._leg_start < s.hi AND e._leg_end >= s.lo)
         TO '{directory}' (FORMAT parquet, PARTITION_BY (slice), OVERWRITE_OR_IGNORE true, ROW_GROUP_SIZE {WRITE_ROW_GROUP})""",
             before_retry=lambda: shutil.rmtree(directory, ignore_errors=True))
-    con.execute("DROP TABLE legged")
+    con.execute("DROP VIEW legged")
+    shutil.rmtree(legs.parent)
     for i, span in enumerate(spans):
         found = sorted((directory / f"slice={i}").glob("*.parquet"))
         if found:
             yield span, read_part(found)
             for f in found:
                 f.unlink()  # the disk a slice took is given back as the next is read
+
+
+def numbered_legs(con: Engine, files: list[Path], buckets: int, directory: Path) -> Path:
+    """A directory of the part's rows, each with its leg's start and end (`_leg_start`, `_leg_end`): a leg is a
+    client socket's DNS id's rows, and a new one starts after a response or a silence of LEG_GAP_NS (the
+    pipeline's rule). The rows are first split by a hash of the client socket and id into `buckets` of about a
+    part's size, and each bucket's legs are numbered alone: a leg never spans two buckets, and DuckDB's windows
+    then sort a bucket in memory. One window over the whole of a busy part (the earlier way) spilled far past
+    DuckDB's limit and took most of the 30M-event run's time (bench/README.md)."""
+    split, legs = directory / "buckets", directory / "legs"
+    legs.mkdir(parents=True)
+    listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+    con.bounded("leg buckets", f"""
+        COPY (SELECT *, CAST(hash({CLIENT_IP}, {CLIENT_PORT}, dns_id, proto) % {buckets} AS INTEGER) AS _bucket FROM read_parquet([{listed}]))
+        TO '{split}' (FORMAT parquet, PARTITION_BY (_bucket), OVERWRITE_OR_IGNORE true, ROW_GROUP_SIZE {WRITE_ROW_GROUP})""",
+                before_retry=lambda: shutil.rmtree(split, ignore_errors=True))
+    for bucket in sorted(split.glob("_bucket=*")):
+        con.bounded("leg numbering", f"""
+            COPY (
+                WITH keyed AS (
+                    SELECT *, {CLIENT_IP} AS _cip, {CLIENT_PORT} AS _cport,
+                           coalesce(CAST(ifname AS VARCHAR) = 'dns-proxy', false) AS _proxy
+                    FROM read_parquet('{bucket}/*.parquet')),
+                marked AS (
+                    SELECT *, CASE WHEN lag(ts_ns) OVER w IS NULL OR ts_ns - lag(ts_ns) OVER w > {LEG_GAP_NS}
+                                        OR (NOT qr AND NOT _proxy AND lag(qr) OVER w) THEN 1 ELSE 0 END AS _fresh
+                    FROM keyed WINDOW w AS (PARTITION BY _cip, _cport, dns_id, proto ORDER BY ts_ns, qr)),
+                numbered AS (
+                    SELECT *, sum(_fresh) OVER (PARTITION BY _cip, _cport, dns_id, proto ORDER BY ts_ns, qr
+                                                ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS _leg
+                    FROM marked)
+                SELECT * EXCLUDE (_fresh, _proxy, _cip, _cport, _leg),
+                       min(ts_ns) OVER l AS _leg_start, max(ts_ns) OVER l AS _leg_end
+                FROM numbered WINDOW l AS (PARTITION BY _cip, _cport, dns_id, proto, _leg))
+            TO '{legs / (bucket.name + ".parquet")}' (FORMAT parquet, ROW_GROUP_SIZE {WRITE_ROW_GROUP})""")
+        shutil.rmtree(bucket)  # the disk a bucket took is given back as its legs are written
+    split.rmdir()
+    return legs
 
 
 LOG_SLACK_NS = 10**9  # a CoreDNS log line is stamped when it is written, after its response left: a second's leeway either side

@@ -35,7 +35,7 @@ TIME_COLUMNS = {"t_start", "t_server_in", "t_server_out", "t_client_in", "to_ser
 ROUNDING_NS = 256
 LOG_LINE = {"log_rcode", "log_duration_s", "log_ref"}
 ASKED_ANOTHER_QUESTION = {"cname-without-a"}  # the one difference, and on purpose: see below
-OUT_OF_CORE_STATS = ("parts", "largest_part", "parts_cut_by_time", "slice_edge_traces")  # how it was cut, which memory has not
+OUT_OF_CORE_STATS = ("parts", "largest_part", "parts_cut_by_time", "slice_edge_traces", "duckdb_retries")  # how it was cut, which memory has not
 
 
 def capture_dir(tmp_path, fixture: str, skew_ns: int = 4_000_000):
@@ -316,3 +316,35 @@ def test_a_busy_name_asked_by_many_clients_at_once_is_cut_along_its_lookups_not_
         assert as_text(a[column]) == as_text(b[column]), column
     assert [(f.code, f.hop, f.count) for f in mem.findings] == [(f.code, f.hop, f.count) for f in ooc.findings]
     assert mem.correlation.stats == {k: v for k, v in got.items() if k not in OUT_OF_CORE_STATS}
+
+
+class RunsOutOnce:
+    """A DuckDB connection that runs out of memory the first time it is asked one statement, as a partitioned write
+    on two threads sometimes does; it records the thread counts set."""
+
+    def __init__(self, con, failing: str):
+        self.con, self.failing, self.threads_set = con, failing, []
+
+    def execute(self, sql: str, *args):
+        import duckdb
+
+        if sql.startswith("SET threads"):
+            self.threads_set.append(int(sql.split("=")[1]))
+        if sql == self.failing:
+            self.failing = None
+            raise duckdb.OutOfMemoryException("Out of Memory Error: could not allocate block")
+        return self.con.execute(sql, *args)
+
+
+def test_a_statement_past_duckdbs_limit_runs_again_on_one_thread_is_counted_and_gives_the_threads_back(tmp_path):
+    from dnscorrelate.correlate.outofcore import Engine
+
+    engine = Engine(tmp_path)
+    statement = "SELECT 42"
+    engine.con = RunsOutOnce(engine.con, statement)
+    cleaned = []
+    assert engine.bounded("the answer", statement, before_retry=lambda: cleaned.append(True)).fetchone() == (42,)
+    assert engine.retried == ["the answer"] and cleaned == [True]
+    assert engine.con.threads_set == [1]  # one thread for the retry
+    assert engine.bounded("again", statement).fetchone() == (42,) and engine.retried == ["the answer"]
+    assert engine.con.threads_set == [1, engine.threads]  # and back for the next
