@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import struct
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import dpkt
@@ -177,18 +177,23 @@ def read_pcap_detailed(path: str | Path, vantage: str | None = None, ports: tupl
     every packet on the per-packet path (the reference the bulk path is tested against)."""
     with memory_reused():
         reader = PcapReader(Path(path), vantage, frozenset(ports or DEFAULT_PORTS), verify_checksums)
-        rows = read_in_bulk(reader) if bulk else None
-        if rows is None:
+        classified = read_in_bulk(reader) if bulk else None
+        if classified is None:
             reader = PcapReader(Path(path), vantage, frozenset(ports or DEFAULT_PORTS), verify_checksums)
             reader.read()
             rows = columns_of_rows(reader.rows)
+        else:
+            rows = classified.rows
         frame = frame_of_columns(rows, reader.vantages, reader.stats)
+        if classified is not None:
+            reader.stats["bad_checksum"] += classified.bad_checksum.result()  # summed in a second thread meanwhile
         return result_of(frame, rows.frame_number, reader.stats)
 
 
-def read_in_bulk(reader: PcapReader) -> RowColumns | None:
-    """The file's rows in file order: common packets parsed at once (bulk.py), the rest one by one on the
-    per-packet path, in file order. None for a file the bulk path leaves to the per-packet path whole."""
+def read_in_bulk(reader: PcapReader) -> bulk.Classified | None:
+    """The file's packets classified, with its rows in file order: common packets parsed at once (bulk.py),
+    the rest one by one on the per-packet path, in file order. None for a file the bulk path leaves to the
+    per-packet path whole."""
     capture = CaptureFile(reader.path, reader.stats)
     view = bulk.FileView(capture.data)
     index = bulk.pcap_index(capture, view) if capture.format == "pcap" else bulk.pcapng_index(capture, view)
@@ -205,9 +210,9 @@ def read_in_bulk(reader: PcapReader) -> RowColumns | None:
         reader.stats["packets_" + reader.packet(int(linktypes[packet.interface]), packet, i + 1)] += 1
     reader.finish()
     if not reader.rows:
-        return classified.rows  # in file order already
+        return classified  # its rows are in file order already
     parts = concat_columns([classified.rows, columns_of_rows(reader.rows)])
-    return parts.take(np.argsort(parts.frame_number, kind="stable"))
+    return replace(classified, rows=parts.take(np.argsort(parts.frame_number, kind="stable")))
 
 
 def result_of(frame: pd.DataFrame, numbers: np.ndarray, counted: Counter) -> PcapResult:
