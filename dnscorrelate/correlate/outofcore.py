@@ -75,6 +75,7 @@ OPEN_END_NS = 2**62  # "any time" at the outer ends of a part's first and last s
 CLOCK_ROWS = 20_000_000  # events past which the clocks' pass takes a sample of client sockets
 DUCKDB_MEMORY = "1GB"  # DuckDB's own limit; past it, its sorts and hash tables spill to a temporary directory
 WRITE_ROW_GROUP = 20_000  # rows a part's writer buffers per thread before it writes them out
+WRITE_FANOUT = 32  # partitions one DuckDB write holds open at most (write_partitioned)
 CONTROL = ("tcp-syn", "tcp-synack", "tcp-rst")
 EVENT_DTYPES = schema.dtypes(schema.EVENTS)
 CLIENT_IP = "CASE WHEN qr THEN CAST(dst_ip AS VARCHAR) ELSE CAST(src_ip AS VARCHAR) END"  # a DNS row's client socket, in SQL
@@ -214,17 +215,40 @@ def offsets_table(con, clocks: Clocks | None) -> None:
         con.executemany("INSERT INTO offsets VALUES (?, ?)", [(n, est) for n, (est, _) in clocks.offsets.items()])
 
 
-def write_parts(con, directory: Path, parts: int) -> None:
+def write_parts(con: Engine, directory: Path, parts: int) -> None:
     """Every event with a question, shifted onto one time line (`orig_ts` keeps the node's own time), into the
     part of its question."""
-    con.bounded("partitioned write", f"""
-        COPY (
-            SELECT e.* EXCLUDE (ts_ns, filename, file_row_number), e.ts_ns AS orig_ts, e.ts_ns - coalesce(o.shift, 0) AS ts_ns,
-                   CAST(hash(CAST(e.qname AS VARCHAR), CAST(e.qtype AS VARCHAR)) % {parts} AS INTEGER) AS part
-            FROM ev e LEFT JOIN offsets o ON o.node = e.clock_node
-            WHERE e.kind NOT IN ({", ".join(f"'{k}'" for k in CONTROL)}))
-        TO '{directory}' (FORMAT parquet, PARTITION_BY (part), OVERWRITE_OR_IGNORE true, ROW_GROUP_SIZE {WRITE_ROW_GROUP})""",
-            before_retry=lambda: shutil.rmtree(directory, ignore_errors=True))  # no file of the failed write is read
+    write_partitioned(con, "partitioned write", f"""
+        SELECT e.* EXCLUDE (ts_ns, filename, file_row_number), e.ts_ns AS orig_ts, e.ts_ns - coalesce(o.shift, 0) AS ts_ns,
+               CAST(hash(CAST(e.qname AS VARCHAR), CAST(e.qtype AS VARCHAR)) % {parts} AS INTEGER) AS part
+        FROM ev e LEFT JOIN offsets o ON o.node = e.clock_node
+        WHERE e.kind NOT IN ({", ".join(f"'{k}'" for k in CONTROL)})""", "part", parts, directory)
+
+
+def write_partitioned(con: Engine, what: str, select: str, key: str, count: int, directory: Path) -> None:
+    """The rows of `select` written to `directory/KEY=N/*.parquet` by the value N of the integer column `key`
+    (0 <= N < count). One write holds every partition's writer open at once, and each buffers a row group:
+    at 100 parts that passed DuckDB's 1 GB limit even on one thread (bench/README.md). So past WRITE_FANOUT
+    partitions the rows go first into groups of partitions (`key % groups`), and each group is then written
+    out alone: every write holds WRITE_FANOUT writers at most, and each row is written once more per level."""
+    if count <= WRITE_FANOUT:
+        con.bounded(what, f"""
+            COPY ({select}) TO '{directory}'
+            (FORMAT parquet, PARTITION_BY ({key}), OVERWRITE_OR_IGNORE true, ROW_GROUP_SIZE {WRITE_ROW_GROUP})""",
+                    before_retry=lambda: shutil.rmtree(directory, ignore_errors=True))  # no file of the failed write is read
+        return
+    groups, group_key = math.ceil(count / WRITE_FANOUT), f"{key}_group"
+    staged = directory.with_name(directory.name + "-groups")
+    write_partitioned(con, what, f"SELECT *, {key} % {groups} AS {group_key} FROM ({select})", group_key, groups, staged)
+    directory.mkdir(parents=True, exist_ok=True)
+    for i, group in enumerate(sorted(staged.glob(f"{group_key}=*"))):
+        out = staged / f"out-{i}"  # a retry of this group's write removes its own partitions alone
+        write_partitioned(con, what, f"SELECT * FROM read_parquet('{group}/*.parquet', hive_partitioning = false)", key,
+                          math.ceil(count / groups), out)
+        for partition in out.iterdir():
+            partition.rename(directory / partition.name)  # each partition is in one group: no two meet
+        shutil.rmtree(group)  # the disk a group took is given back as its partitions are written
+    shutil.rmtree(staged)
 
 
 def control_rows(con) -> pd.DataFrame:
@@ -403,11 +427,9 @@ def leg_slices(con: Engine, files: list[Path], rows: int, part_rows: int, direct
     spans = [Span(lo, hi, int(reach.get(i) or hi)) for i, (lo, hi) in enumerate(cores)]
     con.execute("CREATE OR REPLACE TEMP TABLE spans (slice INTEGER, lo BIGINT, hi BIGINT)")
     con.executemany("INSERT INTO spans VALUES (?, ?, ?)", [(i, s.read_from, s.read_to) for i, s in enumerate(spans)])
-    con.bounded("slices", f"""
-        COPY (SELECT e.* EXCLUDE (_leg_start, _leg_end), s.slice
-              FROM legged e JOIN spans s ON e._leg_start < s.hi AND e._leg_end >= s.lo)
-        TO '{directory}' (FORMAT parquet, PARTITION_BY (slice), OVERWRITE_OR_IGNORE true, ROW_GROUP_SIZE {WRITE_ROW_GROUP})""",
-            before_retry=lambda: shutil.rmtree(directory, ignore_errors=True))
+    write_partitioned(con, "slices", """
+        SELECT e.* EXCLUDE (_leg_start, _leg_end), s.slice
+        FROM legged e JOIN spans s ON e._leg_start < s.hi AND e._leg_end >= s.lo""", "slice", len(spans), directory)
     con.execute("DROP VIEW legged")
     shutil.rmtree(legs.parent)
     for i, span in enumerate(spans):
@@ -428,10 +450,9 @@ def numbered_legs(con: Engine, files: list[Path], buckets: int, directory: Path)
     split, legs = directory / "buckets", directory / "legs"
     legs.mkdir(parents=True)
     listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
-    con.bounded("leg buckets", f"""
-        COPY (SELECT *, CAST(hash({CLIENT_IP}, {CLIENT_PORT}, dns_id, proto) % {buckets} AS INTEGER) AS _bucket FROM read_parquet([{listed}]))
-        TO '{split}' (FORMAT parquet, PARTITION_BY (_bucket), OVERWRITE_OR_IGNORE true, ROW_GROUP_SIZE {WRITE_ROW_GROUP})""",
-                before_retry=lambda: shutil.rmtree(split, ignore_errors=True))
+    write_partitioned(con, "leg buckets", f"""
+        SELECT *, CAST(hash({CLIENT_IP}, {CLIENT_PORT}, dns_id, proto) % {buckets} AS INTEGER) AS _bucket
+        FROM read_parquet([{listed}])""", "_bucket", buckets, split)
     for bucket in sorted(split.glob("_bucket=*")):
         con.bounded("leg numbering", f"""
             COPY (

@@ -348,3 +348,29 @@ def test_a_statement_past_duckdbs_limit_runs_again_on_one_thread_is_counted_and_
     assert engine.con.threads_set == [1]  # one thread for the retry
     assert engine.bounded("again", statement).fetchone() == (42,) and engine.retried == ["the answer"]
     assert engine.con.threads_set == [1, engine.threads]  # and back for the next
+
+
+def test_parts_past_the_writers_fanout_are_written_in_groups_and_give_the_same_traces(tmp_path, monkeypatch):
+    from dnscorrelate.correlate import outofcore
+
+    directory, logs, facts = capture_dir(tmp_path, "bad-forward-server")
+    rows = sum(pq.read_metadata(p).num_rows for p in directory.glob("*.parquet"))
+    part_rows = 2
+    writes = []
+    write = outofcore.write_partitioned
+    monkeypatch.setattr(outofcore, "write_partitioned", lambda *args: writes.append(args[4]) or write(*args))
+    monkeypatch.setattr(outofcore, "WRITE_FANOUT", 10**6)
+    at_once = analyze_files(events.capture_files(directory), logs, facts, events.capture_dir_stats(directory), part_rows=part_rows)
+    parts = at_once.correlation.stats["parts"]
+    assert writes[0] == parts  # the parts' write, whole
+    monkeypatch.setattr(outofcore, "WRITE_FANOUT", 3)  # parts / 3 groups, then each group's parts: more than 3**2 parts, so 3 levels
+    assert -(-rows // part_rows) > 3**2
+    writes.clear()
+    grouped = analyze_files(events.capture_files(directory), logs, facts, events.capture_dir_stats(directory), part_rows=part_rows)
+    assert writes[:2] == [parts, -(-parts // 3)]  # the parts' write goes first into groups of parts
+    assert grouped.correlation.stats["parts"] == at_once.correlation.stats["parts"] > 9
+    a, b = at_once.correlation.traces, grouped.correlation.traces
+    assert len(a) == len(b) > 0
+    for column in ("trace_id", "qname", "client_ip", "client_port", "outcome", "rcode", "server", "t_start"):
+        assert as_text(a[column]) == as_text(b[column]), column
+    assert [(f.code, f.hop, f.count) for f in at_once.findings] == [(f.code, f.hop, f.count) for f in grouped.findings]
