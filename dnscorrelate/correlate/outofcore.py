@@ -63,6 +63,7 @@ import numpy as np
 import pandas as pd
 
 from dnscorrelate import schema
+from dnscorrelate.errors import EventsError
 from dnscorrelate.correlate.clocks import EXCHANGE_WINDOW_NS, Clocks, cross_node_segments, solve
 from dnscorrelate.correlate.legs import LEG_GAP_NS, SERVER_ROLES
 from dnscorrelate.correlate.logs import log_warnings
@@ -131,7 +132,11 @@ class Engine:
             self.con.execute("SET threads = 1")
             self.on_one_thread = True
             before_retry()
+        try:
             return self.con.execute(sql)
+        except duckdb.OutOfMemoryException as err:
+            raise EventsError(f"out of core: DuckDB ran out of its {DUCKDB_MEMORY} memory limit in the {what}, even on one thread "
+                              f"({str(err).splitlines()[0]})") from None
 
 
 def events_view(con, files: list[Path], nodes: dict[str, str], has_node: bool) -> None:
@@ -411,25 +416,26 @@ def leg_slices(con: Engine, files: list[Path], rows: int, part_rows: int, direct
     `part_rows` events (module docstring), written in one DuckDB pass (a leg to each slice it is read by) and
     read back one at a time, in the in-memory path's order."""
     count = math.ceil(rows / part_rows)
-    legs = numbered_legs(con, files, count, directory.with_name(directory.name + "-legs"))
+    # buckets a quarter of a part: a window holds every column of its rows, and a part's worth of them neared DuckDB's limit
+    legs = numbered_legs(con, files, 4 * count, directory.with_name(directory.name + "-legs"))
     listed = f"'{legs}/*.parquet'"
     con.execute(f"CREATE OR REPLACE TEMP VIEW legged AS SELECT * FROM read_parquet({listed})")
-    cuts = con.execute(f"SELECT quantile_disc(_leg_start, {[k / count for k in range(1, count)]}) FROM legged").fetchone()[0]
-    edges = sorted({int(c) for c in cuts})
-    lowest = int(con.execute("SELECT min(_leg_start) FROM legged").fetchone()[0])
+    # approximate quantiles (a t-digest: bounded memory, where an exact one holds every start): a slice need only be about
+    # `part_rows` events
+    cuts, lowest = con.bounded("slice edges", f"""
+        SELECT approx_quantile(_leg_start, {[k / count for k in range(1, count)]}), min(_leg_start) FROM legged""").fetchone()
+    edges, lowest = sorted({int(c) for c in cuts}), int(lowest)
     cores = [(a, b) for a, b in zip([lowest, *edges], [*edges, OPEN_END_NS]) if b > a]
     cores[0] = (-OPEN_END_NS, cores[0][1])  # the outer slices reach out to any time: a log record before the first packet is theirs
-    con.execute("CREATE OR REPLACE TEMP TABLE cores (slice INTEGER, lo BIGINT, hi BIGINT)")
-    con.executemany("INSERT INTO cores VALUES (?, ?, ?)", [(i, lo, hi) for i, (lo, hi) in enumerate(cores)])
-    reach = dict(con.execute("""
-        SELECT c.slice, max(l._leg_end) FROM cores c JOIN legged l ON l._leg_start >= c.lo AND l._leg_start < c.hi
-        GROUP BY 1""").fetchall())
+    reach = dict(con.bounded("slice reach", f"""
+        SELECT {slice_of("_leg_start", [lo for lo, _ in cores])}, max(_leg_end) FROM legged GROUP BY 1""").fetchall())
     spans = [Span(lo, hi, int(reach.get(i) or hi)) for i, (lo, hi) in enumerate(cores)]
-    con.execute("CREATE OR REPLACE TEMP TABLE spans (slice INTEGER, lo BIGINT, hi BIGINT)")
-    con.executemany("INSERT INTO spans VALUES (?, ?, ?)", [(i, s.read_from, s.read_to) for i, s in enumerate(spans)])
-    write_partitioned(con, "slices", """
-        SELECT e.* EXCLUDE (_leg_start, _leg_end), s.slice
-        FROM legged e JOIN spans s ON e._leg_start < s.hi AND e._leg_end >= s.lo""", "slice", len(spans), directory)
+    # each leg to every slice that reads it, listed row by row: a range join against the spans sorted the whole busy part
+    reads_from, reads_to = [s.read_from for s in spans], [s.read_to for s in spans]
+    write_partitioned(con, "slices", f"""
+        SELECT * EXCLUDE (_leg_start, _leg_end, _slices), CAST(unnest(_slices) AS INTEGER) AS slice
+        FROM (SELECT *, list_filter(range({len(spans)}), lambda i: _leg_start < {reads_to}[i + 1] AND _leg_end >= {reads_from}[i + 1]) AS _slices
+              FROM legged)""", "slice", len(spans), directory)
     con.execute("DROP VIEW legged")
     shutil.rmtree(legs.parent)
     for i, span in enumerate(spans):
@@ -440,11 +446,16 @@ def leg_slices(con: Engine, files: list[Path], rows: int, part_rows: int, direct
                 f.unlink()  # the disk a slice took is given back as the next is read
 
 
+def slice_of(column: str, starts: list[int]) -> str:
+    """SQL for the index of the last of the ascending `starts` at or before `column` (the first is before any)."""
+    return f"CAST(len(list_filter({starts}, lambda s: s <= {column})) - 1 AS INTEGER)"
+
+
 def numbered_legs(con: Engine, files: list[Path], buckets: int, directory: Path) -> Path:
     """A directory of the part's rows, each with its leg's start and end (`_leg_start`, `_leg_end`): a leg is a
     client socket's DNS id's rows, and a new one starts after a response or a silence of LEG_GAP_NS (the
-    pipeline's rule). The rows are first split by a hash of the client socket and id into `buckets` of about a
-    part's size, and each bucket's legs are numbered alone: a leg never spans two buckets, and DuckDB's windows
+    pipeline's rule). The rows are first split by a hash of the client socket and id into `buckets`, and each
+    bucket's legs are numbered alone: a leg never spans two buckets, and DuckDB's windows
     then sort a bucket in memory. One window over the whole of a busy part (the earlier way) spilled far past
     DuckDB's limit and took most of the 30M-event run's time (bench/README.md)."""
     split, legs = directory / "buckets", directory / "legs"

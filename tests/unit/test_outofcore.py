@@ -322,16 +322,16 @@ class RunsOutOnce:
     """A DuckDB connection that runs out of memory the first time it is asked one statement, as a partitioned write
     on two threads sometimes does; it records the thread counts set."""
 
-    def __init__(self, con, failing: str):
-        self.con, self.failing, self.threads_set = con, failing, []
+    def __init__(self, con, failing: str, times: int = 1):
+        self.con, self.failing, self.times, self.threads_set = con, failing, times, []
 
     def execute(self, sql: str, *args):
         import duckdb
 
         if sql.startswith("SET threads"):
             self.threads_set.append(int(sql.split("=")[1]))
-        if sql == self.failing:
-            self.failing = None
+        if sql == self.failing and self.times:
+            self.times -= 1
             raise duckdb.OutOfMemoryException("Out of Memory Error: could not allocate block")
         return self.con.execute(sql, *args)
 
@@ -374,3 +374,12 @@ def test_parts_past_the_writers_fanout_are_written_in_groups_and_give_the_same_t
     for column in ("trace_id", "qname", "client_ip", "client_port", "outcome", "rcode", "server", "t_start"):
         assert as_text(a[column]) == as_text(b[column]), column
     assert [(f.code, f.hop, f.count) for f in at_once.findings] == [(f.code, f.hop, f.count) for f in grouped.findings]
+
+
+def test_a_statement_past_duckdbs_limit_on_one_thread_too_is_an_error_naming_the_step(tmp_path):
+    from dnscorrelate.correlate.outofcore import Engine
+
+    engine = Engine(tmp_path)
+    engine.con = RunsOutOnce(engine.con, "SELECT 42", times=2)
+    with pytest.raises(EventsError, match="in the leg numbering, even on one thread .Out of Memory Error: could not allocate block"):
+        engine.bounded("leg numbering", "SELECT 42")
