@@ -40,10 +40,12 @@ What it cannot hold: an exchange that starts after the query it serves was last 
 long after a client stopped waiting); unanswered lookups near a slice's end are counted
 (`slice_edge_traces`). Memory then follows a slice (`largest_part` in the stats is the most events held at
 once, with a warning past 2 x `PART_ROWS`). Time: two scans of the files, one hash-partitioned write (for each
-cut part: one pass to split it by client socket into buckets of a part's size, one over each bucket to number
+cut part: one pass to split it by client socket into buckets of a quarter part, one over each bucket to number
 its legs, one to write its slices), and the pipeline over each part or slice: every sort is of a part's size at
-most, so the time is linear in the events. A statement that still passes DuckDB's memory limit runs again on one
-thread, and is counted (`duckdb_retries`, with a warning). Differences from the in-memory path:
+most, so the time is linear in the events. A partitioned write holds WRITE_FANOUT partitions open at most, in
+levels of groups past it (`write_partitioned`: a level per factor of 32 in the parts). A statement that still
+passes DuckDB's memory limit runs again on one thread, and is counted (`duckdb_retries`, with a warning); if it
+runs out again, the error names the step. Differences from the in-memory path:
 a client socket that asks one question, another, then the first again with the same DNS id and no
 response between, makes two lookups in memory (the question changed) and one in its part (a
 retransmission); Hubble's L3/L4 flows (no question) are joined to the lookups of one part only, and
