@@ -37,10 +37,13 @@ def save_facts(facts: ClusterFacts, directory: Path) -> None:
 def analyze_files(files: list, logs: ParsedLogs | None, facts: ClusterFacts | None, capture_stats: dict | None = None,
                   part_rows: int | None = None) -> Analysis:
     """`analyze` of a capture directory's Parquet files, correlated out of core (correlate/outofcore.py)."""
-    from dnscorrelate.correlate.outofcore import PART_ROWS, correlate_files
+    from dnscorrelate.correlate.outofcore import PART_ROWS, OutOfMemory, correlate_files
 
-    correlation = correlate_files(files, logs, capture_stats, dns_servers(facts) if facts else None,
-                                  clock_of_vantage(facts, capture_stats), part_rows=part_rows or PART_ROWS)
+    try:
+        correlation = correlate_files(files, logs, capture_stats, dns_servers(facts) if facts else None,
+                                      clock_of_vantage(facts, capture_stats), part_rows=part_rows or PART_ROWS)
+    except OutOfMemory as err:
+        raise EventsError(str(err)) from None
     return Analysis(correlation, diagnose(correlation, facts), facts)
 
 

@@ -65,7 +65,6 @@ import numpy as np
 import pandas as pd
 
 from dnscorrelate import schema
-from dnscorrelate.errors import EventsError
 from dnscorrelate.correlate.clocks import EXCHANGE_WINDOW_NS, Clocks, cross_node_segments, solve
 from dnscorrelate.correlate.legs import LEG_GAP_NS, SERVER_ROLES
 from dnscorrelate.correlate.logs import log_warnings
@@ -95,6 +94,11 @@ class Capture:
     vantage_node: dict[str, str]  # {vantage: node} as the rows (or the facts) say
     one_place: bool
     has_node: bool  # some file has a `node` column
+
+
+class OutOfMemory(Exception):
+    """DuckDB ran out of its memory limit in a step even on one thread; the message names the step (the caller,
+    which may name errors.py's, makes it an EventsError)."""
 
 
 class Engine:
@@ -137,7 +141,7 @@ class Engine:
         try:
             return self.con.execute(sql)
         except duckdb.OutOfMemoryException as err:
-            raise EventsError(f"out of core: DuckDB ran out of its {DUCKDB_MEMORY} memory limit in the {what}, even on one thread "
+            raise OutOfMemory(f"out of core: DuckDB ran out of its {DUCKDB_MEMORY} memory limit in the {what}, even on one thread "
                               f"({str(err).splitlines()[0]})") from None
 
 

@@ -377,9 +377,28 @@ def test_parts_past_the_writers_fanout_are_written_in_groups_and_give_the_same_t
 
 
 def test_a_statement_past_duckdbs_limit_on_one_thread_too_is_an_error_naming_the_step(tmp_path):
-    from dnscorrelate.correlate.outofcore import Engine
+    from dnscorrelate.correlate.outofcore import Engine, OutOfMemory
 
     engine = Engine(tmp_path)
     engine.con = RunsOutOnce(engine.con, "SELECT 42", times=2)
-    with pytest.raises(EventsError, match="in the leg numbering, even on one thread .Out of Memory Error: could not allocate block"):
+    with pytest.raises(OutOfMemory, match="in the leg numbering, even on one thread .Out of Memory Error: could not allocate block"):
         engine.bounded("leg numbering", "SELECT 42")
+
+
+def test_correlate_says_which_step_ran_out_of_duckdbs_memory_without_a_traceback(tmp_path, monkeypatch):
+    from dnscorrelate.correlate import outofcore
+
+    directory, _, _ = capture_dir(tmp_path, "healthy")
+    statement = []
+    execute = outofcore.Engine.bounded
+
+    def clocks_run_out(engine, what, sql, before_retry=lambda: None):
+        if what == "clocks":
+            engine.con = RunsOutOnce(engine.con, sql, times=2)
+            statement.append(sql)
+        return execute(engine, what, sql, before_retry)
+
+    monkeypatch.setattr(outofcore.Engine, "bounded", clocks_run_out)
+    result = invoke("correlate", "--events", str(directory))
+    assert statement and result.exit_code == 2 and "Traceback" not in result.output
+    assert "out of core: DuckDB ran out of its 1GB memory limit in the clocks, even on one thread" in " ".join(result.output.split())
