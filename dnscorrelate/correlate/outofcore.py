@@ -469,14 +469,14 @@ def numbered_legs(con: Engine, files: list[Path], buckets: int, directory: Path)
     listed = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
     write_partitioned(con, "leg buckets", f"""
         SELECT *, CAST(hash({CLIENT_IP}, {CLIENT_PORT}, dns_id, proto) % {buckets} AS INTEGER) AS _bucket
-        FROM read_parquet([{listed}])""", "_bucket", buckets, split)
-    for bucket in sorted(split.glob("_bucket=*")):
+        FROM read_parquet([{listed}], hive_partitioning = false)""", "_bucket", buckets, split)
+    for i, bucket in enumerate(sorted(split.glob("_bucket=*"))):
         con.bounded("leg numbering", f"""
             COPY (
                 WITH keyed AS (
                     SELECT *, {CLIENT_IP} AS _cip, {CLIENT_PORT} AS _cport,
                            coalesce(CAST(ifname AS VARCHAR) = 'dns-proxy', false) AS _proxy
-                    FROM read_parquet('{bucket}/*.parquet')),
+                    FROM read_parquet('{bucket}/*.parquet', hive_partitioning = false)),
                 marked AS (
                     SELECT *, CASE WHEN lag(ts_ns) OVER w IS NULL OR ts_ns - lag(ts_ns) OVER w > {LEG_GAP_NS}
                                         OR (NOT qr AND NOT _proxy AND lag(qr) OVER w) THEN 1 ELSE 0 END AS _fresh
@@ -488,7 +488,7 @@ def numbered_legs(con: Engine, files: list[Path], buckets: int, directory: Path)
                 SELECT * EXCLUDE (_fresh, _proxy, _cip, _cport, _leg),
                        min(ts_ns) OVER l AS _leg_start, max(ts_ns) OVER l AS _leg_end
                 FROM numbered WINDOW l AS (PARTITION BY _cip, _cport, dns_id, proto, _leg))
-            TO '{legs / (bucket.name + ".parquet")}' (FORMAT parquet, ROW_GROUP_SIZE {WRITE_ROW_GROUP})""")
+            TO '{legs / f"bucket-{i}.parquet"}' (FORMAT parquet, ROW_GROUP_SIZE {WRITE_ROW_GROUP})""")
         shutil.rmtree(bucket)  # the disk a bucket took is given back as its legs are written
     split.rmdir()
     return legs

@@ -661,8 +661,6 @@ def classify(index: PacketIndex, linktypes: np.ndarray, ifindexes: np.ndarray, a
     return Classified(outcome, rows, bad, int((cut & handled & supported).sum()))
 
 
-
-
 def bad_checksums(view: FileView, h: Headers, handled: np.ndarray, *checked) -> int:
     """How many of the packets the bulk path `handled` have a wrong checksum (`checksums_bad`)."""
     return int((checksums_bad(view, h, *checked) & handled).sum())
