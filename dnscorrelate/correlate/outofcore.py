@@ -19,13 +19,16 @@ a lookup is stitched by exactly the rules it would be in memory.
 3. **Each part** is correlated in memory (`correlate(..., on_time_line=True)`), with the evidence-wide
    facts a part cannot see for itself (whether the whole capture is one place), and its CoreDNS log
    records split by the same hash.
-4. **Merged**: traces numbered again in the pipeline's order (first query, client address, port), the
-   cross-node segments judged once against the whole capture's clocks, counts added up. The sightings
-   kept are those the diagnosis reads (`kept_sightings`), not every packet: with a directory, the JSON and
-   HTML outputs give the traces without their full sighting lists.
+4. **Merged** (spilled.py): each part's tables are written to Parquet as soon as it is stitched; at the end
+   DuckDB numbers the traces again in the pipeline's order (first query, client address, port) and sorts each
+   table out of core, and the tables are read back once. The cross-node segments are judged once against the
+   whole capture's clocks, counts added up. The sightings kept are those the diagnosis reads
+   (`kept_sightings`), not every packet: with a directory, the JSON and HTML outputs give the traces without
+   their full sighting lists.
 
-Memory: one part's events and the traces found so far (a trace row for every lookup: about one for every
-8-15 events of a forwarded lookup), never the whole capture's events. A part holds every event of the
+Memory: one part's events while the parts are stitched, never the whole capture's events, nor the traces
+found so far; then the merged tables, which the diagnosis and the outputs read (a trace row for every lookup:
+about one for every 8-15 events of a forwarded lookup). A part holds every event of the
 questions hashed to it, so a capture dominated by a few names (the same Service asked by every pod) makes
 a part as large as those names' traffic. Such a part (past 2 x `PART_ROWS`) is cut again, by time but
 along its legs (`leg_slices`): DuckDB numbers each row's leg by the pipeline's rule (a client socket's DNS
@@ -70,6 +73,7 @@ from dnscorrelate.correlate.legs import LEG_GAP_NS, SERVER_ROLES
 from dnscorrelate.correlate.logs import log_warnings
 from dnscorrelate.correlate.network import attach_connects, connection_attempts
 from dnscorrelate.correlate.pipeline import Correlation, correlate, stats_shared
+from dnscorrelate.correlate.spilled import Spilled
 from dnscorrelate.correlate.upstream import SERVER_WAIT_NS
 
 PART_ROWS = 1_000_000  # events per part: the pipeline holds about 1.2 kB per event while stitching a part (bench/README.md)
@@ -355,27 +359,28 @@ def correlate_files(files: list[Path], logs: schema.ParsedLogs | None = None, ca
         write_parts(con, tmp / "parts", parts)
         control = control_rows(con)
         logs_of = split_logs(con, logs, parts)
-        pieces, sizes, cut, strings = [], [], 0, SharedValues()
+        pieces, sizes, cut, spilled = [], [], 0, Spilled(tmp / "merged")
         for part in range(parts):
             found = sorted((tmp / "parts" / f"part={part}").glob("*.parquet"))
             rows_in_part = sum(pq_rows(f) for f in found)
             if not found:  # no event asked these questions: their log records match nothing, as in memory
-                pieces.append(unmatched(logs_of[part]))
+                pieces.append(spilled.kept(unmatched(logs_of[part])))
                 continue
             if rows_in_part <= 2 * part_rows:
                 sizes.append(rows_in_part)
                 frame = read_part(found)
-                pieces.append(trimmed(correlate(frame, logs_of[part], {}, servers, on_time_line=True, one_place=capture.one_place), strings))
+                pieces.append(spilled.kept(trimmed(correlate(frame, logs_of[part], {}, servers, on_time_line=True, one_place=capture.one_place))))
                 del frame
                 continue
             cut += 1
             for span, frame in leg_slices(con, found, rows_in_part, part_rows, tmp / f"slices-{part}"):
                 sizes.append(len(frame))
                 piece = correlate(frame, logs_near(logs_of[part], span), {}, servers, on_time_line=True, one_place=capture.one_place)
-                pieces.append(trimmed(own_lookups(piece, frame, span), strings))
+                pieces.append(spilled.kept(trimmed(own_lookups(piece, frame, span))))
                 del frame, piece
+        shutil.rmtree(tmp / "parts", ignore_errors=True)  # the disk they took, before the merge takes its own
+        correlation = merged(pieces, spilled, con, capture, control, logs, capture_stats)
         con.close()
-    correlation = merged(pieces, capture, control, logs, capture_stats)
     correlation.stats.update({"parts": parts, "largest_part": max(sizes, default=0)})
     if con.retried:
         correlation.stats["duckdb_retries"] = len(con.retried)
@@ -564,71 +569,25 @@ def unmatched(logs: schema.ParsedLogs) -> Correlation:
                    stats={**empty.stats, "log_records_unmatched": len(logs.records)})
 
 
-def trimmed(piece: Correlation, strings: SharedValues) -> Correlation:
-    """A part's correlation with only the sightings the diagnosis reads, its text held as `strings`' objects."""
-    return replace(piece, traces=strings.of(piece.traces), upstream=strings.of(piece.upstream),
-                   sightings=strings.of(kept_sightings(piece)))
+def trimmed(piece: Correlation) -> Correlation:
+    """A part's correlation with only the sightings the diagnosis reads."""
+    return replace(piece, sightings=kept_sightings(piece))
 
 
-class SharedValues:
-    """One object for each distinct value of the tables' object columns, across every part. A part's pipeline
-    makes a string object per row and column (an address, a name, an outcome...), about 900 B of a trace row's
-    2.4 kB at 10M events, though a column holds few distinct values; rows of shared values hold only pointers.
-    Kept as object columns (not categoricals) so that every reader of the traces sees what it did before."""
-
-    def __init__(self):
-        self.seen: dict = {}
-
-    def of(self, frame: pd.DataFrame) -> pd.DataFrame:
-        shared = {}
-        for name in frame.columns:
-            if frame[name].dtype != object or not len(frame):
-                continue
-            try:
-                codes, uniques = pd.factorize(frame[name].to_numpy(), use_na_sentinel=False)
-                values = np.empty(len(uniques), dtype=object)
-                for i, value in enumerate(uniques):  # keyed by type too: 1 and True are equal keys, not the same value
-                    values[i] = self.seen.setdefault((type(value), value), value)
-            except TypeError:  # an unhashable value (a list): the column stays as it is
-                continue
-            shared[name] = values[codes]
-        return frame.assign(**shared) if shared else frame
-
-
-def renumbered(pieces: list[Correlation]) -> list[np.ndarray]:
-    """For each piece, its trace ids' new numbers: every trace in order of its first query, then the client's
-    address and port (the pipeline's order), across all pieces."""
-    keys = pd.concat([p.traces[["t_start", "client_ip", "client_port"]].assign(_piece=i, _id=p.traces["trace_id"].to_numpy())
-                      for i, p in enumerate(pieces)], ignore_index=True)
-    keys = keys.sort_values(["t_start", "client_ip", "client_port"], kind="stable")
-    keys["new"] = np.arange(len(keys))
-    out = []
-    for i, p in enumerate(pieces):
-        mine = keys[keys["_piece"] == i]
-        mapping = np.full(int(p.traces["trace_id"].max()) + 1 if len(p.traces) else 0, -1, dtype=np.int64)
-        mapping[mine["_id"].to_numpy(dtype=np.int64)] = mine["new"].to_numpy()
-        out.append(mapping)
-    return out
-
-
-def mapped(ids: pd.Series, mapping: np.ndarray) -> np.ndarray:
-    values = ids.to_numpy(dtype=np.int64)
-    return np.where(values >= 0, mapping[np.clip(values, 0, max(len(mapping) - 1, 0))] if len(mapping) else -1, values)
-
-
-def merged(pieces: list[Correlation], capture: Capture, control: pd.DataFrame, logs: schema.ParsedLogs,
-           capture_stats: dict) -> Correlation:
-    """One Correlation of the parts': traces renumbered, connection attempts and cross-node segments judged over
-    the whole capture, counts added up as the pipeline counts them."""
+def merged(pieces: list[Correlation], spilled: Spilled, con: Engine, capture: Capture, control: pd.DataFrame,
+           logs: schema.ParsedLogs, capture_stats: dict) -> Correlation:
+    """One Correlation of the parts' (their tables `spilled`, merged by DuckDB): traces numbered again, connection
+    attempts and cross-node segments judged over the whole capture, counts added up as the pipeline counts them."""
     if not pieces:
         pieces = [correlate(None, None, {}, on_time_line=True)]
-    maps = renumbered(pieces)
-    traces = stacked(pieces, maps, "traces", ["trace_id"])
+    spilled.number_traces(con)
+    whole = lambda name: spilled.merged(con, name)
+    traces = or_empty(whole("traces"), pieces[0].traces)
+    upstream = or_empty(whole("upstream"), pieces[0].upstream)
+    sightings = or_empty(whole("sightings"), pieces[0].sightings)
+    records = once_each(whole("logs"), logs.records)
+    errors = once_each(whole("errors"), logs.errors)
     traces.index = traces["trace_id"].to_numpy()
-    upstream = stacked(pieces, maps, "upstream", ["trace_id", "leg_id"])
-    sightings = stacked(pieces, maps, "sightings", ["ts_ns"])
-    records = table_of(pieces, maps, "logs", logs.records)
-    errors = table_of(pieces, maps, "errors", logs.errors)
     attempts = connection_attempts(control) if len(control) else connection_attempts(as_events(schema.empty(schema.EVENTS)))
     traces, connects_unmatched = attach_connects(traces, attempts)
     traces, clock_warnings = cross_node_segments(traces, capture.clocks, capture.vantage_node)
@@ -663,36 +622,15 @@ def merged(pieces: list[Correlation], capture: Capture, control: pd.DataFrame, l
                        unparsed=logs.unparsed, warnings=warnings, log_alerts=logs.alerts, connection_drops=connection_drops)
 
 
-def stacked(pieces: list[Correlation], maps: list[np.ndarray], name: str, sort_by: list[str]) -> pd.DataFrame:
-    """The pieces' `name` tables as one, trace ids renumbered, rows sorted (stably, in the pieces' order among
-    equals) by those of the `sort_by` columns the table has. Built a column at a time from the pieces' own
-    tables, which go when it returns: the table is held twice at most, not three or four times (copies for the
-    new ids, the concatenation, the sort), and at 10M events the traces alone are hundreds of MB. `pieces` is
-    changed in place: its tables of this name are left empty."""
-    tables = [getattr(p, name) for p in pieces]
-    with_rows = [i for i, t in enumerate(tables) if len(t)] or [0]
-    columns = list(tables[with_rows[0]].columns)
-    if any(list(tables[i].columns) != columns for i in with_rows):
-        raise ValueError(f"out of core: the parts' {name} tables have different columns")
-    ids = np.concatenate([mapped(tables[i]["trace_id"], maps[i]) for i in with_rows])
-    joined = lambda column: ids if column == "trace_id" else pd.concat([tables[i][column] for i in with_rows], ignore_index=True)
-    keys = [np.asarray(joined(column)) for column in sort_by if column in columns]
-    order = np.lexsort(keys[::-1])  # lexsort's last key sorts first; it is stable
-    for i in range(len(pieces)):
-        pieces[i] = replace(pieces[i], **{name: tables[i].iloc[:0]})
-    out = {}
-    for column in columns:
-        out[column] = pd.Series(joined(column)).take(order).reset_index(drop=True)
-    return pd.DataFrame(out, copy=False)
+def or_empty(frame: pd.DataFrame | None, empty: pd.DataFrame) -> pd.DataFrame:
+    return empty if frame is None else frame
 
 
-def table_of(pieces: list[Correlation], maps: list[np.ndarray], name: str, whole: pd.DataFrame) -> pd.DataFrame:
-    """The log or errors records of every part with their new trace ids, in the order they were read."""
-    frames = [getattr(p, name).assign(trace_id=mapped(getattr(p, name)["trace_id"], m)) for p, m in zip(pieces, maps) if len(getattr(p, name))]
-    if not frames:
+def once_each(frame: pd.DataFrame | None, whole: pd.DataFrame) -> pd.DataFrame:
+    """The log or errors records of every part with their merged trace ids, in the order they were read. A record
+    two time slices of one part read is kept once, joined to a lookup if either joined it (it comes first)."""
+    if frame is None:
         return whole.assign(trace_id=pd.Series(dtype=int))
-    out = pd.concat(frames, ignore_index=True)
-    if "_row" in out:
-        # a record read by two time slices of one part appears twice: kept once, joined to a lookup if either joined it
-        out = out.sort_values(["_row", "trace_id"], ascending=[True, False], kind="stable").drop_duplicates("_row").drop(columns="_row")
-    return out.reset_index(drop=True)
+    if "_row" in frame:
+        frame = frame.drop_duplicates("_row").drop(columns="_row")
+    return frame.reset_index(drop=True)

@@ -402,3 +402,51 @@ def test_correlate_says_which_step_ran_out_of_duckdbs_memory_without_a_traceback
     result = invoke("correlate", "--events", str(directory))
     assert statement and result.exit_code == 2 and "Traceback" not in result.output
     assert "out of core: DuckDB ran out of its 1GB memory limit in the clocks, even on one thread" in " ".join(result.output.split())
+
+
+def test_each_parts_tables_go_to_disk_as_it_is_stitched_and_come_back_as_concatenating_them_would_make_them(tmp_path):
+    from dataclasses import replace
+
+    from dnscorrelate.correlate import correlate
+    from dnscorrelate.correlate.outofcore import Engine
+    from dnscorrelate.correlate.spilled import Spilled
+
+    empty = correlate(None, None, {}, on_time_line=True)
+    def piece(traces):
+        return replace(empty, traces=traces)
+    parts = [  # a column held as integers by one part and with nulls (floats) by another; categories that differ;
+               # text in one part and nothing but nulls in the other; the merged order is t_start, client, then part
+        pd.DataFrame({"trace_id": [0, 1], "t_start": [30, 10], "client_ip": ["10.0.0.2", "10.0.0.1"], "client_port": [5, 5],
+                      "count": [1, 2], "place": pd.Categorical(["a", "b"]), "said": ["x", None]}),
+        pd.DataFrame({"trace_id": [0, 1], "t_start": [10, 20], "client_ip": ["10.0.0.1", "10.0.0.1"], "client_port": [5, 6],
+                      "count": [3.0, np.nan], "place": pd.Categorical(["c", "c"]), "said": [None, None]}),
+    ]
+    spilled = Spilled(tmp_path / "merged")
+    kept = [spilled.kept(piece(p)) for p in parts]
+    assert all(len(k.traces) == 0 and list(k.traces.columns) == list(p.columns) for k, p in zip(kept, parts))  # held on disk only
+    assert len(spilled.files("traces")) == 2
+    engine = Engine(tmp_path / "spill")
+    spilled.number_traces(engine)
+    merged = spilled.merged(engine, "traces")
+    concatenated = pd.concat(parts, ignore_index=True)
+    assert dict(merged.dtypes) == dict(concatenated.dtypes)
+    # (t_start, client_ip, client_port): part 0's 10/.1/5 and part 1's 10/.1/5 tie: part 0 first
+    assert merged["trace_id"].tolist() == [0, 1, 2, 3]
+    assert merged["count"].fillna(-1).tolist() == [2.0, 3.0, -1.0, 1.0]
+    assert merged["place"].astype(str).tolist() == ["b", "c", "c", "a"]
+    assert merged["said"].tolist() == [None, None, None, "x"]
+    assert spilled.files("traces") == []  # the parts' files are gone once merged
+    engine.close()
+
+
+def test_parts_tables_with_different_columns_are_refused_by_name(tmp_path):
+    from dataclasses import replace
+
+    from dnscorrelate.correlate import correlate
+    from dnscorrelate.correlate.spilled import Spilled
+
+    empty = correlate(None, None, {}, on_time_line=True)
+    spilled = Spilled(tmp_path)
+    spilled.kept(replace(empty, upstream=pd.DataFrame({"trace_id": [0], "leg_id": [1]})))
+    with pytest.raises(ValueError, match="the parts' upstream tables have different columns"):
+        spilled.kept(replace(empty, upstream=pd.DataFrame({"trace_id": [0], "depth": [1]})))

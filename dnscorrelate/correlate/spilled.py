@@ -1,0 +1,125 @@
+"""A capture directory's correlated parts, on disk: each part's tables are written out as soon as the part is
+stitched (`Spilled.kept`), and merged by DuckDB at the end (`Spilled.merged`), which numbers the traces again
+and sorts every table out of core. Memory holds one part's work at a time and, at the end, the merged tables
+once, as they are read back, instead of every part's tables, their concatenation and their sort at once: at
+100M events those were most of the 15.8 GB the out-of-core path took (bench/README.md).
+
+Text is written as strings; the pandas dtypes that concatenating the parts' tables would make are given back when
+the merged table is read."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from dnscorrelate.correlate.pipeline import Correlation
+
+TABLES = ("traces", "upstream", "sightings", "logs", "errors")
+PIECE, POSITION = "_piece", "_pos"  # which part's table a row came from, and its place there: ties keep that order
+NEW_ID = "CASE WHEN t.trace_id < 0 THEN t.trace_id ELSE coalesce(n.new_id, -1) END"  # -1: a trace the part did not keep
+ORDER = {  # each merged table's order, as the in-memory path's; rows equal in it stay in the parts' order
+    "traces": NEW_ID,
+    "upstream": f"{NEW_ID}, t.leg_id",
+    "sightings": "t.ts_ns",
+    "logs": f"t._row, {NEW_ID} DESC",  # a record two slices of a part read: its joined copy first, kept (`merged_logs`)
+    "errors": f"t._row, {NEW_ID} DESC",
+}
+
+
+class Spilled:
+    """The tables of every part correlated so far, as Parquet files under `directory`."""
+
+    def __init__(self, directory: Path):
+        self.directory = directory
+        self.pieces = 0
+        self.dtypes: dict[str, pd.Series] = {}  # each table's pandas dtypes, as concatenating the parts' would make them
+
+    def kept(self, piece: Correlation) -> Correlation:
+        """`piece` with its tables written out and emptied (their columns stay): its counts and warnings stay."""
+        index, self.pieces = self.pieces, self.pieces + 1
+        for name in TABLES:
+            frame = getattr(piece, name)
+            if len(frame):
+                self.write(name, frame, index)
+        return replace(piece, **{name: getattr(piece, name).iloc[:0] for name in TABLES})
+
+    def write(self, name: str, frame: pd.DataFrame, index: int) -> None:
+        known = self.dtypes.get(name)
+        if known is not None and list(frame.columns) != list(known.index):
+            raise ValueError(f"out of core: the parts' {name} tables have different columns")
+        self.dtypes[name] = frame.dtypes if known is None else pd.Series(
+            [concatenated(a, b) for a, b in zip(known, frame.dtypes)], index=known.index)
+        frame = frame.assign(**{PIECE: index, POSITION: np.arange(len(frame))})
+        try:
+            columns = {c: as_arrow(frame[c]) for c in frame.columns}
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
+            raise ValueError(f"out of core: a part's {name} table could not be written: {err}") from None
+        (self.directory / name).mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table(columns), self.directory / name / f"piece-{index:06d}.parquet")
+
+    def files(self, name: str) -> list[Path]:
+        return sorted((self.directory / name).glob("*.parquet"))
+
+    def merged(self, con, name: str) -> pd.DataFrame | None:
+        """Every part's `name` table as one, its trace ids the merged numbers (`number_traces` first), in ORDER's
+        order; None when no part had a row of it."""
+        files = self.files(name)
+        if not files:
+            return None
+        listed = ", ".join(f"'{f}'" for f in files)
+        out = self.directory / f"{name}.parquet"
+        con.bounded(f"merge of the parts' {name}", f"""
+            COPY (SELECT t.* EXCLUDE ({PIECE}, {POSITION}) REPLACE ({NEW_ID} AS trace_id)
+                  FROM read_parquet([{listed}], union_by_name = true) t LEFT JOIN new_ids n ON n.{PIECE} = t.{PIECE} AND n.old_id = t.trace_id
+                  ORDER BY {ORDER[name]}, t.{PIECE}, t.{POSITION})
+            TO '{out}' (FORMAT parquet)""", before_retry=lambda: out.unlink(missing_ok=True))
+        for f in files:
+            f.unlink()  # the disk they took is given back before the next table is read
+        table = pq.read_table(out)
+        frame = table.to_pandas(self_destruct=True)  # one column at a time: the Arrow copy goes as pandas' comes
+        del table
+        out.unlink()
+        return with_dtypes(frame, self.dtypes[name])
+
+    def number_traces(self, con) -> None:
+        """Table `new_ids`: each part's trace ids and their merged numbers, in order of each trace's first query,
+        then the client's address and port (the pipeline's order), then the parts' own order."""
+        files = self.files("traces")
+        if not files:
+            con.execute(f"CREATE OR REPLACE TEMP TABLE new_ids ({PIECE} BIGINT, old_id BIGINT, new_id BIGINT)")
+            return
+        listed = ", ".join(f"'{f}'" for f in files)
+        con.bounded("numbering of the merged traces", f"""
+            CREATE OR REPLACE TEMP TABLE new_ids AS
+            SELECT {PIECE}, trace_id AS old_id,
+                   row_number() OVER (ORDER BY t_start, client_ip, client_port, {PIECE}, {POSITION}) - 1 AS new_id
+            FROM read_parquet([{listed}], union_by_name = true)""")
+
+
+def concatenated(a, b):
+    """The dtype pandas gives a column of dtype `a` concatenated with one of `b` (the in-memory merge's)."""
+    return pd.concat([pd.Series([], dtype=a), pd.Series([], dtype=b)]).dtype
+
+
+def as_arrow(column: pd.Series) -> pa.Array:
+    """A table's column as Arrow writes it: text (categorical or not) as strings, a column of nothing but nulls too
+    (another part's may hold text); numbers as they are: DuckDB widens a column some parts hold as integers and
+    others as floats when it reads them together (`union_by_name`)."""
+    array = pa.array(column, from_pandas=True)
+    if pa.types.is_dictionary(array.type) or pa.types.is_null(array.type) or pa.types.is_large_string(array.type):
+        return array.cast(pa.string())
+    return array
+
+
+def with_dtypes(frame: pd.DataFrame, dtypes: pd.Series) -> pd.DataFrame:
+    """`frame` with the pandas dtypes the parts' tables had: text columns read back as objects, a categorical
+    one made categorical again (over every part's values), numbers with nulls (Int64) as they were."""
+    for column, dtype in dtypes.items():
+        if column in frame and frame[column].dtype != dtype:
+            frame[column] = frame[column].astype("category" if isinstance(dtype, pd.CategoricalDtype) else dtype)
+    return frame
