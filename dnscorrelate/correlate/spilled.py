@@ -46,7 +46,8 @@ class Spilled:
             frame = getattr(piece, name)
             if len(frame):
                 self.write(name, frame, index)
-        return replace(piece, **{name: getattr(piece, name).iloc[:0] for name in TABLES})
+        # copied: an empty slice is a view that would keep the whole table's arrays alive
+        return replace(piece, **{name: getattr(piece, name).iloc[:0].copy() for name in TABLES})
 
     def write(self, name: str, frame: pd.DataFrame, index: int) -> None:
         known = self.dtypes.get(name)

@@ -425,6 +425,8 @@ def test_each_parts_tables_go_to_disk_as_it_is_stitched_and_come_back_as_concate
     kept = [spilled.kept(piece(p)) for p in parts]
     assert all(len(k.traces) == 0 and list(k.traces.columns) == list(p.columns) for k, p in zip(kept, parts))  # held on disk only
     assert len(spilled.files("traces")) == 2
+    # an emptied table holds none of the part's arrays (an empty slice of one would keep all of it alive)
+    assert all(held_bytes(k.traces[c].to_numpy()) == 0 for k in kept for c in k.traces.columns if k.traces[c].dtype != "category")
     engine = Engine(tmp_path / "spill")
     spilled.number_traces(engine)
     merged = spilled.merged(engine, "traces")
@@ -437,6 +439,13 @@ def test_each_parts_tables_go_to_disk_as_it_is_stitched_and_come_back_as_concate
     assert merged["said"].tolist() == [None, None, None, "x"]
     assert spilled.files("traces") == []  # the parts' files are gone once merged
     engine.close()
+
+
+def held_bytes(array: np.ndarray) -> int:
+    """The bytes of the array `array` is a view of, at the end of its chain of bases (its own if it is none)."""
+    while isinstance(array.base, np.ndarray):
+        array = array.base
+    return array.nbytes
 
 
 def test_parts_tables_with_different_columns_are_refused_by_name(tmp_path):
