@@ -1,7 +1,7 @@
 """Capture cost and loss under real load: dnsperf from a lab pod against the kube-dns VIP, capture off and on.
 
     sudo .venv/bin/python bench/capture_load.py [--rates 2000 4000 8000 16000 0] [--seconds 5] [--repeat 3] [--mixes cached forwarded]
-    sudo .venv/bin/python bench/capture_load.py --cpu-per-query [--seconds 5] [--repeat 6] [--mixes cached forwarded]
+    sudo .venv/bin/python bench/capture_load.py --cpu-per-query [--tap] [--seconds 5] [--repeat 6] [--mixes cached forwarded]
     sudo .venv/bin/python bench/capture_load.py --agent-cpu [--rates 10000] [--seconds 10] [--repeat 2]
 
 For two mixes (cache hits: a few external names CoreDNS has cached;
@@ -19,7 +19,9 @@ moves far more than capture does. CoreDNS's processes (replicas and upstream) ar
 and this process (the capture's reader) to core 0; at the maximum rate, --repeat interleaved off/on pairs
 give CoreDNS CPU seconds / queries answered. The ratio off/on of the medians is the qps ratio CoreDNS would
 show if its core were its limit (the tracer's own time is charged to whoever sends or receives the packet,
-CoreDNS included). Load average is printed before and after: the figures mean little when it is high.
+CoreDNS included). Load average is printed before and after: the figures mean little when it is high. With
+--tap, a third side in each round: the capture's sockets in the same namespaces with a filter that keeps nothing
+and no tracer, which tells the kernel's cost of the sockets themselves from the tracer's.
 
 --agent-cpu: the node agent's own CPU (`kube/agent.py`'s `Agent`, run in this process over the lab's
 namespaces, its stream written to /dev/null) while dnsperf sends cache hits at --rates qps, filtering for
@@ -78,18 +80,21 @@ def warm_cache(lab, directory: Path) -> Path:
     return names
 
 
-def measure(lab, names: Path, seconds: int, rate: int, capture_on: bool) -> dict:
+def measure(lab, names: Path, seconds: int, rate: int, capture_on: bool, tap_only: bool = False) -> dict:
     from dnscorrelate.cluster.lab.capture import lab_targets
     from dnscorrelate.live.capture import Capture
 
     pids = [p.pid for p in lab.processes]
     pod = lab.pod("mypod", "demo")
     capture = Capture(lab_targets(lab)) if capture_on else None
+    taps = bare_taps(lab_targets(lab)) if tap_only else []
     if capture:
         capture.start()
     cpu_before, own_before = cpu_seconds(pids), own_cpu()
     qps = dnsperf(pod.netns, lab.topology.cluster_dns_ip, names, seconds, rate)
     coredns_cpu = cpu_seconds(pids) - cpu_before
+    for tap in taps:
+        tap.close()
     result = {"qps": qps, "coredns_cpu": coredns_cpu, "capture_cpu": 0.0, "events_per_s": 0.0, "lost": 0}
     if capture:
         capture.stop()
@@ -100,31 +105,61 @@ def measure(lab, names: Path, seconds: int, rate: int, capture_on: bool) -> dict
     return result
 
 
+SO_ATTACH_FILTER = 26  # asm-generic/socket.h; Python's socket module does not name it
+
+
+def bare_taps(targets) -> list:
+    """In each namespace the capture attaches to, the socket it attaches (AF_PACKET, every protocol) with a filter
+    that keeps nothing (classic BPF `ret #0`) and no tracer: what the kernel does for every packet before the
+    tracer runs (on transmit, a clone of each packet for the taps)."""
+    import socket
+    import struct
+    import ctypes as ct
+
+    from dnscorrelate.live import nsenter
+    from dnscorrelate.live.bpf import ETH_P_ALL
+
+    keep_nothing = ct.create_string_buffer(struct.pack("<HBBI", 0x06, 0, 0, 0))  # BPF_RET | BPF_K, 0
+    program = struct.pack("<HxxxxxxQ", 1, ct.addressof(keep_nothing))  # struct sock_fprog {len; *filter}
+    taps = []
+    for target in targets:
+        with nsenter.entered_path(target.path):
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, program)
+        taps.append(sock)
+    return taps
+
+
 def pin(pids: list[int], core: int) -> None:
     """Every thread of these processes onto one core."""
     for pid in pids:
         subprocess.run(["taskset", "-a", "-p", "-c", str(core), str(pid)], capture_output=True, check=True)
 
 
-def cpu_per_query(lab, names_of, seconds: int, repeat: int, mix: str) -> None:
-    """Interleaved off/on pairs at the maximum rate, CoreDNS pinned apart: CoreDNS µs per answered query each side."""
+def cpu_per_query(lab, names_of, seconds: int, repeat: int, mix: str, tap: bool = False) -> None:
+    """Interleaved off/on runs at the maximum rate, CoreDNS pinned apart: CoreDNS µs per answered query each side;
+    with `tap`, a third side: the capture's sockets with a filter that keeps nothing, no tracer."""
     import statistics
 
-    pairs = []
+    sides = ["off", "on", *(["tap"] if tap else [])]
+    runs = []
     for attempt in range(repeat):
-        pair = {}
-        for capture_on in ((False, True) if attempt % 2 == 0 else (True, False)):  # alternate which side goes first
-            run = measure(lab, names_of(attempt, capture_on), seconds, 0, capture_on)
-            pair[capture_on] = run | {"us_per_query": run["coredns_cpu"] / max(run["qps"] * seconds, 1) * 1e6}
-        pairs.append(pair)
-        print(f"| {mix} | {attempt + 1} | {pair[False]['qps']:,.0f} | {pair[True]['qps']:,.0f} | {pair[False]['us_per_query']:.1f} | "
-              f"{pair[True]['us_per_query']:.1f} | {pair[False]['us_per_query'] / pair[True]['us_per_query']:.3f} | "
-              f"{pair[True]['lost']} | {os.getloadavg()[0]:.1f} |", flush=True)
-    off = statistics.median(p[False]["us_per_query"] for p in pairs)
-    on = statistics.median(p[True]["us_per_query"] for p in pairs)
-    ratios = sorted(p[False]["us_per_query"] / p[True]["us_per_query"] for p in pairs)
-    print(f"{mix}: CoreDNS CPU per query, median of {repeat}: off {off:.1f} µs, on {on:.1f} µs: ratio {off / on:.3f} "
-          f"(pairs {ratios[0]:.3f}-{ratios[-1]:.3f}); goal 0.97: {'met' if off / on >= 0.97 else 'not met'}")
+        run_of = {}
+        for side in sides[attempt % len(sides):] + sides[:attempt % len(sides)]:  # each side goes first in turn
+            run = measure(lab, names_of(attempt, side), seconds, 0, side == "on", tap_only=side == "tap")
+            run_of[side] = run | {"us_per_query": run["coredns_cpu"] / max(run["qps"] * seconds, 1) * 1e6}
+        runs.append(run_of)
+        us = {side: run_of[side]["us_per_query"] for side in sides}
+        print(f"| {mix} | {attempt + 1} | {run_of['off']['qps']:,.0f} | {run_of['on']['qps']:,.0f} | {us['off']:.1f} | {us['on']:.1f} | "
+              + (f"{us['tap']:.1f} | {us['off'] / us['tap']:.3f} | " if tap else "")
+              + f"{us['off'] / us['on']:.3f} | {run_of['on']['lost']} | {os.getloadavg()[0]:.1f} |", flush=True)
+    median = {side: statistics.median(r[side]["us_per_query"] for r in runs) for side in sides}
+    ratios = sorted(r["off"]["us_per_query"] / r["on"]["us_per_query"] for r in runs)
+    print(f"{mix}: CoreDNS CPU per query, median of {repeat}: off {median['off']:.1f} µs, on {median['on']:.1f} µs: ratio "
+          f"{median['off'] / median['on']:.3f} (pairs {ratios[0]:.3f}-{ratios[-1]:.3f}); goal 0.97: "
+          f"{'met' if median['off'] / median['on'] >= 0.97 else 'not met'}"
+          + (f"; the bare taps alone: {median['tap']:.1f} µs, ratio {median['off'] / median['tap']:.3f}, "
+             f"{(median['tap'] - median['off']) / max(median['on'] - median['off'], 1e-9):.0%} of capture's cost" if tap else ""))
 
 
 class LabDiscovery:
@@ -179,6 +214,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="off/on pairs per step; the median run is shown")
     parser.add_argument("--mixes", nargs="+", choices=["cached", "forwarded"], default=["cached", "forwarded"])
     parser.add_argument("--cpu-per-query", action="store_true", help="CoreDNS CPU per query off/on, pinned cores, at the maximum")
+    parser.add_argument("--tap", action="store_true", help="with --cpu-per-query: a third side, the capture's sockets with no tracer")
     parser.add_argument("--agent-cpu", action="store_true", help="the node agent's CPU, filtered and full, at --rates")
     args = parser.parse_args()
     from dnscorrelate.cluster.lab.runtime import Lab, teardown
@@ -206,20 +242,21 @@ def main() -> None:
                 pin([p.pid for p in lab.processes], 1)
                 os.sched_setaffinity(0, {0})  # the capture's reader thread is started after this: it inherits core 0
                 print(f"CoreDNS and the upstream on core 1; dnsperf and the capture reader on core 0; load average {os.getloadavg()}")
-                print("| mix | pair | qps off | qps on | CoreDNS µs/query off | on | off/on | lost | load (1 min) |")
-                print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+                tap_columns = " bare taps | off/taps |" if args.tap else ""
+                print(f"| mix | round | qps off | qps on | CoreDNS µs/query off | on |{tap_columns} off/on | lost | load (1 min) |")
+                print("| --- " * (9 + 2 * args.tap) + "|")
 
                 def names_of(mix):
-                    def names(attempt, capture_on):
+                    def names(attempt, side):
                         if mix == "cached":
                             return cached
                         path = Path(tmp) / "fwd.txt"
-                        path.write_text("".join(f"p{attempt}-{int(capture_on)}-{i}.example.org A\n" for i in range(300_000)))
+                        path.write_text("".join(f"p{attempt}-{side}-{i}.example.org A\n" for i in range(300_000)))
                         return path
                     return names
 
                 for mix in args.mixes:
-                    cpu_per_query(lab, names_of(mix), args.seconds, args.repeat, mix)
+                    cpu_per_query(lab, names_of(mix), args.seconds, args.repeat, mix, args.tap)
                 print(f"load average after: {os.getloadavg()}")
                 return
             print(f"{'mix':9s} {'rate':>6s} | {'qps off':>8s} {'qps on':>8s} {'ratio':>6s} | {'CoreDNS CPU s off':>17s} {'on':>6s} "
