@@ -15,6 +15,11 @@ HOLD_NS, and sends those that belong to a followed exchange:
   answered it (at most SERVER_WAIT_NS): the rule `correlate/upstream.py`'s `link_parents` links a leg to its
   parent by. The forward's own forwards follow in turn (CoreDNS -> NodeLocal DNS -> upstream).
 
+A record's whole question is hashed only when it could matter (`Batch.hash`): when it has the pod's address, a
+DNS id some followed exchange has, or the first PREFIX bytes of its question at an address a followed query
+reached or left from (`probe`). The other records of a busy node (other pods' lookups) are counted from their
+fixed fields alone: at 10k qps they are nearly all of them.
+
 Records older than HOLD_NS that no followed exchange claimed are dropped and counted by kind
 (`filtered_queries`, `filtered_responses`, `filtered_other`): the CLI shows them as records of other lookups,
 not as loss. Followed exchanges are forgotten FOLLOW_NS after their last record.
@@ -42,6 +47,7 @@ FOLLOW_NS = 30 * 10**9  # an exchange is followed this long after its last recor
 KIND_DNS, KIND_ICMP_ERROR, KIND_TCP_CONTROL = 0, 1, 2
 DNS_HEADER = 12
 QUESTION_WINDOW = 128  # bytes of the question looked at (a multiple of 8): the name, type and class of most lookups
+PREFIX = 8  # bytes of the question a record's cheap probe reads (one 64-bit word)
 _WEIGHTS = np.random.default_rng(0x5EED).integers(1, 2**63, size=PAYLOAD_MAX + 8, dtype=np.uint64) | np.uint64(1)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
@@ -80,6 +86,21 @@ def question_hashes(records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return np.where(valid, hashes, np.uint64(0)), valid
 
 
+def question_prefixes(records: np.ndarray) -> np.ndarray:
+    """Each record's first PREFIX bytes of its question as `question_hashes` reads them (cut after the question's
+    end, case folded), as one 64-bit word: records of equal questions have equal prefixes."""
+    payload = records["payload"]
+    window = payload[:, DNS_HEADER:DNS_HEADER + PREFIX].copy()
+    tcp = records["dns_at"] == 2
+    if tcp.any():
+        window[tcp] = payload[tcp, DNS_HEADER + 2:DNS_HEADER + 2 + PREFIX]
+    zero = window == 0
+    length = np.where(zero.any(axis=1), zero.argmax(axis=1) + 5, PREFIX)
+    window[np.arange(PREFIX)[None, :] >= length[:, None]] = 0
+    window[(window >= 65) & (window <= 90)] += 32
+    return window.view("<u8")[:, 0]
+
+
 def exchange_keys(records: np.ndarray, questions: np.ndarray) -> np.ndarray:
     """A 64-bit key per record for its exchange: question, DNS id and the client's port (a response's destination
     port, a query's source port)."""
@@ -96,6 +117,37 @@ def mix(*columns: np.ndarray) -> np.ndarray:
     return out
 
 
+class Batch:
+    """The records a `take` decides, in time order (`f`: one column per feature), reaching back to their bytes
+    (`records[order]`) to hash a row's question the first time it is needed."""
+
+    def __init__(self, records: np.ndarray, order: np.ndarray, features: dict[str, np.ndarray]) -> None:
+        self.records, self.order, self.f = records, order, features
+
+    def hash(self, rows: np.ndarray) -> None:
+        """Work out the question and what depends on it for `rows` (a mask) not hashed yet."""
+        f = self.f
+        todo = np.flatnonzero(rows & ~f["hashed"])
+        if not len(todo):
+            return
+        chosen = self.records[self.order[todo]]
+        questions, valid = question_hashes(chosen)
+        source, destination = address_words(chosen["saddr"]), address_words(chosen["daddr"])
+        vantage = f["vantage"][todo]
+        f["has_question"][todo] = valid
+        f["keys"][todo] = exchange_keys(chosen, questions)
+        f["translated"][todo] = mix(questions, chosen["dns_id"])  # the exchange once NAT changed its client port too
+        f["arrival"][todo] = mix(vantage, destination[:, 0], destination[:, 1], questions)  # a query reaching an address
+        f["asked_from"][todo] = mix(vantage, source[:, 0], source[:, 1], questions)  # a query leaving one
+        f["hashed"][todo] = True
+
+    def queries(self) -> tuple[np.ndarray, np.ndarray]:
+        """(queries, responses) among the hashed rows with a question."""
+        f = self.f
+        asked = f["hashed"] & f["has_question"] & f["dns"]
+        return asked & ~f["qr"], asked & f["qr"]
+
+
 class LookupFilter:
     """One node's records in, those of the traced pod's lookups out (`take`), the rest counted (`counts`)."""
 
@@ -104,15 +156,16 @@ class LookupFilter:
         self.hold_ns = hold_ns
         self.pending = np.empty(0, dtype=EVENT_DTYPE)  # records not decided yet, and their features
         self.held: dict[str, np.ndarray] = {}
-        self.followed: dict[int, int] = {}  # exchange key -> last record's time
+        self.followed: dict[int, tuple[int, int]] = {}  # exchange key -> (last record's time, its DNS id)
         self.asked: dict[int, list[list]] = {}  # (vantage, server address, question) -> [[arrived, answered, followed], ...]
+        self.probes: dict[int, int] = {}  # each of `asked`'s keys -> (vantage, server address, question's prefix)
         self.asked_by_key: dict[tuple[int, int], list] = {}  # (vantage, followed exchange key) -> its window there
         self.counts: Counter = Counter()
 
     def take(self, raw: bytes, final: bool = False) -> bytes:
         """The records of followed exchanges among those held and `raw`; with `final`, what is held is decided now.
-        Each record's keys are worked out once, when it arrives; held ones are only looked up again. Records are
-        never copied whole but to be sent or held."""
+        Each record's fixed features are worked out once, when it arrives, its question when it is first needed;
+        held ones keep theirs. Records are never copied whole but to be sent, held or hashed."""
         new = np.frombuffer(raw, dtype=EVENT_DTYPE) if raw else self.pending[:0]
         records = np.concatenate([self.pending, new]) if len(self.pending) else new
         if not len(records):
@@ -121,13 +174,16 @@ class LookupFilter:
         f = {name: np.concatenate([self.held[name], arrived[name]]) for name in arrived} if len(self.pending) else arrived
         order = np.argsort(f["ts"], kind="stable")
         f = {name: column[order] for name, column in f.items()}
-        has_question = f["has_question"]
+        batch = Batch(records, order, f)
         keep = f["mine"].copy()
-        self.follow(f["keys"], f["translated"], keep & has_question, f["ts"])
-        keep |= self.forwards(f)
-        followed = np.fromiter(self.followed, dtype=np.uint64, count=len(self.followed))
+        batch.hash(keep)
+        self.follow(f, keep & f["has_question"])
+        keep |= self.forwards(batch)
+        batch.hash(self.with_followed_ids(f))
+        followed = self.followed_keys()
+        has_question = f["hashed"] & f["has_question"]
         keep |= has_question & (np.isin(f["keys"], followed) | np.isin(f["translated"], followed))
-        self.follow(f["keys"], f["translated"], keep & has_question, f["ts"])
+        self.follow(f, keep & has_question)
         newest = int(f["ts"][-1])
         decided = keep | final | (f["ts"] < newest - self.hold_ns)
         self.count_dropped(f, decided & ~keep)
@@ -138,21 +194,20 @@ class LookupFilter:
         return records[order[keep]].tobytes()
 
     def features(self, records: np.ndarray) -> dict[str, np.ndarray]:
-        """What the filter looks records up by, one column each: time, vantage, query or response, question hash,
-        exchange keys, where a query goes to and comes from, and whether it has the pod's address."""
-        questions, has_question = question_hashes(records)
+        """What the filter looks records up by, one column each: time, vantage, DNS id, query or response, whether
+        it has the pod's address, cheap probes of where a query goes to and comes from; then what depends on the
+        question (its exchange keys...), empty until `Batch.hash` works it out."""
+        n = len(records)
         source, destination = address_words(records["saddr"]), address_words(records["daddr"])
         vantage = records["capture_id"].astype(np.uint64)
-        response = (records["dns_flags"] >> 15).astype(bool)
-        dns = records["kind"] == KIND_DNS
-        return {"ts": records["ts_ns"].astype(np.int64), "vantage": vantage, "has_question": has_question,
-                "query": has_question & dns & ~response, "response": has_question & dns & response, "dns": dns,
-                "qr": response,
-                "keys": exchange_keys(records, questions),
-                "translated": mix(questions, records["dns_id"]),  # the exchange once NAT changed its client port too
-                "arrival": mix(vantage, destination[:, 0], destination[:, 1], questions),  # a query reaching an address
-                "asked_from": mix(vantage, source[:, 0], source[:, 1], questions),  # a query leaving one
-                "mine": self.mine(source, destination)}
+        prefix = question_prefixes(records)
+        return {"ts": records["ts_ns"].astype(np.int64), "vantage": vantage, "dns_id": records["dns_id"].astype(np.int64),
+                "dns": records["kind"] == KIND_DNS, "qr": (records["dns_flags"] >> 15).astype(bool),
+                "mine": self.mine(source, destination),
+                "to_probe": mix(vantage, destination[:, 0], destination[:, 1], prefix),
+                "from_probe": mix(vantage, source[:, 0], source[:, 1], prefix),
+                "hashed": np.zeros(n, dtype=bool), "has_question": np.zeros(n, dtype=bool),
+                **{name: np.zeros(n, dtype=np.uint64) for name in ("keys", "translated", "arrival", "asked_from")}}
 
     def mine(self, source: np.ndarray, destination: np.ndarray) -> np.ndarray:
         """Records with one of the traced pod's addresses, on either side."""
@@ -162,22 +217,45 @@ class LookupFilter:
                 found |= (words[:, 0] == client[0]) & (words[:, 1] == client[1])
         return found
 
-    def follow(self, keys: np.ndarray, translated: np.ndarray, rows: np.ndarray, times: np.ndarray) -> None:
+    def follow(self, f: dict[str, np.ndarray], rows: np.ndarray) -> None:
         """Follow the exchanges of `rows` by both their keys."""
-        for key, ts in zip(np.concatenate([keys[rows], translated[rows]]).tolist(), np.concatenate([times[rows], times[rows]]).tolist()):
-            self.followed[key] = max(ts, self.followed.get(key, 0))
+        times, ids = f["ts"][rows].tolist(), f["dns_id"][rows].tolist()
+        for keys in (f["keys"][rows].tolist(), f["translated"][rows].tolist()):
+            for key, ts, dns_id in zip(keys, times, ids):
+                self.followed[key] = (max(ts, self.followed.get(key, (0, 0))[0]), dns_id)
 
-    def forwards(self, f: dict[str, np.ndarray]) -> np.ndarray:
+    def followed_keys(self) -> np.ndarray:
+        return np.fromiter(self.followed, dtype=np.uint64, count=len(self.followed))
+
+    def with_followed_ids(self, f: dict[str, np.ndarray]) -> np.ndarray:
+        """Rows whose DNS id a followed exchange has: only they can be one (every key holds its id)."""
+        ids = np.zeros(1 << 16, dtype=bool)
+        ids[[dns_id for _, dns_id in self.followed.values()]] = True
+        return ids[f["dns_id"]]
+
+    def probed(self, f: dict[str, np.ndarray]) -> np.ndarray:
+        """Rows that may reach, or leave from, an address a followed query reached, with its question."""
+        probes = np.fromiter(set(self.probes.values()), dtype=np.uint64)
+        return np.isin(f["to_probe"], probes) | np.isin(f["from_probe"], probes)
+
+    def forwards(self, batch: Batch) -> np.ndarray:
         """Queries a server sent on behalf of a followed query (and theirs, in turn): marked and followed. As
         `link_parents` does, a forward belongs to the latest query of its question that reached the server before
         it, whoever asked it: a forward of another client's query is not taken for the pod's."""
-        keys, translated, ts, vantage = f["keys"], f["translated"], f["ts"], f["vantage"]
-        query, response, arrival, asked_from = f["query"], f["response"], f["arrival"], f["asked_from"]
+        f = batch.f
+        keys, ts, vantage = f["keys"], f["ts"], f["vantage"]
         marked = np.zeros(len(keys), dtype=bool)
         for _ in range(4):  # a forward's forward: CoreDNS -> NodeLocal DNS -> upstream is two
-            followed = np.isin(keys, np.fromiter(self.followed, dtype=np.uint64, count=len(self.followed)))
-            for where in set(arrival[query & followed].tolist()):
+            batch.hash(self.with_followed_ids(f) | self.probed(f))
+            query, _ = batch.queries()
+            followed = f["hashed"] & np.isin(keys, self.followed_keys())
+            reached = query & followed
+            for where, probe in zip(f["arrival"][reached].tolist(), f["to_probe"][reached].tolist()):
                 self.asked.setdefault(where, [])
+                self.probes[where] = probe
+            batch.hash(self.probed(f))  # the questions of those the new server addresses see
+            query, response = batch.queries()
+            arrival, asked_from = f["arrival"], f["asked_from"]
             watched = np.fromiter(self.asked, dtype=np.uint64, count=len(self.asked))
             arrivals = query & np.isin(arrival, watched)
             candidates = query & ~followed & ~marked & np.isin(asked_from, watched)
@@ -197,7 +275,7 @@ class LookupFilter:
             marked[new] = True
             rows = np.zeros(len(keys), dtype=bool)
             rows[new] = True
-            self.follow(keys, translated, rows, ts)
+            self.follow(f, rows)
         return marked
 
     def note_arrival(self, where: int, ts: int, followed: bool, vantage: int, key: int) -> None:
@@ -220,14 +298,14 @@ class LookupFilter:
 
     def forget(self, now: int) -> None:
         """Exchanges and server windows past their time."""
-        self.followed = {k: t for k, t in self.followed.items() if t >= now - FOLLOW_NS}
+        self.followed = {k: seen for k, seen in self.followed.items() if seen[0] >= now - FOLLOW_NS}
         self.asked_by_key = {k: w for k, w in self.asked_by_key.items() if w[0] >= now - FOLLOW_NS}
         cutoff = now - SERVER_WAIT_NS - self.hold_ns
         for where in list(self.asked):
             history = self.asked[where]
             del history[:bisect.bisect_left(history, cutoff, key=lambda w: w[0])]
             if not history:
-                del self.asked[where]
+                del self.asked[where], self.probes[where]
 
     def count_dropped(self, f: dict[str, np.ndarray], dropped: np.ndarray) -> None:
         self.counts["filtered_queries"] += int((dropped & f["dns"] & ~f["qr"]).sum())

@@ -142,6 +142,28 @@ is sent, with its copies after a masquerade that changed its address and port.""
     assert pod_filter.stats()["filtered_queries"] == 3
 
 
+def test_questions_that_begin_alike_or_differ_only_in_case_are_told_apart_and_matched_as_the_whole_question_says():
+    """The filter hashes a record's whole question only when its first bytes could match a followed one: a name
+    that begins as the pod's is still another question, and one that differs in case is the same."""
+    from tests.frames import query, response
+
+    coredns, upstream = "10.244.0.2", "172.18.0.9"
+    raw = b"".join([
+        record(query("shared.example.", qid=1), capture_id=1, ts=1_000, src=POD_IP, dst=coredns, sport=40001),
+        record(query("shared.exotic.", qid=2), capture_id=1, ts=1_500, src=OTHER_IP, dst=coredns, sport=40002),
+        record(query("SHARED.Example.", qid=3), capture_id=1, ts=2_000, src=coredns, dst=upstream, sport=50000),
+        record(query("shared.exotic.", qid=4), capture_id=1, ts=2_100, src=coredns, dst=upstream, sport=50001),
+        record(response("SHARED.Example.", qid=3), capture_id=1, ts=3_000, src=upstream, dst=coredns, sport=53, dport=50000),
+        record(response("shared.exotic.", qid=4), capture_id=1, ts=3_100, src=upstream, dst=coredns, sport=53, dport=50001),
+        record(response("shared.example.", qid=1), capture_id=1, ts=3_200, src=coredns, dst=POD_IP, sport=53, dport=40001),
+        record(response("shared.exotic.", qid=2), capture_id=1, ts=3_300, src=coredns, dst=OTHER_IP, sport=53, dport=40002),
+    ])
+    pod_filter = LookupFilter([POD_IP])
+    sent = np.frombuffer(pod_filter.take(raw, final=True), EVENT_DTYPE)
+    assert sent["dns_id"].tolist() == [1, 3, 3, 1]
+    assert pod_filter.stats()["filtered_queries"] == 2 and pod_filter.stats()["filtered_responses"] == 2
+
+
 def test_the_command_line_refuses_a_client_that_is_no_address_and_a_full_stream_without_agents():
     from click.testing import CliRunner
 
