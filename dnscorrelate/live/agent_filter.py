@@ -118,11 +118,23 @@ def mix(*columns: np.ndarray) -> np.ndarray:
 
 
 class Batch:
-    """The records a `take` decides, in time order (`f`: one column per feature), reaching back to their bytes
-    (`records[order]`) to hash a row's question the first time it is needed."""
+    """The records a `take` decides, in time order (`f`: one column per feature), reaching back to their bytes (the
+    held records, then the new ones, in `order`) to hash a row's question the first time it is needed, or to send
+    or hold it: the records themselves are never joined into one array."""
 
-    def __init__(self, records: np.ndarray, order: np.ndarray, features: dict[str, np.ndarray]) -> None:
-        self.records, self.order, self.f = records, order, features
+    def __init__(self, held: np.ndarray, new: np.ndarray, order: np.ndarray, features: dict[str, np.ndarray]) -> None:
+        self.held, self.new, self.order, self.f = held, new, order, features
+
+    def rows(self, mask: np.ndarray) -> np.ndarray:
+        """The records of the rows in `mask`, in time order (a copy)."""
+        at = self.order[mask]
+        if not len(self.held):
+            return self.new[at]
+        out = np.empty(len(at), dtype=EVENT_DTYPE)
+        old = at < len(self.held)
+        out[old] = self.held[at[old]]
+        out[~old] = self.new[at[~old] - len(self.held)]
+        return out
 
     def hash(self, rows: np.ndarray) -> None:
         """Work out the question and what depends on it for `rows` (a mask) not hashed yet."""
@@ -130,7 +142,7 @@ class Batch:
         todo = np.flatnonzero(rows & ~f["hashed"])
         if not len(todo):
             return
-        chosen = self.records[self.order[todo]]
+        chosen = self.rows(todo)
         questions, valid = question_hashes(chosen)
         source, destination = address_words(chosen["saddr"]), address_words(chosen["daddr"])
         vantage = f["vantage"][todo]
@@ -167,14 +179,13 @@ class LookupFilter:
         Each record's fixed features are worked out once, when it arrives, its question when it is first needed;
         held ones keep theirs. Records are never copied whole but to be sent, held or hashed."""
         new = np.frombuffer(raw, dtype=EVENT_DTYPE) if raw else self.pending[:0]
-        records = np.concatenate([self.pending, new]) if len(self.pending) else new
-        if not len(records):
+        if not len(self.pending) + len(new):
             return b""
         arrived = self.features(new)
         f = {name: np.concatenate([self.held[name], arrived[name]]) for name in arrived} if len(self.pending) else arrived
         order = np.argsort(f["ts"], kind="stable")
         f = {name: column[order] for name, column in f.items()}
-        batch = Batch(records, order, f)
+        batch = Batch(self.pending, new, order, f)
         keep = f["mine"].copy()
         batch.hash(keep)
         self.follow(f, keep & f["has_question"])
@@ -187,11 +198,11 @@ class LookupFilter:
         newest = int(f["ts"][-1])
         decided = keep | final | (f["ts"] < newest - self.hold_ns)
         self.count_dropped(f, decided & ~keep)
-        self.pending = records[order[~decided]]
+        self.pending = batch.rows(~decided)
         self.held = {name: column[~decided] for name, column in f.items()}
         self.forget(newest)
         self.counts["records_kept"] += int(keep.sum())
-        return records[order[keep]].tobytes()
+        return batch.rows(keep).tobytes()
 
     def features(self, records: np.ndarray) -> dict[str, np.ndarray]:
         """What the filter looks records up by, one column each: time, vantage, DNS id, query or response, whether
