@@ -38,6 +38,7 @@ from collections import Counter
 from collections.abc import Iterable
 
 import numpy as np
+import pandas as pd
 
 from dnscorrelate.sources.bpf import EVENT_DTYPE, PAYLOAD_MAX
 
@@ -107,6 +108,16 @@ def exchange_keys(records: np.ndarray, questions: np.ndarray) -> np.ndarray:
     response = (records["dns_flags"] >> 15).astype(bool)
     client_port = np.where(response, records["dport"], records["sport"]).astype(np.uint64)
     return questions * _MIX + (records["dns_id"].astype(np.uint64) << np.uint64(16)) + client_port
+
+
+def among(rows: np.ndarray, values: np.ndarray, known: np.ndarray) -> np.ndarray:
+    """`rows` (a mask) whose value is one of `known` (distinct values): looked up in a hash table, and only for those rows (numpy's
+    isin sorts every value, and at a busy node nearly every row is another pod's)."""
+    out = np.zeros(len(values), dtype=bool)
+    at = np.flatnonzero(rows)
+    if len(at) and len(known):
+        out[at] = pd.Index(known).get_indexer(values[at]) >= 0
+    return out
 
 
 def mix(*columns: np.ndarray) -> np.ndarray:
@@ -193,7 +204,7 @@ class LookupFilter:
         batch.hash(self.with_followed_ids(f))
         followed = self.followed_keys()
         has_question = f["hashed"] & f["has_question"]
-        keep |= has_question & (np.isin(f["keys"], followed) | np.isin(f["translated"], followed))
+        keep |= among(has_question, f["keys"], followed) | among(has_question, f["translated"], followed)
         self.follow(f, keep & has_question)
         newest = int(f["ts"][-1])
         decided = keep | final | (f["ts"] < newest - self.hold_ns)
@@ -247,7 +258,8 @@ class LookupFilter:
     def probed(self, f: dict[str, np.ndarray]) -> np.ndarray:
         """Rows that may reach, or leave from, an address a followed query reached, with its question."""
         probes = np.fromiter(set(self.probes.values()), dtype=np.uint64)
-        return np.isin(f["to_probe"], probes) | np.isin(f["from_probe"], probes)
+        every = np.ones(len(f["ts"]), dtype=bool)
+        return among(every, f["to_probe"], probes) | among(every, f["from_probe"], probes)
 
     def forwards(self, batch: Batch) -> np.ndarray:
         """Queries a server sent on behalf of a followed query (and theirs, in turn): marked and followed. As
@@ -259,7 +271,7 @@ class LookupFilter:
         for _ in range(4):  # a forward's forward: CoreDNS -> NodeLocal DNS -> upstream is two
             batch.hash(self.with_followed_ids(f) | self.probed(f))
             query, _ = batch.queries()
-            followed = f["hashed"] & np.isin(keys, self.followed_keys())
+            followed = among(f["hashed"], keys, self.followed_keys())
             reached = query & followed
             for where, probe in zip(f["arrival"][reached].tolist(), f["to_probe"][reached].tolist()):
                 self.asked.setdefault(where, [])
@@ -268,8 +280,8 @@ class LookupFilter:
             query, response = batch.queries()
             arrival, asked_from = f["arrival"], f["asked_from"]
             watched = np.fromiter(self.asked, dtype=np.uint64, count=len(self.asked))
-            arrivals = query & np.isin(arrival, watched)
-            candidates = query & ~followed & ~marked & np.isin(asked_from, watched)
+            arrivals = among(query, arrival, watched)
+            candidates = among(query & ~followed & ~marked, asked_from, watched)
             answers = response & followed
             new = []
             for i in np.flatnonzero(arrivals | candidates | answers).tolist():
