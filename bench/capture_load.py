@@ -24,9 +24,10 @@ CoreDNS included). Load average is printed before and after: the figures mean li
 and no tracer, which tells the kernel's cost of the sockets themselves from the tracer's.
 
 --agent-cpu: the node agent's own CPU (`kube/agent.py`'s `Agent`, run in this process over the lab's
-namespaces, its stream written to /dev/null) while dnsperf sends cache hits at --rates qps, filtering for
-another pod's lookups (`trace`'s default: every record here is counted and dropped) and sending every record
-(the full stream), alternating, --repeat times. The lab is one node: its agent sees every hop of every
+namespaces, its stream written to /dev/null) while dnsperf sends cache hits at --rates qps from mypod,
+filtering for web-0 (`trace`'s default), which meanwhile asks 10 new names a second (a second dnsperf: each
+lookup forwarded upstream, its records sent, the flood's counted and dropped), and sending every record (the
+full stream), alternating, --repeat times. The lab is one node: its agent sees every hop of every
 lookup, more than any one node of a cluster would.
 """
 
@@ -185,21 +186,28 @@ def agent_cpu(lab, names: Path, seconds: int, rate: int, filtered: bool) -> dict
 
     from dnscorrelate.cluster.kube.agent import Agent
 
-    with open(os.devnull, "wb") as out:
-        agent = Agent(out, "node-0", discovery=LabDiscovery(lab), clients=("10.244.9.99",) if filtered else ())
+    traced = lab.pod("web-0", "demo")
+    with open(os.devnull, "wb") as out, tempfile.TemporaryDirectory() as tmp:
+        agent = Agent(out, "node-0", discovery=LabDiscovery(lab), clients=(traced.ip,) if filtered else ())
         thread = threading.Thread(target=agent.run, args=(seconds + 3,))
         before = own_cpu()
         thread.start()
         while agent.capture is None or not agent.writer.bytes_sent:
             time.sleep(0.05)
         start_cpu = own_cpu()
+        own_names = Path(tmp) / "traced.txt"
+        own_names.write_text("".join(f"t{time.time_ns()}-{i}.example.org A\n" for i in range(10 * seconds + 10)))
+        # its own process, so that its CPU is not the agent's
+        lookups = subprocess.Popen(["ip", "netns", "exec", traced.netns, "dnsperf", "-s", lab.topology.cluster_dns_ip, "-d", str(own_names),
+                                    "-l", str(seconds), "-Q", "10", "-n", "1"], stdout=subprocess.PIPE, text=True)
         qps = dnsperf(lab.pod("mypod", "demo").netns, lab.topology.cluster_dns_ip, names, seconds, rate)
         used = own_cpu() - start_cpu
+        answered = re.search(r"Queries completed:\s+(\d+)", lookups.communicate()[0])
         agent.stop()
         thread.join()
     counters = agent.counters()
     return {"qps": qps, "cpu_share": used / seconds, "startup_cpu": start_cpu - before, "events": counters["events"],
-            "sent": agent.writer.records_sent, "bytes": agent.writer.bytes_sent}
+            "sent": agent.writer.records_sent, "bytes": agent.writer.bytes_sent, "traced_answered": int(answered.group(1)) if answered else 0}
 
 
 def median_run(runs: list[dict]) -> dict:
@@ -228,14 +236,14 @@ def main() -> None:
             cached = warm_cache(lab, Path(tmp))
             if args.agent_cpu:
                 print(f"load average {os.getloadavg()}")
-                print("| rate | stream | qps | agent CPU (% of a core) | events seen | records sent | bytes sent |")
-                print("| --- | --- | --- | --- | --- | --- | --- |")
+                print("| rate | stream | qps | agent CPU (% of a core) | events seen | records sent | bytes sent | web-0's lookups answered |")
+                print("| --- | --- | --- | --- | --- | --- | --- | --- |")
                 for rate in args.rates:
                     for attempt in range(args.repeat):
                         for filtered in (True, False):
                             r = agent_cpu(lab, cached, args.seconds, rate, filtered)
                             print(f"| {rate or 'max'} | {'filtered' if filtered else 'full'} | {r['qps']:,.0f} | "
-                                  f"{100 * r['cpu_share']:.1f} | {r['events']:,} | {r['sent']:,} | {r['bytes']:,} |", flush=True)
+                                  f"{100 * r['cpu_share']:.1f} | {r['events']:,} | {r['sent']:,} | {r['bytes']:,} | {r['traced_answered']} |", flush=True)
                 print(f"load average after: {os.getloadavg()}")
                 return
             if args.cpu_per_query:
