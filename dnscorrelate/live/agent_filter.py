@@ -17,7 +17,7 @@ HOLD_NS, and sends those that belong to a followed exchange:
 
 A record's whole question is hashed only when it could matter (`Batch.hash`): when it has the pod's address, a
 DNS id some followed exchange has, or the first PREFIX bytes of its question at an address a followed query
-reached or left from (`probe`). The other records of a busy node (other pods' lookups) are counted from their
+reached or left from (`hash_probed`). The other records of a busy node (other pods' lookups) are counted from their
 fixed fields alone: at 10k qps they are nearly all of them.
 
 Records older than HOLD_NS that no followed exchange claimed are dropped and counted by kind
@@ -135,6 +135,7 @@ class Batch:
 
     def __init__(self, held: np.ndarray, new: np.ndarray, order: np.ndarray, features: dict[str, np.ndarray]) -> None:
         self.held, self.new, self.order, self.f = held, new, order, features
+        self.probes_seen: set[int] = set()  # the filter's probes its rows were looked up by
 
     def rows(self, mask: np.ndarray) -> np.ndarray:
         """The records of the rows in `mask`, in time order (a copy)."""
@@ -255,11 +256,16 @@ class LookupFilter:
         ids[[dns_id for _, dns_id in self.followed.values()]] = True
         return ids[f["dns_id"]]
 
-    def probed(self, f: dict[str, np.ndarray]) -> np.ndarray:
-        """Rows that may reach, or leave from, an address a followed query reached, with its question."""
-        probes = np.fromiter(set(self.probes.values()), dtype=np.uint64)
-        every = np.ones(len(f["ts"]), dtype=bool)
-        return among(every, f["to_probe"], probes) | among(every, f["from_probe"], probes)
+    def hash_probed(self, batch: Batch) -> None:
+        """Hash the queries that may reach, or leave from, an address a followed query reached, with its question:
+        of the probes not yet looked for in this batch (they only grow while it is decided)."""
+        probes = set(self.probes.values()) - batch.probes_seen
+        if not probes:
+            return
+        batch.probes_seen |= probes
+        f, probes = batch.f, np.fromiter(probes, dtype=np.uint64)
+        queries = f["dns"] & ~f["qr"]
+        batch.hash(among(queries, f["to_probe"], probes) | among(queries, f["from_probe"], probes))
 
     def forwards(self, batch: Batch) -> np.ndarray:
         """Queries a server sent on behalf of a followed query (and theirs, in turn): marked and followed. As
@@ -269,14 +275,15 @@ class LookupFilter:
         keys, ts, vantage = f["keys"], f["ts"], f["vantage"]
         marked = np.zeros(len(keys), dtype=bool)
         for _ in range(4):  # a forward's forward: CoreDNS -> NodeLocal DNS -> upstream is two
-            batch.hash(self.with_followed_ids(f) | self.probed(f))
+            batch.hash(self.with_followed_ids(f))
+            self.hash_probed(batch)
             query, _ = batch.queries()
             followed = among(f["hashed"], keys, self.followed_keys())
             reached = query & followed
             for where, probe in zip(f["arrival"][reached].tolist(), f["to_probe"][reached].tolist()):
                 self.asked.setdefault(where, [])
                 self.probes[where] = probe
-            batch.hash(self.probed(f))  # the questions of those the new server addresses see
+            self.hash_probed(batch)  # the questions of those the new server addresses see
             query, response = batch.queries()
             arrival, asked_from = f["arrival"], f["asked_from"]
             watched = np.fromiter(self.asked, dtype=np.uint64, count=len(self.asked))
