@@ -22,9 +22,10 @@ from dnscorrelate.live.agent_filter import LookupFilter
 from dnscorrelate.sources.bpf import EVENT_DTYPE
 from dnscorrelate.sources.decode import Vantage, decode
 from tests.fixtures import load_fixture
-from tests.frames import record
+from tests.frames import query, record, response
 
 POD_IP, OTHER_IP = "10.244.0.4", "10.244.0.99"
+COREDNS_IP, UPSTREAM_IP = "10.244.0.2", "172.18.0.9"  # a server and its upstream, for records made by hand
 BOOT_TO_WALL = 1_700_000_000 * 10**9
 TCP_FLAGS = {"tcp-syn": 0x02, "tcp-synack": 0x12, "tcp-rst": 0x04}
 
@@ -121,9 +122,7 @@ def test_a_forward_is_followed_only_when_the_pods_query_is_the_latest_of_its_que
     """Two clients ask one name a moment apart; CoreDNS forwards once, after the second query arrived: the forward is
     the second client's (as `link_parents` would link it), and the pod's filter does not send it. The pod's own forward
 is sent, with its copies after a masquerade that changed its address and port."""
-    from tests.frames import query, response
-
-    coredns, upstream = "10.244.0.2", "172.18.0.9"
+    coredns, upstream = COREDNS_IP, UPSTREAM_IP
     raw = b"".join([
         record(query("shared.example.", qid=1), capture_id=1, ts=1_000, src=POD_IP, dst=coredns, sport=40001),
         record(query("shared.example.", qid=2), capture_id=1, ts=2_000, src=OTHER_IP, dst=coredns, sport=40002),
@@ -145,9 +144,7 @@ is sent, with its copies after a masquerade that changed its address and port.""
 def test_questions_that_begin_alike_or_differ_only_in_case_are_told_apart_and_matched_as_the_whole_question_says():
     """The filter hashes a record's whole question only when its first bytes could match a followed one: a name
     that begins as the pod's is still another question, and one that differs in case is the same."""
-    from tests.frames import query, response
-
-    coredns, upstream = "10.244.0.2", "172.18.0.9"
+    coredns, upstream = COREDNS_IP, UPSTREAM_IP
     raw = b"".join([
         record(query("shared.example.", qid=1), capture_id=1, ts=1_000, src=POD_IP, dst=coredns, sport=40001),
         record(query("shared.exotic.", qid=2), capture_id=1, ts=1_500, src=OTHER_IP, dst=coredns, sport=40002),
