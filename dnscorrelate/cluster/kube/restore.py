@@ -97,11 +97,15 @@ def restore_config_map(faults, entry: dict, reload_coredns: bool) -> bool:
     if not entry["existed"]:
         faults.core.delete_namespaced_config_map(name, namespace)
         return True
-    body = faults.core.read_namespaced_config_map(name, namespace)
-    body.data = entry["data"]
     pods = faults.core.list_namespaced_pod(NS, label_selector="k8s-app=kube-dns").items
     patched_at = datetime.now(timezone.utc)
-    faults.core.replace_namespaced_config_map(name, namespace, body)
+
+    def replace() -> None:
+        body = faults.core.read_namespaced_config_map(name, namespace)
+        body.data = entry["data"]
+        faults.core.replace_namespaced_config_map(name, namespace, body)
+
+    on_conflict_again(replace)
     if reload_coredns and (namespace, name) == (NS, "coredns"):
         old, new = current["data"].get("Corefile", ""), entry["data"].get("Corefile", "")
         if RELOAD.search(old) and RELOAD.search(new) and pods:
@@ -109,6 +113,20 @@ def restore_config_map(faults, entry: dict, reload_coredns: bool) -> bool:
         else:
             faults.restart_coredns()
     return True
+
+
+def on_conflict_again(replace, attempts: int = 3) -> None:
+    """`replace()` (a read, then a replace of what was read), read and done again when the API server says the object
+    changed in between (409 Conflict): a run killed mid-fault may have had a write of its own still in flight."""
+    from kubernetes.client.rest import ApiException
+
+    for attempt in range(attempts):
+        try:
+            return replace()
+        except ApiException as err:
+            if err.status != 409 or attempt == attempts - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def restore_deployment(faults, entry: dict) -> bool:
