@@ -64,42 +64,38 @@ def address_words(addresses: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(addresses).view("<u8").reshape(-1, 2)
 
 
+def question_window(records: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Each record's first `width` bytes after the DNS header (after TCP's two length bytes), cut after the question
+    (a name ends at its first zero byte: label lengths are never zero, and a compressed name never starts a
+    question; then type and class) and case folded on every byte (a length byte is below 64, never a capital
+    letter); and the question's length in it. A question longer than the window is the part in it."""
+    payload = records["payload"]
+    window = payload[:, DNS_HEADER:DNS_HEADER + width].copy()
+    tcp = records["dns_at"] == 2
+    if tcp.any():
+        window[tcp] = payload[tcp, DNS_HEADER + 2:DNS_HEADER + 2 + width]
+    zero = window == 0
+    length = np.minimum(np.where(zero.any(axis=1), zero.argmax(axis=1) + 5, width), width)  # the root label, type, class
+    window[np.arange(width)[None, :] >= length[:, None]] = 0
+    window[(window >= 65) & (window <= 90)] += 32
+    return window, length
+
+
 def question_hashes(records: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Each record's question (name lower-cased, type, class) hashed to 64 bits, and whether it has one, for all
-    records at once from a window of QUESTION_WINDOW bytes after the header: a name ends at its first zero byte
-    (label lengths are never zero; a compressed name never starts a question). A name longer than the window is
-    hashed by the part in it. Case is folded on every byte: a length byte is below 64, never a capital letter."""
-    n = len(records)
-    payload = records["payload"]
-    window = payload[:, DNS_HEADER:DNS_HEADER + QUESTION_WINDOW].copy()
-    tcp = records["dns_at"] == 2  # TCP: the message after its two length bytes
-    if tcp.any():
-        window[tcp] = payload[tcp, DNS_HEADER + 2:DNS_HEADER + 2 + QUESTION_WINDOW]
-    zero = window == 0
-    name_end = np.where(zero.any(axis=1), zero.argmax(axis=1), QUESTION_WINDOW - 5)
-    length = np.minimum(name_end + 5, QUESTION_WINDOW)  # the root label, type and class
+    records at once from its `question_window` of QUESTION_WINDOW bytes."""
+    window, length = question_window(records, QUESTION_WINDOW)
     captured = records["captured"].astype(np.int64) - records["dns_at"].astype(np.int64) - DNS_HEADER
     valid = (records["kind"] != KIND_TCP_CONTROL) & (records["qdcount"] >= 1) & (length <= captured)
-    window[np.arange(QUESTION_WINDOW)[None, :] >= length[:, None]] = 0
-    window[(window >= 65) & (window <= 90)] += 32
     words = window.view("<u8")
     hashes = (words * _WEIGHTS[:words.shape[1]]).sum(axis=1, dtype=np.uint64) + length.astype(np.uint64)
     return np.where(valid, hashes, np.uint64(0)), valid
 
 
 def question_prefixes(records: np.ndarray) -> np.ndarray:
-    """Each record's first PREFIX bytes of its question as `question_hashes` reads them (cut after the question's
-    end, case folded), as one 64-bit word: records of equal questions have equal prefixes."""
-    payload = records["payload"]
-    window = payload[:, DNS_HEADER:DNS_HEADER + PREFIX].copy()
-    tcp = records["dns_at"] == 2
-    if tcp.any():
-        window[tcp] = payload[tcp, DNS_HEADER + 2:DNS_HEADER + 2 + PREFIX]
-    zero = window == 0
-    length = np.where(zero.any(axis=1), zero.argmax(axis=1) + 5, PREFIX)
-    window[np.arange(PREFIX)[None, :] >= length[:, None]] = 0
-    window[(window >= 65) & (window <= 90)] += 32
-    return window.view("<u8")[:, 0]
+    """Each record's `question_window` of PREFIX bytes as one 64-bit word: the first bytes `question_hashes` reads,
+    so records of equal questions have equal prefixes."""
+    return question_window(records, PREFIX)[0].view("<u8")[:, 0]
 
 
 def exchange_keys(records: np.ndarray, questions: np.ndarray) -> np.ndarray:
