@@ -136,11 +136,15 @@ def restore_deployment(faults, entry: dict) -> bool:
     template = faults.api.sanitize_for_serialization(deployment.spec.template)
     if deployment.spec.replicas == entry["replicas"] and template == entry["template"]:
         return False
-    body = faults.api.sanitize_for_serialization(deployment)
-    body["spec"]["replicas"] = entry["replicas"]
-    body["spec"]["template"] = entry["template"]
-    body.pop("status", None)
-    faults.apps.replace_namespaced_deployment(entry["name"], entry["namespace"], body)
+
+    def replace() -> None:
+        body = faults.api.sanitize_for_serialization(faults.apps.read_namespaced_deployment(entry["name"], entry["namespace"]))
+        body["spec"]["replicas"] = entry["replicas"]
+        body["spec"]["template"] = entry["template"]
+        body.pop("status", None)
+        faults.apps.replace_namespaced_deployment(entry["name"], entry["namespace"], body)
+
+    on_conflict_again(replace)
     wait_rolled_out(faults, entry["namespace"], entry["name"])
     return True
 
