@@ -171,7 +171,7 @@ static __always_inline void count(int index) {
 // packet. The reader polls on a timer instead; the kernel wakes it only every
 // WAKEUP_EVERY events per CPU, so bursts cannot fill the ring between polls.
 // 1024: at 10k qps (100k events/s) 256 woke the node agent 400 times a second,
-// a sixth of its CPU; 1024 x 64 CPUs still fits the 32 MiB ring (53k records).
+// about a tenth of its CPU; 1024 x 64 CPUs still fits the 32 MiB ring (53k records).
 #ifndef WAKEUP_EVERY
 #define WAKEUP_EVERY 1024
 #endif
