@@ -126,22 +126,23 @@ def mix(*columns: np.ndarray) -> np.ndarray:
 
 class Batch:
     """The records a `take` decides, in time order (`f`: one column per feature), reaching back to their bytes (the
-    held records, then the new ones, in `order`) to hash a row's question the first time it is needed, or to send
-    or hold it: the records themselves are never joined into one array."""
+    held records, then each new batch, in `order`) to hash a row's question the first time it is needed, or to send
+    or hold it: the records themselves are never joined into one array (at 10k qps, joining them cost a fifth of
+    the agent's CPU)."""
 
-    def __init__(self, held: np.ndarray, new: np.ndarray, order: np.ndarray, features: dict[str, np.ndarray]) -> None:
-        self.held, self.new, self.order, self.f = held, new, order, features
+    def __init__(self, parts: list[np.ndarray], order: np.ndarray, features: dict[str, np.ndarray]) -> None:
+        self.parts, self.order, self.f = parts, order, features
+        self.starts = np.cumsum([0] + [len(part) for part in parts[:-1]])  # each part's first row
         self.probes_seen: set[int] = set()  # the filter's probes its rows were looked up by
 
     def rows(self, mask: np.ndarray) -> np.ndarray:
         """The records of the rows in `mask`, in time order (a copy)."""
         at = self.order[mask]
-        if not len(self.held):
-            return self.new[at]
         out = np.empty(len(at), dtype=EVENT_DTYPE)
-        old = at < len(self.held)
-        out[old] = self.held[at[old]]
-        out[~old] = self.new[at[~old] - len(self.held)]
+        part_of = np.searchsorted(self.starts, at, side="right") - 1
+        for index in np.unique(part_of).tolist():
+            mine = part_of == index
+            out[mine] = self.parts[index][at[mine] - self.starts[index]]
         return out
 
     def hash(self, rows: np.ndarray) -> None:
@@ -182,18 +183,23 @@ class LookupFilter:
         self.asked_by_key: dict[tuple[int, int], list] = {}  # (vantage, followed exchange key) -> its window there
         self.counts: Counter = Counter()
 
-    def take(self, raw: bytes, final: bool = False) -> bytes:
-        """The records of followed exchanges among those held and `raw`; with `final`, what is held is decided now.
-        Each record's fixed features are worked out once, when it arrives, its question when it is first needed;
-        held ones keep theirs. Records are never copied whole but to be sent, held or hashed."""
-        new = np.frombuffer(raw, dtype=EVENT_DTYPE) if raw else self.pending[:0]
-        if not len(self.pending) + len(new):
+    def take(self, batches: Iterable[bytes] | bytes, final: bool = False) -> bytes:
+        """The records of followed exchanges among those held and the new `batches` (buffers of whole records, or one);
+        with `final`, what is held is decided now. Each record's fixed features are worked out once, when it arrives,
+        its question when it is first needed; held ones keep theirs. Records are never copied whole but to be sent,
+        held or hashed."""
+        if isinstance(batches, (bytes, bytearray, memoryview)):
+            batches = [batches]
+        new = [np.frombuffer(batch, dtype=EVENT_DTYPE) for batch in batches if len(batch)]
+        if not len(self.pending) + sum(map(len, new)):
             return b""
-        arrived = self.features(new)
-        f = {name: np.concatenate([self.held[name], arrived[name]]) for name in arrived} if len(self.pending) else arrived
+        parts = [self.pending, *new]
+        columns = [self.held] if len(self.pending) else []
+        columns += [self.features(records) for records in new]
+        f = {name: np.concatenate([c[name] for c in columns]) for name in columns[0]} if len(columns) > 1 else columns[0]
         order = np.argsort(f["ts"], kind="stable")
         f = {name: column[order] for name, column in f.items()}
-        batch = Batch(self.pending, new, order, f)
+        batch = Batch(parts, order, f)
         keep = f["mine"].copy()
         batch.hash(keep)
         self.follow(f, keep & f["has_question"])

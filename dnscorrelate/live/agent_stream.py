@@ -167,13 +167,20 @@ class StreamWriter:
         self._write(json_frame(END, counters))
 
 
-def bounded(batches: list[bytes], max_bytes: int) -> tuple[bytes, int]:
-    """The newest whole records of `batches` that fit in `max_bytes`, and how many older records were dropped
-    to fit: when the stream falls behind, the agent keeps what is current and counts the rest as lost."""
-    raw = b"".join(batches)
+def bounded(batches: list[bytes], max_bytes: int) -> tuple[list[bytes], int]:
+    """The newest whole records of `batches` that fit in `max_bytes`, still as batches (never joined: at 10k qps a
+    join is a copy of 50 MB a second), and how many older records were dropped to fit: when the stream falls
+    behind, the agent keeps what is current and counts the rest as lost."""
     size = EVENT_DTYPE.itemsize
-    keep = min(len(raw), max(0, max_bytes) // size * size)
-    return raw[len(raw) - keep:], (len(raw) - keep) // size
+    room = max(0, max_bytes) // size * size
+    kept: list[bytes] = []
+    for batch in reversed(batches):
+        if room <= 0:
+            break
+        kept.append(batch if len(batch) <= room else memoryview(batch)[len(batch) - room:])
+        room -= len(kept[-1])
+    kept.reverse()
+    return kept, (sum(map(len, batches)) - sum(map(len, kept))) // size
 
 
 @dataclass

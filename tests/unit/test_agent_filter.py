@@ -89,8 +89,9 @@ def traced(correlation) -> list[tuple]:
 
 
 @pytest.mark.parametrize("fixture", ["healthy", "slow-upstream", "nodelocal-imbalance", "search-path", "upstream-refused"])
-@pytest.mark.parametrize("pieces", [1, 7])
-def test_the_filtered_stream_gives_the_pod_the_traces_of_the_full_stream(fixture, pieces):
+@pytest.mark.parametrize("pieces, batches", [(1, 1), (7, 1), (2, 5)])
+def test_the_filtered_stream_gives_the_pod_the_traces_of_the_full_stream(fixture, pieces, batches):
+    """`pieces` takes, each given its records as `batches` buffers (as the ring buffer's reads come)."""
     frame, stats, logs, _ = load_fixture(fixture)
     frame = frame[(frame["proto"].astype(str) == "udp").to_numpy()]  # one record a row: no TCP stream to rebuild here
     both = with_another_client(frame)
@@ -102,7 +103,8 @@ def test_the_filtered_stream_gives_the_pod_the_traces_of_the_full_stream(fixture
     size = EVENT_DTYPE.itemsize
     chunks = np.array_split(np.arange(len(raw) // size), pieces)
     pod_filter = LookupFilter([POD_IP])
-    sent = b"".join(pod_filter.take(raw[c[0] * size:(c[-1] + 1) * size] if len(c) else b"") for c in chunks)
+    sent = b"".join(pod_filter.take([raw[b[0] * size:(b[-1] + 1) * size] for b in np.array_split(c, batches) if len(b)])
+                    for c in chunks)
     sent += pod_filter.take(b"", final=True)
 
     full_events, _ = decode(raw, decoded, BOOT_TO_WALL)

@@ -100,8 +100,9 @@ def test_loss_is_counted_per_node_ring_buffer_and_agent_together_and_a_cut_strea
 def test_bounded_keeps_the_newest_whole_records_and_counts_the_rest():
     batches = [b"a" * SIZE, b"b" * SIZE * 2, b"c" * SIZE]
     kept, dropped = bounded(batches, SIZE * 2 + SIZE // 2)
-    assert kept == b"b" * SIZE + b"c" * SIZE and dropped == 2
-    assert bounded(batches, 10 * SIZE) == (b"".join(batches), 0)
+    assert [bytes(batch) for batch in kept] == [b"b" * SIZE, b"c" * SIZE] and dropped == 2
+    assert bounded(batches, 10 * SIZE) == (batches, 0)
+    assert bounded(batches, SIZE // 2) == ([], 4)
 
 
 def test_output_that_is_not_a_stream_is_a_clear_error_not_a_crash():
@@ -126,8 +127,9 @@ def test_records_of_a_namespace_never_announced_are_counted_and_left_out():
 class StandInCapture:
     """What the agent uses of `live.capture.Capture`, fed by the test instead of the kernel."""
 
-    def __init__(self, targets, ports, watch):
+    def __init__(self, targets, ports, watch, read_every_s=None):
         self.targets, self.ports, self.watch = targets, ports, watch
+        self.read_every_s = read_every_s
         self.vantages, self.raw = {}, []
         self.boot_to_wall, self.compile_seconds, self.attach_seconds = 10**18, 0.5, 0.001
         self.tracer_kind = "core"
