@@ -140,6 +140,10 @@ class RingReader:
     def wait(self, timeout_ms: int) -> None:
         self._epoll.poll(timeout_ms / 1000)
 
+    def fill(self) -> float:
+        """The share of the ring holding records not read yet."""
+        return (int(self._producer_pos[0]) - int(self._consumer_pos[0])) / (self.mask + 1)
+
     def read(self) -> bytes:
         """The events (without record headers) committed since the last read, concatenated."""
         consumer = int(self._consumer_pos[0])
@@ -382,11 +386,6 @@ class Tracer:
 
     def start(self, sink: list[bytes]) -> None:
         self._sink = sink
-
-    def poll(self, timeout_ms: int) -> None:
-        """Wait until the kernel wakes us (every few hundred events) or `timeout_ms` passes, then drain."""
-        self.ring.wait(timeout_ms)
-        self.drain()
 
     def drain(self) -> None:
         """Move every committed event into the sink (dropped when no capture is running)."""

@@ -30,6 +30,10 @@ from dnscorrelate.sources.decode import Vantage, concat_parts, decode_settled
 DEFAULT_PORTS = (53,)
 WATCH_INTERVAL_S = 0.2
 POLL_INTERVAL_MS = 20  # at most this much delay before live views see an event
+# A consumer that takes records at its own pace (the node agent) lets them gather in the ring buffer between its
+# takes: each read has a fixed cost, and each batch one in every step after it. The reader still reads early once
+# the ring is this full, so that a burst is not lost while it waits.
+EARLY_READ_FILL = 0.25
 # A consumer that drains (`capture -o FILE.parquet`) bounds what waits undecoded: past BACKLOG_MAX_BYTES of
 # records (about 2.7 s at 10k qps, 78k records/s) the reader stops taking from the ring buffer until decoding
 # catches up, so the kernel drops what does not fit and counts it (`lost_samples`) instead of memory growing.
@@ -71,8 +75,10 @@ class Capture:
         targets: list[Target],
         ports: tuple[int, ...] = DEFAULT_PORTS,
         watch: Callable[[], list[Target]] | None = None,
+        read_every_s: float = POLL_INTERVAL_MS / 1000,
     ) -> None:
         self.targets = list(targets)
+        self.read_every_s = read_every_s  # how long records may wait in the ring buffer (unless it fills)
         self.ports = ports
         self.watch = watch
         self.vantages: dict[int, Vantage] = {}
@@ -96,6 +102,10 @@ class Capture:
         self._held = b""  # records of TCP messages drain() saw unfinished: decoded with what follows
         self.backlog_limit: int | None = None  # bytes of undecoded records the reader waits at (set by drain)
         self.backlog_full_seconds = 0.0  # time the reader waited for decoding to catch up
+        self._last_read = 0.0  # time.monotonic() of the last read of the ring buffer
+        # Held to read the ring buffer, and to attach a namespace until its vantage is known: the reader thread and a
+        # consumer's take_raw both read, and no record may be taken before its vantage is in `vantages`.
+        self._reading = threading.Lock()
 
     @property
     def remote_nodes(self) -> list[str]:
@@ -137,6 +147,10 @@ class Capture:
         self._thread.start()
 
     def _attach(self, target: Target) -> None:
+        with self._reading:  # a record of this namespace is read only once its vantage is known
+            self._attach_unread(target)
+
+    def _attach_unread(self, target: Target) -> None:
         capture_id = len(self.vantages) + 1
         try:
             # A namespace is attached once, whatever path names it: a later watch round may find a pod's namespace
@@ -163,7 +177,9 @@ class Capture:
                 self._stop.wait(POLL_INTERVAL_MS / 1000)
                 self.backlog_full_seconds += time.monotonic() - waited
             else:
-                self.tracer.poll(POLL_INTERVAL_MS)  # the kernel wakes us only every few hundred events
+                self.tracer.ring.wait(POLL_INTERVAL_MS)  # the kernel wakes us only every 1024 events a CPU
+                if time.monotonic() - self._last_read >= self.read_every_s or self.tracer.ring.fill() >= EARLY_READ_FILL:
+                    self.read_ring()
             if self.watch and time.monotonic() >= next_watch:
                 for target in self.watch():
                     self._attach(target)
@@ -206,9 +222,18 @@ class Capture:
         """Bytes of records read from the ring buffer and not yet decoded or taken."""
         return self.records.pending_bytes()
 
+    def read_ring(self) -> None:
+        """Move the records in the ring buffer into `raw`, as one batch."""
+        with self._reading:
+            self._last_read = time.monotonic()
+            self.tracer.drain()
+
     def take_raw(self) -> list[bytes]:
-        """Remove and return the record batches read so far, for a consumer that forwards them as they come (the
-        node agent) instead of decoding them here; `events()` and `new_events()` then see only what was not taken."""
+        """Remove and return the record batches read so far and those in the ring buffer now, for a consumer that
+        forwards them as they come (the node agent) instead of decoding them here; `events()` and `new_events()`
+        then see only what was not taken."""
+        if self._thread is not None:
+            self.read_ring()
         return self.records.take(len(self.raw))
 
     def drain(self, last: bool = False) -> pd.DataFrame:

@@ -7,7 +7,7 @@ import time
 
 from dnscorrelate.live import capture as capture_module
 from dnscorrelate.sources.bpf import EVENT_DTYPE
-from dnscorrelate.live.capture import Capture
+from dnscorrelate.live.capture import EARLY_READ_FILL, Capture
 from dnscorrelate.sources.decode import Vantage, decode
 from tests.frames import TCP, query, record, response
 
@@ -64,11 +64,18 @@ class FakeTracer:
     def __init__(self, sink: list[bytes]) -> None:
         self.sink = sink
         self.polls = 0
+        self.ring = self
+        self.filled = 0.0
 
-    def poll(self, timeout_ms: int) -> None:
+    def wait(self, timeout_ms: int) -> None:
+        time.sleep(0.001)
+
+    def fill(self) -> float:
+        return self.filled
+
+    def drain(self) -> None:
         self.polls += 1
         self.sink.append(record(query()) * 2)
-        time.sleep(0.001)
 
 
 def wait_for(condition, seconds=30.0):
@@ -119,3 +126,21 @@ def test_a_namespace_found_again_through_another_process_is_not_attached_twice(m
     for target in same_namespace:
         capture._attach(target)
     assert capture.tracer.attached == ["/proc/self/ns/net"] and len(capture.vantages) == 1
+
+
+def test_a_consumer_that_takes_at_its_own_pace_gets_what_gathered_as_one_read_unless_the_ring_fills():
+    capture = offline_capture([])
+    capture.tracer = FakeTracer(capture.raw)
+    capture.read_every_s = 60.0  # the node agent's flush interval, made long
+    capture._last_read = time.monotonic()
+    capture._thread = threading.Thread(target=capture._run)
+    capture._thread.start()
+    try:
+        time.sleep(0.1)
+        assert capture.tracer.polls == 0  # records gather in the ring
+        assert len(capture.take_raw()) == 1 and capture.tracer.polls == 1  # the take reads them, in one batch
+        capture.tracer.filled = EARLY_READ_FILL
+        assert wait_for(lambda: capture.tracer.polls > 1)  # a ring a quarter full is read without waiting for the take
+    finally:
+        capture._stop.set()
+        capture._thread.join()

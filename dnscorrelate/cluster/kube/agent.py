@@ -164,19 +164,25 @@ class Agent:
         those of the traced pod's lookups; `final`: what the filter holds is decided now)."""
         batches = self.capture.take_raw()
         self.send_vantages()
-        raw, dropped = bounded(batches, self.max_pending_bytes)
+        kept, dropped = bounded(batches, self.max_pending_bytes)
         self.dropped += dropped
         if self.filter is not None:
-            raw = self.filter.take(raw, final)
+            kept = [self.filter.take(kept, final)]
         step = FRAME_RECORDS * self.capture_record_size
-        for start in range(0, len(raw), step):
-            self.writer.records(raw[start:start + step])
+        for raw in kept:
+            for start in range(0, len(raw), step):
+                self.writer.records(raw[start:start + step])
 
     def send_vantages(self) -> None:
         for capture_id, vantage in list(self.capture.vantages.items()):
             if capture_id not in self.sent_vantages:
                 self.writer.vantage(capture_id, vantage)
                 self.sent_vantages.add(capture_id)
+
+    @property
+    def send_interval(self) -> float:
+        """Seconds between two flushes; the capture reads its ring buffer at each (`take_raw`), in one batch."""
+        return SEND_INTERVAL_S if self.filter is None else FILTER_INTERVAL_S
 
     @property
     def capture_record_size(self) -> int:
@@ -187,7 +193,8 @@ class Agent:
     def run(self, duration: float | None = None) -> int:
         """Capture and stream until stopped; 0 when the stream ended cleanly, 2 when this node cannot capture."""
         try:
-            self.capture = self.capture_factory(self.discovery.targets(), ports=self.ports, watch=self.discovery.watcher())
+            self.capture = self.capture_factory(self.discovery.targets(), ports=self.ports, watch=self.discovery.watcher(),
+                                                read_every_s=self.send_interval)
             self.capture.start()
         except (CaptureError, ClusterError) as err:
             self.writer.error(on_a_node(str(err)))
@@ -202,8 +209,7 @@ class Agent:
                           attach_seconds=round(self.capture.attach_seconds, 4), namespaces=len(self.capture.vantages))
         try:
             next_stats = time.monotonic() + STATS_INTERVAL_S
-            interval = SEND_INTERVAL_S if self.filter is None else FILTER_INTERVAL_S
-            while not self.stop_event.wait(interval):
+            while not self.stop_event.wait(self.send_interval):
                 self.flush()
                 if time.monotonic() >= next_stats:
                     self.writer.stats(self.counters())
