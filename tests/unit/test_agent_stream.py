@@ -532,3 +532,32 @@ def test_the_agents_capture_drained_to_the_end_keeps_its_counters_for_the_sessio
     assert len(first) == 6 and len(rest) == 0 and set(first["node"].astype(str)) == {"cp"}
     assert len(capture.events()) == 0
     assert capture.stats["packets"] == 6 and capture.stats["nodes"]["cp"]["records_received"] == 6
+
+
+def test_the_agent_scans_proc_only_while_a_mapped_pod_is_missing(tmp_path, monkeypatch):
+    """A scan reads every process's cgroup: the agent scans when a map names a pod it has not found, or a found pod's
+    process is gone, and otherwise not at all."""
+    from dnscorrelate.cluster.kube.discovery import PodRef
+
+    def process(pid: int, uid: str | None) -> None:
+        (tmp_path / str(pid) / "ns").mkdir(parents=True)
+        (tmp_path / str(pid) / "ns" / "net").write_text(str(pid))  # each its own file: its own inode
+        (tmp_path / str(pid) / "cgroup").write_text(f"0::/kubepods/pod{uid}/abc\n" if uid else "0::/\n")
+
+    process(1, None)
+    process(100, UID_A)
+    pods = {UID_A: PodRef(UID_A, "demo/mypod", "pod"), UID_B: PodRef(UID_B, "demo/other", "pod")}
+    discovery = node_agent.NodeDiscovery("kind-worker", proc=tmp_path, first_map_timeout=1)
+    discovery.update(pods)
+    assert [t.vantage for t in discovery.targets()] == ["kind-worker", "demo/mypod"] and discovery.scans == 1
+    assert discovery.new_targets() == [] and discovery.scans == 1  # demo/other is missing, but it was just looked for
+    discovery.update(dict(pods))  # a new map: looked for at once
+    process(200, UID_B)
+    assert [t.vantage for t in discovery.new_targets()][-1] == "demo/other" and discovery.scans == 2
+    for _ in range(3):
+        assert discovery.new_targets() == []  # every mapped pod found: no scan
+    assert discovery.scans == 2
+    (tmp_path / "100" / "ns" / "net").unlink()  # its process is gone (the sandbox was recreated)
+    process(300, UID_A)
+    monkeypatch.setattr(node_agent, "RESCAN_S", 0.0)  # the same map: looked for again once RESCAN_S has passed
+    assert "demo/mypod" in [t.vantage for t in discovery.new_targets()] and discovery.scans == 3
