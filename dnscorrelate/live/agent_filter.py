@@ -45,6 +45,7 @@ from dnscorrelate.sources.bpf import EVENT_DTYPE, PAYLOAD_MAX
 HOLD_NS = 10_000_000  # a record waits this long for one written before it on another CPU that makes its exchange followed
 SERVER_WAIT_NS = 10 * 10**9  # as correlate/upstream.py: how long after a query arrives its forwards may start
 FOLLOW_NS = 30 * 10**9  # an exchange is followed this long after its last record (slow upstreams, retries)
+FORGET_EVERY_NS = 10**9  # what is past FOLLOW_NS is forgotten at most this late: a thirtieth more held
 KIND_DNS, KIND_ICMP_ERROR, KIND_TCP_CONTROL = 0, 1, 2
 DNS_HEADER = 12
 QUESTION_WINDOW = 128  # bytes of the question looked at (a multiple of 8): the name, type and class of most lookups
@@ -182,6 +183,7 @@ class LookupFilter:
         self.probes: dict[int, int] = {}  # each of `asked`'s keys -> (vantage, server address, question's prefix)
         self.asked_by_key: dict[tuple[int, int], list] = {}  # (vantage, followed exchange key) -> its window there
         self.counts: Counter = Counter()
+        self.forgotten_at = 0  # the record time `forget` last looked at
 
     def take(self, batches: Iterable[bytes] | bytes, final: bool = False) -> bytes:
         """The records of followed exchanges among those held and the new `batches` (buffers of whole records, or one);
@@ -329,7 +331,10 @@ class LookupFilter:
         return at > 0 and history[at - 1][2] and ts <= history[at - 1][1]
 
     def forget(self, now: int) -> None:
-        """Exchanges and server windows past their time."""
+        """Exchanges and server windows past their time, once every FORGET_EVERY_NS (each look goes through all)."""
+        if now < self.forgotten_at + FORGET_EVERY_NS:
+            return
+        self.forgotten_at = now
         self.followed = {k: seen for k, seen in self.followed.items() if seen[0] >= now - FOLLOW_NS}
         self.asked_by_key = {k: w for k, w in self.asked_by_key.items() if w[0] >= now - FOLLOW_NS}
         cutoff = now - SERVER_WAIT_NS - self.hold_ns
