@@ -52,6 +52,7 @@ QUESTION_WINDOW = 128  # bytes of the question looked at (a multiple of 8): the 
 PREFIX = 8  # bytes of the question a record's cheap probe reads (one 64-bit word)
 _WEIGHTS = np.random.default_rng(0x5EED).integers(1, 2**63, size=PAYLOAD_MAX + 8, dtype=np.uint64) | np.uint64(1)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
+RECORD_BYTES = np.dtype((np.void, EVENT_DTYPE.itemsize))  # a record as its bytes, to copy it whole
 
 
 def packed(address: str) -> bytes:
@@ -137,14 +138,15 @@ class Batch:
         self.probes_seen: set[int] = set()  # the filter's probes its rows were looked up by
 
     def rows(self, mask: np.ndarray) -> np.ndarray:
-        """The records of the rows in `mask`, in time order (a copy)."""
+        """The records of the rows in `mask`, in time order (a copy, byte for byte: assigning EVENT_DTYPE rows would
+        copy field by field and leave the padding between them as it was, uninitialised memory)."""
         at = self.order[mask]
-        out = np.empty(len(at), dtype=EVENT_DTYPE)
+        out = np.empty(len(at), dtype=RECORD_BYTES)
         part_of = np.searchsorted(self.starts, at, side="right") - 1
         for index in np.unique(part_of).tolist():
             mine = part_of == index
-            out[mine] = self.parts[index][at[mine] - self.starts[index]]
-        return out
+            out[mine] = self.parts[index].view(RECORD_BYTES)[at[mine] - self.starts[index]]
+        return out.view(EVENT_DTYPE)
 
     def hash(self, rows: np.ndarray) -> None:
         """Work out the question and what depends on it for `rows` (a mask) not hashed yet."""
@@ -185,14 +187,16 @@ class LookupFilter:
         self.counts: Counter = Counter()
         self.forgotten_at = 0  # the record time `forget` last looked at
 
-    def take(self, batches: Iterable[bytes] | bytes, final: bool = False) -> bytes:
-        """The records of followed exchanges among those held and the new `batches` (buffers of whole records, or one);
-        with `final`, what is held is decided now. Each record's fixed features are worked out once, when it arrives,
-        its question when it is first needed; held ones keep theirs. Records are never copied whole but to be sent,
-        held or hashed."""
+    def take(self, batches: Iterable[bytes | np.ndarray] | bytes, final: bool = False) -> bytes:
+        """The records of followed exchanges among those held and the new `batches` (buffers of whole records or
+        EVENT_DTYPE rows, or one buffer); with `final`, what is held is decided now. Each record's fixed features are
+        worked out once, when it arrives, its question when it is first needed; held ones keep theirs. Records are
+        never copied whole but to be sent, held or hashed, and nothing refers to a batch after the call (rows may be
+        read in place from the ring buffer)."""
         if isinstance(batches, (bytes, bytearray, memoryview)):
             batches = [batches]
-        new = [np.frombuffer(batch, dtype=EVENT_DTYPE) for batch in batches if len(batch)]
+        new = [batch if isinstance(batch, np.ndarray) else np.frombuffer(batch, dtype=EVENT_DTYPE)
+               for batch in batches if len(batch)]
         if not len(self.pending) + sum(map(len, new)):
             return b""
         parts = [self.pending, *new]

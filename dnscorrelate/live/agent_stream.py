@@ -40,6 +40,7 @@ import struct
 import threading
 import zlib
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Annotated, BinaryIO
 
@@ -167,20 +168,40 @@ class StreamWriter:
         self._write(json_frame(END, counters))
 
 
-def bounded(batches: list[bytes], max_bytes: int) -> tuple[list[bytes], int]:
-    """The newest whole records of `batches` that fit in `max_bytes`, still as batches (never joined: at 10k qps a
-    join is a copy of 50 MB a second), and how many older records were dropped to fit: when the stream falls
-    behind, the agent keeps what is current and counts the rest as lost."""
+def records_in(batch) -> int:
+    """Records in a batch: bytes of whole records, or EVENT_DTYPE rows (read in place from the ring buffer)."""
+    return len(batch) if isinstance(batch, np.ndarray) else len(batch) // EVENT_DTYPE.itemsize
+
+
+def bounded(batches: list, max_bytes: int) -> tuple[list, int]:
+    """The newest whole records of `batches` (bytes or EVENT_DTYPE rows) that fit in `max_bytes`, still as batches
+    (never joined: at 10k qps a join is a copy of 50 MB a second), and how many older records were dropped to fit:
+    when the stream falls behind, the agent keeps what is current and counts the rest as lost."""
     size = EVENT_DTYPE.itemsize
-    room = max(0, max_bytes) // size * size
-    kept: list[bytes] = []
+    room = max(0, max_bytes) // size
+    kept = []
     for batch in reversed(batches):
         if room <= 0:
             break
-        kept.append(batch if len(batch) <= room else memoryview(batch)[len(batch) - room:])
-        room -= len(kept[-1])
+        count = records_in(batch)
+        if count > room:
+            batch = batch[count - room:] if isinstance(batch, np.ndarray) else memoryview(batch)[(count - room) * size:]
+        kept.append(batch)
+        room -= records_in(batch)
     kept.reverse()
-    return kept, (sum(map(len, batches)) - sum(map(len, kept))) // size
+    return kept, sum(map(records_in, batches)) - sum(map(records_in, kept))
+
+
+def frames_of(batch, records_per_frame: int) -> Iterator:
+    """A batch cut into frames' worth of whole records, each contiguous bytes (rows read in place are copied here,
+    a frame at a time)."""
+    if isinstance(batch, np.ndarray):
+        for start in range(0, len(batch), records_per_frame):
+            yield batch[start:start + records_per_frame].tobytes()
+        return
+    step = records_per_frame * EVENT_DTYPE.itemsize
+    for start in range(0, len(batch), step):
+        yield batch[start:start + step]
 
 
 @dataclass

@@ -15,6 +15,7 @@ namespace after the thread returns home. Events arrive on one ring buffer.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes as ct
 import functools
 import hashlib
@@ -23,6 +24,7 @@ import os
 import select
 import socket
 import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,10 +148,18 @@ class RingReader:
 
     def read(self) -> bytes:
         """The events (without record headers) committed since the last read, concatenated."""
+        with self.in_place() as events:
+            return events.tobytes()  # one copy
+
+    @contextlib.contextmanager
+    def in_place(self) -> Iterator[np.ndarray]:
+        """The events committed since the last read, as EVENT_DTYPE rows read where they lie in the ring (a view,
+        valid only inside the block: what the kernel writes next lands there), then consumed."""
         consumer = int(self._consumer_pos[0])
         available = (int(self._producer_pos[0]) - consumer) // RECORD_DTYPE.itemsize
         if available <= 0:
-            return b""
+            yield np.empty(0, dtype=EVENT_DTYPE)
+            return
         records = np.frombuffer(self._producer_map, RECORD_DTYPE, available, self._data_offset + (consumer & self.mask))
         lengths = records["length"]
         busy = np.flatnonzero(lengths & BUSY_BIT)
@@ -158,10 +168,12 @@ class RingReader:
             raise CaptureError(f"ring buffer records are not all {EVENT_DTYPE.itemsize} bytes: "
                                "bpf/dns_trace.c and EVENT_DTYPE disagree")
         discarded = (taken["length"] & DISCARD_BIT) != 0
-        events = (taken["event"][~discarded] if discarded.any() else taken["event"]).tobytes()  # one copy
-        del records, lengths, taken  # release the views into the map before moving on
-        self._consumer_pos[0] = consumer + (busy[0] if busy.size else available) * RECORD_DTYPE.itemsize
-        return events
+        events = (taken["event"][~discarded] if discarded.any() else taken["event"]).view(EVENT_DTYPE)
+        try:
+            yield events
+        finally:
+            del records, lengths, taken, events  # release the views into the map before moving on
+            self._consumer_pos[0] = consumer + (busy[0] if busy.size else available) * RECORD_DTYPE.itemsize
 
 
 @dataclass

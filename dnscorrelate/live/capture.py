@@ -13,12 +13,13 @@ Namespaces that appear while a capture runs are attached by `watch`.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pandas as pd
 
@@ -232,6 +233,18 @@ class Capture:
         with self._reading:
             self._last_read = time.monotonic()
             self.tracer.drain()
+
+    @contextlib.contextmanager
+    def taking(self) -> Iterator[list]:
+        """What `take_raw` gives, for a consumer that is done with it inside the block (the node agent): the batches
+        read so far, then the ring buffer's records read in place, as EVENT_DTYPE rows (not copied: valid only inside
+        the block; the ring is freed at its end, and the reader waits until then)."""
+        with self._reading:
+            batches = self.records.take(len(self.raw))
+            with self.tracer.ring.in_place() as in_ring:
+                self.records.taken_bytes += in_ring.nbytes
+                self._last_read = time.monotonic()
+                yield batches + [in_ring] if len(in_ring) else batches
 
     def take_raw(self) -> list[bytes]:
         """Remove and return the record batches read so far and those in the ring buffer now, for a consumer that

@@ -18,7 +18,7 @@ import pytest
 
 from dnscorrelate import events as events_module
 from dnscorrelate.correlate import correlate
-from dnscorrelate.live.agent_filter import LookupFilter
+from dnscorrelate.live.agent_filter import HOLD_NS, LookupFilter
 from dnscorrelate.sources.bpf import EVENT_DTYPE
 from dnscorrelate.sources.decode import Vantage, decode
 from tests.fixtures import load_fixture
@@ -89,9 +89,10 @@ def traced(correlation) -> list[tuple]:
 
 
 @pytest.mark.parametrize("fixture", ["healthy", "slow-upstream", "nodelocal-imbalance", "search-path", "upstream-refused"])
-@pytest.mark.parametrize("pieces, batches", [(1, 1), (7, 1), (2, 5)])
-def test_the_filtered_stream_gives_the_pod_the_traces_of_the_full_stream(fixture, pieces, batches):
-    """`pieces` takes, each given its records as `batches` buffers (as the ring buffer's reads come)."""
+@pytest.mark.parametrize("pieces, batches, in_place", [(1, 1, False), (7, 1, False), (2, 5, False), (3, 2, True)])
+def test_the_filtered_stream_gives_the_pod_the_traces_of_the_full_stream(fixture, pieces, batches, in_place):
+    """`pieces` takes, each given its records as `batches` buffers (as the ring buffer's reads come); `in_place`: as
+    rows of the ring buffer, overwritten once the take returns (as the kernel's next records would)."""
     frame, stats, logs, _ = load_fixture(fixture)
     frame = frame[(frame["proto"].astype(str) == "udp").to_numpy()]  # one record a row: no TCP stream to rebuild here
     both = with_another_client(frame)
@@ -102,10 +103,23 @@ def test_the_filtered_stream_gives_the_pod_the_traces_of_the_full_stream(fixture
     raw = records_of(both, vantages)
     size = EVENT_DTYPE.itemsize
     chunks = np.array_split(np.arange(len(raw) // size), pieces)
-    pod_filter = LookupFilter([POD_IP])
-    sent = b"".join(pod_filter.take([raw[b[0] * size:(b[-1] + 1) * size] for b in np.array_split(c, batches) if len(b)])
-                    for c in chunks)
-    sent += pod_filter.take(b"", final=True)
+    def filtered(in_place: bool, hold_ns: int = HOLD_NS) -> tuple[bytes, LookupFilter]:
+        pod_filter = LookupFilter([POD_IP], hold_ns=hold_ns)
+        sent = b""
+        for c in chunks:
+            given = [raw[b[0] * size:(b[-1] + 1) * size] for b in np.array_split(c, batches) if len(b)]
+            if in_place:
+                given = [np.frombuffer(bytearray(batch), EVENT_DTYPE) for batch in given]  # writable, byte for byte
+            sent += pod_filter.take(given)
+            for batch in given if in_place else []:
+                kept = [pod_filter.pending, *pod_filter.held.values()]
+                assert not any(np.shares_memory(batch, mine) for mine in kept)  # nothing held points into the ring
+                batch.view(np.uint8)[:] = 0xA5
+        return sent + pod_filter.take(b"", final=True), pod_filter
+
+    sent, pod_filter = filtered(in_place)
+    if in_place:  # the same records sent, even those held across takes (all of them, with a hold that long)
+        assert filtered(True, hold_ns=10**12)[0] == filtered(False, hold_ns=10**12)[0]
 
     full_events, _ = decode(raw, decoded, BOOT_TO_WALL)
     sent_events, _ = decode(sent, decoded, BOOT_TO_WALL)

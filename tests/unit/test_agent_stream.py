@@ -1,11 +1,13 @@
 """The node agent without a cluster: its stream (encoding, decoding in any pieces, several nodes on one time
 line), loss accounting, the agent's loop over a stand-in capture, how it stops, and its manifest."""
 
+import contextlib
 import io
 import os
 import threading
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -103,6 +105,9 @@ def test_bounded_keeps_the_newest_whole_records_and_counts_the_rest():
     assert [bytes(batch) for batch in kept] == [b"b" * SIZE, b"c" * SIZE] and dropped == 2
     assert bounded(batches, 10 * SIZE) == (batches, 0)
     assert bounded(batches, SIZE // 2) == ([], 4)
+    rows = np.frombuffer(b"".join(batches), EVENT_DTYPE)  # rows read in place from the ring: cut by rows
+    kept, dropped = bounded([rows[:1], rows[1:]], SIZE * 2 + SIZE // 2)
+    assert [bytes(batch) for batch in kept] == [b"b" * SIZE + b"c" * SIZE] and dropped == 2
 
 
 def test_output_that_is_not_a_stream_is_a_clear_error_not_a_crash():
@@ -145,6 +150,10 @@ class StandInCapture:
     def take_raw(self):
         taken, self.raw = self.raw, []
         return taken
+
+    @contextlib.contextmanager
+    def taking(self):
+        yield self.take_raw()
 
     def kernel_counters(self):
         return {"events": 6 + self.lost, "lost": self.lost, "non_dns": 0, "non_ip": 0, "truncated_header": 0,

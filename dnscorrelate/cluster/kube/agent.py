@@ -38,7 +38,7 @@ from dnscorrelate.cluster.images import pullable
 from dnscorrelate.cluster.kube.discovery import PROC, PodRef, netns_inode, pod_targets
 from dnscorrelate.errors import CaptureError, ClusterError
 from dnscorrelate.live.agent_filter import LookupFilter
-from dnscorrelate.live.agent_stream import FRAME_RECORDS, StreamWriter, bounded
+from dnscorrelate.live.agent_stream import FRAME_RECORDS, StreamWriter, bounded, frames_of
 from dnscorrelate.live.capture import DEFAULT_PORTS, Capture
 
 NAME = "dnsc-agent"
@@ -190,16 +190,15 @@ class Agent:
         """Everything read since the last flush: new vantages first (records never precede their vantage:
         the capture thread names a namespace before it polls records of it), then the records (with a filter,
         those of the traced pod's lookups; `final`: what the filter holds is decided now)."""
-        batches = self.capture.take_raw()
-        self.send_vantages()
-        kept, dropped = bounded(batches, self.max_pending_bytes)
-        self.dropped += dropped
-        if self.filter is not None:
-            kept = [self.filter.take(kept, final)]
-        step = FRAME_RECORDS * self.capture_record_size
-        for raw in kept:
-            for start in range(0, len(raw), step):
-                self.writer.records(raw[start:start + step])
+        with self.capture.taking() as batches:
+            self.send_vantages()
+            kept, dropped = bounded(batches, self.max_pending_bytes)
+            self.dropped += dropped
+            if self.filter is not None:
+                kept = [self.filter.take(kept, final)]
+            for batch in kept:
+                for raw in frames_of(batch, FRAME_RECORDS):
+                    self.writer.records(raw)
 
     def send_vantages(self) -> None:
         for capture_id, vantage in list(self.capture.vantages.items()):
