@@ -50,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from dnscorrelate import events
 from dnscorrelate.live.records import RecordBuffer
-from dnscorrelate.sources.bpf import EVENT_DTYPE
+from dnscorrelate.sources.bpf import EVENT_DTYPE, PAYLOAD_MAX
 from dnscorrelate.sources.decode import Vantage, decode_settled
 
 MAGIC = b"DNSC-AGENT/1\n"
@@ -192,16 +192,27 @@ def bounded(batches: list, max_bytes: int) -> tuple[list, int]:
     return kept, sum(map(records_in, batches)) - sum(map(records_in, kept))
 
 
-def frames_of(batch, records_per_frame: int) -> Iterator:
-    """A batch cut into frames' worth of whole records, each contiguous bytes (rows read in place are copied here,
-    a frame at a time)."""
-    if isinstance(batch, np.ndarray):
-        for start in range(0, len(batch), records_per_frame):
-            yield batch[start:start + records_per_frame].tobytes()
-        return
-    step = records_per_frame * EVENT_DTYPE.itemsize
-    for start in range(0, len(batch), step):
-        yield batch[start:start + step]
+def frames_of(batch, records_per_frame: int) -> Iterator[bytes]:
+    """A batch (bytes of whole records, or EVENT_DTYPE rows) cut into frames' worth of records, each as sent."""
+    records = batch if isinstance(batch, np.ndarray) else np.frombuffer(batch, dtype=EVENT_DTYPE)
+    for start in range(0, len(records), records_per_frame):
+        yield as_sent(records[start:start + records_per_frame])
+
+
+def as_sent(records: np.ndarray) -> bytes:
+    """Records with only what the tracer wrote in them: each payload cut after its `captured` bytes, the padding zero.
+    The rest of a ring buffer slot holds an older packet's bytes, often another pod's lookup: a filtered stream must
+    not carry them, and zlib packs zeros far better (at 10k qps the ring is rewritten every few seconds)."""
+    out = np.zeros(len(records), dtype=EVENT_DTYPE)
+    fixed = [name for name in EVENT_DTYPE.names if name != "payload"]
+    out[fixed] = records[fixed]  # field by field: the padding stays zero
+    captured = np.minimum(records["captured"], PAYLOAD_MAX).astype(np.intp)
+    width = int(captured.max(initial=0))
+    if width:
+        payload = records["payload"][:, :width].copy()
+        payload[np.arange(width)[None, :] >= captured[:, None]] = 0
+        out["payload"][:, :width] = payload
+    return out.tobytes()
 
 
 @dataclass

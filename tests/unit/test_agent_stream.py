@@ -17,7 +17,7 @@ from dnscorrelate.cluster.kube.agents import fatal_reason, image_on_every_node
 from dnscorrelate.errors import CaptureError
 from dnscorrelate.report.text import node_lines
 from dnscorrelate.live.agent_stream import MAGIC, NodeStream, StreamWriter, bounded, events_of, merged_stats
-from dnscorrelate.sources.bpf import EVENT_DTYPE
+from dnscorrelate.sources.bpf import EVENT_DTYPE, PAYLOAD_MAX
 from dnscorrelate.sources.decode import Vantage, decode
 from tests.frames import query, record, response
 
@@ -205,6 +205,21 @@ def test_the_agent_streams_what_it_captures_and_its_counters_and_stops_when_stdi
     assert stream.stats()["lost_samples"] == 2 and stream.stats()["records_sent"] == 3
     assert stream.hello["tracer"] == stream.stats()["tracer"] == "core"  # which build the node loaded, on its line
     assert node_lines({"kind-worker": stream.stats()})[0].startswith("node kind-worker: tracer=core  ")
+
+
+def test_the_agent_sends_only_the_bytes_the_tracer_wrote_not_an_older_packets_left_in_the_ring_slot():
+    records = np.frombuffer(lookup(), EVENT_DTYPE).copy()
+    stale = np.frombuffer(b"older.lookup.of.another.pod" * 40, np.uint8)[:EVENT_DTYPE.itemsize]
+    dirty = records.view(np.uint8).reshape(len(records), -1).copy()
+    for row, captured in zip(dirty, records["captured"]):
+        start = EVENT_DTYPE.fields["payload"][1] + int(captured)
+        row[start:] = stale[start:]  # the slot's tail: what the ring held before
+    stream = run_agent(lambda capture: capture.raw.append(dirty.tobytes()))
+    sent = np.frombuffer(b"".join(stream.records.batches), EVENT_DTYPE)
+    expected = records.view(np.uint8).reshape(len(records), -1).copy()
+    expected[:, EVENT_DTYPE.fields["payload"][1] + PAYLOAD_MAX:] = 0  # the padding after the payload
+    assert sent.tobytes() == expected.tobytes()  # the tails and the padding are zero, the rest as captured
+    assert b"another" not in b"".join(stream.records.batches)
 
 
 def test_an_agent_that_falls_behind_drops_the_oldest_records_and_counts_them():
