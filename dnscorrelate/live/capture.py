@@ -33,10 +33,10 @@ WATCH_INTERVAL_S = 0.2
 POLL_INTERVAL_MS = 20  # at most this much delay before live views see an event
 # A consumer that takes records at its own pace (the node agent) lets them gather in the ring buffer between its
 # takes: each read has a fixed cost, and each batch one in every step after it. The reader still reads early once
-# the ring is this full, so that a burst is not lost while it waits: it looks every POLL_INTERVAL_MS, and the other
-# half of the 32 MiB ring holds 27k records (20 ms at 1.3M records a second). At 10k qps a node agent's 0.2 s
-# between takes fill a third of it.
-EARLY_READ_FILL = 0.5
+# the ring is this full, so that a burst or a stalled consumer loses nothing: it looks every POLL_INTERVAL_MS, and
+# the rest of the 32 MiB ring holds 36k records (0.4 s at 85k records a second, the lab's one node at 10k qps, whose
+# 0.2 s between a node agent's takes fill a third less a little).
+EARLY_READ_FILL = 0.34
 # A consumer that drains (`capture -o FILE.parquet`) bounds what waits undecoded: past BACKLOG_MAX_BYTES of
 # records (about 2.7 s at 10k qps, 78k records/s) the reader stops taking from the ring buffer until decoding
 # catches up, so the kernel drops what does not fit and counts it (`lost_samples`) instead of memory growing.

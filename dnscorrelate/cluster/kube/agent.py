@@ -190,15 +190,15 @@ class Agent:
         """Everything read since the last flush: new vantages first (records never precede their vantage:
         the capture thread names a namespace before it polls records of it), then the records (with a filter,
         those of the traced pod's lookups; `final`: what the filter holds is decided now)."""
-        with self.capture.taking() as batches:
-            self.send_vantages()
+        with self.capture.taking() as batches:  # the ring is read in place: done with it before writing, which may block
             kept, dropped = bounded(batches, self.max_pending_bytes)
-            self.dropped += dropped
             if self.filter is not None:
                 kept = [self.filter.take(kept, final)]
-            for batch in kept:
-                for raw in frames_of(batch, FRAME_RECORDS):
-                    self.writer.records(raw)
+            frames = [raw for batch in kept for raw in frames_of(batch, FRAME_RECORDS)]
+        self.dropped += dropped
+        self.send_vantages()
+        for raw in frames:
+            self.writer.records(raw)
 
     def send_vantages(self) -> None:
         for capture_id, vantage in list(self.capture.vantages.items()):
