@@ -107,7 +107,7 @@ class Capture:
         self.backlog_full_seconds = 0.0  # time the reader waited for decoding to catch up
         self._last_read = 0.0  # time.monotonic() of the last read of the ring buffer
         # Held to read the ring buffer, and to attach a namespace until its vantage is known: the reader thread and a
-        # consumer's take_raw both read, and no record may be taken before its vantage is in `vantages`.
+        # consumer's `taking` both read, and no record may be taken before its vantage is in `vantages`.
         self._reading = threading.Lock()
 
     @property
@@ -236,23 +236,16 @@ class Capture:
 
     @contextlib.contextmanager
     def taking(self) -> Iterator[list]:
-        """What `take_raw` gives, for a consumer that is done with it inside the block (the node agent): the batches
-        read so far, then the ring buffer's records read in place, as EVENT_DTYPE rows (not copied: valid only inside
-        the block; the ring is freed at its end, and the reader waits until then)."""
+        """The records so far, removed, for a consumer that forwards them as they come (the node agent) instead of
+        decoding them here, and is done with them inside the block: the batches the reader read, then the ring
+        buffer's records read in place, as EVENT_DTYPE rows (not copied: valid only inside the block; the ring is
+        freed at its end, and the reader waits until then). `events()` and `new_events()` then see only the rest."""
         with self._reading:
             batches = self.records.take(len(self.raw))
             with self.tracer.ring.in_place() as in_ring:
                 self.records.taken_bytes += in_ring.nbytes
                 self._last_read = time.monotonic()
                 yield batches + [in_ring] if len(in_ring) else batches
-
-    def take_raw(self) -> list[bytes]:
-        """Remove and return the record batches read so far and those in the ring buffer now, for a consumer that
-        forwards them as they come (the node agent) instead of decoding them here; `events()` and `new_events()`
-        then see only what was not taken."""
-        if self._thread is not None:
-            self.read_ring()
-        return self.records.take(len(self.raw))
 
     def drain(self, last: bool = False) -> pd.DataFrame:
         """Decode and forget the records read so far, for a consumer that writes events as they come (`capture

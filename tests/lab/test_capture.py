@@ -132,25 +132,27 @@ def test_a_process_namespace_can_be_a_target(capture_lab):
     assert (frame.netns == os.stat(f"/proc/{replica.pid}/ns/net").st_ino).all() and len(frame) > 0
 
 
-def test_take_raw_hands_over_each_record_once_and_counters_run_live(capture_lab):
-    """What the node agent relies on: batches taken while the capture runs are removed (taken once), and the
-    kernel counters since the start can be read before stop."""
-    from dnscorrelate.live import bpf
+def test_taking_hands_over_each_record_once_and_counters_run_live(capture_lab):
+    """What the node agent relies on: records taken while the capture runs (those the reader read, and those read in
+    place from the ring buffer) are removed, taken once, and the kernel counters since the start can be read before
+    stop."""
+    from dnscorrelate.live.agent_stream import records_in
 
     lab = capture_lab
+    taken = 0
     with Capture(lab_targets(lab), watch=lab_watcher(lab)) as capture:
         dig(lab, "mypod", f"take-{uuid.uuid4().hex[:8]}.example.org.")
         deadline = time.monotonic() + 10
         while capture.kernel_counters()["events"] == 0 and time.monotonic() < deadline:
             time.sleep(0.05)
         running = capture.kernel_counters()
-        time.sleep(0.1)  # the poller moves the ring's records into raw
-        first = capture.take_raw()
-        second = capture.take_raw()
-    taken = sum(map(len, first + second)) // bpf.EVENT_DTYPE.itemsize
+        for _ in range(2):
+            with capture.taking() as batches:
+                taken += sum(map(records_in, batches))
     assert running["events"] > 0 and running["lost"] == 0
-    left = sum(map(len, capture.raw)) // bpf.EVENT_DTYPE.itemsize  # read after the last take, at stop
+    left = sum(map(records_in, capture.raw))  # read after the last take, at stop
     assert taken >= running["events"] and taken + left == capture.stats["events"]  # none twice, none missing
+    assert capture.stats["records_received"] == capture.stats["events"]
 
 
 def test_capture_to_parquet_writes_row_groups_while_it_captures(capture_lab, tmp_path):

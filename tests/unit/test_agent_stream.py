@@ -147,13 +147,10 @@ class StandInCapture:
     def stop(self):
         self.stopped.set()
 
-    def take_raw(self):
-        taken, self.raw = self.raw, []
-        return taken
-
     @contextlib.contextmanager
     def taking(self):
-        yield self.take_raw()
+        taken, self.raw = self.raw, []
+        yield taken
 
     def kernel_counters(self):
         return {"events": 6 + self.lost, "lost": self.lost, "non_dns": 0, "non_ip": 0, "truncated_header": 0,

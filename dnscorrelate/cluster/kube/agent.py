@@ -187,8 +187,8 @@ class Agent:
                 "seconds": round(time.monotonic() - self.started, 3)}
 
     def flush(self, final: bool = False) -> None:
-        """Everything read since the last flush: new vantages first (records never precede their vantage:
-        the capture thread names a namespace before it polls records of it), then the records (with a filter,
+        """Everything read since the last flush: new vantages first (records never precede their vantage: the
+        capture names a namespace before any record of it can be taken), then the records (with a filter,
         those of the traced pod's lookups; `final`: what the filter holds is decided now)."""
         with self.capture.taking() as batches:  # the ring is read in place: done with it before writing, which may block
             kept, dropped = bounded(batches, self.max_pending_bytes)
@@ -208,14 +208,8 @@ class Agent:
 
     @property
     def send_interval(self) -> float:
-        """Seconds between two flushes; the capture reads its ring buffer at each (`take_raw`), in one batch."""
+        """Seconds between two flushes; each reads the capture's ring buffer (`taking`), in one batch."""
         return SEND_INTERVAL_S if self.filter is None else FILTER_INTERVAL_S
-
-    @property
-    def capture_record_size(self) -> int:
-        from dnscorrelate.sources.bpf import EVENT_DTYPE
-
-        return EVENT_DTYPE.itemsize
 
     def run(self, duration: float | None = None) -> int:
         """Capture and stream until stopped; 0 when the stream ended cleanly, 2 when this node cannot capture."""
