@@ -34,8 +34,8 @@ POLL_INTERVAL_MS = 20  # at most this much delay before live views see an event
 # A consumer that takes records at its own pace (the node agent) lets them gather in the ring buffer between its
 # takes: each read has a fixed cost, and each batch one in every step after it. The reader still reads early once
 # the ring is this full, so that a burst or a stalled consumer loses nothing: it looks every POLL_INTERVAL_MS, and
-# the rest of the 32 MiB ring holds 36k records (0.4 s at 85k records a second, the lab's one node at 10k qps, whose
-# 0.2 s between a node agent's takes fill a third less a little).
+# the rest of the 32 MiB ring holds 36k records: 0.4 s at 85k records a second, the lab's one node at 10k qps, where
+# the 0.2 s between two of a node agent's takes fill a little under a third.
 EARLY_READ_FILL = 0.34
 # A consumer that drains (`capture -o FILE.parquet`) bounds what waits undecoded: past BACKLOG_MAX_BYTES of
 # records (about 2.7 s at 10k qps, 78k records/s) the reader stops taking from the ring buffer until decoding
@@ -243,7 +243,7 @@ class Capture:
         with self._reading:
             batches = self.records.take(len(self.raw))
             with self.tracer.ring.in_place() as in_ring:
-                self.records.taken_bytes += in_ring.nbytes
+                self.records.took_elsewhere(in_ring.nbytes)
                 self._last_read = time.monotonic()
                 yield batches + [in_ring] if len(in_ring) else batches
 

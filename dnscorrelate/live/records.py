@@ -42,6 +42,10 @@ class RecordBuffer:
         self.taken_bytes += sum(map(len, taken))
         return taken
 
+    def took_elsewhere(self, nbytes: int) -> None:
+        """Count records a consumer took without their passing through here (read in place from the ring buffer)."""
+        self.taken_bytes += nbytes
+
     def new_events(self, vantages: dict[int, Vantage], boot_to_wall: int) -> pd.DataFrame:
         """Events of the batches that arrived since the last call; the decode counters add up."""
         end = len(self.batches)
