@@ -126,13 +126,15 @@ def describe_legs(dns: pd.DataFrame) -> pd.DataFrame:
     first_query = rows.first(query)
     deepest = rows.first(query, last=True)
     responder = rows.first(response)
+    sender = sent_from(dns)
+    sender_roles = role_by_vantage(vantage, role)
     legs = {
         "client_ip": strings_at(dns["client_ip"], first),
         "client_port": dns["client_port"].to_numpy()[first].astype("int32"),
         "dns_id": dns["dns_id"].to_numpy()[first],
         "proto": strings_at(dns["proto"], first),
-        "originator": strings_at(vantage, first),
-        "origin_role": strings_at(role, first),
+        "originator": vantage_names(vantage, sender[first]),
+        "origin_role": sender_roles[sender[first]],
         "t_start": ts.to_numpy()[first],
     }
     qname_codes, unnamed = codes_of(dns["qname"], np.array([""]))
@@ -143,12 +145,12 @@ def describe_legs(dns: pd.DataFrame) -> pd.DataFrame:
     legs["dst_port"] = values_at(dns["dst_port"], first_query, missing=0).astype("int32")
     legs["reached"] = strings_at(vantage, deepest)
     legs["reached_role"] = strings_at(role, deepest)
-    legs["responder"] = strings_at(vantage, responder)
+    legs["responder"] = vantage_names(vantage, np.where(responder >= 0, sender[responder], -1))
     legs["t_server_out"] = values_at(ts, responder)
     legs["server_rcode"] = strings_at(dns["rcode"], responder)
     legs["server"] = np.where(legs["responder"] != "", legs["responder"], legs["reached"])
     vantage_codes, server_codes = codes_of(vantage, legs["server"])
-    legs["server_role"] = role_by_vantage(vantage, role)[server_codes]
+    legs["server_role"] = sender_roles[server_codes]
     legs["t_server_in"] = values_at(ts, rows.first(query & rows.matches(vantage_codes, server_codes)))
     at_home = rows.matches(vantage_codes, codes_of(vantage, legs["originator"])[1])
     home = rows.first(response & at_home)
@@ -175,12 +177,54 @@ def describe_legs(dns: pd.DataFrame) -> pd.DataFrame:
     # A leg first seen as a query arriving at a server (its dnstap, a capture on the replica alone) comes from a
     # client no vantage shows: it may be the server's parent leg, and at a CoreDNS replica its client is no longer
     # the replica itself (an upstream resolver's clients are CoreDNS's own exchanges, whoever sent them).
-    legs["received"] = (strings_at(dns["pkt_type"], first) == "HOST") & ~qr[first] & np.isin(legs["origin_role"], SERVER_ROLES)
+    legs["received"] = ((strings_at(dns["pkt_type"], first) == "HOST") & ~qr[first] & np.isin(legs["origin_role"], SERVER_ROLES)
+                        & (sender[first] == vantage.cat.codes.to_numpy()[first]) & ~is_loopback(dns["src_ip"], first))
     legs["origin_role"] = np.where(legs["received"] & (legs["origin_role"] == "coredns"), "other", legs["origin_role"])
     if "src_name" in dns:  # where the evidence names that client (Hubble's flow dropped at a server's ingress), it is the client
         sender = strings_at(dns["src_name"], first)
         legs["originator"] = np.where(legs["received"] & (sender != ""), sender, legs["originator"])
     return pd.DataFrame(legs, index=pd.Index(rows.legs, name="leg"), copy=False)
+
+
+def sent_from(dns: pd.DataFrame) -> np.ndarray:
+    """Per row, the vantage code of the place that sent the packet where a node saw it arrive from a captured
+    namespace (a node's side of that namespace's veth, with one of its addresses as the source), else the row's
+    own vantage. A namespace captured receive-only (`PACKET_IGNORE_OUTGOING`, live/capture.py) records none of its
+    own packets: their first sighting is the node's, a microsecond later, and it is the namespace that sent them.
+    Where the namespace's own sighting was recorded it comes first, and this changes nothing. Addresses come from
+    the evidence: those packets arrived at, in each namespace that is not a node (loopback aside); one two
+    namespaces claim names neither."""
+    codes = dns["vantage"].cat.codes.to_numpy().astype(np.int64)
+    at_node = (dns["role"] == "node").to_numpy()
+    arrived = (dns["pkt_type"] == "HOST").to_numpy() & ~at_node & (codes >= 0)
+    ips, src, dst = same_categories(dns["src_ip"], dns["dst_ip"])
+    src = np.where(dns["src_ip"].cat.codes.to_numpy() >= 0, src, -1)  # -1: no address (the last slot below)
+    dst = np.where(dns["dst_ip"].cat.codes.to_numpy() >= 0, dst, -1)
+    loopback = np.array([is_loopback_address(a) for a in ips.astype(str)] + [True], dtype=bool)
+    arrived &= ~loopback[dst]
+    pairs = np.unique(dst[arrived].astype(np.int64) * (len(dns["vantage"].cat.categories) + 1) + codes[arrived])
+    owner = np.full(len(ips) + 1, -1, dtype=np.int64)  # by address code; the last slot stands for a missing address
+    address, place = pairs // (len(dns["vantage"].cat.categories) + 1), pairs % (len(dns["vantage"].cat.categories) + 1)
+    claims = np.bincount(address, minlength=len(owner))
+    owner[address] = np.where(claims[address] == 1, place, -1)
+    # a node's own packets (OUTGOING there: a DNS proxy in the node's namespace sends with its client's address) stay its own
+    received_at_node = at_node & (dns["pkt_type"] != "OUTGOING").to_numpy()
+    sent = owner[src]
+    return np.where(received_at_node & (sent >= 0), sent, codes)
+
+
+def is_loopback_address(address: str) -> bool:
+    return address.startswith("127.") or address == "::1"
+
+
+def is_loopback(ips: pd.Series, rows: np.ndarray) -> np.ndarray:
+    return np.array([is_loopback_address(a) for a in strings_at(ips, rows)], dtype=bool) if len(rows) else np.zeros(0, dtype=bool)
+
+
+def vantage_names(vantage: pd.Series, codes: np.ndarray) -> np.ndarray:
+    """Vantage names at category `codes` ("" for -1)."""
+    names = np.append(vantage.cat.categories.to_numpy(dtype=object).astype(str), "")
+    return names[codes]
 
 
 def what_the_client_saw(dns: pd.DataFrame, rows: LegRows, at_home: np.ndarray, first_query: np.ndarray, responder: np.ndarray) -> dict:

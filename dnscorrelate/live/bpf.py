@@ -63,6 +63,7 @@ BPF_PROG_LOAD = 5
 BPF_PROG_TEST_RUN = 10
 BPF_PROG_TYPE_SOCKET_FILTER = 1
 SO_ATTACH_BPF = 50
+SOL_PACKET, PACKET_IGNORE_OUTGOING = 263, 23  # linux/socket.h, linux/if_packet.h (Linux 4.20+)
 ETH_P_ALL = 0x0003
 CB0_OFFSET = 48  # offsetof(struct __sk_buff, cb[0])
 BPF_FUNC_TAIL_CALL = 12
@@ -385,12 +386,15 @@ class Tracer:
             totals[name] = int(sum(per_cpu))
         return totals
 
-    def attach(self, netns_path: str, capture_id: int) -> socket.socket:
-        """Trace every packet of the namespace at `netns_path` as `capture_id`; close the socket to stop."""
+    def attach(self, netns_path: str, capture_id: int, receive_only: bool = False) -> socket.socket:
+        """Trace every packet of the namespace at `netns_path` as `capture_id` (with `receive_only`, only those that
+        arrive there: the kernel skips the socket for packets the namespace sends); close the socket to stop."""
         fd = load_socket_filter(dispatcher_instructions(capture_id, self.maps["progs"]))
         try:
             with nsenter.entered_path(netns_path):
                 sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+            if receive_only:  # before the filter: no packet the namespace sent is ever traced
+                sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
             sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, fd)
         finally:
             os.close(fd)  # the socket holds its own reference to the program

@@ -37,6 +37,12 @@ POLL_INTERVAL_MS = 20  # at most this much delay before live views see an event
 # the rest of the 32 MiB ring holds 36k records: 0.4 s at 85k records a second, the lab's one node at 10k qps, where
 # the 0.2 s between two of a node agent's takes fill a little under a third.
 EARLY_READ_FILL = 0.34
+# CoreDNS's namespace is captured receive-only where the node's own namespace is captured too: every packet CoreDNS
+# sends crosses its veth, and the node records it on the other end a microsecond later, byte for byte (the
+# correlator names CoreDNS as its sender: correlate/legs.py `sent_from`). A second record of each costs CoreDNS's core
+# the tracer's run and the kernel's clone of the packet for the tap: a quarter of what capture costs it
+# (bench/README.md, capture cost at the maximum).
+RECEIVE_ONLY_ROLES = ("coredns",)
 # A consumer that drains (`capture -o FILE.parquet`) bounds what waits undecoded: past BACKLOG_MAX_BYTES of
 # records (about 2.7 s at 10k qps, 78k records/s) the reader stops taking from the ring buffer until decoding
 # catches up, so the kernel drops what does not fit and counts it (`lost_samples`) instead of memory growing.
@@ -79,8 +85,10 @@ class Capture:
         ports: tuple[int, ...] = DEFAULT_PORTS,
         watch: Callable[[], list[Target]] | None = None,
         read_every_s: float = POLL_INTERVAL_MS / 1000,
+        receive_only_servers: bool = True,
     ) -> None:
         self.targets = list(targets)
+        self.receive_only_servers = receive_only_servers  # RECEIVE_ONLY_ROLES' namespaces, where a node's is captured
         self.read_every_s = read_every_s  # how long records may wait in the ring buffer (unless it fills)
         self.ports = ports
         self.watch = watch
@@ -98,6 +106,7 @@ class Capture:
         self.compile_seconds = 0.0
         self.tracer_kind = ""  # bpf.TRACERS: how the tracer was loaded, once started
         self._attached_inodes: set[int] = set()
+        self.receive_only: list[str] = []  # the vantages captured receive-only (RECEIVE_ONLY_ROLES)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._frame: pd.DataFrame | None = None
@@ -161,7 +170,8 @@ class Capture:
             inode = os.stat(target.path).st_ino
             if inode in self._attached_inodes:
                 return
-            sock = self.tracer.attach(target.path, capture_id)
+            receive_only = self.receives_only(target)
+            sock = self.tracer.attach(target.path, capture_id, receive_only)
             names = interface_names(target.path)
         except OSError as err:
             if target in self.targets:
@@ -170,6 +180,12 @@ class Capture:
         self.sockets.append(sock)
         self.vantages[capture_id] = Vantage(inode, target.vantage, target.role, names)
         self._attached_inodes.add(inode)
+        self.receive_only += [target.vantage] if receive_only else []
+
+    def receives_only(self, target: Target) -> bool:
+        """Whether `target` is captured receive-only: a server's namespace, in a capture that has a node's."""
+        nodes = [t for t in self.targets if t.role == "node"] + [v for v in self.vantages.values() if v.role == "node"]
+        return self.receive_only_servers and target.role in RECEIVE_ONLY_ROLES and bool(nodes)
 
     def _run(self) -> None:
         next_watch = time.monotonic() + WATCH_INTERVAL_S
@@ -205,6 +221,7 @@ class Capture:
         kernel = self.kernel_counters()
         self.stats.update({
             "namespaces": len(self.vantages),
+            "namespaces_receive_only": len(self.receive_only),
             "events": kernel["events"],
             "lost_samples": kernel["lost"],
             "non_dns_packets": kernel["non_dns"],

@@ -116,7 +116,7 @@ class AttachCountingTracer:
     def __init__(self) -> None:
         self.attached: list[str] = []
 
-    def attach(self, path: str, capture_id: int):
+    def attach(self, path: str, capture_id: int, receive_only: bool = False):
         self.attached.append(path)
         return object()
 
@@ -133,6 +133,21 @@ def test_a_namespace_found_again_through_another_process_is_not_attached_twice(m
     for target in same_namespace:
         capture._attach(target)
     assert capture.tracer.attached == ["/proc/self/ns/net"] and len(capture.vantages) == 1
+
+
+def test_a_server_namespace_is_captured_receive_only_only_where_a_node_namespace_is_captured_too():
+    """The node's side of CoreDNS's veth is what records CoreDNS's own packets then: without a node vantage, a
+    receive-only CoreDNS namespace would lose every answer it sent."""
+    from dnscorrelate.cluster.backend import Target
+
+    node, coredns, pod = Target("/n", "node-0", "node"), Target("/c", "kube-system/coredns-0", "coredns"), Target("/p", "demo/mypod", "pod")
+    assert Capture([pod, coredns, node]).receives_only(coredns)
+    assert not Capture([pod, coredns, node]).receives_only(pod)
+    assert not Capture([pod, coredns]).receives_only(coredns)
+    assert not Capture([coredns, node], receive_only_servers=False).receives_only(coredns)
+    watched = Capture([])  # a node agent's: the node's namespace is found by its first watch round, before the pods'
+    watched.vantages[1] = Vantage(1, "node-0", "node")
+    assert watched.receives_only(coredns)
 
 
 def test_a_consumer_that_takes_at_its_own_pace_gets_what_gathered_as_one_read_unless_the_ring_fills():

@@ -7,7 +7,7 @@ import pytest
 
 from dnscorrelate.analysis import analyze
 from dnscorrelate.diagnose import EVIDENCE_LIMIT
-from tests.fixtures import load_fixture, repeated
+from tests.fixtures import load_cilium_fixture, load_fixture, repeated
 
 EXPECTED = {
     # fixture: (code, hop, words the summary must contain)
@@ -131,3 +131,34 @@ def test_without_a_capture_at_the_node_a_query_is_not_said_dropped_before_it():
     assert "dropped-before-node" not in codes and "dropped-at-node" not in codes
     [unanswered] = [f for f in analysis.findings if f.code == "unanswered"]
     assert unanswered.count == 1 and "last seen at demo/mypod" in unanswered.summary
+
+
+SAME_IN_TRACES = ["client_vantage", "client_role", "client_ip", "client_port", "dns_id", "qname", "qtype", "proto", "server",
+                  "server_role", "reached", "dnat_to", "outcome", "rcode", "replica", "upstream_count", "upstream_server", "log_ref"]
+
+
+@pytest.mark.parametrize("name", sorted(set(EXPECTED) - {"deny-dns-egress", "deny-dns-ingress"})  # CoreDNS sent nothing there
+                         + ["cilium/dns-proxy-hop", "cilium/dns-rule-refused", "cilium/fqdn-policy-denied"])
+def test_a_coredns_namespace_captured_receive_only_gives_the_same_traces_and_findings(name):
+    """What a capture with CoreDNS's namespaces receive-only records (live/capture.py RECEIVE_ONLY_ROLES): the same
+    packets less every one CoreDNS sent, which the node records on the other end of its veth. The correlator names
+    CoreDNS as their sender: the same lookups, servers, replicas, upstream exchanges and findings, and CoreDNS's
+    own time read from the node's sighting of its answer, a few microseconds later, never earlier."""
+    frame, stats, logs, facts = load_cilium_fixture(name.split("/")[1]) if name.startswith("cilium/") else load_fixture(name)
+    sent_by_coredns = ((frame["role"] == "coredns") & (frame["pkt_type"] == "OUTGOING")).to_numpy()
+    assert sent_by_coredns.any()
+    full = analyze(frame, logs, facts, stats)
+    receive_only = analyze(frame[~sent_by_coredns].reset_index(drop=True), logs, facts, stats)
+
+    def traces(analysis):
+        return analysis.correlation.traces.sort_values(["t_start", "client_port", "dns_id"]).reset_index(drop=True)
+
+    before, after = traces(full), traces(receive_only)
+    pd.testing.assert_frame_equal(before[SAME_IN_TRACES], after[SAME_IN_TRACES], check_dtype=False, check_categorical=False)
+    # CoreDNS's answers read at the node's end of its veth, on the node's clock: later, by under a millisecond (other
+    # servers' times may move by the clock estimate's change: CoreDNS's sent packets were some of its evidence)
+    by_coredns = (before["server_role"] == "coredns").to_numpy()
+    later = (after["t_server_out"] - before["t_server_out"])[by_coredns].dropna()
+    assert (later >= 0).all() and (later < 1_000_000).all()
+    assert len(receive_only.correlation.upstream) == len(full.correlation.upstream)
+    assert [(f.code, f.hop, f.count) for f in receive_only.findings] == [(f.code, f.hop, f.count) for f in full.findings]
