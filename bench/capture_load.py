@@ -1,7 +1,7 @@
 """Capture cost and loss under real load: dnsperf from a lab pod against the kube-dns VIP, capture off and on.
 
     sudo .venv/bin/python bench/capture_load.py [--rates 2000 4000 8000 16000 0] [--seconds 5] [--repeat 3] [--mixes cached forwarded]
-    sudo .venv/bin/python bench/capture_load.py --cpu-per-query [--tap] [--seconds 5] [--repeat 6] [--mixes cached forwarded]
+    sudo .venv/bin/python bench/capture_load.py --cpu-per-query [--tap] [--full-side] [--seconds 5] [--repeat 6] [--mixes cached forwarded]
     sudo .venv/bin/python bench/capture_load.py --agent-cpu [--rates 10000] [--seconds 10] [--repeat 2]
 
 For two mixes (cache hits: a few external names CoreDNS has cached;
@@ -21,7 +21,9 @@ give CoreDNS CPU seconds / queries answered. The ratio off/on of the medians is 
 show if its core were its limit (the tracer's own time is charged to whoever sends or receives the packet,
 CoreDNS included). Load average is printed before and after: the figures mean little when it is high. With
 --tap, a third side in each round: the capture's sockets in the same namespaces with a filter that keeps nothing
-and no tracer, which tells the kernel's cost of the sockets themselves from the tracer's.
+and no tracer, which tells the kernel's cost of the sockets themselves from the tracer's. `on` is the capture as
+it runs (CoreDNS's namespaces receive-only: live/capture.py RECEIVE_ONLY_ROLES); with --full-side, a side more,
+`full`: every namespace recording what it sends too, as before.
 
 --agent-cpu: the node agent's own CPU (`kube/agent.py`'s `Agent`, run in this process over the lab's
 namespaces, its stream written to /dev/null) while dnsperf sends cache hits at --rates qps from mypod,
@@ -81,13 +83,13 @@ def warm_cache(lab, directory: Path) -> Path:
     return names
 
 
-def measure(lab, names: Path, seconds: int, rate: int, capture_on: bool, tap_only: bool = False) -> dict:
+def measure(lab, names: Path, seconds: int, rate: int, capture_on: bool, tap_only: bool = False, receive_only: bool = True) -> dict:
     from dnscorrelate.cluster.lab.capture import lab_targets
     from dnscorrelate.live.capture import Capture
 
     pids = [p.pid for p in lab.processes]
     pod = lab.pod("mypod", "demo")
-    capture = Capture(lab_targets(lab)) if capture_on else None
+    capture = Capture(lab_targets(lab), receive_only_servers=receive_only) if capture_on else None
     taps = bare_taps(lab_targets(lab)) if tap_only else []
     if capture:
         capture.start()
@@ -101,6 +103,7 @@ def measure(lab, names: Path, seconds: int, rate: int, capture_on: bool, tap_onl
         capture.stop()
         result["capture_cpu"] = own_cpu() - own_before
         result["events_per_s"] = capture.stats["records_received"] / seconds
+        result["records_per_query"] = capture.stats["records_received"] / max(qps * seconds, 1)
         result["lost"] = capture.stats["lost_samples"]
         capture.raw.clear()
     return result
@@ -137,30 +140,33 @@ def pin(pids: list[int], core: int) -> None:
         subprocess.run(["taskset", "-a", "-p", "-c", str(core), str(pid)], capture_output=True, check=True)
 
 
-def cpu_per_query(lab, names_of, seconds: int, repeat: int, mix: str, tap: bool = False) -> None:
+def cpu_per_query(lab, names_of, seconds: int, repeat: int, mix: str, tap: bool = False, full: bool = False) -> None:
     """Interleaved off/on runs at the maximum rate, CoreDNS pinned apart: CoreDNS µs per answered query each side;
-    with `tap`, a third side: the capture's sockets with a filter that keeps nothing, no tracer."""
+    with `tap`, a side more: the capture's sockets with a filter that keeps nothing, no tracer; with `full`, one
+    more: the capture with CoreDNS's namespaces recording what they send too."""
     import statistics
 
-    sides = ["off", "on", *(["tap"] if tap else [])]
+    sides = ["off", "on", *(["tap"] if tap else []), *(["full"] if full else [])]
     runs = []
     for attempt in range(repeat):
         run_of = {}
         for side in sides[attempt % len(sides):] + sides[:attempt % len(sides)]:  # each side goes first in turn
-            run = measure(lab, names_of(attempt, side), seconds, 0, side == "on", tap_only=side == "tap")
+            run = measure(lab, names_of(attempt, side), seconds, 0, side in ("on", "full"), tap_only=side == "tap", receive_only=side != "full")
             run_of[side] = run | {"us_per_query": run["coredns_cpu"] / max(run["qps"] * seconds, 1) * 1e6}
         runs.append(run_of)
         us = {side: run_of[side]["us_per_query"] for side in sides}
         print(f"| {mix} | {attempt + 1} | {run_of['off']['qps']:,.0f} | {run_of['on']['qps']:,.0f} | {us['off']:.1f} | {us['on']:.1f} | "
               + (f"{us['tap']:.1f} | {us['off'] / us['tap']:.3f} | " if tap else "")
-              + f"{us['off'] / us['on']:.3f} | {run_of['on']['lost']} | {os.getloadavg()[0]:.1f} |", flush=True)
+              + (f"{us['full']:.1f} | {us['off'] / us['full']:.3f} | {run_of['full']['records_per_query']:.2f} | " if full else "")
+              + f"{us['off'] / us['on']:.3f} | {run_of['on']['records_per_query']:.2f} | {run_of['on']['lost']} | {os.getloadavg()[0]:.1f} |", flush=True)
     median = {side: statistics.median(r[side]["us_per_query"] for r in runs) for side in sides}
     ratios = sorted(r["off"]["us_per_query"] / r["on"]["us_per_query"] for r in runs)
     print(f"{mix}: CoreDNS CPU per query, median of {repeat}: off {median['off']:.1f} µs, on {median['on']:.1f} µs: ratio "
           f"{median['off'] / median['on']:.3f} (pairs {ratios[0]:.3f}-{ratios[-1]:.3f}); goal 0.97: "
           f"{'met' if median['off'] / median['on'] >= 0.97 else 'not met'}"
           + (f"; the bare taps alone: {median['tap']:.1f} µs, ratio {median['off'] / median['tap']:.3f}, "
-             f"{(median['tap'] - median['off']) / max(median['on'] - median['off'], 1e-9):.0%} of capture's cost" if tap else ""))
+             f"{(median['tap'] - median['off']) / max(median['on'] - median['off'], 1e-9):.0%} of capture's cost" if tap else "")
+          + (f"; every namespace recording what it sends (full): {median['full']:.1f} µs, ratio {median['off'] / median['full']:.3f}" if full else ""))
 
 
 class LabDiscovery:
@@ -222,7 +228,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="off/on pairs per step; the median run is shown")
     parser.add_argument("--mixes", nargs="+", choices=["cached", "forwarded"], default=["cached", "forwarded"])
     parser.add_argument("--cpu-per-query", action="store_true", help="CoreDNS CPU per query off/on, pinned cores, at the maximum")
-    parser.add_argument("--tap", action="store_true", help="with --cpu-per-query: a third side, the capture's sockets with no tracer")
+    parser.add_argument("--tap", action="store_true", help="with --cpu-per-query: a side more, the capture's sockets with no tracer")
+    parser.add_argument("--full-side", action="store_true", help="with --cpu-per-query: a side more, CoreDNS's namespaces not receive-only")
     parser.add_argument("--agent-cpu", action="store_true", help="the node agent's CPU, filtered and full, at --rates")
     args = parser.parse_args()
     from dnscorrelate.cluster.lab.runtime import Lab, teardown
@@ -251,8 +258,9 @@ def main() -> None:
                 os.sched_setaffinity(0, {0})  # the capture's reader thread is started after this: it inherits core 0
                 print(f"CoreDNS and the upstream on core 1; dnsperf and the capture reader on core 0; load average {os.getloadavg()}")
                 tap_columns = " bare taps | off/taps |" if args.tap else ""
-                print(f"| mix | round | qps off | qps on | CoreDNS µs/query off | on |{tap_columns} off/on | lost | load (1 min) |")
-                print("| --- " * (9 + 2 * args.tap) + "|")
+                full_columns = " full | off/full | records/query full |" if args.full_side else ""
+                print(f"| mix | round | qps off | qps on | CoreDNS µs/query off | on |{tap_columns}{full_columns} off/on | records/query on | lost | load (1 min) |")
+                print("| --- " * (10 + 2 * args.tap + 3 * args.full_side) + "|")
 
                 def names_of(mix):
                     def names(attempt, side):
@@ -264,7 +272,7 @@ def main() -> None:
                     return names
 
                 for mix in args.mixes:
-                    cpu_per_query(lab, names_of(mix), args.seconds, args.repeat, mix, args.tap)
+                    cpu_per_query(lab, names_of(mix), args.seconds, args.repeat, mix, args.tap, args.full_side)
                 print(f"load average after: {os.getloadavg()}")
                 return
             print(f"{'mix':9s} {'rate':>6s} | {'qps off':>8s} {'qps on':>8s} {'ratio':>6s} | {'CoreDNS CPU s off':>17s} {'on':>6s} "

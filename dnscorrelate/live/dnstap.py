@@ -282,10 +282,11 @@ class DnstapFollower:
 
     def new_with_packets(self, packets: pd.DataFrame) -> pd.DataFrame:
         """New `packets` and the dnstap rows received since the last call, for live views: forwarder rows are
-        aligned against the replicas' packets of the last RECENT_NS (dnstap arrives up to a second late)."""
+        aligned against the replicas' and nodes' packets of the last RECENT_NS (dnstap arrives up to a second late)."""
         tap = self.new_events()
         now = time.time_ns()
-        replicas = packets[(packets["role"] == "coredns").to_numpy()] if len(packets) else packets
+        # the replicas' packets, and the nodes' (a replica captured receive-only: its forwards are seen there)
+        replicas = packets[packets["role"].isin(["coredns", "node"]).to_numpy()] if len(packets) else packets
         self.recent = [f for f in self.recent if f["ts_ns"].max() >= now - RECENT_NS] + ([replicas] if len(replicas) else [])
         if not len(tap):
             return packets
@@ -336,13 +337,19 @@ def align_forwarder_ids(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     but logs to dnstap the client's message (id restored): left so, the row would make a second upstream
     exchange beside its packets' (the correlator keys legs on the id). Its packet is the one captured at the
     same replica, in the same direction, on the same local port, to the same upstream, asking the same
-    question, nearest in time (within 1 s)."""
+    question, nearest in time (within 1 s). A replica captured receive-only (live/capture.py) records no query it
+    sends: its forward is the node's sighting of it, from the replica's address, at the other end of its veth."""
     tap = (frame["ifname"] == "dnstap").to_numpy()
     qr = frame["qr"].to_numpy()
     towards_upstream = qr == (frame["pkt_type"] == "HOST").to_numpy()  # forwarder legs; the client legs are the opposite
-    vantages = set(frame.loc[tap, "vantage"].astype(str))
-    packet = ~tap & towards_upstream & (frame["kind"] == "dns").to_numpy() & frame["vantage"].astype(str).isin(vantages).to_numpy()
     forwarder = tap & towards_upstream
+    vantage = frame["vantage"].astype(str)
+    vantages = set(vantage[tap])
+    sent_by = dict(zip(frame.loc[forwarder & ~qr, "src_ip"].astype(str), vantage[forwarder & ~qr]))  # a replica by its address
+    left_replica = ((frame["role"] == "node").to_numpy() & (frame["pkt_type"] != "OUTGOING").to_numpy() & ~qr
+                    & frame["src_ip"].astype(str).isin(sent_by).to_numpy())
+    vantage = vantage.where(~left_replica, frame["src_ip"].astype(str).map(sent_by))
+    packet = ~tap & (towards_upstream | left_replica) & (frame["kind"] == "dns").to_numpy() & vantage.isin(vantages).to_numpy()
     if not forwarder.any():
         return frame, {}
     if not packet.any():
@@ -353,7 +360,7 @@ def align_forwarder_ids(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
         response = part["qr"].to_numpy()
         return pd.DataFrame({
             "row": np.flatnonzero(mask), "ts_ns": part["ts_ns"].to_numpy(), "dns_id": part["dns_id"].to_numpy(),
-            "vantage": part["vantage"].astype(str).to_numpy(), "qr": response,
+            "vantage": vantage[mask].to_numpy(), "qr": response,
             "proto": part["proto"].astype(str).to_numpy(), "qname": part["qname"].astype(str).to_numpy(),
             "qtype": part["qtype"].astype(str).to_numpy(),
             "local_port": np.where(response, part["dst_port"], part["src_port"]),

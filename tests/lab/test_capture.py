@@ -21,8 +21,8 @@ def capture_lab(default_lab):
     return default_lab
 
 
-def capture_during(lab, action):
-    with Capture(lab_targets(lab), watch=lab_watcher(lab)) as capture:
+def capture_during(lab, action, receive_only_servers: bool = True):
+    with Capture(lab_targets(lab), watch=lab_watcher(lab), receive_only_servers=receive_only_servers) as capture:
         action()
         time.sleep(0.1)
     return capture.events(), capture.stats
@@ -42,12 +42,16 @@ def chain_of(frame, name):
 
 
 @pytest.mark.parametrize("proto", ["udp", "tcp"])
-def test_one_lookup_is_seen_hop_by_hop(capture_lab, proto):
+@pytest.mark.parametrize("receive_only", [True, False], ids=["coredns-receive-only", "coredns-both-ways"])
+def test_one_lookup_is_seen_hop_by_hop(capture_lab, proto, receive_only):
+    """Receive-only (the default where the node is captured too), CoreDNS's namespace records what arrives there;
+    what it sends is recorded by the node, at the other end of its veth, first."""
     lab = capture_lab
     name = f"chain-{proto}-{uuid.uuid4().hex[:8]}.example.org."
     flags = ["+tcp"] if proto == "tcp" else []
-    frame, stats = capture_during(lab, lambda: dig(lab, "mypod", *flags, name))
+    frame, stats = capture_during(lab, lambda: dig(lab, "mypod", *flags, name), receive_only)
     assert stats["lost_samples"] == 0 and stats["decode_errors"] == 0
+    assert stats["namespaces_receive_only"] == (len(lab.topology.coredns_pods) if receive_only else 0)
     client, client_leg, upstream_leg = chain_of(frame, name)
     pod_ip, vip = lab.pod("mypod", "demo").ip, lab.topology.cluster_dns_ip
     replica = next(p for p in lab.topology.coredns_pods if p.ip in set(client_leg.dst_ip))
@@ -60,7 +64,9 @@ def test_one_lookup_is_seen_hop_by_hop(capture_lab, proto):
     assert way_in[-1] == (replica.key, "HOST", pod_ip, replica.ip, False)
 
     up = steps(upstream_leg)
-    assert up[0] == (replica.key, "OUTGOING", replica.ip, "192.168.49.1", False)  # its own id and port
+    sent_by_replica = ("node-0", "OTHERHOST") if receive_only else (replica.key, "OUTGOING")
+    assert up[0] == (*sent_by_replica, replica.ip, "192.168.49.1", False)  # its own id and port
+    assert any(step[:2] == (replica.key, "OUTGOING") for step in steps(frame[frame.qname == name])) != receive_only
     assert ("node-0", "OUTGOING", "192.168.49.2", "192.168.49.1", False) in up  # masqueraded
     assert ("upstream", "HOST", "192.168.49.2", "192.168.49.1", False) in up
     assert ("upstream", "OUTGOING", "192.168.49.1", "192.168.49.2", True) in up
@@ -68,7 +74,7 @@ def test_one_lookup_is_seen_hop_by_hop(capture_lab, proto):
     assert set(upstream_leg.dns_id) != {client.dns_id}
 
     way_back = client_leg[client_leg.qr]
-    assert steps(way_back)[0] == (replica.key, "OUTGOING", replica.ip, pod_ip, True)
+    assert steps(way_back)[0] == (*sent_by_replica, replica.ip, pod_ip, True)
     assert ("node-0", "OUTGOING", vip, pod_ip, True) in steps(way_back)  # un-DNAT
     assert steps(way_back)[-1] == ("demo/mypod", "HOST", vip, pod_ip, True)
     assert set(way_back.rcode) == {"NOERROR"} and set(way_back.answers) == {"A 192.0.2.21"}
@@ -76,7 +82,7 @@ def test_one_lookup_is_seen_hop_by_hop(capture_lab, proto):
     assert frame.ts_ns.is_monotonic_increasing
     at_coredns = way_back.iloc[0].latency_ns
     at_pod = way_back.iloc[-1].latency_ns
-    assert 0 < at_coredns < at_pod  # each vantage measures from its own first sighting of the query
+    assert 0 < at_coredns < at_pod  # each vantage measures from its own first sighting of the query (the node's, receive-only)
 
 
 def test_an_nxdomain_is_captured_with_its_rcode(capture_lab):
