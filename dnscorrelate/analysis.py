@@ -35,15 +35,22 @@ def save_facts(facts: ClusterFacts, directory: Path) -> None:
 
 
 def analyze_files(files: list, logs: ParsedLogs | None, facts: ClusterFacts | None, capture_stats: dict | None = None,
-                  part_rows: int | None = None) -> Analysis:
-    """`analyze` of a capture directory's Parquet files, correlated out of core (correlate/outofcore.py)."""
-    from dnscorrelate.correlate.outofcore import PART_ROWS, OutOfMemory, correlate_files
+                  part_rows: int | None = None, lookups_per_window: int | None = None) -> Analysis:
+    """`analyze` of a capture directory's Parquet files, correlated out of core (correlate/outofcore.py); past
+    `lookups_per_window` lookups, diagnosed a window of them at a time (diagnose/windows.py)."""
+    from dnscorrelate.correlate.outofcore import PART_ROWS, WINDOW_LOOKUPS, OutOfMemory, correlate_files
+    from dnscorrelate.diagnose.windows import WindowedDiagnosis
 
+    windowed = WindowedDiagnosis(facts)
+    per_window = lookups_per_window or WINDOW_LOOKUPS
     try:
         correlation = correlate_files(files, logs, capture_stats, dns_servers(facts) if facts else None,
-                                      clock_of_vantage(facts, capture_stats), part_rows=part_rows or PART_ROWS)
+                                      clock_of_vantage(facts, capture_stats), part_rows=part_rows or PART_ROWS,
+                                      lookups_per_window=per_window, each_window=windowed.add)
     except OutOfMemory as err:
         raise EventsError(str(err)) from None
+    if windowed.windows:
+        return windowed.analysis(correlation, per_window)
     return Analysis(correlation, diagnose(correlation, facts), facts)
 
 

@@ -224,15 +224,29 @@ def cross_node_segments(traces: pd.DataFrame, clocks: Clocks | None, nodes: dict
     """Traces with `clock_bound_ns` (how wrong their cross-node segments may be after correction; NA on one node)
     and, where a segment is shorter than that bound (or its nodes' clocks could not be placed), the segment left
     out rather than a false number; and warnings that say so and give each node's offset."""
+    traces, hidden = uncertain_segments_hidden(traces, clocks, nodes)
+    return traces, clock_warnings(clocks, hidden) if len(traces) else []
+
+
+@dataclass
+class Hidden:
+    """Lookups whose cross-node segments were left out, and the widest bound among them (ns; None: unknown)."""
+
+    lookups: int = 0
+    widest: float | None = None
+
+    def __add__(self, other: Hidden) -> Hidden:
+        bounds = [b for b in (self.widest, other.widest) if b is not None]
+        return Hidden(self.lookups + other.lookups, max(bounds) if bounds else None)
+
+
+def uncertain_segments_hidden(traces: pd.DataFrame, clocks: Clocks | None, nodes: dict[str, str],
+                              counted: np.ndarray | None = None) -> tuple[pd.DataFrame, Hidden]:
+    """`cross_node_segments`' traces, and what it left out of those `counted` (all by default), for its warnings: a
+    caller that judges the traces in windows adds each window's own up."""
     traces["clock_bound_ns"] = pd.array([pd.NA] * len(traces), dtype="Int64")
     if clocks is None or traces.empty:
-        return traces, []
-    warnings = [f"clocks: {clocks.contradiction}"] if clocks.contradiction else []
-    shifted = [f"{n} {est / 1e6:+.3f} ms ±{bound / 1e6:.3f}" for n, (est, bound) in sorted(clocks.offsets.items()) if n != clocks.reference]
-    if shifted:
-        warnings.append(f"clocks: nodes put on {clocks.reference}'s time line from the lookups that cross them: " + ", ".join(shifted))
-    if clocks.unplaced:
-        warnings.append(f"clocks: no lookup crosses from {', '.join(clocks.unplaced)} to the others: their times are their own clocks'")
+        return traces, Hidden()
     client_node = traces["client_vantage"].astype(str).map(nodes).fillna("")
     server_node = traces["server"].astype(str).map(nodes).fillna("")
     crossing = ((client_node != "") & (server_node != "") & (client_node != server_node)).to_numpy()
@@ -245,9 +259,24 @@ def cross_node_segments(traces: pd.DataFrame, clocks: Clocks | None, nodes: dict
         unsure &= traces[segment].notna().to_numpy()
         traces.loc[unsure, segment] = pd.NA
         hidden |= unsure
-    if hidden.any():
-        widest = pd.Series(bound[hidden]).dropna()
-        warnings.append(f"clocks: {int(hidden.sum())} lookups cross nodes whose clocks agree only to within "
-                        + (f"±{widest.max() / 1e6:.3f} ms" if len(widest) else "an unknown bound")
+    if counted is not None:
+        hidden &= counted
+    widest = pd.Series(bound[hidden]).dropna()
+    return traces, Hidden(int(hidden.sum()), float(widest.max()) if len(widest) else None)
+
+
+def clock_warnings(clocks: Clocks | None, hidden: Hidden) -> list[str]:
+    """Each node's offset, what could not be placed, and the lookups whose segments between nodes were left out."""
+    if clocks is None:
+        return []
+    warnings = [f"clocks: {clocks.contradiction}"] if clocks.contradiction else []
+    shifted = [f"{n} {est / 1e6:+.3f} ms ±{bound / 1e6:.3f}" for n, (est, bound) in sorted(clocks.offsets.items()) if n != clocks.reference]
+    if shifted:
+        warnings.append(f"clocks: nodes put on {clocks.reference}'s time line from the lookups that cross them: " + ", ".join(shifted))
+    if clocks.unplaced:
+        warnings.append(f"clocks: no lookup crosses from {', '.join(clocks.unplaced)} to the others: their times are their own clocks'")
+    if hidden.lookups:
+        warnings.append(f"clocks: {hidden.lookups} lookups cross nodes whose clocks agree only to within "
+                        + (f"±{hidden.widest / 1e6:.3f} ms" if hidden.widest is not None else "an unknown bound")
                         + ": their segments between the nodes shorter than that are not shown (uncertain, not measured)")
-    return traces, warnings
+    return warnings

@@ -194,11 +194,12 @@ def attach_log_columns(traces: pd.DataFrame, logs: pd.DataFrame, errors: pd.Data
     return traces
 
 
-def log_warnings(logs: ParsedLogs, records: pd.DataFrame, dns_packets: int) -> list[str]:
-    """The reader's warnings; with packets, that no log record matched one; a replica named only by a file's name."""
+def log_warnings(logs: ParsedLogs, records: int, any_matched: bool, dns_packets: int) -> list[str]:
+    """The reader's warnings; with packets, that none of the `records` log records matched one (`any_matched`); a
+    replica named only by a file's name."""
     warnings = list(logs.warnings)
-    if dns_packets and len(records) and (records["trace_id"] < 0).all():
-        warnings.append(f"none of the {len(records)} CoreDNS log records matched a packet: check that the logs and the "
+    if dns_packets and records and not any_matched:
+        warnings.append(f"none of the {records} CoreDNS log records matched a packet: check that the logs and the "
                         "capture cover the same time and replicas (name each log REPLICA=FILE, or use kubectl logs --prefix)")
     for source, replica in logs.guessed_replicas.items():
         warnings.append(f"{source}: no pod prefix in its lines, so its replica is taken from the file's name ({replica}); "

@@ -61,6 +61,8 @@ import math
 import os
 import shutil
 import tempfile
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -68,15 +70,18 @@ import numpy as np
 import pandas as pd
 
 from dnscorrelate import schema
-from dnscorrelate.correlate.clocks import EXCHANGE_WINDOW_NS, Clocks, cross_node_segments, solve
+from dnscorrelate.correlate.clocks import EXCHANGE_WINDOW_NS, Clocks, Hidden, clock_warnings, solve, uncertain_segments_hidden
 from dnscorrelate.correlate.legs import LEG_GAP_NS, SERVER_ROLES
 from dnscorrelate.correlate.logs import log_warnings
 from dnscorrelate.correlate.network import attach_connects, connection_attempts
 from dnscorrelate.correlate.pipeline import Correlation, correlate, stats_shared
-from dnscorrelate.correlate.spilled import Spilled
+from dnscorrelate.correlate.spilled import TABLES, WINDOW, Spilled
 from dnscorrelate.correlate.upstream import SERVER_WAIT_NS
 
 PART_ROWS = 1_000_000  # events per part: the pipeline holds about 1.2 kB per event while stitching a part (bench/README.md)
+# lookups a window holds, for a caller that reads the merged traces a window at a time (the diagnosis: about 1.5 kB a
+# lookup with its tables, bench/README.md)
+WINDOW_LOOKUPS = 500_000
 OPEN_END_NS = 2**62  # "any time" at the outer ends of a part's first and last slices
 CLOCK_ROWS = 20_000_000  # events past which the clocks' pass takes a sample of client sockets
 DUCKDB_MEMORY = "1GB"  # DuckDB's own limit; past it, its sorts and hash tables spill to a temporary directory
@@ -341,8 +346,10 @@ def kept_sightings(correlation: Correlation) -> pd.DataFrame:
 
 def correlate_files(files: list[Path], logs: schema.ParsedLogs | None = None, capture_stats: dict | None = None,
                     servers: dict[str, tuple[str, str]] | None = None, nodes: dict[str, str] | None = None,
-                    part_rows: int = PART_ROWS, spill: Path | None = None) -> Correlation:
-    """`correlate()` of the events in `files` (Parquet, schema.EVENTS; validated by the caller), out of core."""
+                    part_rows: int = PART_ROWS, spill: Path | None = None, lookups_per_window: int = WINDOW_LOOKUPS,
+                    each_window: Callable[[Correlation, set[int]], None] | None = None) -> Correlation:
+    """`correlate()` of the events in `files` (Parquet, schema.EVENTS; validated by the caller), out of core. With
+    `each_window`, more lookups than `lookups_per_window` are handed to it a window at a time (`merged`)."""
     logs = logs or schema.ParsedLogs.none()
     capture_stats = capture_stats or {}
     with tempfile.TemporaryDirectory(prefix="dnsc-outofcore-", dir=spill) as tmp:
@@ -379,7 +386,7 @@ def correlate_files(files: list[Path], logs: schema.ParsedLogs | None = None, ca
                 pieces.append(spilled.kept(trimmed(own_lookups(piece, frame, span))))
                 del frame, piece
         shutil.rmtree(tmp / "parts", ignore_errors=True)  # the disk they took, before the merge takes its own
-        correlation = merged(pieces, spilled, con, capture, control, logs, capture_stats)
+        correlation = merged(pieces, spilled, con, capture, control, logs, capture_stats, lookups_per_window, each_window)
         con.close()
     correlation.stats.update({"parts": parts, "largest_part": max(sizes, default=0)})
     if con.retried:
@@ -575,37 +582,67 @@ def trimmed(piece: Correlation) -> Correlation:
 
 
 def merged(pieces: list[Correlation], spilled: Spilled, con: Engine, capture: Capture, control: pd.DataFrame,
-           logs: schema.ParsedLogs, capture_stats: dict) -> Correlation:
+           logs: schema.ParsedLogs, capture_stats: dict, lookups_per_window: int | None = None,
+           each_window: Callable[[Correlation, set[int]], None] | None = None) -> Correlation:
     """One Correlation of the parts' (their tables `spilled`, merged by DuckDB): traces numbered again, connection
-    attempts and cross-node segments judged over the whole capture, counts added up as the pipeline counts them."""
+    attempts and cross-node segments judged over the whole capture, counts added up as the pipeline counts them.
+    With `each_window`, a capture of more than `lookups_per_window` lookups is handed to it window by window (each a
+    whole Correlation of its lookups, their rows and the unmatched rows of its time, and the capture's counts), and
+    the Correlation returned holds the counts and warnings alone: memory holds one window's tables at a time."""
     if not pieces:
         pieces = [correlate(None, None, {}, on_time_line=True)]
-    spilled.number_traces(con)
-    whole = lambda name: spilled.merged(con, name)
-    traces = or_empty(whole("traces"), pieces[0].traces)
-    upstream = or_empty(whole("upstream"), pieces[0].upstream)
-    sightings = or_empty(whole("sightings"), pieces[0].sightings)
-    records = once_each(whole("logs"), logs.records)
-    errors = once_each(whole("errors"), logs.errors)
-    traces.index = traces["trace_id"].to_numpy()
+    windows = spilled.sort_into_windows(con, lookups_per_window if each_window else None)
     attempts = connection_attempts(control) if len(control) else connection_attempts(as_events(schema.empty(schema.EVENTS)))
-    traces, connects_unmatched = attach_connects(traces, attempts)
-    traces, clock_warnings = cross_node_segments(traces, capture.clocks, capture.vantage_node)
-    traces.index = pd.RangeIndex(len(traces))  # reset_index would copy the whole table: hundreds of MB at 10M events
-    traces = schema.conform(traces, schema.TRACES)
-    upstream = schema.conform(upstream, schema.UPSTREAM)
     drops = [p.connection_drops for p in pieces if len(p.connection_drops)]  # rows of no question: in any part
     connection_drops = pd.concat(drops, ignore_index=True) if drops else pieces[0].connection_drops
+    starts = spilled.window_starts(con) if windows > 1 else np.zeros(0, dtype=np.int64)
+    ends = spilled.capture_ends(con) if windows > 1 else None
+    added, hidden, matched_logs = Counter(), Hidden(), False
+    for window in range(windows):
+        tables = window_tables(spilled, window, starts, (lookups_per_window or 0) // CONTEXT_SHARE)
+        own = {name: owned_rows(frame, window) for name, frame in tables.items()}  # without the context around the window
+        traces = or_empty(tables["traces"], pieces[0].traces)
+        upstream = or_empty(tables["upstream"], pieces[0].upstream)
+        sightings = or_empty(tables["sightings"], pieces[0].sightings)
+        if ends is not None:  # each vantage's end and roles, which every window's diagnosis reads, wherever they fell
+            sightings = pd.concat([sightings, ends[ends[WINDOW] != window].drop(columns=WINDOW)], ignore_index=True)
+        records = once_each(tables["logs"], logs.records)
+        errors = once_each(tables["errors"], logs.errors)
+        del tables
+        mine = in_window(starts, window)  # a row of no lookup (a TCP connection attempt, a dropped connection): by its time
+        traces.index = traces["trace_id"].to_numpy()
+        window_attempts = attempts[mine(attempts["ts_ns"])] if windows > 1 and len(attempts) else attempts
+        traces, connects_unmatched = attach_connects(traces, window_attempts)
+        traces, window_hidden = uncertain_segments_hidden(traces, capture.clocks, capture.vantage_node, own["traces"])
+        traces.index = pd.RangeIndex(len(traces))  # reset_index would copy the whole table: hundreds of MB at 10M events
+        traces = schema.conform(traces, schema.TRACES)
+        upstream = schema.conform(upstream, schema.UPSTREAM)
+        counted = stats_shared(logs, rows_of(records, own["logs"]), rows_of(errors, own["errors"]), rows_of(traces, own["traces"]),
+                               rows_of(upstream, own["upstream"]), control, attempts, connects_unmatched)
+        added.update({k: counted[k] for k in ADDED_UP})
+        added["log_records_unmatched"] += int((rows_of(records, own["logs"])["trace_id"] < 0).sum())
+        hidden += window_hidden
+        matched_logs |= bool((rows_of(records, own["logs"])["trace_id"] >= 0).any())
+        window_drops = connection_drops[mine(connection_drops["ts_ns"])] if windows > 1 and len(connection_drops) else connection_drops
+        correlation = Correlation(traces=traces, sightings=sightings, upstream=upstream, logs=records, errors=errors,
+                                  log_alerts=logs.alerts if window == 0 else [], connection_drops=window_drops)
+        if windows == 1:
+            break
+        correlation.stats = {"packets": capture.rows, **counted}  # the window's own counts (the capture's are known after the last)
+        each_window(correlation, set(traces["trace_id"].to_numpy()[own["traces"]].tolist()))
+        del correlation, traces, upstream, sightings, records, errors
     total = {k: sum(int(p.stats.get(k, 0)) for p in pieces) for k in ("packets", "dns_packets", "icmp_errors", "icmp_unmatched", "decode_errors",
                                                                    "flows", "flows_alone", "flows_unmatched")}
     flows = {k: total[k] for k in ("flows", "flows_alone", "flows_unmatched")} if total["flows"] else {}
+    shared = stats_shared(logs, logs.records.iloc[:0], logs.errors.iloc[:0], pieces[0].traces.iloc[:0], pieces[0].upstream.iloc[:0],
+                          control, attempts, 0)
     stats = {
         "packets": capture.rows,
         "dns_packets": total["dns_packets"],
         "icmp_errors": total["icmp_errors"],
         "icmp_unmatched": total["icmp_unmatched"],
-        **stats_shared(logs, records, errors, traces, upstream, control, attempts, connects_unmatched),
-        "log_records_unmatched": int((records["trace_id"] < 0).sum()),  # after a record two slices read is kept once
+        **shared, **{k: added[k] for k in ADDED_UP},
+        "log_records_unmatched": added["log_records_unmatched"],  # after a record two slices read is kept once
         "lost_samples": int(capture_stats.get("lost_samples", 0)),
         "decode_errors": int(capture_stats["decode_errors"]) if "decode_errors" in capture_stats else total["decode_errors"],
         **flows,
@@ -613,13 +650,72 @@ def merged(pieces: list[Correlation], spilled: Spilled, con: Engine, capture: Ca
         **({"clocks": capture.clocks.stats()} if capture.clocks else {}),
         "parts": len(pieces),
         **({"clock_sample": math.ceil(capture.rows / CLOCK_ROWS)} if capture.rows > CLOCK_ROWS else {}),
+        **({"windows": windows} if windows > 1 else {}),
     }
-    warnings = log_warnings(logs, records, total["dns_packets"]) + clock_warnings
+    warnings = log_warnings(logs, added["log_records"], matched_logs, total["dns_packets"])
+    warnings += clock_warnings(capture.clocks, hidden) if added["traces"] else []
     if flows:
         warnings.append(f"{total['flows']} Hubble flows (no question) were joined to the lookups of their own part only: "
                         "correlate them in memory (--events FILE) to join them to every lookup")
-    return Correlation(traces=traces, sightings=sightings, upstream=upstream, logs=records, errors=errors, stats=stats,
-                       unparsed=logs.unparsed, warnings=warnings, log_alerts=logs.alerts, connection_drops=connection_drops)
+    if windows > 1:
+        return Correlation(traces=pieces[0].traces.iloc[:0], sightings=pieces[0].sightings.iloc[:0], upstream=pieces[0].upstream.iloc[:0],
+                           logs=logs.records.iloc[:0], errors=logs.errors.iloc[:0], stats=stats, unparsed=logs.unparsed,
+                           warnings=warnings, log_alerts=logs.alerts, connection_drops=connection_drops)
+    return replace(correlation, stats=stats, unparsed=logs.unparsed, warnings=warnings)
+
+
+ADDED_UP = ("log_records", "error_records", "own_queries", "traces", "upstream_exchanges", "ambiguous", "tcp_connects_unmatched")
+# Each window is diagnosed with the lookups around it (CONTEXT_NS either side, at most a CONTEXT_SHARE-th of a window
+# each side): a pattern across its edge (a search list's queries, an A lookup and its AAAA, a retry) is judged whole,
+# and the findings keep to the window's own lookups (diagnose/windows.py).
+CONTEXT_NS = 5 * 10**9
+CONTEXT_SHARE = 10
+
+
+def window_tables(spilled: Spilled, window: int, starts: np.ndarray, most: int) -> dict[str, pd.DataFrame | None]:
+    """Every table's rows of `window`, and with several windows, of the lookups around it: those that started up to
+    CONTEXT_NS before or after it, at most `most` a side (the nearest), with the other tables' rows of that time;
+    each row with its window then."""
+    if len(starts) < 2:
+        return {name: spilled.window(name, window) for name in TABLES}
+    since = int(starts[window]) - CONTEXT_NS if window > 0 else None
+    until = int(starts[window + 1]) + CONTEXT_NS if window + 1 < len(starts) else None
+    traces = spilled.window("traces", window, since, until)
+    if traces is not None:
+        before = np.flatnonzero((traces[WINDOW] < window).to_numpy())
+        after = np.flatnonzero((traces[WINDOW] > window).to_numpy())
+        keep = np.ones(len(traces), dtype=bool)
+        keep[before[:max(0, len(before) - most)]] = False
+        keep[after[most:]] = False
+        traces = traces[keep].reset_index(drop=True)
+        t_start = traces["t_start"]
+        if since is not None and len(before) > most:
+            since = int(t_start[(traces[WINDOW] < window).to_numpy()].min())
+        if until is not None and len(after) > most:
+            until = int(t_start[(traces[WINDOW] > window).to_numpy()].max()) + 1
+    others = {name: spilled.window(name, window, since, until) for name in TABLES if name != "traces"}
+    return {"traces": traces, **others}
+
+
+def owned_rows(frame: pd.DataFrame | None, window: int) -> np.ndarray | None:
+    """Which rows are `window`'s own (not the context around it), the column that says so dropped; None: all."""
+    if frame is None or WINDOW not in frame:
+        return None
+    own = (frame[WINDOW] == window).to_numpy()
+    frame.drop(columns=WINDOW, inplace=True)
+    return own
+
+
+def rows_of(frame: pd.DataFrame, keep: np.ndarray | None) -> pd.DataFrame:
+    return frame if keep is None else frame[keep]
+
+
+def in_window(starts: np.ndarray, window: int) -> Callable[[pd.Series], np.ndarray]:
+    """Whether times fall in `window`: from its first lookup's start to the next window's (the first and the last
+    open-ended); with one window, every time."""
+    low = starts[window] if 0 < window < len(starts) else -OPEN_END_NS
+    high = starts[window + 1] if window + 1 < len(starts) else OPEN_END_NS
+    return lambda ts: ((ts >= low) & (ts < high)).fillna(window == 0).to_numpy(dtype=bool)
 
 
 def or_empty(frame: pd.DataFrame | None, empty: pd.DataFrame) -> pd.DataFrame:

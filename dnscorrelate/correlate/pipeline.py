@@ -177,7 +177,7 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
     if not seen["ts_ns"].is_monotonic_increasing:
         seen = seen.sort_values("ts_ns", kind="stable")
     return Correlation(traces=traces, sightings=seen, upstream=upstream, logs=records, errors=errors, stats=stats,
-                       unparsed=logs.unparsed, warnings=log_warnings(logs, records, len(dns)) + clock_warnings, log_alerts=logs.alerts,
+                       unparsed=logs.unparsed, warnings=log_warnings(logs, len(records), bool((records["trace_id"] >= 0).any()), len(dns)) + clock_warnings, log_alerts=logs.alerts,
                        connection_drops=connection_drops)
 
 

@@ -20,6 +20,9 @@ import pyarrow.parquet as pq
 from dnscorrelate.correlate.pipeline import Correlation
 
 TABLES = ("traces", "upstream", "sightings", "logs", "errors")
+WINDOW = "_window"  # the window of lookups a merged row belongs to (`Spilled.sort_into_windows`)
+WINDOW_TIME = {"traces": "t_start", "upstream": "t_out", "sightings": "ts_ns", "logs": "ts_ns", "errors": "ts_ns"}  # an unmatched row's
+WINDOW_ROW_GROUP = 65_536  # rows a merged file's row group holds: a window's rows are read by its groups' statistics
 PIECE, POSITION = "_piece", "_pos"  # which part's table a row came from, and its place there: ties keep that order
 NEW_ID = "CASE WHEN t.trace_id < 0 THEN t.trace_id ELSE coalesce(n.new_id, -1) END"  # -1: a trace the part did not keep
 ORDER = {  # each merged table's order, as the in-memory path's; rows equal in it stay in the parts' order
@@ -66,40 +69,93 @@ class Spilled:
     def files(self, name: str) -> list[Path]:
         return sorted((self.directory / name).glob("*.parquet"))
 
-    def merged(self, con, name: str) -> pd.DataFrame | None:
-        """Every part's `name` table as one, its trace ids the merged numbers (`number_traces` first), in ORDER's
-        order; None when no part had a row of it."""
-        files = self.files(name)
-        if not files:
+    def sort_into_windows(self, con, lookups_per_window: int | None) -> int:
+        """Every part's tables merged (traces numbered again: `number_traces`), each into one Parquet file in ORDER's
+        order, window by window: a window is `lookups_per_window` traces in order of their first query (one window:
+        None) with their rows, and the unmatched rows of its time (from its first lookup's start to the next
+        window's). A log or errors record two slices read is kept once, its joined copy. Returns the windows."""
+        windows = self.number_traces(con, lookups_per_window)
+        for name in TABLES:
+            files = self.files(name)
+            if not files:
+                continue
+            listed = ", ".join(f"'{f}'" for f in files)
+            out = self.directory / f"{name}.parquet"
+            once = (f"QUALIFY row_number() OVER (PARTITION BY t._row ORDER BY {NEW_ID} DESC) = 1"
+                    if name in ("logs", "errors") and "_row" in self.dtypes[name] else "")
+            con.bounded(f"merge of the parts' {name}", f"""
+                COPY (SELECT t.* EXCLUDE ({PIECE}, {POSITION}) REPLACE ({NEW_ID} AS trace_id),
+                             CASE WHEN {NEW_ID} >= 0 THEN ({NEW_ID}) // {lookups_per_window or 2**62} ELSE coalesce(w.win, 0) END AS {WINDOW}
+                      FROM read_parquet([{listed}], union_by_name = true) t
+                      LEFT JOIN new_ids n ON n.{PIECE} = t.{PIECE} AND n.old_id = t.trace_id
+                      ASOF LEFT JOIN window_starts w ON CAST(t.{WINDOW_TIME[name]} AS BIGINT) >= w.t_from
+                      {once}
+                      ORDER BY {WINDOW}, {ORDER[name]}, t.{PIECE}, t.{POSITION})
+                TO '{out}' (FORMAT parquet, ROW_GROUP_SIZE {WINDOW_ROW_GROUP})""", before_retry=lambda: out.unlink(missing_ok=True))
+            for f in files:
+                f.unlink()  # the disk they took is given back before the next table is merged
+        return windows
+
+    def window(self, name: str, window: int, since: int | None = None, until: int | None = None) -> pd.DataFrame | None:
+        """The rows of `name` in `window` (`sort_into_windows`) in ORDER's order, with the dtypes concatenating the
+        parts' tables would give; None when no part had a row of it. With `since` or `until`, also the previous
+        window's rows from `since` and the next one's before `until` (by WINDOW_TIME), each row with its window."""
+        path = self.directory / f"{name}.parquet"
+        if not path.exists():
             return None
-        listed = ", ".join(f"'{f}'" for f in files)
-        out = self.directory / f"{name}.parquet"
-        con.bounded(f"merge of the parts' {name}", f"""
-            COPY (SELECT t.* EXCLUDE ({PIECE}, {POSITION}) REPLACE ({NEW_ID} AS trace_id)
-                  FROM read_parquet([{listed}], union_by_name = true) t LEFT JOIN new_ids n ON n.{PIECE} = t.{PIECE} AND n.old_id = t.trace_id
-                  ORDER BY {ORDER[name]}, t.{PIECE}, t.{POSITION})
-            TO '{out}' (FORMAT parquet)""", before_retry=lambda: out.unlink(missing_ok=True))
-        for f in files:
-            f.unlink()  # the disk they took is given back before the next table is read
-        table = pq.read_table(out)
+        time = WINDOW_TIME[name]
+        filters = [[(WINDOW, "=", window)]]
+        if since is not None and window > 0:
+            filters.insert(0, [(WINDOW, "=", window - 1), (time, ">=", since)])
+        if until is not None:
+            filters.append([(WINDOW, "=", window + 1), (time, "<", until)])
+        table = pq.read_table(path, filters=filters)  # the row groups of these windows alone
+        if since is None and until is None:
+            table = table.drop_columns([WINDOW])
         frame = table.to_pandas(self_destruct=True)  # one column at a time: the Arrow copy goes as pandas' comes
         del table
-        out.unlink()
         return with_dtypes(frame, self.dtypes[name])
 
-    def number_traces(self, con) -> None:
+    def capture_ends(self, con) -> pd.DataFrame | None:
+        """The sightings every window's diagnosis reads whatever lookups it holds (`outofcore.kept_sightings`): each
+        vantage's last (where its capture ended) and one of each of its roles, with their window."""
+        path = self.directory / "sightings.parquet"
+        if not path.exists():
+            return None
+        frame = con.execute(f"""
+            SELECT * EXCLUDE (_last, _first) FROM (
+                SELECT *, row_number() OVER (PARTITION BY vantage ORDER BY ts_ns DESC) AS _last,
+                          row_number() OVER (PARTITION BY vantage, role ORDER BY ts_ns) AS _first
+                FROM read_parquet('{path}'))
+            WHERE _last = 1 OR _first = 1""").df()
+        return with_dtypes(frame, pd.concat([self.dtypes["sightings"], pd.Series({WINDOW: np.dtype("int64")})]))
+
+    def number_traces(self, con, lookups_per_window: int | None = None) -> int:
         """Table `new_ids`: each part's trace ids and their merged numbers, in order of each trace's first query,
-        then the client's address and port (the pipeline's order), then the parts' own order."""
+        then the client's address and port (the pipeline's order), then the parts' own order; table
+        `window_starts`: each window's first lookup's start. Returns how many windows (at least one)."""
         files = self.files("traces")
         if not files:
-            con.execute(f"CREATE OR REPLACE TEMP TABLE new_ids ({PIECE} BIGINT, old_id BIGINT, new_id BIGINT)")
-            return
+            con.execute(f"CREATE OR REPLACE TEMP TABLE new_ids ({PIECE} BIGINT, old_id BIGINT, new_id BIGINT, t_start BIGINT)")
+            con.execute("CREATE OR REPLACE TEMP TABLE window_starts (win BIGINT, t_from BIGINT)")
+            return 1
         listed = ", ".join(f"'{f}'" for f in files)
         con.bounded("numbering of the merged traces", f"""
             CREATE OR REPLACE TEMP TABLE new_ids AS
             SELECT {PIECE}, trace_id AS old_id,
-                   row_number() OVER (ORDER BY t_start, client_ip, client_port, {PIECE}, {POSITION}) - 1 AS new_id
+                   row_number() OVER (ORDER BY t_start, client_ip, client_port, {PIECE}, {POSITION}) - 1 AS new_id,
+                   CAST(t_start AS BIGINT) AS t_start
             FROM read_parquet([{listed}], union_by_name = true)""")
+        per_window = lookups_per_window or 2**62
+        con.execute(f"""CREATE OR REPLACE TEMP TABLE window_starts AS
+                        SELECT new_id // {per_window} AS win, min(t_start) AS t_from FROM new_ids GROUP BY 1
+                        HAVING min(t_start) IS NOT NULL""")
+        traces = int(con.execute("SELECT count(*) FROM new_ids").fetchone()[0])
+        return max(1, -(-traces // per_window))
+
+    def window_starts(self, con) -> np.ndarray:
+        """Each window's first lookup's start (ns), in window order."""
+        return con.execute("SELECT t_from FROM window_starts ORDER BY win").fetchnumpy()["t_from"]
 
 
 def concatenated(a, b):

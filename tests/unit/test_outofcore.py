@@ -428,8 +428,8 @@ def test_each_parts_tables_go_to_disk_as_it_is_stitched_and_come_back_as_concate
     # an emptied table holds none of the part's arrays (an empty slice of one would keep all of it alive)
     assert all(held_bytes(k.traces[c].to_numpy()) == 0 for k in kept for c in k.traces.columns if k.traces[c].dtype != "category")
     engine = Engine(tmp_path / "spill")
-    spilled.number_traces(engine)
-    merged = spilled.merged(engine, "traces")
+    assert spilled.sort_into_windows(engine, None) == 1
+    merged = spilled.window("traces", 0)
     concatenated = pd.concat(parts, ignore_index=True)
     assert dict(merged.dtypes) == dict(concatenated.dtypes)
     # (t_start, client_ip, client_port): part 0's 10/.1/5 and part 1's 10/.1/5 tie: part 0 first
@@ -438,6 +438,32 @@ def test_each_parts_tables_go_to_disk_as_it_is_stitched_and_come_back_as_concate
     assert merged["place"].astype(str).tolist() == ["b", "c", "c", "a"]
     assert merged["said"].tolist() == [None, None, None, "x"]
     assert spilled.files("traces") == []  # the parts' files are gone once merged
+    engine.close()
+
+
+def test_merged_tables_are_read_a_window_of_lookups_at_a_time_with_the_unmatched_rows_of_its_time(tmp_path):
+    from dataclasses import replace
+
+    from dnscorrelate.correlate import correlate
+    from dnscorrelate.correlate.outofcore import Engine
+    from dnscorrelate.correlate.spilled import Spilled
+
+    empty = correlate(None, None, {}, on_time_line=True)
+    traces = pd.DataFrame({"trace_id": [0, 1, 2], "t_start": [10, 20, 30], "client_ip": ["10.0.0.1"] * 3, "client_port": [5, 6, 7]})
+    seen = pd.DataFrame({"trace_id": [0, -1, -1, 1, -1, -1], "ts_ns": [11, 15, 31, 21, 25, 5], "vantage": ["a"] * 6})
+    spilled = Spilled(tmp_path / "merged")
+    spilled.kept(replace(empty, traces=traces.iloc[:2], sightings=seen.iloc[:3]))
+    spilled.kept(replace(empty, traces=traces.iloc[2:].assign(trace_id=[0]), sightings=seen.iloc[3:].assign(trace_id=[0, -1, -1])))
+    engine = Engine(tmp_path / "spill")
+    assert spilled.sort_into_windows(engine, 2) == 2  # 3 lookups, 2 a window
+    first, second = (spilled.window("traces", w) for w in (0, 1))
+    assert first["t_start"].tolist() == [10, 20] and second["t_start"].tolist() == [30]
+    assert first["trace_id"].tolist() == [0, 1] and second["trace_id"].tolist() == [2]
+    sightings = [spilled.window("sightings", w) for w in (0, 1)]
+    # the lookups' own rows, and each unmatched one in the window its time falls in (before the first: the first)
+    assert sightings[0]["ts_ns"].tolist() == [5, 11, 15, 25] and sightings[1]["ts_ns"].tolist() == [21, 31]
+    assert sightings[1]["trace_id"].tolist() == [2, -1]  # part 1's trace 0 is the merged trace 2
+    assert list(spilled.window_starts(engine)) == [10, 30]
     engine.close()
 
 
@@ -459,3 +485,53 @@ def test_parts_tables_with_different_columns_are_refused_by_name(tmp_path):
     spilled.kept(replace(empty, upstream=pd.DataFrame({"trace_id": [0], "leg_id": [1]})))
     with pytest.raises(ValueError, match="the parts' upstream tables have different columns"):
         spilled.kept(replace(empty, upstream=pd.DataFrame({"trace_id": [0], "depth": [1]})))
+
+
+@pytest.mark.parametrize("fixture", ["slow-upstream", "deny-dns-egress", "healthy", "missing-service"])
+def test_a_capture_past_a_window_is_diagnosed_window_by_window_with_the_counts_of_one_diagnosis(tmp_path, fixture):
+    """The recorded lookups 30 times over, diagnosed a window of 25 lookups at a time: the same counts and the same
+    findings, each adding up its windows' counts and saying so, and the traces shown those the findings cite. (Not
+    a pattern that needs more lookups than a window holds: upstream-refused's 30 to one replica are each window's 10,
+    too few to call an imbalance.)"""
+    from dnscorrelate.diagnose.windows import FIGURE
+    from tests.fixtures import repeated
+
+    frame, stats, logs, facts = load_fixture(fixture)
+    logs = None  # the log records are the recording's once: repeated lookups would find none of their own
+    directory = tmp_path / fixture
+    writer = events.NodeParquetDir(directory)
+    writer.write(skewed(repeated(frame, 30), 4_000_000))
+    writer.close(stats)
+    files, capture_stats = events.capture_files(directory), events.capture_dir_stats(directory)
+    whole = analyze_files(files, logs, facts, capture_stats, part_rows=50)
+    windowed = analyze_files(files, logs, facts, capture_stats, part_rows=50, lookups_per_window=25)
+    lookups = whole.correlation.stats["traces"]
+    assert windowed.correlation.stats.pop("windows") == -(-lookups // 25) > 1 and "windows" not in whole.correlation.stats
+    how_cut = lambda stats: {k: v for k, v in stats.items() if k not in OUT_OF_CORE_STATS}  # approximate quantiles: not every run's
+    assert how_cut(windowed.correlation.stats) == how_cut(whole.correlation.stats)
+    assert [(f.code, f.hop, f.count, f.severity) for f in windowed.findings] == [(f.code, f.hop, f.count, f.severity) for f in whole.findings]
+    for mine, theirs in zip(windowed.findings, whole.findings):
+        assert "windows said this" in mine.summary and FIGURE.sub("#", mine.summary).startswith(FIGURE.sub("#", theirs.summary))
+        assert set(mine.evidence["traces"]) <= set(windowed.correlation.traces["trace_id"])
+    assert len(windowed.correlation.traces) < lookups  # the cited ones, not every lookup
+    assert any(w.startswith(f"out of core: {lookups:,} lookups diagnosed in") for w in windowed.correlation.warnings)
+
+
+def test_the_windows_findings_are_one_where_they_say_the_same_of_the_same_place():
+    from dnscorrelate.diagnose.finding import finding
+    from dnscorrelate.diagnose.windows import Window, merged_findings
+
+    def slow(server: str, lookups: int, ms: int, traces: list[int]):
+        return finding("upstream-slow", f"upstream {server}:53 answered {lookups} lookups in {ms} ms median", {"traces": traces}, lookups)
+
+    windows = [
+        Window(100, 0, 1, [slow("192.168.49.1", 12, 250, [1, 2]), finding("ok", "88 lookups answered correctly", {"traces": [3]}, 88)]),
+        Window(100, 2, 3, [slow("192.168.49.1", 7, 300, [101]), slow("192.168.49.2", 3, 900, [150])]),
+        Window(1, 4, 4, [finding("no-lookups", "no lookup: 3 packets were read", {}, 0)]),
+    ]
+    merged = merged_findings(windows)
+    assert [(f.code, f.count) for f in merged] == [("upstream-slow", 19), ("upstream-slow", 3)]  # ok: something is wrong
+    one = merged[0]
+    assert one.summary.startswith("upstream 192.168.49.1:53 answered 12 lookups in 250 ms median [2 of 3 windows said this: 19 in all")
+    assert one.evidence["traces"] == [1, 2, 101] and one.covers == {1, 2, 101}
+    assert merged[1].summary == "upstream 192.168.49.2:53 answered 3 lookups in 900 ms median"
