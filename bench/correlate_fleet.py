@@ -144,19 +144,18 @@ def run_path(path: str, directory: Path, part_rows: int | None) -> dict:
     else:
         result = analyze_files(events.capture_files(directory), None, None, events.capture_dir_stats(directory), part_rows=part_rows)
     elapsed = time.perf_counter() - started
-    traces = result.correlation.traces
+    traces = result.correlation.traces  # every lookup, or where the diagnosis ran in windows, those its findings cite
     clocks = result.correlation.stats.get("clocks", {}).get("nodes", {})
     truth = json.loads((directory / "fleet.json").read_text())["skews_ms"]
     reference = result.correlation.stats.get("clocks", {}).get("reference", "")
     errors = [abs(c["offset_ms"] - (truth[n] - truth.get(reference, 0))) for n, c in clocks.items() if n in truth]
     return {"path": path, "seconds": round(elapsed, 1), "peak_rss_mb": round(peak_rss_mb()),
-            "traces": int(len(traces)), "answered": int((traces["outcome"] == "answered").sum()),
+            "traces": int(result.correlation.stats["traces"]), "windows": result.correlation.stats.get("windows", 1),
             "findings": [f"{f.code}:{f.count}" for f in result.findings],
             "parts": result.correlation.stats.get("parts", 1),
             "largest_part": result.correlation.stats.get("largest_part"),  # events held at once (out of core)
             "duckdb_retries": result.correlation.stats.get("duckdb_retries", 0),
-            "clock_error_ms_max": round(max(errors), 4) if errors else None,
-            "segments_hidden": int(traces["to_server_ns"].isna().sum() - (traces["outcome"] != "answered").sum())}
+            "clock_error_ms_max": round(max(errors), 4) if errors else None}
 
 
 def main() -> None:
@@ -176,7 +175,8 @@ def main() -> None:
     import tempfile
 
     keep = Path(args.keep) if args.keep else Path(tempfile.mkdtemp(prefix="dnsc-fleet-"))
-    print(f"{'events':>11} {'nodes':>5} {'path':>11} {'seconds':>8} {'peak RSS':>9} {'traces':>9} {'parts':>5} {'largest':>9} {'retries':>7}  clock error  findings")
+    print(f"{'events':>11} {'nodes':>5} {'path':>11} {'seconds':>8} {'peak RSS':>9} {'traces':>9} {'parts':>5} {'largest':>9} {'retries':>7} "
+          f"{'windows':>7}  clock error  findings")
     for size in args.events:
         directory = keep / str(size)
         if not (args.reuse and (directory / "fleet.json").exists()):
@@ -197,7 +197,7 @@ def main() -> None:
                 continue
             r = json.loads(out.stdout.strip().splitlines()[-1])
             print(f"{size:>11} {args.nodes:>5} {path:>11} {r['seconds']:>8} {r['peak_rss_mb']:>6} MB {r['traces']:>9} {r['parts']:>5} "
-                  f"{r['largest_part'] or '':>9} {r['duckdb_retries']:>7}  "
+                  f"{r['largest_part'] or '':>9} {r['duckdb_retries']:>7} {r['windows']:>7}  "
                   f"{r['clock_error_ms_max']} ms  {' '.join(r['findings'])}", flush=True)
         if not args.keep:
             shutil.rmtree(directory, ignore_errors=True)

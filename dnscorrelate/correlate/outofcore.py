@@ -21,14 +21,17 @@ a lookup is stitched by exactly the rules it would be in memory.
    records split by the same hash.
 4. **Merged** (spilled.py): each part's tables are written to Parquet as soon as it is stitched; at the end
    DuckDB numbers the traces again in the pipeline's order (first query, client address, port) and sorts each
-   table out of core, and the tables are read back once. The cross-node segments are judged once against the
-   whole capture's clocks, counts added up. The sightings kept are those the diagnosis reads
-   (`kept_sightings`), not every packet: with a directory, the JSON and HTML outputs give the traces without
-   their full sighting lists.
+   table out of core, window by window (`WINDOW_LOOKUPS` lookups in order of their first query, and the
+   unmatched rows of their time), and the tables are read back a window at a time: a caller that reads them so
+   (`each_window`: the diagnosis, diagnose/windows.py) gets each window with the lookups around it as context
+   (`window_tables`), and counts that add up; otherwise they are read back whole, once. The cross-node
+   segments are judged against the whole capture's clocks, counts added up. The sightings kept are those the
+   diagnosis reads (`kept_sightings`), not every packet: with a directory, the JSON and HTML outputs give the
+   traces without their full sighting lists (and past one window, only the traces the findings cite).
 
 Memory: one part's events while the parts are stitched, never the whole capture's events, nor the traces
-found so far; then the merged tables, which the diagnosis and the outputs read (a trace row for every lookup:
-about one for every 8-15 events of a forwarded lookup). A part holds every event of the
+found so far; then one window's merged tables and its context (about 1.5 kB a lookup with the diagnosis), and
+the traces the findings cite. A part holds every event of the
 questions hashed to it, so a capture dominated by a few names (the same Service asked by every pod) makes
 a part as large as those names' traffic. Such a part (past 2 x `PART_ROWS`) is cut again, by time but
 along its legs (`leg_slices`): DuckDB numbers each row's leg by the pipeline's rule (a client socket's DNS

@@ -62,13 +62,16 @@ class WindowedDiagnosis:
     def analysis(self, whole: Correlation, lookups_per_window: int) -> Analysis:
         """The whole capture's Analysis: its counts and warnings (`whole`), the windows' findings merged, and the
         traces they cite with their sightings, upstream exchanges and log records."""
+        findings = merged_findings(self.windows)
+        ids = {t for f in findings for t in f.evidence.get("traces", [])}
         tables = {name: pd.concat([getattr(c, name) for c in self.cited], ignore_index=True)
                   for name in ("traces", "sightings", "upstream", "logs", "errors")}
+        tables = {name: frame[frame["trace_id"].isin(ids).to_numpy()].reset_index(drop=True) for name, frame in tables.items()}
         said = (f"out of core: {whole.stats.get('traces', 0):,} lookups diagnosed in {len(self.windows)} windows of up to "
                 f"{lookups_per_window:,} (in order of their first query): each finding adds up its windows' counts, and the "
                 f"traces shown are the {len(tables['traces']):,} the findings cite")
         correlation = replace(whole, **tables, warnings=[*whole.warnings, said])
-        return Analysis(correlation, merged_findings(self.windows), self.facts)
+        return Analysis(correlation, findings, self.facts)
 
 
 def own_findings(found: list[Finding], owned: set[int]) -> list[Finding]:

@@ -177,6 +177,28 @@ def test_correlate_events_dir_prints_traces_and_findings(tmp_path):
     assert '"traces"' in result.output
 
 
+def test_correlate_events_dir_past_a_window_prints_the_cited_traces_the_whole_counts_and_a_report(tmp_path, monkeypatch):
+    from dnscorrelate.correlate import outofcore
+    from tests.fixtures import repeated
+
+    frame, stats, _, _ = load_fixture("slow-upstream")
+    writer = events.NodeParquetDir(tmp_path / "fleet")
+    writer.write(skewed(repeated(frame, 20), 4_000_000))
+    writer.close(stats)
+    monkeypatch.setattr(outofcore, "WINDOW_LOOKUPS", 25)
+    report = tmp_path / "report.html"
+    result = invoke("correlate", "--events", str(tmp_path / "fleet"), "-o", "json", "--report", str(report))
+    assert result.exit_code == 0, result.output
+    said = json.loads(result.output)
+    assert said["stats"]["windows"] == -(-said["stats"]["traces"] // 25) > 1
+    assert 0 < len(said["traces"]) < said["stats"]["traces"]  # the cited ones
+    cited = {t for f in said["findings"] for t in f["evidence"]["traces"]}
+    assert cited == {t["id"] for t in said["traces"]}
+    assert [f["code"] for f in said["findings"]] == ["upstream-slow"] and "windows said this" in said["findings"][0]["summary"]
+    assert any("lookups diagnosed in" in w for w in said["warnings"])
+    assert "upstream-slow" in report.read_text()
+
+
 class RecordedSession:
     """A stand-in for a live Session over the node agents: the recorded events handed out a few rows per drain."""
 
