@@ -192,9 +192,10 @@ def sent_from(dns: pd.DataFrame) -> np.ndarray:
     own vantage. A namespace captured receive-only (`PACKET_IGNORE_OUTGOING`, live/capture.py) records none of its
     own packets: their first sighting is the node's, a microsecond later, and it is the namespace that sent them.
     Where the namespace's own sighting was recorded it comes first, and this changes nothing. Addresses come from
-    the evidence: those packets arrived at, in each namespace that is not a node (loopback aside); one two
-    namespaces claim names neither."""
+    the evidence: those packets arrived at, in each namespace that is not a node (loopback aside); an address two
+    namespaces claim is neither's."""
     codes = dns["vantage"].cat.codes.to_numpy().astype(np.int64)
+    places = len(dns["vantage"].cat.categories) + 1
     at_node = (dns["role"] == "node").to_numpy()
     arrived = (dns["pkt_type"] == "HOST").to_numpy() & ~at_node & (codes >= 0)
     ips, src, dst = same_categories(dns["src_ip"], dns["dst_ip"])
@@ -202,9 +203,9 @@ def sent_from(dns: pd.DataFrame) -> np.ndarray:
     dst = np.where(dns["dst_ip"].cat.codes.to_numpy() >= 0, dst, -1)
     loopback = np.array([is_loopback_address(a) for a in ips.astype(str)] + [True], dtype=bool)
     arrived &= ~loopback[dst]
-    pairs = np.unique(dst[arrived].astype(np.int64) * (len(dns["vantage"].cat.categories) + 1) + codes[arrived])
+    pairs = np.unique(dst[arrived].astype(np.int64) * places + codes[arrived])
     owner = np.full(len(ips) + 1, -1, dtype=np.int64)  # by address code; the last slot stands for a missing address
-    address, place = pairs // (len(dns["vantage"].cat.categories) + 1), pairs % (len(dns["vantage"].cat.categories) + 1)
+    address, place = pairs // places, pairs % places
     claims = np.bincount(address, minlength=len(owner))
     owner[address] = np.where(claims[address] == 1, place, -1)
     # a node's own packets (OUTGOING there: a DNS proxy in the node's namespace sends with its client's address) stay its own
@@ -218,7 +219,9 @@ def is_loopback_address(address: str) -> bool:
 
 
 def is_loopback(ips: pd.Series, rows: np.ndarray) -> np.ndarray:
-    return np.array([is_loopback_address(a) for a in strings_at(ips, rows)], dtype=bool) if len(rows) else np.zeros(0, dtype=bool)
+    """Whether the categorical addresses at `rows` are loopback ones (False where the row is -1), one test per category."""
+    flags = np.array([is_loopback_address(a) for a in ips.cat.categories.astype(str)] + [False], dtype=bool)
+    return flags[np.where(rows >= 0, ips.cat.codes.to_numpy()[rows], -1)]
 
 
 def vantage_names(vantage: pd.Series, codes: np.ndarray) -> np.ndarray:
