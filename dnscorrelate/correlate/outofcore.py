@@ -82,9 +82,9 @@ from dnscorrelate.correlate.spilled import TABLES, WINDOW, Spilled
 from dnscorrelate.correlate.upstream import SERVER_WAIT_NS
 
 PART_ROWS = 1_000_000  # events per part: the pipeline holds about 1.2 kB per event while stitching a part (bench/README.md)
-# lookups a window holds, for a caller that reads the merged traces a window at a time (the diagnosis: about 1.5 kB a
-# lookup with its tables, bench/README.md)
-WINDOW_LOOKUPS = 500_000
+# lookups a window holds, for a caller that reads the merged traces a window at a time (the diagnosis: about 2 kB a
+# lookup with its tables as they are read, bench/README.md): less than the stitching of a part takes
+WINDOW_LOOKUPS = 200_000
 OPEN_END_NS = 2**62  # "any time" at the outer ends of a part's first and last slices
 CLOCK_ROWS = 20_000_000  # events past which the clocks' pass takes a sample of client sockets
 DUCKDB_MEMORY = "1GB"  # DuckDB's own limit; past it, its sorts and hash tables spill to a temporary directory
@@ -600,6 +600,7 @@ def merged(pieces: list[Correlation], spilled: Spilled, con: Engine, capture: Ca
     connection_drops = pd.concat(drops, ignore_index=True) if drops else pieces[0].connection_drops
     starts = spilled.window_starts(con) if windows > 1 else np.zeros(0, dtype=np.int64)
     ends = spilled.capture_ends(con) if windows > 1 else None
+    con.execute("SET memory_limit = '64MB'")  # DuckDB is done: what its buffers hold goes before the windows are read
     added, hidden, matched_logs = Counter(), Hidden(), False
     for window in range(windows):
         tables = window_tables(spilled, window, starts, (lookups_per_window or 0) // CONTEXT_SHARE)
@@ -669,34 +670,35 @@ def merged(pieces: list[Correlation], spilled: Spilled, con: Engine, capture: Ca
 
 ADDED_UP = ("log_records", "error_records", "own_queries", "traces", "upstream_exchanges", "ambiguous", "tcp_connects_unmatched")
 # Each window is diagnosed with the lookups around it (CONTEXT_NS either side, at most a CONTEXT_SHARE-th of a window
-# each side): a pattern across its edge (a search list's queries, an A lookup and its AAAA, a retry) is judged whole,
-# and the findings keep to the window's own lookups (diagnose/windows.py).
+# each side, with their rows but not the unmatched rows of their time): a pattern across its edge (a search list's
+# queries, an A lookup and its AAAA, a retry) is judged whole, and the findings keep to the window's own lookups
+# (diagnose/windows.py).
 CONTEXT_NS = 5 * 10**9
 CONTEXT_SHARE = 10
 
 
 def window_tables(spilled: Spilled, window: int, starts: np.ndarray, most: int) -> dict[str, pd.DataFrame | None]:
     """Every table's rows of `window`, and with several windows, of the lookups around it: those that started up to
-    CONTEXT_NS before or after it, at most `most` a side (the nearest), with the other tables' rows of that time;
-    each row with its window then."""
+    CONTEXT_NS before or after it, at most `most` a side (the nearest), with their rows in the other tables (by their
+    trace ids: a window's traces are a run of them); each row with its window then."""
     if len(starts) < 2:
         return {name: spilled.window(name, window) for name in TABLES}
-    since = int(starts[window]) - CONTEXT_NS if window > 0 else None
-    until = int(starts[window + 1]) + CONTEXT_NS if window + 1 < len(starts) else None
+    since = [("t_start", ">=", int(starts[window]) - CONTEXT_NS)] if window > 0 else None
+    until = [("t_start", "<", int(starts[window + 1]) + CONTEXT_NS)] if window + 1 < len(starts) else None
     traces = spilled.window("traces", window, since, until)
-    if traces is not None:
-        before = np.flatnonzero((traces[WINDOW] < window).to_numpy())
-        after = np.flatnonzero((traces[WINDOW] > window).to_numpy())
-        keep = np.ones(len(traces), dtype=bool)
-        keep[before[:max(0, len(before) - most)]] = False
-        keep[after[most:]] = False
-        traces = traces[keep].reset_index(drop=True)
-        t_start = traces["t_start"]
-        if since is not None and len(before) > most:
-            since = int(t_start[(traces[WINDOW] < window).to_numpy()].min())
-        if until is not None and len(after) > most:
-            until = int(t_start[(traces[WINDOW] > window).to_numpy()].max()) + 1
-    others = {name: spilled.window(name, window, since, until) for name in TABLES if name != "traces"}
+    if traces is None:
+        return {name: None for name in TABLES}
+    side = traces[WINDOW].to_numpy()
+    before, after = np.flatnonzero(side < window), np.flatnonzero(side > window)
+    keep = np.ones(len(traces), dtype=bool)
+    keep[before[:max(0, len(before) - most)]] = False  # the nearest `most` a side
+    keep[after[most:]] = False
+    traces = traces[keep].reset_index(drop=True)
+    ids = traces["trace_id"].to_numpy()
+    side = traces[WINDOW].to_numpy()
+    first = [("trace_id", ">=", int(ids[side < window].min()))] if (side < window).any() else [("trace_id", "<", -1)]
+    last = [("trace_id", ">=", 0), ("trace_id", "<=", int(ids[side > window].max()))] if (side > window).any() else [("trace_id", "<", -1)]
+    others = {name: spilled.window(name, window, first, last) for name in TABLES if name != "traces"}
     return {"traces": traces, **others}
 
 

@@ -96,21 +96,21 @@ class Spilled:
                 f.unlink()  # the disk they took is given back before the next table is merged
         return windows
 
-    def window(self, name: str, window: int, since: int | None = None, until: int | None = None) -> pd.DataFrame | None:
+    def window(self, name: str, window: int, before: list | None = None, after: list | None = None) -> pd.DataFrame | None:
         """The rows of `name` in `window` (`sort_into_windows`) in ORDER's order, with the dtypes concatenating the
-        parts' tables would give; None when no part had a row of it. With `since` or `until`, also the previous
-        window's rows from `since` and the next one's before `until` (by WINDOW_TIME), each row with its window."""
+        parts' tables would give; None when no part had a row of it. With `before` or `after` (pyarrow filter terms),
+        also the previous window's rows that meet `before` and the next one's that meet `after`, each row with its
+        window."""
         path = self.directory / f"{name}.parquet"
         if not path.exists():
             return None
-        time = WINDOW_TIME[name]
         filters = [[(WINDOW, "=", window)]]
-        if since is not None and window > 0:
-            filters.insert(0, [(WINDOW, "=", window - 1), (time, ">=", since)])
-        if until is not None:
-            filters.append([(WINDOW, "=", window + 1), (time, "<", until)])
+        if before is not None and window > 0:
+            filters.insert(0, [(WINDOW, "=", window - 1), *before])
+        if after is not None:
+            filters.append([(WINDOW, "=", window + 1), *after])
         table = pq.read_table(path, filters=filters)  # the row groups of these windows alone
-        if since is None and until is None:
+        if before is None and after is None:
             table = table.drop_columns([WINDOW])
         frame = table.to_pandas(self_destruct=True)  # one column at a time: the Arrow copy goes as pandas' comes
         del table
@@ -174,9 +174,16 @@ def as_arrow(column: pd.Series) -> pa.Array:
 
 
 def with_dtypes(frame: pd.DataFrame, dtypes: pd.Series) -> pd.DataFrame:
-    """`frame` with the pandas dtypes the parts' tables had: text columns read back as objects, a categorical
-    one made categorical again (over every part's values), numbers with nulls (Int64) as they were."""
+    """`frame` with the pandas dtypes the parts' tables had: text columns (read as dictionaries) back as objects, nulls
+    as None, a categorical one categorical (over every part's values), numbers with nulls (Int64) as they were."""
     for column, dtype in dtypes.items():
-        if column in frame and frame[column].dtype != dtype:
-            frame[column] = frame[column].astype("category" if isinstance(dtype, pd.CategoricalDtype) else dtype)
+        if column not in frame or frame[column].dtype == dtype:
+            continue
+        read = frame[column]
+        if isinstance(dtype, pd.CategoricalDtype):
+            frame[column] = read.astype("category")
+        elif isinstance(read.dtype, pd.CategoricalDtype) and dtype == object:  # text read as a dictionary: its rows share its strings
+            frame[column] = read.astype(object).where(read.notna(), None)
+        else:
+            frame[column] = read.astype(dtype)
     return frame

@@ -70,3 +70,17 @@ def findings_about(found: list[Finding], trace_ids: set[int]) -> list[Finding]:
         elif mine:  # cite these lookups, which need not be among the ones cited for everybody
             kept.append(replace(f, evidence={**f.evidence, "traces": mine[:EVIDENCE_LIMIT], COVERED: mine}))
     return kept
+
+
+def findings_of_own(found: list[Finding], own: set[int]) -> list[Finding]:
+    """The findings about the traces `own`, each covering and citing those only, its count their share of it where
+    other traces were part of it (a count is not always of lookups: queries, a lookup and its retry over TCP).
+    A finding about no trace in particular stays as it is."""
+    kept = []
+    for f, mine in ((f, f.covers & own) for f in found):
+        if not f.covers:
+            kept.append(f)
+        elif mine:
+            share = f.count if mine == f.covers else round(f.count * len(mine) / len(f.covers))
+            kept.append(replace(f, evidence={**f.evidence, "traces": sorted(mine)[:EVIDENCE_LIMIT], COVERED: sorted(mine)}, count=share))
+    return kept

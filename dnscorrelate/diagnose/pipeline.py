@@ -13,6 +13,7 @@ from dnscorrelate.diagnose.finding import (
     evidence,
     finding,
     findings_about,
+    findings_of_own,
     in_registry_order,
 )
 from dnscorrelate.diagnose.rules import rules
@@ -38,8 +39,10 @@ def run(kind: str, ev: Evidence) -> list[Finding]:
     return [f for rule in rules(kind) for f in rule(ev)]
 
 
-def diagnose(correlation: Correlation, facts: ClusterFacts | None = None) -> list[Finding]:
-    """Findings, most severe first; `ok` alone when nothing is wrong, `no-lookups` when there was nothing to look at."""
+def diagnose(correlation: Correlation, facts: ClusterFacts | None = None, own: set[int] | None = None) -> list[Finding]:
+    """Findings, most severe first; `ok` alone when nothing is wrong, `no-lookups` when there was nothing to look at.
+    With `own`, the findings about those traces alone (the others are context: diagnose/windows.py), `ok` said of
+    them when nothing is wrong with them."""
     ev = Evidence(correlation, facts or ClusterFacts())
     alerts = run("ALERTS", ev)
     if ev.lookups.empty and ev.strays.empty and ev.not_lookups.empty:
@@ -50,8 +53,10 @@ def diagnose(correlation: Correlation, facts: ClusterFacts | None = None) -> lis
     ev.findings += run("FALLBACKS", ev)
     ev.findings += run("OWN_QUERIES", ev)
     found = in_registry_order(ev.findings + alerts)
+    if own is not None:
+        found = findings_of_own(found, own)
     if not any(f.severity in (ERROR, WARNING) for f in found):
-        found[:0] = all_answered(ev)
+        found[:0] = findings_of_own(all_answered(ev), own) if own is not None else all_answered(ev)
     return found
 
 

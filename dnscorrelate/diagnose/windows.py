@@ -24,7 +24,7 @@ import pandas as pd
 
 from dnscorrelate.cluster.facts import ClusterFacts
 from dnscorrelate.correlate import Correlation
-from dnscorrelate.diagnose.finding import COVERED, EVIDENCE_LIMIT, Finding, in_registry_order
+from dnscorrelate.diagnose.finding import EVIDENCE_LIMIT, Finding, in_registry_order
 from dnscorrelate.diagnose.pipeline import Analysis, diagnose
 from dnscorrelate.findings import ERROR, WARNING
 
@@ -52,7 +52,7 @@ class WindowedDiagnosis:
 
     def add(self, correlation: Correlation, owned: set[int]) -> None:
         """A window's lookups `owned`, diagnosed with the context around them that `correlation` holds too."""
-        found = [cited_only(f) for f in own_findings(diagnose(correlation, self.facts), owned)]
+        found = [cited_only(f) for f in diagnose(correlation, self.facts, own=owned)]
         traces = correlation.traces
         starts = traces.loc[traces["trace_id"].isin(owned).to_numpy(), "t_start"].dropna()
         self.windows.append(Window(len(owned), int(starts.min()) if len(starts) else None, int(starts.max()) if len(starts) else None, found))
@@ -72,20 +72,6 @@ class WindowedDiagnosis:
                 f"traces shown are the {len(tables['traces']):,} the findings cite")
         correlation = replace(whole, **tables, warnings=[*whole.warnings, said])
         return Analysis(correlation, findings, self.facts)
-
-
-def own_findings(found: list[Finding], owned: set[int]) -> list[Finding]:
-    """The findings about the window's own lookups, each covering and citing those only; its count their share of
-    it where the context's lookups were part of it (the count of a finding is not always of lookups: queries, a
-    lookup and its retry over TCP). A finding about no lookup in particular stays as it is."""
-    kept = []
-    for f, mine in ((f, f.covers & owned) for f in found):
-        if not f.covers:
-            kept.append(f)
-        elif mine:
-            share = f.count if mine == f.covers else round(f.count * len(mine) / len(f.covers))
-            kept.append(replace(f, evidence={**f.evidence, "traces": sorted(mine)[:EVIDENCE_LIMIT], COVERED: sorted(mine)}, count=share))
-    return kept
 
 
 def cited_only(found: Finding) -> Finding:
