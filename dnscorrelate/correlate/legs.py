@@ -114,7 +114,8 @@ class LegRows:
 
 def describe_legs(dns: pd.DataFrame) -> pd.DataFrame:
     """One row per leg, in order of the legs' first packets: who asked, what, who served it, and when each
-    step happened. Rows of `dns` are in time order."""
+    step happened. Rows of `dns` are in time order; its `sent_from` column, where there is one, is each
+    packet's sender (`sent_from`'s codes)."""
     rows = LegRows(dns["leg"].to_numpy())
     qr = dns["qr"].to_numpy()
     query, response = ~qr, qr
@@ -126,7 +127,7 @@ def describe_legs(dns: pd.DataFrame) -> pd.DataFrame:
     first_query = rows.first(query)
     deepest = rows.first(query, last=True)
     responder = rows.first(response)
-    sender = sent_from(dns)
+    sender = dns["sent_from"].to_numpy() if "sent_from" in dns else vantage.cat.codes.to_numpy()
     sender_roles = role_by_vantage(vantage, role)
     legs = {
         "client_ip": strings_at(dns["client_ip"], first),
@@ -186,32 +187,34 @@ def describe_legs(dns: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(legs, index=pd.Index(rows.legs, name="leg"), copy=False)
 
 
-def sent_from(dns: pd.DataFrame) -> np.ndarray:
-    """Per row, the vantage code of the place that sent the packet where a node saw it arrive from a captured
-    namespace (a node's side of that namespace's veth, with one of its addresses as the source), else the row's
-    own vantage. A namespace captured receive-only (`PACKET_IGNORE_OUTGOING`, live/capture.py) records none of its
-    own packets: their first sighting is the node's, a microsecond later, and it is the namespace that sent them.
-    Where the namespace's own sighting was recorded it comes first, and this changes nothing. Addresses come from
-    the evidence: those packets arrived at, in each namespace that is not a node (loopback aside); an address two
-    namespaces claim is neither's."""
-    codes = dns["vantage"].cat.codes.to_numpy().astype(np.int64)
-    places = len(dns["vantage"].cat.categories) + 1
-    at_node = (dns["role"] == "node").to_numpy()
-    arrived = (dns["pkt_type"] == "HOST").to_numpy() & ~at_node & (codes >= 0)
-    ips, src, dst = same_categories(dns["src_ip"], dns["dst_ip"])
-    src = np.where(dns["src_ip"].cat.codes.to_numpy() >= 0, src, -1)  # -1: no address (the last slot below)
-    dst = np.where(dns["dst_ip"].cat.codes.to_numpy() >= 0, dst, -1)
-    loopback = np.array([is_loopback_address(a) for a in ips.astype(str)] + [True], dtype=bool)
-    arrived &= ~loopback[dst]
-    pairs = np.unique(dst[arrived].astype(np.int64) * places + codes[arrived])
-    owner = np.full(len(ips) + 1, -1, dtype=np.int64)  # by address code; the last slot stands for a missing address
-    address, place = pairs // places, pairs % places
-    claims = np.bincount(address, minlength=len(owner))
-    owner[address] = np.where(claims[address] == 1, place, -1)
-    # a node's own packets (OUTGOING there: a DNS proxy in the node's namespace sends with its client's address) stay its own
-    received_at_node = at_node & (dns["pkt_type"] != "OUTGOING").to_numpy()
-    sent = owner[src]
-    return np.where(received_at_node & (sent >= 0), sent, codes)
+def address_owners(frame: pd.DataFrame) -> dict[str, str]:
+    """{address: vantage} of the captured namespaces that are not nodes, from the evidence: the addresses packets
+    arrived at there (loopback aside); an address two namespaces claim is neither's."""
+    arrived = frame[((frame["pkt_type"] == "HOST") & (frame["role"] != "node")).to_numpy()]
+    pairs = pd.DataFrame({"ip": arrived["dst_ip"].astype(str).to_numpy(), "vantage": arrived["vantage"].astype(str).to_numpy()}).drop_duplicates()
+    pairs = pairs[~pairs["ip"].map(is_loopback_address).astype(bool) & (pairs["ip"] != "") & (pairs["ip"] != "nan")]
+    claimed = pairs.drop_duplicates("ip", keep=False)
+    return dict(zip(claimed["ip"], claimed["vantage"]))
+
+
+def sent_from(frame: pd.DataFrame, owners: dict[str, str]) -> np.ndarray:
+    """Per row, the code (in `frame`'s vantage categories) of the vantage that sent the packet where a node saw it
+    arrive from a captured namespace (a node's side of that namespace's veth, with one of its `owners` addresses as
+    the source), else the row's own vantage's. A namespace captured receive-only (`PACKET_IGNORE_OUTGOING`,
+    live/capture.py) records none of its own packets: their first sighting is the node's, a microsecond later,
+    and it is the namespace that sent them. Where the namespace's own sighting was recorded it comes first, and
+    this changes nothing. A node's own packets (OUTGOING there: a DNS proxy in the node's namespace sends with its
+    client's address) stay its own."""
+    vantage, src = frame["vantage"].astype("category"), frame["src_ip"].astype("category")
+    codes = vantage.cat.codes.to_numpy().astype(np.int64)
+    if not owners or not len(frame):
+        return codes
+    places = vantage.cat.categories
+    owner_of_address = np.array([places.get_loc(owners[a]) if owners.get(a) in places else -1 for a in src.cat.categories.astype(str)]
+                                + [-1], dtype=np.int64)  # by address code; the last slot: no address
+    sender = owner_of_address[src.cat.codes.to_numpy()]
+    received_at_node = ((frame["role"] == "node") & (frame["pkt_type"] != "OUTGOING")).to_numpy() & (sender >= 0)
+    return np.where(received_at_node, sender, codes)
 
 
 def is_loopback_address(address: str) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from dnscorrelate.correlate.legs import sent_from, vantage_names
 from dnscorrelate.correlate.upstream import SERVER_WAIT_NS
 
 
@@ -35,12 +36,14 @@ def attach_icmp(traces: pd.DataFrame, icmp: pd.DataFrame, legs: pd.DataFrame) ->
     return traces, matched.drop(columns=["key", "t_start", "index"], errors="ignore")
 
 
-def connection_attempts(control: pd.DataFrame) -> pd.DataFrame:
-    """TCP connections someone tried on a DNS port: who (the vantage whose SYN was seen first), to where,
-    when, and whether the other side accepted (SYN-ACK) or refused (RST) at that vantage."""
+def connection_attempts(control: pd.DataFrame, owners: dict[str, str] | None = None) -> pd.DataFrame:
+    """TCP connections someone tried on a DNS port: who (the vantage whose SYN was seen first, or the namespace a
+    node saw it leave: legs.sent_from, by the namespaces' `owners` addresses), to where, when, and whether the
+    other side accepted (SYN-ACK) or refused (RST) at that vantage."""
     syn = control[control["kind"].astype(str) == "tcp-syn"]
     if syn.empty:
         return pd.DataFrame(columns=["vantage", "ts_ns", "tuple", "target", "accepted", "refused"])
+    syn = syn.assign(vantage=vantage_names(syn["vantage"].astype("category"), sent_from(syn, owners or {})))
     tuple_of = lambda f, a, b, c, d: f[a].astype(str) + ":" + f[b].astype(str) + ">" + f[c].astype(str) + ":" + f[d].astype(str)
     syn = syn.assign(tuple=tuple_of(syn, "src_ip", "src_port", "dst_ip", "dst_port")).sort_values("ts_ns")
     attempts = syn.drop_duplicates("tuple", keep="first")[["vantage", "ts_ns", "tuple", "dst_ip", "dst_port"]].copy()

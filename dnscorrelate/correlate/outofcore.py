@@ -74,7 +74,7 @@ import pandas as pd
 
 from dnscorrelate import schema
 from dnscorrelate.correlate.clocks import EXCHANGE_WINDOW_NS, Clocks, Hidden, clock_warnings, solve, uncertain_segments_hidden
-from dnscorrelate.correlate.legs import LEG_GAP_NS, SERVER_ROLES
+from dnscorrelate.correlate.legs import LEG_GAP_NS, SERVER_ROLES, address_owners
 from dnscorrelate.correlate.logs import log_warnings
 from dnscorrelate.correlate.network import attach_connects, connection_attempts
 from dnscorrelate.correlate.pipeline import Correlation, correlate, stats_shared
@@ -282,6 +282,14 @@ def control_rows(con) -> pd.DataFrame:
         WHERE e.kind IN ({", ".join(f"'{k}'" for k in CONTROL)})
         ORDER BY ts_ns, e.ts_ns, file_index, row_in_file""").df()
     return as_events(frame)
+
+
+def owners_of(con) -> dict[str, str]:
+    """legs.address_owners over the whole capture: the namespaces' addresses, for the TCP set-up rows."""
+    return address_owners(con.execute("""
+        SELECT DISTINCT CAST(dst_ip AS VARCHAR) AS dst_ip, CAST(vantage AS VARCHAR) AS vantage, 'HOST' AS pkt_type,
+                        CAST(role AS VARCHAR) AS role
+        FROM ev WHERE kind = 'dns' AND CAST(pkt_type AS VARCHAR) = 'HOST' AND CAST(role AS VARCHAR) <> 'node'""").df())
 
 
 def as_events(frame: pd.DataFrame) -> pd.DataFrame:
@@ -595,7 +603,7 @@ def merged(pieces: list[Correlation], spilled: Spilled, con: Engine, capture: Ca
     if not pieces:
         pieces = [correlate(None, None, {}, on_time_line=True)]
     windows = spilled.sort_into_windows(con, lookups_per_window if each_window else None)
-    attempts = connection_attempts(control) if len(control) else connection_attempts(as_events(schema.empty(schema.EVENTS)))
+    attempts = connection_attempts(control, owners_of(con)) if len(control) else connection_attempts(as_events(schema.empty(schema.EVENTS)))
     drops = [p.connection_drops for p in pieces if len(p.connection_drops)]  # rows of no question: in any part
     connection_drops = pd.concat(drops, ignore_index=True) if drops else pieces[0].connection_drops
     starts = spilled.window_starts(con) if windows > 1 else np.zeros(0, dtype=np.int64)

@@ -13,8 +13,10 @@ from dnscorrelate.correlate.legs import (
     LEG_GAP_NS,
     SERVER_ROLES,
     add_client_key,
+    address_owners,
     assign_legs,
     describe_legs,
+    sent_from,
 )
 from dnscorrelate.correlate.logs import (
     attach_log_columns,
@@ -98,8 +100,10 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
     records = logs.records.copy()
     errors = logs.errors.copy()
 
+    owners = address_owners(dns)  # the namespaces' addresses: what a node saw leave one, that one sent
     if len(dns):
         dns = assign_legs(add_client_key(dns))
+        dns["sent_from"] = sent_from(dns, owners)
         legs = describe_legs(dns)
         merge_into = snat_continuations(legs, link_parents(legs, legs["origin_role"] == "node"))
         merged = merge_into[merge_into >= 0]
@@ -107,6 +111,7 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
             dns["leg"] = merge_into.where(merge_into >= 0, merge_into.index).reindex(dns["leg"]).to_numpy()
             changed = dns["leg"].isin(set(merged.to_numpy())).to_numpy()  # only the legs that absorbed a continuation
             legs = pd.concat([legs.drop(index=[*merged.index, *set(merged.to_numpy())]), describe_legs(dns[changed])]).sort_index()
+        del dns["sent_from"]  # the legs say who sent what; the sightings stay as they were seen
         links = link_parents(legs)
         legs["parent"], legs["ambiguous"] = links["parent"], links["ambiguous"]
         root, depth = roots_of(legs["parent"])
@@ -153,7 +158,7 @@ def correlate(events: pd.DataFrame | None, logs: ParsedLogs | None = None, captu
                           "flows_unmatched": int((flow_sightings["trace_id"] < 0).sum()) if len(flow_sightings) else 0}
     else:
         traces, stats_of_flows = drop_columns(traces, [sightings]), {}
-    attempts = connection_attempts(control)
+    attempts = connection_attempts(control, owners)
     traces, connects_unmatched = attach_connects(traces, attempts)
     traces["purpose"] = purpose_of(traces)
     traces, clock_warnings = cross_node_segments(traces, clocks, vantage_nodes(events, row_nodes))
