@@ -616,8 +616,12 @@ def merged(pieces: list[Correlation], spilled: Spilled, con: Engine, capture: Ca
         traces = or_empty(tables["traces"], pieces[0].traces)
         upstream = or_empty(tables["upstream"], pieces[0].upstream)
         sightings = or_empty(tables["sightings"], pieces[0].sightings)
-        if ends is not None:  # each vantage's end and roles, which every window's diagnosis reads, wherever they fell
-            sightings = pd.concat([sightings, ends[ends[WINDOW] != window].drop(columns=WINDOW)], ignore_index=True)
+        if ends is not None:  # the window's vantages' ends and roles, and one sighting of each role, wherever they fell
+            named = pd.unique(np.concatenate([traces[c].astype(str).to_numpy() for c in ("client_vantage", "server", "reached")]))
+            theirs = pd.concat([ends, spilled.ends_of([v for v in named.tolist() if v])], ignore_index=True)
+            extra = theirs[(theirs[WINDOW] != window).to_numpy()].drop(columns=WINDOW)
+            if len(extra):
+                sightings = pd.concat([sightings, extra], ignore_index=True)
         records = once_each(tables["logs"], logs.records)
         errors = once_each(tables["errors"], logs.errors)
         del tables

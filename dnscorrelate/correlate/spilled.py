@@ -118,16 +118,29 @@ class Spilled:
 
     def capture_ends(self, con) -> pd.DataFrame | None:
         """The sightings every window's diagnosis reads whatever lookups it holds (`outofcore.kept_sightings`): each
-        vantage's last (where its capture ended) and one of each of its roles, with their window."""
+        vantage's last (where its capture ended) and one of each of its roles, written to a file of their own by
+        vantage (`ends_of` reads a window's: a fleet has a vantage a pod, hundreds of thousands); returned, one
+        sighting of each role, which every window reads (whether a node was captured at all). None: no sightings."""
         path = self.directory / "sightings.parquet"
         if not path.exists():
             return None
-        frame = con.execute(f"""
-            SELECT * EXCLUDE (_last, _first) FROM (
-                SELECT *, row_number() OVER (PARTITION BY vantage ORDER BY ts_ns DESC) AS _last,
-                          row_number() OVER (PARTITION BY vantage, role ORDER BY ts_ns) AS _first
-                FROM read_parquet('{path}'))
-            WHERE _last = 1 OR _first = 1""").df()
+        ends = self.directory / "ends.parquet"
+        con.bounded("the vantages' last sightings", f"""
+            COPY (SELECT * EXCLUDE (_last, _first) FROM (
+                      SELECT *, row_number() OVER (PARTITION BY vantage ORDER BY ts_ns DESC) AS _last,
+                                row_number() OVER (PARTITION BY vantage, role ORDER BY ts_ns) AS _first
+                      FROM read_parquet('{path}'))
+                  WHERE _last = 1 OR _first = 1 ORDER BY vantage)
+            TO '{ends}' (FORMAT parquet, ROW_GROUP_SIZE {WINDOW_ROW_GROUP})""", before_retry=lambda: ends.unlink(missing_ok=True))
+        frame = con.execute(f"SELECT * FROM read_parquet('{ends}') QUALIFY row_number() OVER (PARTITION BY role ORDER BY ts_ns) = 1").df()
+        return self.with_window_dtypes(frame)
+
+    def ends_of(self, vantages: list[str]) -> pd.DataFrame:
+        """`capture_ends`' sightings of these vantages."""
+        table = pq.read_table(self.directory / "ends.parquet", filters=[("vantage", "in", vantages)])
+        return self.with_window_dtypes(table.to_pandas(self_destruct=True))
+
+    def with_window_dtypes(self, frame: pd.DataFrame) -> pd.DataFrame:
         return with_dtypes(frame, pd.concat([self.dtypes["sightings"], pd.Series({WINDOW: np.dtype("int64")})]))
 
     def number_traces(self, con, lookups_per_window: int | None = None) -> int:
