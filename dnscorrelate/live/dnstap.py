@@ -33,6 +33,7 @@ from google.protobuf.message import DecodeError
 
 import dnstap_pb
 from dnscorrelate import events
+from dnscorrelate.correlate.legs import sent_from, vantage_names
 from dnscorrelate.sources.dnstap import CONTENT_TYPE, message_row, replica_vantage
 from dnscorrelate.sources.pcap import frame_of_rows
 
@@ -343,12 +344,12 @@ def align_forwarder_ids(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     qr = frame["qr"].to_numpy()
     towards_upstream = qr == (frame["pkt_type"] == "HOST").to_numpy()  # forwarder legs; the client legs are the opposite
     forwarder = tap & towards_upstream
-    vantage = frame["vantage"].astype(str)
-    vantages = set(vantage[tap])
-    sent_by = dict(zip(frame.loc[forwarder & ~qr, "src_ip"].astype(str), vantage[forwarder & ~qr]))  # a replica by its address
-    left_replica = ((frame["role"] == "node").to_numpy() & (frame["pkt_type"] != "OUTGOING").to_numpy() & ~qr
-                    & frame["src_ip"].astype(str).isin(sent_by).to_numpy())
-    vantage = vantage.where(~left_replica, frame["src_ip"].astype(str).map(sent_by))
+    places = frame["vantage"].astype("category")
+    vantages = set(places[tap].astype(str))
+    replicas = dict(zip(frame.loc[forwarder & ~qr, "src_ip"].astype(str), places[forwarder & ~qr].astype(str)))  # by address
+    sender = sent_from(frame, replicas)  # the correlator's rule: what a node saw leave a replica, the replica sent
+    left_replica = (sender != places.cat.codes.to_numpy()) & ~qr
+    vantage = pd.Series(vantage_names(places, sender), index=frame.index)
     packet = ~tap & (towards_upstream | left_replica) & (frame["kind"] == "dns").to_numpy() & vantage.isin(vantages).to_numpy()
     if not forwarder.any():
         return frame, {}
