@@ -60,27 +60,16 @@ def in_registry_order(found: list[Finding]) -> list[Finding]:
     return sorted(found, key=lambda f: (registry.ORDER[f.code], -f.count))
 
 
-def findings_about(found: list[Finding], trace_ids: set[int]) -> list[Finding]:
-    """The findings that explain any of `trace_ids`, each citing only those; findings about no trace in particular stay."""
+def findings_about(found: list[Finding], trace_ids: set[int], recount: bool = False) -> list[Finding]:
+    """The findings that explain any of `trace_ids`, each citing (and covering) only those; findings about no trace
+    in particular stay. With `recount`, each count is those traces' share of it where others were part of it (a
+    count is not always of lookups: queries, a lookup and its retry over TCP)."""
     kept = []
     for f in found:
         mine = sorted(f.covers & trace_ids)
         if not f.covers:
             kept.append(f)
         elif mine:  # cite these lookups, which need not be among the ones cited for everybody
-            kept.append(replace(f, evidence={**f.evidence, "traces": mine[:EVIDENCE_LIMIT], COVERED: mine}))
-    return kept
-
-
-def findings_of_own(found: list[Finding], own: set[int]) -> list[Finding]:
-    """The findings about the traces `own`, each covering and citing those only, its count their share of it where
-    other traces were part of it (a count is not always of lookups: queries, a lookup and its retry over TCP).
-    A finding about no trace in particular stays as it is."""
-    kept = []
-    for f, mine in ((f, f.covers & own) for f in found):
-        if not f.covers:
-            kept.append(f)
-        elif mine:
-            share = f.count if mine == f.covers else round(f.count * len(mine) / len(f.covers))
-            kept.append(replace(f, evidence={**f.evidence, "traces": sorted(mine)[:EVIDENCE_LIMIT], COVERED: sorted(mine)}, count=share))
+            count = round(f.count * len(mine) / len(f.covers)) if recount and len(mine) < len(f.covers) else f.count
+            kept.append(replace(f, evidence={**f.evidence, "traces": mine[:EVIDENCE_LIMIT], COVERED: mine}, count=count))
     return kept

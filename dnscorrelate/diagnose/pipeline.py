@@ -13,7 +13,6 @@ from dnscorrelate.diagnose.finding import (
     evidence,
     finding,
     findings_about,
-    findings_of_own,
     in_registry_order,
 )
 from dnscorrelate.diagnose.rules import rules
@@ -54,9 +53,9 @@ def diagnose(correlation: Correlation, facts: ClusterFacts | None = None, own: s
     ev.findings += run("OWN_QUERIES", ev)
     found = in_registry_order(ev.findings + alerts)
     if own is not None:
-        found = findings_of_own(found, own)
+        found = findings_about(found, own, recount=True)
     if not any(f.severity in (ERROR, WARNING) for f in found):
-        found[:0] = findings_of_own(all_answered(ev), own) if own is not None else all_answered(ev)
+        found[:0] = findings_about(all_answered(ev), own, recount=True) if own is not None else all_answered(ev)
     return found
 
 
