@@ -127,15 +127,15 @@ def describe_legs(dns: pd.DataFrame) -> pd.DataFrame:
     first_query = rows.first(query)
     deepest = rows.first(query, last=True)
     responder = rows.first(response)
-    sender = dns["sent_from"].to_numpy() if "sent_from" in dns else vantage.cat.codes.to_numpy()
+    sent_by = dns["sent_from"].to_numpy() if "sent_from" in dns else vantage.cat.codes.to_numpy()
     sender_roles = role_by_vantage(vantage, role)
     legs = {
         "client_ip": strings_at(dns["client_ip"], first),
         "client_port": dns["client_port"].to_numpy()[first].astype("int32"),
         "dns_id": dns["dns_id"].to_numpy()[first],
         "proto": strings_at(dns["proto"], first),
-        "originator": vantage_names(vantage, sender[first]),
-        "origin_role": sender_roles[sender[first]],
+        "originator": vantage_names(vantage, sent_by[first]),
+        "origin_role": sender_roles[sent_by[first]],
         "t_start": ts.to_numpy()[first],
     }
     qname_codes, unnamed = codes_of(dns["qname"], np.array([""]))
@@ -146,7 +146,7 @@ def describe_legs(dns: pd.DataFrame) -> pd.DataFrame:
     legs["dst_port"] = values_at(dns["dst_port"], first_query, missing=0).astype("int32")
     legs["reached"] = strings_at(vantage, deepest)
     legs["reached_role"] = strings_at(role, deepest)
-    legs["responder"] = vantage_names(vantage, np.where(responder >= 0, sender[responder], -1))
+    legs["responder"] = vantage_names(vantage, np.where(responder >= 0, sent_by[responder], -1))
     legs["t_server_out"] = values_at(ts, responder)
     legs["server_rcode"] = strings_at(dns["rcode"], responder)
     legs["server"] = np.where(legs["responder"] != "", legs["responder"], legs["reached"])
@@ -179,7 +179,7 @@ def describe_legs(dns: pd.DataFrame) -> pd.DataFrame:
     # client no vantage shows: it may be the server's parent leg, and at a CoreDNS replica its client is no longer
     # the replica itself (an upstream resolver's clients are CoreDNS's own exchanges, whoever sent them).
     legs["received"] = ((strings_at(dns["pkt_type"], first) == "HOST") & ~qr[first] & np.isin(legs["origin_role"], SERVER_ROLES)
-                        & (sender[first] == vantage.cat.codes.to_numpy()[first]) & ~is_loopback(dns["src_ip"], first))
+                        & (sent_by[first] == vantage.cat.codes.to_numpy()[first]) & ~is_loopback(dns["src_ip"], first))
     legs["origin_role"] = np.where(legs["received"] & (legs["origin_role"] == "coredns"), "other", legs["origin_role"])
     if "src_name" in dns:  # where the evidence names that client (Hubble's flow dropped at a server's ingress), it is the client
         sender = strings_at(dns["src_name"], first)
@@ -191,8 +191,9 @@ def address_owners(frame: pd.DataFrame) -> dict[str, str]:
     """{address: vantage} of the captured namespaces that are not nodes, from the evidence: the addresses packets
     arrived at there (loopback aside); an address two namespaces claim is neither's."""
     arrived = frame[((frame["pkt_type"] == "HOST") & (frame["role"] != "node")).to_numpy()]
-    pairs = pd.DataFrame({"ip": arrived["dst_ip"].astype(str).to_numpy(), "vantage": arrived["vantage"].astype(str).to_numpy()}).drop_duplicates()
-    pairs = pairs[~pairs["ip"].map(is_loopback_address).astype(bool) & (pairs["ip"] != "") & (pairs["ip"] != "nan")]
+    pairs = arrived[["dst_ip", "vantage"]].drop_duplicates().dropna().astype(str)  # distinct pairs first: a string each, not a row
+    pairs = pairs.rename(columns={"dst_ip": "ip"})
+    pairs = pairs[~pairs["ip"].map(is_loopback_address).astype(bool) & (pairs["ip"] != "")]
     claimed = pairs.drop_duplicates("ip", keep=False)
     return dict(zip(claimed["ip"], claimed["vantage"]))
 

@@ -30,7 +30,7 @@ a lookup is stitched by exactly the rules it would be in memory.
    traces without their full sighting lists (and past one window, only the traces the findings cite).
 
 Memory: one part's events while the parts are stitched, never the whole capture's events, nor the traces
-found so far; then one window's merged tables and its context (about 1.5 kB a lookup with the diagnosis), and
+found so far; then one window's merged tables and its context (about 2 kB a lookup as they are read), and
 the traces the findings cite. A part holds every event of the
 questions hashed to it, so a capture dominated by a few names (the same Service asked by every pod) makes
 a part as large as those names' traffic. Such a part (past 2 x `PART_ROWS`) is cut again, by time but
