@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from dnscorrelate.correlate.legs import sent_from, vantage_names
+from dnscorrelate.senders import sent_from, vantage_names
 from dnscorrelate.correlate.upstream import SERVER_WAIT_NS
 
 
@@ -38,7 +38,7 @@ def attach_icmp(traces: pd.DataFrame, icmp: pd.DataFrame, legs: pd.DataFrame) ->
 
 def connection_attempts(control: pd.DataFrame, owners: dict[str, str] | None = None) -> pd.DataFrame:
     """TCP connections someone tried on a DNS port: who (the vantage whose SYN was seen first, or the namespace a
-    node saw it leave: legs.sent_from, by the namespaces' `owners` addresses), to where, when, and whether the
+    node saw it leave: senders.sent_from, by the namespaces' `owners` addresses), to where, when, and whether the
     other side accepted (SYN-ACK) or refused (RST) at that vantage."""
     syn = control[control["kind"].astype(str) == "tcp-syn"]
     if syn.empty:

@@ -74,12 +74,13 @@ import pandas as pd
 
 from dnscorrelate import schema
 from dnscorrelate.correlate.clocks import EXCHANGE_WINDOW_NS, Clocks, Hidden, clock_warnings, solve, uncertain_segments_hidden
-from dnscorrelate.correlate.legs import LEG_GAP_NS, SERVER_ROLES, address_owners
+from dnscorrelate.correlate.legs import LEG_GAP_NS, SERVER_ROLES
 from dnscorrelate.correlate.logs import log_warnings
 from dnscorrelate.correlate.network import attach_connects, connection_attempts
 from dnscorrelate.correlate.pipeline import Correlation, correlate, stats_shared
 from dnscorrelate.correlate.spilled import TABLES, WINDOW, Spilled
 from dnscorrelate.correlate.upstream import SERVER_WAIT_NS
+from dnscorrelate.senders import address_owners
 
 PART_ROWS = 1_000_000  # events per part: the pipeline holds about 1.2 kB per event while stitching a part (bench/README.md)
 # lookups a window holds, for a caller that reads the merged traces a window at a time (the diagnosis: about 2 kB a
@@ -285,7 +286,7 @@ def control_rows(con) -> pd.DataFrame:
 
 
 def owners_of(con) -> dict[str, str]:
-    """legs.address_owners over the whole capture: the namespaces' addresses, for the TCP set-up rows."""
+    """senders.address_owners over the whole capture: the namespaces' addresses, for the TCP set-up rows."""
     return address_owners(con.execute("""
         SELECT DISTINCT CAST(dst_ip AS VARCHAR) AS dst_ip, CAST(vantage AS VARCHAR) AS vantage, 'HOST' AS pkt_type,
                         CAST(role AS VARCHAR) AS role

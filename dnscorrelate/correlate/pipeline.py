@@ -13,10 +13,8 @@ from dnscorrelate.correlate.legs import (
     LEG_GAP_NS,
     SERVER_ROLES,
     add_client_key,
-    address_owners,
     assign_legs,
     describe_legs,
-    sent_from,
 )
 from dnscorrelate.correlate.logs import (
     attach_log_columns,
@@ -43,6 +41,7 @@ from dnscorrelate.correlate.upstream import (
 )
 from dnscorrelate.correlate.vantage import LOGS, describe_what_was_seen
 from dnscorrelate.schema import ParsedLogs
+from dnscorrelate.senders import address_owners, sent_from
 
 
 @dataclass

@@ -39,7 +39,7 @@ POLL_INTERVAL_MS = 20  # at most this much delay before live views see an event
 EARLY_READ_FILL = 0.34
 # CoreDNS's namespace is captured receive-only where the node's own namespace is captured too: every packet CoreDNS
 # sends crosses its veth, and the node records it on the other end a microsecond later, byte for byte (the
-# correlator names CoreDNS as its sender: correlate/legs.py `sent_from`). A second record of each costs CoreDNS's core
+# correlator names CoreDNS as its sender: senders.py `sent_from`). A second record of each costs CoreDNS's core
 # the tracer's run and the kernel's clone of the packet for the tap: a quarter of what capture costs it
 # (bench/README.md, capture cost at the maximum).
 RECEIVE_ONLY_ROLES = ("coredns",)

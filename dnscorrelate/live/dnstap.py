@@ -33,7 +33,7 @@ from google.protobuf.message import DecodeError
 
 import dnstap_pb
 from dnscorrelate import events
-from dnscorrelate.correlate.legs import sent_from, vantage_names
+from dnscorrelate.senders import sent_from, vantage_names
 from dnscorrelate.sources.dnstap import CONTENT_TYPE, message_row, replica_vantage
 from dnscorrelate.sources.pcap import frame_of_rows
 

@@ -22,14 +22,15 @@ MAY_IMPORT = {
     "errors": set(),
     "findings": set(),  # the registry of findings (issue 18 step 2, on its own branch): codes, hops, order
     "schema": {"findings"},
+    "senders": set(),  # who sent a packet, from the evidence: the rule correlate/ and live/dnstap.py share
     "textfiles": set(),
     "outputs": {"errors"},
     "events": {"schema", "errors"},
     "sources": {"schema", "events", "errors", "textfiles"},
     "cluster": {"errors", "textfiles"},  # the shared model: model, policy, corefile, facts, spec, workloads, ...
-    "live": {"package", "errors", "schema", "events", "sources", "cluster"},
+    "live": {"package", "errors", "schema", "senders", "events", "sources", "cluster"},
     **{f"cluster.{b}": {"package", "errors", "textfiles", "schema", "events", "sources", "live", "cluster"} for b in BACKENDS},
-    "correlate": {"schema"},
+    "correlate": {"schema", "senders"},
     "diagnose": {"findings", "schema", "correlate", "cluster"},
     "report": {"findings", "schema", "correlate", "diagnose", "cluster", "outputs", "errors"},
     # everything below; correlate --lab NAME reads a lab's facts through its backend
