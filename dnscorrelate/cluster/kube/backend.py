@@ -9,7 +9,6 @@ whose nodes are elsewhere, capture runs in the node agents (`agent.py`, `agents.
 from __future__ import annotations
 
 import shutil
-import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +20,7 @@ from dnscorrelate.cluster.kube.agents import AgentOptions, Swept, install, remov
 from dnscorrelate.cluster.kubeapi import client_from_kubeconfig, logged_before, read_model, stamped_later
 from dnscorrelate.cluster.kube.discovery import PodRef, pod_refs_of, pod_targets
 from dnscorrelate.cluster.model import ClusterModel, ConfigMap, Pod
+from dnscorrelate.cluster.owners import owned_scratch_dir
 from dnscorrelate.errors import CaptureError, ClusterError, FaultNotSupported
 
 DNS_SELECTOR = "k8s-app=kube-dns"
@@ -54,7 +54,7 @@ class KubeBackend:
         self.pod_image = pod_image  # what a scenario's Pods run (kind: the client image)
         self.propagation: list[tuple[str, float]] = []  # (fault, seconds until it took effect), in order
         self.started = datetime.now(timezone.utc)
-        self._log_dir = tempfile.TemporaryDirectory(prefix="dnsc-kube-logs-")  # removed with the backend
+        self._log_dir = owned_scratch_dir("dnsc-kube-logs-")  # removed with the backend, or by the next one if this dies
         self.log_dir = Path(self._log_dir.name)
         self._pods: dict[str, PodRef] = {}
         self._pods_read = 0.0

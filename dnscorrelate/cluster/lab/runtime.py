@@ -29,6 +29,7 @@ from dnscorrelate.cluster import upstream as upstream_files
 from dnscorrelate.cluster.lab import files, kubedns, netns, nft
 from dnscorrelate.cluster.lab.netns import LabError
 from dnscorrelate.cluster.model import Manifest, object_key
+from dnscorrelate.cluster.owners import owner_alive, this_process
 from dnscorrelate.cluster.spec import LabSpec
 from dnscorrelate.cluster.lab.topology import PREFIX, SERVICE_CIDR, PodInfo, Topology, build_topology
 
@@ -455,20 +456,6 @@ def stale_objects(prefix: str = PREFIX) -> dict[str, list]:
     return {"netns": names, "etc_netns": etc, "pids": sorted(pids)}
 
 
-def process_start(pid: int) -> int | None:
-    """When process `pid` started (clock ticks since boot, /proc/PID/stat field 22), None if it is gone or
-    a zombie: with the pid, it tells the owner apart from a later process that got the same pid."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return None if fields[0] in ("Z", "X") else int(fields[19])
-
-
-def this_process() -> dict:
-    return {"pid": os.getpid(), "start": process_start(os.getpid())}
-
-
 def lab_owner(name: str) -> dict | None:
     """The owner recorded in lab `name`'s state (None: the user's lab, or no readable state)."""
     try:
@@ -476,10 +463,6 @@ def lab_owner(name: str) -> dict | None:
     except (OSError, ValueError, AttributeError):
         return None
     return owner if isinstance(owner, dict) and "pid" in owner else None
-
-
-def owner_alive(owner: dict | None) -> bool:
-    return owner is not None and process_start(int(owner["pid"])) == owner.get("start")
 
 
 def sweep_orphans() -> list[tuple[str, int]]:
