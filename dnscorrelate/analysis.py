@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -35,22 +36,33 @@ def save_facts(facts: ClusterFacts, directory: Path) -> None:
 
 
 def analyze_files(files: list, logs: ParsedLogs | None, facts: ClusterFacts | None, capture_stats: dict | None = None,
-                  part_rows: int | None = None, lookups_per_window: int | None = None) -> Analysis:
+                  part_rows: int | None = None, lookups_per_window: int | None = None,
+                  every_trace: Callable[[pd.DataFrame], None] | None = None) -> Analysis:
     """`analyze` of a capture directory's Parquet files, correlated out of core (correlate/outofcore.py); past
-    `lookups_per_window` lookups, diagnosed a window of them at a time (diagnose/windows.py)."""
+    `lookups_per_window` lookups, diagnosed a window of them at a time (diagnose/windows.py). `every_trace` is
+    handed every lookup's trace, a window's at a time: the Analysis keeps only those its findings cite."""
     from dnscorrelate.correlate.outofcore import PART_ROWS, WINDOW_LOOKUPS, OutOfMemory, correlate_files
     from dnscorrelate.diagnose.windows import WindowedDiagnosis
 
     windowed = WindowedDiagnosis(facts)
     per_window = lookups_per_window or WINDOW_LOOKUPS
+
+    def each_window(correlation, owned: set[int]) -> None:
+        windowed.add(correlation, owned)
+        if every_trace:
+            traces = correlation.traces
+            every_trace(traces[traces["trace_id"].isin(owned).to_numpy()])
+
     try:
         correlation = correlate_files(files, logs, capture_stats, dns_servers(facts) if facts else None,
                                       clock_of_vantage(facts, capture_stats), part_rows=part_rows or PART_ROWS,
-                                      lookups_per_window=per_window, each_window=windowed.add)
+                                      lookups_per_window=per_window, each_window=each_window)
     except OutOfMemory as err:
         raise EventsError(str(err)) from None
     if windowed.windows:
         return windowed.analysis(correlation, per_window)
+    if every_trace:
+        every_trace(correlation.traces)
     return Analysis(correlation, diagnose(correlation, facts), facts)
 
 
@@ -93,10 +105,12 @@ def with_dns_servers(facts: ClusterFacts) -> ClusterFacts:
 
 def from_files(events_path: str | None, log_paths: list, corefile_path: str | None = None,
                manifest_paths: list[str] = (), lab_name: str | None = None,
-               evidence: tuple[pd.DataFrame, dict] | None = None, log_formats: list[str] = ()) -> Analysis:
+               evidence: tuple[pd.DataFrame, dict] | None = None, log_formats: list[str] = (),
+               traces_out: str | None = None) -> Analysis:
     """`correlate`'s inputs read from disk; facts from a running lab (--lab) or from the given files.
     `log_paths` are paths or (replica, path) pairs; `log_formats` are `log` format strings to try first.
-    `evidence` is what sources.evidence.read_evidence made of pcap, Inspektor Gadget and dnstap files."""
+    `evidence` is what sources.evidence.read_evidence made of pcap, Inspektor Gadget and dnstap files. `traces_out`:
+    a Parquet file every lookup's trace is written to (a capture directory's, a window at a time)."""
     from dnscorrelate.cluster.spec import load_manifests
 
     in_parts = bool(events_path) and Path(events_path).is_dir()
@@ -121,9 +135,22 @@ def from_files(events_path: str | None, log_paths: list, corefile_path: str | No
         manifests = [m for path in manifest_paths for m in load_manifests(path)]
         facts = with_dns_servers(facts_from_files(corefile, manifests))
     logs = read_logs(log_paths, corefile or None, list(log_formats)) if log_paths else None
-    if in_parts:
-        return analyze_files(files, logs, facts, capture_stats)
-    return analyze(frame, logs, facts, capture_stats)
+    if not traces_out:
+        return analyze_files(files, logs, facts, capture_stats) if in_parts else analyze(frame, logs, facts, capture_stats)
+    from dnscorrelate import schema
+    from dnscorrelate.outputs import written_whole
+    from dnscorrelate.report.parquet import TableFile
+
+    with written_whole(traces_out, "--traces-out") as temporary:
+        written = TableFile(temporary, schema.TRACES)
+        if in_parts:
+            result = analyze_files(files, logs, facts, capture_stats, every_trace=written.write)
+        else:
+            result = analyze(frame, logs, facts, capture_stats)
+            written.write(result.correlation.traces)
+        written.close()
+    result.correlation.stats["traces_written"] = written.rows
+    return result
 
 
 def write_report(result: Analysis, path: str, inputs: list) -> None:

@@ -441,14 +441,19 @@ def print_capture_stats(stats: dict) -> None:
 @lab_option
 @click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
 @click.option("--report", "report_path", type=click.Path(dir_okay=False), help="Also write a self-contained HTML report here.")
+@click.option("--traces-out", type=click.Path(dir_okay=False), metavar="FILE.parquet",
+              help="Also write every lookup's trace to this Parquet file (the traces table's columns). A capture directory "
+              "of more lookups than one diagnosis holds shows only the traces its findings cite; this file has them all.")
 @friendly_errors
 def correlate(events_path, log_paths, corefile, log_formats, manifest_paths, pcap_specs, ig_paths, dnstap_specs, hubble_paths, ports, lab_name,
-              output, report_path) -> None:
+              output, report_path, traces_out) -> None:
     """Stitch saved packets and CoreDNS logs into one trace per request, and diagnose them."""
     from dnscorrelate import analysis
 
     if report_path:
         check_output_file(report_path, "--report")
+    if traces_out:
+        check_output_file(traces_out, "--traces-out")
 
     if not events_path and not log_paths and not (pcap_specs or ig_paths or dnstap_specs or hubble_paths):
         raise click.UsageError("give --events, --pcap, --ig-json, --dnstap, --hubble-json and/or --coredns-log")
@@ -463,7 +468,9 @@ def correlate(events_path, log_paths, corefile, log_formats, manifest_paths, pca
     from dnscorrelate.sources.coredns_log import log_source
 
     result = analysis.from_files(events_path, [log_source(spec) for spec in log_paths], corefile, list(manifest_paths), lab_name,
-                                 evidence=evidence, log_formats=list(log_formats))
+                                 evidence=evidence, log_formats=list(log_formats), traces_out=traces_out)
+    if traces_out:
+        errors.print(f"{result.correlation.stats['traces_written']} traces written to {traces_out}", highlight=False, markup=False)
     if report_path:
         analysis.write_report(result, report_path, [events_path, *log_paths, *pcap_specs, *ig_paths, *dnstap_specs])
     if output == "json":

@@ -69,7 +69,8 @@ class WindowedDiagnosis:
         tables = {name: frame[frame["trace_id"].isin(ids).to_numpy()].reset_index(drop=True) for name, frame in tables.items()}
         said = (f"out of core: {whole.stats.get('traces', 0):,} lookups diagnosed in {len(self.windows)} windows of up to "
                 f"{lookups_per_window:,} (in order of their first query): each finding adds up its windows' counts, and the "
-                f"traces shown are the {len(tables['traces']):,} the findings cite")
+                f"traces shown are the {len(tables['traces']):,} the findings cite (correlate --traces-out FILE.parquet writes "
+                f"every one)")
         correlation = replace(whole, **tables, warnings=[*whole.warnings, said])
         return Analysis(correlation, findings, self.facts)
 

@@ -186,8 +186,8 @@ def test_correlate_events_dir_past_a_window_prints_the_cited_traces_the_whole_co
     writer.write(skewed(repeated(frame, 20), 4_000_000))
     writer.close(stats)
     monkeypatch.setattr(outofcore, "WINDOW_LOOKUPS", 25)
-    report = tmp_path / "report.html"
-    result = invoke("correlate", "--events", str(tmp_path / "fleet"), "-o", "json", "--report", str(report))
+    report, written = tmp_path / "report.html", tmp_path / "traces.parquet"
+    result = invoke("correlate", "--events", str(tmp_path / "fleet"), "-o", "json", "--report", str(report), "--traces-out", str(written))
     assert result.exit_code == 0, result.output
     said = json.loads(result.output)
     assert said["stats"]["windows"] == -(-said["stats"]["traces"] // 25) > 1
@@ -197,6 +197,30 @@ def test_correlate_events_dir_past_a_window_prints_the_cited_traces_the_whole_co
     assert [f["code"] for f in said["findings"]] == ["upstream-slow"] and "windows said this" in said["findings"][0]["summary"]
     assert any("lookups diagnosed in" in w for w in said["warnings"])
     assert "upstream-slow" in report.read_text()
+    # every lookup's trace, as one diagnosis in memory makes them, in the file
+    every = pd.read_parquet(written)
+    assert said["stats"]["traces_written"] == len(every) == said["stats"]["traces"]
+    whole, whole_stats = events.load_dir(tmp_path / "fleet")
+    at_once = analyze(whole, None, None, whole_stats).correlation.traces
+    columns = ["trace_id", "client_vantage", "qname", "qtype", "outcome", "server", "rcode"]
+    assert every[columns].astype(str).values.tolist() == at_once[columns].astype(str).values.tolist()
+    shown = pd.DataFrame(said["traces"]).set_index("id")
+    assert (every.set_index("trace_id").loc[shown.index, "qname"] == shown["qname"]).all()
+
+
+def test_traces_out_of_an_events_file_is_its_traces_and_a_missing_folder_is_named(tmp_path):
+    frame, stats, _, _ = load_fixture("healthy")
+    events.save(frame, tmp_path / "events.parquet", stats)
+    written = tmp_path / "traces.parquet"
+    result = invoke("correlate", "--events", str(tmp_path / "events.parquet"), "-o", "json", "--traces-out", str(written))
+    assert result.exit_code == 0, result.output
+    said = json.loads(result.output)
+    every = pd.read_parquet(written)
+    assert every["trace_id"].tolist() == [t["id"] for t in said["traces"]] and len(every) > 0
+    assert every["qname"].tolist() == [t["qname"] for t in said["traces"]]
+    refused = invoke("correlate", "--events", str(tmp_path / "events.parquet"), "--traces-out", str(tmp_path / "no" / "t.parquet"))
+    assert refused.exit_code != 0 and "--traces-out" in refused.output and "does not exist" in refused.output
+    assert "Traceback" not in refused.output
 
 
 class RecordedSession:
