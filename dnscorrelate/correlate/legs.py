@@ -171,11 +171,18 @@ def describe_legs(dns: pd.DataFrame) -> pd.DataFrame:
     # Where a node rewrote the destination (Service DNAT) and, upstream, the source (masquerade).
     dst_codes, leg_dst_codes = codes_of(dns["dst_ip"], legs["dst_ip"])
     dnat = rows.first(query & ~rows.matches(dst_codes, leg_dst_codes))
-    legs["dnat_to"] = pair_strings(dns["dst_ip"], dns["dst_port"], dnat)
-    legs["dnat_at"] = strings_at(vantage, dnat)
     at_node = query & (role == "node").to_numpy()
-    legs["seen_at_node"] = rows.first(at_node) >= 0
-    legs["forwarded_by_node"] = rows.first(at_node & (dns["pkt_type"] == "OUTGOING").to_numpy()) >= 0
+    first_at_node = rows.first(at_node)
+    # A node that skips its copy of what it sends into a captured namespace (live/capture.py) shows the query only as it
+    # arrived: the rewrite is first seen where it was received, and the node before that made it.
+    made_by_node = (dnat >= 0) & (first_at_node >= 0) & (first_at_node < dnat) & ~at_node[np.maximum(dnat, 0)]
+    legs["dnat_to"] = pair_strings(dns["dst_ip"], dns["dst_port"], dnat)
+    legs["dnat_at"] = strings_at(vantage, np.where(made_by_node, first_at_node, dnat))
+    legs["seen_at_node"] = first_at_node >= 0
+    # sent on by a node: its own copy of the query leaving, or the query arriving past it (the node skipped its copy)
+    arrived_past = rows.first(query & ~at_node & (dns["pkt_type"] == "HOST").to_numpy())
+    legs["forwarded_by_node"] = (rows.first(at_node & (dns["pkt_type"] == "OUTGOING").to_numpy()) >= 0) | (
+        (first_at_node >= 0) & (arrived_past > first_at_node))
     # A leg first seen as a query arriving at a server (its dnstap, a capture on the replica alone) comes from a
     # client no vantage shows: it may be the server's parent leg, and at a CoreDNS replica its client is no longer
     # the replica itself (an upstream resolver's clients are CoreDNS's own exchanges, whoever sent them).
