@@ -8,7 +8,8 @@ headers, as the node agent does. Everything after loading is shared: maps are
 reached by their file descriptors with the bpf(2) syscall, whichever loaded
 them. Each namespace gets a dispatcher of eight raw instructions, loaded with
 bpf(2) in microseconds, that stamps the namespace's capture id into
-`skb->cb[0]` and tail-calls the tracer. The dispatcher is attached to an
+`skb->cb[0]` and tail-calls the tracer (a node's dispatcher first returns on
+what the node sends into a captured namespace's veth: `skip_outgoing`). The dispatcher is attached to an
 AF_PACKET socket created inside the namespace; the socket stays bound to that
 namespace after the thread returns home. Events arrive on one ring buffer.
 """
@@ -66,6 +67,8 @@ SO_ATTACH_BPF = 50
 SOL_PACKET, PACKET_IGNORE_OUTGOING = 263, 23  # linux/socket.h, linux/if_packet.h (Linux 4.20+)
 ETH_P_ALL = 0x0003
 CB0_OFFSET = 48  # offsetof(struct __sk_buff, cb[0])
+PKT_TYPE_OFFSET, IFINDEX_OFFSET = 4, 40  # offsetof(struct __sk_buff, pkt_type), (…, ifindex)
+PACKET_OUTGOING = 4  # linux/if_packet.h
 BPF_FUNC_TAIL_CALL = 12
 
 _libc = ct.CDLL(None, use_errno=True)
@@ -84,10 +87,22 @@ def _insn(code: int, dst: int = 0, src: int = 0, off: int = 0, imm: int = 0) -> 
     return struct.pack("<BBhi", code, (src << 4) | dst, off, imm)
 
 
-def dispatcher_instructions(capture_id: int, prog_array_fd: int) -> bytes:
-    """skb->cb[0] = capture_id; tail_call(skb, prog_array, 0); return 0."""
+def dispatcher_instructions(capture_id: int, prog_array_fd: int, skip_outgoing: tuple[int, ...] = ()) -> bytes:
+    """skb->cb[0] = capture_id; tail_call(skb, prog_array, 0); return 0. With `skip_outgoing`, a packet the
+    namespace sends out of one of those interfaces returns at once: one compare an interface, no tracer run."""
+    skip = []
+    if skip_outgoing:
+        last = len(skip_outgoing)
+        skip = [
+            _insn(0x61, dst=2, src=1, off=PKT_TYPE_OFFSET),  # r2 = skb->pkt_type
+            _insn(0x55, dst=2, off=last + 1, imm=PACKET_OUTGOING),  # if r2 != OUTGOING: on to the tracer
+            _insn(0x61, dst=2, src=1, off=IFINDEX_OFFSET),  # r2 = skb->ifindex
+            # if r2 == index: to the closing `return 0`, past the tracer's seven instructions and the compares after it
+            *[_insn(0x15, dst=2, off=last - i - 1 + 6, imm=index) for i, index in enumerate(skip_outgoing)],
+        ]
     return b"".join(
         [
+            *skip,
             _insn(0xB7, dst=2, imm=capture_id),  # r2 = capture_id
             _insn(0x63, dst=1, src=2, off=CB0_OFFSET),  # *(u32 *)(r1 + cb[0]) = r2
             _insn(0x18, dst=2, src=1, imm=prog_array_fd),  # r2 = map fd (BPF_PSEUDO_MAP_FD), two slots
@@ -389,16 +404,25 @@ class Tracer:
     def attach(self, netns_path: str, capture_id: int, receive_only: bool = False) -> socket.socket:
         """Trace every packet of the namespace at `netns_path` as `capture_id` (with `receive_only`, only those that
         arrive there: the kernel skips the socket for packets the namespace sends); close the socket to stop."""
-        fd = load_socket_filter(dispatcher_instructions(capture_id, self.maps["progs"]))
+        with nsenter.entered_path(netns_path):
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         try:
-            with nsenter.entered_path(netns_path):
-                sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
             if receive_only:  # before the filter: no packet the namespace sent is ever traced
                 sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+            self.skip_outgoing(sock, capture_id, ())
+        except BaseException:
+            sock.close()
+            raise
+        return sock
+
+    def skip_outgoing(self, sock: socket.socket, capture_id: int, interfaces: tuple[int, ...]) -> None:
+        """Attach to `sock` (again: the kernel swaps the filter whole) a dispatcher that skips the packets its namespace
+        sends out of `interfaces` (ifindexes) and hands every other to the tracer as `capture_id`."""
+        fd = load_socket_filter(dispatcher_instructions(capture_id, self.maps["progs"], tuple(interfaces)))
+        try:
             sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_BPF, fd)
         finally:
             os.close(fd)  # the socket holds its own reference to the program
-        return sock
 
     def start(self, sink: list[bytes]) -> None:
         self._sink = sink

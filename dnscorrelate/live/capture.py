@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterator
 import pandas as pd
 
 from dnscorrelate.cluster.backend import Target
-from dnscorrelate.live import bpf, nsenter
+from dnscorrelate.live import bpf, links, nsenter
 from dnscorrelate.live.records import RecordBuffer
 from dnscorrelate.sources.decode import Vantage, concat_parts, decode_settled
 
@@ -43,6 +43,12 @@ EARLY_READ_FILL = 0.34
 # the tracer's run and the kernel's clone of the packet for the tap: a quarter of what capture costs it
 # (bench/README.md, capture cost at the maximum).
 RECEIVE_ONLY_ROLES = ("coredns",)
+# Likewise a node's namespace skips its copy of what it sends into a veth whose other end is a captured namespace (a
+# pod's, CoreDNS's): that namespace records the packet as it arrives, a microsecond later (links.py). The copy would
+# cost the sender's core a tracer run: on the way back from CoreDNS, CoreDNS's. The dispatcher skips it in the kernel
+# (bpf.py `dispatcher_instructions`); the correlator reads the forwarding and the DNAT from the namespace's receipt
+# (correlate/legs.py).
+SKIP_COPIES_MAX = 1024  # veths a node's dispatcher compares against: one instruction each
 # A consumer that drains (`capture -o FILE.parquet`) bounds what waits undecoded: past BACKLOG_MAX_BYTES of
 # records (about 2.7 s at 10k qps, 78k records/s) the reader stops taking from the ring buffer until decoding
 # catches up, so the kernel drops what does not fit and counts it (`lost_samples`) instead of memory growing.
@@ -86,9 +92,14 @@ class Capture:
         watch: Callable[[], list[Target]] | None = None,
         read_every_s: float = POLL_INTERVAL_MS / 1000,
         receive_only_servers: bool = True,
+        skip_copies: bool = True,
     ) -> None:
         self.targets = list(targets)
         self.receive_only_servers = receive_only_servers  # RECEIVE_ONLY_ROLES' namespaces, where a node's is captured
+        self.skip_copies = skip_copies  # a node's copies of what enters a captured namespace (SKIP_COPIES_MAX)
+        self._nodes: dict[int, tuple[socket.socket, str]] = {}  # capture id: (socket, namespace path) of each node
+        self._peers: dict[int, dict[int, int]] = {}  # capture id: links.veth_peers of each other namespace
+        self.skipped_on: dict[str, list[int]] = {}  # node vantage: the veths whose copies it skips
         self.read_every_s = read_every_s  # how long records may wait in the ring buffer (unless it fills)
         self.ports = ports
         self.watch = watch
@@ -181,6 +192,24 @@ class Capture:
         self.vantages[capture_id] = Vantage(inode, target.vantage, target.role, names)
         self._attached_inodes.add(inode)
         self.receive_only += [target.vantage] if receive_only else []
+        if self.skip_copies:
+            self._skip_copies_into(capture_id, target, sock)
+
+    def _skip_copies_into(self, capture_id: int, target: Target, sock: socket.socket) -> None:
+        """Record the new namespace's veths, and have every node's dispatcher skip what it sends into a captured one."""
+        try:
+            if target.role == "node":
+                self._nodes[capture_id] = (sock, target.path)
+            else:
+                self._peers[capture_id] = links.veth_peers(target.path)
+            for node_id, (node_sock, path) in self._nodes.items():
+                skip = sorted(links.copies_into_captured(links.veth_peers(path), list(self._peers.values())))[:SKIP_COPIES_MAX]
+                vantage = self.vantages[node_id].vantage
+                if skip != self.skipped_on.get(vantage, []):
+                    self.tracer.skip_outgoing(node_sock, node_id, tuple(skip))
+                    self.skipped_on[vantage] = skip
+        except OSError:
+            return  # a namespace that vanished: its node keeps the copies it records (nothing is lost, one more record)
 
     def receives_only(self, target: Target) -> bool:
         """Whether `target` is captured receive-only: a server's namespace, in a capture that has a node's."""
@@ -222,6 +251,7 @@ class Capture:
         self.stats.update({
             "namespaces": len(self.vantages),
             "namespaces_receive_only": len(self.receive_only),
+            "veths_node_copies_skipped": sum(len(v) for v in self.skipped_on.values()),
             "events": kernel["events"],
             "lost_samples": kernel["lost"],
             "non_dns_packets": kernel["non_dns"],

@@ -21,8 +21,8 @@ def capture_lab(default_lab):
     return default_lab
 
 
-def capture_during(lab, action, receive_only_servers: bool = True):
-    with Capture(lab_targets(lab), watch=lab_watcher(lab), receive_only_servers=receive_only_servers) as capture:
+def capture_during(lab, action, receive_only_servers: bool = True, skip_copies: bool = True):
+    with Capture(lab_targets(lab), watch=lab_watcher(lab), receive_only_servers=receive_only_servers, skip_copies=skip_copies) as capture:
         action()
         time.sleep(0.1)
     return capture.events(), capture.stats
@@ -42,16 +42,21 @@ def chain_of(frame, name):
 
 
 @pytest.mark.parametrize("proto", ["udp", "tcp"])
-@pytest.mark.parametrize("receive_only", [True, False], ids=["coredns-receive-only", "coredns-both-ways"])
-def test_one_lookup_is_seen_hop_by_hop(capture_lab, proto, receive_only):
+@pytest.mark.parametrize(("receive_only", "skip"), [(True, True), (True, False), (False, False)],
+                         ids=["as-it-runs", "coredns-receive-only", "both-ways"])
+def test_one_lookup_is_seen_hop_by_hop(capture_lab, proto, receive_only, skip):
     """Receive-only (the default where the node is captured too), CoreDNS's namespace records what arrives there;
-    what it sends is recorded by the node, at the other end of its veth, first."""
+    what it sends is recorded by the node, at the other end of its veth, first. Skipping copies (the default too),
+    the node records nothing it sends into a captured namespace's veth: that namespace records it arriving."""
     lab = capture_lab
     name = f"chain-{proto}-{uuid.uuid4().hex[:8]}.example.org."
     flags = ["+tcp"] if proto == "tcp" else []
-    frame, stats = capture_during(lab, lambda: dig(lab, "mypod", *flags, name), receive_only)
+    frame, stats = capture_during(lab, lambda: dig(lab, "mypod", *flags, name), receive_only, skip)
     assert stats["lost_samples"] == 0 and stats["decode_errors"] == 0
     assert stats["namespaces_receive_only"] == (len(lab.topology.coredns_pods) if receive_only else 0)
+    into_veths = frame[(frame.vantage == "node-0") & (frame.pkt_type == "OUTGOING") & frame.ifname.astype(str).str.startswith("veth")]
+    assert (stats["veths_node_copies_skipped"] >= len(lab.topology.coredns_pods) + 1) == skip  # the replicas' and mypod's, at least
+    assert into_veths[into_veths.qname == name].empty == skip
     client, client_leg, upstream_leg = chain_of(frame, name)
     pod_ip, vip = lab.pod("mypod", "demo").ip, lab.topology.cluster_dns_ip
     replica = next(p for p in lab.topology.coredns_pods if p.ip in set(client_leg.dst_ip))
@@ -75,7 +80,7 @@ def test_one_lookup_is_seen_hop_by_hop(capture_lab, proto, receive_only):
 
     way_back = client_leg[client_leg.qr]
     assert steps(way_back)[0] == (*sent_by_replica, replica.ip, pod_ip, True)
-    assert ("node-0", "OUTGOING", vip, pod_ip, True) in steps(way_back)  # un-DNAT
+    assert (("node-0", "OUTGOING", vip, pod_ip, True) in steps(way_back)) != skip  # un-DNAT, seen where it was sent on
     assert steps(way_back)[-1] == ("demo/mypod", "HOST", vip, pod_ip, True)
     assert set(way_back.rcode) == {"NOERROR"} and set(way_back.answers) == {"A 192.0.2.21"}
 
