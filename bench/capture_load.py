@@ -1,7 +1,7 @@
 """Capture cost and loss under real load: dnsperf from a lab pod against the kube-dns VIP, capture off and on.
 
     sudo .venv/bin/python bench/capture_load.py [--rates 2000 4000 8000 16000 0] [--seconds 5] [--repeat 3] [--mixes cached forwarded]
-    sudo .venv/bin/python bench/capture_load.py --cpu-per-query [--tap] [--full-side] [--seconds 5] [--repeat 6] [--mixes cached forwarded]
+    sudo .venv/bin/python bench/capture_load.py --cpu-per-query [--tap] [--copies-side] [--full-side] [--seconds 5] [--repeat 6] [--mixes cached forwarded]
     sudo .venv/bin/python bench/capture_load.py --agent-cpu [--rates 10000] [--seconds 10] [--repeat 2]
 
 For two mixes (cache hits: a few external names CoreDNS has cached;
@@ -22,8 +22,9 @@ show if its core were its limit (the tracer's own time is charged to whoever sen
 CoreDNS included). Load average is printed before and after: the figures mean little when it is high. With
 --tap, a third side in each round: the capture's sockets in the same namespaces with a filter that keeps nothing
 and no tracer, which tells the kernel's cost of the sockets themselves from the tracer's. `on` is the capture as
-it runs (CoreDNS's namespaces receive-only: live/capture.py RECEIVE_ONLY_ROLES); with --full-side, a side more,
-`full`: every namespace recording what it sends too, as before.
+it runs (CoreDNS's namespaces receive-only: live/capture.py RECEIVE_ONLY_ROLES; the node skipping its copies of
+what it sends into captured namespaces); with --copies-side, a side more, `copies`: the node keeping those copies;
+with --full-side, another, `full`: that, and every namespace recording what it sends too.
 
 --agent-cpu: the node agent's own CPU (`kube/agent.py`'s `Agent`, run in this process over the lab's
 namespaces, its stream written to /dev/null) while dnsperf sends cache hits at --rates qps from mypod,
@@ -83,13 +84,18 @@ def warm_cache(lab, directory: Path) -> Path:
     return names
 
 
-def measure(lab, names: Path, seconds: int, rate: int, capture_on: bool, tap_only: bool = False, receive_only: bool = True) -> dict:
+# side: (CoreDNS's namespaces receive-only, the node skipping its copies into captured namespaces) of the capture
+CAPTURE_SIDES = {"on": (True, True), "copies": (True, False), "full": (False, False)}
+
+
+def measure(lab, names: Path, seconds: int, rate: int, capture_on: bool, tap_only: bool = False, receive_only: bool = True,
+            skip_copies: bool = True) -> dict:
     from dnscorrelate.cluster.lab.capture import lab_targets
     from dnscorrelate.live.capture import Capture
 
     pids = [p.pid for p in lab.processes]
     pod = lab.pod("mypod", "demo")
-    capture = Capture(lab_targets(lab), receive_only_servers=receive_only) if capture_on else None
+    capture = Capture(lab_targets(lab), receive_only_servers=receive_only, skip_copies=skip_copies) if capture_on else None
     taps = bare_taps(lab_targets(lab)) if tap_only else []
     if capture:
         capture.start()
@@ -140,23 +146,27 @@ def pin(pids: list[int], core: int) -> None:
         subprocess.run(["taskset", "-a", "-p", "-c", str(core), str(pid)], capture_output=True, check=True)
 
 
-def cpu_per_query(lab, names_of, seconds: int, repeat: int, mix: str, tap: bool = False, full: bool = False) -> None:
+def cpu_per_query(lab, names_of, seconds: int, repeat: int, mix: str, tap: bool = False, full: bool = False, copies: bool = False) -> None:
     """Interleaved off/on runs at the maximum rate, CoreDNS pinned apart: CoreDNS µs per answered query each side;
-    with `tap`, a side more: the capture's sockets with a filter that keeps nothing, no tracer; with `full`, one
-    more: the capture with CoreDNS's namespaces recording what they send too."""
+    with `tap`, a side more: the capture's sockets with a filter that keeps nothing, no tracer; with `copies`, one
+    more: the node keeping its copies of what it sends into captured namespaces; with `full`, one more: that and
+    CoreDNS's namespaces recording what they send too (CAPTURE_SIDES)."""
     import statistics
 
-    sides = ["off", "on", *(["tap"] if tap else []), *(["full"] if full else [])]
+    sides = ["off", "on", *(["tap"] if tap else []), *(["copies"] if copies else []), *(["full"] if full else [])]
     runs = []
     for attempt in range(repeat):
         run_of = {}
         for side in sides[attempt % len(sides):] + sides[:attempt % len(sides)]:  # each side goes first in turn
-            run = measure(lab, names_of(attempt, side), seconds, 0, side in ("on", "full"), tap_only=side == "tap", receive_only=side != "full")
+            receive_only, skip_copies = CAPTURE_SIDES.get(side, (True, True))
+            run = measure(lab, names_of(attempt, side), seconds, 0, side in CAPTURE_SIDES, tap_only=side == "tap",
+                          receive_only=receive_only, skip_copies=skip_copies)
             run_of[side] = run | {"us_per_query": run["coredns_cpu"] / max(run["qps"] * seconds, 1) * 1e6}
         runs.append(run_of)
         us = {side: run_of[side]["us_per_query"] for side in sides}
         print(f"| {mix} | {attempt + 1} | {run_of['off']['qps']:,.0f} | {run_of['on']['qps']:,.0f} | {us['off']:.1f} | {us['on']:.1f} | "
               + (f"{us['tap']:.1f} | {us['off'] / us['tap']:.3f} | " if tap else "")
+              + (f"{us['copies']:.1f} | {us['off'] / us['copies']:.3f} | {run_of['copies']['records_per_query']:.2f} | " if copies else "")
               + (f"{us['full']:.1f} | {us['off'] / us['full']:.3f} | {run_of['full']['records_per_query']:.2f} | " if full else "")
               + f"{us['off'] / us['on']:.3f} | {run_of['on']['records_per_query']:.2f} | {run_of['on']['lost']} | {os.getloadavg()[0]:.1f} |", flush=True)
     median = {side: statistics.median(r[side]["us_per_query"] for r in runs) for side in sides}
@@ -166,6 +176,7 @@ def cpu_per_query(lab, names_of, seconds: int, repeat: int, mix: str, tap: bool 
           f"{'met' if median['off'] / median['on'] >= 0.97 else 'not met'}"
           + (f"; the bare taps alone: {median['tap']:.1f} µs, ratio {median['off'] / median['tap']:.3f}, "
              f"{(median['tap'] - median['off']) / max(median['on'] - median['off'], 1e-9):.0%} of capture's cost" if tap else "")
+          + (f"; the node keeping its copies (copies): {median['copies']:.1f} µs, ratio {median['off'] / median['copies']:.3f}" if copies else "")
           + (f"; every namespace recording what it sends (full): {median['full']:.1f} µs, ratio {median['off'] / median['full']:.3f}" if full else ""))
 
 
@@ -229,7 +240,10 @@ def main() -> None:
     parser.add_argument("--mixes", nargs="+", choices=["cached", "forwarded"], default=["cached", "forwarded"])
     parser.add_argument("--cpu-per-query", action="store_true", help="CoreDNS CPU per query off/on, pinned cores, at the maximum")
     parser.add_argument("--tap", action="store_true", help="with --cpu-per-query: a side more, the capture's sockets with no tracer")
-    parser.add_argument("--full-side", action="store_true", help="with --cpu-per-query: a side more, CoreDNS's namespaces not receive-only")
+    parser.add_argument("--full-side", action="store_true",
+                        help="with --cpu-per-query: a side more, CoreDNS's namespaces not receive-only and the node keeping its copies")
+    parser.add_argument("--copies-side", action="store_true",
+                        help="with --cpu-per-query: a side more, the node keeping its copies of what it sends into captured namespaces")
     parser.add_argument("--agent-cpu", action="store_true", help="the node agent's CPU, filtered and full, at --rates")
     args = parser.parse_args()
     from dnscorrelate.cluster.lab.runtime import Lab, teardown
@@ -258,9 +272,11 @@ def main() -> None:
                 os.sched_setaffinity(0, {0})  # the capture's reader thread is started after this: it inherits core 0
                 print(f"CoreDNS and the upstream on core 1; dnsperf and the capture reader on core 0; load average {os.getloadavg()}")
                 tap_columns = " bare taps | off/taps |" if args.tap else ""
+                copies_columns = " copies | off/copies | records/query copies |" if args.copies_side else ""
                 full_columns = " full | off/full | records/query full |" if args.full_side else ""
-                print(f"| mix | round | qps off | qps on | CoreDNS µs/query off | on |{tap_columns}{full_columns} off/on | records/query on | lost | load (1 min) |")
-                print("| --- " * (10 + 2 * args.tap + 3 * args.full_side) + "|")
+                print(f"| mix | round | qps off | qps on | CoreDNS µs/query off | on |{tap_columns}{copies_columns}{full_columns} off/on | "
+                      "records/query on | lost | load (1 min) |")
+                print("| --- " * (10 + 2 * args.tap + 3 * args.copies_side + 3 * args.full_side) + "|")
 
                 def names_of(mix):
                     def names(attempt, side):
@@ -272,7 +288,7 @@ def main() -> None:
                     return names
 
                 for mix in args.mixes:
-                    cpu_per_query(lab, names_of(mix), args.seconds, args.repeat, mix, args.tap, args.full_side)
+                    cpu_per_query(lab, names_of(mix), args.seconds, args.repeat, mix, args.tap, args.full_side, args.copies_side)
                 print(f"load average after: {os.getloadavg()}")
                 return
             print(f"{'mix':9s} {'rate':>6s} | {'qps off':>8s} {'qps on':>8s} {'ratio':>6s} | {'CoreDNS CPU s off':>17s} {'on':>6s} "
