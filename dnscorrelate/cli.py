@@ -469,16 +469,16 @@ def correlate(events_path, log_paths, corefile, log_formats, manifest_paths, pca
 
     result = analysis.from_files(events_path, [log_source(spec) for spec in log_paths], corefile, list(manifest_paths), lab_name,
                                  evidence=evidence, log_formats=list(log_formats), traces_out=traces_out)
-    if traces_out:
-        errors.print(f"{result.correlation.stats['traces_written']} traces written to {traces_out}", highlight=False, markup=False)
     if report_path:
         analysis.write_report(result, report_path, [events_path, *log_paths, *pcap_specs, *ig_paths, *dnstap_specs])
     if output == "json":
         from dnscorrelate.report.records import write_analysis_json
 
-        write_analysis_json(result, sys.stdout)  # streamed: the document is never one string
+        write_analysis_json(result, sys.stdout)  # streamed: the document is never one string (its stats say traces_written)
         return
     print_analysis(result)
+    if traces_out:
+        errors.print(f"{result.correlation.stats['traces_written']} traces written to {traces_out}", highlight=False, markup=False)
 
 
 def print_analysis(result) -> None:

@@ -473,6 +473,7 @@ def test_each_parts_tables_go_to_disk_as_it_is_stitched_and_come_back_as_concate
     assert len(spilled.files("traces")) == 2
     # an emptied table holds none of the part's arrays (an empty slice of one would keep all of it alive)
     assert all(held_bytes(k.traces[c].to_numpy()) == 0 for k in kept for c in k.traces.columns if k.traces[c].dtype != "category")
+    assert all(len(k.traces[c].cat.categories) == 0 for k in kept for c in k.traces.columns if k.traces[c].dtype == "category")
     engine = Engine(tmp_path / "spill")
     assert spilled.sort_into_windows(engine, None) == 1
     merged = spilled.window("traces", 0)
