@@ -173,7 +173,7 @@ class Spilled:
 def emptied(frame: pd.DataFrame) -> pd.DataFrame:
     """`frame`'s columns with no rows and nothing of its data: a copy (an empty slice is a view that would keep the
     whole table's arrays alive), and categoricals without their categories (each part's distinct addresses, names
-    and vantages: kept for every part until the merge, they grew with the capture, about 1.5 GB at 100M events)."""
+    and vantages: kept for every part until the merge, they grew with the capture)."""
     empty = frame.iloc[:0].copy()
     for name in empty.columns:
         if isinstance(empty[name].dtype, pd.CategoricalDtype):
