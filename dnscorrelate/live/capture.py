@@ -49,6 +49,10 @@ RECEIVE_ONLY_ROLES = ("coredns",)
 # (bpf.py `dispatcher_instructions`); the correlator reads the forwarding and the DNAT from the namespace's receipt
 # (correlate/legs.py).
 SKIP_COPIES_MAX = 1024  # veths a node's dispatcher compares against: one instruction each
+# Not where the node's own namespace answers pods' DNS: its answer's one sighting is the node's copy. Cilium's DNS
+# proxy (in cilium-agent, host network; its node has `cilium_host`) and NodeLocal DNS as a host-network DaemonSet (its
+# dummy `nodelocaldns`) do.
+NODE_DNS_INTERFACES = ("cilium_host", "nodelocaldns")
 # A consumer that drains (`capture -o FILE.parquet`) bounds what waits undecoded: past BACKLOG_MAX_BYTES of
 # records (about 2.7 s at 10k qps, 78k records/s) the reader stops taking from the ring buffer until decoding
 # catches up, so the kernel drops what does not fit and counts it (`lost_samples`) instead of memory growing.
@@ -65,6 +69,11 @@ def netns_targets(specs: list[str]) -> list[Target]:
             raise bpf.CaptureError(f"{spec}: no such network namespace ({path})")
         targets.append(Target(path, spec))
     return targets
+
+
+def answers_dns_itself(interfaces) -> bool:
+    """Whether a node's namespace, by its interfaces' names, answers pods' DNS itself (NODE_DNS_INTERFACES)."""
+    return any(name in NODE_DNS_INTERFACES for name in interfaces)
 
 
 def boot_to_wall_ns() -> int:
@@ -203,6 +212,8 @@ class Capture:
             else:
                 self._peers[capture_id] = links.veth_peers(target.path)
             for node_id, (node_sock, path) in self._nodes.items():
+                if answers_dns_itself(self.vantages[node_id].ifnames.values()):
+                    continue
                 skip = sorted(links.copies_into_captured(links.veth_peers(path), list(self._peers.values())))[:SKIP_COPIES_MAX]
                 vantage = self.vantages[node_id].vantage
                 if skip != self.skipped_on.get(vantage, []):

@@ -167,3 +167,31 @@ def test_a_consumer_that_takes_at_its_own_pace_gets_what_gathered_as_one_read_un
     finally:
         capture._stop.set()
         capture._thread.join()
+
+
+def test_a_node_skips_its_copies_into_captured_namespaces_unless_it_answers_dns_itself(monkeypatch):
+    """The node's dispatcher gets the veths whose other end is a captured namespace, as namespaces come; a node that
+    answers pods' DNS from its own namespace (Cilium's DNS proxy, host-network NodeLocal DNS) keeps every copy: its
+    answer's one sighting is its copy."""
+    from dnscorrelate.cluster.backend import Target
+    from dnscorrelate.live import capture as capture_module
+
+    peers = {"/n": {11: 2, 12: 2, 13: 2}, "/p": {2: 11}, "/c": {2: 12}}
+    monkeypatch.setattr(capture_module.links, "veth_peers", lambda path: peers[path])
+
+    class SkipRecordingTracer:
+        def __init__(self):
+            self.skipped = []
+
+        def skip_outgoing(self, sock, capture_id, interfaces):
+            self.skipped.append((capture_id, interfaces))
+
+    for node_interfaces, skipped in (({1: "eth0", 11: "veth1"}, (11, 12)), ({1: "eth0", 5: "cilium_host"}, None)):
+        capture = Capture([])
+        capture.tracer = SkipRecordingTracer()
+        for capture_id, target in enumerate([Target("/p", "demo/mypod", "pod"), Target("/n", "node-0", "node"),
+                                             Target("/c", "kube-system/coredns-0", "coredns")], start=1):
+            capture.vantages[capture_id] = Vantage(capture_id, target.vantage, target.role, node_interfaces if target.role == "node" else {})
+            capture._skip_copies_into(capture_id, target, sock=None)
+        assert capture.tracer.skipped == ([] if skipped is None else [(2, (11,)), (2, skipped)])  # swapped as namespaces came
+        assert capture.skipped_on == ({} if skipped is None else {"node-0": list(skipped)})
