@@ -208,7 +208,8 @@ class Capture:
         """Record the new namespace's veths, and have every node's dispatcher skip what it sends into a captured one."""
         try:
             if target.role == "node":
-                self._nodes[capture_id] = (sock, target.path)
+                if target.skip_copies:
+                    self._nodes[capture_id] = (sock, target.path)
             else:
                 self._peers[capture_id] = links.veth_peers(target.path)
             for node_id, (node_sock, path) in self._nodes.items():

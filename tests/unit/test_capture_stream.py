@@ -189,9 +189,23 @@ def test_a_node_skips_its_copies_into_captured_namespaces_unless_it_answers_dns_
     for node_interfaces, skipped in (({1: "eth0", 11: "veth1"}, (11, 12)), ({1: "eth0", 5: "cilium_host"}, None)):
         capture = Capture([])
         capture.tracer = SkipRecordingTracer()
-        for capture_id, target in enumerate([Target("/p", "demo/mypod", "pod"), Target("/n", "node-0", "node"),
+        for capture_id, target in enumerate([Target("/p", "demo/mypod", "pod"), Target("/n", "node-0", "node", skip_copies=True),
                                              Target("/c", "kube-system/coredns-0", "coredns")], start=1):
             capture.vantages[capture_id] = Vantage(capture_id, target.vantage, target.role, node_interfaces if target.role == "node" else {})
             capture._skip_copies_into(capture_id, target, sock=None)
         assert capture.tracer.skipped == ([] if skipped is None else [(2, (11,)), (2, skipped)])  # swapped as namespaces came
         assert capture.skipped_on == ({} if skipped is None else {"node-0": list(skipped)})
+
+
+def test_a_node_its_backend_did_not_mark_keeps_every_copy(monkeypatch):
+    """Only a backend that captures every namespace on a node marks it (the lab); a cluster's nodes keep their copies."""
+    from dnscorrelate.cluster.backend import Target
+    from dnscorrelate.live import capture as capture_module
+
+    monkeypatch.setattr(capture_module.links, "veth_peers", lambda path: {"/n": {11: 2}, "/p": {2: 11}}[path])
+    capture = Capture([])
+    capture.tracer = None  # a call to skip_outgoing would fail
+    for capture_id, target in enumerate([Target("/n", "node-0", "node"), Target("/p", "demo/mypod", "pod")], start=1):
+        capture.vantages[capture_id] = Vantage(capture_id, target.vantage, target.role, {})
+        capture._skip_copies_into(capture_id, target, sock=None)
+    assert capture.skipped_on == {}

@@ -15,7 +15,7 @@ def lab_targets(lab) -> list[Target]:
     t = lab.topology
     run = netns.NETNS_DIR
     targets = [Target(str(run / p.netns), p.key, "coredns" if p.coredns_replica is not None else "pod") for p in t.pods]
-    targets += [Target(str(run / n.netns), n.name, "node") for n in t.nodes]
+    targets += [Target(str(run / n.netns), n.name, "node", skip_copies=True) for n in t.nodes]
     targets.append(Target(str(run / t.upstream_netns), "upstream", "upstream"))
     return targets
 
