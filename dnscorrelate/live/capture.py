@@ -107,7 +107,8 @@ class Capture:
         self.receive_only_servers = receive_only_servers  # RECEIVE_ONLY_ROLES' namespaces, where a node's is captured
         self.skip_copies = skip_copies  # a node's copies of what enters a captured namespace (SKIP_COPIES_MAX)
         self._nodes: dict[int, tuple[socket.socket, str]] = {}  # capture id: (socket, namespace path) of each node
-        self._peers: dict[int, dict[int, int]] = {}  # capture id: links.veth_peers of each other namespace
+        self._others: dict[int, str] = {}  # capture id: namespace path of each namespace that is not a node
+        self._peers: dict[int, dict[int, int]] = {}  # capture id: links.veth_peers of those, read once a marked node is
         self.skipped_on: dict[str, list[int]] = {}  # node vantage: the veths whose copies it skips
         self.read_every_s = read_every_s  # how long records may wait in the ring buffer (unless it fills)
         self.ports = ports
@@ -205,13 +206,22 @@ class Capture:
             self._skip_copies_into(capture_id, target, sock)
 
     def _skip_copies_into(self, capture_id: int, target: Target, sock: socket.socket) -> None:
-        """Record the new namespace's veths, and have every node's dispatcher skip what it sends into a captured one."""
+        """Note the new namespace, and have every marked node's dispatcher skip what it sends into a captured one. Without
+        a marked node (a cluster's), no namespace's links are read."""
+        if target.role == "node":
+            if target.skip_copies:
+                self._nodes[capture_id] = (sock, target.path)
+        else:
+            self._others[capture_id] = target.path
+        if not self._nodes:
+            return
+        for other, path in self._others.items():
+            if other not in self._peers:
+                try:
+                    self._peers[other] = links.veth_peers(path)
+                except OSError:
+                    self._peers[other] = {}  # a namespace that vanished: nothing of it to skip
         try:
-            if target.role == "node":
-                if target.skip_copies:
-                    self._nodes[capture_id] = (sock, target.path)
-            else:
-                self._peers[capture_id] = links.veth_peers(target.path)
             for node_id, (node_sock, path) in self._nodes.items():
                 if answers_dns_itself(self.vantages[node_id].ifnames.values()):
                     continue

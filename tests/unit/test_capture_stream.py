@@ -198,14 +198,16 @@ def test_a_node_skips_its_copies_into_captured_namespaces_unless_it_answers_dns_
 
 
 def test_a_node_its_backend_did_not_mark_keeps_every_copy(monkeypatch):
-    """Only a backend that captures every namespace on a node marks it (the lab); a cluster's nodes keep their copies."""
+    """Only a backend that captures every namespace on a node marks it (the lab); a cluster's nodes keep their copies,
+    and no namespace's links are read for nothing."""
     from dnscorrelate.cluster.backend import Target
     from dnscorrelate.live import capture as capture_module
 
-    monkeypatch.setattr(capture_module.links, "veth_peers", lambda path: {"/n": {11: 2}, "/p": {2: 11}}[path])
+    read = []
+    monkeypatch.setattr(capture_module.links, "veth_peers", lambda path: read.append(path) or {"/n": {11: 2}, "/p": {2: 11}}[path])
     capture = Capture([])
     capture.tracer = None  # a call to skip_outgoing would fail
     for capture_id, target in enumerate([Target("/n", "node-0", "node"), Target("/p", "demo/mypod", "pod")], start=1):
         capture.vantages[capture_id] = Vantage(capture_id, target.vantage, target.role, {})
         capture._skip_copies_into(capture_id, target, sock=None)
-    assert capture.skipped_on == {}
+    assert capture.skipped_on == {} and read == []
