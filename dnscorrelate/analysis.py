@@ -143,12 +143,14 @@ def from_files(events_path: str | None, log_paths: list, corefile_path: str | No
 
     with written_whole(traces_out, "--traces-out") as temporary:
         written = TableFile(temporary, schema.TRACES)
-        if in_parts:
-            result = analyze_files(files, logs, facts, capture_stats, every_trace=written.write)
-        else:
-            result = analyze(frame, logs, facts, capture_stats)
-            written.write(result.correlation.traces)
-        written.close()
+        try:
+            if in_parts:
+                result = analyze_files(files, logs, facts, capture_stats, every_trace=written.write)
+            else:
+                result = analyze(frame, logs, facts, capture_stats)
+                written.write(result.correlation.traces)
+        finally:
+            written.close()  # an error's file is removed whole by written_whole
     result.correlation.stats["traces_written"] = written.rows
     return result
 
