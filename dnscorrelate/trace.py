@@ -23,7 +23,7 @@ TICK_S = 1.0
 WINDOW_NS = 30 * 10**9
 GIVE_UP_NS = 6 * 10**9  # an unanswered lookup is printed once a client would have given up
 LOG_SETTLE_NS = 5 * 10**9  # a lookup only a log line shows waits this long for its packets' decoding
-SETTLE_NS = 4 * 10**9  # `--hubble`: how long a lookup waits for Hubble's flows of it before it is printed (live.hubble holds them up to 3 s)
+SETTLE_NS = 4 * 10**9  # `--hubble`: how long after its answer a lookup waits for Hubble's flows of it before it is printed (live.hubble holds them up to 3 s)
 SAME_LOOKUP_NS = 10**9  # how far a late sighting may move a printed lookup's start and it still be that lookup
 
 FIELDS = {
@@ -131,8 +131,10 @@ class TraceSession:
         # a CoreDNS line read through the API can come before the capture has decoded the lookup's packets: a
         # trace only the line makes would be printed, then the packets' trace of the same lookup beside it
         settled = final | (traces["coverage"] != "logs") | (traces["t_start"] < now - LOG_SETTLE_NS)
-        # with Hubble, an answered lookup waits SETTLE_NS for the agents' flows of it, which come later than packets
-        settled &= traces["t_start"] < now - (SETTLE_NS if self.live.hubble.enabled and not final else 0)
+        # with Hubble, an answered lookup waits SETTLE_NS past its answer for the agents' flows of it, which come
+        # later than packets: the DNS proxy's response flow is as late as the answer, seconds after a slow lookup's start
+        last_seen = traces["t_client_in"].fillna(traces["t_start"]).astype("int64").clip(lower=traces["t_start"])
+        settled &= last_seen < now - (SETTLE_NS if self.live.hubble.enabled and not final else 0)
         done = traces[((traces["outcome"] == "answered") & settled) | (traces["t_start"] < now - GIVE_UP_NS)]
         keys = list(zip(done["client_port"], done["dns_id"], done["proto"], done["t_start"]))
         fresh = done[np.array([not self.was_printed(k) for k in keys], dtype=bool)] if len(done) else done

@@ -165,7 +165,8 @@ def test_trace_hubble_joins_the_dns_proxys_records_to_the_lookups_it_captures(ci
         record = records[name + "."][-1]  # the last print holds every sighting
         assert record["dns_id"] < 65536  # the client's id, not Hubble's synthetic one
         proxy = [h for h in record["hops"] if h["ifname"] == "dns-proxy"]
-        assert [h["vantage"] for h in proxy] == ["demo/mypod", "demo/mypod"], record["hops"]
+        seen = [(h.get("vantage"), h.get("ifname"), "R" if h.get("qr") else "Q", h.get("ts_ns")) for h in record["hops"]]
+        assert [h["vantage"] for h in proxy] == ["demo/mypod", "demo/mypod"], (seen, re.findall(r"hubble_\w+=\d+", said))
         assert record["rcode"] == "NOERROR" and record["log"] is not None
     stats = {key: int(value) for key, value in re.findall(r"(hubble_\w+)=(\d+)", said)}  # the summary (maybe wrapped)
     assert stats["hubble_streams"] == 4 and stats["hubble_l7_dns_pairs"] >= len(names)  # per agent: DNS flows, drops

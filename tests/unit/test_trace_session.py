@@ -43,3 +43,20 @@ def test_a_lookup_only_a_log_line_shows_is_printed_once_it_settles(monkeypatch):
     at(monkeypatch, int(frame["ts_ns"].max()) + tracing.LOG_SETTLE_NS + 10**9)  # no packet ever came: the lines alone
     session.tick(frame.iloc[0:0])
     assert printed and {coverage for _, _, coverage in printed} == {"logs"}
+
+
+def test_with_hubble_a_slow_lookup_waits_for_its_answers_flows_not_only_its_starts(monkeypatch):
+    """The DNS proxy's response flow comes as late as the answer: a lookup answered seconds after it started was
+    printed SETTLE_NS after its start, before Hubble's response of it arrived, and kept one proxy hop of two."""
+    session, frame, printed = live_session(monkeypatch, "healthy")
+    session.live.hubble.enabled = True
+    slow = frame.copy()
+    answers = slow["qr"].astype(bool)
+    slow.loc[answers, "ts_ns"] += 3 * 10**9  # every answer 3 s late
+    last_query = int(slow.loc[~answers, "ts_ns"].max())
+    at(monkeypatch, last_query + tracing.SETTLE_NS + 10**9)  # settled by its start, not by its answer
+    session.tick(slow)
+    assert printed == []
+    at(monkeypatch, int(slow["ts_ns"].max()) + tracing.SETTLE_NS + 10**8)
+    session.tick(slow.iloc[0:0])
+    assert printed
