@@ -60,6 +60,7 @@ said so.
 
 from __future__ import annotations
 
+import bisect
 import math
 import os
 import shutil
@@ -461,11 +462,9 @@ def leg_slices(con: Engine, files: list[Path], rows: int, part_rows: int, direct
         SELECT {slice_of("_leg_start", [lo for lo, _ in cores])}, max(_leg_end) FROM legged GROUP BY 1""").fetchall())
     spans = [Span(lo, hi, int(reach.get(i) or hi)) for i, (lo, hi) in enumerate(cores)]
     # each leg to every slice that reads it, listed row by row: a range join against the spans sorted the whole busy part
-    reads_from, reads_to = [s.read_from for s in spans], [s.read_to for s in spans]
     write_partitioned(con, "slices", f"""
         SELECT * EXCLUDE (_leg_start, _leg_end, _slices), CAST(unnest(_slices) AS INTEGER) AS slice
-        FROM (SELECT *, list_filter(range({len(spans)}), lambda i: _leg_start < {reads_to}[i + 1] AND _leg_end >= {reads_from}[i + 1]) AS _slices
-              FROM legged)""", "slice", len(spans), directory)
+        FROM (SELECT *, {slices_reading("_leg_start", "_leg_end", spans)} AS _slices FROM legged)""", "slice", len(spans), directory)
     con.execute("DROP VIEW legged")
     shutil.rmtree(legs.parent)
     for i, span in enumerate(spans):
@@ -476,9 +475,26 @@ def leg_slices(con: Engine, files: list[Path], rows: int, part_rows: int, direct
                 f.unlink()  # the disk a slice took is given back as the next is read
 
 
-def slice_of(column: str, starts: list[int]) -> str:
-    """SQL for the index of the last of the ascending `starts` at or before `column` (the first is before any)."""
-    return f"CAST(len(list_filter({starts}, lambda s: s <= {column})) - 1 AS INTEGER)"
+def slices_reading(start: str, end: str, spans: list[Span]) -> str:
+    """SQL for the list of the slices that read a leg from `start` to `end` (contiguous `spans`, in order): those from
+    the one its start falls in to the one its end falls in, and earlier ones whose reach passes its start, at most
+    `back` slices earlier. Testing every slice on every row instead made the pass rows x slices (quadratic in a busy part)."""
+    starts = [s.start for s in spans]
+    back = max(bisect.bisect_right(starts, s.reach) - 1 - i for i, s in enumerate(spans))
+    reads_from, reads_to = [s.read_from for s in spans], [s.read_to for s in spans]
+    return (f"list_filter(range(greatest({slice_of(start, starts)} - {back}, 0), {slice_of(end, starts)} + 1), "
+            f"lambda i: {start} < {reads_to}[i + 1] AND {end} >= {reads_from}[i + 1])")
+
+
+def slice_of(column: str, starts: list[int], low: int = 0, high: int | None = None) -> str:
+    """SQL for the index of the last of the ascending `starts` at or before `column` (the first is before any): a
+    binary search written out as nested CASEs, so that each row makes log2(slices) comparisons, not one a slice."""
+    high = len(starts) - 1 if high is None else high
+    if low >= high:
+        return str(low)
+    middle = (low + high + 1) // 2
+    return (f"CASE WHEN {column} >= {starts[middle]} THEN {slice_of(column, starts, middle, high)} "
+            f"ELSE {slice_of(column, starts, low, middle - 1)} END")
 
 
 def numbered_legs(con: Engine, files: list[Path], buckets: int, directory: Path) -> Path:

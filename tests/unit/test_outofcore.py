@@ -582,3 +582,25 @@ def test_the_windows_findings_are_one_where_they_say_the_same_of_the_same_place(
     assert one.summary.startswith("upstream 192.168.49.1:53 answered 12 lookups in 250 ms median [2 of 3 windows said this: 19 in all")
     assert one.evidence["traces"] == [1, 2, 101] and one.covers == {1, 2, 101}
     assert merged[1].summary == "upstream 192.168.49.2:53 answered 3 lookups in 900 ms median"
+
+
+def test_the_slices_that_read_a_leg_are_those_its_span_and_their_reach_say():
+    """`slices_reading` finds a leg's slices by a binary search and a window of `back` earlier slices (a busy part's
+    pass was rows x slices): the same slices as testing every one, for legs across many slices and reaches."""
+    import duckdb
+
+    from dnscorrelate.correlate.outofcore import OPEN_END_NS, Span, slices_reading
+
+    rng = np.random.default_rng(7)
+    edges = np.unique(rng.integers(1_000, 1_000_000, 40))
+    starts = [-OPEN_END_NS, *edges.tolist()]
+    ends = [*edges.tolist(), OPEN_END_NS]
+    reaches = [min(hi + int(rng.integers(0, 60_000)), OPEN_END_NS) for hi in ends]  # some reach several slices on
+    spans = [Span(lo, hi, reach) for lo, hi, reach in zip(starts, ends, reaches)]
+    leg_start = rng.integers(0, 1_100_000, 5_000)
+    leg_end = leg_start + rng.integers(0, 80_000, 5_000)
+    legs = pd.DataFrame({"a": leg_start, "b": leg_end})
+    got = duckdb.sql(f"SELECT {slices_reading('a', 'b', spans)} AS s FROM legs").df()["s"]
+    for a, b, found in zip(leg_start, leg_end, got):
+        every = [i for i, s in enumerate(spans) if a < s.read_to and b >= s.read_from]
+        assert list(found) == every, (a, b)
