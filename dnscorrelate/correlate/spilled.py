@@ -49,7 +49,8 @@ class Spilled:
             frame = getattr(piece, name)
             if len(frame):
                 self.write(name, frame, index)
-        return replace(piece, **{name: emptied(getattr(piece, name)) for name in TABLES})
+        return replace(piece, **{name: emptied(getattr(piece, name)) for name in TABLES},
+                       connection_drops=compacted(piece.connection_drops))
 
     def write(self, name: str, frame: pd.DataFrame, index: int) -> None:
         known = self.dtypes.get(name)
@@ -171,14 +172,19 @@ class Spilled:
 
 
 def emptied(frame: pd.DataFrame) -> pd.DataFrame:
-    """`frame`'s columns with no rows and nothing of its data: a copy (an empty slice is a view that would keep the
-    whole table's arrays alive), and categoricals without their categories (each part's distinct addresses, names
+    """`frame`'s columns with no rows and nothing of its data (`compacted`)."""
+    return compacted(frame.iloc[:0])
+
+
+def compacted(frame: pd.DataFrame) -> pd.DataFrame:
+    """`frame`'s rows holding nothing else of the part: a copy (a slice is a view that would keep the whole table's
+    arrays alive), and categoricals with only the categories its rows use (each part's distinct addresses, names
     and vantages: kept for every part until the merge, they grew with the capture)."""
-    empty = frame.iloc[:0].copy()
-    for name in empty.columns:
-        if isinstance(empty[name].dtype, pd.CategoricalDtype):
-            empty[name] = empty[name].cat.remove_unused_categories()
-    return empty
+    kept = frame.copy()
+    for name in kept.columns:
+        if isinstance(kept[name].dtype, pd.CategoricalDtype):
+            kept[name] = kept[name].cat.remove_unused_categories()
+    return kept
 
 
 def concatenated(a, b):

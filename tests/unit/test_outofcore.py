@@ -458,8 +458,9 @@ def test_each_parts_tables_go_to_disk_as_it_is_stitched_and_come_back_as_concate
     from dnscorrelate.correlate.spilled import Spilled
 
     empty = correlate(None, None, {}, on_time_line=True)
-    def piece(traces):
-        return replace(empty, traces=traces)
+    def piece(traces):  # and no dropped connection, its table selected from a part's events as the pipeline selects it
+        events = pd.DataFrame({"kind": pd.Categorical(["dns", "dns"]), "vantage": pd.Categorical(["pod-a", "pod-b"])})
+        return replace(empty, traces=traces, connection_drops=events[(events["kind"] == "conn-drop").to_numpy()])
     parts = [  # a column held as integers by one part and with nulls (floats) by another; categories that differ;
                # text in one part and nothing but nulls in the other; the merged order is t_start, client, then part
         pd.DataFrame({"trace_id": [0, 1], "t_start": [30, 10], "client_ip": ["10.0.0.2", "10.0.0.1"], "client_port": [5, 5],
@@ -474,6 +475,7 @@ def test_each_parts_tables_go_to_disk_as_it_is_stitched_and_come_back_as_concate
     # an emptied table holds none of the part's arrays (an empty slice of one would keep all of it alive)
     assert all(held_bytes(k.traces[c].to_numpy()) == 0 for k in kept for c in k.traces.columns if k.traces[c].dtype != "category")
     assert all(len(k.traces[c].cat.categories) == 0 for k in kept for c in k.traces.columns if k.traces[c].dtype == "category")
+    assert all(len(k.connection_drops["vantage"].cat.categories) == 0 for k in kept)  # each part's vantages, kept until the merge
     engine = Engine(tmp_path / "spill")
     assert spilled.sort_into_windows(engine, None) == 1
     merged = spilled.window("traces", 0)
