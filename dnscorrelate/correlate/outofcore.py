@@ -242,26 +242,21 @@ def offsets_table(con, clocks: Clocks | None) -> None:
 
 def write_parts(con: Engine, directory: Path, parts: int) -> None:
     """Every event with a question, shifted onto one time line (`orig_ts` keeps the node's own time), into the
-    part of its question. The parts that get events are counted first (a scan of two columns): a capture of few
-    questions fills few of them, and one write then holds them all."""
-    part = f"CAST(hash(CAST(e.qname AS VARCHAR), CAST(e.qtype AS VARCHAR)) % {parts} AS INTEGER)"
-    asked = f"""e.kind NOT IN ({", ".join(f"'{k}'" for k in CONTROL)})"""
-    present = con.bounded("count of the parts", f"SELECT count(DISTINCT {part}) FROM ev e WHERE {asked}").fetchone()[0]
+    part of its question."""
     write_partitioned(con, "partitioned write", f"""
         SELECT e.* EXCLUDE (ts_ns, filename, file_row_number), e.ts_ns AS orig_ts, e.ts_ns - coalesce(o.shift, 0) AS ts_ns,
-               {part} AS part
+               CAST(hash(CAST(e.qname AS VARCHAR), CAST(e.qtype AS VARCHAR)) % {parts} AS INTEGER) AS part
         FROM ev e LEFT JOIN offsets o ON o.node = e.clock_node
-        WHERE {asked}""", "part", parts, directory, present)
+        WHERE e.kind NOT IN ({", ".join(f"'{k}'" for k in CONTROL)})""", "part", parts, directory)
 
 
-def write_partitioned(con: Engine, what: str, select: str, key: str, count: int, directory: Path, present: int | None = None) -> None:
+def write_partitioned(con: Engine, what: str, select: str, key: str, count: int, directory: Path) -> None:
     """The rows of `select` written to `directory/KEY=N/*.parquet` by the value N of the integer column `key`
-    (0 <= N < count; `present` of them get rows, when the caller knows). One write holds every partition's writer
-    open at once, and each buffers a row group: at 100 parts that passed DuckDB's 1 GB limit even on one thread
-    (bench/README.md). So past WRITE_FANOUT partitions the rows go first into groups of partitions (`key % groups`),
-    and each group is then written out alone: every write holds WRITE_FANOUT writers at most, and each row is
-    written once more per level."""
-    if (present if present is not None else count) <= WRITE_FANOUT:
+    (0 <= N < count). One write holds every partition's writer open at once, and each buffers a row group:
+    at 100 parts that passed DuckDB's 1 GB limit even on one thread (bench/README.md). So past WRITE_FANOUT
+    partitions the rows go first into groups of partitions (`key % groups`), and each group is then written
+    out alone: every write holds WRITE_FANOUT writers at most, and each row is written once more per level."""
+    if count <= WRITE_FANOUT:
         con.bounded(what, f"""
             COPY ({select}) TO '{directory}'
             (FORMAT parquet, PARTITION_BY ({key}), OVERWRITE_OR_IGNORE true, ROW_GROUP_SIZE {WRITE_ROW_GROUP})""",

@@ -606,27 +606,3 @@ def test_the_slices_that_read_a_leg_are_those_its_span_and_their_reach_say():
     for a, b, found in zip(leg_start, leg_end, got):
         every = [i for i, s in enumerate(spans) if a < s.read_to and b >= s.read_from]
         assert list(found) == every, (a, b)
-
-
-def test_a_capture_of_fewer_questions_than_the_writers_fanout_writes_its_parts_at_once(tmp_path, monkeypatch):
-    """A capture's parts are its questions' hashes: a fleet asking a few names fills a few of its parts, and their
-    write needs no level of groups, however many parts its events make."""
-    from dnscorrelate.correlate import outofcore
-
-    directory, logs, facts = capture_dir(tmp_path, "bad-forward-server")
-    writes = []
-    write = outofcore.write_partitioned
-    monkeypatch.setattr(outofcore, "write_partitioned", lambda *args: writes.append(args) or write(*args))
-    analyze_files(events.capture_files(directory), logs, facts, events.capture_dir_stats(directory), part_rows=2)
-    parts, present = writes[0][4], writes[0][6]
-    asked = {(q, t) for p in directory.glob("*.parquet") for q, t, k in zip(*pq.read_table(p, columns=["qname", "qtype", "kind"]).to_pydict().values())
-             if k not in outofcore.CONTROL}
-    assert 1 < present <= len(asked) < parts  # each question in one part; two may share one
-    monkeypatch.setattr(outofcore, "WRITE_FANOUT", present)
-    writes.clear()
-    analyze_files(events.capture_files(directory), logs, facts, events.capture_dir_stats(directory), part_rows=2)
-    assert not any(args[5].name == "parts-groups" for args in writes)
-    monkeypatch.setattr(outofcore, "WRITE_FANOUT", present - 1)
-    writes.clear()
-    analyze_files(events.capture_files(directory), logs, facts, events.capture_dir_stats(directory), part_rows=2)
-    assert any(args[5].name == "parts-groups" for args in writes)
