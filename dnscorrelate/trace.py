@@ -135,7 +135,8 @@ class TraceSession:
         # later than packets: the DNS proxy's response flow is as late as the answer, seconds after a slow lookup's start
         last_seen = traces["t_client_in"].fillna(traces["t_start"]).astype("int64").clip(lower=traces["t_start"])
         settled &= last_seen < now - (SETTLE_NS if self.live.hubble.enabled and not final else 0)
-        done = traces[((traces["outcome"] == "answered") & settled) | (traces["t_start"] < now - GIVE_UP_NS)]
+        # an unanswered one once a client would have given up; a slow answer past that still waits for its flows
+        done = traces[settled & ((traces["outcome"] == "answered") | (traces["t_start"] < now - GIVE_UP_NS))]
         keys = list(zip(done["client_port"], done["dns_id"], done["proto"], done["t_start"]))
         fresh = done[np.array([not self.was_printed(k) for k in keys], dtype=bool)] if len(done) else done
         for key in keys:

@@ -57,6 +57,23 @@ def test_with_hubble_a_slow_lookup_waits_for_its_answers_flows_not_only_its_star
     at(monkeypatch, last_query + tracing.SETTLE_NS + 10**9)  # settled by its start, not by its answer
     session.tick(slow)
     assert printed == []
+    first_answer = int(slow.loc[answers, "ts_ns"].min())
+    assert last_query + tracing.GIVE_UP_NS < first_answer + tracing.SETTLE_NS - 2 * 10**8
+    at(monkeypatch, last_query + tracing.GIVE_UP_NS + 10**8)  # past a client's patience, still before its answer's flows
+    session.tick(slow.iloc[0:0])
+    assert printed == []
     at(monkeypatch, int(slow["ts_ns"].max()) + tracing.SETTLE_NS + 10**8)
     session.tick(slow.iloc[0:0])
     assert printed
+
+
+def test_an_unanswered_lookup_is_printed_once_a_client_would_have_given_up(monkeypatch):
+    session, frame, printed = live_session(monkeypatch, "deny-dns-egress")
+    session.live.hubble.enabled = True  # its flows' wait is shorter than a client's patience
+    first_query = int(frame.loc[~frame["qr"].astype(bool), "ts_ns"].min())
+    at(monkeypatch, first_query + tracing.GIVE_UP_NS - 10**8)
+    session.tick(frame)
+    assert printed == []
+    at(monkeypatch, int(frame["ts_ns"].max()) + tracing.GIVE_UP_NS + 10**8)
+    session.tick(frame.iloc[0:0])
+    assert printed and all(coverage != "logs" for _, _, coverage in printed)
