@@ -38,8 +38,13 @@ SERVER_NODES = ("node-0", "node-1")  # where the CoreDNS replicas run
 
 def peak_rss_mb() -> float:
     """VmHWM of this process, MB."""
+    return status_mb("VmHWM")
+
+
+def status_mb(field: str) -> float:
+    """A memory field of this process's /proc status (VmRSS, VmHWM), MB."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 

@@ -21,10 +21,13 @@ from collections import Counter
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from dnscorrelate import analysis, events  # noqa: E402
 from dnscorrelate.correlate import outofcore, spilled  # noqa: E402
 from dnscorrelate.diagnose import windows  # noqa: E402
+
+from correlate_fleet import peak_rss_mb, status_mb  # noqa: E402
 
 STAGES = {  # owner, functions: each call is a stage
     outofcore: ("estimate_clocks", "write_parts", "control_rows", "read_part", "correlate", "numbered_legs", "own_lookups",
@@ -72,23 +75,13 @@ def short(owner) -> str:
     return owner.__name__.rsplit(".", 1)[-1]
 
 
-def memory_mb() -> dict[str, int]:
-    """VmRSS and VmHWM of this process, MB."""
-    wanted = {}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key in ("VmRSS", "VmHWM"):
-            wanted[key] = int(value.split()[0]) // 1024
-    return wanted
-
-
 def sample(stages: Stages, every: float, log, started: float) -> None:
     while True:
-        now = memory_mb()
+        rss = round(status_mb("VmRSS"))
         for name in list(stages.running):
-            stages.most_rss[name] = max(stages.most_rss[name], now["VmRSS"])
+            stages.most_rss[name] = max(stages.most_rss[name], rss)
         if log:
-            log.write(f"{time.perf_counter() - started:.0f}\t{now['VmRSS']}\t{now['VmHWM']}\t{'/'.join(stages.running[-3:])}\n")
+            log.write(f"{time.perf_counter() - started:.0f}\t{rss}\t{round(peak_rss_mb())}\t{'/'.join(stages.running[-3:])}\n")
             log.flush()
         time.sleep(every)
 
@@ -112,7 +105,7 @@ def main() -> None:
     directory = Path(args.directory)
     result = analysis.analyze_files(events.capture_files(directory), None, None, events.capture_dir_stats(directory))
     stats = result.correlation.stats
-    print(json.dumps({"seconds": round(time.perf_counter() - started, 1), "peak_rss_mb": memory_mb()["VmHWM"],
+    print(json.dumps({"seconds": round(time.perf_counter() - started, 1), "peak_rss_mb": round(peak_rss_mb()),
                       "traces": stats["traces"], "parts": stats.get("parts"), "windows": stats.get("windows", 1),
                       "findings": [f"{f.code}:{f.count}" for f in result.findings]}))
     print(f"{'stage':38} {'seconds':>9} {'calls':>6} {'most RSS seen':>14}")

@@ -478,7 +478,8 @@ def leg_slices(con: Engine, files: list[Path], rows: int, part_rows: int, direct
 def slices_reading(start: str, end: str, spans: list[Span]) -> str:
     """SQL for the list of the slices that read a leg from `start` to `end` (contiguous `spans`, in order): those from
     the one its start falls in to the one its end falls in, and earlier ones whose reach passes its start, at most
-    `back` slices earlier. Testing every slice on every row instead made the pass rows x slices (quadratic in a busy part)."""
+    `back` slices earlier. Testing every slice on every row made the pass rows x slices; at 100M events (56 slices)
+    that was not yet what the pass's time was spent on (bench/README.md), the writes were."""
     starts = [s.start for s in spans]
     back = max(bisect.bisect_right(starts, s.reach) - 1 - i for i, s in enumerate(spans))
     reads_from, reads_to = [s.read_from for s in spans], [s.read_to for s in spans]
